@@ -1,0 +1,11 @@
+"""tinygrad_cnn: a from-scratch reverse-mode autograd engine for convolutional networks."""
+from .autograd import Function, no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from .backend import DeviceError, backends, cuda_status, get_backend, register_backend
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .tensor import (
+    Tensor, tensor, grad, where, concatenate, cat, stack, split, manual_seed, get_rng,
+    zeros, ones, full, zeros_like, ones_like, randn, rand, arange, eye,
+    float16, float32, float64, int32, int64, bool_,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,207 @@
+"""The autograd engine: ``Function``, grad mode, and the reverse-mode sweep.
+
+Read this file first.  A forward op builds one :class:`Function` node that
+remembers its input tensors; the output tensor points back at that node
+(``tensor._ctx``).  ``backward`` walks the nodes in reverse topological
+order and asks each ``Function.backward`` to turn the gradient of its output
+into gradients of its inputs.  Backward formulas are written with ordinary
+differentiable tensor ops, so with ``create_graph=True`` the gradient is
+itself a graph that can be differentiated again.
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+
+_grad_enabled = True
+_tracer = None  # set by tinygrad_cnn.viz.trace() to watch the backward pass
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class set_grad_enabled:
+    """Context manager (and decorator) turning graph recording on or off."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, self.mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.prev
+
+    def __call__(self, func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with type(self)(self.mode):
+                return func(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """``with tg.no_grad():`` or ``@tg.no_grad()``: record no graph inside."""
+
+    def __init__(self):
+        super().__init__(False)
+
+    def __call__(self, func):
+        return set_grad_enabled(False)(func)
+
+
+class enable_grad(set_grad_enabled):
+    """Re-enable graph recording inside a ``no_grad`` block."""
+
+    def __init__(self):
+        super().__init__(True)
+
+    def __call__(self, func):
+        return set_grad_enabled(True)(func)
+
+
+class Function:
+    """One differentiable op: ``forward`` on arrays, ``backward`` on Tensors.
+
+    Subclasses implement
+
+    * ``forward(self, *arrays, **params) -> array``: the op on raw arrays of
+      the inputs' backend (``self.xp`` is its array module, ``self.backend``
+      the backend).  Save on ``self`` only what backward needs.
+    * ``backward(self, grad_out) -> Tensor | tuple``: one gradient per tensor
+      input (``None`` where there is none), written with differentiable
+      tensor ops.  ``self.inputs`` are the input tensors and ``self.output``
+      the output tensor.
+
+    Call an op as ``MyOp.apply(*tensors, **params)``.
+    """
+
+    inputs = ()
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        from .tensor import Tensor, common_backend
+        backend = common_backend(inputs, cls.__name__)
+        fn = cls()
+        fn.backend, fn.xp = backend, backend.xp
+        data = fn.forward(*(t.data for t in inputs), **params)
+        return fn.link(inputs, Tensor._make(data, backend))
+
+    def link(self, inputs, out):
+        """Record ``out = self(*inputs)`` in the graph if a gradient may flow."""
+        if _grad_enabled and any(t.requires_grad for t in inputs):
+            self.inputs = inputs
+            self._output = weakref.ref(out)
+            out.requires_grad = True
+            out._ctx = self
+        return out
+
+    @property
+    def output(self):
+        return self._output()
+
+    def forward(self, *arrays, **params):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def release(self):
+        """Drop the inputs and saved arrays once backward has used them."""
+        self.__dict__.clear()
+        self.inputs = None
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+def topological_order(roots):
+    """Tensors that require grad, each after all the tensors it depends on.
+
+    Iterative depth-first search, so a 10,000-op chain needs no recursion.
+    """
+    order, visited = [], set()
+    stack = [(t, False) for t in reversed(roots)]
+    while stack:
+        t, children_done = stack.pop()
+        if children_done:
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        fn = t._ctx
+        if fn is not None and fn.inputs is not None:
+            stack.extend((x, False) for x in fn.inputs
+                         if x.requires_grad and id(x) not in visited)
+    return order
+
+
+def backprop(roots, root_grads, retain_graph=False, create_graph=False,
+             targets=None):
+    """The reverse sweep behind ``Tensor.backward`` and ``tg.grad``.
+
+    Visits each tensor once, last-computed first; by then every consumer
+    has already added its share to ``grads[id(tensor)]``.  With ``targets``
+    None, gradients of leaves (and of tensors that ``retain_grad()``) are
+    accumulated into ``.grad``; otherwise the gradients of the ``targets``
+    are returned in a dict keyed by ``id`` and no ``.grad`` is touched.
+    """
+    grads, found = {}, {}
+    for root, g in zip(roots, root_grads):
+        grads[id(root)] = g if id(root) not in grads else grads[id(root)] + g
+    with set_grad_enabled(create_graph):
+        for t in reversed(topological_order(roots)):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if targets is not None:
+                if id(t) in targets:
+                    found[id(t)] = g
+            elif t._ctx is None or t._retains_grad:
+                t.grad = g if t.grad is None else t.grad + g
+            fn = t._ctx
+            if fn is None:
+                continue
+            if fn.inputs is None:
+                raise RuntimeError(
+                    f"trying to backward through the graph a second time: the "
+                    f"graph behind this {t.shape} tensor was freed by an earlier "
+                    f"backward; pass retain_graph=True to the first backward "
+                    f"to keep it")
+            grads_in = fn.backward(g)
+            if not isinstance(grads_in, tuple):
+                grads_in = (grads_in,)
+            if _tracer is not None:
+                _tracer.record(fn, t, g, grads_in, grads)
+            for x, gx in zip(fn.inputs, grads_in):
+                if gx is None or not x.requires_grad:
+                    continue
+                gx = _conform(gx, x, fn)
+                grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+            if not retain_graph:
+                fn.release()
+    return found
+
+
+def _conform(gx, x, fn):
+    """Check a gradient from ``fn.backward`` against its input, fix its dtype."""
+    if gx.shape != x.shape:
+        raise RuntimeError(
+            f"{fn.name}.backward returned a gradient of shape {gx.shape} for an "
+            f"input of shape {x.shape}; they must match")
+    if gx.device != x.device:
+        raise RuntimeError(
+            f"{fn.name}.backward returned a gradient on {gx.device} for an "
+            f"input on {x.device}")
+    # Mixed-precision ops (float32 + float64) give the wider dtype; the
+    # gradient of each input has that input's own dtype.
+    return gx if gx.dtype == x.dtype else gx.astype(x.dtype)

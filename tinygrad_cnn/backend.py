@@ -1,0 +1,210 @@
+"""Array backends: the one place that knows about NumPy vs CuPy.
+
+A :class:`Backend` bundles the array namespace ``xp`` with the handful of
+operations where NumPy and CuPy differ (host transfer, strided windows,
+scatter-add, synchronisation).  Every op reaches arrays only through
+``backend.xp`` and these methods, so the same op code runs on both.
+
+This is the only module of the package that imports ``cupy``, and only
+lazily, when a CUDA device is asked for or probed.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import numpy as np
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that does not exist, or cannot be used here."""
+
+
+class Backend:
+    """An array namespace plus the operations where array libraries differ.
+
+    ``device`` is the canonical device string (``"cpu"``, ``"cuda:0"``);
+    ``xp`` is the array module (``numpy`` or ``cupy``).
+    """
+
+    device = "cpu"
+    xp = np
+
+    def asarray(self, data, dtype=None):
+        """Host or device data -> an array of this backend."""
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, a):
+        """This backend's array -> a host ``numpy.ndarray`` (explicit copy)."""
+        return np.asarray(a)
+
+    def is_array(self, a):
+        return isinstance(a, np.ndarray)
+
+    def as_strided(self, a, shape, strides):
+        """A read-only strided view of ``a`` (strides in bytes)."""
+        return np.lib.stride_tricks.as_strided(a, shape=shape, strides=strides,
+                                               writeable=False)
+
+    def scatter_add(self, a, index, values):
+        """``a[index] += values`` with repeated indices accumulated, in place."""
+        np.add.at(a, index, values)
+
+    def synchronize(self):
+        """Wait until queued device work is done (no-op on the host)."""
+
+    def describe(self):
+        """A dict of facts for ``tinygrad-cnn info``."""
+        return {"device": self.device, "array module": f"numpy {np.__version__}"}
+
+    def __repr__(self):
+        return f"<{type(self).__name__} device={self.device!r}>"
+
+
+class NumpyBackend(Backend):
+    """The default host backend."""
+
+
+class CupyBackend(Backend):
+    """CUDA arrays through CuPy; built only after :func:`cuda_status` says yes."""
+
+    def __init__(self, index=0):
+        import cupy
+        import cupyx
+        self.xp = cupy
+        self._cupyx = cupyx
+        self.index = index
+        self.device = f"cuda:{index}"
+        self._device = cupy.cuda.Device(index)
+
+    def asarray(self, data, dtype=None):
+        with self._device:
+            return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, a):
+        return self.xp.asnumpy(a)
+
+    def is_array(self, a):
+        return isinstance(a, self.xp.ndarray)
+
+    def as_strided(self, a, shape, strides):
+        # cupy's as_strided has no ``writeable`` argument; callers never write
+        # through the view, so the result is read-only by convention.
+        return self.xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
+
+    def scatter_add(self, a, index, values):
+        # cupyx.scatter_add accumulates duplicates; a[index] += v would not.
+        self._cupyx.scatter_add(a, index, values)
+
+    def synchronize(self):
+        self._device.synchronize()
+
+    def describe(self):
+        cupy = self.xp
+        props = cupy.cuda.runtime.getDeviceProperties(self.index)
+        free, total = cupy.cuda.runtime.memGetInfo()
+        name = props["name"]
+        return {
+            "device": self.device,
+            "gpu": name.decode() if isinstance(name, bytes) else str(name),
+            "memory": f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB",
+            "array module": f"cupy {cupy.__version__}",
+            "cuda runtime": str(cupy.cuda.runtime.runtimeGetVersion()),
+        }
+
+
+CUDA_INSTALL_HINT = ('install CuPy with: pip install "tinygrad_cnn[cuda]" '
+                     '(a cupy-cuda12x wheel matching a CUDA 12 driver)')
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_status():
+    """``(usable, reason)`` for CUDA through CuPy, probed once and cached.
+
+    CuPy imports fine on a machine without a driver or GPU; only a runtime
+    call tells, so the probe asks for the device count.
+    """
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken install
+        return False, f"cupy is not installed ({type(e).__name__}: {e}); {CUDA_INSTALL_HINT}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDARuntimeError without a driver
+        return False, (f"cupy {cupy.__version__} is installed but no CUDA GPU is usable "
+                       f"({type(e).__name__}: {e})")
+    if count < 1:
+        return False, f"cupy {cupy.__version__} is installed but found no CUDA GPU"
+    return True, f"cupy {cupy.__version__}, {count} CUDA device(s)"
+
+
+_BACKENDS: dict[str, Backend] = {"cpu": NumpyBackend()}
+_DEVICE_RE = re.compile(r"^([a-z_][a-z0-9_]*)(?::(\d+))?$")
+
+
+def register_backend(name, backend):
+    """Make ``backend`` reachable as device ``name`` (used for test backends)."""
+    backend.device = name
+    _BACKENDS[name] = backend
+
+
+def canonical_device(device):
+    """``None``/``"cpu"``/``"cuda"``/``"cuda:1"`` -> canonical device string."""
+    if device is None:
+        return default_device()
+    if isinstance(device, Backend):
+        return device.device
+    if not isinstance(device, str):
+        raise DeviceError(f"device must be a string such as 'cpu' or 'cuda:0', "
+                          f"got {device!r}")
+    device = device.strip().lower()
+    if device in _BACKENDS:
+        return device
+    m = _DEVICE_RE.match(device)
+    if m and m.group(1) == "cuda":
+        return f"cuda:{m.group(2) or 0}"
+    known = ", ".join(sorted(set(_BACKENDS) | {"cuda", "cuda:N"}))
+    raise DeviceError(f"unknown device {device!r}; expected one of: {known}")
+
+
+def get_backend(device=None):
+    """The :class:`Backend` for a device string, creating CUDA ones on demand."""
+    device = canonical_device(device)
+    backend = _BACKENDS.get(device)
+    if backend is not None:
+        return backend
+    usable, reason = cuda_status()
+    if not usable:
+        raise DeviceError(f"device {device!r} is not available: {reason}")
+    index = int(device.split(":")[1])
+    import cupy
+    count = cupy.cuda.runtime.getDeviceCount()
+    if index >= count:
+        raise DeviceError(f"device {device!r} does not exist: found {count} CUDA device(s)")
+    backend = _BACKENDS[device] = CupyBackend(index)
+    return backend
+
+
+def default_device():
+    """The device from ``TINYGRAD_CNN_DEVICE`` (cpu, cuda or auto); cpu if unset."""
+    choice = os.environ.get("TINYGRAD_CNN_DEVICE", "cpu").strip().lower() or "cpu"
+    if choice == "auto":
+        return "cuda:0" if cuda_status()[0] else "cpu"
+    if choice == "cpu" or choice in _BACKENDS:
+        return choice
+    m = _DEVICE_RE.match(choice)
+    if m and m.group(1) == "cuda":
+        return f"cuda:{m.group(2) or 0}"
+    raise DeviceError(f"TINYGRAD_CNN_DEVICE={choice!r} is not one of cpu, cuda, cuda:N, auto")
+
+
+def backends():
+    """List every backend: ``[{"device", "usable", "reason"}, ...]``."""
+    rows = [{"device": "cpu", "usable": True, "reason": f"numpy {np.__version__}"}]
+    usable, reason = cuda_status()
+    rows.append({"device": "cuda", "usable": usable, "reason": reason})
+    for name in sorted(_BACKENDS):
+        if name != "cpu" and not name.startswith("cuda"):
+            rows.append({"device": name, "usable": True, "reason": "registered backend"})
+    return rows

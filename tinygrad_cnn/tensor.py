@@ -1,0 +1,797 @@
+"""``Tensor``: an array of some backend plus what autograd needs to know.
+
+The differentiable ops live in :mod:`tinygrad_cnn.ops` as ``Function``
+classes; the methods here only convert arguments and call them.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import autograd
+from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
+
+float16 = np.dtype("float16")
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+bool_ = np.dtype("bool")
+
+_SUPPORTED_KINDS = "fiub"  # float, signed/unsigned int, bool
+
+
+def _as_dtype(dtype):
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"unknown dtype {dtype!r}") from e
+    if dt.kind not in _SUPPORTED_KINDS:
+        raise TypeError(f"unsupported dtype {dt}; expected a float, integer or bool dtype")
+    return dt
+
+
+def _find_backend_of(data):
+    for backend in list(_BACKENDS.values()):
+        if type(backend).is_array is not Backend.is_array and backend.is_array(data):
+            return backend
+    return None
+
+
+def _to_array(data, backend, dtype):
+    """Convert user data to an array of ``backend`` with tensor dtype rules."""
+    if isinstance(data, Tensor):
+        data = data.data
+    src = None if isinstance(data, (np.ndarray, np.generic)) else _find_backend_of(data)
+    if src is not None and src is not backend:
+        data = src.to_numpy(data)  # explicit device -> host transfer
+    if src is backend:
+        arr = data
+    else:
+        arr = np.asarray(data)
+        if dtype is None and arr.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+            dtype = float32  # Python floats become float32, as in PyTorch
+        if arr.dtype.kind not in _SUPPORTED_KINDS:
+            raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}; "
+                            f"expected numbers (float, int or bool)")
+    if dtype is not None and arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return arr if src is backend else backend.asarray(arr)
+
+
+def common_backend(tensors, op_name="op"):
+    """The one backend shared by ``tensors``; an error naming both if mixed."""
+    backend = tensors[0]._backend
+    for t in tensors[1:]:
+        if t._backend is not backend:
+            raise DeviceError(f"{op_name}: tensors are on different devices: "
+                              f"{backend.device} and {t._backend.device}; move them "
+                              f"to one device with .to(device)")
+    return backend
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode automatic differentiation.
+
+    ``Tensor(data, requires_grad=False, dtype=None, device=None)``; see
+    :func:`tensor`.  ``.grad`` is a Tensor once a backward pass reaches it.
+    """
+
+    __array_priority__ = 1000  # numpy defers ``ndarray * Tensor`` to us
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        if device is None and isinstance(data, Tensor):
+            device = data.device
+        backend = get_backend(device)
+        self._init(_to_array(data, backend, _as_dtype(dtype)), backend, requires_grad)
+
+    @classmethod
+    def _make(cls, data, backend, requires_grad=False):
+        t = cls.__new__(cls)
+        t._init(data, backend, requires_grad)
+        return t
+
+    def _init(self, data, backend, requires_grad):
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients; "
+                            f"this tensor has dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.name = None
+        self._backend = backend
+        self._ctx = None
+        self._retains_grad = False
+
+    # ---- facts ---------------------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: self._backend.device)
+    is_leaf = property(lambda self: self._ctx is None)
+    grad_fn = property(lambda self: self._ctx)
+    xp = property(lambda self: self._backend.xp)
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __hash__(self):
+        return id(self)
+
+    def numpy(self):
+        """A host NumPy copy of the data (a device-to-host transfer on a GPU)."""
+        return np.array(self._backend.to_numpy(self.data), copy=True)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is "
+                             f"ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        if self._backend.device != "cpu":
+            raise TypeError(f"implicit conversion of a {self.device} tensor to a NumPy "
+                            f"array is not allowed; call .numpy() to copy it to the host")
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self):
+        body = np.array2string(self._backend.to_numpy(self.data), separator=", ",
+                               prefix="tensor(", threshold=200)
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype != float32 and self.dtype.kind == "f" or self.dtype.kind != "f" and self.dtype != int64 and self.dtype != bool_:
+            extras.append(f"dtype={self.dtype}")
+        if self._ctx is not None:
+            extras.append(f"grad_fn=<{self._ctx.name}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+    # ---- autograd ------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf.
+
+        ``grad`` is the upstream gradient (d loss / d self); it may be left
+        out only for a one-element tensor.  The graph is freed afterwards
+        unless ``retain_graph=True``.  With ``create_graph=True`` the
+        gradients are themselves differentiable.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: "
+                               "no input of its graph has requires_grad=True")
+        grad = _upstream(self, grad, "backward")
+        autograd.backprop([self], [grad], retain_graph, create_graph)
+
+    def retain_grad(self):
+        """Keep ``.grad`` for this non-leaf tensor in the next backward."""
+        self._retains_grad = True
+        return self
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor._make(self.data, self._backend, False)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients; "
+                            f"this tensor has dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ---- devices and dtypes --------------------------------------------------
+    def to(self, device=None, dtype=None):
+        """Move to ``device`` and/or cast to ``dtype`` (differentiably)."""
+        out = self
+        if dtype is not None and _as_dtype(dtype) != self.dtype:
+            out = out.astype(dtype)
+        if device is not None and canonical_device(device) != self.device:
+            out = ops.ToDevice.apply(out, device=get_backend(device))
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def astype(self, dtype):
+        dtype = _as_dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        if dtype.kind != "f" or self.dtype.kind != "f":
+            return Tensor._make(self.data.astype(dtype), self._backend)
+        return ops.Cast.apply(self, dtype=dtype)
+
+    def float(self):
+        return self.astype(float32)
+
+    def double(self):
+        return self.astype(float64)
+
+    # ---- arithmetic ----------------------------------------------------------
+    def _other(self, other):
+        """A scalar or array operand as a tensor on this tensor's device."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, numbers.Number) and not isinstance(other, bool):
+            if self.dtype.kind == "f" or isinstance(other, numbers.Integral):
+                dtype = self.dtype
+            else:
+                dtype = float32
+            return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
+        return Tensor(other, device=self.device)
+
+    def __add__(self, other):
+        return ops.Add.apply(self, self._other(other))
+
+    def __radd__(self, other):
+        return ops.Add.apply(self._other(other), self)
+
+    def __sub__(self, other):
+        return ops.Sub.apply(self, self._other(other))
+
+    def __rsub__(self, other):
+        return ops.Sub.apply(self._other(other), self)
+
+    def __mul__(self, other):
+        return ops.Mul.apply(self, self._other(other))
+
+    def __rmul__(self, other):
+        return ops.Mul.apply(self._other(other), self)
+
+    def __truediv__(self, other):
+        return ops.Div.apply(self, self._other(other))
+
+    def __rtruediv__(self, other):
+        return ops.Div.apply(self._other(other), self)
+
+    def __pow__(self, other):
+        if isinstance(other, numbers.Number) and not isinstance(other, bool):
+            return ops.PowConst.apply(self, exponent=other)
+        return ops.Pow.apply(self, self._other(other))
+
+    def __rpow__(self, other):
+        return ops.Pow.apply(self._other(other), self)
+
+    def __neg__(self):
+        return ops.Neg.apply(self)
+
+    def __pos__(self):
+        return self
+
+    def __matmul__(self, other):
+        return ops.MatMul.apply(self, self._other(other))
+
+    def __rmatmul__(self, other):
+        return ops.MatMul.apply(self._other(other), self)
+
+    matmul = __matmul__
+
+    # Comparisons give boolean tensors that carry no gradient.
+    def _compare(self, other, op):
+        other = self._other(other)
+        ops.check_broadcast(self.shape, other.shape, op)
+        common_backend((self, other), op)
+        return Tensor._make(getattr(self.xp, op)(self.data, other.data), self._backend)
+
+    def __lt__(self, other):
+        return self._compare(other, "less")
+
+    def __le__(self, other):
+        return self._compare(other, "less_equal")
+
+    def __gt__(self, other):
+        return self._compare(other, "greater")
+
+    def __ge__(self, other):
+        return self._compare(other, "greater_equal")
+
+    def __eq__(self, other):
+        return self._compare(other, "equal")
+
+    def __ne__(self, other):
+        return self._compare(other, "not_equal")
+
+    def __invert__(self):
+        if self.dtype != bool_:
+            raise TypeError(f"~ needs a boolean tensor, got dtype {self.dtype}")
+        return Tensor._make(~self.data, self._backend)
+
+    def __and__(self, other):
+        return Tensor._make(self.data & self._other(other).data, self._backend)
+
+    def __or__(self, other):
+        return Tensor._make(self.data | self._other(other).data, self._backend)
+
+    def any(self):
+        return Tensor._make(self.xp.any(self.data), self._backend)
+
+    def all(self):
+        return Tensor._make(self.xp.all(self.data), self._backend)
+
+    # ---- elementwise ---------------------------------------------------------
+    def exp(self):
+        return ops.Exp.apply(self)
+
+    def log(self):
+        return ops.Log.apply(self)
+
+    def sqrt(self):
+        return ops.Sqrt.apply(self)
+
+    def abs(self):
+        return ops.Abs.apply(self)
+
+    __abs__ = abs
+
+    def sin(self):
+        return ops.Sin.apply(self)
+
+    def cos(self):
+        return ops.Cos.apply(self)
+
+    def tanh(self):
+        return ops.Tanh.apply(self)
+
+    def sigmoid(self):
+        return ops.Sigmoid.apply(self)
+
+    def relu(self):
+        return ops.ReLU.apply(self)
+
+    def leaky_relu(self, negative_slope=0.01):
+        return ops.LeakyReLU.apply(self, slope=negative_slope)
+
+    def maximum(self, other):
+        return ops.Maximum.apply(self, self._other(other))
+
+    def minimum(self, other):
+        return ops.Minimum.apply(self, self._other(other))
+
+    def clip(self, min=None, max=None):
+        """Limit values to [min, max]; the gradient passes where min <= x <= max."""
+        return ops.Clip.apply(self, lo=min, hi=max)
+
+    clamp = clip
+
+    def sign(self):
+        return Tensor._make(self.xp.sign(self.data), self._backend)
+
+    # ---- reductions ----------------------------------------------------------
+    def sum(self, axis=None, keepdims=False, dim=None):
+        return ops.Sum.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False, dim=None):
+        axis = _axes(self, axis, dim)
+        return self.sum(axis, keepdims) / _count(self.shape, axis)
+
+    def var(self, axis=None, keepdims=False, correction=1, dim=None):
+        """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
+        axis = _axes(self, axis, dim)
+        centred = self - self.mean(axis, keepdims=True)
+        n = _count(self.shape, axis)
+        return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
+
+    def std(self, axis=None, keepdims=False, correction=1, dim=None):
+        return self.var(axis, keepdims, correction, dim).sqrt()
+
+    def max(self, axis=None, keepdims=False, dim=None):
+        """Maximum; tied maxima share the gradient equally."""
+        return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False, dim=None):
+        return -((-self).max(axis, keepdims, dim))
+
+    def argmax(self, axis=None, keepdims=False, dim=None):
+        return self._arg("argmax", axis, keepdims, dim)
+
+    def argmin(self, axis=None, keepdims=False, dim=None):
+        return self._arg("argmin", axis, keepdims, dim)
+
+    def _arg(self, name, axis, keepdims, dim):
+        axis = _axes(self, axis, dim)
+        if isinstance(axis, tuple):
+            if len(axis) != 1:
+                raise ValueError(f"{name} takes one axis, got {axis}")
+            axis = axis[0]
+        if self.size == 0:
+            raise ValueError(f"{name} of an empty tensor of shape {self.shape}")
+        out = getattr(self.xp, name)(self.data, axis=axis)
+        if keepdims:
+            out = self.xp.expand_dims(out, axis) if axis is not None else out.reshape((1,) * self.ndim)
+        return Tensor._make(out.astype(int64), self._backend)
+
+    def logsumexp(self, axis=None, keepdims=False, dim=None):
+        """log(sum(exp(x))), computed stably by subtracting the maximum."""
+        axis = _axes(self, axis, dim)
+        m = self.max(axis, keepdims=True).detach()
+        # An all -inf slice would give inf - inf; its shift can be anything finite.
+        m = Tensor._make(self.xp.where(self.xp.isfinite(m.data), m.data, 0).astype(self.dtype),
+                         self._backend)
+        out = (self - m).exp().sum(axis, keepdims=True).log() + m
+        return out if keepdims else out.squeeze(axis if axis is not None else None)
+
+    def softmax(self, axis=-1, dim=None):
+        axis = _axes(self, axis, dim)
+        e = (self - self.max(axis, keepdims=True).detach()).exp()
+        return e / e.sum(axis, keepdims=True)
+
+    def log_softmax(self, axis=-1, dim=None):
+        axis = _axes(self, axis, dim)
+        return self - self.logsumexp(axis, keepdims=True)
+
+    # ---- shapes --------------------------------------------------------------
+    def reshape(self, *shape):
+        shape = _shape_arg(shape)
+        new = _resolve_reshape(self.shape, shape)
+        return self if new == self.shape else ops.Reshape.apply(self, shape=new)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = (_norm_axis(a, self.ndim) for a in (start_dim, end_dim))
+        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+
+    def permute(self, *axes):
+        axes = _shape_arg(axes)
+        if sorted(_norm_axis(a, self.ndim) for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} "
+                             f"axes of a tensor of shape {self.shape}")
+        axes = tuple(_norm_axis(a, self.ndim) for a in axes)
+        return ops.Permute.apply(self, axes=axes)
+
+    def transpose(self, *axes):
+        """No axes: reverse them; a full permutation: as NumPy; two axes: swap them."""
+        axes = _shape_arg(axes)
+        if not axes:
+            return self.permute(tuple(reversed(range(self.ndim))))
+        if len(axes) == self.ndim:
+            return self.permute(axes)
+        if len(axes) == 2:
+            return self.swapaxes(*axes)
+        raise ValueError(f"transpose of a tensor of shape {self.shape} takes no axes, "
+                         f"a permutation of all {self.ndim}, or two axes to swap; got {axes}")
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def swapaxes(self, axis0, axis1):
+        order = list(range(self.ndim))
+        a, b = _norm_axis(axis0, self.ndim), _norm_axis(axis1, self.ndim)
+        order[a], order[b] = order[b], order[a]
+        return self.permute(order)
+
+    def broadcast_to(self, *shape):
+        shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
+        ops.check_broadcast_to(self.shape, shape)
+        return ops.BroadcastTo.apply(self, shape=shape)
+
+    def expand(self, *shape):
+        """Broadcast to ``shape``; -1 keeps a dimension's size (as PyTorch)."""
+        shape = _shape_arg(shape)
+        lead = len(shape) - self.ndim
+        shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s
+                      for i, s in enumerate(shape))
+        return self.broadcast_to(shape)
+
+    def sum_to(self, shape):
+        """Sum broadcast dimensions away so the result has ``shape``."""
+        shape = tuple(shape)
+        return self if shape == self.shape else ops.SumTo.apply(self, shape=shape)
+
+    def squeeze(self, axis=None, dim=None):
+        axis = _axes(self, axis, dim)
+        if axis is None:
+            axis = tuple(i for i, s in enumerate(self.shape) if s == 1)
+        for a in axis:
+            if self.shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} of shape {self.shape} has size "
+                                 f"{self.shape[a]}, not 1")
+        return self.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axis))
+
+    def unsqueeze(self, axis=None, dim=None):
+        axis = dim if axis is None else axis
+        axis = _norm_axis(axis, self.ndim + 1)
+        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+
+    def __getitem__(self, index):
+        return ops.GetItem.apply(self, index=_index_arg(index, self))
+
+    def pad(self, pad_width, value=0.0):
+        """Constant padding; ``pad_width`` as ``numpy.pad`` (one (before, after) per axis)."""
+        widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (self.ndim, 2))
+        if (widths < 0).any():
+            raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
+        return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
+
+    def split(self, indices_or_sections, axis=0):
+        return split(self, indices_or_sections, axis)
+
+    def chunk(self, chunks, axis=0):
+        return split(self, chunks, axis)
+
+
+# ---- argument helpers ---------------------------------------------------------
+def _norm_axis(axis, ndim):
+    if not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"axis {axis} is out of range for a tensor with {ndim} dimension(s)")
+    return int(axis) % max(ndim, 1)
+
+
+def _axes(t, axis, dim=None):
+    """Normalise ``axis`` (or its alias ``dim``) to None or a sorted tuple."""
+    if dim is not None:
+        if axis is not None and axis != dim:
+            raise TypeError("give either axis or dim, not both")
+        axis = dim
+    if axis is None:
+        return None
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    axes = tuple(sorted(_norm_axis(a, t.ndim) for a in axes)) if t.ndim else ()
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axis in {axis}")
+    return axes
+
+
+def _count(shape, axis):
+    axis = range(len(shape)) if axis is None else axis
+    return int(np.prod([shape[a] for a in axis])) if len(shape) else 1
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def _resolve_reshape(old, new):
+    size = int(np.prod(old))
+    if new.count(-1) > 1:
+        raise ValueError(f"reshape: only one dimension can be -1, got {new}")
+    if -1 in new:
+        known = int(np.prod([s for s in new if s != -1]))
+        if known == 0 or size % known:
+            raise ValueError(f"cannot reshape a tensor of shape {old} into {new}")
+        new = tuple(size // known if s == -1 else s for s in new)
+    if int(np.prod(new)) != size or any(s < 0 for s in new):
+        raise ValueError(f"cannot reshape a tensor of shape {old} ({size} elements) into {new}")
+    return new
+
+
+def _index_arg(index, t):
+    """Tensors inside an index become arrays on ``t``'s device."""
+    def conv(i):
+        if isinstance(i, Tensor):
+            if i.requires_grad:
+                i = i.detach()
+            common_backend((t, i), "indexing")
+            return i.data
+        if isinstance(i, (list, np.ndarray)):
+            return t._backend.asarray(np.asarray(i))
+        return i
+    return tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
+
+
+def _upstream(t, grad, where):
+    """Validate the gradient handed to backward/grad for output ``t``."""
+    if grad is None:
+        if t.size != 1:
+            raise RuntimeError(f"{where}: the output has shape {t.shape}; a gradient can "
+                               f"be implied only for a one-element output, so pass "
+                               f"grad (a tensor of shape {t.shape})")
+        return Tensor._make(t.xp.ones(t.shape, dtype=t.dtype), t._backend)
+    grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=t.dtype, device=t.device)
+    if grad.shape != t.shape:
+        raise ValueError(f"{where}: grad has shape {grad.shape} but the output has "
+                         f"shape {t.shape}; they must match")
+    common_backend((t, grad), where)
+    return grad
+
+
+# ---- functions of several tensors -----------------------------------------------
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs``, leaving ``.grad`` alone.
+
+    Returns a tuple with one tensor per input (or ``None`` for an input the
+    outputs do not depend on, when ``allow_unused=True``).
+    """
+    single = isinstance(outputs, Tensor)
+    outputs = [outputs] if single else list(outputs)
+    inputs_list = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    for x in inputs_list:
+        if not x.requires_grad:
+            raise RuntimeError(f"grad: an input of shape {x.shape} does not require grad")
+    pairs = [(o, _upstream(o, g, "grad")) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+    if retain_graph is None:
+        retain_graph = create_graph
+    found = autograd.backprop([o for o, _ in pairs], [g for _, g in pairs], retain_graph,
+                              create_graph, targets={id(x) for x in inputs_list})
+    result = []
+    for i, x in enumerate(inputs_list):
+        g = found.get(id(x))
+        if g is None and not allow_unused:
+            raise RuntimeError(f"grad: input {i} (shape {x.shape}) was not used to compute "
+                               f"the outputs; pass allow_unused=True to get None for it")
+        result.append(g)
+    return tuple(result)
+
+
+def where(condition, x, y):
+    """``x`` where ``condition`` holds, else ``y`` (differentiable in x and y)."""
+    ref = next((a for a in (x, y, condition) if isinstance(a, Tensor)), None)
+    if ref is None:
+        ref = Tensor(x)
+    cond = condition if isinstance(condition, Tensor) else Tensor(condition, device=ref.device)
+    x, y = ref._other(x), ref._other(y)
+    if cond.dtype != bool_:
+        cond = cond != 0
+    return ops.Where.apply(cond, x, y)
+
+
+def concatenate(tensors, axis=0, dim=None):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate needs at least one tensor")
+    axis = _axes(tensors[0], axis, dim)[0]
+    ref = tensors[0].shape
+    for t in tensors[1:]:
+        if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref)) if i != axis):
+            raise ValueError(f"concatenate along axis {axis}: shapes {ref} and {t.shape} "
+                             f"must match except on that axis")
+    return ops.Concatenate.apply(*tensors, axis=axis)
+
+
+cat = concatenate
+
+
+def stack(tensors, axis=0, dim=None):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    axis = dim if dim is not None else axis
+    for t in tensors[1:]:
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: all tensors need one shape, got {tensors[0].shape} "
+                             f"and {t.shape}")
+    return concatenate([t.unsqueeze(axis) for t in tensors], axis)
+
+
+def split(x, indices_or_sections, axis=0):
+    """As ``numpy.split``: a number of equal sections, or the indices to cut at."""
+    axis = _norm_axis(axis, x.ndim)
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, numbers.Integral):
+        if indices_or_sections <= 0 or n % indices_or_sections:
+            raise ValueError(f"split: axis {axis} of size {n} does not divide into "
+                             f"{indices_or_sections} equal sections")
+        step = n // indices_or_sections
+        cuts = list(range(step, n, step))
+    else:
+        cuts = list(indices_or_sections)
+    bounds = zip([0] + cuts, cuts + [n])
+    lead = (slice(None),) * axis
+    return [x[lead + (slice(a, b),)] for a, b in bounds]
+
+
+# ---- factories -------------------------------------------------------------------
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator behind randn/rand/dropout/shuffling (host-side, so a
+    seed gives the same numbers on every device)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    return _rng
+
+
+def get_rng():
+    return _rng
+
+
+def tensor(data, requires_grad=False, dtype=None, device=None):
+    """Make a tensor: Python floats become float32, NumPy arrays keep their dtype."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def _factory(array, requires_grad, device):
+    backend = get_backend(device)
+    return Tensor._make(backend.asarray(array), backend, requires_grad)
+
+
+def _float_dtype(dtype):
+    return float32 if dtype is None else _as_dtype(dtype)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    return _factory(np.zeros(_shape_arg(shape), _float_dtype(dtype)), requires_grad, device)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False):
+    return _factory(np.ones(_shape_arg(shape), _float_dtype(dtype)), requires_grad, device)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+    return _factory(np.full(shape, fill_value, _float_dtype(dtype)), requires_grad, device)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                 requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples, drawn on the host from the seeded generator."""
+    dtype = _float_dtype(dtype)
+    data = _rng.standard_normal(_shape_arg(shape)).astype(dtype)
+    return _factory(data, requires_grad, device)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False):
+    """Uniform samples in [0, 1), drawn on the host from the seeded generator."""
+    dtype = _float_dtype(dtype)
+    data = _rng.random(_shape_arg(shape)).astype(dtype)
+    return _factory(data, requires_grad, device)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
+    if stop is None:
+        start, stop = 0, start
+    data = np.arange(start, stop, step)
+    if dtype is None and data.dtype.kind == "f":
+        dtype = float32
+    return _factory(data.astype(_as_dtype(dtype) or data.dtype), requires_grad, device)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    return _factory(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad, device)
+
+
+from . import ops  # noqa: E402  (ops needs Tensor; Tensor methods need ops)
