@@ -1,0 +1,358 @@
+"""Data sets, the DataLoader (batching, shuffling, resuming, devices), digits,
+normalisation and splits."""
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import backend as backend_mod
+from tinygrad_cnn.data import (
+    DataLoader, Dataset, Subset, TensorDataset, load_dataset, load_digits, mean_std,
+    normalize, split_indices, stratified_split_indices, train_val_split,
+)
+
+
+def make_data(n=23, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, 3, 3)).astype(np.float32)
+    y = np.arange(n, dtype=np.int64)  # label == sample index, to check alignment
+    return x, y
+
+
+class ListDataset(Dataset):
+    """A generic data set: no get_batch of its own, samples built one at a time."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def collect(loader):
+    return [tuple(t.numpy() for t in batch) for batch in loader]
+
+
+# ---- TensorDataset ------------------------------------------------------------------
+def test_tensor_dataset_rows_and_length():
+    x, y = make_data()
+    ds = TensorDataset(x, tg.tensor(y))
+    assert len(ds) == 23
+    xi, yi = ds[5]
+    np.testing.assert_array_equal(xi, x[5])
+    assert int(yi) == 5
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ((np.zeros((4, 2)), np.zeros(5)), r"different lengths \[4, 5\]"),
+    ((), "at least one array"),
+    ((np.float32(1.0),), "0-d"),
+])
+def test_tensor_dataset_rejects_bad_arrays(arrays, match):
+    with pytest.raises(ValueError, match=match):
+        TensorDataset(*arrays)
+
+
+def test_tensor_dataset_index_out_of_range_is_clear():
+    with pytest.raises(IndexError, match="out of range for a TensorDataset of length 3"):
+        TensorDataset(np.zeros(3))[3]
+
+
+# ---- DataLoader: batching -----------------------------------------------------------
+@pytest.mark.parametrize("n, batch_size, drop_last, sizes", [
+    (23, 5, False, [5, 5, 5, 5, 3]),
+    (23, 5, True, [5, 5, 5, 5]),
+    (20, 5, True, [5, 5, 5, 5]),
+    (3, 10, False, [3]),
+    (3, 10, True, []),
+    (0, 4, False, []),
+])
+def test_batch_sizes_and_len(n, batch_size, drop_last, sizes):
+    x, y = make_data(n)
+    for shuffle in (False, True):
+        loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=shuffle, drop_last=drop_last,
+                            seed=1)
+        batches = collect(loader)
+        assert len(loader) == len(sizes)
+        assert [b[0].shape[0] for b in batches] == sizes
+
+
+def test_unshuffled_batches_are_slices_in_order_with_dtypes():
+    x, y = make_data()
+    batches = list(DataLoader(TensorDataset(x, y), batch_size=5))
+    for k, (xb, yb) in enumerate(batches):
+        assert isinstance(xb, tg.Tensor) and isinstance(yb, tg.Tensor)
+        assert xb.dtype == np.float32 and yb.dtype == np.int64 and xb.device == "cpu"
+        np.testing.assert_array_equal(xb.numpy(), x[5 * k:5 * k + 5])
+        np.testing.assert_array_equal(yb.numpy(), y[5 * k:5 * k + 5])
+
+
+def test_unshuffled_batch_views_are_read_only():
+    x, y = make_data()
+    xb, _ = next(iter(DataLoader(TensorDataset(x, y), batch_size=4)))
+    with pytest.raises(ValueError):
+        xb.data[0] = 1.0  # would otherwise write into the data set
+    assert x.flags.writeable  # the caller's array is untouched
+
+
+def test_shuffled_epoch_is_a_permutation_with_aligned_rows():
+    x, y = make_data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True, seed=3)
+    for _ in range(2):
+        xs, ys = (np.concatenate(parts) for parts in zip(*collect(loader)))
+        assert sorted(ys) == list(range(23)) and not np.array_equal(ys, np.arange(23))
+        np.testing.assert_array_equal(xs, x[ys])  # images follow their labels
+
+
+def test_generic_dataset_matches_tensor_dataset():
+    x, y = make_data()
+    for shuffle in (False, True):
+        fast = collect(DataLoader(TensorDataset(x, y), 6, shuffle=shuffle, seed=7))
+        slow = collect(DataLoader(ListDataset(x, y), 6, shuffle=shuffle, seed=7))
+        assert len(fast) == len(slow)
+        for (fx, fy), (sx, sy) in zip(fast, slow):
+            np.testing.assert_array_equal(fx, sx)
+            np.testing.assert_array_equal(fy, sy.astype(np.int64))
+
+
+def test_generic_dataset_with_mismatched_samples_is_named():
+    class Ragged(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return np.zeros(2 + (i == 2)), 0
+
+    with pytest.raises(ValueError, match=r"field 0 has different shapes.*\(2,\).*\(3,\)"):
+        list(DataLoader(Ragged(), batch_size=4))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"batch_size": 0}, ValueError, "positive integer"),
+    ({"batch_size": 2.5}, ValueError, "positive integer"),
+    ({"seed": -1}, TypeError, "non-negative int"),
+    ({"seed": "abc"}, TypeError, "non-negative int"),
+    ({"device": "tpu"}, tg.DeviceError, "unknown device"),
+])
+def test_loader_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        DataLoader(TensorDataset(np.zeros(4)), **kwargs)
+
+
+# ---- DataLoader: reproducibility and resuming -----------------------------------------------
+def epochs(loader, n):
+    return [np.concatenate([b[1] for b in collect(loader)]) for _ in range(n)]
+
+
+def test_seed_fixes_the_order_and_epochs_differ():
+    x, y = make_data()
+    a = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=11), 3)
+    b = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=11), 3)
+    c = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=12), 1)
+    for ea, eb in zip(a, b):
+        np.testing.assert_array_equal(ea, eb)
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[0], c[0])
+
+
+def test_seed_none_follows_manual_seed_and_generators_are_accepted():
+    x, y = make_data()
+    tg.manual_seed(5)
+    a = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True), 2)
+    tg.manual_seed(5)
+    b = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True), 2)
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    g1, g2 = np.random.default_rng(9), np.random.default_rng(9)
+    assert DataLoader(TensorDataset(y), seed=g1).seed == DataLoader(TensorDataset(y), seed=g2).seed
+
+
+def test_resume_at_epoch_boundary_gives_the_uninterrupted_batches():
+    x, y = make_data()
+    reference = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=21), 4)
+
+    first = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=21)
+    epochs(first, 2)
+    state = first.state_dict()
+    assert state == {"seed": 21, "epoch": 2, "batch": 0}
+    assert all(isinstance(v, int) for v in state.values())
+
+    resumed = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=999)  # seed comes from state
+    resumed.load_state_dict({k: np.int64(v) for k, v in state.items()})  # as read back by np.load
+    np.testing.assert_array_equal(np.stack(epochs(resumed, 2)), np.stack(reference[2:]))
+
+
+def test_resume_mid_epoch_and_peek_semantics():
+    x, y = make_data()
+    reference = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=2), 2)
+
+    loader = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=2)
+    seen = []
+    for k, (_, yb) in enumerate(loader):
+        seen.append(yb.numpy())
+        if k == 2:
+            state = loader.state_dict()  # taken in the loop body after batch 2
+            break
+    assert state["epoch"] == 0 and state["batch"] == 3
+
+    resumed = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=0)
+    resumed.load_state_dict(state)
+    rest = np.concatenate([b[1] for b in collect(resumed)])  # the rest of epoch 0
+    np.testing.assert_array_equal(np.concatenate(seen + [rest]), reference[0])
+    np.testing.assert_array_equal(epochs(resumed, 1)[0], reference[1])  # then epoch 1 whole
+
+
+def test_load_state_dict_validates():
+    loader = DataLoader(TensorDataset(np.zeros(10)), 4)
+    with pytest.raises(KeyError, match="missing"):
+        loader.load_state_dict({"seed": 1, "epoch": 0})
+    with pytest.raises(ValueError, match="out of range"):
+        loader.load_state_dict({"seed": 1, "epoch": 0, "batch": 4})
+    loader.load_state_dict({"seed": 1, "epoch": 0, "batch": 3})  # == len: the next epoch
+    assert loader.state_dict() == {"seed": 1, "epoch": 1, "batch": 0}
+
+
+# ---- devices ----------------------------------------------------------------------
+@pytest.fixture
+def fake_device(monkeypatch):
+    """A second host backend registered as device 'datatest' for this test only."""
+    b = backend_mod.NumpyBackend()
+    b.device = "datatest"
+    monkeypatch.setitem(backend_mod._BACKENDS, "datatest", b)
+    return b
+
+
+def test_batches_move_to_the_requested_device(fake_device):
+    x, y = make_data()
+    xb, yb = next(iter(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=0,
+                                  device="datatest")))
+    assert xb.device == yb.device == "datatest"
+    # Tensors given on a device stay there when no device is asked for.
+    on_dev = TensorDataset(tg.tensor(x, device="datatest"), y)
+    xb, yb = next(iter(DataLoader(on_dev, 4)))
+    assert (xb.device, yb.device) == ("datatest", "cpu")
+    xb, _ = next(iter(DataLoader(Subset(on_dev, [3, 1]), 2, device="cpu")))
+    assert xb.device == "cpu"
+    np.testing.assert_array_equal(xb.numpy(), x[[3, 1]])
+
+
+# ---- Subset and splits ----------------------------------------------------------------
+def test_subset_batches_use_the_fast_path_and_check_range():
+    x, y = make_data()
+    sub = Subset(TensorDataset(x, y), [4, 0, 9])
+    assert len(sub) == 3 and int(sub[0][1]) == 4
+    (_, yb), = collect(DataLoader(sub, 3))
+    np.testing.assert_array_equal(yb, [4, 0, 9])
+    with pytest.raises(IndexError, match=r"\[0, 23\)"):
+        Subset(TensorDataset(x, y), [23])
+
+
+def test_train_val_split_forms():
+    x, y = make_data(50)
+    train_idx, val_idx = train_val_split(50, val_fraction=0.2, seed=4)
+    assert len(val_idx) == 10 and len(train_idx) == 40
+    assert sorted(np.concatenate([train_idx, val_idx])) == list(range(50))
+
+    (xt, yt), (xv, yv) = train_val_split((x, y), val_fraction=0.2, seed=4)
+    np.testing.assert_array_equal(yv, val_idx)  # y is the sample index
+    np.testing.assert_array_equal(xt, x[yt])
+
+    tr, va = train_val_split(TensorDataset(x, y), val_fraction=0.2, seed=4)
+    assert isinstance(tr, Subset) and np.array_equal(va.indices, val_idx)
+
+    again, _ = split_indices(50, 0.2, seed=4)
+    other, _ = split_indices(50, 0.2, seed=5)
+    assert np.array_equal(again, train_idx) and not np.array_equal(other, train_idx)
+
+
+@pytest.mark.parametrize("data, frac, error, match", [
+    (10, 0.0, ValueError, "strictly between 0 and 1"),
+    (10, 1.0, ValueError, "strictly between 0 and 1"),
+    (1, 0.5, ValueError, "at least 2 samples"),
+    ((np.zeros(3), np.zeros(4)), 0.5, ValueError, "common length"),
+    ("abc", 0.5, TypeError, "takes an int"),
+])
+def test_train_val_split_errors(data, frac, error, match):
+    with pytest.raises(error, match=match):
+        train_val_split(data, frac)
+
+
+def test_tiny_split_keeps_one_sample_each_side():
+    train, val = split_indices(2, 0.01, seed=0)
+    assert len(train) == len(val) == 1
+
+
+# ---- normalisation ----------------------------------------------------------------
+def test_mean_std_per_channel_and_normalize():
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 3, 5, 5)) * [[[2.0]], [[5.0]], [[0.5]]] + [[[1.0]], [[-3.0]], [[0.0]]])
+    x = x.astype(np.float32)
+    mean, std = mean_std(x)
+    assert mean.shape == std.shape == (3,) and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, x.transpose(1, 0, 2, 3).reshape(3, -1).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(std, x.transpose(1, 0, 2, 3).reshape(3, -1).std(1), rtol=1e-5)
+    z = normalize(x, mean, std)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1, atol=1e-4)
+    np.testing.assert_allclose(normalize(x[0], mean, std), z[0], rtol=1e-6)  # (C, H, W)
+    np.testing.assert_allclose(normalize(x, 1.0, 2.0), (x - 1) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("x, mean, std, error, match", [
+    (np.zeros((2, 3, 4, 4), np.float32), [0.0, 0.0], [1.0, 1.0], ValueError, "2 channels"),
+    (np.zeros((2, 1, 4, 4), np.float32), 0.0, 0.0, ValueError, "positive"),
+    (np.zeros((2, 1, 4, 4), np.uint8), 0.0, 1.0, TypeError, "floating-point"),
+])
+def test_normalize_errors(x, mean, std, error, match):
+    with pytest.raises(error, match=match):
+        normalize(x, mean, std)
+
+
+def test_mean_std_needs_nchw():
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        mean_std(np.zeros((4, 8, 8)))
+
+
+# ---- digits -----------------------------------------------------------------------
+def test_stratified_split_is_exact_and_proportional():
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    train, test = stratified_split_indices(labels, 11, seed=0)
+    assert len(test) == 11 and len(train) == 89
+    assert np.array_equal(np.union1d(train, test), np.arange(100))
+    # quotas 5.5, 3.3, 2.2 -> floors 5, 3, 2 and the leftover goes to class 0
+    assert np.bincount(labels[test]).tolist() == [6, 3, 2]
+
+
+def test_digits_split():
+    pytest.importorskip("sklearn")
+    x_train, y_train = load_digits("train")
+    x_test, y_test = load_digits("test")
+    assert x_train.shape == (1437, 1, 8, 8) and x_test.shape == (360, 1, 8, 8)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int64
+    assert x_train.min() == 0.0 and x_train.max() == 1.0
+    assert set(np.unique(y_test)) == set(range(10))
+    # Stratified: every class is 20 % of its size in the test split, give or take one.
+    from sklearn.datasets import load_digits as sk_load_digits
+    counts = np.bincount(sk_load_digits().target)
+    assert np.all(np.abs(np.bincount(y_test, minlength=10) - counts * 360 / 1797) < 1)
+    # Fixed: the same arrays every time, and load_dataset agrees.
+    x2, y2 = load_dataset("digits", "test")
+    np.testing.assert_array_equal(x2, x_test)
+    np.testing.assert_array_equal(y2, y_test)
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        load_digits("val")
+
+
+def test_digits_without_sklearn_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r'pip install "tinygrad_cnn\[examples\]"'):
+        load_digits()
+
+
+def test_load_dataset_unknown_name():
+    with pytest.raises(ValueError, match="unknown data set 'cifar'"):
+        load_dataset("cifar")

@@ -1,0 +1,360 @@
+"""IDX files and the downloader, run for real against a local HTTP server (never the internet)."""
+import dataclasses
+import gzip
+import hashlib
+import http.server
+import os
+import re
+import socket
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from tinygrad_cnn.data import (
+    ChecksumError, DownloadError, IdxError, data_root, fetch, load_dataset, load_fashion_mnist,
+    load_mnist, read_idx, write_idx,
+)
+from tinygrad_cnn.data import download
+from tinygrad_cnn.data.download import RemoteDataset, RemoteFile
+from tinygrad_cnn.data.idx import parse_idx
+
+SHIPPED = dict(download.DATASETS)  # before any fixture replaces the mirrors
+N_TRAIN, N_TEST = 20, 7
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def idx_bytes(array, code, compress=True):
+    array = np.asarray(array)
+    raw = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
+    return gzip.compress(raw, mtime=0) if compress else raw
+
+
+def make_archives(seed=0, n_train_labels=N_TRAIN):
+    """Small MNIST-shaped archives: file name -> gzipped IDX bytes, and the arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n_train_labels, dtype=np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, N_TEST, dtype=np.uint8),
+    }
+    return {name: idx_bytes(a, 0x08) for name, a in arrays.items()}, arrays
+
+
+def table_for(archives, mirrors, directory="mnist", title="MNIST"):
+    files = tuple(RemoteFile(name, sha256=hashlib.sha256(b).hexdigest(),
+                             md5=hashlib.md5(b).hexdigest(), size=len(b))
+                  for name, b in archives.items())
+    return RemoteDataset(directory=directory, title=title, mirrors=tuple(mirrors), files=files)
+
+
+# ---- the local server -----------------------------------------------------------------
+class Server:
+    """Serves ``routes`` (URL path -> bytes, or an int HTTP status) and logs every request."""
+
+    def __init__(self):
+        self.routes, self.log = {}, []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 5  # a stuck client cannot hold the server thread
+
+            def do_GET(self):
+                owner.log.append(self.path)
+                body = owner.routes.get(self.path, 404)
+                if isinstance(body, int):
+                    self.send_error(body)
+                    return
+                # (length, body) routes announce a length of their choosing,
+                # None for none (HTTP/1.0: the body ends when the server closes).
+                length, body = body if isinstance(body, tuple) else (len(body), body)
+                self.send_response(200)
+                if length is not None:
+                    self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def mirror(self, prefix, archives=None):
+        """Publish ``archives`` under ``/prefix/`` and return that mirror's base URL."""
+        for name, body in (archives or {}).items():
+            self.routes[f"/{prefix}/{name}"] = body
+        return f"{self.url}/{prefix}/"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A URL on a port nothing listens on: connections are refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test gets its own data root; the user's real cache is never touched.
+
+    The shipped tables lose their (real, internet) mirrors too, so a test that
+    forgot to install its own table fails instead of going online.
+    """
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TINYGRAD_CNN_DATA", str(root))
+    for key, table in list(download.DATASETS.items()):
+        monkeypatch.setitem(download.DATASETS, key, dataclasses.replace(table, mirrors=()))
+    return root
+
+
+def use_table(monkeypatch, table, key="mnist"):
+    monkeypatch.setitem(download.DATASETS, key, table)
+
+
+def leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part")) \
+        if directory.exists() else []
+
+
+# ---- downloading ------------------------------------------------------------------
+def test_download_verify_and_load(server, monkeypatch, private_cache):
+    archives, arrays = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    x, y = load_mnist("train", progress=False)
+    assert x.shape == (N_TRAIN, 1, 28, 28) and x.dtype == np.float32
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(x[:, 0], arrays["train-images-idx3-ubyte.gz"] / np.float32(255))
+    np.testing.assert_array_equal(y, arrays["train-labels-idx1-ubyte.gz"])
+    directory = private_cache / "mnist"
+    assert sorted(os.listdir(directory)) == sorted(FILES[:2])  # only what was asked, no temp files
+    xt, _ = load_dataset("mnist", "test", progress=False)
+    assert xt.shape == (N_TEST, 1, 28, 28)
+
+
+def test_cached_files_are_not_downloaded_again(server, monkeypatch):
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    first = load_mnist("train", progress=False)
+    requests = len(server.log)
+    assert requests == 2
+    second = load_mnist("train", progress=False)
+    assert len(server.log) == requests
+    np.testing.assert_array_equal(first[0], second[0])
+
+
+def test_failover_past_refused_and_404_mirrors(server, monkeypatch, closed_port_url):
+    archives, _ = make_archives()
+    mirrors = [closed_port_url, server.mirror("empty"), server.mirror("good", archives)]
+    use_table(monkeypatch, table_for(archives, mirrors))
+    paths = fetch("mnist", files=["t10k-labels-idx1-ubyte.gz"], progress=False)
+    assert paths["t10k-labels-idx1-ubyte.gz"].read_bytes() == archives["t10k-labels-idx1-ubyte.gz"]
+    assert server.log == ["/empty/t10k-labels-idx1-ubyte.gz", "/good/t10k-labels-idx1-ubyte.gz"]
+
+
+def test_corrupt_file_is_rejected_and_the_next_mirror_used(server, monkeypatch, private_cache):
+    archives, _ = make_archives()
+    corrupt = {name: b[:-1] + bytes([b[-1] ^ 0xFF]) for name, b in archives.items()}  # same size
+    good = server.mirror("good", archives)
+    table = table_for(archives, [server.mirror("bad", corrupt), good])
+    use_table(monkeypatch, table)
+    name = "train-labels-idx1-ubyte.gz"
+    assert fetch("mnist", files=[name], progress=False)[name].read_bytes() == archives[name]
+
+    # With only the corrupt mirror, nothing is left behind in the cache.
+    other = "t10k-labels-idx1-ubyte.gz"
+    use_table(monkeypatch, table_for(archives, [server.mirror("bad")]))
+    pattern = r"sha256 of http\S+/bad/t10k-labels\S+ is [0-9a-f]{64}, expected [0-9a-f]{64}"
+    with pytest.raises(DownloadError, match=pattern):
+        fetch("mnist", files=[other], progress=False)
+    directory = private_cache / "mnist"
+    assert not (directory / other).exists() and leftovers(directory) == []
+
+
+@pytest.mark.parametrize("serve, known_size, match", [
+    (lambda b: b[:-10], True, r"announces \d+ bytes, expected \d+"),
+    (lambda b: b + b"extra", True, r"announces \d+ bytes, expected \d+"),
+    (lambda b: (None, b[:-10]), True, r"sent \d+ bytes, expected \d+"),
+    (lambda b: (None, b + b"x" * 100_000), True, r"sent more than the expected \d+ bytes"),
+    # The connection drops mid-body (and no size is known to catch it earlier):
+    (lambda b: (len(b), b[:-10]), False, r"connection closed after \d+ of \d+ bytes"),
+])
+def test_wrong_size_is_rejected(server, monkeypatch, private_cache, serve, known_size, match):
+    archives, _ = make_archives()
+    name = "train-labels-idx1-ubyte.gz"
+    table = table_for(archives, [server.mirror("a", {name: serve(archives[name])})])
+    if not known_size:
+        table = RemoteDataset(table.directory, table.title, table.mirrors,
+                              tuple(RemoteFile(f.name, f.sha256, f.md5) for f in table.files))
+    use_table(monkeypatch, table)
+    with pytest.raises(DownloadError, match=match):
+        fetch("mnist", files=[name], progress=False)
+    assert os.listdir(private_cache / "mnist") == []
+
+
+def test_all_mirrors_failing_says_where_to_put_the_files(server, monkeypatch, closed_port_url,
+                                                         private_cache):
+    archives, _ = make_archives()
+    mirrors = [closed_port_url, server.mirror("missing")]
+    use_table(monkeypatch, table_for(archives, mirrors))
+    with pytest.raises(DownloadError) as info:
+        load_mnist("train", progress=False)
+    message = str(info.value)
+    assert f"{closed_port_url}train-images-idx3-ubyte.gz: cannot connect" in message
+    assert f"{mirrors[1]}train-images-idx3-ubyte.gz: HTTP 404" in message
+    assert str(private_cache / "mnist") + os.sep in message
+    for name in FILES[:2]:  # the split's files, with their checksums
+        assert re.search(re.escape(name) + r"\s+sha256 [0-9a-f]{64}", message)
+    assert "TINYGRAD_CNN_DATA" in message and "--data-dir" in message
+    assert leftovers(private_cache / "mnist") == []
+
+
+def test_download_false_never_touches_the_network(server, monkeypatch, private_cache):
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    with pytest.raises(FileNotFoundError, match="download=False") as info:
+        load_mnist("test", download=False)
+    assert str(private_cache / "mnist") in str(info.value)
+    assert server.log == []
+
+
+def test_corrupt_cached_file_is_replaced_or_reported(server, monkeypatch, private_cache, capsys):
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    name = "t10k-labels-idx1-ubyte.gz"
+    path = private_cache / "mnist" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not the file")
+    with pytest.raises(ChecksumError, match="Delete it"):
+        fetch("mnist", files=[name], download=False)
+    assert server.log == []
+    fetch("mnist", files=[name], progress=False)
+    assert path.read_bytes() == archives[name]
+    assert "fails verification" in capsys.readouterr().err
+
+
+def test_data_dir_argument_wins_over_the_environment(server, monkeypatch, tmp_path,
+                                                     private_cache):
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    assert data_root() == private_cache
+    elsewhere = tmp_path / "elsewhere"
+    load_mnist("test", data_dir=elsewhere, progress=False)
+    assert sorted(os.listdir(elsewhere / "mnist")) == sorted(FILES[2:])
+    assert not private_cache.exists()
+
+
+def test_fashion_mnist_has_its_own_directory(server, monkeypatch, private_cache):
+    archives, arrays = make_archives(seed=1)
+    table = table_for(archives, [server.mirror("f", archives)], "fashion_mnist", "Fashion-MNIST")
+    use_table(monkeypatch, table, key="fashion_mnist")
+    x, y = load_fashion_mnist("test", progress=False)
+    assert x.shape == (N_TEST, 1, 28, 28)
+    np.testing.assert_array_equal(y, arrays["t10k-labels-idx1-ubyte.gz"])
+    assert sorted(os.listdir(private_cache / "fashion_mnist")) == sorted(FILES[2:])
+
+
+def test_images_and_labels_count_mismatch_names_both_files(server, monkeypatch):
+    archives, _ = make_archives(n_train_labels=N_TRAIN - 1)
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    with pytest.raises(ValueError, match=r"train-images\S+ has 20 images but \S+train-labels\S+ "
+                                         r"has 19 labels"):
+        load_mnist("train", progress=False)
+
+
+def test_text_progress_bar_without_tqdm(server, monkeypatch, capsys):
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
+    fetch("mnist", files=["train-images-idx3-ubyte.gz"])
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte.gz: [" in err and "100%" in err
+
+
+def test_the_real_tables_are_complete():
+    """The shipped mirrors and checksums are well formed (checked offline)."""
+    for key, table in SHIPPED.items():
+        assert [f.name for f in table.files] == list(FILES)
+        assert table.mirrors and all(m.startswith(("https://", "http://")) and m.endswith("/")
+                                     for m in table.mirrors)
+        for f in table.files:
+            assert re.fullmatch("[0-9a-f]{64}", f.sha256) and re.fullmatch("[0-9a-f]{32}", f.md5)
+            assert f.size > 0
+
+
+# ---- IDX files --------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, code", [
+    (np.uint8, 0x08), (np.int8, 0x09), (np.int16, 0x0B), (np.int32, 0x0C),
+    (np.float32, 0x0D), (np.float64, 0x0E),
+])
+def test_read_idx_types_big_endian(tmp_path, dtype, code):
+    values = (np.arange(24).reshape(2, 3, 4) - 7).astype(dtype)
+    path = tmp_path / "a.idx"
+    path.write_bytes(idx_bytes(values, code, compress=False))
+    out = read_idx(path)
+    assert out.dtype == np.dtype(dtype).newbyteorder("=") and out.flags.writeable
+    np.testing.assert_array_equal(out, values)
+
+
+def test_gzip_is_detected_by_content_not_name(tmp_path):
+    values = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    (tmp_path / "plain.gz").write_bytes(idx_bytes(values, 0x08, compress=False))
+    (tmp_path / "packed.idx").write_bytes(idx_bytes(values, 0x08, compress=True))
+    for name in ("plain.gz", "packed.idx"):
+        np.testing.assert_array_equal(read_idx(tmp_path / name), values)
+
+
+def test_write_idx_round_trip(tmp_path):
+    values = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    path = write_idx(tmp_path / "x-idx2.gz", values)
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    np.testing.assert_array_equal(read_idx(path), values)
+    with pytest.raises(TypeError, match="no IDX type code"):
+        write_idx(tmp_path / "bad", np.zeros(3, np.uint32))
+
+
+GOOD = idx_bytes(np.zeros((60000, 28, 28), np.uint8)[:2], 0x08, compress=False)  # 2x28x28
+
+
+@pytest.mark.parametrize("data, match", [
+    (GOOD[:1000], "truncated: expected 1584 bytes for 2x28x28 uint8, got 1000"),
+    (GOOD + b"\0", "trailing bytes: expected 1584 bytes for 2x28x28 uint8, got 1585"),
+    (b"\x1f\x8c" + GOOD[2:], "not an IDX file: magic number starts with bytes 1f 8c 08 03"),
+    (b"\0\0\x07\x01" + GOOD[4:], "unknown IDX type code 0x07"),
+    (GOOD[:3], "too short for an IDX header"),
+    (GOOD[:9], "header says 3 dimensions, which needs 16 header bytes"),
+    (gzip.compress(GOOD)[:-20], "corrupt or truncated gzip data"),
+])
+def test_read_idx_errors_name_the_file_and_problem(tmp_path, data, match):
+    path = tmp_path / "broken-idx3-ubyte.gz"
+    path.write_bytes(data)
+    with pytest.raises(IdxError, match=re.escape(str(path)) + ".*" + re.escape(match)):
+        read_idx(path)
+
+
+def test_mnist_sized_error_message():
+    header = bytes([0, 0, 8, 3]) + np.asarray([60000, 28, 28], ">u4").tobytes()
+    with pytest.raises(IdxError, match="expected 47040016 bytes for 60000x28x28 uint8, got 1000"):
+        parse_idx(header + bytes(1000 - len(header)), "train-images-idx3-ubyte")

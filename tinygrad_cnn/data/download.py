@@ -1,0 +1,376 @@
+"""Download data sets into a local cache, verified by checksum, atomically.
+
+Files live in ``<data root>/<data set>/<file name>``.  The data root is, in
+order of precedence: the ``data_dir`` argument (the CLI's ``--data-dir``),
+the ``TINYGRAD_CNN_DATA`` environment variable, ``$XDG_CACHE_HOME/tinygrad_cnn``,
+``~/.cache/tinygrad_cnn``.
+
+Each file is fetched from the data set's mirrors in order until one gives
+bytes whose checksums match the table in :data:`DATASETS`; the bytes go to a
+temporary file in the destination directory and are moved into place with
+``os.replace`` only after verification, so the cache never holds a partial
+or corrupt file under the real name.  A file already in the cache is
+verified and used without a download.
+
+Checksums: every file has the SHA-256 and the MD5 published for it; both are
+checked (either may be ``None`` in a custom table, and then is skipped).
+Only the standard library is used (``urllib``); ``tqdm`` draws the progress
+bar when installed, otherwise a plain one is written to stderr.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "TINYGRAD_CNN_DATA"
+_CHUNK = 1 << 16
+
+
+class DownloadError(RuntimeError):
+    """No mirror gave a verified copy of a file (the message says what each did)."""
+
+
+class ChecksumError(DownloadError):
+    """Bytes whose checksum is not the expected one."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a data set: its name, published checksums and size in bytes."""
+    name: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A data set's cache sub-directory, mirrors (base URLs, tried in order) and files."""
+    directory: str
+    title: str
+    mirrors: tuple
+    files: tuple
+
+    def file(self, name):
+        for f in self.files:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.title} has no file {name!r}; it has "
+                       f"{', '.join(f.name for f in self.files)}")
+
+
+# The published checksums and sizes of the original archives.  Each value
+# appears identically in several independent public projects that verify
+# these downloads (the MD5s are those torchvision checks; the SHA-256s those
+# of TensorFlow Datasets' checksum list and others).  Either digest failing
+# rejects a download.
+DATASETS = {
+    "mnist": RemoteDataset(
+        directory="mnist",
+        title="MNIST",
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz",
+                       sha256="440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                       md5="f68b3c2dcbeaaa9fbdd348bbdeb94873", size=9912422),
+            RemoteFile("train-labels-idx1-ubyte.gz",
+                       sha256="3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                       md5="d53e105ee54ea40749a09fcbcd1e9432", size=28881),
+            RemoteFile("t10k-images-idx3-ubyte.gz",
+                       sha256="8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                       md5="9fb629c4189551a2d022fa330f9573f3", size=1648877),
+            RemoteFile("t10k-labels-idx1-ubyte.gz",
+                       sha256="f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                       md5="ec29112dd5afa0611ce80d1b7f02629c", size=4542),
+        ),
+    ),
+    "fashion_mnist": RemoteDataset(
+        directory="fashion_mnist",
+        title="Fashion-MNIST",
+        mirrors=(
+            # The S3 website endpoint serves plain HTTP only; the checksums
+            # are what make that safe.
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz",
+                       sha256="08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+                       md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d", size=26421880),
+            RemoteFile("train-labels-idx1-ubyte.gz",
+                       sha256="b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+                       md5="25c81989df183df01b3e8a0aad5dffbe", size=29515),
+            RemoteFile("t10k-images-idx3-ubyte.gz",
+                       sha256="78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+                       md5="bef4ecab320f06d8554ea6380940ec79", size=4422102),
+            RemoteFile("t10k-labels-idx1-ubyte.gz",
+                       sha256="42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+                       md5="bb300cfdad3c16e7a12a480ee83cd310", size=5148),
+        ),
+    ),
+}
+
+
+# ---- where files go --------------------------------------------------------------
+def data_root(data_dir=None):
+    """The root of the data cache (see the module docstring for the order)."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(cache).expanduser() / "tinygrad_cnn"
+
+
+def dataset_dir(name, data_dir=None):
+    """The directory that holds (or will hold) the files of data set ``name``."""
+    return data_root(data_dir) / _dataset(name).directory
+
+
+def _dataset(name):
+    key = name.replace("-", "_").lower() if isinstance(name, str) else name
+    if key not in DATASETS:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[key]
+
+
+# ---- checksums -------------------------------------------------------------------
+def _hashers(spec):
+    return {algo: hashlib.new(algo) for algo in ("sha256", "md5") if getattr(spec, algo)}
+
+
+def _check_digests(hashers, spec, source):
+    for algo, h in hashers.items():
+        expected = getattr(spec, algo).lower()
+        if h.hexdigest() != expected:
+            raise ChecksumError(f"{algo} of {source} is {h.hexdigest()}, expected {expected} "
+                                f"(corrupt or a different file)")
+
+
+def verify_file(path, spec):
+    """Raise :class:`ChecksumError` unless ``path`` has ``spec``'s checksums."""
+    hashers = _hashers(spec)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for h in hashers.values():
+                h.update(chunk)
+    _check_digests(hashers, spec, path)
+
+
+# ---- progress ---------------------------------------------------------------------
+class _TextProgress:
+    """A minimal progress bar on stderr, redrawn when the percentage changes."""
+
+    def __init__(self, total, desc):
+        self.total, self.desc, self.done, self._shown = total, desc, 0, None
+
+    def update(self, n):
+        self.done += n
+        # Without a known total, redraw once per MiB.
+        key = self.done * 100 // self.total if self.total else self.done >> 20
+        if key != self._shown:
+            self._shown = key
+            self._draw()
+
+    def _draw(self):
+        mib = self.done / 2**20
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            line = f"{self.desc}: [{bar:<30}] {frac:4.0%} {mib:.1f}/{self.total / 2**20:.1f} MiB"
+        else:
+            line = f"{self.desc}: {mib:.1f} MiB"
+        sys.stderr.write("\r" + line)
+        sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+class _NoProgress:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total, desc, enabled):
+    if not enabled:
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _TextProgress(total, desc)
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr)
+
+
+# ---- downloading ------------------------------------------------------------------
+def _user_agent():
+    from .. import __version__
+    return f"tinygrad_cnn/{__version__} (+urllib)"
+
+
+def _download_once(url, tmp, spec, timeout, progress):
+    """Fetch ``url`` into the file ``tmp`` (truncated first) and verify it; raise on any problem."""
+    request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
+    with open(tmp, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as resp:
+        length = resp.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        if spec.size is not None and length is not None and length != spec.size:
+            raise DownloadError(f"{url} announces {length} bytes, expected {spec.size}")
+        hashers = _hashers(spec)
+        got = 0
+        bar = _progress_bar(spec.size or length, spec.name, progress)
+        try:
+            while chunk := resp.read(_CHUNK):
+                got += len(chunk)
+                # A wrong URL can serve an endless or huge body; stop early.
+                if spec.size is not None and got > spec.size:
+                    raise DownloadError(f"{url} sent more than the expected {spec.size} bytes")
+                for h in hashers.values():
+                    h.update(chunk)
+                f.write(chunk)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        # http.client returns a short body without complaint when the
+        # connection drops, so compare with the announced length ourselves.
+        if length is not None and got < length:
+            raise DownloadError(f"{url}: the connection closed after {got} of {length} bytes")
+        if spec.size is not None and got != spec.size:
+            raise DownloadError(f"{url} sent {got} bytes, expected {spec.size}")
+        _check_digests(hashers, spec, url)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory):
+    # Make the rename itself durable; not possible (or needed) on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _describe_failure(e):
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return f"cannot connect: {e.reason}"
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(e, DownloadError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def manual_instructions(name, data_dir=None, files=None):
+    """The text telling where to put a data set's files by hand."""
+    ds = _dataset(name)
+    files = ds.files if files is None else files
+    directory = dataset_dir(name, data_dir)
+    lines = [f"To install {ds.title} by hand, download these files (from any mirror or copy) "
+             f"and put them, keeping the names, in", f"    {directory}{os.sep}"]
+    for f in files:
+        check = f"sha256 {f.sha256}" if f.sha256 else (f"md5 {f.md5}" if f.md5 else "")
+        lines.append(f"    {f.name:<28} {check}".rstrip())
+    lines.append(f"(or choose another data directory with --data-dir / data_dir=, or the "
+                 f"{ENV_VAR} environment variable).")
+    return "\n".join(lines)
+
+
+def download_file(spec, dest, mirrors, timeout=60.0, progress=True):
+    """Fetch ``spec.name`` into ``dest`` from the first mirror that gives verified bytes.
+
+    ``mirrors`` are base URLs (the file name is appended).  The bytes go to a
+    temporary file beside ``dest`` that replaces ``dest`` only once verified.
+    When every mirror fails, raises :class:`DownloadError` listing what each
+    one did.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Created once, outside the mirror loop, so that an unwritable directory
+    # is reported as itself rather than as a failure of every mirror.
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    failures = []
+    try:
+        for base in mirrors:
+            url = base.rstrip("/") + "/" + spec.name
+            try:
+                _download_once(url, tmp, spec, timeout, progress)
+            except (urllib.error.URLError, http.client.HTTPException, OSError,
+                    DownloadError) as e:
+                # URLError covers HTTP errors and refused connections,
+                # HTTPException a connection cut mid-body, OSError timeouts.
+                failures.append(f"  - {url}: {_describe_failure(e)}")
+                continue
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+            return dest
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    tried = "\n".join(failures) if failures else "  (no mirrors configured)"
+    raise DownloadError(f"could not download {spec.name}; every mirror failed:\n{tried}")
+
+
+def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=60.0,
+          progress=True):
+    """Make sure data set ``name``'s files are in the cache; return ``{file name: Path}``.
+
+    ``files`` selects some of the data set's file names (default: all).
+    A cached file is verified and reused; a missing or corrupt one is
+    downloaded when ``download`` is true, tried on ``mirrors`` (default: the
+    table's) in order.  Otherwise, or when every mirror fails, the error says
+    exactly where to put the files by hand.
+    """
+    ds = _dataset(name)
+    specs = ds.files if files is None else tuple(ds.file(f) for f in files)
+    mirrors = ds.mirrors if mirrors is None else tuple(mirrors)
+    directory = dataset_dir(name, data_dir)
+    paths = {}
+    for spec in specs:
+        dest = directory / spec.name
+        if dest.exists():
+            try:
+                verify_file(dest, spec)
+                paths[spec.name] = dest
+                continue
+            except ChecksumError as e:
+                if not download:
+                    raise ChecksumError(f"{e}\nDelete it, or allow a download to replace it.\n"
+                                        + manual_instructions(name, data_dir, specs)) from None
+                print(f"tinygrad_cnn: cached file fails verification, downloading it again: {e}",
+                      file=sys.stderr)
+        elif not download:
+            raise FileNotFoundError(f"{ds.title} file {dest} is missing and download=False.\n"
+                                    + manual_instructions(name, data_dir, specs))
+        try:
+            paths[spec.name] = download_file(spec, dest, mirrors, timeout, progress)
+        except DownloadError as e:
+            raise DownloadError(f"{ds.title}: {e}\n"
+                                + manual_instructions(name, data_dir, specs)) from None
+    return paths

@@ -1,0 +1,136 @@
+"""Read and write IDX files, the format MNIST and Fashion-MNIST ship in.
+
+An IDX file is a 4-byte magic number, one big-endian uint32 per dimension,
+then the values in C order, big-endian::
+
+    offset 0   0x00 0x00      two zero bytes
+    offset 2   type code      0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+                              0x0D float32, 0x0E float64
+    offset 3   ndim           number of dimensions
+    offset 4   ndim x uint32  the sizes (e.g. 60000, 28, 28)
+    then       the data       prod(sizes) values of the type
+
+Files may be gzip-compressed; :func:`read_idx` tells by the gzip magic bytes
+(``1f 8b``), not by the file name.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# IDX type code -> big-endian NumPy dtype.
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODE_OF = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class IdxError(ValueError):
+    """An IDX file is malformed, truncated, or not an IDX file at all."""
+
+
+def _describe(dims, dtype):
+    shape = "x".join(str(d) for d in dims) or "scalar"
+    return f"{shape} {dtype.newbyteorder('=').name}"
+
+
+def _read_bytes(path):
+    """The file's bytes, gunzipped if it starts with the gzip magic."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as e:
+        # EOFError: the gzip stream stops early (a partial download).
+        raise IdxError(f"{path}: corrupt or truncated gzip data ({type(e).__name__}: {e})") from e
+
+
+def parse_idx(data, name="<bytes>"):
+    """Parse the bytes of an (uncompressed) IDX file into a native-endian array.
+
+    ``name`` is only used in error messages.
+    """
+    if len(data) < 4:
+        raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX header "
+                       f"(needs at least 4)")
+    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
+    if zero0 != 0 or zero1 != 0:
+        raise IdxError(f"{name}: not an IDX file: magic number starts with bytes "
+                       f"{data[:4].hex(' ')}, expected 00 00 <type> <ndim>")
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X} ({d.newbyteorder('=').name})" for c, d in IDX_DTYPES.items())
+        raise IdxError(f"{name}: unknown IDX type code 0x{code:02X}; expected one of {known}")
+    dtype = IDX_DTYPES[code]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IdxError(f"{name}: header says {ndim} dimensions, which needs {header} "
+                       f"header bytes, but the file has only {len(data)} bytes")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = header + math.prod(dims) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise IdxError(f"{name}: {what}: expected {expected} bytes for "
+                       f"{_describe(dims, dtype)}, got {len(data)}")
+    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    # astype copies into native byte order and gives a writable array
+    # (frombuffer over ``bytes`` is read-only).
+    return values.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path):
+    """Read an IDX file (gzipped or not) into a NumPy array.
+
+    The magic number, type code, dimensions and total length are all
+    checked; any problem raises :class:`IdxError` naming the file and what
+    is wrong, e.g. ``expected 47040016 bytes for 60000x28x28 uint8, got 1000``.
+    """
+    path = Path(path)
+    return parse_idx(_read_bytes(path), str(path))
+
+
+def write_idx(path, array, compress=None):
+    """Write ``array`` as an IDX file, atomically.
+
+    ``compress`` (default: whether ``path`` ends in ``.gz``) gzips the file.
+    Supported dtypes: uint8, int8, int16, int32, float32, float64.
+    """
+    array = np.asarray(array)
+    code = _CODE_OF.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise TypeError(f"write_idx: dtype {array.dtype} has no IDX type code; expected "
+                        f"one of uint8, int8, int16, int32, float32, float64")
+    if array.ndim > 255:
+        raise ValueError(f"write_idx: IDX supports at most 255 dimensions, got {array.ndim}")
+    path = Path(path)
+    if compress is None:
+        compress = path.suffix == ".gz"
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    data = header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
+    if compress:
+        # mtime=0 makes the bytes (and so their checksum) reproducible.
+        data = gzip.compress(data, mtime=0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

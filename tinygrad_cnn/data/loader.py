@@ -1,0 +1,304 @@
+"""Data sets and a mini-batch loader.
+
+A :class:`DataLoader` cuts a data set into batches and yields each batch as
+a tuple of Tensors on the chosen device.  For a :class:`TensorDataset` (and
+a :class:`Subset` of one) a batch is one slice or one fancy-index gather per
+array, so no Python loop runs over the samples; any other
+:class:`Dataset` falls back to stacking ``dataset[i]`` one sample at a time.
+
+Shuffling is reproducible and resumable: the order of epoch ``e`` is a
+permutation drawn from ``numpy.random.default_rng([seed, e])``, so it
+depends only on the loader's seed and the epoch number.
+``loader.state_dict()`` (three integers: seed, epoch, batch) saved with a
+checkpoint and given back to ``load_state_dict`` makes a resumed run see
+exactly the batches an uninterrupted run would have seen, from the next
+epoch or from the middle of one.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backend import get_backend
+from ..tensor import Tensor, get_rng
+
+_SEED_BOUND = 2**63 - 1
+
+
+class Dataset:
+    """A sized collection of samples; subclasses define ``__len__`` and ``__getitem__``.
+
+    ``dataset[i]`` returns one sample: a tuple of fields (e.g. ``(image,
+    label)``), each an array, a Tensor or a number.  Subclasses that can
+    gather many samples at once should override :meth:`get_batch`.
+    """
+
+    def __len__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
+
+    def get_batch(self, indices):
+        """The samples at ``indices`` as a tuple of host arrays, one per field.
+
+        This generic version stacks ``self[i]`` sample by sample.
+        """
+        samples = [_as_fields(self[int(i)]) for i in indices]
+        if not samples:
+            raise ValueError("get_batch needs at least one index")
+        n_fields = len(samples[0])
+        for i, s in zip(indices, samples):
+            if len(s) != n_fields:
+                raise ValueError(f"{type(self).__name__}[{int(i)}] has {len(s)} fields but "
+                                 f"[{int(indices[0])}] has {n_fields}; every sample needs "
+                                 f"the same fields")
+        batch = []
+        for k in range(n_fields):
+            values = [s[k] for s in samples]
+            shapes = {np.shape(v) for v in values}
+            if len(shapes) > 1:
+                raise ValueError(f"{type(self).__name__}: field {k} has different shapes "
+                                 f"within one batch: {sorted(shapes)}; samples must agree "
+                                 f"to be stacked")
+            batch.append(np.stack(values))
+        return tuple(batch)
+
+
+def _as_fields(sample):
+    """One sample -> a tuple of host arrays/scalars."""
+    if not isinstance(sample, tuple):
+        sample = (sample,)
+    return tuple(v.numpy() if isinstance(v, Tensor) else np.asarray(v) for v in sample)
+
+
+class TensorDataset(Dataset):
+    """Samples are rows of equally long arrays: ``TensorDataset(images, labels)``.
+
+    Accepts NumPy arrays, Tensors (kept on their device, cut from the graph)
+    or anything ``numpy.asarray`` takes.  ``dataset[i]`` is a tuple of the
+    i-th rows; batches are gathered by indexing each whole array at once.
+    """
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("TensorDataset needs at least one array")
+        self.arrays, self.backends = [], []
+        for k, a in enumerate(arrays):
+            if isinstance(a, Tensor):
+                self.arrays.append(a.data)
+                self.backends.append(a._backend)
+            else:
+                a = np.asarray(a)
+                self.arrays.append(a)
+                self.backends.append(None)  # host data
+            if self.arrays[-1].ndim == 0:
+                raise ValueError(f"TensorDataset: array {k} is 0-d; every array needs a "
+                                 f"first (sample) axis")
+        lengths = [int(a.shape[0]) for a in self.arrays]
+        if len(set(lengths)) != 1:
+            shapes = ", ".join(f"array {k}: {tuple(a.shape)}" for k, a in enumerate(self.arrays))
+            raise ValueError(f"TensorDataset: arrays have different lengths {lengths} "
+                             f"({shapes}); they must agree on the first axis")
+        self._length = lengths[0]
+
+    def __len__(self):
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, numbers.Integral):
+            if not -self._length <= index < self._length:
+                raise IndexError(f"index {index} is out of range for a TensorDataset of "
+                                 f"length {self._length}")
+        return tuple(a[index] for a in self.arrays)
+
+    def get_batch(self, indices):
+        """Index every array with ``indices`` (a slice or an integer array) at once."""
+        if isinstance(indices, slice):
+            return tuple(a[indices] for a in self.arrays)
+        indices = np.asarray(indices)
+        return tuple(a[indices] if b is None else a[b.asarray(indices)]
+                     for a, b in zip(self.arrays, self.backends))
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(dataset)
+        if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
+            raise IndexError(f"Subset indices must lie in [0, {n}) for a data set of "
+                             f"length {n}; got range [{self.indices.min()}, "
+                             f"{self.indices.max()}]")
+
+    def __len__(self):
+        return int(self.indices.size)
+
+    def __getitem__(self, index):
+        return self.dataset[int(self.indices[index])]
+
+    def get_batch(self, indices):
+        return self.dataset.get_batch(self.indices[indices])
+
+
+class DataLoader:
+    """Iterate over ``dataset`` in mini-batches, each a tuple of Tensors on ``device``.
+
+    Args:
+        dataset: a :class:`Dataset` (a :class:`TensorDataset` is fastest).
+        batch_size: samples per batch.
+        shuffle: a new random order every epoch (see the module docstring).
+        drop_last: leave out a last batch smaller than ``batch_size``.
+        seed: an ``int``, a ``numpy.random.Generator`` (one seed is drawn from
+            it), or ``None``: draw one from :func:`tinygrad_cnn.get_rng`, so
+            ``tinygrad_cnn.manual_seed`` before building the loader fixes it
+            (an unshuffled loader draws nothing and takes seed 0).
+        device: where batches go.  ``None``: host arrays go to the default
+            device and Tensors given to a :class:`TensorDataset` stay on theirs.
+
+    Batches keep the data's dtypes (the bundled loaders give float32 images
+    and int64 labels).  An unshuffled batch of host data is a read-only view
+    into the data set's arrays, not a copy.
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
+                 device=None):
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"DataLoader needs a data set with __len__ and __getitem__, "
+                            f"got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        # An unshuffled loader needs no seed; not drawing one leaves the
+        # global generator's stream (weight init, dropout) undisturbed.
+        self.seed = _resolve_seed(0 if seed is None and not self.shuffle else seed)
+        # None keeps device tensors where they are (see _to_tensors); resolve
+        # the device now so a bad name fails here, not mid-epoch.
+        self._backend = get_backend(device) if device is not None else None
+        self._default_backend = get_backend(None)
+        self._next_epoch = 0   # the epoch the next iter() runs
+        self._start_batch = 0  # where it starts (non-zero only after load_state_dict)
+        self._position = None  # (epoch, batches handed out) of the latest iteration
+
+    def __len__(self):
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def epoch(self):
+        """The epoch the next iteration will run (0 before the first)."""
+        return self.state_dict()["epoch"]
+
+    def epoch_order(self, epoch):
+        """The sample order of ``epoch``: a permutation, or ``None`` for in-order."""
+        if not self.shuffle:
+            return None
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(len(self.dataset))
+
+    def __iter__(self):
+        epoch, start = self._next_epoch, self._start_batch
+        self._next_epoch, self._start_batch = epoch + 1, 0
+        self._position = (epoch, start)
+        return self._batches(epoch, start)
+
+    def _batches(self, epoch, start):
+        order = self.epoch_order(epoch)
+        n, b = len(self.dataset), self.batch_size
+        get_batch = getattr(self.dataset, "get_batch", None) or \
+            (lambda idx: Dataset.get_batch(self.dataset, idx))
+        sources = _field_backends(self.dataset)
+        sliceable = isinstance(self.dataset, TensorDataset)
+        for k in range(start, len(self)):
+            lo, hi = k * b, min((k + 1) * b, n)
+            if order is not None:
+                index = order[lo:hi]
+            else:
+                index = slice(lo, hi) if sliceable else np.arange(lo, hi)
+            arrays = get_batch(index)
+            # Count the batch as handed out before yielding it, so a
+            # state_dict() taken in the loop body says "resume after this one".
+            self._position = (epoch, k + 1)
+            yield self._to_tensors(arrays, sources, views=isinstance(index, slice))
+
+    def _to_tensors(self, arrays, sources, views):
+        if not isinstance(arrays, tuple):
+            arrays = (arrays,)
+        out = []
+        for k, a in enumerate(arrays):
+            source = sources[k] if sources is not None and k < len(sources) else None
+            if views and isinstance(a, np.ndarray) and a.flags.writeable:
+                # A view into the data set: make writes fail loudly instead
+                # of silently changing the data.
+                a = a.view()
+                a.flags.writeable = False
+            if source is None:
+                if not isinstance(a, np.ndarray):
+                    raise TypeError(f"{type(self.dataset).__name__}.get_batch returned a "
+                                    f"{type(a).__name__} for field {k}; expected a NumPy array")
+                backend = self._backend or self._default_backend
+            else:
+                backend = self._backend or source
+                if backend is not source:
+                    a = source.to_numpy(a)  # explicit device -> host, then to ``backend``
+            out.append(Tensor._make(backend.asarray(a), backend))
+        return tuple(out)
+
+    # ---- resumable state -----------------------------------------------------
+    def state_dict(self):
+        """Where the loader is: ``{"seed": int, "epoch": int, "batch": int}``.
+
+        ``epoch``/``batch`` name the next batch to hand out: after a
+        complete epoch ``e`` they are ``(e + 1, 0)``; inside the loop body
+        of epoch ``e`` after batch ``k`` they are ``(e, k + 1)``.
+        """
+        if self._position is not None:
+            epoch, done = self._position
+            if done < len(self):
+                return {"seed": self.seed, "epoch": epoch, "batch": done}
+            return {"seed": self.seed, "epoch": epoch + 1, "batch": 0}
+        return {"seed": self.seed, "epoch": self._next_epoch, "batch": self._start_batch}
+
+    def load_state_dict(self, state):
+        """Continue from a :meth:`state_dict`: the next iteration resumes there."""
+        missing = {"seed", "epoch", "batch"} - set(state)
+        if missing:
+            raise KeyError(f"DataLoader state is missing {sorted(missing)}; expected the "
+                           f"keys seed, epoch, batch")
+        seed, epoch, batch = (int(np.asarray(state[k])) for k in ("seed", "epoch", "batch"))
+        if epoch < 0 or not 0 <= batch <= len(self):
+            raise ValueError(f"DataLoader state epoch={epoch}, batch={batch} is out of range "
+                             f"for a loader of {len(self)} batches")
+        if batch == len(self) and batch > 0:
+            epoch, batch = epoch + 1, 0
+        self.seed = _resolve_seed(seed)
+        self._next_epoch, self._start_batch, self._position = epoch, batch, None
+
+    def __repr__(self):
+        return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
+                f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
+                f"drop_last={self.drop_last}, seed={self.seed})")
+
+
+def _resolve_seed(seed):
+    if seed is None:
+        seed = get_rng()
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, _SEED_BOUND))
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0:
+        return int(seed)
+    raise TypeError(f"seed must be a non-negative int, a numpy.random.Generator or None, "
+                    f"got {seed!r}")
+
+
+def _field_backends(dataset):
+    """Per field, the backend of device Tensors given to a TensorDataset (None: host)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset.backends if isinstance(dataset, TensorDataset) else None
