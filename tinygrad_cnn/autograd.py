@@ -26,14 +26,17 @@ class set_grad_enabled:
 
     def __init__(self, mode):
         self.mode = bool(mode)
+        self._prev = []
 
     def __enter__(self):
         global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, self.mode
+        # A stack, so one instance can be entered again while active.
+        self._prev.append(_grad_enabled)
+        _grad_enabled = self.mode
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self.prev
+        _grad_enabled = self._prev.pop()
 
     def __call__(self, func):
         @functools.wraps(func)
@@ -163,10 +166,17 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
             g = grads.pop(id(t), None)
             if g is None:
                 continue
+            if _tracer is not None:  # t's gradient is complete: every use added to it
+                _tracer.arrive(t, g)
             if targets is not None:
                 if id(t) in targets:
                     found[id(t)] = g
             elif t._ctx is None or t._retains_grad:
+                if t.grad is None and not create_graph:
+                    # g may be a read-only broadcast view, the caller's grad, or
+                    # shared with another input (Add passes grad_out through):
+                    # .grad gets its own writeable, contiguous array.
+                    g = type(t)._make(g.data.copy(), g._backend)
                 t.grad = g if t.grad is None else t.grad + g
             fn = t._ctx
             if fn is None:
@@ -181,7 +191,7 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
             if not isinstance(grads_in, tuple):
                 grads_in = (grads_in,)
             if _tracer is not None:
-                _tracer.record(fn, t, g, grads_in, grads)
+                _tracer.record(fn, t, g, grads_in)
             for x, gx in zip(fn.inputs, grads_in):
                 if gx is None or not x.requires_grad:
                     continue
