@@ -1,0 +1,261 @@
+"""Loss functions: hand-computed values, gradient checks, PyTorch agreement, errors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import nn
+from tinygrad_cnn.gradcheck import gradcheck
+
+
+def t64(a, requires_grad=False):
+    return tg.tensor(np.asarray(a, dtype=np.float64), requires_grad=requires_grad)
+
+
+# ---- hand-computed values ------------------------------------------------------------
+def test_cross_entropy_by_hand():
+    logits = t64([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
+    target = np.array([2, 0])
+    per = [math.log(math.e + math.e ** 2 + math.e ** 3) - 3, math.log(3)]
+    assert nn.cross_entropy(logits, target, reduction="none").numpy() == pytest.approx(per)
+    assert nn.cross_entropy(logits, target).item() == pytest.approx(sum(per) / 2)
+    assert nn.cross_entropy(logits, target, reduction="sum").item() == pytest.approx(sum(per))
+    # ignore_index: the mean is over the remaining sample only
+    assert nn.cross_entropy(logits, [2, -100]).item() == pytest.approx(per[0])
+    # label smoothing eps: (1 - eps) * nll + eps * mean over classes of -log p
+    eps = 0.3
+    logp = logits.log_softmax(axis=1).numpy()
+    expected = (1 - eps) * per[0] + eps * -logp[0].mean()
+    assert nn.cross_entropy(logits[:1], [2], label_smoothing=eps).item() == pytest.approx(expected)
+
+
+def test_binary_losses_by_hand():
+    x, y = t64([0.0, 2.0, -1.0]), t64([1.0, 0.0, 1.0])
+    p = 1 / (1 + np.exp(-x.numpy()))
+    bce = -(y.numpy() * np.log(p) + (1 - y.numpy()) * np.log(1 - p))
+    assert nn.binary_cross_entropy_with_logits(x, y, reduction="none").numpy() == pytest.approx(bce)
+    assert nn.binary_cross_entropy(tg.tensor(p), y).item() == pytest.approx(bce.mean())
+    assert nn.mse_loss(x, y).item() == pytest.approx(np.mean((x.numpy() - y.numpy()) ** 2))
+    l1 = np.abs(x.numpy() - y.numpy()).sum()
+    assert nn.l1_loss(x, y, reduction="sum").item() == pytest.approx(l1)
+
+
+def test_bce_with_logits_gradient_at_zero():
+    # max(x, 0) and |x| have kinks at 0 that cancel in the loss; the gradient
+    # there must be sigmoid(0) - y = 0.5 - y, not what the pieces' subgradients give.
+    x = t64([0.0, 0.0], requires_grad=True)
+    nn.binary_cross_entropy_with_logits(x, [1.0, 0.0], reduction="sum").backward()
+    assert x.grad.numpy() == pytest.approx([-0.5, 0.5])
+
+
+def test_large_logits_are_stable():
+    big = t64([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], requires_grad=True)
+    loss = nn.cross_entropy(big, [2, 1], reduction="none")
+    assert loss.numpy() == pytest.approx([2000.0, 0.0])
+    loss.sum().backward()
+    assert np.isfinite(big.grad.numpy()).all()
+    assert big.grad.numpy()[0] == pytest.approx([1.0, 0.0, -1.0])
+    x = tg.tensor([-1000.0, 1000.0, 1000.0, -1000.0], requires_grad=True)  # float32
+    loss = nn.binary_cross_entropy_with_logits(x, [0.0, 1.0, 0.0, 1.0], reduction="none")
+    assert loss.numpy() == pytest.approx([0.0, 0.0, 1000.0, 1000.0])
+    loss.sum().backward()
+    assert x.grad.numpy() == pytest.approx([0.0, 0.0, 1.0, -1.0])
+
+
+# ---- gradient checks -----------------------------------------------------------------
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+GRAD_CASES = {
+    "ce": lambda x: nn.cross_entropy(x, [0, 2, 1, 2]),
+    "ce-sum-weight": lambda x: nn.cross_entropy(x, [0, 2, 1, 2], weight=[0.2, 1.0, 3.0],
+                                                reduction="sum"),
+    "ce-smooth-ignore-weight": lambda x: nn.cross_entropy(
+        x, [0, -100, 1, 2], weight=[0.5, 1.5, 2.0], label_smoothing=0.2),
+    "ce-none": lambda x: nn.cross_entropy(x, [1, 1, 0, 2], reduction="none"),
+    "ce-soft": lambda x: nn.cross_entropy(x, np.full((4, 3), 1 / 3) + [0.1, -0.1, 0.0],
+                                          label_smoothing=0.1),
+    "nll": lambda x: nn.nll_loss(x.log_softmax(axis=1), [2, 0, 1, 1], weight=[1.0, 2.0, 0.5]),
+    "mse": lambda x: nn.mse_loss(x, _rand(4, 3, seed=1)),
+    "l1": lambda x: nn.l1_loss(x, _rand(4, 3, seed=1) + 0.5),
+    "bce-logits": lambda x: nn.binary_cross_entropy_with_logits(
+        x, np.random.default_rng(2).random((4, 3)), weight=[1.0, 2.0, 0.5],
+        pos_weight=[3.0, 1.0, 0.5]),
+    "bce": lambda x: nn.binary_cross_entropy(x.sigmoid(), np.random.default_rng(2).random((4, 3))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_CASES))
+def test_loss_gradcheck(name):
+    x = t64(_rand(4, 3) * 2, requires_grad=True)
+    assert gradcheck(GRAD_CASES[name], (x,))
+
+
+def test_cross_entropy_spatial_gradcheck():
+    x = t64(_rand(2, 3, 2, 2), requires_grad=True)
+    target = np.array([[[0, 1], [2, -100]], [[1, 1], [0, 2]]])
+    assert gradcheck(lambda x: nn.cross_entropy(x, target, label_smoothing=0.1), (x,))
+
+
+def test_targets_of_mse_and_bce_are_differentiable():
+    x, y = t64(_rand(3, 2), True), t64(np.random.default_rng(1).random((3, 2)), True)
+    assert gradcheck(lambda x, y: nn.mse_loss(x, y), (x, y))
+    assert gradcheck(lambda x, y: nn.binary_cross_entropy_with_logits(x, y, pos_weight=[2.0, 0.5]),
+                     (x, y))
+
+
+# ---- against PyTorch -----------------------------------------------------------------
+CE_CASES = [
+    # (input shape, reduction, label_smoothing, weighted, ignore some)
+    ((5, 4), "mean", 0.0, False, False),
+    ((5, 4), "sum", 0.0, True, False),
+    ((5, 4), "none", 0.1, True, True),
+    ((5, 4), "mean", 0.2, False, True),
+    ((5, 4), "mean", 0.2, True, True),
+    ((2, 3, 4, 2), "mean", 0.0, True, True),
+    ((2, 3, 4, 2), "none", 0.3, False, True),
+    ((2, 3, 5), "sum", 0.1, True, False),
+    ((4,), "none", 0.1, True, False),
+]
+
+
+@pytest.mark.parametrize("shape,reduction,smoothing,weighted,ignore", CE_CASES)
+def test_cross_entropy_matches_torch(shape, reduction, smoothing, weighted, ignore):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(sum(shape))
+    logits = rng.standard_normal(shape) * 3
+    C = shape[1] if len(shape) > 1 else shape[0]
+    target = rng.integers(0, C, size=(shape[0],) + shape[2:] if len(shape) > 1 else ())
+    if ignore:
+        target = np.where(rng.random(target.shape) < 0.3, 7 if len(shape) > 1 else 1, target)
+        ignore_index = 7 if len(shape) > 1 else 1
+    else:
+        ignore_index = -100
+    weight = rng.random(C) + 0.5 if weighted else None
+    kwargs = dict(reduction=reduction, label_smoothing=smoothing, ignore_index=ignore_index)
+    x = t64(logits, requires_grad=True)
+    ours = nn.cross_entropy(x, target, weight=weight, **kwargs)
+    tx = torch.tensor(logits, requires_grad=True)
+    theirs = torch.nn.functional.cross_entropy(
+        tx, torch.tensor(target), weight=None if weight is None else torch.tensor(weight),
+        **kwargs)
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(theirs.shape)
+    ours.backward(t64(g))
+    theirs.backward(torch.tensor(g))
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction,smoothing,weighted", [("mean", 0.0, False),
+                                                          ("sum", 0.2, True),
+                                                          ("none", 0.1, False)])
+def test_soft_target_cross_entropy_matches_torch(reduction, smoothing, weighted):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((4, 3, 2))
+    probs = rng.random((4, 3, 2))
+    probs /= probs.sum(axis=1, keepdims=True)
+    weight = rng.random(3) if weighted else None
+    ours = nn.cross_entropy(t64(logits), t64(probs), weight=weight, reduction=reduction,
+                            label_smoothing=smoothing)
+    theirs = torch.nn.functional.cross_entropy(
+        torch.tensor(logits), torch.tensor(probs), reduction=reduction,
+        weight=None if weight is None else torch.tensor(weight), label_smoothing=smoothing)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_mse_bce_match_torch(reduction):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4)) * 4
+    y = rng.random((6, 4))
+    cls = rng.integers(0, 4, 6)
+    w, pw = rng.random(4) + 0.1, rng.random(4) * 3
+    pairs = [
+        (nn.nll_loss(t64(x), cls, weight=w, reduction=reduction),
+         F.nll_loss(torch.tensor(x), torch.tensor(cls), weight=torch.tensor(w),
+                    reduction=reduction)),
+        (nn.mse_loss(t64(x), y, reduction=reduction),
+         F.mse_loss(torch.tensor(x), torch.tensor(y), reduction=reduction)),
+        (nn.l1_loss(t64(x), y, reduction=reduction),
+         F.l1_loss(torch.tensor(x), torch.tensor(y), reduction=reduction)),
+        (nn.binary_cross_entropy_with_logits(t64(x), y, weight=w, pos_weight=pw,
+                                             reduction=reduction),
+         F.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(y),
+                                            weight=torch.tensor(w), pos_weight=torch.tensor(pw),
+                                            reduction=reduction)),
+        (nn.binary_cross_entropy(t64(y), np.round(y), reduction=reduction),
+         F.binary_cross_entropy(torch.tensor(y), torch.tensor(np.round(y)), reduction=reduction)),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---- module wrappers, devices, errors -------------------------------------------------
+def test_loss_modules_match_functions():
+    x = t64(_rand(4, 3))
+    target = np.array([0, 2, 1, 1])
+    w = np.array([1.0, 2.0, 3.0])
+    assert nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)(x, target).item() == \
+        pytest.approx(nn.cross_entropy(x, target, weight=w, label_smoothing=0.1).item())
+    assert nn.NLLLoss(reduction="sum")(x, target).item() == \
+        pytest.approx(nn.nll_loss(x, target, reduction="sum").item())
+    assert nn.MSELoss()(x, x * 2).item() == pytest.approx(nn.mse_loss(x, x * 2).item())
+    y = (x.numpy() > 0).astype(np.float64)
+    assert nn.BCEWithLogitsLoss(pos_weight=[2.0, 1.0, 1.0])(x, y).item() == pytest.approx(
+        nn.binary_cross_entropy_with_logits(x, y, pos_weight=[2.0, 1.0, 1.0]).item())
+    assert repr(nn.CrossEntropyLoss(label_smoothing=0.1)) == "CrossEntropyLoss(label_smoothing=0.1)"
+    # the class weight is a buffer: it follows the module to another dtype/device
+    assert list(dict(nn.CrossEntropyLoss(weight=w).named_buffers())) == ["weight"]
+
+
+def test_targets_as_tensor_array_or_list(device):
+    x = tg.tensor(_rand(3, 4), dtype="float32", device=device)
+    expected = nn.cross_entropy(x, np.array([0, 3, 1])).item()
+    assert nn.cross_entropy(x, [0, 3, 1]).item() == pytest.approx(expected)
+    as_tensor = tg.tensor([0, 3, 1], device=device)
+    assert nn.cross_entropy(x, as_tensor).item() == pytest.approx(expected)
+    assert nn.cross_entropy(x, tg.tensor([0, 3, 1], dtype="int32", device=device)).item() == \
+        pytest.approx(expected)
+
+
+ERROR_CASES = [
+    # (call, exception, words the message must contain)
+    (lambda x: nn.cross_entropy(x, [0, 1]), ValueError, ["(2,)", "(3, 4)", "(3,)"]),
+    (lambda x: nn.cross_entropy(x, [[0], [1], [2]]), ValueError, ["(3, 1)", "(3, 4)"]),
+    (lambda x: nn.cross_entropy(x, np.array([0.0, 1.0, 2.0])), TypeError, ["float64", "integer"]),
+    (lambda x: nn.cross_entropy(x, [0, 4, 1]), IndexError, ["4", "[0, 4)", "(3, 4)"]),
+    (lambda x: nn.cross_entropy(x, [0, -1, 1]), IndexError, ["-1", "[0, 4)"]),
+    (lambda x: nn.cross_entropy(x, [0, 1, 2], reduction="avg"), ValueError, ["reduction", "avg"]),
+    (lambda x: nn.cross_entropy(x, [0, 1, 2], weight=[1.0, 2.0]), ValueError, ["(4,)", "(2,)"]),
+    (lambda x: nn.cross_entropy(x, [0, 1, 2], label_smoothing=1.5), ValueError,
+     ["label_smoothing"]),
+    (lambda x: nn.mse_loss(x, np.zeros((3, 1))), ValueError, ["(3, 4)", "(3, 1)"]),
+    (lambda x: nn.binary_cross_entropy_with_logits(x, np.zeros(4)), ValueError, ["(3, 4)", "(4,)"]),
+    (lambda x: nn.binary_cross_entropy(x, np.zeros((3, 4))), ValueError, ["[0, 1]"]),
+    (lambda x: nn.cross_entropy(x.numpy(), [0, 1, 2]), TypeError, ["Tensor"]),
+]
+
+
+@pytest.mark.parametrize("call,error,words", ERROR_CASES)
+def test_loss_errors(call, error, words):
+    x = t64(_rand(3, 4) * 2)
+    with pytest.raises(error) as info:
+        call(x)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_out_of_range_class_on_a_deferring_backend():
+    strict = pytest.importorskip("strict_backend")
+    x = tg.tensor(_rand(3, 4), device="strict")
+    loss = nn.cross_entropy(x, tg.tensor([0, 9, 1], device="strict"))  # no synchronisation
+    with pytest.raises(IndexError, match=r"outside \[0, 4\)"):
+        loss.item()
+    assert strict is not None

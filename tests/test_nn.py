@@ -1,0 +1,661 @@
+"""nn: Module machinery, layers (vs PyTorch and gradcheck), BatchNorm, init, summary."""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import nn, optim
+from tinygrad_cnn.gradcheck import gradcheck
+
+try:
+    from . import reference_loops as ref
+except ImportError:
+    import reference_loops as ref
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.scale = nn.Parameter(np.ones(1))
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).relu() * self.scale
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+        self.temperature = nn.Parameter(np.ones(1))   # registered after the children
+
+    def forward(self, x):
+        return self.head(self.block(x)) / self.temperature
+
+
+# ---- Module machinery ----------------------------------------------------------------
+def test_parameter_order_and_names():
+    net = Net()
+    # each module's own parameters first, then its children's, in registration order
+    assert [n for n, _ in net.named_parameters()] == [
+        "temperature", "block.scale", "block.conv.weight", "block.conv.bias",
+        "block.bn.weight", "block.bn.bias", "head.1.weight", "head.1.bias"]
+    assert [n for n, _ in net.named_buffers()] == [
+        "block.bn.running_mean", "block.bn.running_var", "block.bn.num_batches_tracked"]
+    assert list(net.state_dict()) == [
+        "temperature", "block.scale", "block.conv.weight", "block.conv.bias",
+        "block.bn.weight", "block.bn.bias", "block.bn.running_mean", "block.bn.running_var",
+        "block.bn.num_batches_tracked", "head.1.weight", "head.1.bias"]
+    assert [n for n, _ in net.named_children()] == ["block", "head"]
+    assert [n for n, _ in net.named_modules()] == [
+        "", "block", "block.conv", "block.bn", "head", "head.0", "head.1"]
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in net.parameters())
+    assert net.num_parameters() == 1 + 1 + 54 + 3 + 3 + 3 + 48 * 5 + 5
+
+
+def test_shared_modules_count_once():
+    lin = nn.Linear(2, 2)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    assert len(list(model.parameters())) == 2
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_state_dict_round_trip_through_a_checkpoint(tmp_path):
+    from tinygrad_cnn import checkpoint
+    tg.manual_seed(0)
+    net = Net()
+    x = tg.randn(4, 2, 4, 4)
+    net(x)                              # training mode: running statistics move
+    net.temperature.data[...] = 2.0
+    path = checkpoint.save(tmp_path / "net.npz", {"model": net.state_dict()})
+    tg.manual_seed(1)
+    other = Net()
+    result = other.load_state_dict(checkpoint.load(path)["model"])
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    net.eval(), other.eval()
+    np.testing.assert_array_equal(net(x).numpy(), other(x).numpy())
+    assert other.block.bn.num_batches_tracked.item() == 1
+    assert other.block.bn.num_batches_tracked.dtype == np.int64
+
+
+def test_state_dict_shares_memory_and_load_copies():
+    lin = nn.Linear(2, 2)
+    sd = lin.state_dict()
+    opt = optim.SGD(lin.parameters(), lr=1.0)
+    lin(tg.ones(1, 2)).sum().backward()
+    opt.step()
+    np.testing.assert_array_equal(sd["weight"].numpy(), lin.weight.numpy())
+    new = {k: v.numpy() + 1 for k, v in sd.items()}
+    weight = lin.weight
+    lin.load_state_dict(new)
+    assert lin.weight is weight
+    np.testing.assert_array_equal(lin.weight.numpy(), new["weight"])
+
+
+def test_load_state_dict_reports_every_problem_at_once():
+    net = Net()
+    before = {k: v.numpy() for k, v in net.state_dict().items()}
+    state = {k: v.numpy() + 1 for k, v in Net().state_dict().items()}
+    del state["block.bn.running_var"], state["head.1.bias"]
+    state["block.extra"] = np.zeros(2)
+    state["head.1.weight"] = np.zeros((4, 48))
+    with pytest.raises(RuntimeError) as info:
+        net.load_state_dict(state)
+    message = str(info.value)
+    for words in ("block.bn.running_var", "head.1.bias", "block.extra",
+                  "head.1.weight", "(4, 48)", "(5, 48)"):
+        assert words in message
+    for k, v in net.state_dict().items():        # nothing was changed
+        np.testing.assert_array_equal(v.numpy(), before[k])
+    with pytest.raises(RuntimeError, match="shape mismatch") as info:
+        net.load_state_dict(state, strict=False)
+    assert "missing" not in str(info.value)
+    state["head.1.weight"] = np.zeros((5, 48))
+    result = net.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["block.bn.running_var", "head.1.bias"]
+    assert result.unexpected_keys == ["block.extra"]
+    assert net.head[1].weight.numpy().sum() == 0
+
+
+def test_to_device_keeps_the_same_parameters():
+    pytest.importorskip("strict_backend")     # a NumPy device with CuPy's rules
+    tg.manual_seed(0)
+    net = Net()
+    reference = copy.deepcopy(net)
+    params = list(net.parameters())
+    opt = optim.Adam(net.parameters(), lr=0.01)   # built before the move
+    assert net.to("strict") is net
+    assert [id(p) for p in net.parameters()] == [id(p) for p in params]
+    assert all(t.device == "strict" for t in list(net.parameters()) + list(net.buffers()))
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    for model, device in ((net, "strict"), (reference, "cpu")):
+        ropt = opt if model is net else optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(2):
+            ropt.zero_grad()
+            loss = nn.cross_entropy(model(tg.tensor(x, device=device)), [0, 1, 4])
+            loss.backward()
+            ropt.step()
+    net.to("cpu")
+    for (k, a), b in zip(net.state_dict().items(), reference.state_dict().values()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_to_dtype_casts_floats_only():
+    net = Net().double()
+    assert all(p.dtype == np.float64 for p in net.parameters())
+    assert net.block.bn.running_mean.dtype == np.float64
+    assert net.block.bn.num_batches_tracked.dtype == np.int64
+    assert net(tg.randn(2, 2, 4, 4, dtype="float64")).dtype == np.float64
+    net.to("float32")
+    assert net.head[1].weight.dtype == np.float32
+    with pytest.raises(TypeError, match="floating-point"):
+        net.to(dtype="int32")
+
+
+def test_repr_shows_the_tree():
+    assert repr(Net()) == """Net(
+  (block): Block(
+    (conv): Conv2d(2, 3, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    (bn): BatchNorm2d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+  )
+  (head): Sequential(
+    (0): Flatten(start_dim=1, end_dim=-1)
+    (1): Linear(in_features=48, out_features=5, bias=True)
+  )
+)"""
+    assert repr(nn.Conv2d(4, 8, 3, 2, dilation=2, groups=2, bias=False)) == (
+        "Conv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), dilation=(2, 2), groups=2, bias=False)")
+    assert repr(nn.LocallyConnected2d(1, 2, 6, 3)) == (
+        "LocallyConnected2d(1, 2, input_size=(6, 6), kernel_size=(3, 3), stride=(1, 1))")
+    assert repr(nn.Parameter(np.zeros(2))).startswith("Parameter containing:\ntensor(")
+
+
+def test_containers():
+    a, b, c = nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)
+    seq = nn.Sequential(a, b, c)
+    assert len(seq) == 3 and list(seq) == [a, b, c] and seq[-1] is c
+    sub = seq[1:]
+    assert isinstance(sub, nn.Sequential) and list(sub) == [b, c]
+    seq[1] = nn.Tanh()
+    assert isinstance(seq[1], nn.Tanh)
+    with pytest.raises(IndexError, match="out of range"):
+        seq[3]
+    with pytest.raises(TypeError, match="not a Module"):
+        nn.Sequential(a, lambda x: x)
+    from collections import OrderedDict
+    named = nn.Sequential(OrderedDict(fc=a, act=b))
+    assert [n for n, _ in named.named_parameters()] == ["fc.weight", "fc.bias"]
+
+    layers = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
+    layers.insert(1, nn.Linear(2, 4))
+    del layers[0]
+    assert [m.out_features for m in layers] == [4, 2, 2]
+    assert [n for n, _ in layers.named_parameters()][:2] == ["0.weight", "0.bias"]
+    with pytest.raises(NotImplementedError, match="forward"):
+        layers(tg.ones(2))
+
+
+def test_modes_grads_and_hooks():
+    net = Net()
+    net.eval()
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+    net(tg.randn(2, 2, 4, 4)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+    seen = []
+    handle = net.block.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    pre = net.head.register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    out = net(tg.randn(2, 2, 4, 4))
+    assert seen == [(2, 3, 4, 4)]
+    np.testing.assert_allclose(out.numpy(), np.broadcast_to(net.head[1].bias.numpy(), (2, 5)),
+                               rtol=1e-6)
+    handle.remove(), pre.remove()
+    net(tg.randn(2, 2, 4, 4))
+    assert len(seen) == 1
+
+
+def test_module_misuse_errors():
+    class Forgot(nn.Module):
+        def __init__(self):
+            self.w = nn.Parameter(np.zeros(1))
+
+    with pytest.raises(AttributeError, match="super"):
+        Forgot()
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="Parameter"):
+        lin.weight = tg.zeros(2, 2)
+    lin.bias = None                     # an absent parameter is fine
+    assert [n for n, _ in lin.named_parameters()] == ["weight"]
+    with pytest.raises(NotImplementedError, match="forward"):
+        nn.Module()(1)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lin.nope
+    with pytest.raises(TypeError, match="floating-point"):
+        nn.Parameter(np.arange(3))
+
+
+def test_parameter_owns_its_data_and_deepcopy_works():
+    a = np.zeros(3)
+    p = nn.Parameter(a)
+    p.data += 1
+    assert a.sum() == 0
+    net = Net()
+    twin = copy.deepcopy(net)
+    x = tg.randn(2, 2, 4, 4)
+    np.testing.assert_array_equal(net(x).numpy(), twin(x).numpy())
+    assert twin.block.conv.weight is not net.block.conv.weight
+
+
+# ---- layers against PyTorch -----------------------------------------------------------
+LAYERS = {
+    # name: (our layer, torch layer (given torch.nn), input shape)
+    "linear": (lambda: nn.Linear(5, 3), lambda T: T.Linear(5, 3), (4, 5)),
+    "linear-nobias-3d": (lambda: nn.Linear(5, 2, bias=False),
+                         lambda T: T.Linear(5, 2, bias=False), (2, 3, 5)),
+    "conv2d": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1),
+               lambda T: T.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 7)),
+    "conv2d-groups-dilation": (
+        lambda: nn.Conv2d(4, 6, (3, 2), dilation=(2, 1), groups=2, bias=False),
+        lambda T: T.Conv2d(4, 6, (3, 2), dilation=(2, 1), groups=2, bias=False), (2, 4, 9, 8)),
+    "conv2d-same": (lambda: nn.Conv2d(2, 3, 4, padding="same"),
+                    lambda T: T.Conv2d(2, 3, 4, padding="same"), (1, 2, 5, 6)),
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1),
+               lambda T: T.Conv1d(3, 4, 3, stride=2, padding=1), (2, 3, 9)),
+    "conv-transpose2d": (
+        lambda: nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
+        lambda T: T.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
+        (2, 4, 3, 3)),
+    "conv-transpose2d-groups": (
+        lambda: nn.ConvTranspose2d(4, 6, 2, groups=2, dilation=2),
+        lambda T: T.ConvTranspose2d(4, 6, 2, groups=2, dilation=2), (1, 4, 3, 2)),
+    "maxpool2d": (lambda: nn.MaxPool2d(3, stride=2, padding=1),
+                  lambda T: T.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 7)),
+    "maxpool2d-ceil": (lambda: nn.MaxPool2d(2, ceil_mode=True),
+                       lambda T: T.MaxPool2d(2, ceil_mode=True), (1, 2, 5, 5)),
+    "avgpool2d": (lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                  lambda T: T.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                  (2, 2, 6, 5)),
+    "maxpool1d": (lambda: nn.MaxPool1d(3, stride=2), lambda T: T.MaxPool1d(3, stride=2),
+                  (2, 3, 8)),
+    "avgpool1d": (lambda: nn.AvgPool1d(2), lambda T: T.AvgPool1d(2), (2, 3, 8)),
+    "adaptive-avg": (lambda: nn.AdaptiveAvgPool2d((2, 3)), lambda T: T.AdaptiveAvgPool2d((2, 3)),
+                     (1, 2, 5, 7)),
+    "adaptive-max": (lambda: nn.AdaptiveMaxPool2d(3), lambda T: T.AdaptiveMaxPool2d(3),
+                     (1, 2, 5, 7)),
+    "flatten": (lambda: nn.Flatten(), lambda T: T.Flatten(), (2, 3, 2, 2)),
+    "relu": (lambda: nn.ReLU(), lambda T: T.ReLU(), (3, 4)),
+    "leaky-relu": (lambda: nn.LeakyReLU(0.2), lambda T: T.LeakyReLU(0.2), (3, 4)),
+    "tanh": (lambda: nn.Tanh(), lambda T: T.Tanh(), (3, 4)),
+    "sigmoid": (lambda: nn.Sigmoid(), lambda T: T.Sigmoid(), (3, 4)),
+    "softmax": (lambda: nn.Softmax(dim=1), lambda T: T.Softmax(dim=1), (3, 4, 2)),
+    "log-softmax": (lambda: nn.LogSoftmax(dim=1), lambda T: T.LogSoftmax(dim=1), (3, 4)),
+    "batchnorm1d": (lambda: nn.BatchNorm1d(3), lambda T: T.BatchNorm1d(3), (5, 3)),
+    "batchnorm1d-3d": (lambda: nn.BatchNorm1d(3), lambda T: T.BatchNorm1d(3), (4, 3, 2)),
+    "batchnorm2d": (lambda: nn.BatchNorm2d(3), lambda T: T.BatchNorm2d(3), (2, 3, 2, 3)),
+}
+
+
+def _randomise(module, rng):
+    """Replace every float parameter and buffer with random values (away from defaults)."""
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.dtype.kind == "f":
+            positive = name.endswith("running_var")
+            t.data[...] = rng.uniform(0.5, 1.5, t.shape) if positive else \
+                rng.standard_normal(t.shape)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # torch's note on padding="same"
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    ours_f, theirs_f, shape = LAYERS[name]
+    rng = np.random.default_rng(0)
+    theirs = theirs_f(torch.nn).double()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.tensor(rng.standard_normal(tuple(p.shape))))
+    ours = ours_f().double()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x_np = rng.standard_normal(shape)
+    for mode in ("train", "eval"):
+        getattr(ours, mode)(), getattr(theirs, mode)()
+        x, tx = tg.tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+        y, ty = ours(x), theirs(tx)
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        g = rng.standard_normal(ty.shape)
+        ours.zero_grad(), theirs.zero_grad()
+        y.backward(tg.tensor(g))
+        ty.backward(torch.tensor(g))
+        np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+        for (n, p), tp in zip(ours.named_parameters(), theirs.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-9, atol=1e-11,
+                                       err_msg=n)
+        for (n, b), tb in zip(ours.named_buffers(), theirs.buffers()):
+            np.testing.assert_allclose(b.numpy(), tb.numpy(), rtol=1e-12, err_msg=n)
+
+
+GRAD_LAYERS = {
+    "linear": (lambda: nn.Linear(3, 2), (2, 3)),
+    "conv2d": (lambda: nn.Conv2d(2, 2, 2, stride=2, padding=1, dilation=1), (1, 2, 3, 3)),
+    "conv2d-groups": (lambda: nn.Conv2d(2, 4, (2, 1), groups=2, dilation=(1, 2)), (1, 2, 3, 3)),
+    "conv1d": (lambda: nn.Conv1d(2, 2, 2, padding=1), (2, 2, 3)),
+    "conv-transpose2d": (lambda: nn.ConvTranspose2d(2, 1, 2, stride=2, padding=1), (1, 2, 2, 2)),
+    "local2d": (lambda: nn.LocallyConnected2d(2, 2, (3, 3), 2, padding=1, stride=2), (1, 2, 3, 3)),
+    "maxpool2d": (lambda: nn.MaxPool2d(2, stride=1), (1, 2, 3, 3)),
+    "avgpool2d": (lambda: nn.AvgPool2d(2, padding=1), (1, 2, 3, 3)),
+    "adaptive-avg": (lambda: nn.AdaptiveAvgPool2d(2), (1, 2, 3, 3)),
+    "batchnorm2d": (lambda: nn.BatchNorm2d(2), (2, 2, 2, 2)),
+    "batchnorm1d-eval": (lambda: nn.BatchNorm1d(3).eval(), (4, 3)),
+    "batchnorm1d-no-stats": (lambda: nn.BatchNorm1d(3, track_running_stats=False).eval(), (4, 3)),
+    "maxpool1d": (lambda: nn.MaxPool1d(2), (1, 2, 5)),
+    "avgpool1d": (lambda: nn.AvgPool1d(3, stride=2, padding=1), (1, 2, 5)),
+    "adaptive-max": (lambda: nn.AdaptiveMaxPool2d((2, 2)), (1, 2, 3, 3)),
+    "activations": (lambda: nn.Sequential(nn.LeakyReLU(0.1), nn.Tanh(), nn.Sigmoid(),
+                                          nn.Softmax(dim=1), nn.LogSoftmax(dim=0), nn.ReLU(),
+                                          nn.Flatten(0)), (3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_LAYERS))
+def test_layer_gradcheck(name):
+    factory, shape = GRAD_LAYERS[name]
+    tg.manual_seed(0)
+    layer = factory().double()
+    rng = np.random.default_rng(1)
+    _randomise(layer, rng)
+    slots = [(m, key) for _, m in layer.named_modules() for key, p in m._parameters.items()
+             if p is not None]
+    originals = [m._parameters[key] for m, key in slots]
+
+    def fn(x, *params):
+        for (m, key), p in zip(slots, params):
+            m._parameters[key] = p          # plug gradcheck's copies into the layer
+        try:
+            return layer(x)
+        finally:
+            for (m, key), p in zip(slots, originals):
+                m._parameters[key] = p
+
+    x = tg.tensor(rng.standard_normal(shape), requires_grad=True)
+    params = [tg.tensor(p.numpy(), requires_grad=True) for p in originals]
+    assert gradcheck(fn, (x, *params))
+
+
+def test_dropout_gradcheck():
+    drop = nn.Dropout(0.4)
+
+    def fn(x):
+        tg.manual_seed(0)             # the same mask at every evaluation
+        return drop(x)
+
+    x = tg.tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
+    assert gradcheck(fn, (x,))
+
+
+def test_training_step_never_synchronises():
+    strict = pytest.importorskip("strict_backend")
+    backend = tg.get_backend("strict")
+    assert isinstance(backend, strict.StrictBackend)
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=None),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 10)).to("strict")
+    opt = optim.AdamW(model.parameters(), lr=1e-3, amsgrad=True)
+    sched = optim.OneCycleLR(opt, max_lr=0.01, total_steps=10)
+    x = tg.randn(8, 1, 8, 8, device="strict")
+    y = tg.tensor(np.arange(8), device="strict")
+    weight = tg.ones(10, device="strict")
+    for _ in range(2):
+        with backend.track_syncs() as log:
+            opt.zero_grad()
+            loss = nn.cross_entropy(model(x), y, label_smoothing=0.1, weight=weight)
+            loss.backward()
+            optim.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+        assert log == []
+    assert math.isfinite(loss.item())
+
+
+# ---- BatchNorm -----------------------------------------------------------------------
+BN_CASES = [
+    ("BatchNorm2d", dict(), (4, 3, 2, 3)),
+    ("BatchNorm2d", dict(momentum=None), (3, 3, 2, 2)),
+    ("BatchNorm2d", dict(affine=False, momentum=0.3, eps=1e-3), (2, 3, 3, 3)),
+    ("BatchNorm2d", dict(track_running_stats=False), (4, 3, 2, 2)),
+    ("BatchNorm1d", dict(), (6, 3)),
+    ("BatchNorm1d", dict(momentum=None, affine=False), (3, 3, 4)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,shape", BN_CASES)
+def test_batchnorm_train_eval_and_running_stats_match_torch(name, kwargs, shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    ours = getattr(nn, name)(3, dtype="float64", **kwargs)
+    theirs = getattr(torch.nn, name)(3, dtype=torch.float64, **kwargs)
+    if ours.affine:
+        w, b = rng.standard_normal(3), rng.standard_normal(3)
+        ours.load_state_dict({**{k: v.numpy() for k, v in ours.state_dict().items()},
+                              "weight": w, "bias": b})
+        theirs.weight.data, theirs.bias.data = torch.tensor(w), torch.tensor(b)
+    for step in range(4):
+        train = step < 3
+        ours.train(train), theirs.train(train)
+        x_np = rng.standard_normal(shape) * 3 + 1.5
+        x, tx = tg.tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+        y, ty = ours(x), theirs(tx)
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        g = rng.standard_normal(shape)
+        y.backward(tg.tensor(g)), ty.backward(torch.tensor(g))
+        np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+        ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+        assert list(ours_sd) == list(theirs_sd)
+        for k in ours_sd:
+            np.testing.assert_allclose(ours_sd[k].numpy(), theirs_sd[k].numpy(), rtol=1e-12,
+                                       err_msg=k)
+
+
+def test_batchnorm_by_hand_and_errors():
+    bn = nn.BatchNorm1d(1, momentum=0.5, affine=False, dtype="float64")
+    y = bn(tg.tensor([[1.0], [3.0]], dtype="float64"))
+    # mean 2, biased var 1 -> +-1/sqrt(1 + eps); running: mean 0.5*2, var 0.5*1 + 0.5*2 (unbiased)
+    assert y.numpy().ravel() == pytest.approx([-1 / math.sqrt(1 + 1e-5), 1 / math.sqrt(1 + 1e-5)])
+    assert bn.running_mean.item() == pytest.approx(1.0)
+    assert bn.running_var.item() == pytest.approx(1.5)
+    bn.eval()
+    assert bn(tg.tensor([[1.0]], dtype="float64")).item() == pytest.approx(0 / math.sqrt(1.5))
+    bn.train()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(tg.tensor([[1.0]]))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 4, 5, 5\)"):
+        nn.BatchNorm2d(3)(tg.zeros(2, 4, 5, 5))
+
+
+# ---- errors and behaviour of other layers ---------------------------------------------------
+LAYER_ERRORS = [
+    (lambda: nn.Conv2d(3, 8, 3), (2, 1, 28, 28), [r"\(N, 3, H, W\)", r"\(2, 1, 28, 28\)"]),
+    (lambda: nn.Conv2d(3, 8, 3), (1, 3, 28), [r"\(N, 3, H, W\)", r"\(1, 3, 28\)"]),
+    (lambda: nn.Linear(10, 2), (4, 9), [r"\(\.\.\., 10\)", r"\(4, 9\)"]),
+    (lambda: nn.LocallyConnected2d(1, 2, (8, 8), 3), (2, 1, 9, 9), [r"\(N, 1, 8, 8\)",
+                                                                    r"\(2, 1, 9, 9\)"]),
+    (lambda: nn.MaxPool2d(2), (3, 4, 4), [r"\(N, C, H, W\)", r"\(3, 4, 4\)"]),
+    (lambda: nn.BatchNorm1d(4), (2, 3), [r"\(N, 4\)", r"\(2, 3\)"]),
+]
+
+
+@pytest.mark.parametrize("make,shape,patterns", LAYER_ERRORS)
+def test_layer_input_errors_name_the_shapes(make, shape, patterns):
+    with pytest.raises(ValueError) as info:
+        make()(tg.zeros(*shape))
+    for p in patterns:
+        assert __import__("re").search(p, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("make,error,word", [
+    (lambda: nn.Conv2d(3, 4, 3, groups=2), ValueError, "divisible"),
+    (lambda: nn.Conv2d(3, 4, 3, stride=2, padding="same"), ValueError, "stride 1"),
+    (lambda: nn.Conv2d(3, 4, 0), ValueError, "kernel_size"),
+    (lambda: nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=2), ValueError, "output_padding"),
+    (lambda: nn.LocallyConnected2d(1, 1, 4, 5), ValueError, "does not fit"),
+    (lambda: nn.Dropout(1.5), ValueError, "probability"),
+    (lambda: nn.Linear(3, 2, dtype="int32"), TypeError, "floating-point"),
+])
+def test_layer_construction_errors(make, error, word):
+    with pytest.raises(error, match=word):
+        make()
+
+
+def test_dropout_follows_the_mode():
+    drop = nn.Dropout(0.5)
+    x = tg.ones(1000)
+    y = drop(x).numpy()
+    assert set(np.unique(y)) == {0.0, 2.0} and 350 < (y == 0).sum() < 650
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_locally_connected_with_shared_filters_is_a_convolution():
+    tg.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1, dtype="float64")
+    local = nn.LocallyConnected2d(2, 3, (5, 6), 3, stride=2, padding=1, dtype="float64")
+    OH, OW = local.output_size
+    assert (OH, OW) == (3, 3) and local.weight.shape == (3, 3, 3, 2, 3, 3)
+    local.weight.data[...] = conv.weight.data[:, None, None]   # the same filter everywhere
+    local.bias.data[...] = conv.bias.data[:, None, None]
+    x = tg.randn(2, 2, 5, 6, dtype="float64")
+    np.testing.assert_allclose(local(x).numpy(), conv(x).numpy(), rtol=1e-12)
+    # and against the textbook loop
+    w, b = local.weight.numpy(), local.bias.numpy()
+    expected = ref.local2d(x.numpy(), w, b, stride=2, padding=1)
+    np.testing.assert_allclose(local(x).numpy(), expected, rtol=1e-12)
+
+
+# ---- initialisation -----------------------------------------------------------------
+INIT_CASES = [
+    # layer, weight bound = 1/sqrt(fan_in)
+    (lambda: nn.Linear(400, 300), 1 / math.sqrt(400)),
+    (lambda: nn.Conv2d(16, 32, 3), 1 / math.sqrt(16 * 9)),
+    (lambda: nn.Conv2d(16, 32, 3, groups=4), 1 / math.sqrt(4 * 9)),
+    (lambda: nn.Conv1d(8, 64, 5), 1 / math.sqrt(8 * 5)),
+    (lambda: nn.ConvTranspose2d(16, 32, 3, groups=2), 1 / math.sqrt(16 * 9)),  # OC/groups*K*K
+    (lambda: nn.LocallyConnected2d(4, 8, (10, 10), 3), 1 / math.sqrt(4 * 9)),  # not OH*OW*...
+]
+
+
+@pytest.mark.parametrize("make,bound", INIT_CASES)
+def test_default_init_bounds(make, bound):
+    tg.manual_seed(0)
+    layer = make()
+    w, b = layer.weight.numpy(), layer.bias.numpy()
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.97 * bound
+    assert abs(w.mean()) < 0.05 * bound
+    assert w.std() == pytest.approx(bound / math.sqrt(3), rel=0.05)   # std of U(-a, a)
+    assert np.abs(b).max() <= bound and len(np.unique(b)) == b.size
+
+
+def test_init_is_seeded_and_device_independent():
+    pytest.importorskip("strict_backend")
+    tg.manual_seed(3)
+    a = nn.Conv2d(2, 4, 3)
+    tg.manual_seed(3)
+    b = nn.Conv2d(2, 4, 3, device="strict")
+    assert b.weight.device == "strict"
+    np.testing.assert_array_equal(a.weight.numpy(), b.weight.numpy())
+    np.testing.assert_array_equal(a.bias.numpy(), b.bias.numpy())
+
+
+def test_init_functions():
+    torch = pytest.importorskip("torch")
+    for args in [("linear",), ("relu",), ("tanh",), ("leaky_relu",), ("leaky_relu", 0.2),
+                 ("selu",), ("conv2d",), ("sigmoid",)]:
+        assert nn.init.calculate_gain(*args) == pytest.approx(torch.nn.init.calculate_gain(*args))
+    for shape in [(5, 3), (8, 4, 3, 2), (6, 2, 5)]:
+        assert nn.init.calculate_fan_in_and_fan_out(tg.zeros(*shape)) == \
+            torch.nn.init._calculate_fan_in_and_fan_out(torch.zeros(shape))
+    tg.manual_seed(0)
+    w = tg.zeros(256, 128, 3, 3)
+    nn.init.kaiming_normal_(w, nonlinearity="relu")
+    assert w.numpy().std() == pytest.approx(math.sqrt(2 / (128 * 9)), rel=0.02)
+    nn.init.kaiming_uniform_(w, mode="fan_out", nonlinearity="relu")
+    assert np.abs(w.numpy()).max() == pytest.approx(math.sqrt(6 / (256 * 9)), rel=0.01)
+    nn.init.xavier_uniform_(w, gain=2.0)
+    assert np.abs(w.numpy()).max() == pytest.approx(2 * math.sqrt(6 / (384 * 9)), rel=0.01)
+    nn.init.xavier_normal_(w)
+    assert w.numpy().std() == pytest.approx(math.sqrt(2 / (384 * 9)), rel=0.02)
+    nn.init.ones_(w)
+    assert (w.numpy() == 1).all()
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        nn.init.xavier_uniform_(tg.zeros(3))
+
+
+# ---- summary ---------------------------------------------------------------------------
+def test_summary_numbers_by_hand():
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3),              # 10x10 -> 8x8
+        nn.ReLU(),
+        nn.MaxPool2d(2),                 # -> 4x4
+        nn.Conv2d(4, 6, 3, bias=False),  # -> 2x2
+        nn.Flatten(),
+        nn.Linear(24, 3),
+    )
+    model.eval()
+    state = tg.get_rng().bit_generator.state
+    s = nn.summary(model, (1, 2, 10, 10))
+    assert tg.get_rng().bit_generator.state == state      # drew no random numbers
+    assert not model.training                             # mode restored
+    rows = {r["name"]: r for r in s.rows}
+    conv = rows["0"]
+    assert conv["output_shape"] == (1, 4, 8, 8)
+    assert conv["params"] == 2 * 4 * 9 + 4                           # 76
+    assert conv["fc_params"] == (2 * 10 * 10) * (4 * 8 * 8) + 4 * 8 * 8  # 51,456
+    assert conv["lc_params"] == 8 * 8 * 4 * (2 * 3 * 3) + 4 * 8 * 8      # 4,864
+    assert conv["receptive_field"] == (3, 3)
+    assert rows["1"]["receptive_field"] == (3, 3) and rows["1"]["fc_params"] is None
+    assert rows["2"]["receptive_field"] == (4, 4)                  # + (2-1)*1, jump 2
+    conv2 = rows["3"]
+    assert conv2["params"] == 216
+    assert conv2["fc_params"] == 64 * 24                           # no bias: none counted
+    assert conv2["lc_params"] == 2 * 2 * 6 * (4 * 9)
+    assert conv2["receptive_field"] == (8, 8)                      # 4 + (3-1)*2
+    assert rows["5"]["receptive_field"] == (10, 10)                # the whole input
+    assert rows["5"]["fc_params"] == 75 and rows["5"]["lc_params"] is None
+    assert s.total_params == 76 + 216 + 75
+    assert s.total_params_if_fully_connected == 51456 + 64 * 24 + 75
+    assert s.total_params_if_locally_connected == 4864 + 864 + 75
+    text = str(s)
+    for piece in ("51,456", "4,864", "8x8", "10x10", "Total params: 367", "[1, 4, 8, 8]"):
+        assert piece in text
+
+
+def test_summary_of_a_composed_module_and_local_layers():
+    model = Net()
+    s = nn.summary(model, (2, 2, 4, 4))
+    # containers that own parameters get a row (their own parameters only) before their children
+    assert [r["name"] for r in s.rows] == ["Net", "block", "block.conv", "block.bn", "head.0",
+                                           "head.1"]
+    assert [r["params"] for r in s.rows] == [1, 1, 57, 6, 0, 245]
+    assert [r["receptive_field"] for r in s.rows] == [None, None, (3, 3), (3, 3), (3, 3), (6, 6)]
+    assert s.total_params == model.num_parameters() == sum(r["params"] for r in s.rows)
+    assert model.training
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    twice = nn.summary(nn.Sequential(conv, conv), (1, 1, 4, 4))
+    assert [r["repeat"] for r in twice.rows] == [False, True]
+    assert [r["receptive_field"] for r in twice.rows] == [(3, 3), (5, 5)]
+    assert twice.total_params == 10
+    assert twice.total_params_if_fully_connected == 16 * 16 + 16
+    local = nn.Sequential(nn.LocallyConnected2d(2, 3, (5, 5), 3), nn.Tanh())
+    row = nn.summary(local, (1, 2, 5, 5)).rows[0]
+    assert row["params"] == row["lc_params"] == 3 * 3 * 3 * 2 * 9 + 27
+    assert row["fc_params"] == 50 * 27 + 27
+    assert row["receptive_field"] == (3, 3)

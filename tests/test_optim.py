@@ -1,0 +1,339 @@
+"""Optimisers, schedulers and gradient clipping: by hand, against PyTorch, state round-trips."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import nn, optim
+
+
+def scalar_param(value=1.0):
+    return nn.Parameter(np.array([value]), dtype="float64")
+
+
+def run_quadratic(opt, p, steps):
+    """Minimise p^2 (gradient 2p) for ``steps`` steps; return p after each."""
+    values = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (p * p).sum().backward()
+        opt.step()
+        values.append(p.item())
+    return values
+
+
+# ---- hand-computed steps -------------------------------------------------------------
+def test_sgd_momentum_two_steps_by_hand():
+    # g1 = 2, buf = 2, p = 1 - 0.1*2 = 0.8; g2 = 1.6, buf = 0.9*2 + 1.6 = 3.4, p = 0.8 - 0.34
+    p = scalar_param()
+    assert run_quadratic(optim.SGD([p], lr=0.1, momentum=0.9), p, 2) == \
+        pytest.approx([0.8, 0.46])
+
+
+def test_sgd_nesterov_dampening_weight_decay_by_hand():
+    # nesterov: g + m*buf; step 1: buf = 2, 2 + 1.8 = 3.8 -> 0.62
+    # step 2: g = 1.24, buf = 1.8 + 1.24 = 3.04, 1.24 + 2.736 = 3.976 -> 0.2224
+    p = scalar_param()
+    assert run_quadratic(optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True), p, 2) == \
+        pytest.approx([0.62, 0.2224])
+    # dampening 0.5, weight decay 0.5 (g = 2p + 0.5p = 2.5p):
+    # step 1: g = 2.5, buf = 2.5, p = 0.75; step 2: g = 1.875, buf = 2.25 + 0.9375, p = 0.43125
+    p = scalar_param()
+    assert run_quadratic(optim.SGD([p], lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.5),
+                         p, 2) == pytest.approx([0.75, 0.43125])
+
+
+def test_adam_and_adamw_first_steps_by_hand():
+    # Step 1 of Adam moves by lr * g / (|g| + eps) whatever the betas.
+    p = scalar_param(1.0)
+    run_quadratic(optim.Adam([p], lr=0.1, eps=1e-8), p, 1)
+    assert p.item() == pytest.approx(1 - 0.1 * 2 / (2 + 1e-8), abs=1e-15)
+    # Step 2 (state restored from step 1: m = 0.1 * 2, v = 0.001 * 2^2), g = 2 p ~ 1.8:
+    # m = 0.9 m + 0.1 g, v = 0.999 v + 0.001 g^2, bias-corrected by 1 - beta^2.
+    p2 = p.item()
+    opt = optim.Adam([p], lr=0.1)
+    opt.load_state_dict({"state": {"0": {"step": 1, "exp_avg": np.array([0.2]),
+                                         "exp_avg_sq": np.array([0.004])}},
+                         "param_groups": [{"lr": 0.1, "params": [0]}]})
+    run_quadratic(opt, p, 1)
+    g = 2 * p2
+    m_hat = (0.9 * 0.2 + 0.1 * g) / (1 - 0.9 ** 2)
+    v_hat = (0.999 * 0.004 + 0.001 * g * g) / (1 - 0.999 ** 2)
+    assert p.item() == pytest.approx(p2 - 0.1 * m_hat / (math.sqrt(v_hat) + 1e-8), abs=1e-12)
+    # AdamW shrinks the weight first: p = 2 * (1 - 0.1 * 0.5) = 1.9, then the Adam step.
+    p = scalar_param(2.0)
+    run_quadratic(optim.AdamW([p], lr=0.1, weight_decay=0.5), p, 1)
+    assert p.item() == pytest.approx(1.9 - 0.1 * 4 / (4 + 1e-8), abs=1e-12)
+
+
+def test_step_with_closure():
+    p = scalar_param(1.0)
+    opt = optim.SGD([p], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == 1.0
+    assert p.item() == pytest.approx(0.8)
+
+
+def test_params_without_grad_are_skipped_and_zero_grad():
+    a, b = scalar_param(1.0), scalar_param(5.0)
+    opt = optim.Adam([a, b], lr=0.1)
+    (a * a).sum().backward()
+    opt.step()
+    assert b.item() == 5.0 and b.grad is None
+    assert set(opt.state_dict()["state"]) == {"0"}
+    opt.zero_grad()
+    assert a.grad is None
+    (a * 3).sum().backward()
+    opt.zero_grad(set_to_none=False)
+    assert a.grad.numpy().tolist() == [0.0]
+
+
+# ---- against PyTorch ---------------------------------------------------------------
+OPT_CASES = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.9)),
+    ("SGD", dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    ("Adam", dict(lr=0.02, amsgrad=True, weight_decay=0.05)),
+    ("AdamW", dict(lr=0.01)),
+    ("AdamW", dict(lr=0.03, betas=(0.85, 0.995), weight_decay=0.2, amsgrad=True)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", OPT_CASES, ids=[f"{n}-{i}" for i, (n, _) in
+                                                        enumerate(OPT_CASES)])
+def test_optimizer_matches_torch(name, kwargs):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    shapes = [(3, 2), (4,), ()]
+    init = [rng.standard_normal(s) for s in shapes]
+    ours = [nn.Parameter(a, dtype="float64") for a in init]
+    theirs = [torch.tensor(a, requires_grad=True) for a in init]
+    opt = getattr(optim, name)(ours, **kwargs)
+    topt = getattr(torch.optim, name)(theirs, **kwargs)
+    for step in range(6):
+        for p, tp in zip(ours, theirs):
+            g = rng.standard_normal(p.shape)
+            if step == 3 and p.ndim == 0:
+                p.grad, tp.grad = None, None   # a step without a gradient for one parameter
+                continue
+            p.grad, tp.grad = tg.tensor(g), torch.tensor(g)
+        opt.step()
+        topt.step()
+        for p, tp in zip(ours, theirs):
+            np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_state_dict_round_trip_continues_identically(tmp_path):
+    from tinygrad_cnn import checkpoint
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal((3, 2)), rng.standard_normal(4)]
+    grads = [[rng.standard_normal(a.shape) for a in init] for _ in range(6)]
+
+    def make():
+        params = [nn.Parameter(a, dtype="float64") for a in init]
+        return params, optim.Adam(params, lr=0.05, amsgrad=True, weight_decay=0.01)
+
+    def run(params, opt, steps):
+        for gs in steps:
+            for p, g in zip(params, gs):
+                p.grad = tg.tensor(g)
+            opt.step()
+
+    params, opt = make()
+    run(params, opt, grads[:3])
+    path = checkpoint.save(tmp_path / "opt.npz", {"optim": opt.state_dict(),
+                                                  "params": [p.numpy() for p in params]})
+    run(params, opt, grads[3:])
+
+    loaded = checkpoint.load(path)            # through .npz, without pickle
+    params2, opt2 = make()
+    for p, a in zip(params2, loaded["params"]):
+        p.data[...] = a
+    opt2.lr = 123.0                           # overwritten by the loaded hyper-parameters
+    opt2.load_state_dict(loaded["optim"])
+    assert opt2.param_groups[0]["betas"] == (0.9, 0.999) and opt2.lr == 0.05
+    run(params2, opt2, grads[3:])
+    for p, q in zip(params, params2):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_load_state_dict_rejects_other_parameters():
+    opt = optim.SGD([scalar_param(), scalar_param()], lr=0.1, momentum=0.9)
+    other = optim.SGD([scalar_param()], lr=0.1)
+    with pytest.raises(ValueError, match="1 parameter"):
+        opt.load_state_dict(other.state_dict())
+    bad = {"state": {"0": {"momentum_buffer": np.zeros(3)}},
+           "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
+    with pytest.raises(ValueError, match=r"shape \(3,\).*\(1,\)"):
+        opt.load_state_dict(bad)
+
+
+def test_param_groups_and_lr_property():
+    a, b = scalar_param(), scalar_param()
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 1.0}], lr=0.1)
+    (a * b).sum().backward()
+    opt.step()
+    assert (a.item(), b.item()) == pytest.approx((0.9, 0.0))
+    assert opt.lr == 0.1
+    opt.lr = 0.5
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 0.5]
+
+
+OPT_ERRORS = [
+    (lambda p: optim.SGD([p], lr=-1), ValueError, "lr"),
+    (lambda p: optim.SGD([p], lr=0.1, nesterov=True), ValueError, "Nesterov"),
+    (lambda p: optim.Adam([p], betas=(1.0, 0.9)), ValueError, "betas"),
+    (lambda p: optim.SGD([], lr=0.1), ValueError, "empty"),
+    (lambda p: optim.SGD(p, lr=0.1), TypeError, "single Tensor"),
+    (lambda p: optim.SGD([p, p], lr=0.1), ValueError, "more than one"),
+    (lambda p: optim.SGD([p * 2], lr=0.1), ValueError, "leaf"),
+    (lambda p: optim.SGD([{"params": [p], "momentun": 0.9}], lr=0.1), TypeError, "momentun"),
+]
+
+
+@pytest.mark.parametrize("make,error,word", OPT_ERRORS)
+def test_optimizer_errors(make, error, word):
+    with pytest.raises(error, match=word):
+        make(scalar_param())
+
+
+def test_state_follows_the_parameters_to_another_dtype():
+    model = nn.Linear(3, 2)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(tg.randn(4, 3)).sum().backward()
+    opt.step()
+    model.double()                      # same Parameter objects, float64 data
+    model.zero_grad()
+    model(tg.randn(4, 3, dtype="float64")).sum().backward()
+    opt.step()
+    assert model.weight.dtype == np.float64
+    assert all(s["momentum_buffer"].dtype == np.float64 for s in opt.state.values())
+
+
+def test_optimizer_runs_on_a_strict_device():
+    # CuPy's rules: no implicit host conversion, state on the parameter's device.
+    pytest.importorskip("strict_backend")
+    p = nn.Parameter(np.arange(3.0), device="strict")
+    for opt in (optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1),
+                optim.Adam([p], amsgrad=True, weight_decay=0.1), optim.AdamW([p])):
+        for _ in range(2):
+            opt.zero_grad()
+            (p * p).sum().backward()
+            opt.step()
+        state = opt.state_dict()["state"]["0"]
+        assert all(isinstance(v, (int, float, np.ndarray)) for v in state.values())
+    p.grad = tg.tensor([3.0, 4.0, 0.0], device="strict")
+    assert optim.clip_grad_norm_([p], 1.0).item() == pytest.approx(5.0)
+
+
+# ---- schedulers --------------------------------------------------------------------------
+SCHED_CASES = [
+    ("StepLR", dict(step_size=3, gamma=0.5), 12, "SGD"),
+    ("CosineAnnealingLR", dict(T_max=10), 25, "SGD"),
+    ("CosineAnnealingLR", dict(T_max=7, eta_min=0.01), 20, "SGD"),
+    ("OneCycleLR", dict(max_lr=1.0, total_steps=20), 20, "SGD"),
+    ("OneCycleLR", dict(max_lr=0.5, total_steps=17, pct_start=0.25, anneal_strategy="linear",
+                        div_factor=10, final_div_factor=100), 17, "SGD"),
+    ("OneCycleLR", dict(max_lr=0.5, total_steps=15, three_phase=True), 15, "Adam"),
+    ("OneCycleLR", dict(max_lr=0.5, epochs=3, steps_per_epoch=4, cycle_momentum=False), 12,
+     "Adam"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,steps,opt_name", SCHED_CASES)
+def test_scheduler_matches_torch(name, kwargs, steps, opt_name):
+    torch = pytest.importorskip("torch")
+    opt = getattr(optim, opt_name)([scalar_param()], lr=0.1)
+    topt = getattr(torch.optim, opt_name)([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = getattr(optim, name)(opt, **kwargs)
+    tsched = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
+    key = "betas" if opt_name == "Adam" else "momentum"
+    for _ in range(steps):
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-12, abs=1e-15)
+        assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+        assert np.allclose(opt.param_groups[0][key], topt.param_groups[0][key], rtol=1e-12)
+        opt.step()
+        topt.step()
+        sched.step()
+        tsched.step()
+
+
+def test_step_lr_by_hand_and_scheduler_state_round_trip(tmp_path):
+    from tinygrad_cnn import checkpoint
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.StepLR(opt, step_size=2, gamma=0.1)
+    lrs = []
+    for _ in range(5):
+        lrs.append(sched.get_last_lr()[0])
+        sched.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+
+    opt = optim.SGD([scalar_param()], lr=0.1, momentum=0.9)
+    sched = optim.OneCycleLR(opt, max_lr=1.0, total_steps=10)
+    for _ in range(4):
+        sched.step()
+    path = checkpoint.save(tmp_path / "s.npz", {"opt": opt.state_dict(),
+                                                "sched": sched.state_dict()})
+    saved = checkpoint.load(path)           # through .npz and JSON, without pickle
+    saved_opt, saved_sched = saved["opt"], saved["sched"]
+    expected = []
+    for _ in range(5):
+        sched.step()
+        expected.append((opt.lr, opt.param_groups[0]["momentum"]))
+    opt2 = optim.SGD([scalar_param()], lr=0.1, momentum=0.9)
+    opt2.load_state_dict(saved_opt)
+    sched2 = optim.OneCycleLR(opt2, max_lr=1.0, total_steps=10)
+    sched2.load_state_dict(saved_sched)
+    got = []
+    for _ in range(5):
+        sched2.step()
+        got.append((opt2.lr, opt2.param_groups[0]["momentum"]))
+    assert got == expected
+    with pytest.raises(ValueError, match="total_steps"):
+        for _ in range(3):
+            sched2.step()
+
+
+# ---- gradient clipping ---------------------------------------------------------------
+def test_clip_grad_norm_by_hand():
+    a, b = nn.Parameter(np.zeros(2), dtype="float64"), nn.Parameter(np.zeros(1), dtype="float64")
+    a.grad, b.grad = tg.tensor([3.0, 0.0], dtype="float64"), tg.tensor([4.0], dtype="float64")
+    total = optim.clip_grad_norm_([a, b], max_norm=1.0)
+    assert total.item() == pytest.approx(5.0)
+    scale = 1.0 / (5.0 + 1e-6)
+    assert a.grad.numpy() == pytest.approx([3 * scale, 0.0])
+    assert b.grad.numpy() == pytest.approx([4 * scale])
+    # under the limit: unchanged
+    a.grad = tg.tensor([0.3, 0.4], dtype="float64")
+    assert optim.clip_grad_norm_(a, 1.0).item() == pytest.approx(0.5)
+    assert a.grad.numpy() == pytest.approx([0.3, 0.4])
+    optim.clip_grad_value_([a], 0.35)
+    assert a.grad.numpy() == pytest.approx([0.3, 0.35])
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_clip_grad_norm_matches_torch(norm_type):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal((3, 2)), rng.standard_normal(5)]
+    ours = [nn.Parameter(np.zeros(g.shape), dtype="float64") for g in grads]
+    theirs = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for p, tp, g in zip(ours, theirs, grads):
+        p.grad, tp.grad = tg.tensor(g), torch.tensor(g)
+    total = optim.clip_grad_norm_(ours, 0.7, norm_type=norm_type)
+    ttotal = torch.nn.utils.clip_grad_norm_(theirs, 0.7, norm_type=norm_type)
+    assert total.item() == pytest.approx(ttotal.item(), rel=1e-12)
+    for p, tp in zip(ours, theirs):
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-12)

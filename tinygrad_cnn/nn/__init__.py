@@ -1,0 +1,33 @@
+"""Neural-network building blocks: ``Module``, layers, losses, initialisers, ``summary``.
+
+``Module`` holds parameters, buffers and child modules (see
+:mod:`tinygrad_cnn.nn.module`); the layers wrap :mod:`tinygrad_cnn.functional`
+with PyTorch's signatures and default initialisations; the loss functions
+(``cross_entropy``, ``mse_loss``, ...) and their ``Module`` wrappers live in
+:mod:`tinygrad_cnn.nn.losses`; :func:`summary` prints a model's layers with
+their parameter counts, what fully- and locally-connected layers would
+cost instead, and receptive fields.
+"""
+from . import init
+from .module import (IncompatibleKeys, Identity, Module, ModuleList, Parameter,
+                     RemovableHandle, Sequential)
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
+                     BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
+                     Linear, LocallyConnected2d, LogSoftmax, MaxPool1d, MaxPool2d, ReLU, Sigmoid,
+                     Softmax, Tanh, conv_output_size)
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
+                     binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
+                     l1_loss, mse_loss, nll_loss, softplus)
+from .summary import ModelSummary, summary
+
+__all__ = [
+    "init", "Module", "Parameter", "Sequential", "ModuleList", "Identity",
+    "IncompatibleKeys", "RemovableHandle",
+    "Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d",
+    "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+    "Flatten", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
+    "BatchNorm1d", "BatchNorm2d", "conv_output_size",
+    "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits",
+    "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
+    "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",
+]

@@ -1,0 +1,151 @@
+"""Weight initialisation, in place, with PyTorch's formulas.
+
+Every function fills an existing tensor in place and returns it.  The
+numbers are drawn in float64 on the host from
+:func:`tinygrad_cnn.tensor.get_rng`, cast to the tensor's dtype and copied
+to its device, so ``manual_seed(s)`` gives the same weights on every device.
+
+Fans (:func:`calculate_fan_in_and_fan_out`), as PyTorch computes them from
+a weight of shape ``(out, in, *kernel)``::
+
+    receptive = prod(kernel)          # 1 for a Linear weight (out, in)
+    fan_in  = in  * receptive         # inputs that feed one output unit
+    fan_out = out * receptive         # outputs that one input unit feeds
+
+A weight whose layout does not follow ``(out, in, *kernel)`` (a
+locally-connected weight (OC, OH, OW, C, KH, KW), or a transposed-conv
+weight, for which PyTorch's rule is known to give the "wrong" fan) can pass
+its fan explicitly with ``fan=``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..tensor import Tensor, get_rng
+
+__all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal_",
+           "constant_", "zeros_", "ones_", "kaiming_uniform_", "kaiming_normal_",
+           "xavier_uniform_", "xavier_normal_"]
+
+
+def calculate_gain(nonlinearity, param=None):
+    """The gain that keeps activations' variance stable through ``nonlinearity``.
+
+    ============================  ==========================================
+    linear, conv*, sigmoid        1
+    tanh                          5/3
+    relu                          sqrt(2)
+    leaky_relu                    sqrt(2 / (1 + negative_slope^2)), slope
+                                  ``param`` (default 0.01)
+    selu                          3/4
+    ============================  ==========================================
+    """
+    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+              "conv_transpose2d", "conv_transpose3d", "sigmoid")
+    if nonlinearity in linear:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, numbers.Number) and not isinstance(param, bool):
+            slope = float(param)
+        else:
+            raise ValueError(f"negative_slope {param!r} is not a number")
+        return math.sqrt(2.0 / (1 + slope ** 2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
+                     f"{', '.join(linear)}, tanh, relu, leaky_relu, selu")
+
+
+def calculate_fan_in_and_fan_out(tensor):
+    """``(fan_in, fan_out)`` of a weight laid out ``(out, in, *kernel)`` (see module doc)."""
+    shape = tensor.shape
+    if len(shape) < 2:
+        raise ValueError(f"fan in and fan out need a tensor with at least 2 dimensions, "
+                         f"got shape {shape}")
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _fan(tensor, mode, fan):
+    if fan is not None:
+        return int(fan)
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def _fill_(tensor, host):
+    """Write host values into ``tensor`` in place, in its dtype, on its device."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"init functions fill a Tensor in place, got {type(tensor).__name__}")
+    with no_grad():
+        values = tensor._backend.asarray(np.asarray(host).astype(tensor.dtype))
+        if getattr(tensor.data, "flags", None) is not None and not tensor.data.flags.writeable:
+            tensor.data = values.copy()
+        else:
+            tensor.data[...] = values
+    return tensor
+
+
+def uniform_(tensor, a=0.0, b=1.0):
+    """Fill with samples of U(a, b)."""
+    return _fill_(tensor, get_rng().uniform(a, b, size=tensor.shape))
+
+
+def normal_(tensor, mean=0.0, std=1.0):
+    """Fill with samples of N(mean, std^2)."""
+    return _fill_(tensor, get_rng().normal(mean, std, size=tensor.shape))
+
+
+def constant_(tensor, value):
+    return _fill_(tensor, np.full(tensor.shape, value, dtype=np.float64))
+
+
+def zeros_(tensor):
+    return constant_(tensor, 0.0)
+
+
+def ones_(tensor):
+    return constant_(tensor, 1.0)
+
+
+def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan=None):
+    """He initialisation: U(-bound, bound), bound = gain * sqrt(3 / fan).
+
+    ``gain = calculate_gain(nonlinearity, a)``; ``fan`` is fan_in or fan_out
+    by ``mode`` unless given.  PyTorch's Linear/Conv default is
+    ``kaiming_uniform_(w, a=sqrt(5))``, i.e. bound = 1 / sqrt(fan_in).
+    """
+    gain = calculate_gain(nonlinearity, a)
+    bound = gain * math.sqrt(3.0 / _fan(tensor, mode, fan))
+    return uniform_(tensor, -bound, bound)
+
+
+def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan=None):
+    """He initialisation: N(0, std^2), std = gain / sqrt(fan)."""
+    gain = calculate_gain(nonlinearity, a)
+    return normal_(tensor, 0.0, gain / math.sqrt(_fan(tensor, mode, fan)))
+
+
+def xavier_uniform_(tensor, gain=1.0):
+    """Glorot initialisation: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform_(tensor, -bound, bound)
+
+
+def xavier_normal_(tensor, gain=1.0):
+    """Glorot initialisation: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))

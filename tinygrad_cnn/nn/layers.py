@@ -1,0 +1,617 @@
+"""Layers: ``Module`` wrappers around :mod:`tinygrad_cnn.functional`.
+
+Each layer owns its parameters and settings and checks its input's shape
+(naming what it expected), then calls the functional op.  Shapes follow
+PyTorch: images are ``(N, C, H, W)``, sequences ``(N, C, L)``.
+
+Default initialisation is PyTorch's.  A ``Linear``/``Conv`` weight is drawn
+from ``kaiming_uniform_(w, a=sqrt(5))``, i.e. U(-1/sqrt(fan_in),
+1/sqrt(fan_in)) with fan_in the number of inputs of one output unit, and
+its bias from the same U(-1/sqrt(fan_in), 1/sqrt(fan_in)).  All random
+numbers come from :func:`tinygrad_cnn.tensor.get_rng` on the host, so
+``manual_seed`` makes a model reproducible on every device.  Layers with
+parameters take ``dtype`` (default float32) and ``device`` keyword
+arguments.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from ..tensor import Tensor, _as_dtype, float32, int64
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d",
+           "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
+           "AdaptiveMaxPool2d", "Flatten", "ReLU", "LeakyReLU",
+           "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout", "BatchNorm1d", "BatchNorm2d"]
+
+
+# ---- helpers ----------------------------------------------------------------------
+def _tuple(value, n, name, minimum=0):
+    """An int or a sequence of ``n`` ints -> a tuple of ``n`` ints, each >= minimum."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        out = (int(value),) * n
+    elif isinstance(value, (tuple, list)) and len(value) == n and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        out = tuple(int(v) for v in value)
+    else:
+        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+    if any(v < minimum for v in out):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return out
+
+
+def _param(shape, dtype, device):
+    """A zero-filled parameter, to be initialised in place."""
+    dtype = float32 if dtype is None else _as_dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"layer parameters need a floating-point dtype, got {dtype}")
+    return Parameter(np.zeros(shape, dtype=dtype), device=device)
+
+
+def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
+    """Raise a clear error unless ``x`` is a Tensor with ``ndims`` dims and ``channels``."""
+    name = type(layer).__name__
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} expects a Tensor, got {type(x).__name__}")
+    ndims = (ndims,) if isinstance(ndims, int) else ndims
+    if x.ndim not in ndims or (channels is not None and x.shape[channel_axis] != channels):
+        raise ValueError(f"{name}({layer.extra_repr()}) expects input of shape {shape_hint}, "
+                         f"got {x.shape}")
+
+
+def _uniform_bias(bias, fan_in):
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    init.uniform_(bias, -bound, bound)
+
+
+# ---- fully-connected ----------------------------------------------------------------
+class Linear(Module):
+    """y = x W^T + b, with W of shape (out_features, in_features).
+
+    Input ``(..., in_features)``, output ``(..., out_features)``.
+    Initialisation: W ~ kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),
+    b ~ U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
+        super().__init__()
+        self.in_features = _tuple(in_features, 1, "in_features", 1)[0]
+        self.out_features = _tuple(out_features, 1, "out_features", 1)[0]
+        self.weight = _param((self.out_features, self.in_features), dtype, device)
+        self.bias = _param((self.out_features,), dtype, device) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            _uniform_bias(self.bias, self.in_features)
+
+    def forward(self, x):
+        if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != self.in_features:
+            got = x.shape if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"Linear({self.extra_repr()}) expects input of shape "
+                             f"(..., {self.in_features}), got {got}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+# ---- convolutions -----------------------------------------------------------------
+class _ConvNd(Module):
+    """Settings, parameters and initialisation shared by the convolutions."""
+
+    _n = 2
+    _transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, dtype, device, output_padding=0):
+        super().__init__()
+        n = self._n
+        self.in_channels = _tuple(in_channels, 1, "in_channels", 1)[0]
+        self.out_channels = _tuple(out_channels, 1, "out_channels", 1)[0]
+        self.groups = _tuple(groups, 1, "groups", 1)[0]
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"in_channels ({self.in_channels}) and out_channels "
+                             f"({self.out_channels}) must both be divisible by groups "
+                             f"({self.groups})")
+        self.kernel_size = _tuple(kernel_size, n, "kernel_size", 1)
+        self.stride = _tuple(stride, n, "stride", 1)
+        self.dilation = _tuple(dilation, n, "dilation", 1)
+        if isinstance(padding, str):
+            if self._transposed or padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a tuple of {n} ints"
+                                 + ("" if self._transposed else ", 'same' or 'valid'")
+                                 + f", got {padding!r}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError("padding='same' needs stride 1 (the output of a strided "
+                                 "convolution cannot keep the input's size)")
+            self.padding = (0,) * n if padding == "valid" else padding
+        else:
+            self.padding = _tuple(padding, n, "padding", 0)
+        self.output_padding = _tuple(output_padding, n, "output_padding", 0)
+        if any(op >= max(s, d) for op, s, d in zip(self.output_padding, self.stride,
+                                                   self.dilation)):
+            raise ValueError(f"output_padding {self.output_padding} must be smaller than "
+                             f"stride {self.stride} or dilation {self.dilation}")
+        if self._transposed:   # (C, OC/groups, *kernel)
+            shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        else:                  # (OC, C/groups, *kernel)
+            shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = _param(shape, dtype, device)
+        self.bias = _param((self.out_channels,), dtype, device) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """kaiming_uniform_(a=sqrt(5)) for the weight, U(+-1/sqrt(fan_in)) for the bias.
+
+        fan_in is PyTorch's ``weight.shape[1] * prod(kernel_size)``: C/groups*KH*KW
+        for a convolution; for a transposed one this gives OC/groups*KH*KW.
+        """
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
+            _uniform_bias(self.bias, fan_in)
+
+    def _spatial_hint(self):
+        return "(N, {}, L)".format(self.in_channels) if self._n == 1 else \
+            "(N, {}, H, W)".format(self.in_channels)
+
+    def extra_repr(self):
+        n = self._n
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,) * n:
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else \
+                f", padding={self.padding}"
+        if self.dilation != (1,) * n:
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0,) * n:
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    ``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0,
+    dilation=1, groups=1, bias=True)``; input ``(N, C, H, W)``, output
+    ``(N, OC, OH, OW)`` with ``OH = (H + 2 padding - dilation (KH - 1) - 1) //
+    stride + 1``.  ``padding`` may also be ``"same"`` (stride 1) or
+    ``"valid"``.  Weight ``(OC, C/groups, KH, KW)``, bias ``(OC,)``;
+    initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C/groups*KH*KW.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, dtype=None, device=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, dtype, device)
+
+    def forward(self, x):
+        _check_input(self, x, 4, self.in_channels, shape_hint=self._spatial_hint())
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over ``(N, C, L)``: as :class:`Conv2d` with one spatial axis.
+
+    Weight ``(OC, C/groups, K)``, bias ``(OC,)``.
+    """
+
+    _n = 1
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, dtype=None, device=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, dtype, device)
+
+    def forward(self, x):
+        _check_input(self, x, 3, self.in_channels, shape_hint=self._spatial_hint())
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(x, self.weight, self.bias, self.stride[0], padding, self.dilation[0],
+                        self.groups)
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution (the gradient of a convolution wrt its input).
+
+    ``ConvTranspose2d(in_channels, out_channels, kernel_size, stride=1,
+    padding=0, output_padding=0, groups=1, bias=True, dilation=1)``;
+    ``OH = (H - 1) stride - 2 padding + dilation (KH - 1) + output_padding + 1``.
+    Weight ``(C, OC/groups, KH, KW)``, bias ``(OC,)``; initialised as
+    PyTorch does, with fan_in = OC/groups*KH*KW (PyTorch reads the fan from
+    the weight's second axis).
+    """
+
+    _transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, dtype=None, device=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, dtype, device, output_padding=output_padding)
+
+    def forward(self, x):
+        _check_input(self, x, 4, self.in_channels, shape_hint=self._spatial_hint())
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+
+def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
+    """Output length of a convolution/pooling along one axis (PyTorch's formula)."""
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+class LocallyConnected2d(Module):
+    """A convolution without weight sharing: every output position has its own filter.
+
+    ``LocallyConnected2d(in_channels, out_channels, input_size, kernel_size,
+    stride=1, padding=0, dilation=1, bias=True)``.  The windows are a
+    convolution's, so ``input_size`` (H, W) fixes the output size (OH, OW)
+    and the weight ``(OC, OH, OW, C, KH, KW)`` and bias ``(OC, OH, OW)``.
+    It has OH*OW times the parameters of the matching :class:`Conv2d`.
+    Initialised like a convolution: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+    weight and bias, fan_in = C*KH*KW (the inputs of one output unit).
+    """
+
+    def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1,
+                 padding=0, dilation=1, bias=True, dtype=None, device=None):
+        super().__init__()
+        self.in_channels = _tuple(in_channels, 1, "in_channels", 1)[0]
+        self.out_channels = _tuple(out_channels, 1, "out_channels", 1)[0]
+        self.input_size = _tuple(input_size, 2, "input_size", 1)
+        self.kernel_size = _tuple(kernel_size, 2, "kernel_size", 1)
+        self.stride = _tuple(stride, 2, "stride", 1)
+        self.padding = _tuple(padding, 2, "padding", 0)
+        self.dilation = _tuple(dilation, 2, "dilation", 1)
+        self.output_size = tuple(
+            conv_output_size(*args) for args in zip(self.input_size, self.kernel_size,
+                                                    self.stride, self.padding, self.dilation))
+        if min(self.output_size) < 1:
+            raise ValueError(f"LocallyConnected2d: a {self.kernel_size} kernel (dilation "
+                             f"{self.dilation}, padding {self.padding}) does not fit an input "
+                             f"of size {self.input_size}")
+        OH, OW = self.output_size
+        KH, KW = self.kernel_size
+        self.weight = _param((self.out_channels, OH, OW, self.in_channels, KH, KW), dtype, device)
+        self.bias = _param((self.out_channels, OH, OW), dtype, device) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), fan=fan_in)
+        if self.bias is not None:
+            _uniform_bias(self.bias, fan_in)
+
+    def forward(self, x):
+        H, W = self.input_size
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1:] != (self.in_channels, H, W):
+            got = x.shape if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"LocallyConnected2d({self.extra_repr()}) expects input of shape "
+                             f"(N, {self.in_channels}, {H}, {W}) (its input_size is fixed at "
+                             f"construction), got {got}")
+        return F.local2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
+             f"kernel_size={self.kernel_size}, stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+# ---- pooling ----------------------------------------------------------------------
+class MaxPool2d(Module):
+    """Maximum over each ``kernel_size`` window; ``stride`` defaults to ``kernel_size``.
+
+    Input ``(N, C, H, W)``; ``padding`` pads with -inf.  With
+    ``return_indices=True`` also returns the flat (H*W) index of each maximum.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.dilation = dilation
+        self.return_indices = return_indices
+        self.ceil_mode = ceil_mode
+
+    def forward(self, x):
+        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """Mean over each ``kernel_size`` window; ``stride`` defaults to ``kernel_size``.
+
+    With ``count_include_pad`` (default) zero padding counts in the mean.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+
+    def forward(self, x):
+        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
+                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool1d(MaxPool2d):
+    """Max pooling over the last axis of ``(N, C, L)``; settings as :class:`MaxPool2d`."""
+
+    def forward(self, x):
+        _check_input(self, x, 3, shape_hint="(N, C, L)")
+        return F.max_pool1d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool1d(AvgPool2d):
+    """Average pooling over the last axis of ``(N, C, L)``; settings as :class:`AvgPool2d`."""
+
+    def forward(self, x):
+        _check_input(self, x, 3, shape_hint="(N, C, L)")
+        return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding,
+                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average-pool to a fixed ``output_size`` (int or (OH, OW)) whatever the input size."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max-pool to a fixed ``output_size`` (int or (OH, OW)) whatever the input size."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def forward(self, x):
+        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        return F.adaptive_max_pool2d(x, self.output_size, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+# ---- shape and elementwise ----------------------------------------------------------
+class Flatten(Module):
+    """Flatten dimensions ``start_dim`` .. ``end_dim``: (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class ReLU(Module):
+    """y = max(x, 0)"""
+
+    def forward(self, x):
+        return x.relu()
+
+
+class LeakyReLU(Module):
+    """y = x if x > 0 else negative_slope * x"""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return x.leaky_relu(self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(Module):
+    """y = tanh x"""
+
+    def forward(self, x):
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    """y = 1 / (1 + e^-x)"""
+
+    def forward(self, x):
+        return x.sigmoid()
+
+
+class Softmax(Module):
+    """y = softmax(x) along ``dim``"""
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x.softmax(axis=self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """y = log_softmax(x) along ``dim`` (stable: x - logsumexp x)"""
+
+    def forward(self, x):
+        return x.log_softmax(axis=self.dim)
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training, scaling the rest by 1/(1-p).
+
+    In evaluation mode (``model.eval()``) it is the identity.  The mask is
+    drawn on the host from the seeded generator.
+    """
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p!r}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+# ---- normalisation ------------------------------------------------------------------
+class _BatchNorm(Module):
+    """Batch normalisation over every axis but the channel axis 1.
+
+    Training: normalise with the batch mean and biased variance, and update
+    ``running = (1 - momentum) * running + momentum * batch`` (the running
+    variance from the *unbiased* batch variance); ``momentum=None`` gives a
+    cumulative average, 1/num_batches_tracked.  Evaluation: normalise with
+    the running statistics.  With ``track_running_stats=False`` the batch
+    statistics are used in both modes.  ``affine`` adds a learned scale
+    ``weight`` (init 1) and shift ``bias`` (init 0) per channel.
+    """
+
+    _ndims = (4,)
+    _hint = "(N, {C}, H, W)"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=None, device=None):
+        super().__init__()
+        self.num_features = _tuple(num_features, 1, "num_features", 1)[0]
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+        self.eps, self.momentum = eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        C = self.num_features
+        if affine:
+            self.weight = _param((C,), dtype, device)
+            self.bias = _param((C,), dtype, device)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            dt = float32 if dtype is None else _as_dtype(dtype)
+            self.register_buffer("running_mean", Tensor(np.zeros(C, dt), device=device))
+            self.register_buffer("running_var", Tensor(np.ones(C, dt), device=device))
+            self.register_buffer("num_batches_tracked",
+                                 Tensor(np.zeros((), int64), device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        C = self.num_features
+        _check_input(self, x, self._ndims, C, shape_hint=self._hint.format(C=C))
+        axes = (0,) + tuple(range(2, x.ndim))          # every axis but the channels
+        shape = (1, C) + (1,) * (x.ndim - 2)           # per-channel values, broadcastable
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            n = x.size // C
+            if self.training and n <= 1:
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
+                                 f"channel when training, got input of shape {x.shape}")
+            mean = x.mean(axes, keepdims=True)
+            centred = x - mean
+            var = (centred * centred).mean(axes, keepdims=True)   # biased, for normalising
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean.data.reshape(C), var.data.reshape(C), n)
+            y = centred * (var + self.eps) ** -0.5
+        else:
+            xp = x.xp
+            mean = self.running_mean.data.reshape(shape)
+            invstd = 1 / xp.sqrt(self.running_var.data.reshape(shape) + self.eps)
+            dtype = np.result_type(x.dtype, mean.dtype)
+            y = (x - Tensor._make(mean.astype(dtype), x._backend)) * \
+                Tensor._make(invstd.astype(dtype), x._backend)
+        if self.affine:
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return y
+
+    def _update_running_stats(self, batch_mean, batch_var, n):
+        """running = (1 - m) running + m batch, in place; the variance made unbiased."""
+        self.num_batches_tracked.data[...] += 1
+        m = self.momentum
+        if m is None:  # cumulative average; a device array, so no synchronisation
+            m = 1.0 / self.num_batches_tracked.data.astype(self.running_mean.dtype)
+        unbiased = batch_var * (n / (n - 1))
+        rm, rv = self.running_mean.data, self.running_var.data
+        rm[...] = (1 - m) * rm + m * batch_mean.astype(rm.dtype)
+        rv[...] = (1 - m) * rv + m * unbiased.astype(rv.dtype)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of images ``(N, C, H, W)``, per channel (see ``_BatchNorm``)."""
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of ``(N, C)`` features or ``(N, C, L)`` sequences, per channel."""
+
+    _ndims = (2, 3)
+    _hint = "(N, {C}) or (N, {C}, L)"

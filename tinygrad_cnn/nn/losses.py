@@ -1,0 +1,373 @@
+"""Loss functions (PyTorch semantics) and their ``Module`` wrappers.
+
+All losses take ``reduction`` in ``{"mean", "sum", "none"}``.  Targets may
+be Tensors, NumPy arrays or lists; they are moved to the input's device.
+Class-index losses pick each sample's log-probability by integer-array
+indexing (one gather, no Python loop over samples), and work on logits of
+shape ``(N, C)`` or ``(N, C, d1, d2, ...)`` (e.g. per-pixel
+classification) with targets ``(N,)`` / ``(N, d1, d2, ...)``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..autograd import Function
+from ..backend import DeviceError
+from ..tensor import Tensor
+from .module import Module
+
+__all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss",
+           "binary_cross_entropy_with_logits", "binary_cross_entropy", "softplus",
+           "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# ---- helpers ----------------------------------------------------------------------
+def _check_input(x, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: the input must be a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: the input must be floating-point, got dtype {x.dtype}")
+
+
+def _check_reduction(reduction, name):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _on_device_of(value, ref, name, what="target", dtype=None):
+    """``value`` as a Tensor on ``ref``'s device (converting arrays and lists)."""
+    if isinstance(value, Tensor):
+        if value.device != ref.device:
+            raise DeviceError(f"{name}: the input is on {ref.device} but the {what} is on "
+                              f"{value.device}; move them to one device")
+        return value if dtype is None else value.astype(dtype)
+    return Tensor(value, dtype=dtype, device=ref.device)
+
+
+def _reduce(loss, reduction, denominator=None):
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    return total / (loss.size if denominator is None else denominator)
+
+
+def _const(array, ref):
+    """A raw array as a tensor that carries no gradient, in ``ref``'s dtype."""
+    return Tensor._make(array.astype(ref.dtype, copy=False), ref._backend)
+
+
+def _check_same_shape(x, y, name):
+    if x.shape != y.shape:
+        raise ValueError(f"{name}: input of shape {x.shape} and target of shape {y.shape} "
+                         f"differ; they must match (no broadcasting, which would silently "
+                         f"compare every input with every target)")
+
+
+class Softplus(Function):
+    """y = log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|); dy/dx = sigmoid(x)"""
+
+    def forward(self, x):
+        xp = self.xp
+        return (xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        return grad_out * self.inputs[0].sigmoid()
+
+
+def softplus(x):
+    """log(1 + e^x), stable for large |x| in both directions."""
+    return Softplus.apply(x)
+
+
+# ---- classification ---------------------------------------------------------------
+def _class_targets(logp, target, name):
+    """Validate class-index targets; flatten to ``(M, C)`` log-probs and ``(M,)`` classes."""
+    N, C = logp.shape[:2]
+    expected = (N,) + logp.shape[2:]
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name}: target has dtype {target.dtype} and shape {target.shape}; class-index "
+            f"targets must be integers (convert with .astype('int64'))"
+            + ("; float targets are read as class probabilities and need the input's shape "
+               f"{logp.shape}" if name == "cross_entropy" else ""))
+    if target.shape != expected:
+        raise ValueError(f"{name}: target of shape {target.shape} does not fit an input of "
+                         f"shape {logp.shape}: expected a target of shape {expected} holding "
+                         f"one class index in [0, {C}) per sample")
+    if logp.ndim > 2:
+        # Classes last, then one row per (sample, position).
+        order = (0,) + tuple(range(2, logp.ndim)) + (1,)
+        logp = logp.permute(order).reshape(-1, C)           # (N*d1*..., C)
+    return logp, target.data.reshape(-1)                    # (M, C), (M,)
+
+
+def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
+    """Negative log-likelihood of class indices, with PyTorch's weighting and smoothing.
+
+    Per element ``i`` with class ``t_i`` (ignored ones contribute 0)::
+
+        loss_i = (1 - eps) * w[t_i] * (-logp[i, t_i]) + eps / C * sum_c w[c] * (-logp[i, c])
+
+    and ``mean`` divides the sum by ``sum_i w[t_i]`` over non-ignored
+    elements (their count when unweighted).
+    """
+    _check_reduction(reduction, name)
+    if not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    unbatched = logp.ndim == 1
+    if unbatched:                       # (C,) with a scalar target
+        if target.ndim != 0:
+            raise ValueError(f"{name}: an unbatched input of shape {logp.shape} needs a "
+                             f"scalar target, got shape {target.shape}")
+        logp, target = logp.unsqueeze(0), target.reshape(1)
+    out_shape = (logp.shape[0],) + logp.shape[2:]
+    C = logp.shape[1]
+    flat, t = _class_targets(logp, target, name)            # (M, C), (M,)
+    xp = logp.xp
+    valid = t != ignore_index
+    bad = valid & ((t < 0) | (t >= C))
+    backend = logp._backend
+    what = (f"outside [0, {C}) for an input of shape {logp.shape} with {C} classes"
+            + (f" (ignore_index is {ignore_index})" if ignore_index != -100 else ""))
+    if not backend.defer_checks:
+        if bad.any():
+            raise IndexError(f"{name}: target holds class index {int(t[bad][0])}, {what}")
+    else:  # checked on the device, reported at the next transfer (no synchronisation)
+        backend.check(bad, IndexError, f"{name}: target holds a class index {what}")
+    # Ignored (and, on a deferring device, bad) elements gather class 0 and are masked out.
+    safe = xp.where(valid & ~bad, t, 0)
+    picked = flat[xp.arange(flat.shape[0]), safe]           # (M,) log p of the true class
+    if weight is not None:
+        weight = _on_device_of(weight, logp, name, "weight", dtype=logp.dtype)
+        if weight.shape != (C,):
+            raise ValueError(f"{name}: weight must have shape ({C},), one per class, got "
+                             f"{weight.shape}")
+        w_t = _const(weight.data[safe] * valid, logp)       # (M,) w[t_i], 0 if ignored
+    else:
+        w_t = _const(valid, logp)
+    loss = -picked * w_t
+    if label_smoothing > 0:
+        per_class = flat if weight is None else flat * weight.detach()
+        smooth = -per_class.sum(axis=1) * _const(valid, logp)
+        loss = (1 - label_smoothing) * loss + (label_smoothing / C) * smooth
+    if reduction == "none":
+        return loss.reshape(out_shape).squeeze(0) if unbatched else loss.reshape(out_shape)
+    return _reduce(loss, reduction, denominator=w_t.data.sum())
+
+
+def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, name):
+    """Cross-entropy against class probabilities ``target`` (same shape as the input)."""
+    _check_reduction(reduction, name)
+    C = logp.shape[1] if logp.ndim > 1 else logp.shape[0]
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / C
+    if weight is not None:
+        weight = _on_device_of(weight, logp, name, "weight", dtype=logp.dtype)
+        if weight.shape != (C,):
+            raise ValueError(f"{name}: weight must have shape ({C},), got {weight.shape}")
+        shape = (C,) + (1,) * (logp.ndim - 2) if logp.ndim > 1 else (C,)
+        logp = logp * weight.reshape(shape)
+    loss = -(logp * target).sum(axis=1 if logp.ndim > 1 else 0)
+    return _reduce(loss, reduction, denominator=max(logp.size // C, 1))
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Cross-entropy between logits ``input`` and ``target``: log_softmax, then NLL.
+
+    ``input``: logits ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``.
+    ``target``: integer class indices ``(N,)`` / ``(N, d1, ...)`` / scalar, or
+    class probabilities of the input's shape (a float target).
+    ``weight``: optional per-class weights ``(C,)``.  Elements whose target
+    is ``ignore_index`` contribute nothing, and ``mean`` averages over the
+    others only (weighted by ``weight[target]``).  ``label_smoothing`` eps
+    mixes the one-hot target with the uniform distribution:
+    ``(1 - eps) * onehot + eps / C``.
+
+    Stable for large logits: log_softmax subtracts each row's maximum.
+    """
+    name = "cross_entropy"
+    _check_input(input, name)
+    if input.ndim == 0:
+        raise ValueError(f"{name}: input must have a class dimension, got a scalar")
+    target = _on_device_of(target, input, name)
+    logp = input.log_softmax(axis=1 if input.ndim > 1 else 0)
+    if target.dtype.kind == "f" and target.shape == input.shape:
+        return _soft_cross_entropy(logp, target.astype(input.dtype), weight, reduction,
+                                   label_smoothing, name)
+    return _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of class indices, given log-probabilities ``input``.
+
+    Shapes and ``weight``/``ignore_index``/``reduction`` as :func:`cross_entropy`.
+    """
+    _check_input(input, "nll_loss")
+    target = _on_device_of(target, input, "nll_loss")
+    return _nll(input, target, weight, ignore_index, reduction, 0.0, "nll_loss")
+
+
+# ---- regression and binary --------------------------------------------------------
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error: (input - target)^2, reduced.  Shapes must match."""
+    _check_input(input, "mse_loss")
+    _check_reduction(reduction, "mse_loss")
+    target = _on_device_of(target, input, "mse_loss", dtype=input.dtype)
+    _check_same_shape(input, target, "mse_loss")
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean absolute error: |input - target|, reduced.  Shapes must match."""
+    _check_input(input, "l1_loss")
+    _check_reduction(reduction, "l1_loss")
+    target = _on_device_of(target, input, "l1_loss", dtype=input.dtype)
+    _check_same_shape(input, target, "l1_loss")
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """Binary cross-entropy on logits x with targets y in [0, 1], computed stably.
+
+    ``loss = (1 - y) x + L * softplus(-x)`` with ``L = 1 + (pos_weight - 1) y``,
+    which for ``pos_weight = 1`` is ``max(x, 0) - x y + log(1 + e^-|x|)``:
+    no exp can overflow, whatever the size of x.  ``weight`` multiplies each
+    element (broadcast to the input); ``pos_weight`` (broadcast along the
+    last, class, dimension) weighs the positive term.
+    """
+    name = "binary_cross_entropy_with_logits"
+    _check_input(input, name)
+    _check_reduction(reduction, name)
+    target = _on_device_of(target, input, name, dtype=input.dtype)
+    _check_same_shape(input, target, name)
+    if pos_weight is None:
+        loss = softplus(input) - input * target
+    else:
+        pos_weight = _on_device_of(pos_weight, input, name, "pos_weight", dtype=input.dtype)
+        scale = 1 + (pos_weight - 1) * target
+        loss = (1 - target) * input + scale * softplus(-input)
+    if weight is not None:
+        loss = loss * _on_device_of(weight, input, name, "weight", dtype=input.dtype)
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross-entropy on probabilities p: -(y log p + (1 - y) log(1 - p)).
+
+    As PyTorch, each log is clamped at -100 so p = 0 or 1 gives a large
+    finite loss rather than inf.  Prefer :func:`binary_cross_entropy_with_logits`,
+    which is stable without clamping.
+    """
+    name = "binary_cross_entropy"
+    _check_input(input, name)
+    _check_reduction(reduction, name)
+    target = _on_device_of(target, input, name, dtype=input.dtype)
+    _check_same_shape(input, target, name)
+    input._backend.check((input.data < 0) | (input.data > 1), ValueError,
+                         f"{name}: input values must be probabilities in [0, 1]; for logits "
+                         f"use binary_cross_entropy_with_logits")
+    log_p = input.log().clip(min=-100.0)
+    log_1mp = (1 - input).log().clip(min=-100.0)
+    loss = -(target * log_p + (1 - target) * log_1mp)
+    if weight is not None:
+        loss = loss * _on_device_of(weight, input, name, "weight", dtype=input.dtype)
+    return _reduce(loss, reduction)
+
+
+# ---- Module wrappers -------------------------------------------------------------
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        _check_reduction(reduction, type(self).__name__)
+        self.reduction = reduction
+
+    def _weight_buffer(self, name, value):
+        if value is not None and not isinstance(value, Tensor):
+            value = Tensor(np.asarray(value, dtype=np.float64).astype(np.float32))
+        self.register_buffer(name, value)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+class CrossEntropyLoss(_Loss):
+    """``loss(logits, target)`` = :func:`cross_entropy` with fixed settings."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        self._weight_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
+                             self.label_smoothing)
+
+    def extra_repr(self):
+        parts = [super().extra_repr()]
+        if self.ignore_index != -100:
+            parts.append(f"ignore_index={self.ignore_index}")
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
+        return ", ".join(p for p in parts if p)
+
+
+class NLLLoss(_Loss):
+    """``loss(log_probs, target)`` = :func:`nll_loss` with fixed settings."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self._weight_buffer("weight", weight)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        return nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class MSELoss(_Loss):
+    """``loss(input, target)`` = :func:`mse_loss`."""
+
+    def forward(self, input, target):
+        return mse_loss(input, target, self.reduction)
+
+
+class L1Loss(_Loss):
+    """``loss(input, target)`` = :func:`l1_loss`."""
+
+    def forward(self, input, target):
+        return l1_loss(input, target, self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """``loss(logits, target)`` = :func:`binary_cross_entropy_with_logits`."""
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        self._weight_buffer("weight", weight)
+        self._weight_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        return binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
+                                                self.pos_weight)
+
+
+class BCELoss(_Loss):
+    """``loss(probs, target)`` = :func:`binary_cross_entropy`."""
+
+    def __init__(self, weight=None, reduction="mean"):
+        super().__init__(reduction)
+        self._weight_buffer("weight", weight)
+
+    def forward(self, input, target):
+        return binary_cross_entropy(input, target, self.weight, self.reduction)

@@ -1,0 +1,635 @@
+"""``Module``, ``Parameter`` and the containers: how networks hold their state.
+
+A :class:`Module` keeps three ordered registries, filled by plain attribute
+assignment in ``__init__``:
+
+* ``_parameters``: :class:`Parameter` tensors that an optimiser updates,
+* ``_buffers``: tensors that are state but not learned (BatchNorm's
+  running statistics), registered with :meth:`Module.register_buffer`,
+* ``_modules``: child modules.
+
+Everything else (``state_dict``, ``to``, ``train``/``eval``, ``repr``)
+walks these registries, so a layer only has to assign its pieces.  Names
+are dotted paths (``features.0.weight``); the order is the registration
+order, each module's own parameters before those of its children, as in
+PyTorch, so parameter lists and state dicts line up across runs.
+"""
+from __future__ import annotations
+
+import itertools
+import numbers
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..backend import Backend, DeviceError, canonical_device, get_backend
+from ..tensor import Tensor, _as_dtype, _find_backend_of, _to_array
+
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "Identity",
+           "IncompatibleKeys", "RemovableHandle"]
+
+
+class Parameter(Tensor):
+    """A tensor that a :class:`Module` registers as learnable.
+
+    ``Parameter(data, requires_grad=True, dtype=None, device=None)``.  The
+    data are always *copied* into a fresh array: optimisers update
+    parameters in place, and that must never write into an array the
+    caller still holds.  Assigning a ``Parameter`` to a module attribute
+    registers it (``self.weight = Parameter(...)``).
+    """
+
+    def __init__(self, data=None, requires_grad=True, dtype=None, device=None):
+        if data is None:
+            data = np.zeros(0, dtype=np.float32)
+        if device is None and isinstance(data, Tensor):
+            device = data.device
+        backend = get_backend(device)
+        array = _to_array(data, backend, _as_dtype(dtype))
+        if array.dtype.kind != "f":
+            raise TypeError(f"a Parameter must have a floating-point dtype, got {array.dtype}; "
+                            f"pass dtype=float32 (or float64) to convert")
+        self._init(array, backend, requires_grad)  # _to_array made a copy
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class RemovableHandle:
+    """Returned by ``register_forward_hook``: call ``remove()`` to unregister."""
+
+    _ids = itertools.count()
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self):
+        self.registry.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+IncompatibleKeys.__doc__ = "What ``load_state_dict(strict=False)`` skipped."
+
+
+def _addindent(text, spaces):
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return text
+    pad = " " * spaces
+    return "\n".join([lines[0]] + [pad + line for line in lines[1:]])
+
+
+def _host_array(value, name):
+    """A state-dict value (Tensor, NumPy/CuPy array, number) -> a host array."""
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    backend = _find_backend_of(value)
+    if backend is not None:
+        return backend.to_numpy(value)
+    try:
+        array = np.asarray(value)
+    except Exception as e:  # pragma: no cover - exotic inputs
+        raise TypeError(f"state_dict entry {name!r}: cannot read a {type(value).__name__} "
+                        f"as an array ({e})") from None
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"state_dict entry {name!r}: expected numbers, got a "
+                        f"{type(value).__name__} of dtype {array.dtype}")
+    return array
+
+
+def _move_(t, backend=None, dtype=None):
+    """Move/cast tensor ``t`` in place: the same object, new ``.data``.
+
+    Keeping the object is what lets an optimiser built before
+    ``model.to(device)`` go on updating the moved parameters.  Only
+    floating-point tensors are cast (integer buffers keep their dtype).
+    """
+    data = t.data
+    if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
+        data = data.astype(dtype)
+    if backend is not None and backend is not t._backend:
+        data = backend.asarray(t._backend.to_numpy(data))
+        t._backend = backend
+    t.data = data
+    if t.grad is not None:
+        t.grad = t.grad.detach().to(device=backend.device if backend is not None else None,
+                                    dtype=dtype if t.grad.dtype.kind == "f" else None)
+
+
+def _parse_to_args(device, dtype):
+    """``to("cuda")``, ``to(float64)``, ``to("cuda", float64)`` -> (backend, dtype)."""
+    if device is not None and dtype is None and not isinstance(device, (str, Backend)):
+        device, dtype = None, device  # to(float64)
+    if isinstance(device, str) and dtype is None:
+        try:
+            canonical_device(device)
+        except DeviceError:
+            try:  # to("float64")
+                dtype, device = _as_dtype(device), None
+            except TypeError:
+                raise DeviceError(f"to(): {device!r} is neither a device nor a dtype") from None
+    backend = get_backend(device) if device is not None else None
+    dtype = _as_dtype(dtype)
+    if dtype is not None and dtype.kind != "f":
+        raise TypeError(f"Module.to() casts floating-point parameters and buffers only; "
+                        f"got dtype {dtype}")
+    return backend, dtype
+
+
+class Module:
+    """Base class of every layer and network.
+
+    Subclass it, call ``super().__init__()`` first, assign parameters,
+    buffers and sub-modules as attributes, and define ``forward``.  Call
+    the module itself (``model(x)``), not ``forward``, so that hooks run.
+    """
+
+    training: bool
+
+    def __init__(self):
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+
+    # ---- forward and hooks ---------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward(); define "
+                                  f"forward(self, ...) in the subclass")
+
+    def __call__(self, *args, **kwargs):
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        return out
+
+    def register_forward_pre_hook(self, hook):
+        """``hook(module, args)`` runs before ``forward``; it may return new args."""
+        handle = RemovableHandle(self._forward_pre_hooks)
+        self._forward_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_forward_hook(self, hook):
+        """``hook(module, args, output)`` runs after ``forward``; it may return a new output."""
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = hook
+        return handle
+
+    # ---- registration --------------------------------------------------------------
+    def _registries(self):
+        try:
+            d = self.__dict__
+            return d["_parameters"], d["_buffers"], d["_modules"]
+        except KeyError:
+            raise AttributeError(f"cannot assign parameters, buffers or modules to a "
+                                 f"{type(self).__name__} before Module.__init__() was "
+                                 f"called; call super().__init__() first") from None
+
+    @staticmethod
+    def _check_name(name, kind):
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name must be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{kind} name {name!r} must be a non-empty string without '.'")
+
+    def _forget(self, name):
+        """Drop ``name`` from every registry and the instance dict."""
+        for registry in self._registries():
+            registry.pop(name, None)
+        self.__dict__.pop(name, None)
+        self._non_persistent.discard(name)
+
+    def register_parameter(self, name, param):
+        """Register ``param`` (a :class:`Parameter`, or None for an absent one)."""
+        self._check_name(name, "parameter")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"cannot register a {type(param).__name__} as parameter {name!r}: "
+                            f"wrap it in nn.Parameter (or register it as a buffer)")
+        params, _, _ = self._registries()
+        if name in self.__dict__ or name in self._modules or name in self._buffers:
+            self._forget(name)
+        params[name] = param
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Register a tensor that is state but not a parameter (e.g. running statistics).
+
+        Buffers move with ``to()`` and appear in ``state_dict()`` unless
+        ``persistent=False``.  ``tensor`` may be None (an absent buffer).
+        """
+        self._check_name(name, "buffer")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"buffer {name!r} must be a Tensor or None, got "
+                            f"{type(tensor).__name__}")
+        _, buffers, _ = self._registries()
+        if name in self.__dict__ or name in self._parameters or name in self._modules:
+            self._forget(name)
+        buffers[name] = tensor
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+
+    def add_module(self, name, module):
+        """Register ``module`` as a child called ``name`` (None for an absent one)."""
+        self._check_name(name, "module")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        _, _, modules = self._registries()
+        if name in self.__dict__ or name in self._parameters or name in self._buffers:
+            self._forget(name)
+        modules[name] = module
+
+    register_module = add_module
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self.register_parameter(name, value)
+        elif isinstance(value, Module):
+            self.add_module(name, value)
+        else:
+            d = self.__dict__
+            if name in d.get("_parameters", ()):
+                if value is not None:
+                    raise TypeError(f"cannot assign a {type(value).__name__} to parameter "
+                                    f"{name!r}: expected an nn.Parameter or None")
+                self._parameters[name] = None
+            elif name in d.get("_modules", ()):
+                if value is not None:
+                    raise TypeError(f"cannot assign a {type(value).__name__} to child module "
+                                    f"{name!r}: expected a Module or None")
+                self._modules[name] = None
+            elif name in d.get("_buffers", ()):
+                if value is not None and not isinstance(value, Tensor):
+                    raise TypeError(f"cannot assign a {type(value).__name__} to buffer "
+                                    f"{name!r}: expected a Tensor or None")
+                self._buffers[name] = value
+            else:
+                object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Called only when normal lookup fails: look in the registries.
+        d = self.__dict__
+        for registry in ("_parameters", "_buffers", "_modules"):
+            entries = d.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        if any(name in r for r in self._registries()):
+            self._forget(name)
+        else:
+            object.__delattr__(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
+                      | set(self._modules))
+
+    # ---- traversal -----------------------------------------------------------------
+    def named_modules(self, prefix="", memo=None):
+        """``(dotted name, module)`` for this module and every descendant, depth first.
+
+        A module reachable along two paths is listed once.
+        """
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self):
+        seen = set()
+        for name, child in self._modules.items():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                yield name, child
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def _named_members(self, registry, prefix, recurse):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
+            for name, t in getattr(module, registry).items():
+                if t is None or id(t) in seen:
+                    continue
+                seen.add(id(t))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), t
+
+    def named_parameters(self, prefix="", recurse=True):
+        """``(dotted name, Parameter)`` pairs in registration order; shared ones once.
+
+        Each module's own parameters come before its children's.
+        """
+        return self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix="", recurse=True):
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def num_parameters(self, trainable_only=False):
+        """Total number of parameter elements (shared parameters counted once)."""
+        return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def apply(self, fn):
+        """Call ``fn(module)`` on every descendant (children first) and on self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # ---- modes and gradients -------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode (``True``) or evaluation mode on self and all descendants."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode) expects a bool, got {type(mode).__name__}")
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: dropout off, BatchNorm uses its running statistics."""
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients of all parameters (``None``, or zeros if asked)."""
+        for p in self.parameters():
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad = Tensor._make(p.xp.zeros_like(p.data), p._backend)
+
+    # ---- devices and dtypes --------------------------------------------------------
+    def to(self, device=None, dtype=None):
+        """Move parameters and buffers to ``device`` and/or cast them to ``dtype``.
+
+        ``to("cuda")``, ``to(float64)``, ``to("cpu", float64)``.  The tensors
+        are changed in place (same objects, new ``.data``), so optimisers
+        and references held elsewhere keep working.  Only floating-point
+        tensors are cast.
+        """
+        backend, dtype = _parse_to_args(device, dtype)
+        with no_grad():
+            for t in itertools.chain(self.parameters(), self.buffers()):
+                _move_(t, backend, dtype)
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    # ---- state ---------------------------------------------------------------------
+    def _state_items(self, prefix=""):
+        """``(key, tensor)`` of own parameters and persistent buffers, then children's."""
+        for name, p in self._parameters.items():
+            if p is not None:
+                yield prefix + name, p
+        for name, b in self._buffers.items():
+            if b is not None and name not in self._non_persistent:
+                yield prefix + name, b
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child._state_items(f"{prefix}{name}.")
+
+    def state_dict(self, keep_vars=False):
+        """An ordered ``{dotted name: Tensor}`` of parameters and persistent buffers.
+
+        The tensors are detached and share memory with the module, as in
+        PyTorch: an optimiser step changes them.  Snapshot with
+        ``{k: v.numpy() for k, v in model.state_dict().items()}``.
+        ``keep_vars=True`` returns the Parameter objects themselves.
+        """
+        return OrderedDict((k, t if keep_vars else t.detach()) for k, t in self._state_items())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values from ``state_dict`` into the parameters and buffers, in place.
+
+        Values may be Tensors, NumPy/CuPy arrays or numbers on any device;
+        they are cast to each tensor's dtype and copied to its device.
+        Every problem is collected first and reported in one error: missing
+        and unexpected keys (only when ``strict``) and shape mismatches
+        (always); nothing is changed unless the whole load can succeed.
+        Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
+        own = OrderedDict(self._state_items())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched, updates = [], []
+        for key, t in own.items():
+            if key not in state_dict:
+                continue
+            value = _host_array(state_dict[key], key)
+            if tuple(value.shape) != t.shape:
+                mismatched.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
+                                  f"model shape {t.shape}")
+                continue
+            updates.append((t, value))
+        problems = []
+        if strict and missing:
+            problems.append("missing key(s): " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected key(s): " + ", ".join(unexpected))
+        if mismatched:
+            problems.append("shape mismatch(es): " + "; ".join(mismatched))
+        if problems:
+            raise RuntimeError(f"error(s) loading state_dict into {type(self).__name__}:\n  "
+                               + "\n  ".join(problems))
+        with no_grad():
+            for t, value in updates:
+                t.data[...] = t._backend.asarray(value.astype(t.dtype, copy=False))
+        return IncompatibleKeys(missing, unexpected)
+
+    # ---- printing ------------------------------------------------------------------
+    def extra_repr(self):
+        """The layer's settings for ``repr`` (``"3, 8, kernel_size=(3, 3)"``); override it."""
+        return ""
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + _addindent(repr(m), 2)
+                       for name, m in self._modules.items()]
+        lines = extra_lines + child_lines
+        body = ""
+        if len(extra_lines) == 1 and not child_lines:
+            body = extra_lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{type(self).__name__}({body})"
+
+
+class Identity(Module):
+    """y = x (a placeholder layer)."""
+
+    def forward(self, x):
+        return x
+
+
+def _check_module(m, where):
+    if not isinstance(m, Module):
+        raise TypeError(f"{where}: {type(m).__name__} is not a Module")
+    return m
+
+
+class Sequential(Module):
+    """Modules applied one after the other: ``Sequential(conv, relu, ...)``.
+
+    Also ``Sequential(OrderedDict(name=module, ...))`` for named children.
+    Indexing gives a child (``model[0]``) or a sub-``Sequential``
+    (``model[1:]``); ``len`` and iteration work as for a list.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
+            for name, m in modules[0].items():
+                self.add_module(name, _check_module(m, "Sequential"))
+        else:
+            for i, m in enumerate(modules):
+                self.add_module(str(i), _check_module(m, "Sequential"))
+
+    def _index(self, idx):
+        n = len(self._modules)
+        if not isinstance(idx, numbers.Integral):
+            raise TypeError(f"{type(self).__name__} indices must be integers or slices, "
+                            f"got {type(idx).__name__}")
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for a {type(self).__name__} "
+                             f"of {n} modules")
+        return list(self._modules)[idx % n]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[idx]))
+        return self._modules[self._index(idx)]
+
+    def __setitem__(self, idx, module):
+        self.add_module(self._index(idx), _check_module(module, "Sequential"))
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), _check_module(module, "Sequential.append"))
+        return self
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (``ModuleList([a, b])``).
+
+    It has no ``forward``: iterate over it in the parent's ``forward``.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _renumber(self, items):
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+
+    def __getitem__(self, idx):
+        items = list(self._modules.values())
+        if isinstance(idx, slice):
+            return type(self)(items[idx])
+        if not isinstance(idx, numbers.Integral):
+            raise TypeError(f"ModuleList indices must be integers or slices, got "
+                            f"{type(idx).__name__}")
+        if not -len(items) <= idx < len(items):
+            raise IndexError(f"index {idx} is out of range for a ModuleList of "
+                             f"{len(items)} modules")
+        return items[idx]
+
+    def __setitem__(self, idx, module):
+        items = list(self._modules.values())
+        if not -len(items) <= idx < len(items):
+            raise IndexError(f"index {idx} is out of range for a ModuleList of "
+                             f"{len(items)} modules")
+        self.add_module(str(idx % len(items)), _check_module(module, "ModuleList"))
+
+    def __delitem__(self, idx):
+        items = list(self._modules.values())
+        del items[idx]
+        self._renumber(items)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), _check_module(module, "ModuleList.append"))
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        items = list(self._modules.values())
+        items.insert(index, _check_module(module, "ModuleList.insert"))
+        self._renumber(items)

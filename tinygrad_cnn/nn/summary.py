@@ -1,0 +1,281 @@
+"""``summary(model, input_shape)``: a per-layer table of shapes, parameters and receptive fields.
+
+The lesson it prints: for every convolution, how many parameters the same
+layer would need without the two assumptions that make convolutions cheap.
+
+* **fully-connected**: every output unit sees every input unit,
+  ``in_volume * out_volume + out_volume`` parameters (volumes per sample,
+  C*H*W);
+* **locally-connected**: the same windows as the convolution, but no
+  weight sharing between positions, ``OH*OW*OC * (C/groups*KH*KW) +
+  OC*OH*OW``.
+
+The bias terms (``+ out_volume``, ``+ OC*OH*OW``) are counted only when the
+layer has a bias, so the three numbers compare like with like.
+
+The **receptive field** of a layer is the size of the input window that
+can influence one of its output units.  It is accumulated through the stack
+with ``rf += (k - 1) * dilation * jump; jump *= stride``, where ``jump`` is
+the distance, in input pixels, between neighbouring units of the current
+feature map.  Elementwise layers (activations, dropout, batch norm,
+flatten) keep it; a ``Linear`` layer after the convolutions sees the whole
+last feature map; adaptive pooling counts as a pooling whose window is its
+largest bin.  The window may reach into the zero padding, so it can be
+larger than the input.  After a transposed convolution, or a layer this
+module does not know, the receptive field is not computed ("-").
+
+How layers are found: ``summary`` runs one forward pass on zeros (in
+evaluation mode, without building a graph) with hooks on every leaf
+module, and lists them in the order they were *called*.  A module with
+children that also owns parameters directly gets a row too, before its
+children, with only its own parameters (and no receptive field).  The
+receptive-field arithmetic assumes that order is a chain, each layer
+consuming the previous one's output, as in a ``Sequential`` or a module
+whose ``forward`` calls its children one after the other; for branching
+models (residual connections) the shapes and parameter counts are right
+but the receptive field is only indicative.  A module called twice gets
+two rows; the totals count each parameter once.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..tensor import Tensor, float32, zeros
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
+                     BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
+                     Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
+from .module import Identity, Module
+
+__all__ = ["summary", "ModelSummary"]
+
+_ELEMENTWISE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, BatchNorm2d, Identity,
+                Flatten)
+_WINDOWED = (Conv1d, Conv2d, LocallyConnected2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
+
+
+def _first_tensor(out):
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def _n(value, n):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def _prod(shape):
+    return int(np.prod(shape)) if len(shape) else 1
+
+
+def _adaptive_window(size, out):
+    """Largest bin and mean step of adaptive pooling from ``size`` to ``out`` cells."""
+    widths = [math.ceil((i + 1) * size / out) - (i * size) // out for i in range(out)]
+    return max(widths), max(size // out, 1)
+
+
+def _comparisons(module, in_shape, out_shape):
+    """``(fully-connected, locally-connected)`` parameter counts, or None where meaningless."""
+    if isinstance(module, Linear):
+        return sum(p.size for p in module.parameters()), None
+    if not isinstance(module, (Conv1d, Conv2d, ConvTranspose2d, LocallyConnected2d)):
+        return None, None
+    in_vol, out_vol = _prod(in_shape[1:]), _prod(out_shape[1:])
+    bias = out_vol if module.bias is not None else 0
+    fc = in_vol * out_vol + bias
+    k = _prod(module.kernel_size)
+    if isinstance(module, LocallyConnected2d):
+        lc = sum(p.size for p in module.parameters())
+    elif isinstance(module, ConvTranspose2d):
+        # No sharing: every input position scatters with its own C -> OC/groups filter.
+        lc = _prod(in_shape[2:]) * module.in_channels * (module.out_channels // module.groups) * k \
+            + bias
+    else:
+        lc = _prod(out_shape[2:]) * module.out_channels * (module.in_channels // module.groups) \
+            * k + bias
+    return fc, lc
+
+
+class _Field:
+    """The receptive-field state carried along the chain of layers."""
+
+    def __init__(self, input_shape):
+        spatial = tuple(input_shape[2:])
+        self.defined = len(spatial) > 0
+        self.rf = (1,) * len(spatial)
+        self.jump = (1,) * len(spatial)
+        self.spatial = spatial          # the size of the last spatial feature map
+        self.full = False               # True once a layer sees the whole input
+
+    def advance(self, module, in_shape, out_shape):
+        if not self.defined:
+            return None
+        if self.full and (isinstance(module, (Linear,) + _ELEMENTWISE)):
+            return self.rf
+        if isinstance(module, _ELEMENTWISE):
+            pass
+        elif isinstance(module, _WINDOWED) and not self.full:
+            n = len(self.rf)
+            if len(in_shape) - 2 != n:
+                self.defined = False
+                return None
+            k = _n(module.kernel_size, n)
+            s = _n(module.stride, n)
+            d = _n(getattr(module, "dilation", 1), n)
+            self.rf = tuple(r + (kk - 1) * dd * j for r, kk, dd, j in zip(self.rf, k, d, self.jump))
+            self.jump = tuple(j * ss for j, ss in zip(self.jump, s))
+        elif (isinstance(module, (AdaptiveAvgPool2d, AdaptiveMaxPool2d)) and not self.full
+              and len(in_shape) == 4):
+            windows = [_adaptive_window(i, o) for i, o in zip(in_shape[2:], out_shape[2:])]
+            self.rf = tuple(r + (k - 1) * j for r, (k, _), j in zip(self.rf, windows, self.jump))
+            self.jump = tuple(j * s for j, (_, s) in zip(self.jump, windows))
+        elif isinstance(module, Linear) and len(in_shape) == 2:
+            # Every unit of the last feature map feeds every output unit.
+            self.rf = tuple(r + (size - 1) * j
+                            for r, size, j in zip(self.rf, self.spatial, self.jump))
+            self.full = True
+        else:
+            self.defined = False
+            return None
+        if len(out_shape) - 2 == len(self.rf) and not self.full:
+            self.spatial = tuple(out_shape[2:])
+        return self.rf
+
+
+class ModelSummary:
+    """What :func:`summary` returns: ``rows`` (a list of dicts) and totals; ``str`` is a table.
+
+    Each row has ``name``, ``type``, ``input_shape``, ``output_shape``,
+    ``params``, ``fc_params`` and ``lc_params`` (None where not
+    meaningful), ``receptive_field`` (a tuple per spatial axis, or None)
+    and ``repeat`` (True for a second call of the same module).
+    """
+
+    def __init__(self, rows, input_shape, output_shape, total_params, trainable_params):
+        self.rows = rows
+        self.input_shape = tuple(input_shape)
+        self.output_shape = output_shape
+        self.total_params = total_params
+        self.trainable_params = trainable_params
+        # Swap each conv/local layer for its fully-/locally-connected counterpart
+        # (a layer called twice shares its parameters: count it once).
+        once = [r for r in rows if not r["repeat"]]
+        self.total_params_if_fully_connected = total_params + sum(
+            r["fc_params"] - r["params"] for r in once if r["fc_params"] is not None)
+        self.total_params_if_locally_connected = total_params + sum(
+            r["lc_params"] - r["params"] for r in once if r["lc_params"] is not None)
+        fields = [r["receptive_field"] for r in rows]
+        self.receptive_field = fields[-1] if fields else None
+
+    @staticmethod
+    def _fmt(value):
+        if value is None:
+            return "-"
+        if isinstance(value, tuple):
+            return "x".join(str(v) for v in value) if value else "-"
+        return f"{value:,}"
+
+    def __str__(self):
+        head = ["Layer (type)", "Output shape", "Params", "If fully-connected",
+                "If locally-connected", "Receptive field"]
+        body = [[f"{r['name']} ({r['type']})", str(list(r["output_shape"])),
+                 self._fmt(r["params"]), self._fmt(r["fc_params"]), self._fmt(r["lc_params"]),
+                 self._fmt(r["receptive_field"])] for r in self.rows]
+        body.insert(0, ["Input", str(list(self.input_shape)), "", "", "", ""])
+        widths = [max(len(row[i]) for row in body + [head]) for i in range(len(head))]
+
+        def line(cells):
+            return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        rule = "-" * len(line(head))
+        out = [rule, line(head), "=" * len(rule)] + [line(r) for r in body] + ["=" * len(rule)]
+        out += [
+            f"Total params: {self.total_params:,}",
+            f"Trainable params: {self.trainable_params:,}",
+            f"Non-trainable params: {self.total_params - self.trainable_params:,}",
+            f"Params if every conv/local layer were fully-connected: "
+            f"{self.total_params_if_fully_connected:,}",
+            f"Params if every conv layer were locally-connected (no weight sharing): "
+            f"{self.total_params_if_locally_connected:,}",
+            f"Receptive field of one output unit: {self._fmt(self.receptive_field)}",
+            rule,
+        ]
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+
+def summary(model, input_shape, dtype=None, device=None):
+    """Run ``model`` once on zeros of ``input_shape`` (batch dimension included,
+    e.g. ``(1, 1, 28, 28)``) and return a :class:`ModelSummary`.
+
+    ``dtype``/``device`` default to those of the model's first parameter
+    (float32 on the default device for a model without parameters).  The
+    model's train/eval modes are restored afterwards and no random numbers
+    are drawn, so calling ``summary`` does not change a seeded run.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"summary needs a Module, got {type(model).__name__}")
+    input_shape = tuple(int(s) for s in input_shape)
+    first = next(model.parameters(), None)
+    if dtype is None:
+        dtype = first.dtype if first is not None else float32
+    if device is None and first is not None:
+        device = first.device
+    records, handles, pending = [], [], {}
+    named = list(model.named_modules())
+    names = {id(m): name or type(m).__name__ for name, m in named}
+    leaves = {id(m) for _, m in named if next(m.children(), None) is None}
+
+    # A row is reserved when a module is entered (so containers that own
+    # parameters precede their children) and completed when it returns.
+    def pre_hook(module, args):
+        x = _first_tensor(args)
+        pending.setdefault(id(module), []).append(len(records))
+        records.append([module, x.shape if x is not None else (), ()])
+
+    def hook(module, args, out):
+        y = _first_tensor(out)
+        records[pending[id(module)].pop()][2] = y.shape if y is not None else ()
+
+    for _, m in named:
+        owns_params = any(p is not None for p in m._parameters.values())
+        if id(m) in leaves or owns_params:
+            handles.append(m.register_forward_pre_hook(pre_hook))
+            handles.append(m.register_forward_hook(hook))
+    modes = [(m, m.training) for _, m in named]
+    model.eval()
+    try:
+        with no_grad():
+            out = model(zeros(input_shape, dtype=dtype, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+    field = _Field(input_shape)
+    rows, seen = [], set()
+    for module, in_shape, out_shape in records:
+        leaf = id(module) in leaves
+        repeat = id(module) in seen
+        seen.add(id(module))
+        # A container row counts only the parameters it owns directly.
+        params = sum(p.size for p in module.parameters(recurse=leaf))
+        fc, lc = _comparisons(module, in_shape, out_shape) if leaf else (None, None)
+        rf = field.advance(module, in_shape, out_shape) if leaf else None
+        rows.append(dict(name=names[id(module)], type=type(module).__name__,
+                         input_shape=tuple(in_shape), output_shape=tuple(out_shape),
+                         params=params, fc_params=fc, lc_params=lc,
+                         receptive_field=None if rf is None else tuple(int(v) for v in rf),
+                         repeat=repeat))
+    y = _first_tensor(out)
+    return ModelSummary(rows, input_shape, y.shape if y is not None else None,
+                        model.num_parameters(), model.num_parameters(trainable_only=True))

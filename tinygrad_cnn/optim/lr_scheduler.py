@@ -1,0 +1,212 @@
+"""Learning-rate schedulers (PyTorch's formulas).
+
+A scheduler writes ``group["lr"]`` of every parameter group of its
+optimiser.  Building one sets the lr for step 0; call ``scheduler.step()``
+once per epoch (StepLR, CosineAnnealingLR) or once per batch (OneCycleLR),
+after ``optimizer.step()``.  The lr is computed in closed form from the
+number of steps taken, so schedulers do not compose ("chain") with each
+other or with hand-made changes to ``group["lr"]``.
+
+``state_dict()`` is a plain dict of numbers, strings and lists.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .optimizers import Optimizer, _check_number
+
+__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR"]
+
+
+class LRScheduler:
+    """Base class: ``step()``, ``get_last_lr()``, ``state_dict()``; subclasses define ``get_lr()``.
+
+    ``base_lrs`` are the groups' learning rates when the schedule started
+    (kept in ``group["initial_lr"]``); ``last_epoch`` counts ``step()`` calls
+    (0 after construction).
+    """
+
+    def __init__(self, optimizer, last_epoch=-1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} needs an Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        elif any("initial_lr" not in g for g in optimizer.param_groups):
+            raise KeyError("resuming a schedule (last_epoch != -1) needs 'initial_lr' in every "
+                           "parameter group: load the optimizer's state_dict first")
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self.step()
+
+    def get_lr(self):
+        raise NotImplementedError
+
+    def step(self):
+        """Advance one step and write the new learning rates into the optimiser."""
+        self.last_epoch += 1
+        lrs = [float(lr) for lr in self.get_lr()]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = lrs
+
+    def get_last_lr(self):
+        """The learning rates (one per group) that the last ``step`` set."""
+        return list(self._last_lr)
+
+    def state_dict(self):
+        """Everything but the optimiser, as numbers, strings and lists."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        for k, v in state_dict.items():
+            if isinstance(v, np.ndarray):
+                v = v.item() if v.ndim == 0 else v.tolist()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            self.__dict__[k] = v
+
+    def __repr__(self):
+        return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.get_last_lr()})"
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size): times ``gamma`` every ``step_size`` steps."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if not isinstance(step_size, numbers.Integral) or step_size < 1:
+            raise ValueError(f"step_size must be a positive int, got {step_size!r}")
+        _check_number("gamma", gamma)
+        self.step_size, self.gamma = int(step_size), gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2.
+
+    Half a cosine from base_lr down to eta_min over ``T_max`` steps (past
+    ``T_max`` it continues the cosine back up, as PyTorch's does).
+    """
+
+    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+        if not isinstance(T_max, numbers.Integral) or T_max < 1:
+            raise ValueError(f"T_max must be a positive int, got {T_max!r}")
+        _check_number("eta_min", eta_min)
+        self.T_max, self.eta_min = int(T_max), eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        c = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+        return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith & Topin): warm up to ``max_lr``, then anneal far below.
+
+    With ``initial = max_lr / div_factor`` and ``min = initial / final_div_factor``:
+    the lr goes from ``initial`` to ``max_lr`` over the first
+    ``pct_start * total_steps - 1`` steps, then from ``max_lr`` to ``min`` at
+    step ``total_steps - 1`` (``anneal_strategy`` "cos" or "linear";
+    ``three_phase=True`` adds a symmetric way back to ``initial`` before the
+    final descent).  Step once per batch; ``total_steps`` (or ``epochs *
+    steps_per_epoch``) is the number of ``step()`` calls planned.
+
+    With ``cycle_momentum`` (default, as PyTorch) the momentum (SGD's
+    ``momentum`` or Adam's beta1) moves the opposite way, between
+    ``max_momentum`` and ``base_momentum``.  Note that this turns on
+    momentum for an ``SGD`` built without it; pass ``cycle_momentum=False``
+    to leave momentum alone.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
+                 pct_start=0.3, anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85,
+                 max_momentum=0.95, div_factor=25.0, final_div_factor=1e4, three_phase=False,
+                 last_epoch=-1):
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError("give total_steps, or both epochs and steps_per_epoch")
+            total_steps = epochs * steps_per_epoch
+        if not isinstance(total_steps, numbers.Integral) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+        if not 0 < pct_start < 1:
+            raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        groups = optimizer.param_groups
+        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
+        if len(max_lrs) != len(groups):
+            raise ValueError(f"max_lr has {len(max_lrs)} values for {len(groups)} parameter groups")
+        self.total_steps = int(total_steps)
+        self.anneal_strategy = anneal_strategy
+        self.cycle_momentum = bool(cycle_momentum)
+        self.use_beta1 = "betas" in optimizer.defaults
+        if self.cycle_momentum and not self.use_beta1 and "momentum" not in optimizer.defaults:
+            raise ValueError("cycle_momentum needs an optimizer with 'momentum' or 'betas'; "
+                             "pass cycle_momentum=False")
+        end1 = float(pct_start * total_steps) - 1
+        if three_phase:
+            self.phases = [
+                dict(end_step=end1, start_lr="initial_lr", end_lr="max_lr",
+                     start_momentum="max_momentum", end_momentum="base_momentum"),
+                dict(end_step=float(2 * pct_start * total_steps) - 2, start_lr="max_lr",
+                     end_lr="initial_lr", start_momentum="base_momentum",
+                     end_momentum="max_momentum"),
+                dict(end_step=total_steps - 1, start_lr="initial_lr", end_lr="min_lr",
+                     start_momentum="max_momentum", end_momentum="max_momentum"),
+            ]
+        else:
+            self.phases = [
+                dict(end_step=end1, start_lr="initial_lr", end_lr="max_lr",
+                     start_momentum="max_momentum", end_momentum="base_momentum"),
+                dict(end_step=total_steps - 1, start_lr="max_lr", end_lr="min_lr",
+                     start_momentum="base_momentum", end_momentum="max_momentum"),
+            ]
+        if last_epoch == -1:
+            for group, top in zip(groups, max_lrs):
+                group["initial_lr"] = top / div_factor
+                group["max_lr"] = top
+                group["min_lr"] = group["initial_lr"] / final_div_factor
+                if self.cycle_momentum:
+                    group["max_momentum"], group["base_momentum"] = max_momentum, base_momentum
+                    self._set_momentum(group, max_momentum)
+        super().__init__(optimizer, last_epoch)
+
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value,) + tuple(group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self):
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR stepped {step} times but total_steps is "
+                             f"{self.total_steps}")
+        lrs = []
+        for group in self.optimizer.param_groups:
+            start = 0.0
+            for i, phase in enumerate(self.phases):
+                end = phase["end_step"]
+                if step <= end or i == len(self.phases) - 1:
+                    pct = (step - start) / (end - start)
+                    lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
+                    if self.cycle_momentum:
+                        self._set_momentum(group, self._anneal(
+                            group[phase["start_momentum"]], group[phase["end_momentum"]], pct))
+                    break
+                start = end
+        return lrs

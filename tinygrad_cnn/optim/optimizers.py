@@ -1,0 +1,436 @@
+"""Optimisers (SGD, Adam, AdamW) with PyTorch's update rules, and gradient clipping.
+
+An optimiser holds parameter *groups*: ``param_groups`` is a list of dicts,
+each with ``"params"`` (a list of tensors) and its hyper-parameters
+(``"lr"``, ``"momentum"``, ...).  Pass a plain iterable of parameters for
+one group, or a list of dicts to give groups their own settings.
+Schedulers change ``group["lr"]``; ``optimizer.lr`` reads the first group's
+learning rate and sets every group's.
+
+``step()`` works on raw arrays (``p.data``, ``p.grad.data``) through the
+parameter's array module, so it builds no graph and runs on the
+parameter's device; the state (momentum buffers, moment estimates) is
+kept next to each parameter, on its device and in its dtype.  Parameters
+are updated in place, so anything sharing their arrays (``state_dict()``
+tensors) sees the new values, as in PyTorch.  Parameters whose ``grad`` is
+None are skipped.
+
+``state_dict()`` is a plain nested dict with string keys and values that are
+NumPy arrays, numbers, booleans or lists (no pickling needed)::
+
+    {"state": {"0": {"step": 3, "exp_avg": array, ...}, ...},
+     "param_groups": [{"lr": 0.001, "betas": [0.9, 0.999], ..., "params": [0, 1, 2]}]}
+
+where the state keys and ``params`` entries index the parameters in the
+order of the groups.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..autograd import enable_grad
+from ..tensor import Tensor, _find_backend_of
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_"]
+
+
+def _check_number(name, value, low=0.0, high=None, open_high=False):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if value < low or (high is not None and (value >= high if open_high else value > high)):
+        bounds = f">= {low}" + ("" if high is None else f" and {'<' if open_high else '<='} {high}")
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+
+
+def _host(value):
+    """A state value (array of any backend, number) -> a host copy or Python number."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    backend = _find_backend_of(value)
+    if backend is not None:
+        return backend.to_numpy(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _like_default(value, default):
+    """Restore a loaded hyper-parameter to the type the optimiser uses."""
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.ndim == 0 else value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(default, tuple) or isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, float) and isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _as_param_array(value, p, name):
+    """A saved state array -> an array on ``p``'s device in ``p``'s dtype."""
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    elif not isinstance(value, np.ndarray):
+        backend = _find_backend_of(value)
+        value = backend.to_numpy(value) if backend is not None else np.asarray(value)
+    if value.shape != p.shape:
+        raise ValueError(f"optimizer state {name!r} has shape {value.shape} but its parameter "
+                         f"has shape {p.shape}")
+    return p._backend.asarray(value.astype(p.dtype))
+
+
+class Optimizer:
+    """Base class: parameter groups, ``zero_grad``, ``step``, ``state_dict``.
+
+    Subclasses define ``defaults`` and ``_update(p, grad, state, group)``,
+    which changes ``p.data`` in place from the raw gradient array.
+    """
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}  # id(param) -> dict of arrays and numbers
+        if isinstance(params, Tensor):
+            raise TypeError("params must be an iterable of tensors (e.g. model.parameters()), "
+                            "not a single Tensor; wrap it in a list")
+        groups = list(params)
+        if not groups:
+            raise ValueError("the optimizer got an empty parameter list (did the model "
+                             "register its parameters, and was a generator used up?)")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group):
+        """Add a dict ``{"params": [...], "lr": ..., ...}``; missing settings take the defaults."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError("a parameter group is a dict with a 'params' entry")
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"parameter {i} of a group is a {type(p).__name__}, not a Tensor")
+            if p.dtype.kind != "f":
+                raise TypeError(f"parameter {i} (shape {p.shape}) has dtype {p.dtype}; only "
+                                f"floating-point tensors can be optimized")
+            if not p.is_leaf:
+                raise ValueError(f"parameter {i} (shape {p.shape}) is not a leaf tensor (it "
+                                 f"was computed from others); optimize the leaves instead")
+            if id(p) in seen:
+                raise ValueError(f"parameter {i} (shape {p.shape}) appears in more than one "
+                                 f"place in the parameter groups")
+            seen.add(id(p))
+        unknown = set(group) - set(self.defaults) - {"params", "initial_lr", "max_lr", "min_lr",
+                                                     "max_momentum", "base_momentum"}
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)} for {type(self).__name__}; "
+                            f"expected some of {sorted(self.defaults)}")
+        full = dict(self.defaults)
+        full.update(group)
+        full["params"] = params
+        self._validate(full)
+        self.param_groups.append(full)
+
+    def _validate(self, group):
+        _check_number("lr", group["lr"])
+
+    @property
+    def lr(self):
+        """The first group's learning rate; setting it sets every group's."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        _check_number("lr", value)
+        for group in self.param_groups:
+            group["lr"] = value
+
+    def _params(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self, set_to_none=True):
+        """Forget every parameter's gradient (``None``; zeros if ``set_to_none=False``)."""
+        for p in self._params():
+            if p.grad is None:
+                continue
+            p.grad = None if set_to_none else Tensor._make(p.xp.zeros_like(p.data), p._backend)
+
+    def step(self, closure=None):
+        """Update every parameter that has a gradient, in place.
+
+        ``closure``, if given, is called first (with gradients enabled) to
+        recompute the loss and gradients; its result is returned.
+        """
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.setdefault(id(p), {})
+                self._conform_state(state, p)
+                grad = p.grad.data
+                if grad.dtype != p.dtype:
+                    grad = grad.astype(p.dtype)
+                self._update(p, grad, state, group)
+        return loss
+
+    @staticmethod
+    def _conform_state(state, p):
+        """Follow the parameter after ``model.to(device/dtype)``: move/cast its state."""
+        for k, v in state.items():
+            if isinstance(v, numbers.Number):
+                continue
+            if not p._backend.is_array(v):
+                src = _find_backend_of(v)
+                v = p._backend.asarray(src.to_numpy(v) if src is not None else np.asarray(v))
+            if v.dtype != p.dtype:
+                v = v.astype(p.dtype)
+            state[k] = v
+
+    @staticmethod
+    def _apply(p, delta):
+        """``p.data -= delta`` in place (a fresh array if ``p.data`` is read-only)."""
+        if getattr(p.data.flags, "writeable", True):
+            p.data -= delta
+        else:
+            p.data = p.data - delta
+
+    def _update(self, p, grad, state, group):
+        raise NotImplementedError
+
+    # ---- state ---------------------------------------------------------------------
+    def state_dict(self):
+        """A plain dict of host arrays and numbers (see the module docstring)."""
+        index = {id(p): i for i, p in enumerate(self._params())}
+        groups = []
+        for group in self.param_groups:
+            g = {k: (list(v) if isinstance(v, tuple) else v)
+                 for k, v in group.items() if k != "params"}
+            g["params"] = [index[id(p)] for p in group["params"]]
+            groups.append(g)
+        state = {str(index[pid]): {k: _host(v) for k, v in s.items()}
+                 for pid, s in self.state.items() if pid in index and s}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyper-parameters and state saved by :meth:`state_dict`.
+
+        The optimiser must have been built over the same parameters (same
+        groups, counts and shapes); arrays are copied to each parameter's
+        device and dtype.
+        """
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        if groups is None or "state" not in state_dict:
+            raise ValueError("not an optimizer state_dict: expected a dict with 'state' and "
+                             "'param_groups'")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"the state_dict has {len(groups)} parameter group(s), this "
+                             f"optimizer has {len(self.param_groups)}")
+        for i, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"parameter group {i}: the state_dict has "
+                                 f"{len(saved['params'])} parameter(s), this optimizer has "
+                                 f"{len(group['params'])}")
+        params = self._params()
+        new_state = {}
+        for key, saved in state_dict["state"].items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"the state_dict has state for parameter {i}, but this "
+                                 f"optimizer has {len(params)} parameters")
+            p = params[i]
+            entry = {}
+            for name, value in saved.items():
+                if name == "step":          # a count, kept on the host
+                    entry[name] = int(_host(value))
+                else:
+                    entry[name] = _as_param_array(value, p, f"{i}.{name}")
+            new_state[id(p)] = entry
+        for saved, group in zip(groups, self.param_groups):
+            for k, v in saved.items():
+                if k != "params":
+                    group[k] = _like_default(v, group.get(k, self.defaults.get(k)))
+        self.state = new_state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(group):
+                if k != "params":
+                    lines.append(f"    {k}: {group[k]}")
+        return "\n".join(lines) + "\n)"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (PyTorch's rule).
+
+    For each parameter p with gradient g::
+
+        g = g + weight_decay * p
+        if momentum:
+            buf = g                                     (first step)
+            buf = momentum * buf + (1 - dampening) * g  (later steps)
+            g = g + momentum * buf  if nesterov else  buf
+        p = p - lr * g
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=nesterov, weight_decay=weight_decay))
+
+    def _validate(self, group):
+        super()._validate(group)
+        _check_number("momentum", group["momentum"])
+        _check_number("dampening", group["dampening"], low=-math.inf)
+        _check_number("weight_decay", group["weight_decay"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    def _update(self, p, grad, state, group):
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if wd:
+            grad = grad + wd * p.data
+        if momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                # xp.array, not grad.copy(): NumPy arithmetic on 0-d arrays gives
+                # scalars, and the buffer must be an array to be updated in place.
+                buf = state["momentum_buffer"] = p.xp.array(grad, dtype=p.dtype)
+            else:
+                buf *= momentum
+                buf += (1 - group["dampening"]) * grad
+            grad = grad + momentum * buf if group["nesterov"] else buf
+        self._apply(p, lr * grad)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's rule, with optional AMSGrad.
+
+    For each parameter p with gradient g, at step t = 1, 2, ...::
+
+        g = g + weight_decay * p                  (L2 penalty; AdamW decouples it)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+        v_hat = max(v_hat, v)  if amsgrad  else  v
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v_hat) / sqrt(1 - beta2^t) + eps)
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad))
+
+    def _validate(self, group):
+        super()._validate(group)
+        betas = group["betas"] = tuple(group["betas"])
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
+        _check_number("betas[0]", betas[0], high=1.0, open_high=True)
+        _check_number("betas[1]", betas[1], high=1.0, open_high=True)
+        _check_number("eps", group["eps"])
+        _check_number("weight_decay", group["weight_decay"])
+
+    def _update(self, p, grad, state, group):
+        xp = p.xp
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        eps, wd = group["eps"], group["weight_decay"]
+        if "exp_avg" not in state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] = step = state["step"] + 1
+        if wd:
+            if self.decoupled:
+                p.data *= 1 - lr * wd    # AdamW: shrink the weights directly
+            else:
+                grad = grad + wd * p.data
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= beta1
+        m += (1 - beta1) * grad
+        v *= beta2
+        v += (1 - beta2) * grad * grad
+        if group["amsgrad"]:
+            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        step_size = lr / (1 - beta1 ** step)
+        denom = xp.sqrt(v) / math.sqrt(1 - beta2 ** step) + eps
+        self._apply(p, step_size * m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): first
+    ``p = p * (1 - lr * weight_decay)``, then the Adam step without an L2 term."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+# ---- gradient clipping ----------------------------------------------------------------
+def _with_grads(params):
+    params = [params] if isinstance(params, Tensor) else list(params)
+    return [p for p in params if p.grad is not None]
+
+
+def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Rescale gradients so that their joint norm is at most ``max_norm``.
+
+    The total norm is the ``norm_type``-norm of all gradients taken as one
+    vector (``inf``: the largest absolute entry).  Every gradient is
+    multiplied by ``min(1, max_norm / (total + 1e-6))``, computed on the
+    device (no host synchronisation).  Returns the total norm before
+    clipping, as a 0-d Tensor.
+    """
+    _check_number("max_norm", max_norm)
+    norm_type = float(norm_type)
+    if not (norm_type > 0):
+        raise ValueError(f"norm_type must be positive (or inf), got {norm_type}")
+    params = _with_grads(params)
+    if not params:
+        return Tensor(0.0)
+    backend = params[0].grad._backend
+    for p in params:
+        if p.grad._backend is not backend:
+            raise ValueError(f"clip_grad_norm_: gradients are on different devices "
+                             f"({backend.device} and {p.grad.device})")
+    xp = backend.xp
+    grads = [p.grad.data for p in params]
+    dtype = np.result_type(*[g.dtype for g in grads])
+    if math.isinf(norm_type):
+        total = xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads])).astype(dtype)
+    else:
+        powered = xp.stack([xp.sum(xp.abs(g).astype(dtype) ** norm_type) for g in grads])
+        total = xp.sum(powered) ** (1.0 / norm_type)
+    if error_if_nonfinite and not bool(xp.isfinite(total)):
+        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is "
+                           f"{float(total)}; gradients cannot be clipped")
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    for p in params:
+        p.grad = Tensor._make((p.grad.data * scale).astype(p.grad.dtype, copy=False),
+                              p.grad._backend)
+    return Tensor._make(xp.asarray(total), backend)
+
+
+def clip_grad_value_(params, clip_value):
+    """Clamp every gradient entry to ``[-clip_value, clip_value]``."""
+    _check_number("clip_value", clip_value)
+    for p in _with_grads(params):
+        p.grad = Tensor._make(p.xp.clip(p.grad.data, -clip_value, clip_value), p.grad._backend)
