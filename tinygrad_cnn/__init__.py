@@ -1,4 +1,10 @@
-"""tinygrad_cnn: a from-scratch reverse-mode autograd engine for convolutional networks."""
+"""tinygrad_cnn: a from-scratch reverse-mode autograd engine for convolutional networks.
+
+Start reading at ``autograd.py`` (Function and the reverse sweep), then
+``tensor.py``, ``ops.py``, ``conv_arrays.py`` and ``functional.py``.
+"""
+__version__ = "0.1.0"
+
 from .autograd import Function, no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .backend import DeviceError, backends, cuda_status, get_backend, register_backend
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -7,5 +13,5 @@ from .tensor import (
     zeros, ones, full, zeros_like, ones_like, randn, rand, arange, eye,
     float16, float32, float64, int32, int64, bool_,
 )
-
-__version__ = "0.1.0"
+from . import functional, nn, optim, data, viz
+from .viz import trace, graph

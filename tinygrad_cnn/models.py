@@ -1,0 +1,97 @@
+"""The model zoo of the ``tinygrad-cnn`` command, built from ``nn`` layers.
+
+Every builder takes the image shape ``(C, H, W)`` and the number of
+classes, so one architecture serves the 8x8 digits and 28x28 MNIST.  On
+28x28 inputs the convolutions are "valid" as in the literature; on smaller
+images they are padded to keep their size ("same"), because two valid 5x5
+convolutions do not fit in an 8x8 image.
+"""
+from __future__ import annotations
+
+from . import nn
+
+
+def _pad(kernel_size, image_hw):
+    return 0 if min(image_hw) >= 28 else kernel_size // 2
+
+
+def _out(size, kernel_size, padding, pool=2):
+    return (size + 2 * padding - kernel_size + 1) // pool
+
+
+def cnn(image_shape=(1, 8, 8), num_classes=10):
+    """The default CNN: conv3x3 32 -> relu -> maxpool2 -> conv3x3 64 -> relu ->
+    maxpool2 -> linear 128 -> relu -> dropout -> linear ``num_classes``."""
+    c, h, w = image_shape
+    h2, w2 = h // 4, w // 4
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * h2 * w2, 128), nn.ReLU(), nn.Dropout(0.25),
+        nn.Linear(128, num_classes),
+    )
+
+
+def mlp(image_shape=(1, 8, 8), num_classes=10, hidden=100):
+    """A fully-connected network: flatten -> linear ``hidden`` -> relu -> linear."""
+    c, h, w = image_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+def lenet5(image_shape=(1, 28, 28), num_classes=10):
+    """LeNet-5 with ReLU and max-pooling: conv5x5 6 -> pool -> conv5x5 16 ->
+    pool -> linear 120 -> linear 84 -> linear ``num_classes``."""
+    c, h, w = image_shape
+    p1 = 2  # LeNet-5 saw 32x32 images; padding 2 gives 28x28 inputs the same geometry
+    h1, w1 = _out(h, 5, p1), _out(w, 5, p1)
+    p2 = _pad(5, (h, w))
+    h2, w2 = _out(h1, 5, p2), _out(w1, 5, p2)
+    return nn.Sequential(
+        nn.Conv2d(c, 6, 5, padding=p1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, padding=p2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * h2 * w2, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
+
+
+def _nielsen(image_shape, num_classes, layer):
+    c, h, w = image_shape
+    p = _pad(5, (h, w))
+    h1, w1 = _out(h, 5, p), _out(w, 5, p)
+    h2, w2 = _out(h1, 5, p), _out(w1, 5, p)
+    return nn.Sequential(
+        layer(c, 20, (h, w), p), nn.ReLU(), nn.MaxPool2d(2),
+        layer(20, 40, (h1, w1), p), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(40 * h2 * w2, 100), nn.ReLU(),
+        nn.Linear(100, num_classes),
+    )
+
+
+def nielsen(image_shape=(1, 28, 28), num_classes=10):
+    """The network of chapter 6 of Nielsen's "Neural Networks and Deep Learning":
+    conv5x5 20 -> maxpool2 -> conv5x5 40 -> maxpool2 -> linear 100 -> linear
+    ``num_classes``, with ReLU."""
+    return _nielsen(image_shape, num_classes,
+                    lambda cin, cout, size, p: nn.Conv2d(cin, cout, 5, padding=p))
+
+
+def local(image_shape=(1, 28, 28), num_classes=10):
+    """``nielsen`` with locally-connected layers in place of the convolutions:
+    the same windows, but every output position has its own weights."""
+    return _nielsen(image_shape, num_classes,
+                    lambda cin, cout, size, p: nn.LocallyConnected2d(cin, cout, size, 5, padding=p))
+
+
+MODELS = {"cnn": cnn, "mlp": mlp, "lenet5": lenet5, "nielsen": nielsen, "local": local}
+
+
+def build(name, image_shape, num_classes=10):
+    """Build model ``name`` for images of ``image_shape`` = (C, H, W)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](tuple(image_shape), num_classes)
