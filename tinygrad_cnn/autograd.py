@@ -188,8 +188,16 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
                     f"backward; pass retain_graph=True to the first backward "
                     f"to keep it")
             grads_in = fn.backward(g)
-            if not isinstance(grads_in, tuple):
+            if not isinstance(grads_in, (tuple, list)):
                 grads_in = (grads_in,)
+            # zip below would silently drop missing or surplus gradients
+            # (surplus Nones are fine: an optional input that was not given).
+            if len(grads_in) < len(fn.inputs) or any(
+                    gx is not None for gx in grads_in[len(fn.inputs):]):
+                raise RuntimeError(
+                    f"{fn.name}.backward returned {len(grads_in)} gradient(s) for "
+                    f"{len(fn.inputs)} input(s); return one per input (None where "
+                    f"there is none)")
             if _tracer is not None:
                 _tracer.record(fn, t, g, grads_in)
             for x, gx in zip(fn.inputs, grads_in):
@@ -204,6 +212,10 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
 
 def _conform(gx, x, fn):
     """Check a gradient from ``fn.backward`` against its input, fix its dtype."""
+    from .tensor import Tensor
+    if not isinstance(gx, Tensor):
+        raise TypeError(f"{fn.name}.backward must return Tensors (or None), got "
+                        f"{type(gx).__name__}; build gradients from tensor ops")
     if gx.shape != x.shape:
         raise RuntimeError(
             f"{fn.name}.backward returned a gradient of shape {gx.shape} for an "

@@ -7,6 +7,29 @@ scatter-add, synchronisation).  Every op reaches arrays only through
 
 This is the only module of the package that imports ``cupy``, and only
 lazily, when a CUDA device is asked for or probed.
+
+Checks on device data, and why some of them are deferred
+---------------------------------------------------------
+Some errors can only be seen in the data: an integer index out of range,
+a class target outside ``[0, C)``.  NumPy raises on a bad index at once;
+CuPy silently wraps it around and computes a wrong answer.  Checking on the
+host would need the data on the host, and on a GPU that is a
+synchronisation: the CPU stops queueing work until the device has caught
+up, every training step.  So validation goes through :meth:`Backend.check`
+(and :meth:`Backend.check_index`, built on it):
+
+* NumPy (``defer_checks = False``): the condition is tested and the error
+  raised immediately, where the mistake is made.
+* CuPy (``defer_checks = True``): the condition is reduced on the device
+  into one small status array and nothing waits.  The error is raised at
+  the next transfer to the host (``to_numpy``, so ``Tensor.item()``,
+  ``.numpy()``, ``print``) or ``synchronize()``, naming the failed check.
+  Results computed between the bad op and that point are garbage, and the
+  traceback points at the transfer rather than the op.  Training loops
+  read their loss every few steps, so the error arrives within a step or
+  a logging interval.  To debug, set ``backend.defer_checks = False``
+  (e.g. ``tg.get_backend("cuda").defer_checks = False``) and every check
+  raises where it happens, at the price of one synchronisation each.
 """
 from __future__ import annotations
 
@@ -30,14 +53,80 @@ class Backend:
 
     device = "cpu"
     xp = np
+    defer_checks = False  # see "Checks on device data" in the module docstring
+    _deferred_status = None  # device int: -1, or the id of a failed deferred check
+    _MAX_CHECK_MESSAGES = 256
 
     def asarray(self, data, dtype=None):
         """Host or device data -> an array of this backend."""
         return self.xp.asarray(data, dtype=dtype)
 
     def to_numpy(self, a):
-        """This backend's array -> a host ``numpy.ndarray`` (explicit copy)."""
+        """This backend's array -> a host ``numpy.ndarray`` (explicit copy).
+
+        First raises the error of any deferred check that failed.
+        """
+        self.raise_deferred_errors()
+        return self._to_host(a)
+
+    def _to_host(self, a):
+        """The plain device -> host copy; backends override this, not ``to_numpy``."""
         return np.asarray(a)
+
+    def check(self, bad, error_type, message):
+        """Raise ``error_type(message)`` if the boolean array ``bad`` has a true entry.
+
+        At once when ``defer_checks`` is false; otherwise without waiting
+        for the device, at the next ``to_numpy`` or ``synchronize``.
+        """
+        if not self.defer_checks:
+            if bad.any():
+                raise error_type(message)
+            return
+        # One id per distinct message since the last report (shapes repeat
+        # every step, so the table stays small); the device keeps the largest
+        # failed id, so memory and work per check stay constant however far
+        # the host runs ahead of the device.
+        status = self._deferred_status
+        if status is None:
+            self._check_messages = {}
+        messages = self._check_messages
+        key = (error_type, message)
+        if key not in messages and len(messages) >= self._MAX_CHECK_MESSAGES:
+            key = (RuntimeError, "a deferred check failed (its message was not kept: "
+                                 "too many distinct checks between synchronisations)")
+        check_id = messages.setdefault(key, len(messages))
+        failed = self.xp.where(bad.any(), check_id, -1)
+        self._deferred_status = failed if status is None else self.xp.maximum(status, failed)
+
+    def check_index(self, index, size, where=""):
+        """Check that every entry of the integer array ``index`` is in ``[-size, size)``.
+
+        ``where`` completes the message (e.g. "for axis 0 of size 10 in a
+        tensor of shape (10, 3)").  Deferred on GPU backends, see :meth:`check`.
+        """
+        bad = (index < -size) | (index >= size)
+        if not self.defer_checks:
+            if bad.any():
+                raise IndexError(f"index {int(index[bad].ravel()[0])} is out of range {where}")
+            return
+        self.check(bad, IndexError, f"an index was out of range {where}")
+
+    def raise_deferred_errors(self):
+        """Raise the error of a failed deferred check, if any (reads one number)."""
+        status = self._deferred_status
+        if status is None:
+            return
+        self._deferred_status = None
+        check_id = int(self._to_host(status))
+        if check_id < 0:
+            return
+        error_type, message = next(k for k, i in self._check_messages.items() if i == check_id)
+        raise error_type(f"{message} (found on {self.device} by a deferred check and reported "
+                         f"at the next transfer to the host or synchronize(); results "
+                         f"computed since the failing op are invalid; set "
+                         f"get_backend({self.device!r}).defer_checks = False to raise where "
+                         f"it happens)")
 
     def is_array(self, a):
         return isinstance(a, np.ndarray)
@@ -52,7 +141,8 @@ class Backend:
         np.add.at(a, index, values)
 
     def synchronize(self):
-        """Wait until queued device work is done (no-op on the host)."""
+        """Wait until queued device work is done, then raise any deferred error."""
+        self.raise_deferred_errors()
 
     def describe(self):
         """A dict of facts for ``tinygrad-cnn info``."""
@@ -61,6 +151,14 @@ class Backend:
     def __repr__(self):
         return f"<{type(self).__name__} device={self.device!r}>"
 
+    # One backend object per device: tensors compare backends with ``is``, so
+    # copy.deepcopy(model) must share them rather than clone them.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
 
 class NumpyBackend(Backend):
     """The default host backend."""
@@ -68,6 +166,8 @@ class NumpyBackend(Backend):
 
 class CupyBackend(Backend):
     """CUDA arrays through CuPy; built only after :func:`cuda_status` says yes."""
+
+    defer_checks = True
 
     def __init__(self, index=0):
         import cupy
@@ -82,7 +182,7 @@ class CupyBackend(Backend):
         with self._device:
             return self.xp.asarray(data, dtype=dtype)
 
-    def to_numpy(self, a):
+    def _to_host(self, a):
         return self.xp.asnumpy(a)
 
     def is_array(self, a):
@@ -99,6 +199,7 @@ class CupyBackend(Backend):
 
     def synchronize(self):
         self._device.synchronize()
+        self.raise_deferred_errors()
 
     def describe(self):
         cupy = self.xp
@@ -116,6 +217,8 @@ class CupyBackend(Backend):
 
 CUDA_INSTALL_HINT = ('install CuPy with: pip install "tinygrad_cnn[cuda]" '
                      '(a cupy-cuda12x wheel matching a CUDA 12 driver)')
+CUDA_DRIVER_HINT = ("CUDA needs an NVIDIA GPU with a CUDA 12 driver (check nvidia-smi); "
+                    "without one, use device='cpu'")
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,9 +236,10 @@ def cuda_status():
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError without a driver
         return False, (f"cupy {cupy.__version__} is installed but no CUDA GPU is usable "
-                       f"({type(e).__name__}: {e})")
+                       f"({type(e).__name__}: {e}); {CUDA_DRIVER_HINT}")
     if count < 1:
-        return False, f"cupy {cupy.__version__} is installed but found no CUDA GPU"
+        return False, (f"cupy {cupy.__version__} is installed but found no CUDA GPU; "
+                       f"{CUDA_DRIVER_HINT}")
     return True, f"cupy {cupy.__version__}, {count} CUDA device(s)"
 
 

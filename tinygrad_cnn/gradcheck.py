@@ -83,7 +83,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
         if inputs[i].dtype.kind != "f":
             raise TypeError(f"gradcheck: input {i} has dtype {inputs[i].dtype}; only "
                             f"float inputs can be checked")
-    outs = _outputs(fn, inputs)
+    with enable_grad():  # the analytic side needs a graph, even inside a no_grad block
+        outs = _outputs(fn, inputs)
     rng = np.random.default_rng(seed)
     if grad_outputs is None:
         grad_outputs = [Tensor._make(o._backend.asarray(rng.standard_normal(o.shape)), o._backend)

@@ -269,7 +269,7 @@ class ReLU(Function):
 
     def forward(self, x):
         self.mask = x > 0
-        return x * self.mask
+        return self.xp.maximum(x, 0)  # not x * mask, which gives -0.0 for x < 0
 
     def backward(self, grad_out):
         return grad_out * _const(self.mask, grad_out)
@@ -460,33 +460,43 @@ def _has_array(index):
     return any(hasattr(i, "dtype") and getattr(i, "ndim", 0) > 0 for i in parts)
 
 
-def _check_index(xp, x_shape, index):
-    """Bounds-check integer-array indices (CuPy would silently wrap them)."""
+def _is_array(i):
+    """An array inside an index (not a slice, int, None or a NumPy scalar)."""
+    return hasattr(i, "dtype") and not isinstance(i, np.generic)
+
+
+def _check_index(backend, x_shape, index):
+    """Validate the array parts of an index.
+
+    Dtypes and mask shapes are checked here; integer bounds go through
+    ``backend.check_index``, which raises at once on NumPy and, on a GPU,
+    without waiting for the device (CuPy itself would silently wrap them).
+    """
     parts = index if isinstance(index, tuple) else (index,)
+    is_mask = [_is_array(i) and i.dtype == bool for i in parts]
+    used = sum(i.ndim if mask else 1 for i, mask in zip(parts, is_mask)
+               if i is not None and i is not Ellipsis)
     dim = 0
-    for i in parts:
+    for i, mask in zip(parts, is_mask):
         if i is None:
             continue
         if i is Ellipsis:
-            dim = len(x_shape) - sum(
-                1 for j in parts if j is not None and j is not Ellipsis
-                and not (hasattr(j, "dtype") and j.dtype == bool)) - sum(
-                j.ndim for j in parts if hasattr(j, "dtype") and j.dtype == bool) + dim
+            dim += len(x_shape) - used
             continue
-        if hasattr(i, "dtype") and i.dtype == bool:
+        if mask:
             if tuple(i.shape) != tuple(x_shape[dim:dim + i.ndim]):
                 raise IndexError(f"boolean index of shape {tuple(i.shape)} does not match "
                                  f"dimensions {tuple(x_shape[dim:dim + i.ndim])} of a "
                                  f"tensor of shape {tuple(x_shape)}")
             dim += i.ndim
             continue
-        if hasattr(i, "dtype") and i.ndim > 0:
+        if _is_array(i):
             if i.dtype.kind not in "iu":
                 raise IndexError(f"array indices must be integers or booleans, got {i.dtype}")
-            n = x_shape[dim] if dim < len(x_shape) else 0
-            if i.size and (int(i.min()) < -n or int(i.max()) >= n):
-                raise IndexError(f"index out of range for axis {dim} of size {n} in a "
-                                 f"tensor of shape {tuple(x_shape)}")
+            if dim < len(x_shape):  # else x[index] reports too many indices
+                n = x_shape[dim]
+                backend.check_index(i, n, f"for axis {dim} of size {n} in a tensor of "
+                                          f"shape {tuple(x_shape)}")
         dim += 1
 
 
@@ -494,8 +504,8 @@ class GetItem(Function):
     """y = x[index]; backward scatters (and accumulates) into zeros"""
 
     def forward(self, x, index):
-        if _has_array(index):
-            _check_index(self.xp, x.shape, index)
+        if any(map(_is_array, index if isinstance(index, tuple) else (index,))):
+            _check_index(self.backend, x.shape, index)
         try:
             y = x[index]
         except IndexError as e:

@@ -48,10 +48,12 @@ def _to_array(data, backend, dtype):
     src = None if isinstance(data, (np.ndarray, np.generic)) else _find_backend_of(data)
     if src is not None and src is not backend:
         data = src.to_numpy(data)  # explicit device -> host transfer
+    # A tensor owns a copy of its data (as torch.tensor), so later writes to the
+    # caller's array and in-place updates of the tensor never reach each other.
     if src is backend:
-        arr = data
+        arr = data.copy()
     else:
-        arr = np.asarray(data)
+        arr = np.array(data)  # copies, keeping the memory layout (order="K")
         if dtype is None and arr.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
             dtype = float32  # Python floats become float32, as in PyTorch
         if arr.dtype.kind not in _SUPPORTED_KINDS:
@@ -96,6 +98,10 @@ class Tensor:
         return t
 
     def _init(self, data, backend, requires_grad):
+        if isinstance(data, np.generic):
+            # NumPy gives scalars for 0-d results (x.sum(), 0-d + 0-d); CuPy gives
+            # 0-d arrays.  Keep arrays on every backend, so .data is always one.
+            data = np.asarray(data)
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients; "
                             f"this tensor has dtype {data.dtype}")
@@ -157,7 +163,8 @@ class Tensor:
         if self._backend.device != "cpu":
             raise TypeError(f"implicit conversion of a {self.device} tensor to a NumPy "
                             f"array is not allowed; call .numpy() to copy it to the host")
-        return self.data if dtype is None else self.data.astype(dtype)
+        # np.array(t) asks for copy=True and must not hand out the tensor's memory.
+        return np.array(self.data, dtype=dtype, copy=copy)
 
     def __repr__(self):
         body = np.array2string(self._backend.to_numpy(self.data), separator=", ",
@@ -441,12 +448,12 @@ class Tensor:
         return out if keepdims else out.squeeze(axis if axis is not None else None)
 
     def softmax(self, axis=-1, dim=None):
-        axis = _axes(self, axis, dim)
+        axis = _axes(self, axis if dim is None else dim)  # dim overrides the default axis
         e = (self - self.max(axis, keepdims=True).detach()).exp()
         return e / e.sum(axis, keepdims=True)
 
     def log_softmax(self, axis=-1, dim=None):
-        axis = _axes(self, axis, dim)
+        axis = _axes(self, axis if dim is None else dim)
         return self - self.logsumexp(axis, keepdims=True)
 
     # ---- shapes --------------------------------------------------------------
@@ -476,10 +483,12 @@ class Tensor:
         axes = _shape_arg(axes)
         if not axes:
             return self.permute(tuple(reversed(range(self.ndim))))
-        if len(axes) == self.ndim:
-            return self.permute(axes)
+        # Two axes always swap, also on a 2-D tensor, so transpose(-2, -1)
+        # means the same for matrices and for batches of them.
         if len(axes) == 2:
             return self.swapaxes(*axes)
+        if len(axes) == self.ndim:
+            return self.permute(axes)
         raise ValueError(f"transpose of a tensor of shape {self.shape} takes no axes, "
                          f"a permutation of all {self.ndim}, or two axes to swap; got {axes}")
 
@@ -511,7 +520,13 @@ class Tensor:
     def sum_to(self, shape):
         """Sum broadcast dimensions away so the result has ``shape``."""
         shape = tuple(shape)
-        return self if shape == self.shape else ops.SumTo.apply(self, shape=shape)
+        if shape == self.shape:
+            return self
+        if len(shape) > self.ndim or any(
+                s != 1 and s != n for s, n in zip(shape[::-1], self.shape[::-1])):
+            raise ValueError(f"sum_to: a tensor of shape {self.shape} cannot be summed "
+                             f"to {shape} (which must broadcast to it)")
+        return ops.SumTo.apply(self, shape=shape)
 
     def squeeze(self, axis=None, dim=None):
         axis = _axes(self, axis, dim)
@@ -533,7 +548,11 @@ class Tensor:
 
     def pad(self, pad_width, value=0.0):
         """Constant padding; ``pad_width`` as ``numpy.pad`` (one (before, after) per axis)."""
-        widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (self.ndim, 2))
+        try:
+            widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (self.ndim, 2))
+        except ValueError:
+            raise ValueError(f"pad: pad_width {pad_width!r} does not give one (before, after) "
+                             f"pair per axis of a tensor of shape {self.shape}") from None
         if (widths < 0).any():
             raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
@@ -563,7 +582,9 @@ def _axes(t, axis, dim=None):
     if axis is None:
         return None
     axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
-    axes = tuple(sorted(_norm_axis(a, t.ndim) for a in axes)) if t.ndim else ()
+    axes = tuple(sorted(_norm_axis(a, t.ndim) for a in axes))
+    if t.ndim == 0:
+        axes = ()  # 0-d accepts axis 0 or -1 (as PyTorch) and reduces over nothing
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in {axis}")
     return axes
@@ -603,7 +624,10 @@ def _index_arg(index, t):
             common_backend((t, i), "indexing")
             return i.data
         if isinstance(i, (list, np.ndarray)):
-            return t._backend.asarray(np.asarray(i))
+            i = np.asarray(i)
+            if i.size == 0 and i.dtype.kind == "f":
+                i = i.astype(np.int64)  # x[[]] selects nothing, as in NumPy
+            return t._backend.asarray(i)
         return i
     return tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
 
@@ -663,7 +687,10 @@ def where(condition, x, y):
     if ref is None:
         ref = Tensor(x)
     cond = condition if isinstance(condition, Tensor) else Tensor(condition, device=ref.device)
-    x, y = ref._other(x), ref._other(y)
+    if ref is cond:  # x and y are both plain values: their own dtypes, not bool
+        x, y = Tensor(x, device=ref.device), Tensor(y, device=ref.device)
+    else:
+        x, y = ref._other(x), ref._other(y)
     if cond.dtype != bool_:
         cond = cond != 0
     return ops.Where.apply(cond, x, y)
@@ -673,7 +700,9 @@ def concatenate(tensors, axis=0, dim=None):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
-    axis = _axes(tensors[0], axis, dim)[0]
+    if tensors[0].ndim == 0:
+        raise ValueError("concatenate: 0-d tensors cannot be joined; use stack")
+    axis = _axes(tensors[0], axis if dim is None else dim)[0]  # dim overrides the default
     ref = tensors[0].shape
     for t in tensors[1:]:
         if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref)) if i != axis):
@@ -731,7 +760,8 @@ def get_rng():
 
 
 def tensor(data, requires_grad=False, dtype=None, device=None):
-    """Make a tensor: Python floats become float32, NumPy arrays keep their dtype."""
+    """Make a tensor from a copy of ``data``: Python floats become float32,
+    Python ints int64, NumPy arrays keep their dtype."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 

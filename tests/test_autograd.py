@@ -1,0 +1,315 @@
+"""Graph semantics of the reverse sweep: sharing, depth, freeing, accumulation,
+grad modes, non-leaf gradients, higher-order gradients and ``tg.grad``."""
+from __future__ import annotations
+
+import gc
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+
+
+def _t(values, device="cpu", requires_grad=True):
+    return tg.tensor(np.asarray(values, dtype=np.float64), requires_grad=requires_grad,
+                     device=device)
+
+
+# ---- the acceptance example ------------------------------------------------------------
+def test_acceptance_example(device):
+    x = tg.tensor([1., 2., 3.], requires_grad=True, device=device)
+    (x ** 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3, 12, 27])
+    g, = tg.grad((x ** 3).sum(), [x], create_graph=True)
+    gg, = tg.grad(g.sum(), [x])
+    np.testing.assert_allclose(gg.numpy(), [6, 12, 18])
+    # The same, written in one line as in the issue.
+    np.testing.assert_allclose(
+        tg.grad(tg.grad((x ** 3).sum(), [x], create_graph=True)[0].sum(), [x])[0].numpy(),
+        6 * x.numpy())
+
+
+# ---- graph shapes ------------------------------------------------------------------------
+def test_value_used_twice(device):
+    x = _t([1.0, -2.0, 3.0], device)
+    ((x + x) * x).sum().backward()               # d/dx 2x^2 = 4x
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, -8.0, 12.0])
+
+
+def test_diamond(device):
+    x = _t([0.5, 1.5], device)
+    a = x * 3
+    b = a.exp()
+    c = a.sin()
+    (b * c).sum().backward()
+    xv = x.numpy()
+    want = 3 * np.exp(3 * xv) * (np.sin(3 * xv) + np.cos(3 * xv))
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12)
+
+
+def test_same_tensor_twice_in_one_op(device):
+    x = _t([2.0, 3.0], device)
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 6.0])
+    y = _t([2.0], device)
+    tg.concatenate([y, y, y]).sum().backward()
+    np.testing.assert_allclose(y.grad.numpy(), [3.0])
+
+
+def test_long_chain_needs_no_recursion():
+    """10,000 ops: the sweep and the graph's garbage collection stay iterative."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # the default: an accidental recursion would blow it
+    try:
+        x = _t([1.0, 2.0])
+        y = x
+        for _ in range(10_000):
+            y = y * 1.0001
+        y.sum().backward(retain_graph=True)
+        np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 10_000] * 2, rtol=1e-9)
+        g, = tg.grad(y.sum(), [x], create_graph=True)  # a 10,000-op gradient graph too
+        np.testing.assert_allclose(g.numpy(), x.grad.numpy())
+        del y, g
+        gc.collect()
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+# ---- freeing and retaining ---------------------------------------------------------------
+def test_backward_twice_needs_retain_graph(device):
+    x = _t([1.0, 2.0], device)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 8.0])   # accumulated twice
+    with pytest.raises(RuntimeError, match="freed") as info:
+        y.backward()
+    assert "retain_graph" in str(info.value)
+
+
+def test_freed_graph_error_also_for_tg_grad():
+    x = _t([1.0, 2.0])
+    y = (x.exp() * 2).sum()
+    tg.grad(y, [x])
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        tg.grad(y, [x])
+
+
+def test_backward_accumulates_into_grad(device):
+    x = _t([1.0, 2.0], device)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3 + 2, 3 + 4])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_leaf_grads_are_own_writeable_arrays(device):
+    """.grad never aliases another tensor's .grad, the caller's upstream grad, or a
+    read-only broadcast view, so optimisers may update it in place."""
+    a, b = _t([1.0, 2.0], device), _t([3.0, 4.0], device)
+    (a + b).sum().backward()
+    assert a.grad is not b.grad
+    a.grad.data *= 2            # in place: must neither fail nor touch b.grad
+    np.testing.assert_allclose(b.grad.numpy(), [1.0, 1.0])
+    up = tg.tensor(np.ones(2), device=device)
+    c = _t([1.0, 2.0], device)
+    (c * 1).backward(up)
+    c.grad.data += 1
+    np.testing.assert_allclose(up.numpy(), [1.0, 1.0])
+
+
+# ---- grad modes --------------------------------------------------------------------------
+def test_no_grad_context_builds_nothing(device):
+    x = _t([1.0, 2.0], device)
+    with tg.no_grad():
+        y = (x * 2).exp()
+        assert not tg.is_grad_enabled()
+    assert tg.is_grad_enabled()
+    assert not y.requires_grad and y.grad_fn is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+
+
+def test_no_grad_decorator_and_enable_grad():
+    x = _t([1.0, 2.0])
+
+    @tg.no_grad()
+    def f(t):
+        return t * 2
+
+    y = f(x)
+    assert not y.requires_grad and y.grad_fn is None
+    assert tg.is_grad_enabled()
+    with tg.no_grad():
+        with tg.enable_grad():
+            assert (x * 2).requires_grad
+        assert not (x * 2).requires_grad
+    with tg.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+
+
+def test_grad_mode_restored_after_an_exception_and_on_reuse():
+    ctx = tg.no_grad()
+    with pytest.raises(ZeroDivisionError):
+        with ctx:
+            1 / 0
+    assert tg.is_grad_enabled()
+    with ctx:
+        with ctx:   # one instance entered twice
+            pass
+        assert not tg.is_grad_enabled()
+    assert tg.is_grad_enabled()
+
+
+# ---- what requires grad, and which grads are kept --------------------------------------
+def test_requires_grad_propagation(device):
+    x = _t([1.0], device)
+    c = _t([2.0], device, requires_grad=False)
+    assert (x * c).requires_grad and not (c * c).requires_grad
+    assert (x * c).grad_fn is not None and (c * 2).grad_fn is None
+    assert x.is_leaf and not (x * c).is_leaf
+    z = c * 2
+    z.requires_grad_()
+    (z * x).sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), [1.0])
+
+
+def test_non_leaf_grads_are_not_kept_unless_retained(device):
+    x = _t([1.0, 2.0], device)
+    h = x * 3
+    k = (x * 2).retain_grad()
+    (h * k).sum().backward()
+    assert h.grad is None
+    np.testing.assert_allclose(k.grad.numpy(), 3 * x.numpy())
+    np.testing.assert_allclose(x.grad.numpy(), 12 * x.numpy())
+
+
+def test_constant_input_gets_no_grad():
+    x = _t([1.0, 2.0])
+    c = _t([5.0, 6.0], requires_grad=False)
+    (x * c).sum().backward()
+    assert c.grad is None
+
+
+def test_detach(device):
+    x = _t([1.0, 2.0], device)
+    d = (x * 2).detach()
+    assert not d.requires_grad and d.is_leaf
+    np.testing.assert_array_equal(d.numpy(), [2.0, 4.0])
+    (x * d).sum().backward()                 # d is a constant: grad is d, not 4x
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+
+def test_integer_tensors_cannot_require_grad():
+    with pytest.raises(TypeError, match="int64"):
+        tg.tensor([1, 2], requires_grad=True)
+    with pytest.raises(TypeError, match="floating"):
+        tg.tensor([1, 2]).requires_grad_()
+    with pytest.raises(TypeError):
+        tg.zeros(2, dtype=tg.int32, requires_grad=True)
+    i = tg.tensor([1, 2])
+    assert not (i * 2).requires_grad and not (_t([1.0, 1.0]) > 0).requires_grad
+
+
+# ---- higher order and tg.grad -----------------------------------------------------------
+def test_second_derivative_of_cube(device):
+    x = _t([1.0, -2.0, 0.5], device)
+    g, = tg.grad((x ** 3).sum(), [x], create_graph=True)
+    np.testing.assert_allclose(g.numpy(), 3 * x.numpy() ** 2)
+    assert g.requires_grad
+    h, = tg.grad(g.sum(), [x])
+    np.testing.assert_allclose(h.numpy(), 6 * x.numpy())
+
+
+def test_third_derivative_of_fourth_power(device):
+    x = _t([1.0, -2.0, 0.5], device)
+    g1, = tg.grad((x ** 4).sum(), [x], create_graph=True)
+    g2, = tg.grad(g1.sum(), [x], create_graph=True)
+    g3, = tg.grad(g2.sum(), [x])
+    np.testing.assert_allclose(g2.numpy(), 12 * x.numpy() ** 2)
+    np.testing.assert_allclose(g3.numpy(), 24 * x.numpy())
+
+
+def test_backward_with_create_graph_gives_differentiable_grad():
+    x = _t([1.5, 2.0])
+    (x ** 3).sum().backward(create_graph=True)
+    g = x.grad
+    assert g.requires_grad
+    h, = tg.grad(g.sum(), [x])
+    np.testing.assert_allclose(h.numpy(), 6 * x.numpy())
+
+
+def _numeric_hvp(f, x, v, eps=1e-5):
+    """(grad f(x + eps v) - grad f(x - eps v)) / (2 eps), from first derivatives."""
+    def gradient(at):
+        t = tg.tensor(at, requires_grad=True)
+        return tg.grad(f(t), [t])[0].numpy()
+    return (gradient(x + eps * v) - gradient(x - eps * v)) / (2 * eps)
+
+
+_W = np.linspace(-1, 1, 12).reshape(3, 4)
+_C = np.arange(6.0).reshape(2, 3)
+
+
+@pytest.mark.parametrize("name, f", [
+    ("matmul-tanh", lambda x: ((x.reshape(2, 3) @ tg.tensor(_W)).tanh() ** 2).sum()),
+    ("softmax", lambda x: (x.reshape(2, 3).softmax(axis=-1) * tg.tensor(_C)).sum()),
+    ("log_softmax-matmul", lambda x: (x.reshape(3, 2) @ x.reshape(2, 3)).log_softmax(0)[0].sum()),
+])
+def test_hessian_vector_products(name, f):
+    rng = np.random.default_rng(3)
+    xv, v = rng.normal(size=6), rng.normal(size=6)
+    x = tg.tensor(xv, requires_grad=True)
+    g, = tg.grad(f(x), [x], create_graph=True)
+    hv, = tg.grad(g, [x], grad_outputs=tg.tensor(v))
+    np.testing.assert_allclose(hv.numpy(), _numeric_hvp(f, xv, v), rtol=1e-6, atol=1e-8)
+    # Through (g * v).sum(), the same product.
+    g, = tg.grad(f(x), [x], create_graph=True)
+    hv2, = tg.grad((g * tg.tensor(v)).sum(), [x])
+    np.testing.assert_allclose(hv2.numpy(), hv.numpy(), rtol=1e-12)
+
+
+def test_tg_grad_leaves_dot_grad_alone(device):
+    x = _t([1.0, 2.0], device)
+    h = (x * 2).retain_grad()
+    g, = tg.grad((h * x).sum(), [x])
+    np.testing.assert_allclose(g.numpy(), 4 * x.numpy())
+    assert x.grad is None and h.grad is None
+    x.grad = tg.tensor(np.array([7.0, 7.0]))
+    tg.grad((x * x).sum(), x)
+    np.testing.assert_array_equal(x.grad.numpy(), [7.0, 7.0])
+
+
+def test_tg_grad_with_respect_to_a_non_leaf():
+    x = _t([1.0, 2.0])
+    h = x * 3
+    y = (h * h).sum()
+    gh, gx = tg.grad(y, [h, x])
+    np.testing.assert_allclose(gh.numpy(), 2 * h.numpy())
+    np.testing.assert_allclose(gx.numpy(), 18 * x.numpy())
+
+
+def test_tg_grad_allow_unused():
+    x, u = _t([1.0]), _t([2.0])
+    with pytest.raises(RuntimeError, match="allow_unused"):
+        tg.grad((x * 2).sum(), [x, u])
+    gx, gu = tg.grad((x * 2).sum(), [x, u], allow_unused=True)
+    assert gu is None
+    np.testing.assert_allclose(gx.numpy(), [2.0])
+
+
+def test_tg_grad_several_outputs_and_grad_outputs():
+    x = _t([1.0, 2.0])
+    a, b = x * 2, x ** 2
+    ga, = tg.grad([a, b], [x], grad_outputs=[tg.tensor(np.ones(2)), tg.tensor(np.full(2, 3.0))])
+    np.testing.assert_allclose(ga.numpy(), 2 + 3 * 2 * x.numpy())
+
+
+def test_tg_grad_of_a_second_derivative_keeps_first_graph_only_if_asked():
+    x = _t([2.0])
+    y = (x ** 3).sum()
+    g, = tg.grad(y, [x], create_graph=True)   # retain_graph defaults to create_graph
+    g2, = tg.grad(y, [x])
+    np.testing.assert_allclose(g2.numpy(), g.numpy())

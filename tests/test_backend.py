@@ -1,0 +1,165 @@
+"""Backends: the CUDA probe, device strings, errors that say how to fix them, and
+keeping cupy out of the import of tinygrad_cnn."""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import backend as backend_module
+from tinygrad_cnn.backend import DeviceError, NumpyBackend
+
+PACKAGE = pathlib.Path(tg.__file__).parent
+REPO = PACKAGE.parent
+
+
+def _run(code):
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_backends_lists_cpu_and_cuda_with_reasons():
+    rows = {r["device"]: r for r in tg.backends()}
+    assert rows["cpu"]["usable"] is True and "numpy" in rows["cpu"]["reason"]
+    usable, reason = tg.cuda_status()
+    assert rows["cuda"]["usable"] is usable and rows["cuda"]["reason"] == reason
+    assert isinstance(reason, str) and reason
+    for row in rows.values():
+        assert set(row) == {"device", "usable", "reason"}
+
+
+def test_cuda_status_is_cached():
+    assert tg.cuda_status() is tg.cuda_status()
+    assert backend_module.cuda_status.cache_info().hits >= 1
+
+
+def test_cpu_backend():
+    b = tg.get_backend("cpu")
+    assert b is tg.get_backend(None) is tg.get_backend(" CPU ") and b.xp is np
+    assert b.device == "cpu" and tg.tensor([1.0]).device == "cpu"
+    assert b.describe()["device"] == "cpu"
+    assert b.is_array(np.zeros(1)) and not b.is_array([0.0])
+    a = np.zeros(3)
+    b.scatter_add(a, np.array([0, 0, 2]), np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(a, [3.0, 0.0, 3.0])
+    v = b.as_strided(np.arange(4.0), (3, 2), (8, 8))
+    np.testing.assert_array_equal(v, [[0, 1], [1, 2], [2, 3]])
+    assert not v.flags.writeable
+
+
+@pytest.mark.parametrize("name", ["gpu", "tpu:0", "cuda:x", "", "cpu:zero"])
+def test_unknown_device_string_errors(name):
+    with pytest.raises(DeviceError, match=r"unknown device .*expected one of.*cpu.*cuda"):
+        tg.get_backend(name)
+    with pytest.raises(DeviceError):
+        tg.tensor([1.0], device=name)
+
+
+def test_device_must_be_a_string():
+    with pytest.raises(DeviceError, match="string"):
+        tg.get_backend(0)
+
+
+def test_asking_for_cuda_without_a_gpu_says_what_is_missing():
+    usable, reason = tg.cuda_status()
+    if usable:
+        pytest.skip("a CUDA GPU is usable here")
+    for device in ("cuda", "cuda:0", "cuda:1"):
+        with pytest.raises(DeviceError) as info:
+            tg.zeros(2, device=device)
+        msg = str(info.value)
+        assert "not available" in msg and reason in msg
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        # No cupy: the message says so and how to install it.
+        assert "cupy is not installed" in reason
+        assert 'pip install "tinygrad_cnn[cuda]"' in reason
+    else:
+        # cupy present but no usable GPU (the dev machine): it says which.
+        assert re.search(r"cupy \S+ is installed but (no CUDA GPU is usable|found no CUDA GPU)",
+                         reason), reason
+        assert "NVIDIA GPU" in reason and "device='cpu'" in reason
+    with pytest.raises(DeviceError):
+        tg.tensor([1.0]).to("cuda")
+
+
+def test_cuda_probe_without_cupy_gives_the_install_hint():
+    """Run the probe in a fresh interpreter where cupy cannot be imported."""
+    out = _run("import sys; sys.modules['cupy'] = None\n"
+               "import tinygrad_cnn as tg\n"
+               "print(tg.cuda_status())\n"
+               "try:\n"
+               "    tg.zeros(1, device='cuda')\n"
+               "except tg.DeviceError as e:\n"
+               "    print('DeviceError:', e)\n")
+    assert out.returncode == 0, out.stderr
+    assert "(False, 'cupy is not installed" in out.stdout
+    assert 'pip install "tinygrad_cnn[cuda]"' in out.stdout
+    assert "DeviceError: device 'cuda:0' is not available: cupy is not installed" in out.stdout
+
+
+def test_import_works_with_cupy_unimportable():
+    out = _run("import sys; sys.modules['cupy'] = None\n"
+               "import tinygrad_cnn as tg\n"
+               "x = tg.tensor([1.0, 2.0], requires_grad=True)\n"
+               "(x * x).sum().backward()\n"
+               "print(x.grad.tolist(), [r['device'] for r in tg.backends()])\n")
+    assert out.returncode == 0, out.stderr
+    assert "[2.0, 4.0] ['cpu', 'cuda']" in out.stdout
+
+
+def test_importing_does_not_import_cupy():
+    out = _run("import sys, tinygrad_cnn, tinygrad_cnn.gradcheck\n"
+               "x = tinygrad_cnn.tensor([1.0]) * 2\n"
+               "print('cupy' in sys.modules, 'cupyx' in sys.modules)\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_only_backend_module_imports_cupy():
+    pattern = re.compile(r"^\s*(import\s+cupy|from\s+cupy)", re.MULTILINE)
+    offenders = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+                 if pattern.search(p.read_text()) and p.name != "backend.py"]
+    assert offenders == []
+    assert pattern.search((PACKAGE / "backend.py").read_text())
+
+
+def test_default_device_from_environment(monkeypatch):
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "cpu")
+    assert tg.tensor([1.0]).device == "cpu"
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "auto")
+    assert tg.tensor([1.0]).device == ("cuda:0" if tg.cuda_status()[0] else "cpu")
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "abacus")
+    with pytest.raises(DeviceError, match="TINYGRAD_CNN_DEVICE"):
+        tg.tensor([1.0])
+
+
+class _OtherHost(NumpyBackend):
+    """A second NumPy backend, to have two devices without a GPU."""
+
+
+@pytest.fixture
+def other_device():
+    name = "testhost"
+    tg.register_backend(name, _OtherHost())
+    yield name
+    backend_module._BACKENDS.pop(name, None)
+
+
+def test_registered_backend_is_a_device(other_device):
+    t = tg.tensor([1.0, 2.0], requires_grad=True, device=other_device)
+    assert t.device == other_device and (t * 2).device == other_device
+    assert any(r["device"] == other_device and r["usable"] for r in tg.backends())
+    # Moving between devices is differentiable; the gradient comes back.
+    c = t.to("cpu")
+    assert c.device == "cpu"
+    (c * 3).sum().backward()
+    assert t.grad.device == other_device
+    np.testing.assert_array_equal(t.grad.numpy(), [3.0, 3.0])
+    assert tg.tensor(c, device=other_device).device == other_device

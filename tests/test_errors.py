@@ -1,0 +1,252 @@
+"""Bad input gets a clear error that names what was wrong (shapes, dtypes, devices)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import backend as backend_module
+from tinygrad_cnn.backend import DeviceError, NumpyBackend
+
+
+@pytest.mark.parametrize("op", [
+    lambda x, y: x + y, lambda x, y: x - y, lambda x, y: x * y, lambda x, y: x / y,
+    lambda x, y: x ** y, lambda x, y: x.maximum(y), lambda x, y: x.minimum(y),
+    lambda x, y: tg.where(x > 0, x, y), lambda x, y: x < y,
+], ids=["add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "less"])
+def test_incompatible_shapes_name_both(op):
+    x, y = tg.ones(2, 3), tg.ones(4)
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(4,\)"):
+        op(x, y)
+
+
+@pytest.mark.parametrize("xs, ys", [((2, 3), (4, 5)), ((3,), (4,)), ((2, 3), (2,)),
+                                    ((3,), (2, 4)), ((5, 2, 3), (5, 4, 1))])
+def test_matmul_inner_dimension_mismatch(xs, ys):
+    with pytest.raises(ValueError, match=r"matmul: inner dimensions") as info:
+        tg.ones(*xs) @ tg.ones(*ys)
+    assert str(xs) in str(info.value) and str(ys) in str(info.value)
+
+
+def test_matmul_batch_and_0d_errors():
+    with pytest.raises(ValueError, match=r"\(2,\) and \(3,\)"):
+        tg.ones(2, 2, 3) @ tg.ones(3, 3, 4)
+    with pytest.raises(ValueError, match="at least one dimension"):
+        tg.tensor(2.0) @ tg.ones(2)
+
+
+def test_backward_on_a_non_scalar_needs_a_grad():
+    y = tg.ones(2, 3, requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match=r"\(2, 3\).*pass grad"):
+        y.backward()
+    with pytest.raises(RuntimeError, match="grad"):
+        tg.grad(y, [y])
+
+
+def test_backward_with_a_grad_of_the_wrong_shape():
+    x = tg.ones(2, 3, requires_grad=True)
+    y = x * 2
+    with pytest.raises(ValueError, match=r"grad has shape \(3, 2\).*\(2, 3\)"):
+        y.backward(tg.ones(3, 2))
+    with pytest.raises(ValueError, match=r"\(6,\).*\(2, 3\)"):
+        tg.grad(y, [x], grad_outputs=tg.ones(6))
+
+
+def test_backward_on_a_tensor_without_grad():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        tg.ones(2).sum().backward()
+    with pytest.raises(RuntimeError, match=r"input of shape \(2,\) does not require grad"):
+        tg.grad(tg.ones(2, requires_grad=True).sum(), [tg.ones(2)])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: tg.tensor([1, 2], requires_grad=True),
+    lambda: tg.tensor(np.array([1, 2], dtype=np.int32), requires_grad=True),
+    lambda: tg.tensor([True], requires_grad=True),
+    lambda: tg.arange(3, requires_grad=True),
+], ids=["int64", "int32", "bool", "arange"])
+def test_requires_grad_on_an_integer_tensor(make):
+    with pytest.raises(TypeError, match=r"only floating-point tensors can require gradients.*"
+                                        r"(int|bool)"):
+        make()
+
+
+def test_unknown_device_and_dtype():
+    with pytest.raises(DeviceError, match=r"unknown device 'gpu'"):
+        tg.tensor([1.0], device="gpu")
+    with pytest.raises(DeviceError, match=r"unknown device"):
+        tg.ones(1).to("npu")
+    with pytest.raises(TypeError, match="dtype"):
+        tg.tensor([1.0], dtype="complex64")
+    with pytest.raises(TypeError, match="dtype"):
+        tg.tensor(["a", "b"])
+    with pytest.raises(TypeError, match="unknown dtype"):
+        tg.zeros(2, dtype="float33")
+
+
+class _SecondHost(NumpyBackend):
+    """Another NumPy backend, registered under its own device name."""
+
+
+@pytest.fixture
+def second_device():
+    name = "hostb"
+    tg.register_backend(name, _SecondHost())
+    yield name
+    backend_module._BACKENDS.pop(name, None)
+
+
+@pytest.mark.parametrize("op", [
+    lambda x, y: x + y, lambda x, y: x @ y, lambda x, y: tg.stack([x, y]),
+    lambda x, y: tg.where(x > 0, x, y), lambda x, y: x < y, lambda x, y: x[y.astype("int64")],
+], ids=["add", "matmul", "stack", "where", "less", "index"])
+def test_mixing_devices_names_both(op, second_device):
+    x = tg.ones(3, requires_grad=True)
+    y = tg.ones(3, device=second_device)
+    with pytest.raises(DeviceError, match=rf"different devices: (cpu and {second_device}|"
+                                          rf"{second_device} and cpu).*\.to\(device\)"):
+        op(x, y)
+
+
+def test_backward_grad_on_another_device(second_device):
+    x = tg.ones(2, requires_grad=True)
+    with pytest.raises(DeviceError, match=second_device):
+        (x * 2).backward(tg.ones(2, device=second_device))
+
+
+@pytest.mark.parametrize("index", [5, -6, (0, 7), [0, 5], ([1], [9]), np.array([[4, 1]])],
+                         ids=["int", "neg-int", "second-axis", "array", "arrays", "array-2d"])
+def test_out_of_range_integer_index(index):
+    x = tg.ones(4, 5)
+    if isinstance(index, int):
+        x = tg.ones(5)
+    with pytest.raises(IndexError, match=r"(out of|out of bounds|range).*") as info:
+        x[index]
+    assert str(x.shape) in str(info.value)
+
+
+def test_bad_boolean_mask_shape():
+    with pytest.raises(IndexError, match=r"boolean index of shape \(3,\)"):
+        tg.ones(4, 5)[np.array([True, False, True])]
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: x.sum(axis=3), lambda x: x.mean(axis=-4), lambda x: x.max(dim=5),
+    lambda x: x.var(axis=(0, 3)), lambda x: x.softmax(axis=3), lambda x: x.logsumexp(axis=-4),
+    lambda x: x.squeeze(7), lambda x: x.unsqueeze(5), lambda x: x.swapaxes(0, 3),
+    lambda x: x.permute(0, 1, 3), lambda x: x.transpose(0, 3), lambda x: x.argmax(axis=3),
+    lambda x: tg.concatenate([x, x], axis=3), lambda x: tg.stack([x, x], axis=5),
+    lambda x: x.split(2, axis=3), lambda x: x.flatten(0, 3),
+], ids=["sum", "mean", "max", "var", "softmax", "logsumexp", "squeeze", "unsqueeze",
+        "swapaxes", "permute", "transpose", "argmax", "concatenate", "stack", "split",
+        "flatten"])
+def test_bad_axis(call):
+    with pytest.raises(ValueError, match=r"axis .* out of range|not a permutation"):
+        call(tg.ones(2, 3, 4))
+
+
+def test_bad_axis_on_a_0d_tensor():
+    s = tg.tensor(1.0)
+    assert s.sum(axis=0).item() == 1.0 and s.sum(axis=-1).item() == 1.0   # as PyTorch
+    with pytest.raises(ValueError, match="out of range"):
+        s.sum(axis=1)
+
+
+def test_other_axis_errors():
+    x = tg.ones(2, 3)
+    with pytest.raises(ValueError, match="repeated axis"):
+        x.sum(axis=(1, -1))
+    with pytest.raises(TypeError, match="axis must be an int"):
+        x.sum(axis=1.5)
+    with pytest.raises(TypeError, match="either axis or dim"):
+        x.sum(axis=0, dim=1)
+    with pytest.raises(ValueError, match=r"axis 0 of shape \(2, 3\) has size 2"):
+        x.squeeze(0)
+
+
+def test_shape_op_errors():
+    x = tg.ones(2, 3)
+    with pytest.raises(ValueError, match=r"cannot reshape a tensor of shape \(2, 3\)"):
+        x.reshape(4, 2)
+    with pytest.raises(ValueError, match="only one dimension can be -1"):
+        x.reshape(-1, -1)
+    with pytest.raises(ValueError, match=r"cannot broadcast a tensor of shape \(2, 3\) to"):
+        x.broadcast_to(3, 3)
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\) and \(2, 4\)"):
+        tg.concatenate([x, tg.ones(2, 4)], axis=0)
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(3, 2\)"):
+        tg.stack([x, tg.ones(3, 2)])
+    with pytest.raises(ValueError, match="equal sections"):
+        x.split(2, axis=1)
+    with pytest.raises(ValueError, match="widths must be >= 0"):
+        x.pad(-1)
+    with pytest.raises(ValueError, match="at least one tensor"):
+        tg.concatenate([])
+    with pytest.raises(ValueError, match="empty"):
+        tg.ones(0).max()
+
+
+def test_function_with_a_wrong_gradient_shape_is_reported():
+    class Bad(tg.Function):
+        """y = x, with a backward of the wrong shape."""
+
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, grad_out):
+            return grad_out.sum()
+
+    x = tg.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"Bad.backward returned a gradient of shape \(\) "
+                                           r"for an input of shape \(3,\)"):
+        Bad.apply(x).sum().backward()
+
+
+def test_pad_and_sum_to_shape_errors():
+    with pytest.raises(ValueError, match=r"pad_width .* shape \(2,\)"):
+        tg.ones(2).pad(((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) cannot be summed to \(2,\)"):
+        tg.ones(2, 3).sum_to((2,))
+    assert tg.ones(2, 3).sum_to((1, 3)).tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_function_backward_must_return_one_tensor_per_input():
+    class TooFew(tg.Function):
+        """z = x + y, whose backward forgets y."""
+
+        def forward(self, x, y):
+            return x + y
+
+        def backward(self, grad_out):
+            return grad_out
+
+    class RawArray(tg.Function):
+        """y = x, whose backward returns a raw array."""
+
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, grad_out):
+            return grad_out.data
+
+    class TooMany(RawArray):
+        """y = x, whose backward returns two gradients for one input."""
+
+        def backward(self, grad_out):
+            return grad_out, grad_out
+
+    class OptionalNone(RawArray):
+        """y = x; a trailing None for an optional input that was not given is fine."""
+
+        def backward(self, grad_out):
+            return grad_out, None
+
+    x, y = tg.ones(2, requires_grad=True), tg.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"TooFew.backward returned 1 gradient\(s\) for 2"):
+        TooFew.apply(x, y).sum().backward()
+    with pytest.raises(RuntimeError, match=r"TooMany.backward returned 2 gradient\(s\) for 1"):
+        TooMany.apply(x).sum().backward()
+    OptionalNone.apply(x).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match=r"RawArray.backward must return Tensors.*ndarray"):
+        RawArray.apply(x).sum().backward()

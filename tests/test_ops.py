@@ -1,0 +1,748 @@
+"""The core op set, as one table of cases run through one test per concern.
+
+Every case names a tensor function, the NumPy function it must match, and
+how to draw its inputs.  Each case is checked
+
+* (a) by ``gradcheck`` in float64 (``test_gradcheck_op``),
+* (b) forward against NumPy in float32 and float64 (``test_forward_matches_numpy``),
+* (c) by ``gradgradcheck``, second derivatives included (``test_gradgradcheck_op``),
+
+on every device of ``conftest.DEVICES``.  Inputs of kinked ops (relu, abs,
+clip, maximum, max/min) are drawn well away from kinks and ties, since a
+finite difference across a kink measures neither slope.
+
+The end of the file tests tensor basics: dtype rules, host copies, factories
+and comparisons.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import gradcheck, gradgradcheck
+
+
+# ---- input samplers: rng -> float64 host array ---------------------------------------
+def R(*shape, scale=2.0):
+    """Uniform in [-scale, scale] (smooth ops)."""
+    return lambda rng: rng.uniform(-scale, scale, shape)
+
+
+def P(*shape):
+    """Positive, away from 0 (log, sqrt, division, pow bases)."""
+    return lambda rng: rng.uniform(0.5, 2.0, shape)
+
+
+def A(*shape, at=0.0):
+    """Away from the kink at ``at`` by at least 0.2 (relu, abs, divisors)."""
+    return lambda rng: at + rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 2.0, shape)
+
+
+def D(*shape):
+    """All values distinct, at least 0.2 apart (max/min without ties)."""
+    def draw(rng):
+        n = int(np.prod(shape))
+        return ((rng.permutation(n) - n / 2) * 0.25 + rng.uniform(0, 0.05, n)).reshape(shape)
+    return draw
+
+
+def AWAY_FROM(*shape, points):
+    """Uniform in [-2, 2] but at least 0.1 from each of ``points`` (clip bounds)."""
+    def draw(rng):
+        x = rng.uniform(-2, 2, shape)
+        for p in points:
+            near = np.abs(x - p) < 0.1
+            x[near] += np.where(x[near] >= p, 0.2, -0.2)
+        return x
+    return draw
+
+
+def T(sampler):
+    """The same values laid out as the transpose of a contiguous array (non-contiguous)."""
+    return lambda rng: np.ascontiguousarray(sampler(rng).T).T
+
+
+def PAIR_APART(shape_x, shape_y):
+    """x and y (broadcastable) with |x - y| >= 0.2 everywhere (maximum/minimum)."""
+    def draw(rng):
+        y = rng.uniform(-2, 2, shape_y)
+        gap = rng.choice([-1.0, 1.0], shape_x) * rng.uniform(0.2, 1.0, shape_x)
+        out = np.broadcast_shapes(shape_x, shape_y)
+        x = np.broadcast_to(y, out) + np.broadcast_to(gap, out)
+        assert x.shape == shape_x, "PAIR_APART needs x of the full shape"
+        return [x, y]
+    return draw
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    fn: Callable            # tensors -> tensor (or tuple/list of tensors)
+    ref: Callable           # NumPy arrays -> array (or tuple/list)
+    inputs: tuple           # samplers: rng -> array (or a list of related arrays)
+    gc: dict = field(default_factory=dict)  # extra gradcheck arguments
+
+    def arrays(self):
+        """The case's inputs as float64 host arrays, the same on every run."""
+        rng = np.random.default_rng(zlib.crc32(self.id.encode()))
+        out = []
+        for sample in self.inputs:
+            drawn = sample(rng)  # a sampler may draw several related inputs (a list)
+            out.extend(drawn if isinstance(drawn, list) else [drawn])
+        return out
+
+
+CASES: list[Case] = []
+
+
+def case(id, fn, ref, *inputs, **gc):
+    CASES.append(Case(id, fn, ref, inputs, gc))
+
+
+# ---- arithmetic --------------------------------------------------------------------
+_BINARY = {
+    "add": (lambda x, y: x + y, np.add),
+    "sub": (lambda x, y: x - y, np.subtract),
+    "mul": (lambda x, y: x * y, np.multiply),
+    "div": (lambda x, y: x / y, np.divide),
+}
+for _name, (_op, _np_op) in _BINARY.items():
+    # Divisors stay away from 0; other ops take any values.
+    _Y = A if _name == "div" else R
+    case(_name, _op, _np_op, R(3, 4), _Y(3, 4))
+    case(f"{_name}-bcast-left", _op, _np_op, R(4), _Y(3, 4))         # x broadcast
+    case(f"{_name}-bcast-right", _op, _np_op, R(2, 3, 4), _Y(3, 1))  # y broadcast
+    case(f"{_name}-bcast-both", _op, _np_op, R(3, 1), _Y(1, 4))
+    case(f"{_name}-0d-left", _op, _np_op, R(), _Y(2, 3))
+    case(f"{_name}-0d-right", _op, _np_op, R(2, 3), _Y())
+    case(f"{_name}-0d-both", _op, _np_op, R(), _Y())
+    case(f"{_name}-noncontig", _op, _np_op, T(R(3, 4)), T(_Y(3, 4)))
+    # A Python scalar on either side (default arguments bind this iteration's op).
+    case(f"{_name}-scalar-right", lambda x, op=_op: op(x, 1.5), lambda a, op=_np_op: op(a, 1.5),
+         R(3, 4))
+    case(f"{_name}-scalar-left", lambda x, op=_op: op(-1.5, x), lambda a, op=_np_op: op(-1.5, a),
+         _Y(3, 4))
+
+case("neg", lambda x: -x, np.negative, R(3, 4))
+case("neg-0d", lambda x: -x, np.negative, R())
+case("pow-int", lambda x: x ** 3, lambda a: a ** 3, R(3, 4))
+case("pow-float", lambda x: x ** 2.5, lambda a: a ** 2.5, P(3, 4))
+case("pow-negative", lambda x: x ** -1.5, lambda a: a ** -1.5, P(3, 4))
+case("pow-0d", lambda x: x ** 2, lambda a: a ** 2, R())
+case("pow-scalar-base", lambda x: 2.0 ** x, lambda a: 2.0 ** a, R(3, 4))
+case("pow-tensors", lambda x, y: x ** y, np.power, P(3, 4), R(3, 4))
+case("pow-tensors-bcast", lambda x, y: x ** y, np.power, P(3, 1), R(4))
+
+# ---- matmul ------------------------------------------------------------------------
+_mm = (lambda x, y: x @ y, np.matmul)
+case("matmul-1d-1d", *_mm, R(3), R(3))
+case("matmul-1d-2d", *_mm, R(3), R(3, 4))
+case("matmul-2d-1d", *_mm, R(3, 4), R(4))
+case("matmul-2d", *_mm, R(2, 3), R(3, 4))
+case("matmul-batched", *_mm, R(2, 3, 4), R(2, 4, 2))
+case("matmul-batched-bcast", *_mm, R(2, 1, 2, 3), R(3, 3, 2))  # -> (2, 3, 2, 2)
+case("matmul-batched-2d", *_mm, R(2, 2, 3), R(3, 2))
+case("matmul-batched-1d-right", *_mm, R(2, 3, 4), R(4))
+case("matmul-batched-1d-left", *_mm, R(4), R(2, 4, 3))
+case("matmul-noncontig", *_mm, T(R(3, 4)), T(R(4, 2)))
+case("matmul-method", lambda x, y: x.matmul(y), np.matmul, R(2, 3), R(3, 2))
+
+# ---- elementwise functions -----------------------------------------------------------
+def _sigmoid(a):
+    return 1 / (1 + np.exp(-a))
+
+
+case("exp", lambda x: x.exp(), np.exp, R(3, 4))
+case("exp-0d", lambda x: x.exp(), np.exp, R())
+case("log", lambda x: x.log(), np.log, P(3, 4))
+case("sqrt", lambda x: x.sqrt(), np.sqrt, P(3, 4))
+case("abs", lambda x: x.abs(), np.abs, A(3, 4))
+case("abs-builtin", lambda x: abs(x), np.abs, A(2, 3))
+case("sin", lambda x: x.sin(), np.sin, R(3, 4))
+case("cos", lambda x: x.cos(), np.cos, R(3, 4))
+case("tanh", lambda x: x.tanh(), np.tanh, R(3, 4))
+case("tanh-noncontig", lambda x: x.tanh(), np.tanh, T(R(3, 4)))
+case("sigmoid", lambda x: x.sigmoid(), _sigmoid, R(3, 4, scale=6.0))
+case("relu", lambda x: x.relu(), lambda a: np.maximum(a, 0), A(3, 4))
+case("leaky_relu", lambda x: x.leaky_relu(0.1), lambda a: np.where(a > 0, a, 0.1 * a), A(3, 4))
+case("leaky_relu-default", lambda x: x.leaky_relu(), lambda a: np.where(a > 0, a, 0.01 * a),
+     A(3, 4))
+case("maximum", lambda x, y: x.maximum(y), np.maximum, PAIR_APART((3, 4), (3, 4)))
+case("maximum-bcast", lambda x, y: x.maximum(y), np.maximum, PAIR_APART((3, 4), (4,)))
+case("maximum-scalar", lambda x: x.maximum(0.3), lambda a: np.maximum(a, 0.3), A(3, 4, at=0.3))
+case("minimum", lambda x, y: x.minimum(y), np.minimum, PAIR_APART((3, 4), (3, 4)))
+case("minimum-bcast", lambda x, y: x.minimum(y), np.minimum, PAIR_APART((3, 4), (1, 4)))
+case("minimum-scalar", lambda x: x.minimum(-0.3), lambda a: np.minimum(a, -0.3),
+     A(3, 4, at=-0.3))
+case("clip", lambda x: x.clip(-0.5, 0.8), lambda a: np.clip(a, -0.5, 0.8),
+     AWAY_FROM(4, 5, points=(-0.5, 0.8)))
+case("clip-min", lambda x: x.clip(min=-0.5), lambda a: np.clip(a, -0.5, None),
+     AWAY_FROM(4, 5, points=(-0.5,)))
+case("clip-max", lambda x: x.clamp(max=0.8), lambda a: np.clip(a, None, 0.8),
+     AWAY_FROM(4, 5, points=(0.8,)))
+
+_MASK = np.array([[True, False, True, True], [False, False, True, False],
+                  [True, True, False, True]])
+case("where", lambda x, y: tg.where(_MASK, x, y), lambda a, b: np.where(_MASK, a, b),
+     R(3, 4), R(3, 4))
+case("where-bcast", lambda x, y: tg.where(_MASK, x, y), lambda a, b: np.where(_MASK, a, b),
+     R(4), R(3, 1))
+case("where-scalar", lambda x: tg.where(tg.tensor(_MASK, device=x.device), x, 0.5),
+     lambda a: np.where(_MASK, a, 0.5), R(3, 4))
+case("where-float-cond", lambda x, y: tg.where(x > 0, x, y), lambda a, b: np.where(a > 0, a, b),
+     A(3, 4), R(3, 4))
+
+# ---- reductions --------------------------------------------------------------------
+# (kwargs for our method, kwargs for NumPy's function)
+_AXES = {
+    "all": ({}, {}),
+    "axis1": ({"axis": 1}, {"axis": 1}),
+    "axis-neg": ({"axis": -1}, {"axis": -1}),
+    "axis-tuple": ({"axis": (0, 2)}, {"axis": (0, 2)}),
+    "axis-tuple-neg": ({"axis": (-1, 0)}, {"axis": (-1, 0)}),
+    "keepdims": ({"axis": 1, "keepdims": True}, {"axis": 1, "keepdims": True}),
+    "keepdims-all": ({"keepdims": True}, {"keepdims": True}),
+    "dim": ({"dim": -2}, {"axis": -2}),
+}
+_REDUCTIONS = {
+    "sum": (np.sum, R, {}),
+    "mean": (np.mean, R, {}),
+    "var": (np.var, R, {"ddof": 1}),      # unbiased by default, as PyTorch
+    "std": (np.std, R, {"ddof": 1}),
+    "max": (np.max, D, {}),
+    "min": (np.min, D, {}),
+}
+for _name, (_np_red, _S, _np_extra) in _REDUCTIONS.items():
+    for _ax, (_kw, _np_kw) in _AXES.items():
+        case(f"{_name}-{_ax}", lambda x, n=_name, kw=_kw: getattr(x, n)(**kw),
+             lambda a, f=_np_red, kw={**_np_kw, **_np_extra}: f(a, **kw),
+             _S(2, 3, 4))
+    if _name not in ("var", "std"):  # (a 1-element variance is 0/0)
+        case(f"{_name}-0d", lambda x, n=_name: getattr(x, n)(), lambda a, f=_np_red: f(a),
+             _S())
+    case(f"{_name}-noncontig", lambda x, n=_name: getattr(x, n)(axis=0),
+         lambda a, f=_np_red, kw=_np_extra: f(a, axis=0, **kw), T(_S(3, 4)))
+case("var-correction0", lambda x: x.var(axis=1, correction=0), lambda a: np.var(a, axis=1),
+     R(3, 4))
+case("std-correction0", lambda x: x.std(correction=0), np.std, R(3, 4))
+case("max-row-vector", lambda x: x.max(axis=0), lambda a: np.max(a, axis=0), D(1, 5))
+
+# ---- shapes ------------------------------------------------------------------------
+case("reshape", lambda x: x.reshape(6, -1), lambda a: a.reshape(6, -1), R(2, 3, 4))
+case("reshape-tuple", lambda x: x.reshape((4, 6)), lambda a: a.reshape(4, 6), T(R(4, 6)))
+case("reshape-0d", lambda x: x.reshape(1, 1), lambda a: a.reshape(1, 1), R())
+case("view", lambda x: x.view(-1), lambda a: a.reshape(-1), R(2, 3))
+case("flatten", lambda x: x.flatten(), lambda a: a.reshape(-1), R(2, 3, 4))
+case("flatten-start", lambda x: x.flatten(1), lambda a: a.reshape(2, -1), R(2, 3, 4))
+case("flatten-range", lambda x: x.flatten(0, 1), lambda a: a.reshape(6, 4), R(2, 3, 4))
+case("transpose", lambda x: x.transpose(), np.transpose, R(2, 3, 4))
+case("transpose-T", lambda x: x.T, lambda a: a.T, R(3, 4))
+case("transpose-two-axes", lambda x: x.transpose(0, 2), lambda a: np.swapaxes(a, 0, 2),
+     R(2, 3, 4))
+case("transpose-two-axes-2d", lambda x: x.transpose(-2, -1), lambda a: a.T, R(3, 4))
+case("transpose-perm", lambda x: x.transpose(1, 2, 0), lambda a: np.transpose(a, (1, 2, 0)),
+     R(2, 3, 4))
+case("permute", lambda x: x.permute(2, 0, 1), lambda a: np.transpose(a, (2, 0, 1)),
+     R(2, 3, 4))
+case("permute-neg", lambda x: x.permute((-1, 0, 1)), lambda a: np.transpose(a, (2, 0, 1)),
+     R(2, 3, 4))
+case("swapaxes", lambda x: x.swapaxes(0, -1), lambda a: np.swapaxes(a, 0, -1), R(2, 3, 4))
+case("expand", lambda x: x.expand(2, -1, 4), lambda a: np.broadcast_to(a, (2, 3, 4)), R(3, 1))
+case("broadcast_to", lambda x: x.broadcast_to(3, 4), lambda a: np.broadcast_to(a, (3, 4)),
+     R(4))
+case("broadcast_to-0d", lambda x: x.broadcast_to((2, 3)), lambda a: np.broadcast_to(a, (2, 3)),
+     R())
+case("squeeze", lambda x: x.squeeze(), np.squeeze, R(1, 3, 1, 2))
+case("squeeze-axis", lambda x: x.squeeze(2), lambda a: np.squeeze(a, 2), R(1, 3, 1, 2))
+case("squeeze-dim-tuple", lambda x: x.squeeze(dim=(0, -2)), lambda a: np.squeeze(a, (0, 2)),
+     R(1, 3, 1, 2))
+case("unsqueeze", lambda x: x.unsqueeze(0), lambda a: np.expand_dims(a, 0), R(3, 2))
+case("unsqueeze-neg", lambda x: x.unsqueeze(dim=-1), lambda a: np.expand_dims(a, -1), R(3, 2))
+case("unsqueeze-0d", lambda x: x.unsqueeze(0), lambda a: np.expand_dims(a, 0), R())
+
+# Indexing: basic (ints, slices with steps, None, Ellipsis) and advanced (boolean
+# masks, integer arrays with repeats: their gradients must accumulate).
+_INDEX = {
+    "int": 1,
+    "neg-int": -1,
+    "int-pair": (2, -3),
+    "slice": slice(1, 3),
+    "slice-step": (slice(0, 4, 2), slice(None, None, 3)),
+    "slice-neg-step": (slice(None, None, -1), slice(4, 0, -2)),
+    "none": (None, 1),
+    "ellipsis": (Ellipsis, 2),
+    "ellipsis-none": (Ellipsis, None, slice(1, 3)),
+    "bool-mask": np.array([True, False, True, False]),
+    "bool-mask-2d": np.arange(20).reshape(4, 5) % 3 == 0,
+    "int-array-repeats": [0, 2, 0, 0],
+    "int-arrays-repeats": ([0, 0, 3, 0], [1, 1, 4, 1]),
+    "int-array-2d": np.array([[0, 1], [1, 1]]),
+    "int-array-neg": [-1, -1, 0],
+    "int-array-and-slice": ([3, 0, 3], slice(1, 4)),
+    "slice-and-int-array": (slice(None), [4, 4, 0]),
+}
+for _ix_name, _ix in _INDEX.items():
+    case(f"getitem-{_ix_name}", lambda x, ix=_ix: x[ix], lambda a, ix=_ix: a[ix], R(4, 5))
+case("getitem-tensor-index", lambda x: x[tg.tensor([2, 0, 2], device=x.device)],
+     lambda a: a[[2, 0, 2]], R(4, 5))
+case("getitem-tensor-mask", lambda x: x[x > 0], lambda a: a[a > 0], A(3, 4))
+case("getitem-noncontig", lambda x: x[1:, [0, 0]], lambda a: a[1:, [0, 0]], T(R(3, 4)))
+case("getitem-0d", lambda x: x[()], lambda a: a[()], R())
+case("getitem-3d", lambda x: x[:, [1, 1], ::-1], lambda a: a[:, [1, 1], ::-1], R(2, 3, 4))
+case("iter", lambda x: tuple(x), lambda a: tuple(a), R(3, 2))
+
+case("concatenate", lambda x, y, z: tg.concatenate([x, y, z]),
+     lambda a, b, c: np.concatenate([a, b, c]), R(2, 3), R(1, 3), R(3, 3))
+case("concatenate-neg-axis", lambda x, y: tg.concatenate((x, y), axis=-1),
+     lambda a, b: np.concatenate((a, b), axis=-1), R(2, 1, 3), R(2, 1, 2))
+case("cat-dim", lambda x, y: tg.cat([x, y], dim=1), lambda a, b: np.concatenate([a, b], 1),
+     R(2, 2), T(R(2, 3)))
+case("stack", lambda x, y: tg.stack([x, y]), lambda a, b: np.stack([a, b]), R(2, 3), R(2, 3))
+case("stack-neg-axis", lambda x, y, z: tg.stack([x, y, z], axis=-1),
+     lambda a, b, c: np.stack([a, b, c], axis=-1), R(2, 3), R(2, 3), R(2, 3))
+case("split-sections", lambda x: x.split(2, axis=1), lambda a: np.split(a, 2, axis=1), R(3, 4))
+case("split-indices", lambda x: tg.split(x, [1, 3]), lambda a: np.split(a, [1, 3]), R(5, 2))
+case("chunk", lambda x: x.chunk(3, axis=-1), lambda a: np.split(a, 3, axis=-1), R(2, 6))
+case("pad", lambda x: x.pad(((1, 0), (2, 1))), lambda a: np.pad(a, ((1, 0), (2, 1))), R(2, 3))
+case("pad-int-value", lambda x: x.pad(1, value=-2.0),
+     lambda a: np.pad(a, 1, constant_values=-2.0), R(2, 2))
+
+# ---- softmax family ------------------------------------------------------------------
+def _softmax(a, axis=-1):
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _logsumexp(a, axis=None, keepdims=False):
+    return np.log(np.sum(np.exp(a), axis=axis, keepdims=keepdims))
+
+
+case("softmax", lambda x: x.softmax(), _softmax, R(3, 4, scale=3.0))
+case("softmax-axis0", lambda x: x.softmax(axis=0), lambda a: _softmax(a, 0), R(3, 4, scale=3.0))
+case("softmax-dim", lambda x: x.softmax(dim=1), lambda a: _softmax(a, 1), R(2, 3, 2, scale=3.0))
+case("log_softmax", lambda x: x.log_softmax(), lambda a: np.log(_softmax(a)), R(3, 4, scale=3.0))
+case("log_softmax-dim0", lambda x: x.log_softmax(dim=0), lambda a: np.log(_softmax(a, 0)),
+     R(3, 4, scale=3.0))
+case("logsumexp", lambda x: x.logsumexp(), _logsumexp, R(3, 4, scale=3.0))
+case("logsumexp-axis", lambda x: x.logsumexp(axis=1), lambda a: _logsumexp(a, 1),
+     R(3, 4, scale=3.0))
+case("logsumexp-keepdims", lambda x: x.logsumexp(axis=-1, keepdims=True),
+     lambda a: _logsumexp(a, -1, True), R(2, 3, 4))
+case("logsumexp-tuple", lambda x: x.logsumexp(dim=(0, 2)), lambda a: _logsumexp(a, (0, 2)),
+     R(2, 3, 4))
+
+# ---- dtype casts -----------------------------------------------------------------------
+# Casting down to float32 rounds to ~1e-7 relative, so the finite difference
+# needs a larger step there.
+case("astype-float32", lambda x: x.astype(tg.float32), lambda a: a.astype(np.float32), R(3, 4),
+     eps=1e-3, atol=1e-3)
+case("astype-float64", lambda x: x.astype("float64"), lambda a: a.astype(np.float64), R(3, 4))
+case("to-float32", lambda x: x.to(dtype=tg.float32), lambda a: a.astype(np.float32), R(3, 4),
+     eps=1e-3, atol=1e-3)
+case("to-float64", lambda x: x.double() * 2, lambda a: a.astype(np.float64) * 2, R(3, 4))
+
+CASE_IDS = [c.id for c in CASES]
+
+
+# ---- the parametrised tests ------------------------------------------------------------
+def _tensors(arrays, dtype, device, requires_grad):
+    return [tg.tensor(a, dtype=dtype, device=device, requires_grad=requires_grad) for a in arrays]
+
+
+def _as_list(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+@pytest.mark.parametrize("c", CASES, ids=CASE_IDS)
+def test_gradcheck_op(c, device):
+    assert gradcheck(c.fn, _tensors(c.arrays(), tg.float64, device, True), **c.gc)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("c", CASES, ids=CASE_IDS)
+def test_forward_matches_numpy(c, dtype, device):
+    arrays = [a.astype(dtype) for a in c.arrays()]
+    outs = _as_list(c.fn(*_tensors(arrays, None, device, False)))
+    expected = _as_list(c.ref(*arrays))
+    assert len(outs) == len(expected)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-13}
+    for out, want in zip(outs, expected):
+        want = np.asarray(want)
+        assert out.device == tg.get_backend(device).device
+        assert out.shape == want.shape, c.id
+        assert out.dtype == want.dtype, c.id
+        np.testing.assert_allclose(out.numpy(), want, **tol)
+
+
+@pytest.mark.parametrize("c", CASES, ids=CASE_IDS)
+def test_gradgradcheck_op(c, device):
+    """Every backward is itself differentiable (written with tensor ops, not constants)."""
+    assert gradgradcheck(c.fn, _tensors(c.arrays(), tg.float64, device, True), **c.gc)
+
+
+def test_case_table_is_complete():
+    """Ids are unique and every core op appears."""
+    assert len(set(CASE_IDS)) == len(CASE_IDS)
+    required = [
+        "add", "sub", "mul", "div", "pow-tensors", "pow-scalar-base", "neg", "matmul-1d-1d",
+        "matmul-1d-2d", "matmul-2d-1d", "matmul-2d", "matmul-batched-bcast", "exp", "log",
+        "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu", "maximum",
+        "minimum", "clip", "where", "reshape", "flatten", "transpose", "permute", "swapaxes",
+        "expand", "broadcast_to", "squeeze", "unsqueeze", "concatenate", "stack",
+        "split-sections", "pad", "softmax", "log_softmax", "logsumexp", "astype-float32",
+        "to-float32", "getitem-bool-mask", "getitem-int-array-repeats", "getitem-ellipsis",
+        "getitem-none", "getitem-slice-neg-step",
+    ] + [f"{r}-{a}" for r in _REDUCTIONS for a in _AXES]
+    assert not [r for r in required if r not in CASE_IDS]
+
+
+def test_noncontiguous_cases_are_noncontiguous():
+    """The T(...) inputs really reach the ops as non-contiguous arrays."""
+    for c in CASES:
+        if c.id.endswith("noncontig"):
+            x = _tensors(c.arrays(), tg.float64, "cpu", True)[0]
+            assert not x.data.flags.c_contiguous, c.id
+
+
+def test_the_concerns_have_teeth():
+    """Run one case with a wrong forward and one with a wrong backward through the
+    same tests: both fail."""
+    wrong_forward = Case("wrong-forward", lambda x: x.exp(), lambda a: np.exp(a) * 1.001, (R(3),))
+    with pytest.raises(AssertionError):
+        test_forward_matches_numpy(wrong_forward, np.float32, "cpu")
+    # x * x.detach() has the forward of x**2 but the gradient of x * const.
+    wrong_backward = Case("wrong-backward", lambda x: x * x.detach(), lambda a: a * a, (R(3),))
+    test_forward_matches_numpy(wrong_backward, np.float64, "cpu")
+    with pytest.raises(AssertionError):  # GradcheckError is an AssertionError
+        test_gradcheck_op(wrong_backward, "cpu")
+
+
+# ---- gradients that accumulate over repeated indices -------------------------------------
+def test_integer_index_with_repeats_accumulates(device):
+    x = tg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True, device=device)
+    x[[0, 2, 0, 0]].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 1.0, 0.0])
+
+
+def test_integer_arrays_with_repeats_accumulate_weighted(device):
+    x = tg.tensor(np.zeros((2, 3)), requires_grad=True, device=device)
+    y = x[[1, 1, 0], [2, 2, 2]]
+    y.backward(tg.tensor([1.0, 10.0, 100.0], dtype=tg.float64, device=device))
+    want = np.zeros((2, 3))
+    want[0, 2], want[1, 2] = 100.0, 11.0
+    np.testing.assert_array_equal(x.grad.numpy(), want)
+
+
+def test_boolean_mask_gradient(device):
+    x = tg.tensor([[1.0, -2.0], [-3.0, 4.0]], requires_grad=True, device=device)
+    (x[x > 0] * tg.tensor([5.0, 7.0], device=device)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[5.0, 0.0], [0.0, 7.0]])
+
+
+def test_max_ties_share_the_gradient(device):
+    """The documented tie rule (not checkable by finite differences)."""
+    x = tg.tensor([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]], requires_grad=True, device=device)
+    x.max(axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0, 0.5, 0.5], [0.5, 0, 0.5]])
+    m = tg.tensor([1.0, 2.0], requires_grad=True, device=device)
+    m.maximum(tg.tensor([1.0, 0.0], device=device)).sum().backward()
+    np.testing.assert_array_equal(m.grad.numpy(), [0.5, 1.0])
+
+
+def test_relu_output_has_no_negative_zero():
+    out = tg.tensor([-1.0, 2.0]).relu().numpy()
+    assert not np.signbit(out).any()
+
+
+# ---- tensor basics -----------------------------------------------------------------------
+@pytest.mark.parametrize("data, dtype", [
+    (1.5, np.float32), ([1.0, 2.0], np.float32), ([[1, 2]], np.int64), (3, np.int64),
+    (True, np.bool_), ([True, False], np.bool_),
+    (np.array([1.0, 2.0]), np.float64), (np.float64(2.0), np.float64),
+    (np.array([1, 2], dtype=np.int32), np.int32), (np.ones(2, np.float32), np.float32),
+])
+def test_dtype_rules_on_creation(data, dtype, device):
+    """Python floats -> float32 and ints -> int64; NumPy data keeps its dtype."""
+    t = tg.tensor(data, device=device)
+    assert t.dtype == dtype
+    np.testing.assert_array_equal(t.numpy(), np.asarray(data))
+
+
+def test_explicit_dtype_wins():
+    assert tg.tensor([1, 2], dtype=tg.float64).dtype == np.float64
+    assert tg.tensor(np.ones(2), dtype="float32").dtype == np.float32
+    assert tg.tensor(tg.tensor([1.0]), dtype=tg.float64).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scalars_do_not_upcast(dtype, device):
+    x = tg.tensor(np.ones(3, dtype), device=device)
+    for y in (x + 1.5, 2.5 * x, x - 1, x / 3, x ** 2, 2.0 ** x, x.maximum(0.5), x.clip(0, 1),
+              tg.where(x > 0, x, 0.0), x.mean(), -x):
+        assert y.dtype == dtype
+
+
+def test_mixed_float_dtypes_promote_and_gradients_keep_input_dtypes(device):
+    a = tg.tensor([1.0, 2.0], requires_grad=True, device=device)                 # float32
+    b = tg.tensor(np.array([3.0, 4.0]), requires_grad=True, device=device)       # float64
+    y = a * b
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+    np.testing.assert_allclose(a.grad.numpy(), [3.0, 4.0])
+    x = tg.tensor([1.0, 2.0], requires_grad=True, device=device)
+    x.astype(tg.float64).sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_integer_arithmetic():
+    i = tg.tensor([1, 2, 3])
+    assert (i + 1).dtype == np.int64 and (i * 2).tolist() == [2, 4, 6]
+    assert (i / 2).dtype.kind == "f"
+    assert i.sum().item() == 6 and isinstance(i.sum().item(), int)
+
+
+def test_numpy_returns_a_host_copy(device):
+    x = tg.tensor([1.0, 2.0], device=device)
+    a = x.numpy()
+    assert isinstance(a, np.ndarray)
+    a[0] = 100.0
+    assert x.numpy()[0] == 1.0
+
+
+def test_np_array_of_a_tensor_is_a_copy():
+    t = tg.tensor([1.0, 2.0])
+    a = np.array(t)
+    a[0] = 100.0
+    assert t.tolist() == [1.0, 2.0]
+    assert np.array(t, dtype=np.float64).dtype == np.float64
+
+
+def test_tensor_copies_its_data():
+    """Later writes to the source array (or to the tensor) never reach the other."""
+    a = np.zeros(3)
+    t = tg.tensor(a)
+    a += 1
+    assert t.numpy().tolist() == [0.0, 0.0, 0.0]
+    t.data += 5
+    assert a.tolist() == [1.0, 1.0, 1.0]
+    u = tg.Tensor(t)
+    t.data += 1
+    assert u.numpy().tolist() == [5.0, 5.0, 5.0]
+
+
+def test_0d_results_hold_arrays(device):
+    """NumPy turns 0-d results into scalars; a tensor's .data stays an array."""
+    backend = tg.get_backend(device)
+    x = tg.tensor(2.0, requires_grad=True, device=device)
+    for t in (x * 3, (x * 3).exp(), tg.tensor([1.0, 2.0], device=device).sum(), x < 3,
+              tg.tensor([1.0, 3.0], device=device).argmax()):
+        assert backend.is_array(t.data) or isinstance(t.data, np.ndarray), type(t.data)
+    (x * 3).backward()
+    assert x.grad.shape == () and x.grad.item() == 3.0
+
+
+def test_item_and_conversions(device):
+    assert tg.tensor(2.5, device=device).item() == 2.5
+    assert isinstance(tg.tensor([[7]], device=device).item(), int)
+    assert float(tg.tensor([1.5], device=device)) == 1.5
+    assert int(tg.tensor(3, device=device)) == 3
+    assert tg.tensor([[1.0, 2.0]], device=device).tolist() == [[1.0, 2.0]]
+    with pytest.raises(ValueError, match=r"one element.*\(2,\)"):
+        tg.tensor([1.0, 2.0], device=device).item()
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(tg.tensor([1.0, 2.0]))
+    assert len(tg.zeros(4, 2)) == 4
+
+
+def test_repr_is_readable():
+    assert repr(tg.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert repr(tg.tensor([1, 2])) == "tensor([1, 2])"
+    assert repr(tg.tensor(np.array([0.5]))) == "tensor([0.5], dtype=float64)"
+    assert repr(tg.tensor([1.0], requires_grad=True)) == "tensor([1.], requires_grad=True)"
+    y = tg.tensor([1.0], requires_grad=True) * 2
+    assert repr(y) == "tensor([2.], grad_fn=<Mul>)"
+    r = repr(tg.zeros(100, 100))
+    assert "..." in r and len(r) < 1000
+
+
+def test_factories(device):
+    assert tg.zeros(2, 3, device=device).shape == (2, 3)
+    assert tg.zeros((2, 3), device=device).numpy().sum() == 0
+    assert tg.ones(4, device=device).dtype == np.float32
+    assert tg.ones(2, dtype=tg.float64, device=device).dtype == np.float64
+    np.testing.assert_array_equal(tg.full((2, 2), 7.0, device=device).numpy(), np.full((2, 2), 7))
+    np.testing.assert_array_equal(tg.arange(5, device=device).numpy(), np.arange(5))
+    assert tg.arange(5).dtype == np.int64 and tg.arange(0.0, 1.0, 0.25).dtype == np.float32
+    np.testing.assert_array_equal(tg.eye(3, device=device).numpy(), np.eye(3))
+    t = tg.tensor(np.ones((2, 3)), device=device)
+    assert tg.zeros_like(t).dtype == np.float64 and tg.zeros_like(t).shape == (2, 3)
+    assert tg.ones_like(t, dtype=tg.float32).dtype == np.float32
+    assert tg.zeros(3, requires_grad=True, device=device).requires_grad
+    r = tg.rand(1000, device=device).numpy()
+    assert r.dtype == np.float32 and 0 <= r.min() and r.max() < 1
+    assert tg.randn(2, 3, dtype=tg.float64, device=device).dtype == np.float64
+
+
+def test_manual_seed_reproducibility(device):
+    tg.manual_seed(123)
+    a = tg.randn(3, 4, device=device).numpy()
+    b = tg.rand(5, device=device).numpy()
+    tg.manual_seed(123)
+    np.testing.assert_array_equal(tg.randn(3, 4, device=device).numpy(), a)
+    np.testing.assert_array_equal(tg.rand(5, device=device).numpy(), b)
+    assert not np.array_equal(tg.randn(3, 4, device=device).numpy(), a)
+    # The same seed gives the same numbers on every device (drawn on the host).
+    tg.manual_seed(123)
+    np.testing.assert_array_equal(tg.randn(3, 4).numpy(), a)
+
+
+@pytest.mark.parametrize("op, np_op", [
+    ("__lt__", np.less), ("__le__", np.less_equal), ("__gt__", np.greater),
+    ("__ge__", np.greater_equal), ("__eq__", np.equal), ("__ne__", np.not_equal),
+])
+def test_comparisons_give_bool_tensors_without_grad(op, np_op, device):
+    a = np.array([[1.0, 2.0, 3.0]])
+    b = np.array([[2.0], [1.0]])
+    x = tg.tensor(a, requires_grad=True, device=device)
+    for other, other_np in ((tg.tensor(b, device=device), b), (2.0, 2.0)):
+        out = getattr(x, op)(other)
+        assert out.dtype == np.bool_ and not out.requires_grad and out.grad_fn is None
+        np.testing.assert_array_equal(out.numpy(), np_op(a, other_np))
+
+
+def test_boolean_tensor_logic():
+    a, b = tg.tensor([True, False, True]), tg.tensor([True, True, False])
+    assert (a & b).tolist() == [True, False, False]
+    assert (a | b).tolist() == [True, True, True]
+    assert (~a).tolist() == [False, True, False]
+    assert a.any().item() and not a.all().item()
+    with pytest.raises(TypeError, match="boolean"):
+        ~tg.tensor([1.0])
+
+
+def test_argmax_argmin():
+    a = np.array([[1.0, 5.0, 2.0], [7.0, 0.0, 3.0]])
+    x = tg.tensor(a)
+    np.testing.assert_array_equal(x.argmax(axis=1).numpy(), a.argmax(axis=1))
+    np.testing.assert_array_equal(x.argmin(dim=0).numpy(), a.argmin(axis=0))
+    assert x.argmax().item() == 3
+    assert x.argmax(axis=1, keepdims=True).shape == (2, 1)
+    assert x.argmax(axis=1).dtype == np.int64
+
+
+def test_empty_index_list_selects_nothing():
+    x = tg.ones(4, 5, requires_grad=True)
+    y = x[[]]
+    assert y.shape == (0, 5)
+    (y.sum() + x.sum()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((4, 5)))
+
+
+# ---- randomised shapes: many broadcasting/indexing/axis combinations, fixed seeds ----------
+def _random_shape(rng, max_ndim=3):
+    return tuple(int(d) for d in rng.integers(1, 4, size=int(rng.integers(0, max_ndim + 1))))
+
+
+def _broadcast_partner(rng, shape):
+    """A shape that broadcasts to ``shape``: a suffix of it with some sizes set to 1."""
+    suffix = shape[int(rng.integers(0, len(shape) + 1)):]
+    return tuple(1 if rng.random() < 0.3 else d for d in suffix)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_broadcasting(seed, device):
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        out = _random_shape(rng)
+        sa, sb = _broadcast_partner(rng, out), _broadcast_partner(rng, out)
+        if rng.random() < 0.5:
+            sa, sb = sb, sa
+        a, b = rng.uniform(0.5, 2.0, sa), rng.uniform(0.5, 2.0, sb)
+        fn = lambda x, y: (x * y + x / y - y * y + 4) ** x  # noqa: E731  (base > 0)
+        x, y = _tensors([a, b], tg.float64, device, True)
+        np.testing.assert_allclose(fn(x, y).numpy(), (a * b + a / b - b * b + 4) ** a, rtol=1e-12)
+        assert gradcheck(fn, (x, y)), (sa, sb)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_reduction_axes(seed, device):
+    rng = np.random.default_rng(10 + seed)
+    for _ in range(8):
+        shape = _random_shape(rng)
+        a = D(*shape)(rng)
+        axis = None
+        if shape and rng.random() < 0.8:
+            k = int(rng.integers(1, len(shape) + 1))
+            chosen = rng.choice(len(shape), size=k, replace=False)
+            axis = tuple(int(ax) - len(shape) if rng.random() < 0.5 else int(ax) for ax in chosen)
+        keepdims = bool(rng.random() < 0.5)
+        x = _tensors([a], tg.float64, device, True)[0]
+        for name in ("sum", "mean", "max", "min"):
+            got = getattr(x, name)(axis, keepdims)
+            want = getattr(np, name)(a, axis=axis, keepdims=keepdims)
+            assert got.shape == np.shape(want), (name, shape, axis, keepdims)
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+        assert gradcheck(lambda t: t.max(axis, keepdims) * t.mean(axis, keepdims)
+                         + t.logsumexp(axis, keepdims), x), (shape, axis, keepdims)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_indexing(seed, device):
+    rng = np.random.default_rng(20 + seed)
+    done = 0
+    while done < 10:
+        shape = _random_shape(rng)[:2] + (int(rng.integers(1, 4)),)
+        index = []
+        for d in shape:
+            r = rng.random()
+            if r < 0.25:
+                index.append(int(rng.integers(-d, d)))
+            elif r < 0.5:
+                step = int(rng.choice([-2, -1, 1, 2]))
+                index.append(slice(int(rng.integers(-d, d)), None, step))
+            elif r < 0.75:
+                index.append([int(i) for i in rng.integers(-d, d, size=int(rng.integers(1, 4)))])
+            else:
+                index.append(slice(None))
+            if rng.random() < 0.15:
+                index.append(None)
+        if rng.random() < 0.2:
+            index[int(rng.integers(0, len(index)))] = Ellipsis
+        index = tuple(index)
+        a = rng.normal(size=shape)
+        try:
+            want = a[index]
+        except IndexError:
+            continue  # NumPy refuses it too (e.g. arrays that do not broadcast)
+        x = _tensors([a], tg.float64, device, True)[0]
+        got = x[index]
+        assert got.shape == want.shape, (shape, index)
+        np.testing.assert_array_equal(got.numpy(), want)
+        assert gradcheck(lambda t: t[index], x), (shape, index)
+        done += 1
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_random_matmul_shapes(seed, device):
+    rng = np.random.default_rng(30 + seed)
+    done = 0
+    while done < 8:
+        m, k, n = (int(d) for d in rng.integers(1, 4, size=3))
+        bx, by = _random_shape(rng, 2), _random_shape(rng, 2)
+        try:
+            np.broadcast_shapes(bx, by)
+        except ValueError:
+            continue
+        sx = bx + (m, k) if rng.random() < 0.8 else (k,)
+        sy = by + (k, n) if rng.random() < 0.8 else (k,)
+        a, b = rng.normal(size=sx), rng.normal(size=sy)
+        x, y = _tensors([a, b], tg.float64, device, True)
+        np.testing.assert_allclose((x @ y).numpy(), a @ b, rtol=1e-12, atol=1e-14)
+        assert gradcheck(lambda p, q: p @ q, (x, y)), (sx, sy)
+        done += 1
