@@ -172,42 +172,49 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
                 if id(t) in targets:
                     found[id(t)] = g
             elif t._ctx is None or t._retains_grad:
-                if t.grad is None and not create_graph:
-                    # g may be a read-only broadcast view, the caller's grad, or
-                    # shared with another input (Add passes grad_out through):
-                    # .grad gets its own writeable, contiguous array.
-                    g = type(t)._make(g.data.copy(), g._backend)
-                t.grad = g if t.grad is None else t.grad + g
+                _accumulate_grad(t, g, create_graph)
             fn = t._ctx
             if fn is None:
                 continue
-            if fn.inputs is None:
-                raise RuntimeError(
-                    f"trying to backward through the graph a second time: the "
-                    f"graph behind this {t.shape} tensor was freed by an earlier "
-                    f"backward; pass retain_graph=True to the first backward "
-                    f"to keep it")
-            grads_in = fn.backward(g)
-            if not isinstance(grads_in, (tuple, list)):
-                grads_in = (grads_in,)
-            # zip below would silently drop missing or surplus gradients
-            # (surplus Nones are fine: an optional input that was not given).
-            if len(grads_in) < len(fn.inputs) or any(
-                    gx is not None for gx in grads_in[len(fn.inputs):]):
-                raise RuntimeError(
-                    f"{fn.name}.backward returned {len(grads_in)} gradient(s) for "
-                    f"{len(fn.inputs)} input(s); return one per input (None where "
-                    f"there is none)")
-            if _tracer is not None:
-                _tracer.record(fn, t, g, grads_in)
-            for x, gx in zip(fn.inputs, grads_in):
-                if gx is None or not x.requires_grad:
-                    continue
-                gx = _conform(gx, x, fn)
-                grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+            for x, gx in zip(fn.inputs, _call_backward(fn, t, g)):
+                if gx is not None and x.requires_grad:
+                    grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
             if not retain_graph:
                 fn.release()
     return found
+
+
+def _accumulate_grad(t, g, create_graph):
+    """``t.grad += g``, giving a first gradient an array of its own."""
+    if t.grad is None and not create_graph:
+        # g may be a read-only broadcast view, the caller's grad, or shared
+        # with another input (Add passes grad_out through).
+        g = type(t)._make(g.data.copy(), g._backend)
+    t.grad = g if t.grad is None else t.grad + g
+
+
+def _call_backward(fn, t, g):
+    """Run ``fn.backward(g)`` and check it returned one gradient per input."""
+    if fn.inputs is None:
+        raise RuntimeError(
+            f"trying to backward through the graph a second time: the graph "
+            f"behind this {t.shape} tensor was freed by an earlier backward; "
+            f"pass retain_graph=True to the first backward to keep it")
+    grads_in = fn.backward(g)
+    if not isinstance(grads_in, (tuple, list)):
+        grads_in = (grads_in,)
+    # zip in the caller would silently drop missing or surplus gradients
+    # (surplus Nones are fine: an optional input that was not given).
+    if len(grads_in) < len(fn.inputs) or any(
+            gx is not None for gx in grads_in[len(fn.inputs):]):
+        raise RuntimeError(
+            f"{fn.name}.backward returned {len(grads_in)} gradient(s) for "
+            f"{len(fn.inputs)} input(s); return one per input (None where "
+            f"there is none)")
+    if _tracer is not None:
+        _tracer.record(fn, t, g, grads_in)
+    return [None if gx is None else _conform(gx, x, fn)
+            for x, gx in zip(fn.inputs, grads_in)]
 
 
 def _conform(gx, x, fn):
