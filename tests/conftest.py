@@ -17,12 +17,19 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from tinygrad_cnn.backend import DeviceError, cuda_status, get_backend
 
 import strict_backend  # noqa: F401  (registers the "strict" CuPy stand-in, see that file)
 
 DEVICES = ["cpu", "cuda", "strict"]
+
+# Property-based tests draw the same cases on every run, so a CI failure
+# reproduces locally; HYPOTHESIS_PROFILE=explore searches afresh.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def is_gpu_device(name):

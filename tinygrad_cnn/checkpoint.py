@@ -118,10 +118,28 @@ def load(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    # Check the zip signature first: on anything else np.load would guess at
+    # other formats and, for arbitrary bytes, say the file holds pickled data.
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if not is_zip:
+        raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz file, or "
+                              f"truncated)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             members = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise CheckpointError(f"{path} holds pickled (object) arrays, which a checkpoint "
+                                  f"never contains and which are not loaded, since "
+                                  f"unpickling can run code") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
+                              f"file?): {type(e).__name__}: {e}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
                               f"file?): {type(e).__name__}: {e}") from None
     if _HEADER not in members:
@@ -135,4 +153,10 @@ def load(path):
         raise CheckpointError(f"{path}: unknown checkpoint format "
                               f"{header.get('format') if isinstance(header, dict) else header!r}; "
                               f"expected {FORMAT}")
-    return _join(header["tree"], members, path)
+    if "tree" not in header:
+        raise CheckpointError(f"{path}: the checkpoint header has no 'tree' entry (file damaged "
+                              f"or edited)")
+    try:
+        return _join(header["tree"], members, path)
+    except (TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: the checkpoint header is damaged: {e}") from None

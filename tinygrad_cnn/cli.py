@@ -17,58 +17,79 @@ def _add_train(sub):
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (default: the CNN on the bundled digits)",
                        description="Train a model. With no options: the default CNN on the 8x8 "
-                                   "digits bundled with scikit-learn, on the CPU, offline.")
-    p.add_argument("--dataset", default=d.dataset, choices=["digits", "mnist", "fashion-mnist"],
+                                   "digits bundled with scikit-learn, on the CPU, offline. "
+                                   "Exit status: 0 when done, 130 when stopped by Ctrl-C, "
+                                   "1 on an error.")
+    # The options that define a run default to None here, so that with
+    # --resume an option given explicitly can be checked against the run saved
+    # in the checkpoint (which otherwise wins); the defaults come from TrainConfig.
+    p.add_argument("--dataset", default=None, choices=["digits", "mnist", "fashion-mnist"],
                    help="digits: bundled, offline; mnist/fashion-mnist: downloaded once into "
-                        "the data directory (default: %(default)s)")
+                        f"the data directory (default: {d.dataset})")
     p.add_argument("--data-dir", default=None,
                    help="where MNIST-style files live (default: $TINYGRAD_CNN_DATA or "
                         "~/.cache/tinygrad_cnn)")
-    p.add_argument("--model", default=d.model, choices=list(MODELS),
+    p.add_argument("--model", default=None, choices=list(MODELS),
                    help="architecture; see 'tinygrad-cnn summary --model NAME' (default: "
-                        "%(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training "
-                   "set (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="images per step (default: %(default)s)")
+                        f"{d.model})")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training "
+                   f"set; the one-cycle learning-rate schedule spans them (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images per step (default: {d.batch_size})")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the one-cycle schedule (default: "
                         + ", ".join(f"{k} {v}" for k, v in OPTIMIZERS.items()) + ")")
-    p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMIZERS),
-                   help="update rule (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="L2 penalty (adamw: decoupled; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--optimizer", default=None, choices=list(OPTIMIZERS),
+                   help=f"update rule (default: {d.optimizer})")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"L2 penalty, decoupled for adamw (default: {d.weight_decay:g}; "
+                        f"adamw: 0.01)")
+    p.add_argument("--seed", type=int, default=None,
                    help="seed for weights, shuffling and dropout; the same seed gives "
-                        "bit-identical runs on the CPU (default: %(default)s)")
+                        f"bit-identical runs on the CPU (default: {d.seed})")
     p.add_argument("--device", default=os.environ.get("TINYGRAD_CNN_DEVICE", d.device),
                    help="cpu, cuda, cuda:N or auto (default: $TINYGRAD_CNN_DEVICE or cpu)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="save the full training state here after every epoch and on Ctrl-C")
+                   help="save the full training state here (atomically) after every epoch "
+                        "and when stopped by Ctrl-C or --max-steps")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --checkpoint exactly where it stopped")
+                   help="continue the run saved in --checkpoint exactly where it stopped; "
+                        "the run's settings (data set, model, epochs, ...) come from the "
+                        "checkpoint, on any --device")
     p.add_argument("--metrics", default=None, metavar="PATH",
-                   help="write one JSON line per epoch (loss, accuracy, lr, time)")
+                   help="write one JSON line per epoch (loss, accuracy, lr, time); "
+                        "draw them with 'tinygrad-cnn plot PATH'")
     p.add_argument("--log-every", type=int, default=d.log_every,
                    help="steps between progress-bar updates (each reads the loss back from "
                         "the device once; default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this many steps (a quick smoke run)")
+                   help="stop after this many steps of this invocation, as Ctrl-C would "
+                        "(a quick smoke run; --resume continues)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
 
 def _train(args):
     from .backend import default_device
-    from .train import TrainConfig, train
+    from .checkpoint import load
+    from .train import RUN_KEYS, TrainConfig, train
     device = args.device
     if device == "auto":
         os.environ["TINYGRAD_CNN_DEVICE"] = "auto"
         device = default_device()
-    cfg = TrainConfig(dataset=args.dataset.replace("-", "_"), model=args.model,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      optimizer=args.optimizer, weight_decay=args.weight_decay,
-                      seed=args.seed, device=device, data_dir=args.data_dir,
+    given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
+    if "dataset" in given:
+        given["dataset"] = given["dataset"].replace("-", "_")
+    if args.resume and given and args.checkpoint:
+        # A resumed run keeps its settings; refuse to ignore one the user typed.
+        saved = load(args.checkpoint).get("config", {})
+        clashes = [f"--{k.replace('_', '-')} {v} (the run has {saved[k]})"
+                   for k, v in given.items() if k in saved and saved[k] != v]
+        if clashes:
+            raise ValueError(f"{args.checkpoint} continues a run with other settings: "
+                             f"{'; '.join(clashes)}; drop these options, or start a new run "
+                             f"with another --checkpoint")
+    cfg = TrainConfig(**given, device=device, data_dir=args.data_dir,
                       checkpoint=args.checkpoint, resume=args.resume, metrics=args.metrics,
                       log_every=args.log_every, max_steps=args.max_steps,
                       progress=not args.no_progress)
@@ -90,19 +111,22 @@ def _eval(args):
     return 0
 
 
-def load_image(path, image_shape):
-    """A PNG or .npy image as float32 (C, H, W) in [0, 1], resized by area averaging."""
+def load_image(path, image_shape, background=0):
+    """A PNG or .npy image as float32 (C, H, W) in [0, 1], resized by area averaging.
+
+    Colour PNGs become grey; transparent pixels take the grey level
+    ``background`` (0: black, the background of the training images).
+    """
     from .viz.png import read_png
     c, h, w = image_shape
     if path.lower().endswith(".npy"):
         img = np.load(path, allow_pickle=False).astype(np.float32)
-        img = img.reshape(img.shape[-2:]) if img.ndim > 2 and img.size == img.shape[-1] * img.shape[-2] else img
+        if img.ndim > 2 and img.size == img.shape[-1] * img.shape[-2]:
+            img = img.reshape(img.shape[-2:])  # (1, H, W) or (1, 1, H, W) -> (H, W)
         if img.max() > 1:
             img = img / (16.0 if img.max() <= 16 else 255.0)
     else:
-        img = read_png(path).astype(np.float32) / 255.0
-        if img.ndim == 3:
-            img = img[..., :3].mean(axis=-1)  # (H, W, 3) -> (H, W) grey
+        img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
     if img.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel image, got an array of shape "
                          f"{img.shape}")
@@ -135,7 +159,8 @@ def _predict(args):
     std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)
     names = CLASSES.get(state["config"]["dataset"])
     for path in args.files:
-        img = load_image(path, state["image_shape"])
+        # Transparency is paper: white before inverting, black otherwise.
+        img = load_image(path, state["image_shape"], background=255 if args.invert else 0)
         if args.invert:
             img = 1.0 - img
         x = tensor(((img - mean) / std)[None], device=args.device)
@@ -340,9 +365,13 @@ def main(argv=None):
         return 2
     from .backend import DeviceError
     from .checkpoint import CheckpointError
+    from .data import DownloadError
     try:
         return args.func(args)
-    except (DeviceError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (DeviceError, CheckpointError, DownloadError, OSError, ValueError,
+            ImportError) as e:
+        # Expected failures (bad files, missing data or optional packages, an
+        # unusable device) get a message, not a traceback; bugs still get one.
         print(f"tinygrad-cnn {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,9 +2,10 @@
 checkpoints that resume exactly, metrics, and a clean stop on Ctrl-C.
 
 Resuming is exact: a checkpoint holds the model, the optimiser and
-scheduler state, the data loader's position (epoch and batch) and the
-state of the random generator, so training that stops and resumes ends
-with the same weights as training that never stopped.
+scheduler state, the data loader's position (epoch and batch), the state
+of the random generator and the running sums of an unfinished epoch, so
+training that stops and resumes ends with the same weights (and reports
+the same per-epoch numbers) as training that never stopped.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from . import checkpoint, models, nn, optim
 from .autograd import no_grad
 from .backend import get_backend
 from .data import DataLoader, TensorDataset, load_dataset, mean_std, normalize
-from .tensor import get_rng, manual_seed
+from .tensor import Tensor, get_rng, manual_seed
 
 OPTIMIZERS = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05}  # name -> default learning rate
 RUN_KEYS = ("dataset", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
@@ -45,7 +46,7 @@ class TrainConfig:
     resume: bool = False
     metrics: str | None = None       # JSON lines, one per epoch
     log_every: int = 20              # steps between progress-bar updates (each syncs once)
-    max_steps: int | None = None     # stop early (fast mode for tests and examples)
+    max_steps: int | None = None     # stop after this many steps of this call (as on Ctrl-C)
     progress: bool = True
 
     def __post_init__(self):
@@ -58,6 +59,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.lr is None:
             self.lr = OPTIMIZERS[self.optimizer]
         if self.resume and not self.checkpoint:
@@ -65,10 +68,11 @@ class TrainConfig:
 
 
 # ---- pieces ---------------------------------------------------------------------
-def load_data(dataset, data_dir=None, stats=None):
-    """Train and test arrays, normalised with the training split's mean and std."""
-    x_train, y_train = load_dataset(dataset, "train", data_dir=data_dir)
-    x_test, y_test = load_dataset(dataset, "test", data_dir=data_dir)
+def load_data(dataset, data_dir=None, stats=None, progress=True):
+    """Train and test arrays, normalised with the training split's mean and std
+    (or with ``stats`` = (mean, std) when given, e.g. those of a checkpoint)."""
+    x_train, y_train = load_dataset(dataset, "train", data_dir=data_dir, progress=progress)
+    x_test, y_test = load_dataset(dataset, "test", data_dir=data_dir, progress=progress)
     mean, std = stats if stats is not None else mean_std(x_train)
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return (normalize(x_train, mean, std), y_train, normalize(x_test, mean, std), y_test,
@@ -157,20 +161,67 @@ def _progress(total, desc, enabled):
 
 
 # ---- the loop -------------------------------------------------------------------
-def train(cfg, out=print):
-    """Train as ``cfg`` says; returns a dict with the final test accuracy and more."""
+def _print(message):
+    # Flush every line: a log piped to a file or another program (tee, a
+    # supervisor waiting for "epoch") should see each epoch as it ends.
+    print(message, flush=True)
+
+
+TRAINING_KEYS = ("config", "image_shape", "num_classes", "mean", "std", "model")
+RESUME_KEYS = TRAINING_KEYS + ("optimizer", "scheduler", "loader", "rng", "history")
+
+
+def _check_training_checkpoint(state, path, keys=TRAINING_KEYS):
+    """Raise CheckpointError unless ``state`` has every entry in ``keys``."""
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise checkpoint.CheckpointError(
+            f"{path} is not a training checkpoint of tinygrad-cnn (no "
+            f"{', '.join(repr(k) for k in missing)} entr{'y' if len(missing) == 1 else 'ies'})")
+    config = state["config"]
+    if not isinstance(config, dict) or not {"model", "dataset"} <= set(config):
+        raise checkpoint.CheckpointError(f"{path}: the checkpoint's 'config' entry is damaged "
+                                         f"(expected a dict naming the model and data set)")
+
+
+def _restore(path, what, load, value):
+    """Run ``load(value)``; any complaint becomes a one-line CheckpointError."""
+    try:
+        load(value)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        lines = [line.strip() for line in str(e).strip("'\"").splitlines() if line.strip()]
+        detail = " ".join(lines[:1] + ["; ".join(lines[1:])]).strip()  # one line
+        raise checkpoint.CheckpointError(f"{path}: cannot restore the {what} (checkpoint "
+                                         f"damaged or from another model?): {detail}") from None
+
+
+def train(cfg, out=_print):
+    """Train as ``cfg`` says; returns a dict with the final test accuracy and more.
+
+    ``cfg.max_steps`` counts the steps of this call only, so a run resumed
+    from a checkpoint may be continued in slices of ``max_steps`` steps.
+    Stopping (Ctrl-C or ``max_steps``) saves the full state when
+    ``cfg.checkpoint`` is set; ``result["interrupted"]`` is true only for
+    Ctrl-C.
+    """
     backend = get_backend(cfg.device)
     cfg.device = backend.device
     start_time = time.perf_counter()
-    state = checkpoint.load(cfg.checkpoint) if cfg.resume else None
-    stats = None
-    if state is not None:
+    state = None
+    if cfg.resume:
+        state = checkpoint.load(cfg.checkpoint)
+        _check_training_checkpoint(state, cfg.checkpoint, RESUME_KEYS)
         # The run's definition comes from the checkpoint; only where it runs
         # and what it reports may change.
+        missing = [k for k in RUN_KEYS if k not in state["config"]]
+        if missing:
+            raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved configuration lacks "
+                                             f"{', '.join(missing)}")
         for key in RUN_KEYS:
             setattr(cfg, key, state["config"][key])
-        stats = (state["mean"], state["std"])
-    x_train, y_train, x_test, y_test, (mean, std) = load_data(cfg.dataset, cfg.data_dir, stats)
+    stats = (state["mean"], state["std"]) if state is not None else None
+    x_train, y_train, x_test, y_test, (mean, std) = load_data(cfg.dataset, cfg.data_dir, stats,
+                                                              progress=cfg.progress)
     num_classes = int(y_train.max()) + 1
     image_shape = x_train.shape[1:]
     train_loader = DataLoader(TensorDataset(x_train, y_train), cfg.batch_size, shuffle=True,
@@ -178,38 +229,58 @@ def train(cfg, out=print):
     test_loader = DataLoader(TensorDataset(x_test, y_test), 256, device=backend)
     model, opt, sched = build(cfg, image_shape, num_classes, len(train_loader))
     history = []
+    # The running sums of the epoch in progress: saved when training stops
+    # mid-epoch, so the resumed epoch reports the same numbers.
+    acc = {"loss_sum": None, "correct_sum": None, "seen": 0, "seconds": 0.0}
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        train_loader.load_state_dict(state["loader"])
-        get_rng().bit_generator.state = state["rng"]
+        path = cfg.checkpoint
+        if tuple(state["image_shape"]) != tuple(image_shape) \
+                or state["num_classes"] != num_classes:
+            raise checkpoint.CheckpointError(
+                f"{path} was saved for {state['num_classes']} classes of images "
+                f"{tuple(state['image_shape'])}, but {cfg.dataset} has {num_classes} of "
+                f"{tuple(image_shape)}")
+        _restore(path, "model", model.load_state_dict, state["model"])
+        _restore(path, "optimizer", opt.load_state_dict, state["optimizer"])
+        _restore(path, "learning-rate schedule", sched.load_state_dict, state["scheduler"])
+        _restore(path, "data loader position", train_loader.load_state_dict, state["loader"])
+        _restore(path, "random generator",
+                 lambda rng: setattr(get_rng().bit_generator, "state", rng), state["rng"])
         history = list(state["history"])
-        out(f"resumed from {cfg.checkpoint} at epoch {train_loader.epoch + 1}, "
+        partial = state.get("partial")
+        if partial is not None and partial["epoch"] == train_loader.epoch:
+            acc = {"loss_sum": Tensor._make(backend.asarray(partial["loss_sum"]), backend),
+                   "correct_sum": Tensor._make(backend.asarray(partial["correct_sum"]), backend),
+                   "seen": int(partial["seen"]), "seconds": float(partial["seconds"])}
+        out(f"resumed from {path} at epoch {train_loader.epoch + 1}, "
             f"batch {train_loader.state_dict()['batch']}")
 
     def save():
+        mid_epoch = train_loader.state_dict()["batch"] > 0
         checkpoint.save(cfg.checkpoint, {
             "config": dataclasses.asdict(cfg), "image_shape": list(image_shape),
             "num_classes": num_classes, "mean": mean, "std": std,
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "loader": train_loader.state_dict(),
             "rng": get_rng().bit_generator.state, "history": history,
+            "partial": None if not mid_epoch else {
+                "epoch": train_loader.epoch, "loss_sum": acc["loss_sum"],
+                "correct_sum": acc["correct_sum"], "seen": acc["seen"],
+                "seconds": acc["seconds"]},
         })
 
     n_params = sum(p.size for p in model.parameters())
     out(f"training {cfg.model} ({n_params:,} parameters) on {cfg.dataset} "
         f"({len(x_train)} train / {len(x_test)} test images) on {cfg.device}")
-    steps = 0
-    stopped = False
+    steps = 0  # steps of this call (what max_steps counts)
+    stopped = interrupted = False
     with _StopOnSigint() as sigint:
         while train_loader.epoch < cfg.epochs and not stopped:
             epoch = train_loader.epoch
             bar = _progress(len(train_loader) - train_loader.state_dict()["batch"],
                             f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
             model.train()
-            loss_sum = correct_sum = None
-            seen, t0 = 0, time.perf_counter()
+            t0 = time.perf_counter() - acc["seconds"]
             for x, y in train_loader:
                 logits = model(x)
                 loss = nn.cross_entropy(logits, y)
@@ -220,56 +291,74 @@ def train(cfg, out=print):
                 # Accumulate on the device; read back only every log_every steps.
                 batch_loss = loss.detach() * len(y)
                 batch_correct = (logits.detach().argmax(axis=1) == y).astype("float32").sum()
-                loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-                correct_sum = batch_correct if correct_sum is None else correct_sum + batch_correct
-                seen += len(y)
+                acc["loss_sum"] = batch_loss if acc["loss_sum"] is None \
+                    else acc["loss_sum"] + batch_loss
+                acc["correct_sum"] = batch_correct if acc["correct_sum"] is None \
+                    else acc["correct_sum"] + batch_correct
+                acc["seen"] += len(y)
+                acc["seconds"] = time.perf_counter() - t0
                 steps += 1
                 if bar is not None:
                     bar.update(1)
                     if steps % cfg.log_every == 0:
-                        bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                        acc=f"{correct_sum.item() / seen:.3f}",
-                                        samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
-                if sigint.requested or (cfg.max_steps is not None and steps >= cfg.max_steps):
+                        seen = acc["seen"]
+                        bar.set_postfix({"loss": f"{acc['loss_sum'].item() / seen:.4f}",
+                                         "acc": f"{acc['correct_sum'].item() / seen:.3f}",
+                                         "samples/s": f"{seen / acc['seconds']:.0f}"})
+                interrupted = sigint.requested
+                if interrupted or (cfg.max_steps is not None and steps >= cfg.max_steps):
                     stopped = True
                     break
             if bar is not None:
                 bar.close()
-            if stopped and train_loader.epoch == epoch:  # stopped inside the epoch
+            if train_loader.epoch == epoch:  # stopped inside the epoch
                 break
+            train_seconds = acc["seconds"]
             test_loss, test_acc = evaluate(model, test_loader)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(seen, 1),
-                   "train_acc": correct_sum.item() / max(seen, 1), "test_loss": test_loss,
+            seen = max(acc["seen"], 1)
+            row = {"epoch": epoch + 1, "train_loss": acc["loss_sum"].item() / seen,
+                   "train_acc": acc["correct_sum"].item() / seen, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": sched.get_last_lr()[0],
-                   "seconds": round(time.perf_counter() - t0, 3)}
+                   "seconds": round(train_seconds, 3)}
             history.append(row)
+            acc = {"loss_sum": None, "correct_sum": None, "seen": 0, "seconds": 0.0}
             out(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
-                f"({len(x_train) / row['seconds']:.0f} samples/s)")
+                f"({seen / max(train_seconds, 1e-9):.0f} samples/s)")
             if cfg.metrics:
                 _atomic_write_text(cfg.metrics, "".join(json.dumps(r) + "\n" for r in history))
             if cfg.checkpoint:
                 save()
-    if stopped and cfg.checkpoint:
-        save()
-        out(f"stopped; state saved to {cfg.checkpoint} (continue with --resume)")
+    where = train_loader.state_dict()
+    if stopped and where["epoch"] < cfg.epochs:
+        why = "interrupted" if interrupted else f"stopped after {steps} step(s) (--max-steps)"
+        if cfg.checkpoint:
+            if where["batch"] > 0:  # (stopped at an epoch end: saved just above)
+                save()
+            out(f"{why} at epoch {where['epoch'] + 1}, batch {where['batch']}; state saved to "
+                f"{cfg.checkpoint} (continue with --resume)")
+        else:
+            out(f"{why} at epoch {where['epoch'] + 1}, batch {where['batch']}; nothing saved "
+                f"(no --checkpoint)")
+    else:
+        interrupted = False  # the run was complete: nothing was cut short
     test_loss, test_acc = evaluate(model, test_loader)
     elapsed = time.perf_counter() - start_time
     out(f"test accuracy {test_acc * 100:.2f}% (loss {test_loss:.4f}) after "
-        f"{train_loader.epoch} epoch(s) in {elapsed:.1f} s; {n_params:,} parameters")
+        f"{where['epoch']} epoch(s) in {elapsed:.1f} s; {n_params:,} parameters")
     return {"test_acc": test_acc, "test_loss": test_loss, "seconds": elapsed,
             "parameters": n_params, "history": history, "model": model,
-            "interrupted": stopped and train_loader.epoch < cfg.epochs}
+            "stopped": stopped and where["epoch"] < cfg.epochs, "interrupted": interrupted}
 
 
 def load_model(path, device="cpu"):
     """Rebuild the model stored in a training checkpoint; returns (model, state)."""
     state = checkpoint.load(path)
-    for key in ("config", "model", "image_shape", "num_classes"):
-        if key not in state:
-            raise checkpoint.CheckpointError(f"{path} is not a training checkpoint "
-                                             f"(no {key!r} entry)")
+    _check_training_checkpoint(state, path)
     cfg = state["config"]
-    model = models.build(cfg["model"], state["image_shape"], state["num_classes"])
-    model.load_state_dict(state["model"])
+    try:
+        model = models.build(cfg["model"], state["image_shape"], state["num_classes"])
+    except (TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: cannot rebuild the model: {e}") from None
+    _restore(path, "model", model.load_state_dict, state["model"])
     return model.to(device).eval(), state

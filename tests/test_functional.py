@@ -1,0 +1,1082 @@
+"""Tests for the CNN primitives in ``tinygrad_cnn.functional``.
+
+One table, ``CASES``, lists every op on a grid of small shapes and
+hyper-parameters; each concern is one parametrised test run over it:
+
+* ``test_gradcheck`` / ``test_gradgradcheck``: analytic gradients against
+  finite differences, in float64;
+* ``test_matches_torch``: forward and every input gradient against
+  ``torch.nn.functional`` (skipped without torch), in float64 and float32;
+* ``test_float32_forward``: float32 results agree with float64 ones;
+* ``test_on_device``: the same results on every backend of ``conftest``;
+* ``test_partial_requires_grad``, ``test_conv_in_image_chunks``: the
+  implementation's shortcuts (gradients only where asked, batches split to
+  cap im2col memory) change nothing.
+
+A second table, ``LOOP_SPECS``, draws random shapes and hyper-parameters
+with hypothesis and compares forward and vector-Jacobian products with the
+explicit-loop references in ``reference_loops.py`` (and the references
+themselves with torch).  Then come identities between ops, the max-pool tie
+rule, error messages, dropout, and negative controls showing that the
+harness does fail on a wrong backward.
+
+Max-pool inputs are permutations of well-separated values, so no window has
+a tie and finite differences never cross a switch of the maximum; relu-like
+inputs stay away from 0.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+import tinygrad_cnn as tg
+import tinygrad_cnn.functional as F
+from tinygrad_cnn import GradcheckError, Tensor, gradcheck, gradgradcheck
+
+try:  # tests/ as a package, or tests/ on sys.path (pytest's default rootdir mode)
+    from . import reference_loops as ref
+except ImportError:
+    import reference_loops as ref
+
+
+# ---- input builders: rng -> float64 array ------------------------------------------
+def randn(*shape):
+    return lambda rng: rng.standard_normal(shape)
+
+
+def distinct(*shape):
+    """Tie-free values for max pooling: a shuffled grid in [-1, 1], spacing >= 2e-3."""
+    def build(rng):
+        n = math.prod(shape)
+        return rng.permutation(np.linspace(-1.0, 1.0, n)).reshape(shape)
+    return build
+
+
+def away_from_zero(*shape):
+    """Values with |x| in [0.1, 1], so relu-like kinks are never crossed."""
+    def build(rng):
+        return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 1.0, size=shape)
+    return build
+
+
+def n_blocks(size, kernel, dilation=1, padding=0, stride=1):
+    """Number of sliding blocks of unfold, for shaping fold inputs."""
+    (H, W), (KH, KW), (dh, dw), (ph, pw), (sh, sw) = map(
+        ref.pair, (size, kernel, dilation, padding, stride))
+    return (ref.window_count(H, KH, sh, ph, ph, dh) *
+            ref.window_count(W, KW, sw, pw, pw, dw))
+
+
+@dataclass(frozen=True)
+class Case:
+    """An op applied to freshly built inputs: ``fn(F, *tensors)``.
+
+    ``fn`` takes the functional namespace as its first argument, so the same
+    lambda runs on ``tinygrad_cnn.functional`` and on ``torch.nn.functional``.
+    """
+    name: str
+    fn: Callable
+    inputs: tuple
+    gradgrad: bool = False
+
+    def arrays(self, seed=0):
+        rng = np.random.default_rng(seed)
+        return [build(rng) for build in self.inputs]
+
+
+def case(name, fn, *inputs, **flags):
+    return Case(name, fn, inputs, **flags)
+
+
+CASES = [
+    # conv2d: batch 1 and 2, odd/even/non-square, strides, paddings, dilations, groups.
+    case("conv2d_b1_single_channel", lambda F, x, w: F.conv2d(x, w),
+         randn(1, 1, 5, 5), randn(1, 1, 3, 3)),
+    case("conv2d_nonsquare_bias", lambda F, x, w, b: F.conv2d(x, w, b),
+         randn(2, 3, 5, 6), randn(4, 3, 3, 2), randn(4), gradgrad=True),
+    case("conv2d_stride2_untiled", lambda F, x, w, b: F.conv2d(x, w, b, stride=2),
+         randn(2, 2, 6, 7), randn(3, 2, 3, 3), randn(3)),
+    case("conv2d_stride3x2_pad1", lambda F, x, w: F.conv2d(x, w, stride=(3, 2), padding=1),
+         randn(1, 2, 7, 7), randn(2, 2, 2, 3)),
+    case("conv2d_pad2_dil2", lambda F, x, w, b: F.conv2d(x, w, b, padding=2, dilation=2),
+         randn(2, 2, 6, 5), randn(3, 2, 3, 2), randn(3)),
+    case("conv2d_pair_args",
+         lambda F, x, w: F.conv2d(x, w, stride=(1, 2), padding=(1, 2), dilation=(2, 1)),
+         randn(2, 2, 5, 4), randn(2, 2, 2, 3)),
+    case("conv2d_same_odd", lambda F, x, w, b: F.conv2d(x, w, b, padding="same"),
+         randn(2, 3, 5, 6), randn(2, 3, 3, 3), randn(2)),
+    case("conv2d_same_even_dil",
+         lambda F, x, w: F.conv2d(x, w, padding="same", dilation=(2, 1)),
+         randn(1, 2, 5, 6), randn(3, 2, 2, 4)),
+    case("conv2d_valid", lambda F, x, w: F.conv2d(x, w, padding="valid"),
+         randn(2, 2, 4, 5), randn(2, 2, 2, 2)),
+    case("conv2d_groups2_stride2_pad1",
+         lambda F, x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2),
+         randn(1, 4, 4, 5), randn(4, 2, 2, 3), randn(4), gradgrad=True),
+    case("conv2d_depthwise_mult2",
+         lambda F, x, w, b: F.conv2d(x, w, b, padding=1, groups=3),
+         randn(2, 3, 6, 5), randn(6, 1, 3, 3), randn(6)),
+    case("conv2d_depthwise_dil2", lambda F, x, w: F.conv2d(x, w, groups=4, dilation=2),
+         randn(1, 4, 5, 5), randn(4, 1, 2, 2)),
+    case("conv2d_1x1", lambda F, x, w, b: F.conv2d(x, w, b),
+         randn(2, 3, 4, 3), randn(4, 3, 1, 1), randn(4)),
+    case("conv2d_batch4_stride2_groups2",
+         lambda F, x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=(0, 1), groups=2),
+         randn(4, 2, 5, 4), randn(4, 1, 2, 3), randn(4), gradgrad=True),
+    case("conv2d_batch5_dil2", lambda F, x, w: F.conv2d(x, w, padding=1, dilation=2),
+         randn(5, 2, 4, 5), randn(3, 2, 2, 3)),
+    case("conv2d_kernel_covers_input", lambda F, x, w: F.conv2d(x, w),
+         randn(2, 2, 3, 4), randn(3, 2, 3, 4)),
+    # conv_transpose2d
+    case("conv_transpose2d_basic", lambda F, x, w, b: F.conv_transpose2d(x, w, b),
+         randn(2, 3, 4, 5), randn(3, 2, 3, 3), randn(2), gradgrad=True),
+    case("conv_transpose2d_stride2_pad1_outpad1",
+         lambda F, x, w: F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1),
+         randn(1, 2, 3, 4), randn(2, 3, 3, 2)),
+    case("conv_transpose2d_stride3x2_outpad",
+         lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=(3, 2), output_padding=(2, 1)),
+         randn(2, 2, 3, 3), randn(2, 2, 2, 3), randn(2)),
+    case("conv_transpose2d_groups2",
+         lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, groups=2),
+         randn(1, 4, 3, 3), randn(4, 2, 2, 3), randn(4), gradgrad=True),
+    case("conv_transpose2d_dil2_pad2",
+         lambda F, x, w: F.conv_transpose2d(x, w, padding=2, dilation=2),
+         randn(2, 2, 4, 3), randn(2, 3, 3, 3)),
+    case("conv_transpose2d_batch4_stride2",
+         lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
+         randn(4, 2, 3, 3), randn(2, 3, 3, 3), randn(3)),
+    # unfold / fold
+    case("unfold_nonsquare_kernel", lambda F, x: F.unfold(x, (2, 3)),
+         randn(2, 3, 5, 6), gradgrad=True),
+    case("unfold_dil2_pad1_stride2",
+         lambda F, x: F.unfold(x, 3, dilation=2, padding=1, stride=2), randn(1, 2, 7, 6)),
+    case("unfold_stride2x3_pad0x2",
+         lambda F, x: F.unfold(x, (2, 2), padding=(0, 2), stride=(2, 3)), randn(2, 2, 5, 5)),
+    case("fold_basic", lambda F, c: F.fold(c, (5, 6), (2, 3)),
+         randn(2, 3 * 6, n_blocks((5, 6), (2, 3))), gradgrad=True),
+    case("fold_dil2_pad1_stride2",
+         lambda F, c: F.fold(c, (7, 6), 3, dilation=2, padding=1, stride=2),
+         randn(1, 2 * 9, n_blocks((7, 6), 3, 2, 1, 2))),
+    case("fold_stride_untiled",
+         lambda F, c: F.fold(c, (5, 4), (2, 2), stride=(2, 1), padding=(1, 0)),
+         randn(2, 2 * 4, n_blocks((5, 4), 2, 1, (1, 0), (2, 1)))),
+    # max_pool2d (tie-free inputs)
+    case("max_pool2d_k2", lambda F, x: F.max_pool2d(x, 2),
+         distinct(2, 3, 6, 6), gradgrad=True),
+    case("max_pool2d_k3_s2_untiled", lambda F, x: F.max_pool2d(x, 3, 2),
+         distinct(2, 2, 7, 6)),
+    case("max_pool2d_nonsquare_pad1",
+         lambda F, x: F.max_pool2d(x, (3, 2), stride=(2, 1), padding=1),
+         distinct(1, 3, 5, 6), gradgrad=True),
+    case("max_pool2d_dil2", lambda F, x: F.max_pool2d(x, 2, stride=1, dilation=2),
+         distinct(2, 2, 5, 6)),
+    case("max_pool2d_ceil", lambda F, x: F.max_pool2d(x, 3, 2, ceil_mode=True),
+         distinct(2, 2, 6, 6)),
+    case("max_pool2d_ceil_pad1",
+         lambda F, x: F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True),
+         distinct(1, 2, 5, 6)),
+    case("max_pool2d_return_indices",
+         lambda F, x: F.max_pool2d(x, 2, stride=(2, 1), padding=1, return_indices=True),
+         distinct(2, 2, 5, 4)),
+    # avg_pool2d
+    case("avg_pool2d_k2", lambda F, x: F.avg_pool2d(x, 2), randn(2, 3, 6, 6), gradgrad=True),
+    case("avg_pool2d_pad1_include",
+         lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=True),
+         randn(2, 2, 5, 6)),
+    case("avg_pool2d_pad1_exclude",
+         lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),
+         randn(2, 2, 5, 6)),
+    case("avg_pool2d_ceil_pad1_include",
+         lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True),
+         randn(1, 2, 6, 5)),
+    case("avg_pool2d_ceil_exclude",
+         lambda F, x: F.avg_pool2d(x, (2, 3), (2, 2), padding=(1, 1), ceil_mode=True,
+                                   count_include_pad=False),
+         randn(2, 2, 6, 7), gradgrad=True),
+    case("avg_pool2d_divisor_override",
+         lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, divisor_override=3),
+         randn(1, 2, 5, 5)),
+    case("avg_pool2d_nonsquare_stride", lambda F, x: F.avg_pool2d(x, (2, 3), stride=(1, 2)),
+         randn(2, 2, 5, 7)),
+    # adaptive pools, divisible and not, smaller and larger than the input
+    case("adaptive_avg_pool2d_nondivisible", lambda F, x: F.adaptive_avg_pool2d(x, (3, 2)),
+         randn(2, 3, 7, 5)),
+    case("adaptive_avg_pool2d_int", lambda F, x: F.adaptive_avg_pool2d(x, 4),
+         randn(1, 2, 6, 5)),
+    case("adaptive_avg_pool2d_global", lambda F, x: F.adaptive_avg_pool2d(x, 1),
+         randn(2, 3, 4, 5)),
+    case("adaptive_avg_pool2d_upsample", lambda F, x: F.adaptive_avg_pool2d(x, (3, 4)),
+         randn(1, 2, 5, 3)),
+    case("adaptive_max_pool2d_nondivisible", lambda F, x: F.adaptive_max_pool2d(x, (3, 2)),
+         distinct(1, 2, 7, 5), gradgrad=True),
+    case("adaptive_max_pool2d_divisible", lambda F, x: F.adaptive_max_pool2d(x, 3),
+         distinct(1, 2, 6, 6)),
+    case("adaptive_max_pool2d_upsample", lambda F, x: F.adaptive_max_pool2d(x, (2, 4)),
+         distinct(2, 2, 5, 3)),
+    # local2d
+    case("local2d_basic", lambda F, x, w, b: F.local2d(x, w, b),
+         randn(2, 3, 4, 4), randn(2, 2, 2, 3, 3, 3), randn(2, 2, 2), gradgrad=True),
+    case("local2d_stride2_pad1_nonsquare",
+         lambda F, x, w: F.local2d(x, w, stride=2, padding=1),
+         randn(1, 2, 6, 5), randn(2, 4, 3, 2, 2, 3)),
+    case("local2d_dil2_pairs",
+         lambda F, x, w, b: F.local2d(x, w, b, stride=(1, 2), padding=(0, 1), dilation=2),
+         randn(2, 2, 5, 5), randn(3, 3, 3, 2, 2, 2), randn(3, 3, 3)),
+    # linear
+    case("linear_bias", lambda F, x, w, b: F.linear(x, w, b),
+         randn(3, 4), randn(5, 4), randn(5), gradgrad=True),
+    case("linear_batch_dims", lambda F, x, w: F.linear(x, w), randn(2, 3, 4), randn(2, 4)),
+    case("linear_vector", lambda F, x, w, b: F.linear(x, w, b), randn(4), randn(3, 4), randn(3)),
+    # 1-d ops on (N, C, L)
+    case("conv1d_stride2_pad1", lambda F, x, w, b: F.conv1d(x, w, b, stride=2, padding=1),
+         randn(2, 3, 7), randn(4, 3, 3), randn(4)),
+    case("conv1d_groups_dil2", lambda F, x, w: F.conv1d(x, w, groups=3, dilation=2),
+         randn(1, 3, 6), randn(6, 1, 2)),
+    case("conv1d_same_even", lambda F, x, w: F.conv1d(x, w, padding="same"),
+         randn(2, 2, 5), randn(3, 2, 4)),
+    case("max_pool1d_ceil_pad1",
+         lambda F, x: F.max_pool1d(x, 3, 2, padding=1, ceil_mode=True), distinct(2, 3, 6)),
+    case("max_pool1d_dil2", lambda F, x: F.max_pool1d(x, 2, dilation=2), distinct(2, 2, 7)),
+    case("avg_pool1d_ceil_exclude",
+         lambda F, x: F.avg_pool1d(x, 3, 2, padding=1, ceil_mode=True, count_include_pad=False),
+         randn(2, 3, 6)),
+    case("avg_pool1d_k2", lambda F, x: F.avg_pool1d(x, 2), randn(2, 2, 7)),
+    # activations and helpers
+    case("relu", lambda F, x: F.relu(x), away_from_zero(2, 3, 4)),
+    case("leaky_relu", lambda F, x: F.leaky_relu(x, 0.2), away_from_zero(2, 3, 4)),
+    case("sigmoid", lambda F, x: F.sigmoid(x), randn(2, 5)),
+    case("tanh", lambda F, x: F.tanh(x), randn(2, 5)),
+    case("softmax_dim1", lambda F, x: F.softmax(x, dim=1), randn(2, 4, 3)),
+    case("log_softmax_last", lambda F, x: F.log_softmax(x, dim=-1), randn(3, 5)),
+    case("pad_last_dim", lambda F, x: F.pad(x, (1, 2)), randn(2, 2, 3)),
+    case("pad_two_dims_value", lambda F, x: F.pad(x, (1, 0, 2, 1), value=0.5),
+         randn(1, 2, 3, 3)),
+    case("pad_negative_crops", lambda F, x: F.pad(x, (-1, 2, 1, -1)), randn(2, 3, 4)),
+    case("flatten", lambda F, x: F.flatten(x, 1), randn(2, 3, 2, 2)),
+]
+CASE_PARAMS = [pytest.param(c, id=c.name) for c in CASES]
+GRADGRAD_PARAMS = [p for p, c in zip(CASE_PARAMS, CASES) if c.gradgrad]
+CASES_BY_NAME = {c.name: c for c in CASES}
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _leaves(arrays, dtype=np.float64):
+    return [Tensor(np.asarray(a, dtype=dtype), requires_grad=True) for a in arrays]
+
+
+def assert_close(actual, expected, rtol, what):
+    """Elementwise closeness with an absolute floor scaled to the values' magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, \
+        f"{what}: shape {actual.shape}, expected {expected.shape}"
+    if expected.dtype.kind in "iub":
+        np.testing.assert_array_equal(actual, expected, err_msg=what)
+        return
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
+                               rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def ours_with_grads(fn, arrays, dtype=np.float64, seed=1):
+    """Run ``fn(F, *tensors)``; return (outputs, upstream vs, input grads) as NumPy."""
+    xs = _leaves(arrays, dtype)
+    outs = _as_tuple(fn(F, *xs))
+    rng = np.random.default_rng(seed)
+    diff = [o for o in outs if o.dtype.kind == "f"]
+    vs = [rng.standard_normal(o.shape) for o in diff]
+    grads = tg.grad(diff, xs, [Tensor(v.astype(o.dtype)) for v, o in zip(vs, diff)],
+                    allow_unused=True)
+    grads = [np.zeros(x.shape) if g is None else g.numpy() for x, g in zip(xs, grads)]
+    return [o.numpy() for o in outs], vs, grads
+
+
+# ---- torch as an oracle (optional) ----------------------------------------------------
+class TorchF:
+    """``torch.nn.functional`` plus the project's extras expressed in torch."""
+
+    def __init__(self, torch):
+        self.torch, self.nnf = torch, torch.nn.functional
+
+    def __getattr__(self, name):
+        return getattr(self.nnf, name)
+
+    def flatten(self, x, start_dim=0, end_dim=-1):
+        return self.torch.flatten(x, start_dim, end_dim)
+
+    def local2d(self, x, w, b=None, stride=1, padding=0, dilation=1):
+        OC, OH, OW, C, KH, KW = w.shape
+        cols = self.nnf.unfold(x, (KH, KW), dilation=dilation, padding=padding,
+                               stride=stride)                              # (N, C*KH*KW, L)
+        w_rows = w.reshape(OC, OH * OW, C * KH * KW)                       # (OC, L, C*KH*KW)
+        y = self.torch.einsum("olk,nkl->nol", w_rows, cols)                # (N, OC, L)
+        y = y.reshape(x.shape[0], OC, OH, OW)
+        return y if b is None else y + b
+
+
+def torch_with_grads(fn, arrays, vs, dtype=np.float64):
+    torch = pytest.importorskip("torch")
+    tdtype = {np.float64: torch.float64, np.float32: torch.float32}[dtype]
+    xs = [torch.tensor(np.asarray(a), dtype=tdtype, requires_grad=True) for a in arrays]
+    outs = _as_tuple(fn(TorchF(torch), *xs))
+    diff = [o for o in outs if o.is_floating_point()]
+    grads = torch.autograd.grad(diff, xs, [torch.tensor(v, dtype=tdtype) for v in vs],
+                                allow_unused=True)
+    grads = [np.zeros(x.shape) if g is None else g.numpy() for x, g in zip(xs, grads)]
+    return [o.detach().numpy() for o in outs], grads
+
+
+RTOL = {np.float64: 1e-10, np.float32: 1e-4}
+
+
+# ---- the table, one test per concern ------------------------------------------------
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_gradcheck(case):
+    inputs = _leaves(case.arrays())
+    assert gradcheck(lambda *xs: case.fn(F, *xs), inputs)
+
+
+@pytest.mark.parametrize("case", GRADGRAD_PARAMS)
+def test_gradgradcheck(case):
+    inputs = _leaves(case.arrays())
+    assert gradgradcheck(lambda *xs: case.fn(F, *xs), inputs)
+
+
+# torch warns that padding="same" with an even kernel copies the input; that is fine here.
+IGNORE_TORCH_SAME_WARNING = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
+
+@IGNORE_TORCH_SAME_WARNING
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_matches_torch(case, dtype):
+    arrays = case.arrays()
+    outs, vs, grads = ours_with_grads(case.fn, arrays, dtype)
+    t_outs, t_grads = torch_with_grads(case.fn, arrays, vs, dtype)
+    assert len(outs) == len(t_outs)
+    for k, (o, t) in enumerate(zip(outs, t_outs)):
+        assert o.dtype.kind == t.dtype.kind, f"output {k}: dtype {o.dtype} vs torch {t.dtype}"
+        if o.dtype.kind == "f":
+            assert o.dtype == dtype, f"output {k} has dtype {o.dtype} for {dtype} inputs"
+        assert_close(o, t, RTOL[dtype], f"{case.name} output {k}")
+    for k, (g, t) in enumerate(zip(grads, t_grads)):
+        assert_close(g, t, RTOL[dtype], f"{case.name} grad of input {k}")
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_float32_forward(case):
+    """float32 in, float32 out (and gradients), close to the float64 result; inputs untouched."""
+    arrays = case.arrays()
+    outs64, vs, grads64 = ours_with_grads(case.fn, arrays, np.float64)
+    xs = _leaves(arrays, np.float32)
+    before = [x.numpy() for x in xs]
+    outs = _as_tuple(case.fn(F, *xs))
+    diff = [o for o in outs if o.dtype.kind == "f"]
+    grads = tg.grad(diff, xs, [Tensor(v.astype(np.float32)) for v in vs])
+    for x, b in zip(xs, before):
+        np.testing.assert_array_equal(x.numpy(), b, err_msg="an input was modified in place")
+    for o, o64 in zip(outs, outs64):
+        if o.dtype.kind == "f":
+            assert o.dtype == np.float32
+        assert_close(o.numpy(), o64, 1e-4, f"{case.name} float32 output")
+    for g, g64 in zip(grads, grads64):
+        assert g.dtype == np.float32
+        assert_close(g.numpy(), g64, 1e-4, f"{case.name} float32 gradient")
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_on_device(case, device):
+    """The same results on every backend (the strict one refuses implicit NumPy use)."""
+    arrays = case.arrays()
+    outs, vs, grads = ours_with_grads(case.fn, arrays)
+    xs = [tg.tensor(a, requires_grad=True, device=device) for a in arrays]
+    d_outs = _as_tuple(case.fn(F, *xs))
+    diff = [o for o in d_outs if o.dtype.kind == "f"]
+    d_grads = tg.grad(diff, xs, [tg.tensor(v, device=device) for v in vs])
+    for o, e in zip(d_outs, outs):
+        assert o.device == xs[0].device
+        assert_close(o.numpy(), e, 1e-12, f"{case.name} output on {device}")
+    for g, e in zip(d_grads, grads):
+        assert g.device == xs[0].device
+        assert_close(g.numpy(), e, 1e-12, f"{case.name} gradient on {device}")
+
+
+MULTI_INPUT_PARAMS = [p for p, c in zip(CASE_PARAMS, CASES) if len(c.inputs) > 1]
+
+
+@pytest.mark.parametrize("case", MULTI_INPUT_PARAMS)
+def test_partial_requires_grad(case):
+    """With one input requiring grad its gradient is unchanged; under no_grad, no graph."""
+    arrays = case.arrays()
+    outs, vs, grads = ours_with_grads(case.fn, arrays)
+    for i in range(len(arrays)):
+        xs = [Tensor(a, requires_grad=(k == i)) for k, a in enumerate(arrays)]
+        out = _as_tuple(case.fn(F, *xs))[0]
+        (g,) = tg.grad(out, [xs[i]], Tensor(vs[0]))
+        assert_close(g.numpy(), grads[i], 1e-12, f"{case.name} grad of input {i} alone")
+        with tg.no_grad():
+            out = _as_tuple(case.fn(F, *_leaves(arrays)))[0]
+        assert not out.requires_grad and out.grad_fn is None
+        assert_close(out.numpy(), outs[0], 1e-12, f"{case.name} output under no_grad")
+
+
+@pytest.fixture
+def im2col_limit():
+    """Set the im2col buffer cap for one test: ``im2col_limit(nbytes)``; restored afterwards."""
+    previous = F.get_im2col_limit()
+    yield F.set_im2col_limit
+    F.set_im2col_limit(previous)
+
+
+CONV_PARAMS = [p for p, c in zip(CASE_PARAMS, CASES) if c.name.startswith(("conv", "local"))]
+
+
+@pytest.mark.parametrize("case", CONV_PARAMS)
+def test_conv_in_image_chunks(case, im2col_limit):
+    """A 1-byte im2col cap (one image per chunk) changes nothing but speed."""
+    arrays = case.arrays()
+    outs, vs, grads = ours_with_grads(case.fn, arrays)
+    im2col_limit(1)
+    c_outs, _, c_grads = ours_with_grads(case.fn, arrays)
+    for k, (o, e) in enumerate(zip(c_outs + c_grads, outs + grads)):
+        assert_close(o, e, 1e-12, f"{case.name} result {k} in chunks")
+
+
+@pytest.mark.parametrize("limit", ["one_image", "four_images"])
+def test_conv_gradients_in_uneven_chunks(limit, im2col_limit):
+    """gradcheck and gradgradcheck still hold when the batch is split (5 = 4 + 1 or 1 * 5)."""
+    rng = np.random.default_rng(13)
+    x, w, b = _leaves([rng.standard_normal((5, 2, 4, 4)), rng.standard_normal((2, 2, 2, 2)),
+                       rng.standard_normal(2)])
+    # conv2d columns of one image: C*KH*KW * OH*OW float64s = 2*2*2 * 3*3 * 8 bytes.
+    im2col_limit(1 if limit == "one_image" else 4 * 8 * 9 * 8)
+
+    def fn(x, w, b):
+        return F.conv2d(x, w, b, padding=(0, 1), stride=(1, 2))
+    assert gradcheck(fn, (x, w, b))
+    assert gradgradcheck(fn, (x, w, b))
+    assert gradcheck(lambda y, w: F.conv_transpose2d(y, w, stride=2), (x, w))
+
+
+@pytest.mark.parametrize("N", [1, 4])
+def test_large_stride_equals_kernel_convs_match_closed_form(N):
+    """With stride == kernel the windows tile the image, and both convolutions are
+    per-block products (einsum): an independent check on images large enough that the
+    implementation accumulates its output in several blocks of channels."""
+    rng = np.random.default_rng(14)
+    H = W = 130
+    x = Tensor(rng.standard_normal((N, 2, H, W)), requires_grad=True)
+    w = Tensor(rng.standard_normal((3, 2, 2, 2)), requires_grad=True)
+    blocks = x.numpy().reshape(N, 2, H // 2, 2, W // 2, 2)       # (N, C, OH, KH, OW, KW)
+    y = F.conv2d(x, w, stride=2)
+    assert_close(y.numpy(), np.einsum("nciajb,ocab->noij", blocks, w.numpy()), 1e-12,
+                 "conv2d")
+    g = rng.standard_normal(y.shape)
+    grad_x, grad_w = tg.grad(y, [x, w], Tensor(g))
+    expected = np.einsum("noij,ocab->nciajb", g, w.numpy()).reshape(x.shape)
+    assert_close(grad_x.numpy(), expected, 1e-12, "conv2d grad x")
+    assert_close(grad_w.numpy(), np.einsum("noij,nciajb->ocab", g, blocks), 1e-12,
+                 "conv2d grad w")
+    # conv_transpose2d with w (C=2 -> OC=3): each pixel becomes a 2x2 block.
+    wt = Tensor(rng.standard_normal((2, 3, 2, 2)))
+    yt = F.conv_transpose2d(x, wt, stride=2)
+    expected = np.einsum("ncij,coab->noiajb", x.numpy(), wt.numpy()).reshape(N, 3, 2 * H, 2 * W)
+    assert_close(yt.numpy(), expected, 1e-12, "conv_transpose2d")
+
+
+# ---- explicit-loop references, property-based -----------------------------------------
+def _ints(lo, hi):
+    return st.integers(lo, hi)
+
+
+def _int_or_pair(lo, hi):
+    return st.one_of(_ints(lo, hi), st.tuples(_ints(lo, hi), _ints(lo, hi)))
+
+
+SEEDS = st.integers(0, 2**32 - 1)
+# Batches of 4 and more take another column layout inside the conv ops.
+BATCHES = st.sampled_from([1, 2, 5])
+
+
+@st.composite
+def conv2d_draws(draw):
+    N = draw(BATCHES)
+    kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
+    if kind == "dense":
+        groups, cg, og = 1, draw(_ints(1, 3)), draw(_ints(1, 3))
+    elif kind == "grouped":
+        groups, cg, og = 2, draw(_ints(1, 2)), draw(_ints(1, 2))
+    else:
+        groups, cg, og = draw(_ints(1, 3)), 1, draw(_ints(1, 2))
+    KH, KW = draw(_ints(1, 3)), draw(_ints(1, 3))
+    dilation = draw(_int_or_pair(1, 2))
+    padding = draw(st.one_of(_int_or_pair(0, 2), st.sampled_from(["same", "valid"])))
+    stride = 1 if padding == "same" else draw(_int_or_pair(1, 3))
+    (dh, dw) = ref.pair(dilation)
+    (pt, pb), (pl, pr) = ref.conv_padding(padding, (KH, KW), (dh, dw))
+    H = draw(_ints(max(1, dh * (KH - 1) + 1 - pt - pb), 7))
+    W = draw(_ints(max(1, dw * (KW - 1) + 1 - pl - pr), 7))
+    rng = np.random.default_rng(draw(SEEDS))
+    arrays = [rng.standard_normal((N, groups * cg, H, W)),
+              rng.standard_normal((groups * og, cg, KH, KW))]
+    if draw(st.booleans()):
+        arrays.append(rng.standard_normal(groups * og))
+    return arrays, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@st.composite
+def conv_transpose2d_draws(draw):
+    N = draw(BATCHES)
+    groups = draw(_ints(1, 2))
+    cg, og = draw(_ints(1, 2)), draw(_ints(1, 2))
+    KH, KW = draw(_ints(1, 3)), draw(_ints(1, 3))
+    (sh, sw), (dh, dw) = draw(st.tuples(_ints(1, 3), _ints(1, 3))), \
+        draw(st.tuples(_ints(1, 2), _ints(1, 2)))
+    ph, pw = draw(_ints(0, 2)), draw(_ints(0, 2))
+    oph = draw(_ints(0, max(sh, dh) - 1))
+    opw = draw(_ints(0, max(sw, dw) - 1))
+    H, W = draw(_ints(1, 4)), draw(_ints(1, 4))
+    kw = dict(stride=(sh, sw), padding=(ph, pw), output_padding=(oph, opw), groups=groups,
+              dilation=(dh, dw))
+    w_shape = (groups * cg, og, KH, KW)
+    _, _, OH, OW = ref.conv_transpose2d_out_shape((N, groups * cg, H, W), w_shape, **kw)
+    assume(OH >= 1 and OW >= 1)
+    rng = np.random.default_rng(draw(SEEDS))
+    arrays = [rng.standard_normal((N, groups * cg, H, W)), rng.standard_normal(w_shape)]
+    if draw(st.booleans()):
+        arrays.append(rng.standard_normal(groups * og))
+    return arrays, kw
+
+
+@st.composite
+def local2d_draws(draw):
+    N, C, OC = draw(_ints(1, 2)), draw(_ints(1, 3)), draw(_ints(1, 3))
+    kernel = (draw(_ints(1, 3)), draw(_ints(1, 3)))
+    stride, padding, dilation = draw(_int_or_pair(1, 3)), draw(_int_or_pair(0, 2)), \
+        draw(_int_or_pair(1, 2))
+    (KH, KW), (ph, pw), (dh, dw) = kernel, ref.pair(padding), ref.pair(dilation)
+    H = draw(_ints(max(1, dh * (KH - 1) + 1 - 2 * ph), 6))
+    W = draw(_ints(max(1, dw * (KW - 1) + 1 - 2 * pw), 6))
+    OH, OW = ref.local2d_out_hw((N, C, H, W), kernel, stride, padding, dilation)
+    rng = np.random.default_rng(draw(SEEDS))
+    arrays = [rng.standard_normal((N, C, H, W)), rng.standard_normal((OC, OH, OW, C, KH, KW))]
+    if draw(st.booleans()):
+        arrays.append(rng.standard_normal((OC, OH, OW)))
+    return arrays, dict(stride=stride, padding=padding, dilation=dilation)
+
+
+def _pool_geometry(draw, dilated):
+    """Kernel, stride, padding (<= half the kernel, as PyTorch requires), dilation, H, W."""
+    KH, KW = draw(_ints(1, 3)), draw(_ints(1, 3))
+    kernel = draw(st.sampled_from([(KH, KW), KH])) if KH == KW else (KH, KW)
+    stride = draw(st.one_of(st.none(), _int_or_pair(1, 3)))
+    ph, pw = draw(_ints(0, KH // 2)), draw(_ints(0, KW // 2))
+    dh, dw = (draw(_ints(1, 2)), draw(_ints(1, 2))) if dilated else (1, 1)
+    H = draw(_ints(max(1, dh * (KH - 1) + 1 - 2 * ph), 7))
+    W = draw(_ints(max(1, dw * (KW - 1) + 1 - 2 * pw), 7))
+    return kernel, stride, (ph, pw), (dh, dw), H, W
+
+
+@st.composite
+def max_pool2d_draws(draw):
+    kernel, stride, padding, dilation, H, W = _pool_geometry(draw, dilated=True)
+    N, C = draw(_ints(1, 2)), draw(_ints(1, 3))
+    kw = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
+              ceil_mode=draw(st.booleans()))
+    # A dilated window can straddle a tiny input and see only padding; its -inf is no
+    # sensible maximum, so such geometries are left out.
+    assume(not ref.has_empty_window((N, C, H, W), **kw))
+    return [distinct(N, C, H, W)(np.random.default_rng(draw(SEEDS)))], kw
+
+
+@st.composite
+def avg_pool2d_draws(draw):
+    kernel, stride, padding, _, H, W = _pool_geometry(draw, dilated=False)
+    N, C = draw(_ints(1, 2)), draw(_ints(1, 3))
+    x = np.random.default_rng(draw(SEEDS)).standard_normal((N, C, H, W))
+    return [x], dict(kernel_size=kernel, stride=stride, padding=padding,
+                     ceil_mode=draw(st.booleans()),
+                     count_include_pad=draw(st.booleans()),
+                     divisor_override=draw(st.one_of(st.none(), _ints(1, 5))))
+
+
+@st.composite
+def adaptive_draws(draw, builder):
+    N, C, H, W = draw(_ints(1, 2)), draw(_ints(1, 3)), draw(_ints(1, 7)), draw(_ints(1, 7))
+    output_size = draw(st.one_of(_ints(1, 5), st.tuples(_ints(1, 5), _ints(1, 5))))
+    x = builder(N, C, H, W)(np.random.default_rng(draw(SEEDS)))
+    return [x], dict(output_size=output_size)
+
+
+@st.composite
+def unfold_draws(draw, folding=False):
+    N, C = draw(_ints(1, 2)), draw(_ints(1, 3))
+    KH, KW = draw(_ints(1, 3)), draw(_ints(1, 3))
+    (dh, dw) = draw(st.tuples(_ints(1, 2), _ints(1, 2)))
+    (ph, pw) = draw(st.tuples(_ints(0, 2), _ints(0, 2)))
+    stride = draw(_int_or_pair(1, 3))
+    H = draw(_ints(max(1, dh * (KH - 1) + 1 - 2 * ph), 7))
+    W = draw(_ints(max(1, dw * (KW - 1) + 1 - 2 * pw), 7))
+    kw = dict(kernel_size=(KH, KW), dilation=(dh, dw), padding=(ph, pw), stride=stride)
+    rng = np.random.default_rng(draw(SEEDS))
+    if folding:
+        L = n_blocks((H, W), (KH, KW), (dh, dw), (ph, pw), stride)
+        return [rng.standard_normal((N, C * KH * KW, L))], dict(output_size=(H, W), **kw)
+    return [rng.standard_normal((N, C, H, W))], kw
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """An op, a hypothesis strategy for (arrays, kwargs), and its loop reference.
+
+    ``apply(F, *tensors, **kw)`` runs the op; ``loop(*arrays, **kw)`` is the
+    reference forward and ``vjp(arrays, g, **kw)`` its vector-Jacobian
+    product, one gradient per array.
+    """
+    name: str
+    draws: st.SearchStrategy
+    apply: Callable
+    loop: Callable
+    vjp: Callable
+    examples: int = 30
+
+
+LOOP_SPECS = [
+    LoopSpec("conv2d", conv2d_draws(),
+             lambda F, *xs, **kw: F.conv2d(*xs, **kw), ref.conv2d,
+             lambda a, g, **kw: ref.conv2d_vjp(a[0], a[1], g, **kw)[:len(a)]),
+    LoopSpec("conv_transpose2d", conv_transpose2d_draws(),
+             lambda F, *xs, **kw: F.conv_transpose2d(*xs, **kw), ref.conv_transpose2d,
+             lambda a, g, **kw: ref.conv_transpose2d_vjp(a[0], a[1], g, **kw)[:len(a)]),
+    LoopSpec("local2d", local2d_draws(),
+             lambda F, *xs, **kw: F.local2d(*xs, **kw), ref.local2d,
+             lambda a, g, **kw: ref.local2d_vjp(a[0], a[1], g, **kw)[:len(a)]),
+    LoopSpec("max_pool2d", max_pool2d_draws(),
+             lambda F, x, **kw: F.max_pool2d(x, return_indices=True, **kw), ref.max_pool2d,
+             lambda a, g, **kw: [ref.max_pool2d_vjp(a[0], g, **kw)]),
+    LoopSpec("avg_pool2d", avg_pool2d_draws(),
+             lambda F, x, **kw: F.avg_pool2d(x, **kw), ref.avg_pool2d,
+             lambda a, g, **kw: [ref.avg_pool2d_vjp(a[0], g, **kw)]),
+    LoopSpec("adaptive_avg_pool2d", adaptive_draws(randn),
+             lambda F, x, **kw: F.adaptive_avg_pool2d(x, **kw), ref.adaptive_avg_pool2d,
+             lambda a, g, **kw: [ref.adaptive_avg_pool2d_vjp(a[0], g, **kw)], examples=20),
+    LoopSpec("adaptive_max_pool2d", adaptive_draws(distinct),
+             lambda F, x, **kw: F.adaptive_max_pool2d(x, **kw), ref.adaptive_max_pool2d,
+             lambda a, g, **kw: [ref.adaptive_max_pool2d_vjp(a[0], g, **kw)], examples=20),
+    LoopSpec("unfold", unfold_draws(),
+             lambda F, x, **kw: F.unfold(x, **kw), ref.unfold,
+             lambda a, g, **kw: [ref.fold(g, a[0].shape[2:], **kw)], examples=20),
+    LoopSpec("fold", unfold_draws(folding=True),
+             lambda F, c, **kw: F.fold(c, **kw), ref.fold,
+             lambda a, g, output_size, **kw: [ref.unfold(g, **kw)], examples=20),
+]
+LOOP_PARAMS = [pytest.param(s, id=s.name) for s in LOOP_SPECS]
+LOOP_SPECS_BY_NAME = {s.name: s for s in LOOP_SPECS}
+
+
+def check_against_loop(spec, arrays, kw):
+    """Our forward and input gradients equal the loop reference's (float64)."""
+    outs, vs, grads = ours_with_grads(lambda F, *xs: spec.apply(F, *xs, **kw), arrays)
+    expected = _as_tuple(spec.loop(*arrays, **kw))
+    assert len(outs) == len(expected)
+    for k, (o, e) in enumerate(zip(outs, expected)):
+        assert_close(o, e, 1e-10, f"{spec.name} output {k} with {kw}")
+    expected_grads = spec.vjp(arrays, vs[0], **kw)
+    for k, (g, e) in enumerate(zip(grads, expected_grads)):
+        assert_close(g, e, 1e-10, f"{spec.name} grad of input {k} with {kw}")
+
+
+def _loop_test(test, needs_torch=False):
+    """Run ``test(spec, arrays, kw)`` on ``spec.examples`` hypothesis draws."""
+    @IGNORE_TORCH_SAME_WARNING
+    @pytest.mark.parametrize("spec", LOOP_PARAMS)
+    def wrapper(spec):
+        if needs_torch:
+            pytest.importorskip("torch")
+        @settings(max_examples=spec.examples, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        @given(drawn=spec.draws)
+        def run(drawn):
+            test(spec, *drawn)
+        run()
+    wrapper.__name__, wrapper.__doc__ = test.__name__, test.__doc__
+    return wrapper
+
+
+@_loop_test
+def test_matches_loop_reference(spec, arrays, kw):
+    """Forward and gradients equal the textbook loops on random shapes and hyper-parameters."""
+    check_against_loop(spec, arrays, kw)
+
+
+def test_loop_reference_matches_torch(spec, arrays, kw):
+    """The loop references themselves agree with torch (so they are worth trusting)."""
+    expected = _as_tuple(spec.loop(*arrays, **kw))
+    v = np.random.default_rng(1).standard_normal(expected[0].shape)
+    t_outs, t_grads = torch_with_grads(lambda F, *xs: spec.apply(F, *xs, **kw), arrays, [v])
+    for k, (e, t) in enumerate(zip(expected, t_outs)):
+        assert_close(e, t, 1e-10, f"loop {spec.name} output {k} vs torch with {kw}")
+    for k, (e, t) in enumerate(zip(spec.vjp(arrays, v, **kw), t_grads)):
+        assert_close(e, t, 1e-10, f"loop {spec.name} grad {k} vs torch with {kw}")
+
+
+test_loop_reference_matches_torch = _loop_test(test_loop_reference_matches_torch,
+                                               needs_torch=True)
+
+
+# ---- identities between ops ------------------------------------------------------------
+def _inner(a, b):
+    return float(np.sum(a.numpy() * b.numpy()))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(), dict(stride=2, padding=1), dict(stride=(1, 2), padding=(2, 0), dilation=(1, 2)),
+], ids=["plain", "stride2_pad1", "mixed"])
+def test_conv2d_equals_local2d_with_tiled_kernel(kw):
+    rng = np.random.default_rng(3)
+    x, w, b = _leaves([rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 2)),
+                       rng.standard_normal(4)])
+    y = F.conv2d(x, w, b, **kw)
+    _, OC, OH, OW = y.shape
+    xl, wl, bl = _leaves([x.numpy(), np.broadcast_to(w.numpy()[:, None, None], (OC, OH, OW) +
+                                                     w.shape[1:]),
+                          np.broadcast_to(b.numpy()[:, None, None], (OC, OH, OW))])
+    yl = F.local2d(xl, wl, bl, **kw)
+    assert_close(yl.numpy(), y.numpy(), 1e-12, "forward")
+    v = Tensor(rng.standard_normal(y.shape))
+    gx, gw, gb = tg.grad(y, [x, w, b], v)
+    glx, glw, glb = tg.grad(yl, [xl, wl, bl], v)
+    assert_close(glx.numpy(), gx.numpy(), 1e-12, "grad x")
+    # A shared kernel's gradient is the sum of the per-position kernels' gradients.
+    assert_close(glw.numpy().sum(axis=(1, 2)), gw.numpy(), 1e-12, "grad w")
+    assert_close(glb.numpy().sum(axis=(1, 2)), gb.numpy(), 1e-12, "grad b")
+
+
+def test_conv2d_with_whole_input_kernel_equals_linear():
+    rng = np.random.default_rng(4)
+    x, w, b = _leaves([rng.standard_normal((3, 2, 4, 5)), rng.standard_normal((6, 2, 4, 5)),
+                       rng.standard_normal(6)])
+    y = F.conv2d(x, w, b)
+    assert y.shape == (3, 6, 1, 1)
+    expected = F.linear(x.reshape(3, -1), w.reshape(6, -1), b)
+    assert_close(y.numpy().reshape(3, 6), expected.numpy(), 1e-12, "forward")
+    v = rng.standard_normal((3, 6))
+    grads = tg.grad(y, [x, w, b], Tensor(v.reshape(3, 6, 1, 1)))
+    expected_grads = tg.grad(expected, [x, w, b], Tensor(v))
+    for k, (g, e) in enumerate(zip(grads, expected_grads)):
+        assert_close(g.numpy(), e.numpy(), 1e-12, f"grad {k}")
+
+
+def test_1x1_conv_equals_linear_over_channels():
+    rng = np.random.default_rng(5)
+    x, w, b = _leaves([rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((4, 3, 1, 1)),
+                       rng.standard_normal(4)])
+    y = F.conv2d(x, w, b)
+    expected = F.linear(x.permute(0, 2, 3, 1), w.reshape(4, 3), b).permute(0, 3, 1, 2)
+    assert_close(y.numpy(), expected.numpy(), 1e-12, "forward")
+    v = Tensor(rng.standard_normal(y.shape))
+    for k, (g, e) in enumerate(zip(tg.grad(y, [x, w, b], v), tg.grad(expected, [x, w, b], v))):
+        assert_close(g.numpy(), e.numpy(), 1e-12, f"grad {k}")
+
+
+@pytest.mark.parametrize("kernel, dilation", [((2, 4), 1), ((3, 2), (1, 3)), ((2, 3), 2)])
+def test_same_padding_puts_the_odd_pixel_bottom_right(kernel, dilation):
+    """padding="same" is explicit zero padding of d*(k-1) per axis, the larger half after."""
+    rng = np.random.default_rng(15)
+    x = Tensor(rng.standard_normal((2, 2, 5, 6)))
+    w = Tensor(rng.standard_normal((3, 2) + kernel))
+    (dh, dw) = ref.pair(dilation)
+    th, tw = dh * (kernel[0] - 1), dw * (kernel[1] - 1)
+    padded = F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
+    y = F.conv2d(x, w, padding="same", dilation=dilation)
+    assert y.shape == (2, 3, 5, 6)
+    assert_close(y.numpy(), F.conv2d(padded, w, dilation=dilation).numpy(), 1e-12, "same")
+
+
+def test_conv2d_equals_unfold_matmul():
+    rng = np.random.default_rng(6)
+    x = Tensor(rng.standard_normal((2, 3, 6, 7)))
+    w = Tensor(rng.standard_normal((4, 3, 2, 3)))
+    kw = dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))
+    y = F.conv2d(x, w, **kw)
+    cols = F.unfold(x, (2, 3), **kw)                                        # (N, C*KH*KW, L)
+    expected = (w.reshape(4, -1) @ cols).reshape(y.shape)
+    assert_close(y.numpy(), expected.numpy(), 1e-12, "conv2d vs unfold @ w")
+
+
+def test_avg_pool2d_equals_depthwise_conv_with_constant_kernel():
+    rng = np.random.default_rng(7)
+    x = Tensor(rng.standard_normal((2, 3, 7, 6)))
+    y = F.avg_pool2d(x, (3, 2), stride=2, padding=1, count_include_pad=True)
+    w = Tensor(np.full((3, 1, 3, 2), 1 / 6))
+    assert_close(y.numpy(), F.conv2d(x, w, stride=2, padding=1, groups=3).numpy(), 1e-12,
+                 "avg_pool2d vs conv2d")
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(drawn=unfold_draws())
+def test_unfold_fold_adjoint(drawn):
+    """<unfold(x), y> == <x, fold(y)> for the same geometry."""
+    (x,), kw = drawn
+    cols = F.unfold(Tensor(x), **kw)
+    y = Tensor(np.random.default_rng(0).standard_normal(cols.shape))
+    lhs = _inner(cols, y)
+    rhs = _inner(Tensor(x), F.fold(y, x.shape[2:], **kw))
+    assert math.isclose(lhs, rhs, rel_tol=1e-12, abs_tol=1e-12 * np.abs(x).sum())
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(drawn=conv2d_draws())
+def test_conv_transpose2d_is_adjoint_of_conv2d(drawn):
+    """<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>, output_padding recovering x's size."""
+    (x, w, *_), kw = drawn
+    assume(kw["padding"] != "same")
+    padding = 0 if kw["padding"] == "valid" else kw["padding"]
+    (sh, sw), (ph, pw), (dh, dw) = map(ref.pair, (kw["stride"], padding, kw["dilation"]))
+    _, _, H, W = x.shape
+    _, _, KH, KW = w.shape
+    output_padding = ((H + 2 * ph - dh * (KH - 1) - 1) % sh,
+                      (W + 2 * pw - dw * (KW - 1) - 1) % sw)
+    conv = F.conv2d(Tensor(x), Tensor(w), stride=kw["stride"], padding=padding,
+                    dilation=kw["dilation"], groups=kw["groups"])
+    y = Tensor(np.random.default_rng(0).standard_normal(conv.shape))
+    back = F.conv_transpose2d(y, Tensor(w), stride=kw["stride"], padding=padding,
+                              output_padding=output_padding, groups=kw["groups"],
+                              dilation=kw["dilation"])
+    assert back.shape == x.shape
+    lhs, rhs = _inner(conv, y), _inner(Tensor(x), back)
+    assert math.isclose(lhs, rhs, rel_tol=1e-12,
+                        abs_tol=1e-12 * np.abs(x).sum() * np.abs(w).sum())
+
+
+@pytest.mark.parametrize("op", [
+    lambda x: F.conv2d(x, Tensor(np.linspace(-1, 1, 2 * 3 * 2 * 3).reshape(2, 3, 2, 3)),
+                       stride=(1, 2), padding=1),
+    lambda x: F.max_pool2d(x, 2, stride=1, padding=1),
+    lambda x: F.avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=True),
+    lambda x: F.unfold(x, (2, 3), dilation=(2, 1)),
+    lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
+    lambda x: F.local2d(x, Tensor(np.linspace(-1, 1, 2 * 4 * 3 * 3 * 2 * 2)
+                                  .reshape(2, 4, 3, 3, 2, 2))),
+], ids=["conv2d", "max_pool2d", "avg_pool2d", "unfold", "adaptive_avg_pool2d", "local2d"])
+def test_non_contiguous_input(op):
+    """A transposed or strided view gives the same result as its contiguous copy."""
+    rng = np.random.default_rng(8)
+    base = distinct(2, 3, 4, 5)(rng)                               # (N, C, W, H) on purpose
+    view = Tensor(base).permute(0, 1, 3, 2)                        # (N, C, 5, 4), not contiguous
+    copy = Tensor(np.ascontiguousarray(base.transpose(0, 1, 3, 2)))
+    assert_close(op(view).numpy(), op(copy).numpy(), 1e-12, "permuted view")
+    wide = distinct(2, 3, 10, 4)(rng)
+    sliced = Tensor(wide)[:, :, ::2]                                # strided rows
+    assert_close(op(sliced).numpy(), op(Tensor(np.ascontiguousarray(wide[:, :, ::2]))).numpy(),
+                 1e-12, "strided view")
+
+
+# ---- the max-pool tie rule ---------------------------------------------------------------
+TIES = np.array([[1.0, 3.0, 3.0],
+                 [3.0, 2.0, 3.0],
+                 [0.0, 3.0, 1.0]])
+
+
+@pytest.mark.parametrize("op, x, grad, indices", [
+    # Every 2x2 window holds several 3s; each window's gradient goes to its first 3.
+    (lambda x: F.max_pool2d(x, 2, stride=1, return_indices=True), TIES,
+     [[0, 2, 0], [1, 0, 1], [0, 0, 0]], [[1, 1], [3, 5]]),
+    # A constant window: everything to the top-left element.
+    (lambda x: F.max_pool2d(x, 2, return_indices=True), np.full((2, 2), 5.0),
+     [[1, 0], [0, 0]], [[0]]),
+    # Padding (-inf) never wins; the first real maximum does.
+    (lambda x: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True), np.ones((3, 3)),
+     [[1, 1, 0], [1, 1, 0], [0, 0, 0]], [[0, 1], [3, 4]]),
+    (lambda x: (F.adaptive_max_pool2d(x, (1, 2)), None), np.ones((2, 4)),
+     [[1, 0, 1, 0], [0, 0, 0, 0]], None),
+    # Overlapping bins of unequal size (rows [0, 2), [1, 3); columns [0, 2), [1, 4), [3, 5)).
+    (lambda x: (F.adaptive_max_pool2d(x, (2, 3)), None), np.ones((3, 5)),
+     [[1, 1, 0, 1, 0], [1, 1, 0, 1, 0], [0, 0, 0, 0, 0]], None),
+    (lambda x: F.max_pool1d(x[:, :, 0], 2, stride=1, return_indices=True), np.ones((1, 4)),
+     [[1, 1, 1, 0]], [0, 1, 2]),
+], ids=["overlapping", "constant", "padded", "adaptive", "adaptive_uneven", "1d"])
+def test_max_pool_ties_go_to_first_maximum(op, x, grad, indices):
+    x = Tensor(np.asarray(x, dtype=np.float64)[None, None], requires_grad=True)
+    y, idx = op(x)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[0, 0], np.asarray(grad, dtype=np.float64))
+    if indices is not None:
+        np.testing.assert_array_equal(idx.numpy()[0, 0], indices)
+
+
+# ---- bad input ------------------------------------------------------------------------
+def _t(*shape):
+    return Tensor(np.zeros(shape))
+
+
+@pytest.mark.parametrize("call, patterns", [
+    (lambda: F.conv2d(_t(1, 3, 5, 5), _t(2, 4, 3, 3)), [r"\(1, 3, 5, 5\)", r"\(2, 4, 3, 3\)"]),
+    (lambda: F.conv2d(_t(1, 1, 3, 3), _t(1, 1, 5, 5)), [r"\(1, 1, 3, 3\)", r"5, 5\)|5x5"]),
+    (lambda: F.conv2d(_t(1, 1, 3, 3), _t(1, 1, 3, 6), padding=1), [r"\(1, 1, 3, 3\)"]),
+    (lambda: F.conv2d(_t(1, 3, 5, 5), _t(4, 1, 3, 3), groups=2), [r"groups", r"\b3\b"]),
+    (lambda: F.conv2d(_t(1, 4, 5, 5), _t(3, 2, 3, 3), groups=2), [r"groups", r"\b3\b"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), _t(4)), [r"\(4,\)", r"\b3\b"]),
+    (lambda: F.conv2d(_t(5, 5), _t(3, 2, 3, 3)), [r"\(5, 5\)"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3)), [r"\(3, 2, 3\)"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=0), [r"stride"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=(1, -1)), [r"stride"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), padding="same", stride=2),
+     [r"same", r"stride"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), padding="full"), [r"full"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), padding=-1), [r"padding"]),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), dilation=0), [r"dilation"]),
+    (lambda: F.conv_transpose2d(_t(1, 3, 4, 4), _t(2, 3, 3, 3)),
+     [r"\(1, 3, 4, 4\)", r"\(2, 3, 3, 3\)"]),
+    (lambda: F.conv_transpose2d(_t(1, 2, 4, 4), _t(2, 3, 3, 3), stride=2, output_padding=2),
+     [r"output_padding"]),
+    (lambda: F.local2d(_t(1, 2, 5, 5), _t(2, 4, 4, 2, 3, 3)), [r"\(2, 4, 4, 2, 3, 3\)", r"3"]),
+    (lambda: F.local2d(_t(1, 2, 5, 5), _t(2, 3, 3, 3, 3, 3)),
+     [r"\(1, 2, 5, 5\)", r"\(2, 3, 3, 3, 3, 3\)"]),
+    (lambda: F.local2d(_t(1, 2, 5, 5), _t(2, 3, 3, 2, 3, 3), _t(2, 2, 2)),
+     [r"\(2, 2, 2\)"]),
+    (lambda: F.linear(_t(3, 4), _t(5, 3)), [r"\(3, 4\)", r"\(5, 3\)"]),
+    (lambda: F.max_pool2d(_t(3, 4), 2), [r"\(3, 4\)"]),
+    (lambda: F.max_pool2d(_t(1, 1, 3, 3), 5), [r"\(1, 1, 3, 3\)"]),
+    (lambda: F.max_pool2d(_t(1, 1, 4, 4), 2, stride=0), [r"stride"]),
+    (lambda: F.avg_pool2d(_t(1, 1, 2, 2), 3), [r"\(1, 1, 2, 2\)"]),
+    (lambda: F.avg_pool2d(_t(1, 1, 4, 4), 2, stride=-1), [r"stride"]),
+    (lambda: F.adaptive_avg_pool2d(_t(4, 4), 2), [r"\(4, 4\)"]),
+    (lambda: F.unfold(_t(1, 1, 3, 3), 4), [r"\(1, 1, 3, 3\)"]),
+    (lambda: F.fold(_t(1, 4, 5), (4, 4), 2), [r"\(1, 4, 5\)"]),
+    (lambda: F.fold(_t(1, 5, 9), (4, 4), 2), [r"\(1, 5, 9\)"]),
+    (lambda: F.conv1d(_t(1, 2, 5, 5), _t(3, 2, 3)), [r"\(1, 2, 5, 5\)"]),
+    (lambda: F.conv1d(_t(1, 2, 5), _t(3, 4, 3)), [r"\(1, 2, 5\)", r"\(3, 4, 3\)"]),
+], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
+        "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
+        "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
+        "conv_padding_negative", "conv_dilation0", "convT_channels", "convT_output_padding",
+        "local2d_out_hw", "local2d_channels", "local2d_bias", "linear_features",
+        "max_pool_ndim", "max_pool_kernel_too_big", "max_pool_stride0",
+        "avg_pool_kernel_too_big", "avg_pool_stride_negative", "adaptive_ndim",
+        "unfold_kernel_too_big", "fold_blocks", "fold_channels", "conv1d_ndim",
+        "conv1d_channels"])
+def test_bad_input_raises_clear_error(call, patterns):
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    for pattern in patterns:
+        assert re.search(pattern, message), \
+            f"error message {message!r} does not mention {pattern!r}"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: F.conv2d(np.zeros((1, 1, 3, 3)), _t(1, 1, 2, 2)),
+    lambda: F.conv2d(Tensor(np.zeros((1, 1, 3, 3), dtype=np.int64)), _t(1, 1, 2, 2)),
+    lambda: F.max_pool2d([[[[1.0, 2.0]]]], 1),
+    lambda: F.local2d(_t(1, 1, 3, 3), np.zeros((1, 2, 2, 1, 2, 2))),
+], ids=["conv_ndarray", "conv_int_dtype", "pool_list", "local2d_ndarray"])
+def test_bad_type_raises_type_error(call):
+    with pytest.raises(TypeError, match=r"Tensor|dtype"):
+        call()
+
+
+# ---- dropout ---------------------------------------------------------------------------
+def test_dropout_identity_when_not_training_or_p0():
+    x = Tensor(np.random.default_rng(9).standard_normal((3, 4)), requires_grad=True)
+    for y in (F.dropout(x, 0.5, training=False), F.dropout(x, 0.0, training=True)):
+        np.testing.assert_array_equal(y.numpy(), x.numpy())
+
+
+def test_dropout_scales_kept_units_and_masks_gradient():
+    tg.manual_seed(0)
+    x = Tensor(np.random.default_rng(10).uniform(1.0, 2.0, (100, 100)), requires_grad=True)
+    y = F.dropout(x, 0.3, training=True)
+    kept = y.numpy() != 0
+    assert 0.65 < kept.mean() < 0.75, kept.mean()
+    np.testing.assert_allclose(y.numpy()[kept], x.numpy()[kept] / 0.7, rtol=1e-12)
+    v = np.random.default_rng(11).standard_normal(x.shape)
+    y.backward(Tensor(v))
+    np.testing.assert_allclose(x.grad.numpy(), v * kept / 0.7, rtol=1e-12)
+
+
+def test_dropout_seeded_and_extremes():
+    x = Tensor(np.ones((4, 5)))
+    tg.manual_seed(123)
+    a = F.dropout(x, 0.5, training=True).numpy()
+    tg.manual_seed(123)
+    np.testing.assert_array_equal(F.dropout(x, 0.5, training=True).numpy(), a)
+    all_dropped = F.dropout(x, 1.0, training=True).numpy()
+    np.testing.assert_array_equal(all_dropped, np.zeros((4, 5)))
+    for p in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"probability|\[0, 1\]"):
+            F.dropout(x, p, training=True)
+
+
+def test_dropout_gradcheck():
+    def fn(x):
+        tg.manual_seed(0)  # the same mask on every evaluation
+        return F.dropout(x, 0.4, training=True)
+    assert gradcheck(fn, Tensor(np.random.default_rng(12).standard_normal((3, 4)),
+                                requires_grad=True))
+
+
+# ---- negative controls: the harness catches a wrong backward ------------------------------
+def _corrupt(monkeypatch, out, mode):
+    """Make the backward of the op that produced ``out`` return wrong gradients.
+
+    The op's class is patched, but only nodes whose output has ``out``'s shape
+    are corrupted: an op built from two nodes of one class (matmul @ matmul)
+    could otherwise undo a flip with a second flip.
+    """
+    cls, shape = type(out._ctx), out.shape
+    original = cls.backward
+
+    def backward(self, grad_out):
+        grads = original(self, grad_out)
+        if self.output.shape != shape:
+            return grads
+        single = not isinstance(grads, tuple)
+        bad = tuple(None if g is None else g * 1.1 if mode == "scale" else g[..., ::-1]
+                    for g in _as_tuple(grads))
+        return bad[0] if single else bad
+    monkeypatch.setattr(cls, "backward", backward)
+
+
+NEGATIVE_CASES = ["conv2d_nonsquare_bias", "conv_transpose2d_stride2_pad1_outpad1",
+                  "max_pool2d_k3_s2_untiled", "avg_pool2d_pad1_exclude",
+                  "local2d_stride2_pad1_nonsquare", "unfold_dil2_pad1_stride2",
+                  "adaptive_avg_pool2d_nondivisible"]
+
+
+@pytest.mark.parametrize("mode", ["scale", "flip"])
+@pytest.mark.parametrize("name", NEGATIVE_CASES)
+def test_gradcheck_catches_wrong_backward(monkeypatch, name, mode):
+    c = CASES_BY_NAME[name]
+    inputs = _leaves(c.arrays())
+    _corrupt(monkeypatch, c.fn(F, *inputs), mode)
+    with pytest.raises(GradcheckError):
+        gradcheck(lambda *xs: c.fn(F, *xs), inputs)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "local2d", "avg_pool2d"])
+def test_loop_comparison_catches_wrong_backward(monkeypatch, name):
+    spec = LOOP_SPECS_BY_NAME[name]
+    arrays, kw = {
+        "conv2d": ([randn(2, 2, 5, 5)(np.random.default_rng(0)),
+                    randn(2, 1, 3, 3)(np.random.default_rng(1))], dict(groups=2, padding=1)),
+        "max_pool2d": ([distinct(1, 2, 5, 5)(np.random.default_rng(0))],
+                       dict(kernel_size=2, stride=1)),
+        "local2d": ([randn(1, 2, 4, 4)(np.random.default_rng(0)),
+                     randn(2, 2, 2, 2, 3, 3)(np.random.default_rng(1))], {}),
+        "avg_pool2d": ([randn(1, 2, 5, 5)(np.random.default_rng(0))],
+                       dict(kernel_size=3, stride=2, padding=1)),
+    }[name]
+    check_against_loop(spec, arrays, kw)  # sound before the corruption
+    out = _as_tuple(spec.apply(F, *_leaves(arrays), **kw))[0]
+    _corrupt(monkeypatch, out, "scale")
+    with pytest.raises(AssertionError):
+        check_against_loop(spec, arrays, kw)

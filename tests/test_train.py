@@ -1,0 +1,250 @@
+"""The training loop: determinism, exact resume after any kind of stop, devices, metrics.
+
+Every run here is small (the CNN, which has dropout and so exercises the
+saved random-generator state, on the bundled digits with big batches and
+two epochs).  "Exact" means ``np.array_equal`` on every parameter,
+every optimiser and scheduler entry, the loader position, the generator
+state and the per-epoch numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")  # the digits data set
+
+from tinygrad_cnn import checkpoint, optim  # noqa: E402
+from tinygrad_cnn.train import TrainConfig, evaluate, load_model, train  # noqa: E402
+
+BATCH = 128
+STEPS_PER_EPOCH = -(-1437 // BATCH)  # 12: the digits training split in batches of 128
+SMALL = dict(model="cnn", epochs=2, batch_size=BATCH, seed=3, progress=False)
+
+
+def run(tmp_path, name, lines=None, **overrides):
+    """Train a SMALL run (``overrides`` win) saving to tmp_path/name; returns the result."""
+    settings = dict(SMALL, **overrides)
+    settings.setdefault("checkpoint", name and str(tmp_path / name))
+    out = (lambda s: None) if lines is None else lines.append
+    return train(TrainConfig(**settings), out=out)
+
+
+def assert_same_run(path_a, path_b):
+    """Two checkpoints hold bit-identical training states."""
+    a, b = checkpoint.load(path_a), checkpoint.load(path_b)
+    for section in ("model", "optimizer", "scheduler", "loader", "rng"):
+        assert_tree_equal(a[section], b[section], section)
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in a["history"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in b["history"]]
+
+
+def assert_tree_equal(a, b, where):
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_tree_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tree_equal(x, y, f"{where}/{i}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted SMALL run: its final checkpoint and its output lines."""
+    path = tmp_path_factory.mktemp("reference") / "ref.npz"
+    lines = []
+    result = train(TrainConfig(**SMALL, checkpoint=str(path)), out=lines.append)
+    assert not result["stopped"] and not result["interrupted"]
+    return path, lines, result
+
+
+# ---- determinism -----------------------------------------------------------------------
+def test_same_seed_gives_bit_identical_weights(tmp_path, reference):
+    ref_path, ref_lines, ref_result = reference
+    again = run(tmp_path, "again.npz")
+    assert_same_run(ref_path, tmp_path / "again.npz")
+    assert again["test_acc"] == ref_result["test_acc"]
+    other = run(tmp_path, "other.npz", seed=4, max_steps=2)["model"]
+    assert not all(np.array_equal(p.numpy(), q.numpy()) for p, q in
+                   zip(other.parameters(), again["model"].parameters()))
+
+
+def test_result_and_output(reference):
+    path, lines, result = reference
+    assert lines[0].startswith("training cnn (53,002 parameters) on digits "
+                               "(1437 train / 360 test images) on cpu")
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    assert len(epoch_lines) == 2 and "samples/s" in epoch_lines[0]
+    assert lines[-1].startswith(f"test accuracy {result['test_acc'] * 100:.2f}%")
+    assert "after 2 epoch(s)" in lines[-1] and "53,002 parameters" in lines[-1]
+    assert result["parameters"] == 53002 and len(result["history"]) == 2
+    assert result["test_acc"] > 0.7  # two short epochs already learn the digits
+    # The final accuracy is what evaluate() says of the returned model.
+    model, state = load_model(path)
+    assert [r["test_acc"] for r in state["history"]] == [r["test_acc"] for r in result["history"]]
+    assert state["history"][-1]["test_acc"] == result["test_acc"]
+
+
+# ---- exact resume --------------------------------------------------------------------
+def sigint_after_step(monkeypatch, k):
+    """Deliver a real SIGINT (as Ctrl-C does) right after the k-th optimiser step."""
+    count = {"n": 0}
+    step = optim.Adam.step
+
+    def stepping(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] == k:
+            signal.raise_signal(signal.SIGINT)
+        return result
+    monkeypatch.setattr(optim.Adam, "step", stepping)
+
+
+# name -> how the first part of the run is stopped
+STOPS = {
+    "max_steps at an epoch end": lambda mp: {"max_steps": STEPS_PER_EPOCH},
+    "max_steps mid-epoch": lambda mp: {"max_steps": STEPS_PER_EPOCH + 5},
+    "Ctrl-C mid-epoch": lambda mp: sigint_after_step(mp, 7) or {},
+    "Ctrl-C at the last step of an epoch": lambda mp: sigint_after_step(mp, STEPS_PER_EPOCH)
+    or {},
+}
+
+
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_resume_gives_the_same_final_state(tmp_path, reference, monkeypatch, stop):
+    lines = []
+    first = run(tmp_path, "run.npz", lines, **STOPS[stop](monkeypatch))
+    monkeypatch.undo()
+    assert first["stopped"]
+    assert first["interrupted"] == stop.startswith("Ctrl-C")
+    assert any("state saved to" in line and "--resume" in line for line in lines)
+    saved = checkpoint.load(tmp_path / "run.npz")
+    assert saved["loader"]["epoch"] < 2
+    second = run(tmp_path, "run.npz", resume=True)
+    assert not second["stopped"]
+    assert_same_run(reference[0], tmp_path / "run.npz")
+    assert second["test_acc"] == reference[2]["test_acc"]
+
+
+def test_resume_in_slices_of_max_steps(tmp_path, reference):
+    """max_steps counts the steps of one call: each resume advances it again."""
+    path = tmp_path / "run.npz"
+    run(tmp_path, "run.npz", max_steps=7)
+    positions = []
+    for _ in range(10):
+        positions.append(checkpoint.load(path)["loader"])
+        if not run(tmp_path, "run.npz", resume=True, max_steps=7)["stopped"]:
+            break
+    steps = [p["epoch"] * STEPS_PER_EPOCH + p["batch"] for p in positions]
+    assert steps == list(range(7, 2 * STEPS_PER_EPOCH, 7))
+    assert_same_run(reference[0], path)
+
+
+def test_resumed_settings_come_from_the_checkpoint(tmp_path, reference):
+    run(tmp_path, "run.npz", max_steps=5)
+    lines = []
+    # Another batch size or seed here would break exactness: the checkpoint's win.
+    result = run(tmp_path, "run.npz", lines, resume=True, batch_size=7, seed=99, epochs=9,
+                 model="mlp")
+    assert lines[0] == f"resumed from {tmp_path / 'run.npz'} at epoch 1, batch 5"
+    assert len(result["history"]) == 2
+    assert_same_run(reference[0], tmp_path / "run.npz")
+
+
+def test_resuming_a_finished_run_trains_no_further(tmp_path, reference):
+    path = tmp_path / "done.npz"
+    path.write_bytes(reference[0].read_bytes())
+    lines = []
+    result = run(tmp_path, "done.npz", lines, resume=True)
+    assert not any(line.startswith("epoch") for line in lines)
+    assert result["test_acc"] == reference[2]["test_acc"]
+    assert path.read_bytes() == reference[0].read_bytes()  # not even rewritten
+
+
+def test_stop_without_checkpoint_says_nothing_was_saved(tmp_path):
+    lines = []
+    result = run(tmp_path, None, lines, checkpoint=None, max_steps=2)
+    assert result["stopped"] and not result["interrupted"]
+    assert any("nothing saved (no --checkpoint)" in line for line in lines)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- devices -------------------------------------------------------------------------
+@pytest.mark.parametrize("first, second", [("strict", "cpu"), ("cpu", "strict")])
+def test_stop_on_one_device_resume_on_another(tmp_path, reference, first, second):
+    """The strict backend follows CuPy's rules (no implicit host transfers):
+    a checkpoint saved there loads on the CPU and the other way round."""
+    run(tmp_path, "run.npz", device=first, max_steps=STEPS_PER_EPOCH + 3)
+    saved = checkpoint.load(tmp_path / "run.npz")
+    assert saved["config"]["device"] == first
+    assert all(type(v) is np.ndarray for v in saved["model"].values())  # host arrays
+    model, _ = load_model(tmp_path / "run.npz", device=second)
+    assert {p.device for p in model.parameters()} == {second}
+    for name, p in model.state_dict().items():
+        assert np.array_equal(p.numpy(), saved["model"][name])
+    run(tmp_path, "run.npz", device=second, resume=True)
+    # Both backends run the same NumPy arithmetic underneath, so even the
+    # mixed run ends bit-identical to the reference run on the CPU.
+    assert checkpoint.load(tmp_path / "run.npz")["config"]["device"] == second
+    assert_same_run(reference[0], tmp_path / "run.npz")
+
+
+# ---- metrics, evaluation, configuration --------------------------------------------------
+def test_metrics_file_has_one_json_line_per_epoch(tmp_path, reference):
+    metrics = tmp_path / "m.jsonl"
+    run(tmp_path, "run.npz", metrics=str(metrics), max_steps=STEPS_PER_EPOCH + 2)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    run(tmp_path, "run.npz", metrics=str(metrics), resume=True)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                            "seconds"}
+    # The epoch cut in two reports the same numbers as the uninterrupted one.
+    ref = reference[2]["history"]
+    for row, ref_row in zip(rows, ref):
+        assert {k: v for k, v in row.items() if k != "seconds"} == \
+            {k: v for k, v in ref_row.items() if k != "seconds"}
+
+
+def test_evaluate_matches_a_direct_computation(reference):
+    from tinygrad_cnn.data import DataLoader, TensorDataset
+    from tinygrad_cnn.train import load_data
+    model, state = load_model(reference[0])
+    *_, x_test, y_test, _ = load_data("digits", stats=(state["mean"], state["std"]))
+    loss, acc = evaluate(model, DataLoader(TensorDataset(x_test, y_test), 100))
+    logits = model(__import__("tinygrad_cnn").tensor(x_test)).numpy().astype(np.float64)
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    assert acc == np.mean(logits.argmax(1) == y_test) == reference[2]["test_acc"]
+    assert loss == pytest.approx(-log_p[np.arange(len(y_test)), y_test].mean(), rel=1e-5)
+    assert not model.training
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
+    (dict(model="resnet"), "unknown model 'resnet'"),
+    (dict(epochs=0), "epochs must be at least 1"),
+    (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(max_steps=0), "max_steps must be at least 1"),
+    (dict(resume=True), "--resume needs --checkpoint"),
+])
+def test_bad_configuration_is_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
+
+
+def test_default_configuration_is_the_documented_one():
+    cfg = TrainConfig()
+    assert (cfg.dataset, cfg.model, cfg.device, cfg.optimizer, cfg.lr) == \
+        ("digits", "cnn", "cpu", "adam", 2e-3)
+    assert dataclasses.asdict(cfg)["max_steps"] is None
