@@ -1,0 +1,216 @@
+"""Smoke tests of the machinery under ``tinygrad_cnn.functional`` that the op-level
+suite (``test_functional.py``, batches of 1-2 images) does not reach: the
+batch-inner column layout, batch chunking under an im2col limit, the
+backend-kernel hook, the CuPy-rules ("strict") backend, and the benchmark's
+``--quick`` run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+import tinygrad_cnn.functional as F
+from tinygrad_cnn import Tensor, conv_arrays
+from tinygrad_cnn.backend import NumpyBackend, get_backend, register_backend
+
+try:
+    from . import strict_backend  # noqa: F401  (registers the "strict" device)
+except ImportError:
+    import strict_backend  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _grads(fn, arrays, device="cpu", seed=1):
+    """Forward outputs and input gradients for a random upstream gradient (host arrays)."""
+    xs = [Tensor(a, requires_grad=True, device=device) for a in arrays]
+    out = fn(*xs)
+    v = Tensor(np.random.default_rng(seed).standard_normal(out.shape), device=device)
+    return [out.numpy()] + [g.numpy() for g in tg.grad(out, xs, v)]
+
+
+def _close(a, b, what):
+    for k, (x, y) in enumerate(zip(a, b)):
+        np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-10, err_msg=f"{what} [{k}]")
+
+
+CONVS = {
+    # N >= 4 images with short output rows: the batch-inner ("kln") layout.
+    "conv2d_short_rows":
+        (lambda F, x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2),
+         [(6, 4, 9, 8), (6, 2, 3, 3), (6,)]),
+    "conv2d_long_rows":
+        (lambda F, x, w, b: F.conv2d(x, w, b, padding=(1, 2), dilation=(2, 1)),
+         [(4, 3, 5, 20), (2, 3, 3, 2), (2,)]),
+    "conv_transpose2d_short_rows":
+        (lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
+                                               groups=2),
+         [(5, 4, 3, 4), (4, 3, 3, 3), (6,)]),
+}
+
+
+def _arrays(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s) for s in shapes]
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_layouts_and_chunks_agree(name, monkeypatch):
+    """Each column layout, and chunked batches, give the same forward and gradients."""
+    fn, shapes = CONVS[name]
+    arrays = _arrays(shapes)
+    reference = None
+    limit = F.get_im2col_limit()
+    try:
+        for layout in ("nkl", "knl", "kln"):
+            monkeypatch.setattr(F, "choose_layout", lambda N, geom, K, layout=layout: layout)
+            for chunked in (False, True):
+                F.set_im2col_limit(1 if chunked else limit)  # 1 byte: one image per chunk
+                result = _grads(lambda *xs: fn(F, *xs), arrays)
+                if reference is None:
+                    reference = result
+                else:
+                    _close(result, reference, f"{name} layout {layout} chunked {chunked}")
+    finally:
+        F.set_im2col_limit(limit)
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_short_rows_match_torch(name):
+    torch = pytest.importorskip("torch")
+    fn, shapes = CONVS[name]
+    arrays = _arrays(shapes)
+    ours = _grads(lambda *xs: fn(F, *xs), arrays)
+    xs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(torch.nn.functional, *xs)
+    v = torch.tensor(np.random.default_rng(1).standard_normal(tuple(out.shape)))
+    theirs = [out.detach().numpy()] + [g.numpy() for g in torch.autograd.grad(out, xs, v)]
+    _close(ours, theirs, name)
+
+
+def test_unfold_array_layouts_are_one_matrix():
+    """'nkl', 'knl' and 'kln' hold the same columns in different orders; fold is the adjoint."""
+    backend = get_backend("cpu")
+    x = np.random.default_rng(2).standard_normal((5, 3, 7, 6))
+    geom = conv_arrays.conv_geometry("t", x.shape, (3, 2), (2, 1), ((1, 2), (0, 1)), (1, 2))
+    nkl = conv_arrays.unfold_array(backend, x, geom, "nkl")               # (N, K, L)
+    knl = conv_arrays.unfold_array(backend, x, geom, "knl")               # (K, N*L)
+    kln = conv_arrays.unfold_array(backend, x, geom, "kln")               # (K, L*N)
+    N, K, L = nkl.shape
+    np.testing.assert_array_equal(knl.reshape(K, N, L).transpose(1, 0, 2), nkl)
+    np.testing.assert_array_equal(kln.reshape(K, L, N).transpose(2, 0, 1), nkl)
+    for layout, cols in (("nkl", nkl), ("knl", knl), ("kln", kln)):
+        y = np.random.default_rng(3).standard_normal(cols.shape)
+        back = conv_arrays.fold_array(backend, y, geom, 5, 3, layout)
+        assert back.shape == x.shape
+        np.testing.assert_allclose(np.sum(cols * y), np.sum(x * back), rtol=1e-12)
+
+
+def test_im2col_limit_setting_and_env():
+    previous = F.set_im2col_limit("3M")
+    try:
+        assert F.get_im2col_limit() == 3 * 2**20
+        assert conv_arrays.batch_chunks(10, 2**20) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+        assert conv_arrays.batch_chunks(10, 2**30) == [(k, k + 1) for k in range(10)]
+        for bad in (0, -5, "lots", 1.5):
+            with pytest.raises(ValueError, match="bytes"):
+                F.set_im2col_limit(bad)
+    finally:
+        F.set_im2col_limit(previous)
+    assert conv_arrays.parse_bytes("512 MiB") == 512 * 2**20
+    assert conv_arrays.parse_bytes("1048576") == 2**20
+
+
+def test_backend_kernel_hook_is_used():
+    """A backend with its own im2col/col2im gets them called instead of the generic code."""
+    calls = []
+
+    class HookedBackend(NumpyBackend):
+        def im2col(self, x, geom, layout):
+            calls.append(("im2col", layout))
+            return conv_arrays.unfold_array(get_backend("cpu"), x, geom, layout)
+
+        def col2im(self, cols, geom, N, C, layout):
+            calls.append(("col2im", layout))
+            return conv_arrays.fold_array(get_backend("cpu"), cols, geom, N, C, layout)
+
+    register_backend("hooked", HookedBackend())
+    arrays = _arrays([(2, 3, 6, 6), (4, 3, 3, 3), (4,)])
+    fn = lambda x, w, b: F.conv2d(x, w, b, padding=1)  # noqa: E731
+    _close(_grads(fn, arrays, device="hooked"), _grads(fn, arrays), "hooked backend")
+    assert {name for name, _ in calls} == {"im2col", "col2im"}
+
+
+STRICT_OPS = {
+    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, padding=1, groups=2),
+               [(4, 4, 6, 5), (6, 2, 3, 3), (6,)]),
+    "conv_transpose2d": (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=1),
+                         [(2, 3, 4, 3), (3, 2, 3, 2)]),
+    "max_pool2d_padded": (lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True),
+                          [(2, 3, 7, 6)]),
+    "avg_pool2d": (lambda x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),
+                   [(2, 3, 7, 6)]),
+    "adaptive_max": (lambda x: F.adaptive_max_pool2d(x, (3, 2)), [(2, 3, 7, 5)]),
+    "adaptive_avg": (lambda x: F.adaptive_avg_pool2d(x, (3, 2)), [(2, 3, 7, 5)]),
+    "local2d": (lambda x, w: F.local2d(x, w, stride=2), [(2, 3, 5, 5), (2, 2, 2, 3, 2, 2)]),
+    "fold": (lambda c: F.fold(c, (5, 4), 2), [(2, 12, 12)]),
+}
+
+
+@pytest.mark.parametrize("name", list(STRICT_OPS))
+def test_strict_backend_matches_cpu_without_syncs(name):
+    """The ops keep to CuPy's rules and never wait for the device (no host sync)."""
+    fn, shapes = STRICT_OPS[name]
+    arrays = _arrays(shapes)
+    strict = get_backend("strict")
+    xs = [Tensor(a, requires_grad=True, device="strict") for a in arrays]
+    v = Tensor(np.random.default_rng(1).standard_normal(fn(*xs).shape), device="strict")
+    with strict.track_syncs() as log:
+        out = fn(*xs)
+        grads = tg.grad(out, xs, v, create_graph=True)
+        second = tg.grad(sum((g * g).sum() for g in grads), xs, allow_unused=True)
+    assert log == [], f"host synchronisations: {log}"
+    ours = [out.numpy()] + [g.numpy() for g in grads] + \
+        [np.zeros(1) if g is None else g.numpy() for g in second]
+    xs = [Tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*xs)
+    grads = tg.grad(out, xs, Tensor(v.numpy()), create_graph=True)
+    second = tg.grad(sum((g * g).sum() for g in grads), xs, allow_unused=True)
+    cpu = [out.numpy()] + [g.numpy() for g in grads] + \
+        [np.zeros(1) if g is None else g.numpy() for g in second]
+    _close(ours, cpu, name)
+
+
+def test_max_pool_return_indices_without_grad():
+    x = Tensor(np.random.default_rng(4).permutation(np.arange(2 * 3 * 5 * 4.0)).reshape(2, 3, 5, 4))
+    with tg.no_grad():
+        y, idx = F.max_pool2d(x, 2, stride=1, padding=1, return_indices=True)
+    flat = x.numpy().reshape(2, 3, -1)
+    np.testing.assert_array_equal(np.take_along_axis(flat, idx.numpy().reshape(2, 3, -1), 2),
+                                  y.numpy().reshape(2, 3, -1))
+    assert idx.dtype == np.int64 and not idx.requires_grad
+
+
+def test_nan_propagates_through_max_pool():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 2] = np.nan
+    t = Tensor(x, requires_grad=True)
+    y = F.max_pool2d(t, 2, padding=1)                 # (1, 1, 3, 3); (1, 2) is in window (1, 1)
+    nan = np.isnan(y.numpy()[0, 0])
+    assert nan[1, 1] and nan.sum() == 1
+    y.sum().backward()
+    assert np.isfinite(t.grad.numpy()).all()
+
+
+def test_benchmark_quick_runs():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_cnn.py"), "--quick",
+         "--no-torch", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "LeNet step, batch 64" in result.stdout

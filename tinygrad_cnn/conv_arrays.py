@@ -1,0 +1,601 @@
+"""Array-level kernels behind the CNN ops: im2col, col2im, pooling, sizes.
+
+Everything here works on raw arrays of one backend (no autograd): the
+differentiable ops in :mod:`tinygrad_cnn.functional` call these from their
+``forward``.  Arrays are reached only through ``backend.xp``,
+``backend.as_strided`` and ``backend.scatter_add``, so the same code runs on
+NumPy and CuPy.
+
+Windows
+-------
+A :class:`ConvGeometry` says where the windows of a convolution or pooling
+lie.  Output position ``(oh, ow)`` reads the input rows
+``oh * sh - pt + i * dh`` for ``i < KH`` and the columns
+``ow * sw - pl + j * dw`` for ``j < KW``: stride ``(sh, sw)``, dilation
+``(dh, dw)``, padding ``pt`` on top, ``pb`` at the bottom, ``pl`` left,
+``pr`` right (asymmetric padding serves ``padding="same"`` with even kernels
+and pooling's ``ceil_mode``).  Kernel offset ``(i, j)`` of every window
+together forms one strided slice of the padded input, so im2col, col2im and
+pooling are loops over the ``KH * KW`` offsets, never over output pixels.
+
+Column layouts
+--------------
+``unfold_array`` lays the patches out as a matrix, ``C*KH*KW`` rows (one per
+channel and kernel offset) by one column per (image, output position).  The
+order of those columns is the *layout*:
+
+========  ====================  ==========================================
+layout    shape                 use
+========  ====================  ==========================================
+``nkl``   (N, C*KH*KW, OH*OW)   per image (PyTorch's ``unfold`` order)
+``knl``   (C*KH*KW, N*OH*OW)    all images side by side, long output rows
+``kln``   (C*KH*KW, OH*OW*N)    all images side by side, short output rows
+========  ====================  ==========================================
+
+With ``nkl`` a convolution is one GEMM per image, ``w (OC, C*KH*KW) @
+cols[n]``, and its output is already NCHW.  ``knl`` and ``kln`` put all
+images side by side, so a convolution is *one* large GEMM, and the weight
+gradient ``grad_rows @ cols.T`` is one GEMM too, with no copy of ``cols``;
+the price is transposing x, y and the output gradient between NCHW and
+channel-major.  Copying patches is a loop over contiguous runs: ``knl`` and
+``nkl`` run along an output row (``OW`` elements), ``kln`` along the batch
+(``OW * N`` elements for stride 1), several times cheaper for short rows (a
+8x8 LeNet feature map).  :func:`choose_layout` picks one per convolution.
+
+Backend kernels
+---------------
+A backend may bring its own im2col/col2im (e.g. a CUDA kernel): if it has
+methods ``im2col(x, geom, layout)`` and ``col2im(cols, geom, N, C, layout)``
+with the contracts of :func:`unfold_array` and :func:`fold_array`, those are
+called instead of the strided-slice code here.
+
+Memory
+------
+The im2col buffer of a convolution holds ``C*KH*KW * OH*OW`` elements per
+image.  Conv ops process the batch in chunks of :func:`batch_chunks` so that
+one buffer stays under :func:`get_im2col_limit` bytes (default 512 MiB, or
+the environment variable ``TINYGRAD_CNN_IM2COL_LIMIT``, or
+:func:`set_im2col_limit`).
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+
+# ---- argument checks -----------------------------------------------------------------
+def pair(op, name, value, minimum):
+    """An int or a pair of ints, each >= ``minimum`` -> a pair; else a clear ValueError."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    ok = len(values) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+        for v in values)
+    if not ok:
+        what = "positive" if minimum == 1 else "non-negative" if minimum == 0 else \
+            f">= {minimum}"
+        raise ValueError(f"{op}: {name} must be a {what} int or a pair of {what} ints, "
+                         f"got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def shape_str(shape):
+    return str(tuple(int(s) for s in shape))
+
+
+# ---- geometry ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Where the windows lie: input (H, W), kernel (KH, KW), output (OH, OW),
+    stride (sh, sw), padding (pt, pb, pl, pr), dilation (dh, dw)."""
+
+    H: int
+    W: int
+    KH: int
+    KW: int
+    OH: int
+    OW: int
+    sh: int = 1
+    sw: int = 1
+    pt: int = 0
+    pb: int = 0
+    pl: int = 0
+    pr: int = 0
+    dh: int = 1
+    dw: int = 1
+
+    @property
+    def Hp(self):
+        """Height of the padded input."""
+        return self.H + self.pt + self.pb
+
+    @property
+    def Wp(self):
+        return self.W + self.pl + self.pr
+
+    @property
+    def padded(self):
+        return bool(self.pt or self.pb or self.pl or self.pr)
+
+    @property
+    def overlapping(self):
+        """Do neighbouring windows share input elements?"""
+        return self.sh < self.dh * (self.KH - 1) + 1 or self.sw < self.dw * (self.KW - 1) + 1
+
+    def offsets(self):
+        """The kernel offsets (k, i, j) in row-major order, k = i * KW + j."""
+        return [(i * self.KW + j, i, j) for i in range(self.KH) for j in range(self.KW)]
+
+    def window(self, i, j):
+        """Slices of the padded input holding offset (i, j) of every window: (OH, OW) elements."""
+        return (slice(i * self.dh, i * self.dh + self.sh * (self.OH - 1) + 1, self.sh),
+                slice(j * self.dw, j * self.dw + self.sw * (self.OW - 1) + 1, self.sw))
+
+    def interior(self):
+        """Slices of the padded input that hold the real input."""
+        return slice(self.pt, self.pt + self.H), slice(self.pl, self.pl + self.W)
+
+
+def out_size(size, kernel, stride, pad_total, dilation, ceil_mode=False, pad_before=0):
+    """Number of window positions along one axis (PyTorch's rule, incl. ceil_mode)."""
+    span = size + pad_total - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    n = -(-span // stride) + 1
+    # The last window must start inside the input or the leading padding.
+    if (n - 1) * stride >= size + pad_before:
+        n -= 1
+    return n
+
+
+def same_padding(kernel, dilation):
+    """``padding="same"``: ((top, bottom), (left, right)), the odd one bottom/right."""
+    return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+                 for k, d in zip(kernel, dilation))
+
+
+def conv_geometry(op, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)),
+                  dilation=(1, 1), what="kernel", shown=None):
+    """The geometry of a convolution of an (N, C, H, W) input.
+
+    ``kernel``, ``stride`` and ``dilation`` are pairs, ``padding`` is
+    ((top, bottom), (left, right)).  Errors name the input shape ``shown``
+    (default ``x_shape``; 1-D ops show their (N, C, L) shape).
+    """
+    H, W = x_shape[-2:]
+    (KH, KW), (sh, sw), (dh, dw) = kernel, stride, dilation
+    (pt, pb), (pl, pr) = padding
+    ext_h, ext_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
+    if ext_h > H + pt + pb or ext_w > W + pl + pr:
+        dil = f" ({ext_h}x{ext_w} with dilation {dh, dw})" if (dh, dw) != (1, 1) else ""
+        raise ValueError(
+            f"{op}: the {what} {KH}x{KW}{dil} is larger than the input x of shape "
+            f"{shape_str(x_shape if shown is None else shown)} padded to {H + pt + pb}x{W + pl + pr} (padding "
+            f"top/bottom {pt}/{pb}, left/right {pl}/{pr}); use a smaller {what} or more "
+            f"padding")
+    return ConvGeometry(H, W, KH, KW, out_size(H, KH, sh, pt + pb, dh),
+                        out_size(W, KW, sw, pl + pr, dw), sh, sw, pt, pb, pl, pr, dh, dw)
+
+
+def pool_geometry(op, x_shape, kernel, stride, padding, dilation=(1, 1), ceil_mode=False,
+                  shown=None):
+    """The geometry of a pooling; ``ceil_mode`` windows hang over the bottom/right edge,
+    which becomes extra padding there."""
+    (KH, KW), (ph, pw) = kernel, padding
+    if ph > KH // 2 or pw > KW // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size "
+                         f"{kernel} (so that every window holds a real element)")
+    g = conv_geometry(op, x_shape, kernel, stride, ((ph, ph), (pw, pw)), dilation,
+                      what="window", shown=shown)
+    if not ceil_mode:
+        return g
+    OH = out_size(g.H, KH, g.sh, 2 * ph, g.dh, True, ph)
+    OW = out_size(g.W, KW, g.sw, 2 * pw, g.dw, True, pw)
+    # Bottom/right padding so that the last (overhanging) window fits.
+    pb = max(ph, (OH - 1) * g.sh + g.dh * (KH - 1) + 1 - g.H - ph)
+    pr = max(pw, (OW - 1) * g.sw + g.dw * (KW - 1) + 1 - g.W - pw)
+    return ConvGeometry(g.H, g.W, KH, KW, OH, OW, g.sh, g.sw, ph, pb, pw, pr, g.dh, g.dw)
+
+
+# ---- memory: the im2col limit and batch chunks ---------------------------------------
+DEFAULT_IM2COL_LIMIT = 512 * 2**20
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20,
+          "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30}
+
+
+def parse_bytes(text):
+    """'512M', '2 GiB', '1048576' -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot read {text!r} as a number of bytes; expected e.g. "
+                         f"'536870912', '512M' or '2G'")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _limit_from_env():
+    text = os.environ.get("TINYGRAD_CNN_IM2COL_LIMIT")
+    if not text:
+        return DEFAULT_IM2COL_LIMIT
+    try:
+        return max(1, parse_bytes(text))
+    except ValueError as e:
+        raise ValueError(f"TINYGRAD_CNN_IM2COL_LIMIT: {e}") from None
+
+
+_im2col_limit = _limit_from_env()
+
+
+def set_im2col_limit(nbytes):
+    """Cap one im2col buffer at ``nbytes`` (an int, or a string like '256M').
+
+    Convolutions then process the batch in chunks of images whose columns
+    fit, trading speed (smaller GEMMs, columns recomputed for the weight
+    gradient) for memory.  At least one image is processed at a time.
+    Returns the previous limit.
+    """
+    global _im2col_limit
+    value = parse_bytes(nbytes) if isinstance(nbytes, str) else nbytes
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"set_im2col_limit: expected a positive number of bytes, got "
+                         f"{nbytes!r}")
+    previous, _im2col_limit = _im2col_limit, int(value)
+    return previous
+
+
+def get_im2col_limit():
+    """The current cap on one im2col buffer, in bytes."""
+    return _im2col_limit
+
+
+def im2col_bytes(C, geom, itemsize):
+    """Bytes of the columns of one image: C*KH*KW * OH*OW elements."""
+    return C * geom.KH * geom.KW * geom.OH * geom.OW * itemsize
+
+
+def batch_chunks(N, bytes_per_image):
+    """[(lo, hi), ...] splitting N images so one chunk's columns fit the limit."""
+    step = max(1, min(N, _im2col_limit // max(1, bytes_per_image)))
+    return [(lo, min(N, lo + step)) for lo in range(0, N, step)]
+
+
+# ---- layouts ---------------------------------------------------------------------------
+def choose_layout(N, geom, K):
+    """The column layout for a conv GEMM over N images with K = C*KH*KW rows.
+
+    ``nkl`` (one GEMM per image) when K is small: then the products are
+    cheap and the transposes that the other layouts need (of x, y and the
+    output gradient) would cost more than they save.  Otherwise all images
+    side by side in one GEMM: ``kln`` when output rows are short (copying
+    OW-element runs is slow), else ``knl``.
+    """
+    if K < 64 or N < 2:
+        return "nkl"
+    return "kln" if geom.OW < 16 and N >= 4 else "knl"
+
+
+def as_blocks(cols, layout):
+    """Columns of any layout -> (B, K, P): B blocks of P columns each (B = N for ``nkl``,
+    else 1), so one batched matmul serves all layouts."""
+    return cols if layout == "nkl" else cols.reshape((1,) + cols.shape)
+
+
+def to_rows(a, layout):
+    """(N, C, OH, OW) -> (B, C, P): one row per channel, columns in ``layout`` order
+    (a copy, except for ``nkl`` which is a reshape)."""
+    N, C = a.shape[:2]
+    if layout == "nkl":
+        return a.reshape(N, C, -1)                                   # (N, C, OH*OW)
+    order = (1, 0, 2, 3) if layout == "knl" else (1, 2, 3, 0)
+    return a.transpose(order).copy().reshape(1, C, -1)              # (1, C, P)
+
+
+def from_rows(rows, N, OH, OW, layout):
+    """(B, C, P) with columns in ``layout`` order -> an (N, C, OH, OW) view."""
+    C = rows.shape[1]
+    if layout == "nkl":
+        return rows.reshape(N, C, OH, OW)
+    if layout == "knl":
+        return rows.reshape(C, N, OH, OW).transpose(1, 0, 2, 3)
+    return rows.reshape(C, OH, OW, N).transpose(3, 0, 1, 2)
+
+
+def _padded(xp, x, geom, value=0.0, channels_first=False):
+    """x (N, C, H, W) padded per ``geom``; with ``channels_first`` laid out (C, Hp, Wp, N)."""
+    if channels_first:
+        N, C = x.shape[:2]
+        out = xp.empty((C, geom.Hp, geom.Wp, N), dtype=x.dtype)
+        if geom.padded:
+            out[...] = value
+        out[(slice(None),) + geom.interior()] = x.transpose(1, 2, 3, 0)
+        return out
+    if not geom.padded:
+        return x
+    N, C = x.shape[:2]
+    out = xp.full((N, C, geom.Hp, geom.Wp), value, dtype=x.dtype)
+    out[(Ellipsis,) + geom.interior()] = x
+    return out
+
+
+# ---- im2col / col2im ---------------------------------------------------------------------
+def unfold_array(backend, x, geom, layout="nkl"):
+    """im2col: x (N, C, H, W) -> the patches of every window, as columns.
+
+    ``layout`` "nkl" gives (N, C*KH*KW, OH*OW) (as ``torch.nn.functional.unfold``),
+    "knl" (C*KH*KW, N*OH*OW) and "kln" (C*KH*KW, OH*OW*N).  Row index
+    ``c*KH*KW + i*KW + j`` holds input channel c at kernel offset (i, j).
+    Padding is zeros.  Always returns a new contiguous array.
+    """
+    kernel = getattr(backend, "im2col", None)
+    if kernel is not None:
+        return kernel(x, geom, layout)
+    xp = backend.xp
+    N, C = x.shape[:2]
+    K, L = C * geom.KH * geom.KW, geom.OH * geom.OW
+    if layout == "kln":
+        xt = _padded(xp, x, geom, channels_first=True)     # (C, Hp, Wp, N)
+        sC, sH, sW, sN = xt.strides
+        windows = backend.as_strided(                        # (C, KH, KW, OH, OW, N)
+            xt, (C, geom.KH, geom.KW, geom.OH, geom.OW, N),
+            (sC, sH * geom.dh, sW * geom.dw, sH * geom.sh, sW * geom.sw, sN))
+        return xp.ascontiguousarray(windows).reshape(K, L * N)
+    xpad = _padded(xp, x, geom)                              # (N, C, Hp, Wp)
+    sN, sC, sH, sW = xpad.strides
+    windows = backend.as_strided(                            # (N, C, KH, KW, OH, OW)
+        xpad, (N, C, geom.KH, geom.KW, geom.OH, geom.OW),
+        (sN, sC, sH * geom.dh, sW * geom.dw, sH * geom.sh, sW * geom.sw))
+    if layout == "nkl":
+        return xp.ascontiguousarray(windows).reshape(N, K, L)
+    if layout == "knl":
+        return xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5)).reshape(K, N * L)
+    raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
+
+
+_FOLD_BLOCK_BYTES = 2**20  # accumulate this much of the output at a time (stays in cache)
+
+
+def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
+    """col2im, the adjoint of :func:`unfold_array`: columns -> (N, C, H, W), overlaps summed.
+
+    A loop over the KH*KW kernel offsets, each adding one strided slice; the
+    slices of one offset never overlap, so this is the same code on CuPy.
+    With ``out`` (an (N, C, H, W) array or view) the result is written there.
+    """
+    kernel = getattr(backend, "col2im", None)
+    if kernel is not None:
+        result = kernel(cols, geom, N, C, layout)
+        if out is None:
+            return result
+        out[...] = result
+        return out
+    xp = backend.xp
+    KH, KW, OH, OW = geom.KH, geom.KW, geom.OH, geom.OW
+    if layout == "nkl":
+        cols = cols.reshape(N, C, KH, KW, OH, OW)
+        acc = xp.zeros((N, C, geom.Hp, geom.Wp), dtype=cols.dtype)
+        for _, i, j in geom.offsets():
+            acc[(Ellipsis,) + geom.window(i, j)] += cols[:, :, i, j]
+        result = acc[(Ellipsis,) + geom.interior()]          # (N, C, H, W)
+    else:
+        # Accumulate with channels outermost, as the columns are: block by
+        # block of channels, so the block being summed into stays in cache.
+        if layout == "knl":
+            cols = cols.reshape(C, KH, KW, N, OH, OW)
+            acc = xp.zeros((C, N, geom.Hp, geom.Wp), dtype=cols.dtype)
+            lead = (slice(None),)
+        elif layout == "kln":
+            cols = cols.reshape(C, KH, KW, OH, OW, N)
+            acc = xp.zeros((C, geom.Hp, geom.Wp, N), dtype=cols.dtype)
+            lead = ()
+        else:
+            raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' "
+                             f"or 'kln'")
+        per_channel = acc[0].size * acc.itemsize
+        step = max(1, _FOLD_BLOCK_BYTES // per_channel)
+        for c0 in range(0, C, step):
+            block, src = acc[c0:c0 + step], cols[c0:c0 + step]
+            for _, i, j in geom.offsets():
+                block[(slice(None),) + lead + geom.window(i, j)] += src[:, i, j]
+        if layout == "knl":
+            result = acc[(slice(None), slice(None)) + geom.interior()].transpose(1, 0, 2, 3)
+        else:
+            result = acc[(slice(None),) + geom.interior()].transpose(3, 0, 1, 2)
+    if out is not None:
+        out[...] = result
+        return out
+    return xp.ascontiguousarray(result)
+
+
+# ---- pooling -----------------------------------------------------------------------------
+def _windows(xp, x, geom, value):
+    """The KH*KW strided slices (each (N, C, OH, OW)) of x padded with ``value``."""
+    xpad = _padded(xp, x, geom, value)
+    return [xpad[(Ellipsis,) + geom.window(i, j)] for _, i, j in geom.offsets()]
+
+
+def _valid_offsets(backend, geom):
+    """(KH*KW, OH, OW) bool: does offset k of window (oh, ow) fall on the real input?"""
+    def axis_valid(n_out, stride, dilation, k, before, size):
+        pos = np.arange(n_out)[None, :] * stride + np.arange(k)[:, None] * dilation - before
+        return (pos >= 0) & (pos < size)                     # (k, n_out)
+    vh = axis_valid(geom.OH, geom.sh, geom.dh, geom.KH, geom.pt, geom.H)
+    vw = axis_valid(geom.OW, geom.sw, geom.dw, geom.KW, geom.pl, geom.W)
+    valid = vh[:, None, :, None] & vw[None, :, None, :]    # (KH, KW, OH, OW)
+    return backend.asarray(valid.reshape(geom.KH * geom.KW, geom.OH, geom.OW))
+
+
+def max_pool_array(backend, x, geom):
+    """(y, arg): the maximum of each window, and the kernel offset k = i*KW + j of
+    its first (row-major) maximal element.  Padding is -inf and never chosen.
+
+    A window holding NaN gives NaN, and its ``arg`` is the window's first real element.
+    """
+    xp = backend.xp
+    windows = _windows(xp, x, geom, -np.inf)
+    y = windows[0].copy()
+    for w in windows[1:]:
+        xp.maximum(y, w, out=y)
+    KK = len(windows)
+    # Visit the offsets last one first, so the first maximum is written last.
+    arg = xp.zeros(y.shape, dtype=np.min_scalar_type(KK - 1))
+    if geom.padded:
+        # Only real elements count; "not less than the maximum" is the
+        # maximum itself, or any real element of a window holding NaN.
+        valid = _valid_offsets(backend, geom)
+        for k in range(KK - 1, -1, -1):
+            xp.copyto(arg, k, where=~(windows[k] < y) & valid[k])
+    else:
+        for k in range(KK - 1, -1, -1):
+            xp.copyto(arg, k, where=windows[k] == y)
+    return y, arg
+
+
+def max_pool_scatter_array(backend, g, arg, geom):
+    """The max-pool gradient: g (N, C, OH, OW) sent to offset ``arg`` of each window,
+    summed where windows overlap -> (N, C, H, W)."""
+    xp = backend.xp
+    N, C = g.shape[:2]
+    acc = xp.zeros((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
+    for k, i, j in geom.offsets():
+        target = acc[(Ellipsis,) + geom.window(i, j)]
+        if geom.overlapping:
+            target += g * (arg == k)
+        else:  # each input element is in at most one window: write, don't add
+            xp.multiply(g, arg == k, out=target)
+    return xp.ascontiguousarray(acc[(Ellipsis,) + geom.interior()]) if geom.padded else acc
+
+
+def max_pool_gather_array(backend, gx, arg, geom):
+    """The adjoint of the scatter: each window takes gx at its offset ``arg`` -> (N, C, OH, OW)."""
+    xp = backend.xp
+    windows = _windows(xp, gx, geom, 0.0)
+    out = xp.zeros(arg.shape, dtype=gx.dtype)
+    for k, w in enumerate(windows):
+        xp.copyto(out, w, where=arg == k)
+    return out
+
+
+def max_pool_indices(backend, arg, geom):
+    """Kernel offsets -> PyTorch's flat indices into H*W of the (unpadded) input, int64."""
+    xp = backend.xp
+    rows = np.arange(geom.OH) * geom.sh - geom.pt
+    cols = np.arange(geom.OW) * geom.sw - geom.pl
+    base = rows[:, None] * geom.W + cols[None, :]                           # (OH, OW)
+    offset = np.array([i * geom.dh * geom.W + j * geom.dw for _, i, j in geom.offsets()])
+    return (backend.asarray(base.astype(np.int64))
+            + xp.take(backend.asarray(offset.astype(np.int64)), arg.astype(np.int64)))
+
+
+def sum_pool_array(backend, x, geom):
+    """The sum of each window (zero padding) -> (N, C, OH, OW)."""
+    xp = backend.xp
+    windows = _windows(xp, x, geom, 0.0)
+    y = windows[0].copy()
+    for w in windows[1:]:
+        y += w
+    return y
+
+
+def sum_pool_adjoint_array(backend, g, geom):
+    """The adjoint of :func:`sum_pool_array`: g added to every element of its window."""
+    xp = backend.xp
+    N, C = g.shape[:2]
+    acc = xp.zeros((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
+    for _, i, j in geom.offsets():
+        target = acc[(Ellipsis,) + geom.window(i, j)]
+        if geom.overlapping:
+            target += g
+        else:
+            target[...] = g
+    return xp.ascontiguousarray(acc[(Ellipsis,) + geom.interior()]) if geom.padded else acc
+
+
+def avg_pool_divisor(geom, ph, pw, count_include_pad, divisor_override):
+    """Host (OH, OW) array of the number each window sum is divided by (PyTorch's rule).
+
+    With ``count_include_pad`` the window counts the ``ph``/``pw`` padding but
+    not the part that ``ceil_mode`` hangs beyond it; without, only real elements.
+    """
+    if divisor_override is not None:
+        return np.full((geom.OH, geom.OW), float(divisor_override))
+
+    def axis_counts(n_out, stride, k, pad, size):
+        start = np.arange(n_out) * stride - pad
+        end = np.minimum(start + k, size + pad)
+        if count_include_pad:
+            return end - start
+        return np.minimum(end, size) - np.maximum(start, 0)
+    rows = axis_counts(geom.OH, geom.sh, geom.KH, ph, geom.H)
+    cols = axis_counts(geom.OW, geom.sw, geom.KW, pw, geom.W)
+    return (rows[:, None] * cols[None, :]).astype(np.float64)
+
+
+# ---- adaptive pooling --------------------------------------------------------------------
+def adaptive_bins(size, n_out):
+    """Bin i covers [floor(i*size/n_out), ceil((i+1)*size/n_out)) (PyTorch's rule)."""
+    i = np.arange(n_out)
+    return (i * size) // n_out, -((-(i + 1) * size) // n_out)
+
+
+def adaptive_avg_matrix(size, n_out):
+    """Host (n_out, size) matrix averaging each bin: A @ v is the binned mean of v."""
+    start, end = adaptive_bins(size, n_out)
+    a = np.zeros((n_out, size))
+    for i, (s, e) in enumerate(zip(start, end)):
+        a[i, s:e] = 1.0 / (e - s)
+    return a
+
+
+def adaptive_max_array(backend, x, OH, OW):
+    """(y, idx): the maximum of each adaptive bin and the flat H*W index (int64) of
+    its first (row-major) maximal element."""
+    xp = backend.xp
+    N, C, H, W = x.shape
+
+    def bin_index(size, n_out):
+        start, end = adaptive_bins(size, n_out)
+        width = int((end - start).max())
+        # Short bins repeat their last element: a repeat comes after the
+        # original, so the first maximum is still the original.
+        return np.minimum(start[:, None] + np.arange(width)[None, :], end[:, None] - 1)
+    rows, cols = bin_index(H, OH), bin_index(W, OW)                  # (OH, a), (OW, b)
+    flat = (rows[:, None, :, None] * W + cols[None, :, None, :])      # (OH, OW, a, b)
+    flat = flat.reshape(OH * OW, -1)                                  # (OH*OW, a*b)
+    windows = xp.take(x.reshape(N, C, H * W), backend.asarray(flat), axis=2)
+    arg = xp.argmax(windows, axis=3)                                  # (N, C, OH*OW)
+    base = np.arange(OH * OW)[:, None] * flat.shape[1]
+    idx = xp.take(backend.asarray(flat.reshape(-1)), arg + backend.asarray(base[:, 0]))
+    y = xp.take_along_axis(x.reshape(N, C, H * W), idx, axis=2)
+    return y.reshape(N, C, OH, OW), idx.reshape(N, C, OH, OW)
+
+
+def index_scatter_array(backend, g, idx, H, W):
+    """g (N, C, OH, OW) added into zeros (N, C, H, W) at flat H*W indices ``idx``."""
+    xp = backend.xp
+    N, C = g.shape[:2]
+    out = xp.zeros((N * C, H * W), dtype=g.dtype)
+    rows = xp.arange(N * C, dtype=idx.dtype).reshape(N * C, 1)
+    backend.scatter_add(out, (rows, idx.reshape(N * C, -1)), g.reshape(N * C, -1))
+    return out.reshape(N, C, H, W)
+
+
+def index_gather_array(backend, gx, idx):
+    """The adjoint of the scatter: gx (N, C, H, W) read at flat indices ``idx``."""
+    xp = backend.xp
+    N, C = gx.shape[:2]
+    out = xp.take_along_axis(gx.reshape(N, C, -1), idx.reshape(N, C, -1), axis=2)
+    return out.reshape(idx.shape)
+
+
+__all__ = [
+    "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
+    "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
+    "as_blocks", "to_rows", "from_rows", "unfold_array", "fold_array", "max_pool_array",
+    "max_pool_scatter_array", "max_pool_gather_array", "max_pool_indices", "sum_pool_array",
+    "sum_pool_adjoint_array", "avg_pool_divisor", "adaptive_bins", "adaptive_avg_matrix",
+    "adaptive_max_array", "index_scatter_array", "index_gather_array",
+]

@@ -1,0 +1,790 @@
+"""The functional API of the CNN primitives: ``import tinygrad_cnn.functional as F``.
+
+Arguments, shapes and output sizes follow PyTorch's ``torch.nn.functional``
+(NCHW images; conv weights (OC, C/groups, KH, KW)).
+
+Three ways for a neuron to see its input
+----------------------------------------
+* A **fully-connected** neuron sees the whole input: ``linear(x, w)`` is
+  ``x @ w.T``, one weight per input element and output neuron.
+* A **convolutional** neuron sees a small window of the image (its local
+  receptive field), and all neurons of one feature map *share* one set of
+  weights: the same filter slides over every position.
+* A **locally-connected** neuron keeps the small window but drops the
+  sharing: every output position has its own filter (``local2d``).
+
+All three are matrix products once the windows are cut out.  ``unfold``
+copies every window into a column: ``cols = unfold(x)`` has shape
+``(N, C*KH*KW, L)``, one column per output position ``l``.  Then
+
+* ``conv2d``:  ``y[n, :, l] = w.reshape(OC, -1) @ cols[n, :, l]`` - one
+  matrix for every ``l`` (shared weights);
+* ``local2d``: ``y[n, :, l] = w[:, l].reshape(OC, -1) @ cols[n, :, l]`` -
+  one matrix per ``l``;
+* ``linear`` is the case where the window is the whole input (``L = 1``).
+
+``local2d`` below is written exactly like that.  ``conv2d`` computes the same
+product (``test_conv2d_equals_unfold_matmul`` checks it), but as one large
+GEMM over all images, with the columns in a layout that is cheaper to build
+(see :mod:`tinygrad_cnn.conv_arrays`), so it can keep pace with PyTorch.
+
+Gradients
+---------
+Every backward here is made of differentiable ops, so gradients of
+gradients work (``create_graph=True``):
+
+* conv2d's input gradient is ``conv_transpose2d`` (its adjoint), its weight
+  gradient a correlation of the input with the output gradient
+  (:class:`Conv2dWeight`); the backward of each of the three is made of the
+  other two;
+* ``unfold`` and ``fold`` are each other's adjoint, so each is the other's
+  backward;
+* max pooling's backward scatters the gradient to the first maximum of each
+  window; the backward of that scatter is the matching gather;
+* average pooling's backward spreads the gradient over each window, and the
+  backward of that is average pooling again.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .autograd import Function, is_grad_enabled
+from .conv_arrays import (
+    ConvGeometry, adaptive_avg_matrix, adaptive_max_array, avg_pool_divisor, batch_chunks,
+    as_blocks, choose_layout, conv_geometry, fold_array, from_rows, get_im2col_limit, im2col_bytes,
+    index_gather_array, index_scatter_array, max_pool_array, max_pool_gather_array,
+    max_pool_indices, max_pool_scatter_array, out_size, pair, pool_geometry, same_padding,
+    set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
+    unfold_array,
+)
+from .tensor import Tensor, get_rng
+
+__all__ = [
+    "unfold", "fold", "linear", "local2d", "conv2d", "conv_transpose2d", "conv1d",
+    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "max_pool1d",
+    "avg_pool1d", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "dropout", "pad", "flatten", "set_im2col_limit", "get_im2col_limit",
+]
+
+
+# ---- argument checks ----------------------------------------------------------------
+def _check_tensor(op, name, t, ndim, layout):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if t.ndim != ndim:
+        raise ValueError(f"{op}: expected {name} of shape {layout} ({ndim} dimensions), "
+                         f"got shape {shape_str(t.shape)}")
+    if t.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}; expected a float dtype "
+                        f"(float32 or float64)")
+    return t.shape
+
+
+def _check_bias(op, b, shape):
+    if b is None:
+        return
+    if not isinstance(b, Tensor):
+        raise TypeError(f"{op}: b must be a Tensor or None, got {type(b).__name__}")
+    if tuple(b.shape) != tuple(shape):
+        raise ValueError(f"{op}: b has shape {shape_str(b.shape)} but the output has "
+                         f"{shape[0]} channels; expected b of shape {shape_str(shape)}")
+
+
+def _check_groups(op, groups):
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def _conv_padding(op, padding, kernel, dilation, stride):
+    """PyTorch conv padding (int, pair, "valid", "same") -> ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"{op}: padding='same' needs stride 1 (the output size "
+                                 f"would not equal the input size otherwise), got "
+                                 f"stride {stride}")
+            return same_padding(kernel, dilation)
+        raise ValueError(f"{op}: padding must be an int, a pair of ints, 'valid' or "
+                         f"'same', got {padding!r}")
+    ph, pw = pair(op, "padding", padding, 0)
+    return (ph, ph), (pw, pw)
+
+
+def _operands(*arrays):
+    """The arrays in their common float dtype (float32 with float64 -> float64)."""
+    dtype = np.result_type(*(a.dtype for a in arrays if a is not None))
+    return [a if a is None or a.dtype == dtype else a.astype(dtype) for a in arrays]
+
+
+# ---- patches: unfold and fold ----------------------------------------------------------
+class Unfold(Function):
+    """cols[n, c*KH*KW + i*KW + j, l] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw], l = oh*OW + ow"""
+
+    def forward(self, x, geom):
+        self.geom = geom
+        return unfold_array(self.backend, x, geom, "nkl")       # (N, C*KH*KW, L)
+
+    def backward(self, grad_out):
+        return Fold.apply(grad_out, geom=self.geom, channels=self.inputs[0].shape[1])
+
+
+class Fold(Function):
+    """y = the adjoint of unfold: every column entry added back to its input position"""
+
+    def forward(self, cols, geom, channels):
+        self.geom = geom
+        return fold_array(self.backend, cols, geom, cols.shape[0], channels, "nkl")
+
+    def backward(self, grad_out):
+        return Unfold.apply(grad_out, geom=self.geom)
+
+
+def _unfold_geometry(op, x_shape, kernel_size, dilation, padding, stride):
+    kernel = pair(op, "kernel_size", kernel_size, 1)
+    ph, pw = pair(op, "padding", padding, 0)
+    return conv_geometry(op, x_shape, kernel, pair(op, "stride", stride, 1),
+                         ((ph, ph), (pw, pw)), pair(op, "dilation", dilation, 1))
+
+
+def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
+    """Cut every sliding window of x into a column: (N, C, H, W) -> (N, C*KH*KW, L).
+
+    Row ``c*KH*KW + i*KW + j`` of the result holds channel c at kernel offset
+    (i, j); column ``l = oh*OW + ow`` is the window of output position
+    (oh, ow).  As ``torch.nn.functional.unfold`` (im2col).
+    """
+    shape = _check_tensor("unfold", "x", x, 4, "(N, C, H, W)")
+    geom = _unfold_geometry("unfold", shape, kernel_size, dilation, padding, stride)
+    return Unfold.apply(x, geom=geom)
+
+
+def fold(cols, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """The adjoint of :func:`unfold` (col2im): (N, C*KH*KW, L) -> (N, C, H, W),
+    where ``(H, W) = output_size`` and entries of overlapping windows are summed."""
+    shape = _check_tensor("fold", "cols", cols, 3, "(N, C*KH*KW, L)")
+    H, W = pair("fold", "output_size", output_size, 1)
+    KH, KW = pair("fold", "kernel_size", kernel_size, 1)
+    if shape[1] % (KH * KW):
+        raise ValueError(f"fold: cols of shape {shape_str(shape)} have {shape[1]} rows, "
+                         f"not a multiple of the kernel size {KH}*{KW} = {KH * KW} "
+                         f"(expected C*KH*KW rows)")
+    C = shape[1] // (KH * KW)
+    geom = _unfold_geometry("fold", (shape[0], C, H, W), (KH, KW), dilation, padding, stride)
+    if shape[2] != geom.OH * geom.OW:
+        raise ValueError(f"fold: cols of shape {shape_str(shape)} hold {shape[2]} windows, "
+                         f"but output_size {(H, W)} with kernel {(KH, KW)}, dilation "
+                         f"{dilation}, padding {padding} and stride {stride} has "
+                         f"{geom.OH}x{geom.OW} = {geom.OH * geom.OW}")
+    return Fold.apply(cols, geom=geom, channels=C)
+
+
+# ---- three layers on one unfold -------------------------------------------------------
+def linear(x, w, b=None):
+    """y = x @ w.T + b: every output neuron sees the whole input.
+
+    x (..., in), w (out, in), b (out,) -> (..., out); any number of leading
+    batch dimensions (none for a single vector).
+    """
+    if not isinstance(x, Tensor) or not isinstance(w, Tensor):
+        raise TypeError("linear: x and w must be Tensors")
+    if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: x of shape {shape_str(x.shape)} and w of shape "
+                         f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
+                         f"(out, in) with the same 'in'")
+    _check_bias("linear", b, (w.shape[0],))
+    lead = x.shape[:-1]
+    # One GEMM over all leading dimensions: (batch, in) @ (in, out).
+    y = x.reshape(-1, x.shape[-1]) @ w.T if x.ndim != 2 else x @ w.T
+    if b is not None:
+        y = y + b
+    return y.reshape(lead + (w.shape[0],))
+
+
+def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
+    """Locally-connected layer: a convolution whose filters are NOT shared.
+
+    x (N, C, H, W), w (OC, OH, OW, C, KH, KW), b (OC, OH, OW) -> (N, OC, OH, OW):
+    output position (oh, ow) applies its own filter ``w[:, oh, ow]`` to its
+    window.  Built as ``unfold`` and one batched matrix product over the L =
+    OH*OW positions (no loop over positions), so it differentiates to any order.
+    """
+    N, C, H, W = _check_tensor("local2d", "x", x, 4, "(N, C, H, W)")
+    OC, WH, WW, WC, KH, KW = _check_tensor("local2d", "w", w, 6, "(OC, OH, OW, C, KH, KW)")
+    if WC != C:
+        raise ValueError(f"local2d: x of shape {shape_str(x.shape)} has {C} channels but w "
+                         f"of shape {shape_str(w.shape)} expects {WC} (w is (OC, OH, OW, C, "
+                         f"KH, KW))")
+    geom = _unfold_geometry("local2d", x.shape, (KH, KW), dilation, padding, stride)
+    OH, OW = geom.OH, geom.OW
+    if (WH, WW) != (OH, OW):
+        raise ValueError(f"local2d: w of shape {shape_str(w.shape)} has filters for a "
+                         f"{WH}x{WW} output, but x of shape {shape_str(x.shape)} with kernel "
+                         f"{KH}x{KW}, stride {stride}, padding {padding} and dilation "
+                         f"{dilation} gives a {OH}x{OW} output")
+    _check_bias("local2d", b, (OC, OH, OW))
+    L = OH * OW
+    cols = Unfold.apply(x, geom=geom)                        # (N, C*KH*KW, L)
+    patches = cols.permute(2, 0, 1)                          # (L, N, C*KH*KW)
+    filters = w.reshape(OC, L, C * KH * KW).permute(1, 2, 0)  # (L, C*KH*KW, OC): one per l
+    y = patches @ filters                                    # (L, N, OC)
+    y = y.permute(1, 2, 0).reshape(N, OC, OH, OW)
+    return y if b is None else y + b
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    x (N, C, H, W), w (OC, C/groups, KH, KW), b (OC,) -> (N, OC, OH, OW) with
+    ``OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1`` (likewise OW).  ``stride``,
+    ``padding`` and ``dilation`` are ints or (h, w) pairs; ``padding`` may also be
+    ``"valid"`` (0) or ``"same"`` (stride 1 only; output size = input size, the
+    odd padding of an even kernel goes bottom/right, as PyTorch).  With
+    ``groups`` > 1 the channels split into groups convolved separately
+    (``groups == C``: depthwise).
+
+    It is ``w.reshape(OC, -1) @ unfold(x)`` computed as one GEMM per group
+    over all images.  Memory: with ``P = N*OH*OW`` and ``K = C*KH*KW``, forward
+    and backward allocate two im2col-sized buffers of ``K*P`` elements beyond
+    inputs, outputs and gradients - the columns, kept for the weight gradient,
+    and the columns of the input gradient before ``fold`` - plus a few arrays
+    the size of x or y.  When one buffer would exceed :func:`get_im2col_limit`
+    bytes, the batch is processed in chunks of
+    ``max(1, limit // (K * OH*OW * itemsize))`` images (the columns are then
+    rebuilt for the weight gradient rather than kept).
+    """
+    _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)")
+    _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)")
+    return _conv2d("conv2d", x, w, b, stride, padding, dilation, groups, x.shape, w.shape)
+
+
+def _conv2d(op, x, w, b, stride, padding, dilation, groups, x_shown, w_shown):
+    """conv2d on 4-D x and w; error messages show the caller's shapes (1-D ops: 3-D)."""
+    N, C, H, W = x.shape
+    OC, CG, KH, KW = w.shape
+    groups = _check_groups(op, groups)
+    if C != CG * groups:
+        raise ValueError(f"{op}: x of shape {shape_str(x_shown)} has {C} channels but w "
+                         f"of shape {shape_str(w_shown)} with groups={groups} expects "
+                         f"{CG}*{groups} = {CG * groups}")
+    if OC % groups:
+        raise ValueError(f"{op}: w of shape {shape_str(w_shown)} has {OC} output channels, "
+                         f"which groups={groups} does not divide")
+    stride = pair(op, "stride", stride, 1)
+    dilation = pair(op, "dilation", dilation, 1)
+    pads = _conv_padding(op, padding, (KH, KW), dilation, stride)
+    geom = conv_geometry(op, x.shape, (KH, KW), stride, pads, dilation, shown=x_shown)
+    _check_bias(op, b, (OC,))
+    return Conv2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
+
+
+class Conv2d(Function):
+    """y[n, o] = sum_c w[o, c] * x[n, c] (cross-correlation) + b[o]: per group, the GEMM
+    w (OC, C*KH*KW) @ unfold(x) (C*KH*KW, columns)"""
+
+    @classmethod
+    def apply(cls, x, w, *b, geom, groups):
+        # The weight gradient needs the very columns the forward builds;
+        # keeping them when it will be asked for saves one im2col in backward.
+        keep_cols = is_grad_enabled() and w.requires_grad
+        return super().apply(x, w, *b, geom=geom, groups=groups, keep_cols=keep_cols)
+
+    def forward(self, x, w, b=None, *, geom, groups, keep_cols):
+        x, w, b = _operands(x, w, b)
+        self.geom, self.groups, self.cols, self.layout = geom, groups, None, None
+        N, C = x.shape[:2]
+        OC, K = w.shape[0], C * geom.KH * geom.KW
+        y = self.xp.empty((N, OC, geom.OH, geom.OW), dtype=x.dtype)
+        w_groups = w.reshape(groups, OC // groups, K // groups)          # (G, OC/G, K/G)
+        chunks = batch_chunks(N, im2col_bytes(C, geom, x.itemsize))
+        for lo, hi in chunks:
+            layout = choose_layout(hi - lo, geom, K)
+            cols = unfold_array(self.backend, x[lo:hi], geom, layout)
+            blocks = as_blocks(cols, layout)                            # (B, K, P)
+            B, _, P = blocks.shape
+            rows = w_groups @ blocks.reshape(B, groups, K // groups, P)  # (B, G, OC/G, P)
+            y[lo:hi] = from_rows(rows.reshape(B, OC, P), hi - lo, geom.OH, geom.OW, layout)
+        if keep_cols and len(chunks) == 1:
+            self.cols, self.layout = cols, layout
+        if b is not None:
+            y += b.reshape(1, OC, 1, 1)
+        return y
+
+    def backward(self, grad_out):
+        x, w = self.inputs[:2]
+        grad_x = grad_w = grad_b = None
+        if x.requires_grad:
+            grad_x = ConvTranspose2d.apply(grad_out, w, geom=self.geom, groups=self.groups)
+        if w.requires_grad:
+            grad_w = Conv2dWeight.apply(x, grad_out, geom=self.geom, groups=self.groups,
+                                        cols=self.cols, layout=self.layout)
+        if len(self.inputs) == 3 and self.inputs[2].requires_grad:
+            grad_b = grad_out.sum(axis=(0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+class ConvTranspose2d(Function):
+    """y = conv2d's adjoint applied to x: per group cols = w^T @ x, then y = fold(cols) + b"""
+
+    def forward(self, x, w, b=None, *, geom, groups):
+        x, w, b = _operands(x, w, b)
+        self.geom, self.groups = geom, groups
+        N, C = x.shape[:2]            # C: channels of x (the small side, conv2d's output)
+        OC = w.shape[1] * groups      # channels of y (the big side, conv2d's input)
+        K = OC * geom.KH * geom.KW
+        y = self.xp.empty((N, OC, geom.H, geom.W), dtype=x.dtype)
+        w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
+        for lo, hi in batch_chunks(N, im2col_bytes(OC, geom, x.itemsize)):
+            layout = choose_layout(hi - lo, geom, K)
+            rows = to_rows(x[lo:hi], layout)                            # (B, C, P)
+            B, _, P = rows.shape
+            blocks = w_t @ rows.reshape(B, groups, C // groups, P)      # (B, G, K/G, P)
+            cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
+            fold_array(self.backend, cols, geom, hi - lo, OC, layout, out=y[lo:hi])
+        if b is not None:
+            y += b.reshape(1, OC, 1, 1)
+        return y
+
+    def backward(self, grad_out):
+        x, w = self.inputs[:2]
+        grad_x = grad_w = grad_b = None
+        if x.requires_grad:
+            grad_x = Conv2d.apply(grad_out, w, geom=self.geom, groups=self.groups)
+        if w.requires_grad:
+            # y = conv2d^T(x; w), so <y, g> = <x, conv2d(g; w)>: w's gradient is
+            # conv2d's weight gradient with the roles of input and output swapped.
+            grad_w = Conv2dWeight.apply(grad_out, x, geom=self.geom, groups=self.groups)
+        if len(self.inputs) == 3 and self.inputs[2].requires_grad:
+            grad_b = grad_out.sum(axis=(0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+class Conv2dWeight(Function):
+    """grad_w[o, c, i, j] = sum_{n, oh, ow} g[n, o, oh, ow] * x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]:
+    per group the GEMM g (OC, columns) @ unfold(x).T (columns, C*KH*KW)"""
+
+    def forward(self, x, g, *, geom, groups, cols=None, layout=None):
+        x, g = _operands(x, g)
+        self.geom, self.groups = geom, groups
+        N, C = x.shape[:2]
+        OC, K = g.shape[1], C * geom.KH * geom.KW
+        if cols is not None:   # the columns Conv2d kept from its forward
+            parts = [(0, N, cols, layout)]
+        else:
+            parts = [(lo, hi, None, choose_layout(hi - lo, geom, K))
+                     for lo, hi in batch_chunks(N, im2col_bytes(C, geom, x.itemsize))]
+        grad_w = self.xp.zeros((groups, OC // groups, K // groups), dtype=x.dtype)
+        for lo, hi, cols, layout in parts:
+            if cols is None:
+                cols = unfold_array(self.backend, x[lo:hi], geom, layout)
+            blocks = as_blocks(cols, layout)                            # (B, K, P)
+            B, _, P = blocks.shape
+            rows = to_rows(g[lo:hi], layout)                            # (B, OC, P)
+            products = (rows.reshape(B, groups, OC // groups, P)        # (B, G, OC/G, K/G)
+                        @ blocks.reshape(B, groups, K // groups, P).swapaxes(-1, -2))
+            grad_w += products.sum(axis=0) if B > 1 else products[0]
+        return grad_w.reshape(OC, C // groups, geom.KH, geom.KW)
+
+    def backward(self, grad_out):
+        # grad_w is bilinear in (x, g): <grad_w, v> = <conv2d(x; v), g> = <x, conv2d^T(g; v)>.
+        x, g = self.inputs
+        grad_x = grad_g = None
+        if x.requires_grad:
+            grad_x = ConvTranspose2d.apply(g, grad_out, geom=self.geom, groups=self.groups)
+        if g.requires_grad:
+            grad_g = Conv2d.apply(x, grad_out, geom=self.geom, groups=self.groups)
+        return grad_x, grad_g
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed convolution: the adjoint of :func:`conv2d` (and its input gradient).
+
+    x (N, C, H, W), w (C, OC/groups, KH, KW), b (OC,) -> (N, OC, OH, OW) with
+    ``OH = (H-1)*sh - 2*ph + dh*(KH-1) + 1 + oph``.  ``output_padding``
+    (each < max(stride, dilation)) picks among the input sizes that a strided
+    conv2d maps to the same output size.
+    """
+    N, C, H, W = _check_tensor("conv_transpose2d", "x", x, 4, "(N, C, H, W)")
+    WC, OCG, KH, KW = _check_tensor("conv_transpose2d", "w", w, 4, "(C, OC/groups, KH, KW)")
+    groups = _check_groups("conv_transpose2d", groups)
+    if WC != C:
+        raise ValueError(f"conv_transpose2d: x of shape {shape_str(x.shape)} has {C} "
+                         f"channels but w of shape {shape_str(w.shape)} expects {WC} "
+                         f"(w is (C, OC/groups, KH, KW))")
+    if C % groups:
+        raise ValueError(f"conv_transpose2d: x has {C} channels, which groups={groups} "
+                         f"does not divide")
+    (sh, sw) = pair("conv_transpose2d", "stride", stride, 1)
+    (dh, dw) = pair("conv_transpose2d", "dilation", dilation, 1)
+    (ph, pw) = pair("conv_transpose2d", "padding", padding, 0)
+    (oph, opw) = pair("conv_transpose2d", "output_padding", output_padding, 0)
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller "
+                         f"than max(stride, dilation) = {(max(sh, dh), max(sw, dw))} in each "
+                         f"dimension")
+    OH = (H - 1) * sh - 2 * ph + dh * (KH - 1) + 1 + oph
+    OW = (W - 1) * sw - 2 * pw + dw * (KW - 1) + 1 + opw
+    if OH < 1 or OW < 1:
+        raise ValueError(f"conv_transpose2d: x of shape {shape_str(x.shape)} with kernel "
+                         f"{KH}x{KW} and padding {padding} gives an empty output "
+                         f"{OH}x{OW}; use less padding")
+    # The conv2d this is the adjoint of maps (OH, OW) to x's (H, W).
+    geom = ConvGeometry(OH, OW, KH, KW, H, W, sh, sw, ph, ph, pw, pw, dh, dw)
+    _check_bias("conv_transpose2d", b, (OCG * groups,))
+    return ConvTranspose2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
+
+
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution: x (N, C, L), w (OC, C/groups, K), b (OC,) -> (N, OC, L_out).
+
+    ``conv2d`` on images of height 1; arguments as :func:`conv2d` with ints.
+    """
+    _check_tensor("conv1d", "x", x, 3, "(N, C, L)")
+    _check_tensor("conv1d", "w", w, 3, "(OC, C/groups, K)")
+    if not isinstance(padding, str):
+        padding = (0, _single("conv1d", "padding", padding, 0))
+    y = _conv2d("conv1d", x.unsqueeze(2), w.unsqueeze(2), b,
+                (1, _single("conv1d", "stride", stride, 1)), padding,
+                (1, _single("conv1d", "dilation", dilation, 1)), groups, x.shape, w.shape)
+    return y.squeeze(2)
+
+
+def _single(op, name, value, minimum):
+    """An int (or a 1-tuple) for a 1-D op."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (tuple, list)):
+        raise ValueError(f"{op}: {name} must be an int, got {value!r}")
+    return pair(op, name, value, minimum)[0]
+
+
+# ---- max pooling ------------------------------------------------------------------------
+class MaxPool2d(Function):
+    """y = the maximum of each window; its gradient goes to the window's first maximal
+    element (row-major order within the window)"""
+
+    def forward(self, x, geom, indices=None):
+        self.geom = geom
+        y, self.arg = max_pool_array(self.backend, x, geom)
+        if indices is not None:   # return_indices: hand the offsets to the caller
+            indices.append(self.arg)
+        return y
+
+    def backward(self, grad_out):
+        return MaxPoolScatter.apply(grad_out, arg=self.arg, geom=self.geom)
+
+
+class MaxPoolScatter(Function):
+    """grad_x = zeros, plus g[window] added at the window's chosen offset arg"""
+
+    def forward(self, g, arg, geom):
+        self.arg, self.geom = arg, geom
+        return max_pool_scatter_array(self.backend, g, arg, geom)
+
+    def backward(self, grad_out):
+        return MaxPoolGather.apply(grad_out, arg=self.arg, geom=self.geom)
+
+
+class MaxPoolGather(Function):
+    """y[window] = gx at the window's chosen offset arg (the adjoint of the scatter)"""
+
+    def forward(self, gx, arg, geom):
+        self.arg, self.geom = arg, geom
+        return max_pool_gather_array(self.backend, gx, arg, geom)
+
+    def backward(self, grad_out):
+        return MaxPoolScatter.apply(grad_out, arg=self.arg, geom=self.geom)
+
+
+def _pool_args(op, x, kernel_size, stride, padding, dilation):
+    kernel = pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None or stride == () else pair(op, "stride", stride, 1)
+    return kernel, stride, pair(op, "padding", padding, 0), pair(op, "dilation", dilation, 1)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """The maximum over each (dilated) window; x (N, C, H, W) -> (N, C, OH, OW).
+
+    ``stride`` defaults to ``kernel_size``; padding (at most half the kernel)
+    counts as -inf.  Tie rule: the gradient of each window goes to its
+    *first* maximal element in row-major order, and so does the index.  With
+    ``return_indices`` also returns those flat indices into H*W (int64, as
+    PyTorch's; not differentiable).  A window containing NaN outputs NaN (its
+    gradient goes to its first real element).
+    """
+    _check_tensor("max_pool2d", "x", x, 4, "(N, C, H, W)")
+    return _max_pool2d("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
+                       return_indices, x.shape)
+
+
+def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                x_shown):
+    kernel, stride, padding, dilation = _pool_args(op, x, kernel_size, stride, padding,
+                                                   dilation)
+    geom = pool_geometry(op, x.shape, kernel, stride, padding, dilation, ceil_mode, x_shown)
+    if not return_indices:
+        return MaxPool2d.apply(x, geom=geom)
+    offsets = []
+    y = MaxPool2d.apply(x, geom=geom, indices=offsets)
+    return y, Tensor._make(max_pool_indices(x._backend, offsets[0], geom), x._backend)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling over the last axis of x (N, C, L) (``max_pool2d`` with height 1)."""
+    _check_tensor("max_pool1d", "x", x, 3, "(N, C, L)")
+    op = "max_pool1d"
+    k = _single(op, "kernel_size", kernel_size, 1)
+    s = k if stride is None or stride == () else _single(op, "stride", stride, 1)
+    out = _max_pool2d(op, x.unsqueeze(2), (1, k), (1, s), (0, _single(op, "padding", padding, 0)),
+                      (1, _single(op, "dilation", dilation, 1)), ceil_mode, return_indices,
+                      x.shape)
+    if return_indices:
+        return out[0].squeeze(2), Tensor._make(out[1].data[:, :, 0], x._backend)
+    return out.squeeze(2)
+
+
+# ---- average pooling ----------------------------------------------------------------------
+class AvgPool2d(Function):
+    """y = (sum of each window) / divisor"""
+
+    def forward(self, x, geom, divisor):
+        self.geom, self.divisor = geom, divisor
+        y = sum_pool_array(self.backend, x, geom)
+        y /= divisor.astype(y.dtype, copy=False)
+        return y
+
+    def backward(self, grad_out):
+        return AvgPoolAdjoint.apply(grad_out, geom=self.geom, divisor=self.divisor)
+
+
+class AvgPoolAdjoint(Function):
+    """grad_x = g / divisor spread over every element of its window (the adjoint of AvgPool2d)"""
+
+    def forward(self, g, geom, divisor):
+        self.geom, self.divisor = geom, divisor
+        return sum_pool_adjoint_array(self.backend, g / divisor.astype(g.dtype, copy=False),
+                                      geom)
+
+    def backward(self, grad_out):
+        return AvgPool2d.apply(grad_out, geom=self.geom, divisor=self.divisor)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """The mean over each window; x (N, C, H, W) -> (N, C, OH, OW).
+
+    ``stride`` defaults to ``kernel_size``; padding is zeros.  The divisor is
+    the window size including padding (``count_include_pad``) or the number
+    of real elements in the window, or ``divisor_override``; as PyTorch.
+    """
+    _check_tensor("avg_pool2d", "x", x, 4, "(N, C, H, W)")
+    return _avg_pool2d("avg_pool2d", x, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override, x.shape)
+
+
+def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor_override, x_shown):
+    kernel, stride, padding, _ = _pool_args(op, x, kernel_size, stride, padding, 1)
+    if divisor_override is not None and (
+            not isinstance(divisor_override, numbers.Real) or divisor_override <= 0):
+        raise ValueError(f"{op}: divisor_override must be a positive number, got "
+                         f"{divisor_override!r}")
+    geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1), ceil_mode, x_shown)
+    divisor = avg_pool_divisor(geom, padding[0], padding[1], count_include_pad,
+                               divisor_override)
+    return AvgPool2d.apply(x, geom=geom, divisor=x._backend.asarray(divisor))
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """Average pooling over the last axis of x (N, C, L) (``avg_pool2d`` with height 1)."""
+    _check_tensor("avg_pool1d", "x", x, 3, "(N, C, L)")
+    op = "avg_pool1d"
+    k = _single(op, "kernel_size", kernel_size, 1)
+    s = k if stride is None or stride == () else _single(op, "stride", stride, 1)
+    return _avg_pool2d(op, x.unsqueeze(2), (1, k), (1, s),
+                       (0, _single(op, "padding", padding, 0)), ceil_mode, count_include_pad,
+                       None, x.shape).squeeze(2)
+
+
+# ---- adaptive pooling ----------------------------------------------------------------------
+def _adaptive_args(op, x, output_size):
+    N, C, H, W = _check_tensor(op, "x", x, 4, "(N, C, H, W)")
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(H if s is None else s for s in output_size)
+    return (H, W), pair(op, "output_size", output_size, 1)
+
+
+class AdaptiveAvgPool2d(Function):
+    """y = A_h @ x @ A_w^T: the mean of each adaptive bin (A: averaging matrices)"""
+
+    def forward(self, x, a_h, a_w):
+        self.a_h, self.a_w = a_h, a_w
+        a_h, a_w = a_h.astype(x.dtype, copy=False), a_w.astype(x.dtype, copy=False)
+        return a_h @ x @ a_w.T                                      # (N, C, OH, OW)
+
+    def backward(self, grad_out):
+        return AdaptiveAvgPoolAdjoint.apply(grad_out, a_h=self.a_h, a_w=self.a_w)
+
+
+class AdaptiveAvgPoolAdjoint(Function):
+    """grad_x = A_h^T @ g @ A_w: each bin's gradient spread evenly over the bin"""
+
+    def forward(self, g, a_h, a_w):
+        self.a_h, self.a_w = a_h, a_w
+        a_h, a_w = a_h.astype(g.dtype, copy=False), a_w.astype(g.dtype, copy=False)
+        return a_h.T @ g @ a_w                                      # (N, C, H, W)
+
+    def backward(self, grad_out):
+        return AdaptiveAvgPool2d.apply(grad_out, a_h=self.a_h, a_w=self.a_w)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Mean over the (OH, OW) bins that split H and W as evenly as possible.
+
+    Bin i of an axis of size H covers [floor(i*H/OH), ceil((i+1)*H/OH)), so
+    bins may overlap or differ in size (PyTorch's rule).  The mean over bins
+    is separable: ``y = A_h @ x @ A_w.T`` with averaging matrices A (OH, H)
+    and (OW, W).
+    """
+    (H, W), (OH, OW) = _adaptive_args("adaptive_avg_pool2d", x, output_size)
+    if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain average pooling
+        return avg_pool2d(x, (H // OH, W // OW))
+    backend = x._backend
+    return AdaptiveAvgPool2d.apply(x, a_h=backend.asarray(adaptive_avg_matrix(H, OH)),
+                                   a_w=backend.asarray(adaptive_avg_matrix(W, OW)))
+
+
+class AdaptiveMaxPool2d(Function):
+    """y = the maximum of each adaptive bin; the gradient goes to its first maximal element"""
+
+    def forward(self, x, output_size, indices=None):
+        y, self.idx = adaptive_max_array(self.backend, x, *output_size)
+        if indices is not None:
+            indices.append(self.idx)
+        return y
+
+    def backward(self, grad_out):
+        H, W = self.inputs[0].shape[2:]
+        return IndexScatter.apply(grad_out, idx=self.idx, size=(H, W))
+
+
+class IndexScatter(Function):
+    """grad_x = zeros (N, C, H, W) with g added at the flat H*W indices idx"""
+
+    def forward(self, g, idx, size):
+        self.idx = idx
+        return index_scatter_array(self.backend, g, idx, *size)
+
+    def backward(self, grad_out):
+        return IndexGather.apply(grad_out, idx=self.idx)
+
+
+class IndexGather(Function):
+    """y = gx read at the flat H*W indices idx (the adjoint of IndexScatter)"""
+
+    def forward(self, gx, idx):
+        self.idx, self.size = idx, gx.shape[2:]
+        return index_gather_array(self.backend, gx, idx)
+
+    def backward(self, grad_out):
+        return IndexScatter.apply(grad_out, idx=self.idx, size=self.size)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Maximum over the (OH, OW) bins of :func:`adaptive_avg_pool2d`'s rule.
+
+    Ties and indices as :func:`max_pool2d`: the first maximal element of
+    each bin (row-major), flat indices into H*W.
+    """
+    (H, W), (OH, OW) = _adaptive_args("adaptive_max_pool2d", x, output_size)
+    if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain max pooling
+        return max_pool2d(x, (H // OH, W // OW), return_indices=return_indices)
+    if not return_indices:
+        return AdaptiveMaxPool2d.apply(x, output_size=(OH, OW))
+    idx = []
+    y = AdaptiveMaxPool2d.apply(x, output_size=(OH, OW), indices=idx)
+    return y, Tensor._make(idx[0], x._backend)
+
+
+# ---- activations and helpers (thin aliases of Tensor ops) --------------------------------
+def relu(x):
+    """max(x, 0)"""
+    return x.relu()
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x if x > 0 else negative_slope * x"""
+    return x.leaky_relu(negative_slope)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x))"""
+    return x.sigmoid()
+
+
+def tanh(x):
+    return x.tanh()
+
+
+def softmax(x, dim):
+    """exp(x) / sum(exp(x)) along ``dim``."""
+    return x.softmax(dim=dim)
+
+
+def log_softmax(x, dim):
+    """x - logsumexp(x) along ``dim``."""
+    return x.log_softmax(dim=dim)
+
+
+def flatten(x, start_dim=1, end_dim=-1):
+    """Merge dimensions start_dim..end_dim into one (by default all but the batch)."""
+    return x.flatten(start_dim, end_dim)
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    """Pad with a constant, PyTorch-style: ``pad = (left, right, top, bottom, ...)``
+    lists (before, after) pairs starting from the LAST dimension.  Negative
+    amounts crop."""
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    pad = tuple(pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(
+            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):
+        raise ValueError(f"pad: expected an even number of ints, at most 2 per dimension of "
+                         f"the {x.ndim}-d input of shape {shape_str(x.shape)}, got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        widths[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))
+    if any(a < 0 or b < 0 for a, b in widths):
+        crop = tuple(slice(max(-a, 0), s - max(-b, 0)) for (a, b), s in zip(widths, x.shape))
+        x = x[crop]
+        widths = [(max(a, 0), max(b, 0)) for a, b in widths]
+    if any(a or b for a, b in widths):
+        x = x.pad(widths, value=value)
+    return x
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
+
+    The mask is drawn on the host from :func:`tinygrad_cnn.get_rng` and moved
+    to x's device, so a seed gives the same mask everywhere.  Identity when
+    ``training`` is False or p == 0; zeros when p == 1.
+    """
+    if not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    keep = get_rng().random(x.shape) >= p
+    scale = (keep / (1.0 - p)).astype(x.dtype)
+    return x * Tensor._make(x._backend.asarray(scale), x._backend)
