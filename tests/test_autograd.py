@@ -313,3 +313,34 @@ def test_tg_grad_of_a_second_derivative_keeps_first_graph_only_if_asked():
     g, = tg.grad(y, [x], create_graph=True)   # retain_graph defaults to create_graph
     g2, = tg.grad(y, [x])
     np.testing.assert_allclose(g2.numpy(), g.numpy())
+
+
+# ---- in-place arithmetic -----------------------------------------------------------
+def test_inplace_on_tensor_requiring_grad_is_refused_while_recording():
+    w = tg.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w -= 0.1
+
+
+def test_inplace_under_no_grad_updates_data_and_keeps_leaf():
+    w = tg.tensor([1.0, 2.0], requires_grad=True)
+    (w * w).sum().backward()
+    with tg.no_grad():
+        w -= 0.5 * w.grad
+    assert w.is_leaf and w.requires_grad
+    np.testing.assert_allclose(w.numpy(), [0.0, 0.0])
+
+
+def test_inplace_change_of_a_saved_input_is_caught_at_backward():
+    w = tg.tensor([1.0, 2.0], requires_grad=True)
+    c = tg.tensor([3.0, 4.0])
+    y = (w * c).sum()
+    c += 1  # Mul saved c for its backward
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.backward()
+
+
+def test_inplace_that_would_broadcast_the_target_is_refused():
+    a = tg.zeros(3)
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        a += tg.ones(2, 3)

@@ -97,6 +97,7 @@ class Function:
         """Record ``out = self(*inputs)`` in the graph if a gradient may flow."""
         if _grad_enabled and any(t.requires_grad for t in inputs):
             self.inputs = inputs
+            self._versions = tuple(t._version for t in inputs)
             self._output = weakref.ref(out)
             out.requires_grad = True
             out._ctx = self
@@ -200,6 +201,11 @@ def _call_backward(fn, t, g):
             f"trying to backward through the graph a second time: the graph "
             f"behind this {t.shape} tensor was freed by an earlier backward; "
             f"pass retain_graph=True to the first backward to keep it")
+    for x, version in zip(fn.inputs, fn._versions):
+        if x._version != version:
+            raise RuntimeError(
+                f"an input of {fn.name} (shape {x.shape}) was modified in place after "
+                f"{fn.name} used it, so its gradient would be wrong; change a copy instead")
     grads_in = fn.backward(g)
     if not isinstance(grads_in, (tuple, list)):
         grads_in = (grads_in,)

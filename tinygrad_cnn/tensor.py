@@ -112,6 +112,7 @@ class Tensor:
         self._backend = backend
         self._ctx = None
         self._retains_grad = False
+        self._version = 0  # bumped by in-place ops; backward checks it
 
     # ---- facts ---------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
@@ -288,6 +289,38 @@ class Tensor:
 
     def __rpow__(self, other):
         return ops.Pow.apply(self._other(other), self)
+
+    # In-place arithmetic changes ``.data`` and records no graph: for updates
+    # such as ``w -= lr * w.grad`` inside ``tg.no_grad()``.
+    def _inplace(self, other, op):
+        if autograd.is_grad_enabled() and self.requires_grad:
+            raise RuntimeError(
+                f"in-place {op} on a tensor that requires grad would bypass autograd; "
+                f"update parameters inside `with tg.no_grad():` (or write to .data)")
+        other = self._other(other)
+        common_backend((self, other), f"in-place {op}")
+        shape = ops.check_broadcast(self.shape, other.shape, f"in-place {op}")
+        if shape != self.shape:
+            raise ValueError(f"in-place {op}: the result would have shape {shape}, not the "
+                             f"target's shape {self.shape}")
+        if not self.data.flags.writeable:
+            self.data = self.data.copy()
+        getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
+                             out=self.data)
+        self._version += 1
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(other, "add")
+
+    def __isub__(self, other):
+        return self._inplace(other, "subtract")
+
+    def __imul__(self, other):
+        return self._inplace(other, "multiply")
+
+    def __itruediv__(self, other):
+        return self._inplace(other, "true_divide")
 
     def __neg__(self):
         return ops.Neg.apply(self)
