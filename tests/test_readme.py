@@ -1,0 +1,32 @@
+"""The README's code runs as printed, and its test command is the one CI runs."""
+from __future__ import annotations
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_python_blocks_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert blocks, "the README should show code"
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {i}", "exec"), {})
+    out = capsys.readouterr().out
+    assert "tensor([ 6., 12., 18.])" in out  # the second derivative of x**3 is 6x
+    assert out.rstrip().endswith("True")    # gradcheck passed
+
+
+def _bash_block_after(heading):
+    part = README.split(heading, 1)[1]
+    return re.search(r"```bash\n(.*?)```", part, re.S).group(1)
+
+
+def test_ci_runs_exactly_the_readme_test_commands():
+    readme = [line.split("#")[0].strip() for line in _bash_block_after("Run the tests:").splitlines()]
+    readme = [line for line in readme if line and not line.startswith(("python -m venv", "."))]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    marker = "# --- the README's \"Run the tests\" block, line for line ---\n"
+    ci_lines = [line.strip() for line in ci.split(marker, 1)[1].splitlines() if line.strip()]
+    assert ci_lines == readme
