@@ -15,3 +15,13 @@ from .tensor import (
 )
 from . import functional, nn, optim, data, viz
 from .viz import trace, graph
+
+__all__ = [
+    "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "DeviceError", "backends", "cuda_status", "get_backend", "register_backend",
+    "GradcheckError", "gradcheck", "gradgradcheck",
+    "Tensor", "tensor", "grad", "where", "concatenate", "cat", "stack", "split",
+    "manual_seed", "get_rng", "zeros", "ones", "full", "zeros_like", "ones_like", "randn",
+    "rand", "arange", "eye", "float16", "float32", "float64", "int32", "int64", "bool_",
+    "functional", "nn", "optim", "data", "viz", "trace", "graph",
+]

@@ -30,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import fsync_dir
+
 ENV_VAR = "TINYGRAD_CNN_DATA"
 _CHUNK = 1 << 16
 
@@ -261,20 +263,6 @@ def _download_once(url, tmp, spec, timeout, progress):
         os.fsync(f.fileno())
 
 
-def _fsync_dir(directory):
-    # Make the rename itself durable; not possible (or needed) on Windows.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _describe_failure(e):
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code} {e.reason}"
@@ -329,7 +317,7 @@ def download_file(spec, dest, mirrors, timeout=60.0, progress=True):
                 failures.append(f"  - {url}: {_describe_failure(e)}")
                 continue
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             return dest
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 # IDX type code -> big-endian NumPy dtype.
 IDX_DTYPES = {
@@ -123,14 +123,4 @@ def write_idx(path, array, compress=None):
     if compress:
         # mtime=0 makes the bytes (and so their checksum) reproducible.
         data = gzip.compress(data, mtime=0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, data)

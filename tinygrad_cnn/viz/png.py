@@ -16,18 +16,15 @@ neighbours (0 none, 1 Sub, 2 Up, 3 Average, 4 Paeth).
 """
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from collections import namedtuple
-from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_UMASK = os.umask(0o022)  # read the process umask (only settable), then put it back
-os.umask(_UMASK)
 
 # colour type -> samples per pixel
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -39,33 +36,6 @@ PngHeader = namedtuple("PngHeader", "width height bit_depth color_type interlace
 
 class PngError(ValueError):
     """A file that is not a PNG this reader understands, or is damaged."""
-
-
-def atomic_write(path, data):
-    """Write ``data`` (bytes or str) to ``path`` so it is complete or absent.
-
-    The bytes go to a temporary file in the same directory, are flushed to
-    disk, and the file is renamed over ``path`` (a rename within one file
-    system is atomic), so a crash never leaves a half-written file.
-    """
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the mode open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ---- writing --------------------------------------------------------------------
