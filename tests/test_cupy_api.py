@@ -26,12 +26,16 @@ from conftest import device_params  # noqa: E402
 
 PACKAGE = pathlib.Path(tg.__file__).parent
 
-# What backend.py names, by the expression it reaches CuPy through.
+# The modules that reach CuPy directly: backend.py, and cuda_kernels.py with
+# the cupy module backend.py hands it.
+CUPY_USERS = ("backend.py", "cuda_kernels.py")
+# What they name, by the expression they reach CuPy through.
 ROOTS = {
     ("cupy",): "cupy",
     ("cupyx",): "cupyx",
     ("self", "xp"): "cupy",              # Backend code runs with xp = cupy on a GPU
     ("self", "_cupyx"): "cupyx",
+    ("self", "_cupy"): "cupy",           # ConvKernels
     ("self", "_device"): "cupy.cuda.Device",
 }
 # Used by backend.py in ways the parser does not see (the context manager of
@@ -40,6 +44,7 @@ EXPLICIT = [
     "cupy.cuda.Device.__enter__", "cupy.cuda.Device.__exit__", "cupy.ndarray",
     "cupy.asarray", "cupy.asnumpy", "cupy.lib.stride_tricks.as_strided", "cupyx.scatter_add",
     "cupy.cuda.runtime.getDeviceCount", "cupy.cuda.runtime.CUDARuntimeError",
+    "cupy.RawModule.get_function",
 ] + [f"cupy.ndarray.{m}" for m in (
     "astype", "reshape", "transpose", "swapaxes", "sum", "max", "min", "any", "all", "copy",
     "ravel", "fill", "argmax", "argmin", "squeeze", "get", "item", "T", "ndim", "shape",
@@ -68,13 +73,13 @@ def _outer_chains(tree):
 
 
 def backend_uses():
-    """``"cupy.cuda.runtime.getDeviceCount"``-style names used in backend.py."""
-    tree = ast.parse((PACKAGE / "backend.py").read_text())
+    """``"cupy.cuda.runtime.getDeviceCount"``-style names used in :data:`CUPY_USERS`."""
     used = set()
-    for chain in _outer_chains(tree):
-        for prefix, root in ROOTS.items():
-            if chain[:len(prefix)] == prefix and len(chain) > len(prefix):
-                used.add(".".join((root,) + chain[len(prefix):]))
+    for name in CUPY_USERS:
+        for chain in _outer_chains(ast.parse((PACKAGE / name).read_text())):
+            for prefix, root in ROOTS.items():
+                if chain[:len(prefix)] == prefix and len(chain) > len(prefix):
+                    used.add(".".join((root,) + chain[len(prefix):]))
     return used
 
 
@@ -99,7 +104,8 @@ def _resolve(name):
 def test_the_parser_finds_what_backend_py_uses():
     used = backend_uses()
     for name in ("cupy.cuda.runtime.getDeviceCount", "cupy.asnumpy", "cupyx.scatter_add",
-                 "cupy.lib.stride_tricks.as_strided", "cupy.cuda.Device.synchronize"):
+                 "cupy.lib.stride_tricks.as_strided", "cupy.cuda.Device.synchronize",
+                 "cupy.RawModule", "cupy.empty", "cupy.cuda.runtime.driverGetVersion"):
         assert name in used, sorted(used)
 
 
@@ -125,6 +131,10 @@ def test_cupy_signatures_the_backend_relies_on():
     assert "writeable" not in params and {"shape", "strides"} <= set(params)
     # cupy.asnumpy and ndarray.get are the explicit device -> host copies.
     assert callable(cupy.asnumpy) and callable(cupy.ndarray.get)
+    # ConvKernels builds its modules so (compiled only at the first get_function).
+    from tinygrad_cnn.cuda_kernels import OPTIONS, kernel_source
+    module = cupy.RawModule(code=kernel_source("pool", np.float32), options=OPTIONS)
+    assert module.code.startswith("typedef float T;")
 
 
 # ---- installed CuPy, no GPU ----------------------------------------------------------

@@ -18,8 +18,8 @@ import tinygrad_cnn.functional as F
 from tinygrad_cnn import Tensor, conv_arrays
 from tinygrad_cnn.backend import NumpyBackend, get_backend, register_backend
 
-try:
-    from . import strict_backend  # noqa: F401  (registers the "strict" device)
+try:  # registers the "strict" device (CuPy's rules on NumPy arrays)
+    from . import strict_backend  # noqa: F401
 except ImportError:
     import strict_backend  # noqa: F401
 
@@ -141,7 +141,7 @@ def test_backend_kernel_hook_is_used():
 
     register_backend("hooked", HookedBackend())
     arrays = _arrays([(2, 3, 6, 6), (4, 3, 3, 3), (4,)])
-    fn = lambda x, w, b: F.conv2d(x, w, b, padding=1)  # noqa: E731
+    fn = lambda x, w, b: F.conv2d(x, w, b, stride=2)  # noqa: E731
     _close(_grads(fn, arrays, device="hooked"), _grads(fn, arrays), "hooked backend")
     assert {name for name, _ in calls} == {"im2col", "col2im"}
 
@@ -214,3 +214,29 @@ def test_benchmark_quick_runs():
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "LeNet step, batch 64" in result.stdout
+
+
+@pytest.mark.parametrize("limit", [None, 16 * 8 * 9 * 10 * 10 * 8 // 4],
+                         ids=["whole_batch", "chunked_in_4"])
+def test_conv_memory_stays_within_two_im2col_buffers(limit):
+    """Forward + backward allocate about two im2col buffers (documented in conv2d), and
+    about one im2col limit's worth when the batch is chunked."""
+    import tracemalloc
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.standard_normal((16, 8, 12, 12)), requires_grad=True)
+    w = Tensor(rng.standard_normal((8, 8, 3, 3)), requires_grad=True)
+    g = Tensor(rng.standard_normal((16, 8, 10, 10)))
+    cols = 16 * 8 * 9 * 10 * 10 * 8                                  # N * C*KH*KW * L * 8 bytes
+    previous = F.set_im2col_limit(limit or F.get_im2col_limit())
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y = F.conv2d(x, w)
+        y.backward(g)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+        F.set_im2col_limit(previous)
+    extra = peak - y.data.nbytes - x.grad.data.nbytes - w.grad.data.nbytes
+    budget = 2.5 * cols if limit is None else 1.5 * limit + 4 * x.data.nbytes
+    assert extra <= budget, f"{extra / cols:.2f} im2col buffers"

@@ -177,6 +177,7 @@ class CupyBackend(Backend):
         self.index = index
         self.device = f"cuda:{index}"
         self._device = cupy.cuda.Device(index)
+        self._kernels = None  # the CUDA kernels of the CNN ops, built on first use
 
     def asarray(self, data, dtype=None):
         with self._device:
@@ -201,18 +202,53 @@ class CupyBackend(Backend):
         self._device.synchronize()
         self.raise_deferred_errors()
 
+    # ---- the CUDA kernels of the CNN ops (see conv_arrays, "Backend kernels") ----------
+    def _conv_kernels(self):
+        if self._kernels is None:
+            from .cuda_kernels import ConvKernels
+            self._kernels = ConvKernels(self.xp)
+        return self._kernels
+
+    def im2col(self, x, geom, layout):
+        with self._device:
+            return self._conv_kernels().im2col(x, geom, layout)
+
+    def col2im(self, cols, geom, N, C, layout):
+        with self._device:
+            return self._conv_kernels().col2im(cols, geom, N, C, layout)
+
+    def max_pool(self, x, geom):
+        with self._device:
+            return self._conv_kernels().max_pool(x, geom)
+
+    def max_pool_scatter(self, g, x, y, geom):
+        with self._device:
+            return self._conv_kernels().max_pool_scatter(g, x, y, geom)
+
+    def max_pool_gather(self, gx, x, y, geom):
+        with self._device:
+            return self._conv_kernels().max_pool_gather(gx, x, y, geom)
+
     def describe(self):
         cupy = self.xp
         props = cupy.cuda.runtime.getDeviceProperties(self.index)
-        free, total = cupy.cuda.runtime.memGetInfo()
+        with self._device:  # memGetInfo reports on the current device
+            free, total = cupy.cuda.runtime.memGetInfo()
         name = props["name"]
         return {
             "device": self.device,
-            "gpu": name.decode() if isinstance(name, bytes) else str(name),
+            "gpu": (f"{name.decode() if isinstance(name, bytes) else name} (compute "
+                    f"capability {props['major']}.{props['minor']})"),
             "memory": f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB",
             "array module": f"cupy {cupy.__version__}",
-            "cuda runtime": str(cupy.cuda.runtime.runtimeGetVersion()),
+            "cuda runtime": _cuda_version(cupy.cuda.runtime.runtimeGetVersion()),
+            "cuda driver": _cuda_version(cupy.cuda.runtime.driverGetVersion()),
         }
+
+
+def _cuda_version(number):
+    """CUDA's version numbers, 1000 * major + 10 * minor -> "major.minor"."""
+    return f"{number // 1000}.{number % 1000 // 10}"
 
 
 CUDA_INSTALL_HINT = ('install CuPy with: pip install "tinygrad_cnn[cuda]" '

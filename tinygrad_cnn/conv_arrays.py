@@ -44,10 +44,14 @@ channel-major.  Copying patches is a loop over contiguous runs: ``knl`` and
 
 Backend kernels
 ---------------
-A backend may bring its own im2col/col2im (e.g. a CUDA kernel): if it has
-methods ``im2col(x, geom, layout)`` and ``col2im(cols, geom, N, C, layout)``
-with the contracts of :func:`unfold_array` and :func:`fold_array`, those are
-called instead of the strided-slice code here.
+A backend may bring its own kernels (the CUDA ones of
+:mod:`tinygrad_cnn.cuda_kernels`): if it has a method ``im2col(x, geom,
+layout)``, ``col2im(cols, geom, N, C, layout)``, ``max_pool(x, geom)``,
+``max_pool_scatter(g, x, y, geom)`` or ``max_pool_gather(gx, x, y, geom)``,
+with the contract of :func:`unfold_array`, :func:`fold_array`,
+:func:`max_pool_array`, :func:`max_pool_scatter_array` or
+:func:`max_pool_gather_array`, it is called instead of the array code here,
+which stays the reference the kernels are tested against.
 
 Memory
 ------
@@ -173,11 +177,11 @@ def conv_geometry(op, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)),
     ext_h, ext_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
     if ext_h > H + pt + pb or ext_w > W + pl + pr:
         dil = f" ({ext_h}x{ext_w} with dilation {dh, dw})" if (dh, dw) != (1, 1) else ""
+        shown = x_shape if shown is None else shown
         raise ValueError(
             f"{op}: the {what} {KH}x{KW}{dil} is larger than the input x of shape "
-            f"{shape_str(x_shape if shown is None else shown)} padded to {H + pt + pb}x{W + pl + pr} (padding "
-            f"top/bottom {pt}/{pb}, left/right {pl}/{pr}); use a smaller {what} or more "
-            f"padding")
+            f"{shape_str(shown)} padded to {H + pt + pb}x{W + pl + pr} (padding top/bottom "
+            f"{pt}/{pb}, left/right {pl}/{pr}); use a smaller {what} or more padding")
     return ConvGeometry(H, W, KH, KW, out_size(H, KH, sh, pt + pb, dh),
                         out_size(W, KW, sw, pl + pr, dw), sh, sw, pt, pb, pl, pr, dh, dw)
 
@@ -267,13 +271,15 @@ def batch_chunks(N, bytes_per_image):
 def choose_layout(N, geom, K):
     """The column layout for a conv GEMM over N images with K = C*KH*KW rows.
 
-    ``nkl`` (one GEMM per image) when K is small: then the products are
-    cheap and the transposes that the other layouts need (of x, y and the
-    output gradient) would cost more than they save.  Otherwise all images
-    side by side in one GEMM: ``kln`` when output rows are short (copying
-    OW-element runs is slow), else ``knl``.
+    ``nkl`` (one GEMM per image, output already NCHW) when each image's
+    product is big enough on its own (L = OH*OW >= 256 columns) or K is so
+    small that transposing x, y and the output gradient would cost more
+    than the products.  Otherwise all images side by side in one GEMM:
+    ``kln`` when output rows are short (copying OW-element runs is slow),
+    else ``knl``.  (Measured on the LeNet and 3x3 benchmark convolutions,
+    see docs/benchmarks.md.)
     """
-    if K < 64 or N < 2:
+    if K < 64 or geom.OH * geom.OW >= 256 or N < 2:
         return "nkl"
     return "kln" if geom.OW < 16 and N >= 4 else "knl"
 
@@ -355,9 +361,6 @@ def unfold_array(backend, x, geom, layout="nkl"):
     raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
 
 
-_FOLD_BLOCK_BYTES = 2**20  # accumulate this much of the output at a time (stays in cache)
-
-
 def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
     """col2im, the adjoint of :func:`unfold_array`: columns -> (N, C, H, W), overlaps summed.
 
@@ -374,36 +377,28 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
         return out
     xp = backend.xp
     KH, KW, OH, OW = geom.KH, geom.KW, geom.OH, geom.OW
+    # Accumulate in the order the columns are laid out, then (for the
+    # channel-major layouts) transpose once to NCHW.
     if layout == "nkl":
         cols = cols.reshape(N, C, KH, KW, OH, OW)
         acc = xp.zeros((N, C, geom.Hp, geom.Wp), dtype=cols.dtype)
         for _, i, j in geom.offsets():
             acc[(Ellipsis,) + geom.window(i, j)] += cols[:, :, i, j]
-        result = acc[(Ellipsis,) + geom.interior()]          # (N, C, H, W)
+        result = acc[(Ellipsis,) + geom.interior()]                            # (N, C, H, W)
+    elif layout == "knl":
+        cols = cols.reshape(C, KH, KW, N, OH, OW)
+        acc = xp.zeros((C, N, geom.Hp, geom.Wp), dtype=cols.dtype)
+        for _, i, j in geom.offsets():
+            acc[(Ellipsis,) + geom.window(i, j)] += cols[:, i, j]
+        result = acc[(Ellipsis,) + geom.interior()].transpose(1, 0, 2, 3)     # (N, C, H, W)
+    elif layout == "kln":
+        cols = cols.reshape(C, KH, KW, OH, OW, N)
+        acc = xp.zeros((C, geom.Hp, geom.Wp, N), dtype=cols.dtype)
+        for _, i, j in geom.offsets():
+            acc[(slice(None),) + geom.window(i, j)] += cols[:, i, j]
+        result = acc[(slice(None),) + geom.interior()].transpose(3, 0, 1, 2)  # (N, C, H, W)
     else:
-        # Accumulate with channels outermost, as the columns are: block by
-        # block of channels, so the block being summed into stays in cache.
-        if layout == "knl":
-            cols = cols.reshape(C, KH, KW, N, OH, OW)
-            acc = xp.zeros((C, N, geom.Hp, geom.Wp), dtype=cols.dtype)
-            lead = (slice(None),)
-        elif layout == "kln":
-            cols = cols.reshape(C, KH, KW, OH, OW, N)
-            acc = xp.zeros((C, geom.Hp, geom.Wp, N), dtype=cols.dtype)
-            lead = ()
-        else:
-            raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' "
-                             f"or 'kln'")
-        per_channel = acc[0].size * acc.itemsize
-        step = max(1, _FOLD_BLOCK_BYTES // per_channel)
-        for c0 in range(0, C, step):
-            block, src = acc[c0:c0 + step], cols[c0:c0 + step]
-            for _, i, j in geom.offsets():
-                block[(slice(None),) + lead + geom.window(i, j)] += src[:, i, j]
-        if layout == "knl":
-            result = acc[(slice(None), slice(None)) + geom.interior()].transpose(1, 0, 2, 3)
-        else:
-            result = acc[(slice(None),) + geom.interior()].transpose(3, 0, 1, 2)
+        raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
     if out is not None:
         out[...] = result
         return out
@@ -429,65 +424,94 @@ def _valid_offsets(backend, geom):
 
 
 def max_pool_array(backend, x, geom):
-    """(y, arg): the maximum of each window, and the kernel offset k = i*KW + j of
-    its first (row-major) maximal element.  Padding is -inf and never chosen.
+    """The maximum of each window (padding is -inf) -> (N, C, OH, OW).
 
-    A window holding NaN gives NaN, and its ``arg`` is the window's first real element.
+    Only the maxima: which element won is worked out again from x and y by
+    :func:`first_max_masks` when a gradient or the indices are asked for.
     """
+    kernel = getattr(backend, "max_pool", None)
+    if kernel is not None:
+        return kernel(x, geom)
     xp = backend.xp
     windows = _windows(xp, x, geom, -np.inf)
     y = windows[0].copy()
     for w in windows[1:]:
         xp.maximum(y, w, out=y)
-    KK = len(windows)
-    # Visit the offsets last one first, so the first maximum is written last.
-    arg = xp.zeros(y.shape, dtype=np.min_scalar_type(KK - 1))
-    if geom.padded:
-        # Only real elements count; "not less than the maximum" is the
-        # maximum itself, or any real element of a window holding NaN.
-        valid = _valid_offsets(backend, geom)
-        for k in range(KK - 1, -1, -1):
-            xp.copyto(arg, k, where=~(windows[k] < y) & valid[k])
-    else:
-        for k in range(KK - 1, -1, -1):
-            xp.copyto(arg, k, where=windows[k] == y)
-    return y, arg
+    return y
 
 
-def max_pool_scatter_array(backend, g, arg, geom):
-    """The max-pool gradient: g (N, C, OH, OW) sent to offset ``arg`` of each window,
-    summed where windows overlap -> (N, C, H, W)."""
+def first_max_masks(backend, x, y, geom):
+    """Yield (k, i, j, hit) for each kernel offset k = i*KW + j in row-major order:
+    ``hit`` (N, C, OH, OW) marks the windows whose first maximal element is at offset k.
+
+    Offset k wins a window that no earlier offset won ("free") where its element
+    is not less than the maximum - the maximum itself, or any element of a
+    window holding NaN, so that window's first element wins.  Padding never wins.
+    """
+    xp = backend.xp
+    windows = _windows(xp, x, geom, -np.inf)
+    valid = _valid_offsets(backend, geom) if geom.padded else None
+    free = None
+    last = len(windows) - 1
+    for k, i, j in geom.offsets():
+        below = windows[k] < y
+        hit = ~below if free is None else xp.greater(free, below)  # free and not below
+        if valid is not None:
+            hit &= valid[k]
+        if k < last:
+            free = ~hit if free is None else xp.logical_xor(free, hit, out=free)
+        yield k, i, j, hit
+
+
+def max_pool_scatter_array(backend, g, x, y, geom):
+    """The max-pool gradient: g (N, C, OH, OW) sent to the first maximal element of
+    each window, summed where windows overlap -> (N, C, H, W)."""
+    kernel = getattr(backend, "max_pool_scatter", None)
+    if kernel is not None:
+        return kernel(g, x, y, geom)
     xp = backend.xp
     N, C = g.shape[:2]
-    acc = xp.zeros((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
-    for k, i, j in geom.offsets():
+    # Every element of x lies in exactly one window when the windows tile the
+    # (unpadded) input; then each is written once and nothing needs zeroing.
+    tiles = (not geom.padded and not geom.overlapping and geom.sh == geom.KH
+             and geom.sw == geom.KW and geom.H == geom.OH * geom.sh
+             and geom.W == geom.OW * geom.sw)
+    acc = (xp.empty if tiles else xp.zeros)((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
+    for k, i, j, hit in first_max_masks(backend, x, y, geom):
         target = acc[(Ellipsis,) + geom.window(i, j)]
         if geom.overlapping:
-            target += g * (arg == k)
+            target += g * hit
         else:  # each input element is in at most one window: write, don't add
-            xp.multiply(g, arg == k, out=target)
+            xp.multiply(g, hit, out=target)
     return xp.ascontiguousarray(acc[(Ellipsis,) + geom.interior()]) if geom.padded else acc
 
 
-def max_pool_gather_array(backend, gx, arg, geom):
-    """The adjoint of the scatter: each window takes gx at its offset ``arg`` -> (N, C, OH, OW)."""
+def max_pool_gather_array(backend, gx, x, y, geom):
+    """The adjoint of the scatter: each window reads gx at its first maximal element
+    -> (N, C, OH, OW)."""
+    kernel = getattr(backend, "max_pool_gather", None)
+    if kernel is not None:
+        return kernel(gx, x, y, geom)
     xp = backend.xp
-    windows = _windows(xp, gx, geom, 0.0)
-    out = xp.zeros(arg.shape, dtype=gx.dtype)
-    for k, w in enumerate(windows):
-        xp.copyto(out, w, where=arg == k)
+    gx_windows = _windows(xp, gx, geom, 0.0)
+    out = xp.zeros(y.shape, dtype=gx.dtype)
+    for k, _, _, hit in first_max_masks(backend, x, y, geom):
+        xp.copyto(out, gx_windows[k], where=hit)
     return out
 
 
-def max_pool_indices(backend, arg, geom):
-    """Kernel offsets -> PyTorch's flat indices into H*W of the (unpadded) input, int64."""
+def max_pool_indices(backend, x, y, geom):
+    """PyTorch's flat indices into H*W of the first maximal element of each window, int64."""
     xp = backend.xp
+    arg = xp.zeros(y.shape, dtype=np.int64)
+    for k, _, _, hit in first_max_masks(backend, x, y, geom):
+        xp.copyto(arg, k, where=hit)
     rows = np.arange(geom.OH) * geom.sh - geom.pt
     cols = np.arange(geom.OW) * geom.sw - geom.pl
     base = rows[:, None] * geom.W + cols[None, :]                           # (OH, OW)
     offset = np.array([i * geom.dh * geom.W + j * geom.dw for _, i, j in geom.offsets()])
-    return (backend.asarray(base.astype(np.int64))
-            + xp.take(backend.asarray(offset.astype(np.int64)), arg.astype(np.int64)))
+    return backend.asarray(base.astype(np.int64)) + xp.take(
+        backend.asarray(offset.astype(np.int64)), arg)
 
 
 def sum_pool_array(backend, x, geom):
@@ -595,7 +619,8 @@ __all__ = [
     "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
     "as_blocks", "to_rows", "from_rows", "unfold_array", "fold_array", "max_pool_array",
-    "max_pool_scatter_array", "max_pool_gather_array", "max_pool_indices", "sum_pool_array",
+    "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array", "max_pool_indices",
+    "sum_pool_array",
     "sum_pool_adjoint_array", "avg_pool_divisor", "adaptive_bins", "adaptive_avg_matrix",
     "adaptive_max_array", "index_scatter_array", "index_gather_array",
 ]

@@ -23,7 +23,7 @@ from . import checkpoint, models, nn, optim
 from .autograd import no_grad
 from .backend import get_backend
 from .data import DataLoader, TensorDataset, load_dataset, mean_std, normalize
-from .tensor import Tensor, get_rng, manual_seed
+from .tensor import Tensor, get_rng, manual_seed, stack
 
 OPTIMIZERS = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05}  # name -> default learning rate
 RUN_KEYS = ("dataset", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
@@ -95,6 +95,11 @@ def build(cfg, image_shape, num_classes, steps_per_epoch):
     return model, opt, sched
 
 
+def _read(*scalars):
+    """0-d tensors -> Python floats, read with one device -> host transfer."""
+    return [float(v) for v in stack([s.detach() for s in scalars]).numpy()]
+
+
 def evaluate(model, loader):
     """Mean loss and accuracy over a loader; one host sync at the end."""
     was_training = model.training
@@ -110,7 +115,8 @@ def evaluate(model, loader):
             total_correct = correct if total_correct is None else total_correct + correct
             count += len(y)
     model.train(was_training)
-    return total_loss.item() / count, total_correct.item() / count
+    total_loss, total_correct = _read(total_loss, total_correct)
+    return total_loss / count, total_correct / count
 
 
 def _atomic_write_text(path, text):
@@ -300,10 +306,11 @@ def train(cfg, out=_print):
                 steps += 1
                 if bar is not None:
                     bar.update(1)
-                    if steps % cfg.log_every == 0:
+                    if steps % cfg.log_every == 0:  # the one host sync of a logged step
                         seen = acc["seen"]
-                        bar.set_postfix({"loss": f"{acc['loss_sum'].item() / seen:.4f}",
-                                         "acc": f"{acc['correct_sum'].item() / seen:.3f}",
+                        loss_sum, correct_sum = _read(acc["loss_sum"], acc["correct_sum"])
+                        bar.set_postfix({"loss": f"{loss_sum / seen:.4f}",
+                                         "acc": f"{correct_sum / seen:.3f}",
                                          "samples/s": f"{seen / acc['seconds']:.0f}"})
                 interrupted = sigint.requested
                 if interrupted or (cfg.max_steps is not None and steps >= cfg.max_steps):
@@ -316,8 +323,9 @@ def train(cfg, out=_print):
             train_seconds = acc["seconds"]
             test_loss, test_acc = evaluate(model, test_loader)
             seen = max(acc["seen"], 1)
-            row = {"epoch": epoch + 1, "train_loss": acc["loss_sum"].item() / seen,
-                   "train_acc": acc["correct_sum"].item() / seen, "test_loss": test_loss,
+            loss_sum, correct_sum = _read(acc["loss_sum"], acc["correct_sum"])
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
+                   "train_acc": correct_sum / seen, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": sched.get_last_lr()[0],
                    "seconds": round(train_seconds, 3)}
             history.append(row)

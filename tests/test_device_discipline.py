@@ -1,0 +1,238 @@
+"""Training on a device, proved without a GPU on the strict CuPy stand-in.
+
+* A training step of the default CNN (data loader, forward, loss, backward,
+  clipping, optimiser, schedule) never waits for the device: zero host
+  synchronisations, and the same weights as on the CPU.
+* ``train.train`` reads from the device only when the user asked for it:
+  once per logged step (the progress bar), once per epoch summary and once
+  per evaluation.
+* The device facts of ``tinygrad-cnn info`` and ``TINYGRAD_CNN_DEVICE``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import types
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import backend as backend_module
+from tinygrad_cnn import models, nn, optim
+from tinygrad_cnn import train as train_module
+from tinygrad_cnn.backend import CupyBackend, DeviceError
+from tinygrad_cnn.cli import main
+from tinygrad_cnn.data import DataLoader, TensorDataset
+
+from conftest import device_params
+from strict_backend import STRICT
+
+
+@pytest.fixture(autouse=True)
+def no_pending_checks():
+    yield
+    STRICT._deferred_status = None
+
+
+# ---- a training step never waits for the device -------------------------------------
+OPTIMIZERS = {
+    "adam": lambda params: optim.Adam(params, lr=1e-2),
+    "sgd-nesterov-wd": lambda params: optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True,
+                                                weight_decay=1e-3),
+    "adamw": lambda params: optim.AdamW(params, lr=1e-2),
+}
+
+
+def _run_steps(device, make_opt, x, y, steps):
+    """``steps`` steps of the default CNN on ``device`` -> (model, losses, the host
+    synchronisations of each step, the host -> device copies of each step)."""
+    tg.manual_seed(0)
+    model = models.cnn((1, 8, 8), 10).to(device)
+    opt = make_opt(list(model.parameters()))
+    sched = optim.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"], total_steps=steps)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, seed=0, device=device)
+    backend = tg.get_backend(device)
+    losses, syncs, uploads = [], [], []
+    for k, (xb, yb) in enumerate(loader):
+        if k == steps:
+            break
+        before = getattr(backend, "upload_count", 0)
+        with contextlib.ExitStack() as stack:
+            log = stack.enter_context(backend.track_syncs()) if device == "strict" else []
+            loss = nn.cross_entropy(model(xb), yb)   # dropout is on: a host-drawn mask
+            opt.zero_grad()
+            loss.backward()
+            optim.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+        losses.append(loss)
+        syncs.append(list(log))
+        uploads.append(getattr(backend, "upload_count", 0) - before)
+    return model, losses, syncs, uploads
+
+
+@pytest.mark.parametrize("make_opt", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_training_steps_of_the_default_cnn_never_wait_for_the_device(make_opt):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 48)
+    model, losses, syncs, uploads = _run_steps("strict", make_opt, x, y, steps=3)
+    assert syncs == [[], [], []], "a training step synchronised with the device:\n" + \
+        "\n".join(entry for step in syncs for entry in step)
+    # Host -> device copies in a step (the batch is copied by the loader,
+    # before the step): the dropout mask, drawn on the host so that a seed
+    # gives the same mask on every device.  Nothing else.
+    assert uploads == [1, 1, 1]
+    with STRICT.track_syncs() as log:
+        values = [loss.item() for loss in losses]   # what the user asked for
+    assert len(log) == 3
+    reference, ref_losses, _, _ = _run_steps("cpu", make_opt, x, y, steps=3)
+    np.testing.assert_allclose(values, [loss.item() for loss in ref_losses], rtol=1e-6)
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert p.device == "strict"
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("device", device_params(["cuda"]), indirect=True)
+@pytest.mark.filterwarnings("ignore:cupyx.allow_synchronize")
+def test_training_steps_of_the_default_cnn_on_a_gpu_never_wait_for_it(device):
+    cupyx = pytest.importorskip("cupyx")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 48)
+    # SGD: its update is linear in the gradient, so float32 rounding differences
+    # between cuBLAS and the CPU stay small (Adam's normalised step would
+    # amplify them in the tiniest gradients).
+    make_opt = OPTIMIZERS["sgd-nesterov-wd"]
+    # CuPy raises DeviceSynchronized at any device -> host copy or synchronize.
+    with cupyx.allow_synchronize(False):
+        model, losses, _, _ = _run_steps(device, make_opt, x, y, steps=3)
+    reference, ref_losses, _, _ = _run_steps("cpu", make_opt, x, y, steps=3)
+    np.testing.assert_allclose([loss.item() for loss in losses],
+                               [loss.item() for loss in ref_losses], rtol=1e-4)
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def test_optimizer_state_lives_on_the_parameters_device():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 16)
+    for name, make_opt in OPTIMIZERS.items():
+        tg.manual_seed(0)
+        model = models.cnn().to("strict")
+        opt = make_opt(list(model.parameters()))
+        nn.cross_entropy(model(tg.tensor(x, device="strict")),
+                         tg.tensor(y, device="strict")).backward()
+        opt.step()
+        arrays = [v for state in opt.state.values() for v in state.values()
+                  if not isinstance(v, (int, float))]
+        assert arrays and all(STRICT.is_array(v) for v in arrays), name
+
+
+# ---- train.train: host reads only where the user asked ------------------------------
+class _StepMarks(DataLoader):
+    """The training loader, noting the sync count each time a batch is handed out."""
+
+    marks = []
+
+    def _batches(self, epoch, start):
+        for batch in super()._batches(epoch, start):
+            if self.shuffle:   # the training loader, not the evaluation one
+                self.marks.append(STRICT.sync_count)
+            yield batch
+
+
+def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeypatch):
+    monkeypatch.setattr(train_module, "DataLoader", _StepMarks)
+    _StepMarks.marks = []
+    log_every, out = 2, []
+    cfg = dict(model="cnn", epochs=2, batch_size=512, log_every=log_every, seed=0)
+    with STRICT.track_syncs() as log:
+        result = train_module.train(train_module.TrainConfig(device="strict", **cfg),
+                                    out=out.append)
+    steps_per_epoch = len(_StepMarks.marks) // 2        # 1437 images: 3 batches of 512
+    assert steps_per_epoch == 3
+    marks = _StepMarks.marks + [STRICT.sync_count]
+    per_step = [b - a for a, b in zip(marks, marks[1:])]
+    progress = importlib.util.find_spec("tqdm") is not None  # the bar (tqdm) logs
+    # Global step k (1-based) reads once if it is a logging step; the last
+    # step of an epoch also reads the epoch's sums and evaluates (one each).
+    expected = []
+    for k in range(1, 2 * steps_per_epoch + 1):
+        n = int(progress and k % log_every == 0)
+        if k % steps_per_epoch == 0:
+            n += 2
+        expected.append(n)
+    expected[-1] += 1   # the final evaluation after the loop
+    assert per_step == expected, "\n".join(log)
+    assert all(" train" in entry or "evaluate" in entry for entry in log), log
+
+    reference = train_module.train(train_module.TrainConfig(device="cpu", **cfg),
+                                   out=lambda line: None)
+    assert result["history"] and [
+        {k: v for k, v in row.items() if k != "seconds"} for row in result["history"]] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in reference["history"]]
+    for (name, p), q in zip(result["model"].state_dict().items(),
+                            reference["model"].state_dict().values()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
+
+
+# ---- tinygrad-cnn info and TINYGRAD_CNN_DEVICE --------------------------------------
+def _fake_gpu_backend():
+    """A CupyBackend over a stand-in for the few CuPy calls ``describe`` makes."""
+    runtime = types.SimpleNamespace(
+        getDeviceProperties=lambda index: {"name": b"Fake GPU 9000", "major": 8, "minor": 6},
+        memGetInfo=lambda: (3 * 2**30, 8 * 2**30),
+        runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12040)
+    backend = object.__new__(CupyBackend)
+    backend.xp = types.SimpleNamespace(__version__="14.2.0",
+                                       cuda=types.SimpleNamespace(runtime=runtime))
+    backend.index, backend.device = 0, "cuda:0"
+    backend._device = contextlib.nullcontext()
+    return backend
+
+
+def test_describe_names_the_gpu_its_memory_and_the_versions():
+    assert _fake_gpu_backend().describe() == {
+        "device": "cuda:0", "gpu": "Fake GPU 9000 (compute capability 8.6)",
+        "memory": "3.0 GiB free of 8.0 GiB", "array module": "cupy 14.2.0",
+        "cuda runtime": "12.8", "cuda driver": "12.4"}
+
+
+def _info():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["info"]) == 0
+    return out.getvalue()
+
+
+def test_info_prints_the_gpu_when_there_is_one(monkeypatch):
+    fake = _fake_gpu_backend()
+    monkeypatch.setattr(backend_module, "backends", lambda: [
+        {"device": "cpu", "usable": True, "reason": "numpy"},
+        {"device": "cuda", "usable": True, "reason": "cupy 14.2.0, 1 CUDA device(s)"}])
+    monkeypatch.setattr(backend_module, "get_backend", lambda device=None: fake)
+    text = _info()
+    for line in ("cuda     usable: cupy 14.2.0, 1 CUDA device(s)",
+                 "gpu: Fake GPU 9000 (compute capability 8.6)",
+                 "memory: 3.0 GiB free of 8.0 GiB", "cuda runtime: 12.8", "cuda driver: 12.4"):
+        assert line in text, text
+
+
+@pytest.mark.skipif(tg.cuda_status()[0], reason="a CUDA GPU is usable here")
+def test_info_prints_why_cuda_is_not_usable():
+    assert f"cuda     not usable: {tg.cuda_status()[1]}" in _info()
+
+
+@pytest.mark.skipif(tg.cuda_status()[0], reason="a CUDA GPU is usable here")
+def test_default_device_auto_falls_back_to_cpu_and_cuda_says_why_not(monkeypatch):
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "auto")
+    assert tg.tensor([1.0]).device == "cpu" and tg.get_backend().device == "cpu"
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "cuda")
+    with pytest.raises(DeviceError, match="device 'cuda:0' is not available") as info:
+        tg.zeros(2)
+    assert tg.cuda_status()[1] in str(info.value)
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "strict")   # any registered device
+    assert tg.zeros(2).device == "strict"
