@@ -33,8 +33,11 @@ up, every training step.  So validation goes through :meth:`Backend.check`
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
+import platform
 import re
 
 import numpy as np
@@ -348,3 +351,27 @@ def backends():
         if name != "cpu" and not name.startswith("cuda"):
             rows.append({"device": name, "usable": True, "reason": "registered backend"})
     return rows
+
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
+def reduce_malloc_churn(nbytes=1 << 30):
+    """Keep freed large blocks in the process instead of returning them to the OS.
+
+    Sets glibc's ``M_MMAP_THRESHOLD`` (blocks above it are mmapped and
+    unmapped on free) and ``M_TRIM_THRESHOLD`` (free memory above it at the
+    top of the heap is returned) to ``nbytes``.  The next step's arrays of
+    the same sizes then reuse that memory without page faults, at the price
+    of the process keeping its peak heap.  Safe: only tuning parameters
+    change, and only on glibc; returns False elsewhere.
+    """
+    if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, nbytes)) and \
+        bool(libc.mallopt(_M_TRIM_THRESHOLD, nbytes))

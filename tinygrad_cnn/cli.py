@@ -70,7 +70,11 @@ def _add_train(sub):
 
 
 def _train(args):
-    from .backend import default_device
+    from .backend import default_device, reduce_malloc_churn
+    if os.environ.get("TINYGRAD_CNN_MALLOC_TUNING", "1") != "0":
+        # This process is ours: keeping freed large arrays saves each step
+        # thousands of page faults (see reduce_malloc_churn).
+        reduce_malloc_churn()
     from .checkpoint import load
     from .train import RUN_KEYS, TrainConfig, train
     device = args.device

@@ -455,11 +455,17 @@ def first_max_masks(backend, x, y, geom):
     last = len(windows) - 1
     for k, i, j in geom.offsets():
         below = windows[k] < y
-        hit = ~below if free is None else xp.greater(free, below)  # free and not below
-        if valid is not None:
-            hit &= valid[k]
-        if k < last:
-            free = ~hit if free is None else xp.logical_xor(free, hit, out=free)
+        if free is None:
+            hit = ~below
+            if valid is not None:
+                hit &= valid[0]
+            free = below if valid is None else ~hit
+        else:
+            hit = xp.greater(free, below)                   # free and not below
+            if valid is not None:
+                hit &= valid[k]
+            if k < last:
+                xp.logical_xor(free, hit, out=free)         # hit windows are taken
         yield k, i, j, hit
 
 

@@ -247,15 +247,17 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     ``groups`` > 1 the channels split into groups convolved separately
     (``groups == C``: depthwise).
 
-    It is ``w.reshape(OC, -1) @ unfold(x)`` computed as one GEMM per group
-    over all images.  Memory: with ``P = N*OH*OW`` and ``K = C*KH*KW``, forward
-    and backward allocate two im2col-sized buffers of ``K*P`` elements beyond
-    inputs, outputs and gradients - the columns, kept for the weight gradient,
-    and the columns of the input gradient before ``fold`` - plus a few arrays
-    the size of x or y.  When one buffer would exceed :func:`get_im2col_limit`
-    bytes, the batch is processed in chunks of
-    ``max(1, limit // (K * OH*OW * itemsize))`` images (the columns are then
-    rebuilt for the weight gradient rather than kept).
+    It is ``w.reshape(OC, -1) @ unfold(x)``, computed per group as one GEMM per
+    image or one GEMM over all images, whichever column layout is cheaper
+    (:func:`tinygrad_cnn.conv_arrays.choose_layout`).  Memory: with
+    ``P = N*OH*OW`` and ``K = C*KH*KW``, forward and backward allocate two
+    im2col-sized buffers of about ``K*P`` elements beyond inputs, outputs and
+    gradients - the columns, kept for the weight gradient, and the columns of
+    the input gradient (before ``fold``, or of the output gradient for a
+    stride-1 "same" convolution) - plus a few arrays the size of x or y.
+    When one buffer would exceed :func:`get_im2col_limit` bytes, the batch is
+    processed in chunks of ``max(1, limit // (K * OH*OW * itemsize))`` images
+    (the columns are then rebuilt for the weight gradient rather than kept).
     """
     _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)")
     _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)")
@@ -282,8 +284,8 @@ def _conv2d(op, x, w, b, stride, padding, dilation, groups, x_shown, w_shown):
     return Conv2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
 
 
-def _correlate(backend, x, w, geom, groups):
-    """conv2d without bias on arrays: (y, cols, layout), one GEMM per group and chunk.
+def _correlate(backend, x, w, b, geom, groups):
+    """conv2d on arrays: (y, cols, layout), one GEMM per group and chunk.
 
     ``cols`` are the columns of the last chunk (all of x when the batch was
     not chunked, which Conv2d keeps for the weight gradient).
@@ -301,9 +303,15 @@ def _correlate(backend, x, w, geom, groups):
         blocks = blocks.reshape(B, groups, K // groups, P)
         if layout == "nkl":   # one product per image, written straight into NCHW y
             backend.xp.matmul(w_groups, blocks, out=y[lo:hi].reshape(B, groups, -1, P))
+            if b is not None:
+                y[lo:hi] += b.reshape(1, OC, 1, 1)
         else:
             rows = w_groups @ blocks                                    # (1, G, OC/G, P)
-            y[lo:hi] = from_rows(rows.reshape(B, OC, P), hi - lo, geom.OH, geom.OW, layout)
+            rows = from_rows(rows.reshape(B, OC, P), hi - lo, geom.OH, geom.OW, layout)
+            if b is None:
+                y[lo:hi] = rows
+            else:   # the bias rides along with the copy into NCHW order
+                backend.xp.add(rows, b.reshape(1, OC, 1, 1), out=y[lo:hi])
     return y, cols, layout
 
 
@@ -321,12 +329,10 @@ class Conv2d(Function):
     def forward(self, x, w, b=None, *, geom, groups, keep_cols):
         x, w, b = _operands(x, w, b)
         self.geom, self.groups, self.cols, self.layout = geom, groups, None, None
-        y, cols, layout = _correlate(self.backend, x, w, geom, groups)
+        y, cols, layout = _correlate(self.backend, x, w, b, geom, groups)
         if keep_cols and len(batch_chunks(x.shape[0], im2col_bytes(
                 x.shape[1], geom, x.itemsize))) == 1:
             self.cols, self.layout = cols, layout
-        if b is not None:
-            y += b.reshape(1, -1, 1, 1)
         return y
 
     def backward(self, grad_out):
@@ -373,7 +379,7 @@ class ConvTranspose2d(Function):
             w_flip = (w.reshape(groups, C // groups, OC // groups, geom.KH, geom.KW)
                       .transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
                       .reshape(OC, C // groups, geom.KH, geom.KW))
-            y = _correlate(self.backend, x, w_flip, flipped, groups)[0]
+            y = _correlate(self.backend, x, w_flip, None, flipped, groups)[0]
         else:
             y = self.xp.empty((N, OC, geom.H, geom.W), dtype=x.dtype)
             w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
