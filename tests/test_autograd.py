@@ -344,3 +344,50 @@ def test_inplace_that_would_broadcast_the_target_is_refused():
     a = tg.zeros(3)
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
         a += tg.ones(2, 3)
+
+
+@pytest.mark.parametrize("change", ["view", "detach", "output", "optimizer"])
+def test_inplace_change_through_any_alias_is_caught_at_backward(change):
+    w = tg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    a = tg.tensor([1.0, 1.0, 1.0])
+    if change == "view":
+        loss = (w * a).sum()
+        alias = a[:2]          # shares a's memory
+        alias += 10
+    elif change == "detach":
+        loss = (w * w).sum()
+        alias = w.detach()     # shares w's memory
+        alias += 10
+    elif change == "output":
+        y = w.exp()            # Exp's backward reads its output
+        loss = y.sum()
+        with tg.no_grad():
+            y += 100
+    else:
+        loss = (w * w).sum()
+        loss.backward(retain_graph=True)
+        tg.optim.SGD([w], lr=0.5).step()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_first_grads_of_two_leaves_are_separate_tensors_with_create_graph():
+    a = tg.tensor([1.0, 2.0], requires_grad=True)
+    b = tg.tensor([1.0, 2.0], requires_grad=True)
+    (a + b).sum().backward(create_graph=True)
+    assert a.grad is not b.grad
+    with tg.no_grad():
+        a.grad *= 5
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+def test_pow_gradient_is_zero_not_nan_where_the_exponent_is_zero():
+    a = tg.tensor([0.0, 2.0], requires_grad=True)
+    b = tg.tensor([0.0, 3.0], requires_grad=True)
+    (a ** b).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), [0.0, 12.0])
+
+
+def test_function_apply_refuses_non_tensor_positional_arguments():
+    with pytest.raises(TypeError, match="keywords"):
+        tg.ops.Exp.apply(tg.tensor([1.0]), 3)

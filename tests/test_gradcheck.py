@@ -172,3 +172,10 @@ def test_works_inside_no_grad():
         with pytest.raises(GradcheckError):
             gradcheck(lambda a: SquareOff.apply(a), _x(3))
         assert not tg.is_grad_enabled()
+
+
+def test_gradgradcheck_refuses_to_pass_vacuously():
+    with pytest.raises(ValueError, match="nothing to check"):
+        tg.gradgradcheck(lambda x: x * 2, tg.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="max_elements"):
+        tg.gradcheck(lambda x: x * 2, tg.tensor([1.0], requires_grad=True), max_elements=0)

@@ -248,3 +248,10 @@ def test_default_configuration_is_the_documented_one():
     assert (cfg.dataset, cfg.model, cfg.device, cfg.optimizer, cfg.lr) == \
         ("digits", "cnn", "cpu", "adam", 2e-3)
     assert dataclasses.asdict(cfg)["max_steps"] is None
+
+
+def test_adamw_weight_decay_zero_is_kept():
+    from tinygrad_cnn.train import TrainConfig
+    assert TrainConfig(optimizer="adamw", weight_decay=0.0).weight_decay == 0.0
+    assert TrainConfig(optimizer="adamw").weight_decay == 0.01
+    assert TrainConfig(optimizer="adam").weight_decay == 0.0

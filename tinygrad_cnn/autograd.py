@@ -83,21 +83,30 @@ class Function:
     """
 
     inputs = ()
+    view_of_input = False  # True where forward may return a view of its first input
 
     @classmethod
     def apply(cls, *inputs, **params):
         from .tensor import Tensor, common_backend
+        if not inputs or not all(isinstance(t, Tensor) for t in inputs):
+            kinds = ", ".join(type(t).__name__ for t in inputs) or "nothing"
+            raise TypeError(f"{cls.__name__}.apply takes tensors as positional arguments "
+                            f"(got {kinds}); pass other parameters as keywords")
         backend = common_backend(inputs, cls.__name__)
         fn = cls()
         fn.backend, fn.xp = backend, backend.xp
         data = fn.forward(*(t.data for t in inputs), **params)
-        return fn.link(inputs, Tensor._make(data, backend))
+        out = Tensor._make(data, backend)
+        if fn.view_of_input and backend.xp.may_share_memory(data, inputs[0].data):
+            out._version_box = inputs[0]._version_box  # one memory, one version
+        return fn.link(inputs, out)
 
     def link(self, inputs, out):
         """Record ``out = self(*inputs)`` in the graph if a gradient may flow."""
         if _grad_enabled and any(t.requires_grad for t in inputs):
             self.inputs = inputs
             self._versions = tuple(t._version for t in inputs)
+            self._output_version = out._version
             self._output = weakref.ref(out)
             out.requires_grad = True
             out._ctx = self
@@ -187,10 +196,11 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
 
 def _accumulate_grad(t, g, create_graph):
     """``t.grad += g``, giving a first gradient an array of its own."""
-    if t.grad is None and not create_graph:
+    if t.grad is None:
         # g may be a read-only broadcast view, the caller's grad, or shared
-        # with another input (Add passes grad_out through).
-        g = type(t)._make(g.data.copy(), g._backend)
+        # with another input (Add passes grad_out through): .grad gets its own
+        # array (through an op when the gradient must stay differentiable).
+        g = g * 1 if create_graph else type(t)._make(g.data.copy(), g._backend)
     t.grad = g if t.grad is None else t.grad + g
 
 
@@ -201,11 +211,12 @@ def _call_backward(fn, t, g):
             f"trying to backward through the graph a second time: the graph "
             f"behind this {t.shape} tensor was freed by an earlier backward; "
             f"pass retain_graph=True to the first backward to keep it")
-    for x, version in zip(fn.inputs, fn._versions):
-        if x._version != version:
-            raise RuntimeError(
-                f"an input of {fn.name} (shape {x.shape}) was modified in place after "
-                f"{fn.name} used it, so its gradient would be wrong; change a copy instead")
+    changed = [x for x, version in zip(fn.inputs, fn._versions) if x._version != version]
+    if changed or t._version != fn._output_version:
+        what = f"an input (shape {changed[0].shape})" if changed else f"the output (shape {t.shape})"
+        raise RuntimeError(
+            f"{what} of {fn.name} was modified in place after the forward pass used it, so "
+            f"its gradient would be wrong; change a copy instead")
     grads_in = fn.backward(g)
     if not isinstance(grads_in, (tuple, list)):
         grads_in = (grads_in,)

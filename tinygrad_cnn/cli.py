@@ -47,8 +47,7 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=None,
                    help="seed for weights, shuffling and dropout; the same seed gives "
                         f"bit-identical runs on the CPU (default: {d.seed})")
-    p.add_argument("--device", default=os.environ.get("TINYGRAD_CNN_DEVICE", d.device),
-                   help="cpu, cuda, cuda:N or auto (default: $TINYGRAD_CNN_DEVICE or cpu)")
+    _device_option(p)
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the full training state here (atomically) after every epoch "
                         "and when stopped by Ctrl-C or --max-steps")
@@ -69,18 +68,28 @@ def _add_train(sub):
     p.set_defaults(func=_train)
 
 
+def _device(name):
+    """A --device value: cpu, cuda, cuda:N, or auto (the GPU when usable)."""
+    from .backend import cuda_status
+    if name == "auto":
+        return "cuda:0" if cuda_status()[0] else "cpu"
+    return name
+
+
+def _device_option(p):
+    p.add_argument("--device", default=os.environ.get("TINYGRAD_CNN_DEVICE", "cpu"),
+                   help="cpu, cuda, cuda:N or auto (default: $TINYGRAD_CNN_DEVICE or cpu)")
+
+
 def _train(args):
-    from .backend import default_device, reduce_malloc_churn
+    from .backend import reduce_malloc_churn
     if os.environ.get("TINYGRAD_CNN_MALLOC_TUNING", "1") != "0":
         # This process is ours: keeping freed large arrays saves each step
         # thousands of page faults (see reduce_malloc_churn).
         reduce_malloc_churn()
     from .checkpoint import load
     from .train import RUN_KEYS, TrainConfig, train
-    device = args.device
-    if device == "auto":
-        os.environ["TINYGRAD_CNN_DEVICE"] = "auto"
-        device = default_device()
+    device = _device(args.device)
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
     if "dataset" in given:
         given["dataset"] = given["dataset"].replace("-", "_")
@@ -104,12 +113,12 @@ def _train(args):
 def _eval(args):
     from .data import DataLoader, TensorDataset
     from .train import evaluate, load_data, load_model
-    model, state = load_model(args.checkpoint, args.device)
+    model, state = load_model(args.checkpoint, _device(args.device))
     cfg = state["config"]
     *_, x_test, y_test, _ = load_data(cfg["dataset"], args.data_dir or cfg.get("data_dir"),
                                       (state["mean"], state["std"]))
     loss, acc = evaluate(model, DataLoader(TensorDataset(x_test, y_test), 256,
-                                           device=args.device))
+                                           device=_device(args.device)))
     print(f"{cfg['model']} on {cfg['dataset']} test set ({len(y_test)} images): "
           f"accuracy {acc * 100:.2f}%, loss {loss:.4f}")
     return 0
@@ -158,7 +167,7 @@ def _predict(args):
     from .data import CLASSES
     from .tensor import tensor
     from .train import load_model
-    model, state = load_model(args.checkpoint, args.device)
+    model, state = load_model(args.checkpoint, _device(args.device))
     mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)
     std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)
     names = CLASSES.get(state["config"]["dataset"])
@@ -167,7 +176,7 @@ def _predict(args):
         img = load_image(path, state["image_shape"], background=255 if args.invert else 0)
         if args.invert:
             img = 1.0 - img
-        x = tensor(((img - mean) / std)[None], device=args.device)
+        x = tensor(((img - mean) / std)[None], device=_device(args.device))
         probs = model(x).softmax(-1).numpy()[0]
         best = int(probs.argmax())
         label = names[best] if names else str(best)
@@ -316,7 +325,7 @@ def build_parser():
 
     p = sub.add_parser("eval", help="test-set accuracy of a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_eval)
 
@@ -327,7 +336,7 @@ def build_parser():
                         "strokes on a dark background, like the training data")
     p.add_argument("--invert", action="store_true",
                    help="invert the images first (for dark strokes on white paper)")
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("summary", help="layers, parameter counts and receptive fields")

@@ -75,6 +75,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
     elements per input (for large tensors such as a model's weights); by
     default every element is checked.
     """
+    if max_elements is not None and max_elements < 1:
+        raise ValueError(f"gradcheck: max_elements must be at least 1, got {max_elements}")
     inputs = _float64_copies(_as_tuple(inputs))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
@@ -153,6 +155,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     """
     inputs = _float64_copies(_as_tuple(inputs))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not wrt:
+        raise ValueError("gradgradcheck: no input requires grad, so there is nothing to check")
     outs = _outputs(fn, inputs)
     rng = np.random.default_rng(seed + 1)
     if grad_outputs is None:

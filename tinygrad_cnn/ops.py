@@ -126,7 +126,13 @@ class Pow(_Binary):
 
     def backward(self, grad_out):
         x, y = self.inputs
-        grad_x = (grad_out * y * x ** (y - 1)).sum_to(x.shape) if x.requires_grad else None
+        grad_x = None
+        if x.requires_grad:
+            # Where y == 0, x^y is constant in x; a base of 1 there keeps the
+            # formula finite at x == 0 (0 * 0^-1 would be nan).
+            keep = _const(y.data != 0, y)
+            base = x * keep + (1 - keep)
+            grad_x = (grad_out * y * base ** (y - 1)).sum_to(x.shape)
         grad_y = None
         if y.requires_grad:
             # log x is taken only where x > 0; elsewhere z log x is 0 (x == 0) or undefined.
@@ -413,6 +419,8 @@ class Max(Function):
 class Reshape(Function):
     """y = x viewed with another shape"""
 
+    view_of_input = True
+
     def forward(self, x, shape):
         return x.reshape(shape)
 
@@ -422,6 +430,8 @@ class Reshape(Function):
 
 class Permute(Function):
     """y = x with its axes reordered"""
+
+    view_of_input = True
 
     def forward(self, x, axes):
         self.axes = axes
@@ -433,6 +443,8 @@ class Permute(Function):
 
 class BroadcastTo(Function):
     """y = x repeated along broadcast dimensions; backward sums them"""
+
+    view_of_input = True
 
     def forward(self, x, shape):
         return self.xp.broadcast_to(x, shape)
@@ -502,6 +514,8 @@ def _check_index(backend, x_shape, index):
 
 class GetItem(Function):
     """y = x[index]; backward scatters (and accumulates) into zeros"""
+
+    view_of_input = True
 
     def forward(self, x, index):
         if any(map(_is_array, index if isinstance(index, tuple) else (index,))):

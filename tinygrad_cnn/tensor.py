@@ -112,7 +112,9 @@ class Tensor:
         self._backend = backend
         self._ctx = None
         self._retains_grad = False
-        self._version = 0  # bumped by in-place ops; backward checks it
+        # In-place writes bump this counter, shared with detach() and view results
+        # (one box per memory), so backward can refuse values changed after use.
+        self._version_box = [0]
 
     # ---- facts ---------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
@@ -202,8 +204,18 @@ class Tensor:
         return self
 
     def detach(self):
-        """The same data, cut from the graph."""
-        return Tensor._make(self.data, self._backend, False)
+        """The same data, cut from the graph (in-place changes show in both)."""
+        out = Tensor._make(self.data, self._backend, False)
+        out._version_box = self._version_box
+        return out
+
+    @property
+    def _version(self):
+        return self._version_box[0]
+
+    def _bump_version(self):
+        """Record an in-place change of ``.data`` (optimisers, init, load_state_dict)."""
+        self._version_box[0] += 1
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.dtype.kind != "f":
@@ -307,7 +319,7 @@ class Tensor:
             self.data = self.data.copy()
         getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
                              out=self.data)
-        self._version += 1
+        self._bump_version()
         return self
 
     def __iadd__(self, other):

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -22,6 +20,7 @@ import numpy as np
 from . import checkpoint, models, nn, optim
 from .autograd import no_grad
 from .backend import get_backend
+from .fileio import atomic_write
 from .data import DataLoader, TensorDataset, load_dataset, mean_std, normalize
 from .tensor import Tensor, get_rng, manual_seed, stack
 
@@ -38,7 +37,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float | None = None          # None: the optimiser's default above
     optimizer: str = "adam"
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: 0.01 for adamw, 0 otherwise
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
@@ -63,6 +62,8 @@ class TrainConfig:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.lr is None:
             self.lr = OPTIMIZERS[self.optimizer]
+        if self.weight_decay is None:
+            self.weight_decay = 1e-2 if self.optimizer == "adamw" else 0.0
         if self.resume and not self.checkpoint:
             raise ValueError("--resume needs --checkpoint PATH")
 
@@ -88,7 +89,7 @@ def build(cfg, image_shape, num_classes, steps_per_epoch):
         opt = optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
                         weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "adamw":
-        opt = optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 1e-2)
+        opt = optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = optim.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -117,17 +118,6 @@ def evaluate(model, loader):
     model.train(was_training)
     total_loss, total_correct = _read(total_loss, total_correct)
     return total_loss / count, total_correct / count
-
-
-def _atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _StopOnSigint:
@@ -334,7 +324,7 @@ def train(cfg, out=_print):
                 f"acc {row['train_acc']:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
                 f"({seen / max(train_seconds, 1e-9):.0f} samples/s)")
             if cfg.metrics:
-                _atomic_write_text(cfg.metrics, "".join(json.dumps(r) + "\n" for r in history))
+                atomic_write(cfg.metrics, "".join(json.dumps(r) + "\n" for r in history))
             if cfg.checkpoint:
                 save()
     where = train_loader.state_dict()

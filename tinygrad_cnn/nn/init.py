@@ -95,6 +95,7 @@ def _fill_(tensor, host):
             tensor.data = values.copy()
         else:
             tensor.data[...] = values
+    tensor._bump_version()
     return tensor
 
 

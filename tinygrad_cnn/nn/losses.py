@@ -122,6 +122,9 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
         raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if logp.ndim == 0:
+        raise ValueError(f"{name}: input must have a class dimension, (C,) or (N, C, ...), "
+                         f"got a 0-d tensor")
     unbatched = logp.ndim == 1
     if unbatched:                       # (C,) with a scalar target
         if target.ndim != 0:

@@ -489,6 +489,7 @@ class Module:
         with no_grad():
             for t, value in updates:
                 t.data[...] = t._backend.asarray(value.astype(t.dtype, copy=False))
+                t._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ---- printing ------------------------------------------------------------------

@@ -205,6 +205,7 @@ class Optimizer:
             p.data -= delta
         else:
             p.data = p.data - delta
+        p._bump_version()  # a graph that used the old values can no longer backward
 
     def _update(self, p, grad, state, group):
         raise NotImplementedError
@@ -359,6 +360,7 @@ class Adam(Optimizer):
         if wd:
             if self.decoupled:
                 p.data *= 1 - lr * wd    # AdamW: shrink the weights directly
+                p._bump_version()
             else:
                 grad = grad + wd * p.data
         m, v = state["exp_avg"], state["exp_avg_sq"]
