@@ -126,7 +126,7 @@ def test_predict_png_and_npy(trained, tmp_path):
         m = re.fullmatch(rf"{re.escape(str(path))}: (\S+) \(p=([\d.]+); (.*)\)", line)
         assert m and m.group(1) == label, line
         top = [part.split(": ") for part in m.group(3).split(", ")]
-        assert top[0] == [label, m.group(2)] and len(top) == 3
+        assert top[0] == [label, m.group(2)] and len(top) == 10  # every class, ranked
         assert 1 >= float(top[0][1]) >= float(top[1][1]) >= float(top[2][1]) >= 0
 
     # Dark strokes on white paper, with --invert.

@@ -250,3 +250,8 @@ def test_function_backward_must_return_one_tensor_per_input():
     assert x.grad.tolist() == [1.0, 1.0]
     with pytest.raises(TypeError, match=r"RawArray.backward must return Tensors.*ndarray"):
         RawArray.apply(x).sum().backward()
+
+
+def test_flatten_start_after_end_names_both():
+    with pytest.raises(ValueError, match=r"start_dim 2 .* end_dim 0"):
+        tg.ones(2, 3, 4).flatten(2, 0)

@@ -306,6 +306,27 @@ def test_step_lr_by_hand_and_scheduler_state_round_trip(tmp_path):
             sched2.step()
 
 
+@pytest.mark.parametrize("three_phase", [False, True])
+def test_one_cycle_zero_length_phase(three_phase):
+    # pct_start * total_steps == 1: the warm-up (and the way back) ends at step 0, where
+    # pct would be 0 / 0; the lr is max_lr there, then anneals to min_lr at step 9.
+    opt = optim.SGD([scalar_param()], lr=0.1, momentum=0.9)
+    sched = optim.OneCycleLR(opt, max_lr=0.1, total_steps=10, pct_start=0.1,
+                             three_phase=three_phase)
+    lrs, momenta = [], []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        momenta.append(opt.param_groups[0]["momentum"])
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and momenta[0] == pytest.approx(0.85)
+    assert lrs[-1] == pytest.approx(0.1 / 25 / 1e4) and momenta[-1] == pytest.approx(0.95)
+    assert all(math.isfinite(v) for v in lrs + momenta)
+    if not three_phase:  # one cosine from max_lr to min_lr over steps 0..9
+        lo = 0.1 / 25 / 1e4
+        assert lrs == pytest.approx([lo + (0.1 - lo) / 2 * (math.cos(math.pi * k / 9) + 1)
+                                     for k in range(10)], rel=1e-12)
+
+
 # ---- gradient clipping ---------------------------------------------------------------
 def test_clip_grad_norm_by_hand():
     a, b = nn.Parameter(np.zeros(2), dtype="float64"), nn.Parameter(np.zeros(1), dtype="float64")

@@ -18,6 +18,7 @@ _tracer = None  # set by tinygrad_cnn.viz.trace() to watch the backward pass
 
 
 def is_grad_enabled():
+    """True when ops record the graph (not inside ``no_grad`` / ``set_grad_enabled(False)``)."""
     return _grad_enabled
 
 

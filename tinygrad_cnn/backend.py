@@ -302,13 +302,25 @@ def canonical_device(device):
         raise DeviceError(f"device must be a string such as 'cpu' or 'cuda:0', "
                           f"got {device!r}")
     device = device.strip().lower()
-    if device in _BACKENDS:
-        return device
-    m = _DEVICE_RE.match(device)
-    if m and m.group(1) == "cuda":
-        return f"cuda:{m.group(2) or 0}"
+    canonical = _parse_device(device)
+    if canonical is not None:
+        return canonical
     known = ", ".join(sorted(set(_BACKENDS) | {"cuda", "cuda:N"}))
     raise DeviceError(f"unknown device {device!r}; expected one of: {known}")
+
+
+def _parse_device(name):
+    """A stripped, lower-case device name -> its canonical string, or None if unknown.
+
+    A registered name (``"cpu"``, test backends) stays as is; ``"cuda"`` and
+    ``"cuda:N"`` become ``"cuda:0"`` / ``"cuda:N"`` (whether or not CUDA works).
+    """
+    if name in _BACKENDS:
+        return name
+    m = _DEVICE_RE.match(name)
+    if m and m.group(1) == "cuda":
+        return f"cuda:{m.group(2) or 0}"
+    return None
 
 
 def get_backend(device=None):
@@ -330,15 +342,14 @@ def get_backend(device=None):
 
 
 def default_device():
-    """The device from ``TINYGRAD_CNN_DEVICE`` (cpu, cuda or auto); cpu if unset."""
+    """The device from ``TINYGRAD_CNN_DEVICE`` (cpu, cuda, cuda:N, auto or a
+    registered name); cpu if unset."""
     choice = os.environ.get("TINYGRAD_CNN_DEVICE", "cpu").strip().lower() or "cpu"
     if choice == "auto":
         return "cuda:0" if cuda_status()[0] else "cpu"
-    if choice == "cpu" or choice in _BACKENDS:
-        return choice
-    m = _DEVICE_RE.match(choice)
-    if m and m.group(1) == "cuda":
-        return f"cuda:{m.group(2) or 0}"
+    canonical = "cpu" if choice == "cpu" else _parse_device(choice)
+    if canonical is not None:
+        return canonical
     raise DeviceError(f"TINYGRAD_CNN_DEVICE={choice!r} is not one of cpu, cuda, cuda:N, auto")
 
 

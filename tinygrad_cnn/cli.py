@@ -168,21 +168,21 @@ def _predict(args):
     from .tensor import tensor
     from .train import load_model
     model, state = load_model(args.checkpoint, _device(args.device))
-    mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)
-    std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)
+    mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
+    std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     names = CLASSES.get(state["config"]["dataset"])
     for path in args.files:
         # Transparency is paper: white before inverting, black otherwise.
         img = load_image(path, state["image_shape"], background=255 if args.invert else 0)
         if args.invert:
             img = 1.0 - img
-        x = tensor(((img - mean) / std)[None], device=_device(args.device))
+        x = tensor(((img - mean) / std)[None], device=_device(args.device))  # (1, C, H, W)
         probs = model(x).softmax(-1).numpy()[0]
         best = int(probs.argmax())
         label = names[best] if names else str(best)
-        top = ", ".join(f"{names[i] if names else i}: {probs[i]:.3f}"
-                        for i in np.argsort(-probs)[:3])
-        print(f"{path}: {label} (p={probs[best]:.3f}; {top})")
+        ranked = ", ".join(f"{names[i] if names else i}: {probs[i]:.3f}"
+                           for i in np.argsort(-probs, kind="stable"))
+        print(f"{path}: {label} (p={probs[best]:.3f}; {ranked})")
     return 0
 
 
@@ -296,8 +296,8 @@ def _show(args):
     if args.feature_maps:
         image_path, out = args.feature_maps
         img = load_image(image_path, state["image_shape"])
-        mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)
-        std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)
+        mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
+        std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
         images.save_feature_maps(model, tensor(((img - mean) / std)[None]), out)
         print(f"wrote {out}")
     if not args.filters and not args.feature_maps:
@@ -371,6 +371,11 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Expected failures (bad files, unusable device, ...) print one line to
+    stderr and return 1; no command prints the help and returns 2.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -93,6 +93,7 @@ class Tensor:
 
     @classmethod
     def _make(cls, data, backend, requires_grad=False):
+        """Wrap ``data`` (already an array of ``backend``) without copying or checks."""
         t = cls.__new__(cls)
         t._init(data, backend, requires_grad)
         return t
@@ -117,14 +118,18 @@ class Tensor:
         self._version_box = [0]
 
     # ---- facts ---------------------------------------------------------------
-    shape = property(lambda self: tuple(self.data.shape))
-    ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: int(self.data.size))
-    dtype = property(lambda self: self.data.dtype)
-    device = property(lambda self: self._backend.device)
-    is_leaf = property(lambda self: self._ctx is None)
-    grad_fn = property(lambda self: self._ctx)
-    xp = property(lambda self: self._backend.xp)
+    shape = property(lambda self: tuple(self.data.shape), doc="The size of each axis, a tuple.")
+    ndim = property(lambda self: self.data.ndim, doc="The number of axes.")
+    size = property(lambda self: int(self.data.size), doc="The number of elements.")
+    dtype = property(lambda self: self.data.dtype, doc="The ``numpy.dtype`` of the data.")
+    device = property(lambda self: self._backend.device,
+                      doc="The canonical device string (``'cpu'``, ``'cuda:0'``).")
+    is_leaf = property(lambda self: self._ctx is None,
+                       doc="True unless an op with a recorded graph made this tensor.")
+    grad_fn = property(lambda self: self._ctx,
+                       doc="The Function that made this tensor (None for a leaf).")
+    xp = property(lambda self: self._backend.xp,
+                  doc="The array module of the data (``numpy`` or ``cupy``).")
 
     def __len__(self):
         if self.ndim == 0:
@@ -142,6 +147,7 @@ class Tensor:
         return np.array(self._backend.to_numpy(self.data), copy=True)
 
     def tolist(self):
+        """The data as (nested) Python lists of numbers (a host copy)."""
         return self.numpy().tolist()
 
     def item(self):
@@ -175,7 +181,7 @@ class Tensor:
         extras = []
         if self.device != "cpu":
             extras.append(f"device='{self.device}'")
-        if self.dtype != float32 and self.dtype.kind == "f" or self.dtype.kind != "f" and self.dtype != int64 and self.dtype != bool_:
+        if self.dtype not in (float32, int64, bool_):  # the defaults of tensor() go unsaid
             extras.append(f"dtype={self.dtype}")
         if self._ctx is not None:
             extras.append(f"grad_fn=<{self._ctx.name}>")
@@ -218,6 +224,7 @@ class Tensor:
         self._version_box[0] += 1
 
     def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` in place (floating-point tensors only); returns self."""
         if requires_grad and self.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients; "
                             f"this tensor has dtype {self.dtype}")
@@ -225,6 +232,7 @@ class Tensor:
         return self
 
     def zero_grad(self):
+        """Drop the accumulated gradient (``.grad = None``)."""
         self.grad = None
 
     # ---- devices and dtypes --------------------------------------------------
@@ -238,12 +246,15 @@ class Tensor:
         return out
 
     def cpu(self):
+        """A copy on the host (self if already there); differentiable."""
         return self.to("cpu")
 
     def cuda(self, index=0):
+        """A copy on GPU ``cuda:index`` (self if already there); differentiable."""
         return self.to(f"cuda:{index}")
 
     def astype(self, dtype):
+        """Cast to ``dtype``; differentiable between float dtypes, detached otherwise."""
         dtype = _as_dtype(dtype)
         if dtype == self.dtype:
             return self
@@ -252,9 +263,11 @@ class Tensor:
         return ops.Cast.apply(self, dtype=dtype)
 
     def float(self):
+        """Cast to float32 (``astype(float32)``)."""
         return self.astype(float32)
 
     def double(self):
+        """Cast to float64 (``astype(float64)``)."""
         return self.astype(float64)
 
     # ---- arithmetic ----------------------------------------------------------
@@ -385,48 +398,62 @@ class Tensor:
         return Tensor._make(self.data | self._other(other).data, self._backend)
 
     def any(self):
+        """A 0-d bool tensor: True if any element is nonzero (no gradient)."""
         return Tensor._make(self.xp.any(self.data), self._backend)
 
     def all(self):
+        """A 0-d bool tensor: True if every element is nonzero (no gradient)."""
         return Tensor._make(self.xp.all(self.data), self._backend)
 
     # ---- elementwise ---------------------------------------------------------
     def exp(self):
+        """Elementwise e**x."""
         return ops.Exp.apply(self)
 
     def log(self):
+        """Elementwise natural logarithm ln(x)."""
         return ops.Log.apply(self)
 
     def sqrt(self):
+        """Elementwise square root."""
         return ops.Sqrt.apply(self)
 
     def abs(self):
+        """Elementwise |x| (gradient sign(x), so 0 at x = 0)."""
         return ops.Abs.apply(self)
 
     __abs__ = abs
 
     def sin(self):
+        """Elementwise sine."""
         return ops.Sin.apply(self)
 
     def cos(self):
+        """Elementwise cosine."""
         return ops.Cos.apply(self)
 
     def tanh(self):
+        """Elementwise hyperbolic tangent."""
         return ops.Tanh.apply(self)
 
     def sigmoid(self):
+        """Elementwise logistic function 1 / (1 + e**-x)."""
         return ops.Sigmoid.apply(self)
 
     def relu(self):
+        """Elementwise max(x, 0)."""
         return ops.ReLU.apply(self)
 
     def leaky_relu(self, negative_slope=0.01):
+        """Elementwise x if x > 0 else ``negative_slope`` * x."""
         return ops.LeakyReLU.apply(self, slope=negative_slope)
 
     def maximum(self, other):
+        """Elementwise maximum with ``other`` (broadcast)."""
         return ops.Maximum.apply(self, self._other(other))
 
     def minimum(self, other):
+        """Elementwise minimum with ``other`` (broadcast)."""
         return ops.Minimum.apply(self, self._other(other))
 
     def clip(self, min=None, max=None):
@@ -436,13 +463,16 @@ class Tensor:
     clamp = clip
 
     def sign(self):
+        """Elementwise -1, 0 or 1 (no gradient)."""
         return Tensor._make(self.xp.sign(self.data), self._backend)
 
     # ---- reductions ----------------------------------------------------------
     def sum(self, axis=None, keepdims=False, dim=None):
+        """Sum over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
         return ops.Sum.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False, dim=None):
+        """Arithmetic mean over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
         axis = _axes(self, axis, dim)
         return self.sum(axis, keepdims) / _count(self.shape, axis)
 
@@ -454,6 +484,7 @@ class Tensor:
         return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
 
     def std(self, axis=None, keepdims=False, correction=1, dim=None):
+        """Standard deviation, sqrt(var); see :meth:`var` for ``correction``."""
         return self.var(axis, keepdims, correction, dim).sqrt()
 
     def max(self, axis=None, keepdims=False, dim=None):
@@ -461,12 +492,15 @@ class Tensor:
         return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
     def min(self, axis=None, keepdims=False, dim=None):
+        """Minimum, as -max(-x); tied minima share the gradient equally."""
         return -((-self).max(axis, keepdims, dim))
 
     def argmax(self, axis=None, keepdims=False, dim=None):
+        """int64 index of the largest value along one ``axis`` (None: of the flattened tensor)."""
         return self._arg("argmax", axis, keepdims, dim)
 
     def argmin(self, axis=None, keepdims=False, dim=None):
+        """int64 index of the smallest value along one ``axis`` (None: of the flattened tensor)."""
         return self._arg("argmin", axis, keepdims, dim)
 
     def _arg(self, name, axis, keepdims, dim):
@@ -493,16 +527,19 @@ class Tensor:
         return out if keepdims else out.squeeze(axis if axis is not None else None)
 
     def softmax(self, axis=-1, dim=None):
+        """exp(x) / sum(exp(x)) along ``axis`` (default: last), computed stably."""
         axis = _axes(self, axis if dim is None else dim)  # dim overrides the default axis
         e = (self - self.max(axis, keepdims=True).detach()).exp()
         return e / e.sum(axis, keepdims=True)
 
     def log_softmax(self, axis=-1, dim=None):
+        """x - logsumexp(x) along ``axis`` (last by default)."""
         axis = _axes(self, axis if dim is None else dim)
         return self - self.logsumexp(axis, keepdims=True)
 
     # ---- shapes --------------------------------------------------------------
     def reshape(self, *shape):
+        """The same elements in ``shape`` (ints or one tuple; one -1 is inferred)."""
         shape = _shape_arg(shape)
         new = _resolve_reshape(self.shape, shape)
         return self if new == self.shape else ops.Reshape.apply(self, shape=new)
@@ -510,12 +547,18 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim=0, end_dim=-1):
+        """Merge axes ``start_dim`` .. ``end_dim`` (inclusive) into one; 0-d gives shape (1,)."""
         if self.ndim == 0:
             return self.reshape(1)
         s, e = (_norm_axis(a, self.ndim) for a in (start_dim, end_dim))
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} (axis {s}) comes after end_dim "
+                             f"{end_dim} (axis {e}) for a tensor of shape {self.shape}")
+        # (*shape[:s], prod(shape[s:e+1]), *shape[e+1:])
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def permute(self, *axes):
+        """Reorder the axes: axis i of the result is axis ``axes[i]`` of self."""
         axes = _shape_arg(axes)
         if sorted(_norm_axis(a, self.ndim) for a in axes) != list(range(self.ndim)):
             raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} "
@@ -539,15 +582,18 @@ class Tensor:
 
     @property
     def T(self):
+        """All axes reversed (``transpose()``)."""
         return self.transpose()
 
     def swapaxes(self, axis0, axis1):
+        """Exchange two axes."""
         order = list(range(self.ndim))
         a, b = _norm_axis(axis0, self.ndim), _norm_axis(axis1, self.ndim)
         order[a], order[b] = order[b], order[a]
         return self.permute(order)
 
     def broadcast_to(self, *shape):
+        """Broadcast to ``shape`` by NumPy's rules; the gradient sums back."""
         shape = _shape_arg(shape)
         if shape == self.shape:
             return self
@@ -574,6 +620,7 @@ class Tensor:
         return ops.SumTo.apply(self, shape=shape)
 
     def squeeze(self, axis=None, dim=None):
+        """Drop size-1 axes: those in ``axis`` (each must have size 1), or all if None."""
         axis = _axes(self, axis, dim)
         if axis is None:
             axis = tuple(i for i, s in enumerate(self.shape) if s == 1)
@@ -584,11 +631,13 @@ class Tensor:
         return self.reshape(tuple(s for i, s in enumerate(self.shape) if i not in axis))
 
     def unsqueeze(self, axis=None, dim=None):
+        """Insert a size-1 axis at position ``axis`` (-1: last) of the result."""
         axis = dim if axis is None else axis
         axis = _norm_axis(axis, self.ndim + 1)
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def __getitem__(self, index):
+        """NumPy indexing (ints, slices, None, ..., int/bool arrays or tensors); differentiable."""
         return ops.GetItem.apply(self, index=_index_arg(index, self))
 
     def pad(self, pad_width, value=0.0):
@@ -603,9 +652,11 @@ class Tensor:
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
     def split(self, indices_or_sections, axis=0):
+        """See :func:`split`."""
         return split(self, indices_or_sections, axis)
 
     def chunk(self, chunks, axis=0):
+        """Split into ``chunks`` equal sections along ``axis`` (see :func:`split`)."""
         return split(self, chunks, axis)
 
 
@@ -742,6 +793,7 @@ def where(condition, x, y):
 
 
 def concatenate(tensors, axis=0, dim=None):
+    """Join tensors along an existing ``axis``; shapes must match elsewhere. Alias ``cat``."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
@@ -760,6 +812,7 @@ cat = concatenate
 
 
 def stack(tensors, axis=0, dim=None):
+    """Join tensors of one shape along a new ``axis``."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack needs at least one tensor")
@@ -801,6 +854,7 @@ def manual_seed(seed):
 
 
 def get_rng():
+    """The host ``numpy.random.Generator`` behind all randomness (see :func:`manual_seed`)."""
     return _rng
 
 
@@ -820,24 +874,29 @@ def _float_dtype(dtype):
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros (float32 unless ``dtype``); ``shape`` as ints or one tuple."""
     return _factory(np.zeros(_shape_arg(shape), _float_dtype(dtype)), requires_grad, device)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones (float32 unless ``dtype``); ``shape`` as ints or one tuple."""
     return _factory(np.ones(_shape_arg(shape), _float_dtype(dtype)), requires_grad, device)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    """A tensor of ``shape`` filled with ``fill_value`` (float32 unless ``dtype``)."""
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     return _factory(np.full(shape, fill_value, _float_dtype(dtype)), requires_grad, device)
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    """Zeros with the shape of ``t`` and, unless given, its dtype and device."""
     return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device,
                  requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
+    """Ones with the shape of ``t`` and, unless given, its dtype and device."""
     return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device,
                 requires_grad=requires_grad)
 
@@ -857,6 +916,7 @@ def rand(*shape, dtype=None, device=None, requires_grad=False):
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
+    """``start, start + step, ...`` below ``stop``, as ``numpy.arange`` (floats: float32)."""
     if stop is None:
         start, stop = 0, start
     data = np.arange(start, stop, step)
@@ -866,6 +926,7 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    """An ``n`` x ``m`` (default n x n) identity matrix (float32 unless ``dtype``)."""
     return _factory(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad, device)
 
 

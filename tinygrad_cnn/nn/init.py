@@ -110,14 +110,17 @@ def normal_(tensor, mean=0.0, std=1.0):
 
 
 def constant_(tensor, value):
+    """Fill with ``value``."""
     return _fill_(tensor, np.full(tensor.shape, value, dtype=np.float64))
 
 
 def zeros_(tensor):
+    """Fill with 0."""
     return constant_(tensor, 0.0)
 
 
 def ones_(tensor):
+    """Fill with 1."""
     return constant_(tensor, 1.0)
 
 

@@ -577,17 +577,17 @@ class _BatchNorm(Module):
             centred = x - mean
             var = (centred * centred).mean(axes, keepdims=True)   # biased, for normalising
             if self.training and self.track_running_stats:
-                self._update_running_stats(mean.data.reshape(C), var.data.reshape(C), n)
+                self._update_running_stats(mean.data.reshape(C), var.data.reshape(C), n)  # (C,)
             y = centred * (var + self.eps) ** -0.5
         else:
             xp = x.xp
-            mean = self.running_mean.data.reshape(shape)
-            invstd = 1 / xp.sqrt(self.running_var.data.reshape(shape) + self.eps)
+            mean = self.running_mean.data.reshape(shape)  # (1, C, 1, ...)
+            invstd = 1 / xp.sqrt(self.running_var.data.reshape(shape) + self.eps)  # (1, C, 1, ...)
             dtype = np.result_type(x.dtype, mean.dtype)
             y = (x - Tensor._make(mean.astype(dtype), x._backend)) * \
                 Tensor._make(invstd.astype(dtype), x._backend)
         if self.affine:
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)  # (1, C, 1, ...)
         return y
 
     def _update_running_stats(self, batch_mean, batch_var, n):

@@ -202,7 +202,9 @@ class OneCycleLR(LRScheduler):
             for i, phase in enumerate(self.phases):
                 end = phase["end_step"]
                 if step <= end or i == len(self.phases) - 1:
-                    pct = (step - start) / (end - start)
+                    # A zero-length phase (e.g. pct_start * total_steps == 1) is
+                    # over as soon as it starts: its end values, not 0 / 0.
+                    pct = (step - start) / (end - start) if end != start else 1.0
                     lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
                         self._set_momentum(group, self._anneal(
