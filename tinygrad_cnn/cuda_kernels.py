@@ -349,24 +349,20 @@ class ConvKernels:
     def max_pool_scatter(self, g, x, y, geom):
         """As :func:`conv_arrays.max_pool_scatter_array`: g (N, C, OH, OW) to each
         window's first maximum in x -> (N, C, H, W)."""
-        cupy = self._cupy
-        dtype = g.dtype
-        g, x, y = self._same_dtype(g, x, y)
-        gx = cupy.empty(x.shape, dtype=g.dtype)
-        fn = self._function("pool", "tg_max_pool_scatter", g.dtype)
-        self._launch(fn, gx.size, g, x, y, gx, np.int64(gx.size),
-                     *self._ints(geom.H, geom.W), *self._windows(geom))
-        return gx.astype(dtype, copy=False)
+        return self._pool_backward("tg_max_pool_scatter", g, x, y, x.shape, geom)
 
     def max_pool_gather(self, gx, x, y, geom):
         """As :func:`conv_arrays.max_pool_gather_array`: gx (N, C, H, W) read at each
         window's first maximum in x -> (N, C, OH, OW)."""
-        cupy = self._cupy
-        dtype = gx.dtype
-        gx, x, y = self._same_dtype(gx, x, y)
-        out = cupy.empty(y.shape, dtype=gx.dtype)
-        fn = self._function("pool", "tg_max_pool_gather", gx.dtype)
-        self._launch(fn, out.size, gx, x, y, out, np.int64(out.size),
+        return self._pool_backward("tg_max_pool_gather", gx, x, y, y.shape, geom)
+
+    def _pool_backward(self, kernel, g, x, y, out_shape, geom):
+        """Launch ``kernel`` (scatter or gather at the first maxima) on ``g``."""
+        dtype = g.dtype
+        g, x, y = self._same_dtype(g, x, y)
+        out = self._cupy.empty(out_shape, dtype=g.dtype)
+        fn = self._function("pool", kernel, g.dtype)
+        self._launch(fn, out.size, g, x, y, out, np.int64(out.size),
                      *self._ints(geom.H, geom.W), *self._windows(geom))
         return out.astype(dtype, copy=False)
 
