@@ -219,6 +219,11 @@ CASES = [
          distinct(1, 2, 6, 6)),
     case("adaptive_max_pool2d_upsample", lambda F, x: F.adaptive_max_pool2d(x, (2, 4)),
          distinct(2, 2, 5, 3)),
+    # None keeps that axis's size: on non-square inputs it must be the right axis
+    case("adaptive_avg_pool2d_keep_width", lambda F, x: F.adaptive_avg_pool2d(x, (3, None)),
+         randn(1, 2, 7, 5)),
+    case("adaptive_max_pool2d_keep_height", lambda F, x: F.adaptive_max_pool2d(x, (None, 2)),
+         distinct(1, 2, 5, 7)),
     # local2d
     case("local2d_basic", lambda F, x, w, b: F.local2d(x, w, b),
          randn(2, 3, 4, 4), randn(2, 2, 2, 3, 3, 3), randn(2, 2, 2), gradgrad=True),
@@ -955,6 +960,9 @@ def _t(*shape):
     (lambda: F.fold(_t(1, 5, 9), (4, 4), 2), [r"\(1, 5, 9\)"]),
     (lambda: F.conv1d(_t(1, 2, 5, 5), _t(3, 2, 3)), [r"\(1, 2, 5, 5\)"]),
     (lambda: F.conv1d(_t(1, 2, 5), _t(3, 4, 3)), [r"\(1, 2, 5\)", r"\(3, 4, 3\)"]),
+    # dilation 3 puts the first window's two taps at rows -1 and 2 of a 2-row input
+    (lambda: F.max_pool2d(_t(1, 1, 2, 6), (2, 1), (4, 2), (1, 0), (3, 2), ceil_mode=True),
+     [r"\(1, 1, 2, 6\)", r"wholly in the padding", r"dilation \(3, 2\)"]),
 ], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
         "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
         "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
@@ -963,7 +971,7 @@ def _t(*shape):
         "max_pool_ndim", "max_pool_kernel_too_big", "max_pool_stride0",
         "avg_pool_kernel_too_big", "avg_pool_stride_negative", "adaptive_ndim",
         "unfold_kernel_too_big", "fold_blocks", "fold_channels", "conv1d_ndim",
-        "conv1d_channels"])
+        "conv1d_channels", "max_pool_window_all_padding"])
 def test_bad_input_raises_clear_error(call, patterns):
     with pytest.raises(ValueError) as info:
         call()

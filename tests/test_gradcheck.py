@@ -179,3 +179,25 @@ def test_gradgradcheck_refuses_to_pass_vacuously():
         tg.gradgradcheck(lambda x: x * 2, tg.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="max_elements"):
         tg.gradcheck(lambda x: x * 2, tg.tensor([1.0], requires_grad=True), max_elements=0)
+
+
+def test_fn_that_ignores_its_arguments_is_an_error():
+    """A closure over the caller's tensor (``lambda a: f(x)``) would compare zero with zero."""
+    w = _x(4)
+    with pytest.raises(ValueError, match="do not depend on any input"):
+        gradcheck(lambda a: SquareOff.apply(w), w)
+
+
+class SquareHalvesUpstreamInPlace(Square):
+    """A backward that scales its upstream gradient in place, then returns g * 2x:
+    half the true gradient, whatever it does to ``grad_out`` afterwards."""
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        grad_out.data *= 0.5
+        return grad_out * 2 * x
+
+
+def test_backward_writing_into_its_upstream_gradient_is_caught():
+    with pytest.raises(GradcheckError):
+        gradcheck(lambda a: SquareHalvesUpstreamInPlace.apply(a), _x(4))

@@ -51,6 +51,33 @@ def test_bce_with_logits_gradient_at_zero():
     assert x.grad.numpy() == pytest.approx([-0.5, 0.5])
 
 
+def test_bce_gradient_at_probabilities_0_and_1_is_finite():
+    """The clamped logs make the loss finite at p = 0 and 1; the gradient is PyTorch's
+    (p - y) / max(p (1 - p), 1e-12), large but finite, not 0 * inf = NaN."""
+    p = t64([0.0, 1.0, 0.3, 1.0], requires_grad=True)
+    y = t64([1.0, 0.0, 1.0, 1.0], requires_grad=True)
+    loss = nn.binary_cross_entropy(p, y, reduction="sum")
+    assert loss.item() == pytest.approx(100.0 + 100.0 - math.log(0.3) + 0.0)
+    loss.backward()
+    pv, yv = p.numpy(), y.numpy()
+    expected = (pv - yv) / np.maximum(pv * (1 - pv), 1e-12)
+    np.testing.assert_allclose(p.grad.numpy(), expected)
+    # dl/dy = max(log(1 - p), -100) - max(log p, -100): the slope of the clamped loss
+    np.testing.assert_allclose(y.grad.numpy(), [100.0, -100.0, math.log(0.7 / 0.3), -100.0])
+
+
+def test_cross_entropy_with_every_target_ignored():
+    """As PyTorch: the mean over no elements is NaN, but no gradient flows (a NaN
+    gradient would poison every weight)."""
+    x = t64(np.random.default_rng(0).standard_normal((2, 3)), requires_grad=True)
+    loss = nn.cross_entropy(x, [-100, -100])
+    assert math.isnan(loss.item())
+    loss.backward()
+    assert np.array_equal(x.grad.numpy(), np.zeros((2, 3)))
+    weighted = nn.cross_entropy(x, [1, 2], weight=[0.0, 1.0, 0.0])   # only sample 0 counts
+    assert weighted.item() == pytest.approx(-x.log_softmax(1).numpy()[0, 1])
+
+
 def test_large_logits_are_stable():
     big = t64([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], requires_grad=True)
     loss = nn.cross_entropy(big, [2, 1], reduction="none")

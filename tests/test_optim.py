@@ -358,3 +358,14 @@ def test_clip_grad_norm_matches_torch(norm_type):
     assert total.item() == pytest.approx(ttotal.item(), rel=1e-12)
     for p, tp in zip(ours, theirs):
         np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_a_gradient_of_the_wrong_shape_is_refused(name):
+    """A hand-assigned gradient that merely broadcasts would update every row alike."""
+    p = tg.tensor(np.ones((3, 4)), requires_grad=True)
+    opt = getattr(tg.optim, name)([p], lr=0.1)
+    p.grad = tg.ones(4, dtype=tg.float64)
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(4,\)"):
+        opt.step()
+    assert np.array_equal(p.numpy(), np.ones((3, 4)))

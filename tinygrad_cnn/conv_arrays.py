@@ -196,14 +196,28 @@ def pool_geometry(op, x_shape, kernel, stride, padding, dilation=(1, 1), ceil_mo
                          f"{kernel} (so that every window holds a real element)")
     g = conv_geometry(op, x_shape, kernel, stride, ((ph, ph), (pw, pw)), dilation,
                       what="window", shown=shown)
-    if not ceil_mode:
-        return g
-    OH = out_size(g.H, KH, g.sh, 2 * ph, g.dh, True, ph)
-    OW = out_size(g.W, KW, g.sw, 2 * pw, g.dw, True, pw)
-    # Bottom/right padding so that the last (overhanging) window fits.
-    pb = max(ph, (OH - 1) * g.sh + g.dh * (KH - 1) + 1 - g.H - ph)
-    pr = max(pw, (OW - 1) * g.sw + g.dw * (KW - 1) + 1 - g.W - pw)
-    return ConvGeometry(g.H, g.W, KH, KW, OH, OW, g.sh, g.sw, ph, pb, pw, pr, g.dh, g.dw)
+    if ceil_mode:
+        OH = out_size(g.H, KH, g.sh, 2 * ph, g.dh, True, ph)
+        OW = out_size(g.W, KW, g.sw, 2 * pw, g.dw, True, pw)
+        # Bottom/right padding so that the last (overhanging) window fits.
+        pb = max(ph, (OH - 1) * g.sh + g.dh * (KH - 1) + 1 - g.H - ph)
+        pr = max(pw, (OW - 1) * g.sw + g.dw * (KW - 1) + 1 - g.W - pw)
+        g = ConvGeometry(g.H, g.W, KH, KW, OH, OW, g.sh, g.sw, ph, pb, pw, pr, g.dh, g.dw)
+    # With dilation, padding of at most half the kernel no longer guarantees
+    # that each window holds a real element; a window of padding alone has
+    # no maximum and no average.
+    for axis, n_out, step, dil, k, before, size in (("height", g.OH, g.sh, g.dh, KH, g.pt, g.H),
+                                                    ("width", g.OW, g.sw, g.dw, KW, g.pl, g.W)):
+        taps = np.arange(n_out)[:, None] * step + np.arange(k)[None, :] * dil - before
+        empty = ~((taps >= 0) & (taps < size)).any(axis=1)
+        if empty.any():
+            raise ValueError(
+                f"{op}: for an input of shape {shape_str(x_shape if shown is None else shown)}, "
+                f"kernel {kernel}, stride {stride}, padding {padding} and dilation {dilation}"
+                f"{' with ceil_mode' if ceil_mode else ''}, the window at output {axis} "
+                f"{int(np.argmax(empty))} lies wholly in the padding; use less padding or "
+                f"dilation")
+    return g
 
 
 # ---- memory: the im2col limit and batch chunks ---------------------------------------
@@ -293,11 +307,11 @@ def as_blocks(cols, layout):
 def to_rows(a, layout):
     """(N, C, OH, OW) -> (B, C, P): one row per channel, columns in ``layout`` order
     (a copy, except for ``nkl`` which is a reshape)."""
-    N, C = a.shape[:2]
+    N, C, OH, OW = a.shape
     if layout == "nkl":
-        return a.reshape(N, C, -1)                                   # (N, C, OH*OW)
+        return a.reshape(N, C, OH * OW)                              # (N, C, OH*OW)
     order = (1, 0, 2, 3) if layout == "knl" else (1, 2, 3, 0)
-    return a.transpose(order).copy().reshape(1, C, -1)              # (1, C, P)
+    return a.transpose(order).copy().reshape(1, C, N * OH * OW)     # (1, C, P)
 
 
 def from_rows(rows, N, OH, OW, layout):
@@ -606,18 +620,19 @@ def adaptive_max_array(backend, x, OH, OW):
 def index_scatter_array(backend, g, idx, H, W):
     """g (N, C, OH, OW) added into zeros (N, C, H, W) at flat H*W indices ``idx``."""
     xp = backend.xp
-    N, C = g.shape[:2]
+    N, C, OH, OW = g.shape
     out = xp.zeros((N * C, H * W), dtype=g.dtype)
     rows = xp.arange(N * C, dtype=idx.dtype).reshape(N * C, 1)
-    backend.scatter_add(out, (rows, idx.reshape(N * C, -1)), g.reshape(N * C, -1))
+    backend.scatter_add(out, (rows, idx.reshape(N * C, OH * OW)), g.reshape(N * C, OH * OW))
     return out.reshape(N, C, H, W)
 
 
 def index_gather_array(backend, gx, idx):
     """The adjoint of the scatter: gx (N, C, H, W) read at flat indices ``idx``."""
     xp = backend.xp
-    N, C = gx.shape[:2]
-    out = xp.take_along_axis(gx.reshape(N, C, -1), idx.reshape(N, C, -1), axis=2)
+    N, C, H, W = gx.shape
+    OH, OW = idx.shape[2:]
+    out = xp.take_along_axis(gx.reshape(N, C, H * W), idx.reshape(N, C, OH * OW), axis=2)
     return out.reshape(idx.shape)
 
 

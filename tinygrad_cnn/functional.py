@@ -294,6 +294,7 @@ def _correlate(backend, x, w, b, geom, groups):
     OC, K = w.shape[0], C * geom.KH * geom.KW
     y = backend.xp.empty((N, OC, geom.OH, geom.OW), dtype=x.dtype)
     w_groups = w.reshape(groups, OC // groups, K // groups)              # (G, OC/G, K/G)
+    cols = layout = None      # stay None for an empty batch
     for lo, hi in batch_chunks(N, im2col_bytes(C, geom, x.itemsize)):
         cols = blocks = None  # drop the previous chunk's columns before making the next
         layout = choose_layout(hi - lo, geom, K)
@@ -665,7 +666,8 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 def _adaptive_args(op, x, output_size):
     N, C, H, W = _check_tensor(op, "x", x, 4, "(N, C, H, W)")
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        output_size = tuple(H if s is None else s for s in output_size)
+        # None keeps that axis's input size (PyTorch's rule)
+        output_size = tuple(size if s is None else s for s, size in zip(output_size, (H, W)))
     return (H, W), pair(op, "output_size", output_size, 1)
 
 

@@ -93,13 +93,21 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
                         for o in outs]
     else:
         grad_outputs = [g.detach().double() for g in _as_tuple(grad_outputs)]
+    # Copied before backward runs: a backward that writes into its upstream
+    # gradient must not change what the numerical side is contracted with.
+    host_v = [v.numpy().copy() for v in grad_outputs]
     diff = [(o, v) for o, v in zip(outs, grad_outputs) if o.requires_grad and o.dtype.kind == "f"]
     if diff:
         analytic = _grad([o for o, _ in diff], [inputs[i] for i in wrt],
                          [v for _, v in diff], allow_unused=True)
     else:
         analytic = [None] * len(wrt)
-    host_v = [v.numpy() for v in grad_outputs]
+    if all(a is None for a in analytic):
+        # Both sides would be zero and agree, checking nothing.
+        raise ValueError(
+            "gradcheck: fn's outputs do not depend on any input that requires grad, so there "
+            "is nothing to check; does fn compute from its arguments (not from tensors it "
+            "closes over)?")
 
     def contracted():
         with no_grad():

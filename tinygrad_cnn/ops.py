@@ -381,6 +381,12 @@ class ToDevice(Function):
 
 
 # ---- reductions ------------------------------------------------------------------
+def reduces_empty(shape, axis):
+    """Does reducing ``shape`` over ``axis`` (a tuple, or None for all) take an empty set?"""
+    axes = range(len(shape)) if axis is None else (axis,) if isinstance(axis, int) else axis
+    return any(shape[a] == 0 for a in axes) or (axis is None and 0 in shape)
+
+
 def _keepdims_shape(shape, axis):
     axis = range(len(shape)) if axis is None else axis
     return tuple(1 if i in axis else s for i, s in enumerate(shape))
@@ -400,12 +406,14 @@ class Sum(Function):
 
 class Max(Function):
     """y = max of x over axis; tied maxima share the gradient equally"""
+    reduce = "max"
 
     def forward(self, x, axis, keepdims):
-        if x.size == 0:
-            raise ValueError(f"max of an empty tensor of shape {x.shape}")
+        if reduces_empty(x.shape, axis):
+            # No identity element; elsewhere an empty tensor reduces to an empty result.
+            raise ValueError(f"{self.reduce} over an empty axis of a tensor of shape {x.shape}")
         self.axis, self.keepdims = axis, keepdims
-        return self.xp.asarray(x.max(axis=axis, keepdims=keepdims))
+        return self.xp.asarray(getattr(x, self.reduce)(axis=axis, keepdims=keepdims))
 
     def backward(self, grad_out):
         x = self.inputs[0]
@@ -413,6 +421,12 @@ class Max(Function):
         is_max = x.data == self.output.data.reshape(kshape)
         share = is_max / is_max.sum(axis=self.axis, keepdims=True)
         return grad_out.reshape(kshape).broadcast_to(x.shape) * _const(share, grad_out)
+
+
+class Min(Max):
+    """y = min of x over axis; tied minima share the gradient equally"""
+    # Not -max(-x): negation wraps around for unsigned ints and for int8's -128.
+    reduce = "min"
 
 
 # ---- shapes ----------------------------------------------------------------------

@@ -253,6 +253,11 @@ class Tensor:
         """A copy on GPU ``cuda:index`` (self if already there); differentiable."""
         return self.to(f"cuda:{index}")
 
+    def _floating(self):
+        """This tensor if it is floating-point, else a float32 copy (for exp, log, sigmoid and
+        the like, whose results are not integers; PyTorch's rule)."""
+        return self if self.dtype.kind == "f" else self.astype(float32)
+
     def astype(self, dtype):
         """Cast to ``dtype``; differentiable between float dtypes, detached otherwise."""
         dtype = _as_dtype(dtype)
@@ -276,10 +281,14 @@ class Tensor:
         if isinstance(other, Tensor):
             return other
         if isinstance(other, numbers.Number) and not isinstance(other, bool):
-            if self.dtype.kind == "f" or isinstance(other, numbers.Integral):
+            # A Python number takes the tensor's dtype (so float32 stays float32)
+            # unless that would change its value: a float with an integer
+            # tensor, or any number with a bool tensor.
+            if self.dtype.kind == "f" or (isinstance(other, numbers.Integral)
+                                          and self.dtype.kind != "b"):
                 dtype = self.dtype
             else:
-                dtype = float32
+                dtype = int64 if isinstance(other, numbers.Integral) else float32
             return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
         return Tensor(other, device=self.device)
 
@@ -328,6 +337,10 @@ class Tensor:
         if shape != self.shape:
             raise ValueError(f"in-place {op}: the result would have shape {shape}, not the "
                              f"target's shape {self.shape}")
+        result = np.result_type(getattr(np, op)(np.ones(1, self.dtype), np.ones(1, other.dtype)))
+        if not np.can_cast(result, self.dtype, casting="same_kind"):
+            raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
+                            f"tensor cannot hold; use the out-of-place operator instead")
         if not self.data.flags.writeable:
             self.data = self.data.copy()
         getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
@@ -408,15 +421,15 @@ class Tensor:
     # ---- elementwise ---------------------------------------------------------
     def exp(self):
         """Elementwise e**x."""
-        return ops.Exp.apply(self)
+        return ops.Exp.apply(self._floating())
 
     def log(self):
         """Elementwise natural logarithm ln(x)."""
-        return ops.Log.apply(self)
+        return ops.Log.apply(self._floating())
 
     def sqrt(self):
         """Elementwise square root."""
-        return ops.Sqrt.apply(self)
+        return ops.Sqrt.apply(self._floating())
 
     def abs(self):
         """Elementwise |x| (gradient sign(x), so 0 at x = 0)."""
@@ -426,19 +439,19 @@ class Tensor:
 
     def sin(self):
         """Elementwise sine."""
-        return ops.Sin.apply(self)
+        return ops.Sin.apply(self._floating())
 
     def cos(self):
         """Elementwise cosine."""
-        return ops.Cos.apply(self)
+        return ops.Cos.apply(self._floating())
 
     def tanh(self):
         """Elementwise hyperbolic tangent."""
-        return ops.Tanh.apply(self)
+        return ops.Tanh.apply(self._floating())
 
     def sigmoid(self):
         """Elementwise logistic function 1 / (1 + e**-x)."""
-        return ops.Sigmoid.apply(self)
+        return ops.Sigmoid.apply(self._floating())
 
     def relu(self):
         """Elementwise max(x, 0)."""
@@ -446,7 +459,7 @@ class Tensor:
 
     def leaky_relu(self, negative_slope=0.01):
         """Elementwise x if x > 0 else ``negative_slope`` * x."""
-        return ops.LeakyReLU.apply(self, slope=negative_slope)
+        return ops.LeakyReLU.apply(self._floating(), slope=negative_slope)
 
     def maximum(self, other):
         """Elementwise maximum with ``other`` (broadcast)."""
@@ -457,8 +470,21 @@ class Tensor:
         return ops.Minimum.apply(self, self._other(other))
 
     def clip(self, min=None, max=None):
-        """Limit values to [min, max]; the gradient passes where min <= x <= max."""
-        return ops.Clip.apply(self, lo=min, hi=max)
+        """Limit values to [min, max] (numbers or tensors, broadcast; None: no bound).
+
+        The gradient passes where min <= x <= max; with tensor bounds, the bound
+        that is taken gets it.  An integer tensor with a fractional bound is
+        first converted to float32, as PyTorch does.
+        """
+        x = self
+        bounds = [b for b in (min, max) if isinstance(b, numbers.Real)]
+        if x.dtype.kind in "biu" and any(not float(b).is_integer() for b in bounds):
+            x = x.astype(float32)
+        if isinstance(min, Tensor) or isinstance(max, Tensor):
+            if min is not None:
+                x = x.maximum(min)
+            return x if max is None else x.minimum(max)
+        return ops.Clip.apply(x, lo=min, hi=max)
 
     clamp = clip
 
@@ -492,8 +518,8 @@ class Tensor:
         return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
     def min(self, axis=None, keepdims=False, dim=None):
-        """Minimum, as -max(-x); tied minima share the gradient equally."""
-        return -((-self).max(axis, keepdims, dim))
+        """Minimum; tied minima share the gradient equally."""
+        return ops.Min.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
     def argmax(self, axis=None, keepdims=False, dim=None):
         """int64 index of the largest value along one ``axis`` (None: of the flattened tensor)."""
@@ -509,33 +535,42 @@ class Tensor:
             if len(axis) != 1:
                 raise ValueError(f"{name} takes one axis, got {axis}")
             axis = axis[0]
-        if self.size == 0:
-            raise ValueError(f"{name} of an empty tensor of shape {self.shape}")
+        if ops.reduces_empty(self.shape, axis):
+            raise ValueError(f"{name} over an empty axis of a tensor of shape {self.shape}")
         out = getattr(self.xp, name)(self.data, axis=axis)
         if keepdims:
             out = self.xp.expand_dims(out, axis) if axis is not None else out.reshape((1,) * self.ndim)
         return Tensor._make(out.astype(int64), self._backend)
 
+    def _shifted(self, axis):
+        """(x - m, m) with m the (detached) maximum over ``axis``: exp(x - m) <= 1."""
+        x = self._floating()
+        m = x.max(axis, keepdims=True).detach()
+        # An all -inf slice would give inf - inf; its shift can be anything finite.
+        m = Tensor._make(x.xp.where(x.xp.isfinite(m.data), m.data, 0).astype(x.dtype),
+                         x._backend)
+        return x - m, m
+
     def logsumexp(self, axis=None, keepdims=False, dim=None):
         """log(sum(exp(x))), computed stably by subtracting the maximum."""
         axis = _axes(self, axis, dim)
-        m = self.max(axis, keepdims=True).detach()
-        # An all -inf slice would give inf - inf; its shift can be anything finite.
-        m = Tensor._make(self.xp.where(self.xp.isfinite(m.data), m.data, 0).astype(self.dtype),
-                         self._backend)
-        out = (self - m).exp().sum(axis, keepdims=True).log() + m
+        shifted, m = self._shifted(axis)
+        out = shifted.exp().sum(axis, keepdims=True).log() + m
         return out if keepdims else out.squeeze(axis if axis is not None else None)
 
     def softmax(self, axis=-1, dim=None):
         """exp(x) / sum(exp(x)) along ``axis`` (default: last), computed stably."""
         axis = _axes(self, axis if dim is None else dim)  # dim overrides the default axis
-        e = (self - self.max(axis, keepdims=True).detach()).exp()
+        e = self._shifted(axis)[0].exp()
         return e / e.sum(axis, keepdims=True)
 
     def log_softmax(self, axis=-1, dim=None):
         """x - logsumexp(x) along ``axis`` (last by default)."""
         axis = _axes(self, axis if dim is None else dim)
-        return self - self.logsumexp(axis, keepdims=True)
+        # (x - m) - log(sum(exp(x - m))), not x - (log(...) + m): adding the
+        # small log term to a large m first would round it away in float32.
+        shifted = self._shifted(axis)[0]
+        return shifted - shifted.exp().sum(axis, keepdims=True).log()
 
     # ---- shapes --------------------------------------------------------------
     def reshape(self, *shape):
@@ -554,8 +589,10 @@ class Tensor:
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} (axis {s}) comes after end_dim "
                              f"{end_dim} (axis {e}) for a tensor of shape {self.shape}")
-        # (*shape[:s], prod(shape[s:e+1]), *shape[e+1:])
-        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+        # (*shape[:s], prod(shape[s:e+1]), *shape[e+1:]); the product, not -1,
+        # which a tensor with no elements could not resolve.
+        merged = int(np.prod(self.shape[s:e + 1], dtype=np.int64))
+        return self.reshape(self.shape[:s] + (merged,) + self.shape[e + 1:])
 
     def permute(self, *axes):
         """Reorder the axes: axis i of the result is axis ``axes[i]`` of self."""

@@ -54,7 +54,16 @@ def _reduce(loss, reduction, denominator=None):
     total = loss.sum()
     if reduction == "sum":
         return total
-    return total / (loss.size if denominator is None else denominator)
+    if denominator is None:
+        return total / loss.size
+    # A zero denominator (every target ignored) gives a NaN loss, as in PyTorch,
+    # but no gradient: total * (1/0) would put NaN into every gradient and so
+    # into the weights.  Built from array ops, so a device never synchronises.
+    xp = loss.xp
+    d = xp.asarray(denominator)
+    scale = xp.where(d > 0, 1 / xp.where(d > 0, d, 1), 0)
+    nan_if_empty = xp.where(d > 0, 0, xp.nan)
+    return total * _const(scale, total) + _const(nan_if_empty, total)
 
 
 def _const(array, ref):
@@ -265,6 +274,32 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return _reduce(loss, reduction)
 
 
+class BinaryCrossEntropy(Function):
+    """l = -(y max(log p, -100) + (1 - y) max(log(1 - p), -100));
+    dl/dp = (p - y) / max(p (1 - p), 1e-12), dl/dy = max(log(1 - p), -100) - max(log p, -100)"""
+
+    def forward(self, p, y):
+        xp = self.xp
+        with np.errstate(divide="ignore"):   # log(0) = -inf, clamped just below
+            log_p = xp.maximum(xp.log(p), -100)
+            log_1mp = xp.maximum(xp.log1p(-p), -100)
+        return -(y * log_p + (1 - y) * log_1mp)
+
+    def backward(self, grad_out):
+        p, y = self.inputs
+        grad_p = grad_y = None
+        if p.requires_grad:
+            # The derivative of the unclamped loss, its denominator kept away
+            # from 0: p = 0 or 1 gets a huge finite gradient, not 0 * inf = NaN.
+            grad_p = grad_out * (p - y) / (p * (1 - p)).clip(min=1e-12)
+        if y.requires_grad:
+            # max(log q, -100) as log(max(q, e^-100)): the same values and slopes,
+            # without taking log(0).
+            tiny = float(np.exp(-100.0))
+            grad_y = grad_out * ((1 - p).clip(min=tiny).log() - p.clip(min=tiny).log())
+        return grad_p, grad_y
+
+
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """Binary cross-entropy on probabilities p: -(y log p + (1 - y) log(1 - p)).
 
@@ -280,9 +315,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     input._backend.check((input.data < 0) | (input.data > 1), ValueError,
                          f"{name}: input values must be probabilities in [0, 1]; for logits "
                          f"use binary_cross_entropy_with_logits")
-    log_p = input.log().clip(min=-100.0)
-    log_1mp = (1 - input).log().clip(min=-100.0)
-    loss = -(target * log_p + (1 - target) * log_1mp)
+    loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:
         loss = loss * _on_device_of(weight, input, name, "weight", dtype=input.dtype)
     return _reduce(loss, reduction)

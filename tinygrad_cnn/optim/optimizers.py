@@ -32,6 +32,7 @@ import numbers
 import numpy as np
 
 from ..autograd import enable_grad
+from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_"]
@@ -70,6 +71,20 @@ def _like_default(value, default):
     if isinstance(default, float) and isinstance(value, numbers.Real):
         return float(value)
     return value
+
+
+def _check_grad(p):
+    """A gradient assigned by hand must fit its parameter: broadcasting it would
+    silently apply one row's update to every row."""
+    if not isinstance(p.grad, Tensor):
+        raise TypeError(f"optimizer step: a parameter of shape {p.shape} has a .grad of type "
+                        f"{type(p.grad).__name__}; expected a Tensor or None")
+    if p.grad.shape != p.shape:
+        raise ValueError(f"optimizer step: a parameter of shape {p.shape} has a gradient of "
+                         f"shape {p.grad.shape}; they must match")
+    if p.grad.device != p.device:
+        raise DeviceError(f"optimizer step: a parameter on {p.device} has its gradient on "
+                          f"{p.grad.device}; move them to one device")
 
 
 def _as_param_array(value, p, name):
@@ -177,6 +192,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                _check_grad(p)
                 state = self.state.setdefault(id(p), {})
                 self._conform_state(state, p)
                 grad = p.grad.data
