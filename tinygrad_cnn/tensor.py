@@ -80,6 +80,13 @@ class Tensor:
 
     ``Tensor(data, requires_grad=False, dtype=None, device=None)``; see
     :func:`tensor`.  ``.grad`` is a Tensor once a backward pass reaches it.
+
+    Dtypes: two tensors combine by NumPy's promotion rules; a Python number
+    takes the tensor's dtype unless that would change its value (``x * 0.5``
+    on an integer tensor is float); ops whose results are not integers (exp,
+    log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
+    and bool tensors into float32 first, as PyTorch does; an in-place op
+    refuses a result its tensor's dtype cannot hold.
     """
 
     __array_priority__ = 1000  # numpy defers ``ndarray * Tensor`` to us
