@@ -250,7 +250,9 @@ def blas_description():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a short smoke run: 3 cases, 3 repeats (timings meaningless)")
+                        help=f"a short smoke run: {len(cases(True))} cases (conv2d, max_pool2d, "
+                             f"local2d, a LeNet step, a forward-only conv2d), 3 repeats "
+                             f"(timings meaningless)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats per case (default 15; 3 with --quick)")
     parser.add_argument("--no-mallopt", action="store_true",

@@ -79,7 +79,7 @@ def test_asking_for_cuda_without_a_gpu_says_what_is_missing():
     except Exception:
         # No cupy: the message says so and how to install it.
         assert "cupy is not installed" in reason
-        assert 'pip install "tinygrad_cnn[cuda]"' in reason
+        assert 'pip install "cupy-cuda12x[ctk]>=14"' in reason  # a name PyPI has
     else:
         # cupy present but no usable GPU (the dev machine): it says which.
         assert re.search(r"cupy \S+ is installed but (no CUDA GPU is usable|found no CUDA GPU)",
@@ -100,7 +100,8 @@ def test_cuda_probe_without_cupy_gives_the_install_hint():
                "    print('DeviceError:', e)\n")
     assert out.returncode == 0, out.stderr
     assert "(False, 'cupy is not installed" in out.stdout
-    assert 'pip install "tinygrad_cnn[cuda]"' in out.stdout
+    assert 'pip install "cupy-cuda12x[ctk]>=14"' in out.stdout
+    assert "tinygrad_cnn[" not in out.stdout  # not on PyPI: a hint that cannot work
     assert "DeviceError: device 'cuda:0' is not available: cupy is not installed" in out.stdout
 
 

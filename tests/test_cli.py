@@ -109,10 +109,11 @@ def test_predict_png_and_npy(trained, tmp_path):
                            .numpy().argmax(1) == y)[:4]
     files, labels = [], []
     for k, i in enumerate(right):
-        raw = np.rint(x[i, 0] * 16).astype(np.int64)              # (8, 8) in 0..16
         big = np.kron(x[i, 0], np.ones((4, 4)))                    # (32, 32): resized back
         grey = np.rint(big * 255).astype(np.uint8)
-        variants = {f"{k}.npy": raw, f"{k}.png": grey,
+        # Floats in [0, 1] as they are; integers (like PNG pixels) as 0..255.
+        variants = {f"{k}.npy": x[i, 0].astype(np.float64),
+                    f"{k}-int.npy": np.rint(x[i, 0] * 255).astype(np.int64), f"{k}.png": grey,
                     f"{k}-rgb.png": np.repeat(grey[:, :, None], 3, axis=2)}
         for name, image in variants.items():
             (np.save if name.endswith(".npy") else write_png)(tmp_path / name, image)
@@ -136,6 +137,51 @@ def test_predict_png_and_npy(trained, tmp_path):
                           tmp_path / "paper.png")
     assert status == 0 and text.split()[1] == labels[0]
 
+    # scikit-learn's raw digits (0..16) need their scale said explicitly.
+    np.save(tmp_path / "raw.npy", np.rint(x[right[0], 0] * 16))  # float64 in 0..16
+    status, _, err = cli("predict", "--checkpoint", d / "c.npz", tmp_path / "raw.npy")
+    assert status == 1 and "--max-value" in err
+    status, text, _ = cli("predict", "--max-value", 16, "--checkpoint", d / "c.npz",
+                          tmp_path / "raw.npy")
+    assert status == 0 and text.split()[1] == labels[0]
+
+
+@pytest.mark.parametrize("array, message", [
+    # A float image a little over 1 used to be divided by 16 without a word.
+    (np.full((8, 8), 1.1), r"float64 values range from 1.1 to 1.1; expected floating-point "
+                           r"values in \[0, 1\]; give --max-value"),
+    (np.full((8, 8), -0.5, np.float32), r"float32 values range from -0.5 to -0.5"),
+    (np.full((8, 8), 300), r"int64 values range from 300 to 300; expected integer values in "
+                           r"0\.\.255"),
+    (np.full((8, 8), np.nan), "contains NaN or infinite values"),
+    (np.zeros((0, 8)), r"the array is empty \(shape \(0, 8\)\)"),
+    (np.array([None, 1], dtype=object), r"holds Python objects \(dtype object\)"),
+    (np.array(["a", "b"]), "expected a numeric image array, got dtype <U1"),
+    (b"not numpy", r"not a \.npy file"),
+    ({"a": np.zeros(2)}, r"a \.npz archive, not a \.npy array"),
+])
+def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path, array,
+                                                              message):
+    path = tmp_path / "img.npy"
+    if isinstance(array, bytes):
+        path.write_bytes(array)
+    elif isinstance(array, dict):
+        with open(path, "wb") as f:
+            np.savez(f, **array)
+    else:
+        np.save(path, array, allow_pickle=array.dtype == object)
+    status, out, err = cli("predict", "--checkpoint", trained[0] / "c.npz", path)
+    assert status == 1 and out == ""
+    assert err.startswith(f"tinygrad-cnn predict: error: {path}: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+
+
+def test_predict_max_value_bounds_the_values(trained, tmp_path):
+    np.save(tmp_path / "img.npy", np.full((8, 8), 17))
+    status, _, err = cli("predict", "--max-value", 16, "--checkpoint", trained[0] / "c.npz",
+                         tmp_path / "img.npy")
+    assert status == 1 and "values range from 17 to 17; expected in [0, 16]" in err
+
 
 def test_show_writes_pngs(trained, tmp_path):
     d, _ = trained
@@ -147,8 +193,44 @@ def test_show_writes_pngs(trained, tmp_path):
     for name in ("f.png", "maps.png"):
         height, width = read_png_size(tmp_path / name)
         assert height > 8 and width > 8
-    status, out, _ = cli("show", "--checkpoint", d / "c.npz")
-    assert status == 2 and "nothing to show" in out
+    status, out, err = cli("show", "--checkpoint", d / "c.npz")
+    assert status == 2 and out == "" and "error: nothing to show" in err
+
+
+@pytest.fixture(scope="module")
+def no_conv_checkpoints(tmp_path_factory):
+    """Checkpoints of the two models without convolutions, after one step."""
+    pytest.importorskip("sklearn")
+    d = tmp_path_factory.mktemp("noconv")
+    for model in ("mlp", "local"):
+        status, _, err = cli("train", "--model", model, "--max-steps", 1, "--no-progress",
+                             "--checkpoint", d / f"{model}.npz")
+        assert status == 0, err
+    return d
+
+
+@pytest.mark.parametrize("model, option, message", [
+    ("mlp", "--filters", "holds the mlp model, which has no convolution, so no filters to "
+                         "draw; models with convolutions: cnn, lenet5, nielsen"),
+    ("local", "--filters", "holds the local model, which has no convolution"),
+    ("mlp", "--feature-maps", "holds the mlp model, which has no convolution or "
+                              "locally-connected layer, so no feature maps to draw; models "
+                              "with them: cnn, lenet5, nielsen, local"),
+])
+def test_show_says_which_models_have_what_it_draws(no_conv_checkpoints, tmp_path, model,
+                                                   option, message):
+    np.save(tmp_path / "digit.npy", np.eye(8))
+    values = [tmp_path / "out.png"] if option == "--filters" else \
+        [tmp_path / "digit.npy", tmp_path / "out.png"]
+    status, out, err = cli("show", "--checkpoint", no_conv_checkpoints / f"{model}.npz",
+                           option, *values)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert message in err and "pass the weight" not in err
+    assert not (tmp_path / "out.png").exists()
+    if model == "local" and option == "--filters":  # its feature maps can be drawn
+        status, _, err = cli("show", "--checkpoint", no_conv_checkpoints / "local.npz",
+                             "--feature-maps", tmp_path / "digit.npy", tmp_path / "out.png")
+        assert status == 0, err
 
 
 def test_plot_draws_the_metrics(trained, tmp_path):
@@ -156,6 +238,28 @@ def test_plot_draws_the_metrics(trained, tmp_path):
     status, out, _ = cli("plot", d / "m.jsonl", "-o", tmp_path / "curves.png")
     assert status == 0 and out == f"wrote {tmp_path / 'curves.png'}\n"
     assert min(read_png_size(tmp_path / "curves.png")) > 100
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (("plot", "{m}", "-o", "{tmp}/out.txt"), 2, "out.txt: pictures are written as PNG; give a "
+                                                "name ending in .png"),
+    (("plot", "{m}", "-o", "{tmp}/new/x.png"), 1, "the directory {tmp}/new does not exist"),
+    (("show", "--checkpoint", "{c}", "--filters", "{tmp}/f.jpg"), 2, "f.jpg: pictures are "
+                                                                     "written as PNG"),
+    (("show", "--checkpoint", "{c}", "--filters", "{tmp}/new/f.png"), 1,
+     "the directory {tmp}/new does not exist"),
+    (("show", "--checkpoint", "{c}", "--feature-maps", "{tmp}/d.npy", "{tmp}/maps"), 2,
+     "maps: pictures are written as PNG"),
+])
+def test_pictures_need_a_png_name_in_an_existing_directory(trained, tmp_path, argv, status,
+                                                           message):
+    d, _ = trained
+    np.save(tmp_path / "d.npy", np.eye(8))
+    fill = dict(m=d / "m.jsonl", c=d / "c.npz", tmp=tmp_path)
+    code, out, err = cli(*[a.format(**fill) for a in argv])
+    assert code == status and out == "" and err.count("\n") == 1
+    assert message.format(**fill) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy"]  # nothing written or made
 
 
 # ---- summary, gradcheck, info, help ---------------------------------------------------------
@@ -167,6 +271,16 @@ def test_summary(model, dataset, shape):
     n = sum(p.size for p in models.build(model, shape).parameters())
     assert out.startswith(f"{model} for {dataset} images {shape}")
     assert f"Total params: {n:,}" in out
+    # A receptive field larger than the image is explained where it occurs.
+    field = re.search(r"^Receptive field of one output unit: (\d+)x(\d+)(.*)$", out, re.M)
+    size = shape[1]
+    if int(field.group(1)) > size:
+        assert field.group(3) == f" (larger than the {size}x{size} input: it counts the zero " \
+                                 f"padding)"
+    else:
+        assert field.group(3) == ""
+    if (model, dataset) == ("cnn", "digits"):
+        assert field.group(0).startswith("Receptive field of one output unit: 14x14 (larger")
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "local"])
@@ -210,23 +324,68 @@ def test_info():
     assert out.startswith(f"tinygrad_cnn {__version__}\n")
     assert re.search(r"^  cpu +usable: numpy ", out, re.M)
     assert re.search(r"^  cuda +(usable|not usable): ", out, re.M)
+    assert re.search(r"^(scikit-learn [\d.]+|scikit-learn: not installed)$", out, re.M)
 
 
-def train_options():
+def test_info_reads_versions_without_importing_the_packages():
+    """Importing torch and scikit-learn just for their versions took seconds."""
+    code = ("import sys, contextlib, io\n"
+            "from tinygrad_cnn.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    status = main(['info'])\n"
+            "print(status, sorted(m for m in ('torch', 'sklearn', 'matplotlib', 'tqdm') "
+            "if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=command_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0 []\n"
+
+
+def subcommands():
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return [a for a in sub.choices["train"]._actions if a.option_strings]
+    return next(a for a in parser._actions if a.dest == "command").choices
 
 
-@pytest.mark.parametrize("option", [a.option_strings[-1] for a in train_options()])
-def test_train_help_explains_every_option(option):
-    status, out, _ = cli("train", "--help")
+def all_options():
+    """(command, option or positional name) for every argument of every command."""
+    return [(name, a.option_strings[-1] if a.option_strings else a.metavar)
+            for name, p in subcommands().items() for a in p._actions
+            if a.option_strings != ["-h", "--help"]]
+
+
+@pytest.mark.parametrize("command", list(subcommands()))
+def test_every_command_has_a_description(command):
+    status, out, _ = cli(command, "--help")
+    assert status == 0
+    # The paragraph between the usage lines and the argument lists.
+    description = out.split("\n\n")[1]
+    assert not description.startswith(("positional arguments", "options")), out
+    assert len(description.split()) >= 10
+
+
+@pytest.mark.parametrize("command, option", all_options())
+def test_help_explains_every_option(command, option):
+    status, out, _ = cli(command, "--help")
     assert status == 0
     # The option's line in the help text, then its explanation.
-    m = re.search(rf"^  (?:-\w, )?{re.escape(option)}\b.*?(?=^  -|\Z)", out, re.M | re.S)
+    m = re.search(rf"^  (?:-\w(?: \S+)?, )?{re.escape(option)}(?![\w-]).*?(?=^  \S|^\S|\Z)", out,
+                  re.M | re.S)
     assert m, f"{option} missing from the help"
     text = " ".join(m.group(0).split()[1:])
     assert len(re.sub(r"[A-Z_{}\[\],.-]+", "", text).split()) >= 2, m.group(0)
+
+
+def test_plot_help_states_the_default_output():
+    _, out, _ = cli("plot", "--help")
+    assert "(default: curves.png)" in " ".join(out.split())
+
+
+def test_predict_help_states_the_scale_rule():
+    _, out, _ = cli("predict", "--help")
+    out = " ".join(out.split())
+    assert "integer .npy arrays are read as 0..255" in out
+    assert "floating-point .npy arrays must already lie in [0, 1]" in out
+    assert "--max-value" in out
 
 
 def test_train_help_shows_the_choices_and_defaults():
@@ -234,8 +393,10 @@ def test_train_help_shows_the_choices_and_defaults():
     out = " ".join(out.split())
     for text in ("{digits,mnist,fashion-mnist}", "{" + ",".join(models.MODELS) + "}",
                  "(default: digits)", "(default: cnn)", "(default: 15)", "(default: 32)",
-                 "(default: adam)", "adam 0.002", "Exit status: 0 when done, 130 when stopped by "
-                 "Ctrl-C, 1 on an error."):
+                 "(default: adam)", "adam 0.002", "Exit status: 0 when done (or stopped by "
+                 "--max-steps), 1 on an error (a bad file, missing data, an unusable device), "
+                 "2 on a usage error (an invalid option value, or options that contradict each "
+                 "other or the checkpoint), 130 when stopped by Ctrl-C."):
         assert text in out
 
 
@@ -252,6 +413,123 @@ def test_usage(argv, status):
         assert err.startswith("usage: tinygrad-cnn")
     else:
         assert "COMMAND" in out and "train" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("train", "--lr", "nan"), "argument --lr: must be a finite number > 0, got 'nan'"),
+    (("train", "--lr", "inf"), "argument --lr: must be a finite number > 0, got 'inf'"),
+    (("train", "--lr", "0"), "argument --lr: must be a finite number > 0, got '0'"),
+    (("train", "--weight-decay", "nan"), "argument --weight-decay: must be a finite number >= 0"),
+    (("train", "--weight-decay", "-1"), "argument --weight-decay: must be a finite number >= 0"),
+    (("train", "--seed", "-1"), "argument --seed: must be an integer >= 0, got -1"),
+    (("train", "--epochs", "0"), "argument --epochs: must be an integer >= 1, got 0"),
+    (("train", "--max-steps", "0"), "argument --max-steps: must be an integer >= 1, got 0"),
+    (("train", "--batch-size", "0"), "argument --batch-size: must be an integer >= 1, got 0"),
+    (("train", "--log-every", "0"), "argument --log-every: must be an integer >= 1, got 0"),
+    (("train", "--batch-size", "1.5"), "argument --batch-size: expected an integer >= 1, "
+                                       "got '1.5'"),
+    (("gradcheck", "--elements", "0"), "argument --elements: must be an integer >= 1, got 0"),
+    (("gradcheck", "--seed", "-2"), "argument --seed: must be an integer >= 0, got -2"),
+    (("predict", "--max-value", "0", "--checkpoint", "c.npz", "x.npy"),
+     "argument --max-value: must be a finite number > 0"),
+])
+def test_bad_values_are_usage_errors_naming_the_option(argv, message):
+    status, out, err = cli(*argv)
+    assert status == 2 and out == ""
+    assert err.startswith("usage: tinygrad-cnn") and "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"tinygrad-cnn {argv[0]}: error: {message}")
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (("train", "--resume"), None, "--resume needs --checkpoint PATH"),
+    (("train", "--checkpoint", "{good}", "--resume", "--overwrite"), None,
+     "pass only one of them"),
+    (("train", "--checkpoint", "{good}", "--resume", "--epochs", 9, "--seed", 1), None,
+     "continues a run with other settings: --epochs 9 (the run has 4); drop these options"),
+    (("train", "--checkpoint", "{good}"), None,
+     "{good} exists: pass --resume to continue it, or --overwrite to start a new run there"),
+    (("train", "--device", "gpu"), None,
+     "--device 'gpu' is not a device; expected one of: auto, cpu, cuda, cuda:N"),
+    (("train",), "gpu", "TINYGRAD_CNN_DEVICE='gpu' (environment variable) is not a device; "
+                        "expected one of: auto, cpu, cuda, cuda:N"),
+    (("eval", "--checkpoint", "{good}", "--device", "tpu"), None,
+     "--device 'tpu' is not a device; expected one of: auto, cpu, cuda, cuda:N"),
+])
+def test_conflicting_options_are_usage_errors(trained, monkeypatch, argv, env, message):
+    if env is None:
+        monkeypatch.delenv("TINYGRAD_CNN_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("TINYGRAD_CNN_DEVICE", env)
+    good = trained[0] / "c.npz"
+    before = good.read_bytes()
+    argv = [str(a).format(good=good) for a in argv]
+    status, out, err = cli(*argv, "--no-progress") if argv[0] == "train" else cli(*argv)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"tinygrad-cnn {argv[0]}: error: ")
+    assert message.format(good=good) in err
+    assert good.read_bytes() == before  # the finished run is untouched
+
+
+def test_overwrite_starts_a_new_run_in_an_existing_checkpoint(tmp_path):
+    pytest.importorskip("sklearn")
+    ckpt = tmp_path / "keep.npz"
+    argv = ("train", "--model", "mlp", "--epochs", 1, "--batch-size", 256, "--no-progress",
+            "--checkpoint", ckpt)
+    assert cli(*argv, "--seed", 1)[0] == 0
+    status, _, err = cli(*argv, "--seed", 2)
+    assert status == 2 and f"{ckpt} exists" in err
+    assert checkpoint.load(ckpt)["config"]["seed"] == 1
+    status, _, err = cli(*argv, "--seed", 2, "--overwrite")
+    assert status == 0, err
+    assert checkpoint.load(ckpt)["config"]["seed"] == 2
+
+
+def test_resume_keeps_appending_to_the_runs_metrics_file(tmp_path):
+    pytest.importorskip("sklearn")
+    ckpt, metrics = tmp_path / "c.npz", tmp_path / "c.jsonl"
+    status, _, _ = cli("train", "--model", "mlp", "--epochs", 3, "--batch-size", 256,
+                       "--max-steps", 8, "--checkpoint", ckpt, "--metrics", metrics,
+                       "--no-progress")  # 6 steps per epoch: stops in epoch 2
+    assert status == 0
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1]
+    status, _, err = cli("train", "--checkpoint", ckpt, "--resume", "--no-progress")
+    assert status == 0, err
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("flag, shown", [(None, False), ("--progress", True),
+                                         ("--no-progress", False)])
+def test_progress_bar_only_on_a_terminal_unless_asked(flag, shown):
+    """stderr here is a StringIO, as a log file would be: no carriage-return frames."""
+    pytest.importorskip("tqdm")
+    pytest.importorskip("sklearn")
+    argv = ["train", "--model", "mlp", "--epochs", 1, "--max-steps", 3, "--log-every", 1]
+    status, _, err = cli(*argv, *([flag] if flag else []))
+    assert status == 0
+    assert ("epoch 1/1" in err and "\r" in err) == shown
+    if shown:  # the running loss, accuracy and speed
+        assert re.search(r"epoch 1/1: .*loss=[\d.]+, acc=[\d.]+, samples/s=\d+", err)
+    else:
+        assert err == ""
+
+
+def test_progress_options_exclude_each_other():
+    status, _, err = cli("train", "--progress", "--no-progress")
+    assert status == 2 and "not allowed with argument" in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`tinygrad-cnn train | head -1`: no "Broken pipe" error, no traceback."""
+    pytest.importorskip("sklearn")
+    proc = subprocess.Popen([sys.executable, "-m", "tinygrad_cnn", "train", "--model", "mlp",
+                             "--max-steps", "2", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env=command_env())
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
 
 
 # ---- MNIST-style data sets, offline ---------------------------------------------------------
@@ -300,6 +578,25 @@ def test_train_and_eval_on_mnist_style_files(fake_idx_data, tmp_path, dataset):
         _, text, _ = cli("predict", "--checkpoint", tmp_path / "c.npz", tmp_path / "x.npy")
         from tinygrad_cnn.data import FASHION_MNIST_CLASSES
         assert text.split(": ")[1].split(" (p=")[0] in FASHION_MNIST_CLASSES
+
+
+def test_offline_every_missing_file_is_listed_at_once(fake_idx_data, tmp_path):
+    """The test split's files used to be asked for only once the training files were in."""
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (fake_idx_data / "mnist" / name).unlink()
+    status, _, err = cli("train", "--dataset", "mnist", "--data-dir", fake_idx_data,
+                         "--no-progress")
+    assert status == 1 and "Traceback" not in err
+    listed = re.findall(r"^    (\S+-ubyte\.gz)\s+sha256 ", err, re.M)
+    assert listed == ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    # A data directory that did not exist is not left behind, empty, by the attempt.
+    fresh = tmp_path / "fresh"
+    status, _, err = cli("train", "--dataset", "fashion-mnist", "--data-dir", fresh / "cache",
+                         "--no-progress")
+    assert status == 1
+    assert len(re.findall(r"^    \S+-ubyte\.gz\s+sha256 ", err, re.M)) == 4
+    assert str(fresh / "cache" / "fashion_mnist") in err
+    assert not fresh.exists()
 
 
 def test_mnist_files_missing_or_corrupt_are_reported(fake_idx_data, tmp_path):
@@ -364,11 +661,6 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("train", "--device", "nonsense"), "nonsense"),
-    (("train", "--checkpoint", "{good}", "--resume", "--epochs", 9, "--seed", 1),
-     "continues a run with other settings: --epochs 9 (the run has 4); drop these options"),
-    (("train", "--resume"), "--resume needs --checkpoint PATH"),
-    (("train", "--max-steps", 0), "max_steps must be at least 1"),
     (("predict", "--checkpoint", "{good}", "{tmp}/nothing.png"), "No such file"),
     (("predict", "--checkpoint", "{good}", "{tmp}/text.png"), "is not a PNG file"),
     (("predict", "--checkpoint", "{good}", "{tmp}/cube.npy"), "expected a single-channel image"),
@@ -462,6 +754,14 @@ def test_the_default_command_reaches_97_percent(tmp_path):
     assert re.fullmatch(r"test accuracy [\d.]+% \(loss [\d.]+\) after 15 epoch\(s\) in "
                         r"[\d.]+ s; 53,002 parameters", lines[-1])
     assert final_accuracy(out) >= 97.0
-    # The progress bar (on stderr) shows the running loss, accuracy and speed.
-    assert re.search(r"epoch 15/15: .*loss=[\d.]+, acc=[\d.]+, samples/s=\d+", err)
-    assert list(tmp_path.iterdir()) == []  # no files unless asked for
+    # The run the docs show (docs/images/metrics-cnn-digits.jsonl, drawn by
+    # docs/make_images.py) is this one; when this fails, run that script again.
+    shown = [json.loads(line) for line in
+             (ROOT / "docs" / "images" / "metrics-cnn-digits.jsonl").read_text().splitlines()]
+    assert [line.split("  (")[0] for line in epochs] == [
+        f"epoch {r['epoch']:3d}/15  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
+        f"test loss {r['test_loss']:.4f} acc {r['test_acc']:.4f}" for r in shown]
+    # stderr is a pipe, not a terminal: no progress bar frames in it.
+    assert err == ""
+    # No files unless asked for, so the command can run again and again.
+    assert list(tmp_path.iterdir()) == []

@@ -349,7 +349,9 @@ def test_digits_split():
 def test_digits_without_sklearn_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match=r'pip install "tinygrad_cnn\[examples\]"'):
+    # The package is installed from a checkout, not PyPI: name what pip can find.
+    with pytest.raises(ImportError, match=r'pip install scikit-learn \(or, in a checkout: '
+                                          r'pip install -e "\.\[examples\]"\)'):
         load_digits()
 
 

@@ -148,7 +148,9 @@ def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeyp
     monkeypatch.setattr(train_module, "DataLoader", _StepMarks)
     _StepMarks.marks = []
     log_every, out = 2, []
-    cfg = dict(model="cnn", epochs=2, batch_size=512, log_every=log_every, seed=0)
+    progress = importlib.util.find_spec("tqdm") is not None  # the bar (tqdm) logs
+    cfg = dict(model="cnn", epochs=2, batch_size=512, log_every=log_every, seed=0,
+               progress=progress)   # the bar, even though the tests' stderr is no terminal
     with STRICT.track_syncs() as log:
         result = train_module.train(train_module.TrainConfig(device="strict", **cfg),
                                     out=out.append)
@@ -156,7 +158,6 @@ def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeyp
     assert steps_per_epoch == 3
     marks = _StepMarks.marks + [STRICT.sync_count]
     per_step = [b - a for a, b in zip(marks, marks[1:])]
-    progress = importlib.util.find_spec("tqdm") is not None  # the bar (tqdm) logs
     # Global step k (1-based) reads once if it is a logging step; the last
     # step of an epoch also reads the epoch's sums and evaluates (one each).
     expected = []

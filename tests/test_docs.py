@@ -26,6 +26,7 @@ import contextlib
 import doctest
 import importlib.util
 import io
+import json
 import re
 import textwrap
 from collections import namedtuple
@@ -259,3 +260,18 @@ def test_graph_pictures_are_up_to_date():
             f"docs/images/{name}.dot differs from what tg.viz.graph draws now; run "
             f"python docs/make_images.py --graphs and commit docs/images/")
         assert (DOCS / "images" / f"{name}.svg").is_file(), f"docs/images/{name}.svg is missing"
+
+
+def test_numbers_quoted_from_the_training_run_match_its_metrics():
+    """Chapter 3 quotes the run in docs/images/metrics-cnn-digits.jsonl (whether that run
+    is still what training gives today is checked by the slow test of the default command
+    in tests/test_cli.py)."""
+    rows = [json.loads(line) for line in
+            (DOCS / "images" / "metrics-cnn-digits.jsonl").read_text().splitlines()]
+    text = " ".join((DOCS / "03-weight-sharing.md").read_text(encoding="utf-8").split())
+    assert len(rows) == 15 and [r["epoch"] for r in rows] == list(range(1, 16))
+    assert f"15 epochs, seed 0; {rows[-1]['test_acc'] * 100:.2f} % test accuracy" in text
+    under = next(r["epoch"] for r in rows if r["train_loss"] < 0.1)
+    acc = rows[-1]["test_acc"] * 100
+    assert f"loss falls from {rows[0]['train_loss']:.1f} to under 0.1 in {under} epochs; test " \
+           f"accuracy levels at {acc:.0f} %" in text

@@ -211,7 +211,8 @@ def test_wrong_size_is_rejected(server, monkeypatch, private_cache, serve, known
     use_table(monkeypatch, table)
     with pytest.raises(DownloadError, match=match):
         fetch("mnist", files=[name], progress=False)
-    assert os.listdir(private_cache / "mnist") == []
+    # Nothing is left behind, not even the directories made for the download.
+    assert not private_cache.exists()
 
 
 def test_all_mirrors_failing_says_where_to_put_the_files(server, monkeypatch, closed_port_url,
@@ -229,6 +230,30 @@ def test_all_mirrors_failing_says_where_to_put_the_files(server, monkeypatch, cl
         assert re.search(re.escape(name) + r"\s+sha256 [0-9a-f]{64}", message)
     assert "TINYGRAD_CNN_DATA" in message and "--data-dir" in message
     assert leftovers(private_cache / "mnist") == []
+
+
+def test_every_failed_file_is_named_in_one_error(server, monkeypatch, private_cache):
+    archives, _ = make_archives()
+    present = {name: archives[name] for name in FILES[1:3]}  # the mirror lacks two files
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", present)]))
+    with pytest.raises(DownloadError) as info:
+        fetch("mnist", progress=False)
+    message = str(info.value)
+    for name in (FILES[0], FILES[3]):
+        assert f"could not download {name}" in message
+    # Only the failed files are listed to be placed by hand; the others were downloaded.
+    listed = re.findall(r"^    (\S+)\s+sha256 [0-9a-f]{64}$", message, re.M)
+    assert listed == [FILES[0], FILES[3]]
+    assert sorted(os.listdir(private_cache / "mnist")) == sorted(FILES[1:3])
+
+
+def test_missing_files_without_download_are_all_named(monkeypatch, private_cache):
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, []))
+    with pytest.raises(FileNotFoundError, match="4 file") as info:
+        fetch("mnist", download=False)
+    assert re.findall(r"^    (\S+)\s+sha256 ", str(info.value), re.M) == list(FILES)
+    assert not private_cache.exists()
 
 
 def test_download_false_never_touches_the_network(server, monkeypatch, private_cache):

@@ -216,6 +216,19 @@ def test_metrics_file_has_one_json_line_per_epoch(tmp_path, reference):
             {k: v for k, v in ref_row.items() if k != "seconds"}
 
 
+def test_resume_keeps_writing_the_runs_metrics_file(tmp_path):
+    """A resumed run that names no metrics file keeps the one of the run; a new name wins."""
+    metrics, other = tmp_path / "m.jsonl", tmp_path / "other.jsonl"
+    small = dict(model="mlp", epochs=3)
+    run(tmp_path, "run.npz", metrics=str(metrics), max_steps=STEPS_PER_EPOCH, **small)
+    assert len(metrics.read_text().splitlines()) == 1
+    run(tmp_path, "run.npz", resume=True, max_steps=STEPS_PER_EPOCH, **small)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2]
+    run(tmp_path, "run.npz", resume=True, metrics=str(other), **small)
+    assert len(metrics.read_text().splitlines()) == 2
+    assert [json.loads(line)["epoch"] for line in other.read_text().splitlines()] == [1, 2, 3]
+
+
 def test_evaluate_matches_a_direct_computation(reference):
     from tinygrad_cnn.data import DataLoader, TensorDataset
     from tinygrad_cnn.train import load_data
@@ -237,6 +250,13 @@ def test_evaluate_matches_a_direct_computation(reference):
     (dict(batch_size=0), "batch_size must be at least 1"),
     (dict(max_steps=0), "max_steps must be at least 1"),
     (dict(resume=True), "--resume needs --checkpoint"),
+    (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
+    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+    (dict(lr=0.0), "lr must be a finite number > 0"),
+    (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0"),
+    (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
+    (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+    (dict(seed=1.5), "seed must be an integer >= 0"),
 ])
 def test_bad_configuration_is_refused(settings, message):
     with pytest.raises(ValueError, match=message):

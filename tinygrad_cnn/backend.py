@@ -254,8 +254,8 @@ def _cuda_version(number):
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
-CUDA_INSTALL_HINT = ('install CuPy with: pip install "tinygrad_cnn[cuda]" '
-                     '(a cupy-cuda12x wheel matching a CUDA 12 driver)')
+CUDA_INSTALL_HINT = ('install CuPy with: pip install "cupy-cuda12x[ctk]>=14" (for a CUDA 12 '
+                     'driver; [ctk] brings the CUDA compiler and libraries from PyPI)')
 CUDA_DRIVER_HINT = ("CUDA needs an NVIDIA GPU with a CUDA 12 driver (check nvidia-smi); "
                     "without one, use device='cpu'")
 
@@ -350,7 +350,8 @@ def default_device():
     canonical = "cpu" if choice == "cpu" else _parse_device(choice)
     if canonical is not None:
         return canonical
-    raise DeviceError(f"TINYGRAD_CNN_DEVICE={choice!r} is not one of cpu, cuda, cuda:N, auto")
+    raise DeviceError(f"TINYGRAD_CNN_DEVICE={choice!r} (environment variable) is not a device; "
+                      f"expected one of: auto, cpu, cuda, cuda:N")
 
 
 def backends():

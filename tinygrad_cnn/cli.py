@@ -1,143 +1,309 @@
-"""The ``tinygrad-cnn`` command (also ``python -m tinygrad_cnn``)."""
+"""The ``tinygrad-cnn`` command (also ``python -m tinygrad_cnn``).
+
+Exit status of every subcommand: 0 on success; 1 when something fails
+while running (a bad or missing file, missing data or package, an unusable
+device), with one line on stderr; 2 on a usage error (an invalid option
+value, or options that contradict each other or the checkpoint named);
+130 when stopped by Ctrl-C.
+"""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 
+DEVICE_ENV = "TINYGRAD_CNN_DEVICE"
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"  # N: a GPU number (0, 1, ...)
+DATASETS = ["digits", "mnist", "fashion-mnist"]
+EXIT_STATUS = ("Exit status: 0 when done (or stopped by --max-steps), 1 on an error (a bad "
+               "file, missing data, an unusable device), 2 on a usage error (an invalid option "
+               "value, or options that contradict each other or the checkpoint), 130 when "
+               "stopped by Ctrl-C.")
 
+
+class UsageError(ValueError):
+    """A command line that cannot run as given: exit status 2, like argparse's errors."""
+
+
+# ---- option values ------------------------------------------------------------------
+# argparse turns an ArgumentTypeError into "argument --lr: <message>" and exit
+# status 2, so a bad value is reported with the option's name before any work.
+def _int_at_least(low):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") \
+                from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _finite_float(low, allow_low):
+    """An argparse type: a finite number > ``low`` (>= ``low`` when ``allow_low``)."""
+    wanted = f"a finite number {'>=' if allow_low else '>'} {low:g}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        # float() accepts "nan" and "inf": neither is a usable rate or penalty.
+        if not math.isfinite(value) or value < low or (value == low and not allow_low):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+    return parse
+
+
+def _device(name):
+    """The device a --device value (None: ``$TINYGRAD_CNN_DEVICE`` or cpu) names.
+
+    ``auto`` is the GPU when usable, else the CPU.  A name that is no device
+    is a usage error naming where it came from; a real device that is not
+    usable (cuda without a GPU) is reported later, by the backend.
+    """
+    from .backend import DeviceError, canonical_device, cuda_status
+    if name is not None:
+        source = f"--device {name!r}"
+    elif os.environ.get(DEVICE_ENV, "").strip():
+        name = os.environ[DEVICE_ENV]
+        source = f"{DEVICE_ENV}={name!r} (environment variable)"
+    else:
+        return "cpu"
+    choice = name.strip().lower()
+    if choice == "auto":
+        return "cuda:0" if cuda_status()[0] else "cpu"
+    try:
+        return canonical_device(choice)
+    except DeviceError:
+        raise UsageError(f"{source} is not a device; expected one of: {DEVICE_CHOICES} "
+                         f"(N: a GPU number)") from None
+
+
+def _device_option(p):
+    p.add_argument("--device", default=None,
+                   help=f"where to compute: {DEVICE_CHOICES} (auto: the GPU when usable, else "
+                        f"the CPU; default: ${DEVICE_ENV}, or cpu when unset)")
+
+
+def _png_output(path, option):
+    """Check an output picture's name before any work is done.
+
+    The pictures are always PNG, so another suffix would give a file whose
+    name lies about its content; and a missing directory is more likely a
+    typo than a wish to create it.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise UsageError(f"{option} {path}: pictures are written as PNG; give a name ending "
+                         f"in .png")
+    parent = p.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{option} {path}: the directory {parent} does not exist "
+                                f"(create it first)")
+    return path
+
+
+# ---- train -----------------------------------------------------------------------------
 def _add_train(sub):
     from .models import MODELS
     from .train import OPTIMIZERS, TrainConfig
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (default: the CNN on the bundled digits)",
                        description="Train a model. With no options: the default CNN on the 8x8 "
-                                   "digits bundled with scikit-learn, on the CPU, offline. "
-                                   "Exit status: 0 when done, 130 when stopped by Ctrl-C, "
-                                   "1 on an error.")
+                                   "digits bundled with scikit-learn, on the CPU, offline, "
+                                   "saving nothing. " + EXIT_STATUS)
     # The options that define a run default to None here, so that with
     # --resume an option given explicitly can be checked against the run saved
     # in the checkpoint (which otherwise wins); the defaults come from TrainConfig.
-    p.add_argument("--dataset", default=None, choices=["digits", "mnist", "fashion-mnist"],
+    p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="digits: bundled, offline; mnist/fashion-mnist: downloaded once into "
                         f"the data directory (default: {d.dataset})")
     p.add_argument("--data-dir", default=None,
                    help="where MNIST-style files live (default: $TINYGRAD_CNN_DATA or "
-                        "~/.cache/tinygrad_cnn)")
+                        "~/.cache/tinygrad_cnn; --resume reuses the run's)")
     p.add_argument("--model", default=None, choices=list(MODELS),
                    help="architecture; see 'tinygrad-cnn summary --model NAME' (default: "
                         f"{d.model})")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the training "
-                   f"set; the one-cycle learning-rate schedule spans them (default: {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--epochs", type=_int_at_least(1), default=None, help="passes over the "
+                   f"training set; the one-cycle learning-rate schedule spans them (default: "
+                   f"{d.epochs})")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=None,
                    help=f"images per step (default: {d.batch_size})")
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate of the one-cycle schedule (default: "
-                        + ", ".join(f"{k} {v}" for k, v in OPTIMIZERS.items()) + ")")
+    p.add_argument("--lr", type=_finite_float(0, allow_low=False), default=None,
+                   help="peak learning rate of the one-cycle schedule, a finite number > 0 "
+                        "(default: " + ", ".join(f"{k} {v}" for k, v in OPTIMIZERS.items())
+                        + ")")
     p.add_argument("--optimizer", default=None, choices=list(OPTIMIZERS),
                    help=f"update rule (default: {d.optimizer})")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help=f"L2 penalty, decoupled for adamw (default: {d.weight_decay:g}; "
-                        f"adamw: 0.01)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed for weights, shuffling and dropout; the same seed gives "
-                        f"bit-identical runs on the CPU (default: {d.seed})")
+    p.add_argument("--weight-decay", type=_finite_float(0, allow_low=True), default=None,
+                   help=f"L2 penalty, decoupled for adamw, a finite number >= 0 (default: "
+                        f"{d.weight_decay:g}; adamw: 0.01)")
+    p.add_argument("--seed", type=_int_at_least(0), default=None,
+                   help="seed for weights, shuffling and dropout, an integer >= 0; the same "
+                        f"seed gives bit-identical runs on the CPU (default: {d.seed})")
     _device_option(p)
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the full training state here (atomically) after every epoch "
-                        "and when stopped by Ctrl-C or --max-steps")
+                        "and when stopped by Ctrl-C or --max-steps (default: save nothing). "
+                        "A new run refuses an existing PATH: pass --resume to continue it, "
+                        "or --overwrite")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --checkpoint exactly where it stopped; "
                         "the run's settings (data set, model, epochs, ...) come from the "
-                        "checkpoint, on any --device")
+                        "checkpoint, and so do its --metrics file and --data-dir unless given "
+                        "again; on any --device")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if --checkpoint PATH exists (the old file is "
+                        "replaced at the first save)")
     p.add_argument("--metrics", default=None, metavar="PATH",
                    help="write one JSON line per epoch (loss, accuracy, lr, time); "
                         "draw them with 'tinygrad-cnn plot PATH'")
-    p.add_argument("--log-every", type=int, default=d.log_every,
+    p.add_argument("--log-every", type=_int_at_least(1), default=d.log_every,
                    help="steps between progress-bar updates (each reads the loss back from "
                         "the device once; default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=_int_at_least(1), default=None,
                    help="stop after this many steps of this invocation, as Ctrl-C would "
                         "(a quick smoke run; --resume continues)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_const", const=True,
+                     default=None, help="show the progress bar on stderr even when it is not "
+                                        "a terminal (default: only on a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                     help="no progress bar, even on a terminal")
     p.set_defaults(func=_train)
-
-
-def _device(name):
-    """A --device value: cpu, cuda, cuda:N, or auto (the GPU when usable)."""
-    from .backend import cuda_status
-    if name == "auto":
-        return "cuda:0" if cuda_status()[0] else "cpu"
-    return name
-
-
-def _device_option(p):
-    p.add_argument("--device", default=os.environ.get("TINYGRAD_CNN_DEVICE", "cpu"),
-                   help="cpu, cuda, cuda:N or auto (default: $TINYGRAD_CNN_DEVICE or cpu)")
 
 
 def _train(args):
     from .backend import reduce_malloc_churn
-    if os.environ.get("TINYGRAD_CNN_MALLOC_TUNING", "1") != "0":
-        # This process is ours: keeping freed large arrays saves each step
-        # thousands of page faults (see reduce_malloc_churn).
-        reduce_malloc_churn()
     from .checkpoint import load
     from .train import RUN_KEYS, TrainConfig, train
+    # Everything the command line alone can tell is checked before any work.
+    if args.resume and not args.checkpoint:
+        raise UsageError("--resume needs --checkpoint PATH (the run to continue)")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --checkpoint and --overwrite starts a "
+                         "new one there: pass only one of them")
+    if args.checkpoint and not args.resume and not args.overwrite \
+            and os.path.lexists(args.checkpoint):
+        # Replacing a finished run by accident loses hours; make it a choice.
+        raise UsageError(f"{args.checkpoint} exists: pass --resume to continue it, or "
+                         f"--overwrite to start a new run there")
     device = _device(args.device)
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
     if "dataset" in given:
         given["dataset"] = given["dataset"].replace("-", "_")
-    if args.resume and given and args.checkpoint:
+    if args.resume and given:
         # A resumed run keeps its settings; refuse to ignore one the user typed.
         saved = load(args.checkpoint).get("config", {})
         clashes = [f"--{k.replace('_', '-')} {v} (the run has {saved[k]})"
                    for k, v in given.items() if k in saved and saved[k] != v]
         if clashes:
-            raise ValueError(f"{args.checkpoint} continues a run with other settings: "
+            raise UsageError(f"{args.checkpoint} continues a run with other settings: "
                              f"{'; '.join(clashes)}; drop these options, or start a new run "
                              f"with another --checkpoint")
+    if os.environ.get("TINYGRAD_CNN_MALLOC_TUNING", "1") != "0":
+        # This process is ours: keeping freed large arrays saves each step
+        # thousands of page faults (see reduce_malloc_churn).
+        reduce_malloc_churn()
     cfg = TrainConfig(**given, device=device, data_dir=args.data_dir,
                       checkpoint=args.checkpoint, resume=args.resume, metrics=args.metrics,
                       log_every=args.log_every, max_steps=args.max_steps,
-                      progress=not args.no_progress)
+                      progress=args.progress)
     result = train(cfg)
     return 130 if result["interrupted"] else 0
 
 
+# ---- eval, predict ---------------------------------------------------------------------
 def _eval(args):
     from .data import DataLoader, TensorDataset
     from .train import evaluate, load_data, load_model
-    model, state = load_model(args.checkpoint, _device(args.device))
+    device = _device(args.device)
+    model, state = load_model(args.checkpoint, device)
     cfg = state["config"]
     *_, x_test, y_test, _ = load_data(cfg["dataset"], args.data_dir or cfg.get("data_dir"),
-                                      (state["mean"], state["std"]))
-    loss, acc = evaluate(model, DataLoader(TensorDataset(x_test, y_test), 256,
-                                           device=_device(args.device)))
+                                      (state["mean"], state["std"]),
+                                      progress=sys.stderr.isatty())
+    loss, acc = evaluate(model, DataLoader(TensorDataset(x_test, y_test), 256, device=device))
     print(f"{cfg['model']} on {cfg['dataset']} test set ({len(y_test)} images): "
           f"accuracy {acc * 100:.2f}%, loss {loss:.4f}")
     return 0
 
 
-def load_image(path, image_shape, background=0):
+IMAGE_SCALE_RULE = (
+    "Pixel values: PNGs (8-bit; 16-bit ones are reduced to 8 bits) and integer .npy arrays "
+    "are read as 0..255; floating-point .npy arrays must already lie in [0, 1]. Anything "
+    "else is an error, never a guess: for another scale, give --max-value, e.g. 16 for "
+    "the raw 0..16 images of scikit-learn's load_digits().")
+
+
+def _npy_image(path, max_value=None):
+    """A .npy image as float32 in [0, 1], by the rule of IMAGE_SCALE_RULE."""
+    # Look at the magic bytes first: given anything else, np.load guesses at
+    # other formats and ends up saying the file holds pickled data.
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:4] == b"PK\x03\x04":
+        raise ValueError(f"{path}: a .npz archive, not a .npy array")
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path}: not a .npy file (no NumPy header)")
+    try:
+        img = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path}: holds Python objects (dtype object), which are never "
+                             f"loaded (unpickling could run code); save a numeric array") \
+                from None
+        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+    if img.dtype.kind not in "buif":
+        raise ValueError(f"{path}: expected a numeric image array, got dtype {img.dtype}")
+    if img.size == 0:
+        raise ValueError(f"{path}: the array is empty (shape {img.shape})")
+    low, high = img.min(), img.max()
+    if img.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"{path}: contains NaN or infinite values")
+    if max_value is not None:
+        top, wanted = max_value, f"in [0, {max_value:g}] (--max-value {max_value:g})"
+    elif img.dtype.kind == "f":
+        top, wanted = 1.0, ("floating-point values in [0, 1]; give --max-value for another "
+                            "scale (e.g. 16 for scikit-learn's raw digits)")
+    elif img.dtype.kind == "b":
+        top, wanted = 1, "0 or 1"
+    else:
+        top, wanted = 255, ("integer values in 0..255; give --max-value for another scale "
+                            "(e.g. 16 for scikit-learn's raw digits)")
+    if low < 0 or high > top:
+        raise ValueError(f"{path}: {img.dtype} values range from {low:g} to {high:g}; "
+                         f"expected {wanted}")
+    return img.astype(np.float32) / np.float32(top)
+
+
+def load_image(path, image_shape, background=0, max_value=None):
     """A PNG or .npy image as float32 (C, H, W) in [0, 1], resized by area averaging.
 
+    PNGs are read as 0..255.  A .npy array is scaled by ``max_value`` when
+    given, else by its type: integers as 0..255, floats must lie in [0, 1];
+    values outside the range are an error (see ``IMAGE_SCALE_RULE``).
     Colour PNGs become grey; transparent pixels take the grey level
     ``background`` (0: black, the background of the training images).
     """
     from .viz.png import read_png
     c, h, w = image_shape
+    path = os.fspath(path)
     if path.lower().endswith(".npy"):
-        img = np.load(path, allow_pickle=False).astype(np.float32)
+        img = _npy_image(path, max_value)
         if img.ndim > 2 and img.size == img.shape[-1] * img.shape[-2]:
             img = img.reshape(img.shape[-2:])  # (1, H, W) or (1, 1, H, W) -> (H, W)
-        if img.max() > 1:
-            img = img / (16.0 if img.max() <= 16 else 255.0)
     else:
         img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
     if img.ndim != 2:
@@ -167,16 +333,18 @@ def _predict(args):
     from .data import CLASSES
     from .tensor import tensor
     from .train import load_model
-    model, state = load_model(args.checkpoint, _device(args.device))
+    device = _device(args.device)
+    model, state = load_model(args.checkpoint, device)
     mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     names = CLASSES.get(state["config"]["dataset"])
     for path in args.files:
         # Transparency is paper: white before inverting, black otherwise.
-        img = load_image(path, state["image_shape"], background=255 if args.invert else 0)
+        img = load_image(path, state["image_shape"], background=255 if args.invert else 0,
+                         max_value=args.max_value)
         if args.invert:
             img = 1.0 - img
-        x = tensor(((img - mean) / std)[None], device=_device(args.device))  # (1, C, H, W)
+        x = tensor(((img - mean) / std)[None], device=device)  # (1, C, H, W)
         probs = model(x).softmax(-1).numpy()[0]
         best = int(probs.argmax())
         label = names[best] if names else str(best)
@@ -186,6 +354,7 @@ def _predict(args):
     return 0
 
 
+# ---- summary, gradcheck, info ------------------------------------------------------------
 def _image_shape(dataset):
     return (1, 8, 8) if dataset == "digits" else (1, 28, 28)
 
@@ -264,17 +433,35 @@ def _swap_parameters(module, tensors):
     return replaced
 
 
+# Optional packages: (distribution name on PyPI, name printed).  Their
+# versions come from the installed metadata: importing torch and
+# scikit-learn just to read a version string would take seconds.
+_OPTIONAL = (("torch", "torch"), ("scikit-learn", "scikit-learn"), ("tqdm", "tqdm"),
+             ("matplotlib", "matplotlib"))
+_CUPY_DISTRIBUTIONS = ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy")
+
+
+def _installed_version(*distributions):
+    """The version of the first of ``distributions`` that is installed, else None."""
+    from importlib import metadata
+    for name in distributions:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        # With several candidates, say which one is installed.
+        return version if len(distributions) == 1 else f"{version} ({name})"
+    return None
+
+
 def _info(args):
     from .backend import backends, get_backend
     print(f"tinygrad_cnn {__version__}")
     print(f"python {platform.python_version()} ({sys.executable})")
     print(f"numpy {np.__version__}")
-    for mod in ("cupy", "torch", "sklearn", "tqdm", "matplotlib"):
-        try:
-            module = __import__(mod)
-            print(f"{mod} {getattr(module, '__version__', '?')}")
-        except Exception as e:  # noqa: BLE001 - report, never crash
-            print(f"{mod}: not available ({type(e).__name__})")
+    for label, dists in [("cupy", _CUPY_DISTRIBUTIONS)] + [(n, (d,)) for d, n in _OPTIONAL]:
+        version = _installed_version(*dists)
+        print(f"{label} {version}" if version else f"{label}: not installed")
     print("backends:")
     for row in backends():
         mark = "usable" if row["usable"] else "not usable"
@@ -285,96 +472,191 @@ def _info(args):
     return 0
 
 
+# ---- show, plot ------------------------------------------------------------------------
+def _has_layer(model, kinds):
+    """Whether ``model`` has a layer whose class name is in ``kinds``."""
+    return any(type(m).__name__ in kinds for m in model.modules())
+
+
+def _models_with(kinds, image_shape):
+    """The names of the models that have a layer of ``kinds`` (class names)."""
+    from . import models
+    return [name for name in models.MODELS
+            if _has_layer(models.build(name, image_shape), kinds)]
+
+
 def _show(args):
     from .tensor import tensor
     from .train import load_model
     from .viz import images
-    model, state = load_model(args.checkpoint)
+    if not args.filters and not args.feature_maps:
+        raise UsageError("nothing to show: give --filters OUT.png and/or --feature-maps "
+                         "IMAGE OUT.png")
     if args.filters:
+        _png_output(args.filters, "--filters")
+    if args.feature_maps:
+        _png_output(args.feature_maps[1], "--feature-maps")
+    model, state = load_model(args.checkpoint)
+    name, shape = state["config"]["model"], tuple(state["image_shape"])
+    if args.filters:
+        # The library would ask for a weight tensor instead; say what a
+        # command-line user can change: the checkpoint.
+        if not _has_layer(model, ("Conv2d",)):
+            raise UsageError(f"--filters: {args.checkpoint} holds the {name} model, which has "
+                             f"no convolution, so no filters to draw; models with "
+                             f"convolutions: {', '.join(_models_with(('Conv2d',), shape))}")
         images.save_filters(model, args.filters)
         print(f"wrote {args.filters}")
     if args.feature_maps:
         image_path, out = args.feature_maps
-        img = load_image(image_path, state["image_shape"])
+        if not _has_layer(model, images.CONV_LAYERS):
+            raise UsageError(f"--feature-maps: {args.checkpoint} holds the {name} model, which "
+                             f"has no convolution or locally-connected layer, so no feature "
+                             f"maps to draw; models with them: "
+                             f"{', '.join(_models_with(images.CONV_LAYERS, shape))}")
+        img = load_image(image_path, state["image_shape"], max_value=args.max_value)
         mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
         std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
         images.save_feature_maps(model, tensor(((img - mean) / std)[None]), out)
         print(f"wrote {out}")
-    if not args.filters and not args.feature_maps:
-        print("nothing to show: give --filters OUT.png and/or --feature-maps IMAGE OUT.png")
-        return 2
     return 0
 
 
 def _plot(args):
     from .viz.curves import plot_curves
+    _png_output(args.output, "-o/--output")
     plot_curves(args.metrics, args.output)
     print(f"wrote {args.output}")
     return 0
 
 
+# ---- the parser ------------------------------------------------------------------------
 def build_parser():
     from .models import MODELS
     parser = argparse.ArgumentParser(
         prog="tinygrad-cnn",
         description="Train, inspect and check convolutional networks built on a "
-                    "from-scratch autograd engine.")
+                    "from-scratch autograd engine. 'tinygrad-cnn COMMAND --help' explains "
+                    "each command. Exit status: 0 success, 1 error, 2 usage error, "
+                    "130 Ctrl-C.")
     parser.add_argument("--version", action="version", version=f"tinygrad_cnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    checkpoint_help = "a checkpoint written by 'tinygrad-cnn train --checkpoint PATH'"
 
-    p = sub.add_parser("eval", help="test-set accuracy of a checkpoint")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p = sub.add_parser("eval", help="test-set accuracy of a checkpoint",
+                       description="Evaluate a trained model on the test split of the data "
+                                   "set it was trained on (loss and accuracy), normalised "
+                                   "with the training statistics saved in the checkpoint.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     _device_option(p)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None,
+                   help="where the MNIST-style files live (default: the directory the run "
+                        "was trained with, else $TINYGRAD_CNN_DATA or ~/.cache/tinygrad_cnn)")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="class probabilities for PNG or .npy images")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p = sub.add_parser("predict", help="class probabilities for PNG or .npy images",
+                       description="Print the predicted class and the probability of every "
+                                   "class for each image, one line per file. Images are "
+                                   "made grey, resized to the model's input size and "
+                                   "normalised as in training. " + IMAGE_SCALE_RULE)
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="grey or RGB PNG, or .npy; resized to the model's input size; bright "
                         "strokes on a dark background, like the training data")
     p.add_argument("--invert", action="store_true",
                    help="invert the images first (for dark strokes on white paper)")
+    p.add_argument("--max-value", type=_finite_float(0, allow_low=False), default=None,
+                   metavar="V", help="the value of a white pixel in .npy files: values must lie "
+                                     "in [0, V] and are divided by V (default: 255 for "
+                                     "integer arrays; floating-point arrays must lie in "
+                                     "[0, 1]); PNGs are always 0..255")
     _device_option(p)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("summary", help="layers, parameter counts and receptive fields")
-    p.add_argument("--model", default="cnn", choices=list(MODELS))
-    p.add_argument("--dataset", default="digits", choices=["digits", "mnist", "fashion-mnist"])
+    model_help = "architecture, as in 'tinygrad-cnn train --model' (default: %(default)s)"
+    dataset_help = ("the data set whose image size the model is built for: digits 8x8, "
+                    "mnist/fashion-mnist 28x28 (default: %(default)s)")
+    p = sub.add_parser("summary", help="layers, parameter counts and receptive fields",
+                       description="Print a model's layers with their output shapes, "
+                                   "parameter counts, what each convolution would cost "
+                                   "fully- or locally-connected, and receptive fields. "
+                                   "Nothing is trained or downloaded.")
+    p.add_argument("--model", default="cnn", choices=list(MODELS), help=model_help)
+    p.add_argument("--dataset", default="digits", choices=DATASETS, help=dataset_help)
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("gradcheck", help="check a float64 copy of a model, layer by layer "
-                                         "and end to end, against finite differences")
-    p.add_argument("--model", default="cnn", choices=list(MODELS))
-    p.add_argument("--dataset", default="digits", choices=["digits", "mnist", "fashion-mnist"])
-    p.add_argument("--elements", type=int, default=24,
+                                         "and end to end, against finite differences",
+                       description="Build a model with random weights in float64 and compare "
+                                   "the gradients backward computes with central finite "
+                                   "differences, for every layer on its own and for the "
+                                   "whole model, on randomly chosen elements of every input "
+                                   "and weight. Exit status 1 when a gradient disagrees.")
+    p.add_argument("--model", default="cnn", choices=list(MODELS), help=model_help)
+    p.add_argument("--dataset", default="digits", choices=DATASETS, help=dataset_help)
+    p.add_argument("--elements", type=_int_at_least(1), default=24,
                    help="elements checked per tensor, chosen at random (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed for the weights, the inputs and the elements chosen "
+                        "(default: %(default)s)")
     p.set_defaults(func=_gradcheck)
 
-    p = sub.add_parser("info", help="versions, and which backends are usable and why")
+    p = sub.add_parser("info", help="versions, and which backends are usable and why",
+                       description="Print the versions of tinygrad_cnn, Python, NumPy and "
+                                   "the optional packages, and for each backend (cpu, cuda) "
+                                   "whether it is usable here and why not; for a usable GPU, "
+                                   "its name, memory and CUDA versions.")
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("show", help="pictures of a trained model's filters and feature maps")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p = sub.add_parser("show", help="pictures of a trained model's filters and feature maps",
+                       description="Draw a trained model as PNG pictures: the kernels of its "
+                                   "first convolution (--filters; models with convolutions "
+                                   "only) and what every convolution or locally-connected "
+                                   "layer outputs for one image (--feature-maps). The "
+                                   "output directory must exist.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     p.add_argument("--filters", metavar="OUT.png", help="first-layer kernels as one image")
     p.add_argument("--feature-maps", nargs=2, metavar=("IMAGE", "OUT.png"),
-                   help="what every conv layer outputs for IMAGE")
+                   help="what every conv layer outputs for IMAGE (a PNG or .npy, read as "
+                        "by 'tinygrad-cnn predict')")
+    p.add_argument("--max-value", type=_finite_float(0, allow_low=False), default=None,
+                   metavar="V", help="the value of a white pixel if IMAGE is a .npy file "
+                                     "(as in 'tinygrad-cnn predict')")
     p.set_defaults(func=_show)
 
-    p = sub.add_parser("plot", help="training curves from a --metrics file")
-    p.add_argument("metrics", metavar="METRICS.jsonl")
-    p.add_argument("-o", "--output", default="curves.png", metavar="OUT.png")
+    p = sub.add_parser("plot", help="training curves from a --metrics file",
+                       description="Draw the loss and accuracy per epoch, train and test, "
+                                   "from the JSON-lines file 'tinygrad-cnn train --metrics' "
+                                   "writes, into a PNG picture (with matplotlib when "
+                                   "installed, else a built-in plotter).")
+    p.add_argument("metrics", metavar="METRICS.jsonl",
+                   help="the file written by 'tinygrad-cnn train --metrics'")
+    p.add_argument("-o", "--output", default="curves.png", metavar="OUT.png",
+                   help="the picture to write, a .png name in an existing directory "
+                        "(default: %(default)s)")
     p.set_defaults(func=_plot)
     return parser
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null, so the interpreter's final flush of what is
+    left in its buffer does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (a test's StringIO)
+        pass
 
 
 def main(argv=None):
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     Expected failures (bad files, unusable device, ...) print one line to
-    stderr and return 1; no command prints the help and returns 2.
+    stderr and return 1; usage errors (bad option values, options that
+    contradict each other) return 2, and no command prints the help and
+    returns 2.  A reader that closes the pipe early (``| head``) ends the
+    command quietly with status 1, as the Python documentation recommends.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -385,7 +667,16 @@ def main(argv=None):
     from .checkpoint import CheckpointError
     from .data import DownloadError
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
+        return status
+    except UsageError as e:
+        print(f"tinygrad-cnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Whoever read our output has gone (``| head -1``): nothing to report.
+        _quiet_stdout()
+        return 1
     except (DeviceError, CheckpointError, DownloadError, OSError, ValueError,
             ImportError) as e:
         # Expected failures (bad files, missing data or optional packages, an

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import signal
 import sys
 import time
@@ -21,7 +23,7 @@ from . import checkpoint, models, nn, optim
 from .autograd import no_grad
 from .backend import get_backend
 from .fileio import atomic_write
-from .data import DataLoader, TensorDataset, load_dataset, mean_std, normalize
+from .data import DataLoader, TensorDataset, download, load_dataset, mean_std, normalize
 from .tensor import Tensor, get_rng, manual_seed, stack
 
 OPTIMIZERS = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05}  # name -> default learning rate
@@ -46,7 +48,7 @@ class TrainConfig:
     metrics: str | None = None       # JSON lines, one per epoch
     log_every: int = 20              # steps between progress-bar updates (each syncs once)
     max_steps: int | None = None     # stop after this many steps of this call (as on Ctrl-C)
-    progress: bool = True
+    progress: bool | None = None     # None: only when stderr is a terminal
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -64,14 +66,33 @@ class TrainConfig:
             self.lr = OPTIMIZERS[self.optimizer]
         if self.weight_decay is None:
             self.weight_decay = 1e-2 if self.optimizer == "adamw" else 0.0
+        # NaN passes every comparison, so "lr > 0" alone would let it through.
+        if not _is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not _is_real(self.weight_decay) or not math.isfinite(self.weight_decay) \
+                or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got "
+                             f"{self.weight_decay!r}")
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) \
+                or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.resume and not self.checkpoint:
             raise ValueError("--resume needs --checkpoint PATH")
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # ---- pieces ---------------------------------------------------------------------
 def load_data(dataset, data_dir=None, stats=None, progress=True):
     """Train and test arrays, normalised with the training split's mean and std
     (or with ``stats`` = (mean, std) when given, e.g. those of a checkpoint)."""
+    if dataset.replace("-", "_") in download.DATASETS:
+        # Fetch both splits' files first, so that an offline machine hears of
+        # every missing file at once rather than of the test files only
+        # after the training files were placed by hand.
+        download.fetch(dataset, data_dir=data_dir, progress=progress)
     x_train, y_train = load_dataset(dataset, "train", data_dir=data_dir, progress=progress)
     x_test, y_test = load_dataset(dataset, "test", data_dir=data_dir, progress=progress)
     mean, std = stats if stats is not None else mean_std(x_train)
@@ -145,6 +166,15 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _show_progress(setting):
+    """Whether to draw progress bars: ``setting`` if given, else only on a terminal
+    (a bar redrawn with carriage returns turns a log file into noise)."""
+    if setting is not None:
+        return bool(setting)
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def _progress(total, desc, enabled):
     if not enabled:
         return None
@@ -215,9 +245,15 @@ def train(cfg, out=_print):
                                              f"{', '.join(missing)}")
         for key in RUN_KEYS:
             setattr(cfg, key, state["config"][key])
+        # Where the run reports and finds its data carry over too, unless
+        # given anew: a resumed run keeps appending to its metrics file.
+        for key in ("metrics", "data_dir"):
+            if getattr(cfg, key) is None:
+                setattr(cfg, key, state["config"].get(key))
+    progress = _show_progress(cfg.progress)
     stats = (state["mean"], state["std"]) if state is not None else None
     x_train, y_train, x_test, y_test, (mean, std) = load_data(cfg.dataset, cfg.data_dir, stats,
-                                                              progress=cfg.progress)
+                                                              progress=progress)
     num_classes = int(y_train.max()) + 1
     image_shape = x_train.shape[1:]
     train_loader = DataLoader(TensorDataset(x_train, y_train), cfg.batch_size, shuffle=True,
@@ -274,7 +310,7 @@ def train(cfg, out=_print):
         while train_loader.epoch < cfg.epochs and not stopped:
             epoch = train_loader.epoch
             bar = _progress(len(train_loader) - train_loader.state_dict()["batch"],
-                            f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+                            f"epoch {epoch + 1}/{cfg.epochs}", progress)
             model.train()
             t0 = time.perf_counter() - acc["seconds"]
             for x, y in train_loader:

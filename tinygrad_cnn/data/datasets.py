@@ -37,7 +37,9 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
 
-_EXTRAS_HINT = 'pip install "tinygrad_cnn[examples]"'
+# tinygrad_cnn is installed from a checkout, not from PyPI, so the hint names
+# the package itself (and the checkout's extra, which also brings tqdm and matplotlib).
+_EXTRAS_HINT = 'pip install scikit-learn (or, in a checkout: pip install -e ".[examples]")'
 
 
 def _check_split(split):

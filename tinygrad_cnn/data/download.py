@@ -332,14 +332,17 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
     ``files`` selects some of the data set's file names (default: all).
     A cached file is verified and reused; a missing or corrupt one is
     downloaded when ``download`` is true, tried on ``mirrors`` (default: the
-    table's) in order.  Otherwise, or when every mirror fails, the error says
-    exactly where to put the files by hand.
+    table's) in order.  Otherwise, or when every mirror fails, the error
+    names every file that could not be had (not just the first) and says
+    exactly where to put them by hand.  Directories created for a download
+    that gave nothing are removed again.
     """
     ds = _dataset(name)
     specs = ds.files if files is None else tuple(ds.file(f) for f in files)
     mirrors = ds.mirrors if mirrors is None else tuple(mirrors)
     directory = dataset_dir(name, data_dir)
-    paths = {}
+    created = [p for p in (directory, *directory.parents) if not p.exists()]
+    paths, corrupt, missing, failed = {}, [], [], []
     for spec in specs:
         dest = directory / spec.name
         if dest.exists():
@@ -349,16 +352,39 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
                 continue
             except ChecksumError as e:
                 if not download:
-                    raise ChecksumError(f"{e}\nDelete it, or allow a download to replace it.\n"
-                                        + manual_instructions(name, data_dir, specs)) from None
+                    corrupt.append((spec, e))
+                    continue
                 print(f"tinygrad_cnn: cached file fails verification, downloading it again: {e}",
                       file=sys.stderr)
         elif not download:
-            raise FileNotFoundError(f"{ds.title} file {dest} is missing and download=False.\n"
-                                    + manual_instructions(name, data_dir, specs))
+            missing.append(spec)
+            continue
         try:
             paths[spec.name] = download_file(spec, dest, mirrors, timeout, progress)
         except DownloadError as e:
-            raise DownloadError(f"{ds.title}: {e}\n"
-                                + manual_instructions(name, data_dir, specs)) from None
-    return paths
+            failed.append((spec, e))
+    if not (corrupt or missing or failed):
+        return paths
+    _remove_empty(created)
+    if corrupt:
+        raise ChecksumError("\n".join(str(e) for _, e in corrupt)
+                            + ("\nDelete it, or allow a download to replace it.\n"
+                               if len(corrupt) == 1 else
+                               "\nDelete them, or allow a download to replace them.\n")
+                            + manual_instructions(name, data_dir, [s for s, _ in corrupt]))
+    if missing:
+        listed = ", ".join(s.name for s in missing)
+        raise FileNotFoundError(f"{ds.title}: {len(missing)} file(s) missing from {directory} "
+                                f"and download=False: {listed}.\n"
+                                + manual_instructions(name, data_dir, missing))
+    raise DownloadError(f"{ds.title}: " + "\n".join(str(e) for _, e in failed) + "\n"
+                        + manual_instructions(name, data_dir, [s for s, _ in failed]))
+
+
+def _remove_empty(directories):
+    """Remove those of ``directories`` (deepest first) that are empty; keep the rest."""
+    for d in directories:
+        try:
+            d.rmdir()
+        except OSError:  # not empty, or not ours to remove: leave it
+            break

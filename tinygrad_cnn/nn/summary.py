@@ -21,7 +21,7 @@ feature map.  Elementwise layers (activations, dropout, batch norm,
 flatten) keep it; a ``Linear`` layer after the convolutions sees the whole
 last feature map; adaptive pooling counts as a pooling whose window is its
 largest bin.  The window may reach into the zero padding, so it can be
-larger than the input.  After a transposed convolution, or a layer this
+larger than the input (the table then says so).  After a transposed convolution, or a layer this
 module does not know, the receptive field is not computed ("-").
 
 How layers are found: ``summary`` runs one forward pass on zeros (in
@@ -182,6 +182,15 @@ class ModelSummary:
             return "x".join(str(v) for v in value) if value else "-"
         return f"{value:,}"
 
+    def _field_note(self):
+        """Why a receptive field can exceed the image, said where it does: its
+        windows reach into the zero padding around the input."""
+        field, size = self.receptive_field, self.input_shape[2:]
+        if not field or len(field) != len(size) or all(f <= s for f, s in zip(field, size)):
+            return ""
+        return (f" (larger than the {self._fmt(tuple(size))} input: it counts the zero "
+                f"padding)")
+
     def __str__(self):
         head = ["Layer (type)", "Output shape", "Params", "If fully-connected",
                 "If locally-connected", "Receptive field"]
@@ -205,7 +214,8 @@ class ModelSummary:
             f"{self.total_params_if_fully_connected:,}",
             f"Params if every conv layer were locally-connected (no weight sharing): "
             f"{self.total_params_if_locally_connected:,}",
-            f"Receptive field of one output unit: {self._fmt(self.receptive_field)}",
+            f"Receptive field of one output unit: {self._fmt(self.receptive_field)}"
+            f"{self._field_note()}",
             rule,
         ]
         return "\n".join(out)
