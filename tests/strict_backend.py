@@ -95,6 +95,20 @@ def _describe(a):
     return f"a host numpy.ndarray of shape {a.shape}"
 
 
+class _CupyFlags:
+    """The flags of a CuPy array: no ``writeable`` (CuPy arrays are always writeable)."""
+
+    def __init__(self, flags):
+        self.c_contiguous = flags.c_contiguous
+        self.f_contiguous = flags.f_contiguous
+        self.owndata = flags.owndata
+
+    def __getitem__(self, name):
+        if name.upper() not in ("C_CONTIGUOUS", "F_CONTIGUOUS", "OWNDATA"):
+            raise KeyError(f"{name} is not defined for cupy.ndarray.flags")
+        return getattr(self, name.lower())
+
+
 class StrictArray:
     """A NumPy array on a strict device; behaves as a CuPy array where it matters."""
 
@@ -190,7 +204,7 @@ class StrictArray:
     strides = property(lambda self: self._a.strides)
     itemsize = property(lambda self: self._a.itemsize)
     nbytes = property(lambda self: self._a.nbytes)
-    flags = property(lambda self: self._a.flags)
+    flags = property(lambda self: _CupyFlags(self._a.flags))
     device = property(lambda self: self._device.device)
     T = property(lambda self: StrictArray(self._a.T, self._device))
     base = property(lambda self: None if self._a.base is None else _wrap(self._a.base,
@@ -406,6 +420,7 @@ class StrictBackend(Backend):
     """
 
     defer_checks = True
+    mask_with_arrays = False   # as CuPy: one boolean array and no other array
 
     def __init__(self, device="strict"):
         self.device = device
@@ -481,6 +496,10 @@ class StrictBackend(Backend):
                 arrays.append((None, p))
         is_array = [isinstance(a, np.ndarray) for _, a in arrays]
         masked = any(ok and a.dtype == bool for ok, (_, a) in zip(is_array, arrays))
+        if masked and sum(is_array) > 1:
+            raise ValueError(f"strict backend: {where} combines a boolean mask with other "
+                             f"array indices; CuPy supports one boolean array and no other "
+                             f"array in an index")
         # Axes each part consumes: a mask its ndim; None, ... and a bare bool none.
         used = sum(a.ndim if ok and a.dtype == bool else 1
                    for ok, (_, a) in zip(is_array, arrays)
@@ -567,12 +586,19 @@ class StrictBackend(Backend):
     def is_array(self, a):
         return isinstance(a, StrictArray) and a._device is self
 
+    def is_writeable(self, a):
+        # The backend knows its own arrays; library code asking a.flags.writeable
+        # would fail on CuPy, whose flags have no such entry (see _CupyFlags).
+        return self._own(a, "is_writeable").flags.writeable
+
     def as_strided(self, a, shape, strides):
         return self._as_strided(a, shape=shape, strides=strides)
 
     def scatter_add(self, a, index, values):
         target = self._own(a, "scatter_add")
-        key, _ = self._key(index, target.shape, "scatter_add")
+        key, masked = self._key(index, target.shape, "scatter_add")
+        if masked:   # CuPy counts the mask's true entries on the host first
+            self._sync("boolean-mask scatter_add")
         np.add.at(target, key, self._unwrap(values, "scatter_add"))
 
     def check_index(self, index, size, where=""):

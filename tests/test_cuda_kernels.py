@@ -39,7 +39,7 @@ import pytest
 import tinygrad_cnn as tg
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import backend as backend_module
-from tinygrad_cnn.backend import NumpyBackend
+from tinygrad_cnn.backend import CupyBackend, NumpyBackend
 from tinygrad_cnn.conv_arrays import (
     conv_geometry, fold_array, max_pool_array, max_pool_gather_array, max_pool_scatter_array,
     pool_geometry, unfold_array,
@@ -395,6 +395,8 @@ def test_unsupported_dtype_is_a_clear_error(host_kernels):
 class HostKernelBackend(NumpyBackend):
     """NumPy, with the CNN hot spots in the host-compiled CUDA kernels (as CupyBackend)."""
 
+    kernel_dtypes = CupyBackend.kernel_dtypes
+
     def __init__(self, kernels):
         self.kernels = kernels
 
@@ -457,6 +459,25 @@ def test_ops_on_the_kernels_match_the_cpu_to_second_order(kernel_device, fn):
     x = tg.tensor(x0, device=kernel_device, requires_grad=True)
     w = tg.tensor(w0, device=kernel_device, requires_grad=True)
     assert tg.gradcheck(fn, (x, w)) and tg.gradgradcheck(fn, (x, w))
+
+
+def test_other_dtypes_take_the_array_code(kernel_device):
+    """The kernels handle float32 and float64; a float16 conv or pooling on a kernel
+    backend runs the array code instead of failing in the kernel's dtype check."""
+    rng = np.random.default_rng(0)
+    x0, w0 = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((4, 2, 3, 3))
+    results = []
+    for device in ("cpu", kernel_device):
+        x = tg.tensor(x0, dtype=tg.float16, device=device, requires_grad=True)
+        w = tg.tensor(w0, dtype=tg.float16, device=device, requires_grad=True)
+        start = len(HostCupy.launches)
+        y = F.max_pool2d(F.conv2d(x, w, padding=1), 2)
+        y.sum().backward()
+        if device == kernel_device:
+            assert len(HostCupy.launches) == start   # no kernel was asked for float16
+        results.append([y.numpy(), x.grad.numpy(), w.grad.numpy()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(b, a)
 
 
 # ---- on a real GPU ------------------------------------------------------------------

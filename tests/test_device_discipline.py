@@ -131,6 +131,52 @@ def test_optimizer_state_lives_on_the_parameters_device():
         assert arrays and all(STRICT.is_array(v) for v in arrays), name
 
 
+# ---- what CuPy arrays cannot do ------------------------------------------------------
+def test_layers_init_and_in_place_ops_on_a_device():
+    """CuPy arrays have no flags.writeable (the stand-in's flags have none either):
+    building layers on a device, init functions and in-place ops ask the backend."""
+    for layer in (nn.Linear(3, 2, device="strict"), nn.Conv2d(1, 2, 3, device="strict"),
+                  nn.BatchNorm2d(2, device="strict")):
+        assert all(STRICT.is_array(p.data) for p in layer.parameters())
+    t = tg.ones(3, device="strict")
+    t += 1
+    t *= tg.tensor([1.0, 2.0, 3.0], device="strict")
+    nn.init.constant_(t, 5.0)
+    assert t.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_a_mask_beside_other_index_arrays_is_refused_where_cupy_cannot():
+    x = np.arange(12.0).reshape(3, 4)
+    mask, idx = np.array([True, False, True]), np.array([0, 3])
+    on_cpu = tg.tensor(x)[tg.tensor(mask), tg.tensor(idx)]
+    assert on_cpu.tolist() == [0.0, 11.0]
+    with pytest.raises(IndexError, match=r"\(3, 4\) on strict.*boolean mask.*two steps"):
+        tg.tensor(x, device="strict")[tg.tensor(mask, device="strict"),
+                                      tg.tensor(idx, device="strict")]
+
+
+def test_ops_run_inside_their_device_context():
+    """CuPy allocates on its current device: every op enters its tensors' device."""
+    entered = []
+
+    class Recording(backend_module.NumpyBackend):
+        device = "recording"
+
+        def context(self):
+            entered.append(True)
+            return contextlib.nullcontext()
+
+    tg.register_backend("recording", Recording())
+    try:
+        w = tg.tensor([1.0, 2.0], device="recording", requires_grad=True)
+        (w * w).sum().backward()
+        forward_and_backward = len(entered)
+        optim.SGD([w], lr=0.1).step()
+        assert forward_and_backward >= 4 and len(entered) > forward_and_backward
+    finally:
+        backend_module._BACKENDS.pop("recording", None)
+
+
 # ---- train.train: host reads only where the user asked ------------------------------
 class _StepMarks(DataLoader):
     """The training loader, noting the sync count each time a batch is handed out."""

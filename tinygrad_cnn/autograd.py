@@ -96,7 +96,8 @@ class Function:
         backend = common_backend(inputs, cls.__name__)
         fn = cls()
         fn.backend, fn.xp = backend, backend.xp
-        data = fn.forward(*(t.data for t in inputs), **params)
+        with backend.context():
+            data = fn.forward(*(t.data for t in inputs), **params)
         out = Tensor._make(data, backend)
         if fn.view_of_input and backend.xp.may_share_memory(data, inputs[0].data):
             out._version_box = inputs[0]._version_box  # one memory, one version

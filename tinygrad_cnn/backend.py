@@ -33,6 +33,7 @@ up, every training step.  So validation goes through :meth:`Backend.check`
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -99,8 +100,9 @@ class Backend:
             key = (RuntimeError, "a deferred check failed (its message was not kept: "
                                  "too many distinct checks between synchronisations)")
         check_id = messages.setdefault(key, len(messages))
-        failed = self.xp.where(bad.any(), check_id, -1)
-        self._deferred_status = failed if status is None else self.xp.maximum(status, failed)
+        with self.context():
+            failed = self.xp.where(bad.any(), check_id, -1)
+            self._deferred_status = failed if status is None else self.xp.maximum(status, failed)
 
     def check_index(self, index, size, where=""):
         """Check that every entry of the integer array ``index`` is in ``[-size, size)``.
@@ -132,7 +134,28 @@ class Backend:
                          f"it happens)")
 
     def is_array(self, a):
+        """Is ``a`` an array of this backend (and, for a GPU, on its device)?"""
         return isinstance(a, np.ndarray)
+
+    def is_writeable(self, a):
+        """May ``a`` be written in place?  (NumPy has read-only arrays; CuPy does not.)"""
+        return a.flags.writeable
+
+    # Can one index hold a boolean mask beside other array indices (x[mask, idx])?
+    # NumPy: yes; CuPy supports one boolean array and no other array in an index.
+    mask_with_arrays = True
+
+    # The dtypes that this backend's own kernels (im2col, col2im, max_pool, ...)
+    # handle, None for all; conv_arrays runs its array code for any other.
+    kernel_dtypes = None
+
+    def context(self):
+        """A context in which new arrays land on this backend's device.
+
+        Array libraries allocate on their *current* device, so ops wrap
+        their array code in this (a no-op on the host).
+        """
+        return contextlib.nullcontext()
 
     def as_strided(self, a, shape, strides):
         """A read-only strided view of ``a`` (strides in bytes)."""
@@ -190,7 +213,18 @@ class CupyBackend(Backend):
         return self.xp.asnumpy(a)
 
     def is_array(self, a):
-        return isinstance(a, self.xp.ndarray)
+        return isinstance(a, self.xp.ndarray) and a.device.id == self.index
+
+    def is_writeable(self, a):
+        return True
+
+    kernel_dtypes = (np.dtype("float32"), np.dtype("float64"))
+    mask_with_arrays = False
+
+    def context(self):
+        # CuPy allocates (and launches) on the current device, which is not
+        # necessarily this backend's; the Device object is a reusable context.
+        return self._device
 
     def as_strided(self, a, shape, strides):
         # cupy's as_strided has no ``writeable`` argument; callers never write

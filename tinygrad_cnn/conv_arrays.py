@@ -50,8 +50,9 @@ layout)``, ``col2im(cols, geom, N, C, layout)``, ``max_pool(x, geom)``,
 ``max_pool_scatter(g, x, y, geom)`` or ``max_pool_gather(gx, x, y, geom)``,
 with the contract of :func:`unfold_array`, :func:`fold_array`,
 :func:`max_pool_array`, :func:`max_pool_scatter_array` or
-:func:`max_pool_gather_array`, it is called instead of the array code here,
-which stays the reference the kernels are tested against.
+:func:`max_pool_gather_array`, it is called instead of the array code here
+for the dtypes in its ``kernel_dtypes`` (others, such as float16, take the
+array code), which stays the reference the kernels are tested against.
 
 Memory
 ------
@@ -342,6 +343,13 @@ def _padded(xp, x, geom, value=0.0, channels_first=False):
 
 
 # ---- im2col / col2im ---------------------------------------------------------------------
+def backend_kernel(backend, name, dtype):
+    """The backend's own kernel ``name`` for arrays of ``dtype``, or None (array code)."""
+    kernel = getattr(backend, name, None)
+    dtypes = getattr(backend, "kernel_dtypes", None)
+    return kernel if dtypes is None or dtype in dtypes else None
+
+
 def unfold_array(backend, x, geom, layout="nkl"):
     """im2col: x (N, C, H, W) -> the patches of every window, as columns.
 
@@ -350,7 +358,7 @@ def unfold_array(backend, x, geom, layout="nkl"):
     ``c*KH*KW + i*KW + j`` holds input channel c at kernel offset (i, j).
     Padding is zeros.  Always returns a new contiguous array.
     """
-    kernel = getattr(backend, "im2col", None)
+    kernel = backend_kernel(backend, "im2col", x.dtype)
     if kernel is not None:
         return kernel(x, geom, layout)
     xp = backend.xp
@@ -382,7 +390,7 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
     slices of one offset never overlap, so this is the same code on CuPy.
     With ``out`` (an (N, C, H, W) array or view) the result is written there.
     """
-    kernel = getattr(backend, "col2im", None)
+    kernel = backend_kernel(backend, "col2im", cols.dtype)
     if kernel is not None:
         result = kernel(cols, geom, N, C, layout)
         if out is None:
@@ -443,7 +451,7 @@ def max_pool_array(backend, x, geom):
     Only the maxima: which element won is worked out again from x and y by
     :func:`first_max_masks` when a gradient or the indices are asked for.
     """
-    kernel = getattr(backend, "max_pool", None)
+    kernel = backend_kernel(backend, "max_pool", x.dtype)
     if kernel is not None:
         return kernel(x, geom)
     xp = backend.xp
@@ -486,7 +494,7 @@ def first_max_masks(backend, x, y, geom):
 def max_pool_scatter_array(backend, g, x, y, geom):
     """The max-pool gradient: g (N, C, OH, OW) sent to the first maximal element of
     each window, summed where windows overlap -> (N, C, H, W)."""
-    kernel = getattr(backend, "max_pool_scatter", None)
+    kernel = backend_kernel(backend, "max_pool_scatter", g.dtype)
     if kernel is not None:
         return kernel(g, x, y, geom)
     xp = backend.xp
@@ -509,7 +517,7 @@ def max_pool_scatter_array(backend, g, x, y, geom):
 def max_pool_gather_array(backend, gx, x, y, geom):
     """The adjoint of the scatter: each window reads gx at its first maximal element
     -> (N, C, OH, OW)."""
-    kernel = getattr(backend, "max_pool_gather", None)
+    kernel = backend_kernel(backend, "max_pool_gather", gx.dtype)
     if kernel is not None:
         return kernel(gx, x, y, geom)
     xp = backend.xp

@@ -500,6 +500,10 @@ def _check_index(backend, x_shape, index):
     """
     parts = index if isinstance(index, tuple) else (index,)
     is_mask = [_is_array(i) and i.dtype == bool for i in parts]
+    if any(is_mask) and sum(map(_is_array, parts)) > 1 and not backend.mask_with_arrays:
+        raise IndexError(f"an index of a tensor of shape {tuple(x_shape)} on {backend.device} "
+                         f"holds a boolean mask beside other array indices, which CuPy "
+                         f"cannot do; index in two steps (e.g. x[mask][:, idx])")
     used = sum(i.ndim if mask else 1 for i, mask in zip(parts, is_mask)
                if i is not None and i is not Ellipsis)
     dim = 0

@@ -348,10 +348,11 @@ class Tensor:
         if not np.can_cast(result, self.dtype, casting="same_kind"):
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
                             f"tensor cannot hold; use the out-of-place operator instead")
-        if not self.data.flags.writeable:
-            self.data = self.data.copy()
-        getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
-                             out=self.data)
+        with self._backend.context():
+            if not self._backend.is_writeable(self.data):
+                self.data = self.data.copy()
+            getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
+                                 out=self.data)
         self._bump_version()
         return self
 
@@ -385,8 +386,9 @@ class Tensor:
     def _compare(self, other, op):
         other = self._other(other)
         ops.check_broadcast(self.shape, other.shape, op)
-        common_backend((self, other), op)
-        return Tensor._make(getattr(self.xp, op)(self.data, other.data), self._backend)
+        backend = common_backend((self, other), op)
+        with backend.context():
+            return Tensor._make(getattr(self.xp, op)(self.data, other.data), backend)
 
     def __lt__(self, other):
         return self._compare(other, "less")
@@ -412,18 +414,22 @@ class Tensor:
         return Tensor._make(~self.data, self._backend)
 
     def __and__(self, other):
-        return Tensor._make(self.data & self._other(other).data, self._backend)
+        with self._backend.context():
+            return Tensor._make(self.data & self._other(other).data, self._backend)
 
     def __or__(self, other):
-        return Tensor._make(self.data | self._other(other).data, self._backend)
+        with self._backend.context():
+            return Tensor._make(self.data | self._other(other).data, self._backend)
 
     def any(self):
         """A 0-d bool tensor: True if any element is nonzero (no gradient)."""
-        return Tensor._make(self.xp.any(self.data), self._backend)
+        with self._backend.context():
+            return Tensor._make(self.xp.any(self.data), self._backend)
 
     def all(self):
         """A 0-d bool tensor: True if every element is nonzero (no gradient)."""
-        return Tensor._make(self.xp.all(self.data), self._backend)
+        with self._backend.context():
+            return Tensor._make(self.xp.all(self.data), self._backend)
 
     # ---- elementwise ---------------------------------------------------------
     def exp(self):
@@ -497,7 +503,8 @@ class Tensor:
 
     def sign(self):
         """Elementwise -1, 0 or 1 (no gradient)."""
-        return Tensor._make(self.xp.sign(self.data), self._backend)
+        with self._backend.context():
+            return Tensor._make(self.xp.sign(self.data), self._backend)
 
     # ---- reductions ----------------------------------------------------------
     def sum(self, axis=None, keepdims=False, dim=None):
@@ -544,10 +551,12 @@ class Tensor:
             axis = axis[0]
         if ops.reduces_empty(self.shape, axis):
             raise ValueError(f"{name} over an empty axis of a tensor of shape {self.shape}")
-        out = getattr(self.xp, name)(self.data, axis=axis)
-        if keepdims:
-            out = self.xp.expand_dims(out, axis) if axis is not None else out.reshape((1,) * self.ndim)
-        return Tensor._make(out.astype(int64), self._backend)
+        with self._backend.context():
+            out = getattr(self.xp, name)(self.data, axis=axis)
+            if keepdims:
+                out = (self.xp.expand_dims(out, axis) if axis is not None
+                       else out.reshape((1,) * self.ndim))
+            return Tensor._make(out.astype(int64), self._backend)
 
     def _shifted(self, axis):
         """(x - m, m) with m the (detached) maximum over ``axis``: exp(x - m) <= 1."""

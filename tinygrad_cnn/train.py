@@ -335,6 +335,9 @@ def train(cfg, out=_print):
                     if steps % cfg.log_every == 0:  # the one host sync of a logged step
                         seen = acc["seen"]
                         loss_sum, correct_sum = _read(acc["loss_sum"], acc["correct_sum"])
+                        # The read waited for the queued GPU work: only now is the
+                        # clock a measure of what was computed.
+                        acc["seconds"] = time.perf_counter() - t0
                         bar.set_postfix({"loss": f"{loss_sum / seen:.4f}",
                                          "acc": f"{correct_sum / seen:.3f}",
                                          "samples/s": f"{seen / acc['seconds']:.0f}"})
@@ -346,10 +349,11 @@ def train(cfg, out=_print):
                 bar.close()
             if train_loader.epoch == epoch:  # stopped inside the epoch
                 break
-            train_seconds = acc["seconds"]
+            # Reading the sums waits for the epoch's queued GPU work; time after it.
+            loss_sum, correct_sum = _read(acc["loss_sum"], acc["correct_sum"])
+            train_seconds = time.perf_counter() - t0
             test_loss, test_acc = evaluate(model, test_loader)
             seen = max(acc["seen"], 1)
-            loss_sum, correct_sum = _read(acc["loss_sum"], acc["correct_sum"])
             row = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
                    "train_acc": correct_sum / seen, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": sched.get_last_lr()[0],

@@ -91,7 +91,7 @@ def _fill_(tensor, host):
         raise TypeError(f"init functions fill a Tensor in place, got {type(tensor).__name__}")
     with no_grad():
         values = tensor._backend.asarray(np.asarray(host).astype(tensor.dtype))
-        if getattr(tensor.data, "flags", None) is not None and not tensor.data.flags.writeable:
+        if not tensor._backend.is_writeable(tensor.data):
             tensor.data = values.copy()
         else:
             tensor.data[...] = values

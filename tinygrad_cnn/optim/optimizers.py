@@ -193,12 +193,13 @@ class Optimizer:
                 if p.grad is None:
                     continue
                 _check_grad(p)
-                state = self.state.setdefault(id(p), {})
-                self._conform_state(state, p)
-                grad = p.grad.data
-                if grad.dtype != p.dtype:
-                    grad = grad.astype(p.dtype)
-                self._update(p, grad, state, group)
+                with p._backend.context():   # the state lives beside the parameter
+                    state = self.state.setdefault(id(p), {})
+                    self._conform_state(state, p)
+                    grad = p.grad.data
+                    if grad.dtype != p.dtype:
+                        grad = grad.astype(p.dtype)
+                    self._update(p, grad, state, group)
         return loss
 
     @staticmethod
@@ -217,7 +218,7 @@ class Optimizer:
     @staticmethod
     def _apply(p, delta):
         """``p.data -= delta`` in place (a fresh array if ``p.data`` is read-only)."""
-        if getattr(p.data.flags, "writeable", True):
+        if p._backend.is_writeable(p.data):
             p.data -= delta
         else:
             p.data = p.data - delta
