@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -391,3 +392,112 @@ def test_pow_gradient_is_zero_not_nan_where_the_exponent_is_zero():
 def test_function_apply_refuses_non_tensor_positional_arguments():
     with pytest.raises(TypeError, match="keywords"):
         tg.ops.Exp.apply(tg.tensor([1.0]), 3)
+
+
+# ---- found by review: gradients of gradients through .grad, views, grad mode ----------
+def test_backward_with_create_graph_keeps_the_graph_for_the_gradient():
+    """As PyTorch, retain_graph defaults to create_graph: the gradient's own graph
+    goes on using the forward graph (here tanh's output), so it must not be freed."""
+    x = tg.tensor([0.5, -0.3], requires_grad=True, dtype=tg.float64)
+    x.tanh().sum().backward(create_graph=True)
+    g = x.grad
+    x.grad = None
+    g.sum().backward()
+    t = np.tanh(np.array([0.5, -0.3]))
+    np.testing.assert_allclose(x.grad.numpy(), -2 * t * (1 - t * t))
+
+
+def test_unfold_sharing_its_input_memory_is_caught_after_an_in_place_change():
+    """A 1x1 unfold is a view of x: changing x in place afterwards must be refused at
+    backward, not give a gradient computed from the new values."""
+    x = tg.ones(1, 1, 3, 3)
+    w = tg.tensor(np.arange(9.0).reshape(1, 1, 9), requires_grad=True)
+    loss = (tg.functional.unfold(x, 1) * w).sum()
+    with tg.no_grad():
+        x *= 10
+    with pytest.raises(RuntimeError, match="modified"):
+        loss.backward()
+
+
+def test_numpy_views_of_a_tensor_are_copies():
+    """np.asarray(t) must not hand out the memory backward relies on."""
+    w = tg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x = tg.tensor([2.0, 2.0, 2.0], requires_grad=True)
+    y = (w * x).sum()
+    np.asarray(x)[:] = 100
+    y.backward()
+    assert w.grad.tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="does not share its memory"):
+        np.asarray(x, copy=False)
+
+
+def test_grad_mode_is_per_thread():
+    """Two threads in and out of no_grad, interleaved: neither changes the other's mode,
+    and the main thread records afterwards."""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with tg.no_grad():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with tg.no_grad():
+            b_in.set()
+            a_out.wait(5)
+            seen["b inside"] = tg.is_grad_enabled()
+        seen["b after"] = tg.is_grad_enabled()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"b inside": False, "b after": True}
+    assert tg.is_grad_enabled()
+    x = tg.tensor([1.0], requires_grad=True)
+    assert (x * 2).requires_grad
+
+
+def test_grad_mode_decorators_as_in_pytorch():
+    x = tg.tensor([1.0], requires_grad=True)
+
+    @tg.no_grad
+    def bare():
+        return x * 2
+
+    @tg.no_grad()
+    def gen():
+        yield (x * 2).requires_grad
+        yield (x * 3).requires_grad
+
+    assert not bare().requires_grad
+    inside = list(gen())
+    assert inside == [False, False] and tg.is_grad_enabled()
+    # set_grad_enabled switches at once when called, like PyTorch
+    tg.set_grad_enabled(False)
+    try:
+        assert not tg.is_grad_enabled() and not (x * 2).requires_grad
+    finally:
+        tg.set_grad_enabled(True)
+    with tg.set_grad_enabled(False):
+        assert not tg.is_grad_enabled()
+    assert tg.is_grad_enabled()
+
+    @tg.set_grad_enabled(False)      # decorating does not switch
+    def off():
+        return tg.is_grad_enabled()
+    assert tg.is_grad_enabled() and off() is False and tg.is_grad_enabled()
+
+
+def test_a_hand_set_grad_of_the_wrong_shape_is_refused_at_backward():
+    w = tg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    w.grad = tg.zeros(3, 1)
+    with pytest.raises(RuntimeError, match=r"\(3,\).*shape \(3, 1\)"):
+        (w * 2).sum().backward()
+    w.grad = np.zeros(3)
+    with pytest.raises(RuntimeError, match="ndarray"):
+        (w * 2).sum().backward()

@@ -11,60 +11,120 @@ itself a graph that can be differentiated again.
 from __future__ import annotations
 
 import functools
+import inspect
+import threading
 import weakref
 
-_grad_enabled = True
+# Grad mode is per thread, as in PyTorch: a no_grad block in one thread must
+# not switch recording off (or, exiting out of order, on) in another.
+_grad_mode = threading.local()
 _tracer = None  # set by tinygrad_cnn.viz.trace() to watch the backward pass
 
 
 def is_grad_enabled():
     """True when ops record the graph (not inside ``no_grad`` / ``set_grad_enabled(False)``)."""
-    return _grad_enabled
+    return getattr(_grad_mode, "enabled", True)
 
 
-class set_grad_enabled:
-    """Context manager (and decorator) turning graph recording on or off."""
+def _set_grad_mode(mode):
+    _grad_mode.enabled = mode
+
+
+class _GradMode:
+    """A grad mode as a context manager (the previous mode comes back at its end)
+    and as a decorator (the mode holds during every call of the function, and
+    during every resumption of a generator function)."""
 
     def __init__(self, mode):
         self.mode = bool(mode)
-        self._prev = []
+        self._prev = []  # a stack, so one instance can be entered again while active
 
     def __enter__(self):
-        global _grad_enabled
-        # A stack, so one instance can be entered again while active.
-        self._prev.append(_grad_enabled)
-        _grad_enabled = self.mode
+        self._prev.append(is_grad_enabled())
+        _set_grad_mode(self.mode)
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._prev.pop()
+        _set_grad_mode(self._prev.pop())
 
     def __call__(self, func):
+        mode = self.mode
+        if inspect.isgeneratorfunction(func):
+            @functools.wraps(func)
+            def generator(*args, **kwargs):
+                # The body of a generator runs at each next(), not at the call:
+                # the mode must be in force around every resumption.
+                gen = func(*args, **kwargs)
+                try:
+                    with _GradMode(mode):
+                        item = next(gen)
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            with _GradMode(mode):
+                                gen.close()
+                            raise
+                        except BaseException as e:
+                            with _GradMode(mode):
+                                item = gen.throw(e)
+                        else:
+                            with _GradMode(mode):
+                                item = gen.send(sent)
+                except StopIteration as done:
+                    return done.value
+            return generator
+
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            with type(self)(self.mode):
+            with _GradMode(mode):
                 return func(*args, **kwargs)
         return wrapper
 
 
-class no_grad(set_grad_enabled):
-    """``with tg.no_grad():`` or ``@tg.no_grad()``: record no graph inside."""
+class set_grad_enabled(_GradMode):
+    """``tg.set_grad_enabled(mode)``: turn graph recording on or off in this thread.
 
-    def __init__(self):
+    As PyTorch: called on its own it switches at once; as a context manager
+    the mode from before the call comes back at the end of the block; as a
+    decorator it holds during each call of the function.
+    """
+
+    def __init__(self, mode):
+        super().__init__(mode)
+        self._before = is_grad_enabled()
+        _set_grad_mode(self.mode)
+
+    def __enter__(self):
+        self._prev.append(self._before)
+        _set_grad_mode(self.mode)
+
+    def __call__(self, func):
+        _set_grad_mode(self._before)  # decorating is not switching
+        return super().__call__(func)
+
+
+class no_grad(_GradMode):
+    """``with tg.no_grad():``, ``@tg.no_grad()`` or ``@tg.no_grad``: record no graph inside."""
+
+    def __new__(cls, func=None):
+        if func is not None:       # @tg.no_grad, without parentheses
+            return cls()(func)
+        return super().__new__(cls)
+
+    def __init__(self, func=None):
         super().__init__(False)
 
-    def __call__(self, func):
-        return set_grad_enabled(False)(func)
 
+class enable_grad(_GradMode):
+    """Re-enable graph recording inside a ``no_grad`` block (also a decorator)."""
 
-class enable_grad(set_grad_enabled):
-    """Re-enable graph recording inside a ``no_grad`` block."""
+    def __new__(cls, func=None):
+        if func is not None:       # @tg.enable_grad, without parentheses
+            return cls()(func)
+        return super().__new__(cls)
 
-    def __init__(self):
+    def __init__(self, func=None):
         super().__init__(True)
-
-    def __call__(self, func):
-        return set_grad_enabled(True)(func)
 
 
 class Function:
@@ -105,7 +165,7 @@ class Function:
 
     def link(self, inputs, out):
         """Record ``out = self(*inputs)`` in the graph if a gradient may flow."""
-        if _grad_enabled and any(t.requires_grad for t in inputs):
+        if is_grad_enabled() and any(t.requires_grad for t in inputs):
             self.inputs = inputs
             self._versions = tuple(t._version for t in inputs)
             self._output_version = out._version
@@ -198,6 +258,12 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
 
 def _accumulate_grad(t, g, create_graph):
     """``t.grad += g``, giving a first gradient an array of its own."""
+    if t.grad is not None and (not isinstance(t.grad, type(t)) or t.grad.shape != t.shape):
+        # A .grad set by hand that does not fit would broadcast silently.
+        what = (f"shape {t.grad.shape}" if isinstance(t.grad, type(t))
+                else f"a {type(t.grad).__name__}")
+        raise RuntimeError(f"backward: a tensor of shape {t.shape} has a .grad of {what} "
+                           f"(set by hand?); expected a Tensor of its shape, or None")
     if t.grad is None:
         # g may be a read-only broadcast view, the caller's grad, or shared
         # with another input (Add passes grad_out through): .grad gets its own

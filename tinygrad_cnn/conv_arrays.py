@@ -356,7 +356,9 @@ def unfold_array(backend, x, geom, layout="nkl"):
     ``layout`` "nkl" gives (N, C*KH*KW, OH*OW) (as ``torch.nn.functional.unfold``),
     "knl" (C*KH*KW, N*OH*OW) and "kln" (C*KH*KW, OH*OW*N).  Row index
     ``c*KH*KW + i*KW + j`` holds input channel c at kernel offset (i, j).
-    Padding is zeros.  Always returns a new contiguous array.
+    Padding is zeros.  Returns a contiguous array: a new one, except where the
+    windows are x itself (a 1x1 kernel, stride 1, no padding), when it may be
+    a read-only view of x.
     """
     kernel = backend_kernel(backend, "im2col", x.dtype)
     if kernel is not None:

@@ -125,6 +125,9 @@ def _operands(*arrays):
 class Unfold(Function):
     """cols[n, c*KH*KW + i*KW + j, oh*OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]"""
 
+    # A 1x1 kernel (or one window covering the unpadded input) gives x's own memory.
+    view_of_input = True
+
     def forward(self, x, geom):
         self.geom = geom
         return unfold_array(self.backend, x, geom, "nkl")       # (N, C*KH*KW, L)

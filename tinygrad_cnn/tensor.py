@@ -179,8 +179,13 @@ class Tensor:
         if self._backend.device != "cpu":
             raise TypeError(f"implicit conversion of a {self.device} tensor to a NumPy "
                             f"array is not allowed; call .numpy() to copy it to the host")
-        # np.array(t) asks for copy=True and must not hand out the tensor's memory.
-        return np.array(self.data, dtype=dtype, copy=copy)
+        # The tensor's memory is never handed out: a write through it would
+        # bypass the version check that guards backward.  So np.asarray(t)
+        # copies too, and a request for no copy at all is refused.
+        if copy is False:
+            raise ValueError("a Tensor does not share its memory with NumPy; use "
+                             "np.asarray(t) or t.numpy(), which copy")
+        return np.array(self.data, dtype=dtype, copy=True)
 
     def __repr__(self):
         body = np.array2string(self._backend.to_numpy(self.data), separator=", ",
@@ -197,17 +202,20 @@ class Tensor:
         return "tensor(" + ", ".join([body] + extras) + ")"
 
     # ---- autograd ------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False, create_graph=False):
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf.
 
         ``grad`` is the upstream gradient (d loss / d self); it may be left
-        out only for a one-element tensor.  The graph is freed afterwards
-        unless ``retain_graph=True``.  With ``create_graph=True`` the
-        gradients are themselves differentiable.
+        out only for a one-element tensor.  With ``create_graph=True`` the
+        gradients are themselves differentiable.  The graph is freed
+        afterwards unless ``retain_graph`` is true; it defaults to
+        ``create_graph``, since gradients built as a graph go on using it.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
                                "no input of its graph has requires_grad=True")
+        if retain_graph is None:
+            retain_graph = create_graph
         grad = _upstream(self, grad, "backward")
         autograd.backprop([self], [grad], retain_graph, create_graph)
 
