@@ -258,9 +258,10 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
 
 def _accumulate_grad(t, g, create_graph):
     """``t.grad += g``, giving a first gradient an array of its own."""
-    if t.grad is not None and (not isinstance(t.grad, type(t)) or t.grad.shape != t.shape):
+    from .tensor import Tensor
+    if t.grad is not None and (not isinstance(t.grad, Tensor) or t.grad.shape != t.shape):
         # A .grad set by hand that does not fit would broadcast silently.
-        what = (f"shape {t.grad.shape}" if isinstance(t.grad, type(t))
+        what = (f"shape {t.grad.shape}" if isinstance(t.grad, Tensor)
                 else f"a {type(t.grad).__name__}")
         raise RuntimeError(f"backward: a tensor of shape {t.shape} has a .grad of {what} "
                            f"(set by hand?); expected a Tensor of its shape, or None")
@@ -268,7 +269,8 @@ def _accumulate_grad(t, g, create_graph):
         # g may be a read-only broadcast view, the caller's grad, or shared
         # with another input (Add passes grad_out through): .grad gets its own
         # array (through an op when the gradient must stay differentiable).
-        g = g * 1 if create_graph else type(t)._make(g.data.copy(), g._backend)
+        # A Parameter's .grad is a plain Tensor, as in PyTorch.
+        g = g * 1 if create_graph else Tensor._make(g.data.copy(), g._backend)
     t.grad = g if t.grad is None else t.grad + g
 
 
@@ -281,7 +283,8 @@ def _call_backward(fn, t, g):
             f"pass retain_graph=True to the first backward to keep it")
     changed = [x for x, version in zip(fn.inputs, fn._versions) if x._version != version]
     if changed or t._version != fn._output_version:
-        what = f"an input (shape {changed[0].shape})" if changed else f"the output (shape {t.shape})"
+        what = (f"an input (shape {changed[0].shape})" if changed
+                else f"the output (shape {t.shape})")
         raise RuntimeError(
             f"{what} of {fn.name} was modified in place after the forward pass used it, so "
             f"its gradient would be wrong; change a copy instead")
