@@ -131,6 +131,52 @@ def test_generic_dataset_with_mismatched_samples_is_named():
         list(DataLoader(Ragged(), batch_size=4))
 
 
+class Fields(Dataset):
+    """Samples whose second field is whatever ``make(i)`` gives."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return np.zeros(2, np.float32), self.make(i)
+
+
+@pytest.mark.parametrize("dataset, dtype", [
+    (Fields(lambda i: "cat"), "<U3"),
+    (Fields(lambda i: 1 + 2j), "complex128"),
+    (Fields(lambda i: {"label": i}), "object"),
+    (TensorDataset(np.zeros((4, 2)), np.array(["a", "b", "c", "d"])), "<U1"),
+    (TensorDataset(np.zeros(4, dtype=[("a", "f4"), ("b", "i4")])), "[('a', '<f4'), ('b', '<i4')]"),
+])
+def test_batches_of_non_numbers_are_refused_naming_the_field(dataset, dtype):
+    field = 0 if dtype.startswith("[") else 1
+    with pytest.raises(TypeError) as info:
+        next(iter(DataLoader(dataset, 2)))
+    message = str(info.value)
+    assert f"field {field}" in message and dtype in message and "expected numbers" in message
+
+
+class Plain:
+    """A duck-typed data set: __len__ and __getitem__ only, not a Dataset subclass."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return np.full(2, i, np.float32), i
+
+
+def test_subset_of_a_duck_typed_dataset_stacks_samples_like_the_loader():
+    direct = collect(DataLoader(Plain(), 5))
+    (xb, yb), = collect(DataLoader(Subset(Plain(), [3, 1]), 2))
+    np.testing.assert_array_equal(yb, [3, 1])
+    np.testing.assert_array_equal(xb, direct[0][0][[3, 1]])
+    np.testing.assert_array_equal(Subset(Plain(), [4, 0, 2]).get_batch(slice(1, 3))[1], [0, 2])
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"batch_size": 0}, ValueError, "positive integer"),
     ({"batch_size": 2.5}, ValueError, "positive integer"),

@@ -123,6 +123,39 @@ def test_load_state_dict_reports_every_problem_at_once():
     assert net.head[1].weight.numpy().sum() == 0
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("1.weight", np.array([["x", "y"], ["z", "w"]]), ["1.weight", "<U1", "real numbers"]),
+    ("1.weight", np.ones((2, 2), complex), ["1.weight", "complex128", "real numbers"]),
+    ("1.weight", [[1.0, 2.0], [3.0]], ["1.weight", "cannot read a list"]),
+    ("1.weight", np.array([{}, {}, {}, {}], object).reshape(2, 2), ["1.weight", "object"]),
+    ("bn.num_batches_tracked", np.array(1.5), ["num_batches_tracked", "float64", "int64"]),
+    ("bn.num_batches_tracked", np.array(np.nan), ["num_batches_tracked", "float64", "int64"]),
+    ("bn.num_batches_tracked", np.array(2**64 - 1, np.uint64), ["uint64", "int64"]),
+])
+def test_load_state_dict_checks_every_value_before_changing_anything(key, value, words):
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    net.add_module("bn", nn.BatchNorm1d(2))
+    before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    state = {k: v + 1 for k, v in before.items()}  # valid new values for every other key
+    state[key] = value
+    with pytest.raises(RuntimeError, match="bad value") as info:
+        net.load_state_dict(state)
+    for word in words:
+        assert word in str(info.value)
+    for k, v in net.state_dict().items():  # 0.weight, which comes first, is unchanged too
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
+
+
+def test_load_state_dict_casts_values_that_fit():
+    net = nn.BatchNorm1d(2)
+    state = {"weight": np.array([1, 2]), "bias": np.array([True, False]),
+             "running_mean": np.array([0.5, 1.5], np.float64), "running_var": [2.0, 3.0],
+             "num_batches_tracked": np.array(7.0)}
+    net.load_state_dict(state)
+    assert net.weight.dtype == np.float32 and net.weight.numpy().tolist() == [1, 2]
+    assert net.num_batches_tracked.dtype == np.int64 and net.num_batches_tracked.item() == 7
+
+
 def test_to_device_keeps_the_same_parameters():
     pytest.importorskip("strict_backend")     # a NumPy device with CuPy's rules
     tg.manual_seed(0)
@@ -476,8 +509,16 @@ def test_batchnorm_by_hand_and_errors():
     bn.eval()
     assert bn(tg.tensor([[1.0]], dtype="float64")).item() == pytest.approx(0 / math.sqrt(1.5))
     bn.train()
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
+    with pytest.raises(ValueError, match="more than 1 value per channel when training"):
         bn(tg.tensor([[1.0]]))
+    # Without running statistics evaluation uses the batch too: one value per channel
+    # would normalise to 0, so it is refused in eval mode as well (as in PyTorch).
+    for make in (lambda: nn.BatchNorm1d(3, track_running_stats=False),
+                 lambda: nn.BatchNorm1d(3, track_running_stats=False, affine=False)):
+        with pytest.raises(ValueError, match=r"more than 1 value per channel with "
+                                             r"track_running_stats=False.*\(1, 3\)"):
+            make().eval()(tg.ones(1, 3))
+    assert nn.BatchNorm1d(3).eval()(tg.ones(1, 3)).shape == (1, 3)  # running stats: fine
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 4, 5, 5\)"):
         nn.BatchNorm2d(3)(tg.zeros(2, 4, 5, 5))
 

@@ -3,14 +3,19 @@
 A checkpoint holds a nested dict (model state, optimiser and scheduler
 state, epoch, RNG state, configuration).  Arrays become ``.npz`` members
 named by their path in the dict (``model/conv1.weight``); everything else
-(numbers, strings, lists, None) goes into one JSON header member.  Loading
-uses ``numpy.load(allow_pickle=False)``, so a checkpoint can never execute
-code, and every array is returned on the host: the caller moves it to the
-device it wants.
+(numbers, strings, lists, None) goes into one JSON header member,
+``__header__``, where each array is replaced by the reference
+``{"__array__": path}``.  The file is a plain ``.npz`` that
+``numpy.load(path, allow_pickle=False)`` opens.  Loading never unpickles,
+so a checkpoint can never execute code; it accepts numeric arrays only,
+checks each member's claimed size against its real size before
+allocating, and returns every array on the host: the caller moves it to
+the device it wants.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 
@@ -19,7 +24,9 @@ import numpy as np
 from .fileio import atomic_write
 
 FORMAT = "tinygrad_cnn.checkpoint/1"
-_HEADER = "__header__"
+_HEADER = "__header__"   # the member holding the JSON header
+_REF = "__array__"       # the key of an array reference in the header tree
+_NUMERIC_KINDS = "fiub"  # float, signed/unsigned int, bool: all a checkpoint stores
 
 
 class CheckpointError(ValueError):
@@ -40,6 +47,10 @@ def _host(value):
 def _split(tree, prefix, arrays):
     """Replace arrays in ``tree`` by ``{"__array__": key}`` references."""
     if isinstance(tree, dict):
+        if _REF in tree:
+            # A user dict holding this key could be read back as a reference.
+            raise TypeError(f"the key {_REF!r} at {prefix[:-1] or 'the top level'!r} is "
+                            f"reserved for array references in checkpoints; rename it")
         out = {}
         for k, v in tree.items():
             if not isinstance(k, str) or "/" in k:
@@ -50,11 +61,18 @@ def _split(tree, prefix, arrays):
         return [_split(v, f"{prefix}{i}/", arrays) for i, v in enumerate(tree)]
     value = _host(tree)
     if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "fiub":
-            raise TypeError(f"cannot store an array of dtype {value.dtype} at {prefix[:-1]!r}")
         key = prefix[:-1]
+        if value.dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(f"cannot store an array of dtype {value.dtype} at {key!r}")
+        if key == _HEADER:
+            raise TypeError(f"cannot store an array at the top-level key {_HEADER!r}: that "
+                            f"member name holds the checkpoint's header; rename the key")
+        if "\0" in key:
+            # zip member names end at the first NUL byte, so the name would be cut.
+            raise TypeError(f"cannot store an array at {key!r}: array paths may not "
+                            f"contain a NUL character")
         arrays[key] = value
-        return {"__array__": key}
+        return {_REF: key}
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -64,8 +82,8 @@ def _split(tree, prefix, arrays):
 
 def _join(tree, arrays, path):
     if isinstance(tree, dict):
-        if set(tree) == {"__array__"}:
-            key = tree["__array__"]
+        if set(tree) == {_REF}:
+            key = tree[_REF]
             if key not in arrays:
                 raise CheckpointError(f"{path}: the header names array {key!r}, which the file "
                                       f"does not contain (file damaged or edited)")
@@ -76,8 +94,30 @@ def _join(tree, arrays, path):
     return tree
 
 
+def _write_members(f, members):
+    """Write ``{name: array}`` into binary file ``f`` as an uncompressed ``.npz``.
+
+    Written member by member rather than through ``numpy.savez(f, **members)``:
+    as keyword arguments, names like ``file`` or ``allow_pickle`` would
+    collide with savez's own parameters.
+    """
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in members.items():
+            # force_zip64: the size of a streamed member is not known in advance.
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
 def save(path, tree):
-    """Write ``tree`` (a dict) to ``path`` atomically.
+    """Write ``tree`` (a dict) to ``path`` atomically and return the path.
+
+    Values may be nested dicts (string keys without ``'/'``), lists,
+    tuples, None, bools, numbers, strings, NumPy scalars, and arrays or
+    Tensors of real numbers (float, int, bool) on any device.  Tuples come
+    back as lists and NumPy scalars as Python numbers; arrays keep their
+    dtype and shape.  Refused with a ``TypeError`` before anything is
+    written: other types, non-numeric arrays, a dict with the reserved key
+    ``"__array__"``, and an array at the top-level key ``"__header__"``.
 
     The data go to a temporary file in the same directory, which is
     flushed, fsynced and then renamed over ``path``: a crash mid-save leaves
@@ -86,22 +126,93 @@ def save(path, tree):
     if not isinstance(tree, dict):
         raise TypeError("a checkpoint is a dict")
     arrays = {}
-    header = {"format": FORMAT, "tree": _split(tree, "", arrays)}
+    try:
+        header = {"format": FORMAT, "tree": _split(tree, "", arrays)}
+        text = json.dumps(header)
+    except RecursionError:
+        raise ValueError("the checkpoint tree is nested too deeply to be stored") from None
     members = dict(arrays)
-    members[_HEADER] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    atomic_write(path, lambda f: np.savez(f, **members))
+    members[_HEADER] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    atomic_write(path, lambda f: _write_members(f, members))
     return os.fspath(path)
 
 
+def _read_member(zf, info, path):
+    """One ``.npy`` member -> a numeric array, refusing what save never writes.
+
+    The .npy header is read first and its shape and dtype checked against
+    the member's real size, so a crafted header claiming a huge shape gives
+    an error instead of a huge allocation.
+    """
+    name = info.filename
+    where = f"{path}: member {name!r}"
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # 3.0 exists only for non-ASCII structured dtypes, never numeric ones
+                raise ValueError(f".npy format version {version[0]}.{version[1]} is not used "
+                                 f"for numeric arrays")
+        except ValueError as e:
+            raise CheckpointError(f"{where} is not a readable .npy array (file damaged or "
+                                  f"edited): {e}") from None
+        if dtype.hasobject:
+            raise CheckpointError(f"{where} holds pickled (object) arrays, which a checkpoint "
+                                  f"never contains and which are not loaded, since unpickling "
+                                  f"can run code")
+        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None \
+                or dtype.subdtype is not None:
+            raise CheckpointError(f"{where} has dtype {dtype}; a checkpoint holds only "
+                                  f"numeric arrays (float, int or bool)")
+        available = info.file_size - f.tell()
+        claimed = math.prod(shape) * dtype.itemsize
+        if claimed != available:
+            raise CheckpointError(f"{where} claims shape {shape} of {dtype} ({claimed} bytes) "
+                                  f"but holds {available} bytes of data (file damaged or "
+                                  f"edited)")
+        f.seek(0)
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except MemoryError:  # a consistent but huge (compressed) member
+            raise CheckpointError(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is "
+                                  f"too large to load into memory") from None
+
+
+def _read_members(path):
+    """``{key: array}`` of every member of the .npz at ``path``."""
+    members = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                # The key as numpy.load names it: the member name without ".npy".
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                members[key] = _read_member(zf, info, path)
+    except CheckpointError:  # already says what is wrong (and is a ValueError)
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError,
+            NotImplementedError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
+                              f"file?): {type(e).__name__}: {e}") from None
+    return members
+
+
 def load(path):
-    """Read a checkpoint written by :func:`save`; arrays come back as NumPy arrays."""
+    """Read a checkpoint written by :func:`save`; arrays come back as NumPy arrays.
+
+    Lists and tuples both come back as lists.  Anything wrong with the file
+    (missing, truncated, corrupt, foreign, crafted) raises one
+    :class:`CheckpointError` naming the file and, where it applies, the member.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
-    # Check the zip signature first: on anything else np.load would guess at
-    # other formats and, for arbitrary bytes, say the file holds pickled data.
+    # Check the zip signature first, so that anything else (text, a truncated
+    # file, a bare .npy) gets one plain message.
     try:
         is_zip = zipfile.is_zipfile(path)
     except OSError as e:
@@ -109,19 +220,7 @@ def load(path):
     if not is_zip:
         raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz file, or "
                               f"truncated)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            members = {k: npz[k] for k in npz.files}
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise CheckpointError(f"{path} holds pickled (object) arrays, which a checkpoint "
-                                  f"never contains and which are not loaded, since "
-                                  f"unpickling can run code") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
-                              f"file?): {type(e).__name__}: {e}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
-                              f"file?): {type(e).__name__}: {e}") from None
+    members = _read_members(path)
     if _HEADER not in members:
         raise CheckpointError(f"{path} is an .npz file but not a tinygrad_cnn checkpoint "
                               f"(it has no {_HEADER} member)")
@@ -129,6 +228,9 @@ def load(path):
         header = json.loads(members.pop(_HEADER).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: the checkpoint header is damaged: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the checkpoint header is nested too deeply to read "
+                              f"(file damaged or edited)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format "
                               f"{header.get('format') if isinstance(header, dict) else header!r}; "
@@ -140,3 +242,6 @@ def load(path):
         return _join(header["tree"], members, path)
     except (TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: the checkpoint header is damaged: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the checkpoint header is nested too deeply to read "
+                              f"(file damaged or edited)") from None

@@ -3,15 +3,37 @@
 A file is written to a temporary name in the same directory, flushed,
 fsynced and renamed over the target, and the directory is fsynced: a crash
 at any moment leaves either the old file or the new one, never a mix.
+
+The result looks as if the file had been rewritten in place with
+``open(path, "wb")``: an existing file keeps its permission bits, a new one
+gets ``0o666`` less the umask current at the time of the call, and writing
+to a symbolic link replaces the file it points to while the link stays.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
-_UMASK = os.umask(0o022)  # read the process umask (it can only be read by setting it)
-os.umask(_UMASK)
+_O_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
+    | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_temp(directory, name):
+    """Create a fresh file next to the target; returns ``(fd, path)``.
+
+    ``os.open(..., 0o666)`` lets the kernel apply the process umask, so the
+    umask is neither read (which on POSIX means setting it, a race with
+    other threads) nor cached.  ``O_EXCL`` refuses an existing name.
+    """
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, _O_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file for {name} in {directory}")
 
 
 def atomic_write(path, data):
@@ -19,25 +41,34 @@ def atomic_write(path, data):
 
     ``data`` is bytes, a str (written as UTF-8), or a callable that writes
     into the binary file object it is given (e.g. ``lambda f: np.savez(f, ...)``).
+    Missing parent directories are created.  If ``path`` is a symbolic
+    link, the file it points to is replaced and the link is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Rename onto the resolved file: renaming onto the link itself would
+    # replace the link by a regular file and leave its target stale.
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)  # keep an existing file's mode
+    except FileNotFoundError:
+        mode = None
+    fd, tmp = _create_temp(target.parent, target.name)
     try:
         with os.fdopen(fd, "wb") as f:
-            # mkstemp makes the file private (0600); give it the mode open() would.
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
             if callable(data):
                 data(f)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(target.parent)
     return path
 
 

@@ -24,6 +24,7 @@ from ..backend import get_backend
 from ..tensor import Tensor, get_rng
 
 _SEED_BOUND = 2**63 - 1
+_NUMERIC_KINDS = "fiub"  # the dtypes a Tensor may hold: float, int, unsigned, bool
 
 
 class Dataset:
@@ -141,7 +142,15 @@ class Subset(Dataset):
         return self.dataset[int(self.indices[index])]
 
     def get_batch(self, indices):
-        return self.dataset.get_batch(self.indices[indices])
+        """The samples at ``indices`` of this subset, gathered by the inner data set.
+
+        A duck-typed inner data set without ``get_batch`` is stacked sample
+        by sample, as :class:`DataLoader` does for it directly.
+        """
+        inner = getattr(self.dataset, "get_batch", None)
+        if inner is None:
+            return Dataset.get_batch(self.dataset, self.indices[indices])
+        return inner(self.indices[indices])
 
 
 class DataLoader:
@@ -245,8 +254,16 @@ class DataLoader:
                 backend = self._backend or self._default_backend
             else:
                 backend = self._backend or source
-                if backend is not source:
-                    a = source.to_numpy(a)  # explicit device -> host, then to ``backend``
+            # Tensor._make skips Tensor's dtype rules, so apply them here: strings,
+            # complex numbers or objects (e.g. stacked dicts) would make tensors
+            # that no op supports.
+            dtype = getattr(a, "dtype", None)
+            if dtype is None or dtype.kind not in _NUMERIC_KINDS:
+                raise TypeError(f"{type(self.dataset).__name__}: field {k} of a batch has "
+                                f"dtype {dtype}; expected numbers (float, int or bool) to "
+                                f"make a tensor (convert e.g. string labels to class indices)")
+            if source is not None and backend is not source:
+                a = source.to_numpy(a)  # explicit device -> host, then to ``backend``
             out.append(Tensor._make(backend.asarray(a), backend))
         return tuple(out)
 

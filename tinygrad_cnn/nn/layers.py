@@ -570,9 +570,15 @@ class _BatchNorm(Module):
         use_batch = self.training or not self.track_running_stats
         if use_batch:
             n = x.size // C
-            if self.training and n <= 1:
+            # One value per channel has zero variance and normalises to 0: a silent
+            # wrong answer, so refuse it whenever batch statistics are used (training,
+            # or evaluation without running statistics), not only in training.
+            if n <= 1:
+                when = "when training" if self.training else \
+                    "with track_running_stats=False"
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
-                                 f"channel when training, got input of shape {x.shape}")
+                                 f"channel {when} (batch statistics are used), got input "
+                                 f"of shape {x.shape}")
             mean = x.mean(axes, keepdims=True)
             centred = x - mean
             var = (centred * centred).mean(axes, keepdims=True)   # biased, for normalising

@@ -88,23 +88,48 @@ def _addindent(text, spaces):
 
 
 def _host_array(value, name):
-    """A state-dict value (Tensor, NumPy/CuPy array, number) -> a host array."""
+    """A state-dict value (Tensor, NumPy/CuPy array, number) -> a host array.
+
+    Raises ``TypeError`` naming ``name`` for values that are not arrays of
+    real numbers (strings, objects, complex numbers, ragged lists).
+    """
     if isinstance(value, Tensor):
-        return value.numpy()
-    if isinstance(value, np.ndarray):
-        return value
-    backend = _find_backend_of(value)
-    if backend is not None:
-        return backend.to_numpy(value)
-    try:
-        array = np.asarray(value)
-    except Exception as e:  # pragma: no cover - exotic inputs
-        raise TypeError(f"state_dict entry {name!r}: cannot read a {type(value).__name__} "
-                        f"as an array ({e})") from None
+        array = value.numpy()
+    elif isinstance(value, np.ndarray):
+        array = value
+    else:
+        backend = _find_backend_of(value)
+        if backend is not None:
+            array = backend.to_numpy(value)
+        else:
+            try:
+                array = np.asarray(value)
+            except Exception as e:  # ragged lists and other exotic inputs
+                raise TypeError(f"{name}: cannot read a {type(value).__name__} as an array "
+                                f"({e})") from None
     if array.dtype.kind not in "fiub":
-        raise TypeError(f"state_dict entry {name!r}: expected numbers, got a "
-                        f"{type(value).__name__} of dtype {array.dtype}")
+        raise TypeError(f"{name}: got a {type(value).__name__} of dtype {array.dtype}; "
+                        f"expected real numbers (float, int or bool)")
     return array
+
+
+def _fits_dtype(array, dtype):
+    """Whether every value of host ``array`` survives a cast to ``dtype``.
+
+    Floats take any real numbers (rounding to a narrower float is what a
+    cast to the parameter's precision means).  Integer and bool buffers
+    (BatchNorm's ``num_batches_tracked``) must get values they can hold
+    exactly: a fraction, NaN or an out-of-range count is a damaged state.
+    """
+    if dtype.kind == "f" or np.can_cast(array.dtype, dtype, casting="safe") or array.size == 0:
+        return True
+    if dtype.kind == "b":
+        return bool(np.isin(array, (0, 1)).all())
+    if array.dtype.kind == "f" and not (np.isfinite(array).all()
+                                        and (array == np.round(array)).all()):
+        return False
+    info = np.iinfo(dtype)
+    return bool(array.min() >= info.min and array.max() <= info.max)
 
 
 def _move_(t, backend=None, dtype=None):
@@ -457,8 +482,11 @@ class Module:
         Values may be Tensors, NumPy/CuPy arrays or numbers on any device;
         they are cast to each tensor's dtype and copied to its device.
         Every problem is collected first and reported in one error: missing
-        and unexpected keys (only when ``strict``) and shape mismatches
-        (always); nothing is changed unless the whole load can succeed.
+        and unexpected keys (only when ``strict``), shape mismatches and
+        values that are not real numbers or do not fit the tensor's dtype
+        (always).  Every value is checked, converted and moved to its device
+        before the first one is copied, so nothing is changed unless the
+        whole load can succeed.
         Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
         if not hasattr(state_dict, "items"):
@@ -466,16 +494,25 @@ class Module:
         own = OrderedDict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched, updates = [], []
+        mismatched, bad_values, updates = [], [], []
         for key, t in own.items():
             if key not in state_dict:
                 continue
-            value = _host_array(state_dict[key], key)
+            try:
+                value = _host_array(state_dict[key], key)
+            except TypeError as e:
+                bad_values.append(str(e))
+                continue
             if tuple(value.shape) != t.shape:
                 mismatched.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
                                   f"model shape {t.shape}")
                 continue
-            updates.append((t, value))
+            if not _fits_dtype(value, t.dtype):
+                bad_values.append(f"{key}: values of dtype {value.dtype} do not fit the "
+                                  f"model's dtype {t.dtype} (expected whole numbers in its "
+                                  f"range)")
+                continue
+            updates.append((key, t, value))
         problems = []
         if strict and missing:
             problems.append("missing key(s): " + ", ".join(missing))
@@ -483,12 +520,25 @@ class Module:
             problems.append("unexpected key(s): " + ", ".join(unexpected))
         if mismatched:
             problems.append("shape mismatch(es): " + "; ".join(mismatched))
+        if bad_values:
+            problems.append("bad value(s): " + "; ".join(bad_values))
         if problems:
             raise RuntimeError(f"error(s) loading state_dict into {type(self).__name__}:\n  "
                                + "\n  ".join(problems))
+        # Convert and transfer everything first: a failure here (say, out of
+        # device memory) must still leave the module untouched.
+        converted = []
+        for key, t, value in updates:
+            try:
+                converted.append((t, t._backend.asarray(value.astype(t.dtype, copy=False))))
+            except Exception as e:
+                raise RuntimeError(f"error loading state_dict into {type(self).__name__}: "
+                                   f"cannot copy {key} ({value.dtype}, shape "
+                                   f"{tuple(value.shape)}) to {t.device} as {t.dtype}: "
+                                   f"{type(e).__name__}: {e}; nothing was changed") from e
         with no_grad():
-            for t, value in updates:
-                t.data[...] = t._backend.asarray(value.astype(t.dtype, copy=False))
+            for t, array in converted:
+                t.data[...] = array
                 t._bump_version()
         return IncompatibleKeys(missing, unexpected)
 

@@ -1,0 +1,59 @@
+"""Atomic writes: the result is what rewriting the file in place would give."""
+import os
+import stat
+
+import pytest
+
+from tinygrad_cnn import checkpoint
+from tinygrad_cnn.fileio import atomic_write
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and symlinks")
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (and restore it)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o755])
+def test_an_existing_file_keeps_its_mode(tmp_path, mode):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"v": 1})
+    os.chmod(path, mode)
+    checkpoint.save(path, {"v": 2})
+    assert mode_of(path) == mode and checkpoint.load(path) == {"v": 2}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_a_new_file_gets_the_umask_current_at_call_time(tmp_path, umask, mask):
+    umask(mask)
+    path = atomic_write(tmp_path / "new.txt", "hello")
+    assert mode_of(path) == 0o666 & ~mask and path.read_text() == "hello"
+
+
+def test_writing_to_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "metrics.txt"
+    target.write_text("old")
+    os.chmod(target, 0o600)
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert atomic_write(link, "new") == link
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text() == "new" and mode_of(target) == 0o600
+    assert sorted(os.listdir(tmp_path / "real")) == ["metrics.txt"]  # no temp file left
+
+
+def test_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "link.txt"
+    link.symlink_to(tmp_path / "later.txt")
+    atomic_write(link, b"bytes")
+    assert link.is_symlink() and (tmp_path / "later.txt").read_bytes() == b"bytes"
