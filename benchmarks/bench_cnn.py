@@ -36,6 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
+
 def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -205,16 +206,16 @@ def cases(quick):
          lambda *a: conv_case(*a[:3], 32, 64, 64, 32, 3, 1, True, a[3])),
         ("max_pool2d 2x2 64x20x24x24", lambda *a: pool_case(*a[:3], 64, 20, 24, a[3])),
         ("max_pool2d 2x2 64x50x8x8", lambda *a: pool_case(*a[:3], 64, 50, 8, a[3])),
-        ("local2d 64x20x12x12 -> 50, 5x5", lambda *a: local_case(*a[:3], 64, 20, 50, 12, 5,
-                                                                    a[3])),
+        ("local2d 64x20x12x12 -> 50, 5x5",
+         lambda *a: local_case(*a[:3], 64, 20, 50, 12, 5, a[3])),
         ("LeNet step, batch 64", lambda *a: lenet_case(*a[:3], 64, a[3])),
         ("conv2d 256x1x28x28 -> 20, 5x5 (no input grad)",
          lambda *a: conv_case(*a[:3], 256, 1, 20, 28, 5, 0, False, a[3])),
         ("conv2d 256x20x12x12 -> 50, 5x5",
          lambda *a: conv_case(*a[:3], 256, 20, 50, 12, 5, 0, True, a[3])),
         ("max_pool2d 2x2 256x20x24x24", lambda *a: pool_case(*a[:3], 256, 20, 24, a[3])),
-        ("local2d 256x20x12x12 -> 50, 5x5", lambda *a: local_case(*a[:3], 256, 20, 50, 12, 5,
-                                                                     a[3])),
+        ("local2d 256x20x12x12 -> 50, 5x5",
+         lambda *a: local_case(*a[:3], 256, 20, 50, 12, 5, a[3])),
         ("LeNet step, batch 256", lambda *a: lenet_case(*a[:3], 256, a[3])),
     ]
     # The same ops forward only (inference, no graph recorded).

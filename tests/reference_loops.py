@@ -289,8 +289,8 @@ def _max_windows(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
 def has_empty_window(x_shape, kernel_size, stride=None, padding=0, dilation=1,
                      ceil_mode=False):
     """True if some dilated window sees only padding (its maximum would be -inf)."""
-    return any(not taps for *_, taps in _max_windows(x_shape, kernel_size, stride, padding,
-                                                      dilation, ceil_mode))
+    windows = _max_windows(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return any(not taps for *_, taps in windows)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

@@ -207,8 +207,8 @@ class StrictArray:
     flags = property(lambda self: _CupyFlags(self._a.flags))
     device = property(lambda self: self._device.device)
     T = property(lambda self: StrictArray(self._a.T, self._device))
-    base = property(lambda self: None if self._a.base is None else _wrap(self._a.base,
-                                                                        self._device))
+    base = property(lambda self: (None if self._a.base is None
+                                  else _wrap(self._a.base, self._device)))
 
     def __len__(self):
         return len(self._a)

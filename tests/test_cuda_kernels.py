@@ -427,8 +427,8 @@ def kernel_device(host_kernels):
 OPS = [  # x (2, 2, 5, 6), w (4, 2, 2, 3); every op uses both
     ("conv2d", lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=(1, 2), dilation=(1, 2))),
     ("conv2d-groups-same", lambda x, w: F.conv2d(x, w[:, :1], groups=2, padding="same")),
-    ("conv_transpose2d", lambda x, w: F.conv_transpose2d(x, w.swapaxes(0, 1), stride=2,
-                                                          padding=1)),
+    ("conv_transpose2d",
+     lambda x, w: F.conv_transpose2d(x, w.swapaxes(0, 1), stride=2, padding=1)),
     ("unfold-fold", lambda x, w: F.fold(F.unfold(x, (2, 3), stride=(1, 2)) * w.sum(),
                                         (5, 6), (2, 3), stride=(1, 2))),
     ("max_pool2d", lambda x, w: F.max_pool2d(x * w.sum(), 3, stride=2, padding=1,

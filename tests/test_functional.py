@@ -706,6 +706,7 @@ def _loop_test(test, needs_torch=False):
     def wrapper(spec):
         if needs_torch:
             pytest.importorskip("torch")
+
         @settings(max_examples=spec.examples, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
         @given(drawn=spec.draws)

@@ -153,6 +153,8 @@ case("matmul-noncontig", *_mm, T(R(3, 4)), T(R(4, 2)))
 case("matmul-method", lambda x, y: x.matmul(y), np.matmul, R(2, 3), R(3, 2))
 
 # ---- elementwise functions -----------------------------------------------------------
+
+
 def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
@@ -313,6 +315,8 @@ case("pad-int-value", lambda x: x.pad(1, value=-2.0),
      lambda a: np.pad(a, 1, constant_values=-2.0), R(2, 2))
 
 # ---- softmax family ------------------------------------------------------------------
+
+
 def _softmax(a, axis=-1):
     e = np.exp(a - a.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)

@@ -24,7 +24,8 @@ def _bash_block_after(heading):
 
 
 def test_ci_runs_exactly_the_readme_test_commands():
-    readme = [line.split("#")[0].strip() for line in _bash_block_after("Run the tests:").splitlines()]
+    block = _bash_block_after("Run the tests:")
+    readme = [line.split("#")[0].strip() for line in block.splitlines()]
     readme = [line for line in readme if line and not line.startswith(("python -m venv", "."))]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     marker = "# --- the README's \"Run the tests\" block, line for line ---\n"

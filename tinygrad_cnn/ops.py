@@ -108,7 +108,9 @@ class PowConst(Function):
 
     def forward(self, x, exponent):
         self.exponent = exponent
-        return x ** self.xp.asarray(exponent, dtype=x.dtype) if x.dtype.kind == "f" else x ** exponent
+        if x.dtype.kind == "f":
+            return x ** self.xp.asarray(exponent, dtype=x.dtype)
+        return x ** exponent
 
     def backward(self, grad_out):
         (x,), c = self.inputs, self.exponent

@@ -54,7 +54,8 @@ def _to_array(data, backend, dtype):
         arr = data.copy()
     else:
         arr = np.array(data)  # copies, keeping the memory layout (order="K")
-        if dtype is None and arr.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+        if (dtype is None and arr.dtype == np.float64
+                and not isinstance(data, (np.ndarray, np.generic))):
             dtype = float32  # Python floats become float32, as in PyTorch
         if arr.dtype.kind not in _SUPPORTED_KINDS:
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}; "
@@ -863,7 +864,8 @@ def concatenate(tensors, axis=0, dim=None):
     axis = _axes(tensors[0], axis if dim is None else dim)[0]  # dim overrides the default
     ref = tensors[0].shape
     for t in tensors[1:]:
-        if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref)) if i != axis):
+        if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref))
+                                     if i != axis):
             raise ValueError(f"concatenate along axis {axis}: shapes {ref} and {t.shape} "
                              f"must match except on that axis")
     return ops.Concatenate.apply(*tensors, axis=axis)
