@@ -106,6 +106,15 @@ def test_backward_accumulates_into_grad(device):
     assert x.grad is None
 
 
+def test_parameter_grad_accumulates_over_many_backwards(device):
+    """A Parameter's .grad is a plain Tensor (as in PyTorch) and keeps accumulating."""
+    w = tg.nn.Parameter(np.array([1.0, 2.0]), dtype="float64", device=device)
+    for _ in range(3):
+        (w * w).sum().backward()
+    assert type(w.grad) is tg.Tensor
+    np.testing.assert_allclose(w.grad.numpy(), [6.0, 12.0])
+
+
 def test_leaf_grads_are_own_writeable_arrays(device):
     """.grad never aliases another tensor's .grad, the caller's upstream grad, or a
     read-only broadcast view, so optimisers may update it in place."""
