@@ -47,6 +47,11 @@ CONVS = {
     "conv2d_long_rows":
         (lambda F, x, w, b: F.conv2d(x, w, b, padding=(1, 2), dilation=(2, 1)),
          [(4, 3, 5, 20), (2, 3, 3, 2), (2,)]),
+    # A batch of 64 in float64 (512-byte strides) and > 1 MiB of rows: the tiled copies
+    # of conv_arrays.batch_first, in the forward and in fold.
+    "conv2d_batch_64_tiled":
+        (lambda F, x, w, b: F.conv2d(x, w, b, padding=1, stride=(1, 2)),
+         [(64, 16, 12, 24), (32, 16, 3, 3), (32,)]),
     "conv_transpose2d_short_rows":
         (lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
                                                groups=2),
@@ -109,6 +114,31 @@ def test_unfold_array_layouts_are_one_matrix():
         back = conv_arrays.fold_array(backend, y, geom, 5, 3, layout)
         assert back.shape == x.shape
         np.testing.assert_allclose(np.sum(cols * y), np.sum(x * back), rtol=1e-12)
+
+
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+@pytest.mark.parametrize("shape,dtype,view", [
+    ((50, 8, 8, 256), "float32", False),    # channels not a multiple of the tile's 16
+    ((20, 14, 14, 64), "float64", True),    # the interior of a padded array, as in fold
+    ((3, 5, 7, 256), "float32", False),     # under 1 MiB: one plain copy
+    ((7, 9, 11, 100), "float64", False),    # 800-byte stride: one plain copy
+])
+def test_batch_first_moves_the_batch_axis(device, shape, dtype, view, monkeypatch):
+    """The tiled copy (on any backend that asks for it) equals moving the axis."""
+    backend = get_backend(device)
+    monkeypatch.setattr(type(backend), "tiled_transposes", True)
+    host = np.random.default_rng(4).standard_normal(shape).astype(dtype)
+    a = backend.asarray(host)
+    if view:   # pad H and W by 2 and take the interior back: non-contiguous strides
+        padded = backend.xp.zeros((shape[0], shape[1] + 4, shape[2] + 4, shape[3]), dtype)
+        padded[:, 2:-2, 2:-2] = a
+        a = padded[:, 2:-2, 2:-2]
+    expected = np.moveaxis(host, -1, 0)
+    np.testing.assert_array_equal(backend.to_numpy(conv_arrays.batch_first(backend, a)),
+                                  expected)
+    out = backend.xp.full(expected.shape, np.nan, dtype)
+    assert conv_arrays.batch_first(backend, a, out) is out
+    np.testing.assert_array_equal(backend.to_numpy(out), expected)
 
 
 def test_im2col_limit_setting_and_env():

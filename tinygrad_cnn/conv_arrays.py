@@ -315,14 +315,44 @@ def to_rows(a, layout):
     return a.transpose(order).copy().reshape(1, C, N * OH * OW)     # (1, C, P)
 
 
-def from_rows(rows, N, OH, OW, layout):
-    """(B, C, P) with columns in ``layout`` order -> an (N, C, OH, OW) view."""
+def from_rows(backend, rows, N, OH, OW, layout, out):
+    """(B, C, P) with columns in ``layout`` order -> copied into ``out`` (N, C, OH, OW)."""
     C = rows.shape[1]
     if layout == "nkl":
-        return rows.reshape(N, C, OH, OW)
-    if layout == "knl":
-        return rows.reshape(C, N, OH, OW).transpose(1, 0, 2, 3)
-    return rows.reshape(C, OH, OW, N).transpose(3, 0, 1, 2)
+        out[...] = rows.reshape(N, C, OH, OW)
+    elif layout == "knl":
+        out[...] = rows.reshape(C, N, OH, OW).transpose(1, 0, 2, 3)
+    else:
+        batch_first(backend, rows.reshape(C, OH, OW, N), out)
+    return out
+
+
+def batch_first(backend, a, out=None):
+    """Copy a (C, ..., N) into (N, C, ...): the batch axis moved from last to first.
+
+    Reading a large array across its last axis steps by ``N * itemsize``
+    bytes; when that is a multiple of 256 (a batch of 64 or 256 float32)
+    every read maps to the same few CPU cache sets and the copy runs ~10x
+    slower than for other batch sizes.  On backends with
+    ``tiled_transposes`` (host memory) such copies go in tiles of one cache
+    line of the batch axis by ~1024 elements of the rest, which stay in L1.
+    """
+    xp = backend.xp
+    moved = xp.moveaxis(a, -1, 0)                                    # (N, C, ...) view
+    if out is None:
+        out = xp.empty(moved.shape, dtype=a.dtype)
+    if not (backend.tiled_transposes and a.ndim > 1 and a.strides[-2] % 256 == 0
+            and a.nbytes >= 1 << 20):
+        out[...] = moved
+        return out
+    per_channel = a.size // (a.shape[0] * a.shape[-1])
+    batch_step = max(1, 64 // a.itemsize)                            # one cache line
+    channel_step = max(1, 1024 // per_channel)
+    for c in range(0, a.shape[0], channel_step):
+        src, dst = moved[:, c:c + channel_step], out[:, c:c + channel_step]
+        for n in range(0, a.shape[-1], batch_step):
+            dst[n:n + batch_step] = src[n:n + batch_step]
+    return out
 
 
 def _padded(xp, x, geom, value=0.0, channels_first=False):
@@ -420,7 +450,8 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
         acc = xp.zeros((C, geom.Hp, geom.Wp, N), dtype=cols.dtype)
         for _, i, j in geom.offsets():
             acc[(slice(None),) + geom.window(i, j)] += cols[:, i, j]
-        result = acc[(slice(None),) + geom.interior()].transpose(3, 0, 1, 2)  # (N, C, H, W)
+        # (C, H, W, N) -> (N, C, H, W)
+        return batch_first(backend, acc[(slice(None),) + geom.interior()], out)
     else:
         raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
     if out is not None:
@@ -649,9 +680,9 @@ def index_gather_array(backend, gx, idx):
 __all__ = [
     "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
-    "as_blocks", "to_rows", "from_rows", "unfold_array", "fold_array", "max_pool_array",
-    "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array", "max_pool_indices",
-    "sum_pool_array",
-    "sum_pool_adjoint_array", "avg_pool_divisor", "adaptive_bins", "adaptive_avg_matrix",
-    "adaptive_max_array", "index_scatter_array", "index_gather_array",
+    "as_blocks", "to_rows", "from_rows", "batch_first", "unfold_array", "fold_array",
+    "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
+    "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
+    "adaptive_bins", "adaptive_avg_matrix", "adaptive_max_array", "index_scatter_array",
+    "index_gather_array",
 ]

@@ -311,11 +311,10 @@ def _correlate(backend, x, w, b, geom, groups):
                 y[lo:hi] += b.reshape(1, OC, 1, 1)
         else:
             rows = w_groups @ blocks                                    # (1, G, OC/G, P)
-            rows = from_rows(rows.reshape(B, OC, P), hi - lo, geom.OH, geom.OW, layout)
-            if b is None:
-                y[lo:hi] = rows
-            else:   # the bias rides along with the copy into NCHW order
-                backend.xp.add(rows, b.reshape(1, OC, 1, 1), out=y[lo:hi])
+            from_rows(backend, rows.reshape(B, OC, P), hi - lo, geom.OH, geom.OW, layout,
+                      out=y[lo:hi])                                     # (N, OC, OH, OW)
+            if b is not None:
+                y[lo:hi] += b.reshape(1, OC, 1, 1)
     return y, cols, layout
 
 
