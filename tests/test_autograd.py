@@ -510,3 +510,6 @@ def test_a_hand_set_grad_of_the_wrong_shape_is_refused_at_backward():
     w.grad = np.zeros(3)
     with pytest.raises(RuntimeError, match="ndarray"):
         (w * 2).sum().backward()
+    w.grad = tg.zeros(3, dtype="float64")         # w is float32: the sum would promote
+    with pytest.raises(RuntimeError, match="dtype float32.*dtype float64"):
+        (w * 2).sum().backward()

@@ -241,10 +241,10 @@ def _npy(array=None, header=None, data=b""):
     return f.getvalue()
 
 
-def _crafted(header_bytes, **members):
+def _crafted(header_bytes, compression=zipfile.ZIP_STORED, **members):
     """Damage: replace the file by a zip of ``members`` (.npy bytes) and a raw header."""
     def make(path):
-        with zipfile.ZipFile(path, "w") as zf:
+        with zipfile.ZipFile(path, "w", compression) as zf:
             for name, data in members.items():
                 zf.writestr(name + ".npy", data)
             zf.writestr("__header__.npy", _npy(np.frombuffer(header_bytes, np.uint8)))
@@ -254,6 +254,17 @@ def _crafted(header_bytes, **members):
 def _refs(*names):
     tree = {name: {"__array__": name} for name in names}
     return json.dumps({"format": checkpoint.FORMAT, "tree": tree}).encode()
+
+
+def _flag_encrypted(path):
+    """Set the zip 'encrypted' bit on every local and central header."""
+    raw = bytearray(path.read_bytes())
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = raw.find(signature)
+        while start >= 0:
+            raw[start + flag_offset] |= 1
+            start = raw.find(signature, start + 4)
+    path.write_bytes(bytes(raw))
 
 
 HUGE = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
@@ -271,6 +282,10 @@ CRAFTED = {
     "complex": (_crafted(_refs("c"), c=_npy(np.ones(2, complex))),
                 r"member 'c.npy' has dtype complex128"),
     "not .npy": (_crafted(_refs("x"), x=b"hello"), r"member 'x.npy' is not a readable .npy"),
+    # 4 MB of zeros deflate to a few KB: a "zip bomb" in miniature, refused unexpanded
+    "compressed": (_crafted(_refs("z"), zipfile.ZIP_DEFLATED, z=_npy(np.zeros(2**20, "f4"))),
+                   r"member 'z.npy' is stored compressed \(\d+ bytes expanding to 4194432\)"),
+    "encrypted": (_flag_encrypted, r"member '.*' is encrypted"),
 }
 CORRUPTIONS.update(CRAFTED)
 

@@ -32,6 +32,25 @@ def test_an_existing_file_keeps_its_mode(tmp_path, mode):
     assert mode_of(path) == mode and checkpoint.load(path) == {"v": 2}
 
 
+def test_replacing_a_private_file_never_exposes_the_new_data(tmp_path, monkeypatch):
+    """The temporary file starts private (0600) when it replaces a file, so a 0600
+    file's new content is never readable by others before the rename."""
+    from tinygrad_cnn import fileio
+    path = tmp_path / "secret.txt"
+    atomic_write(path, "old")
+    os.chmod(path, 0o600)
+    seen = []
+
+    def spy(directory, name, mode):
+        fd, tmp = create(directory, name, mode)
+        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return fd, tmp
+    create = fileio._create_temp
+    monkeypatch.setattr(fileio, "_create_temp", spy)
+    atomic_write(path, "new")
+    assert seen == [0o600] and mode_of(path) == 0o600 and path.read_text() == "new"
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_a_new_file_gets_the_umask_current_at_call_time(tmp_path, umask, mask):
     umask(mask)

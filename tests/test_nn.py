@@ -131,6 +131,9 @@ def test_load_state_dict_reports_every_problem_at_once():
     ("bn.num_batches_tracked", np.array(1.5), ["num_batches_tracked", "float64", "int64"]),
     ("bn.num_batches_tracked", np.array(np.nan), ["num_batches_tracked", "float64", "int64"]),
     ("bn.num_batches_tracked", np.array(2**64 - 1, np.uint64), ["uint64", "int64"]),
+    # 2**63 is one past int64's range, and float64(iinfo(int64).max) rounds up to it
+    ("bn.num_batches_tracked", np.array(2.0**63), ["float64", "int64"]),
+    ("bn.num_batches_tracked", np.array(-(2.0**63) * 1.5), ["float64", "int64"]),
 ])
 def test_load_state_dict_checks_every_value_before_changing_anything(key, value, words):
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
@@ -154,6 +157,9 @@ def test_load_state_dict_casts_values_that_fit():
     net.load_state_dict(state)
     assert net.weight.dtype == np.float32 and net.weight.numpy().tolist() == [1, 2]
     assert net.num_batches_tracked.dtype == np.int64 and net.num_batches_tracked.item() == 7
+    for edge in (np.array(-(2.0**63)), np.array(2**63 - 1, np.uint64)):   # int64's own bounds
+        net.load_state_dict({**state, "num_batches_tracked": edge})
+        assert net.num_batches_tracked.item() == int(edge)
 
 
 def test_to_device_keeps_the_same_parameters():
@@ -519,6 +525,21 @@ def test_batchnorm_by_hand_and_errors():
                                              r"track_running_stats=False.*\(1, 3\)"):
             make().eval()(tg.ones(1, 3))
     assert nn.BatchNorm1d(3).eval()(tg.ones(1, 3)).shape == (1, 3)  # running stats: fine
+
+
+@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_empty_batch_gives_empty_output(track, training):
+    """N = 0: an empty output and gradient, as in PyTorch; running statistics untouched."""
+    bn = nn.BatchNorm2d(3, track_running_stats=track, dtype="float64").train(training)
+    before = {k: v.numpy().copy() for k, v in bn.state_dict().items()}
+    x = tg.zeros(0, 3, 4, 4, dtype="float64", requires_grad=True)
+    y = bn(x)
+    assert y.shape == (0, 3, 4, 4)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 4, 4) and bn.weight.grad.numpy().tolist() == [0, 0, 0]
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 4, 5, 5\)"):
         nn.BatchNorm2d(3)(tg.zeros(2, 4, 5, 5))
 

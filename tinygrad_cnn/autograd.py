@@ -259,12 +259,14 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
 def _accumulate_grad(t, g, create_graph):
     """``t.grad += g``, giving a first gradient an array of its own."""
     from .tensor import Tensor
-    if t.grad is not None and (not isinstance(t.grad, Tensor) or t.grad.shape != t.shape):
-        # A .grad set by hand that does not fit would broadcast silently.
-        what = (f"shape {t.grad.shape}" if isinstance(t.grad, Tensor)
+    if t.grad is not None and (not isinstance(t.grad, Tensor) or t.grad.shape != t.shape
+                               or t.grad.dtype != t.dtype):
+        # A .grad set by hand that does not fit would broadcast or promote silently.
+        what = (f"shape {t.grad.shape} and dtype {t.grad.dtype}" if isinstance(t.grad, Tensor)
                 else f"a {type(t.grad).__name__}")
-        raise RuntimeError(f"backward: a tensor of shape {t.shape} has a .grad of {what} "
-                           f"(set by hand?); expected a Tensor of its shape, or None")
+        raise RuntimeError(f"backward: a tensor of shape {t.shape} and dtype {t.dtype} has a "
+                           f".grad of {what} (set by hand?); expected a Tensor of its shape "
+                           f"and dtype, or None")
     if t.grad is None:
         # g may be a read-only broadcast view, the caller's grad, or shared
         # with another input (Add passes grad_out through): .grad gets its own

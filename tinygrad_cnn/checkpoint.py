@@ -8,7 +8,8 @@ named by their path in the dict (``model/conv1.weight``); everything else
 ``{"__array__": path}``.  The file is a plain ``.npz`` that
 ``numpy.load(path, allow_pickle=False)`` opens.  Loading never unpickles,
 so a checkpoint can never execute code; it accepts numeric arrays only,
-checks each member's claimed size against its real size before
+in uncompressed members (a compressed one could expand to any size), and
+checks each member's claimed size against its stored size before
 allocating, and returns every array on the host: the caller moves it to
 the device it wants.
 """
@@ -140,12 +141,22 @@ def save(path, tree):
 def _read_member(zf, info, path):
     """One ``.npy`` member -> a numeric array, refusing what save never writes.
 
-    The .npy header is read first and its shape and dtype checked against
-    the member's real size, so a crafted header claiming a huge shape gives
-    an error instead of a huge allocation.
+    :func:`save` stores members uncompressed, so anything else is refused
+    first: a small compressed member can inflate to any size (a zip bomb),
+    and an encrypted one cannot be read.  The .npy header is then read and
+    its shape and dtype checked against the member's stored size, so a
+    crafted header claiming a huge shape gives an error instead of a huge
+    allocation.
     """
     name = info.filename
     where = f"{path}: member {name!r}"
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{where} is encrypted; checkpoints are never encrypted (file "
+                              f"damaged or not a checkpoint)")
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+        raise CheckpointError(f"{where} is stored compressed ({info.compress_size} bytes "
+                              f"expanding to {info.file_size}); checkpoints store members "
+                              f"uncompressed, and compressed ones are not expanded")
     with zf.open(info) as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -176,7 +187,7 @@ def _read_member(zf, info, path):
         f.seek(0)
         try:
             return np.lib.format.read_array(f, allow_pickle=False)
-        except MemoryError:  # a consistent but huge (compressed) member
+        except MemoryError:  # a consistent member too large for this machine
             raise CheckpointError(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is "
                                   f"too large to load into memory") from None
 

@@ -20,17 +20,17 @@ _O_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
     | getattr(os, "O_CLOEXEC", 0)
 
 
-def _create_temp(directory, name):
+def _create_temp(directory, name, mode):
     """Create a fresh file next to the target; returns ``(fd, path)``.
 
-    ``os.open(..., 0o666)`` lets the kernel apply the process umask, so the
+    ``os.open(..., mode)`` lets the kernel apply the process umask, so the
     umask is neither read (which on POSIX means setting it, a race with
     other threads) nor cached.  ``O_EXCL`` refuses an existing name.
     """
     for _ in range(100):
         tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
         try:
-            return os.open(tmp, _O_FLAGS, 0o666), tmp
+            return os.open(tmp, _O_FLAGS, mode), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file for {name} in {directory}")
@@ -53,7 +53,10 @@ def atomic_write(path, data):
         mode = stat.S_IMODE(os.stat(target).st_mode)  # keep an existing file's mode
     except FileNotFoundError:
         mode = None
-    fd, tmp = _create_temp(target.parent, target.name)
+    # Replacing a file: start private and take its mode below, so data meant
+    # for a 0600 file is never readable by others in between.  A new file:
+    # 0666 less the umask, as open() would give it.
+    fd, tmp = _create_temp(target.parent, target.name, 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None and hasattr(os, "fchmod"):

@@ -568,12 +568,16 @@ class _BatchNorm(Module):
         axes = (0,) + tuple(range(2, x.ndim))          # every axis but the channels
         shape = (1, C) + (1,) * (x.ndim - 2)           # per-channel values, broadcastable
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            n = x.size // C
+        n = x.size // C
+        if use_batch and n == 0:
+            # An empty batch has no statistics: its (empty) output, as in PyTorch,
+            # with the running statistics left as they are.
+            y = x * 1
+        elif use_batch:
             # One value per channel has zero variance and normalises to 0: a silent
             # wrong answer, so refuse it whenever batch statistics are used (training,
             # or evaluation without running statistics), not only in training.
-            if n <= 1:
+            if n == 1:
                 when = "when training" if self.training else \
                     "with track_running_stats=False"
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per "

@@ -129,7 +129,9 @@ def _fits_dtype(array, dtype):
                                         and (array == np.round(array)).all()):
         return False
     info = np.iinfo(dtype)
-    return bool(array.min() >= info.min and array.max() <= info.max)
+    # Compare as Python ints: in the array's float type iinfo(int32).max rounds up
+    # to 2**31, which would let 2**31 through to wrap around in the cast.
+    return int(array.min()) >= info.min and int(array.max()) <= info.max
 
 
 def _move_(t, backend=None, dtype=None):
