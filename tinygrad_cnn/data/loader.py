@@ -21,10 +21,9 @@ import numbers
 import numpy as np
 
 from ..backend import get_backend
-from ..tensor import Tensor, get_rng
+from ..tensor import _SUPPORTED_KINDS, Tensor, get_rng
 
 _SEED_BOUND = 2**63 - 1
-_NUMERIC_KINDS = "fiub"  # the dtypes a Tensor may hold: float, int, unsigned, bool
 
 
 class Dataset:
@@ -258,7 +257,7 @@ class DataLoader:
             # complex numbers or objects (e.g. stacked dicts) would make tensors
             # that no op supports.
             dtype = getattr(a, "dtype", None)
-            if dtype is None or dtype.kind not in _NUMERIC_KINDS:
+            if dtype is None or dtype.kind not in _SUPPORTED_KINDS:
                 raise TypeError(f"{type(self.dataset).__name__}: field {k} of a batch has "
                                 f"dtype {dtype}; expected numbers (float, int or bool) to "
                                 f"make a tensor (convert e.g. string labels to class indices)")

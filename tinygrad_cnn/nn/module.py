@@ -24,7 +24,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..backend import Backend, DeviceError, canonical_device, get_backend
-from ..tensor import Tensor, _as_dtype, _find_backend_of, _to_array
+from ..tensor import _SUPPORTED_KINDS, Tensor, _as_dtype, _find_backend_of, _to_array
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "Identity",
            "IncompatibleKeys", "RemovableHandle"]
@@ -107,7 +107,7 @@ def _host_array(value, name):
             except Exception as e:  # ragged lists and other exotic inputs
                 raise TypeError(f"{name}: cannot read a {type(value).__name__} as an array "
                                 f"({e})") from None
-    if array.dtype.kind not in "fiub":
+    if array.dtype.kind not in _SUPPORTED_KINDS:
         raise TypeError(f"{name}: got a {type(value).__name__} of dtype {array.dtype}; "
                         f"expected real numbers (float, int or bool)")
     return array
