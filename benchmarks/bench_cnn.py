@@ -41,14 +41,22 @@ def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def measure(fns, repeats, warmup, block=5, pause=0.2):
+def measure(fns, repeats, warmup, block=5, settle=0.25):
     """[(median seconds, minor page faults per call)] for each function in ``fns``.
 
     The functions take turns in blocks of ``block`` repeats, so a change of
     background load hits all of them alike and their ratio stays meaningful.
-    Not call by call: after a call, OpenBLAS's and OpenMP's worker threads
-    keep spinning for a while and would slow the other library down.  So each
-    turn starts with a ``pause`` (the spinning stops) and one untimed call.
+    Each turn starts with untimed calls for at least ``settle`` seconds (and
+    at least two calls), so that the timed calls see the steady state of a
+    training loop:
+
+    * after a call, OpenBLAS's and OpenMP's worker threads keep spinning for
+      a while (~0.1 s) and would slow the other library's first calls down;
+    * on a shared (virtual) machine, other tenants evict a process's arrays
+      from the shared last-level cache while it runs something else, and an
+      engine whose step touches tens of MB needs several calls, not one, to
+      get back to its speed (measured: 1.6x slower on the first call after a
+      0.2 s turn away, still 1.1x on the eighth).
     """
     for fn in fns:
         for _ in range(warmup):
@@ -58,8 +66,10 @@ def measure(fns, repeats, warmup, block=5, pause=0.2):
     while len(times[0]) < repeats:
         for k, fn in enumerate(fns):
             if len(fns) > 1:
-                time.sleep(pause)
-                fn()
+                start, calls = time.perf_counter(), 0
+                while calls < 2 or time.perf_counter() - start < settle:
+                    fn()
+                    calls += 1
             for _ in range(min(block, repeats - len(times[k]))):
                 f0 = minor_faults()
                 t0 = time.perf_counter()
