@@ -33,6 +33,12 @@ def _const(array, like):
     return Tensor._make(array.astype(like.dtype, copy=False), like._backend)
 
 
+def _mask(mask, like):
+    """A bool mask as a tensor that carries no gradient, kept bool: ``grad_out *
+    mask`` then reads one byte per element and skips a cast pass over the mask."""
+    return Tensor._make(mask, like._backend)
+
+
 class _Binary(Function):
     """Shared forward check for broadcasting binary ops."""
 
@@ -280,7 +286,7 @@ class ReLU(Function):
         return self.xp.maximum(x, 0)  # not x * mask, which gives -0.0 for x < 0
 
     def backward(self, grad_out):
-        return grad_out * _const(self.mask, grad_out)
+        return grad_out * _mask(self.mask, grad_out)
 
 
 class LeakyReLU(Function):
@@ -339,7 +345,7 @@ class Clip(Function):
         return xp.clip(x, lo, hi).astype(x.dtype, copy=False)
 
     def backward(self, grad_out):
-        return grad_out * _const(self.mask, grad_out)
+        return grad_out * _mask(self.mask, grad_out)
 
 
 class Where(Function):
