@@ -125,20 +125,74 @@ def test_unfold_array_layouts_are_one_matrix():
 ])
 def test_batch_first_moves_the_batch_axis(device, shape, dtype, view, monkeypatch):
     """The tiled copy (on any backend that asks for it) equals moving the axis."""
+    _check_batch_move(device, shape, dtype, view, monkeypatch, conv_arrays.batch_first, -1, 0)
+
+
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+@pytest.mark.parametrize("shape,dtype,view", [
+    ((256, 50, 8, 8), "float32", False),    # 12800-byte image stride, as in LeNet's conv2
+    ((64, 20, 12, 12), "float64", True),    # into the interior of a padded array
+    ((256, 5, 7, 3), "float32", False),     # under 1 MiB: one plain copy
+    ((100, 7, 9, 11), "float64", False),    # 5544-byte stride: one plain copy
+])
+def test_batch_last_moves_the_batch_axis(device, shape, dtype, view, monkeypatch):
+    _check_batch_move(device, shape, dtype, view, monkeypatch, conv_arrays.batch_last, 0, -1)
+
+
+def _check_batch_move(device, shape, dtype, view, monkeypatch, move, source, destination):
     backend = get_backend(device)
-    monkeypatch.setattr(type(backend), "tiled_transposes", True)
+    monkeypatch.setattr(type(backend), "cache_blocking", True)
     host = np.random.default_rng(4).standard_normal(shape).astype(dtype)
+    expected = np.moveaxis(host, source, destination)
     a = backend.asarray(host)
-    if view:   # pad H and W by 2 and take the interior back: non-contiguous strides
+    if view and source == -1:  # pad H, W by 2 and take the interior back: a strided source
         padded = backend.xp.zeros((shape[0], shape[1] + 4, shape[2] + 4, shape[3]), dtype)
         padded[:, 2:-2, 2:-2] = a
         a = padded[:, 2:-2, 2:-2]
-    expected = np.moveaxis(host, -1, 0)
-    np.testing.assert_array_equal(backend.to_numpy(conv_arrays.batch_first(backend, a)),
-                                  expected)
+    np.testing.assert_array_equal(backend.to_numpy(move(backend, a)), expected)
     out = backend.xp.full(expected.shape, np.nan, dtype)
-    assert conv_arrays.batch_first(backend, a, out) is out
+    if view and source == 0:   # a strided destination, as in _padded(channels_first=True)
+        C, H, W, N = expected.shape
+        out = backend.xp.full((C, H + 4, W + 4, N), np.nan, dtype)[:, 2:-2, 2:-2]
+    assert move(backend, a, out) is out
     np.testing.assert_array_equal(backend.to_numpy(out), expected)
+
+
+POOLS = {
+    "max_pool2d_tiles": (lambda F, x: F.max_pool2d(x, 2), (7, 3, 6, 8)),
+    "max_pool2d_overlapping_padded": (lambda F, x: F.max_pool2d(x, 3, stride=2, padding=1),
+                                      (7, 3, 7, 6)),
+    "max_pool2d_ceil_mode": (lambda F, x: F.max_pool2d(x, 2, ceil_mode=True), (7, 2, 5, 7)),
+}
+
+
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+@pytest.mark.parametrize("name", list(POOLS))
+def test_max_pool_in_cache_chunks_agrees(device, name, monkeypatch):
+    """Max-pool forward, gradient (scatter) and second order (gather) with the batch
+    in cache-sized slices equal the whole-batch results, ties and all."""
+    fn, shape = POOLS[name]
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, shape).astype(np.float64)     # many ties: first-max rule
+    u = rng.standard_normal(shape)
+    v = rng.standard_normal(fn(F, Tensor(x)).shape)
+    backend = get_backend(device)
+
+    def run():
+        xt = Tensor(x, requires_grad=True, device=device)
+        vt = Tensor(v, requires_grad=True, device=device)
+        y = fn(F, xt)
+        (gx,) = tg.grad(y, [xt], vt, create_graph=True)               # scatter
+        (gv,) = tg.grad((gx * Tensor(u, device=device)).sum(), [vt])  # gather
+        return [y.numpy(), gx.numpy(), gv.numpy()]
+
+    monkeypatch.setattr(type(backend), "cache_blocking", False)
+    whole = run()
+    monkeypatch.setattr(type(backend), "cache_blocking", True)
+    monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_BYTES", int(2.5 * x[0].nbytes))
+    assert len(conv_arrays.cache_chunks(backend, backend.asarray(x))) == 4   # 2+2+2+1
+    for a, b, what in zip(run(), whole, ("forward", "gradient", "second order")):
+        np.testing.assert_array_equal(a, b, err_msg=f"{name} {what}")
 
 
 def test_im2col_limit_setting_and_env():

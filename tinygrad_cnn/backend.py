@@ -58,9 +58,9 @@ class Backend:
     device = "cpu"
     xp = np
     defer_checks = False  # see "Checks on device data" in the module docstring
-    # Copy large transposes in cache-sized tiles (conv_arrays.batch_first): on
-    # CPU caches a power-of-two stride is ~10x slower; a GPU gains nothing.
-    tiled_transposes = False
+    # Split large array passes into cache-sized pieces (conv_arrays.batch_first,
+    # cache_chunks): CPU caches reward it; a GPU gains nothing.
+    cache_blocking = False
     _deferred_status = None  # device int: -1, or the id of a failed deferred check
     _MAX_CHECK_MESSAGES = 256
 
@@ -192,7 +192,7 @@ class Backend:
 class NumpyBackend(Backend):
     """The default host backend."""
 
-    tiled_transposes = True
+    cache_blocking = True
 
 
 class CupyBackend(Backend):

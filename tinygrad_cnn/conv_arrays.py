@@ -282,6 +282,25 @@ def batch_chunks(N, bytes_per_image):
     return [(lo, min(N, lo + step)) for lo in range(0, N, step)]
 
 
+CACHE_BLOCK_BYTES = 1 << 18   # 256 KiB: several arrays of one slice fit a 1-2 MiB L2
+
+
+def cache_chunks(backend, x):
+    """[(lo, hi), ...]: the batch of x in slices of about ``CACHE_BLOCK_BYTES`` (at
+    least one image each).
+
+    Array code that makes several passes over the same data (the per-offset
+    masks of the max-pool backward, say) runs them slice by slice on backends
+    with ``cache_blocking`` (host memory), so the later passes read from the
+    CPU's L2 cache instead of main memory; elsewhere the batch is one slice.
+    """
+    N = x.shape[0]
+    if not backend.cache_blocking or x.nbytes <= CACHE_BLOCK_BYTES:
+        return [(0, N)]
+    step = max(1, CACHE_BLOCK_BYTES * N // x.nbytes)
+    return [(lo, min(N, lo + step)) for lo in range(0, N, step)]
+
+
 # ---- layouts ---------------------------------------------------------------------------
 def choose_layout(N, geom, K):
     """The column layout for a conv GEMM over N images with K = C*KH*KW rows.
@@ -305,14 +324,15 @@ def as_blocks(cols, layout):
     return cols if layout == "nkl" else cols.reshape((1,) + cols.shape)
 
 
-def to_rows(a, layout):
+def to_rows(backend, a, layout):
     """(N, C, OH, OW) -> (B, C, P): one row per channel, columns in ``layout`` order
     (a copy, except for ``nkl`` which is a reshape)."""
     N, C, OH, OW = a.shape
     if layout == "nkl":
         return a.reshape(N, C, OH * OW)                              # (N, C, OH*OW)
-    order = (1, 0, 2, 3) if layout == "knl" else (1, 2, 3, 0)
-    return a.transpose(order).copy().reshape(1, C, N * OH * OW)     # (1, C, P)
+    if layout == "knl":
+        return a.transpose(1, 0, 2, 3).copy().reshape(1, C, N * OH * OW)  # (1, C, P)
+    return batch_last(backend, a).reshape(1, C, OH * OW * N)        # (1, C, P)
 
 
 def from_rows(backend, rows, N, OH, OW, layout, out):
@@ -328,41 +348,64 @@ def from_rows(backend, rows, N, OH, OW, layout, out):
 
 
 def batch_first(backend, a, out=None):
-    """Copy a (C, ..., N) into (N, C, ...): the batch axis moved from last to first.
+    """Copy a (C, ..., N) into (N, C, ...): the batch axis moved from last to first."""
+    return _move_batch(backend, a, -1, 0, out)
 
-    Reading a large array across its last axis steps by ``N * itemsize``
-    bytes; when that is a multiple of 256 (a batch of 64 or 256 float32)
-    every read maps to the same few CPU cache sets and the copy runs ~10x
-    slower than for other batch sizes.  On backends with
-    ``tiled_transposes`` (host memory) such copies go in tiles of one cache
-    line of the batch axis by ~1024 elements of the rest, which stay in L1.
+
+def batch_last(backend, a, out=None):
+    """Copy a (N, C, ...) into (C, ..., N): the batch axis moved from first to last."""
+    return _move_batch(backend, a, 0, -1, out)
+
+
+def _move_batch(backend, a, source, destination, out):
+    """The batch axis of ``a`` moved from ``source`` to ``destination`` (0 or -1), copied.
+
+    One side of such a copy steps through memory by a whole image (or
+    ``N * itemsize`` bytes) per element; when that step is a multiple of 256
+    bytes every access maps to the same few CPU cache sets, and a copy of a
+    few MB runs several times slower than its size suggests (~10x for
+    (C, OH, OW, 256) -> NCHW).  On backends with ``cache_blocking`` (host
+    memory) large copies go in tiles of one cache line of the batch axis by
+    ~1024 elements of the rest, which stay in L1.
     """
     xp = backend.xp
-    moved = xp.moveaxis(a, -1, 0)                                    # (N, C, ...) view
+    moved = xp.moveaxis(a, source, destination)
     if out is None:
         out = xp.empty(moved.shape, dtype=a.dtype)
-    if not (backend.tiled_transposes and a.ndim > 1 and a.strides[-2] % 256 == 0
-            and a.nbytes >= 1 << 20):
+    N = a.shape[source]
+    # The step of the copy's inner loop: across the batch, or up to it.
+    step = a.strides[0] if source == 0 else a.strides[-2]
+    if not (backend.cache_blocking and a.ndim > 2 and a.nbytes >= 1 << 20
+            and step % 256 == 0):
         out[...] = moved
         return out
-    per_channel = a.size // (a.shape[0] * a.shape[-1])
-    batch_step = max(1, 64 // a.itemsize)                            # one cache line
+    # Tiles along the channel axis (first after the batch in NCHW, first of the
+    # batch-last layout) and along the batch axis.
+    channel_axis = 1 if destination == 0 else 0
+    per_channel = a.size // (N * moved.shape[channel_axis])
     channel_step = max(1, 1024 // per_channel)
-    for c in range(0, a.shape[0], channel_step):
-        src, dst = moved[:, c:c + channel_step], out[:, c:c + channel_step]
-        for n in range(0, a.shape[-1], batch_step):
-            dst[n:n + batch_step] = src[n:n + batch_step]
+    batch_step = max(1, 64 // a.itemsize)                            # one cache line
+    for c in range(0, moved.shape[channel_axis], channel_step):
+        cs = slice(c, c + channel_step)
+        src, dst = (moved[:, cs], out[:, cs]) if destination == 0 else (moved[cs], out[cs])
+        for n in range(0, N, batch_step):
+            ns = slice(n, n + batch_step)
+            if destination == 0:
+                dst[ns] = src[ns]
+            else:
+                dst[..., ns] = src[..., ns]
     return out
 
 
-def _padded(xp, x, geom, value=0.0, channels_first=False):
+def _padded(backend, x, geom, value=0.0, channels_first=False):
     """x (N, C, H, W) padded per ``geom``; with ``channels_first`` laid out (C, Hp, Wp, N)."""
+    xp = backend.xp
     if channels_first:
         N, C = x.shape[:2]
         out = xp.empty((C, geom.Hp, geom.Wp, N), dtype=x.dtype)
         if geom.padded:
             out[...] = value
-        out[(slice(None),) + geom.interior()] = x.transpose(1, 2, 3, 0)
+        batch_last(backend, x, out[(slice(None),) + geom.interior()])
         return out
     if not geom.padded:
         return x
@@ -397,13 +440,13 @@ def unfold_array(backend, x, geom, layout="nkl"):
     N, C = x.shape[:2]
     K, L = C * geom.KH * geom.KW, geom.OH * geom.OW
     if layout == "kln":
-        xt = _padded(xp, x, geom, channels_first=True)     # (C, Hp, Wp, N)
+        xt = _padded(backend, x, geom, channels_first=True)  # (C, Hp, Wp, N)
         sC, sH, sW, sN = xt.strides
         windows = backend.as_strided(                        # (C, KH, KW, OH, OW, N)
             xt, (C, geom.KH, geom.KW, geom.OH, geom.OW, N),
             (sC, sH * geom.dh, sW * geom.dw, sH * geom.sh, sW * geom.sw, sN))
         return xp.ascontiguousarray(windows).reshape(K, L * N)
-    xpad = _padded(xp, x, geom)                              # (N, C, Hp, Wp)
+    xpad = _padded(backend, x, geom)                         # (N, C, Hp, Wp)
     sN, sC, sH, sW = xpad.strides
     windows = backend.as_strided(                            # (N, C, KH, KW, OH, OW)
         xpad, (N, C, geom.KH, geom.KW, geom.OH, geom.OW),
@@ -461,9 +504,9 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
 
 
 # ---- pooling -----------------------------------------------------------------------------
-def _windows(xp, x, geom, value):
+def _windows(backend, x, geom, value):
     """The KH*KW strided slices (each (N, C, OH, OW)) of x padded with ``value``."""
-    xpad = _padded(xp, x, geom, value)
+    xpad = _padded(backend, x, geom, value)
     return [xpad[(Ellipsis,) + geom.window(i, j)] for _, i, j in geom.offsets()]
 
 
@@ -488,10 +531,13 @@ def max_pool_array(backend, x, geom):
     if kernel is not None:
         return kernel(x, geom)
     xp = backend.xp
-    windows = _windows(xp, x, geom, -np.inf)
-    y = windows[0].copy()
-    for w in windows[1:]:
-        xp.maximum(y, w, out=y)
+    windows = _windows(backend, x, geom, -np.inf)
+    y = xp.empty(windows[0].shape, dtype=x.dtype)
+    for lo, hi in cache_chunks(backend, x):
+        part = y[lo:hi]
+        part[...] = windows[0][lo:hi]
+        for w in windows[1:]:
+            xp.maximum(part, w[lo:hi], out=part)
     return y
 
 
@@ -504,7 +550,7 @@ def first_max_masks(backend, x, y, geom):
     window holding NaN, so that window's first element wins.  Padding never wins.
     """
     xp = backend.xp
-    windows = _windows(xp, x, geom, -np.inf)
+    windows = _windows(backend, x, geom, -np.inf)
     valid = _valid_offsets(backend, geom) if geom.padded else None
     free = None
     last = len(windows) - 1
@@ -538,12 +584,14 @@ def max_pool_scatter_array(backend, g, x, y, geom):
              and geom.sw == geom.KW and geom.H == geom.OH * geom.sh
              and geom.W == geom.OW * geom.sw)
     acc = (xp.empty if tiles else xp.zeros)((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
-    for k, i, j, hit in first_max_masks(backend, x, y, geom):
-        target = acc[(Ellipsis,) + geom.window(i, j)]
-        if geom.overlapping:
-            target += g * hit
-        else:  # each input element is in at most one window: write, don't add
-            xp.multiply(g, hit, out=target)
+    for lo, hi in cache_chunks(backend, x):
+        part = acc[lo:hi]
+        for k, i, j, hit in first_max_masks(backend, x[lo:hi], y[lo:hi], geom):
+            target = part[(Ellipsis,) + geom.window(i, j)]
+            if geom.overlapping:
+                target += g[lo:hi] * hit
+            else:  # each input element is in at most one window: write, don't add
+                xp.multiply(g[lo:hi], hit, out=target)
     return xp.ascontiguousarray(acc[(Ellipsis,) + geom.interior()]) if geom.padded else acc
 
 
@@ -554,10 +602,11 @@ def max_pool_gather_array(backend, gx, x, y, geom):
     if kernel is not None:
         return kernel(gx, x, y, geom)
     xp = backend.xp
-    gx_windows = _windows(xp, gx, geom, 0.0)
+    gx_windows = _windows(backend, gx, geom, 0.0)
     out = xp.zeros(y.shape, dtype=gx.dtype)
-    for k, _, _, hit in first_max_masks(backend, x, y, geom):
-        xp.copyto(out, gx_windows[k], where=hit)
+    for lo, hi in cache_chunks(backend, x):
+        for k, _, _, hit in first_max_masks(backend, x[lo:hi], y[lo:hi], geom):
+            xp.copyto(out[lo:hi], gx_windows[k][lo:hi], where=hit)
     return out
 
 
@@ -577,8 +626,7 @@ def max_pool_indices(backend, x, y, geom):
 
 def sum_pool_array(backend, x, geom):
     """The sum of each window (zero padding) -> (N, C, OH, OW)."""
-    xp = backend.xp
-    windows = _windows(xp, x, geom, 0.0)
+    windows = _windows(backend, x, geom, 0.0)
     y = windows[0].copy()
     for w in windows[1:]:
         y += w
@@ -680,7 +728,7 @@ def index_gather_array(backend, gx, idx):
 __all__ = [
     "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
-    "as_blocks", "to_rows", "from_rows", "batch_first", "unfold_array", "fold_array",
+    "as_blocks", "to_rows", "from_rows", "batch_first", "batch_last", "unfold_array", "fold_array",
     "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
     "adaptive_bins", "adaptive_avg_matrix", "adaptive_max_array", "index_scatter_array",

@@ -341,11 +341,16 @@ class Conv2d(Function):
     def backward(self, grad_out):
         x, w = self.inputs[:2]
         grad_x = grad_w = grad_b = None
+        rows = None   # both products read grad_out in the columns' layout: lay it out once
+        if (x.requires_grad and w.requires_grad and self.layout in ("knl", "kln")
+                and _flipped_geometry(self.geom) is None):
+            rows = to_rows(self.backend, grad_out.data, self.layout)    # (1, OC, P)
         if x.requires_grad:
-            grad_x = ConvTranspose2d.apply(grad_out, w, geom=self.geom, groups=self.groups)
+            grad_x = ConvTranspose2d.apply(grad_out, w, geom=self.geom, groups=self.groups,
+                                           rows=rows)
         if w.requires_grad:
             grad_w = Conv2dWeight.apply(x, grad_out, geom=self.geom, groups=self.groups,
-                                        cols=self.cols, layout=self.layout)
+                                        cols=self.cols, layout=self.layout, rows=rows)
         if len(self.inputs) == 3 and self.inputs[2].requires_grad:
             grad_b = grad_out.sum(axis=(0, 2, 3))
         return grad_x, grad_w, grad_b
@@ -353,9 +358,10 @@ class Conv2d(Function):
 
 def _flipped_geometry(geom):
     """For stride 1, the transposed conv is a correlation with the flipped kernel over
-    x padded by dilation*(k-1) - padding: its geometry, or None if that padding
-    would be negative."""
-    if (geom.sh, geom.sw) != (1, 1):
+    x padded by dilation*(k-1) - padding.  Where its output is no larger than x
+    ("same" convolutions) that does the GEMM work of the fold route without
+    fold's scatter-adds: then its geometry, else None."""
+    if (geom.sh, geom.sw) != (1, 1) or geom.H * geom.W > geom.OH * geom.OW:
         return None
     pt, pl = geom.dh * (geom.KH - 1) - geom.pt, geom.dw * (geom.KW - 1) - geom.pl
     pb, pr = geom.H - geom.OH + geom.pt, geom.W - geom.OW + geom.pl
@@ -368,17 +374,16 @@ def _flipped_geometry(geom):
 class ConvTranspose2d(Function):
     """y = conv2d's adjoint applied to x: per group cols = w^T @ x, then y = fold(cols) + b"""
 
-    def forward(self, x, w, b=None, *, geom, groups):
+    def forward(self, x, w, b=None, *, geom, groups, rows=None):
+        # rows: x already laid out by to_rows in the layout chosen below (from
+        # Conv2d.backward, which needs the same for the weight gradient).
         x, w, b = _operands(x, w, b)
         self.geom, self.groups = geom, groups
         N, C = x.shape[:2]            # C: channels of x (the small side, conv2d's output)
         OC = w.shape[1] * groups      # channels of y (the big side, conv2d's input)
         K = OC * geom.KH * geom.KW
         flipped = _flipped_geometry(geom)
-        if flipped is not None and geom.H * geom.W <= geom.OH * geom.OW:
-            # Stride 1 and an output no larger than x ("same" convolutions):
-            # correlating with the flipped kernel does the same GEMM work
-            # without the scatter-adds of fold.
+        if flipped is not None:
             w_flip = (w.reshape(groups, C // groups, OC // groups, geom.KH, geom.KW)
                       .transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
                       .reshape(OC, C // groups, geom.KH, geom.KW))
@@ -389,7 +394,8 @@ class ConvTranspose2d(Function):
             for lo, hi in batch_chunks(N, im2col_bytes(OC, geom, x.itemsize)):
                 cols = blocks = None  # drop the previous chunk's columns first
                 layout = choose_layout(hi - lo, geom, K)
-                rows = to_rows(x[lo:hi], layout)                        # (B, C, P)
+                if rows is None or hi - lo != N:
+                    rows = to_rows(self.backend, x[lo:hi], layout)      # (B, C, P)
                 B, _, P = rows.shape
                 blocks = w_t @ rows.reshape(B, groups, C // groups, P)  # (B, G, K/G, P)
                 cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
@@ -416,24 +422,27 @@ class Conv2dWeight(Function):
     """grad_w[o, c, i, j] = sum_{n,oh,ow} g[n, o, oh, ow] x_pad[n, c, oh*sh + i*dh, ow*sw + j*dw]:
     per group the GEMM (unfold(x) (C*KH*KW, columns) @ g.T (columns, OC)).T"""
 
-    def forward(self, x, g, *, geom, groups, cols=None, layout=None):
+    def forward(self, x, g, *, geom, groups, cols=None, layout=None, rows=None):
+        # cols (and rows): x's columns (and g laid out to match) in ``layout``,
+        # kept by Conv2d's forward (made by its backward).
         x, g = _operands(x, g)
         self.geom, self.groups = geom, groups
         N, C = x.shape[:2]
         OC, K = g.shape[1], C * geom.KH * geom.KW
         if cols is not None:   # the columns Conv2d kept from its forward
-            parts = [(0, N, cols, layout)]
+            parts = [(0, N, cols, layout, rows)]
         else:
-            parts = [(lo, hi, None, choose_layout(hi - lo, geom, K))
+            parts = [(lo, hi, None, choose_layout(hi - lo, geom, K), None)
                      for lo, hi in batch_chunks(N, im2col_bytes(C, geom, x.itemsize))]
         grad_w_t = self.xp.zeros((groups, K // groups, OC // groups), dtype=x.dtype)
-        for lo, hi, cols, layout in parts:
+        for lo, hi, cols, layout, rows in parts:
             blocks = products = None  # drop the previous chunk's columns first
             if cols is None:
                 cols = unfold_array(self.backend, x[lo:hi], geom, layout)
             blocks = as_blocks(cols, layout)                            # (B, K, P)
             B, _, P = blocks.shape
-            rows = to_rows(g[lo:hi], layout)                            # (B, OC, P)
+            if rows is None:
+                rows = to_rows(self.backend, g[lo:hi], layout)          # (B, OC, P)
             # cols @ g.T rather than g @ cols.T: the same product, transposed,
             # and 20-40 % faster in OpenBLAS for these tall-skinny shapes.
             products = (blocks.reshape(B, groups, K // groups, P)       # (B, G, K/G, OC/G)
