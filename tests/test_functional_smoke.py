@@ -195,12 +195,32 @@ def test_max_pool_in_cache_chunks_agrees(device, name, monkeypatch):
         np.testing.assert_array_equal(a, b, err_msg=f"{name} {what}")
 
 
+def test_unfold_array_writes_into_out():
+    backend = get_backend("cpu")
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 4))
+    geom = conv_arrays.conv_geometry("unfold", x.shape, (2, 2), padding=((1, 0), (0, 1)))
+    expected = conv_arrays.unfold_array(backend, x, geom)
+    out = np.full((2, expected.shape[1] + 1, expected.shape[2]), np.nan)[:, 1:]  # a view
+    assert conv_arrays.unfold_array(backend, x, geom, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="'nkl' layout"):
+        conv_arrays.unfold_array(backend, x, geom, "kln", out=out)
+
+
 def test_im2col_limit_setting_and_env():
     previous = F.set_im2col_limit("3M")
     try:
         assert F.get_im2col_limit() == 3 * 2**20
-        assert conv_arrays.batch_chunks(10, 2**20) == [(0, 3), (3, 6), (6, 9), (9, 10)]
-        assert conv_arrays.batch_chunks(10, 2**30) == [(k, k + 1) for k in range(10)]
+        cpu = get_backend("cpu")
+        assert conv_arrays.batch_chunks(cpu, 10, 2**20) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+        assert conv_arrays.batch_chunks(cpu, 10, 2**30) == [(k, k + 1) for k in range(10)]
+        # Above the limit, on the CPU chunks also stay under 16 MiB of columns
+        # (elsewhere, as on a GPU, only the limit applies).
+        F.set_im2col_limit("64M")
+        assert conv_arrays.batch_chunks(cpu, 10, 5 * 2**20) == [(0, 3), (3, 6), (6, 9),
+                                                                (9, 10)]
+        strict = get_backend("strict")
+        assert conv_arrays.batch_chunks(strict, 10, 5 * 2**20) == [(0, 10)]
         for bad in (0, -5, "lots", 1.5):
             with pytest.raises(ValueError, match="bytes"):
                 F.set_im2col_limit(bad)
@@ -233,6 +253,8 @@ def test_backend_kernel_hook_is_used():
 STRICT_OPS = {
     "conv2d": (lambda x, w, b: F.conv2d(x, w, b, padding=1, groups=2),
                [(4, 4, 6, 5), (6, 2, 3, 3), (6,)]),
+    "conv2d_bias_in_gemm": (lambda x, w, b: F.conv2d(x, w, b, stride=(1, 2)),
+                            [(2, 3, 6, 5), (4, 3, 3, 2), (4,)]),
     "conv_transpose2d": (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=1),
                          [(2, 3, 4, 3), (3, 2, 3, 2)]),
     "max_pool2d_padded": (lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True),

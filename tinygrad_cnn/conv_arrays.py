@@ -60,7 +60,7 @@ The im2col buffer of a convolution holds ``C*KH*KW * OH*OW`` elements per
 image.  Conv ops process the batch in chunks of :func:`batch_chunks` so that
 one buffer stays under :func:`get_im2col_limit` bytes (default 512 MiB, or
 the environment variable ``TINYGRAD_CNN_IM2COL_LIMIT``, or
-:func:`set_im2col_limit`).
+:func:`set_im2col_limit`) and, on the CPU, under 16 MiB, which is faster.
 """
 from __future__ import annotations
 
@@ -276,9 +276,20 @@ def im2col_bytes(C, geom, itemsize):
     return C * geom.KH * geom.KW * geom.OH * geom.OW * itemsize
 
 
-def batch_chunks(N, bytes_per_image):
-    """[(lo, hi), ...] splitting N images so one chunk's columns fit the limit."""
-    step = max(1, min(N, _im2col_limit // max(1, bytes_per_image)))
+COLUMN_BLOCK_BYTES = 16 * 2**20
+
+
+def batch_chunks(backend, N, bytes_per_image):
+    """[(lo, hi), ...] splitting N images so one chunk's columns fit the limit.
+
+    On backends with ``cache_blocking`` (host memory) chunks also stay under
+    ``COLUMN_BLOCK_BYTES`` (16 MiB): past that size, making each chunk's
+    columns again for the weight gradient costs less than keeping, and
+    reading back from main memory, the whole batch's (measured on 2-vCPU
+    x86 machines, see docs/benchmarks.md).
+    """
+    limit = min(_im2col_limit, COLUMN_BLOCK_BYTES) if backend.cache_blocking else _im2col_limit
+    step = max(1, min(N, limit // max(1, bytes_per_image)))
     return [(lo, min(N, lo + step)) for lo in range(0, N, step)]
 
 
@@ -423,7 +434,7 @@ def backend_kernel(backend, name, dtype):
     return kernel if dtypes is None or dtype in dtypes else None
 
 
-def unfold_array(backend, x, geom, layout="nkl"):
+def unfold_array(backend, x, geom, layout="nkl", out=None):
     """im2col: x (N, C, H, W) -> the patches of every window, as columns.
 
     ``layout`` "nkl" gives (N, C*KH*KW, OH*OW) (as ``torch.nn.functional.unfold``),
@@ -431,11 +442,18 @@ def unfold_array(backend, x, geom, layout="nkl"):
     ``c*KH*KW + i*KW + j`` holds input channel c at kernel offset (i, j).
     Padding is zeros.  Returns a contiguous array: a new one, except where the
     windows are x itself (a 1x1 kernel, stride 1, no padding), when it may be
-    a read-only view of x.
+    a read-only view of x.  With ``out`` (an array or view of the result's
+    shape, ``nkl`` only) the columns are written there.
     """
+    if out is not None and layout != "nkl":
+        raise ValueError(f"unfold_array: out is for the 'nkl' layout, not {layout!r}")
     kernel = backend_kernel(backend, "im2col", x.dtype)
     if kernel is not None:
-        return kernel(x, geom, layout)
+        cols = kernel(x, geom, layout)
+        if out is None:
+            return cols
+        out[...] = cols
+        return out
     xp = backend.xp
     N, C = x.shape[:2]
     K, L = C * geom.KH * geom.KW, geom.OH * geom.OW
@@ -451,6 +469,9 @@ def unfold_array(backend, x, geom, layout="nkl"):
     windows = backend.as_strided(                            # (N, C, KH, KW, OH, OW)
         xpad, (N, C, geom.KH, geom.KW, geom.OH, geom.OW),
         (sN, sC, sH * geom.dh, sW * geom.dw, sH * geom.sh, sW * geom.sw))
+    if layout == "nkl" and out is not None:
+        out.reshape(windows.shape)[...] = windows
+        return out
     if layout == "nkl":
         return xp.ascontiguousarray(windows).reshape(N, K, L)
     if layout == "knl":

@@ -293,28 +293,39 @@ def _correlate(backend, x, w, b, geom, groups):
     ``cols`` are the columns of the last chunk (all of x when the batch was
     not chunked, which Conv2d keeps for the weight gradient).
     """
+    xp = backend.xp
     N, C = x.shape[:2]
-    OC, K = w.shape[0], C * geom.KH * geom.KW
-    y = backend.xp.empty((N, OC, geom.OH, geom.OW), dtype=x.dtype)
+    OC, K, L = w.shape[0], C * geom.KH * geom.KW, geom.OH * geom.OW
+    y = xp.empty((N, OC, geom.OH, geom.OW), dtype=x.dtype)
     w_groups = w.reshape(groups, OC // groups, K // groups)              # (G, OC/G, K/G)
     cols = layout = None      # stay None for an empty batch
-    for lo, hi in batch_chunks(N, im2col_bytes(C, geom, x.itemsize)):
+    for lo, hi in batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize)):
         cols = blocks = None  # drop the previous chunk's columns before making the next
         layout = choose_layout(hi - lo, geom, K)
+        if layout == "nkl" and b is not None and groups == 1:
+            # One product per image, written straight into NCHW y, with the
+            # bias in the GEMM (w gets b as a last column, the columns a row
+            # of ones): adding it to y, row of OH*OW by row, is a slow pass.
+            ones = xp.empty((hi - lo, K + 1, L), dtype=x.dtype)         # (N, K+1, L)
+            ones[:, K] = 1
+            cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:, :K])
+            w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)
+            xp.matmul(w_b, ones, out=y[lo:hi].reshape(hi - lo, OC, L))
+            continue
         cols = unfold_array(backend, x[lo:hi], geom, layout)
         blocks = as_blocks(cols, layout)                                # (B, K, P)
         B, _, P = blocks.shape
         blocks = blocks.reshape(B, groups, K // groups, P)
         if layout == "nkl":   # one product per image, written straight into NCHW y
-            backend.xp.matmul(w_groups, blocks, out=y[lo:hi].reshape(B, groups, -1, P))
+            xp.matmul(w_groups, blocks, out=y[lo:hi].reshape(B, groups, -1, P))
             if b is not None:
                 y[lo:hi] += b.reshape(1, OC, 1, 1)
         else:
-            rows = w_groups @ blocks                                    # (1, G, OC/G, P)
-            from_rows(backend, rows.reshape(B, OC, P), hi - lo, geom.OH, geom.OW, layout,
+            rows = (w_groups @ blocks).reshape(B, OC, P)                # (1, OC, P)
+            if b is not None:   # long rows here, short ones in y
+                rows += b.reshape(1, OC, 1)
+            from_rows(backend, rows, hi - lo, geom.OH, geom.OW, layout,
                       out=y[lo:hi])                                     # (N, OC, OH, OW)
-            if b is not None:
-                y[lo:hi] += b.reshape(1, OC, 1, 1)
     return y, cols, layout
 
 
@@ -333,7 +344,7 @@ class Conv2d(Function):
         x, w, b = _operands(x, w, b)
         self.geom, self.groups, self.cols, self.layout = geom, groups, None, None
         y, cols, layout = _correlate(self.backend, x, w, b, geom, groups)
-        if keep_cols and len(batch_chunks(x.shape[0], im2col_bytes(
+        if keep_cols and len(batch_chunks(self.backend, x.shape[0], im2col_bytes(
                 x.shape[1], geom, x.itemsize))) == 1:
             self.cols, self.layout = cols, layout
         return y
@@ -391,7 +402,7 @@ class ConvTranspose2d(Function):
         else:
             y = self.xp.empty((N, OC, geom.H, geom.W), dtype=x.dtype)
             w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
-            for lo, hi in batch_chunks(N, im2col_bytes(OC, geom, x.itemsize)):
+            for lo, hi in batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize)):
                 cols = blocks = None  # drop the previous chunk's columns first
                 layout = choose_layout(hi - lo, geom, K)
                 if rows is None or hi - lo != N:
@@ -433,7 +444,8 @@ class Conv2dWeight(Function):
             parts = [(0, N, cols, layout, rows)]
         else:
             parts = [(lo, hi, None, choose_layout(hi - lo, geom, K), None)
-                     for lo, hi in batch_chunks(N, im2col_bytes(C, geom, x.itemsize))]
+                     for lo, hi in batch_chunks(self.backend, N,
+                                                im2col_bytes(C, geom, x.itemsize))]
         grad_w_t = self.xp.zeros((groups, K // groups, OC // groups), dtype=x.dtype)
         for lo, hi, cols, layout, rows in parts:
             blocks = products = None  # drop the previous chunk's columns first
