@@ -64,6 +64,7 @@ the environment variable ``TINYGRAD_CNN_IM2COL_LIMIT``, or
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import re
@@ -187,10 +188,12 @@ def conv_geometry(op, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)),
                         out_size(W, KW, sw, pl + pr, dw), sh, sw, pt, pb, pl, pr, dh, dw)
 
 
+@functools.lru_cache(maxsize=256)
 def pool_geometry(op, x_shape, kernel, stride, padding, dilation=(1, 1), ceil_mode=False,
                   shown=None):
     """The geometry of a pooling; ``ceil_mode`` windows hang over the bottom/right edge,
-    which becomes extra padding there."""
+    which becomes extra padding there.  (Cached: a training loop asks for the same
+    few, and the empty-window check costs more than a small pooling.)"""
     (KH, KW), (ph, pw) = kernel, padding
     if ph > KH // 2 or pw > KW // 2:
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel size "

@@ -15,6 +15,8 @@ from .tensor import Tensor
 
 def check_broadcast(a, b, op):
     """Raise a clear error when shapes ``a`` and ``b`` do not broadcast."""
+    if a == b:   # the common case, without NumPy's general (and slower) rule
+        return a
     try:
         return np.broadcast_shapes(a, b)
     except ValueError:
