@@ -46,9 +46,9 @@ def measure(fns, repeats, warmup, block=5, settle=0.25):
 
     The functions take turns in blocks of ``block`` repeats, so a change of
     background load hits all of them alike and their ratio stays meaningful.
-    Each turn starts with untimed calls for at least ``settle`` seconds (and
-    at least two calls), so that the timed calls see the steady state of a
-    training loop:
+    With more than one function, each turn starts with untimed calls for at
+    least ``settle`` seconds (and at least two calls), so that the timed
+    calls see the steady state of a training loop:
 
     * after a call, OpenBLAS's and OpenMP's worker threads keep spinning for
       a while (~0.1 s) and would slow the other library's first calls down;

@@ -195,16 +195,28 @@ def test_max_pool_in_cache_chunks_agrees(device, name, monkeypatch):
         np.testing.assert_array_equal(a, b, err_msg=f"{name} {what}")
 
 
+class _OwnIm2col(NumpyBackend):
+    """A host backend with its own im2col kernel (as CuPy's), for the hook paths."""
+    calls = []
+
+    def im2col(self, x, geom, layout):
+        self.calls.append(layout)
+        return conv_arrays.unfold_array(get_backend("cpu"), x, geom, layout)
+
+
 def test_unfold_array_writes_into_out():
-    backend = get_backend("cpu")
     x = np.random.default_rng(2).standard_normal((2, 3, 5, 4))
     geom = conv_arrays.conv_geometry("unfold", x.shape, (2, 2), padding=((1, 0), (0, 1)))
-    expected = conv_arrays.unfold_array(backend, x, geom)
-    out = np.full((2, expected.shape[1] + 1, expected.shape[2]), np.nan)[:, 1:]  # a view
-    assert conv_arrays.unfold_array(backend, x, geom, out=out) is out
-    np.testing.assert_array_equal(out, expected)
-    with pytest.raises(ValueError, match="'nkl' layout"):
-        conv_arrays.unfold_array(backend, x, geom, "kln", out=out)
+    expected = conv_arrays.unfold_array(get_backend("cpu"), x, geom)
+    for backend in (get_backend("cpu"), _OwnIm2col()):
+        out = np.full((2, expected.shape[1] + 1, expected.shape[2]), np.nan)[:, 1:]  # a view
+        assert conv_arrays.unfold_array(backend, x, geom, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+        with pytest.raises(ValueError, match="'nkl' layout"):
+            conv_arrays.unfold_array(backend, x, geom, "kln", out=out)
+        with pytest.raises(ValueError, match=r"shape \(2, 12, 20\)"):
+            conv_arrays.unfold_array(backend, x, geom, out=out[:, :, 1:])
+    assert _OwnIm2col.calls == ["nkl"]
 
 
 def test_im2col_limit_setting_and_env():
@@ -322,6 +334,30 @@ def test_benchmark_quick_runs():
     assert "LeNet step, batch 64" in result.stdout
 
 
+@pytest.mark.parametrize("device", ["cpu", "own_im2col"])
+def test_conv_forward_with_bias_holds_one_im2col_buffer(device):
+    """The bias rides in the GEMM on NumPy's im2col; a backend's own im2col, which
+    makes its own buffer, must not get a second one to be copied into."""
+    import tracemalloc
+    register_backend("own_im2col", _OwnIm2col())
+    rng = np.random.default_rng(6)
+    x, w, b = (Tensor(rng.standard_normal(s), device=device)      # C*KH*KW < 64: per image
+               for s in [(16, 4, 12, 12), (8, 4, 3, 3), (8,)])
+    assert conv_arrays.choose_layout(16, conv_arrays.conv_geometry("c", x.shape, (3, 3)),
+                                     36) == "nkl"
+    cols = 16 * 4 * 9 * 10 * 10 * 8                                  # N * C*KH*KW * L * 8 bytes
+    with tg.no_grad():
+        F.conv2d(x, w, b)                   # warm-up
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            y = F.conv2d(x, w, b)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert peak - y.data.nbytes <= 1.25 * cols, f"{(peak - y.data.nbytes) / cols:.2f} buffers"
+
+
 @pytest.mark.parametrize("limit", [None, 16 * 8 * 9 * 10 * 10 * 8 // 4],
                          ids=["whole_batch", "chunked_in_4"])
 def test_conv_memory_stays_within_two_im2col_buffers(limit):
@@ -346,3 +382,12 @@ def test_conv_memory_stays_within_two_im2col_buffers(limit):
     extra = peak - y.data.nbytes - x.grad.data.nbytes - w.grad.data.nbytes
     budget = 2.5 * cols if limit is None else 1.5 * limit + 4 * x.data.nbytes
     assert extra <= budget, f"{extra / cols:.2f} im2col buffers"
+
+
+def test_pooling_takes_numpy_bools_for_ceil_mode():
+    x = Tensor(np.arange(25.0).reshape(1, 1, 5, 5))
+    for flag in (np.bool_(True), np.array(True)):
+        np.testing.assert_array_equal(F.max_pool2d(x, 2, ceil_mode=flag).numpy(),
+                                      F.max_pool2d(x, 2, ceil_mode=True).numpy())
+        np.testing.assert_array_equal(F.avg_pool2d(x, 2, ceil_mode=flag).numpy(),
+                                      F.avg_pool2d(x, 2, ceil_mode=True).numpy())

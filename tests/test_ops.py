@@ -855,3 +855,20 @@ def test_random_matmul_shapes(seed, device):
         np.testing.assert_allclose((x @ y).numpy(), a @ b, rtol=1e-12, atol=1e-14)
         assert gradcheck(lambda p, q: p @ q, (x, y)), (sx, sy)
         done += 1
+
+
+def test_sum_over_batch_and_more_axes_matches_numpy_in_every_dtype():
+    """Sum reduces the batch axis first in float32/64 (faster); float16 keeps NumPy's
+    order, since batch-first partial sums can overflow where the whole sum does not."""
+    x = np.zeros((256, 2, 2, 2), np.float16)
+    x[:, :, 0, 0], x[:, :, 0, 1] = 300, -300
+    np.testing.assert_array_equal(tg.Tensor(x).sum((0, 2, 3)).numpy(), [0, 0])
+    rng = np.random.default_rng(3)
+    for dtype in ("float32", "float64", "int32", "bool"):
+        a = rng.standard_normal((5, 3, 4, 2)) > 0 if dtype == "bool" else \
+            (rng.standard_normal((5, 3, 4, 2)) * 10).astype(dtype)
+        for axis, keepdims in (((0, 2, 3), False), ((0, 1), True), ((0, -1), False)):
+            got = tg.Tensor(a).sum(axis, keepdims=keepdims).numpy()
+            want = a.sum(axis, keepdims=keepdims)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)

@@ -60,7 +60,8 @@ The im2col buffer of a convolution holds ``C*KH*KW * OH*OW`` elements per
 image.  Conv ops process the batch in chunks of :func:`batch_chunks` so that
 one buffer stays under :func:`get_im2col_limit` bytes (default 512 MiB, or
 the environment variable ``TINYGRAD_CNN_IM2COL_LIMIT``, or
-:func:`set_im2col_limit`) and, on the CPU, under 16 MiB, which is faster.
+:func:`set_im2col_limit`) and, on the CPU, under 16 MiB where one image's
+columns allow it, which is faster.
 """
 from __future__ import annotations
 
@@ -286,7 +287,8 @@ def batch_chunks(backend, N, bytes_per_image):
     """[(lo, hi), ...] splitting N images so one chunk's columns fit the limit.
 
     On backends with ``cache_blocking`` (host memory) chunks also stay under
-    ``COLUMN_BLOCK_BYTES`` (16 MiB): past that size, making each chunk's
+    ``COLUMN_BLOCK_BYTES`` (16 MiB; one image per chunk if one image's columns
+    are larger): past that size, making each chunk's
     columns again for the weight gradient costs less than keeping, and
     reading back from main memory, the whole batch's (measured on 2-vCPU
     x86 machines, see docs/benchmarks.md).
@@ -446,10 +448,14 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
     Padding is zeros.  Returns a contiguous array: a new one, except where the
     windows are x itself (a 1x1 kernel, stride 1, no padding), when it may be
     a read-only view of x.  With ``out`` (an array or view of the result's
-    shape, ``nkl`` only) the columns are written there.
+    shape, ``nkl`` only) the columns are written there and ``out`` returned.
     """
-    if out is not None and layout != "nkl":
-        raise ValueError(f"unfold_array: out is for the 'nkl' layout, not {layout!r}")
+    if out is not None:
+        expected = (x.shape[0], x.shape[1] * geom.KH * geom.KW, geom.OH * geom.OW)
+        if layout != "nkl" or tuple(out.shape) != expected:
+            raise ValueError(f"unfold_array: out must be for the 'nkl' layout, of shape "
+                             f"{shape_str(expected)}; got layout {layout!r} and shape "
+                             f"{shape_str(out.shape)}")
     kernel = backend_kernel(backend, "im2col", x.dtype)
     if kernel is not None:
         cols = kernel(x, geom, layout)

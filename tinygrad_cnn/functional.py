@@ -52,7 +52,8 @@ import numpy as np
 
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
-    ConvGeometry, adaptive_avg_matrix, adaptive_max_array, avg_pool_divisor, batch_chunks,
+    ConvGeometry, adaptive_avg_matrix, adaptive_max_array, avg_pool_divisor, backend_kernel,
+    batch_chunks,
     as_blocks, choose_layout, conv_geometry, fold_array, from_rows, get_im2col_limit, im2col_bytes,
     index_gather_array, index_scatter_array, max_pool_array, max_pool_gather_array,
     max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding,
@@ -261,7 +262,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     When one buffer would exceed :func:`get_im2col_limit` bytes, the batch is
     processed in chunks of ``max(1, limit // (K * OH*OW * itemsize))`` images
     (the columns are then rebuilt for the weight gradient rather than kept).
-    On the CPU the limit is at most 16 MiB, which is faster as well as smaller
+    On the CPU a chunk holds at most 16 MiB of columns (or one image's, if
+    more), which is faster as well as smaller
     (:func:`tinygrad_cnn.conv_arrays.batch_chunks`).
     """
     _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)")
@@ -304,10 +306,13 @@ def _correlate(backend, x, w, b, geom, groups):
     for lo, hi in batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize)):
         cols = blocks = None  # drop the previous chunk's columns before making the next
         layout = choose_layout(hi - lo, geom, K)
-        if layout == "nkl" and b is not None and groups == 1:
+        if (layout == "nkl" and b is not None and groups == 1
+                and backend_kernel(backend, "im2col", x.dtype) is None):
             # One product per image, written straight into NCHW y, with the
             # bias in the GEMM (w gets b as a last column, the columns a row
-            # of ones): adding it to y, row of OH*OW by row, is a slow pass.
+            # of ones): adding it to y, row of OH*OW by row, is a slow pass
+            # in NumPy.  (A backend's own im2col makes its own buffer, which
+            # would then be copied: those take the general path.)
             ones = xp.empty((hi - lo, K + 1, L), dtype=x.dtype)         # (N, K+1, L)
             ones[:, K] = 1
             cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:, :K])
@@ -600,7 +605,8 @@ def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return
                 x_shown):
     kernel, stride, padding, dilation = _pool_args(op, x, kernel_size, stride, padding,
                                                    dilation)
-    geom = pool_geometry(op, x.shape, kernel, stride, padding, dilation, ceil_mode, x_shown)
+    geom = pool_geometry(op, x.shape, kernel, stride, padding, dilation, bool(ceil_mode),
+                         x_shown)
     y = MaxPool2d.apply(x, geom=geom)
     if not return_indices:
         return y
@@ -669,7 +675,8 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
             not isinstance(divisor_override, numbers.Real) or divisor_override <= 0):
         raise ValueError(f"{op}: divisor_override must be a positive number, got "
                          f"{divisor_override!r}")
-    geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1), ceil_mode, x_shown)
+    geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1), bool(ceil_mode),
+                         x_shown)
     divisor = avg_pool_divisor(geom, padding[0], padding[1], count_include_pad,
                                divisor_override)
     return AvgPool2d.apply(x, geom=geom, divisor=x._backend.asarray(divisor))
