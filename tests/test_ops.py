@@ -151,6 +151,8 @@ case("matmul-batched-1d-right", *_mm, R(2, 3, 4), R(4))
 case("matmul-batched-1d-left", *_mm, R(4), R(2, 4, 3))
 case("matmul-noncontig", *_mm, T(R(3, 4)), T(R(4, 2)))
 case("matmul-method", lambda x, y: x.matmul(y), np.matmul, R(2, 3), R(3, 2))
+case("matmul-outer", *_mm, R(3, 1), R(1, 4))                       # K = 1: a broadcast product
+case("matmul-outer-batched-bcast", *_mm, R(2, 1, 3, 1), R(3, 1, 2))  # -> (2, 3, 3, 2)
 
 # ---- elementwise functions -----------------------------------------------------------
 

@@ -172,6 +172,10 @@ class MatMul(Function):
                              f"({k_x} != {k_y})")
         if x.ndim > 2 and y.ndim > 2:
             check_broadcast(x.shape[:-2], y.shape[:-2], "matmul batch dimensions")
+        if k_x == 1 and x.ndim > 1 and y.ndim > 1:
+            # An outer product (a linear layer's weight gradient at batch 1):
+            # NumPy's matmul takes ~3x longer for it than the broadcast product.
+            return self.xp.multiply(x, y)
         return self.xp.matmul(x, y)
 
     def backward(self, grad_out):
