@@ -19,8 +19,10 @@ from tinygrad_cnn import Tensor, conv_arrays
 from tinygrad_cnn.backend import NumpyBackend, get_backend, register_backend
 
 try:  # registers the "strict" device (CuPy's rules on NumPy arrays)
+    from . import reference_loops as ref
     from . import strict_backend  # noqa: F401
 except ImportError:
+    import reference_loops as ref
     import strict_backend  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +54,9 @@ CONVS = {
     "conv2d_batch_64_tiled":
         (lambda F, x, w, b: F.conv2d(x, w, b, padding=1, stride=(1, 2)),
          [(64, 16, 12, 24), (32, 16, 3, 3), (32,)]),
+    # fold of N >= 4 images with short rows: copied into the batch-inner layout first.
+    "fold_short_rows":
+        (lambda F, c: F.fold(c, (9, 8), 3, padding=1, stride=2), [(6, 72, 20)]),
     "conv_transpose2d_short_rows":
         (lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
                                                groups=2),
@@ -96,6 +101,45 @@ def test_short_rows_match_torch(name):
     v = torch.tensor(np.random.default_rng(1).standard_normal(tuple(out.shape)))
     theirs = [out.detach().numpy()] + [g.numpy() for g in torch.autograd.grad(out, xs, v)]
     _close(ours, theirs, name)
+
+
+@pytest.mark.parametrize("N", [6, 160])   # 160: > 1 MiB of patches, copied in tiles
+def test_local2d_with_short_rows_matches_the_loops(N):
+    """local2d through the batch-inner fold and, for the large batch, the tiled copies
+    of its permuted patches, against the textbook loops."""
+    rng = np.random.default_rng(7)
+    shapes = [(N, 8, 6, 6), (2, 4, 4, 8, 3, 3), (N, 2, 4, 4)]
+    x, w, g = (rng.standard_normal(s) for s in shapes)
+    xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    grads = tg.grad(F.local2d(xt, wt), [xt, wt], Tensor(g))
+    np.testing.assert_allclose(F.local2d(Tensor(x), Tensor(w)).numpy(), ref.local2d(x, w),
+                               rtol=1e-10, atol=1e-10)
+    for ours, theirs in zip(grads, ref.local2d_vjp(x, w, g)):
+        np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+@pytest.mark.parametrize("shape,order,dtype", [
+    ((96, 300, 20), (2, 0, 1), "float32"),   # contiguous axis first: tiles
+    ((96, 300, 20), (2, 1, 0), "float64"),   # ... reversed
+    ((1000, 300), (1, 0), "float64"),        # a long 2-D transpose: tiles along rows
+    ((60, 300, 20), (0, 2, 1), "float32"),   # contiguous axis second to last, short rows
+    ((5, 7, 3), (2, 0, 1), "float64"),       # small: one plain copy
+])
+def test_contiguous_copies_permuted_arrays(device, shape, order, dtype, monkeypatch):
+    backend = get_backend(device)
+    monkeypatch.setattr(type(backend), "cache_blocking", True)
+    host = np.random.default_rng(8).standard_normal(shape).astype(dtype).transpose(order)
+    a = backend.asarray(np.ascontiguousarray(host.transpose(np.argsort(order)))).transpose(order)
+    out = conv_arrays.contiguous(backend, a)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(backend.to_numpy(out), host)
+    assert conv_arrays.contiguous(backend, out) is out
+    # MatMul copies operands BLAS cannot read in place the same way.
+    other = np.random.default_rng(9).standard_normal(host.shape[-1:] + (3,)).astype(dtype)
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose((Tensor(a, device=device) @ Tensor(other, device=device)).numpy(),
+                               host @ other, rtol=tol, atol=tol)
 
 
 def test_unfold_array_layouts_are_one_matrix():

@@ -53,7 +53,7 @@ import numpy as np
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, avg_pool_divisor, backend_kernel,
-    batch_chunks,
+    batch_chunks, contiguous,
     as_blocks, choose_layout, conv_geometry, fold_array, from_rows, get_im2col_limit, im2col_bytes,
     index_gather_array, index_scatter_array, max_pool_array, max_pool_gather_array,
     max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding,
@@ -142,7 +142,14 @@ class Fold(Function):
 
     def forward(self, cols, geom, channels):
         self.geom = geom
-        return fold_array(self.backend, cols, geom, cols.shape[0], channels, "nkl")
+        N, K, L = cols.shape
+        if choose_layout(N, geom, K) != "kln":
+            return fold_array(self.backend, cols, geom, N, channels, "nkl")
+        # Short output rows: fold_array's adds run along rows of OW elements
+        # per image, or of OW*N with the batch innermost; one copy into that
+        # layout costs less than the difference.
+        cols = contiguous(self.backend, cols.transpose(1, 2, 0))     # (K, L, N)
+        return fold_array(self.backend, cols.reshape(K, L * N), geom, N, channels, "kln")
 
     def backward(self, grad_out):
         return Unfold.apply(grad_out, geom=self.geom)

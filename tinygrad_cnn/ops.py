@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import Function
+from .conv_arrays import contiguous
 from .tensor import Tensor
 
 
@@ -176,6 +177,9 @@ class MatMul(Function):
             # An outer product (a linear layer's weight gradient at batch 1):
             # NumPy's matmul takes ~3x longer for it than the broadcast product.
             return self.xp.multiply(x, y)
+        # Matrices that BLAS cannot read in place get copied by matmul; ours
+        # copies permuted arrays several times faster.
+        x, y = (a if _blas_ready(a) else contiguous(self.backend, a) for a in (x, y))
         return self.xp.matmul(x, y)
 
     def backward(self, grad_out):
@@ -195,6 +199,16 @@ class MatMul(Function):
         grad_x = (grad_out @ y.swapaxes(-1, -2)).sum_to(x.shape)  # (..., M, K)
         grad_y = (x.swapaxes(-1, -2) @ grad_out).sum_to(y.shape)  # (..., K, N)
         return grad_x, grad_y
+
+
+def _blas_ready(a):
+    """Can BLAS read the matrices of ``a`` (its last two axes) in place: rows or
+    columns contiguous?"""
+    if a.ndim < 2:
+        return True
+    (s0, s1), (d0, d1), item = a.strides[-2:], a.shape[-2:], a.itemsize
+    return (s1 == item and s0 >= d1 * item) or (s0 == item and s1 >= d0 * item) \
+        or d0 == 1 or d1 == 1
 
 
 # ---- elementwise functions --------------------------------------------------------
