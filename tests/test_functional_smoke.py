@@ -142,6 +142,22 @@ def test_contiguous_copies_permuted_arrays(device, shape, order, dtype, monkeypa
                                host @ other, rtol=tol, atol=tol)
 
 
+def test_tiled_copy_only_where_a_plain_copy_reads_across_the_cache():
+    cpu, strict = get_backend("cpu"), get_backend("strict")
+    big = np.zeros((256, 500, 64), np.float32)                        # 33 MB
+    assert conv_arrays.tiled_copy_pays(cpu, big.transpose(2, 0, 1))   # local2d's patches
+    assert not conv_arrays.tiled_copy_pays(strict, big.transpose(2, 0, 1))  # no CPU caches
+    assert not conv_arrays.tiled_copy_pays(cpu, big)                 # already contiguous
+    assert conv_arrays.tiled_copy_pays(cpu, big.transpose(0, 2, 1))  # rows of 500 lines
+    rows = np.zeros((2048, 20, 64), np.float32).transpose(0, 2, 1)    # rows of 20: reused
+    assert not conv_arrays.tiled_copy_pays(cpu, rows)
+    short = np.zeros((8192, 64, 4), np.float32)                       # contiguous axis of 4
+    assert not conv_arrays.tiled_copy_pays(cpu, short.transpose(2, 1, 0))
+    wide = np.zeros((4000, 1000), np.float32)
+    assert conv_arrays.tiled_copy_pays(cpu, wide.T)
+    assert conv_arrays.tiled_copy_pays(cpu, wide.T[None])             # size-1 axes ignored
+
+
 def test_unfold_array_layouts_are_one_matrix():
     """'nkl', 'knl' and 'kln' hold the same columns in different orders; fold is the adjoint."""
     backend = get_backend("cpu")
@@ -400,6 +416,41 @@ def test_conv_forward_with_bias_holds_one_im2col_buffer(device):
         finally:
             tracemalloc.stop()
     assert peak - y.data.nbytes <= 1.25 * cols, f"{(peak - y.data.nbytes) / cols:.2f} buffers"
+
+
+def test_fold_in_the_batch_inner_layout_stays_within_the_limit():
+    """Fold copies short-row columns into the batch-inner layout chunk by chunk (so the
+    copy stays within the im2col limit), and only where CPU caches make it pay: a
+    backend without cache_blocking (a GPU) gets the columns as they are."""
+    import tracemalloc
+    cols = Tensor(np.random.default_rng(3).standard_normal((64, 72, 20)))   # 737 KB
+    previous = F.set_im2col_limit(64 * 1024)
+    try:
+        F.fold(cols, (9, 8), 3, padding=1, stride=2)                        # warm-up
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            y = F.fold(cols, (9, 8), 3, padding=1, stride=2)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    finally:
+        F.set_im2col_limit(previous)
+    assert peak - y.data.nbytes <= 0.3 * cols.data.nbytes, peak / cols.data.nbytes
+
+    layouts = []
+
+    class NoCaches(NumpyBackend):
+        cache_blocking = False
+
+        def col2im(self, c, geom, N, C, layout):
+            layouts.append(layout)
+            return conv_arrays.fold_array(get_backend("cpu"), c, geom, N, C, layout)
+
+    register_backend("no_caches", NoCaches())
+    got = F.fold(Tensor(cols.numpy(), device="no_caches"), (9, 8), 3, padding=1, stride=2)
+    np.testing.assert_allclose(got.numpy(), y.numpy(), rtol=1e-12)
+    assert layouts == ["nkl"]
 
 
 @pytest.mark.parametrize("limit", [None, 16 * 8 * 9 * 10 * 10 * 8 // 4],

@@ -420,20 +420,18 @@ def contiguous(backend, a):
     the last axis.  When the axis that is contiguous in memory comes before
     the last two (the patches of local2d, ``unfold(x).permute(2, 0, 1)``),
     or the last row is long, those lines are evicted before the copy comes
-    back for their other elements: 70 ms for a 33 MB copy.  On backends
-    with ``cache_blocking`` large ones are copied in tiles of 64 along the
+    back for their other elements: 70 ms for a 33 MB copy.  Where
+    :func:`tiled_copy_pays`, the copy goes in tiles of 64 along the
     contiguous axis by a few along one other, which stay in cache (12 ms).
     """
     if a.flags.c_contiguous:
         return a
-    xp = backend.xp
-    fastest = int(np.argmin([abs(s) for s in a.strides]))
-    lines_reused = fastest == a.ndim - 1 or (fastest == a.ndim - 2 and a.shape[-1] <= 64)
-    if not backend.cache_blocking or a.nbytes < 1 << 20 or lines_reused:
-        return xp.ascontiguousarray(a)
-    other = next((ax for ax in range(a.ndim - 1) if ax != fastest), a.ndim - 1)
+    axes = _tile_axes(backend, a)
+    if axes is None:
+        return backend.xp.ascontiguousarray(a)
+    fastest, other = axes
     other_step = 256 if other == a.ndim - 1 else 4
-    out = xp.empty(a.shape, dtype=a.dtype)
+    out = backend.xp.empty(a.shape, dtype=a.dtype)
     tile = [slice(None)] * a.ndim
     for i in range(0, a.shape[fastest], 64):
         tile[fastest] = slice(i, i + 64)
@@ -441,6 +439,26 @@ def contiguous(backend, a):
             tile[other] = slice(j, j + other_step)
             out[tuple(tile)] = a[tuple(tile)]
     return out
+
+
+def tiled_copy_pays(backend, a):
+    """Would :func:`contiguous` copy ``a`` in tiles (rather than plainly, or not at all)?"""
+    return not a.flags.c_contiguous and _tile_axes(backend, a) is not None
+
+
+def _tile_axes(backend, a):
+    """(contiguous axis, other axis) to tile a copy of ``a`` by, or None where a plain
+    copy reuses the cache lines it reads, or the backend has no CPU caches to mind."""
+    if not backend.cache_blocking or a.nbytes < 1 << 20:
+        return None
+    axes = [ax for ax in range(a.ndim) if a.shape[ax] > 1]    # size-1 axes have any stride
+    if len(axes) < 2:
+        return None
+    fastest = min(axes, key=lambda ax: abs(a.strides[ax]))
+    if (fastest == axes[-1] or a.shape[fastest] < 64
+            or (fastest == axes[-2] and a.shape[axes[-1]] <= 64)):
+        return None
+    return fastest, next(ax for ax in axes if ax != fastest)
 
 
 def _padded(backend, x, geom, value=0.0, channels_first=False):
@@ -792,6 +810,7 @@ __all__ = [
     "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
     "as_blocks", "to_rows", "from_rows", "batch_first", "batch_last", "contiguous",
+    "tiled_copy_pays",
     "cache_chunks", "unfold_array", "fold_array",
     "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",

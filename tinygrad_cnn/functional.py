@@ -143,13 +143,18 @@ class Fold(Function):
     def forward(self, cols, geom, channels):
         self.geom = geom
         N, K, L = cols.shape
-        if choose_layout(N, geom, K) != "kln":
+        if not self.backend.cache_blocking or choose_layout(N, geom, K) != "kln":
             return fold_array(self.backend, cols, geom, N, channels, "nkl")
-        # Short output rows: fold_array's adds run along rows of OW elements
-        # per image, or of OW*N with the batch innermost; one copy into that
-        # layout costs less than the difference.
-        cols = contiguous(self.backend, cols.transpose(1, 2, 0))     # (K, L, N)
-        return fold_array(self.backend, cols.reshape(K, L * N), geom, N, channels, "kln")
+        # Short output rows, in NumPy: fold_array's adds run along rows of OW
+        # elements per image, or of OW*N with the batch innermost; a copy
+        # into that layout (chunk by chunk, within the im2col limit) costs
+        # less than the difference.
+        y = self.xp.empty((N, channels, geom.H, geom.W), dtype=cols.dtype)
+        for lo, hi in batch_chunks(self.backend, N, K * L * cols.itemsize):
+            part = contiguous(self.backend, cols[lo:hi].transpose(1, 2, 0))  # (K, L, n)
+            fold_array(self.backend, part.reshape(K, L * (hi - lo)), geom, hi - lo, channels,
+                       "kln", out=y[lo:hi])
+        return y
 
     def backward(self, grad_out):
         return Unfold.apply(grad_out, geom=self.geom)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import Function
-from .conv_arrays import contiguous
+from .conv_arrays import contiguous, tiled_copy_pays
 from .tensor import Tensor
 
 
@@ -177,9 +177,11 @@ class MatMul(Function):
             # An outer product (a linear layer's weight gradient at batch 1):
             # NumPy's matmul takes ~3x longer for it than the broadcast product.
             return self.xp.multiply(x, y)
-        # Matrices that BLAS cannot read in place get copied by matmul; ours
-        # copies permuted arrays several times faster.
-        x, y = (a if _blas_ready(a) else contiguous(self.backend, a) for a in (x, y))
+        # Matrices that BLAS cannot read in place get copied by matmul; where
+        # that copy would read across the cache, ours is several times faster.
+        x, y = (contiguous(self.backend, a)
+                if not _blas_ready(a) and tiled_copy_pays(self.backend, a) else a
+                for a in (x, y))
         return self.xp.matmul(x, y)
 
     def backward(self, grad_out):
@@ -207,8 +209,7 @@ def _blas_ready(a):
     if a.ndim < 2:
         return True
     (s0, s1), (d0, d1), item = a.strides[-2:], a.shape[-2:], a.itemsize
-    return (s1 == item and s0 >= d1 * item) or (s0 == item and s1 >= d0 * item) \
-        or d0 == 1 or d1 == 1
+    return (s1 == item and s0 >= d1 * item) or (s0 == item and s1 >= d0 * item)
 
 
 # ---- elementwise functions --------------------------------------------------------
