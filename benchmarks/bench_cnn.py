@@ -1,6 +1,7 @@
 """Speed and page-fault benchmark of the CNN primitives against PyTorch CPU.
 
     python benchmarks/bench_cnn.py            # full table (a few minutes)
+    python benchmarks/bench_cnn.py --rounds 3 # three tables and each ratio's range
     python benchmarks/bench_cnn.py --quick    # smoke run: tiny repeats, seconds
 
 Each case runs forward + backward (and for LeNet a whole training step with
@@ -272,7 +273,12 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="run only the cases whose name contains TEXT (e.g. LeNet)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the table this many times and end with each case's "
+                             "range of ratios (single runs vary with the machine's load)")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.repeats is not None and args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     repeats = args.repeats or (3 if args.quick else 15)
     warmup = 1 if args.quick else 3
 
@@ -307,23 +313,32 @@ def main(argv=None):
     print(f"# malloc thresholds raised with mallopt: {'yes' if tuned else 'no'}")
     header = (f"| {'case':<46} | {'ours ms':>8} | {'GFLOP/s':>7} | {'faults':>7} | "
               f"{'torch ms':>8} | {'faults':>7} | {'ratio':>5} |")
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    tg.manual_seed(0)
-    for name, build in cases(args.quick):
-        if args.only and args.only.lower() not in name.lower():
-            continue
-        ours, theirs, flops = build(tg, F, torch, np.dtype(args.dtype))
-        results = measure([ours] if theirs is None else [ours, theirs], repeats, warmup)
-        t, faults = results[0]
-        gflops = f"{flops / t / 1e9:7.1f}" if flops else f"{'-':>7}"
-        if theirs is not None:
-            tt, tfaults = results[1]
-            torch_cols = f"{tt * 1e3:8.2f} | {tfaults:7.0f} | {t / tt:5.2f}"
-        else:
-            torch_cols = f"{'-':>8} | {'-':>7} | {'-':>5}"
-        print(f"| {name:<46} | {t * 1e3:8.2f} | {gflops} | {faults:7.0f} | {torch_cols} |",
-              flush=True)
+    ratios = {}
+    for round_ in range(args.rounds):
+        if args.rounds > 1:
+            print(f"# round {round_ + 1} of {args.rounds}")
+        print(header)
+        print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+        tg.manual_seed(0)
+        for name, build in cases(args.quick):
+            if args.only and args.only.lower() not in name.lower():
+                continue
+            ours, theirs, flops = build(tg, F, torch, np.dtype(args.dtype))
+            results = measure([ours] if theirs is None else [ours, theirs], repeats, warmup)
+            t, faults = results[0]
+            gflops = f"{flops / t / 1e9:7.1f}" if flops else f"{'-':>7}"
+            if theirs is not None:
+                tt, tfaults = results[1]
+                torch_cols = f"{tt * 1e3:8.2f} | {tfaults:7.0f} | {t / tt:5.2f}"
+                ratios.setdefault(name, []).append(t / tt)
+            else:
+                torch_cols = f"{'-':>8} | {'-':>7} | {'-':>5}"
+            print(f"| {name:<46} | {t * 1e3:8.2f} | {gflops} | {faults:7.0f} | {torch_cols} |",
+                  flush=True)
+    if args.rounds > 1 and ratios:
+        print(f"# ratio over {args.rounds} rounds (min-max)")
+        for name, values in ratios.items():
+            print(f"| {name:<46} | {min(values):5.2f}-{max(values):.2f} |")
     return 0
 
 

@@ -394,6 +394,21 @@ def test_benchmark_quick_runs():
     assert "LeNet step, batch 64" in result.stdout
 
 
+def test_benchmark_rounds_end_with_the_ratio_ranges():
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_cnn.py"), "--quick",
+         "--repeats", "1", "--rounds", "2", "--only", "max_pool2d"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "# round 2 of 2" in out and "# ratio over 2 rounds (min-max)" in out
+    summary = out.split("# ratio over 2 rounds (min-max)")[1].strip().splitlines()
+    assert len(summary) == 1 and "max_pool2d" in summary[0]
+    lo, hi = (float(v) for v in summary[0].split("|")[2].split("-"))
+    assert 0 < lo <= hi
+
+
 @pytest.mark.parametrize("device", ["cpu", "own_im2col"])
 def test_conv_forward_with_bias_holds_one_im2col_buffer(device):
     """The bias rides in the GEMM on NumPy's im2col; a backend's own im2col, which
