@@ -398,6 +398,68 @@ def test_pow_gradient_is_zero_not_nan_where_the_exponent_is_zero():
     np.testing.assert_allclose(a.grad.numpy(), [0.0, 12.0])
 
 
+def test_pow_gradient_in_the_exponent_is_nan_for_a_negative_base():
+    """log x is undefined for x < 0: NaN there (as PyTorch), not a plausible 0; x == 0
+    with a positive exponent still gives 0."""
+    a = tg.tensor([-2.0, 0.0, 2.0], requires_grad=True)
+    b = tg.tensor([2.0, 3.0, 3.0], requires_grad=True)
+    (a ** b).sum().backward()
+    g = b.grad.numpy()
+    assert np.isnan(g[0]) and g[1] == 0.0
+    np.testing.assert_allclose(g[2], 8 * np.log(2), rtol=1e-6)
+
+
+# ---- item assignment ------------------------------------------------------------------
+def test_item_assignment_writes_in_place_and_bumps_the_version():
+    x = tg.zeros(3, 4)
+    c = tg.ones(3, 4, requires_grad=True)
+    loss = (c * x).sum()                 # Mul saved x
+    x[0] += 1                            # x[0] is a view: += writes through it
+    x[1:, 1] = tg.tensor([5.0, 6.0])
+    x[2, 3] = 7
+    np.testing.assert_array_equal(x.numpy(), [[1, 1, 1, 1], [0, 5, 0, 0], [0, 6, 0, 7]])
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+    w = tg.tensor([1.0, 2.0, 3.0])
+    w[1] -= 0.5                          # w[1] is a copy (a 0-d element)
+    assert w.tolist() == [1.0, 1.5, 3.0]
+
+
+def test_item_assignment_is_refused_before_writing_where_autograd_would_be_bypassed():
+    w = tg.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="requires grad"):
+        w[0] = 5.0
+    with pytest.raises(RuntimeError, match="requires grad"):
+        w[0] += 5.0
+    x = tg.zeros(3)
+    with pytest.raises(RuntimeError, match="value that requires grad"):
+        x[0] = w[1]
+    assert w.tolist() == [1.0, 1.0, 1.0] and x.tolist() == [0.0, 0.0, 0.0]
+    with tg.no_grad():
+        w[0] = 5.0                       # as an optimizer update would
+    assert w.tolist() == [5.0, 1.0, 1.0]
+
+
+def test_item_assignment_errors_name_the_shapes_and_dtypes():
+    x = tg.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*shape \(4,\)"):
+        x[0] = tg.ones(4)
+    with pytest.raises(IndexError, match=r"shape \(2, 3\)"):
+        x[5] = 1.0
+    with pytest.raises(TypeError, match="float32.*int64"):
+        tg.zeros(3, dtype=tg.int64)[0] = 1.5
+
+
+def test_upstream_gradient_takes_the_output_dtype():
+    x = tg.ones(3, requires_grad=True)                   # float32
+    x.backward(tg.tensor(np.ones(3)))                    # float64 upstream
+    assert x.grad.dtype == tg.float32
+    x.backward(tg.tensor([1, 2, 3]))                     # int upstream
+    assert x.grad.dtype == tg.float32 and x.grad.tolist() == [2.0, 3.0, 4.0]
+    (g,) = tg.grad(x * 2, [x], tg.tensor(np.ones(3)))
+    assert g.dtype == tg.float32
+
+
 def test_function_apply_refuses_non_tensor_positional_arguments():
     with pytest.raises(TypeError, match="keywords"):
         tg.ops.Exp.apply(tg.tensor([1.0]), 3)
@@ -416,16 +478,30 @@ def test_backward_with_create_graph_keeps_the_graph_for_the_gradient():
     np.testing.assert_allclose(x.grad.numpy(), -2 * t * (1 - t * t))
 
 
-def test_unfold_sharing_its_input_memory_is_caught_after_an_in_place_change():
-    """A 1x1 unfold is a view of x: changing x in place afterwards must be refused at
-    backward, not give a gradient computed from the new values."""
+def test_unfold_result_has_its_own_memory():
+    """A 1x1 unfold could be a view of x; like torch's it is a copy, so changing x in
+    place afterwards changes neither the columns nor the gradient built from them."""
     x = tg.ones(1, 1, 3, 3)
     w = tg.tensor(np.arange(9.0).reshape(1, 1, 9), requires_grad=True)
-    loss = (tg.functional.unfold(x, 1) * w).sum()
+    cols = tg.functional.unfold(x, 1)
+    loss = (cols * w).sum()
     with tg.no_grad():
         x *= 10
-    with pytest.raises(RuntimeError, match="modified"):
-        loss.backward()
+    loss.backward()
+    assert cols.tolist() == np.ones((1, 1, 9)).tolist()
+    assert w.grad.tolist() == np.ones((1, 1, 9)).tolist()
+
+
+def test_in_place_change_of_a_read_only_view_leaves_its_base_alone():
+    """An in-place op on an expand (read-only) writes to a copy of its own; the base
+    neither changes nor counts as modified, so its graph still backpropagates."""
+    a = tg.ones(1, 4, requires_grad=True)
+    loss = (a * a).sum()
+    e = a.detach().expand(3, 4)
+    e += 1
+    assert e.tolist() == [[2.0] * 4] * 3 and a.tolist() == [[1.0] * 4]
+    loss.backward()
+    assert a.grad.tolist() == [[2.0] * 4]
 
 
 def test_numpy_views_of_a_tensor_are_copies():

@@ -255,3 +255,30 @@ def test_function_backward_must_return_one_tensor_per_input():
 def test_flatten_start_after_end_names_both():
     with pytest.raises(ValueError, match=r"start_dim 2 .* end_dim 0"):
         tg.ones(2, 3, 4).flatten(2, 0)
+
+
+def test_shapes_must_be_ints():
+    with pytest.raises(TypeError, match=r"2\.9.*\(2\.9, 3\)"):
+        tg.arange(6.0).reshape(2.9, 3)
+    with pytest.raises(TypeError, match=r"2\.5"):
+        tg.zeros(2.5)
+
+
+def test_ragged_nested_lists_are_named():
+    with pytest.raises(ValueError, match="rectangular"):
+        tg.tensor([[1, 2], [3]])
+
+
+def test_integer_tensor_to_a_negative_integer_power():
+    with pytest.raises(ValueError, match=r"int64.*negative integer power"):
+        tg.tensor([1, 2]) ** -1
+    with pytest.raises(ValueError, match=r"int64.*negative integer power"):
+        tg.tensor([1, 2]) ** tg.tensor([1, -1])
+    assert (tg.tensor([1, 2]) ** -1.0).tolist() == [1.0, 0.5]
+
+
+def test_python_int_out_of_an_integer_dtype_range():
+    with pytest.raises(OverflowError, match=r"-1.*uint8.*0\.\.255"):
+        tg.tensor(np.array([0], np.uint8)) + (-1)
+    with pytest.raises(OverflowError, match=r"300.*int8"):
+        tg.tensor(np.array([0], np.int8)) + 300

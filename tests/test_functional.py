@@ -181,6 +181,8 @@ CASES = [
     case("max_pool2d_ceil_pad1",
          lambda F, x: F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True),
          distinct(1, 2, 5, 6)),
+    case("max_pool2d_ceil_window_over_input",    # 4 rows of window, 3 of input
+         lambda F, x: F.max_pool2d(x, 4, ceil_mode=True), distinct(2, 2, 3, 8)),
     case("max_pool2d_return_indices",
          lambda F, x: F.max_pool2d(x, 2, stride=(2, 1), padding=1, return_indices=True),
          distinct(2, 2, 5, 4)),
@@ -199,6 +201,11 @@ CASES = [
          lambda F, x: F.avg_pool2d(x, (2, 3), (2, 2), padding=(1, 1), ceil_mode=True,
                                    count_include_pad=False),
          randn(2, 2, 6, 7), gradgrad=True),
+    case("avg_pool2d_ceil_window_over_input",
+         lambda F, x: F.avg_pool2d(x, 3, ceil_mode=True), randn(2, 2, 2, 5)),
+    case("avg_pool2d_ceil_window_over_input_exclude",
+         lambda F, x: F.avg_pool2d(x, (3, 2), ceil_mode=True, count_include_pad=False),
+         randn(1, 2, 2, 5)),
     case("avg_pool2d_divisor_override",
          lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, divisor_override=3),
          randn(1, 2, 5, 5)),
@@ -578,24 +585,34 @@ def local2d_draws(draw):
     return arrays, dict(stride=stride, padding=padding, dilation=dilation)
 
 
-def _pool_geometry(draw, dilated):
-    """Kernel, stride, padding (<= half the kernel, as PyTorch requires), dilation, H, W."""
+def _pool_geometry(draw, dilated, ceil_mode):
+    """Kernel, stride, padding (<= half the kernel, as PyTorch requires), dilation, H, W.
+
+    With ``ceil_mode`` a window may be larger than the (padded) input, as long as
+    one starts inside it."""
     KH, KW = draw(_ints(1, 3)), draw(_ints(1, 3))
     kernel = draw(st.sampled_from([(KH, KW), KH])) if KH == KW else (KH, KW)
     stride = draw(st.one_of(st.none(), _int_or_pair(1, 3)))
     ph, pw = draw(_ints(0, KH // 2)), draw(_ints(0, KW // 2))
     dh, dw = (draw(_ints(1, 2)), draw(_ints(1, 2))) if dilated else (1, 1)
-    H = draw(_ints(max(1, dh * (KH - 1) + 1 - 2 * ph), 7))
-    W = draw(_ints(max(1, dw * (KW - 1) + 1 - 2 * pw), 7))
+    if ceil_mode:
+        H, W = draw(_ints(1, 7)), draw(_ints(1, 7))
+        sh, sw = ref.pair(kernel if stride is None else stride)
+        assume(ref.window_count(H, KH, sh, ph, ph, dh, True) >= 1
+               and ref.window_count(W, KW, sw, pw, pw, dw, True) >= 1)
+    else:
+        H = draw(_ints(max(1, dh * (KH - 1) + 1 - 2 * ph), 7))
+        W = draw(_ints(max(1, dw * (KW - 1) + 1 - 2 * pw), 7))
     return kernel, stride, (ph, pw), (dh, dw), H, W
 
 
 @st.composite
 def max_pool2d_draws(draw):
-    kernel, stride, padding, dilation, H, W = _pool_geometry(draw, dilated=True)
+    ceil_mode = draw(st.booleans())
+    kernel, stride, padding, dilation, H, W = _pool_geometry(draw, True, ceil_mode)
     N, C = draw(_ints(1, 2)), draw(_ints(1, 3))
     kw = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
-              ceil_mode=draw(st.booleans()))
+              ceil_mode=ceil_mode)
     # A dilated window can straddle a tiny input and see only padding; its -inf is no
     # sensible maximum, so such geometries are left out.
     assume(not ref.has_empty_window((N, C, H, W), **kw))
@@ -604,11 +621,12 @@ def max_pool2d_draws(draw):
 
 @st.composite
 def avg_pool2d_draws(draw):
-    kernel, stride, padding, _, H, W = _pool_geometry(draw, dilated=False)
+    ceil_mode = draw(st.booleans())
+    kernel, stride, padding, _, H, W = _pool_geometry(draw, False, ceil_mode)
     N, C = draw(_ints(1, 2)), draw(_ints(1, 3))
     x = np.random.default_rng(draw(SEEDS)).standard_normal((N, C, H, W))
     return [x], dict(kernel_size=kernel, stride=stride, padding=padding,
-                     ceil_mode=draw(st.booleans()),
+                     ceil_mode=ceil_mode,
                      count_include_pad=draw(st.booleans()),
                      divisor_override=draw(st.one_of(st.none(), _ints(1, 5))))
 
@@ -919,6 +937,21 @@ def test_max_pool_ties_go_to_first_maximum(op, x, grad, indices):
         np.testing.assert_array_equal(idx.numpy()[0, 0], indices)
 
 
+@pytest.mark.parametrize("output_size", [1, (1, 2)], ids=["divisible", "uneven_bins"])
+def test_adaptive_max_pool_nan_rule_matches_max_pool(output_size):
+    """A bin holding NaN outputs NaN and sends its gradient and index to its first
+    element, whether adaptive_max_pool2d takes the max_pool2d path (bins that tile
+    the input) or its own (overlapping bins)."""
+    x = np.array([[1.0, np.nan, 0.0], [3.0, 2.0, 5.0]])
+    xt = Tensor(x[None, None], requires_grad=True)
+    y, idx = F.adaptive_max_pool2d(xt, output_size, return_indices=True)
+    y.sum().backward()
+    assert np.isnan(y.numpy()).all()     # every bin holds the NaN at (0, 1)
+    first = [0, 1][:idx.shape[-1]]       # the first element of each bin: (0, 0), (0, 1)
+    np.testing.assert_array_equal(idx.numpy()[0, 0, 0], first)
+    np.testing.assert_array_equal(np.flatnonzero(xt.grad.numpy()), first)
+
+
 # ---- bad input ------------------------------------------------------------------------
 def _t(*shape):
     return Tensor(np.zeros(shape))
@@ -964,6 +997,25 @@ def _t(*shape):
     # dilation 3 puts the first window's two taps at rows -1 and 2 of a 2-row input
     (lambda: F.max_pool2d(_t(1, 1, 2, 6), (2, 1), (4, 2), (1, 0), (3, 2), ceil_mode=True),
      [r"\(1, 1, 2, 6\)", r"wholly in the padding", r"dilation \(3, 2\)"]),
+    # even with ceil_mode, some window must start inside the input
+    (lambda: F.max_pool2d(_t(1, 1, 2, 2), 5, stride=1, ceil_mode=True),
+     [r"\(1, 1, 2, 2\)", r"5x5"]),
+    (lambda: F.conv2d(_t(2, 4, 5, 5), _t(6, 4, 0, 3)), [r"\(6, 4, 0, 3\)", r"along KH;"]),
+    (lambda: F.conv_transpose2d(_t(2, 4, 5, 5), _t(4, 2, 3, 0)), [r"\(4, 2, 3, 0\)", r"KW"]),
+    (lambda: F.conv1d(_t(1, 2, 5), _t(3, 2, 0)), [r"\(3, 2, 0\)", r"along K;"]),
+    (lambda: F.local2d(_t(1, 2, 5, 5), _t(2, 5, 3, 2, 0, 3)), [r"\(2, 5, 3, 2, 0, 3\)"]),
+    (lambda: F.conv2d(_t(2, 4, 0, 5), _t(3, 4, 1, 1), padding=1),
+     [r"\(2, 4, 0, 5\)", r"along H;"]),
+    (lambda: F.conv_transpose2d(_t(2, 4, 5, 0), _t(4, 2, 3, 3)), [r"\(2, 4, 5, 0\)", r"W"]),
+    (lambda: F.conv1d(_t(1, 2, 0), _t(3, 2, 1), padding=1), [r"\(1, 2, 0\)", r"along L;"]),
+    (lambda: F.max_pool2d(_t(1, 1, 0, 4), 1), [r"\(1, 1, 0, 4\)"]),
+    (lambda: F.avg_pool1d(_t(1, 1, 0), 1), [r"\(1, 1, 0\)"]),
+    (lambda: F.adaptive_max_pool2d(_t(2, 4, 0, 5), 2), [r"\(2, 4, 0, 5\)"]),
+    (lambda: F.adaptive_avg_pool2d(_t(2, 4, 3, 0), 2), [r"\(2, 4, 3, 0\)"]),
+    (lambda: F.unfold(_t(1, 1, 0, 3), 1, padding=1), [r"\(1, 1, 0, 3\)"]),
+    (lambda: F.conv1d(_t(1, 2, 5), _t(3, 2, 3), padding="same", stride=2),
+     [r"got stride 2$"]),
+    (lambda: F.pad(_t(1, 5), (-3, -3)), [r"\(1, 5\)", r"only 5"]),
 ], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
         "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
         "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
@@ -972,7 +1024,11 @@ def _t(*shape):
         "max_pool_ndim", "max_pool_kernel_too_big", "max_pool_stride0",
         "avg_pool_kernel_too_big", "avg_pool_stride_negative", "adaptive_ndim",
         "unfold_kernel_too_big", "fold_blocks", "fold_channels", "conv1d_ndim",
-        "conv1d_channels", "max_pool_window_all_padding"])
+        "conv1d_channels", "max_pool_window_all_padding", "max_pool_ceil_no_window",
+        "conv_kernel_empty", "convT_kernel_empty", "conv1d_kernel_empty", "local2d_kernel_empty",
+        "conv_input_empty", "convT_input_empty", "conv1d_input_empty", "max_pool_input_empty",
+        "avg_pool1d_input_empty", "adaptive_max_input_empty", "adaptive_avg_input_empty",
+        "unfold_input_empty", "conv1d_same_stride2", "pad_crops_too_much"])
 def test_bad_input_raises_clear_error(call, patterns):
     with pytest.raises(ValueError) as info:
         call()

@@ -149,15 +149,14 @@ class ConvGeometry:
 def out_size(size, kernel, stride, pad_total, dilation, ceil_mode=False, pad_before=0):
     """Number of window positions along one axis (PyTorch's rule, incl. ceil_mode)."""
     span = size + pad_total - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if not ceil_mode:
-        return span // stride + 1
+        return span // stride + 1 if span >= 0 else 0
+    # Windows may hang over the end (even where one window is larger than the
+    # input), but the last must start inside the input or the leading padding.
     n = -(-span // stride) + 1
-    # The last window must start inside the input or the leading padding.
-    if (n - 1) * stride >= size + pad_before:
+    if n > 0 and (n - 1) * stride >= size + pad_before:
         n -= 1
-    return n
+    return max(n, 0)
 
 
 def same_padding(kernel, dilation):
@@ -199,15 +198,18 @@ def pool_geometry(op, x_shape, kernel, stride, padding, dilation=(1, 1), ceil_mo
     if ph > KH // 2 or pw > KW // 2:
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel size "
                          f"{kernel} (so that every window holds a real element)")
-    g = conv_geometry(op, x_shape, kernel, stride, ((ph, ph), (pw, pw)), dilation,
-                      what="window", shown=shown)
+    H, W = x_shape[-2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    OH = out_size(H, KH, sh, 2 * ph, dh, True, ph) if ceil_mode else 0
+    OW = out_size(W, KW, sw, 2 * pw, dw, True, pw) if ceil_mode else 0
+    if OH < 1 or OW < 1:   # not ceil_mode, or no window fits: the size check and its error
+        g = conv_geometry(op, x_shape, kernel, stride, ((ph, ph), (pw, pw)), dilation,
+                          what="window", shown=shown)
     if ceil_mode:
-        OH = out_size(g.H, KH, g.sh, 2 * ph, g.dh, True, ph)
-        OW = out_size(g.W, KW, g.sw, 2 * pw, g.dw, True, pw)
         # Bottom/right padding so that the last (overhanging) window fits.
-        pb = max(ph, (OH - 1) * g.sh + g.dh * (KH - 1) + 1 - g.H - ph)
-        pr = max(pw, (OW - 1) * g.sw + g.dw * (KW - 1) + 1 - g.W - pw)
-        g = ConvGeometry(g.H, g.W, KH, KW, OH, OW, g.sh, g.sw, ph, pb, pw, pr, g.dh, g.dw)
+        pb = max(ph, (OH - 1) * sh + dh * (KH - 1) + 1 - H - ph)
+        pr = max(pw, (OW - 1) * sw + dw * (KW - 1) + 1 - W - pw)
+        g = ConvGeometry(H, W, KH, KW, OH, OW, sh, sw, ph, pb, pw, pr, dh, dw)
     # With dilation, padding of at most half the kernel no longer guarantees
     # that each window holds a real element; a window of padding alone has
     # no maximum and no average.
@@ -766,7 +768,8 @@ def adaptive_avg_matrix(size, n_out):
 
 def adaptive_max_array(backend, x, OH, OW):
     """(y, idx): the maximum of each adaptive bin and the flat H*W index (int64) of
-    its first (row-major) maximal element."""
+    its first (row-major) maximal element; in a bin holding NaN, of its first
+    element (y NaN), as :func:`first_max_masks` does for max pooling."""
     xp = backend.xp
     N, C, H, W = x.shape
 
@@ -781,9 +784,12 @@ def adaptive_max_array(backend, x, OH, OW):
     flat = flat.reshape(OH * OW, -1)                                  # (OH*OW, a*b)
     windows = xp.take(x.reshape(N, C, H * W), backend.asarray(flat), axis=2)
     arg = xp.argmax(windows, axis=3)                                  # (N, C, OH*OW)
+    y = xp.take_along_axis(windows, arg[..., None], axis=3)[..., 0]  # (N, C, OH*OW)
+    # argmax stops at a NaN (y is then NaN); max pooling's rule sends such a
+    # bin to its first element.
+    arg = xp.where(xp.isnan(y), 0, arg)
     base = np.arange(OH * OW)[:, None] * flat.shape[1]
     idx = xp.take(backend.asarray(flat.reshape(-1)), arg + backend.asarray(base[:, 0]))
-    y = xp.take_along_axis(x.reshape(N, C, H * W), idx, axis=2)
     return y.reshape(N, C, OH, OW), idx.reshape(N, C, OH, OW)
 
 

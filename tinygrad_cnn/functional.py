@@ -71,7 +71,9 @@ __all__ = [
 
 
 # ---- argument checks ----------------------------------------------------------------
-def _check_tensor(op, name, t, ndim, layout):
+def _check_tensor(op, name, t, ndim, layout, sized=0):
+    """t is a float Tensor of ``ndim`` dimensions, the last ``sized`` of them non-empty
+    (the spatial ones of an input, a weight's kernel)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if t.ndim != ndim:
@@ -80,6 +82,11 @@ def _check_tensor(op, name, t, ndim, layout):
     if t.dtype.kind != "f":
         raise TypeError(f"{op}: {name} has dtype {t.dtype}; expected a float dtype "
                         f"(float32 or float64)")
+    if sized and min(t.shape[-sized:]) < 1:
+        dims = layout.strip("()").split(", ")[-sized:]
+        raise ValueError(f"{op}: {name} of shape {shape_str(t.shape)} is empty along "
+                         f"{', '.join(d for d, n in zip(dims, t.shape[-sized:]) if n < 1)}; "
+                         f"expected {name} of shape {layout} with {', '.join(dims)} >= 1")
     return t.shape
 
 
@@ -106,9 +113,10 @@ def _conv_padding(op, padding, kernel, dilation, stride):
             return (0, 0), (0, 0)
         if padding == "same":
             if stride != (1, 1):
+                shown = stride[1] if op.endswith("1d") else stride   # a 1-D op's own stride
                 raise ValueError(f"{op}: padding='same' needs stride 1 (the output size "
                                  f"would not equal the input size otherwise), got "
-                                 f"stride {stride}")
+                                 f"stride {shown}")
             return same_padding(kernel, dilation)
         raise ValueError(f"{op}: padding must be an int, a pair of ints, 'valid' or "
                          f"'same', got {padding!r}")
@@ -126,12 +134,12 @@ def _operands(*arrays):
 class Unfold(Function):
     """cols[n, c*KH*KW + i*KW + j, oh*OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]"""
 
-    # A 1x1 kernel (or one window covering the unpadded input) gives x's own memory.
-    view_of_input = True
-
     def forward(self, x, geom):
         self.geom = geom
-        return unfold_array(self.backend, x, geom, "nkl")       # (N, C*KH*KW, L)
+        cols = unfold_array(self.backend, x, geom, "nkl")       # (N, C*KH*KW, L)
+        # A 1x1 kernel (or one window covering the unpadded input) gives a view
+        # of x; the result is a tensor of its own, as torch.nn.functional.unfold's.
+        return cols.copy() if self.xp.may_share_memory(cols, x) else cols
 
     def backward(self, grad_out):
         return Fold.apply(grad_out, geom=self.geom, channels=self.inputs[0].shape[1])
@@ -174,7 +182,7 @@ def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
     (i, j); column ``l = oh*OW + ow`` is the window of output position
     (oh, ow).  As ``torch.nn.functional.unfold`` (im2col).
     """
-    shape = _check_tensor("unfold", "x", x, 4, "(N, C, H, W)")
+    shape = _check_tensor("unfold", "x", x, 4, "(N, C, H, W)", sized=2)
     geom = _unfold_geometry("unfold", shape, kernel_size, dilation, padding, stride)
     return Unfold.apply(x, geom=geom)
 
@@ -229,8 +237,9 @@ def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
     window.  Built as ``unfold`` and one batched matrix product over the L =
     OH*OW positions (no loop over positions), so it differentiates to any order.
     """
-    N, C, H, W = _check_tensor("local2d", "x", x, 4, "(N, C, H, W)")
-    OC, WH, WW, WC, KH, KW = _check_tensor("local2d", "w", w, 6, "(OC, OH, OW, C, KH, KW)")
+    N, C, H, W = _check_tensor("local2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    OC, WH, WW, WC, KH, KW = _check_tensor("local2d", "w", w, 6, "(OC, OH, OW, C, KH, KW)",
+                                           sized=2)
     if WC != C:
         raise ValueError(f"local2d: x of shape {shape_str(x.shape)} has {C} channels but w "
                          f"of shape {shape_str(w.shape)} expects {WC} (w is (OC, OH, OW, C, "
@@ -278,8 +287,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     more), which is faster as well as smaller
     (:func:`tinygrad_cnn.conv_arrays.batch_chunks`).
     """
-    _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)")
-    _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)")
+    _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)", sized=2)
     return _conv2d("conv2d", x, w, b, stride, padding, dilation, groups, x.shape, w.shape)
 
 
@@ -501,8 +510,9 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     (each < max(stride, dilation)) picks among the input sizes that a strided
     conv2d maps to the same output size.
     """
-    N, C, H, W = _check_tensor("conv_transpose2d", "x", x, 4, "(N, C, H, W)")
-    WC, OCG, KH, KW = _check_tensor("conv_transpose2d", "w", w, 4, "(C, OC/groups, KH, KW)")
+    N, C, H, W = _check_tensor("conv_transpose2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    WC, OCG, KH, KW = _check_tensor("conv_transpose2d", "w", w, 4, "(C, OC/groups, KH, KW)",
+                                    sized=2)
     groups = _check_groups("conv_transpose2d", groups)
     if WC != C:
         raise ValueError(f"conv_transpose2d: x of shape {shape_str(x.shape)} has {C} "
@@ -536,8 +546,8 @@ def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 
     ``conv2d`` on images of height 1; arguments as :func:`conv2d` with ints.
     """
-    _check_tensor("conv1d", "x", x, 3, "(N, C, L)")
-    _check_tensor("conv1d", "w", w, 3, "(OC, C/groups, K)")
+    _check_tensor("conv1d", "x", x, 3, "(N, C, L)", sized=1)
+    _check_tensor("conv1d", "w", w, 3, "(OC, C/groups, K)", sized=1)
     if not isinstance(padding, str):
         padding = (0, _single("conv1d", "padding", padding, 0))
     y = _conv2d("conv1d", x.unsqueeze(2), w.unsqueeze(2), b,
@@ -608,7 +618,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     PyTorch's; not differentiable).  A window containing NaN outputs NaN (its
     gradient goes to its first real element).
     """
-    _check_tensor("max_pool2d", "x", x, 4, "(N, C, H, W)")
+    _check_tensor("max_pool2d", "x", x, 4, "(N, C, H, W)", sized=2)
     return _max_pool2d("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices, x.shape)
 
@@ -629,7 +639,7 @@ def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """Max pooling over the last axis of x (N, C, L) (``max_pool2d`` with height 1)."""
-    _check_tensor("max_pool1d", "x", x, 3, "(N, C, L)")
+    _check_tensor("max_pool1d", "x", x, 3, "(N, C, L)", sized=1)
     op = "max_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
     s = k if stride is None or stride == () else _single(op, "stride", stride, 1)
@@ -675,7 +685,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     the window size including padding (``count_include_pad``) or the number
     of real elements in the window, or ``divisor_override``; as PyTorch.
     """
-    _check_tensor("avg_pool2d", "x", x, 4, "(N, C, H, W)")
+    _check_tensor("avg_pool2d", "x", x, 4, "(N, C, H, W)", sized=2)
     return _avg_pool2d("avg_pool2d", x, kernel_size, stride, padding, ceil_mode,
                        count_include_pad, divisor_override, x.shape)
 
@@ -697,7 +707,7 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True):
     """Average pooling over the last axis of x (N, C, L) (``avg_pool2d`` with height 1)."""
-    _check_tensor("avg_pool1d", "x", x, 3, "(N, C, L)")
+    _check_tensor("avg_pool1d", "x", x, 3, "(N, C, L)", sized=1)
     op = "avg_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
     s = k if stride is None or stride == () else _single(op, "stride", stride, 1)
@@ -708,7 +718,7 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 # ---- adaptive pooling ----------------------------------------------------------------------
 def _adaptive_args(op, x, output_size):
-    N, C, H, W = _check_tensor(op, "x", x, 4, "(N, C, H, W)")
+    N, C, H, W = _check_tensor(op, "x", x, 4, "(N, C, H, W)", sized=2)
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         # None keeps that axis's input size (PyTorch's rule)
         output_size = tuple(size if s is None else s for s, size in zip(output_size, (H, W)))
@@ -857,6 +867,11 @@ def pad(x, pad, mode="constant", value=0.0):
     for k in range(len(pad) // 2):
         widths[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))
     if any(a < 0 or b < 0 for a, b in widths):
+        for axis, ((a, b), size) in enumerate(zip(widths, x.shape)):
+            if max(-a, 0) + max(-b, 0) > size:
+                raise ValueError(f"pad: {pad} crops {max(-a, 0) + max(-b, 0)} elements from "
+                                 f"dimension {axis} of the input of shape "
+                                 f"{shape_str(x.shape)}, which has only {size}")
         crop = tuple(slice(max(-a, 0), s - max(-b, 0)) for (a, b), s in zip(widths, x.shape))
         x = x[crop]
         widths = [(max(a, 0), max(b, 0)) for a, b in widths]

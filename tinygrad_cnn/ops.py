@@ -7,6 +7,8 @@ back to the operand's shape with ``sum_to``.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .autograd import Function
@@ -119,6 +121,7 @@ class PowConst(Function):
         self.exponent = exponent
         if x.dtype.kind == "f":
             return x ** self.xp.asarray(exponent, dtype=x.dtype)
+        _check_integer_power(x.dtype, isinstance(exponent, numbers.Integral) and exponent < 0)
         return x ** exponent
 
     def backward(self, grad_out):
@@ -133,6 +136,8 @@ class Pow(_Binary):
 
     def forward(self, x, y):
         self.check(x, y)
+        if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+            _check_integer_power(x.dtype, bool((y < 0).any()))
         return x ** y
 
     def backward(self, grad_out):
@@ -146,11 +151,23 @@ class Pow(_Binary):
             grad_x = (grad_out * y * base ** (y - 1)).sum_to(x.shape)
         grad_y = None
         if y.requires_grad:
-            # log x is taken only where x > 0; elsewhere z log x is 0 (x == 0) or undefined.
+            # log x is taken only where x > 0; elsewhere z log x is 0 (x == 0) or
+            # undefined (x < 0: NaN, as PyTorch's, rather than a plausible 0).
             positive = _const(x.data > 0, x)
             safe_x = where_positive(x)
-            grad_y = (grad_out * self.output * safe_x.log() * positive).sum_to(y.shape)
+            grad_y = grad_out * self.output * safe_x.log() * positive
+            negative = x.data < 0
+            if bool(negative.any()):
+                grad_y = grad_y + _const(self.xp.where(negative, np.nan, 0.0), grad_y)
+            grad_y = grad_y.sum_to(y.shape)
         return grad_x, grad_y
+
+
+def _check_integer_power(dtype, negative_exponent):
+    if negative_exponent:
+        raise ValueError(f"power: an integer tensor (dtype {dtype}) to a negative integer "
+                         f"power has no integer result; use a float tensor "
+                         f"(x.astype('float32')) or a float exponent")
 
 
 def where_positive(x):

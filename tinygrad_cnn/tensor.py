@@ -53,7 +53,12 @@ def _to_array(data, backend, dtype):
     if src is backend:
         arr = data.copy()
     else:
-        arr = np.array(data)  # copies, keeping the memory layout (order="K")
+        try:
+            arr = np.array(data)  # copies, keeping the memory layout (order="K")
+        except ValueError as e:
+            raise ValueError(f"cannot make a tensor from this {type(data).__name__}: nested "
+                             f"sequences must be rectangular, every row of one length "
+                             f"({e})") from None
         if (dtype is None and arr.dtype == np.float64
                 and not isinstance(data, (np.ndarray, np.generic))):
             dtype = float32  # Python floats become float32, as in PyTorch
@@ -303,6 +308,12 @@ class Tensor:
             if self.dtype.kind == "f" or (isinstance(other, numbers.Integral)
                                           and self.dtype.kind != "b"):
                 dtype = self.dtype
+                if dtype.kind in "iu" and not (np.iinfo(dtype).min <= other
+                                               <= np.iinfo(dtype).max):
+                    raise OverflowError(
+                        f"the Python int {other} does not fit this tensor's dtype {dtype} "
+                        f"(range {np.iinfo(dtype).min}..{np.iinfo(dtype).max}); convert the "
+                        f"tensor first, e.g. x.astype('int64')")
             else:
                 dtype = int64 if isinstance(other, numbers.Integral) else float32
             return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
@@ -358,12 +369,49 @@ class Tensor:
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
                             f"tensor cannot hold; use the out-of-place operator instead")
         with self._backend.context():
-            if not self._backend.is_writeable(self.data):
-                self.data = self.data.copy()
+            self._own_writeable_data()
             getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
                                  out=self.data)
         self._bump_version()
         return self
+
+    def _own_writeable_data(self):
+        """Before an in-place write: a read-only view (an ``expand``, say) becomes a
+        copy of its own, which no longer shares memory, nor a version, with its base."""
+        if not self._backend.is_writeable(self.data):
+            self.data = self.data.copy()
+            self._version_box = [self._version]
+
+    def __setitem__(self, index, value):
+        """``x[index] = value`` in place (NumPy indexing; value broadcast to the selection).
+
+        Like the in-place operators it records no graph, so it is refused on a
+        tensor that requires grad (or with a value that does) while gradients
+        are recorded: build such results with ops (``tg.where``, ``tg.cat``) or
+        assign inside ``tg.no_grad()``.  ``x[i] += v`` works the same way.
+        """
+        value_grad = isinstance(value, Tensor) and value.requires_grad
+        if autograd.is_grad_enabled() and (self.requires_grad or value_grad):
+            which = "a tensor that requires grad" if self.requires_grad else \
+                "a tensor, from a value that requires grad,"
+            raise RuntimeError(
+                f"item assignment into {which} would bypass autograd (shape "
+                f"{self.shape}); build the result with ops such as tg.where or tg.cat, "
+                f"or assign inside `with tg.no_grad():`")
+        value = self._other(value)
+        common_backend((self, value), "item assignment")
+        if not np.can_cast(value.dtype, self.dtype, casting="same_kind"):
+            raise TypeError(f"item assignment: a value of dtype {value.dtype} into a tensor of "
+                            f"dtype {self.dtype} would change its values; convert it first")
+        index = _index_arg(index, self)
+        with self._backend.context():
+            self._own_writeable_data()
+            try:
+                self.data[index] = value.data
+            except (IndexError, ValueError) as e:
+                raise type(e)(f"item assignment into a tensor of shape {self.shape} at index "
+                              f"{index!r} with a value of shape {value.shape}: {e}") from None
+        self._bump_version()
 
     def __iadd__(self, other):
         return self._inplace(other, "add")
@@ -756,6 +804,10 @@ def _count(shape, axis):
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
+    bad = [s for s in shape if not isinstance(s, numbers.Integral) or isinstance(s, bool)]
+    if bad:
+        raise TypeError(f"a shape must be ints, got {bad[0]!r} ({type(bad[0]).__name__}) "
+                        f"in {tuple(shape)}")
     return tuple(int(s) for s in shape)
 
 
@@ -803,7 +855,9 @@ def _upstream(t, grad, where):
         raise ValueError(f"{where}: grad has shape {grad.shape} but the output has "
                          f"shape {t.shape}; they must match")
     common_backend((t, grad), where)
-    return grad
+    # As a Function's input gradients take their input's dtype, the upstream
+    # gradient takes the output's: a float32 leaf never gets a float64 .grad.
+    return grad if grad.dtype == t.dtype else grad.astype(t.dtype)
 
 
 # ---- functions of several tensors -----------------------------------------------
