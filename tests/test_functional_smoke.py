@@ -409,6 +409,29 @@ def test_benchmark_rounds_end_with_the_ratio_ranges():
     assert 0 < lo <= hi
 
 
+def test_hand_written_benchmark_step_runs_and_matches_ours():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_floor.py"), "--quick",
+         "--repeats", "1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "|     8 |" in result.stdout
+
+
+def test_hand_written_benchmark_step_check_catches_a_different_step():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import bench_cnn
+        import bench_floor
+    finally:
+        sys.path.pop(0)
+    ours = bench_cnn.lenet_case(tg, F, None, 4, np.float32)[0]
+    params, x, labels = ours.inputs
+    hand, hand_params = bench_floor.make_step(params, x, (labels + 1) % 10)  # other labels
+    with pytest.raises(AssertionError, match="disagree on"):
+        bench_floor.check_same_step(hand, hand_params, ours, params)
+
+
 @pytest.mark.parametrize("device", ["cpu", "own_im2col"])
 def test_conv_forward_with_bias_holds_one_im2col_buffer(device):
     """The bias rides in the GEMM on NumPy's im2col; a backend's own im2col, which
