@@ -23,7 +23,9 @@ from tinygrad_cnn.backend import DeviceError, cuda_status, get_backend
 
 import strict_backend  # noqa: F401  (registers the "strict" CuPy stand-in, see that file)
 
-DEVICES = ["cpu", "cuda", "strict"]
+# "strict2" plays a second GPU: not the current device unless a context makes it
+# so, which is where array code run outside backend.context() goes wrong.
+DEVICES = ["cpu", "cuda", "strict", "strict2"]
 
 # Property-based tests draw the same cases on every run, so a CI failure
 # reproduces locally; HYPOTHESIS_PROFILE=explore searches afresh.

@@ -20,6 +20,16 @@ proves the core would run on CuPy:
   write wins undefined), and an integer index out of range raises unless
   ``backend.check_index`` has vetted that index array, in which case it
   wraps around as on CuPy and the deferred check reports it later;
+* a current device, as CuPy's: ``"strict"`` plays device 0 (current unless
+  a context says otherwise), ``"strict2"`` device 1, and
+  ``backend.context()`` makes its device current.  Anything that would
+  allocate or launch a kernel (operators, ``xp`` functions, methods that
+  copy, advanced indexing, assignment) on arrays or in the namespace of a
+  device that is not current raises: CuPy would put the result on the
+  current device, or fail without peer access.  Views (slicing, reshape,
+  transpose, ``broadcast_to``, ``as_strided``), facts and ``.get()`` need
+  no current device.  The suite runs on ``"strict2"`` too, so array code
+  outside ``backend.context()`` fails there;
 * reductions and scalar indexing give 0-d arrays, never scalars;
 * every host synchronisation is counted on the backend: ``to_numpy``,
   ``synchronize``, ``.get()``, ``.item()``, ``.tolist()``, ``float() /
@@ -36,7 +46,7 @@ import sys
 
 import numpy as np
 
-from tinygrad_cnn.backend import Backend, register_backend
+from tinygrad_cnn.backend import Backend, is_writeable_strides, register_backend
 
 IMPLICIT_CONVERSION = ("Implicit conversion to a NumPy array is not allowed. "
                        "Please use `.get()` to construct a NumPy array explicitly.")
@@ -242,6 +252,8 @@ class StrictArray:
             return _wrap(attr, device)
 
         def method(*args, **kwargs):
+            if name not in _VIEW_METHODS:
+                device._launch(f"ndarray.{name}")
             args, kwargs = device._unwrap((args, kwargs), f"ndarray.{name}")
             if name == "nonzero":  # the output size lives on the device
                 device._sync("ndarray.nonzero")
@@ -252,11 +264,14 @@ class StrictArray:
     # ---- indexing ------------------------------------------------------------------------
     def __getitem__(self, key):
         key, masked = self._device._key(key, self._a.shape, "indexing")
+        if any(isinstance(k, np.ndarray) for k in (key if isinstance(key, tuple) else (key,))):
+            self._device._launch("advanced indexing")   # a gather kernel; slices are views
         if masked:
             self._device._sync("boolean-mask indexing")  # CuPy needs the count of Trues
         return _wrap(self._a[key], self._device)
 
     def __setitem__(self, key, value):
+        self._device._launch("assignment")
         key, masked = self._device._key(key, self._a.shape, "assignment")
         value = self._device._unwrap(value, "assignment")
         if masked:
@@ -272,8 +287,14 @@ class StrictArray:
         self._a[key] = value
 
 
+# Methods that give a view (no allocation, no kernel), as CuPy's do for the
+# cases the core uses; every other method may launch on the current device.
+_VIEW_METHODS = {"reshape", "transpose", "swapaxes", "view", "squeeze"}
+
+
 def _binary(op, reflected=False):
     def method(self, other):
+        self._device._launch(f"operator {op.__name__}")
         other = self._device._operand(other, op.__name__)
         if other is NotImplemented:
             return NotImplemented
@@ -284,6 +305,7 @@ def _binary(op, reflected=False):
 
 def _inplace(op):
     def method(self, other):
+        self._device._launch(f"operator {op.__name__}")
         other = self._device._operand(other, op.__name__)
         if other is NotImplemented:
             return NotImplemented
@@ -294,6 +316,7 @@ def _inplace(op):
 
 def _unary(op):
     def method(self):
+        self._device._launch(f"operator {op.__name__}")
         return _wrap(op(self._a), self._device)
     return method
 
@@ -321,6 +344,7 @@ class _Ufunc:
         self.nin, self.nout = ufunc.nin, ufunc.nout
 
     def _call(self, fn, label, args, kwargs):
+        self._device._launch(label)
         args, kwargs = self._device._unwrap((args, kwargs), label)
         return _wrap(fn(*args, **kwargs), self._device)
 
@@ -354,6 +378,10 @@ class _Namespace:
                        "compress"}
     # CuPy returns 0-d arrays where NumPy returns Python bools.
     _BOOL_RESULTS = {"array_equal", "array_equiv", "allclose"}
+    # Views and facts: no allocation, no kernel, so no current device needed.
+    _NO_LAUNCH = {"broadcast_to", "moveaxis", "expand_dims", "squeeze", "transpose",
+                  "swapaxes", "may_share_memory", "shares_memory", "result_type", "can_cast",
+                  "ndim", "shape", "size", "isscalar", "iscomplexobj"}
     _SUBMODULES = {"": ("linalg", "fft", "lib"), "lib": ("stride_tricks",)}
 
     def __init__(self, device, module=np, path=""):
@@ -398,8 +426,11 @@ class _Namespace:
             return value  # dtypes and scalar types (cupy.float32 is numpy.float32), constants
         data_dependent = name in self._DATA_DEPENDENT
         bool_result = name in self._BOOL_RESULTS
+        launches = name not in self._NO_LAUNCH
 
         def function(*args, **kwargs):
+            if launches:
+                device._launch(where)
             args, kwargs = device._unwrap((args, kwargs), where)
             if data_dependent or (name == "where" and len(args) + len(kwargs) == 1):
                 device._sync(where)
@@ -428,6 +459,27 @@ class StrictBackend(Backend):
         self.sync_count = 0
         self.upload_count = 0
         self._logs = []
+
+    # ---- the current device ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def context(self):
+        """Make this device current (as ``with cupy.cuda.Device(i):``)."""
+        before = _CURRENT[0]
+        _CURRENT[0] = self
+        try:
+            yield
+        finally:
+            _CURRENT[0] = before
+
+    def _launch(self, where):
+        """Refuse work on this device's arrays while another device is current."""
+        current = _CURRENT[0] or STRICT
+        if current is not self:
+            raise RuntimeError(
+                f"strict backend: {where} on {self.device} while {current.device} is the "
+                f"current device: CuPy would allocate or launch on {current.device} (or fail "
+                f"without peer access); run the array code inside "
+                f"get_backend({self.device!r}).context()")
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def _sync(self, what):
@@ -535,6 +587,7 @@ class StrictBackend(Backend):
     # ---- xp entry points -----------------------------------------------------------------------
     def _asarray(self, data, dtype=None, order=None, blocking=False):
         """Explicit host -> device transfer; device data stays (another device is refused)."""
+        self._launch("xp.asarray")
         if isinstance(data, StrictArray):
             a = self._own(data, "xp.asarray")
             return data if dtype is None or a.dtype == dtype else StrictArray(
@@ -545,6 +598,7 @@ class StrictBackend(Backend):
         return StrictArray(np.array(data, dtype=dtype, order=order or "K"), self)
 
     def _array(self, data, dtype=None, copy=True, order="K", ndmin=0):
+        self._launch("xp.array")
         if isinstance(data, StrictArray):
             a = self._own(data, "xp.array")
             return StrictArray(np.array(a, dtype=dtype, copy=copy, order=order, ndmin=ndmin),
@@ -569,7 +623,8 @@ class StrictBackend(Backend):
 
     # ---- the Backend interface ----------------------------------------------------------------
     def asarray(self, data, dtype=None):
-        return self._asarray(data, dtype=dtype)
+        with self.context():   # as CupyBackend.asarray
+            return self._asarray(data, dtype=dtype)
 
     def to_numpy(self, a):
         self._sync("to_numpy")
@@ -589,12 +644,17 @@ class StrictBackend(Backend):
     def is_writeable(self, a):
         # The backend knows its own arrays; library code asking a.flags.writeable
         # would fail on CuPy, whose flags have no such entry (see _CupyFlags).
-        return self._own(a, "is_writeable").flags.writeable
+        # CupyBackend's rule, so a broadcast view is copied before a write here
+        # as there; a write into any other read-only view (as_strided windows)
+        # still fails, in NumPy.
+        self._own(a, "is_writeable")
+        return is_writeable_strides(a)
 
     def as_strided(self, a, shape, strides):
         return self._as_strided(a, shape=shape, strides=strides)
 
     def scatter_add(self, a, index, values):
+        self._launch("scatter_add")
         target = self._own(a, "scatter_add")
         key, masked = self._key(index, target.shape, "scatter_add")
         if masked:   # CuPy counts the mask's true entries on the host first
@@ -620,6 +680,7 @@ def _holds_strict(seq):
                for v in seq)
 
 
+_CURRENT = [None]   # the strict device made current by a context; None: "strict"
 STRICT = StrictBackend("strict")
 STRICT2 = StrictBackend("strict2")
 register_backend("strict", STRICT)

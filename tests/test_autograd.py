@@ -121,12 +121,14 @@ def test_leaf_grads_are_own_writeable_arrays(device):
     a, b = _t([1.0, 2.0], device), _t([3.0, 4.0], device)
     (a + b).sum().backward()
     assert a.grad is not b.grad
-    a.grad.data *= 2            # in place: must neither fail nor touch b.grad
+    with tg.no_grad():
+        a.grad *= 2             # in place: must neither fail nor touch b.grad
     np.testing.assert_allclose(b.grad.numpy(), [1.0, 1.0])
     up = tg.tensor(np.ones(2), device=device)
     c = _t([1.0, 2.0], device)
     (c * 1).backward(up)
-    c.grad.data += 1
+    with tg.no_grad():
+        c.grad += 1
     np.testing.assert_allclose(up.numpy(), [1.0, 1.0])
 
 
@@ -440,6 +442,18 @@ def test_item_assignment_is_refused_before_writing_where_autograd_would_be_bypas
     assert w.tolist() == [5.0, 1.0, 1.0]
 
 
+def test_item_assignment_checks_integer_indices(device):
+    """CuPy wraps an out-of-range integer index around and writes the wrong element;
+    the index is checked first (on a GPU, reported at the next transfer)."""
+    x = tg.zeros(3, device=device)
+    with pytest.raises(IndexError, match=r"out of range for axis 0 of size 3 in a tensor"):
+        x[tg.tensor([0, 5], device=device)] = 1.0
+        x.numpy()
+    x = tg.zeros(3, device=device)
+    x[tg.tensor(np.array([0, 2], np.uint64), device=device)] = 1.0
+    assert x.tolist() == [1.0, 0.0, 1.0]
+
+
 def test_item_assignment_errors_name_the_shapes_and_dtypes():
     x = tg.zeros(2, 3)
     with pytest.raises(ValueError, match=r"shape \(2, 3\).*shape \(4,\)"):
@@ -492,16 +506,26 @@ def test_unfold_result_has_its_own_memory():
     assert w.grad.tolist() == np.ones((1, 1, 9)).tolist()
 
 
-def test_in_place_change_of_a_read_only_view_leaves_its_base_alone():
-    """An in-place op on an expand (read-only) writes to a copy of its own; the base
-    neither changes nor counts as modified, so its graph still backpropagates."""
-    a = tg.ones(1, 4, requires_grad=True)
+def test_in_place_change_of_a_read_only_view_leaves_its_base_alone(device):
+    """An in-place op on an expand (a broadcast view: read-only in NumPy, and treated
+    so on CuPy, which has no such flag) writes to a copy of its own; the base neither
+    changes nor counts as modified, so its graph still backpropagates."""
+    a = tg.ones(1, 4, requires_grad=True, device=device)
     loss = (a * a).sum()
     e = a.detach().expand(3, 4)
-    e += 1
-    assert e.tolist() == [[2.0] * 4] * 3 and a.tolist() == [[1.0] * 4]
+    e += tg.tensor([[1.0], [2.0], [3.0]], device=device)
+    e[0, 1] = 9.0
+    assert e.tolist() == [[2.0, 9.0, 2.0, 2.0], [3.0] * 4, [4.0] * 4]
+    assert a.tolist() == [[1.0] * 4]
     loss.backward()
     assert a.grad.tolist() == [[2.0] * 4]
+
+
+def test_broadcast_views_are_not_writeable_in_place():
+    from tinygrad_cnn.backend import is_writeable_strides
+    assert not is_writeable_strides(np.broadcast_to(np.ones(4), (3, 4)))
+    assert is_writeable_strides(np.broadcast_to(np.ones(4), (1, 4)))    # one element per 0
+    assert is_writeable_strides(np.ones((3, 4))[:, ::2])
 
 
 def test_numpy_views_of_a_tensor_are_copies():

@@ -369,6 +369,22 @@ def test_max_pool_kernels_equal_the_array_code(host_kernels, case, dtype):
     np.testing.assert_array_equal(gy, max_pool_gather_array(CPU, v, x, y, geom))
 
 
+def test_max_pool_kernels_when_x_changed_after_the_forward(host_kernels):
+    """Where no element of a window reaches its y any more (x lowered in place after
+    the forward), the kernels give what the array code gives (nothing from that
+    window) and read nothing outside it."""
+    shape, geom = _pool_geom(POOL_CASES[0])
+    x = _pool_input(shape, np.float64, geom)
+    y = max_pool_array(CPU, x, geom)
+    lowered = x - 1.0
+    v = _data(shape, np.float64, seed=3)
+    gy, _ = _launches(lambda: host_kernels.max_pool_gather(v, lowered, y, geom))
+    np.testing.assert_array_equal(gy, max_pool_gather_array(CPU, v, lowered, y, geom))
+    g = _data(y.shape, np.float64, seed=2)
+    gx, _ = _launches(lambda: host_kernels.max_pool_scatter(g, lowered, y, geom))
+    np.testing.assert_array_equal(gx, max_pool_scatter_array(CPU, g, lowered, y, geom))
+
+
 def test_max_pool_gradient_in_another_precision_than_x(host_kernels):
     shape, geom = _pool_geom(POOL_CASES[1])
     x = _pool_input(shape, np.float32, geom)

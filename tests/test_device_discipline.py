@@ -95,6 +95,50 @@ def test_training_steps_of_the_default_cnn_never_wait_for_the_device(make_opt):
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.parametrize("make_opt", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_training_steps_on_a_second_device_match_the_cpu(make_opt):
+    """"strict2" is not the current device unless its context makes it so, as cuda:1
+    is not: array code run outside backend.context() raises there instead of
+    landing on the wrong device."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 48)
+    model, losses, _, _ = _run_steps("strict2", make_opt, x, y, steps=3)
+    reference, ref_losses, _, _ = _run_steps("cpu", make_opt, x, y, steps=3)
+    np.testing.assert_allclose([loss.item() for loss in losses],
+                               [loss.item() for loss in ref_losses], rtol=1e-6)
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert p.device == "strict2"
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_training_tools_on_a_second_device():
+    """Gradient clipping, zeroed gradients, batch-norm statistics and init on a device
+    that is not current by default."""
+    tg.manual_seed(0)
+    bn = nn.BatchNorm2d(2, momentum=None, device="strict2")
+    lin = nn.Linear(3, 2, device="strict2")
+    nn.init.constant_(lin.bias, 0.5)
+    x = tg.tensor(np.arange(16.0).reshape(2, 2, 2, 2), dtype=tg.float32, device="strict2")
+    (bn(x).sum() + lin(tg.ones(4, 3, device="strict2")).sum()).backward()
+    params = list(bn.parameters()) + list(lin.parameters())
+    total = optim.clip_grad_norm_(params, 1.0)
+    optim.clip_grad_value_(params, 0.1)
+    opt = optim.SGD(params, lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    bn.reset_running_stats()
+    assert total.device == "strict2" and float(total) > 0
+    assert all(p.grad.device == "strict2" and not p.grad.numpy().any() for p in params)
+    assert bn.running_var.tolist() == [1.0, 1.0] and lin.bias.tolist() == [0.5, 0.5]
+    bn.eval()
+    with tg.viz.trace() as steps:               # gradient norms, read on the device
+        loss = bn(x).sum() + (lin.weight * lin.weight).sum()
+        loss.backward(retain_graph=True)
+    assert len(steps.steps) > 0 and "|grad|" in tg.viz.graph(loss).source
+    lin.zero_grad(set_to_none=False)
+    assert not lin.weight.grad.numpy().any()
+
+
 @pytest.mark.parametrize("device", device_params(["cuda"]), indirect=True)
 @pytest.mark.filterwarnings("ignore:cupyx.allow_synchronize")
 def test_training_steps_of_the_default_cnn_on_a_gpu_never_wait_for_it(device):

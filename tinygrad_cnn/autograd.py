@@ -272,7 +272,8 @@ def _accumulate_grad(t, g, create_graph):
         # with another input (Add passes grad_out through): .grad gets its own
         # array (through an op when the gradient must stay differentiable).
         # A Parameter's .grad is a plain Tensor, as in PyTorch.
-        g = g * 1 if create_graph else Tensor._make(g.data.copy(), g._backend)
+        with g._backend.context():
+            g = g * 1 if create_graph else Tensor._make(g.data.copy(), g._backend)
     t.grad = g if t.grad is None else t.grad + g
 
 
@@ -290,7 +291,8 @@ def _call_backward(fn, t, g):
         raise RuntimeError(
             f"{what} of {fn.name} was modified in place after the forward pass used it, so "
             f"its gradient would be wrong; change a copy instead")
-    grads_in = fn.backward(g)
+    with t._backend.context():   # backward's own array code lands on t's device
+        grads_in = fn.backward(g)
     if not isinstance(grads_in, (tuple, list)):
         grads_in = (grads_in,)
     # zip in the caller would silently drop missing or surplus gradients

@@ -113,7 +113,10 @@ class Backend:
         ``where`` completes the message (e.g. "for axis 0 of size 10 in a
         tensor of shape (10, 3)").  Deferred on GPU backends, see :meth:`check`.
         """
-        bad = (index < -size) | (index >= size)
+        if index.dtype.kind == "u":   # never negative; comparing uint64 with -size is unsafe
+            bad = index >= size
+        else:
+            bad = (index < -size) | (index >= size)
         if not self.defer_checks:
             if bad.any():
                 raise IndexError(f"index {int(index[bad].ravel()[0])} is out of range {where}")
@@ -189,6 +192,12 @@ class Backend:
         return self
 
 
+def is_writeable_strides(a):
+    """May an array without a read-only flag be written in place: no axis of more than
+    one element with a stride of 0 (a broadcast view)?"""
+    return not any(stride == 0 and n > 1 for stride, n in zip(a.strides, a.shape))
+
+
 class NumpyBackend(Backend):
     """The default host backend."""
 
@@ -221,7 +230,9 @@ class CupyBackend(Backend):
         return isinstance(a, self.xp.ndarray) and a.device.id == self.index
 
     def is_writeable(self, a):
-        return True
+        # CuPy arrays have no read-only flag; a broadcast view (a stride of 0
+        # over more than one element) would write several elements into one.
+        return is_writeable_strides(a)
 
     kernel_dtypes = (np.dtype("float32"), np.dtype("float64"))
     mask_with_arrays = False

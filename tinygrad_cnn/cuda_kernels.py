@@ -176,7 +176,7 @@ __device__ int first_max(const T* plane, T m, int oh, int ow, int H, int W, int 
             if (!(plane[h * W + w] < m)) return i * KW + j;
         }
     }
-    return -1;  // not reached: every window holds a real element
+    return -1;  // only if x changed after y was computed (callers check)
 }
 
 // Max pooling's backward: gx[p, h, w] = the sum of g over the windows whose
@@ -226,6 +226,10 @@ extern "C" __global__ void tg_max_pool_gather(
         int oh = (int)(idx / OW % OH);
         long long plane = idx / ((long long)OH * OW) * H * W;
         int k = first_max(x + plane, y[idx], oh, ow, H, W, KH, KW, sh, sw, pt, pl, dh, dw);
+        if (k < 0) {  // no element reaches y (x changed since y was computed): as the
+            out[idx] = 0;  // array code, nothing; never a read outside the window
+            continue;
+        }
         int h = oh * sh - pt + k / KW * dh;
         int w = ow * sw - pl + k % KW * dw;
         out[idx] = gx[plane + h * W + w];

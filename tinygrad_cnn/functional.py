@@ -632,7 +632,8 @@ def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return
     y = MaxPool2d.apply(x, geom=geom)
     if not return_indices:
         return y
-    indices = max_pool_indices(x._backend, x.data, y.data, geom)
+    with x._backend.context():
+        indices = max_pool_indices(x._backend, x.data, y.data, geom)
     return y, Tensor._make(indices, x._backend)
 
 

@@ -43,7 +43,8 @@ def _float64_copies(inputs):
         if not isinstance(x, Tensor):
             copies.append(x)
             continue
-        data = x.data.astype(float64) if x.dtype.kind == "f" else x.data.copy()
+        with x._backend.context():
+            data = x.data.astype(float64) if x.dtype.kind == "f" else x.data.copy()
         copies.append(Tensor._make(data, x._backend, x.requires_grad))
     return copies
 

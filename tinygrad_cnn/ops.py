@@ -155,11 +155,8 @@ class Pow(_Binary):
             # undefined (x < 0: NaN, as PyTorch's, rather than a plausible 0).
             positive = _const(x.data > 0, x)
             safe_x = where_positive(x)
-            grad_y = grad_out * self.output * safe_x.log() * positive
-            negative = x.data < 0
-            if bool(negative.any()):
-                grad_y = grad_y + _const(self.xp.where(negative, np.nan, 0.0), grad_y)
-            grad_y = grad_y.sum_to(y.shape)
+            undefined = _const(self.xp.where(x.data < 0, np.nan, 0.0), x)
+            grad_y = (grad_out * self.output * safe_x.log() * positive + undefined).sum_to(y.shape)
         return grad_x, grad_y
 
 

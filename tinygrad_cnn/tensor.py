@@ -51,7 +51,8 @@ def _to_array(data, backend, dtype):
     # A tensor owns a copy of its data (as torch.tensor), so later writes to the
     # caller's array and in-place updates of the tensor never reach each other.
     if src is backend:
-        arr = data.copy()
+        with backend.context():
+            arr = data.copy()
     else:
         try:
             arr = np.array(data)  # copies, keeping the memory layout (order="K")
@@ -66,7 +67,8 @@ def _to_array(data, backend, dtype):
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}; "
                             f"expected numbers (float, int or bool)")
     if dtype is not None and arr.dtype != dtype:
-        arr = arr.astype(dtype)
+        with backend.context():   # a device array's copy stays on its device
+            arr = arr.astype(dtype)
     return arr if src is backend else backend.asarray(arr)
 
 
@@ -285,7 +287,8 @@ class Tensor:
         if dtype == self.dtype:
             return self
         if dtype.kind != "f" or self.dtype.kind != "f":
-            return Tensor._make(self.data.astype(dtype), self._backend)
+            with self._backend.context():
+                return Tensor._make(self.data.astype(dtype), self._backend)
         return ops.Cast.apply(self, dtype=dtype)
 
     def float(self):
@@ -405,6 +408,8 @@ class Tensor:
                             f"dtype {self.dtype} would change its values; convert it first")
         index = _index_arg(index, self)
         with self._backend.context():
+            if any(map(ops._is_array, index if isinstance(index, tuple) else (index,))):
+                ops._check_index(self._backend, self.shape, index)   # CuPy would wrap
             self._own_writeable_data()
             try:
                 self.data[index] = value.data
@@ -468,7 +473,8 @@ class Tensor:
     def __invert__(self):
         if self.dtype != bool_:
             raise TypeError(f"~ needs a boolean tensor, got dtype {self.dtype}")
-        return Tensor._make(~self.data, self._backend)
+        with self._backend.context():
+            return Tensor._make(~self.data, self._backend)
 
     def __and__(self, other):
         with self._backend.context():
@@ -620,8 +626,9 @@ class Tensor:
         x = self._floating()
         m = x.max(axis, keepdims=True).detach()
         # An all -inf slice would give inf - inf; its shift can be anything finite.
-        m = Tensor._make(x.xp.where(x.xp.isfinite(m.data), m.data, 0).astype(x.dtype),
-                         x._backend)
+        with x._backend.context():
+            m = Tensor._make(x.xp.where(x.xp.isfinite(m.data), m.data, 0).astype(x.dtype),
+                             x._backend)
         return x - m, m
 
     def logsumexp(self, axis=None, keepdims=False, dim=None):
@@ -849,7 +856,8 @@ def _upstream(t, grad, where):
             raise RuntimeError(f"{where}: the output has shape {t.shape}; a gradient can "
                                f"be implied only for a one-element output, so pass "
                                f"grad (a tensor of shape {t.shape})")
-        return Tensor._make(t.xp.ones(t.shape, dtype=t.dtype), t._backend)
+        with t._backend.context():
+            return Tensor._make(t.xp.ones(t.shape, dtype=t.dtype), t._backend)
     grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=t.dtype, device=t.device)
     if grad.shape != t.shape:
         raise ValueError(f"{where}: grad has shape {grad.shape} but the output has "

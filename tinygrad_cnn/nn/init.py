@@ -89,7 +89,7 @@ def _fill_(tensor, host):
     """Write host values into ``tensor`` in place, in its dtype, on its device."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"init functions fill a Tensor in place, got {type(tensor).__name__}")
-    with no_grad():
+    with no_grad(), tensor._backend.context():
         values = tensor._backend.asarray(np.asarray(host).astype(tensor.dtype))
         if not tensor._backend.is_writeable(tensor.data):
             tensor.data = values.copy()

@@ -552,9 +552,10 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            with self.running_mean._backend.context():
+                self.running_mean.data[...] = 0
+                self.running_var.data[...] = 1
+                self.num_batches_tracked.data[...] = 0
 
     def reset_parameters(self):
         self.reset_running_stats()
@@ -591,25 +592,28 @@ class _BatchNorm(Module):
             y = centred * (var + self.eps) ** -0.5
         else:
             xp = x.xp
-            mean = self.running_mean.data.reshape(shape)  # (1, C, 1, ...)
-            invstd = 1 / xp.sqrt(self.running_var.data.reshape(shape) + self.eps)  # (1, C, 1, ...)
-            dtype = np.result_type(x.dtype, mean.dtype)
-            y = (x - Tensor._make(mean.astype(dtype), x._backend)) * \
-                Tensor._make(invstd.astype(dtype), x._backend)
+            with x._backend.context():
+                mean = self.running_mean.data.reshape(shape)  # (1, C, 1, ...)
+                invstd = 1 / xp.sqrt(self.running_var.data.reshape(shape) + self.eps)
+                dtype = np.result_type(x.dtype, mean.dtype)
+                mean = Tensor._make(mean.astype(dtype), x._backend)
+                invstd = Tensor._make(invstd.astype(dtype), x._backend)  # (1, C, 1, ...)
+            y = (x - mean) * invstd
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)  # (1, C, 1, ...)
         return y
 
     def _update_running_stats(self, batch_mean, batch_var, n):
         """running = (1 - m) running + m batch, in place; the variance made unbiased."""
-        self.num_batches_tracked.data[...] += 1
-        m = self.momentum
-        if m is None:  # cumulative average; a device array, so no synchronisation
-            m = 1.0 / self.num_batches_tracked.data.astype(self.running_mean.dtype)
-        unbiased = batch_var * (n / (n - 1))
-        rm, rv = self.running_mean.data, self.running_var.data
-        rm[...] = (1 - m) * rm + m * batch_mean.astype(rm.dtype)
-        rv[...] = (1 - m) * rv + m * unbiased.astype(rv.dtype)
+        with self.running_mean._backend.context():
+            self.num_batches_tracked.data[...] += 1
+            m = self.momentum
+            if m is None:  # cumulative average; a device array, so no synchronisation
+                m = 1.0 / self.num_batches_tracked.data.astype(self.running_mean.dtype)
+            unbiased = batch_var * (n / (n - 1))
+            rm, rv = self.running_mean.data, self.running_var.data
+            rm[...] = (1 - m) * rm + m * batch_mean.astype(rm.dtype)
+            rv[...] = (1 - m) * rv + m * unbiased.astype(rv.dtype)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

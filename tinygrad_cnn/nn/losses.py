@@ -60,10 +60,11 @@ def _reduce(loss, reduction, denominator=None):
     # but no gradient: total * (1/0) would put NaN into every gradient and so
     # into the weights.  Built from array ops, so a device never synchronises.
     xp = loss.xp
-    d = xp.asarray(denominator)
-    scale = xp.where(d > 0, 1 / xp.where(d > 0, d, 1), 0)
-    nan_if_empty = xp.where(d > 0, 0, xp.nan)
-    return total * _const(scale, total) + _const(nan_if_empty, total)
+    with loss._backend.context():
+        d = xp.asarray(denominator)
+        scale = _const(xp.where(d > 0, 1 / xp.where(d > 0, d, 1), 0), total)
+        nan_if_empty = _const(xp.where(d > 0, 0, xp.nan), total)
+    return total * scale + nan_if_empty
 
 
 def _const(array, ref):
@@ -143,36 +144,39 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
     out_shape = (logp.shape[0],) + logp.shape[2:]
     C = logp.shape[1]
     flat, t = _class_targets(logp, target, name)            # (M, C), (M,)
-    xp = logp.xp
-    valid = t != ignore_index
-    bad = valid & ((t < 0) | (t >= C))
-    backend = logp._backend
-    what = (f"outside [0, {C}) for an input of shape {logp.shape} with {C} classes"
-            + (f" (ignore_index is {ignore_index})" if ignore_index != -100 else ""))
-    if not backend.defer_checks:
-        if bad.any():
-            raise IndexError(f"{name}: target holds class index {int(t[bad][0])}, {what}")
-    else:  # checked on the device, reported at the next transfer (no synchronisation)
-        backend.check(bad, IndexError, f"{name}: target holds a class index {what}")
-    # Ignored (and, on a deferring device, bad) elements gather class 0 and are masked out.
-    safe = xp.where(valid & ~bad, t, 0)
-    picked = flat[xp.arange(flat.shape[0]), safe]           # (M,) log p of the true class
-    if weight is not None:
-        weight = _on_device_of(weight, logp, name, "weight", dtype=logp.dtype)
-        if weight.shape != (C,):
-            raise ValueError(f"{name}: weight must have shape ({C},), one per class, got "
-                             f"{weight.shape}")
-        w_t = _const(weight.data[safe] * valid, logp)       # (M,) w[t_i], 0 if ignored
-    else:
-        w_t = _const(valid, logp)
+    with logp._backend.context():   # the array code below lands on logp's device
+        xp = logp.xp
+        valid = t != ignore_index
+        bad = valid & ((t < 0) | (t >= C))
+        backend = logp._backend
+        what = (f"outside [0, {C}) for an input of shape {logp.shape} with {C} classes"
+                + (f" (ignore_index is {ignore_index})" if ignore_index != -100 else ""))
+        if not backend.defer_checks:
+            if bad.any():
+                raise IndexError(f"{name}: target holds class index {int(t[bad][0])}, "
+                                 f"{what}")
+        else:  # checked on the device, reported at the next transfer (no synchronisation)
+            backend.check(bad, IndexError, f"{name}: target holds a class index {what}")
+        # Ignored (and, on a deferring device, bad) elements gather class 0, masked out.
+        safe = xp.where(valid & ~bad, t, 0)
+        picked = flat[xp.arange(flat.shape[0]), safe]           # (M,) log p of the true class
+        if weight is not None:
+            weight = _on_device_of(weight, logp, name, "weight", dtype=logp.dtype)
+            if weight.shape != (C,):
+                raise ValueError(f"{name}: weight must have shape ({C},), one per class, "
+                                 f"got {weight.shape}")
+            w_t = _const(weight.data[safe] * valid, logp)       # (M,) w[t_i], 0 if ignored
+        else:
+            w_t = _const(valid, logp)
+        valid, denominator = _const(valid, logp), w_t.data.sum()
     loss = -picked * w_t
     if label_smoothing > 0:
         per_class = flat if weight is None else flat * weight.detach()
-        smooth = -per_class.sum(axis=1) * _const(valid, logp)
+        smooth = -per_class.sum(axis=1) * valid
         loss = (1 - label_smoothing) * loss + (label_smoothing / C) * smooth
     if reduction == "none":
         return loss.reshape(out_shape).squeeze(0) if unbatched else loss.reshape(out_shape)
-    return _reduce(loss, reduction, denominator=w_t.data.sum())
+    return _reduce(loss, reduction, denominator=denominator)
 
 
 def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, name):

@@ -426,7 +426,8 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad = Tensor._make(p.xp.zeros_like(p.data), p._backend)
+                with p._backend.context():
+                    p.grad = Tensor._make(p.xp.zeros_like(p.data), p._backend)
 
     # ---- devices and dtypes --------------------------------------------------------
     def to(self, device=None, dtype=None):
@@ -540,7 +541,8 @@ class Module:
                                    f"{type(e).__name__}: {e}; nothing was changed") from e
         with no_grad():
             for t, array in converted:
-                t.data[...] = array
+                with t._backend.context():
+                    t.data[...] = array
                 t._bump_version()
         return IncompatibleKeys(missing, unexpected)
 

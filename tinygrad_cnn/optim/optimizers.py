@@ -176,7 +176,11 @@ class Optimizer:
         for p in self._params():
             if p.grad is None:
                 continue
-            p.grad = None if set_to_none else Tensor._make(p.xp.zeros_like(p.data), p._backend)
+            if set_to_none:
+                p.grad = None
+            else:
+                with p._backend.context():
+                    p.grad = Tensor._make(p.xp.zeros_like(p.data), p._backend)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient, in place.
@@ -430,6 +434,11 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
         if p.grad._backend is not backend:
             raise ValueError(f"clip_grad_norm_: gradients are on different devices "
                              f"({backend.device} and {p.grad.device})")
+    with backend.context():
+        return _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend)
+
+
+def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
     xp = backend.xp
     grads = [p.grad.data for p in params]
     dtype = np.result_type(*[g.dtype for g in grads])
@@ -452,4 +461,6 @@ def clip_grad_value_(params, clip_value):
     """Clamp every gradient entry to ``[-clip_value, clip_value]``."""
     _check_number("clip_value", clip_value)
     for p in _with_grads(params):
-        p.grad = Tensor._make(p.xp.clip(p.grad.data, -clip_value, clip_value), p.grad._backend)
+        with p.grad._backend.context():
+            p.grad = Tensor._make(p.xp.clip(p.grad.data, -clip_value, clip_value),
+                                  p.grad._backend)

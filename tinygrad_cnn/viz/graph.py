@@ -53,6 +53,7 @@ from pathlib import Path
 from ..autograd import Function
 from ..tensor import Tensor
 from .png import atomic_write
+from .trace import _norm
 
 __all__ = ["graph", "Graph", "record_modules", "GraphvizNotFoundError"]
 
@@ -327,12 +328,6 @@ def _shape(shape):
 
 def _describe(t):
     return f"{_shape(t.shape)} {t.dtype}"
-
-
-def _norm(t):
-    """L2 norm as a Python float (a host sync on a GPU)."""
-    xp = t.xp
-    return float(xp.sqrt(xp.sum(xp.square(t.data.astype("float64")))))
 
 
 def _name_map(names):

@@ -185,7 +185,8 @@ def _name_map(names):
 def _norm(t):
     """L2 norm of a tensor's data as a Python float (a host sync on a GPU)."""
     xp, a = t.xp, t.data
-    return float(xp.sqrt(xp.sum(xp.square(a.astype("float64")))))
+    with t._backend.context():
+        return float(xp.sqrt(xp.sum(xp.square(a.astype("float64")))))
 
 
 def _shape(shape):
