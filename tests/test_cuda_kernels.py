@@ -205,7 +205,9 @@ class HostFunction:
         self.fn.restype = None
 
     def __call__(self, grid, block, args):
-        assert len(grid) == len(block) == 1 and grid[0] >= 1 and block[0] >= 1, (grid, block)
+        # CUDA's limits: at most 1024 threads a block, 2**31 - 1 blocks along x.
+        assert len(grid) == len(block) == 1, (grid, block)
+        assert 1 <= block[0] <= 1024 and 1 <= grid[0] <= 2**31 - 1, (grid, block)
         assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments"
         converted = []
         for value, (name, dtype, pointer, const) in zip(args, self.params):
