@@ -20,15 +20,15 @@ proves the core would run on CuPy:
   write wins undefined), and an integer index out of range raises unless
   ``backend.check_index`` has vetted that index array, in which case it
   wraps around as on CuPy and the deferred check reports it later;
-* a current device, as CuPy's: ``"strict"`` plays device 0 (current unless
-  a context says otherwise), ``"strict2"`` device 1, and
+* a current device, as CuPy's (per thread): ``"strict"`` plays device 0
+  (current unless a context says otherwise), ``"strict2"`` device 1, and
   ``backend.context()`` makes its device current.  Anything that would
   allocate or launch a kernel (operators, ``xp`` functions, methods that
-  copy, advanced indexing, assignment) on arrays or in the namespace of a
-  device that is not current raises: CuPy would put the result on the
-  current device, or fail without peer access.  Views (slicing, reshape,
-  transpose, ``broadcast_to``, ``as_strided``), facts and ``.get()`` need
-  no current device.  The suite runs on ``"strict2"`` too, so array code
+  copy, a reshape that must copy, advanced indexing, assignment) on arrays
+  or in the namespace of a device that is not current raises: CuPy would
+  put the result on the current device, or fail without peer access.
+  Views (slicing, reshape, transpose, ``broadcast_to``, ``as_strided``),
+  facts and ``.get()`` need no current device.  The suite runs on ``"strict2"`` too, so array code
   outside ``backend.context()`` fails there;
 * reductions and scalar indexing give 0-d arrays, never scalars;
 * every host synchronisation is counted on the backend: ``to_numpy``,
@@ -43,6 +43,7 @@ import contextlib
 import operator
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -257,7 +258,10 @@ class StrictArray:
             args, kwargs = device._unwrap((args, kwargs), f"ndarray.{name}")
             if name == "nonzero":  # the output size lives on the device
                 device._sync("ndarray.nonzero")
-            return _wrap(attr(*args, **kwargs), device)
+            result = attr(*args, **kwargs)
+            if name in _VIEW_METHODS and not np.may_share_memory(result, self._a):
+                device._launch(f"ndarray.{name} (a copy)")   # reshape of a strided array
+            return _wrap(result, device)
         method.__name__ = name
         return method
 
@@ -464,16 +468,16 @@ class StrictBackend(Backend):
     @contextlib.contextmanager
     def context(self):
         """Make this device current (as ``with cupy.cuda.Device(i):``)."""
-        before = _CURRENT[0]
-        _CURRENT[0] = self
+        before = _current()
+        _THREAD.current = self
         try:
             yield
         finally:
-            _CURRENT[0] = before
+            _THREAD.current = before
 
     def _launch(self, where):
         """Refuse work on this device's arrays while another device is current."""
-        current = _CURRENT[0] or STRICT
+        current = _current() or STRICT
         if current is not self:
             raise RuntimeError(
                 f"strict backend: {where} on {self.device} while {current.device} is the "
@@ -680,7 +684,14 @@ def _holds_strict(seq):
                for v in seq)
 
 
-_CURRENT = [None]   # the strict device made current by a context; None: "strict"
+_THREAD = threading.local()   # .current: the strict device a context made current
+
+
+def _current():
+    """The strict device made current in this thread (None: "strict", as CuPy's 0)."""
+    return getattr(_THREAD, "current", None)
+
+
 STRICT = StrictBackend("strict")
 STRICT2 = StrictBackend("strict2")
 register_backend("strict", STRICT)

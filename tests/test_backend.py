@@ -164,3 +164,20 @@ def test_registered_backend_is_a_device(other_device):
     assert t.grad.device == other_device
     np.testing.assert_array_equal(t.grad.numpy(), [3.0, 3.0])
     assert tg.tensor(c, device=other_device).device == other_device
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint64", "int32"])
+def test_check_index_compares_only_with_bounds_the_index_dtype_holds(dtype):
+    """A uint8 index against an axis of 300, or an unsigned one against -size: the
+    comparison never uses a Python int outside the dtype (CuPy, like NumPy's NEP 50
+    rules, may refuse it)."""
+    backend = tg.get_backend("cpu")
+    fine = np.array([0, 5, 100], dtype=dtype)
+    backend.check_index(fine, 300)
+    backend.check_index(fine, 101)
+    with pytest.raises(IndexError, match="index 5 is out of range"):
+        backend.check_index(fine, 5)
+    if np.dtype(dtype).kind == "i":
+        backend.check_index(np.array([-100], dtype=dtype), 300)
+        with pytest.raises(IndexError, match="index -100 is out of range"):
+            backend.check_index(np.array([-100], dtype=dtype), 50)

@@ -262,6 +262,12 @@ def test_shapes_must_be_ints():
         tg.arange(6.0).reshape(2.9, 3)
     with pytest.raises(TypeError, match=r"2\.5"):
         tg.zeros(2.5)
+    with pytest.raises(TypeError, match=r"True"):
+        tg.zeros(True, 2)
+    # integer-like sizes are fine: NumPy integers, 0-d integer arrays and tensors
+    x = tg.arange(6.0)
+    assert x.reshape(np.int64(2), np.array(3)).shape == (2, 3)
+    assert x.reshape(tg.tensor(3), 2).shape == (3, 2)
 
 
 def test_ragged_nested_lists_are_named():

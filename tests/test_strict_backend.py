@@ -323,3 +323,41 @@ def test_check_reports_the_failed_check_by_its_own_type_and_message():
     STRICT.synchronize()
     with pytest.raises(ValueError, match="now"):
         NumpyBackend().check(np.array([True]), ValueError, "now")
+
+
+# ---- the current device, as CuPy's ------------------------------------------------------
+def test_work_on_a_device_that_is_not_current_is_refused():
+    """"strict" plays device 0 (current by default), "strict2" device 1: allocating
+    or computing on strict2 needs its context; views and reads do not."""
+    with STRICT2.context():
+        b = STRICT2.xp.arange(6.0).reshape(2, 3)
+    refused = [lambda: STRICT2.xp.zeros(3), lambda: b + 1, lambda: b.copy(),
+               lambda: STRICT2.xp.exp(b), lambda: b[STRICT2.asarray(np.array([0]))],
+               lambda: b.T.reshape(6)]               # a copy: non-contiguous
+    for work in refused:
+        with pytest.raises(RuntimeError, match="strict is the current device"):
+            work()
+    assert b[0].shape == (3,) and b.T.shape == (3, 2) and b.reshape(3, 2).shape == (3, 2)
+    assert b.get().tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] and b[0, 0].item() == 0.0
+    with STRICT2.context():
+        assert (b + 1).shape == (2, 3) and b.T.reshape(6).shape == (6,)
+        with STRICT.context():                      # contexts nest, as CuPy's
+            with pytest.raises(RuntimeError, match="strict is the current device"):
+                b + 1
+        assert (b * 2).shape == (2, 3)
+
+
+def test_the_current_device_is_per_thread():
+    import threading
+    seen = []
+    with STRICT2.context():
+        worker = threading.Thread(target=lambda: seen.append(_current_name()))
+        worker.start()
+        worker.join()
+        seen.append(_current_name())
+    assert seen == ["strict", "strict2"]
+
+
+def _current_name():
+    import strict_backend
+    return (strict_backend._current() or STRICT).device

@@ -145,6 +145,7 @@ class Function:
 
     inputs = ()
     view_of_input = False  # True where forward may return a view of its first input
+    read_only_view = False  # ... and that view must not be written through (a broadcast)
 
     @classmethod
     def apply(cls, *inputs, **params):
@@ -161,6 +162,7 @@ class Function:
         out = Tensor._make(data, backend)
         if fn.view_of_input and backend.xp.may_share_memory(data, inputs[0].data):
             out._version_box = inputs[0]._version_box  # one memory, one version
+            out._read_only = inputs[0]._read_only or fn.read_only_view
         return fn.link(inputs, out)
 
     def link(self, inputs, out):

@@ -48,6 +48,9 @@ class DeviceError(RuntimeError):
     """A device was asked for that does not exist, or cannot be used here."""
 
 
+_NO_CONTEXT = contextlib.nullcontext()   # reusable: entered once per op on the host
+
+
 class Backend:
     """An array namespace plus the operations where array libraries differ.
 
@@ -113,10 +116,14 @@ class Backend:
         ``where`` completes the message (e.g. "for axis 0 of size 10 in a
         tensor of shape (10, 3)").  Deferred on GPU backends, see :meth:`check`.
         """
-        if index.dtype.kind == "u":   # never negative; comparing uint64 with -size is unsafe
-            bad = index >= size
-        else:
-            bad = (index < -size) | (index >= size)
+        # Only bounds the dtype can hold: NumPy 2 and CuPy may refuse to compare
+        # with a Python int outside it (NEP 50), and an unsigned index is never < 0.
+        info = np.iinfo(index.dtype)
+        bounds = ([index >= size] if size <= info.max else []) + \
+            ([index < -size] if -size >= info.min else [])
+        if not bounds:
+            return
+        bad = bounds[0] | bounds[1] if len(bounds) == 2 else bounds[0]
         if not self.defer_checks:
             if bad.any():
                 raise IndexError(f"index {int(index[bad].ravel()[0])} is out of range {where}")
@@ -161,7 +168,7 @@ class Backend:
         Array libraries allocate on their *current* device, so ops wrap
         their array code in this (a no-op on the host).
         """
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def as_strided(self, a, shape, strides):
         """A read-only strided view of ``a`` (strides in bytes)."""

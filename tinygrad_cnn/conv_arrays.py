@@ -202,7 +202,13 @@ def pool_geometry(op, x_shape, kernel, stride, padding, dilation=(1, 1), ceil_mo
     (sh, sw), (dh, dw) = stride, dilation
     OH = out_size(H, KH, sh, 2 * ph, dh, True, ph) if ceil_mode else 0
     OW = out_size(W, KW, sw, 2 * pw, dw, True, pw) if ceil_mode else 0
-    if OH < 1 or OW < 1:   # not ceil_mode, or no window fits: the size check and its error
+    if ceil_mode and (OH < 1 or OW < 1):
+        raise ValueError(
+            f"{op}: for an input of shape {shape_str(x_shape if shown is None else shown)}, "
+            f"kernel {kernel}, stride {stride}, padding {padding} and dilation {dilation} "
+            f"with ceil_mode, no window starts inside the input (output size {OH}x{OW}); "
+            f"use a smaller window or more padding")
+    if not ceil_mode:
         g = conv_geometry(op, x_shape, kernel, stride, ((ph, ph), (pw, pw)), dilation,
                           what="window", shown=shown)
     if ceil_mode:

@@ -121,7 +121,8 @@ class PowConst(Function):
         self.exponent = exponent
         if x.dtype.kind == "f":
             return x ** self.xp.asarray(exponent, dtype=x.dtype)
-        _check_integer_power(x.dtype, isinstance(exponent, numbers.Integral) and exponent < 0)
+        if isinstance(exponent, numbers.Integral) and exponent < 0:
+            raise ValueError(_integer_power_message(x.dtype))
         return x ** exponent
 
     def backward(self, grad_out):
@@ -136,8 +137,8 @@ class Pow(_Binary):
 
     def forward(self, x, y):
         self.check(x, y)
-        if x.dtype.kind in "iu" and y.dtype.kind in "iu":
-            _check_integer_power(x.dtype, bool((y < 0).any()))
+        if x.dtype.kind in "iu" and y.dtype.kind in "iu":   # checked on the device
+            self.backend.check(y < 0, ValueError, _integer_power_message(x.dtype))
         return x ** y
 
     def backward(self, grad_out):
@@ -160,11 +161,9 @@ class Pow(_Binary):
         return grad_x, grad_y
 
 
-def _check_integer_power(dtype, negative_exponent):
-    if negative_exponent:
-        raise ValueError(f"power: an integer tensor (dtype {dtype}) to a negative integer "
-                         f"power has no integer result; use a float tensor "
-                         f"(x.astype('float32')) or a float exponent")
+def _integer_power_message(dtype):
+    return (f"power: an integer tensor (dtype {dtype}) to a negative integer power has no "
+            f"integer result; use a float tensor (x.astype('float32')) or a float exponent")
 
 
 def where_positive(x):
@@ -509,6 +508,7 @@ class BroadcastTo(Function):
     """y = x repeated along broadcast dimensions; backward sums them"""
 
     view_of_input = True
+    read_only_view = True   # several elements of y are one element of x
 
     def forward(self, x, shape):
         return self.xp.broadcast_to(x, shape)

@@ -6,6 +6,7 @@ classes; the methods here only convert arguments and call them.
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -131,6 +132,10 @@ class Tensor:
         # In-place writes bump this counter, shared with detach() and view results
         # (one box per memory), so backward can refuse values changed after use.
         self._version_box = [0]
+        # True for a view that must not be written through: a broadcast (one
+        # element seen at several places), or a view of one.  NumPy marks such
+        # arrays read-only, CuPy has no such flag: the tensor keeps it.
+        self._read_only = False
 
     # ---- facts ---------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape), doc="The size of each axis, a tuple.")
@@ -235,7 +240,7 @@ class Tensor:
     def detach(self):
         """The same data, cut from the graph (in-place changes show in both)."""
         out = Tensor._make(self.data, self._backend, False)
-        out._version_box = self._version_box
+        out._version_box, out._read_only = self._version_box, self._read_only
         return out
 
     @property
@@ -362,6 +367,13 @@ class Tensor:
                 f"in-place {op} on a tensor that requires grad would bypass autograd; "
                 f"update parameters inside `with tg.no_grad():` (or write to .data)")
         other = self._other(other)
+        if autograd.is_grad_enabled() and other.requires_grad:
+            # x[i] += v comes here first (x[i] itself needs no grad): refuse it
+            # as x[i] = v is refused, rather than drop v's gradient.
+            raise RuntimeError(
+                f"in-place {op} with an operand that requires grad would bypass autograd "
+                f"(its gradient would be lost); write x = x + v (or tg.where / tg.cat), or "
+                f"update inside `with tg.no_grad():`")
         common_backend((self, other), f"in-place {op}")
         shape = ops.check_broadcast(self.shape, other.shape, f"in-place {op}")
         if shape != self.shape:
@@ -371,8 +383,8 @@ class Tensor:
         if not np.can_cast(result, self.dtype, casting="same_kind"):
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
                             f"tensor cannot hold; use the out-of-place operator instead")
+        self._own_writeable_data()
         with self._backend.context():
-            self._own_writeable_data()
             getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
                                  out=self.data)
         self._bump_version()
@@ -381,9 +393,10 @@ class Tensor:
     def _own_writeable_data(self):
         """Before an in-place write: a read-only view (an ``expand``, say) becomes a
         copy of its own, which no longer shares memory, nor a version, with its base."""
-        if not self._backend.is_writeable(self.data):
-            self.data = self.data.copy()
-            self._version_box = [self._version]
+        if self._read_only or not self._backend.is_writeable(self.data):
+            with self._backend.context():
+                self.data = self.data.copy()
+            self._version_box, self._read_only = [self._version], False
 
     def __setitem__(self, index, value):
         """``x[index] = value`` in place (NumPy indexing; value broadcast to the selection).
@@ -407,10 +420,10 @@ class Tensor:
             raise TypeError(f"item assignment: a value of dtype {value.dtype} into a tensor of "
                             f"dtype {self.dtype} would change its values; convert it first")
         index = _index_arg(index, self)
+        self._own_writeable_data()
         with self._backend.context():
             if any(map(ops._is_array, index if isinstance(index, tuple) else (index,))):
                 ops._check_index(self._backend, self.shape, index)   # CuPy would wrap
-            self._own_writeable_data()
             try:
                 self.data[index] = value.data
             except (IndexError, ValueError) as e:
@@ -754,7 +767,12 @@ class Tensor:
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def __getitem__(self, index):
-        """NumPy indexing (ints, slices, None, ..., int/bool arrays or tensors); differentiable."""
+        """NumPy indexing (ints, slices, None, ..., int/bool arrays or tensors); differentiable.
+
+        As in NumPy, slices give views of this tensor's memory (an in-place
+        change shows in both) while a single element, or an array index,
+        gives a copy (unlike PyTorch, where a single element is a view too).
+        """
         return ops.GetItem.apply(self, index=_index_arg(index, self))
 
     def pad(self, pad_width, value=0.0):
@@ -811,11 +829,20 @@ def _count(shape, axis):
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    bad = [s for s in shape if not isinstance(s, numbers.Integral) or isinstance(s, bool)]
-    if bad:
-        raise TypeError(f"a shape must be ints, got {bad[0]!r} ({type(bad[0]).__name__}) "
-                        f"in {tuple(shape)}")
-    return tuple(int(s) for s in shape)
+    return tuple(_size(s, shape) for s in shape)
+
+
+def _size(s, shape):
+    """One size of a shape: an int, a NumPy integer or a 0-d integer array or tensor."""
+    if isinstance(s, Tensor) and s.ndim == 0 and s.dtype.kind in "iu":
+        s = s.item()
+    try:
+        if isinstance(s, bool):
+            raise TypeError
+        return operator.index(s)   # ints and anything integer-like, never a float
+    except TypeError:
+        raise TypeError(f"a shape must be ints, got {s!r} ({type(s).__name__}) in "
+                        f"{tuple(shape)}") from None
 
 
 def _resolve_reshape(old, new):

@@ -91,10 +91,8 @@ def _fill_(tensor, host):
         raise TypeError(f"init functions fill a Tensor in place, got {type(tensor).__name__}")
     with no_grad(), tensor._backend.context():
         values = tensor._backend.asarray(np.asarray(host).astype(tensor.dtype))
-        if not tensor._backend.is_writeable(tensor.data):
-            tensor.data = values.copy()
-        else:
-            tensor.data[...] = values
+        tensor._own_writeable_data()
+        tensor.data[...] = values
     tensor._bump_version()
     return tensor
 

@@ -168,7 +168,9 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
             w_t = _const(weight.data[safe] * valid, logp)       # (M,) w[t_i], 0 if ignored
         else:
             w_t = _const(valid, logp)
-        valid, denominator = _const(valid, logp), w_t.data.sum()
+        if label_smoothing > 0:   # (M,) 1, 0 where ignored
+            valid = w_t if weight is None else _const(valid, logp)
+        denominator = w_t.data.sum()
     loss = -picked * w_t
     if label_smoothing > 0:
         per_class = flat if weight is None else flat * weight.detach()

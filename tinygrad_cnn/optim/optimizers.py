@@ -221,11 +221,9 @@ class Optimizer:
 
     @staticmethod
     def _apply(p, delta):
-        """``p.data -= delta`` in place (a fresh array if ``p.data`` is read-only)."""
-        if p._backend.is_writeable(p.data):
-            p.data -= delta
-        else:
-            p.data = p.data - delta
+        """``p.data -= delta`` in place (on a copy of its own if ``p`` is a read-only view)."""
+        p._own_writeable_data()
+        p.data -= delta
         p._bump_version()  # a graph that used the old values can no longer backward
 
     def _update(self, p, grad, state, group):
