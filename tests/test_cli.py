@@ -113,6 +113,7 @@ def test_predict_png_and_npy(trained, tmp_path):
         grey = np.rint(big * 255).astype(np.uint8)
         # Floats in [0, 1] as they are; integers (like PNG pixels) as 0..255.
         variants = {f"{k}.npy": x[i, 0].astype(np.float64),
+                    f"{k}-hw1.npy": x[i, 0][:, :, None].astype(np.float32),   # channels last
                     f"{k}-int.npy": np.rint(x[i, 0] * 255).astype(np.int64), f"{k}.png": grey,
                     f"{k}-rgb.png": np.repeat(grey[:, :, None], 3, axis=2)}
         for name, image in variants.items():
@@ -440,6 +441,17 @@ def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     assert err.splitlines()[-1].startswith(f"tinygrad-cnn {argv[0]}: error: {message}")
 
 
+def test_a_bad_im2col_limit_in_the_environment_is_a_usage_error(monkeypatch):
+    from tinygrad_cnn import conv_arrays
+    monkeypatch.setattr(conv_arrays, "_im2col_limit", None)
+    monkeypatch.setenv("TINYGRAD_CNN_IM2COL_LIMIT", "abc")
+    status, out, err = cli("train", "--no-progress")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "TINYGRAD_CNN_IM2COL_LIMIT='abc' (environment variable)" in err
+    status, out, _ = cli("info")                 # what a user runs to find out what is wrong
+    assert status == 0 and "numpy" in out
+
+
 @pytest.mark.parametrize("argv, env, message", [
     (("train", "--resume"), None, "--resume needs --checkpoint PATH"),
     (("train", "--checkpoint", "{good}", "--resume", "--overwrite"), None,
@@ -447,7 +459,18 @@ def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     (("train", "--checkpoint", "{good}", "--resume", "--epochs", 9, "--seed", 1), None,
      "continues a run with other settings: --epochs 9 (the run has 4); drop these options"),
     (("train", "--checkpoint", "{good}"), None,
-     "{good} exists: pass --resume to continue it, or --overwrite to start a new run there"),
+     "--checkpoint {good} exists: pass --resume to continue its run, or --overwrite to "
+     "start a new run there"),
+    # output paths are checked before any work, not at the first save an epoch in
+    (("train", "--checkpoint", ""), None, "--checkpoint is empty; give a file path"),
+    (("train", "--checkpoint", "{dir}", "--overwrite"), None,
+     "--checkpoint {dir} is a directory; give a file path"),
+    (("train", "--metrics", "{good}/m.jsonl"), None,
+     "--metrics {good}/m.jsonl: the directory {good} does not exist"),
+    (("train", "--metrics", "{good}"), None, "--metrics {good} exists: pass --resume"),
+    (("train", "--checkpoint", "{dir}/x.npz", "--metrics", "{dir}/x.npz"), None,
+     "--checkpoint and --metrics are the same file"),
+    (("train", "--data-dir", "{good}"), None, "--data-dir '{good}': expected a directory"),
     (("train", "--device", "gpu"), None,
      "--device 'gpu' is not a device; expected one of: auto, cpu, cuda, cuda:N"),
     (("train",), "gpu", "TINYGRAD_CNN_DEVICE='gpu' (environment variable) is not a device; "
@@ -462,11 +485,11 @@ def test_conflicting_options_are_usage_errors(trained, monkeypatch, argv, env, m
         monkeypatch.setenv("TINYGRAD_CNN_DEVICE", env)
     good = trained[0] / "c.npz"
     before = good.read_bytes()
-    argv = [str(a).format(good=good) for a in argv]
+    argv = [str(a).format(good=good, dir=trained[0]) for a in argv]
     status, out, err = cli(*argv, "--no-progress") if argv[0] == "train" else cli(*argv)
     assert status == 2 and out == "" and err.count("\n") == 1
     assert err.startswith(f"tinygrad-cnn {argv[0]}: error: ")
-    assert message.format(good=good) in err
+    assert message.format(good=good, dir=trained[0]) in err
     assert good.read_bytes() == before  # the finished run is untouched
 
 
@@ -660,10 +683,32 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
     assert message in err and str(path) in err
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["config"].update(epochs="many"),
+     "the saved configuration is damaged: epochs must be an integer >= 1, got 'many'"),
+    (lambda s: s["config"].update(lr="fast"),
+     "the saved configuration is damaged: lr must be a finite number > 0, got 'fast'"),
+    (lambda s: s.update(history=5), "the saved history is damaged"),
+    (lambda s: s.update(scheduler={"optimizer": 1}),
+     "cannot restore the learning-rate schedule"),
+    (lambda s: s.update(scheduler={"x": 1}), "unexpected keys ['x']"),
+], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown"])
+def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
+    """Values a crafted or damaged checkpoint holds get the checks typed options get."""
+    state = checkpoint.load(trained[0] / "c.npz")
+    change(state)
+    path = tmp_path / "damaged.npz"
+    checkpoint.save(path, state)
+    status, out, err = cli("train", "--checkpoint", path, "--resume", "--no-progress")
+    assert status == 1 and out == "" and err.count("\n") == 1, err
+    assert message in err and str(path) in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (("predict", "--checkpoint", "{good}", "{tmp}/nothing.png"), "No such file"),
     (("predict", "--checkpoint", "{good}", "{tmp}/text.png"), "is not a PNG file"),
     (("predict", "--checkpoint", "{good}", "{tmp}/cube.npy"), "expected a single-channel image"),
+    (("plot", "{good}"), "not a metrics file (JSON lines of text; this file is binary"),
     (("plot", "{tmp}/no-losses.jsonl"), "has no loss or accuracy values"),
 ])
 def test_other_errors_give_a_message_and_status_1(trained, tmp_path, argv, message):

@@ -250,6 +250,24 @@ def test_resume_mid_epoch_and_peek_semantics():
     np.testing.assert_array_equal(epochs(resumed, 1)[0], reference[1])  # then epoch 1 whole
 
 
+def test_iterating_again_after_a_break_starts_the_next_epoch_unless_resumed():
+    """As documented: a new iteration is a new epoch (as in PyTorch); continuing the
+    unfinished one goes through state_dict / load_state_dict, in this process too."""
+    x, y = make_data()
+    reference = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=3), 2)
+    loader = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=3)
+    for first in loader:
+        break
+    assert loader.epoch == 0 and loader.state_dict()["batch"] == 1
+    np.testing.assert_array_equal(epochs(loader, 1)[0], reference[1])   # a fresh epoch 1
+    loader = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=3)
+    for first in loader:
+        break
+    loader.load_state_dict(loader.state_dict())
+    rest = np.concatenate([b[1] for b in collect(loader)])
+    np.testing.assert_array_equal(np.concatenate([first[1].numpy(), rest]), reference[0])
+
+
 def test_load_state_dict_validates():
     loader = DataLoader(TensorDataset(np.zeros(10)), 4)
     with pytest.raises(KeyError, match="missing"):

@@ -174,6 +174,21 @@ def test_failover_past_refused_and_404_mirrors(server, monkeypatch, closed_port_
     assert server.log == ["/empty/t10k-labels-idx1-ubyte.gz", "/good/t10k-labels-idx1-ubyte.gz"]
 
 
+def test_a_mirror_that_does_not_answer_is_tried_once_per_fetch(
+        server, monkeypatch, closed_port_url, capsys):
+    """Each attempt is announced; a mirror that refused (or timed out) for one file is
+    skipped for the others, instead of being waited on again for each; one that
+    answered 404 for one file is still asked for the next."""
+    archives, _ = make_archives()
+    mirrors = [closed_port_url, server.mirror("empty"), server.mirror("good", archives)]
+    use_table(monkeypatch, table_for(archives, mirrors))
+    fetch("mnist", progress=False)
+    err = capsys.readouterr().err
+    assert err.count(f"from {closed_port_url}") == 1
+    assert err.count("from " + server.mirror("empty")) == len(FILES)
+    assert len(server.log) == 2 * len(FILES)
+
+
 def test_corrupt_file_is_rejected_and_the_next_mirror_used(server, monkeypatch, private_cache):
     archives, _ = make_archives()
     corrupt = {name: b[:-1] + bytes([b[-1] ^ 0xFF]) for name, b in archives.items()}  # same size

@@ -302,6 +302,23 @@ def test_im2col_limit_setting_and_env():
     assert conv_arrays.parse_bytes("1048576") == 2**20
 
 
+def test_im2col_limit_from_the_environment(monkeypatch):
+    """Read at the first convolution, not at import: a bad value is an error naming
+    the variable where the limit is needed, and never stops `import tinygrad_cnn`."""
+    monkeypatch.setattr(conv_arrays, "_im2col_limit", None)
+    monkeypatch.setenv("TINYGRAD_CNN_IM2COL_LIMIT", "2M")
+    assert F.get_im2col_limit() == 2 * 2**20
+    monkeypatch.setattr(conv_arrays, "_im2col_limit", None)
+    monkeypatch.setenv("TINYGRAD_CNN_IM2COL_LIMIT", "lots")
+    with pytest.raises(ValueError, match=r"TINYGRAD_CNN_IM2COL_LIMIT='lots' \(environment"):
+        F.conv2d(Tensor(np.ones((1, 1, 3, 3))), Tensor(np.ones((1, 1, 2, 2))))
+    assert F.set_im2col_limit("1M") == conv_arrays.DEFAULT_IM2COL_LIMIT   # replaces it
+    assert F.get_im2col_limit() == 2**20
+    result = subprocess.run([sys.executable, "-c", "import tinygrad_cnn"], capture_output=True,
+                            text=True, env={**os.environ, "TINYGRAD_CNN_IM2COL_LIMIT": "lots"})
+    assert result.returncode == 0, result.stderr
+
+
 def test_backend_kernel_hook_is_used():
     """A backend with its own im2col/col2im gets them called instead of the generic code."""
     calls = []

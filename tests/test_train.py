@@ -166,6 +166,8 @@ def test_resuming_a_finished_run_trains_no_further(tmp_path, reference):
     lines = []
     result = run(tmp_path, "done.npz", lines, resume=True)
     assert not any(line.startswith("epoch") for line in lines)
+    assert any("the run finished all" in line and "nothing to resume" in line
+               for line in lines)
     assert result["test_acc"] == reference[2]["test_acc"]
     assert path.read_bytes() == reference[0].read_bytes()  # not even rewritten
 
@@ -229,6 +231,31 @@ def test_resume_keeps_writing_the_runs_metrics_file(tmp_path):
     assert [json.loads(line)["epoch"] for line in other.read_text().splitlines()] == [1, 2, 3]
 
 
+def test_output_paths_are_saved_absolute(tmp_path, monkeypatch):
+    """A run resumed from another directory writes the same metrics file and reads the
+    same data directory."""
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(metrics="m.jsonl", data_dir="data")
+    assert cfg.metrics == str(tmp_path / "m.jsonl") and cfg.data_dir == str(tmp_path / "data")
+
+
+def test_progress_asked_for_without_tqdm_says_so(tmp_path, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tqdm" else find_spec(name, *args))
+    lines = []
+    run(tmp_path, None, lines, checkpoint=None, max_steps=1, progress=True)
+    assert any(line.startswith("no progress bar: training's needs tqdm") for line in lines)
+
+
+def test_evaluate_refuses_an_empty_loader():
+    from tinygrad_cnn.data import DataLoader, TensorDataset
+    empty = DataLoader(TensorDataset(np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64)))
+    with pytest.raises(ValueError, match="no samples"):
+        evaluate(__import__("tinygrad_cnn").models.cnn(), empty)
+
+
 def test_evaluate_matches_a_direct_computation(reference):
     from tinygrad_cnn.data import DataLoader, TensorDataset
     from tinygrad_cnn.train import load_data
@@ -246,9 +273,11 @@ def test_evaluate_matches_a_direct_computation(reference):
 @pytest.mark.parametrize("settings, message", [
     (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
     (dict(model="resnet"), "unknown model 'resnet'"),
-    (dict(epochs=0), "epochs must be at least 1"),
-    (dict(batch_size=0), "batch_size must be at least 1"),
-    (dict(max_steps=0), "max_steps must be at least 1"),
+    (dict(epochs=0), "epochs must be an integer >= 1"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(max_steps=0), "max_steps must be an integer >= 1"),
+    (dict(epochs="many"), "epochs must be an integer >= 1, got 'many'"),
+    (dict(batch_size=2.5), "batch_size must be an integer >= 1, got 2.5"),
     (dict(resume=True), "--resume needs --checkpoint"),
     (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
     (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),

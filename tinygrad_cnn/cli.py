@@ -90,6 +90,15 @@ def _device(name):
                          f"(N: a GPU number)") from None
 
 
+def _environment():
+    """Check the environment variables that computing reads, before any work."""
+    from .conv_arrays import get_im2col_limit
+    try:
+        get_im2col_limit()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _device_option(p):
     p.add_argument("--device", default=None,
                    help=f"where to compute: {DEVICE_CHOICES} (auto: the GPU when usable, else "
@@ -112,6 +121,20 @@ def _png_output(path, option):
         raise FileNotFoundError(f"{option} {path}: the directory {parent} does not exist "
                                 f"(create it first)")
     return path
+
+
+def _output_file(option, path):
+    """Check, before any work, that an output file given as ``option`` can be written."""
+    if path is None:
+        return
+    if not path:
+        raise UsageError(f"{option} is empty; give a file path")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path} is a directory; give a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist (create it "
+                         f"first)")
 
 
 # ---- train -----------------------------------------------------------------------------
@@ -164,11 +187,12 @@ def _add_train(sub):
                         "checkpoint, and so do its --metrics file and --data-dir unless given "
                         "again; on any --device")
     p.add_argument("--overwrite", action="store_true",
-                   help="start a new run even if --checkpoint PATH exists (the old file is "
-                        "replaced at the first save)")
+                   help="start a new run even if --checkpoint PATH (or --metrics PATH) exists "
+                        "(the old file is replaced at the first save)")
     p.add_argument("--metrics", default=None, metavar="PATH",
                    help="write one JSON line per epoch (loss, accuracy, lr, time); "
-                        "draw them with 'tinygrad-cnn plot PATH'")
+                        "draw them with 'tinygrad-cnn plot PATH'. Like --checkpoint, an "
+                        "existing PATH needs --resume or --overwrite")
     p.add_argument("--log-every", type=_int_at_least(1), default=d.log_every,
                    help="steps between progress-bar updates (each reads the loss back from "
                         "the device once; default: %(default)s)")
@@ -194,11 +218,21 @@ def _train(args):
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in --checkpoint and --overwrite starts a "
                          "new one there: pass only one of them")
-    if args.checkpoint and not args.resume and not args.overwrite \
-            and os.path.lexists(args.checkpoint):
-        # Replacing a finished run by accident loses hours; make it a choice.
-        raise UsageError(f"{args.checkpoint} exists: pass --resume to continue it, or "
-                         f"--overwrite to start a new run there")
+    # An unwritable output would surface only at the first save, an epoch in.
+    for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
+        _output_file(option, path)
+    if args.data_dir is not None and (not args.data_dir or os.path.isfile(args.data_dir)):
+        raise UsageError(f"--data-dir {args.data_dir!r}: expected a directory (it is created "
+                         f"if missing)")
+    if args.checkpoint and args.metrics \
+            and os.path.abspath(args.checkpoint) == os.path.abspath(args.metrics):
+        raise UsageError(f"--checkpoint and --metrics are the same file ({args.checkpoint}); "
+                         f"give them two names")
+    for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
+        if path and not args.resume and not args.overwrite and os.path.lexists(path):
+            # Replacing a finished run (or its record) by accident loses hours.
+            raise UsageError(f"{option} {path} exists: pass --resume to continue its run, "
+                             f"or --overwrite to start a new run there")
     device = _device(args.device)
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
     if "dataset" in given:
@@ -302,12 +336,15 @@ def load_image(path, image_shape, background=0, max_value=None):
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
         img = _npy_image(path, max_value)
-        if img.ndim > 2 and img.size == img.shape[-1] * img.shape[-2]:
-            img = img.reshape(img.shape[-2:])  # (1, H, W) or (1, 1, H, W) -> (H, W)
+        # Drop size-1 axes: (1, H, W), (1, 1, H, W) and channels-last (H, W, 1).
+        kept = [n for n in img.shape if n > 1]
+        if img.ndim > 2 and len(kept) == 2:
+            img = img.reshape(kept)
     else:
         img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
     if img.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel image, got an array of shape "
+        raise ValueError(f"{path}: expected a single-channel image, (H, W) or with size-1 "
+                         f"axes such as (1, H, W) or (H, W, 1), got an array of shape "
                          f"{img.shape}")
     if img.shape != (h, w):
         img = _resize(img, h, w)
@@ -667,6 +704,8 @@ def main(argv=None):
     from .checkpoint import CheckpointError
     from .data import DownloadError
     try:
+        if args.command != "info":   # a bad setting for computing is a usage error
+            _environment()
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
         return status

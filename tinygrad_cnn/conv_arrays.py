@@ -255,10 +255,13 @@ def _limit_from_env():
     try:
         return max(1, parse_bytes(text))
     except ValueError as e:
-        raise ValueError(f"TINYGRAD_CNN_IM2COL_LIMIT: {e}") from None
+        raise ValueError(f"TINYGRAD_CNN_IM2COL_LIMIT={text!r} (environment variable): "
+                         f"{e}") from None
 
 
-_im2col_limit = _limit_from_env()
+# Read from the environment at the first convolution, not at import: a bad
+# value must not stop `import tinygrad_cnn` (nor `tinygrad-cnn info`).
+_im2col_limit = None
 
 
 def set_im2col_limit(nbytes):
@@ -274,12 +277,20 @@ def set_im2col_limit(nbytes):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"set_im2col_limit: expected a positive number of bytes, got "
                          f"{nbytes!r}")
-    previous, _im2col_limit = _im2col_limit, int(value)
+    try:
+        previous = get_im2col_limit()
+    except ValueError:   # an unreadable environment value, which this one replaces
+        previous = DEFAULT_IM2COL_LIMIT
+    _im2col_limit = int(value)
     return previous
 
 
 def get_im2col_limit():
-    """The current cap on one im2col buffer, in bytes."""
+    """The current cap on one im2col buffer, in bytes (``TINYGRAD_CNN_IM2COL_LIMIT``
+    is read at the first call; an unreadable value is a ValueError naming it)."""
+    global _im2col_limit
+    if _im2col_limit is None:
+        _im2col_limit = _limit_from_env()
     return _im2col_limit
 
 
@@ -301,7 +312,9 @@ def batch_chunks(backend, N, bytes_per_image):
     reading back from main memory, the whole batch's (measured on 2-vCPU
     x86 machines, see docs/benchmarks.md).
     """
-    limit = min(_im2col_limit, COLUMN_BLOCK_BYTES) if backend.cache_blocking else _im2col_limit
+    limit = get_im2col_limit()
+    if backend.cache_blocking:
+        limit = min(limit, COLUMN_BLOCK_BYTES)
     step = max(1, min(N, limit // max(1, bytes_per_image)))
     return [(lo, min(N, lo + step)) for lo in range(0, N, step)]
 

@@ -10,8 +10,10 @@ the same per-epoch numbers) as training that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
+import os
 import numbers
 import signal
 import sys
@@ -57,11 +59,11 @@ class TrainConfig:
         if self.model not in models.MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of "
                              f"{', '.join(models.MODELS)}")
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        for name in ("epochs", "batch_size", "log_every") + (
+                ("max_steps",) if self.max_steps is not None else ()):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.lr is None:
             self.lr = OPTIMIZERS[self.optimizer]
         if self.weight_decay is None:
@@ -78,6 +80,10 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.resume and not self.checkpoint:
             raise ValueError("--resume needs --checkpoint PATH")
+        # Saved in checkpoints: a resumed run started elsewhere finds the same files.
+        for name in ("metrics", "data_dir"):
+            if getattr(self, name):
+                setattr(self, name, os.path.abspath(getattr(self, name)))
 
 
 def _is_real(value):
@@ -137,6 +143,9 @@ def evaluate(model, loader):
             total_correct = correct if total_correct is None else total_correct + correct
             count += len(y)
     model.train(was_training)
+    if count == 0:
+        raise ValueError(f"evaluate: the loader gave no samples ({len(loader)} batches of "
+                         f"a data set of {len(loader.dataset)}); nothing to average")
     total_loss, total_correct = _read(total_loss, total_correct)
     return total_loss / count, total_correct / count
 
@@ -250,7 +259,19 @@ def train(cfg, out=_print):
         for key in ("metrics", "data_dir"):
             if getattr(cfg, key) is None:
                 setattr(cfg, key, state["config"].get(key))
+        try:   # the saved settings pass the checks typed ones pass
+            cfg.__post_init__()
+        except (TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved configuration is "
+                                             f"damaged: {e}") from None
+        if not isinstance(state["history"], list) or not all(
+                isinstance(r, dict) for r in state["history"]):
+            raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved history is damaged "
+                                             f"(expected a list of per-epoch records)")
     progress = _show_progress(cfg.progress)
+    if cfg.progress and importlib.util.find_spec("tqdm") is None:   # asked for, not possible
+        out("no progress bar: training's needs tqdm (pip install tqdm, or the [examples] "
+            "extra)")
     stats = (state["mean"], state["std"]) if state is not None else None
     x_train, y_train, x_test, y_test, (mean, std) = load_data(cfg.dataset, cfg.data_dir, stats,
                                                               progress=progress)
@@ -284,8 +305,12 @@ def train(cfg, out=_print):
             acc = {"loss_sum": Tensor._make(backend.asarray(partial["loss_sum"]), backend),
                    "correct_sum": Tensor._make(backend.asarray(partial["correct_sum"]), backend),
                    "seen": int(partial["seen"]), "seconds": float(partial["seconds"])}
-        out(f"resumed from {path} at epoch {train_loader.epoch + 1}, "
-            f"batch {train_loader.state_dict()['batch']}")
+        if train_loader.epoch >= cfg.epochs:
+            out(f"{path}: the run finished all {cfg.epochs} epochs; nothing to resume (start "
+                f"a new run with --overwrite or another --checkpoint)")
+        else:
+            out(f"resumed from {path} at epoch {train_loader.epoch + 1}, "
+                f"batch {train_loader.state_dict()['batch']}")
 
     def save():
         mid_epoch = train_loader.state_dict()["batch"] > 0

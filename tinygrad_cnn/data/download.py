@@ -263,6 +263,16 @@ def _download_once(url, tmp, spec, timeout, progress):
         os.fsync(f.fileno())
 
 
+def _unreachable(e):
+    """Did the mirror not answer at all (timeout, refused, no route), rather than
+    answer badly for this one file?"""
+    if isinstance(e, urllib.error.HTTPError):
+        return False
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    return isinstance(reason, (socket.timeout, TimeoutError, ConnectionError, OSError)) \
+        and not isinstance(reason, DownloadError)
+
+
 def _describe_failure(e):
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code} {e.reason}"
@@ -290,14 +300,18 @@ def manual_instructions(name, data_dir=None, files=None):
     return "\n".join(lines)
 
 
-def download_file(spec, dest, mirrors, timeout=60.0, progress=True):
+def download_file(spec, dest, mirrors, timeout=60.0, progress=True, unreachable=None):
     """Fetch ``spec.name`` into ``dest`` from the first mirror that gives verified bytes.
 
     ``mirrors`` are base URLs (the file name is appended).  The bytes go to a
     temporary file beside ``dest`` that replaces ``dest`` only once verified.
+    Each attempt is announced on stderr.  ``unreachable`` (a set) collects
+    the mirrors that timed out or refused the connection; they are skipped
+    from then on (a data set's other files would wait on them again).
     When every mirror fails, raises :class:`DownloadError` listing what each
     one did.
     """
+    unreachable = set() if unreachable is None else unreachable
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Created once, outside the mirror loop, so that an unwritable directory
@@ -308,6 +322,11 @@ def download_file(spec, dest, mirrors, timeout=60.0, progress=True):
     try:
         for base in mirrors:
             url = base.rstrip("/") + "/" + spec.name
+            if base in unreachable:
+                failures.append(f"  - {url}: skipped (the mirror did not answer before)")
+                continue
+            print(f"tinygrad_cnn: downloading {spec.name} from {base} (timeout {timeout:g} s)",
+                  file=sys.stderr, flush=True)
             try:
                 _download_once(url, tmp, spec, timeout, progress)
             except (urllib.error.URLError, http.client.HTTPException, OSError,
@@ -315,6 +334,8 @@ def download_file(spec, dest, mirrors, timeout=60.0, progress=True):
                 # URLError covers HTTP errors and refused connections,
                 # HTTPException a connection cut mid-body, OSError timeouts.
                 failures.append(f"  - {url}: {_describe_failure(e)}")
+                if _unreachable(e):
+                    unreachable.add(base)
                 continue
             os.replace(tmp, dest)
             fsync_dir(dest.parent)
@@ -343,6 +364,7 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
     directory = dataset_dir(name, data_dir)
     created = [p for p in (directory, *directory.parents) if not p.exists()]
     paths, corrupt, missing, failed = {}, [], [], []
+    unreachable = set()   # mirrors that did not answer: not tried again for the other files
     for spec in specs:
         dest = directory / spec.name
         if dest.exists():
@@ -360,7 +382,8 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
             missing.append(spec)
             continue
         try:
-            paths[spec.name] = download_file(spec, dest, mirrors, timeout, progress)
+            paths[spec.name] = download_file(spec, dest, mirrors, timeout, progress,
+                                             unreachable)
         except DownloadError as e:
             failed.append((spec, e))
     if not (corrupt or missing or failed):

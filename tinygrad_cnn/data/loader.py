@@ -170,6 +170,12 @@ class DataLoader:
     Batches keep the data's dtypes (the bundled loaders give float32 images
     and int64 labels).  An unshuffled batch of host data is a read-only view
     into the data set's arrays, not a copy.
+
+    Each iteration runs one epoch, as in PyTorch: iterating again after a
+    ``break`` starts the next epoch.  An unfinished epoch is continued only
+    through :meth:`state_dict` / :meth:`load_state_dict` (a run stopped
+    mid-epoch and resumed): ``loader.load_state_dict(loader.state_dict())``
+    before iterating continues it in this process too.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
@@ -201,7 +207,8 @@ class DataLoader:
 
     @property
     def epoch(self):
-        """The epoch the next iteration will run (0 before the first)."""
+        """The epoch of :meth:`state_dict`: that of an unfinished iteration (inside its
+        loop body, or after a ``break`` or an interrupt), else the next one to run."""
         return self.state_dict()["epoch"]
 
     def epoch_order(self, epoch):
@@ -270,9 +277,12 @@ class DataLoader:
     def state_dict(self):
         """Where the loader is: ``{"seed": int, "epoch": int, "batch": int}``.
 
-        ``epoch``/``batch`` name the next batch to hand out: after a
-        complete epoch ``e`` they are ``(e + 1, 0)``; inside the loop body
-        of epoch ``e`` after batch ``k`` they are ``(e, k + 1)``.
+        ``epoch``/``batch`` name the batch a resumed loader
+        (:meth:`load_state_dict`) hands out next: after a complete epoch
+        ``e`` they are ``(e + 1, 0)``; inside the loop body of epoch ``e``
+        after batch ``k``, or after leaving that loop there, ``(e, k + 1)``.
+        (Iterating again without :meth:`load_state_dict` starts epoch
+        ``e + 1`` instead: see the class docstring.)
         """
         if self._position is not None:
             epoch, done = self._position

@@ -65,6 +65,16 @@ class LRScheduler:
                 for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
+        """Restore what :meth:`state_dict` gave: the same keys, no others."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{type(self).__name__}.load_state_dict: expected a dict, got "
+                            f"{type(state_dict).__name__}")
+        expected = set(self.state_dict())
+        unknown, missing = set(state_dict) - expected, expected - set(state_dict)
+        if unknown or missing:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: "
+                           + "; ".join(f"{what} keys {sorted(keys)}" for what, keys in
+                                       (("unexpected", unknown), ("missing", missing)) if keys))
         for k, v in state_dict.items():
             if isinstance(v, np.ndarray):
                 v = v.item() if v.ndim == 0 else v.tolist()

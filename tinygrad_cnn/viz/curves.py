@@ -39,7 +39,11 @@ def read_metrics(path):
     An unfinished last line (a run that was interrupted while writing) is
     skipped with a warning; a bad line elsewhere is an error naming it.
     """
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a metrics file (JSON lines of text; this file is "
+                         f"binary, a checkpoint perhaps?)") from None
     last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
     records = []
     for i, line in enumerate(lines, 1):
