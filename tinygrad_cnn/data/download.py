@@ -264,13 +264,11 @@ def _download_once(url, tmp, spec, timeout, progress):
 
 
 def _unreachable(e):
-    """Did the mirror not answer at all (timeout, refused, no route), rather than
-    answer badly for this one file?"""
+    """Did the mirror not answer at all (a timeout, a refused connection, no route or
+    no DNS: OSErrors), rather than answer badly for this one file (an HTTP error)?"""
     if isinstance(e, urllib.error.HTTPError):
         return False
-    reason = e.reason if isinstance(e, urllib.error.URLError) else e
-    return isinstance(reason, (socket.timeout, TimeoutError, ConnectionError, OSError)) \
-        and not isinstance(reason, DownloadError)
+    return isinstance(e.reason if isinstance(e, urllib.error.URLError) else e, OSError)
 
 
 def _describe_failure(e):
