@@ -60,7 +60,7 @@ try:
 except tg.GradcheckError as e:
     print("gradcheck(WrongSoftplus) fails, as it should:\n   ", e)
 
-# The op works like any other: in a tiny regression, for example.
+# The op works like any other: here in a tiny loss, mean(softplus(x @ w)^2), and its gradient.
 w = tg.tensor(np.ones((4, 1)), requires_grad=True)
 loss = (softplus(inputs.detach() @ w) ** 2).mean()
 loss.backward()
