@@ -198,20 +198,21 @@ def pool_geometry(op, x_shape, kernel, stride, padding, dilation=(1, 1), ceil_mo
     if ph > KH // 2 or pw > KW // 2:
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel size "
                          f"{kernel} (so that every window holds a real element)")
-    H, W = x_shape[-2:]
-    (sh, sw), (dh, dw) = stride, dilation
-    OH = out_size(H, KH, sh, 2 * ph, dh, True, ph) if ceil_mode else 0
-    OW = out_size(W, KW, sw, 2 * pw, dw, True, pw) if ceil_mode else 0
-    if ceil_mode and (OH < 1 or OW < 1):
-        raise ValueError(
-            f"{op}: for an input of shape {shape_str(x_shape if shown is None else shown)}, "
-            f"kernel {kernel}, stride {stride}, padding {padding} and dilation {dilation} "
-            f"with ceil_mode, no window starts inside the input (output size {OH}x{OW}); "
-            f"use a smaller window or more padding")
     if not ceil_mode:
         g = conv_geometry(op, x_shape, kernel, stride, ((ph, ph), (pw, pw)), dilation,
                           what="window", shown=shown)
-    if ceil_mode:
+    else:
+        # Windows may be larger than the input, as long as one starts inside it.
+        H, W = x_shape[-2:]
+        (sh, sw), (dh, dw) = stride, dilation
+        OH = out_size(H, KH, sh, 2 * ph, dh, True, ph)
+        OW = out_size(W, KW, sw, 2 * pw, dw, True, pw)
+        if OH < 1 or OW < 1:
+            raise ValueError(
+                f"{op}: for an input of shape {shape_str(x_shape if shown is None else shown)}, "
+                f"kernel {kernel}, stride {stride}, padding {padding} and dilation {dilation} "
+                f"with ceil_mode, no window starts inside the input (output size {OH}x{OW}); "
+                f"use a smaller window or more padding")
         # Bottom/right padding so that the last (overhanging) window fits.
         pb = max(ph, (OH - 1) * sh + dh * (KH - 1) + 1 - H - ph)
         pr = max(pw, (OW - 1) * sw + dw * (KW - 1) + 1 - W - pw)
