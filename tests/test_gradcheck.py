@@ -201,3 +201,81 @@ class SquareHalvesUpstreamInPlace(Square):
 def test_backward_writing_into_its_upstream_gradient_is_caught():
     with pytest.raises(GradcheckError):
         gradcheck(lambda a: SquareHalvesUpstreamInPlace.apply(a), _x(4))
+
+
+class SquareZeroBackward(Square):
+    """y = x^2 whose backward returns zeros."""
+
+    def backward(self, grad_out):
+        return grad_out * 0
+
+
+class SquareForgetsGradient(Square):
+    """A backward that returns None: no gradient reaches x."""
+
+    def backward(self, grad_out):
+        return None
+
+
+def test_each_output_is_checked_on_its_own():
+    """A large correct output must not hide a wrong one (one tolerance over their sum would)."""
+    x = _x(3)
+    with pytest.raises(GradcheckError, match=r"output 1 \(shape \(3,\)\)"):
+        gradcheck(lambda a: (a * 1e4, SquareOff.apply(a)), x)
+    b = _x(2, seed=1)
+    with pytest.raises(GradcheckError, match="input 0"):
+        gradcheck(lambda a, b: (SquareZeroBackward.apply(a), b * 1e12), (x, b))
+
+
+def test_differences_are_taken_before_the_contraction():
+    """Output values far larger than the change eps makes must not drown that change."""
+    assert gradcheck(lambda a: (a * a).exp(), tg.tensor([0.5, 5.5], requires_grad=True))
+    assert gradcheck(lambda a: a + 1e6, _x(100))
+
+
+def test_full_jacobian_catches_an_error_hidden_inside_one_output():
+    """One random contraction per output (the default, like PyTorch's fast mode) lets a
+    large correct block of an output hide a wrong one; every Jacobian entry does not."""
+    x = _x(3)
+    fn = lambda a: tg.cat([a * 1e4, SquareOff.apply(a)])  # noqa: E731
+    assert gradcheck(fn, x)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(fn, x, full_jacobian=True)
+    assert re.search(r"at index \(\d,\) of the input and \([345],\) of the output", str(info.value))
+    assert "Jacobian entries" in str(info.value)
+    assert gradcheck(lambda a, b: (a * b).tanh(), (_x(2, 3), _x(3, seed=1)), full_jacobian=True)
+    assert gradgradcheck(lambda a: Square.apply(a), x, full_jacobian=True)
+
+
+def test_grad_outputs_must_match_the_outputs():
+    x = _x(3)
+    one = tg.ones(3, dtype=tg.float64)
+    with pytest.raises(ValueError, match="2 output.* grad_outputs has 1"):
+        gradcheck(lambda a: (a * 2, SquareOff.apply(a)), x, grad_outputs=(one,))
+    with pytest.raises(ValueError, match="2 output.* grad_outputs has 1"):
+        gradgradcheck(lambda a: (a * a, SquareConstantBackward.apply(a)), x, grad_outputs=(one,))
+    with pytest.raises(ValueError, match=r"grad_outputs\[0\] is shape \(2,\).*\(3,\)"):
+        gradcheck(lambda a: a * 2, x, grad_outputs=tg.ones(2, dtype=tg.float64))
+
+
+def test_a_backward_that_returns_none_fails_with_a_hint():
+    x = _x(3)
+    with pytest.raises(GradcheckError, match="no gradient reached input 0"):
+        gradcheck(SquareForgetsGradient.apply, x)
+    assert gradcheck(SquareForgetsGradient.apply, x, raise_exception=False) is False
+    # A backward made of raw arrays: right once, but its output is outside the graph.
+    assert gradgradcheck(SquareConstantBackward.apply, x, raise_exception=False) is False
+
+
+def test_tensors_inside_a_list_argument_are_refused():
+    x, w = _x(2), _x(2, seed=1)
+    with pytest.raises(TypeError, match="input 1 is a list holding tensors"):
+        gradcheck(lambda a, ws: a * SquareOff.apply(ws[0]), (x, [w]))
+    assert gradcheck(lambda a, ws: a * ws[0], (x, [w.detach()]))  # constants may be nested
+
+
+def test_max_elements_message_counts_the_checked_elements():
+    x = tg.tensor(np.linspace(0.5, 2, 1000), requires_grad=True)
+    with pytest.raises(GradcheckError,
+                       match=r"5 of 5 element\(s\) \(5 of the input's 1000 elements checked\)"):
+        gradcheck(SquareOff.apply, x, max_elements=5)
