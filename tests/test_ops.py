@@ -874,3 +874,110 @@ def test_sum_over_batch_and_more_axes_matches_numpy_in_every_dtype():
             want = a.sum(axis, keepdims=keepdims)
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+# ---- edge cases of the core ops -------------------------------------------------------
+def test_index_arrays_are_copied_so_a_reused_index_cannot_redirect_the_gradient(device):
+    for make_index in (lambda: tg.tensor([0], device=device), lambda: np.array([0]),
+                       lambda: np.array([True, False, False])):
+        x = tg.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
+        index = make_index()
+        y = x[index]
+        index[...] = 2 if index.dtype != bool else np.array([False, False, True])
+        y.sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), [1, 0, 0])
+
+
+def test_scalar_bools_in_an_index_use_no_axis(device):
+    a = np.arange(6.0).reshape(3, 2)
+    x = tg.tensor(a, device=device)
+    for index in ((True, [2]), (np.True_, [2]), (False, slice(None))):
+        np.testing.assert_array_equal(x[index].numpy(), a[index])
+
+
+def test_clip_with_tensor_bounds_gives_ties_to_x(device):
+    """As with number bounds and PyTorch's clamp: a bound takes the gradient only where
+    it wins strictly (maximum/minimum would split a tie)."""
+    x = tg.tensor([0.0, 1.0, 3.0], device=device, requires_grad=True)
+    lo = tg.tensor([0.0, 0.0, 0.0], device=device, requires_grad=True)
+    hi = tg.tensor([2.0, 1.0, 2.0], device=device, requires_grad=True)
+    x.clip(lo, hi).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1, 1, 0])
+    np.testing.assert_array_equal(lo.grad.numpy(), [0, 0, 0])
+    np.testing.assert_array_equal(hi.grad.numpy(), [0, 0, 1])
+
+
+def test_float16_reductions_accumulate_in_float32():
+    """The sum behind a mean of 10,000 tens exceeds float16's range (65504)."""
+    assert tg.tensor(np.full(10000, 10.0, np.float16)).mean().item() == 10.0
+    x = tg.tensor((300 + np.arange(100)).astype(np.float16))
+    assert x.var().dtype == np.float16 and x.var().item() == pytest.approx(841.67, rel=1e-3)
+    p = tg.tensor(np.zeros(70000, np.float16)).softmax()
+    assert p.dtype == np.float16 and p[0].item() == pytest.approx(1 / 70000, rel=2e-3)
+
+
+def test_std_of_constant_data_has_a_zero_gradient(device):
+    x = tg.tensor([1.0, 1.0, 1.0], dtype=tg.float64, device=device, requires_grad=True)
+    x.std().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 0])
+    one = tg.tensor([2.0], dtype=tg.float64, device=device, requires_grad=True)
+    assert np.isnan(one.std().item())   # n - correction = 0: undefined, as in PyTorch
+
+
+def test_integer_base_to_a_float_tensor_power_has_nan_exponent_gradient_for_negatives():
+    y = tg.tensor([2.0, 2.0], requires_grad=True)
+    (tg.tensor([-2, 3]) ** y).sum().backward()
+    assert np.isnan(y.grad.numpy()[0]) and y.grad.numpy()[1] == pytest.approx(9 * np.log(3))
+
+
+def test_nan_takes_the_gradient_of_max_and_maximum(device):
+    x = tg.tensor([1.0, np.nan, 3.0], device=device, requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 1, 0])
+    a = tg.tensor([np.nan, 1.0], device=device, requires_grad=True)
+    b = tg.tensor([1.0, np.nan], device=device, requires_grad=True)
+    a.maximum(b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [1, 0])
+    np.testing.assert_array_equal(b.grad.numpy(), [0, 1])
+
+
+def test_argmax_of_a_0d_tensor_along_axis_0():
+    assert tg.tensor(3.0).argmax(0).item() == 0 and tg.tensor(3.0).argmin(-1).item() == 0
+
+
+def test_clear_errors_for_bad_dtypes_and_sizes():
+    with pytest.raises(TypeError, match="randn: dtype must be a floating-point type, got int32"):
+        tg.randn(5, dtype="int32")
+    with pytest.raises(TypeError, match="rand: dtype .* got bool"):
+        tg.rand(3, dtype="bool")
+    with pytest.raises(ValueError, match=r"new leading dimensions of \(-1, 2, 3\)"):
+        tg.ones(2, 3).expand(-1, 2, 3)
+    with pytest.raises(ValueError, match=r"to \(-1, 2, 3\): sizes must be >= 0"):
+        tg.ones(2, 3).broadcast_to((-1, 2, 3))
+    f = tg.ones(2)
+    with pytest.raises(TypeError, match=r"\| needs boolean or integer tensors, got dtypes "
+                                        r"float32 and float32"):
+        f | f
+    with pytest.raises(TypeError, match="- on a boolean tensor"):
+        -tg.tensor([True])
+    with pytest.raises(OverflowError, match="use a float tensor"):
+        tg.tensor([1]) + 2**63
+    with pytest.raises(OverflowError, match=r"x.astype\('int64'\)"):
+        tg.tensor([1], dtype="int32") + 2**40
+
+
+def test_bitwise_ops_and_integer_tensors_as_python_indices():
+    m, n = tg.tensor([True, False, True]), tg.tensor([True, True, False])
+    assert (m & n).tolist() == [True, False, False] and (m | n).tolist() == [True, True, True]
+    assert (m ^ n).tolist() == [False, True, True]
+    assert [10, 20, 30][tg.tensor(1)] == 20
+    assert tg.arange(5)[tg.tensor(3):].tolist() == [3, 4]
+    with pytest.raises(TypeError, match="one-element integer tensor"):
+        [1, 2][tg.tensor(1.0)]
+
+
+def test_inplace_power_changes_the_tensor_itself():
+    x = tg.tensor([1.0, 2.0])
+    alias = x
+    x **= 2
+    assert x is alias and x.tolist() == [1.0, 4.0]

@@ -28,6 +28,9 @@ def check_broadcast(a, b, op):
 
 
 def check_broadcast_to(shape, target):
+    if any(t < 0 for t in target):
+        raise ValueError(f"cannot broadcast a tensor of shape {shape} to {target}: "
+                         f"sizes must be >= 0")
     if len(target) < len(shape) or any(
             s != t and s != 1 for s, t in zip(shape[::-1], target[::-1])):
         raise ValueError(f"cannot broadcast a tensor of shape {shape} to {target}")
@@ -156,7 +159,7 @@ class Pow(_Binary):
             # undefined (x < 0: NaN, as PyTorch's, rather than a plausible 0).
             positive = _const(x.data > 0, x)
             safe_x = where_positive(x)
-            undefined = _const(self.xp.where(x.data < 0, np.nan, 0.0), x)
+            undefined = _const(self.xp.where(x.data < 0, np.nan, 0.0), grad_out)
             grad_y = (grad_out * self.output * safe_x.log() * positive + undefined).sum_to(y.shape)
         return grad_x, grad_y
 
@@ -335,7 +338,7 @@ class LeakyReLU(Function):
 
 
 class Maximum(_Binary):
-    """z = max(x, y); ties send half the gradient to each side"""
+    """z = max(x, y); ties send half the gradient to each side, a NaN all of it to itself"""
 
     def forward(self, x, y):
         self.check(x, y)
@@ -343,12 +346,11 @@ class Maximum(_Binary):
 
     def backward(self, grad_out):
         x, y = self.inputs
-        share_x = (x.data > y.data) + 0.5 * (x.data == y.data)
-        return _split_grad(grad_out, share_x, x, y)
+        return _split_grad(grad_out, x.data > y.data, x, y)
 
 
 class Minimum(_Binary):
-    """z = min(x, y); ties send half the gradient to each side"""
+    """z = min(x, y); ties send half the gradient to each side, a NaN all of it to itself"""
 
     def forward(self, x, y):
         self.check(x, y)
@@ -356,11 +358,16 @@ class Minimum(_Binary):
 
     def backward(self, grad_out):
         x, y = self.inputs
-        share_x = (x.data < y.data) + 0.5 * (x.data == y.data)
-        return _split_grad(grad_out, share_x, x, y)
+        return _split_grad(grad_out, x.data < y.data, x, y)
 
 
-def _split_grad(grad_out, share_x, x, y):
+def _split_grad(grad_out, x_wins, x, y):
+    """x's share of the gradient: 1 where it wins, 1/2 at ties; where either side
+    is NaN (which z then is), the side holding it (x if both), as in PyTorch."""
+    xp = grad_out.xp
+    share_x = x_wins + 0.5 * (x.data == y.data)
+    if x.dtype.kind == "f" or y.dtype.kind == "f":
+        share_x = xp.where(xp.isnan(x.data), 1.0, xp.where(xp.isnan(y.data), 0.0, share_x))
     share_x = _const(share_x, grad_out)
     return ((grad_out * share_x).sum_to(x.shape),
             (grad_out * (1 - share_x)).sum_to(y.shape))
@@ -446,6 +453,9 @@ class Sum(Function):
             # (0, 2, 3) of a bias gradient.  (Not in float16, whose partial
             # sums could overflow where the whole sum does not.)
             x = x.sum(axis=0, keepdims=True)
+        if x.dtype == np.float16:   # accumulate in float32, as PyTorch does
+            return self.xp.asarray(x.sum(axis=axis, keepdims=keepdims, dtype=np.float32)
+                                   .astype(x.dtype))
         return self.xp.asarray(x.sum(axis=axis, keepdims=keepdims))
 
     def backward(self, grad_out):
@@ -454,7 +464,7 @@ class Sum(Function):
 
 
 class Max(Function):
-    """y = max of x over axis; tied maxima share the gradient equally"""
+    """y = max of x over axis; tied maxima share the gradient equally (NaNs, if any, do)"""
     reduce = "max"
 
     def forward(self, x, axis, keepdims):
@@ -467,7 +477,10 @@ class Max(Function):
     def backward(self, grad_out):
         x = self.inputs[0]
         kshape = _keepdims_shape(x.shape, self.axis)
-        is_max = x.data == self.output.data.reshape(kshape)
+        y = self.output.data.reshape(kshape)
+        is_max = x.data == y
+        if x.dtype.kind == "f":   # a NaN is the result: it takes the gradient, as in PyTorch
+            is_max |= self.xp.isnan(x.data) & self.xp.isnan(y)
         share = is_max / is_max.sum(axis=self.axis, keepdims=True)
         return grad_out.reshape(kshape).broadcast_to(x.shape) * _const(share, grad_out)
 
@@ -554,11 +567,13 @@ def _check_index(backend, x_shape, index):
         raise IndexError(f"an index of a tensor of shape {tuple(x_shape)} on {backend.device} "
                          f"holds a boolean mask beside other array indices, which CuPy "
                          f"cannot do; index in two steps (e.g. x[mask][:, idx])")
-    used = sum(i.ndim if mask else 1 for i, mask in zip(parts, is_mask)
-               if i is not None and i is not Ellipsis)
+    # None and a scalar True/False add an axis of the result and use none of x's.
+    new_axis = [i is None or isinstance(i, (bool, np.bool_)) for i in parts]
+    used = sum(i.ndim if mask else 1 for i, mask, new in zip(parts, is_mask, new_axis)
+               if not new and i is not Ellipsis)
     dim = 0
-    for i, mask in zip(parts, is_mask):
-        if i is None:
+    for i, mask, new in zip(parts, is_mask, new_axis):
+        if new:
             continue
         if i is Ellipsis:
             dim += len(x_shape) - used

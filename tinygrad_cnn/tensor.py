@@ -5,6 +5,7 @@ classes; the methods here only convert arguments and call them.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 
@@ -84,6 +85,22 @@ def common_backend(tensors, op_name="op"):
     return backend
 
 
+def _fits(value, dtype):
+    return np.iinfo(dtype).min <= value <= np.iinfo(dtype).max
+
+
+def _float32_for_half(method):
+    """Run a reduction of a float16 tensor in float32 and cast the result back, as
+    PyTorch does: the sum behind a mean of a few thousand ordinary float16 values
+    already exceeds float16's largest value (65504)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.dtype != float16:
+            return method(self, *args, **kwargs)
+        return method(self.astype(float32), *args, **kwargs).astype(float16)
+    return wrapper
+
+
 class Tensor:
     """An n-dimensional array with reverse-mode automatic differentiation.
 
@@ -92,7 +109,8 @@ class Tensor:
 
     Dtypes: two tensors combine by NumPy's promotion rules; a Python number
     takes the tensor's dtype unless that would change its value (``x * 0.5``
-    on an integer tensor is float); ops whose results are not integers (exp,
+    and ``x / 2`` on an int64 tensor are float64, by NumPy's rules, where
+    PyTorch gives float32); ops whose results are not integers (exp,
     log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
     and bool tensors into float32 first, as PyTorch does; an in-place op
     refuses a result its tensor's dtype cannot hold.
@@ -238,7 +256,9 @@ class Tensor:
         return self
 
     def detach(self):
-        """The same data, cut from the graph (in-place changes show in both)."""
+        """The same data, cut from the graph (in-place changes show in both, except
+        on a broadcast view such as an ``expand``: its first write gives it a copy
+        of its own, since one element of it stands for many)."""
         out = Tensor._make(self.data, self._backend, False)
         out._version_box, out._read_only = self._version_box, self._read_only
         return out
@@ -320,8 +340,10 @@ class Tensor:
                                                <= np.iinfo(dtype).max):
                     raise OverflowError(
                         f"the Python int {other} does not fit this tensor's dtype {dtype} "
-                        f"(range {np.iinfo(dtype).min}..{np.iinfo(dtype).max}); convert the "
-                        f"tensor first, e.g. x.astype('int64')")
+                        f"(range {np.iinfo(dtype).min}..{np.iinfo(dtype).max}); "
+                        + ("convert the tensor first, e.g. x.astype('int64')"
+                           if dtype != int64 and _fits(other, int64)
+                           else "use a float tensor"))
             else:
                 dtype = int64 if isinstance(other, numbers.Integral) else float32
             return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
@@ -443,7 +465,12 @@ class Tensor:
     def __itruediv__(self, other):
         return self._inplace(other, "true_divide")
 
+    def __ipow__(self, other):
+        return self._inplace(other, "power")
+
     def __neg__(self):
+        if self.dtype == bool_:
+            raise TypeError("- on a boolean tensor: use ~ to negate a mask")
         return ops.Neg.apply(self)
 
     def __pos__(self):
@@ -489,13 +516,31 @@ class Tensor:
         with self._backend.context():
             return Tensor._make(~self.data, self._backend)
 
+    def _bitwise(self, other, op, symbol):
+        other = self._other(other)
+        if self.dtype.kind not in "biu" or other.dtype.kind not in "biu":
+            raise TypeError(f"{symbol} needs boolean or integer tensors, got dtypes "
+                            f"{self.dtype} and {other.dtype}")
+        ops.check_broadcast(self.shape, other.shape, symbol)
+        backend = common_backend((self, other), symbol)
+        with backend.context():
+            return Tensor._make(getattr(self.xp, op)(self.data, other.data), backend)
+
     def __and__(self, other):
-        with self._backend.context():
-            return Tensor._make(self.data & self._other(other).data, self._backend)
+        return self._bitwise(other, "bitwise_and", "&")
 
     def __or__(self, other):
-        with self._backend.context():
-            return Tensor._make(self.data | self._other(other).data, self._backend)
+        return self._bitwise(other, "bitwise_or", "|")
+
+    def __xor__(self, other):
+        return self._bitwise(other, "bitwise_xor", "^")
+
+    def __index__(self):
+        """A one-element integer tensor as a Python int (``lst[t]``, ``x[t:]``)."""
+        if self.dtype.kind not in "iu" or self.size != 1:
+            raise TypeError(f"only a one-element integer tensor can be used as an index, "
+                            f"got shape {self.shape} and dtype {self.dtype}")
+        return int(self.item())
 
     def any(self):
         """A 0-d bool tensor: True if any element is nonzero (no gradient)."""
@@ -570,9 +615,11 @@ class Tensor:
         if x.dtype.kind in "biu" and any(not float(b).is_integer() for b in bounds):
             x = x.astype(float32)
         if isinstance(min, Tensor) or isinstance(max, Tensor):
+            # A bound takes the gradient only where it wins strictly: at a tie x
+            # keeps it, as with number bounds (maximum/minimum would split it).
             if min is not None:
-                x = x.maximum(min)
-            return x if max is None else x.minimum(max)
+                x = where(x < min, min, x)
+            return x if max is None else where(x > max, max, x)
         return ops.Clip.apply(x, lo=min, hi=max)
 
     clamp = clip
@@ -587,11 +634,13 @@ class Tensor:
         """Sum over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
         return ops.Sum.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
+    @_float32_for_half
     def mean(self, axis=None, keepdims=False, dim=None):
         """Arithmetic mean over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
         axis = _axes(self, axis, dim)
         return self.sum(axis, keepdims) / _count(self.shape, axis)
 
+    @_float32_for_half
     def var(self, axis=None, keepdims=False, correction=1, dim=None):
         """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
         axis = _axes(self, axis, dim)
@@ -599,16 +648,27 @@ class Tensor:
         n = _count(self.shape, axis)
         return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
 
+    @_float32_for_half
     def std(self, axis=None, keepdims=False, correction=1, dim=None):
-        """Standard deviation, sqrt(var); see :meth:`var` for ``correction``."""
-        return self.var(axis, keepdims, correction, dim).sqrt()
+        """Standard deviation, sqrt(var); see :meth:`var` for ``correction``.
+
+        Where the variance is 0 (constant data) the gradient is 0, as in
+        PyTorch, not the NaN of sqrt's infinite slope times zero deviations.
+        """
+        v = self.var(axis, keepdims, correction, dim)
+        zero = v == 0
+        return where(zero, 0.0, where(zero, 1.0, v).sqrt())
 
     def max(self, axis=None, keepdims=False, dim=None):
-        """Maximum; tied maxima share the gradient equally."""
+        """Maximum; tied maxima share the gradient equally.
+
+        Returns the values only, also with ``dim`` (PyTorch returns a (values,
+        indices) pair there): :meth:`argmax` gives the indices.
+        """
         return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
     def min(self, axis=None, keepdims=False, dim=None):
-        """Minimum; tied minima share the gradient equally."""
+        """Minimum; tied minima share the gradient equally (values only, as :meth:`max`)."""
         return ops.Min.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
 
     def argmax(self, axis=None, keepdims=False, dim=None):
@@ -621,6 +681,8 @@ class Tensor:
 
     def _arg(self, name, axis, keepdims, dim):
         axis = _axes(self, axis, dim)
+        if axis == ():   # a 0-d tensor's axis 0: its only element
+            axis = None
         if isinstance(axis, tuple):
             if len(axis) != 1:
                 raise ValueError(f"{name} takes one axis, got {axis}")
@@ -644,6 +706,7 @@ class Tensor:
                              x._backend)
         return x - m, m
 
+    @_float32_for_half
     def logsumexp(self, axis=None, keepdims=False, dim=None):
         """log(sum(exp(x))), computed stably by subtracting the maximum."""
         axis = _axes(self, axis, dim)
@@ -651,12 +714,14 @@ class Tensor:
         out = shifted.exp().sum(axis, keepdims=True).log() + m
         return out if keepdims else out.squeeze(axis if axis is not None else None)
 
+    @_float32_for_half
     def softmax(self, axis=-1, dim=None):
         """exp(x) / sum(exp(x)) along ``axis`` (default: last), computed stably."""
         axis = _axes(self, axis if dim is None else dim)  # dim overrides the default axis
         e = self._shifted(axis)[0].exp()
         return e / e.sum(axis, keepdims=True)
 
+    @_float32_for_half
     def log_softmax(self, axis=-1, dim=None):
         """x - logsumexp(x) along ``axis`` (last by default)."""
         axis = _axes(self, axis if dim is None else dim)
@@ -734,6 +799,9 @@ class Tensor:
         """Broadcast to ``shape``; -1 keeps a dimension's size (as PyTorch)."""
         shape = _shape_arg(shape)
         lead = len(shape) - self.ndim
+        if any(s == -1 for s in shape[:lead]):
+            raise ValueError(f"expand: -1 keeps the size of an existing dimension; the new "
+                             f"leading dimensions of {shape} (from {self.shape}) need sizes")
         shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s
                       for i, s in enumerate(shape))
         return self.broadcast_to(shape)
@@ -862,13 +930,14 @@ def _resolve_reshape(old, new):
 def _index_arg(index, t):
     """Tensors inside an index become arrays on ``t``'s device."""
     def conv(i):
+        # Array parts are copied: GetItem keeps the index for backward, and a
+        # caller reusing its index array must not redirect that gradient.
         if isinstance(i, Tensor):
-            if i.requires_grad:
-                i = i.detach()
             common_backend((t, i), "indexing")
-            return i.data
+            with i._backend.context():
+                return i.data.copy()
         if isinstance(i, (list, np.ndarray)):
-            i = np.asarray(i)
+            i = np.array(i)
             if i.size == 0 and i.dtype.kind == "f":
                 i = i.astype(np.int64)  # x[[]] selects nothing, as in NumPy
             return t._backend.asarray(i)
@@ -1053,16 +1122,23 @@ def ones_like(t, dtype=None, device=None, requires_grad=False):
                 requires_grad=requires_grad)
 
 
+def _random_dtype(dtype, name):
+    dtype = _float_dtype(dtype)
+    if dtype.kind != "f":   # the samples would be truncated to zeros (or all True)
+        raise TypeError(f"{name}: dtype must be a floating-point type, got {dtype}")
+    return dtype
+
+
 def randn(*shape, dtype=None, device=None, requires_grad=False):
     """Standard normal samples, drawn on the host from the seeded generator."""
-    dtype = _float_dtype(dtype)
+    dtype = _random_dtype(dtype, "randn")
     data = _rng.standard_normal(_shape_arg(shape)).astype(dtype)
     return _factory(data, requires_grad, device)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False):
     """Uniform samples in [0, 1), drawn on the host from the seeded generator."""
-    dtype = _float_dtype(dtype)
+    dtype = _random_dtype(dtype, "rand")
     data = _rng.random(_shape_arg(shape)).astype(dtype)
     return _factory(data, requires_grad, device)
 
