@@ -286,6 +286,12 @@ CRAFTED = {
     "compressed": (_crafted(_refs("z"), zipfile.ZIP_DEFLATED, z=_npy(np.zeros(2**20, "f4"))),
                    r"member 'z.npy' is stored compressed \(\d+ bytes expanding to 4194432\)"),
     "encrypted": (_flag_encrypted, r"member '.*' is encrypted"),
+    # NumPy's header reader takes any tuple; True once escaped as a raw TypeError.
+    "bool shape": (_crafted(_refs("x"), x=_npy(header=dict(SHORT, shape=(True,)), data=b"\0" * 4)),
+                   r"member 'x.npy' has shape \(True,\) in its .npy header, which is not valid: "
+                   r"expected a tuple of integers >= 0"),
+    "negative shape": (_crafted(_refs("x"), x=_npy(header=dict(SHORT, shape=(-1, -4)))),
+                       r"member 'x.npy' has shape \(-1, -4\) .* not valid"),
 }
 CORRUPTIONS.update(CRAFTED)
 
@@ -301,6 +307,17 @@ def test_damaged_files_give_one_clear_line(tmp_path, corruption):
     text = str(info.value)
     assert "\n" not in text and text.count(str(path)) == 1
     assert "allow_pickle" not in text  # never advise loading unsafely
+
+
+def test_a_type_error_from_numpy_reading_a_member_is_a_checkpoint_error(tmp_path, monkeypatch):
+    """A fallback for member contents NumPy rejects in ways not checked beforehand."""
+    path = checkpoint.save(tmp_path / "c.npz", tree())
+
+    def choke(*args, **kwargs):
+        raise TypeError("an integer is required")
+    monkeypatch.setattr(np.lib.format, "read_array", choke)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint .*TypeError: an integer"):
+        checkpoint.load(path)
 
 
 def test_checkpoint_error_is_a_value_error():

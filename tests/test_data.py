@@ -222,7 +222,8 @@ def test_resume_at_epoch_boundary_gives_the_uninterrupted_batches():
     first = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=21)
     epochs(first, 2)
     state = first.state_dict()
-    assert state == {"seed": 21, "epoch": 2, "batch": 0}
+    assert state == {"seed": 21, "epoch": 2, "batch": 0, "batch_size": 4, "drop_last": False,
+                     "shuffle": True, "dataset_length": 23}
     assert all(isinstance(v, int) for v in state.values())
 
     resumed = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=999)  # seed comes from state
@@ -275,7 +276,40 @@ def test_load_state_dict_validates():
     with pytest.raises(ValueError, match="out of range"):
         loader.load_state_dict({"seed": 1, "epoch": 0, "batch": 4})
     loader.load_state_dict({"seed": 1, "epoch": 0, "batch": 3})  # == len: the next epoch
-    assert loader.state_dict() == {"seed": 1, "epoch": 1, "batch": 0}
+    assert loader.state_dict() == {"seed": 1, "epoch": 1, "batch": 0, "batch_size": 4,
+                                   "drop_last": False, "shuffle": False, "dataset_length": 10}
+
+
+@pytest.mark.parametrize("other, match", [
+    ({"batch_size": 3}, "saved with batch_size=2, but this loader has batch_size=3"),
+    ({"drop_last": True}, "saved with drop_last=False, but this loader has drop_last=True"),
+    ({"shuffle": False}, "saved with shuffle=True, but this loader has shuffle=False"),
+    ({"n": 7}, "saved with dataset_length=6, but this loader has dataset_length=7"),
+])
+def test_load_state_dict_refuses_a_state_saved_with_other_settings(other, match):
+    """A batch position means other samples under another batch size, drop_last,
+    shuffle or data set length: resuming there would skip or repeat samples."""
+    def loader(n=6, **kwargs):
+        settings = {"batch_size": 2, "shuffle": True, "seed": 0, **kwargs}
+        return DataLoader(TensorDataset(np.arange(n, dtype=np.float32)), **settings)
+    saved = loader()
+    next(iter(saved))
+    state = saved.state_dict()
+    with pytest.raises(ValueError, match=match):
+        loader(**other).load_state_dict(state)
+    same = loader()
+    same.load_state_dict(state)
+    assert same.state_dict() == state
+
+
+def test_load_state_dict_accepts_states_of_earlier_versions():
+    """Checkpoints written before the settings were recorded hold seed, epoch, batch only."""
+    x, y = make_data()
+    reference = epochs(DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=8), 1)[0]
+    loader = DataLoader(TensorDataset(x, y), 4, shuffle=True, seed=0)
+    loader.load_state_dict({"seed": 8, "epoch": 0, "batch": 2})
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in collect(loader)]),
+                                  reference[8:])
 
 
 # ---- devices ----------------------------------------------------------------------
@@ -311,6 +345,29 @@ def test_subset_batches_use_the_fast_path_and_check_range():
     np.testing.assert_array_equal(yb, [4, 0, 9])
     with pytest.raises(IndexError, match=r"\[0, 23\)"):
         Subset(TensorDataset(x, y), [23])
+
+
+def test_subset_takes_a_boolean_mask_as_the_selected_samples():
+    x, y = make_data(6)
+    sub = Subset(TensorDataset(x, y), y % 2 == 1)
+    np.testing.assert_array_equal(sub.indices, [1, 3, 5])
+    (_, yb), = collect(DataLoader(sub, 3))
+    np.testing.assert_array_equal(yb, [1, 3, 5])
+    assert len(Subset(TensorDataset(x, y), np.zeros(6, bool))) == 0
+    assert len(Subset(TensorDataset(x, y), [])) == 0  # an empty list stays valid
+
+
+@pytest.mark.parametrize("indices, error, match", [
+    ([True, False], IndexError, r"shape \(6,\) for a data set of length 6; got shape \(2,\)"),
+    (np.ones((2, 3), bool), IndexError, r"got shape \(2, 3\)"),
+    ([0.9, 2.7], TypeError, "got dtype float64"),
+    (np.array([1, 2], np.float32), TypeError, "got dtype float32"),
+    (["1"], TypeError, "got dtype <U1"),
+])
+def test_subset_refuses_masks_of_another_length_and_non_integer_indices(indices, error, match):
+    x, y = make_data(6)
+    with pytest.raises(error, match=match):
+        Subset(TensorDataset(x, y), indices)
 
 
 def test_train_val_split_forms():

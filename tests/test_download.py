@@ -1,13 +1,16 @@
 """IDX files and the downloader, run for real against a local HTTP server (never the internet)."""
 import dataclasses
+import errno
 import gzip
 import hashlib
 import http.server
 import os
 import re
 import socket
+import stat
 import sys
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -333,6 +336,59 @@ def test_text_progress_bar_without_tqdm(server, monkeypatch, capsys):
     assert "train-images-idx3-ubyte.gz: [" in err and "100%" in err
 
 
+class FailingWrites:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("where", ["write", "rename"])
+def test_a_local_disk_error_is_raised_at_once_and_not_blamed_on_the_mirrors(
+        server, monkeypatch, private_cache, capsys, where):
+    """Disk full (or no permission) while writing or renaming the file: one error naming
+    the local file, no other mirror tried, and no mirror marked as not answering."""
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives),
+                                                server.mirror("b", archives)]))
+    if where == "write":
+        monkeypatch.setattr(download, "open", lambda path, mode="r": FailingWrites(
+            open(path, mode)), raising=False)
+    else:
+        def no_room(src, dst):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(download.os, "replace", no_room)
+    with pytest.raises(download.CacheWriteError) as info:
+        fetch("mnist", progress=False)
+    message = str(info.value)
+    assert str(private_cache / "mnist") in message and "No space left on device" in message
+    assert "mirror" in message and "every mirror failed" not in message
+    assert "did not answer" not in message
+    assert server.log == ["/a/" + FILES[0]]  # not retried elsewhere, no further files
+    assert capsys.readouterr().err.count("downloading") == 1
+    assert leftovers(private_cache / "mnist") == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_downloaded_files_get_the_umask_mode_like_any_new_file(server, monkeypatch,
+                                                               private_cache, mask):
+    """Not mkstemp's 0600: a shared cache must be readable by whom the umask allows."""
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
+    old = os.umask(mask)
+    try:
+        path = fetch("mnist", files=[FILES[3]], progress=False)[FILES[3]]
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask
+
+
 def test_the_real_tables_are_complete():
     """The shipped mirrors and checksums are well formed (checked offline)."""
     for key, table in SHIPPED.items():
@@ -392,6 +448,34 @@ def test_read_idx_errors_name_the_file_and_problem(tmp_path, data, match):
     path.write_bytes(data)
     with pytest.raises(IdxError, match=re.escape(str(path)) + ".*" + re.escape(match)):
         read_idx(path)
+
+
+def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
+    """A 1x1 file followed by 32 MB of zeros, about 32 KB gzipped: the reader
+    stops one byte past the declared size instead of inflating it all."""
+    path = tmp_path / "bomb-idx2-ubyte.gz"
+    with gzip.open(path, "wb", 9) as f:
+        f.write(bytes([0, 0, 8, 2]) + np.asarray([1, 1], ">u4").tobytes() + b"\7")
+        for _ in range(32):
+            f.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxError, match="trailing bytes: expected 13 bytes for 1x1 uint8, "
+                                           "got 14"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # the whole expansion would be 32 MB
+
+
+def test_dimensions_numpy_cannot_represent_are_an_idx_error():
+    """A zero dimension passes the length check however large the others are."""
+    header = bytes([0, 0, 8, 3]) + np.asarray([0, 2**32 - 1, 2**32 - 1], ">u4").tobytes()
+    with pytest.raises(IdxError, match="hostile-idx3: dimensions 0x4294967295x4294967295 "
+                                       "cannot be represented"):
+        parse_idx(header, "hostile-idx3")
+    assert parse_idx(bytes([0, 0, 8, 2]) + np.asarray([0, 28], ">u4").tobytes()).shape == (0, 28)
 
 
 def test_mnist_sized_error_message():

@@ -76,3 +76,31 @@ def test_a_dangling_symlink_creates_its_target(tmp_path):
     link.symlink_to(tmp_path / "later.txt")
     atomic_write(link, b"bytes")
     assert link.is_symlink() and (tmp_path / "later.txt").read_bytes() == b"bytes"
+
+
+def test_a_write_protected_file_is_not_replaced(tmp_path, monkeypatch):
+    """As open(path, "wb") would, atomic_write refuses a file this process may not
+    write, although the rename itself needs only the directory's permission."""
+    path = tmp_path / "best.npz"
+    checkpoint.save(path, {"v": 1})
+    os.chmod(path, 0o444)
+    if os.geteuid() == 0:  # root may write anything: play an ordinary user
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, m, **kw: False if (
+            os.fspath(p) == str(path) and m == os.W_OK) else access(p, m, **kw))
+    with pytest.raises(PermissionError, match="best.npz") as info:
+        checkpoint.save(path, {"v": 2})
+    assert info.value.filename == str(path)
+    assert checkpoint.load(path) == {"v": 1} and mode_of(path) == 0o444
+    assert os.listdir(tmp_path) == ["best.npz"]  # no temp file left
+
+
+def test_a_name_near_the_length_limit_still_gets_a_temp_file(tmp_path):
+    """The temp name adds 18 characters; for a long target name its name part is cut."""
+    path = tmp_path / ("x" * 240 + ".png")
+    open(path, "wb").close()
+    atomic_write(path, b"data")
+    long_unicode = tmp_path / ("\u00e9" * 120 + ".txt")  # 244 bytes in UTF-8
+    atomic_write(long_unicode, "text")
+    assert path.read_bytes() == b"data" and long_unicode.read_text() == "text"
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, long_unicode.name])

@@ -6,6 +6,8 @@ import re
 import shutil
 import struct
 import subprocess
+import tracemalloc
+import warnings
 import zlib
 
 import numpy as np
@@ -669,6 +671,67 @@ def test_read_png_errors(tmp_path):
         png.read_png(tmp_path / "i.png")
 
 
+def _gray_png(w, h, idat, extra=()):
+    """A PNG of 8-bit gray with the IDAT data given as is (compressed bytes)."""
+    def chunk(kind, body):
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+    return (png.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + b"".join(chunk(k, b) for k, b in extra) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def test_read_png_inflates_no_further_than_the_header_declares(tmp_path):
+    """A 1x1 image whose IDAT inflates to 32 MB (about 32 KB of file) is refused
+    one byte past the 2 bytes the header allows, without expanding the rest."""
+    z = zlib.compressobj(9)
+    bomb = b"".join(z.compress(bytes(1 << 20)) for _ in range(32)) + z.flush()
+    (tmp_path / "bomb.png").write_bytes(_gray_png(1, 1, bomb))
+    tracemalloc.start()
+    try:
+        with pytest.raises(png.PngError, match="bomb.png: image data holds more than the 2 "
+                                               "bytes its header declares"):
+            png.read_png(tmp_path / "bomb.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * len(bomb) + (1 << 20)   # the expansion would be 32 MB
+    (tmp_path / "extra.png").write_bytes(_gray_png(2, 1, zlib.compress(b"\0\7\7\7")))
+    with pytest.raises(png.PngError, match="more than the 3 bytes"):
+        png.read_png(tmp_path / "extra.png")
+    (tmp_path / "short.png").write_bytes(_gray_png(2, 2, zlib.compress(b"\0\7\7")))
+    with pytest.raises(png.PngError, match=r"too short \(3 bytes for 6 declared"):
+        png.read_png(tmp_path / "short.png")
+    (tmp_path / "cut.png").write_bytes(_gray_png(2, 1, zlib.compress(b"\0\7\7")[:-4]))
+    with pytest.raises(png.PngError, match="truncated stream"):
+        png.read_png(tmp_path / "cut.png")
+    (tmp_path / "ok.png").write_bytes(_gray_png(2, 1, zlib.compress(b"\0\7\5")))
+    np.testing.assert_array_equal(png.read_png(tmp_path / "ok.png"), [[7, 5]])
+
+
+def test_read_png_refuses_images_over_the_size_cap_before_decompressing(tmp_path):
+    (tmp_path / "huge.png").write_bytes(_gray_png(40000, 40000, zlib.compress(b"\0")))
+    with pytest.raises(png.PngError, match=r"huge.png: a 40000x40000 image of 8 bits per pixel "
+                                           r"decodes to 1600040000 bytes, more than the "
+                                           r"1073741824 bytes read_png accepts"):
+        png.read_png(tmp_path / "huge.png")
+
+
+@pytest.mark.parametrize("w, h, extra, match", [
+    (0, 0, (), "IHDR says 0x0 pixels; width and height must be between 1 and 2147483647"),
+    (3, 0, (), "IHDR says 3x0 pixels"),
+    (2**31, 1, (), "IHDR says 2147483648x1 pixels"),
+    (1, 1, ((b"PLTE", b"\1\2\3\4"),), "PLTE chunk has 4 bytes; expected a multiple of 3"),
+    (1, 1, ((b"PLTE", bytes(3 * 257)),), "PLTE chunk has 771 bytes; .* 1 to 256 entries"),
+    (1, 1, ((b"PLTE", b""),), "PLTE chunk has 0 bytes"),
+])
+def test_read_png_refuses_empty_images_and_bad_palettes(tmp_path, w, h, extra, match):
+    path = tmp_path / "bad.png"
+    path.write_bytes(_gray_png(w, h, zlib.compress(b"\0\0"), extra))
+    with pytest.raises(png.PngError, match="bad.png: " + match):
+        png.read_png(path)
+
+
 def test_read_png_written_by_pillow(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(3)
@@ -713,6 +776,50 @@ def test_filter_grid_layouts():
     assert multi.shape == (4 * 4 - 1, 2 * 4 - 1)
     with pytest.raises(ValueError, match=r"\(OC, C, KH, KW\)"):
         images.filter_grid(np.zeros((3, 3)))
+
+
+def recorded_warnings(action):
+    """Run ``action``; return what it gave and every warning it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = action()
+    return out, [(w.category, str(w.message)) for w in caught]
+
+
+def test_non_finite_values_are_drawn_black_with_a_warning():
+    """A diverged model must not look like a constant kernel (NaN used to give a
+    flat 128 tile) or a black one (inf made the whole kernel 0)."""
+    w = np.arange(3 * 4, dtype=np.float64).reshape(3, 1, 2, 2)
+    w[1, 0, 0, 0], w[2, 0, 1, 1], w[2, 0, 0, 1] = np.nan, np.inf, -np.inf
+    grid, caught = recorded_warnings(lambda: images.filter_grid(w, scale=1, pad=0))
+    assert caught == [(RuntimeWarning, "the weight (3, 1, 2, 2) holds 3 non-finite value(s) "
+                       "(NaN or infinity) of 12; they are drawn black, the rest scaled over "
+                       "the finite values (did training diverge?)")]
+    np.testing.assert_array_equal(grid[:2, 2:4], [[0, 0], [128, 255]])  # NaN: black, rest 5..7
+    np.testing.assert_array_equal(grid[2:4, :2], [[0, 0], [255, 0]])    # infinities black
+    np.testing.assert_array_equal(grid[:2, :2], [[0, 85], [170, 255]])  # a finite kernel as ever
+    maps = [images.FeatureMaps("conv1", "Conv2d", np.full((2, 3, 3), np.nan))]
+    img, caught = recorded_warnings(lambda: images.feature_map_image(maps, size=3, pad=0))
+    assert caught == [(RuntimeWarning, "the output of conv1 (Conv2d) holds 18 non-finite "
+                       "value(s) (NaN or infinity) of 18; they are drawn black, the rest scaled "
+                       "over the finite values (did training diverge?)")]
+    assert (img == 0).all()
+
+
+@pytest.mark.parametrize("use_matplotlib", [False, True])
+def test_save_feature_maps_of_a_nan_input_warns_once_per_picture_part(tmp_path, use_matplotlib):
+    if use_matplotlib:
+        pytest.importorskip("matplotlib")
+    tg.manual_seed(0)
+    model = ConvNet(conv1=Conv2d(1, 2), act=ReLU(), conv2=Conv2d(2, 2))
+    x = np.ones((1, 6, 6))
+    x[0, 2, 2] = np.nan
+    path, caught = recorded_warnings(lambda: images.save_feature_maps(
+        model, x, tmp_path / "fm.png", use_matplotlib=use_matplotlib))
+    assert png_size(path)[0] > 0
+    assert [c for c, _ in caught] == [RuntimeWarning] * 3   # nothing from NumPy or matplotlib
+    assert [m.split(" holds ")[0] for _, m in caught] == [
+        "the input image", "the output of conv1 (Conv2d)", "the output of conv2 (Conv2d)"]
 
 
 class Conv2d(FakeModule):
@@ -841,6 +948,19 @@ def test_plot_curves_errors(tmp_path):
     with pytest.raises(ValueError, match="no loss or accuracy"):
         curves.plot_curves(empty, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_values_too_large_for_a_float_are_skipped(tmp_path):
+    """JSON integers have no size limit; float() of a huge one raises OverflowError."""
+    huge = 10 ** 400
+    panels = curves.metric_series([{"epoch": 1, "train_loss": huge, "test_loss": 2.0},
+                                   {"epoch": huge, "train_loss": 0.5}])
+    assert panels["loss"] == {"test": [(1.0, 2.0)], "train": [(2.0, 0.5)]}
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"epoch": 1, "train_loss": 1' + "0" * 400 + '}\n'
+                    '{"epoch": 2, "train_loss": 0.5}\n{"epoch": 3, "train_loss": 0.25}\n')
+    out = curves.plot_curves(path, tmp_path / "c.png", use_matplotlib=False)
+    assert png_size(out) == (300, 440, 3)
 
 
 def test_plot_curves_with_matplotlib(tmp_path):

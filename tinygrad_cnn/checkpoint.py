@@ -170,6 +170,12 @@ def _read_member(zf, info, path):
         except ValueError as e:
             raise CheckpointError(f"{where} is not a readable .npy array (file damaged or "
                                   f"edited): {e}") from None
+        # NumPy's header reader accepts any tuple; an entry such as True or
+        # -1 would fail deep inside NumPy with a TypeError or a vague message.
+        if not all(type(d) is int and d >= 0 for d in shape):
+            raise CheckpointError(f"{where} has shape {shape!r} in its .npy header, which is "
+                                  f"not valid: expected a tuple of integers >= 0 (file "
+                                  f"damaged or edited)")
         if dtype.hasobject:
             raise CheckpointError(f"{where} holds pickled (object) arrays, which a checkpoint "
                                   f"never contains and which are not loaded, since unpickling "
@@ -203,7 +209,8 @@ def _read_members(path):
                 members[key] = _read_member(zf, info, path)
     except CheckpointError:  # already says what is wrong (and is a ValueError)
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError,
+    # TypeError: a last resort for headers NumPy chokes on in ways not checked above.
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, TypeError,
             NotImplementedError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
                               f"file?): {type(e).__name__}: {e}") from None

@@ -6,11 +6,14 @@ at any moment leaves either the old file or the new one, never a mix.
 
 The result looks as if the file had been rewritten in place with
 ``open(path, "wb")``: an existing file keeps its permission bits, a new one
-gets ``0o666`` less the umask current at the time of the call, and writing
-to a symbolic link replaces the file it points to while the link stays.
+gets ``0o666`` less the umask current at the time of the call, writing to
+a symbolic link replaces the file it points to while the link stays, and an
+existing file this process may not write to raises ``PermissionError``
+(before anything is written), though the rename would be allowed.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -18,17 +21,24 @@ from pathlib import Path
 
 _O_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
     | getattr(os, "O_CLOEXEC", 0)
+_MAX_NAME_PART = 200   # bytes of the target's name kept in a temp name: 200 + 18 < 255
 
 
-def _create_temp(directory, name, mode):
+def _create_temp(directory, name, mode, suffix=".tmp"):
     """Create a fresh file next to the target; returns ``(fd, path)``.
 
     ``os.open(..., mode)`` lets the kernel apply the process umask, so the
     umask is neither read (which on POSIX means setting it, a race with
     other threads) nor cached.  ``O_EXCL`` refuses an existing name.
     """
+    # The temp name adds 18 characters to the target's; a target name near
+    # the file system's limit (255 bytes on most) would make it too long.
+    # The random part keeps a shortened name unique.
+    short = name
+    while len(os.fsencode(short)) > _MAX_NAME_PART:
+        short = short[:-1]
     for _ in range(100):
-        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        tmp = os.path.join(directory, f".{short}.{secrets.token_hex(6)}{suffix}")
         try:
             return os.open(tmp, _O_FLAGS, mode), tmp
         except FileExistsError:
@@ -42,7 +52,9 @@ def atomic_write(path, data):
     ``data`` is bytes, a str (written as UTF-8), or a callable that writes
     into the binary file object it is given (e.g. ``lambda f: np.savez(f, ...)``).
     Missing parent directories are created.  If ``path`` is a symbolic
-    link, the file it points to is replaced and the link is kept.
+    link, the file it points to is replaced and the link is kept.  An
+    existing file that is not writable (``os.access(path, os.W_OK)``)
+    raises ``PermissionError`` naming the path, as ``open(path, "wb")`` would.
     """
     path = Path(path)
     # Rename onto the resolved file: renaming onto the link itself would
@@ -53,6 +65,12 @@ def atomic_write(path, data):
         mode = stat.S_IMODE(os.stat(target).st_mode)  # keep an existing file's mode
     except FileNotFoundError:
         mode = None
+    # The rename needs only write access to the directory, so without this
+    # a file the user write-protected (a "best" checkpoint) would be replaced.
+    if mode is not None and not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied (the file is write-protected; "
+                              "it is not replaced, as open(path, 'wb') would not write it)",
+                              str(path))
     # Replacing a file: start private and take its mode below, so data meant
     # for a 0600 file is never readable by others in between.  A new file:
     # 0666 less the umask, as open() would give it.

@@ -17,7 +17,7 @@ from .datasets import (
     split_indices, train_val_split, stratified_split_indices,
 )
 from .idx import IdxError, read_idx, write_idx
-from .download import DownloadError, ChecksumError, data_root, dataset_dir, fetch
+from .download import DownloadError, ChecksumError, CacheWriteError, data_root, dataset_dir, fetch
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "DataLoader",
@@ -25,5 +25,5 @@ __all__ = [
     "CLASSES", "DIGITS_CLASSES", "MNIST_CLASSES", "FASHION_MNIST_CLASSES",
     "mean_std", "normalize", "split_indices", "train_val_split", "stratified_split_indices",
     "IdxError", "read_idx", "write_idx",
-    "DownloadError", "ChecksumError", "data_root", "dataset_dir", "fetch",
+    "DownloadError", "ChecksumError", "CacheWriteError", "data_root", "dataset_dir", "fetch",
 ]

@@ -10,7 +10,11 @@ bytes whose checksums match the table in :data:`DATASETS`; the bytes go to a
 temporary file in the destination directory and are moved into place with
 ``os.replace`` only after verification, so the cache never holds a partial
 or corrupt file under the real name.  A file already in the cache is
-verified and used without a download.
+verified and used without a download.  Downloaded files get mode ``0o666``
+less the umask, as any new file does, so a shared cache stays readable.
+A mirror that fails is reported and the next one tried; a local failure
+(disk full, no write permission) raises :class:`CacheWriteError` at once
+naming the file, since another mirror would not help.
 
 Checksums: every file has the SHA-256 and the MD5 published for it; both are
 checked (either may be ``None`` in a custom table, and then is skipped).
@@ -24,13 +28,12 @@ import http.client
 import os
 import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import fsync_dir
+from ..fileio import _create_temp, fsync_dir
 
 ENV_VAR = "TINYGRAD_CNN_DATA"
 _CHUNK = 1 << 16
@@ -42,6 +45,13 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """Bytes whose checksum is not the expected one."""
+
+
+class CacheWriteError(DownloadError):
+    """The local cache file could not be written (disk full, no permission...).
+
+    Raised at once: other mirrors would meet the same disk, so none is tried.
+    """
 
 
 @dataclass(frozen=True)
@@ -229,29 +239,60 @@ def _user_agent():
     return f"tinygrad_cnn/{__version__} (+urllib)"
 
 
+class _Local:
+    """Turns an OSError of the local file into a :class:`CacheWriteError` naming it.
+
+    Used around each local file operation, so that a full disk or a cache
+    directory without write permission is never taken for a mirror's fault.
+    """
+
+    def __init__(self, path, action):
+        self.path, self.action = path, action
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if isinstance(e, OSError):
+            raise CacheWriteError(f"cannot {self.action} {self.path}: {e}; the data "
+                                  f"directory must be writable and have room for the file "
+                                  f"(a local problem, so no other mirror was tried)") from e
+        return False
+
+
 def _download_once(url, tmp, spec, timeout, progress):
-    """Fetch ``url`` into the file ``tmp`` (truncated first) and verify it; raise on any problem."""
+    """Fetch ``url`` into the file ``tmp`` (truncated first) and verify it; raise on any problem.
+
+    Network and server trouble raises ``URLError``/``OSError``/``HTTPException``/
+    :class:`DownloadError`, the mirror's fault; trouble with the local file
+    raises :class:`CacheWriteError`.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
-    with open(tmp, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as resp:
-        length = resp.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if spec.size is not None and length is not None and length != spec.size:
-            raise DownloadError(f"{url} announces {length} bytes, expected {spec.size}")
-        hashers = _hashers(spec)
-        got = 0
-        bar = _progress_bar(spec.size or length, spec.name, progress)
-        try:
-            while chunk := resp.read(_CHUNK):
-                got += len(chunk)
-                # A wrong URL can serve an endless or huge body; stop early.
-                if spec.size is not None and got > spec.size:
-                    raise DownloadError(f"{url} sent more than the expected {spec.size} bytes")
-                for h in hashers.values():
-                    h.update(chunk)
-                f.write(chunk)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
+    with _Local(tmp, "write"):
+        f = open(tmp, "wb")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if spec.size is not None and length is not None and length != spec.size:
+                raise DownloadError(f"{url} announces {length} bytes, expected {spec.size}")
+            hashers = _hashers(spec)
+            got = 0
+            bar = _progress_bar(spec.size or length, spec.name, progress)
+            try:
+                while chunk := resp.read(_CHUNK):
+                    got += len(chunk)
+                    # A wrong URL can serve an endless or huge body; stop early.
+                    if spec.size is not None and got > spec.size:
+                        raise DownloadError(f"{url} sent more than the expected "
+                                            f"{spec.size} bytes")
+                    for h in hashers.values():
+                        h.update(chunk)
+                    with _Local(tmp, "write"):
+                        f.write(chunk)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
         # http.client returns a short body without complaint when the
         # connection drops, so compare with the announced length ourselves.
         if length is not None and got < length:
@@ -259,8 +300,12 @@ def _download_once(url, tmp, spec, timeout, progress):
         if spec.size is not None and got != spec.size:
             raise DownloadError(f"{url} sent {got} bytes, expected {spec.size}")
         _check_digests(hashers, spec, url)
-        f.flush()
-        os.fsync(f.fileno())
+        with _Local(tmp, "write"):
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        with _Local(tmp, "write"):
+            f.close()
 
 
 def _unreachable(e):
@@ -307,14 +352,18 @@ def download_file(spec, dest, mirrors, timeout=60.0, progress=True, unreachable=
     the mirrors that timed out or refused the connection; they are skipped
     from then on (a data set's other files would wait on them again).
     When every mirror fails, raises :class:`DownloadError` listing what each
-    one did.
+    one did.  Failing to write, flush or rename the local file raises
+    :class:`CacheWriteError` at once: no other mirror is tried, and no
+    mirror is marked as not answering.
     """
     unreachable = set() if unreachable is None else unreachable
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Created once, outside the mirror loop, so that an unwritable directory
-    # is reported as itself rather than as a failure of every mirror.
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    # is reported as itself rather than as a failure of every mirror.  Mode
+    # 0666 less the umask, as open() gives: a shared cache stays readable
+    # by the users the umask allows (mkstemp's 0600 would shut them out).
+    fd, tmp = _create_temp(dest.parent, dest.name, 0o666, suffix=".part")
     os.close(fd)
     failures = []
     try:
@@ -327,6 +376,8 @@ def download_file(spec, dest, mirrors, timeout=60.0, progress=True, unreachable=
                   file=sys.stderr, flush=True)
             try:
                 _download_once(url, tmp, spec, timeout, progress)
+            except CacheWriteError:
+                raise
             except (urllib.error.URLError, http.client.HTTPException, OSError,
                     DownloadError) as e:
                 # URLError covers HTTP errors and refused connections,
@@ -335,7 +386,8 @@ def download_file(spec, dest, mirrors, timeout=60.0, progress=True, unreachable=
                 if _unreachable(e):
                     unreachable.add(base)
                 continue
-            os.replace(tmp, dest)
+            with _Local(dest, "move the download into place as"):
+                os.replace(tmp, dest)
             fsync_dir(dest.parent)
             return dest
     finally:
@@ -354,7 +406,8 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
     table's) in order.  Otherwise, or when every mirror fails, the error
     names every file that could not be had (not just the first) and says
     exactly where to put them by hand.  Directories created for a download
-    that gave nothing are removed again.
+    that gave nothing are removed again.  A :class:`CacheWriteError` (the
+    cache cannot be written) stops the fetch at the first file it meets.
     """
     ds = _dataset(name)
     specs = ds.files if files is None else tuple(ds.file(f) for f in files)
@@ -382,6 +435,11 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
         try:
             paths[spec.name] = download_file(spec, dest, mirrors, timeout, progress,
                                              unreachable)
+        except CacheWriteError:
+            # The next files would meet the same disk: stop here, and leave
+            # no directory made for nothing.
+            _remove_empty(created)
+            raise
         except DownloadError as e:
             failed.append((spec, e))
     if not (corrupt or missing or failed):

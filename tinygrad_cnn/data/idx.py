@@ -16,6 +16,7 @@ Files may be gzip-compressed; :func:`read_idx` tells by the gzip magic bytes
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -47,16 +48,52 @@ def _describe(dims, dtype):
 
 
 def _read_bytes(path):
-    """The file's bytes, gunzipped if it starts with the gzip magic."""
+    """The file's bytes, gunzipped if it starts with the gzip magic.
+
+    A gzip stream is expanded only as far as its IDX header says the file
+    reaches, plus one byte to notice trailing data, so a small file that
+    inflates to gigabytes (a decompression bomb) costs no more memory than
+    the array it claims to hold.
+    """
     with open(path, "rb") as f:
         raw = f.read()
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
+        return _gunzip_idx(raw)
     except (EOFError, OSError, zlib.error) as e:
         # EOFError: the gzip stream stops early (a partial download).
         raise IdxError(f"{path}: corrupt or truncated gzip data ({type(e).__name__}: {e})") from e
+
+
+def _gunzip_idx(raw):
+    """Decompress ``raw`` up to the length its IDX header implies, plus one byte.
+
+    What comes back is left for :func:`parse_idx` to judge (too short, a
+    trailing byte, a bad header); only the size of the expansion is decided here.
+    """
+    out = bytearray()
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+        _read_into(out, g, 4)
+        if len(out) < 4 or out[:2] != b"\0\0" or out[2] not in IDX_DTYPES:
+            return bytes(out)  # parse_idx names the problem
+        if _read_into(out, g, 4 * out[3]):
+            dims = [int.from_bytes(out[i:i + 4], "big") for i in range(4, len(out), 4)]
+            payload = math.prod(dims) * IDX_DTYPES[out[2]].itemsize
+            _read_into(out, g, payload + 1)
+    return out
+
+
+def _read_into(out, f, n):
+    """Append up to ``n`` bytes of ``f`` to ``out``; False if the stream ended first."""
+    while n > 0:
+        # Bounded reads: one read(n) of a hostile n would allocate n bytes up front.
+        chunk = f.read(min(n, 1 << 24))
+        if not chunk:
+            return False
+        out += chunk
+        n -= len(chunk)
+    return True
 
 
 def parse_idx(data, name="<bytes>"):
@@ -85,7 +122,15 @@ def parse_idx(data, name="<bytes>"):
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise IdxError(f"{name}: {what}: expected {expected} bytes for "
                        f"{_describe(dims, dtype)}, got {len(data)}")
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    try:
+        values = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    except (ValueError, MemoryError):
+        # Only reachable with a zero dimension beside huge ones (the length
+        # check passes with 0 bytes): NumPy cannot even describe that shape.
+        raise IdxError(f"{name}: dimensions {'x'.join(map(str, dims))} cannot be "
+                       f"represented as an array on this machine (their product, without "
+                       f"the zeros, exceeds the largest array size); expected dimensions "
+                       f"of a real data set") from None
     # astype copies into native byte order and gives a writable array
     # (frombuffer over ``bytes`` is read-only).
     return values.astype(dtype.newbyteorder("="))
@@ -97,6 +142,8 @@ def read_idx(path):
     The magic number, type code, dimensions and total length are all
     checked; any problem raises :class:`IdxError` naming the file and what
     is wrong, e.g. ``expected 47040016 bytes for 60000x28x28 uint8, got 1000``.
+    A gzipped file is decompressed only up to the size its header declares
+    (plus one byte, to detect trailing data), however far it would expand.
     """
     path = Path(path)
     return parse_idx(_read_bytes(path), str(path))

@@ -9,10 +9,12 @@ array, so no Python loop runs over the samples; any other
 Shuffling is reproducible and resumable: the order of epoch ``e`` is a
 permutation drawn from ``numpy.random.default_rng([seed, e])``, so it
 depends only on the loader's seed and the epoch number.
-``loader.state_dict()`` (three integers: seed, epoch, batch) saved with a
+``loader.state_dict()`` (seed, epoch and batch, with the batch size,
+``drop_last``, ``shuffle`` and data set length they refer to) saved with a
 checkpoint and given back to ``load_state_dict`` makes a resumed run see
 exactly the batches an uninterrupted run would have seen, from the next
-epoch or from the middle of one.
+epoch or from the middle of one; a loader built with other settings is
+refused rather than resumed at a position that means other samples.
 """
 from __future__ import annotations
 
@@ -123,12 +125,18 @@ class TensorDataset(Dataset):
 
 
 class Subset(Dataset):
-    """The samples of ``dataset`` at ``indices``, in that order."""
+    """The samples of ``dataset`` at ``indices``, in that order.
+
+    ``indices`` are integers (negative ones count from the end), or a
+    boolean mask of length ``len(dataset)`` selecting the samples where it
+    is true (``Subset(ds, labels == 3)``).  Any other dtype, e.g. floats,
+    or a mask of another length raises an error rather than being cast.
+    """
 
     def __init__(self, dataset, indices):
         self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(dataset)
+        self.indices = _subset_indices(indices, n)
         if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
             raise IndexError(f"Subset indices must lie in [0, {n}) for a data set of "
                              f"length {n}; got range [{self.indices.min()}, "
@@ -275,8 +283,10 @@ class DataLoader:
 
     # ---- resumable state -----------------------------------------------------
     def state_dict(self):
-        """Where the loader is: ``{"seed": int, "epoch": int, "batch": int}``.
+        """Where the loader is, and the settings that position depends on.
 
+        ``{"seed", "epoch", "batch", "batch_size", "drop_last", "shuffle",
+        "dataset_length"}``, all ints or bools.
         ``epoch``/``batch`` name the batch a resumed loader
         (:meth:`load_state_dict`) hands out next: after a complete epoch
         ``e`` they are ``(e + 1, 0)``; inside the loop body of epoch ``e``
@@ -286,18 +296,40 @@ class DataLoader:
         """
         if self._position is not None:
             epoch, done = self._position
-            if done < len(self):
-                return {"seed": self.seed, "epoch": epoch, "batch": done}
-            return {"seed": self.seed, "epoch": epoch + 1, "batch": 0}
-        return {"seed": self.seed, "epoch": self._next_epoch, "batch": self._start_batch}
+            if done >= len(self):
+                epoch, done = epoch + 1, 0
+        else:
+            epoch, done = self._next_epoch, self._start_batch
+        return {"seed": self.seed, "epoch": epoch, "batch": done, **self._settings()}
+
+    def _settings(self):
+        return {"batch_size": self.batch_size, "drop_last": self.drop_last,
+                "shuffle": self.shuffle, "dataset_length": len(self.dataset)}
 
     def load_state_dict(self, state):
-        """Continue from a :meth:`state_dict`: the next iteration resumes there."""
+        """Continue from a :meth:`state_dict`: the next iteration resumes there.
+
+        The batch size, ``drop_last``, ``shuffle`` and data set length
+        saved in ``state`` must match this loader's, else ``ValueError``
+        names the setting that differs: a batch position means other
+        samples under other settings, so a resume would silently skip or
+        repeat some.  States holding only seed, epoch and batch (written
+        by earlier versions) are accepted without that check.
+        """
         missing = {"seed", "epoch", "batch"} - set(state)
         if missing:
             raise KeyError(f"DataLoader state is missing {sorted(missing)}; expected the "
                            f"keys seed, epoch, batch")
         seed, epoch, batch = (int(np.asarray(state[k])) for k in ("seed", "epoch", "batch"))
+        for key, current in self._settings().items():
+            if key not in state:
+                continue
+            saved = np.asarray(state[key]).item()
+            if saved != current:
+                raise ValueError(f"DataLoader state was saved with {key}={saved!r}, but this "
+                                 f"loader has {key}={current!r}; resuming its position with "
+                                 f"another {key} would skip or repeat samples (build the "
+                                 f"loader with the saved settings)")
         if epoch < 0 or not 0 <= batch <= len(self):
             raise ValueError(f"DataLoader state epoch={epoch}, batch={batch} is out of range "
                              f"for a loader of {len(self)} batches")
@@ -310,6 +342,27 @@ class DataLoader:
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, seed={self.seed})")
+
+
+def _subset_indices(indices, n):
+    """``indices`` (integers or a boolean mask over ``n`` samples) -> a flat int64 array."""
+    idx = np.asarray(indices)
+    if idx.dtype == np.bool_:
+        # Casting a mask to int64 would give 0/1 "indices": the first two
+        # samples, repeated, instead of the selected ones.
+        if idx.ndim != 1 or idx.shape[0] != n:
+            raise IndexError(f"Subset: a boolean mask must have one entry per sample, i.e. "
+                             f"shape ({n},) for a data set of length {n}; got shape "
+                             f"{idx.shape}")
+        return np.flatnonzero(idx).astype(np.int64)
+    # An empty list comes out of asarray as float64; it selects nothing, so let it be.
+    if idx.dtype.kind not in "iu" and idx.size:
+        raise TypeError(f"Subset indices must be integers or a boolean mask, got dtype "
+                        f"{idx.dtype}; floats are not cut down to integers silently")
+    if idx.dtype.kind == "u" and idx.size and idx.max() > np.iinfo(np.int64).max:
+        raise IndexError(f"Subset indices must lie in [0, {n}) for a data set of length {n}; "
+                         f"got index {idx.max()}")
+    return idx.astype(np.int64).reshape(-1)
 
 
 def _resolve_seed(seed):

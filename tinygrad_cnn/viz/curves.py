@@ -6,8 +6,9 @@ The metrics file has one JSON object per line (JSON lines), e.g.::
 
 Every key ending in ``loss`` goes to the loss panel and every key ending
 in ``acc`` or ``accuracy`` to the accuracy panel, labelled by what comes
-before (``train``, ``test``, ``val``...).  Missing keys and non-numeric
-values are skipped; a line without ``epoch`` counts as the next epoch.
+before (``train``, ``test``, ``val``...).  Missing keys, non-numeric values
+and numbers that are not finite floats (NaN, infinity, integers too large
+for a float) are skipped; a line without ``epoch`` counts as the next epoch.
 
 With matplotlib installed :func:`plot_curves` draws a proper figure;
 without it (or with ``use_matplotlib=False``) it draws a plain RGB line
@@ -78,23 +79,31 @@ def metric_series(records):
     """``{"loss": {"train": [(epoch, value), ...], ...}, "accuracy": {...}}``."""
     panels = {}
     for i, record in enumerate(records, 1):
-        epoch = record.get("epoch", i)
-        if not _is_number(epoch):
-            epoch = i
+        epoch = _finite_float(record.get("epoch", i))
+        if epoch is None:
+            epoch = float(i)
         for key, value in record.items():
             where = _panel_of(key)
-            if where is None or not _is_number(value) or not math.isfinite(value):
+            value = _finite_float(value)
+            if where is None or value is None:
                 continue
             panel, label = where
-            panels.setdefault(panel, {}).setdefault(label, []).append((float(epoch), float(value)))
+            panels.setdefault(panel, {}).setdefault(label, []).append((epoch, value))
     for series in panels.values():
         for points in series.values():
             points.sort()
     return {p: panels[p] for p in ("loss", "accuracy") if p in panels}
 
 
-def _is_number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+def _finite_float(v):
+    """``v`` as a finite float, or None for anything else (not a number, NaN, inf)."""
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return None
+    try:
+        v = float(v)
+    except OverflowError:  # JSON allows integers of any size; a float does not
+        return None
+    return v if math.isfinite(v) else None
 
 
 def plot_curves(metrics_jsonl_path, out_png, use_matplotlib=None):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -43,12 +44,33 @@ def _host(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def _to_uint8(a, axes):
-    """Scale ``a`` to 0..255 with min and max taken over ``axes`` (a flat slice -> 128)."""
-    lo = a.min(axis=axes, keepdims=True)
-    hi = a.max(axis=axes, keepdims=True)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = np.where(hi > lo, (a - lo) / span, 0.5)
+def _warn_non_finite(a, what):
+    """Warn if ``a`` holds NaN or infinity: a diverged model, not a constant kernel."""
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        warnings.warn(f"{what} holds {bad} non-finite value(s) (NaN or infinity) of {a.size}; "
+                      f"they are drawn black, the rest scaled over the finite values "
+                      f"(did training diverge?)", RuntimeWarning, stacklevel=3)
+
+
+def _to_uint8(a, axes, what="the image"):
+    """Scale ``a`` to 0..255 with min and max taken over ``axes`` (a flat slice -> 128).
+
+    Only finite values set the range; NaN and infinity become 0 (black),
+    with a warning naming ``what``.
+    """
+    _warn_non_finite(a, what)
+    finite = np.isfinite(a)
+    a = np.where(finite, a, 0.0)
+    lo = np.where(finite, a, np.inf).min(axis=axes, keepdims=True)
+    hi = np.where(finite, a, -np.inf).max(axis=axes, keepdims=True)
+    flat = ~(hi > lo)  # constant, or no finite value at all
+    lo, hi = np.where(flat, 0.0, lo), np.where(flat, 1.0, hi)
+    # Halved, since hi - lo overflows for values near the float limits.  Two
+    # neighbouring subnormals can still give 0/0; nan_to_num covers that.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(flat, 0.5, (a / 2 - lo / 2) / (hi / 2 - lo / 2))
+    scaled = np.where(finite, np.nan_to_num(np.clip(scaled, 0.0, 1.0)), 0.0)
     return np.round(scaled * 255).astype(np.uint8)
 
 
@@ -108,7 +130,8 @@ def filter_grid(weight, scale=None, pad=2, rgb=None, background=0):
 
     Each kernel is scaled to 0..255 by its own minimum and maximum (over
     all its input channels), then enlarged ``scale`` times (default: about
-    24 pixels per kernel side).  With 3 input channels (``rgb=None`` or
+    24 pixels per kernel side).  NaN and infinity are left out of the range
+    and drawn black, with a ``RuntimeWarning``.  With 3 input channels (``rgb=None`` or
     True) each kernel is one colour tile, ``(H, W, 3)``; with one, a gray
     tile; both in a near-square grid.  Otherwise each output channel is a
     row of ``C`` gray tiles.  ``pad`` pixels of ``background`` separate tiles.
@@ -126,7 +149,7 @@ def filter_grid(weight, scale=None, pad=2, rgb=None, background=0):
     scale = max(1, math.ceil(24 / max(kh, kw))) if scale is None else int(scale)
     if scale < 1 or pad < 0:
         raise ValueError(f"filter_grid: scale must be >= 1 and pad >= 0, got {scale}, {pad}")
-    kernels = _to_uint8(w, axes=(1, 2, 3))  # (OC, C, KH, KW), each kernel its own range
+    kernels = _to_uint8(w, axes=(1, 2, 3), what=f"the weight {w.shape}")  # own range each
     if rgb:
         tiles, ncols = kernels.transpose(0, 2, 3, 1), math.ceil(math.sqrt(oc))  # (OC, KH, KW, 3)
     elif c == 1:
@@ -237,7 +260,8 @@ def feature_map_image(maps, max_channels=16, columns=8, size=48, pad=3, gap=12,
     """One grayscale uint8 image of feature maps: a block of channels per layer.
 
     ``maps`` is what :func:`feature_maps` returns.  Each channel is scaled
-    to its own range and enlarged by an integer factor to about ``size``
+    to the range of its finite values (NaN and infinity are drawn black, with a
+    ``RuntimeWarning``) and enlarged by an integer factor to about ``size``
     pixels; at most ``max_channels`` per layer, ``columns`` per row.  The
     input ``image`` ``(C, H, W)`` or ``(H, W)``, if given, forms the first block.
     """
@@ -245,11 +269,13 @@ def feature_map_image(maps, max_channels=16, columns=8, size=48, pad=3, gap=12,
     if image is not None:
         img = _host(image)
         img = img.reshape(-1, *img.shape[-2:])[:1]  # (1, H, W): its first channel
-        blocks.append(_upscale(_to_uint8(img, (1, 2))[0], max(1, round(size / img.shape[1]))))
+        scaled = _to_uint8(img, (1, 2), what="the input image")[0]
+        blocks.append(_upscale(scaled, max(1, round(size / img.shape[1]))))
     for fm in maps:
         m = fm.maps[:max_channels]  # (C', H, W)
         k = max(1, round(size / m.shape[1]))
-        tiles = np.stack([_upscale(t, k) for t in _to_uint8(m, (1, 2))])
+        scaled = _to_uint8(m, (1, 2), what=f"the output of {fm.name} ({fm.layer})")
+        tiles = np.stack([_upscale(t, k) for t in scaled])
         blocks.append(_tile(tiles, min(columns, len(tiles)), pad, background))
     return _stack(blocks, gap, background)
 
@@ -275,11 +301,17 @@ def save_feature_maps(model, x, path, max_channels=16, use_matplotlib=None,
         ax.set_axis_off()
     # An RGB input is shown in colour, any other by its first channel.
     first = image.transpose(1, 2, 0) if image.shape[0] == 3 else image[0]  # (H, W[, 3])
-    axes[0, 0].imshow(_to_uint8(first, None), cmap="gray", interpolation="nearest")
+    axes[0, 0].imshow(_to_uint8(first, None, what="the input image"), cmap="gray",
+                      interpolation="nearest")
     axes[0, 0].set_title("input " + "x".join(map(str, image.shape)), fontsize=8, loc="left")
+    # matplotlib masks NaN and infinity and scales over the rest; "bad"
+    # pixels are drawn black, as in the grayscale picture.
+    import matplotlib
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="black")
     for r, fm in enumerate(maps, 1):
+        _warn_non_finite(fm.maps[:cols], f"the output of {fm.name} ({fm.layer})")
         for c, channel in enumerate(fm.maps[:cols]):
-            axes[r, c].imshow(channel, cmap="viridis", interpolation="nearest")
+            axes[r, c].imshow(channel, cmap=cmap, interpolation="nearest")
         c, h, w = fm.maps.shape
         axes[r, 0].set_title(f"{fm.name} ({fm.layer}) {c}x{h}x{w}", fontsize=8, loc="left")
     return _save_figure(fig, path)

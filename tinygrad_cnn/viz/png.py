@@ -31,6 +31,12 @@ _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _COLOR_TYPE_OF_CHANNELS = {1: 0, 2: 4, 3: 2, 4: 6}
 _ALLOWED_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 
+# PNG limits width and height to 2**31 - 1.  MAX_DECODED_BYTES bounds the
+# decompressed image data read_png accepts, so that a header claiming a
+# huge image cannot make it allocate gigabytes.
+_MAX_SIDE = 2**31 - 1
+MAX_DECODED_BYTES = 2**30
+
 PngHeader = namedtuple("PngHeader", "width height bit_depth color_type interlace")
 
 
@@ -107,6 +113,9 @@ def _parse_header(body, where):
     if len(body) != 13:
         raise PngError(f"{where}: IHDR chunk has {len(body)} bytes, expected 13")
     w, h, depth, ctype, compression, filt, interlace = struct.unpack(">IIBBBBB", body)
+    if not (1 <= w <= _MAX_SIDE and 1 <= h <= _MAX_SIDE):
+        raise PngError(f"{where}: IHDR says {w}x{h} pixels; width and height must be "
+                       f"between 1 and {_MAX_SIDE}")
     if ctype not in _CHANNELS or depth not in _ALLOWED_DEPTHS[ctype]:
         raise PngError(f"{where}: colour type {ctype} with bit depth {depth} is not valid PNG")
     if compression != 0 or filt != 0:
@@ -175,6 +184,30 @@ def _unfilter_sequential(kind, line, prev, bpp):
     return np.frombuffer(bytes(cur), np.uint8)
 
 
+def _inflate(data, needed, where):
+    """Decompress the IDAT stream, which must hold exactly ``needed`` bytes.
+
+    Asking zlib for at most ``needed + 1`` bytes bounds the memory by what
+    the header declares however far the data would expand (a decompression
+    bomb), and the one extra byte tells surplus data apart.
+    """
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(data, needed + 1)
+    except zlib.error as e:
+        raise PngError(f"{where}: image data does not decompress ({e})") from None
+    if len(raw) > needed:
+        raise PngError(f"{where}: image data holds more than the {needed} bytes its "
+                       f"header declares (damaged or crafted file)")
+    if len(raw) < needed:
+        raise PngError(f"{where}: image data is too short ({len(raw)} bytes for "
+                       f"{needed} declared by the header)")
+    if not d.eof:
+        raise PngError(f"{where}: image data does not decompress (incomplete or "
+                       f"truncated stream)")
+    return raw
+
+
 def read_png(path, mode=None, background=255):
     """Read a PNG file into a uint8 array.
 
@@ -184,7 +217,9 @@ def read_png(path, mode=None, background=255):
     grayscale and ``mode="RGB"`` to RGB; both drop alpha by blending onto a
     ``background`` gray level (255: white, as a page shows it).  A
     transparent colour key (``tRNS``) of a gray or RGB image is ignored.
-    Interlaced PNGs are refused with a clear error.
+    Interlaced PNGs are refused with a clear error, as are images whose
+    decompressed data would exceed :data:`MAX_DECODED_BYTES` (1 GiB) and
+    image data longer or shorter than the header declares.
     """
     if mode not in (None, "L", "RGB"):
         raise ValueError(f"read_png: mode must be None, 'L' or 'RGB', got {mode!r}")
@@ -198,6 +233,9 @@ def read_png(path, mode=None, background=255):
         elif header is None:
             raise PngError(f"{where}: the first chunk is {kind!r}, not IHDR")
         elif kind == b"PLTE":
+            if len(body) % 3 or not 1 <= len(body) // 3 <= 256:
+                raise PngError(f"{where}: PLTE chunk has {len(body)} bytes; expected a "
+                               f"multiple of 3 (RGB entries), 1 to 256 entries")
             palette = np.frombuffer(body, np.uint8).reshape(-1, 3)
         elif kind == b"tRNS":
             trns = body
@@ -212,10 +250,12 @@ def read_png(path, mode=None, background=255):
     channels = _CHANNELS[ctype]
     bits = depth * channels
     stride = -(-w * bits // 8)  # bytes per row, rounded up
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as e:
-        raise PngError(f"{where}: image data does not decompress ({e})") from None
+    needed = h * (stride + 1)  # a filter byte per row
+    if needed > MAX_DECODED_BYTES:
+        raise PngError(f"{where}: a {w}x{h} image of {bits} bits per pixel decodes to "
+                       f"{needed} bytes, more than the {MAX_DECODED_BYTES} bytes read_png "
+                       f"accepts")
+    raw = _inflate(b"".join(idat), needed, where)
     rows = _unfilter(raw, h, stride, max(1, bits // 8), where)  # (H, stride)
 
     if depth == 16:
