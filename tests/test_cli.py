@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tinygrad_cnn as tg
 from tinygrad_cnn import __version__, checkpoint, models
 from tinygrad_cnn.cli import build_parser, main
 from tinygrad_cnn.data import download, write_idx
@@ -284,6 +285,29 @@ def test_summary(model, dataset, shape):
         assert field.group(0).startswith("Receptive field of one output unit: 14x14 (larger")
 
 
+@pytest.mark.parametrize("model", sorted(set(models.MODELS) - {"mlp"}))
+def test_models_name_the_smallest_image_they_accept(model):
+    # Two 2x2 poolings: a 3x3 image used to surface as "in_features must be >= 1, got 0".
+    for shape in [(1, 4, 4), (3, 4, 9)]:
+        assert models.build(model, shape)(tg.zeros(2, *shape)).shape == (2, 10)
+    for shape, features in [((1, 3, 3), "0x0"), ((1, 8, 3), "2x0")]:
+        with pytest.raises(ValueError, match=re.escape(
+                f"model {model!r} needs images of at least 4x4, got image shape {shape}: its "
+                f"convolutions and poolings shrink an image of {shape[1]}x{shape[2]} to "
+                f"feature maps of {features}")):
+            models.build(model, shape)
+    with pytest.raises(ValueError, match=re.escape("got image shape (1, 3, 3)")):
+        getattr(models, model)((1, 3, 3))       # the builder itself checks too
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 8), (8, 8), (1, 8, 8.0)])
+def test_build_refuses_an_image_shape_that_is_not_three_sizes(shape):
+    assert models.build("mlp", (1, 1, 1))(tg.zeros(2, 1, 1, 1)).shape == (2, 10)
+    with pytest.raises(ValueError, match=re.escape(
+            f"model 'mlp': image_shape must be (C, H, W), three positive ints, got {shape}")):
+        models.build("mlp", shape)
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn", "local"])
 def test_gradcheck_passes_on_the_models(model):
     status, out, _ = cli("gradcheck", "--model", model, "--elements", 6)
@@ -293,7 +317,6 @@ def test_gradcheck_passes_on_the_models(model):
 
 
 def test_gradcheck_catches_a_wrong_backward(monkeypatch):
-    import tinygrad_cnn as tg
     from tinygrad_cnn import nn
 
     class Cube(tg.Function):

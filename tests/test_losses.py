@@ -242,6 +242,30 @@ def test_loss_modules_match_functions():
     assert list(dict(nn.CrossEntropyLoss(weight=w).named_buffers())) == ["weight"]
 
 
+def test_loss_modules_keep_the_precision_of_their_weights():
+    # The functional form casts the weights to the input's dtype; a module that
+    # rounded them to float32 first gave a different float64 loss.
+    x = t64(_rand(4, 3))
+    target = np.array([0, 2, 1, 1])
+    y = (x.numpy() > 0).astype(np.float64)
+    w, pos = np.array([0.1, 0.7, 0.3]), np.array([1 / 3, 0.7, 2.1])
+    pairs = [
+        (nn.CrossEntropyLoss(weight=w)(x, target), nn.cross_entropy(x, target, weight=w)),
+        (nn.CrossEntropyLoss(weight=list(w))(x, target), nn.cross_entropy(x, target, weight=w)),
+        (nn.NLLLoss(weight=w)(x, target), nn.nll_loss(x, target, weight=w)),
+        (nn.BCEWithLogitsLoss(weight=w, pos_weight=pos)(x, y),
+         nn.binary_cross_entropy_with_logits(x, y, weight=w, pos_weight=pos)),
+        (nn.BCEWithLogitsLoss(pos_weight=1 / 3)(x, y),
+         nn.binary_cross_entropy_with_logits(x, y, pos_weight=1 / 3)),
+        (nn.BCELoss(weight=w)(x.sigmoid(), y), nn.binary_cross_entropy(x.sigmoid(), y, weight=w)),
+    ]
+    for module_loss, functional_loss in pairs:
+        assert module_loss.item() == functional_loss.item()
+    assert nn.CrossEntropyLoss(weight=w).weight.dtype == np.float64
+    assert nn.CrossEntropyLoss(weight=w.astype(np.float32)).weight.dtype == np.float32
+    assert nn.CrossEntropyLoss(weight=[1, 2, 3]).weight.dtype == np.float64   # ints: exact
+
+
 def test_targets_as_tensor_array_or_list(device):
     x = tg.tensor(_rand(3, 4), dtype="float32", device=device)
     expected = nn.cross_entropy(x, np.array([0, 3, 1])).item()
@@ -262,7 +286,16 @@ ERROR_CASES = [
     (lambda x: nn.cross_entropy(x, [0, 1, 2], reduction="avg"), ValueError, ["reduction", "avg"]),
     (lambda x: nn.cross_entropy(x, [0, 1, 2], weight=[1.0, 2.0]), ValueError, ["(4,)", "(2,)"]),
     (lambda x: nn.cross_entropy(x, [0, 1, 2], label_smoothing=1.5), ValueError,
-     ["label_smoothing"]),
+     ["label_smoothing must be in [0, 1], got 1.5"]),
+    # probability targets: the smoothed target would hold negative "probabilities"
+    (lambda x: nn.cross_entropy(x, np.full((3, 4), 0.25), label_smoothing=1.5), ValueError,
+     ["cross_entropy: label_smoothing must be in [0, 1], got 1.5"]),
+    (lambda x: nn.cross_entropy(x, np.full((3, 4), 0.25), label_smoothing=-0.1), ValueError,
+     ["cross_entropy: label_smoothing must be in [0, 1], got -0.1"]),
+    (lambda x: nn.CrossEntropyLoss(label_smoothing=1.5), ValueError,
+     ["CrossEntropyLoss: label_smoothing must be in [0, 1], got 1.5"]),
+    (lambda x: nn.CrossEntropyLoss(label_smoothing="0.1"), TypeError,
+     ["label_smoothing must be a number in [0, 1], got '0.1'"]),
     (lambda x: nn.mse_loss(x, np.zeros((3, 1))), ValueError, ["(3, 4)", "(3, 1)"]),
     (lambda x: nn.binary_cross_entropy_with_logits(x, np.zeros(4)), ValueError, ["(3, 4)", "(4,)"]),
     (lambda x: nn.binary_cross_entropy(x, np.zeros((3, 4))), ValueError, ["[0, 1]"]),

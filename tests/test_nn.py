@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -197,6 +198,35 @@ def test_to_dtype_casts_floats_only():
         net.to(dtype="int32")
 
 
+def test_to_dtype_runs_on_the_modules_own_device(device):
+    # "strict2" is not the current device: the cast must run in its context.
+    tg.manual_seed(0)
+    lin = nn.Linear(3, 2, device=device)
+    lin(tg.ones(4, 3, device=device)).sum().backward()
+    weight = lin.weight.numpy()
+    assert lin.double() is lin
+    assert lin.weight.dtype == np.float64 and lin.weight.grad.dtype == np.float64
+    assert lin.weight.device == device and lin.weight.grad.device == device
+    np.testing.assert_array_equal(lin.weight.numpy(), weight)
+    lin.float()
+    assert lin.weight.dtype == np.float32 and lin.bias.dtype == np.float32
+    lin.to(device, "float64")
+    assert lin.bias.dtype == np.float64 and lin.bias.device == device
+    bn = nn.BatchNorm1d(2, device=device).double()
+    assert bn.running_mean.dtype == np.float64 and bn.num_batches_tracked.dtype == np.int64
+
+
+def test_to_dtype_and_device_from_a_device_that_is_not_the_current_one():
+    pytest.importorskip("strict_backend")
+    lin = nn.Linear(3, 2, device="strict2")
+    weight = lin.weight.numpy()
+    lin.to("strict", "float64")
+    assert (lin.weight.device, lin.weight.dtype) == ("strict", np.float64)
+    lin.to("strict2", "float32")
+    assert (lin.weight.device, lin.weight.dtype) == ("strict2", np.float32)
+    np.testing.assert_array_equal(lin.weight.numpy(), weight)
+
+
 def test_repr_shows_the_tree():
     assert repr(Net()) == """Net(
   (block): Block(
@@ -240,6 +270,39 @@ def test_containers():
         layers(tg.ones(2))
 
 
+def test_container_deletion_renumbers_and_assignment_takes_one_index():
+    from collections import OrderedDict
+    mods = [nn.Linear(2, 2), nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.Linear(2, 1)]
+    seq = nn.Sequential(*mods)
+    del seq[1]
+    assert list(seq) == [mods[0]] + mods[2:]
+    del seq[1:3]
+    assert list(seq) == [mods[0], mods[4]]
+    # the children are numbered again from 0, as in PyTorch (so are their state-dict keys)
+    assert list(seq.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    named = nn.Sequential(OrderedDict(fc=mods[0], act=mods[1], out=mods[4]))
+    del named[-2]
+    assert [n for n, _ in named.named_children()] == ["0", "1"] and named[1] is mods[4]
+    layers = nn.ModuleList(mods)
+    del layers[::2]
+    assert list(layers) == [mods[1], mods[3]]
+    assert [n for n, _ in layers.named_children()] == ["0", "1"]
+    for container in (seq, layers):
+        kind = type(container).__name__
+        with pytest.raises(TypeError, match=rf"{kind} does not support slice assignment"):
+            container[0:1] = nn.Tanh()
+        with pytest.raises(TypeError, match=rf"{kind} indices must be integers.*got str"):
+            container["0"] = nn.Tanh()
+        with pytest.raises(TypeError, match=rf"{kind} indices must be integers.*got str"):
+            del container["0"]
+        with pytest.raises(IndexError, match=rf"index 2 is out of range for a {kind} of 2"):
+            del container[2]
+        with pytest.raises(IndexError, match=rf"index -3 is out of range for a {kind} of 2"):
+            container[-3] = nn.Tanh()
+        container[-1] = nn.Tanh()
+        assert isinstance(container[1], nn.Tanh) and len(container) == 2
+
+
 def test_modes_grads_and_hooks():
     net = Net()
     net.eval()
@@ -281,6 +344,45 @@ def test_module_misuse_errors():
         lin.nope
     with pytest.raises(TypeError, match="floating-point"):
         nn.Parameter(np.arange(3))
+
+
+def test_names_taken_by_other_attributes_are_refused():
+    from collections import OrderedDict
+
+    # A class attribute wins over __getattr__: a tensor registered as "eval" would be
+    # saved and optimised but unreachable, so (as in PyTorch) the name is refused.
+    class Shadow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.eval = nn.Parameter(np.ones(3))
+
+    with pytest.raises(KeyError, match="attribute 'eval' already exists"):
+        Shadow()
+    lin = nn.Linear(2, 2)
+    for register, value in ((lin.register_buffer, tg.zeros(1)),
+                            (lin.register_parameter, nn.Parameter(np.zeros(1))),
+                            (lin.add_module, nn.ReLU())):
+        for name in ("forward", "training", "in_features", "_parameters"):
+            with pytest.raises(KeyError, match=f"attribute '{name}' already exists"):
+                register(name, value)
+    with pytest.raises(KeyError, match="attribute 'train' already exists"):
+        nn.Sequential(OrderedDict(train=nn.ReLU()))
+    with pytest.raises(KeyError, match="attribute 'training' already exists"):
+        lin.training = nn.Parameter(np.zeros(1))
+    assert list(lin.state_dict()) == ["weight", "bias"] and lin.training is True
+    # A registered name may be registered again, as another kind; an assignment
+    # replaces a plain instance attribute, as in PyTorch.
+    lin.register_buffer("bias", tg.zeros(2))
+    assert [n for n, _ in lin.named_parameters()] == ["weight"] and "bias" in lin.state_dict()
+    lin.scale = 2.0
+    lin.scale = nn.Parameter(np.ones(1))
+    assert isinstance(lin.scale, nn.Parameter) and "scale" in lin.state_dict()
+    # a layer built without bias keeps the name free for one
+    for layer in (nn.Linear(2, 3, bias=False), nn.Conv2d(2, 3, 1, bias=False),
+                  nn.LocallyConnected2d(2, 3, 4, 1, bias=False)):
+        assert layer.bias is None and "bias" not in layer.state_dict()
+        layer.register_parameter("bias", nn.Parameter(np.zeros(3)))
+        assert "bias" in layer.state_dict()
 
 
 def test_parameter_owns_its_data_and_deepcopy_works():
@@ -527,6 +629,24 @@ def test_batchnorm_by_hand_and_errors():
     assert nn.BatchNorm1d(3).eval()(tg.ones(1, 3)).shape == (1, 3)  # running stats: fine
 
 
+@pytest.mark.parametrize("bn_device,x_device", [("strict", "cpu"), ("cpu", "strict"),
+                                                ("strict", "strict2")])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_refuses_an_input_on_another_device(bn_device, x_device, training):
+    pytest.importorskip("strict_backend")
+    bn = nn.BatchNorm2d(2, momentum=None, device=bn_device).train(training)
+    before = {k: v.numpy().copy() for k, v in bn.state_dict().items()}
+    x = tg.tensor(np.arange(24.0).reshape(3, 2, 2, 2), device=x_device)
+    with pytest.raises(tg.DeviceError, match=rf"BatchNorm2d: the input is on {x_device} but "
+                                             rf".* is on {bn_device}"):
+        bn(x)
+    # refused before anything was counted: momentum=None's average would be off by one
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
+    bn(x.to(bn_device))
+    assert bn.num_batches_tracked.item() == int(training)
+
+
 @pytest.mark.parametrize("track", [True, False])
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_empty_batch_gives_empty_output(track, training):
@@ -576,6 +696,27 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
 def test_layer_construction_errors(make, error, word):
     with pytest.raises(error, match=word):
         make()
+
+
+@pytest.mark.parametrize("layer", [nn.Softmax, nn.LogSoftmax])
+def test_softmax_without_dim(layer):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for shape in [(5,), (2, 5)]:   # the last axis, which is PyTorch's implicit dim here too
+        x = rng.standard_normal(shape)
+        expected = layer(dim=-1)(tg.tensor(x)).numpy()
+        np.testing.assert_array_equal(layer()(tg.tensor(x)).numpy(), expected)
+        with pytest.warns(UserWarning, match="Implicit dimension"):
+            theirs = getattr(torch.nn, layer.__name__)()(torch.tensor(x)).numpy()
+        np.testing.assert_allclose(expected, theirs, rtol=1e-12)
+    # PyTorch would take dim 0 of a 3-D and dim 1 of a 4-D input: refused, not guessed
+    for shape in [(2, 3, 4), (2, 3, 4, 5)]:
+        with pytest.raises(ValueError, match=re.escape(f"{layer.__name__}() without dim got an "
+                                                       f"input of shape {shape}; for inputs of "
+                                                       f"more than 2 dimensions pass dim")):
+            layer()(tg.zeros(*shape))
+    assert layer(dim=1)(tg.zeros(2, 3, 4)).shape == (2, 3, 4)
+    assert repr(layer()) == f"{layer.__name__}(dim=None)"
 
 
 def test_dropout_follows_the_mode():
@@ -659,6 +800,36 @@ def test_init_functions():
     assert (w.numpy() == 1).all()
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         nn.init.xavier_uniform_(tg.zeros(3))
+
+
+FAN_INITS = [nn.init.kaiming_uniform_, nn.init.kaiming_normal_, nn.init.xavier_uniform_,
+             nn.init.xavier_normal_]
+
+
+@pytest.mark.parametrize("fn", FAN_INITS, ids=lambda f: f.__name__)
+def test_init_of_a_zero_element_tensor_warns_and_changes_nothing(fn):
+    # Its fan may be 0 (a division by zero): PyTorch's warning and no-op instead.
+    for shape in [(5, 0), (0, 0), (0, 3, 2, 2)]:
+        t = tg.zeros(*shape)
+        state = tg.get_rng().bit_generator.state
+        with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+            assert fn(t) is t
+        assert t.shape == shape and tg.get_rng().bit_generator.state == state
+    for fn_ in (nn.init.uniform_, nn.init.normal_, nn.init.zeros_):   # no fan: a plain no-op
+        assert fn_(tg.zeros(0, 3)).shape == (0, 3)
+    with pytest.raises(ValueError, match="fan must be a positive number, got 0"):
+        nn.init.kaiming_uniform_(tg.zeros(2, 3), fan=0)
+
+
+@pytest.mark.parametrize("fn", FAN_INITS + [nn.init.uniform_, nn.init.normal_, nn.init.ones_],
+                         ids=lambda f: f.__name__)
+def test_init_refuses_a_non_float_tensor(fn):
+    for dtype in ("int64", "int32", "bool"):
+        t = tg.zeros(4, 3, dtype=dtype)
+        with pytest.raises(TypeError, match=rf"expected a floating-point tensor, got dtype "
+                                            rf"{dtype} \(shape \(4, 3\)\)"):
+            fn(t)
+        assert not t.numpy().any()
 
 
 # ---- summary ---------------------------------------------------------------------------

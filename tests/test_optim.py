@@ -222,6 +222,67 @@ def test_state_follows_the_parameters_to_another_dtype():
     assert all(s["momentum_buffer"].dtype == np.float64 for s in opt.state.values())
 
 
+def read_only_leaf():
+    """A leaf parameter that is a read-only view (an expand) of a tensor it must not change."""
+    base = tg.zeros(1, 3, dtype="float64")
+    p = base.expand(2, 3).detach().requires_grad_()
+    p.grad = tg.tensor(np.arange(6.0).reshape(2, 3))
+    return base, p
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+    lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1),
+    lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=0.1),
+    lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=0.1, amsgrad=True),
+], ids=["sgd", "adam", "adamw", "adamw-amsgrad"])
+def test_a_read_only_leaf_is_updated_on_a_copy_of_its_own(make):
+    base, p = read_only_leaf()
+    q = nn.Parameter(p.numpy())         # the same values, writeable
+    q.grad = p.grad
+    make([p]).step()
+    opt = make([q])
+    opt.step()
+    np.testing.assert_array_equal(p.numpy(), q.numpy())
+    assert not base.numpy().any()       # the view's base is untouched
+    if "step" in opt.state[id(q)]:
+        assert opt.state[id(q)]["step"] == 1
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "adamw-amsgrad"])
+def test_a_failed_adam_step_leaves_parameter_and_state_as_they_were(name, monkeypatch):
+    # Otherwise a retry would run its bias correction a step ahead and count the
+    # gradient twice in the moments.
+    def make(p):
+        return {"adam": lambda: optim.Adam([p], lr=0.1, weight_decay=0.1),
+                "adamw": lambda: optim.AdamW([p], lr=0.1, weight_decay=0.1),
+                "adamw-amsgrad": lambda: optim.AdamW([p], lr=0.1, amsgrad=True)}[name]()
+
+    runs = []
+    for fail in (False, True):
+        base, p = read_only_leaf()
+        opt = make(p)
+        opt.step()                      # a first step, so that there is state to keep
+        before = {k: np.copy(v) for k, v in opt.state[id(p)].items()}
+        value = p.numpy()
+        if fail:
+            def out_of_memory(self):
+                raise MemoryError("no memory for the parameter's copy")
+            with monkeypatch.context() as patch:
+                patch.setattr(tg.Tensor, "_own_writeable_data", out_of_memory)
+                with pytest.raises(MemoryError):
+                    opt.step()
+            np.testing.assert_array_equal(p.numpy(), value)
+            after = opt.state[id(p)]
+            assert after.keys() == before.keys() and after["step"] == 1
+            for k in before:
+                np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+        opt.step()                      # the retry is the second step, as without a failure
+        runs.append((p.numpy(), opt.state[id(p)]["step"]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] == 2
+
+
 def test_optimizer_runs_on_a_strict_device():
     # CuPy's rules: no implicit host conversion, state on the parameter's device.
     pytest.importorskip("strict_backend")

@@ -4,9 +4,13 @@ Every builder takes the image shape ``(C, H, W)`` and the number of
 classes, so one architecture serves the 8x8 digits and 28x28 MNIST.  On
 28x28 inputs the convolutions are "valid" as in the literature; on smaller
 images they are padded to keep their size ("same"), because two valid 5x5
-convolutions do not fit in an 8x8 image.
+convolutions do not fit in an 8x8 image.  The convolutional models halve
+the image twice, so they need images of at least 4x4; a smaller image is
+refused with a ``ValueError`` that says so.
 """
 from __future__ import annotations
+
+import numbers
 
 from . import nn
 
@@ -19,11 +23,48 @@ def _out(size, kernel_size, padding, pool=2):
     return (size + 2 * padding - kernel_size + 1) // pool
 
 
+# LeNet-5 saw 32x32 images; padding 2 gives 28x28 inputs the same geometry.
+_LENET5_PAD1 = 2
+
+
+def _cnn_features(h, w):
+    """(H, W) of the feature maps ``cnn`` flattens, for an H x W image."""
+    return h // 4, w // 4
+
+
+def _lenet5_features(h, w):
+    p2 = _pad(5, (h, w))
+    return tuple(_out(_out(s, 5, _LENET5_PAD1), 5, p2) for s in (h, w))
+
+
+def _nielsen_features(h, w):
+    p = _pad(5, (h, w))
+    return tuple(_out(_out(s, 5, p), 5, p) for s in (h, w))
+
+
+def _check_fits(name, image_shape, features):
+    """Refuse an image that the convolutions and poolings shrink to nothing.
+
+    Otherwise the first sign would be a ``Linear`` with 0 inputs, an error
+    that says nothing about the image.  ``features(h, w)`` gives the size of
+    the feature maps that are flattened.
+    """
+    c, h, w = image_shape
+    fh, fw = features(h, w)
+    if fh >= 1 and fw >= 1:
+        return
+    smallest = next(s for s in range(1, 10_000) if min(features(s, s)) >= 1)
+    raise ValueError(f"model {name!r} needs images of at least {smallest}x{smallest}, got "
+                     f"image shape {tuple(image_shape)}: its convolutions and poolings shrink "
+                     f"an image of {h}x{w} to feature maps of {fh}x{fw}")
+
+
 def cnn(image_shape=(1, 8, 8), num_classes=10):
     """The default CNN: conv3x3 32 -> relu -> maxpool2 -> conv3x3 64 -> relu ->
     maxpool2 -> linear 128 -> relu -> dropout -> linear ``num_classes``."""
+    _check_fits("cnn", image_shape, _cnn_features)
     c, h, w = image_shape
-    h2, w2 = h // 4, w // 4
+    h2, w2 = _cnn_features(h, w)
     return nn.Sequential(
         nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -43,11 +84,11 @@ def mlp(image_shape=(1, 8, 8), num_classes=10, hidden=100):
 def lenet5(image_shape=(1, 28, 28), num_classes=10):
     """LeNet-5 with ReLU and max-pooling: conv5x5 6 -> pool -> conv5x5 16 ->
     pool -> linear 120 -> linear 84 -> linear ``num_classes``."""
+    _check_fits("lenet5", image_shape, _lenet5_features)
     c, h, w = image_shape
-    p1 = 2  # LeNet-5 saw 32x32 images; padding 2 gives 28x28 inputs the same geometry
-    h1, w1 = _out(h, 5, p1), _out(w, 5, p1)
+    p1 = _LENET5_PAD1
     p2 = _pad(5, (h, w))
-    h2, w2 = _out(h1, 5, p2), _out(w1, 5, p2)
+    h2, w2 = _lenet5_features(h, w)
     return nn.Sequential(
         nn.Conv2d(c, 6, 5, padding=p1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 16, 5, padding=p2), nn.ReLU(), nn.MaxPool2d(2),
@@ -58,11 +99,12 @@ def lenet5(image_shape=(1, 28, 28), num_classes=10):
     )
 
 
-def _nielsen(image_shape, num_classes, layer):
+def _nielsen(name, image_shape, num_classes, layer):
+    _check_fits(name, image_shape, _nielsen_features)
     c, h, w = image_shape
     p = _pad(5, (h, w))
     h1, w1 = _out(h, 5, p), _out(w, 5, p)
-    h2, w2 = _out(h1, 5, p), _out(w1, 5, p)
+    h2, w2 = _nielsen_features(h, w)
     return nn.Sequential(
         layer(c, 20, (h, w), p), nn.ReLU(), nn.MaxPool2d(2),
         layer(20, 40, (h1, w1), p), nn.ReLU(), nn.MaxPool2d(2),
@@ -76,14 +118,14 @@ def nielsen(image_shape=(1, 28, 28), num_classes=10):
     """The network of chapter 6 of Nielsen's "Neural Networks and Deep Learning":
     conv5x5 20 -> maxpool2 -> conv5x5 40 -> maxpool2 -> linear 100 -> linear
     ``num_classes``, with ReLU."""
-    return _nielsen(image_shape, num_classes,
+    return _nielsen("nielsen", image_shape, num_classes,
                     lambda cin, cout, size, p: nn.Conv2d(cin, cout, 5, padding=p))
 
 
 def local(image_shape=(1, 28, 28), num_classes=10):
     """``nielsen`` with locally-connected layers in place of the convolutions:
     the same windows, but every output position has its own weights."""
-    return _nielsen(image_shape, num_classes,
+    return _nielsen("local", image_shape, num_classes,
                     lambda cin, cout, size, p: nn.LocallyConnected2d(cin, cout, size, 5, padding=p))
 
 
@@ -91,7 +133,16 @@ MODELS = {"cnn": cnn, "mlp": mlp, "lenet5": lenet5, "nielsen": nielsen, "local":
 
 
 def build(name, image_shape, num_classes=10):
-    """Build model ``name`` for images of ``image_shape`` = (C, H, W)."""
+    """Build model ``name`` for images of ``image_shape`` = (C, H, W).
+
+    A ``ValueError`` names the model and the smallest image it accepts when
+    the image is too small for its convolutions and poolings.
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](tuple(image_shape), num_classes)
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3 or not all(isinstance(s, numbers.Integral) and s >= 1
+                                        for s in image_shape):
+        raise ValueError(f"model {name!r}: image_shape must be (C, H, W), three positive "
+                         f"ints, got {image_shape}")
+    return MODELS[name](image_shape, num_classes)

@@ -16,11 +16,17 @@ A weight whose layout does not follow ``(out, in, *kernel)`` (a
 locally-connected weight (OC, OH, OW, C, KH, KW), or a transposed-conv
 weight, for which PyTorch's rule is known to give the "wrong" fan) can pass
 its fan explicitly with ``fan=``.
+
+Only floating-point tensors can be initialised (a ``TypeError`` otherwise:
+random values cast to integers would be silently truncated).  The
+fan-based initialisers (``kaiming_*``, ``xavier_*``) leave a tensor with
+no elements unchanged and warn, as PyTorch does, since its fan may be 0.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -76,8 +82,29 @@ def calculate_fan_in_and_fan_out(tensor):
     return shape[1] * receptive, shape[0] * receptive
 
 
+def _check_tensor(tensor, name):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name}: init functions fill a Tensor in place, got "
+                        f"{type(tensor).__name__}")
+    if tensor.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {tensor.dtype} "
+                        f"(shape {tensor.shape}); initial values cast to it would be "
+                        f"truncated")
+
+
+def _skip_empty(tensor, name):
+    """Whether ``tensor`` has no elements (its fan may be 0): then warn, as PyTorch."""
+    _check_tensor(tensor, name)
+    if tensor.size == 0:
+        warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=3)
+        return True
+    return False
+
+
 def _fan(tensor, mode, fan):
     if fan is not None:
+        if not isinstance(fan, numbers.Real) or isinstance(fan, bool) or not fan > 0:
+            raise ValueError(f"fan must be a positive number, got {fan!r}")
         return int(fan)
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
@@ -85,10 +112,9 @@ def _fan(tensor, mode, fan):
     return fan_in if mode == "fan_in" else fan_out
 
 
-def _fill_(tensor, host):
+def _fill_(tensor, host, name):
     """Write host values into ``tensor`` in place, in its dtype, on its device."""
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"init functions fill a Tensor in place, got {type(tensor).__name__}")
+    _check_tensor(tensor, name)
     with no_grad(), tensor._backend.context():
         values = tensor._backend.asarray(np.asarray(host).astype(tensor.dtype))
         tensor._own_writeable_data()
@@ -99,17 +125,20 @@ def _fill_(tensor, host):
 
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with samples of U(a, b)."""
-    return _fill_(tensor, get_rng().uniform(a, b, size=tensor.shape))
+    _check_tensor(tensor, "uniform_")   # before drawing: the generator stays where it was
+    return _fill_(tensor, get_rng().uniform(a, b, size=tensor.shape), "uniform_")
 
 
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with samples of N(mean, std^2)."""
-    return _fill_(tensor, get_rng().normal(mean, std, size=tensor.shape))
+    _check_tensor(tensor, "normal_")
+    return _fill_(tensor, get_rng().normal(mean, std, size=tensor.shape), "normal_")
 
 
 def constant_(tensor, value):
     """Fill with ``value``."""
-    return _fill_(tensor, np.full(tensor.shape, value, dtype=np.float64))
+    _check_tensor(tensor, "constant_")
+    return _fill_(tensor, np.full(tensor.shape, value, dtype=np.float64), "constant_")
 
 
 def zeros_(tensor):
@@ -129,6 +158,8 @@ def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fa
     by ``mode`` unless given.  PyTorch's Linear/Conv default is
     ``kaiming_uniform_(w, a=sqrt(5))``, i.e. bound = 1 / sqrt(fan_in).
     """
+    if _skip_empty(tensor, "kaiming_uniform_"):
+        return tensor
     gain = calculate_gain(nonlinearity, a)
     bound = gain * math.sqrt(3.0 / _fan(tensor, mode, fan))
     return uniform_(tensor, -bound, bound)
@@ -136,12 +167,16 @@ def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fa
 
 def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan=None):
     """He initialisation: N(0, std^2), std = gain / sqrt(fan)."""
+    if _skip_empty(tensor, "kaiming_normal_"):
+        return tensor
     gain = calculate_gain(nonlinearity, a)
     return normal_(tensor, 0.0, gain / math.sqrt(_fan(tensor, mode, fan)))
 
 
 def xavier_uniform_(tensor, gain=1.0):
     """Glorot initialisation: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+    if _skip_empty(tensor, "xavier_uniform_"):
+        return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound)
@@ -149,5 +184,7 @@ def xavier_uniform_(tensor, gain=1.0):
 
 def xavier_normal_(tensor, gain=1.0):
     """Glorot initialisation: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    if _skip_empty(tensor, "xavier_normal_"):
+        return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))

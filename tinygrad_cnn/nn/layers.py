@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from ..backend import DeviceError
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
 from .module import Module, Parameter
@@ -84,7 +85,10 @@ class Linear(Module):
         self.in_features = _tuple(in_features, 1, "in_features", 1)[0]
         self.out_features = _tuple(out_features, 1, "out_features", 1)[0]
         self.weight = _param((self.out_features, self.in_features), dtype, device)
-        self.bias = _param((self.out_features,), dtype, device) if bias else None
+        # Registered even when absent (None), as in PyTorch, so that a bias can be
+        # registered later: a plain attribute would hold the name.
+        bias = _param((self.out_features,), dtype, device) if bias else None
+        self.register_parameter("bias", bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -146,7 +150,8 @@ class _ConvNd(Module):
         else:                  # (OC, C/groups, *kernel)
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = _param(shape, dtype, device)
-        self.bias = _param((self.out_channels,), dtype, device) if bias else None
+        bias = _param((self.out_channels,), dtype, device) if bias else None
+        self.register_parameter("bias", bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -285,7 +290,8 @@ class LocallyConnected2d(Module):
         OH, OW = self.output_size
         KH, KW = self.kernel_size
         self.weight = _param((self.out_channels, OH, OW, self.in_channels, KH, KW), dtype, device)
-        self.bias = _param((self.out_channels, OH, OW), dtype, device) if bias else None
+        bias = _param((self.out_channels, OH, OW), dtype, device) if bias else None
+        self.register_parameter("bias", bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -467,24 +473,48 @@ class Sigmoid(Module):
 
 
 class Softmax(Module):
-    """y = softmax(x) along ``dim``"""
+    """y = softmax(x) along ``dim``.
 
-    def __init__(self, dim=-1):
+    Without ``dim`` (``dim=None``) an input of up to 2 dimensions is
+    normalised along its last axis, which is what PyTorch's implicit choice
+    gives there.  An input of more dimensions raises a ``ValueError``: pass
+    ``dim`` explicitly.  PyTorch's deprecated implicit choice for such inputs
+    is dim 1 for 4-D (the channels) but dim 0 for 3-D, and the last axis
+    would be a third answer, so code ported from PyTorch that relies on it
+    would silently normalise along another axis.
+    """
+
+    def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
+    def _axis(self, x):
+        if self.dim is not None:
+            return self.dim
+        if x.ndim > 2:
+            raise ValueError(f"{type(self).__name__}() without dim got an input of shape "
+                             f"{x.shape}; for inputs of more than 2 dimensions pass dim "
+                             f"explicitly, e.g. {type(self).__name__}(dim=1) for the channels "
+                             f"(PyTorch's implicit choice differs with the number of "
+                             f"dimensions)")
+        return -1
+
     def forward(self, x):
-        return x.softmax(axis=self.dim)
+        return x.softmax(axis=self._axis(x))
 
     def extra_repr(self):
         return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):
-    """y = log_softmax(x) along ``dim`` (stable: x - logsumexp x)"""
+    """y = log_softmax(x) along ``dim`` (stable: x - logsumexp x).
+
+    ``dim`` as for :class:`Softmax`: without it, up to 2 dimensions use the
+    last axis and more dimensions raise a ``ValueError``.
+    """
 
     def forward(self, x):
-        return x.log_softmax(axis=self.dim)
+        return x.log_softmax(axis=self._axis(x))
 
 
 class Dropout(Module):
@@ -517,7 +547,9 @@ class _BatchNorm(Module):
     cumulative average, 1/num_batches_tracked.  Evaluation: normalise with
     the running statistics.  With ``track_running_stats=False`` the batch
     statistics are used in both modes.  ``affine`` adds a learned scale
-    ``weight`` (init 1) and shift ``bias`` (init 0) per channel.
+    ``weight`` (init 1) and shift ``bias`` (init 0) per channel.  An input
+    on another device than the layer raises ``DeviceError`` and changes no
+    state.
     """
 
     _ndims = (4,)
@@ -563,9 +595,24 @@ class _BatchNorm(Module):
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
+    def _check_device(self, x):
+        """The input must be on the device of the parameters and running statistics.
+
+        Checked before anything else: the running-statistics update works on raw
+        arrays, so a mismatch would otherwise surface as a low-level array error
+        after ``num_batches_tracked`` had already counted the batch.
+        """
+        for kind, registry in (("parameter", self._parameters), ("buffer", self._buffers)):
+            for name, t in registry.items():
+                if t is not None and t.device != x.device:
+                    raise DeviceError(f"{type(self).__name__}: the input is on {x.device} but "
+                                      f"the layer's {kind} {name!r} is on {t.device}; move "
+                                      f"them to one device with .to(device)")
+
     def forward(self, x):
         C = self.num_features
         _check_input(self, x, self._ndims, C, shape_hint=self._hint.format(C=C))
+        self._check_device(x)
         axes = (0,) + tuple(range(2, x.ndim))          # every axis but the channels
         shape = (1, C) + (1,) * (x.ndim - 2)           # per-channel values, broadcastable
         use_batch = self.training or not self.track_running_stats
@@ -606,14 +653,19 @@ class _BatchNorm(Module):
     def _update_running_stats(self, batch_mean, batch_var, n):
         """running = (1 - m) running + m batch, in place; the variance made unbiased."""
         with self.running_mean._backend.context():
-            self.num_batches_tracked.data[...] += 1
+            # Everything is computed before the first write, so a failure leaves
+            # the statistics and the batch count consistent with each other.
+            count = self.num_batches_tracked.data + 1
             m = self.momentum
             if m is None:  # cumulative average; a device array, so no synchronisation
-                m = 1.0 / self.num_batches_tracked.data.astype(self.running_mean.dtype)
+                m = 1.0 / count.astype(self.running_mean.dtype)
             unbiased = batch_var * (n / (n - 1))
             rm, rv = self.running_mean.data, self.running_var.data
-            rm[...] = (1 - m) * rm + m * batch_mean.astype(rm.dtype)
-            rv[...] = (1 - m) * rv + m * unbiased.astype(rv.dtype)
+            new_mean = (1 - m) * rm + m * batch_mean.astype(rm.dtype)
+            new_var = (1 - m) * rv + m * unbiased.astype(rv.dtype)
+            rm[...] = new_mean
+            rv[...] = new_var
+            self.num_batches_tracked.data[...] = count
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import DeviceError
-from ..tensor import Tensor
+from ..tensor import Tensor, _find_backend_of
 from .module import Module
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss",
@@ -36,6 +36,14 @@ def _check_input(x, name):
 def _check_reduction(reduction, name):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_label_smoothing(label_smoothing, name):
+    if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool):
+        raise TypeError(f"{name}: label_smoothing must be a number in [0, 1], got "
+                        f"{label_smoothing!r}")
+    if not 0.0 <= label_smoothing <= 1.0:   # NaN fails this too
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
 
 
 def _on_device_of(value, ref, name, what="target", dtype=None):
@@ -130,8 +138,7 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
     _check_reduction(reduction, name)
     if not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_label_smoothing(label_smoothing, name)
     if logp.ndim == 0:
         raise ValueError(f"{name}: input must have a class dimension, (C,) or (N, C, ...), "
                          f"got a 0-d tensor")
@@ -184,6 +191,9 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
 def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, name):
     """Cross-entropy against class probabilities ``target`` (same shape as the input)."""
     _check_reduction(reduction, name)
+    # Outside [0, 1] the smoothed target has negative "probabilities": a loss
+    # without meaning, so refused here as on the class-index path.
+    _check_label_smoothing(label_smoothing, name)
     C = logp.shape[1] if logp.ndim > 1 else logp.shape[0]
     if label_smoothing > 0:
         target = target * (1 - label_smoothing) + label_smoothing / C
@@ -206,9 +216,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     class probabilities of the input's shape (a float target).
     ``weight``: optional per-class weights ``(C,)``.  Elements whose target
     is ``ignore_index`` contribute nothing, and ``mean`` averages over the
-    others only (weighted by ``weight[target]``).  ``label_smoothing`` eps
-    mixes the one-hot target with the uniform distribution:
-    ``(1 - eps) * onehot + eps / C``.
+    others only (weighted by ``weight[target]``).  ``label_smoothing`` eps,
+    in [0, 1] for either kind of target, mixes the one-hot (or probability)
+    target with the uniform distribution: ``(1 - eps) * onehot + eps / C``.
 
     Stable for large logits: log_softmax subtracts each row's maximum.
     """
@@ -335,8 +345,19 @@ class _Loss(Module):
         self.reduction = reduction
 
     def _weight_buffer(self, name, value):
+        """Register ``value`` (class weights and the like) as a buffer, in its own precision.
+
+        The functional form casts weights to the input's dtype at use, so a
+        rounding here (to float32, say) would make a float64 loss differ from
+        the functional one.  Arrays keep their float dtype, Python floats are
+        float64, integers and booleans are read as float64.
+        """
         if value is not None and not isinstance(value, Tensor):
-            value = Tensor(np.asarray(value, dtype=np.float64).astype(np.float32))
+            if not isinstance(value, np.ndarray) and _find_backend_of(value) is None:
+                value = np.asarray(value)   # not Tensor(list), which would round to float32
+            value = Tensor(value)
+            if value.dtype.kind != "f":
+                value = value.astype(np.float64)
         self.register_buffer(name, value)
 
     def extra_repr(self):
@@ -344,10 +365,16 @@ class _Loss(Module):
 
 
 class CrossEntropyLoss(_Loss):
-    """``loss(logits, target)`` = :func:`cross_entropy` with fixed settings."""
+    """``loss(logits, target)`` = :func:`cross_entropy` with fixed settings.
+
+    ``weight`` is kept as a buffer in its own precision (see ``_weight_buffer``);
+    ``label_smoothing`` outside [0, 1] is refused here, when the loss is built.
+    """
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
+        # Refused when built, not at the first call deep inside a training loop.
+        _check_label_smoothing(label_smoothing, type(self).__name__)
         self._weight_buffer("weight", weight)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing

@@ -143,7 +143,10 @@ def _move_(t, backend=None, dtype=None):
     """
     data = t.data
     if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
-        data = data.astype(dtype)
+        # The cast allocates: on a GPU that is not the current one it must run
+        # in the source device's context.
+        with t._backend.context():
+            data = data.astype(dtype)
     if backend is not None and backend is not t._backend:
         data = backend.asarray(t._backend.to_numpy(data))
         t._backend = backend
@@ -173,12 +176,20 @@ def _parse_to_args(device, dtype):
     return backend, dtype
 
 
+# The instance attributes Module.__init__ sets: never replaced by a registration.
+_MODULE_STATE = frozenset({"training", "_parameters", "_buffers", "_non_persistent", "_modules",
+                           "_forward_hooks", "_forward_pre_hooks"})
+
+
 class Module:
     """Base class of every layer and network.
 
     Subclass it, call ``super().__init__()`` first, assign parameters,
     buffers and sub-modules as attributes, and define ``forward``.  Call
     the module itself (``model(x)``), not ``forward``, so that hooks run.
+    A name already taken by another attribute (a method such as ``eval``
+    or ``forward``, a setting such as ``training``) cannot be registered:
+    ``KeyError: "attribute 'eval' already exists"``, as in PyTorch.
     """
 
     training: bool
@@ -238,6 +249,19 @@ class Module:
         if not name or "." in name:
             raise KeyError(f"{kind} name {name!r} must be a non-empty string without '.'")
 
+    def _check_free(self, name):
+        """Refuse a name taken by an attribute that is not a parameter, buffer or child.
+
+        Class attributes (methods such as ``eval`` or ``forward``) win over
+        ``__getattr__``: a tensor registered under such a name would be saved
+        and optimised but unreachable as ``self.name``.  As in PyTorch, this is
+        a ``KeyError``; a registered entry of that name may be replaced.
+        """
+        if any(name in r for r in self._registries()):
+            return
+        if hasattr(type(self), name) or name in self.__dict__:
+            raise KeyError(f"attribute '{name}' already exists")
+
     def _forget(self, name):
         """Drop ``name`` from every registry and the instance dict."""
         for registry in self._registries():
@@ -252,7 +276,8 @@ class Module:
             raise TypeError(f"cannot register a {type(param).__name__} as parameter {name!r}: "
                             f"wrap it in nn.Parameter (or register it as a buffer)")
         params, _, _ = self._registries()
-        if name in self.__dict__ or name in self._modules or name in self._buffers:
+        self._check_free(name)
+        if name in self._modules or name in self._buffers:
             self._forget(name)
         params[name] = param
 
@@ -267,7 +292,8 @@ class Module:
             raise TypeError(f"buffer {name!r} must be a Tensor or None, got "
                             f"{type(tensor).__name__}")
         _, buffers, _ = self._registries()
-        if name in self.__dict__ or name in self._parameters or name in self._modules:
+        self._check_free(name)
+        if name in self._parameters or name in self._modules:
             self._forget(name)
         buffers[name] = tensor
         if persistent:
@@ -281,17 +307,25 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         _, _, modules = self._registries()
-        if name in self.__dict__ or name in self._parameters or name in self._buffers:
+        self._check_free(name)
+        if name in self._parameters or name in self._buffers:
             self._forget(name)
         modules[name] = module
 
     register_module = add_module
 
     def __setattr__(self, name, value):
-        if isinstance(value, Parameter):
-            self.register_parameter(name, value)
-        elif isinstance(value, Module):
-            self.add_module(name, value)
+        if isinstance(value, (Parameter, Module)):
+            self._registries()   # the "call super().__init__() first" error, if so
+            # Assignment replaces a plain instance attribute of that name (as in
+            # PyTorch), but not the module's own state; a class attribute is still
+            # refused by _check_free.
+            if name in self.__dict__ and name not in _MODULE_STATE:
+                del self.__dict__[name]
+            if isinstance(value, Parameter):
+                self.register_parameter(name, value)
+            else:
+                self.add_module(name, value)
         else:
             d = self.__dict__
             if name in d.get("_parameters", ()):
@@ -578,12 +612,35 @@ def _check_module(m, where):
     return m
 
 
+def _position(container, idx, accepted="integers or slices"):
+    """Integer index ``idx`` of ``container`` -> its position in [0, len)."""
+    name, n = type(container).__name__, len(container)
+    if not isinstance(idx, numbers.Integral):
+        raise TypeError(f"{name} indices must be {accepted}, got {type(idx).__name__}")
+    if not -n <= idx < n:
+        raise IndexError(f"index {idx} is out of range for a {name} of {n} modules")
+    return int(idx) % n
+
+
+def _check_item_assignment(container, idx):
+    """The position for ``container[idx] = module``: one module at an integer index."""
+    if isinstance(idx, slice):
+        raise TypeError(f"{type(container).__name__} does not support slice assignment (got "
+                        f"{idx!r}); assign one module at an integer index, e.g. "
+                        f"container[0] = module")
+    return _position(container, idx, accepted="integers for item assignment")
+
+
 class Sequential(Module):
     """Modules applied one after the other: ``Sequential(conv, relu, ...)``.
 
     Also ``Sequential(OrderedDict(name=module, ...))`` for named children.
     Indexing gives a child (``model[0]``) or a sub-``Sequential``
     (``model[1:]``); ``len`` and iteration work as for a list.
+    ``model[i] = module`` replaces one child (no slice assignment), and
+    ``del model[i]`` / ``del model[i:j]`` remove children.  As in PyTorch,
+    a deletion renumbers the children left ``"0"``, ``"1"``, ..., which
+    drops the names of a named ``Sequential`` (and changes its state-dict keys).
     """
 
     def __init__(self, *modules):
@@ -595,23 +652,24 @@ class Sequential(Module):
             for i, m in enumerate(modules):
                 self.add_module(str(i), _check_module(m, "Sequential"))
 
-    def _index(self, idx):
-        n = len(self._modules)
-        if not isinstance(idx, numbers.Integral):
-            raise TypeError(f"{type(self).__name__} indices must be integers or slices, "
-                            f"got {type(idx).__name__}")
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for a {type(self).__name__} "
-                             f"of {n} modules")
-        return list(self._modules)[idx % n]
-
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return type(self)(OrderedDict(list(self._modules.items())[idx]))
-        return self._modules[self._index(idx)]
+        return list(self._modules.values())[_position(self, idx)]
 
     def __setitem__(self, idx, module):
-        self.add_module(self._index(idx), _check_module(module, "Sequential"))
+        key = list(self._modules)[_check_item_assignment(self, idx)]
+        self.add_module(key, _check_module(module, "Sequential"))
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        doomed = keys[idx] if isinstance(idx, slice) else [keys[_position(self, idx)]]
+        for key in doomed:
+            self._forget(key)
+        items = list(self._modules.values())
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
 
     def __len__(self):
         return len(self._modules)
@@ -633,6 +691,10 @@ class ModuleList(Module):
     """A list of modules whose parameters are registered (``ModuleList([a, b])``).
 
     It has no ``forward``: iterate over it in the parent's ``forward``.
+    Indexing, slicing, ``len``, ``append``/``extend``/``insert``,
+    ``layers[i] = module`` and ``del layers[i]`` / ``del layers[i:j]`` work
+    as for a list (the children stay numbered ``"0"``, ``"1"``, ...); slice
+    assignment is not supported.
     """
 
     def __init__(self, modules=None):
@@ -649,24 +711,15 @@ class ModuleList(Module):
         items = list(self._modules.values())
         if isinstance(idx, slice):
             return type(self)(items[idx])
-        if not isinstance(idx, numbers.Integral):
-            raise TypeError(f"ModuleList indices must be integers or slices, got "
-                            f"{type(idx).__name__}")
-        if not -len(items) <= idx < len(items):
-            raise IndexError(f"index {idx} is out of range for a ModuleList of "
-                             f"{len(items)} modules")
-        return items[idx]
+        return items[_position(self, idx)]
 
     def __setitem__(self, idx, module):
-        items = list(self._modules.values())
-        if not -len(items) <= idx < len(items):
-            raise IndexError(f"index {idx} is out of range for a ModuleList of "
-                             f"{len(items)} modules")
-        self.add_module(str(idx % len(items)), _check_module(module, "ModuleList"))
+        self.add_module(str(_check_item_assignment(self, idx)),
+                        _check_module(module, "ModuleList"))
 
     def __delitem__(self, idx):
         items = list(self._modules.values())
-        del items[idx]
+        del items[idx if isinstance(idx, slice) else _position(self, idx)]
         self._renumber(items)
 
     def __len__(self):
