@@ -375,37 +375,28 @@ class Adam(Optimizer):
         xp = p.xp
         lr, (beta1, beta2) = group["lr"], group["betas"]
         eps, wd = group["eps"], group["weight_decay"]
-        # The new moments are computed on copies and stored, with the step count,
-        # only once the parameter is updated: a step that fails part-way (a
-        # read-only parameter, the device out of memory) leaves the state as it
-        # was, so a retry neither counts the gradient twice nor runs its bias
-        # correction one step ahead.  (Copies, not out-of-place arithmetic,
-        # which would turn a 0-d parameter's state into NumPy scalars.)
-        if "exp_avg" in state:
-            step = state["step"] + 1
-            m, v = state["exp_avg"].copy(), state["exp_avg_sq"].copy()
-        else:
-            step, m, v = 1, xp.zeros_like(p.data), xp.zeros_like(p.data)
+        if "exp_avg" not in state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] = step = state["step"] + 1
         if wd and not self.decoupled:
             grad = grad + wd * p.data
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         m += (1 - beta1) * grad
         v *= beta2
         v += (1 - beta2) * grad * grad
-        new_state = {"step": step, "exp_avg": m, "exp_avg_sq": v}
-        v_hat = v
         if group["amsgrad"]:
-            v_hat = state.get("max_exp_avg_sq")
-            v_hat = xp.zeros_like(p.data) if v_hat is None else v_hat.copy()
-            xp.maximum(v_hat, v, out=v_hat)
-            new_state["max_exp_avg_sq"] = v_hat
+            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         step_size = lr / (1 - beta1 ** step)
-        denom = xp.sqrt(v_hat) / math.sqrt(1 - beta2 ** step) + eps
+        denom = xp.sqrt(v) / math.sqrt(1 - beta2 ** step) + eps
         # AdamW shrinks the weights directly, p * (1 - lr * wd), before the step
         # (the step does not depend on p, so computing it first changes nothing).
         decay = 1 - lr * wd if wd and self.decoupled else None
         self._apply(p, step_size * m / denom, decay)
-        state.update(new_state)
 
 
 class AdamW(Adam):
