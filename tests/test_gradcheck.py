@@ -279,3 +279,8 @@ def test_max_elements_message_counts_the_checked_elements():
     with pytest.raises(GradcheckError,
                        match=r"5 of 5 element\(s\) \(5 of the input's 1000 elements checked\)"):
         gradcheck(SquareOff.apply, x, max_elements=5)
+
+
+def test_inputs_without_elements_check_nothing():
+    with pytest.raises(ValueError, match="nothing to check"):
+        gradcheck(SquareOff.apply, tg.zeros(0, dtype=tg.float64, requires_grad=True))

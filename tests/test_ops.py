@@ -905,6 +905,10 @@ def test_clip_with_tensor_bounds_gives_ties_to_x(device):
     np.testing.assert_array_equal(x.grad.numpy(), [1, 1, 0])
     np.testing.assert_array_equal(lo.grad.numpy(), [0, 0, 0])
     np.testing.assert_array_equal(hi.grad.numpy(), [0, 0, 1])
+    nan_bound = tg.tensor([np.nan, 0.0], device=device)
+    for clipped, second in ((x[:2].clip(nan_bound), 1), (x[:2].clip(None, nan_bound), 0),
+                            (x[:2].clip(nan_bound, 5.0), 1)):   # NaN, as with a number bound
+        assert np.isnan(clipped.numpy()[0]) and clipped.numpy()[1] == second
 
 
 def test_float16_reductions_accumulate_in_float32():

@@ -244,17 +244,17 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
             if n is None:
                 continue
             a = analytic[k][j]
-            anything = anything or a is not None or bool(n.any())
+            anything = anything or (len(cols) > 0 and (a is not None or bool(n.any())))
             failure = failure or _compare(a, n, cols, x, i, y, k, several, full_jacobian,
                                           atol, rtol, name)
         if failure:
             return _fail(failure, raise_exception)
     if not anything:
-        # Both sides are zero everywhere and agree, checking nothing.
+        # Both sides are zero everywhere (or empty) and agree, checking nothing.
         raise ValueError(
-            f"{name}: fn's outputs do not depend on any input that requires grad, so there "
-            f"is nothing to check; does fn compute from its arguments (not from tensors it "
-            f"closes over)?")
+            f"{name}: fn's outputs do not depend on any input that requires grad (or those "
+            f"inputs have no elements), so there is nothing to check; does fn compute from "
+            f"its arguments (not from tensors it closes over)?")
     return True
 
 
@@ -276,8 +276,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
     compares every Jacobian entry instead of one random contraction per
     output (one backward per output element: for small outputs).
 
-    Returns True, or raises :class:`GradcheckError` naming the input (and
-    output), the worst element and both values (returns False if
+    Tolerances apply to each (input, output) pair on its own, as in
+    PyTorch.  Returns True, or raises :class:`GradcheckError` naming the
+    input (and output), the worst element and both values (returns False if
     ``raise_exception`` is False).
     """
     return _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs,

@@ -364,11 +364,9 @@ class Minimum(_Binary):
 def _split_grad(grad_out, x_wins, x, y):
     """x's share of the gradient: 1 where it wins, 1/2 at ties; where either side
     is NaN (which z then is), the side holding it (x if both), as in PyTorch."""
-    xp = grad_out.xp
-    share_x = x_wins + 0.5 * (x.data == y.data)
-    if x.dtype.kind == "f" or y.dtype.kind == "f":
-        share_x = xp.where(xp.isnan(x.data), 1.0, xp.where(xp.isnan(y.data), 0.0, share_x))
-    share_x = _const(share_x, grad_out)
+    if x.dtype.kind == "f":   # (a NaN y is never equal to x, nor below it)
+        x_wins |= grad_out.xp.isnan(x.data)
+    share_x = _const(x_wins + 0.5 * (x.data == y.data), grad_out)
     return ((grad_out * share_x).sum_to(x.shape),
             (grad_out * (1 - share_x)).sum_to(y.shape))
 

@@ -617,9 +617,14 @@ class Tensor:
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             # A bound takes the gradient only where it wins strictly: at a tie x
             # keeps it, as with number bounds (maximum/minimum would split it).
+            # A NaN bound gives NaN, as a number bound and PyTorch's clamp do.
             if min is not None:
-                x = where(x < min, min, x)
-            return x if max is None else where(x > max, max, x)
+                lo = x._other(min)
+                x = where((x < lo) | (lo != lo), lo, x)
+            if max is not None:
+                hi = x._other(max)
+                x = where((x > hi) | (hi != hi), hi, x)
+            return x
         return ops.Clip.apply(x, lo=min, hi=max)
 
     clamp = clip
