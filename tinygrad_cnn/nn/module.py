@@ -631,6 +631,13 @@ def _check_item_assignment(container, idx):
     return _position(container, idx, accepted="integers for item assignment")
 
 
+def _renumber(container, items):
+    """Make ``items`` the children of ``container``, named "0", "1", ..."""
+    container._modules.clear()
+    for i, m in enumerate(items):
+        container.add_module(str(i), m)
+
+
 class Sequential(Module):
     """Modules applied one after the other: ``Sequential(conv, relu, ...)``.
 
@@ -662,14 +669,9 @@ class Sequential(Module):
         self.add_module(key, _check_module(module, "Sequential"))
 
     def __delitem__(self, idx):
-        keys = list(self._modules)
-        doomed = keys[idx] if isinstance(idx, slice) else [keys[_position(self, idx)]]
-        for key in doomed:
-            self._forget(key)
         items = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
+        del items[idx if isinstance(idx, slice) else _position(self, idx)]
+        _renumber(self, items)
 
     def __len__(self):
         return len(self._modules)
@@ -702,11 +704,6 @@ class ModuleList(Module):
         if modules is not None:
             self.extend(modules)
 
-    def _renumber(self, items):
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
-
     def __getitem__(self, idx):
         items = list(self._modules.values())
         if isinstance(idx, slice):
@@ -720,7 +717,7 @@ class ModuleList(Module):
     def __delitem__(self, idx):
         items = list(self._modules.values())
         del items[idx if isinstance(idx, slice) else _position(self, idx)]
-        self._renumber(items)
+        _renumber(self, items)
 
     def __len__(self):
         return len(self._modules)
@@ -740,4 +737,4 @@ class ModuleList(Module):
     def insert(self, index, module):
         items = list(self._modules.values())
         items.insert(index, _check_module(module, "ModuleList.insert"))
-        self._renumber(items)
+        _renumber(self, items)
