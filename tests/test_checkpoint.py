@@ -177,8 +177,11 @@ def test_save_on_one_device_load_on_another(tmp_path, source, target):
         o.zero_grad()
         nn.cross_entropy(m(x), tg.tensor(np.arange(5), device=dev)).backward()
         o.step()
+    # (up to rounding: the host keeps batch-last convolution outputs, which
+    # the GPU-like strict backend copies to NCHW, and sums round differently)
     for p, q in zip(fresh.parameters(), model.parameters()):
-        assert np.array_equal(p.numpy(), q.numpy())
+        q = q.numpy()
+        np.testing.assert_allclose(p.numpy(), q, rtol=0, atol=1e-5 * np.abs(q).max())
 
 
 # ---- errors ------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def test_layouts_and_chunks_agree(name, monkeypatch):
     limit = F.get_im2col_limit()
     try:
         for layout in ("nkl", "knl", "kln"):
-            monkeypatch.setattr(F, "choose_layout", lambda N, geom, K, layout=layout: layout)
+            monkeypatch.setattr(F, "choose_layout",
+                                lambda *args, layout=layout, **kwargs: layout)
             for chunked in (False, True):
                 F.set_im2col_limit(1 if chunked else limit)  # 1 byte: one image per chunk
                 result = _grads(lambda *xs: fn(F, *xs), arrays)
@@ -272,11 +273,18 @@ def test_unfold_array_writes_into_out():
         out = np.full((2, expected.shape[1] + 1, expected.shape[2]), np.nan)[:, 1:]  # a view
         assert conv_arrays.unfold_array(backend, x, geom, out=out) is out
         np.testing.assert_array_equal(out, expected)
-        with pytest.raises(ValueError, match="'nkl' layout"):
+        with pytest.raises(ValueError, match=r"'kln' layout, of shape \(12, 40\)"):
             conv_arrays.unfold_array(backend, x, geom, "kln", out=out)
         with pytest.raises(ValueError, match=r"shape \(2, 12, 20\)"):
             conv_arrays.unfold_array(backend, x, geom, out=out[:, :, 1:])
-    assert _OwnIm2col.calls == ["nkl"]
+        with pytest.raises(ValueError, match="contiguous last axis"):
+            conv_arrays.unfold_array(backend, x, geom, "knl", out=out)
+        # kln: into the first rows of a taller buffer (a row of ones below, say)
+        expected_kln = conv_arrays.unfold_array(get_backend("cpu"), x, geom, "kln")
+        out = np.full((13, 40), np.nan)[:12]
+        assert conv_arrays.unfold_array(backend, x, geom, "kln", out=out) is out
+        np.testing.assert_array_equal(out, expected_kln)
+    assert _OwnIm2col.calls == ["nkl", "kln"]
 
 
 def test_im2col_limit_setting_and_env():
@@ -450,17 +458,18 @@ def test_hand_written_benchmark_step_check_catches_a_different_step():
 
 
 @pytest.mark.parametrize("device", ["cpu", "own_im2col"])
-def test_conv_forward_with_bias_holds_one_im2col_buffer(device):
+@pytest.mark.parametrize("layout, shape", [("kln", (16, 4, 12, 12)), ("nkl", (2, 4, 36, 36))])
+def test_conv_forward_with_bias_holds_one_im2col_buffer(device, layout, shape):
     """The bias rides in the GEMM on NumPy's im2col; a backend's own im2col, which
     makes its own buffer, must not get a second one to be copied into."""
     import tracemalloc
     register_backend("own_im2col", _OwnIm2col())
     rng = np.random.default_rng(6)
-    x, w, b = (Tensor(rng.standard_normal(s), device=device)      # C*KH*KW < 64: per image
-               for s in [(16, 4, 12, 12), (8, 4, 3, 3), (8,)])
-    assert conv_arrays.choose_layout(16, conv_arrays.conv_geometry("c", x.shape, (3, 3)),
-                                     36) == "nkl"
-    cols = 16 * 4 * 9 * 10 * 10 * 8                                  # N * C*KH*KW * L * 8 bytes
+    x, w, b = (Tensor(rng.standard_normal(s), device=device)      # C*KH*KW < 64
+               for s in [shape, (8, 4, 3, 3), (8,)])
+    geom = conv_arrays.conv_geometry("c", x.shape, (3, 3))
+    assert conv_arrays.choose_layout(shape[0], geom, 36) == layout
+    cols = shape[0] * 36 * geom.OH * geom.OW * 8                     # N * C*KH*KW * L * 8 bytes
     with tg.no_grad():
         F.conv2d(x, w, b)                   # warm-up
         tracemalloc.start()

@@ -15,6 +15,8 @@ import inspect
 import threading
 import weakref
 
+from .conv_arrays import is_batch_last
+
 # Grad mode is per thread, as in PyTorch: a no_grad block in one thread must
 # not switch recording off (or, exiting out of order, on) in another.
 _grad_mode = threading.local()
@@ -325,6 +327,13 @@ def _conform(gx, x, fn):
         raise RuntimeError(
             f"{fn.name}.backward returned a gradient on {gx.device} for an "
             f"input on {x.device}")
+    if gx.data.strides != x.data.strides and is_batch_last(gx.data) != is_batch_last(x.data):
+        # A gradient is stored as its tensor is (batch-last or C order): the
+        # backward that reads it reads the tensor's saved arrays (a ReLU
+        # mask, a pool's input) with it, and NumPy reads arrays of two
+        # orders in one pass across the cache.
+        from .ops import Relayout
+        gx = Relayout.apply(gx, like=x.data)
     # Mixed-precision ops (float32 + float64) give the wider dtype; the
     # gradient of each input has that input's own dtype.
     return gx if gx.dtype == x.dtype else gx.astype(x.dtype)

@@ -42,6 +42,21 @@ channel-major.  Copying patches is a loop over contiguous runs: ``knl`` and
 (``OW * N`` elements for stride 1), several times cheaper for short rows (a
 8x8 LeNet feature map).  :func:`choose_layout` picks one per convolution.
 
+Batch-last arrays
+-----------------
+A ``kln`` GEMM writes its output as (C, OH, OW, N): the batch innermost.
+Rather than copy that to NCHW, the convolution returns it as an (N, C, OH,
+OW) *view* of that memory (:func:`is_batch_last`), and the next ops read it
+as it is: ReLU and pooling keep the order of their input, a following
+``kln`` convolution takes its columns straight from it, and ``flatten``
+stays a view.  Reading two arrays of one shape stored in different orders
+in one NumPy pass, though, reads one of them across the cache (up to 20x
+slower than either order alone), so an op that combines them first copies
+one into the other's order (:func:`in_order_of`, a tiled copy), and the
+autograd engine gives every gradient the order of its tensor.  Array code
+that needs NCHW (the ``nkl`` and ``knl`` columns) converts with
+:func:`as_nchw`.  Values never depend on the order, only speed does.
+
 Backend kernels
 ---------------
 A backend may bring its own kernels (the CUDA ones of
@@ -324,36 +339,96 @@ CACHE_BLOCK_BYTES = 1 << 18   # 256 KiB: several arrays of one slice fit a 1-2 M
 
 
 def cache_chunks(backend, x):
-    """[(lo, hi), ...]: the batch of x in slices of about ``CACHE_BLOCK_BYTES`` (at
-    least one image each).
+    """[index, ...]: x (N, C, ...) in slices of about ``CACHE_BLOCK_BYTES`` - of the
+    batch (at least one image each), or of the channels if x is batch-last.
 
     Array code that makes several passes over the same data (the per-offset
     masks of the max-pool backward, say) runs them slice by slice on backends
     with ``cache_blocking`` (host memory), so the later passes read from the
-    CPU's L2 cache instead of main memory; elsewhere the batch is one slice.
+    CPU's L2 cache instead of main memory; elsewhere x is one slice.  Each
+    index is a tuple of slices, to apply to x and to arrays stored like it.
     """
-    N = x.shape[0]
+    lead = (slice(None),) if is_batch_last(x) else ()   # slice the outermost axis in memory
+    n = x.shape[len(lead)]
     if not backend.cache_blocking or x.nbytes <= CACHE_BLOCK_BYTES:
-        return [(0, N)]
-    step = max(1, CACHE_BLOCK_BYTES * N // x.nbytes)
-    return [(lo, min(N, lo + step)) for lo in range(0, N, step)]
+        return [lead + (slice(0, n),)]
+    step = max(1, CACHE_BLOCK_BYTES * n // x.nbytes)
+    return [lead + (slice(lo, min(n, lo + step)),) for lo in range(0, n, step)]
 
 
 # ---- layouts ---------------------------------------------------------------------------
-def choose_layout(N, geom, K):
+def choose_layout(N, geom, K, batch_last=False, host=True):
     """The column layout for a conv GEMM over N images with K = C*KH*KW rows.
 
-    ``nkl`` (one GEMM per image, output already NCHW) when each image's
-    product is big enough on its own (L = OH*OW >= 256 columns) or K is so
-    small that transposing x, y and the output gradient would cost more
-    than the products.  Otherwise all images side by side in one GEMM:
-    ``kln`` when output rows are short (copying OW-element runs is slow),
-    else ``knl``.  (Measured on the LeNet and 3x3 benchmark convolutions,
-    see docs/benchmarks.md.)
+    On the ``host`` (NumPy: outputs stay batch-last, see "Batch-last
+    arrays"): ``kln`` (all images side by side in one GEMM, the batch
+    innermost) when the operand it reads is already ``batch_last`` (the
+    pooled output of a ``kln`` convolution, say), whose columns then come
+    straight from it, or when K is small (few input channels: laying x out
+    batch-last is cheap) and images are narrow; the output then stays
+    batch-last for the next ops.  Otherwise ``nkl`` (one GEMM per image,
+    output NCHW) when each image's product is big enough on its own
+    (L = OH*OW >= 256 columns) or K is small, and for the rest all images
+    side by side: ``kln`` when output rows are short (copying OW-element
+    runs is slow), else ``knl``.  (Measured on the LeNet and 3x3 benchmark
+    convolutions and small CNNs, see docs/benchmarks.md.)
     """
+    if host and N >= 4 and (batch_last or (K < 64 and geom.OW < 32)):
+        return "kln"
     if K < 64 or geom.OH * geom.OW >= 256 or N < 2:
         return "nkl"
     return "kln" if geom.OW < 16 and N >= 4 else "knl"
+
+
+def is_batch_last(a):
+    """Is ``a`` (N, C, ...) stored batch-last: a view of a C-contiguous (C, ..., N)
+    array, and not also C-contiguous itself (as with N = 1)?  (3 or more axes.)"""
+    return (a.ndim > 2 and a.strides[0] == a.itemsize and not a.flags.c_contiguous
+            and a.transpose(tuple(range(1, a.ndim)) + (0,)).flags.c_contiguous)
+
+
+def empty_batch_last(backend, shape, dtype):
+    """An uninitialised array of ``shape`` (N, C, ...) stored batch-last."""
+    xp = backend.xp
+    return xp.moveaxis(xp.empty(tuple(shape[1:]) + tuple(shape[:1]), dtype=dtype), -1, 0)
+
+
+def empty_as(backend, ref, shape=None, dtype=None):
+    """An uninitialised array of ``shape`` (default ref's) stored like ``ref``:
+    batch-last if ``ref`` is, else C order."""
+    shape = ref.shape if shape is None else shape
+    dtype = ref.dtype if dtype is None else dtype
+    if is_batch_last(ref):
+        return empty_batch_last(backend, shape, dtype)
+    return backend.xp.empty(shape, dtype=dtype)
+
+
+def assign(backend, out, a):
+    """``out[...] = a``, as a tiled copy (:func:`batch_first`, :func:`batch_last`)
+    where one of the two is batch-last and the other C-contiguous."""
+    xp = backend.xp
+    if is_batch_last(a) and out.flags.c_contiguous:
+        batch_first(backend, xp.moveaxis(a, 0, -1), out)
+    elif is_batch_last(out) and a.flags.c_contiguous:
+        batch_last(backend, a, xp.moveaxis(out, 0, -1))
+    else:
+        out[...] = a
+    return out
+
+
+def in_order_of(backend, a, ref):
+    """``a`` (of ``ref``'s shape) stored like ``ref``: ``a`` itself where the two
+    agree on being batch-last (see the module notes) or ``a`` is a broadcast
+    (a zero stride: a copy would only multiply its memory), else a copy."""
+    if (a.strides == ref.strides or is_batch_last(a) == is_batch_last(ref)
+            or 0 in a.strides):
+        return a
+    return assign(backend, empty_as(backend, ref, a.shape, a.dtype), a)
+
+
+def as_nchw(backend, a):
+    """``a`` in C order if it is batch-last (a tiled copy), else ``a`` itself."""
+    return batch_first(backend, backend.xp.moveaxis(a, 0, -1)) if is_batch_last(a) else a
 
 
 def as_blocks(cols, layout):
@@ -364,12 +439,15 @@ def as_blocks(cols, layout):
 
 def to_rows(backend, a, layout):
     """(N, C, OH, OW) -> (B, C, P): one row per channel, columns in ``layout`` order
-    (a copy, except for ``nkl`` which is a reshape)."""
+    (a copy, except for ``nkl`` of C-order ``a`` and ``kln`` of batch-last ``a``,
+    which are views)."""
     N, C, OH, OW = a.shape
     if layout == "nkl":
-        return a.reshape(N, C, OH * OW)                              # (N, C, OH*OW)
+        return as_nchw(backend, a).reshape(N, C, OH * OW)            # (N, C, OH*OW)
     if layout == "knl":
         return a.transpose(1, 0, 2, 3).copy().reshape(1, C, N * OH * OW)  # (1, C, P)
+    if is_batch_last(a):
+        return backend.xp.moveaxis(a, 0, -1).reshape(1, C, OH * OW * N)  # (1, C, P), a view
     return batch_last(backend, a).reshape(1, C, OH * OW * N)        # (1, C, P)
 
 
@@ -377,11 +455,11 @@ def from_rows(backend, rows, N, OH, OW, layout, out):
     """(B, C, P) with columns in ``layout`` order -> copied into ``out`` (N, C, OH, OW)."""
     C = rows.shape[1]
     if layout == "nkl":
-        out[...] = rows.reshape(N, C, OH, OW)
+        assign(backend, out, rows.reshape(N, C, OH, OW))
     elif layout == "knl":
         out[...] = rows.reshape(C, N, OH, OW).transpose(1, 0, 2, 3)
-    else:
-        batch_first(backend, rows.reshape(C, OH, OW, N), out)
+    else:   # (C, OH, OW, N) -> (N, C, OH, OW)
+        assign(backend, out, backend.xp.moveaxis(rows.reshape(C, OH, OW, N), -1, 0))
     return out
 
 
@@ -416,6 +494,15 @@ def _move_batch(backend, a, source, destination, out):
     if not (backend.cache_blocking and a.ndim > 2 and a.nbytes >= 1 << 20
             and step % 256 == 0):
         out[...] = moved
+        return out
+    if destination == 0 and a.flags.c_contiguous and out.flags.c_contiguous:
+        # (rest, N) -> (N, rest), a 2-D transpose: in tiles of all N by 128
+        # (N <= 64) or 64 of the rest, 32-64 KiB, 1.5-2x faster than the
+        # tiles below for images of 24x24 and more (same for 8x8).
+        src, dst = a.reshape(-1, N), out.reshape(N, -1)
+        width = 128 if N <= 64 else 64
+        for i in range(0, src.shape[0], width):
+            dst[:, i:i + width] = src[i:i + width].T
         return out
     # Tiles along the channel axis (first after the batch in NCHW, first of the
     # batch-last layout) and along the batch axis.
@@ -484,9 +571,12 @@ def _tile_axes(backend, a):
 
 
 def _padded(backend, x, geom, value=0.0, channels_first=False):
-    """x (N, C, H, W) padded per ``geom``; with ``channels_first`` laid out (C, Hp, Wp, N)."""
+    """x (N, C, H, W) padded per ``geom``, stored like x; with ``channels_first`` laid
+    out (C, Hp, Wp, N) (a view of a batch-last x, if there is no padding)."""
     xp = backend.xp
     if channels_first:
+        if not geom.padded and is_batch_last(x):
+            return xp.moveaxis(x, 0, -1)                             # (C, H, W, N)
         N, C = x.shape[:2]
         out = xp.empty((C, geom.Hp, geom.Wp, N), dtype=x.dtype)
         if geom.padded:
@@ -496,7 +586,8 @@ def _padded(backend, x, geom, value=0.0, channels_first=False):
     if not geom.padded:
         return x
     N, C = x.shape[:2]
-    out = xp.full((N, C, geom.Hp, geom.Wp), value, dtype=x.dtype)
+    out = empty_as(backend, x, (N, C, geom.Hp, geom.Wp))
+    out[...] = value
     out[(Ellipsis,) + geom.interior()] = x
     return out
 
@@ -518,14 +609,19 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
     Padding is zeros.  Returns a contiguous array: a new one, except where the
     windows are x itself (a 1x1 kernel, stride 1, no padding), when it may be
     a read-only view of x.  With ``out`` (an array or view of the result's
-    shape, ``nkl`` only) the columns are written there and ``out`` returned.
+    shape whose last axis is contiguous; ``nkl`` or ``kln`` only) the columns
+    are written there and ``out`` returned.
     """
     if out is not None:
-        expected = (x.shape[0], x.shape[1] * geom.KH * geom.KW, geom.OH * geom.OW)
-        if layout != "nkl" or tuple(out.shape) != expected:
+        N, K, L = x.shape[0], x.shape[1] * geom.KH * geom.KW, geom.OH * geom.OW
+        expected = {"nkl": (N, K, L), "kln": (K, L * N)}.get(layout)
+        if (expected is None or tuple(out.shape) != expected
+                or (out.shape[-1] > 1 and out.strides[-1] != out.itemsize)):
             raise ValueError(f"unfold_array: out must be for the 'nkl' layout, of shape "
-                             f"{shape_str(expected)}; got layout {layout!r} and shape "
-                             f"{shape_str(out.shape)}")
+                             f"{shape_str((N, K, L))}, or the 'kln' layout, of shape "
+                             f"{shape_str((K, L * N))}, with a contiguous last axis; got "
+                             f"layout {layout!r}, shape {shape_str(out.shape)} and "
+                             f"strides {out.strides}")
     kernel = backend_kernel(backend, "im2col", x.dtype)
     if kernel is not None:
         cols = kernel(x, geom, layout)
@@ -542,8 +638,11 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
         windows = backend.as_strided(                        # (C, KH, KW, OH, OW, N)
             xt, (C, geom.KH, geom.KW, geom.OH, geom.OW, N),
             (sC, sH * geom.dh, sW * geom.dw, sH * geom.sh, sW * geom.sw, sN))
+        if out is not None:
+            out.reshape(windows.shape)[...] = windows
+            return out
         return xp.ascontiguousarray(windows).reshape(K, L * N)
-    xpad = _padded(backend, x, geom)                         # (N, C, Hp, Wp)
+    xpad = _padded(backend, as_nchw(backend, x), geom)       # (N, C, Hp, Wp)
     sN, sC, sH, sW = xpad.strides
     windows = backend.as_strided(                            # (N, C, KH, KW, OH, OW)
         xpad, (N, C, geom.KH, geom.KW, geom.OH, geom.OW),
@@ -596,8 +695,11 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
         acc = xp.zeros((C, geom.Hp, geom.Wp, N), dtype=cols.dtype)
         for _, i, j in geom.offsets():
             acc[(slice(None),) + geom.window(i, j)] += cols[:, i, j]
-        # (C, H, W, N) -> (N, C, H, W)
-        return batch_first(backend, acc[(slice(None),) + geom.interior()], out)
+        result = xp.moveaxis(acc[(slice(None),) + geom.interior()], -1, 0)  # (N, C, H, W)
+        if out is None:   # batch-last, as the columns (a copy only to drop the padding)
+            return xp.moveaxis(xp.ascontiguousarray(acc[(slice(None),) + geom.interior()]),
+                               -1, 0) if geom.padded else result
+        return assign(backend, out, result)
     else:
         raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
     if out is not None:
@@ -635,12 +737,12 @@ def max_pool_array(backend, x, geom):
         return kernel(x, geom)
     xp = backend.xp
     windows = _windows(backend, x, geom, -np.inf)
-    y = xp.empty(windows[0].shape, dtype=x.dtype)
-    for lo, hi in cache_chunks(backend, x):
-        part = y[lo:hi]
-        part[...] = windows[0][lo:hi]
+    y = empty_as(backend, x, windows[0].shape)
+    for c in cache_chunks(backend, x):
+        part = y[c]
+        part[...] = windows[0][c]
         for w in windows[1:]:
-            xp.maximum(part, w[lo:hi], out=part)
+            xp.maximum(part, w[c], out=part)
     return y
 
 
@@ -686,16 +788,19 @@ def max_pool_scatter_array(backend, g, x, y, geom):
     tiles = (not geom.padded and not geom.overlapping and geom.sh == geom.KH
              and geom.sw == geom.KW and geom.H == geom.OH * geom.sh
              and geom.W == geom.OW * geom.sw)
-    acc = (xp.empty if tiles else xp.zeros)((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
-    for lo, hi in cache_chunks(backend, x):
-        part = acc[lo:hi]
-        for k, i, j, hit in first_max_masks(backend, x[lo:hi], y[lo:hi], geom):
+    acc = empty_as(backend, x, (N, C, geom.Hp, geom.Wp), g.dtype)
+    if not tiles:
+        acc[...] = 0
+    g = in_order_of(backend, g, y)
+    for c in cache_chunks(backend, x):
+        part = acc[c]
+        for k, i, j, hit in first_max_masks(backend, x[c], y[c], geom):
             target = part[(Ellipsis,) + geom.window(i, j)]
             if geom.overlapping:
-                target += g[lo:hi] * hit
+                target += g[c] * hit
             else:  # each input element is in at most one window: write, don't add
-                xp.multiply(g[lo:hi], hit, out=target)
-    return xp.ascontiguousarray(acc[(Ellipsis,) + geom.interior()]) if geom.padded else acc
+                xp.multiply(g[c], hit, out=target)
+    return _interior(backend, acc, geom)
 
 
 def max_pool_gather_array(backend, gx, x, y, geom):
@@ -705,18 +810,20 @@ def max_pool_gather_array(backend, gx, x, y, geom):
     if kernel is not None:
         return kernel(gx, x, y, geom)
     xp = backend.xp
-    gx_windows = _windows(backend, gx, geom, 0.0)
-    out = xp.zeros(y.shape, dtype=gx.dtype)
-    for lo, hi in cache_chunks(backend, x):
-        for k, _, _, hit in first_max_masks(backend, x[lo:hi], y[lo:hi], geom):
-            xp.copyto(out[lo:hi], gx_windows[k][lo:hi], where=hit)
+    gx_windows = _windows(backend, in_order_of(backend, gx, x), geom, 0.0)
+    out = empty_as(backend, y, dtype=gx.dtype)
+    out[...] = 0
+    for c in cache_chunks(backend, x):
+        for k, _, _, hit in first_max_masks(backend, x[c], y[c], geom):
+            xp.copyto(out[c], gx_windows[k][c], where=hit)
     return out
 
 
 def max_pool_indices(backend, x, y, geom):
     """PyTorch's flat indices into H*W of the first maximal element of each window, int64."""
     xp = backend.xp
-    arg = xp.zeros(y.shape, dtype=np.int64)
+    arg = empty_as(backend, y, dtype=np.int64)
+    arg[...] = 0
     for k, _, _, hit in first_max_masks(backend, x, y, geom):
         xp.copyto(arg, k, where=hit)
     rows = np.arange(geom.OH) * geom.sh - geom.pt
@@ -730,7 +837,8 @@ def max_pool_indices(backend, x, y, geom):
 def sum_pool_array(backend, x, geom):
     """The sum of each window (zero padding) -> (N, C, OH, OW)."""
     windows = _windows(backend, x, geom, 0.0)
-    y = windows[0].copy()
+    y = empty_as(backend, x, windows[0].shape)
+    y[...] = windows[0]
     for w in windows[1:]:
         y += w
     return y
@@ -738,16 +846,25 @@ def sum_pool_array(backend, x, geom):
 
 def sum_pool_adjoint_array(backend, g, geom):
     """The adjoint of :func:`sum_pool_array`: g added to every element of its window."""
-    xp = backend.xp
     N, C = g.shape[:2]
-    acc = xp.zeros((N, C, geom.Hp, geom.Wp), dtype=g.dtype)
+    acc = empty_as(backend, g, (N, C, geom.Hp, geom.Wp))
+    acc[...] = 0
     for _, i, j in geom.offsets():
         target = acc[(Ellipsis,) + geom.window(i, j)]
         if geom.overlapping:
             target += g
         else:
             target[...] = g
-    return xp.ascontiguousarray(acc[(Ellipsis,) + geom.interior()]) if geom.padded else acc
+    return _interior(backend, acc, geom)
+
+
+def _interior(backend, acc, geom):
+    """The unpadded part of ``acc`` (N, C, Hp, Wp), copied (in acc's order) if padded."""
+    if not geom.padded:
+        return acc
+    out = empty_as(backend, acc, acc.shape[:2] + (geom.H, geom.W))
+    out[...] = acc[(Ellipsis,) + geom.interior()]
+    return out
 
 
 def avg_pool_divisor(geom, ph, pw, count_include_pad, divisor_override):
@@ -837,7 +954,8 @@ __all__ = [
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
     "as_blocks", "to_rows", "from_rows", "batch_first", "batch_last", "contiguous",
     "tiled_copy_pays",
-    "cache_chunks", "unfold_array", "fold_array",
+    "cache_chunks", "unfold_array", "fold_array", "is_batch_last", "empty_batch_last",
+    "empty_as", "assign", "in_order_of", "as_nchw",
     "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
     "adaptive_bins", "adaptive_avg_matrix", "adaptive_max_array", "index_scatter_array",

@@ -52,10 +52,10 @@ import numpy as np
 
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
-    ConvGeometry, adaptive_avg_matrix, adaptive_max_array, avg_pool_divisor, backend_kernel,
-    batch_chunks, contiguous,
-    as_blocks, choose_layout, conv_geometry, fold_array, from_rows, get_im2col_limit, im2col_bytes,
-    index_gather_array, index_scatter_array, max_pool_array, max_pool_gather_array,
+    ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
+    backend_kernel, batch_chunks, choose_layout, contiguous, conv_geometry,
+    fold_array, from_rows, get_im2col_limit, im2col_bytes, index_gather_array,
+    index_scatter_array, is_batch_last, max_pool_array, max_pool_gather_array,
     max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding,
     set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
     unfold_array,
@@ -151,7 +151,7 @@ class Fold(Function):
     def forward(self, cols, geom, channels):
         self.geom = geom
         N, K, L = cols.shape
-        if not self.backend.cache_blocking or choose_layout(N, geom, K) != "kln":
+        if not self.backend.cache_blocking or choose_layout(N, geom, K, host=False) != "kln":
             return fold_array(self.backend, cols, geom, N, channels, "nkl")
         # Short output rows, in NumPy: fold_array's adds run along rows of OW
         # elements per image, or of OW*N with the batch innermost; a copy
@@ -312,46 +312,79 @@ def _conv2d(op, x, w, b, stride, padding, dilation, groups, x_shown, w_shown):
     return Conv2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
 
 
+def _layout(backend, chunks, geom, K, a):
+    """The column layout for a convolution over ``chunks`` of the batch that reads
+    ``a`` (x, or the output gradient) in columns' order: one for all chunks.
+    A batch-last ``a`` asks for ``kln`` only when it is one chunk: gathering a
+    chunk of the batch out of it takes a slow strided copy per chunk."""
+    if not chunks:
+        return None
+    lo, hi = chunks[0]
+    return choose_layout(hi - lo, geom, K, len(chunks) == 1 and is_batch_last(a),
+                         backend.cache_blocking)
+
+
 def _correlate(backend, x, w, b, geom, groups):
     """conv2d on arrays: (y, cols, layout), one GEMM per group and chunk.
 
     ``cols`` are the columns of the last chunk (all of x when the batch was
-    not chunked, which Conv2d keeps for the weight gradient).
+    not chunked, which Conv2d keeps for the weight gradient).  With the
+    ``kln`` layout y is batch-last, as the GEMM wrote it (see "Batch-last
+    arrays" in :mod:`tinygrad_cnn.conv_arrays`).
     """
     xp = backend.xp
     N, C = x.shape[:2]
     OC, K, L = w.shape[0], C * geom.KH * geom.KW, geom.OH * geom.OW
-    y = xp.empty((N, OC, geom.OH, geom.OW), dtype=x.dtype)
     w_groups = w.reshape(groups, OC // groups, K // groups)              # (G, OC/G, K/G)
-    cols = layout = None      # stay None for an empty batch
-    for lo, hi in batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize)):
+    chunks = batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize))
+    # One layout for all chunks, so that y has one memory order.
+    layout = _layout(backend, chunks, geom, K, x)
+    if layout != "kln":
+        x = as_nchw(backend, x)   # once, not chunk by chunk
+    y_shape = (N, OC, geom.OH, geom.OW)
+    # On the host a kln GEMM's output stays as it is (batch-last); a GPU
+    # backend's own kernels read NCHW, and get y copied into it once.
+    if layout == "kln" and backend.cache_blocking and len(chunks) == 1:
+        y = None              # the GEMM's output itself, below
+    else:
+        y = xp.empty(y_shape, dtype=x.dtype)
+    cols = None               # stays None for an empty batch
+    for lo, hi in chunks:
         cols = blocks = None  # drop the previous chunk's columns before making the next
-        layout = choose_layout(hi - lo, geom, K)
-        if (layout == "nkl" and b is not None and groups == 1
+        if ((layout == "nkl" or (layout == "kln" and K < 64)) and b is not None and groups == 1
                 and backend_kernel(backend, "im2col", x.dtype) is None):
-            # One product per image, written straight into NCHW y, with the
-            # bias in the GEMM (w gets b as a last column, the columns a row
-            # of ones): adding it to y, row of OH*OW by row, is a slow pass
-            # in NumPy.  (A backend's own im2col makes its own buffer, which
-            # would then be copied: those take the general path.)
-            ones = xp.empty((hi - lo, K + 1, L), dtype=x.dtype)         # (N, K+1, L)
-            ones[:, K] = 1
-            cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:, :K])
+            # The bias in the GEMM (w gets b as a last column, the columns a
+            # row of ones): adding it to y afterwards is one more pass over
+            # y, and for nkl one over rows of only OH*OW.  (A backend's own
+            # im2col makes its own buffer, which would then be copied: those
+            # take the general path.)
             w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)
-            xp.matmul(w_b, ones, out=y[lo:hi].reshape(hi - lo, OC, L))
-            continue
-        cols = unfold_array(backend, x[lo:hi], geom, layout)
-        blocks = as_blocks(cols, layout)                                # (B, K, P)
-        B, _, P = blocks.shape
-        blocks = blocks.reshape(B, groups, K // groups, P)
-        if layout == "nkl":   # one product per image, written straight into NCHW y
-            xp.matmul(w_groups, blocks, out=y[lo:hi].reshape(B, groups, -1, P))
-            if b is not None:
-                y[lo:hi] += b.reshape(1, OC, 1, 1)
+            if layout == "nkl":   # one product per image, written straight into NCHW y
+                ones = xp.empty((hi - lo, K + 1, L), dtype=x.dtype)     # (N, K+1, L)
+                ones[:, K] = 1
+                cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:, :K])
+                xp.matmul(w_b, ones, out=y[lo:hi].reshape(hi - lo, OC, L))
+                continue
+            ones = xp.empty((K + 1, L * (hi - lo)), dtype=x.dtype)      # (K+1, P)
+            ones[K] = 1
+            cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:K])
+            rows = (w_b @ ones).reshape(1, OC, L * (hi - lo))           # (1, OC, P)
         else:
+            cols = unfold_array(backend, x[lo:hi], geom, layout)
+            blocks = as_blocks(cols, layout)                            # (B, K, P)
+            B, _, P = blocks.shape
+            blocks = blocks.reshape(B, groups, K // groups, P)
+            if layout == "nkl":   # one product per image, written straight into NCHW y
+                xp.matmul(w_groups, blocks, out=y[lo:hi].reshape(B, groups, -1, P))
+                if b is not None:
+                    y[lo:hi] += b.reshape(1, OC, 1, 1)
+                continue
             rows = (w_groups @ blocks).reshape(B, OC, P)                # (1, OC, P)
             if b is not None:   # long rows here, short ones in y
                 rows += b.reshape(1, OC, 1)
+        if y is None:   # y is the GEMM's output itself
+            y = xp.moveaxis(rows.reshape(OC, geom.OH, geom.OW, N), -1, 0)
+        else:
             from_rows(backend, rows, hi - lo, geom.OH, geom.OW, layout,
                       out=y[lo:hi])                                     # (N, OC, OH, OW)
     return y, cols, layout
@@ -428,17 +461,27 @@ class ConvTranspose2d(Function):
                       .reshape(OC, C // groups, geom.KH, geom.KW))
             y = _correlate(self.backend, x, w_flip, None, flipped, groups)[0]
         else:
-            y = self.xp.empty((N, OC, geom.H, geom.W), dtype=x.dtype)
+            chunks = batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize))
+            layout = _layout(self.backend, chunks, geom, K, x)
+            if layout != "kln":
+                x = as_nchw(self.backend, x)
+            y_shape = (N, OC, geom.H, geom.W)
+            # On the host, kln columns fold into a batch-last y (the one
+            # chunk's fold result itself), as in _correlate.
+            keep = layout == "kln" and self.backend.cache_blocking and len(chunks) == 1
+            y = None if keep else self.xp.empty(y_shape, dtype=x.dtype)
             w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
-            for lo, hi in batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize)):
+            for lo, hi in chunks:
                 cols = blocks = None  # drop the previous chunk's columns first
-                layout = choose_layout(hi - lo, geom, K)
                 if rows is None or hi - lo != N:
                     rows = to_rows(self.backend, x[lo:hi], layout)      # (B, C, P)
                 B, _, P = rows.shape
                 blocks = w_t @ rows.reshape(B, groups, C // groups, P)  # (B, G, K/G, P)
                 cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
-                fold_array(self.backend, cols, geom, hi - lo, OC, layout, out=y[lo:hi])
+                if keep:
+                    y = fold_array(self.backend, cols, geom, N, OC, layout)
+                else:
+                    fold_array(self.backend, cols, geom, hi - lo, OC, layout, out=y[lo:hi])
         if b is not None:
             y += b.reshape(1, OC, 1, 1)
         return y
@@ -457,6 +500,38 @@ class ConvTranspose2d(Function):
         return grad_x, grad_w, grad_b
 
 
+WEIGHT_GRAD_COLUMNS = 1024
+
+
+def _weight_product(cols, rows):
+    """cols (B, G, K, P) and rows (B, G, OC, P) -> the sum over B of cols @ rows.T
+    (G, K, OC).
+
+    cols @ rows.T rather than rows @ cols.T: the same product, transposed, and
+    20-40 % faster in OpenBLAS for these tall-skinny shapes.  A single long
+    product with few rows (K < 64, P >= 4096: the first convolution of a
+    network, in the ``kln`` layout) goes as a batch of products over
+    ``WEIGHT_GRAD_COLUMNS`` columns each, summed: OpenBLAS runs the one long
+    product 1.4-2x slower (measured on 2-vCPU x86 machines, see
+    docs/benchmarks.md).
+    """
+    B, G, K, P = cols.shape
+    step = WEIGHT_GRAD_COLUMNS
+    if B > 1 or K >= 64 or P < 4 * step:
+        products = cols @ rows.swapaxes(-1, -2)                         # (B, G, K, OC)
+        return products.sum(axis=0) if B > 1 else products[0]
+    OC, main = rows.shape[2], P - P % step
+    # views, no copies: each block is a (K, step) slice of rows P elements apart
+    col_blocks = cols[0, ..., :main].reshape(G, K, main // step, step)  # (G, K, nb, step)
+    row_blocks = rows[0, ..., :main].reshape(G, OC, main // step, step)  # (G, OC, nb, step)
+    products = (col_blocks.transpose(2, 0, 1, 3)                        # (nb, G, K, OC)
+                @ row_blocks.transpose(2, 0, 3, 1))
+    total = products.sum(axis=0)                                        # (G, K, OC)
+    if main < P:
+        total += cols[0, ..., main:] @ rows[0, ..., main:].swapaxes(-1, -2)
+    return total
+
+
 class Conv2dWeight(Function):
     """grad_w[o, c, i, j] = sum_{n,oh,ow} g[n, o, oh, ow] x_pad[n, c, oh*sh + i*dh, ow*sw + j*dw]:
     per group the GEMM (unfold(x) (C*KH*KW, columns) @ g.T (columns, OC)).T"""
@@ -471,23 +546,22 @@ class Conv2dWeight(Function):
         if cols is not None:   # the columns Conv2d kept from its forward
             parts = [(0, N, cols, layout, rows)]
         else:
-            parts = [(lo, hi, None, choose_layout(hi - lo, geom, K), None)
-                     for lo, hi in batch_chunks(self.backend, N,
-                                                im2col_bytes(C, geom, x.itemsize))]
+            chunks = batch_chunks(self.backend, N, im2col_bytes(C, geom, x.itemsize))
+            layout = _layout(self.backend, chunks, geom, K, g)
+            if layout != "kln":
+                x, g = as_nchw(self.backend, x), as_nchw(self.backend, g)
+            parts = [(lo, hi, None, layout, None) for lo, hi in chunks]
         grad_w_t = self.xp.zeros((groups, K // groups, OC // groups), dtype=x.dtype)
         for lo, hi, cols, layout, rows in parts:
-            blocks = products = None  # drop the previous chunk's columns first
+            blocks = None  # drop the previous chunk's columns first
             if cols is None:
                 cols = unfold_array(self.backend, x[lo:hi], geom, layout)
             blocks = as_blocks(cols, layout)                            # (B, K, P)
             B, _, P = blocks.shape
             if rows is None:
                 rows = to_rows(self.backend, g[lo:hi], layout)          # (B, OC, P)
-            # cols @ g.T rather than g @ cols.T: the same product, transposed,
-            # and 20-40 % faster in OpenBLAS for these tall-skinny shapes.
-            products = (blocks.reshape(B, groups, K // groups, P)       # (B, G, K/G, OC/G)
-                        @ rows.reshape(B, groups, OC // groups, P).swapaxes(-1, -2))
-            grad_w_t += products.sum(axis=0) if B > 1 else products[0]
+            grad_w_t += _weight_product(blocks.reshape(B, groups, K // groups, P),
+                                        rows.reshape(B, groups, OC // groups, P))
         return grad_w_t.swapaxes(-1, -2).reshape(OC, C // groups, geom.KH, geom.KW)
 
     def backward(self, grad_out):

@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from .autograd import Function
-from .conv_arrays import contiguous, tiled_copy_pays
+from .conv_arrays import contiguous, in_order_of, is_batch_last, tiled_copy_pays
 from .tensor import Tensor
 
 
@@ -51,7 +51,12 @@ class _Binary(Function):
     """Shared forward check for broadcasting binary ops."""
 
     def check(self, x, y):
+        """(x, y) after checking their shapes broadcast; y of x's shape is stored
+        like x (NumPy reads arrays of two orders in one pass across the cache)."""
         check_broadcast(x.shape, y.shape, self.name)
+        if x.shape == y.shape and x.strides != y.strides:
+            y = in_order_of(self.backend, y, x)
+        return x, y
 
 
 # ---- arithmetic -------------------------------------------------------------------
@@ -59,7 +64,7 @@ class Add(_Binary):
     """z = x + y"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         return x + y
 
     def backward(self, grad_out):
@@ -71,7 +76,7 @@ class Sub(_Binary):
     """z = x - y"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         return x - y
 
     def backward(self, grad_out):
@@ -83,7 +88,7 @@ class Mul(_Binary):
     """z = x * y"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         return x * y
 
     def backward(self, grad_out):
@@ -97,7 +102,7 @@ class Div(_Binary):
     """z = x / y"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         return x / y
 
     def backward(self, grad_out):
@@ -139,7 +144,7 @@ class Pow(_Binary):
     """z = x ** y, both tensors: dz/dx = y x^(y-1), dz/dy = z log x"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         if x.dtype.kind in "iu" and y.dtype.kind in "iu":   # checked on the device
             self.backend.check(y < 0, ValueError, _integer_power_message(x.dtype))
         return x ** y
@@ -341,7 +346,7 @@ class Maximum(_Binary):
     """z = max(x, y); ties send half the gradient to each side, a NaN all of it to itself"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         return self.xp.maximum(x, y)
 
     def backward(self, grad_out):
@@ -353,7 +358,7 @@ class Minimum(_Binary):
     """z = min(x, y); ties send half the gradient to each side, a NaN all of it to itself"""
 
     def forward(self, x, y):
-        self.check(x, y)
+        x, y = self.check(x, y)
         return self.xp.minimum(x, y)
 
     def backward(self, grad_out):
@@ -412,6 +417,16 @@ class Cast(Function):
         return grad_out.astype(self.inputs[0].dtype)
 
 
+class Relayout(Function):
+    """y = x, stored batch-last or in C order as ``like`` is (conv_arrays.in_order_of)"""
+
+    def forward(self, x, like):
+        return in_order_of(self.backend, x, like)
+
+    def backward(self, grad_out):
+        return grad_out
+
+
 class ToDevice(Function):
     """y = x copied to another device; the gradient is copied back"""
 
@@ -444,8 +459,16 @@ class Sum(Function):
 
     def forward(self, x, axis, keepdims):
         self.axis, self.keepdims = axis, keepdims
-        if (axis and len(axis) > 1 and axis[0] == 0 and x.ndim > 2
-                and x.dtype.kind == "f" and x.itemsize >= 4):
+        wide = x.dtype.kind == "f" and x.itemsize >= 4   # not float16 (see below)
+        if (wide and axis == (0,) + tuple(range(2, x.ndim)) and x.ndim > 2
+                and is_batch_last(x)):
+            # All but the channels of a batch-last array (a bias gradient):
+            # each channel is one contiguous row, and a matrix-vector product
+            # with ones sums those 4-6x faster than NumPy's reduction does.
+            rows = self.xp.moveaxis(x, 0, -1).reshape(x.shape[1], -1)   # (C, H*W*N)
+            total = rows @ self.xp.ones(rows.shape[1], dtype=x.dtype)   # (C,)
+            return total.reshape(_keepdims_shape(x.shape, axis)) if keepdims else total
+        if axis and len(axis) > 1 and axis[0] == 0 and x.ndim > 2 and wide:
             # Sum the leading (batch) axis first: adding whole slabs runs
             # vectorised, 1.5-4x faster than one reduction over, say, the
             # (0, 2, 3) of a bias gradient.  (Not in float16, whose partial

@@ -1,0 +1,183 @@
+"""Batch-last arrays: a ``kln`` convolution returns its output as an NCHW view of
+(C, OH, OW, N) memory, and the ops after it read that order as it is (see
+"Batch-last arrays" in tinygrad_cnn/conv_arrays.py).  Memory order must never
+change a value or a gradient: each test runs the same computation on a
+batch-last input and on a C-order copy of it (or with every convolution forced
+to the per-image layout) and requires the same numbers, and checks that the
+fast path was really taken, so a silent fallback to copies would fail too.
+"""
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tg
+from tinygrad_cnn import conv_arrays
+from tinygrad_cnn import functional as F
+from tinygrad_cnn.backend import get_backend
+from tinygrad_cnn.conv_arrays import is_batch_last
+from tinygrad_cnn.tensor import Tensor
+
+
+def batch_last_copy(a):
+    """a (N, ...) as a view of a C-contiguous (..., N) array."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
+
+
+def run(fn, arrays, device="cpu", seed=1):
+    """fn's output and the gradients of all inputs for a random upstream gradient."""
+    xs = [Tensor(a, requires_grad=True, device=device) for a in arrays]
+    out = fn(*xs)
+    v = Tensor(np.random.default_rng(seed).standard_normal(out.shape), device=device)
+    return [out.numpy()] + [g.numpy() for g in tg.grad(out, xs, v)]
+
+
+def assert_same(a, b, what):
+    for k, (x, y) in enumerate(zip(a, b)):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12, err_msg=f"{what} [{k}]")
+
+
+def lenet_like(x, w1, b1, w2, b2, w3):
+    """conv 5x5 -> relu -> max-pool -> conv 3x3 -> relu -> avg-pool -> flatten -> linear."""
+    h = F.max_pool2d(F.relu(F.conv2d(x, w1, b1)), 2)              # (N, 4, 6, 6)
+    h = F.avg_pool2d(F.relu(F.conv2d(h, w2, b2, padding=1)), 2)   # (N, 6, 3, 3)
+    return F.linear(F.flatten(h), w3)                              # (N, 5)
+
+
+def lenet_arrays(N=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s) for s in
+            [(N, 1, 16, 16), (4, 1, 5, 5), (4,), (6, 4, 3, 3), (6,), (5, 54)]]
+
+
+def test_a_small_kernel_convolution_returns_a_batch_last_view_that_the_next_ops_keep():
+    x, w1, b1, w2, b2, w3 = (Tensor(a) for a in lenet_arrays())
+    y = F.conv2d(x, w1, b1)                     # K = 25 < 64, 12x12 output, N = 6: kln
+    assert is_batch_last(y.data) and y.data.base is not None
+    h = F.relu(y)
+    assert is_batch_last(h.data)
+    p = F.max_pool2d(h, 2)
+    assert is_batch_last(p.data)
+    y2 = F.conv2d(p, w2, b2, padding=1)         # reads p in place, writes batch-last again
+    assert is_batch_last(y2.data)
+    a = F.avg_pool2d(y2, 2)
+    assert is_batch_last(a.data)
+    flat = F.flatten(a)                         # the (C, H, W) axes stay adjacent: a view
+    assert np.shares_memory(flat.data, a.data)
+
+
+def test_a_network_gives_the_same_values_and_gradients_in_either_layout(monkeypatch):
+    arrays = lenet_arrays()
+    natural = run(lenet_like, arrays)
+    monkeypatch.setattr(F, "choose_layout", lambda *args, **kwargs: "nkl")
+    per_image = run(lenet_like, arrays)
+    assert_same(natural, per_image, "kln/batch-last against nkl/NCHW")
+
+
+def test_a_network_gives_the_same_gradients_in_chunks(monkeypatch):
+    """Chunked convolutions read a batch-last input by converting it to NCHW once."""
+    arrays = lenet_arrays(N=8)
+    whole = run(lenet_like, arrays)
+    previous = F.set_im2col_limit(1)            # one image per chunk
+    try:
+        chunked = run(lenet_like, arrays)
+    finally:
+        F.set_im2col_limit(previous)
+    assert_same(whole, chunked, "chunked")
+
+
+def test_gradcheck_through_batch_last_layers():
+    arrays = lenet_arrays(N=4, seed=3)
+    xs = [Tensor(a, requires_grad=True) for a in arrays]
+    assert tg.gradcheck(lenet_like, xs)
+
+
+def test_gradgradcheck_through_batch_last_layers():
+    """Second order runs through the relayout of gradients too (create_graph)."""
+    rng = np.random.default_rng(4)
+    x, w1, w2 = (Tensor(rng.standard_normal(s), requires_grad=True) for s in
+                 [(4, 1, 7, 7), (3, 1, 3, 3), (2, 3, 3, 3)])
+
+    def fn(x, w1, w2):
+        h = F.conv2d(x, w1)                    # kln: batch-last
+        return F.conv2d(h * h, w2).reshape(4, -1)
+
+    assert is_batch_last(F.conv2d(x, w1).data)
+    assert tg.gradgradcheck(fn, [x, w1, w2])
+
+
+POOLS = {
+    "max_pool2d": lambda x: F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True),
+    "max_pool2d_tiles": lambda x: F.max_pool2d(x, 2),
+    "avg_pool2d": lambda x: F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False),
+    "adaptive_max": lambda x: F.adaptive_max_pool2d(x, (3, 2)),
+    "adaptive_avg": lambda x: F.adaptive_avg_pool2d(x, (3, 2)),
+    "conv2d_nkl": lambda x: F.conv2d(x, x[:2, :, :3, :3] * 1.0, padding=1),
+    "local2d": lambda x: F.local2d(x, x[:1, :, :4, :4].reshape(1, 1, 1, 3, 4, 4).expand(
+        2, 2, 2, 3, 4, 4) * 0.5, stride=2),
+    "conv_transpose2d": lambda x: F.conv_transpose2d(x, x[:3, :2, :2, :2] * 1.0, stride=2),
+    "unfold": lambda x: F.unfold(x, 2, padding=1),
+    "sum_023": lambda x: x.sum(axis=(0, 2, 3)),
+    "mixed_add": lambda x: x + Tensor(np.arange(x.size).reshape(x.shape) / 7.0,
+                                      device=x.device),
+    "mixed_mul_reversed": lambda x: Tensor(np.arange(x.size).reshape(x.shape) / 7.0,
+                                           device=x.device) * x,
+    "pad": lambda x: F.pad(x, (1, 2, 0, 1)),
+    "flatten_linear": lambda x: F.linear(F.flatten(x), x[:4].reshape(4, -1) * 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(POOLS))
+def test_ops_give_the_same_result_on_a_batch_last_input(name, device):
+    """Every op reading a batch-last array (as a kln convolution returns them) gives the
+    values and gradients it gives on the same array in C order."""
+    a = np.random.default_rng(5).standard_normal((6, 3, 7, 6))
+    blast = batch_last_copy(a)
+    assert is_batch_last(blast)
+    fn = POOLS[name]
+    assert_same(run(fn, [blast], device), run(fn, [a], device), name)
+
+
+@pytest.mark.parametrize("shape", [(64, 20, 24, 24), (256, 50, 8, 8), (5, 3, 4, 4)])
+def test_order_conversions_are_exact_and_land_where_asked(shape):
+    backend = get_backend("cpu")
+    a = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    blast = conv_arrays.in_order_of(backend, a, batch_last_copy(a[:, :, :1, :1] * 0 + a))
+    assert is_batch_last(blast) and np.array_equal(blast, a)
+    back = conv_arrays.as_nchw(backend, blast)
+    assert back.flags.c_contiguous and np.array_equal(back, a)
+    assert conv_arrays.as_nchw(backend, a) is a
+    assert conv_arrays.in_order_of(backend, a, a) is a
+    out = conv_arrays.empty_as(backend, blast)
+    conv_arrays.assign(backend, out, a)
+    assert is_batch_last(out) and np.array_equal(out, a)
+
+
+def test_gradients_are_stored_like_their_tensors():
+    """A gradient reaching a batch-last tensor in C order (through a reshape here) is
+    laid out like the tensor before the tensor's own backward reads it."""
+    seen = []
+
+    class Spy(tg.Function):
+        def forward(self, x):
+            return x * 1.0
+
+        def backward(self, grad_out):
+            seen.append(is_batch_last(grad_out.data))
+            return grad_out
+
+    rng = np.random.default_rng(7)
+    x = Tensor(batch_last_copy(rng.standard_normal((6, 2, 3, 3))), requires_grad=True)
+    v = rng.standard_normal((6, 9, 2))
+    y = Spy.apply(x)
+    assert is_batch_last(y.data)
+    (y.reshape(6, 2, 9).transpose(0, 2, 1) * Tensor(v)).sum().backward()
+    assert seen == [True]
+    np.testing.assert_array_equal(x.grad.numpy(), v.transpose(0, 2, 1).reshape(x.shape))
+
+
+def test_a_binary_op_gives_its_second_operand_the_order_of_the_first():
+    """NumPy would read one of two differently ordered operands across the cache."""
+    a = np.random.default_rng(8).standard_normal((64, 4, 8, 8))
+    blast, corder = Tensor(batch_last_copy(a)), Tensor(a * 2)
+    assert is_batch_last((blast + corder).data)
+    assert (corder * blast).data.flags.c_contiguous
+    np.testing.assert_array_equal((blast - corder).numpy(), a - a * 2)
