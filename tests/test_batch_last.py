@@ -121,6 +121,11 @@ POOLS = {
     "mixed_mul_reversed": lambda x: Tensor(np.arange(x.size).reshape(x.shape) / 7.0,
                                            device=x.device) * x,
     "pad": lambda x: F.pad(x, (1, 2, 0, 1)),
+    "concatenate_channels": lambda x: tg.concatenate([x, x * 2], axis=1),
+    "concatenate_batch": lambda x: tg.concatenate([x * 3, x], axis=0),
+    "stack": lambda x: tg.stack([x, x], axis=2),
+    "clip": lambda x: x.clip(-0.5, 0.7),
+    "dropout": lambda x: (tg.manual_seed(3), F.dropout(x, 0.3))[1],
     "flatten_linear": lambda x: F.linear(F.flatten(x), x[:4].reshape(4, -1) * 1.0),
 }
 
@@ -181,3 +186,38 @@ def test_a_binary_op_gives_its_second_operand_the_order_of_the_first():
     assert is_batch_last((blast + corder).data)
     assert (corder * blast).data.flags.c_contiguous
     np.testing.assert_array_equal((blast - corder).numpy(), a - a * 2)
+
+
+def _head_grads(head, y, xs):
+    if head == "mean":
+        return tg.grad(y.mean(axis=(2, 3)).sum(), xs)
+    if head == "sum":
+        return tg.grad(y.sum(), xs)
+    return tg.grad(y, xs, Tensor(np.random.default_rng(1).standard_normal(y.shape)))  # C order
+
+
+@pytest.mark.parametrize("head", ["mean", "sum", "grad_outputs"])
+def test_input_gradient_when_the_backward_would_choose_another_layout(monkeypatch, head):
+    """A kln convolution of a batch-last input gets a gradient that is not batch-last
+    (a broadcast from a mean, a root gradient): its input gradient must use the
+    forward's layout for the output gradient it laid out, not choose anew."""
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal(s) for s in [(8, 1, 28, 28), (8, 1, 3, 3), (16, 8, 3, 3)]]
+    results = []
+    for forced in (False, True):
+        if forced:
+            monkeypatch.setattr(F, "choose_layout", lambda *args, **kwargs: "nkl")
+        xs = [Tensor(a, requires_grad=True) for a in arrays]
+        y = F.conv2d(F.relu(F.conv2d(xs[0], xs[1])), xs[2])   # 26x26 -> 24x24, no padding
+        assert is_batch_last(y.data) != forced      # conv2 read a batch-last input: kln
+        results.append([g.numpy() for g in _head_grads(head, y, xs)])
+    assert_same(results[0], results[1], head)
+
+
+def test_concatenation_clip_and_dropout_keep_batch_last_inputs_batch_last():
+    x = Tensor(batch_last_copy(np.random.default_rng(10).standard_normal((64, 3, 4, 4))))
+    assert is_batch_last(tg.concatenate([x, x], axis=1).data)
+    assert is_batch_last(tg.concatenate([x, x], axis=0).data)
+    assert is_batch_last(x.clip(-1, 1).data)
+    product = F.dropout(x, 0.5)
+    assert is_batch_last(product.data)

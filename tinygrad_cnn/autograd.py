@@ -327,11 +327,12 @@ def _conform(gx, x, fn):
         raise RuntimeError(
             f"{fn.name}.backward returned a gradient on {gx.device} for an "
             f"input on {x.device}")
-    if gx.data.strides != x.data.strides and is_batch_last(gx.data) != is_batch_last(x.data):
-        # A gradient is stored as its tensor is (batch-last or C order): the
-        # backward that reads it reads the tensor's saved arrays (a ReLU
-        # mask, a pool's input) with it, and NumPy reads arrays of two
-        # orders in one pass across the cache.
+    if (gx.data.strides != x.data.strides and 0 not in gx.data.strides
+            and 0 not in x.data.strides and is_batch_last(gx.data) != is_batch_last(x.data)):
+        # A gradient is stored as its tensor is (batch-last or C order;
+        # broadcasts stay as they are): the backward that reads it reads the
+        # tensor's saved arrays (a ReLU mask, a pool's input) with it, and
+        # NumPy reads arrays of two orders in one pass across the cache.
         from .ops import Relayout
         gx = Relayout.apply(gx, like=x.data)
     # Mixed-precision ops (float32 + float64) give the wider dtype; the

@@ -62,7 +62,9 @@ class Backend:
     xp = np
     defer_checks = False  # see "Checks on device data" in the module docstring
     # Split large array passes into cache-sized pieces (conv_arrays.batch_first,
-    # cache_chunks): CPU caches reward it; a GPU gains nothing.
+    # cache_chunks): CPU caches reward it; a GPU gains nothing.  It also lets
+    # convolutions return batch-last outputs and pick their layouts for the
+    # host (conv_arrays, "Batch-last arrays"): NumPy-based backends only.
     cache_blocking = False
     _deferred_status = None  # device int: -1, or the id of a failed deferred check
     _MAX_CHECK_MESSAGES = 256

@@ -37,7 +37,8 @@ cols[n]``, and its output is already NCHW.  ``knl`` and ``kln`` put all
 images side by side, so a convolution is *one* large GEMM, and the weight
 gradient ``grad_rows @ cols.T`` is one GEMM too, with no copy of ``cols``;
 the price is transposing x, y and the output gradient between NCHW and
-channel-major.  Copying patches is a loop over contiguous runs: ``knl`` and
+channel-major (on the host, ``kln`` avoids most of that: see "Batch-last
+arrays").  Copying patches is a loop over contiguous runs: ``knl`` and
 ``nkl`` run along an output row (``OW`` elements), ``kln`` along the batch
 (``OW * N`` elements for stride 1), several times cheaper for short rows (a
 8x8 LeNet feature map).  :func:`choose_layout` picks one per convolution.
@@ -45,17 +46,22 @@ channel-major.  Copying patches is a loop over contiguous runs: ``knl`` and
 Batch-last arrays
 -----------------
 A ``kln`` GEMM writes its output as (C, OH, OW, N): the batch innermost.
-Rather than copy that to NCHW, the convolution returns it as an (N, C, OH,
-OW) *view* of that memory (:func:`is_batch_last`), and the next ops read it
-as it is: ReLU and pooling keep the order of their input, a following
-``kln`` convolution takes its columns straight from it, and ``flatten``
-stays a view.  Reading two arrays of one shape stored in different orders
-in one NumPy pass, though, reads one of them across the cache (up to 20x
-slower than either order alone), so an op that combines them first copies
-one into the other's order (:func:`in_order_of`, a tiled copy), and the
-autograd engine gives every gradient the order of its tensor.  Array code
-that needs NCHW (the ``nkl`` and ``knl`` columns) converts with
-:func:`as_nchw`.  Values never depend on the order, only speed does.
+On backends with ``cache_blocking`` (host memory), when the batch is one
+chunk, the convolution returns that memory as it is, as an (N, C, OH, OW)
+*view* (:func:`is_batch_last`), instead of copying it to NCHW; the next
+ops read it as it is: ReLU, max and average pooling, dropout, clip and
+concatenation keep the order of their input, a following ``kln``
+convolution takes its columns straight from it, and ``flatten`` stays a
+view.  Reading two arrays of one shape stored in different orders in one
+NumPy pass, though, reads one of them across the cache (up to 20x slower
+than either order alone), so a binary op first copies its second operand
+into the first's order (:func:`in_order_of`, a tiled copy), and the
+autograd engine gives every gradient the order of its tensor (broadcasts
+excepted).  Array code that needs NCHW (the ``nkl`` and ``knl`` columns)
+converts with :func:`as_nchw`; ops that build new arrays in C order (pad,
+index-add, adaptive pooling) pay one mixed-order copy.  Values never depend
+on the order, only speed does.  GPU backends, whose kernels read NCHW, get
+a kln convolution's output copied to NCHW once, as before.
 
 Backend kernels
 ---------------
@@ -418,10 +424,11 @@ def assign(backend, out, a):
 
 def in_order_of(backend, a, ref):
     """``a`` (of ``ref``'s shape) stored like ``ref``: ``a`` itself where the two
-    agree on being batch-last (see the module notes) or ``a`` is a broadcast
-    (a zero stride: a copy would only multiply its memory), else a copy."""
+    agree on being batch-last (see the module notes) or either is a broadcast
+    (a zero stride: no order to match, or a copy would multiply its memory),
+    else a copy."""
     if (a.strides == ref.strides or is_batch_last(a) == is_batch_last(ref)
-            or 0 in a.strides):
+            or 0 in a.strides or 0 in ref.strides):
         return a
     return assign(backend, empty_as(backend, ref, a.shape, a.dtype), a)
 
@@ -481,8 +488,10 @@ def _move_batch(backend, a, source, destination, out):
     bytes every access maps to the same few CPU cache sets, and a copy of a
     few MB runs several times slower than its size suggests (~10x for
     (C, OH, OW, 256) -> NCHW).  On backends with ``cache_blocking`` (host
-    memory) large copies go in tiles of one cache line of the batch axis by
-    ~1024 elements of the rest, which stay in L1.
+    memory) large copies go in tiles that stay in cache: to batch-first
+    from a contiguous array, as a 2-D transpose in tiles of the whole batch
+    by 64-128 of the rest; otherwise one cache line of the batch axis by
+    ~1024 elements of the rest.
     """
     xp = backend.xp
     moved = xp.moveaxis(a, source, destination)
@@ -658,7 +667,8 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
 
 
 def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
-    """col2im, the adjoint of :func:`unfold_array`: columns -> (N, C, H, W), overlaps summed.
+    """col2im, the adjoint of :func:`unfold_array`: columns -> (N, C, H, W), overlaps summed
+    (for ``kln`` without ``out``, stored batch-last, as the columns are).
 
     A loop over the KH*KW kernel offsets, each adding one strided slice; the
     slices of one offset never overlap, so this is the same code on CuPy.
@@ -695,11 +705,14 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
         acc = xp.zeros((C, geom.Hp, geom.Wp, N), dtype=cols.dtype)
         for _, i, j in geom.offsets():
             acc[(slice(None),) + geom.window(i, j)] += cols[:, i, j]
-        result = xp.moveaxis(acc[(slice(None),) + geom.interior()], -1, 0)  # (N, C, H, W)
+        interior = acc[(slice(None),) + geom.interior()]                        # (C, H, W, N)
         if out is None:   # batch-last, as the columns (a copy only to drop the padding)
-            return xp.moveaxis(xp.ascontiguousarray(acc[(slice(None),) + geom.interior()]),
-                               -1, 0) if geom.padded else result
-        return assign(backend, out, result)
+            return xp.moveaxis(xp.ascontiguousarray(interior) if geom.padded else interior,
+                               -1, 0)
+        if out.flags.c_contiguous:
+            return batch_first(backend, interior, out)                         # (N, C, H, W)
+        out[...] = xp.moveaxis(interior, -1, 0)
+        return out
     else:
         raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
     if out is not None:

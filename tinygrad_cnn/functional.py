@@ -54,7 +54,7 @@ from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
     backend_kernel, batch_chunks, choose_layout, contiguous, conv_geometry,
-    fold_array, from_rows, get_im2col_limit, im2col_bytes, index_gather_array,
+    fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of, index_gather_array,
     index_scatter_array, is_batch_last, max_pool_array, max_pool_gather_array,
     max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding,
     set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
@@ -329,8 +329,8 @@ def _correlate(backend, x, w, b, geom, groups):
 
     ``cols`` are the columns of the last chunk (all of x when the batch was
     not chunked, which Conv2d keeps for the weight gradient).  With the
-    ``kln`` layout y is batch-last, as the GEMM wrote it (see "Batch-last
-    arrays" in :mod:`tinygrad_cnn.conv_arrays`).
+    ``kln`` layout on the host, in one chunk, y is batch-last, as the GEMM
+    wrote it (see "Batch-last arrays" in :mod:`tinygrad_cnn.conv_arrays`).
     """
     xp = backend.xp
     N, C = x.shape[:2]
@@ -419,7 +419,7 @@ class Conv2d(Function):
             rows = to_rows(self.backend, grad_out.data, self.layout)    # (1, OC, P)
         if x.requires_grad:
             grad_x = ConvTranspose2d.apply(grad_out, w, geom=self.geom, groups=self.groups,
-                                           rows=rows)
+                                           rows=rows, layout=self.layout)
         if w.requires_grad:
             grad_w = Conv2dWeight.apply(x, grad_out, geom=self.geom, groups=self.groups,
                                         cols=self.cols, layout=self.layout, rows=rows)
@@ -446,8 +446,8 @@ def _flipped_geometry(geom):
 class ConvTranspose2d(Function):
     """y = conv2d's adjoint applied to x: per group cols = w^T @ x, then y = fold(cols) + b"""
 
-    def forward(self, x, w, b=None, *, geom, groups, rows=None):
-        # rows: x already laid out by to_rows in the layout chosen below (from
+    def forward(self, x, w, b=None, *, geom, groups, rows=None, layout=None):
+        # rows: x already laid out by to_rows in ``layout`` (from
         # Conv2d.backward, which needs the same for the weight gradient).
         x, w, b = _operands(x, w, b)
         self.geom, self.groups = geom, groups
@@ -462,7 +462,8 @@ class ConvTranspose2d(Function):
             y = _correlate(self.backend, x, w_flip, None, flipped, groups)[0]
         else:
             chunks = batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize))
-            layout = _layout(self.backend, chunks, geom, K, x)
+            if rows is None or len(chunks) != 1:
+                rows, layout = None, _layout(self.backend, chunks, geom, K, x)
             if layout != "kln":
                 x = as_nchw(self.backend, x)
             y_shape = (N, OC, geom.H, geom.W)
@@ -471,10 +472,11 @@ class ConvTranspose2d(Function):
             keep = layout == "kln" and self.backend.cache_blocking and len(chunks) == 1
             y = None if keep else self.xp.empty(y_shape, dtype=x.dtype)
             w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
+            given = rows              # for the one chunk, if given
             for lo, hi in chunks:
-                cols = blocks = None  # drop the previous chunk's columns first
-                if rows is None or hi - lo != N:
-                    rows = to_rows(self.backend, x[lo:hi], layout)      # (B, C, P)
+                cols = blocks = rows = None  # drop the previous chunk's arrays first
+                rows = given if given is not None else to_rows(
+                    self.backend, x[lo:hi], layout)                      # (B, C, P)
                 B, _, P = rows.shape
                 blocks = w_t @ rows.reshape(B, groups, C // groups, P)  # (B, G, K/G, P)
                 cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
@@ -970,4 +972,6 @@ def dropout(x, p=0.5, training=True):
         return x * 0.0
     keep = get_rng().random(x.shape) >= p
     scale = (keep / (1.0 - p)).astype(x.dtype)
+    if x._backend.cache_blocking:   # stored like x, so the product reads one order
+        scale = in_order_of(x._backend, scale, x.data)
     return x * Tensor._make(x._backend.asarray(scale), x._backend)

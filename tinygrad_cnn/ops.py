@@ -381,11 +381,13 @@ class Clip(Function):
 
     def forward(self, x, lo, hi):
         xp = self.xp
-        self.mask = xp.ones(x.shape, dtype=bool)
-        if lo is not None:
-            self.mask &= x >= lo
-        if hi is not None:
-            self.mask &= x <= hi
+        # masks from comparisons keep x's memory order (see conv_arrays,
+        # "Batch-last arrays"); a fresh xp.ones would be C order
+        below, above = (x >= lo if lo is not None else None), (x <= hi if hi is not None else None)
+        if below is None and above is None:
+            self.mask = xp.ones(x.shape, dtype=bool)
+        else:
+            self.mask = below if above is None else above if below is None else below & above
         return xp.clip(x, lo, hi).astype(x.dtype, copy=False)
 
     def backward(self, grad_out):
@@ -656,6 +658,14 @@ class Concatenate(Function):
 
     def forward(self, *xs, axis):
         self.axis = axis
+        if all(is_batch_last(x) for x in xs):
+            # Joined in their own order (the batch axis last), so that the
+            # result is batch-last too: a C-order result would read each
+            # input across the cache.
+            xp = self.xp
+            joined = xp.concatenate([xp.moveaxis(x, 0, -1) for x in xs],   # (C, ..., N)
+                                    axis=axis - 1 if axis else -1)
+            return xp.moveaxis(joined, -1, 0)
         return self.xp.concatenate(xs, axis=axis)
 
     def backward(self, grad_out):
