@@ -73,3 +73,15 @@ def device(request):
                         f"{reason}", pytrace=False)
         pytest.skip(f"device {name!r} is not usable: {reason}")
     return name
+
+
+def forward_and_grads(fn, arrays, device="cpu", seed=1):
+    """fn's output and the gradients of all its inputs (tensors made from ``arrays``
+    on ``device``) for a random upstream gradient, as host arrays."""
+    import numpy as np
+
+    import tinygrad_cnn as tg
+    xs = [tg.Tensor(a, requires_grad=True, device=device) for a in arrays]
+    out = fn(*xs)
+    v = tg.Tensor(np.random.default_rng(seed).standard_normal(out.shape), device=device)
+    return [out.numpy()] + [g.numpy() for g in tg.grad(out, xs, v)]

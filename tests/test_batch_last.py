@@ -16,18 +16,12 @@ from tinygrad_cnn.backend import get_backend
 from tinygrad_cnn.conv_arrays import is_batch_last
 from tinygrad_cnn.tensor import Tensor
 
+from conftest import forward_and_grads
+
 
 def batch_last_copy(a):
     """a (N, ...) as a view of a C-contiguous (..., N) array."""
     return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
-
-
-def run(fn, arrays, device="cpu", seed=1):
-    """fn's output and the gradients of all inputs for a random upstream gradient."""
-    xs = [Tensor(a, requires_grad=True, device=device) for a in arrays]
-    out = fn(*xs)
-    v = Tensor(np.random.default_rng(seed).standard_normal(out.shape), device=device)
-    return [out.numpy()] + [g.numpy() for g in tg.grad(out, xs, v)]
 
 
 def assert_same(a, b, what):
@@ -66,19 +60,19 @@ def test_a_small_kernel_convolution_returns_a_batch_last_view_that_the_next_ops_
 
 def test_a_network_gives_the_same_values_and_gradients_in_either_layout(monkeypatch):
     arrays = lenet_arrays()
-    natural = run(lenet_like, arrays)
+    natural = forward_and_grads(lenet_like, arrays)
     monkeypatch.setattr(F, "choose_layout", lambda *args, **kwargs: "nkl")
-    per_image = run(lenet_like, arrays)
+    per_image = forward_and_grads(lenet_like, arrays)
     assert_same(natural, per_image, "kln/batch-last against nkl/NCHW")
 
 
 def test_a_network_gives_the_same_gradients_in_chunks(monkeypatch):
     """Chunked convolutions read a batch-last input by converting it to NCHW once."""
     arrays = lenet_arrays(N=8)
-    whole = run(lenet_like, arrays)
+    whole = forward_and_grads(lenet_like, arrays)
     previous = F.set_im2col_limit(1)            # one image per chunk
     try:
-        chunked = run(lenet_like, arrays)
+        chunked = forward_and_grads(lenet_like, arrays)
     finally:
         F.set_im2col_limit(previous)
     assert_same(whole, chunked, "chunked")
@@ -138,7 +132,7 @@ def test_ops_give_the_same_result_on_a_batch_last_input(name, device):
     blast = batch_last_copy(a)
     assert is_batch_last(blast)
     fn = POOLS[name]
-    assert_same(run(fn, [blast], device), run(fn, [a], device), name)
+    assert_same(forward_and_grads(fn, [blast], device), forward_and_grads(fn, [a], device), name)
 
 
 @pytest.mark.parametrize("shape", [(64, 20, 24, 24), (256, 50, 8, 8), (5, 3, 4, 4)])

@@ -25,15 +25,9 @@ except ImportError:
     import reference_loops as ref
     import strict_backend  # noqa: F401
 
+from conftest import forward_and_grads  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _grads(fn, arrays, device="cpu", seed=1):
-    """Forward outputs and input gradients for a random upstream gradient (host arrays)."""
-    xs = [Tensor(a, requires_grad=True, device=device) for a in arrays]
-    out = fn(*xs)
-    v = Tensor(np.random.default_rng(seed).standard_normal(out.shape), device=device)
-    return [out.numpy()] + [g.numpy() for g in tg.grad(out, xs, v)]
 
 
 def _close(a, b, what):
@@ -82,7 +76,7 @@ def test_layouts_and_chunks_agree(name, monkeypatch):
                                 lambda *args, layout=layout, **kwargs: layout)
             for chunked in (False, True):
                 F.set_im2col_limit(1 if chunked else limit)  # 1 byte: one image per chunk
-                result = _grads(lambda *xs: fn(F, *xs), arrays)
+                result = forward_and_grads(lambda *xs: fn(F, *xs), arrays)
                 if reference is None:
                     reference = result
                 else:
@@ -96,7 +90,7 @@ def test_short_rows_match_torch(name):
     torch = pytest.importorskip("torch")
     fn, shapes = CONVS[name]
     arrays = _arrays(shapes)
-    ours = _grads(lambda *xs: fn(F, *xs), arrays)
+    ours = forward_and_grads(lambda *xs: fn(F, *xs), arrays)
     xs = [torch.tensor(a, requires_grad=True) for a in arrays]
     out = fn(torch.nn.functional, *xs)
     v = torch.tensor(np.random.default_rng(1).standard_normal(tuple(out.shape)))
@@ -343,7 +337,8 @@ def test_backend_kernel_hook_is_used():
     register_backend("hooked", HookedBackend())
     arrays = _arrays([(2, 3, 6, 6), (4, 3, 3, 3), (4,)])
     fn = lambda x, w, b: F.conv2d(x, w, b, stride=2)  # noqa: E731
-    _close(_grads(fn, arrays, device="hooked"), _grads(fn, arrays), "hooked backend")
+    _close(forward_and_grads(fn, arrays, device="hooked"), forward_and_grads(fn, arrays),
+           "hooked backend")
     assert {name for name, _ in calls} == {"im2col", "col2im"}
 
 
