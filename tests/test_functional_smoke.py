@@ -293,6 +293,10 @@ def test_im2col_limit_setting_and_env():
         F.set_im2col_limit("64M")
         assert conv_arrays.batch_chunks(cpu, 10, 5 * 2**20) == [(0, 3), (3, 6), (6, 9),
                                                                 (9, 10)]
+        # ... and under 64 MiB for a batch-last operand, read as one chunk if it can be
+        assert conv_arrays.batch_chunks(cpu, 10, 5 * 2**20, batch_last=True) == [(0, 10)]
+        assert conv_arrays.batch_chunks(cpu, 20, 5 * 2**20, batch_last=True) == [
+            (0, 12), (12, 20)]
         strict = get_backend("strict")
         assert conv_arrays.batch_chunks(strict, 10, 5 * 2**20) == [(0, 10)]
         for bad in (0, -5, "lots", 1.5):

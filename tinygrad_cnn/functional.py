@@ -336,7 +336,7 @@ def _correlate(backend, x, w, b, geom, groups):
     N, C = x.shape[:2]
     OC, K, L = w.shape[0], C * geom.KH * geom.KW, geom.OH * geom.OW
     w_groups = w.reshape(groups, OC // groups, K // groups)              # (G, OC/G, K/G)
-    chunks = batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize))
+    chunks = batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize), is_batch_last(x))
     # One layout for all chunks, so that y has one memory order.
     layout = _layout(backend, chunks, geom, K, x)
     if layout != "kln":
@@ -406,7 +406,7 @@ class Conv2d(Function):
         self.geom, self.groups, self.cols, self.layout = geom, groups, None, None
         y, cols, layout = _correlate(self.backend, x, w, b, geom, groups)
         if keep_cols and len(batch_chunks(self.backend, x.shape[0], im2col_bytes(
-                x.shape[1], geom, x.itemsize))) == 1:
+                x.shape[1], geom, x.itemsize), is_batch_last(x))) == 1:
             self.cols, self.layout = cols, layout
         return y
 
@@ -461,7 +461,8 @@ class ConvTranspose2d(Function):
                       .reshape(OC, C // groups, geom.KH, geom.KW))
             y = _correlate(self.backend, x, w_flip, None, flipped, groups)[0]
         else:
-            chunks = batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize))
+            chunks = batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize),
+                                  is_batch_last(x))
             if rows is None or len(chunks) != 1:
                 rows, layout = None, _layout(self.backend, chunks, geom, K, x)
             if layout != "kln":
@@ -548,7 +549,8 @@ class Conv2dWeight(Function):
         if cols is not None:   # the columns Conv2d kept from its forward
             parts = [(0, N, cols, layout, rows)]
         else:
-            chunks = batch_chunks(self.backend, N, im2col_bytes(C, geom, x.itemsize))
+            chunks = batch_chunks(self.backend, N, im2col_bytes(C, geom, x.itemsize),
+                                  is_batch_last(g))
             layout = _layout(self.backend, chunks, geom, K, g)
             if layout != "kln":
                 x, g = as_nchw(self.backend, x), as_nchw(self.backend, g)
