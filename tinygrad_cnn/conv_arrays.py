@@ -81,8 +81,8 @@ The im2col buffer of a convolution holds ``C*KH*KW * OH*OW`` elements per
 image.  Conv ops process the batch in chunks of :func:`batch_chunks` so that
 one buffer stays under :func:`get_im2col_limit` bytes (default 512 MiB, or
 the environment variable ``TINYGRAD_CNN_IM2COL_LIMIT``, or
-:func:`set_im2col_limit`) and, on the CPU, under 16 MiB where one image's
-columns allow it, which is faster.
+:func:`set_im2col_limit`) and, on the CPU, under 16 MiB (64 MiB for a
+batch-last operand) where one image's columns allow it, which is faster.
 """
 from __future__ import annotations
 

@@ -283,9 +283,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     When one buffer would exceed :func:`get_im2col_limit` bytes, the batch is
     processed in chunks of ``max(1, limit // (K * OH*OW * itemsize))`` images
     (the columns are then rebuilt for the weight gradient rather than kept).
-    On the CPU a chunk holds at most 16 MiB of columns (or one image's, if
-    more), which is faster as well as smaller
-    (:func:`tinygrad_cnn.conv_arrays.batch_chunks`).
+    On the CPU a chunk holds at most 16 MiB of columns (64 MiB if x is a
+    batch-last convolution output; one image's, if more), which is faster
+    as well as smaller (:func:`tinygrad_cnn.conv_arrays.batch_chunks`).
     """
     _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)", sized=2)
     _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)", sized=2)
