@@ -221,14 +221,18 @@ POOLS = {
 }
 
 
+@pytest.mark.parametrize("order", ["nchw", "batch_last"])
 @pytest.mark.parametrize("device", ["cpu", "strict"])
 @pytest.mark.parametrize("name", list(POOLS))
-def test_max_pool_in_cache_chunks_agrees(device, name, monkeypatch):
+def test_max_pool_in_cache_chunks_agrees(device, name, order, monkeypatch):
     """Max-pool forward, gradient (scatter) and second order (gather) with the batch
-    in cache-sized slices equal the whole-batch results, ties and all."""
+    (or, batch-last, the channels) in cache-sized slices equal the whole-batch
+    results, ties and all."""
     fn, shape = POOLS[name]
     rng = np.random.default_rng(5)
     x = rng.integers(0, 3, shape).astype(np.float64)     # many ties: first-max rule
+    if order == "batch_last":
+        x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 0, -1)), -1, 0)
     u = rng.standard_normal(shape)
     v = rng.standard_normal(fn(F, Tensor(x)).shape)
     backend = get_backend(device)
@@ -244,8 +248,14 @@ def test_max_pool_in_cache_chunks_agrees(device, name, monkeypatch):
     monkeypatch.setattr(type(backend), "cache_blocking", False)
     whole = run()
     monkeypatch.setattr(type(backend), "cache_blocking", True)
-    monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_BYTES", int(2.5 * x[0].nbytes))
-    assert len(conv_arrays.cache_chunks(backend, backend.asarray(x))) == 4   # 2+2+2+1
+    monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_MIN_BYTES", 0)
+    if order == "nchw":
+        monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_BYTES", int(2.5 * x[0].nbytes))
+        assert len(conv_arrays.cache_chunks(backend, backend.asarray(x))) == 4   # 2+2+2+1
+    else:
+        monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_BYTES", int(1.5 * x[:, 0].nbytes))
+        chunks = conv_arrays.cache_chunks(backend, backend.asarray(x))
+        assert len(chunks) == shape[1] and chunks[0][0] == slice(None)   # one channel each
     for a, b, what in zip(run(), whole, ("forward", "gradient", "second order")):
         np.testing.assert_array_equal(a, b, err_msg=f"{name} {what}")
 

@@ -347,6 +347,9 @@ def batch_chunks(backend, N, bytes_per_image, batch_last=False):
 
 
 CACHE_BLOCK_BYTES = 1 << 18   # 256 KiB: several arrays of one slice fit a 1-2 MiB L2
+# Arrays up to 1 MiB stay one slice: their passes hit L2 anyway, and slicing
+# only adds NumPy calls (the 64x50x8x8 max-pool: 1.03-1.13 -> 0.96-0.99 ms).
+CACHE_BLOCK_MIN_BYTES = 1 << 20
 
 
 def cache_chunks(backend, x):
@@ -361,7 +364,7 @@ def cache_chunks(backend, x):
     """
     lead = (slice(None),) if is_batch_last(x) else ()   # slice the outermost axis in memory
     n = x.shape[len(lead)]
-    if not backend.cache_blocking or x.nbytes <= CACHE_BLOCK_BYTES:
+    if not backend.cache_blocking or x.nbytes <= CACHE_BLOCK_MIN_BYTES:
         return [lead + (slice(0, n),)]
     step = max(1, CACHE_BLOCK_BYTES * n // x.nbytes)
     return [lead + (slice(lo, min(n, lo + step)),) for lo in range(0, n, step)]
