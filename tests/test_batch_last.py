@@ -215,3 +215,37 @@ def test_concatenation_clip_and_dropout_keep_batch_last_inputs_batch_last():
     assert is_batch_last(x.clip(-1, 1).data)
     product = F.dropout(x, 0.5)
     assert is_batch_last(product.data)
+
+
+@pytest.mark.parametrize("between", ["nothing", "smaller_limit"])
+def test_rows_laid_out_for_one_chunk_are_not_reused_in_chunks(monkeypatch, between):
+    """A batch-last x may be one chunk (its bound is larger) where the output gradient,
+    in C order, is not: the input gradient then chunks and must lay out each chunk
+    itself, as it must when the im2col limit shrinks between forward and backward."""
+    rng = np.random.default_rng(11)
+    arrays = [batch_last_copy(rng.standard_normal((8, 3, 9, 9))), rng.standard_normal((4, 3, 3, 3))]
+    geom = conv_arrays.conv_geometry("c", (1, 3, 9, 9), (3, 3))
+    one_image = 3 * 9 * geom.OH * geom.OW * 8                   # bytes of columns per image
+    monkeypatch.setattr(conv_arrays, "COLUMN_BLOCK_BYTES", 2 * one_image)
+    monkeypatch.setattr(conv_arrays, "BATCH_LAST_BLOCK_BYTES", 8 * one_image)
+
+    def grads():
+        xs = [Tensor(a, requires_grad=True) for a in arrays]
+        y = F.conv2d(*xs)
+        assert is_batch_last(y.data)                # one kln chunk in the forward
+        previous = F.set_im2col_limit(one_image) if between == "smaller_limit" else None
+        try:
+            v = Tensor(np.random.default_rng(1).standard_normal(y.shape))   # C order
+            return [g.numpy() for g in tg.grad(y, xs, v)]
+        finally:
+            if previous is not None:
+                F.set_im2col_limit(previous)
+
+    natural = grads()
+    assert len(conv_arrays.batch_chunks(get_backend("cpu"), 8, one_image)) == 4
+    monkeypatch.setattr(F, "choose_layout", lambda *args, **kwargs: "nkl")
+    monkeypatch.setattr(F, "is_batch_last", lambda a: False)
+    xs = [Tensor(np.ascontiguousarray(a), requires_grad=True) for a in arrays]
+    y = F.conv2d(*xs)
+    v = Tensor(np.random.default_rng(1).standard_normal(y.shape))
+    assert_same(natural, [g.numpy() for g in tg.grad(y, xs, v)], between)
