@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
-from tinygrad_cnn import conv_arrays
+from tinygrad_cnn import conv_arrays, ops
 from tinygrad_cnn import functional as F
 from tinygrad_cnn.backend import get_backend
 from tinygrad_cnn.conv_arrays import is_batch_last
@@ -208,13 +208,20 @@ def test_input_gradient_when_the_backward_would_choose_another_layout(monkeypatc
     assert_same(results[0], results[1], head)
 
 
-def test_concatenation_clip_and_dropout_keep_batch_last_inputs_batch_last():
-    x = Tensor(batch_last_copy(np.random.default_rng(10).standard_normal((64, 3, 4, 4))))
+def test_concatenation_clip_and_dropout_keep_batch_last_inputs_batch_last(monkeypatch):
+    x = Tensor(batch_last_copy(np.random.default_rng(10).standard_normal((64, 3, 4, 4))),
+               requires_grad=True)
     assert is_batch_last(tg.concatenate([x, x], axis=1).data)
     assert is_batch_last(tg.concatenate([x, x], axis=0).data)
-    assert is_batch_last(x.clip(-1, 1).data)
-    product = F.dropout(x, 0.5)
-    assert is_batch_last(product.data)
+    clipped = x.clip(-1, 1)
+    assert is_batch_last(clipped.data) and is_batch_last(clipped._ctx.mask)
+    # dropout draws its scale in x's order: the product has nothing to reorder
+    reordered = []
+    real = ops.in_order_of
+    monkeypatch.setattr(ops, "in_order_of", lambda backend, a, ref: (
+        reordered.append(conv_arrays.reorders(a, ref)), real(backend, a, ref))[1])
+    assert is_batch_last(F.dropout(x, 0.5).data)
+    assert not any(reordered)
 
 
 @pytest.mark.parametrize("between", ["nothing", "smaller_limit"])

@@ -15,7 +15,7 @@ import inspect
 import threading
 import weakref
 
-from .conv_arrays import is_batch_last
+from .conv_arrays import reorders
 
 # Grad mode is per thread, as in PyTorch: a no_grad block in one thread must
 # not switch recording off (or, exiting out of order, on) in another.
@@ -327,8 +327,7 @@ def _conform(gx, x, fn):
         raise RuntimeError(
             f"{fn.name}.backward returned a gradient on {gx.device} for an "
             f"input on {x.device}")
-    if (gx.data.strides != x.data.strides and 0 not in gx.data.strides
-            and 0 not in x.data.strides and is_batch_last(gx.data) != is_batch_last(x.data)):
+    if reorders(gx.data, x.data):
         # A gradient is stored as its tensor is (batch-last or C order;
         # broadcasts stay as they are): the backward that reads it reads the
         # tensor's saved arrays (a ReLU mask, a pool's input) with it, and

@@ -401,20 +401,27 @@ def is_batch_last(a):
             and a.transpose(tuple(range(1, a.ndim)) + (0,)).flags.c_contiguous)
 
 
-def empty_batch_last(backend, shape, dtype):
-    """An uninitialised array of ``shape`` (N, C, ...) stored batch-last."""
+def empty_as(backend, ref, shape=None, dtype=None, fill=None):
+    """An array of ``shape`` (default ref's) stored like ``ref``: batch-last if
+    ``ref`` is, else C order; uninitialised, or filled with ``fill``."""
     xp = backend.xp
-    return xp.moveaxis(xp.empty(tuple(shape[1:]) + tuple(shape[:1]), dtype=dtype), -1, 0)
-
-
-def empty_as(backend, ref, shape=None, dtype=None):
-    """An uninitialised array of ``shape`` (default ref's) stored like ``ref``:
-    batch-last if ``ref`` is, else C order."""
-    shape = ref.shape if shape is None else shape
+    shape = ref.shape if shape is None else tuple(shape)
     dtype = ref.dtype if dtype is None else dtype
-    if is_batch_last(ref):
-        return empty_batch_last(backend, shape, dtype)
-    return backend.xp.empty(shape, dtype=dtype)
+    if is_batch_last(ref):   # (C, ..., N) memory seen as (N, C, ...)
+        out = xp.moveaxis(xp.empty(shape[1:] + shape[:1], dtype=dtype), -1, 0)
+    else:
+        out = xp.empty(shape, dtype=dtype)
+    if fill is not None:
+        out[...] = fill
+    return out
+
+
+def reorders(a, ref):
+    """Would :func:`in_order_of` copy ``a`` (of ``ref``'s shape)?  Only where one of
+    the two is batch-last and the other not, and neither is a broadcast (a zero
+    stride: no order to match, or a copy would multiply its memory)."""
+    return (a.strides != ref.strides and 0 not in a.strides and 0 not in ref.strides
+            and is_batch_last(a) != is_batch_last(ref))
 
 
 def assign(backend, out, a):
@@ -431,12 +438,9 @@ def assign(backend, out, a):
 
 
 def in_order_of(backend, a, ref):
-    """``a`` (of ``ref``'s shape) stored like ``ref``: ``a`` itself where the two
-    agree on being batch-last (see the module notes) or either is a broadcast
-    (a zero stride: no order to match, or a copy would multiply its memory),
-    else a copy."""
-    if (a.strides == ref.strides or is_batch_last(a) == is_batch_last(ref)
-            or 0 in a.strides or 0 in ref.strides):
+    """``a`` (of ``ref``'s shape) stored like ``ref`` (see the module notes): a copy
+    where :func:`reorders` says so, else ``a`` itself."""
+    if not reorders(a, ref):
         return a
     return assign(backend, empty_as(backend, ref, a.shape, a.dtype), a)
 
@@ -603,8 +607,7 @@ def _padded(backend, x, geom, value=0.0, channels_first=False):
     if not geom.padded:
         return x
     N, C = x.shape[:2]
-    out = empty_as(backend, x, (N, C, geom.Hp, geom.Wp))
-    out[...] = value
+    out = empty_as(backend, x, (N, C, geom.Hp, geom.Wp), fill=value)
     out[(Ellipsis,) + geom.interior()] = x
     return out
 
@@ -809,9 +812,7 @@ def max_pool_scatter_array(backend, g, x, y, geom):
     tiles = (not geom.padded and not geom.overlapping and geom.sh == geom.KH
              and geom.sw == geom.KW and geom.H == geom.OH * geom.sh
              and geom.W == geom.OW * geom.sw)
-    acc = empty_as(backend, x, (N, C, geom.Hp, geom.Wp), g.dtype)
-    if not tiles:
-        acc[...] = 0
+    acc = empty_as(backend, x, (N, C, geom.Hp, geom.Wp), g.dtype, fill=None if tiles else 0)
     g = in_order_of(backend, g, y)
     for c in cache_chunks(backend, x):
         part = acc[c]
@@ -832,8 +833,7 @@ def max_pool_gather_array(backend, gx, x, y, geom):
         return kernel(gx, x, y, geom)
     xp = backend.xp
     gx_windows = _windows(backend, in_order_of(backend, gx, x), geom, 0.0)
-    out = empty_as(backend, y, dtype=gx.dtype)
-    out[...] = 0
+    out = empty_as(backend, y, dtype=gx.dtype, fill=0)
     for c in cache_chunks(backend, x):
         for k, _, _, hit in first_max_masks(backend, x[c], y[c], geom):
             xp.copyto(out[c], gx_windows[k][c], where=hit)
@@ -843,8 +843,7 @@ def max_pool_gather_array(backend, gx, x, y, geom):
 def max_pool_indices(backend, x, y, geom):
     """PyTorch's flat indices into H*W of the first maximal element of each window, int64."""
     xp = backend.xp
-    arg = empty_as(backend, y, dtype=np.int64)
-    arg[...] = 0
+    arg = empty_as(backend, y, dtype=np.int64, fill=0)
     for k, _, _, hit in first_max_masks(backend, x, y, geom):
         xp.copyto(arg, k, where=hit)
     rows = np.arange(geom.OH) * geom.sh - geom.pt
@@ -868,8 +867,7 @@ def sum_pool_array(backend, x, geom):
 def sum_pool_adjoint_array(backend, g, geom):
     """The adjoint of :func:`sum_pool_array`: g added to every element of its window."""
     N, C = g.shape[:2]
-    acc = empty_as(backend, g, (N, C, geom.Hp, geom.Wp))
-    acc[...] = 0
+    acc = empty_as(backend, g, (N, C, geom.Hp, geom.Wp), fill=0)
     for _, i, j in geom.offsets():
         target = acc[(Ellipsis,) + geom.window(i, j)]
         if geom.overlapping:
@@ -975,8 +973,8 @@ __all__ = [
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
     "as_blocks", "to_rows", "from_rows", "batch_first", "batch_last", "contiguous",
     "tiled_copy_pays",
-    "cache_chunks", "unfold_array", "fold_array", "is_batch_last", "empty_batch_last",
-    "empty_as", "assign", "in_order_of", "as_nchw",
+    "cache_chunks", "unfold_array", "fold_array", "is_batch_last", "empty_as",
+    "reorders", "assign", "in_order_of", "as_nchw",
     "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
     "adaptive_bins", "adaptive_avg_matrix", "adaptive_max_array", "index_scatter_array",

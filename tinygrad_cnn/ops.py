@@ -381,13 +381,11 @@ class Clip(Function):
 
     def forward(self, x, lo, hi):
         xp = self.xp
-        # masks from comparisons keep x's memory order (see conv_arrays,
-        # "Batch-last arrays"); a fresh xp.ones would be C order
-        below, above = (x >= lo if lo is not None else None), (x <= hi if hi is not None else None)
-        if below is None and above is None:
-            self.mask = xp.ones(x.shape, dtype=bool)
-        else:
-            self.mask = below if above is None else above if below is None else below & above
+        self.mask = xp.ones_like(x, dtype=bool)   # stored like x (order "K")
+        if lo is not None:
+            self.mask &= x >= lo
+        if hi is not None:
+            self.mask &= x <= hi
         return xp.clip(x, lo, hi).astype(x.dtype, copy=False)
 
     def backward(self, grad_out):
