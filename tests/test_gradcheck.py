@@ -129,8 +129,9 @@ def test_tuple_outputs():
     assert gradgradcheck(lambda a, b: (a * b, a.tanh()), (x, y))
 
 
-def test_float32_inputs_are_checked_in_float64():
-    """In float32, eps=1e-6 would be lost in rounding; the check upcasts first."""
+def test_float32_inputs_are_checked_in_float64_then_in_their_own_dtype():
+    """In float32, eps=1e-6 would be lost in rounding: the finite differences run on a
+    float64 copy; the backward then runs once more in float32, against that result."""
     x = _x(4, dtype=tg.float32)
     seen = []
 
@@ -139,7 +140,41 @@ def test_float32_inputs_are_checked_in_float64():
         return (a * a).sin()
 
     assert gradcheck(fn, x)
+    assert set(seen) == {np.dtype("float64"), np.dtype("float32")}
+    seen.clear()
+    assert gradcheck(fn, x, check_input_dtype=False)
     assert set(seen) == {np.dtype("float64")}
+
+
+class SquareOffInFloat32(Square):
+    """y = x^2 whose backward is right in float64 but 3x in float32."""
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        return grad_out * (3 if x.dtype == tg.float32 else 2) * x
+
+
+class SoftplusNaive(Function):
+    """y = log(1 + e^x), whose backward e^x / (1 + e^x) is inf/inf in float32 for x = 100."""
+
+    def forward(self, x):
+        return self.xp.logaddexp(0, x)
+
+    def backward(self, grad_out):
+        e = self.inputs[0].exp()
+        return grad_out * e / (1 + e)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
+def test_a_backward_wrong_only_in_the_inputs_dtype_is_caught():
+    x = _x(4, dtype=tg.float32)
+    with pytest.raises(GradcheckError, match=r"in float32, input 0's own dtype.*index \(\d,\)"):
+        gradcheck(SquareOffInFloat32.apply, x)
+    assert gradcheck(SquareOffInFloat32.apply, x, check_input_dtype=False)
+    assert gradcheck(SquareOffInFloat32.apply, _x(4))        # float64: nothing else to run
+    big = tg.tensor([1.0, 50.0, 100.0], requires_grad=True)  # float32
+    with pytest.raises(GradcheckError, match=r"gradient from output 0 is nan at index \(2,\)"):
+        gradcheck(SoftplusNaive.apply, big)
 
 
 def test_non_tensor_and_constant_inputs_pass_through():
@@ -199,7 +234,7 @@ class SquareHalvesUpstreamInPlace(Square):
 
 
 def test_backward_writing_into_its_upstream_gradient_is_caught():
-    with pytest.raises(GradcheckError):
+    with pytest.raises(GradcheckError, match="changed its upstream gradient"):
         gradcheck(lambda a: SquareHalvesUpstreamInPlace.apply(a), _x(4))
 
 
@@ -284,3 +319,218 @@ def test_max_elements_message_counts_the_checked_elements():
 def test_inputs_without_elements_check_nothing():
     with pytest.raises(ValueError, match="nothing to check"):
         gradcheck(SquareOff.apply, tg.zeros(0, dtype=tg.float64, requires_grad=True))
+
+
+class AbsCubeInPlace(Function):
+    """y = |x|^3 whose forward overwrites its input with |x|: a backward evaluated at
+    the overwritten values agrees with finite differences taken there."""
+
+    def forward(self, x):
+        self.xp.abs(x, out=x)
+        return x ** 3
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        return grad_out * 3 * x * x * x.sign()
+
+
+class SquareChangesInputInBackward(Square):
+    """A backward 3x (wrong) that also scales its input by 1.5 in place."""
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        result = grad_out * 3 * x
+        x.data *= 1.5
+        return result
+
+
+class SquareAccumulates(Square):
+    """A backward that adds each call's gradient to a buffer kept between calls."""
+
+    def forward(self, x):
+        self.total = self.xp.zeros_like(x)
+        return x * x
+
+    def backward(self, grad_out):
+        self.total += (grad_out * 2 * self.inputs[0]).data
+        return tg.Tensor(self.total.copy(), device=grad_out.device)
+
+
+def test_changes_in_place_are_caught():
+    x = tg.tensor([-1.5, -0.7, 0.8, 1.2], dtype=tg.float64, requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"fn changed its input in place: input 0 "
+                       r"\(shape \(4,\)\) changed at index \(0,\)"):
+        gradcheck(AbsCubeInPlace.apply, x)
+    np.testing.assert_array_equal(x.numpy(), [-1.5, -0.7, 0.8, 1.2])   # the caller's
+    with pytest.raises(GradcheckError, match="the backward changed an input in place"):
+        gradcheck(SquareChangesInputInBackward.apply, _x(3))
+    assert gradcheck(SquareChangesInputInBackward.apply, _x(3), raise_exception=False) is False
+
+
+def test_a_backward_that_does_not_repeat_itself_is_caught():
+    with pytest.raises(GradcheckError, match="second backward pass from output 0 gave a "
+                                             "different gradient for input 0"):
+        gradcheck(SquareAccumulates.apply, _x(3))
+
+
+def test_a_nondeterministic_fn_is_caught():
+    rng = np.random.default_rng(0)
+
+    def noisy(a, scale):
+        return a * a + tg.tensor(rng.standard_normal(a.shape) * scale)
+
+    with pytest.raises(GradcheckError, match="fn is not deterministic"):
+        gradcheck(noisy, (_x(3), 1e-3))
+    assert gradcheck(noisy, (_x(3), 1e-14), nondet_tol=1e-12)
+
+
+def _strided(layout, dtype):
+    """A tensor whose data is laid out in memory as ``layout`` says (views keep it)."""
+    data = np.random.default_rng(0).uniform(0.5, 2.0, (4, 6, 5))
+    base = tg.tensor(data, dtype=dtype)
+    if layout == "fortran":
+        return tg.tensor(np.asfortranarray(data), dtype=dtype)
+    if layout == "batch-last":   # (6, 5, 4) memory seen as (4, 6, 5)
+        return tg.tensor(np.moveaxis(np.ascontiguousarray(np.moveaxis(data, 0, -1)), -1, 0),
+                         dtype=dtype)
+    return {"transposed": base.permute(2, 0, 1), "sliced": base[:, ::2, 1:4],
+            "reversed": base[::-1, :, ::-1], "size-1 axis": base[:, :1, ::2]}[layout]
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "reversed", "fortran",
+                                    "batch-last", "size-1 axis"])
+@pytest.mark.parametrize("dtype", [tg.float32, tg.float64])
+def test_inputs_keep_their_memory_layout(layout, dtype):
+    x = _strided(layout, dtype).detach().requires_grad_()
+    assert not x.data.flags.c_contiguous
+    steps = np.array(x.data.strides) // x.data.itemsize
+    big = [ax for ax in range(x.ndim) if x.shape[ax] > 1]
+    seen = []
+
+    def fn(a):
+        seen.append(tuple((np.array(a.data.strides) // a.data.itemsize)[big]))
+        return (a * a).sin()
+
+    assert gradcheck(fn, x, max_elements=8)
+    assert set(seen) == {tuple(steps[big])}, (steps, seen)
+
+
+class RowSumSquaresAssumesCOrder(Function):
+    """y = sum over rows of x^2, whose backward reads x's memory as if C-ordered."""
+
+    def forward(self, x):
+        return (x * x).sum(axis=1)
+
+    def backward(self, grad_out):
+        a = self.inputs[0].data
+        flat = np.lib.stride_tricks.as_strided(a, (a.size,), (a.itemsize,))
+        return grad_out.reshape(-1, 1) * 2 * tg.tensor(flat.reshape(a.shape).copy())
+
+
+def test_a_backward_that_assumes_c_order_is_caught_on_a_sliced_input():
+    base = tg.tensor(np.random.default_rng(0).uniform(0.5, 2.0, (4, 6)), dtype=tg.float64)
+    assert gradcheck(RowSumSquaresAssumesCOrder.apply, base.detach().requires_grad_())
+    with pytest.raises(GradcheckError):
+        gradcheck(RowSumSquaresAssumesCOrder.apply, base[:, ::2].detach().requires_grad_())
+
+
+def test_large_inputs_divide_by_the_step_actually_taken():
+    """x +- eps rounds at x ~ 1e9; dividing by 2*eps would make 2x look like 1.2x."""
+    x = tg.tensor([1.1e9, 1.5e9, 1.9e9], dtype=tg.float64, requires_grad=True)
+    assert gradcheck(lambda a: a * 2, x)
+
+
+class CubeOff(Function):
+    """y = x^3 whose backward is 6x^2 instead of 3x^2."""
+
+    def forward(self, x):
+        return x ** 3
+
+    def backward(self, grad_out):
+        return grad_out * 6 * self.inputs[0] ** 2
+
+
+def test_gradients_below_atol_warn_that_they_check_nothing():
+    small = tg.tensor([1e-3, 1.2e-3, 1.4e-3], dtype=tg.float64, requires_grad=True)
+    with pytest.warns(tg.GradcheckWarning, match="below atol=1e-05"):
+        assert gradcheck(CubeOff.apply, small)
+    with pytest.raises(GradcheckError):
+        gradcheck(CubeOff.apply, small, atol=1e-9)
+
+
+class SquareToFloat32(Square):
+    def forward(self, x):
+        return (x * x).astype(np.float32)
+
+
+def test_outputs_that_cannot_be_checked_are_refused():
+    x = _x(3)
+    with pytest.raises(ValueError, match="output 0 has dtype float32.*need float64 outputs"):
+        gradcheck(SquareToFloat32.apply, x)
+    with pytest.raises(ValueError, match=r"no float output \(dtypes bool\)"):
+        gradcheck(lambda a: a > 1, x)
+    with pytest.raises(ValueError, match="nothing to check"):
+        gradcheck(lambda a: a[:0] * 3, x)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"eps": 0.0}, "eps must be a finite number > 0"),
+    ({"eps": "a"}, "eps must be"),
+    ({"atol": -1.0}, "atol must be a finite number >= 0"),
+    ({"rtol": float("nan")}, "rtol must be"),
+    ({"nondet_tol": -1.0}, "nondet_tol must be"),
+    ({"max_elements": 1.5}, "max_elements must be an int >= 1"),
+    ({"seed": "a"}, "seed must be an int >= 0 or None"),
+    ({"seed": -1}, "seed must be"),
+    ({"grad_outputs": tg.ones(3, dtype=tg.float64), "full_jacobian": True},
+     "grad_outputs has no use with full_jacobian"),
+])
+def test_bad_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gradcheck(Square.apply, _x(3), **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
+def test_non_finite_message_names_the_element():
+    data = np.linspace(1.0, 2.0, 30)
+    data[20] = 0.0
+    with pytest.raises(GradcheckError, match=r"non-finite gradient at index \(20,\): "
+                                             r"analytic -?inf"):
+        gradcheck(lambda a: a.sqrt(), tg.tensor(data, requires_grad=True))
+
+
+def test_messages_say_what_the_compared_values_are():
+    with pytest.raises(GradcheckError, match="v\\^T J.*random upstream gradient"):
+        gradcheck(SquareOff.apply, _x(3))
+    with pytest.raises(GradcheckError, match="for the given grad_outputs v"):
+        gradcheck(SquareOff.apply, _x(3), grad_outputs=tg.ones(3, dtype=tg.float64))
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(SquareOff.apply, _x(3), full_jacobian=True)
+    assert "v^T J" not in str(info.value)
+
+
+class MulOffInG(Function):
+    """z = g * x whose gradient for g is 1.5 times too large."""
+
+    def forward(self, g, x):
+        return g * x
+
+    def backward(self, grad_out):
+        g, x = self.inputs
+        return grad_out * x * 1.5, grad_out * g
+
+
+class HalfSquare(Function):
+    """y = x^2 / 2, whose backward (g * x) goes through MulOffInG."""
+
+    def forward(self, x):
+        return x * x / 2
+
+    def backward(self, grad_out):
+        return MulOffInG.apply(grad_out, self.inputs[0])
+
+
+def test_gradgradcheck_names_the_callers_inputs_and_gradients():
+    with pytest.raises(GradcheckError, match=r"for grad_outputs\[0\] \(shape \(3,\)\) and "
+                                             r"the gradient w.r.t. input 0 \(shape \(3,\)\)"):
+        gradgradcheck(HalfSquare.apply, _x(3))

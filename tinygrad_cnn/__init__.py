@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 from .autograd import Function, no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .backend import DeviceError, backends, cuda_status, get_backend, register_backend
-from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .gradcheck import GradcheckError, GradcheckWarning, gradcheck, gradgradcheck
 from .tensor import (
     Tensor, tensor, grad, where, concatenate, cat, stack, split, manual_seed, get_rng,
     zeros, ones, full, zeros_like, ones_like, randn, rand, arange, eye,
@@ -19,7 +19,7 @@ from .viz import trace, graph
 __all__ = [
     "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "DeviceError", "backends", "cuda_status", "get_backend", "register_backend",
-    "GradcheckError", "gradcheck", "gradgradcheck",
+    "GradcheckError", "GradcheckWarning", "gradcheck", "gradgradcheck",
     "Tensor", "tensor", "grad", "where", "concatenate", "cat", "stack", "split",
     "manual_seed", "get_rng", "zeros", "ones", "full", "zeros_like", "ones_like", "randn",
     "rand", "arange", "eye", "float16", "float32", "float64", "int32", "int64", "bool_",

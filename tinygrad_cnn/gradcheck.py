@@ -20,7 +20,22 @@ hide behind larger elements of the same output either.
 Tolerances: a value passes when ``|analytic - numerical| <= atol +
 rtol * |numerical|``.  Central differences in float64 with ``eps=1e-6``
 have an error of about ``eps**2 * f''' + 1e-16 * |f| / eps``, well inside
-the defaults for smooth functions of O(1) inputs and outputs.
+the defaults for smooth functions of O(1) inputs and outputs.  Where every
+gradient value of a pair is below ``atol``, a wrong one of that size would
+pass too: that gives a :class:`GradcheckWarning`.
+
+Beyond the values, a check fails (it would otherwise pass a wrong
+gradient, or fail without saying why) when ``fn`` or its backward changes an
+input in place, when a backward changes its upstream gradient in place,
+when a second backward pass gives other gradients than the first, or when
+``fn`` gives other values for the same inputs (differences within
+``nondet_tol`` plus 1e-12 of the largest value, the rounding of a GPU's
+reordered sums, are allowed).  Inputs keep their memory layout (a
+transposed or sliced input stays one), so code that assumes C order is
+checked as the caller runs it.  float32 and float16 inputs are checked
+in float64 too, and then, with ``check_input_dtype``, their backward is
+run once more in their own dtype and compared with the float64 gradient,
+so a low-precision path of its own (or an overflow) is not missed.
 
 Checks fail legitimately where the function is not differentiable: at
 kinks (relu, abs, clip at 0 or its bounds, max/min) the finite difference
@@ -31,6 +46,10 @@ and ties.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
+
 import numpy as np
 
 from .autograd import enable_grad, no_grad
@@ -39,7 +58,16 @@ from .tensor import Tensor, float64, grad as _grad, zeros_like
 
 
 class GradcheckError(AssertionError):
-    """An analytic gradient disagrees with the numerical one."""
+    """An analytic gradient disagrees with the numerical one (or cannot be trusted)."""
+
+
+class GradcheckWarning(UserWarning):
+    """A check that passed but could not have caught a wrong gradient of that size."""
+
+
+# Repeated runs may differ by rounding (a GPU's atomic adds sum in any order):
+# up to this fraction of the largest value, plus nondet_tol.
+_REPEAT_RTOL = 1e-12
 
 
 def _as_tuple(x):
@@ -54,8 +82,40 @@ def _holds_grad_tensor(x):
     return isinstance(x, (tuple, list)) and any(_holds_grad_tensor(e) for e in x)
 
 
-def _float64_copies(inputs, name):
-    """float64 copies of the inputs, so the caller's tensors are never touched."""
+# ---- inputs: copies laid out as given ------------------------------------------------------
+def _copy_laid_out_like(backend, a, dtype):
+    """A copy of ``a`` in ``dtype`` with ``a``'s memory layout: its axis order,
+    gaps (``a[:, ::2]``) and reversed axes, so ``fn`` sees the input as the
+    caller gave it.  Where the strides do not nest (overlapping or irregular
+    views) only the axis order is kept."""
+    xp = backend.xp
+    big = [ax for ax in range(a.ndim) if a.shape[ax] > 1]
+    if a.size == 0 or a.flags.c_contiguous or any(a.strides[ax] == 0 for ax in big):
+        return a.astype(dtype, order="K")
+    flips = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)
+    steps = [abs(a.strides[ax]) // a.itemsize for ax in big]
+    order = sorted(range(len(big)), key=lambda k: -steps[k])          # outermost first
+    nested = all(abs(a.strides[ax]) % a.itemsize == 0 for ax in big) and all(
+        steps[p] % steps[q] == 0 and steps[p] >= a.shape[big[q]] * steps[q]
+        for p, q in zip(order, order[1:]))
+    if not nested:
+        return a.astype(dtype, order="K")
+    # A dense buffer whose axes are the memory-ordered axes of a, each as long
+    # as the step of the axis outside it allows, plus the innermost step:
+    # taking index 0 of that last axis and the first n of the others gives
+    # a's strides (scaled to dtype's item size).
+    dense = [a.shape[big[order[0]]]] + [steps[p] // steps[q] for p, q in zip(order, order[1:])]
+    buf = xp.zeros(dense + [steps[order[-1]]], dtype=dtype)
+    view = buf[(slice(None),) + tuple(slice(0, a.shape[big[k]]) for k in order[1:]) + (0,)]
+    view = view.transpose(tuple(int(k) for k in np.argsort(order)))  # big axes, a's order
+    view = view[tuple(slice(None) if n > 1 else None for n in a.shape)]  # size-1 axes back
+    view[...] = a[flips]
+    return view[flips]
+
+
+def _copies(inputs, name, dtype_of):
+    """Copies of the tensor inputs in ``dtype_of(x)``, laid out like them, so the
+    caller's tensors are never touched; other inputs pass through."""
     copies = []
     for i, x in enumerate(inputs):
         if not isinstance(x, Tensor):
@@ -67,11 +127,52 @@ def _float64_copies(inputs, name):
             copies.append(x)
             continue
         with x._backend.context():
-            data = x.data.astype(float64) if x.dtype.kind == "f" else x.data.copy()
+            data = _copy_laid_out_like(x._backend, x.data, dtype_of(x))
         copies.append(Tensor._make(data, x._backend, x.requires_grad))
     return copies
 
 
+def _float64_copies(inputs, name):
+    return _copies(inputs, name, lambda x: float64 if x.dtype.kind == "f" else x.dtype)
+
+
+def _host(inputs):
+    """Host copies of the tensor inputs' values (None for other inputs)."""
+    return [x.numpy().copy() if isinstance(x, Tensor) else None for x in inputs]
+
+
+def _changed_input(inputs, before, names):
+    """The message part for the first input whose values differ from ``before``."""
+    for i, (x, old) in enumerate(zip(inputs, before)):
+        if old is None:
+            continue
+        new = x.numpy()
+        if new.shape != old.shape or not np.array_equal(new, old, equal_nan=True):
+            if new.shape != old.shape:
+                return f"{names[i]} changed shape from {old.shape} to {new.shape}"
+            e = np.argwhere(~((new == old) | (np.isnan(new) & np.isnan(old))))[0]
+            return (f"{names[i]} (shape {x.shape}) changed at index {tuple(int(j) for j in e)} "
+                    f"from {old[tuple(e)]:.10g} to {new[tuple(e)]:.10g}")
+    return None
+
+
+def _repeat_differs(a, b, nondet_tol):
+    """max |a - b|, if it exceeds what repeated runs may differ by, else None."""
+    if a.shape != b.shape:
+        return math.inf
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    if same.all():
+        return None
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not finite[~same].all():
+        return math.inf
+    diff = float(np.abs(a - b)[finite].max())
+    scale = float(np.abs(a[finite]).max()) if finite.any() else 0.0
+    return diff if diff > nondet_tol + _REPEAT_RTOL * scale else None
+
+
+# ---- the two sides ---------------------------------------------------------------------------
 def _outputs(fn, inputs, name):
     outs = _as_tuple(fn(*inputs))
     for o in outs:
@@ -105,12 +206,25 @@ def _upstream(outs, grad_outputs, rng, name):
     return vs
 
 
-def _analytic(outs, xs, vs, full_jacobian):
+def _backward(y, xs, row):
+    """Gradients of ``y`` contracted with the host array ``row``, as host arrays (None
+    where no gradient arrived), and whether the backward changed its upstream gradient."""
+    with y._backend.context():
+        g_out = Tensor._make(y._backend.asarray(row.reshape(y.shape).astype(y.dtype)),
+                             y._backend)
+    grads = _grad([y], xs, [g_out], retain_graph=True, allow_unused=True)
+    changed = not np.array_equal(g_out.numpy(), row.reshape(y.shape).astype(y.dtype),
+                                 equal_nan=True)
+    return [None if g is None else g.numpy().astype(np.float64).ravel() for g in grads], changed
+
+
+def _analytic(outs, xs, vs, full_jacobian, nondet_tol, inputs_changed, names, name):
     """analytic[k][j]: (rows, x_j.size), each row the gradient of output k contracted
     with one upstream row (v_k, or one-hot rows for the full Jacobian), or None where
-    no gradient reached x_j from output k."""
+    no gradient reached x_j from output k; or a failure message (str).
+    ``inputs_changed()`` says which input a backward changed in place, if any."""
     result = []
-    for y, v in zip(outs, vs):
+    for k, (y, v) in enumerate(zip(outs, vs)):
         if v is None:                  # not a float output: nothing to differentiate
             result.append(None)
             continue
@@ -118,17 +232,31 @@ def _analytic(outs, xs, vs, full_jacobian):
         per_x = [None] * len(xs)
         if y.requires_grad:
             for r, row in enumerate(rows):
-                # A fresh copy per pass: a backward may write into its grad_out,
-                # which must not change the v of the numerical side.
-                with y._backend.context():
-                    g_out = Tensor._make(y._backend.asarray(row.reshape(y.shape).copy()),
-                                         y._backend)
-                grads = _grad([y], xs, [g_out], retain_graph=True, allow_unused=True)
+                grads, changed = _backward(y, xs, row)
+                if changed:
+                    return (f"{name}: the backward from {names.out(k)} changed its upstream "
+                            f"gradient (grad_out) in place; a gradient passed to a backward "
+                            f"may be shared with other ops (all the inputs of an addition "
+                            f"get the same one), so it must be left as it is")
+                changed = inputs_changed()
+                if changed:
+                    return f"{name}: the backward changed an input in place: {changed}"
+                if r == 0:             # a second pass must give the same gradients
+                    again, _ = _backward(y, xs, row)
+                    for j, (g, h) in enumerate(zip(grads, again)):
+                        d = _repeat_differs(np.zeros(0) if g is None else g,
+                                            np.zeros(0) if h is None else h, nondet_tol)
+                        if d is not None:
+                            return (f"{name}: a second backward pass from {names.out(k)} "
+                                    f"gave a different gradient for {names.inp(j)} (largest "
+                                    f"difference {d:.3g}): the backward keeps state between "
+                                    f"calls (accumulating into a buffer, say), so a graph "
+                                    f"differentiated twice gets wrong gradients")
                 for j, g in enumerate(grads):
                     if g is not None:
                         if per_x[j] is None:
                             per_x[j] = np.zeros((len(rows), xs[j].size))
-                        per_x[j][r] = g.numpy().ravel()
+                        per_x[j][r] = g
         result.append(per_x)
     return result
 
@@ -137,16 +265,14 @@ def _numerical(fn, inputs, i, vs, cols, eps, full_jacobian, name):
     """numerical[k]: (rows, x.size) finite differences of output k for the flat elements
     ``cols`` of input i (zero elsewhere), contracted as in :func:`_analytic`."""
     x = inputs[i]
-    original = x.data
-    start = x._backend.to_numpy(original).astype(np.float64).ravel()
+    data = x.data              # perturbed in place, so it keeps its memory layout
+    start = x.numpy().astype(np.float64).ravel()
     numerical = [None if v is None else np.zeros((v.size if full_jacobian else 1, x.size))
                  for v in vs]
 
-    def evaluate(e, value):
-        host = start.copy()
-        host[e] = value
+    def evaluate(index, value):
         with x._backend.context():
-            x.data = x._backend.asarray(host.reshape(x.shape).astype(x.dtype))
+            data[index] = value
         with no_grad():
             values = _outputs(fn, inputs, name)
         if len(values) != len(vs):
@@ -154,22 +280,51 @@ def _numerical(fn, inputs, i, vs, cols, eps, full_jacobian, name):
         return [None if v is None else values[k].numpy().astype(np.float64)
                 for k, v in enumerate(vs)]
 
+    index = None
     try:
         for e in cols:
-            plus = evaluate(e, start[e] + eps)
-            minus = evaluate(e, start[e] - eps)
+            index = tuple(int(j) for j in np.unravel_index(int(e), x.shape))
+            hi, lo = start[e] + eps, start[e] - eps
+            plus, minus = evaluate(index, hi), evaluate(index, lo)
+            with x._backend.context():
+                data[index] = start[e]
             for k, v in enumerate(vs):
                 if v is None:
                     continue
                 if plus[k].shape != v.shape or minus[k].shape != v.shape:
                     raise ValueError(f"{name}: output {k} changed shape from {v.shape} to "
                                      f"{plus[k].shape} when input {i} was perturbed")
-                # Differences first, element by element, then the contraction.
-                column = ((plus[k] - minus[k]) / (2 * eps)).ravel()
+                # Differences first, element by element, then the contraction;
+                # hi - lo is the step actually taken (x +- eps rounds for large x).
+                column = ((plus[k] - minus[k]) / (hi - lo)).ravel()
                 numerical[k][:, e] = column if full_jacobian else v.ravel() @ column
     finally:
-        x.data = original
+        if index is not None:
+            with x._backend.context():
+                data[index] = start[int(np.ravel_multi_index(index, x.shape))]
     return numerical
+
+
+# ---- comparing -------------------------------------------------------------------------------
+class _Names:
+    """How messages name inputs and outputs (gradgradcheck's are its own)."""
+
+    def __init__(self, inputs=None, outputs=None, wrt=()):
+        self._inputs, self._outputs, self._wrt = inputs, outputs, list(wrt)
+
+    def inp(self, j):          # j counts the inputs that require grad
+        i = self._wrt[j]
+        return self._inputs[i] if self._inputs else f"input {i}"
+
+    def input_at(self, i):     # i counts all inputs
+        return self._inputs[i] if self._inputs else f"input {i}"
+
+    def out(self, k):
+        return self._outputs[k] if self._outputs else f"output {k}"
+
+    @property
+    def custom_outputs(self):
+        return self._outputs is not None
 
 
 def _fail(msg, raise_exception):
@@ -182,44 +337,115 @@ def _index(flat, shape):
     return tuple(int(j) for j in np.unravel_index(int(flat), shape))
 
 
-def _compare(a, n, cols, x, i, y, k, several_outputs, full_jacobian, atol, rtol, name):
-    """None if output k's gradient w.r.t. input i agrees on ``cols``, else the message."""
+def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, name):
+    """None if output k's gradient w.r.t. input j agrees on ``cols``, else the message."""
     reached = a is not None
     a = np.zeros_like(n) if a is None else a
     a, n = a[:, cols], n[:, cols]
-    pair = f"input {i} (shape {x.shape})" + (
-        f" and output {k} (shape {y.shape})" if several_outputs else "")
-    if not (np.isfinite(a).all() and np.isfinite(n).all()):
-        return (f"{name}: {pair} has non-finite gradients: analytic {a.ravel()[:8]}, "
-                f"numerical {n.ravel()[:8]}")
+    pair = f"{names.inp(j)} (shape {x.shape})" + (
+        f" and {names.out(k)} (shape {y.shape})" if show_output else "")
+
+    def where(row, col):
+        if mode == "full":
+            return (f"at index {_index(cols[col], x.shape)} of the input and "
+                    f"{_index(row, y.shape)} of the output")
+        return f"at index {_index(cols[col], x.shape)}"
+
+    finite = np.isfinite(a) & np.isfinite(n)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        return (f"{name}: {pair} has a non-finite gradient {where(row, col)}: analytic "
+                f"{a[row, col]:.10g}, numerical {n[row, col]:.10g} ({int((~finite).sum())} "
+                f"of {finite.size} value(s) non-finite)")
     err = np.abs(a - n) - (atol + rtol * np.abs(n))
     if not err.size or err.max() <= 0:
+        # Where every numerical value is below atol, an analytic one off by 100 %
+        # (twice the value, or zero) would pass as well.
+        largest = float(np.abs(n).max(initial=0))
+        if 0 < largest < atol:
+            warnings.warn(f"{name}: every numerical gradient value of {pair} is below "
+                          f"atol={atol} (the largest is {largest:.3g}), so a gradient wrong "
+                          f"by that much would pass as well; scale the inputs or outputs up, "
+                          f"or lower atol", GradcheckWarning, stacklevel=4)
         return None
     row, col = np.unravel_index(int(np.argmax(err)), err.shape)
-    if full_jacobian:
-        where = (f"at index {_index(cols[col], x.shape)} of the input and "
-                 f"{_index(row, y.shape)} of the output")
-        count = f"{int((err > 0).sum())} of {err.size} Jacobian entries"
-    else:
-        where = f"at index {_index(cols[col], x.shape)}"
-        count = f"{int((err > 0).sum())} of {err.size} element(s)"
+    unit = "Jacobian entries" if mode == "full" else "element(s)"
+    count = f"{int((err > 0).sum())} of {err.size} {unit}"
     if len(cols) < x.size:
         count += f" ({len(cols)} of the input's {x.size} elements checked)"
+    what = {"full": "",
+            "random": " (values of v^T J for a random upstream gradient v; "
+                      "full_jacobian=True compares single entries)",
+            "given": " (values of v^T J for the given grad_outputs v)"}[mode]
     hint = ("" if reached else
-            f"; no gradient reached input {i} from this output: a backward returned None "
-            f"for it, or the output was computed outside the graph (from raw arrays or "
-            f"under no_grad)")
-    return (f"{name}: analytic and numerical gradients differ for {pair} {where}: "
+            f"; no gradient reached {names.inp(j)} from this output: a backward returned "
+            f"None for it, or the output was computed outside the graph (from raw arrays "
+            f"or under no_grad)")
+    return (f"{name}: analytic and numerical gradients differ for {pair} {where(row, col)}: "
             f"analytic {a[row, col]:.10g}, numerical {n[row, col]:.10g} (|difference| "
             f"{abs(a[row, col] - n[row, col]):.3g} > atol {atol} + rtol {rtol} * "
-            f"|numerical|); {count} out of tolerance{hint}")
+            f"|numerical|); {count} out of tolerance{what}{hint}")
+
+
+def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, names, name):
+    """None if the backward in the inputs' own float32/float16 dtype agrees with the
+    float64 analytic gradient to that dtype's precision, else the message."""
+    low = [j for j, i in enumerate(wrt) if originals[i].dtype.itemsize < 8]
+    if not low:
+        return None
+    inputs = _copies(originals, name, lambda x: x.dtype)
+    xs = [inputs[i] for i in wrt]
+    with enable_grad():
+        outs = _outputs(fn, inputs, name)
+    for k, (y, v) in enumerate(zip(outs, vs)):
+        if v is None or analytic[k] is None or not y.requires_grad:
+            continue
+        grads, _ = _backward(y, xs, v.ravel())
+        for j in low:
+            x, ref = xs[j], analytic[k][j]
+            if ref is None:
+                ref = np.zeros(x.size)
+            else:                # the float64 gradient contracted with v, as here
+                ref = v.ravel() @ ref if full_jacobian else ref[0]
+            got = np.zeros(x.size) if grads[j] is None else grads[j]
+            tol = 3 * math.sqrt(np.finfo(x.dtype).eps)
+            bad = ~(np.abs(got - ref) <= tol * (np.abs(ref) + np.abs(ref).max(initial=0)))
+            if bad.any():
+                e = int(np.argmax(bad))
+                return (f"{name}: in {x.dtype}, {names.inp(j)}'s own dtype, the gradient "
+                        f"from {names.out(k)} is {got[e]:.7g} at index {_index(e, x.shape)} "
+                        f"where the float64 check gives {ref[e]:.7g} (allowed: {tol:.2g} "
+                        f"relative); the backward's {x.dtype} path is wrong or loses "
+                        f"precision (overflow?); check_input_dtype=False checks float64 only")
+    return None
+
+
+# ---- the check -------------------------------------------------------------------------------
+def _number(name, arg, value, minimum=0.0, above=False, integer=False, none_ok=False):
+    if value is None and none_ok:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and (
+        value > minimum if above else value >= minimum)
+    if not ok:
+        expected = (f"{'an int' if integer else 'a finite number'} "
+                    f"{'>' if above else '>='} {minimum:g}") + (" or None" if none_ok else "")
+        raise ValueError(f"{name}: {arg} must be {expected}, got {value!r}")
 
 
 def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max_elements,
-           full_jacobian, name):
-    if max_elements is not None and max_elements < 1:
-        raise ValueError(f"{name}: max_elements must be at least 1, got {max_elements}")
-    inputs = _float64_copies(_as_tuple(inputs), name)
+           full_jacobian, nondet_tol, check_input_dtype, name, names=None):
+    _number(name, "eps", eps, above=True)
+    _number(name, "atol", atol)
+    _number(name, "rtol", rtol)
+    _number(name, "nondet_tol", nondet_tol)
+    _number(name, "seed", seed, integer=True, none_ok=True)
+    _number(name, "max_elements", max_elements, minimum=1, integer=True, none_ok=True)
+    if full_jacobian and grad_outputs is not None:
+        raise ValueError(f"{name}: grad_outputs has no use with full_jacobian=True (every "
+                         f"Jacobian entry is compared); pass one or the other")
+    originals = _as_tuple(inputs)
+    inputs = _float64_copies(originals, name)
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
         raise ValueError(f"{name}: no input requires grad, so there is nothing to check")
@@ -227,12 +453,50 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
         if inputs[i].dtype.kind != "f":
             raise TypeError(f"{name}: input {i} has dtype {inputs[i].dtype}; only "
                             f"float inputs can be checked")
+    names = names or _Names(wrt=wrt)
+    before = _host(inputs)
+
+    def inputs_changed():
+        return _changed_input(inputs, before, [names.input_at(i) for i in range(len(inputs))])
+
     with enable_grad():  # the analytic side needs a graph, even inside a no_grad block
         outs = _outputs(fn, inputs, name)
+    changed = inputs_changed()
+    if changed:
+        return _fail(f"{name}: fn changed its input in place: {changed}; the gradient would "
+                     f"then be taken at other values than the caller's (copy an input "
+                     f"before writing into it)", raise_exception)
+    floats = [o for o in outs if o.dtype.kind == "f"]
+    if not floats:
+        raise ValueError(f"{name}: fn returned no float output (dtypes "
+                         f"{', '.join(str(o.dtype) for o in outs) or 'none'}), so there is "
+                         f"nothing to differentiate")
+    for k, o in enumerate(outs):
+        # Rounding to o's precision, divided by 2 eps, would swamp the derivative.
+        if o.dtype.kind == "f" and eps < math.sqrt(np.finfo(o.dtype).eps):
+            raise ValueError(f"{name}: {names.out(k)} has dtype {o.dtype}, but the check "
+                             f"runs in float64 (the inputs are converted to it): does fn "
+                             f"cast to a lower precision? Finite differences with eps={eps} "
+                             f"need float64 outputs (or, to check such a cast itself, an eps "
+                             f"of at least {math.sqrt(np.finfo(o.dtype).eps):.1g} and a "
+                             f"looser rtol)")
     rng = np.random.default_rng(seed)
     vs = _upstream(outs, grad_outputs, rng, name)
-    analytic = _analytic(outs, [inputs[i] for i in wrt], vs, full_jacobian)
-    several = sum(v is not None for v in vs) > 1
+    analytic = _analytic(outs, [inputs[i] for i in wrt], vs, full_jacobian, nondet_tol,
+                         inputs_changed, names, name)
+    if isinstance(analytic, str):
+        return _fail(analytic, raise_exception)
+    with no_grad():
+        again = _outputs(fn, inputs, name)
+    for k, (o, p) in enumerate(zip(outs, again)):
+        d = _repeat_differs(o.numpy(), p.numpy(), nondet_tol) if o.dtype.kind == "f" else None
+        if d is not None:
+            return _fail(f"{name}: fn is not deterministic: called twice with the same "
+                         f"inputs, its {names.out(k)} differs by up to {d:.3g}; finite "
+                         f"differences need the same function at every call (seed any "
+                         f"randomness inside fn, or pass nondet_tol)", raise_exception)
+    mode = "full" if full_jacobian else "random" if grad_outputs is None else "given"
+    show_output = names.custom_outputs or sum(v is not None for v in vs) > 1
     failure, anything = None, False
     for j, i in enumerate(wrt):
         x = inputs[i]
@@ -244,8 +508,9 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
             if n is None:
                 continue
             a = analytic[k][j]
-            anything = anything or (len(cols) > 0 and (a is not None or bool(n.any())))
-            failure = failure or _compare(a, n, cols, x, i, y, k, several, full_jacobian,
+            anything = anything or (len(cols) > 0 and y.size > 0
+                                    and (a is not None or bool(n.any())))
+            failure = failure or _compare(a, n, cols, x, y, j, k, names, show_output, mode,
                                           atol, rtol, name)
         if failure:
             return _fail(failure, raise_exception)
@@ -253,54 +518,71 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
         # Both sides are zero everywhere (or empty) and agree, checking nothing.
         raise ValueError(
             f"{name}: fn's outputs do not depend on any input that requires grad (or those "
-            f"inputs have no elements), so there is nothing to check; does fn compute from "
-            f"its arguments (not from tensors it closes over)?")
+            f"inputs or outputs have no elements), so there is nothing to check; does fn "
+            f"compute from its arguments (not from tensors it closes over)?")
+    if check_input_dtype:
+        failure = _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, names, name)
+        if failure:
+            return _fail(failure, raise_exception)
     return True
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
-              seed=0, grad_outputs=None, max_elements=None, full_jacobian=False):
+              seed=0, grad_outputs=None, max_elements=None, full_jacobian=False,
+              nondet_tol=0.0, check_input_dtype=True):
     """Check ``fn``'s analytic gradients against central finite differences.
 
     ``inputs`` is a tensor or a tuple of arguments for ``fn`` (non-tensor
     entries are passed through; a list of tensors that require grad must be
     spread into separate inputs); every float tensor with
-    ``requires_grad=True`` is checked, element by element, in float64.  ``fn``
-    returns a tensor or a tuple of tensors; each float output is checked
-    against each input on its own.
+    ``requires_grad=True`` is checked, element by element, on a float64 copy
+    laid out in memory as the input is.  ``fn`` returns a tensor or a tuple
+    of tensors; each float output is checked against each input on its own.
 
     ``grad_outputs``: one upstream gradient per output (by default random
-    normal, drawn from ``seed``).  ``max_elements`` checks at most that many
-    randomly chosen elements per input (for large tensors such as a model's
-    weights); by default every element is checked.  ``full_jacobian=True``
-    compares every Jacobian entry instead of one random contraction per
-    output (one backward per output element: for small outputs).
+    normal, drawn from ``seed``; ``seed=None`` draws a new one each call).
+    ``max_elements`` checks at most that many randomly chosen elements per
+    input (for large tensors such as a model's weights); by default every
+    element is checked.  ``full_jacobian=True`` compares every Jacobian
+    entry instead of one random contraction per output (one backward per
+    output element: for small outputs).  ``nondet_tol``: how far two calls
+    of ``fn``, or two backward passes, may differ (beyond rounding).
+    ``check_input_dtype``: for float32/float16 inputs, also run the backward
+    in their own dtype and compare it with the float64 gradient.
 
     Tolerances apply to each (input, output) pair on its own, as in
     PyTorch.  Returns True, or raises :class:`GradcheckError` naming the
-    input (and output), the worst element and both values (returns False if
-    ``raise_exception`` is False).
+    input (and output), the worst element and both values, or what else
+    went wrong (an input or upstream gradient changed in place, a backward
+    or ``fn`` that does not repeat itself).  With ``raise_exception=False``
+    those failures return False instead; errors that make the check
+    impossible (bad arguments, no float output, a backward that fails or
+    returns a gradient of the wrong shape) are raised either way.
     """
     return _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs,
-                  max_elements, full_jacobian, "gradcheck")
+                  max_elements, full_jacobian, nondet_tol, check_input_dtype, "gradcheck")
 
 
 def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
-                  raise_exception=True, seed=0, full_jacobian=False):
+                  raise_exception=True, seed=0, full_jacobian=False, nondet_tol=0.0):
     """Check second-order gradients: ``gradcheck`` of ``x, v -> grad(fn(x), x, v)``.
 
     The backward pass, built with ``create_graph=True``, is itself checked
     against finite differences with respect to the inputs and to the
     upstream gradients ``v`` (``grad_outputs``, one per output of ``fn``;
-    random normal from ``seed`` by default).
+    random normal from ``seed`` by default), in float64.  Failures name
+    ``fn``'s inputs, ``grad_outputs[k]`` for an upstream gradient, and
+    "the gradient w.r.t. input i" for the first-order result being checked.
     """
     name = "gradgradcheck"
+    _number(name, "seed", seed, integer=True, none_ok=True)
     inputs = _float64_copies(_as_tuple(inputs), name)
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
         raise ValueError(f"{name}: no input requires grad, so there is nothing to check")
     outs = _outputs(fn, inputs, name)
-    vs = _upstream(outs, grad_outputs, np.random.default_rng(seed + 1), name)
+    vs = _upstream(outs, grad_outputs, np.random.default_rng(None if seed is None
+                                                             else seed + 1), name)
     float_outs = [k for k, v in enumerate(vs) if v is not None]
     grad_outputs = [Tensor._make(outs[k]._backend.asarray(vs[k]), outs[k]._backend, True)
                     for k in float_outs]
@@ -315,5 +597,11 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
                           create_graph=True, allow_unused=True)
         return tuple(zeros_like(xs[i]) if g is None else g for i, g in zip(wrt, grads))
 
-    return _check(first_order, tuple(inputs) + tuple(grad_outputs), eps, atol, rtol,
-                  raise_exception, seed, None, None, full_jacobian, name)
+    all_inputs = tuple(inputs) + tuple(grad_outputs)
+    names = _Names([f"input {i}" for i in range(n_in)]
+                   + [f"grad_outputs[{k}]" for k in float_outs],
+                   [f"the gradient w.r.t. input {i}" for i in wrt],
+                   wrt=[i for i, x in enumerate(all_inputs)
+                        if isinstance(x, Tensor) and x.requires_grad])
+    return _check(first_order, all_inputs, eps, atol, rtol, raise_exception, seed, None,
+                  None, full_jacobian, nondet_tol, False, name, names)
