@@ -368,7 +368,8 @@ class Minimum(_Binary):
 
 def _split_grad(grad_out, x_wins, x, y):
     """x's share of the gradient: 1 where it wins, 1/2 at ties; where either side
-    is NaN (which z then is), the side holding it (x if both), as in PyTorch."""
+    is NaN (which z then is), the side holding it (x if both), where PyTorch gives
+    both sides all of it."""
     if x.dtype.kind == "f":   # (a NaN y is never equal to x, nor below it)
         x_wins |= grad_out.xp.isnan(x.data)
     share_x = _const(x_wins + 0.5 * (x.data == y.data), grad_out)
