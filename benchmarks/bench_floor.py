@@ -8,10 +8,10 @@ relu -> maxpool 2 -> linear 800 -> 500 -> relu -> linear 500 -> 10 ->
 cross-entropy -> SGD) as one NumPy function: no Tensor, no graph, every
 gradient written out, and each layer's arrays laid out however suits the next
 (the second convolution, its ReLU and its pooling stay channel-major, (C, H,
-W, N), where tinygrad_cnn's ops hand NCHW arrays to each other).  It is the
-"hand-written NumPy" peer of ``../shared/reference/anchor-figures.md``: what
-plain NumPy reaches on this machine without an engine's bookkeeping, against
-which the engine's own overhead can be read.
+W, N), as tinygrad_cnn's convolutions also keep their outputs).  It is the
+"hand-written NumPy" peer the speed targets were set against: what plain
+NumPy reaches on this machine without an engine's bookkeeping, against which
+the engine's own overhead can be read.
 
 Before timing, one step of each is run from the same parameters and the
 updated parameters are compared, so the three compute the same thing.  The

@@ -11,7 +11,8 @@ import time
 
 import tinygrad_cnn as tg
 from tinygrad_cnn import nn, optim
-from tinygrad_cnn.data import DataLoader, TensorDataset, load_dataset, mean_std, normalize
+from tinygrad_cnn.data import (DataLoader, DownloadError, TensorDataset, load_dataset, mean_std,
+                               normalize)
 from tinygrad_cnn.train import evaluate
 
 parser = argparse.ArgumentParser(description="Train a LeNet-style CNN.")
@@ -28,6 +29,8 @@ try:  # in --fast mode never download: skip when the files are not here already
 except FileNotFoundError:
     print(f"skipping: the {args.dataset} files are not downloaded (run without --fast)")
     sys.exit(0)
+except (DownloadError, ImportError) as e:   # offline, or scikit-learn not installed
+    sys.exit(f"error: {e}")
 mean, std = mean_std(x_train)
 train_set = TensorDataset(normalize(x_train, mean, std), y_train)
 test_loader = DataLoader(TensorDataset(normalize(x_test, mean, std), y_test), 500,
