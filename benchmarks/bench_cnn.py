@@ -281,6 +281,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.repeats is not None and args.repeats < 1:
         parser.error("--rounds and --repeats must be at least 1")
+    names = [name for name, _ in cases(args.quick)]
+    if args.only and not any(args.only.lower() in name.lower() for name in names):
+        parser.error(f"--only {args.only!r} matches no case; the cases are: "
+                     + "; ".join(names))
     repeats = args.repeats or (3 if args.quick else 15)
     warmup = 1 if args.quick else 3
 
