@@ -238,10 +238,11 @@ def _analytic(outs, xs, vs, full_jacobian, nondet_tol, inputs_changed, names, na
                             f"gradient (grad_out) in place; a gradient passed to a backward "
                             f"may be shared with other ops (all the inputs of an addition "
                             f"get the same one), so it must be left as it is")
-                changed = inputs_changed()
-                if changed:
-                    return f"{name}: the backward changed an input in place: {changed}"
-                if r == 0:             # a second pass must give the same gradients
+                if r == 0:             # (a backward that does these does them every time)
+                    changed = inputs_changed()
+                    if changed:
+                        return f"{name}: the backward changed an input in place: {changed}"
+                    # A second pass must give the same gradients.
                     again, _ = _backward(y, xs, row)
                     for j, (g, h) in enumerate(zip(grads, again)):
                         d = _repeat_differs(np.zeros(0) if g is None else g,
