@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
+import tinygrad_cnn.functional as F
 from tinygrad_cnn import Function, GradcheckError, gradcheck, gradgradcheck
 
 
@@ -358,11 +360,11 @@ class SquareAccumulates(Square):
 
 def test_changes_in_place_are_caught():
     x = tg.tensor([-1.5, -0.7, 0.8, 1.2], dtype=tg.float64, requires_grad=True)
-    with pytest.raises(GradcheckError, match=r"fn changed its input in place: input 0 "
-                       r"\(shape \(4,\)\) changed at index \(0,\)"):
+    with pytest.raises(GradcheckError, match=r"fn changed input 0 \(shape \(4,\)\) in place, "
+                       r"at index \(0,\) from -1.5 to 1.5"):
         gradcheck(AbsCubeInPlace.apply, x)
     np.testing.assert_array_equal(x.numpy(), [-1.5, -0.7, 0.8, 1.2])   # the caller's
-    with pytest.raises(GradcheckError, match="the backward changed an input in place"):
+    with pytest.raises(GradcheckError, match="the backward changed input 0 .* in place"):
         gradcheck(SquareChangesInputInBackward.apply, _x(3))
     assert gradcheck(SquareChangesInputInBackward.apply, _x(3), raise_exception=False) is False
 
@@ -534,3 +536,120 @@ def test_gradgradcheck_names_the_callers_inputs_and_gradients():
     with pytest.raises(GradcheckError, match=r"for grad_outputs\[0\] \(shape \(3,\)\) and "
                                              r"the gradient w.r.t. input 0 \(shape \(3,\)\)"):
         gradgradcheck(HalfSquare.apply, _x(3))
+
+
+class CubeOfAbsUnderNoGrad(Function):
+    """y = |x|^3 whose forward overwrites its input with |x| only when no graph is
+    recorded (as in the numerical side's calls), with a backward that drops the sign."""
+
+    def forward(self, x):
+        if not tg.is_grad_enabled():
+            self.xp.abs(x, out=x)
+        return self.xp.abs(x) ** 3
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        return grad_out * 3 * x * x
+
+
+class SquareScratchesInputOnSecondCall(Square):
+    """A right backward that, from its second call on, uses its input as scratch space."""
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        result = grad_out * 2 * x
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls > 1:
+            self.xp.abs(x.data, out=x.data)
+        return result
+
+
+def test_changes_in_place_are_caught_at_every_step():
+    x = tg.tensor([-1.5, -0.7, 0.8, 1.2], dtype=tg.float64, requires_grad=True)
+    with pytest.raises(GradcheckError, match="a second call of fn changed input 0"):
+        gradcheck(CubeOfAbsUnderNoGrad.apply, x)
+    with pytest.raises(GradcheckError, match="a second backward pass changed input 0"):
+        gradcheck(SquareScratchesInputOnSecondCall.apply, x)
+
+
+def test_inputs_that_need_no_gradient_may_change():
+    """A running statistic passed in and updated by fn: not an input being checked."""
+    def fn(a, running):
+        running.data[...] = 0.9 * running.data + 0.1 * a.data.mean()
+        return a * a
+
+    assert gradcheck(fn, (_x(3), tg.zeros(1, dtype=tg.float64)))
+
+
+def test_rounding_level_differences_between_calls_are_allowed():
+    """A GPU's atomic adds sum in any order: differences of 1e-12 of the largest value
+    pass without nondet_tol, larger ones do not."""
+    rng = np.random.default_rng(0)
+
+    def noisy(a, scale):
+        return a * a * (1 + tg.tensor(rng.standard_normal(a.shape) * scale))
+
+    assert gradcheck(noisy, (_x(3), 1e-14))
+    with pytest.raises(GradcheckError, match="not deterministic"):
+        gradcheck(noisy, (_x(3), 1e-10))
+
+
+def test_the_warning_points_at_the_caller():
+    small = tg.tensor([1e-3, 1.2e-3, 1.4e-3], dtype=tg.float64, requires_grad=True)
+    with pytest.warns(tg.GradcheckWarning) as record:
+        gradcheck(CubeOff.apply, small)
+    assert record[0].filename == __file__
+
+
+def test_zero_gradients_with_rounding_noise_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tg.GradcheckWarning)
+        assert gradcheck(lambda a: a.softmax(-1).sum(-1), _x(2, 4))
+
+
+def test_a_small_view_of_a_large_array_is_not_copied_with_it():
+    big = tg.tensor(np.random.default_rng(0).uniform(0.5, 2.0, (2000, 500)))[:, :1]
+    held = []
+
+    def fn(a):
+        base = a.data if a.data.base is None else a.data.base
+        held.append(base.nbytes)
+        return a * a
+
+    assert gradcheck(fn, big.detach().requires_grad_(), max_elements=4)
+    assert max(held) < 2**20
+
+
+def test_single_channel_batch_last_input_keeps_every_stride():
+    """(N, 1, H, W) stored (1, H, W, N): the size-1 axis keeps its stride too (a
+    stride of 0 would read as a broadcast to the library's layout rules)."""
+    data = np.random.default_rng(0).uniform(0.5, 2.0, (1, 3, 5, 4))    # (C, H, W, N)
+    x = tg.tensor(np.moveaxis(data, -1, 0)).detach().requires_grad_()  # (N, C, H, W) view
+    strides = []
+    assert gradcheck(lambda a: strides.append(a.data.strides) or a * a, x, max_elements=4)
+    assert set(strides) == {x.data.strides}
+
+
+def test_what_the_check_still_accepts():
+    x = _x(3)
+    assert gradcheck(lambda a: a * a, x, eps=1e-9)                  # float64 outputs
+    assert gradcheck(lambda a: (a * a, (a > 1).astype(tg.float32).mean()), x)  # side output
+    assert gradcheck(lambda a: a, x) and gradcheck(lambda a: a.reshape(3, 1).T, x)
+
+
+def test_inputs_too_large_for_eps_are_refused():
+    with pytest.raises(ValueError, match="eps=1e-06 is below the rounding step of input 0"):
+        gradcheck(lambda a: a * 2, tg.tensor([1e12], dtype=tg.float64, requires_grad=True))
+
+
+def test_float32_rounding_is_not_a_wrong_gradient():
+    """A gradient that is zero in float64 comes out as float32 rounding noise: that is
+    within the precision the own-dtype run is held to."""
+    tg.manual_seed(0)
+    x = tg.randn(2, 3, 5, 5, requires_grad=True)
+    w = tg.randn(4, 3, 3, 3, requires_grad=True)
+    b = tg.randn(4, requires_grad=True)
+    bn = tg.nn.BatchNorm2d(4).train()
+    assert gradcheck(lambda x, w, b: bn(F.conv2d(x, w, b, padding=1)), (x, w, b),
+                     max_elements=6)
+    assert gradcheck(lambda a: (a * 0.1 + a * 0.2) - a * 0.3, _x(4, dtype=tg.float32))

@@ -83,33 +83,47 @@ def _holds_grad_tensor(x):
 
 
 # ---- inputs: copies laid out as given ------------------------------------------------------
+def _dense_plan(a, axes):
+    """For ``a`` with strides >= 0: ``axes`` outermost first and the shape of a dense
+    buffer that a slice of gives them ``a``'s steps (strides in items), or None
+    where a step is not a multiple of the next one's or leaves it no room."""
+    if any(a.strides[ax] % a.itemsize for ax in axes):
+        return None
+    steps = {ax: a.strides[ax] // a.itemsize for ax in axes}
+    order = sorted(axes, key=lambda ax: -steps[ax])
+    inner = [steps[ax] for ax in order[1:]] + [1]
+    if any(step == 0 or steps[ax] % step or steps[ax] < a.shape[nxt] * step
+           for ax, nxt, step in zip(order, order[1:], inner)) or steps[order[-1]] == 0:
+        return None
+    return order, [a.shape[order[0]]] + [steps[ax] // step for ax, step in zip(order, inner)]
+
+
 def _copy_laid_out_like(backend, a, dtype):
     """A copy of ``a`` in ``dtype`` with ``a``'s memory layout: its axis order,
-    gaps (``a[:, ::2]``) and reversed axes, so ``fn`` sees the input as the
-    caller gave it.  Where the strides do not nest (overlapping or irregular
-    views) only the axis order is kept."""
+    gaps and reversed axes, so ``fn`` sees the input as the caller gave it.
+
+    ``a = base[:, ::2]`` of a (4, 6) ``base`` steps 6 and 2 items along its
+    axes; so does ``buf[:, :3, 0]`` of a dense (4, 3, 2) ``buf``, whose axes
+    are a's axes outermost first, each as long as the step outside it allows,
+    and then the innermost step.  Where the steps do not nest (overlapping or
+    irregular views), or such a buffer would be far larger than ``a`` (a
+    column of a big array), only the axis order is kept."""
     xp = backend.xp
-    big = [ax for ax in range(a.ndim) if a.shape[ax] > 1]
-    if a.size == 0 or a.flags.c_contiguous or any(a.strides[ax] == 0 for ax in big):
+    if a.size == 0 or a.flags.c_contiguous or any(
+            s == 0 for s, n in zip(a.strides, a.shape) if n > 1):
         return a.astype(dtype, order="K")
     flips = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)
-    steps = [abs(a.strides[ax]) // a.itemsize for ax in big]
-    order = sorted(range(len(big)), key=lambda k: -steps[k])          # outermost first
-    nested = all(abs(a.strides[ax]) % a.itemsize == 0 for ax in big) and all(
-        steps[p] % steps[q] == 0 and steps[p] >= a.shape[big[q]] * steps[q]
-        for p, q in zip(order, order[1:]))
-    if not nested:
+    pos = a[flips]                                                   # strides >= 0
+    # Size-1 axes keep their strides where they nest, else get NumPy's own.
+    plan = (_dense_plan(pos, list(range(a.ndim)))
+            or _dense_plan(pos, [ax for ax in range(a.ndim) if a.shape[ax] > 1]))
+    if plan is None or math.prod(plan[1]) > 4 * a.size + 4096:
         return a.astype(dtype, order="K")
-    # A dense buffer whose axes are the memory-ordered axes of a, each as long
-    # as the step of the axis outside it allows, plus the innermost step:
-    # taking index 0 of that last axis and the first n of the others gives
-    # a's strides (scaled to dtype's item size).
-    dense = [a.shape[big[order[0]]]] + [steps[p] // steps[q] for p, q in zip(order, order[1:])]
-    buf = xp.zeros(dense + [steps[order[-1]]], dtype=dtype)
-    view = buf[(slice(None),) + tuple(slice(0, a.shape[big[k]]) for k in order[1:]) + (0,)]
-    view = view.transpose(tuple(int(k) for k in np.argsort(order)))  # big axes, a's order
-    view = view[tuple(slice(None) if n > 1 else None for n in a.shape)]  # size-1 axes back
-    view[...] = a[flips]
+    order, dense = plan
+    buf = xp.zeros(dense, dtype=dtype)
+    view = buf[(slice(None),) + tuple(slice(0, pos.shape[ax]) for ax in order[1:]) + (0,)]
+    view = view.transpose(tuple(int(k) for k in np.argsort(order))).reshape(a.shape)
+    view[...] = pos
     return view[flips]
 
 
@@ -136,24 +150,30 @@ def _float64_copies(inputs, name):
     return _copies(inputs, name, lambda x: float64 if x.dtype.kind == "f" else x.dtype)
 
 
-def _host(inputs):
-    """Host copies of the tensor inputs' values (None for other inputs)."""
-    return [x.numpy().copy() if isinstance(x, Tensor) else None for x in inputs]
+# ---- failures that are not a mismatch of values ----------------------------------------------
+class _Failed(Exception):
+    """A failed check, raised from deep inside; ``_check`` reports it."""
 
 
-def _changed_input(inputs, before, names):
-    """The message part for the first input whose values differ from ``before``."""
-    for i, (x, old) in enumerate(zip(inputs, before)):
-        if old is None:
-            continue
-        new = x.numpy()
-        if new.shape != old.shape or not np.array_equal(new, old, equal_nan=True):
-            if new.shape != old.shape:
-                return f"{names[i]} changed shape from {old.shape} to {new.shape}"
-            e = np.argwhere(~((new == old) | (np.isnan(new) & np.isnan(old))))[0]
-            return (f"{names[i]} (shape {x.shape}) changed at index {tuple(int(j) for j in e)} "
-                    f"from {old[tuple(e)]:.10g} to {new[tuple(e)]:.10g}")
-    return None
+class _Watch:
+    """The inputs that require grad, as they were: ``check(when)`` fails if fn or a
+    backward has changed one in place since (the gradient would then be taken at
+    other values than the caller's)."""
+
+    def __init__(self, inputs, wrt, names, name):
+        self.inputs, self.wrt, self.names, self.name = inputs, wrt, names, name
+        self.values = {i: inputs[i].numpy().copy() for i in wrt}
+
+    def check(self, when):
+        for j, i in enumerate(self.wrt):
+            old, new = self.values[i], self.inputs[i].numpy()
+            if not np.array_equal(new, old, equal_nan=True):
+                e = tuple(int(k) for k in np.argwhere(~((new == old) | (new != new)))[0])
+                raise _Failed(f"{self.name}: {when} changed {self.names.inp(j)} (shape "
+                              f"{new.shape}) in place, at index {e} from {old[e]:.10g} to "
+                              f"{new[e]:.10g}; the gradient would then be taken at other "
+                              f"values than the caller's (copy an input before writing "
+                              f"into it)")
 
 
 def _repeat_differs(a, b, nondet_tol):
@@ -206,23 +226,25 @@ def _upstream(outs, grad_outputs, rng, name):
     return vs
 
 
-def _backward(y, xs, row):
-    """Gradients of ``y`` contracted with the host array ``row``, as host arrays (None
-    where no gradient arrived), and whether the backward changed its upstream gradient."""
+def _backward(y, xs, row, names, k, name):
+    """Gradients of output k, ``y``, contracted with the host array ``row``, as flat
+    host arrays (None where no gradient arrived)."""
+    expected = row.reshape(y.shape).astype(y.dtype)
     with y._backend.context():
-        g_out = Tensor._make(y._backend.asarray(row.reshape(y.shape).astype(y.dtype)),
-                             y._backend)
+        g_out = Tensor._make(y._backend.asarray(expected.copy()), y._backend)  # its own
     grads = _grad([y], xs, [g_out], retain_graph=True, allow_unused=True)
-    changed = not np.array_equal(g_out.numpy(), row.reshape(y.shape).astype(y.dtype),
-                                 equal_nan=True)
-    return [None if g is None else g.numpy().astype(np.float64).ravel() for g in grads], changed
+    if not np.array_equal(g_out.numpy(), expected, equal_nan=True):
+        raise _Failed(f"{name}: the backward from {names.out(k)} changed its upstream "
+                      f"gradient (grad_out) in place; a gradient passed to a backward may be "
+                      f"shared with other ops (all the inputs of an addition get the same "
+                      f"one), so it must be left as it is")
+    return [None if g is None else g.numpy().astype(np.float64).ravel() for g in grads]
 
 
-def _analytic(outs, xs, vs, full_jacobian, nondet_tol, inputs_changed, names, name):
+def _analytic(outs, xs, vs, full_jacobian, nondet_tol, watch, names, name):
     """analytic[k][j]: (rows, x_j.size), each row the gradient of output k contracted
     with one upstream row (v_k, or one-hot rows for the full Jacobian), or None where
-    no gradient reached x_j from output k; or a failure message (str).
-    ``inputs_changed()`` says which input a backward changed in place, if any."""
+    no gradient reached x_j from output k."""
     result = []
     for k, (y, v) in enumerate(zip(outs, vs)):
         if v is None:                  # not a float output: nothing to differentiate
@@ -232,27 +254,21 @@ def _analytic(outs, xs, vs, full_jacobian, nondet_tol, inputs_changed, names, na
         per_x = [None] * len(xs)
         if y.requires_grad:
             for r, row in enumerate(rows):
-                grads, changed = _backward(y, xs, row)
-                if changed:
-                    return (f"{name}: the backward from {names.out(k)} changed its upstream "
-                            f"gradient (grad_out) in place; a gradient passed to a backward "
-                            f"may be shared with other ops (all the inputs of an addition "
-                            f"get the same one), so it must be left as it is")
-                if r == 0:             # (a backward that does these does them every time)
-                    changed = inputs_changed()
-                    if changed:
-                        return f"{name}: the backward changed an input in place: {changed}"
-                    # A second pass must give the same gradients.
-                    again, _ = _backward(y, xs, row)
+                grads = _backward(y, xs, row, names, k, name)
+                if r == 0:             # the first row twice: a second pass must agree
+                    watch.check("the backward")
+                    again = _backward(y, xs, row, names, k, name)
+                    watch.check("a second backward pass")
                     for j, (g, h) in enumerate(zip(grads, again)):
                         d = _repeat_differs(np.zeros(0) if g is None else g,
                                             np.zeros(0) if h is None else h, nondet_tol)
                         if d is not None:
-                            return (f"{name}: a second backward pass from {names.out(k)} "
-                                    f"gave a different gradient for {names.inp(j)} (largest "
-                                    f"difference {d:.3g}): the backward keeps state between "
-                                    f"calls (accumulating into a buffer, say), so a graph "
-                                    f"differentiated twice gets wrong gradients")
+                            raise _Failed(
+                                f"{name}: a second backward pass from {names.out(k)} gave a "
+                                f"different gradient for {names.inp(j)} (largest difference "
+                                f"{d:.3g}): the backward keeps state between calls "
+                                f"(accumulating into a buffer, say), so a graph "
+                                f"differentiated twice gets wrong gradients")
                 for j, g in enumerate(grads):
                     if g is not None:
                         if per_x[j] is None:
@@ -262,12 +278,12 @@ def _analytic(outs, xs, vs, full_jacobian, nondet_tol, inputs_changed, names, na
     return result
 
 
-def _numerical(fn, inputs, i, vs, cols, eps, full_jacobian, name):
+def _numerical(fn, inputs, i, start, vs, cols, eps, full_jacobian, name):
     """numerical[k]: (rows, x.size) finite differences of output k for the flat elements
-    ``cols`` of input i (zero elsewhere), contracted as in :func:`_analytic`."""
+    ``cols`` of input i (zero elsewhere), contracted as in :func:`_analytic`, around
+    the flat host values ``start``."""
     x = inputs[i]
     data = x.data              # perturbed in place, so it keeps its memory layout
-    start = x.numpy().astype(np.float64).ravel()
     numerical = [None if v is None else np.zeros((v.size if full_jacobian else 1, x.size))
                  for v in vs]
 
@@ -286,6 +302,9 @@ def _numerical(fn, inputs, i, vs, cols, eps, full_jacobian, name):
         for e in cols:
             index = tuple(int(j) for j in np.unravel_index(int(e), x.shape))
             hi, lo = start[e] + eps, start[e] - eps
+            if hi == lo:
+                raise ValueError(f"{name}: eps={eps} is below the rounding step of input {i} "
+                                 f"at index {index} (value {start[e]:.6g}); use a larger eps")
             plus, minus = evaluate(index, hi), evaluate(index, lo)
             with x._backend.context():
                 data[index] = start[e]
@@ -317,9 +336,6 @@ class _Names:
         i = self._wrt[j]
         return self._inputs[i] if self._inputs else f"input {i}"
 
-    def input_at(self, i):     # i counts all inputs
-        return self._inputs[i] if self._inputs else f"input {i}"
-
     def out(self, k):
         return self._outputs[k] if self._outputs else f"output {k}"
 
@@ -338,8 +354,9 @@ def _index(flat, shape):
     return tuple(int(j) for j in np.unravel_index(int(flat), shape))
 
 
-def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, name):
-    """None if output k's gradient w.r.t. input j agrees on ``cols``, else the message."""
+def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise, name):
+    """None if output k's gradient w.r.t. input j agrees on ``cols``, else the message.
+    ``noise``: how large the numerical values of a zero gradient may come out."""
     reached = a is not None
     a = np.zeros_like(n) if a is None else a
     a, n = a[:, cols], n[:, cols]
@@ -360,14 +377,14 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, name)
                 f"of {finite.size} value(s) non-finite)")
     err = np.abs(a - n) - (atol + rtol * np.abs(n))
     if not err.size or err.max() <= 0:
-        # Where every numerical value is below atol, an analytic one off by 100 %
-        # (twice the value, or zero) would pass as well.
+        # Where every numerical value is below atol (and above rounding noise),
+        # an analytic one off by 100 % (twice the value, or zero) passes too.
         largest = float(np.abs(n).max(initial=0))
-        if 0 < largest < atol:
+        if noise < largest < atol:
             warnings.warn(f"{name}: every numerical gradient value of {pair} is below "
                           f"atol={atol} (the largest is {largest:.3g}), so a gradient wrong "
                           f"by that much would pass as well; scale the inputs or outputs up, "
-                          f"or lower atol", GradcheckWarning, stacklevel=4)
+                          f"or lower atol", GradcheckWarning, stacklevel=5)
         return None
     row, col = np.unravel_index(int(np.argmax(err)), err.shape)
     unit = "Jacobian entries" if mode == "full" else "element(s)"
@@ -388,12 +405,12 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, name)
             f"|numerical|); {count} out of tolerance{what}{hint}")
 
 
-def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, names, name):
-    """None if the backward in the inputs' own float32/float16 dtype agrees with the
-    float64 analytic gradient to that dtype's precision, else the message."""
+def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, atol, names, name):
+    """Fails unless the backward in the inputs' own float32/float16 dtype agrees with
+    the float64 analytic gradient to that dtype's precision."""
     low = [j for j, i in enumerate(wrt) if originals[i].dtype.itemsize < 8]
     if not low:
-        return None
+        return
     inputs = _copies(originals, name, lambda x: x.dtype)
     xs = [inputs[i] for i in wrt]
     with enable_grad():
@@ -401,24 +418,26 @@ def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, names, name)
     for k, (y, v) in enumerate(zip(outs, vs)):
         if v is None or analytic[k] is None or not y.requires_grad:
             continue
-        grads, _ = _backward(y, xs, v.ravel())
+        grads = _backward(y, xs, v.ravel(), names, k, name)
+        # The float64 gradients contracted with v, as here; rounding in the
+        # low dtype scales with the largest of them, not with each element.
+        refs = [np.zeros(x.size) if a is None else (v.ravel() @ a if full_jacobian else a[0])
+                for x, a in zip(xs, analytic[k])]
+        scale = max(float(np.abs(r).max(initial=0)) for r in refs)
         for j in low:
-            x, ref = xs[j], analytic[k][j]
-            if ref is None:
-                ref = np.zeros(x.size)
-            else:                # the float64 gradient contracted with v, as here
-                ref = v.ravel() @ ref if full_jacobian else ref[0]
+            x, ref = xs[j], refs[j]
             got = np.zeros(x.size) if grads[j] is None else grads[j]
             tol = 3 * math.sqrt(np.finfo(x.dtype).eps)
-            bad = ~(np.abs(got - ref) <= tol * (np.abs(ref) + np.abs(ref).max(initial=0)))
+            bad = ~(np.abs(got - ref) <= atol + tol * (np.abs(ref) + scale))
             if bad.any():
                 e = int(np.argmax(bad))
-                return (f"{name}: in {x.dtype}, {names.inp(j)}'s own dtype, the gradient "
-                        f"from {names.out(k)} is {got[e]:.7g} at index {_index(e, x.shape)} "
-                        f"where the float64 check gives {ref[e]:.7g} (allowed: {tol:.2g} "
-                        f"relative); the backward's {x.dtype} path is wrong or loses "
-                        f"precision (overflow?); check_input_dtype=False checks float64 only")
-    return None
+                raise _Failed(
+                    f"{name}: in {x.dtype}, {names.inp(j)}'s own dtype, the gradient from "
+                    f"{names.out(k)} is {got[e]:.7g} at index {_index(e, x.shape)} where the "
+                    f"float64 check gives {ref[e]:.7g} (allowed: atol {atol} + {tol:.2g} "
+                    f"relative to the largest gradient); the backward's {x.dtype} path is "
+                    f"wrong or loses precision (overflow?); check_input_dtype=False checks "
+                    f"float64 only")
 
 
 # ---- the check -------------------------------------------------------------------------------
@@ -455,47 +474,53 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
             raise TypeError(f"{name}: input {i} has dtype {inputs[i].dtype}; only "
                             f"float inputs can be checked")
     names = names or _Names(wrt=wrt)
-    before = _host(inputs)
+    try:
+        _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_elements,
+             full_jacobian, nondet_tol, check_input_dtype, names, name)
+    except _Failed as e:
+        return _fail(str(e), raise_exception)
+    return True
 
-    def inputs_changed():
-        return _changed_input(inputs, before, [names.input_at(i) for i in range(len(inputs))])
 
+def _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_elements,
+         full_jacobian, nondet_tol, check_input_dtype, names, name):
+    """The check itself: forward, analytic side, numerical side, comparison, then
+    the inputs' own dtype; a failure raises _Failed."""
+    watch = _Watch(inputs, wrt, names, name)
     with enable_grad():  # the analytic side needs a graph, even inside a no_grad block
         outs = _outputs(fn, inputs, name)
-    changed = inputs_changed()
-    if changed:
-        return _fail(f"{name}: fn changed its input in place: {changed}; the gradient would "
-                     f"then be taken at other values than the caller's (copy an input "
-                     f"before writing into it)", raise_exception)
-    floats = [o for o in outs if o.dtype.kind == "f"]
-    if not floats:
+    watch.check("fn")
+    if not any(o.dtype.kind == "f" for o in outs):
         raise ValueError(f"{name}: fn returned no float output (dtypes "
                          f"{', '.join(str(o.dtype) for o in outs) or 'none'}), so there is "
                          f"nothing to differentiate")
     for k, o in enumerate(outs):
         # Rounding to o's precision, divided by 2 eps, would swamp the derivative.
-        if o.dtype.kind == "f" and eps < math.sqrt(np.finfo(o.dtype).eps):
+        fine = math.sqrt(np.finfo(o.dtype).eps) if o.dtype.kind == "f" else 0.0
+        if o.requires_grad and o.dtype.itemsize < 8 and eps < fine:
             raise ValueError(f"{name}: {names.out(k)} has dtype {o.dtype}, but the check "
                              f"runs in float64 (the inputs are converted to it): does fn "
                              f"cast to a lower precision? Finite differences with eps={eps} "
                              f"need float64 outputs (or, to check such a cast itself, an eps "
-                             f"of at least {math.sqrt(np.finfo(o.dtype).eps):.1g} and a "
-                             f"looser rtol)")
+                             f"of at least {fine:.1g} and a looser rtol)")
     rng = np.random.default_rng(seed)
     vs = _upstream(outs, grad_outputs, rng, name)
     analytic = _analytic(outs, [inputs[i] for i in wrt], vs, full_jacobian, nondet_tol,
-                         inputs_changed, names, name)
-    if isinstance(analytic, str):
-        return _fail(analytic, raise_exception)
+                         watch, names, name)
     with no_grad():
         again = _outputs(fn, inputs, name)
+    watch.check("a second call of fn")
     for k, (o, p) in enumerate(zip(outs, again)):
         d = _repeat_differs(o.numpy(), p.numpy(), nondet_tol) if o.dtype.kind == "f" else None
         if d is not None:
-            return _fail(f"{name}: fn is not deterministic: called twice with the same "
-                         f"inputs, its {names.out(k)} differs by up to {d:.3g}; finite "
-                         f"differences need the same function at every call (seed any "
-                         f"randomness inside fn, or pass nondet_tol)", raise_exception)
+            raise _Failed(f"{name}: fn is not deterministic: called twice with the same "
+                          f"inputs, its {names.out(k)} differs by up to {d:.3g}; finite "
+                          f"differences need the same function at every call (seed any "
+                          f"randomness inside fn, or pass nondet_tol)")
+    # Rounding noise of the numerical side, where a gradient is zero: about
+    # float64's eps times the outputs' size, over 2 eps, summed against v.
+    noises = [0.0 if v is None else 10 * np.finfo(np.float64).eps / eps * math.sqrt(o.size)
+              * float(np.abs(o.numpy()).max(initial=0)) for o, v in zip(outs, vs)]
     mode = "full" if full_jacobian else "random" if grad_outputs is None else "given"
     show_output = names.custom_outputs or sum(v is not None for v in vs) > 1
     failure, anything = None, False
@@ -504,7 +529,9 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
         cols = np.arange(x.size)
         if max_elements is not None and x.size > max_elements:
             cols = np.sort(rng.choice(x.size, size=max_elements, replace=False))
-        numerical = _numerical(fn, inputs, i, vs, cols, eps, full_jacobian, name)
+        start = watch.values[i].astype(np.float64).ravel()
+        numerical = _numerical(fn, inputs, i, start, vs, cols, eps, full_jacobian, name)
+        watch.check("fn")
         for k, (y, n) in enumerate(zip(outs, numerical)):
             if n is None:
                 continue
@@ -512,9 +539,9 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
             anything = anything or (len(cols) > 0 and y.size > 0
                                     and (a is not None or bool(n.any())))
             failure = failure or _compare(a, n, cols, x, y, j, k, names, show_output, mode,
-                                          atol, rtol, name)
+                                          atol, rtol, noises[k], name)
         if failure:
-            return _fail(failure, raise_exception)
+            raise _Failed(failure)
     if not anything:
         # Both sides are zero everywhere (or empty) and agree, checking nothing.
         raise ValueError(
@@ -522,10 +549,7 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
             f"inputs or outputs have no elements), so there is nothing to check; does fn "
             f"compute from its arguments (not from tensors it closes over)?")
     if check_input_dtype:
-        failure = _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, names, name)
-        if failure:
-            return _fail(failure, raise_exception)
-    return True
+        _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, atol, names, name)
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
