@@ -31,19 +31,12 @@ import numbers
 
 import numpy as np
 
+from .._checks import check_number as _check_number
 from ..autograd import enable_grad
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_"]
-
-
-def _check_number(name, value, low=0.0, high=None, open_high=False):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if value < low or (high is not None and (value >= high if open_high else value > high)):
-        bounds = f">= {low}" + ("" if high is None else f" and {'<' if open_high else '<='} {high}")
-        raise ValueError(f"{name} must be {bounds}, got {value}")
 
 
 def _host(value):
