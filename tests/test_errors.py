@@ -288,3 +288,49 @@ def test_python_int_out_of_an_integer_dtype_range():
         tg.tensor(np.array([0], np.uint8)) + (-1)
     with pytest.raises(OverflowError, match=r"300.*int8"):
         tg.tensor(np.array([0], np.int8)) + 300
+
+
+def _assign(target, index, value):
+    target[index] = value
+
+
+def _iadd(target, value):
+    target += value
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: tg.tensor([300], dtype="uint8"), OverflowError, r"tensor: the value 300 .*uint8 "
+                                                             r"\(range 0\.\.255\)"),
+    (lambda: tg.tensor([2**40], dtype="int32"), OverflowError, r"1099511627776 .*int32"),
+    (lambda: tg.tensor(np.array([300]), dtype="uint8"), OverflowError, r"300 .*uint8"),
+    (lambda: tg.tensor(tg.tensor([-1]), dtype="uint64"), OverflowError, r"-1 .*uint64"),
+    (lambda: tg.tensor([float("nan")], dtype="int64"), ValueError, r"NaN .*int64"),
+    (lambda: tg.tensor([1.0, float("inf")], dtype="int64"), OverflowError, r"inf .*int64"),
+    (lambda: tg.tensor([2.0**31], dtype="int32"), OverflowError, r"2147483648\.0 .*int32"),
+    (lambda: tg.tensor(2**70), OverflowError, r"1180591620717411303424.*64 bits"),
+    (lambda: tg.full((2,), 1e10, dtype="int32"), OverflowError,
+     r"fill_value.*10000000000.0 .*int32"),
+    (lambda: tg.full((2,), 300, dtype="uint8"), OverflowError, r"fill_value.*300.*uint8"),
+    (lambda: tg.full((2,), float("nan"), dtype="int16"), ValueError, r"fill_value.*NaN.*int16"),
+    (lambda: _assign(tg.zeros(3, dtype="int32"), 0, tg.tensor(2**40)), OverflowError,
+     r"item assignment.*1099511627776 .*int32"),
+    (lambda: _assign(tg.zeros(3, dtype="int8"), slice(None), tg.tensor([1, 200, 1])),
+     OverflowError, r"item assignment.*200 .*int8 \(range -128\.\.127\)"),
+    (lambda: _iadd(tg.zeros(3, dtype="int8"), tg.tensor([1, 200, 1])), OverflowError,
+     r"in-place add.*200 .*int8"),
+], ids=["uint8", "int32", "ndarray", "tensor", "nan", "inf", "float-edge", "python-int",
+        "full", "full-uint8", "full-nan", "setitem", "setitem-slice", "iadd"])
+def test_values_an_integer_dtype_cannot_hold_are_refused(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_values_an_integer_dtype_can_hold_are_converted():
+    # Fractions are cut towards zero, as in PyTorch; the range ends are kept exactly.
+    assert tg.tensor([1.5, -0.5, 255.9], dtype="uint8").tolist() == [1, 0, 255]
+    assert tg.tensor([-2.0**63], dtype="int64").tolist() == [-2**63]
+    assert tg.full((2,), 2.5, dtype="int32").tolist() == [2, 2]
+    x = tg.zeros(3, dtype="int8")
+    x[:] = tg.tensor([-128, 0, 127])
+    x += tg.tensor([1, 2, -3])
+    assert x.tolist() == [-127, 2, 124]

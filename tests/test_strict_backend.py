@@ -299,6 +299,22 @@ def test_out_of_range_target_raises_at_once_on_numpy_and_at_the_next_transfer_on
         STRICT.synchronize()
 
 
+# The strict arrays are NumPy underneath, which warns where CuPy casts a NaN silently.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+def test_integer_values_that_do_not_fit_are_reported_by_a_deferred_check():
+    x = tg.zeros(3, dtype="int32", device="strict")
+    with STRICT.track_syncs() as log:
+        x[0] = tg.tensor(2**40, device="strict")
+    assert log == []
+    with pytest.raises(OverflowError, match=r"item assignment .*int32 \(range .*deferred"):
+        STRICT.synchronize()
+    with STRICT.track_syncs() as log:
+        y = tg.tensor(tg.tensor([1.0, float("nan")], device="strict"), dtype="int64")
+    assert log == []
+    with pytest.raises(ValueError, match=r"tensor: NaN .*int64.*deferred"):
+        y.numpy()
+
+
 def test_eager_checks_for_debugging_raise_where_it_happens_at_one_sync_each(monkeypatch):
     monkeypatch.setattr(STRICT, "defer_checks", False)
     x = tg.ones(2, 3, device="strict")

@@ -12,7 +12,8 @@ import operator
 import numpy as np
 
 from . import autograd
-from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
+from ._checks import check_fill_value
+from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
@@ -65,10 +66,18 @@ def _to_array(data, backend, dtype):
         if (dtype is None and arr.dtype == np.float64
                 and not isinstance(data, (np.ndarray, np.generic))):
             dtype = float32  # Python floats become float32, as in PyTorch
+        if arr.dtype == object and arr.size and all(
+                isinstance(v, numbers.Integral) for v in arr.flat):
+            # NumPy keeps Python ints beyond 64 bits as objects.
+            big = next(v for v in arr.flat if not (_fits(v, int64) or _fits(v, np.uint64)))
+            raise OverflowError(f"cannot make a tensor from the Python int {big}: integer "
+                                f"tensors hold at most 64 bits; use a float dtype")
         if arr.dtype.kind not in _SUPPORTED_KINDS:
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}; "
                             f"expected numbers (float, int or bool)")
     if dtype is not None and arr.dtype != dtype:
+        # An explicit integer dtype must hold the values (as in PyTorch), not wrap them.
+        _check_cast_fits(arr, dtype, "tensor", backend if src is backend else None)
         with backend.context():   # a device array's copy stays on its device
             arr = arr.astype(dtype)
     return arr if src is backend else backend.asarray(arr)
@@ -87,6 +96,53 @@ def common_backend(tensors, op_name="op"):
 
 def _fits(value, dtype):
     return np.iinfo(dtype).min <= value <= np.iinfo(dtype).max
+
+
+def _range_error(what, value, dtype, hint="use a wider integer dtype or a float dtype"):
+    """The error for ``value`` (None: not known on the host) that an integer ``dtype``
+    cannot hold."""
+    info = np.iinfo(dtype)
+    if value is not None and value != value:   # NaN
+        return ValueError(f"{what}: NaN has no value in the integer dtype {dtype}; replace "
+                          f"the NaNs first or use a float dtype")
+    shown = "a value" if value is None else f"the value {value}"
+    return OverflowError(f"{what}: {shown} does not fit the dtype {dtype} (range "
+                         f"{info.min}..{info.max}); {hint}")
+
+
+def _check_cast_fits(array, dtype, what, backend=None):
+    """Refuse casting ``array`` to the integer ``dtype`` where the cast would not keep
+    the values: NaN, infinities and values outside the dtype's range, which NumPy
+    (and CuPy) would wrap around silently.  Fractions are cut towards zero, as
+    PyTorch does.  ``backend`` None means a host array; on a deferring backend
+    the check runs on the device (see :meth:`Backend.check`)."""
+    src = array.dtype
+    if dtype.kind not in "iu" or src.kind == "b" or src == dtype or array.size == 0 \
+            or np.can_cast(src, dtype, casting="safe"):
+        return
+    info = np.iinfo(dtype)
+    xp = np if backend is None else backend.xp
+    with _NO_CONTEXT if backend is None else backend.context():
+        if src.kind == "f":
+            # trunc(v) >= min and v < max + 1 (NaN fails neither comparison, so it
+            # gets a check of its own): the bounds are powers of two or zero, exact
+            # in float32 and float64; float16 cannot hold them.
+            v = array.astype(np.float32) if src == float16 else array
+            checks = [(xp.isnan(v), ValueError),
+                      ((xp.trunc(v) < float(info.min)) | (v >= float(info.max) + 1),
+                       OverflowError)]
+        else:
+            # Compare only with bounds the source dtype can hold (NumPy 2 and CuPy
+            # may refuse a Python int outside it).
+            src_info = np.iinfo(src)
+            checks = ([(array < info.min, OverflowError)] if info.min > src_info.min else []) \
+                + ([(array > info.max, OverflowError)] if info.max < src_info.max else [])
+        for bad, error_type in checks:
+            if backend is not None and backend.defer_checks:
+                example = float("nan") if error_type is ValueError else None
+                backend.check(bad, error_type, str(_range_error(what, example, dtype)))
+            elif bad.any():
+                raise _range_error(what, array[bad].ravel()[0].item(), dtype)
 
 
 def _float32_for_half(method):
@@ -336,14 +392,11 @@ class Tensor:
             if self.dtype.kind == "f" or (isinstance(other, numbers.Integral)
                                           and self.dtype.kind != "b"):
                 dtype = self.dtype
-                if dtype.kind in "iu" and not (np.iinfo(dtype).min <= other
-                                               <= np.iinfo(dtype).max):
-                    raise OverflowError(
-                        f"the Python int {other} does not fit this tensor's dtype {dtype} "
-                        f"(range {np.iinfo(dtype).min}..{np.iinfo(dtype).max}); "
-                        + ("convert the tensor first, e.g. x.astype('int64')"
-                           if dtype != int64 and _fits(other, int64)
-                           else "use a float tensor"))
+                if dtype.kind in "iu" and not _fits(other, dtype):
+                    raise _range_error("a Python int operand", other, dtype,
+                                       "convert the tensor first, e.g. x.astype('int64')"
+                                       if dtype != int64 and _fits(other, int64)
+                                       else "use a float tensor")
             else:
                 dtype = int64 if isinstance(other, numbers.Integral) else float32
             return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
@@ -405,6 +458,10 @@ class Tensor:
         if not np.can_cast(result, self.dtype, casting="same_kind"):
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
                             f"tensor cannot hold; use the out-of-place operator instead")
+        # The operand is cast to the tensor's dtype first; an int64 operand of an
+        # int8 tensor must not wrap around in that cast.
+        _check_cast_fits(other.data, self.dtype, f"in-place {op} into a tensor of dtype "
+                                                 f"{self.dtype}", other._backend)
         self._own_writeable_data()
         with self._backend.context():
             getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
@@ -441,6 +498,10 @@ class Tensor:
         if not np.can_cast(value.dtype, self.dtype, casting="same_kind"):
             raise TypeError(f"item assignment: a value of dtype {value.dtype} into a tensor of "
                             f"dtype {self.dtype} would change its values; convert it first")
+        # same_kind lets int64 into int32: the values must fit (a Python int is checked
+        # by _other already).
+        _check_cast_fits(value.data, self.dtype, f"item assignment into a tensor of dtype "
+                                                 f"{self.dtype}", value._backend)
         index = _index_arg(index, self)
         self._own_writeable_data()
         with self._backend.context():
@@ -1112,7 +1173,10 @@ def ones(*shape, dtype=None, device=None, requires_grad=False):
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     """A tensor of ``shape`` filled with ``fill_value`` (float32 unless ``dtype``)."""
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-    return _factory(np.full(shape, fill_value, _float_dtype(dtype)), requires_grad, device)
+    dtype = _float_dtype(dtype)
+    check_fill_value("full: fill_value", fill_value)
+    _check_cast_fits(np.asarray(fill_value), dtype, "full: fill_value")
+    return _factory(np.full(shape, fill_value, dtype), requires_grad, device)
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
