@@ -312,6 +312,40 @@ def test_loss_errors(call, error, words):
         assert w in str(info.value)
 
 
+BCE = nn.binary_cross_entropy
+BCE_LOGITS = nn.binary_cross_entropy_with_logits
+
+
+@pytest.mark.parametrize("call, words", [
+    # A weight with more or larger axes than the input would broadcast the loss
+    # itself: "sum" gave 8.32 (four copies) here instead of 2.08.
+    (lambda p, y: BCE(p, y, weight=tg.ones(4, 3), reduction="sum"), ["weight", "(4, 3)", "(3,)"]),
+    (lambda p, y: BCE_LOGITS(p, y, weight=tg.ones(2, 3)), ["weight", "(2, 3)", "(3,)"]),
+    (lambda p, y: BCE_LOGITS(p, y, pos_weight=tg.ones(2, 3)), ["pos_weight", "(2, 3)", "(3,)"]),
+    (lambda p, y: BCE_LOGITS(p, y, pos_weight=tg.ones(3, 1)), ["pos_weight", "(3, 1)"]),
+    # Shapes that do not broadcast at all name the argument too, not "Mul".
+    (lambda p, y: BCE_LOGITS(p, y, weight=tg.ones(4)), ["weight", "(4,)", "(3,)"]),
+    (lambda p, y: nn.BCELoss(weight=np.ones(4))(p, y), ["weight", "(4,)", "(3,)"]),
+    # Targets are probabilities, as in PyTorch.
+    (lambda p, y: BCE(p, tg.tensor([2.0, 0.5, -1.0])), ["target", "[0, 1]"]),
+], ids=["bce-weight-larger", "logits-weight-larger", "pos-weight-larger", "pos-weight-column",
+        "logits-weight-mismatch", "module-weight-mismatch", "bce-target-range"])
+def test_binary_loss_argument_errors(call, words):
+    with pytest.raises(ValueError) as info:
+        call(tg.full((3,), 0.5), tg.ones(3))
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_binary_loss_weights_that_broadcast_to_the_input_are_fine():
+    p, y = tg.full((2, 3), 0.5), tg.ones(2, 3)
+    full = BCE(p, y, reduction="sum").item()
+    assert BCE(p, y, weight=tg.ones(3), reduction="sum").item() == pytest.approx(full)
+    assert BCE(p, y, weight=tg.ones(2, 1), reduction="sum").item() == pytest.approx(full)
+    assert BCE_LOGITS(p, y, pos_weight=tg.ones(3)).shape == ()
+    assert BCE(p, tg.tensor([[0.0, 1.0, 0.25]] * 2)).shape == ()
+
+
 def test_out_of_range_class_on_a_deferring_backend():
     strict = pytest.importorskip("strict_backend")
     x = tg.tensor(_rand(3, 4), device="strict")

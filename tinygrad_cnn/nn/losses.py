@@ -80,6 +80,25 @@ def _const(array, ref):
     return Tensor._make(array.astype(ref.dtype, copy=False), ref._backend)
 
 
+def _elementwise_weight(value, input, name, what):
+    """``weight`` / ``pos_weight`` of a binary loss, on the input's device in its dtype.
+
+    It must broadcast *to* the input's shape: a weight with more or larger
+    axes would broadcast the loss itself to a bigger shape, and ``sum`` and
+    ``mean`` would then count every element several times.
+    """
+    value = _on_device_of(value, input, name, what, dtype=input.dtype)
+    try:
+        fits = np.broadcast_shapes(value.shape, input.shape) == input.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: {what} of shape {value.shape} does not broadcast to the "
+                         f"input's shape {input.shape}; expected a shape whose axes, aligned "
+                         f"from the right, are 1 or the input's")
+    return value
+
+
 def _check_same_shape(x, y, name):
     if x.shape != y.shape:
         raise ValueError(f"{name}: input of shape {x.shape} and target of shape {y.shape} "
@@ -271,8 +290,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     ``loss = (1 - y) x + L * softplus(-x)`` with ``L = 1 + (pos_weight - 1) y``,
     which for ``pos_weight = 1`` is ``max(x, 0) - x y + log(1 + e^-|x|)``:
     no exp can overflow, whatever the size of x.  ``weight`` multiplies each
-    element (broadcast to the input); ``pos_weight`` (broadcast along the
-    last, class, dimension) weighs the positive term.
+    element; ``pos_weight`` (e.g. one per class, the last dimension) weighs
+    the positive term; both must broadcast to the input's shape.
     """
     name = "binary_cross_entropy_with_logits"
     _check_input(input, name)
@@ -282,11 +301,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     if pos_weight is None:
         loss = softplus(input) - input * target
     else:
-        pos_weight = _on_device_of(pos_weight, input, name, "pos_weight", dtype=input.dtype)
+        pos_weight = _elementwise_weight(pos_weight, input, name, "pos_weight")
         scale = 1 + (pos_weight - 1) * target
         loss = (1 - target) * input + scale * softplus(-input)
     if weight is not None:
-        loss = loss * _on_device_of(weight, input, name, "weight", dtype=input.dtype)
+        loss = loss * _elementwise_weight(weight, input, name, "weight")
     return _reduce(loss, reduction)
 
 
@@ -320,8 +339,10 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """Binary cross-entropy on probabilities p: -(y log p + (1 - y) log(1 - p)).
 
     As PyTorch, each log is clamped at -100 so p = 0 or 1 gives a large
-    finite loss rather than inf.  Prefer :func:`binary_cross_entropy_with_logits`,
-    which is stable without clamping.
+    finite loss rather than inf, and targets must lie in [0, 1].  ``weight``
+    multiplies each element and must broadcast to the input's shape.
+    Prefer :func:`binary_cross_entropy_with_logits`, which is stable
+    without clamping.
     """
     name = "binary_cross_entropy"
     _check_input(input, name)
@@ -331,9 +352,14 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     input._backend.check((input.data < 0) | (input.data > 1), ValueError,
                          f"{name}: input values must be probabilities in [0, 1]; for logits "
                          f"use binary_cross_entropy_with_logits")
+    # As PyTorch: outside [0, 1] the loss is no cross-entropy and has no
+    # minimum (with a target of 2 it falls without bound as p -> 1).
+    input._backend.check((target.data < 0) | (target.data > 1), ValueError,
+                         f"{name}: target values must be probabilities in [0, 1] (target "
+                         f"of shape {target.shape})")
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:
-        loss = loss * _on_device_of(weight, input, name, "weight", dtype=input.dtype)
+        loss = loss * _elementwise_weight(weight, input, name, "weight")
     return _reduce(loss, reduction)
 
 
