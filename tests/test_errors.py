@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
+from tinygrad_cnn import functional as F
 from tinygrad_cnn import backend as backend_module
 from tinygrad_cnn.backend import DeviceError, NumpyBackend
 
@@ -334,3 +335,24 @@ def test_values_an_integer_dtype_can_hold_are_converted():
     x[:] = tg.tensor([-128, 0, 127])
     x += tg.tensor([1, 2, -3])
     assert x.tolist() == [-127, 2, 124]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda x: x.pad(1.5), TypeError, r"pad: widths must be ints, got 1\.5"),
+    (lambda x: x.pad(((1, 1), (0, 2.0))), TypeError, r"widths must be ints"),
+    (lambda x: x.pad(True), TypeError, r"widths must be ints, got True"),
+    (lambda x: x.pad(1, value="a"), TypeError, r"pad: value must be a number, got 'a'"),
+    (lambda x: x.pad(1, value=None), TypeError, r"pad: value must be a number, got None"),
+    (lambda x: x.astype("uint8").pad(1, value=300), OverflowError, r"pad: value.*300.*uint8"),
+    (lambda x: F.pad(x, 1), TypeError, r"pad must be a tuple or list of ints of even length"),
+    (lambda x: F.pad(x, (1, 1), value="a"), TypeError, r"pad: value must be a number"),
+], ids=["fraction", "fraction-pair", "bool", "str-value", "none-value", "value-range",
+        "F-int", "F-str-value"])
+def test_pad_argument_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call(tg.ones(2, 3))
+
+
+def test_functional_pad_with_value_none_pads_zeros():
+    # torch.nn.functional.pad reads value=None as 0 (it gave NaN here).
+    assert F.pad(tg.ones(2), (1, 1), value=None).tolist() == [0.0, 1.0, 1.0, 0.0]

@@ -934,9 +934,14 @@ def flatten(x, start_dim=1, end_dim=-1):
 def pad(x, pad, mode="constant", value=0.0):
     """Pad with a constant, PyTorch-style: ``pad = (left, right, top, bottom, ...)``
     lists (before, after) pairs starting from the LAST dimension.  Negative
-    amounts crop."""
+    amounts crop.  ``value=None`` pads with 0, as in PyTorch."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if not isinstance(pad, (tuple, list)):
+        raise TypeError(f"pad: pad must be a tuple or list of ints of even length, (left, "
+                        f"right, top, bottom, ...), got {pad!r}")
+    if value is None:
+        value = 0.0
     pad = tuple(pad)
     if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(
             isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):

@@ -912,12 +912,18 @@ class Tensor:
     def pad(self, pad_width, value=0.0):
         """Constant padding; ``pad_width`` as ``numpy.pad`` (one (before, after) per axis)."""
         try:
-            widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (self.ndim, 2))
+            widths = np.asarray(pad_width)
+            # Only ints: NumPy would cut 1.5 down to 1 (and read True as 1) silently.
+            if widths.size and widths.dtype.kind not in "iu":
+                raise TypeError(f"pad: widths must be ints, got {pad_width!r}")
+            widths = np.broadcast_to(widths.astype(np.int64), (self.ndim, 2))
         except ValueError:
             raise ValueError(f"pad: pad_width {pad_width!r} does not give one (before, after) "
                              f"pair per axis of a tensor of shape {self.shape}") from None
         if (widths < 0).any():
             raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
+        check_fill_value("pad: value", value)
+        _check_cast_fits(np.asarray(value), self.dtype, "pad: value")
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
     def split(self, indices_or_sections, axis=0):
