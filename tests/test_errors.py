@@ -356,3 +356,18 @@ def test_pad_argument_errors(call, error, match):
 def test_functional_pad_with_value_none_pads_zeros():
     # torch.nn.functional.pad reads value=None as 0 (it gave NaN here).
     assert F.pad(tg.ones(2), (1, 1), value=None).tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: F.dropout(tg.arange(4), 0.5), TypeError, r"dropout: x has dtype int64.*floating"),
+    (lambda: F.dropout(tg.ones(4, dtype="bool"), 0.3), TypeError, r"dtype bool"),
+    (lambda: F.dropout(tg.ones(4), True), TypeError, r"dropout: p must be a probability.*True"),
+    (lambda: F.dropout(tg.ones(4), "0.5"), TypeError, r"probability.*'0\.5'"),
+    (lambda: F.dropout(tg.ones(4), float("nan")), ValueError, r"probability.*nan"),
+    (lambda: F.dropout(np.ones(4), 0.5), TypeError, r"x must be a Tensor, got ndarray"),
+    (lambda: tg.nn.Dropout(False), TypeError, r"Dropout: p must be a probability.*False"),
+    (lambda: tg.nn.Dropout(1.5), ValueError, r"Dropout: p must be a probability.*1\.5"),
+], ids=["int", "bool", "bool-p", "str-p", "nan-p", "ndarray", "module-bool-p", "module-range"])
+def test_dropout_argument_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -65,3 +65,13 @@ def check_fill_value(name, value):
     if not isinstance(value, (numbers.Real, np.bool_)):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     return value
+
+
+def check_probability(name, p):
+    """``p`` is a real number in [0, 1] (not a bool); returns it."""
+    if not is_real(p):
+        raise TypeError(f"{name} must be a probability in [0, 1], got {p!r} "
+                        f"({type(p).__name__})")
+    if not 0 <= p <= 1:   # NaN fails this too
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    return p

@@ -50,6 +50,7 @@ import numbers
 
 import numpy as np
 
+from ._checks import check_probability
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
@@ -971,12 +972,16 @@ def dropout(x, p=0.5, training=True):
     to x's device, so a seed gives the same mask everywhere.  Identity when
     ``training`` is False or p == 0; zeros when p == 1.
     """
-    if not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    check_probability("dropout: p", p)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"dropout: x must be a Tensor, got {type(x).__name__}")
     if not training or p == 0:
         return x
     if p == 1:
         return x * 0.0
+    if x.dtype.kind != "f":   # the scale 1/(1-p) would be cut to an integer
+        raise TypeError(f"dropout: x has dtype {x.dtype}; dropout scales the kept elements by "
+                        f"1/(1-p) and needs a floating-point tensor (convert with x.float())")
     keep = get_rng().random(x.shape) >= p
     scale = (keep / (1.0 - p)).astype(x.dtype)
     if x._backend.cache_blocking:   # stored like x, so the product reads one order

@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .._checks import check_probability
 from ..backend import DeviceError
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
@@ -526,9 +527,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p!r}")
-        self.p = p
+        self.p = check_probability("Dropout: p", p)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
