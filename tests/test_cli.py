@@ -715,7 +715,18 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
     (lambda s: s.update(scheduler={"optimizer": 1}),
      "cannot restore the learning-rate schedule"),
     (lambda s: s.update(scheduler={"x": 1}), "unexpected keys ['x']"),
-], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown"])
+    (lambda s: s["optimizer"]["param_groups"][0].update(lr=-5),
+     "cannot restore the optimizer (checkpoint damaged or from another model?): "
+     "param_groups[0]: lr must be >= 0.0, got -5"),
+    (lambda s: s["optimizer"].update(param_groups=[5]), "param_groups[0] of the state_dict "
+                                                        "must be a dict, got 5"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(foo=1), "unknown setting(s) ['foo']"),
+    (lambda s: s["scheduler"].update(total_steps=0),
+     "cannot restore the learning-rate schedule (checkpoint damaged or from another model?): "
+     "OneCycleLR.load_state_dict: total_steps must be a positive int, got 0"),
+    (lambda s: s.update(loader=5), "cannot restore the data loader position"),
+], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown", "optimizer-lr",
+        "optimizer-groups", "optimizer-unknown", "scheduler-total-steps", "loader"])
 def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
     """Values a crafted or damaged checkpoint holds get the checks typed options get."""
     state = checkpoint.load(trained[0] / "c.npz")

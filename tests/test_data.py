@@ -280,6 +280,19 @@ def test_load_state_dict_validates():
                                    "drop_last": False, "shuffle": False, "dataset_length": 10}
 
 
+@pytest.mark.parametrize("state, error, match", [
+    (5, TypeError, r"expected a dict from state_dict\(\), got 5"),
+    ({"seed": 1, "epoch": "a", "batch": 0}, ValueError, r"epoch='a' is not an int"),
+    ({"seed": 1, "epoch": 0, "batch": 1.5}, ValueError, r"batch=1\.5 is not an int"),
+    ({"seed": [1, 2], "epoch": 0, "batch": 0}, ValueError, r"seed=\[1, 2\] is not an int"),
+], ids=["not-a-dict", "str", "float", "list"])
+def test_load_state_dict_names_a_damaged_entry(state, error, match):
+    loader = DataLoader(TensorDataset(np.zeros(10)), 4)
+    with pytest.raises(error, match=match):
+        loader.load_state_dict(state)
+    assert loader.state_dict()["epoch"] == 0
+
+
 @pytest.mark.parametrize("other, match", [
     ({"batch_size": 3}, "saved with batch_size=2, but this loader has batch_size=3"),
     ({"drop_last": True}, "saved with drop_last=False, but this loader has drop_last=True"),

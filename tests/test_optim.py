@@ -180,6 +180,80 @@ def test_load_state_dict_rejects_other_parameters():
         opt.load_state_dict(bad)
 
 
+def _adam_state_dict(change):
+    opt = optim.Adam([scalar_param()])
+    opt.param_groups[0]["params"][0].grad = tg.ones(1)
+    opt.step()
+    state = opt.state_dict()
+    change(state)
+    return state
+
+
+@pytest.mark.parametrize("change, error, match", [
+    # settings get the constructor's checks
+    (lambda s: s["param_groups"][0].update(lr=-5), ValueError,
+     r"param_groups\[0\]: lr must be >= 0\.0, got -5"),
+    (lambda s: s["param_groups"][0].update(lr="abc"), TypeError,
+     r"param_groups\[0\]: lr must be a number, got 'abc'"),
+    (lambda s: s["param_groups"][0].update(betas=[2, 3]), ValueError,
+     r"param_groups\[0\]: betas\[0\] must be >= 0\.0 and < 1\.0, got 2"),
+    (lambda s: s["param_groups"][0].update(betas=0.9), TypeError,
+     r"param_groups\[0\]: betas must be a pair"),
+    (lambda s: s["param_groups"][0].update(foo=1), ValueError,
+     r"param_groups\[0\]: unknown setting\(s\) \['foo'\] for Adam"),
+    (lambda s: s["param_groups"][0].update(max_lr="x"), TypeError, r"max_lr must be a number"),
+    # structure
+    (lambda s: s["param_groups"][0].pop("params"), ValueError, r"has no 'params' entry"),
+    (lambda s: s.update(param_groups=[5]), TypeError,
+     r"param_groups\[0\] .*must be a dict, got 5"),
+    (lambda s: s.update(param_groups=5), TypeError, r"'param_groups' to be a list"),
+    (lambda s: s["state"].update(x={}), ValueError, r"state key 'x' is not a parameter index"),
+    (lambda s: s["state"].update({"0": 5}), TypeError, r"state of parameter 0 must be a dict"),
+    (lambda s: s["state"]["0"].update(foo=np.ones(1)), ValueError,
+     r"state of parameter 0 has unknown entries \['foo'\]"),
+    (lambda s: s["state"]["0"].update(step="a"), TypeError, r"state 0\.step must be an int"),
+    (lambda s: s["state"]["0"].update(step=-1), ValueError, r"state 0\.step must be an int >= 0"),
+    (lambda s: s["state"]["0"].update(exp_avg=np.array(["a"])), TypeError,
+     r"'0\.exp_avg' has dtype <U1; expected numbers"),
+], ids=["lr-negative", "lr-str", "betas-range", "betas-scalar", "unknown-setting",
+        "schedule-setting", "no-params", "group-not-dict", "groups-not-list", "state-key",
+        "state-not-dict", "state-unknown", "step-str", "step-negative", "state-str-array"])
+def test_optimizer_load_state_dict_refuses_damaged_states(change, error, match):
+    state = _adam_state_dict(change)
+    opt = optim.Adam([scalar_param()], lr=0.5)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(state)
+    assert opt.lr == 0.5 and opt.state == {}   # nothing was changed
+
+
+@pytest.mark.parametrize("make, change, match", [
+    (lambda o: optim.CosineAnnealingLR(o, 10), lambda s: s.update(T_max=0),
+     r"CosineAnnealingLR.load_state_dict: T_max must be a positive int, got 0"),
+    (lambda o: optim.StepLR(o, 2), lambda s: s.update(gamma="x"), r"gamma must be a number"),
+    (lambda o: optim.StepLR(o, 2), lambda s: s.update(last_epoch=1.5),
+     r"last_epoch must be an int"),
+    (lambda o: optim.StepLR(o, 2), lambda s: s.update(base_lrs=[0.1, 0.2]),
+     r"base_lrs must be a list of 1 learning rate"),
+    (lambda o: optim.OneCycleLR(o, 0.1, total_steps=10), lambda s: s.update(total_steps=0),
+     r"total_steps must be a positive int, got 0"),
+    (lambda o: optim.OneCycleLR(o, 0.1, total_steps=10), lambda s: s.update(last_epoch=11),
+     r"last_epoch 11 is past total_steps 10"),
+    (lambda o: optim.OneCycleLR(o, 0.1, total_steps=10), lambda s: s.update(phases=[5]),
+     r"phases is not a list of the 2 or 3 phases"),
+    (lambda o: optim.OneCycleLR(o, 0.1, total_steps=10),
+     lambda s: s.update(anneal_strategy="cosine"), r"anneal_strategy must be 'cos' or 'linear'"),
+], ids=["cosine-T_max", "step-gamma", "last-epoch", "base-lrs", "one-cycle-total",
+        "one-cycle-past-end", "one-cycle-phases", "one-cycle-anneal"])
+def test_scheduler_load_state_dict_refuses_damaged_states(make, change, match):
+    sched = make(optim.Adam([scalar_param()]))
+    state = sched.state_dict()
+    change(state)
+    before = sched.state_dict()
+    with pytest.raises((TypeError, ValueError), match=match):
+        sched.load_state_dict(state)
+    assert sched.state_dict() == before
+
+
 def test_param_groups_and_lr_property():
     a, b = scalar_param(), scalar_param()
     opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 1.0}], lr=0.1)

@@ -316,11 +316,14 @@ class DataLoader:
         repeat some.  States holding only seed, epoch and batch (written
         by earlier versions) are accepted without that check.
         """
+        if not isinstance(state, dict):
+            raise TypeError(f"DataLoader.load_state_dict: expected a dict from state_dict(), "
+                            f"got {state!r}")
         missing = {"seed", "epoch", "batch"} - set(state)
         if missing:
             raise KeyError(f"DataLoader state is missing {sorted(missing)}; expected the "
                            f"keys seed, epoch, batch")
-        seed, epoch, batch = (int(np.asarray(state[k])) for k in ("seed", "epoch", "batch"))
+        seed, epoch, batch = (_state_int(state, k) for k in ("seed", "epoch", "batch"))
         for key, current in self._settings().items():
             if key not in state:
                 continue
@@ -342,6 +345,14 @@ class DataLoader:
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, seed={self.seed})")
+
+
+def _state_int(state, key):
+    """``state[key]`` as an int (a Python or NumPy integer, or a 0-d integer array)."""
+    value = np.asarray(state[key])
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise ValueError(f"DataLoader state {key}={state[key]!r} is not an int")
+    return int(value)
 
 
 def _subset_indices(indices, n):

@@ -11,14 +11,28 @@ other or with hand-made changes to ``group["lr"]``.
 """
 from __future__ import annotations
 
+import copy
 import math
-import numbers
 
 import numpy as np
 
-from .optimizers import Optimizer, _check_number
+from .._checks import check_flag, check_int, check_number, is_int, is_real
+from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR"]
+
+
+def _positive_int(name, value):
+    """``value`` as an int >= 1 (a ValueError naming ``name`` otherwise)."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _anneal_strategy(value):
+    if value not in ("cos", "linear"):
+        raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {value!r}")
+    return value
 
 
 class LRScheduler:
@@ -65,22 +79,53 @@ class LRScheduler:
                 for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        """Restore what :meth:`state_dict` gave: the same keys, no others."""
+        """Restore what :meth:`state_dict` gave: the same keys, no others.
+
+        The loaded settings pass the checks the constructor applies (a
+        ``T_max`` of 0 is refused here, not met as a division by zero at the
+        next step); the error names the setting.  Nothing changes unless the
+        whole state loads.
+        """
+        name = type(self).__name__
         if not isinstance(state_dict, dict):
-            raise TypeError(f"{type(self).__name__}.load_state_dict: expected a dict, got "
+            raise TypeError(f"{name}.load_state_dict: expected a dict, got "
                             f"{type(state_dict).__name__}")
         expected = set(self.state_dict())
         unknown, missing = set(state_dict) - expected, expected - set(state_dict)
         if unknown or missing:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: "
+            raise KeyError(f"{name}.load_state_dict: "
                            + "; ".join(f"{what} keys {sorted(keys)}" for what, keys in
                                        (("unexpected", unknown), ("missing", missing)) if keys))
+        values = {}
         for k, v in state_dict.items():
             if isinstance(v, np.ndarray):
                 v = v.item() if v.ndim == 0 else v.tolist()
             elif isinstance(v, np.generic):
                 v = v.item()
-            self.__dict__[k] = v
+            values[k] = v
+        loaded = copy.copy(self)   # shares the optimiser; the checks only read it
+        loaded.__dict__.update(values)
+        try:
+            loaded._check_state()
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name}.load_state_dict: {e}") from None
+        self.__dict__.update(values)
+
+    def _check_state(self):
+        """Raise TypeError or ValueError unless the schedule's state is usable.
+
+        Subclasses extend it with their settings, through the checks their
+        constructors apply to the same arguments.
+        """
+        check_int("last_epoch", self.last_epoch, low=0)
+        n = len(self.optimizer.param_groups)
+        for key in ("base_lrs", "_last_lr"):
+            values = getattr(self, key)
+            if not isinstance(values, list) or len(values) != n:
+                raise ValueError(f"{key} must be a list of {n} learning rate(s), one per "
+                                 f"parameter group, got {values!r}")
+            for lr in values:
+                check_number(key, lr)
 
     def __repr__(self):
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.get_last_lr()})"
@@ -90,11 +135,14 @@ class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size): times ``gamma`` every ``step_size`` steps."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if not isinstance(step_size, numbers.Integral) or step_size < 1:
-            raise ValueError(f"step_size must be a positive int, got {step_size!r}")
-        _check_number("gamma", gamma)
-        self.step_size, self.gamma = int(step_size), gamma
+        self.step_size = _positive_int("step_size", step_size)
+        self.gamma = check_number("gamma", gamma)
         super().__init__(optimizer, last_epoch)
+
+    def _check_state(self):
+        super()._check_state()
+        _positive_int("step_size", self.step_size)
+        check_number("gamma", self.gamma)
 
     def get_lr(self):
         return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
@@ -108,11 +156,14 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        if not isinstance(T_max, numbers.Integral) or T_max < 1:
-            raise ValueError(f"T_max must be a positive int, got {T_max!r}")
-        _check_number("eta_min", eta_min)
-        self.T_max, self.eta_min = int(T_max), eta_min
+        self.T_max = _positive_int("T_max", T_max)
+        self.eta_min = check_number("eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
+
+    def _check_state(self):
+        super()._check_state()
+        _positive_int("T_max", self.T_max)
+        check_number("eta_min", self.eta_min)
 
     def get_lr(self):
         c = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
@@ -145,18 +196,20 @@ class OneCycleLR(LRScheduler):
             if epochs is None or steps_per_epoch is None:
                 raise ValueError("give total_steps, or both epochs and steps_per_epoch")
             total_steps = epochs * steps_per_epoch
-        if not isinstance(total_steps, numbers.Integral) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+        total_steps = _positive_int("total_steps", total_steps)
+        check_number("pct_start", pct_start)
         if not 0 < pct_start < 1:
             raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        check_number("div_factor", div_factor, low=0, open_low=True)
+        check_number("final_div_factor", final_div_factor, low=0, open_low=True)
         groups = optimizer.param_groups
         max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
         if len(max_lrs) != len(groups):
             raise ValueError(f"max_lr has {len(max_lrs)} values for {len(groups)} parameter groups")
-        self.total_steps = int(total_steps)
-        self.anneal_strategy = anneal_strategy
+        for top in max_lrs:
+            check_number("max_lr", top)
+        self.total_steps = total_steps
+        self.anneal_strategy = _anneal_strategy(anneal_strategy)
         self.cycle_momentum = bool(cycle_momentum)
         self.use_beta1 = "betas" in optimizer.defaults
         if self.cycle_momentum and not self.use_beta1 and "momentum" not in optimizer.defaults:
@@ -189,6 +242,41 @@ class OneCycleLR(LRScheduler):
                     group["max_momentum"], group["base_momentum"] = max_momentum, base_momentum
                     self._set_momentum(group, max_momentum)
         super().__init__(optimizer, last_epoch)
+
+    # The group settings each entry of a phase may name.
+    _PHASE_KEYS = {"start_lr": ("initial_lr", "max_lr"),
+                   "end_lr": ("initial_lr", "max_lr", "min_lr"),
+                   "start_momentum": ("max_momentum", "base_momentum"),
+                   "end_momentum": ("max_momentum", "base_momentum")}
+
+    def _check_state(self):
+        super()._check_state()
+        _positive_int("total_steps", self.total_steps)
+        if self.last_epoch > self.total_steps:
+            raise ValueError(f"last_epoch {self.last_epoch} is past total_steps "
+                             f"{self.total_steps}")
+        _anneal_strategy(self.anneal_strategy)
+        check_flag("cycle_momentum", self.cycle_momentum)
+        check_flag("use_beta1", self.use_beta1)
+        if self.use_beta1 != ("betas" in self.optimizer.defaults):
+            raise ValueError(f"use_beta1 is {self.use_beta1!r}, but the optimizer "
+                             f"{'has' if not self.use_beta1 else 'lacks'} betas")
+        phases = self.phases
+        if not isinstance(phases, list) or len(phases) not in (2, 3) or not all(
+                isinstance(ph, dict) and set(ph) == {"end_step", *self._PHASE_KEYS}
+                and is_real(ph["end_step"])
+                and all(ph[k] in names for k, names in self._PHASE_KEYS.items())
+                for ph in phases):
+            raise ValueError(f"phases is not a list of the 2 or 3 phases OneCycleLR builds, "
+                             f"got {phases!r}")
+        used = {ph[k] for ph in phases for k in ("start_lr", "end_lr")}
+        if self.cycle_momentum:
+            used |= {ph[k] for ph in phases for k in ("start_momentum", "end_momentum")}
+        for i, group in enumerate(self.optimizer.param_groups):
+            for key in sorted(used):
+                if key not in group:
+                    raise ValueError(f"parameter group {i} of the optimizer has no {key!r} "
+                                     f"(load the optimizer's state_dict first)")
 
     def _set_momentum(self, group, value):
         if self.use_beta1:

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_number as _check_number
+from .._checks import check_int as _check_int, check_number as _check_number
 from ..autograd import enable_grad
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
@@ -57,7 +57,7 @@ def _like_default(value, default):
         value = value.item() if value.ndim == 0 else value.tolist()
     elif isinstance(value, np.generic):
         value = value.item()
-    if isinstance(default, tuple) or isinstance(value, list):
+    if isinstance(value, (list, tuple)):   # betas: a list after a trip through JSON
         return tuple(value)
     if isinstance(default, bool):
         return bool(value)
@@ -87,18 +87,27 @@ def _as_param_array(value, p, name):
     elif not isinstance(value, np.ndarray):
         backend = _find_backend_of(value)
         value = backend.to_numpy(value) if backend is not None else np.asarray(value)
+    if value.dtype.kind not in "fiub":
+        raise TypeError(f"optimizer state {name!r} has dtype {value.dtype}; expected numbers")
     if value.shape != p.shape:
         raise ValueError(f"optimizer state {name!r} has shape {value.shape} but its parameter "
                          f"has shape {p.shape}")
     return p._backend.asarray(value.astype(p.dtype))
 
 
+# Settings that learning-rate schedulers keep in a parameter group.
+_SCHEDULE_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"})
+
+
 class Optimizer:
     """Base class: parameter groups, ``zero_grad``, ``step``, ``state_dict``.
 
-    Subclasses define ``defaults`` and ``_update(p, grad, state, group)``,
-    which changes ``p.data`` in place from the raw gradient array.
+    Subclasses define ``defaults``, ``_update(p, grad, state, group)``, which
+    changes ``p.data`` in place from the raw gradient array, ``_validate(group)``
+    and ``state_keys``, the names of the per-parameter state they keep.
     """
+
+    state_keys = frozenset()
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -136,8 +145,7 @@ class Optimizer:
                 raise ValueError(f"parameter {i} (shape {p.shape}) appears in more than one "
                                  f"place in the parameter groups")
             seen.add(id(p))
-        unknown = set(group) - set(self.defaults) - {"params", "initial_lr", "max_lr", "min_lr",
-                                                     "max_momentum", "base_momentum"}
+        unknown = set(group) - set(self.defaults) - {"params"} - _SCHEDULE_KEYS
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)} for {type(self).__name__}; "
                             f"expected some of {sorted(self.defaults)}")
@@ -149,6 +157,8 @@ class Optimizer:
 
     def _validate(self, group):
         _check_number("lr", group["lr"])
+        for key in _SCHEDULE_KEYS & set(group):
+            _check_number(key, group[key])
 
     @property
     def lr(self):
@@ -247,40 +257,88 @@ class Optimizer:
 
         The optimiser must have been built over the same parameters (same
         groups, counts and shapes); arrays are copied to each parameter's
-        device and dtype.
+        device and dtype.  Every loaded group passes the checks the
+        constructor applies (an lr of -5 or betas of (2, 3) are refused), and
+        unknown settings or state names are refused too; the error, a
+        ``ValueError`` or ``TypeError``, names the entry.  Nothing changes
+        unless the whole state_dict loads.
         """
-        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
-        if groups is None or "state" not in state_dict:
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("not an optimizer state_dict: expected a dict with 'state' and "
                              "'param_groups'")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or not isinstance(state, dict):
+            raise TypeError(f"not an optimizer state_dict: expected 'param_groups' to be a list "
+                            f"and 'state' a dict, got a {type(groups).__name__} and a "
+                            f"{type(state).__name__}")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"the state_dict has {len(groups)} parameter group(s), this "
                              f"optimizer has {len(self.param_groups)}")
-        for i, (saved, group) in enumerate(zip(groups, self.param_groups)):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"parameter group {i}: the state_dict has "
-                                 f"{len(saved['params'])} parameter(s), this optimizer has "
-                                 f"{len(group['params'])}")
+        loaded_groups = [self._loaded_group(i, saved, group)
+                         for i, (saved, group) in enumerate(zip(groups, self.param_groups))]
         params = self._params()
         new_state = {}
-        for key, saved in state_dict["state"].items():
-            i = int(key)
-            if not 0 <= i < len(params):
-                raise ValueError(f"the state_dict has state for parameter {i}, but this "
-                                 f"optimizer has {len(params)} parameters")
-            p = params[i]
-            entry = {}
-            for name, value in saved.items():
-                if name == "step":          # a count, kept on the host
-                    entry[name] = int(_host(value))
-                else:
-                    entry[name] = _as_param_array(value, p, f"{i}.{name}")
+        for key, saved in state.items():
+            p, entry = self._loaded_state(key, saved, params)
             new_state[id(p)] = entry
-        for saved, group in zip(groups, self.param_groups):
-            for k, v in saved.items():
-                if k != "params":
-                    group[k] = _like_default(v, group.get(k, self.defaults.get(k)))
+        for group, loaded in zip(self.param_groups, loaded_groups):
+            group.update(loaded)
         self.state = new_state
+
+    def _loaded_group(self, i, saved, group):
+        """Saved group ``i`` as this optimiser's settings, checked; ``group`` is unchanged."""
+        where = f"param_groups[{i}]"
+        if not isinstance(saved, dict):
+            raise TypeError(f"{where} of the state_dict must be a dict, got {saved!r}")
+        if "params" not in saved:
+            raise ValueError(f"{where} of the state_dict has no 'params' entry")
+        n = len(saved["params"]) if isinstance(saved["params"], (list, tuple)) else None
+        if n != len(group["params"]):
+            raise ValueError(f"parameter group {i}: the state_dict has {n} parameter(s), this "
+                             f"optimizer has {len(group['params'])}")
+        unknown = set(saved) - set(self.defaults) - {"params"} - _SCHEDULE_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)} for "
+                             f"{type(self).__name__}; expected some of {sorted(self.defaults)}")
+        loaded = dict(group)
+        for k, v in saved.items():
+            if k != "params":
+                loaded[k] = _like_default(v, group.get(k, self.defaults.get(k)))
+        try:
+            self._validate(loaded)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from None
+        del loaded["params"]
+        return loaded
+
+    def _loaded_state(self, key, saved, params):
+        """One saved per-parameter state -> (parameter, state on its device), checked."""
+        try:
+            i = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"the state_dict's state key {key!r} is not a parameter "
+                             f"index") from None
+        if not 0 <= i < len(params):
+            raise ValueError(f"the state_dict has state for parameter {i}, but this "
+                             f"optimizer has {len(params)} parameters")
+        if not isinstance(saved, dict):
+            raise TypeError(f"the state_dict's state of parameter {i} must be a dict, got "
+                            f"{saved!r}")
+        unknown = set(saved) - self.state_keys
+        if unknown:
+            raise ValueError(f"the state_dict's state of parameter {i} has unknown entries "
+                             f"{sorted(unknown)} for {type(self).__name__}; expected some of "
+                             f"{sorted(self.state_keys)}")
+        p = params[i]
+        entry = {}
+        for name, value in saved.items():
+            if name == "step":          # a count, kept on the host
+                step = _host(value)
+                entry[name] = _check_int(f"state {i}.step", step.item() if isinstance(
+                    step, np.ndarray) and step.ndim == 0 else step, low=0)
+            else:
+                entry[name] = _as_param_array(value, p, f"{i}.{name}")
+        return p, entry
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -304,6 +362,8 @@ class SGD(Optimizer):
             g = g + momentum * buf  if nesterov else  buf
         p = p - lr * g
     """
+
+    state_keys = frozenset({"momentum_buffer"})
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
@@ -348,15 +408,19 @@ class Adam(Optimizer):
     """
 
     decoupled = False
+    state_keys = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad))
 
     def _validate(self, group):
         super()._validate(group)
-        betas = group["betas"] = tuple(group["betas"])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        betas = group["betas"] = tuple(betas)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
         _check_number("betas[0]", betas[0], high=1.0, open_high=True)
