@@ -371,3 +371,34 @@ def test_functional_pad_with_value_none_pads_zeros():
 def test_dropout_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: tg.cat([tg.ones(2, 3)], axis=(1, 0)), TypeError,
+     r"concatenate: axis must be an int, got \(1, 0\)"),
+    (lambda: tg.cat([tg.ones(2), tg.ones(2)], axis=None), TypeError,
+     r"axis must be an int, got None"),
+    (lambda: tg.cat([tg.ones(2), [1, 2]]), TypeError, r"concatenate: element 1 is not a Tensor"),
+    (lambda: tg.stack([1, 2]), TypeError, r"stack: element 0 is not a Tensor \(got int\)"),
+    (lambda: tg.stack([tg.ones(2), np.ones(2)]), TypeError, r"element 1 .*got ndarray"),
+    (lambda: tg.stack([tg.ones(2), tg.ones(2)], axis=(0,)), TypeError, r"stack: axis must be"),
+    (lambda: tg.split(tg.tensor(1.0), 1), ValueError, r"split: a 0-d tensor"),
+    (lambda: tg.split(np.ones(4), 2), TypeError, r"split: x must be a Tensor, got ndarray"),
+    (lambda: tg.ones(4).split(1.5), TypeError, r"split: indices_or_sections must be an int.*1\.5"),
+    (lambda: tg.ones(4).split([1.5]), TypeError, r"indices_or_sections"),
+    (lambda: tg.ones(3).sum(axis=True), TypeError, r"axis must be an int, got True"),
+    (lambda: tg.ones(3, 4).sum(axis=(True,)), TypeError, r"axis must be an int, got True"),
+    (lambda: tg.ones(3).unsqueeze(True), TypeError, r"axis must be an int, got True"),
+    (lambda: tg.ones(3, 1).squeeze(True), TypeError, r"axis must be an int, got True"),
+    (lambda: tg.ones(3).softmax(True), TypeError, r"axis must be an int, got True"),
+], ids=["cat-tuple-axis", "cat-none-axis", "cat-list", "stack-ints", "stack-ndarray",
+        "stack-tuple-axis", "split-0d", "split-ndarray", "split-float", "split-float-list",
+        "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool"])
+def test_join_split_and_axis_argument_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_split_takes_indices_as_any_sequence_of_ints():
+    parts = tg.split(tg.arange(6), np.array([2, 4]))
+    assert [p.tolist() for p in parts] == [[0, 1], [2, 3], [4, 5]]

@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from . import autograd
-from ._checks import check_fill_value
+from ._checks import check_fill_value, is_int
 from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -937,7 +937,7 @@ class Tensor:
 
 # ---- argument helpers ---------------------------------------------------------
 def _norm_axis(axis, ndim):
-    if not isinstance(axis, numbers.Integral):
+    if not is_int(axis):   # a bool too: True would quietly mean axis 1
         raise TypeError(f"axis must be an int, got {axis!r}")
     if not -max(ndim, 1) <= axis < max(ndim, 1):
         raise ValueError(f"axis {axis} is out of range for a tensor with {ndim} dimension(s)")
@@ -1084,14 +1084,31 @@ def where(condition, x, y):
     return ops.Where.apply(cond, x, y)
 
 
-def concatenate(tensors, axis=0, dim=None):
-    """Join tensors along an existing ``axis``; shapes must match elsewhere. Alias ``cat``."""
+def _tensor_list(tensors, op):
+    """The tensors to join, as a non-empty list; anything else is named."""
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("concatenate needs at least one tensor")
+        raise ValueError(f"{op} needs at least one tensor")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: element {i} is not a Tensor (got {type(t).__name__}); "
+                            f"convert it first with tg.tensor()")
+    return tensors
+
+
+def _one_axis(axis, ndim, op):
+    """One int axis for ``op`` (no tuple, no None), normalised for ``ndim`` dimensions."""
+    if not is_int(axis):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    return _norm_axis(axis, ndim)
+
+
+def concatenate(tensors, axis=0, dim=None):
+    """Join tensors along an existing ``axis``; shapes must match elsewhere. Alias ``cat``."""
+    tensors = _tensor_list(tensors, "concatenate")
     if tensors[0].ndim == 0:
         raise ValueError("concatenate: 0-d tensors cannot be joined; use stack")
-    axis = _axes(tensors[0], axis if dim is None else dim)[0]  # dim overrides the default
+    axis = _one_axis(axis if dim is None else dim, tensors[0].ndim, "concatenate")
     ref = tensors[0].shape
     for t in tensors[1:]:
         if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref))
@@ -1106,10 +1123,8 @@ cat = concatenate
 
 def stack(tensors, axis=0, dim=None):
     """Join tensors of one shape along a new ``axis``."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack needs at least one tensor")
-    axis = dim if dim is not None else axis
+    tensors = _tensor_list(tensors, "stack")
+    axis = _one_axis(dim if dim is not None else axis, tensors[0].ndim + 1, "stack")
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all tensors need one shape, got {tensors[0].shape} "
@@ -1119,16 +1134,28 @@ def stack(tensors, axis=0, dim=None):
 
 def split(x, indices_or_sections, axis=0):
     """As ``numpy.split``: a number of equal sections, or the indices to cut at."""
-    axis = _norm_axis(axis, x.ndim)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"split: x must be a Tensor, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError("split: a 0-d tensor has no axis to split; it needs at least one "
+                         "dimension")
+    axis = _one_axis(axis, x.ndim, "split")
     n = x.shape[axis]
-    if isinstance(indices_or_sections, numbers.Integral):
+    if is_int(indices_or_sections):
         if indices_or_sections <= 0 or n % indices_or_sections:
             raise ValueError(f"split: axis {axis} of size {n} does not divide into "
                              f"{indices_or_sections} equal sections")
         step = n // indices_or_sections
         cuts = list(range(step, n, step))
     else:
-        cuts = list(indices_or_sections)
+        try:
+            cuts = list(indices_or_sections)
+        except TypeError:
+            cuts = None
+        if cuts is None or not all(is_int(i) for i in cuts):
+            raise TypeError(f"split: indices_or_sections must be an int (a number of equal "
+                            f"sections) or a sequence of int indices, got "
+                            f"{indices_or_sections!r}")
     bounds = zip([0] + cuts, cuts + [n])
     lead = (slice(None),) * axis
     return [x[lead + (slice(a, b),)] for a, b in bounds]
