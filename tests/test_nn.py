@@ -135,6 +135,9 @@ def test_load_state_dict_reports_every_problem_at_once():
     # 2**63 is one past int64's range, and float64(iinfo(int64).max) rounds up to it
     ("bn.num_batches_tracked", np.array(2.0**63), ["float64", "int64"]),
     ("bn.num_batches_tracked", np.array(-(2.0**63) * 1.5), ["float64", "int64"]),
+    # a finite float64 beyond float32's range would load as inf
+    ("1.weight", np.full((2, 2), 1e300), ["1.weight", "1e+300", "overflows", "float32"]),
+    ("bn.running_var", np.array([1.0, -1e39]), ["running_var", "1e+39", "float32"]),
 ])
 def test_load_state_dict_checks_every_value_before_changing_anything(key, value, words):
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
@@ -161,6 +164,9 @@ def test_load_state_dict_casts_values_that_fit():
     for edge in (np.array(-(2.0**63)), np.array(2**63 - 1, np.uint64)):   # int64's own bounds
         net.load_state_dict({**state, "num_batches_tracked": edge})
         assert net.num_batches_tracked.item() == int(edge)
+    # infinities and NaN are kept as they are (only a finite value turned inf is refused)
+    net.load_state_dict({**state, "running_mean": np.array([np.inf, np.nan])})
+    assert np.isinf(net.running_mean.numpy()[0]) and np.isnan(net.running_mean.numpy()[1])
 
 
 def test_to_device_keeps_the_same_parameters():

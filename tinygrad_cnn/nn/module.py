@@ -113,25 +113,37 @@ def _host_array(value, name):
     return array
 
 
-def _fits_dtype(array, dtype):
-    """Whether every value of host ``array`` survives a cast to ``dtype``.
+def _cast_problem(array, dtype):
+    """Why host ``array`` would not survive a cast to ``dtype`` (a phrase), or None.
 
-    Floats take any real numbers (rounding to a narrower float is what a
-    cast to the parameter's precision means).  Integer and bool buffers
-    (BatchNorm's ``num_batches_tracked``) must get values they can hold
-    exactly: a fraction, NaN or an out-of-range count is a damaged state.
+    Floats take any real numbers, rounded to the parameter's precision (what
+    a cast to it means), but a finite value beyond its range would become
+    inf.  Integer and bool buffers (BatchNorm's ``num_batches_tracked``) must
+    get values they can hold exactly: a fraction, NaN or an out-of-range
+    count is a damaged state.
     """
-    if dtype.kind == "f" or np.can_cast(array.dtype, dtype, casting="safe") or array.size == 0:
-        return True
+    if np.can_cast(array.dtype, dtype, casting="safe") or array.size == 0:
+        return None
+    if dtype.kind == "f":
+        finite = np.isfinite(array)
+        with np.errstate(over="ignore"):
+            overflows = finite & ~np.isfinite(array.astype(dtype))
+        if overflows.any():
+            return (f"the value {np.abs(array[overflows]).max()} overflows the model's dtype "
+                    f"{dtype} (largest finite value {np.finfo(dtype).max})")
+        return None
+    expected = (f"values of dtype {array.dtype} do not fit the model's dtype {dtype} "
+                f"(expected whole numbers in its range)")
     if dtype.kind == "b":
-        return bool(np.isin(array, (0, 1)).all())
+        return None if np.isin(array, (0, 1)).all() else expected
     if array.dtype.kind == "f" and not (np.isfinite(array).all()
                                         and (array == np.round(array)).all()):
-        return False
+        return expected
     info = np.iinfo(dtype)
     # Compare as Python ints: in the array's float type iinfo(int32).max rounds up
     # to 2**31, which would let 2**31 through to wrap around in the cast.
-    return int(array.min()) >= info.min and int(array.max()) <= info.max
+    fits = int(array.min()) >= info.min and int(array.max()) <= info.max
+    return None if fits else expected
 
 
 def _move_(t, backend=None, dtype=None):
@@ -520,10 +532,11 @@ class Module:
         they are cast to each tensor's dtype and copied to its device.
         Every problem is collected first and reported in one error: missing
         and unexpected keys (only when ``strict``), shape mismatches and
-        values that are not real numbers or do not fit the tensor's dtype
-        (always).  Every value is checked, converted and moved to its device
-        before the first one is copied, so nothing is changed unless the
-        whole load can succeed.
+        values that are not real numbers or do not fit the tensor's dtype,
+        such as a finite float64 beyond float32's range (always).  Every
+        value is checked, converted and moved to its device before the first
+        one is copied, so nothing is changed unless the whole load can
+        succeed.
         Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
         if not hasattr(state_dict, "items"):
@@ -544,10 +557,9 @@ class Module:
                 mismatched.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
                                   f"model shape {t.shape}")
                 continue
-            if not _fits_dtype(value, t.dtype):
-                bad_values.append(f"{key}: values of dtype {value.dtype} do not fit the "
-                                  f"model's dtype {t.dtype} (expected whole numbers in its "
-                                  f"range)")
+            problem = _cast_problem(value, t.dtype)
+            if problem is not None:
+                bad_values.append(f"{key}: {problem}")
                 continue
             updates.append((key, t, value))
         problems = []
