@@ -580,6 +580,33 @@ def test_float32_log_softmax_keeps_the_small_term():
     assert abs(loss - exact) / exact < 2e-3
 
 
+INF = float("inf")
+
+
+@pytest.mark.parametrize("row", [[INF, 1.0], [INF, INF], [-INF, -INF], [-INF, 0.0],
+                                 [float("nan"), 0.0], [INF, -INF], [1.0, 2.0]],
+                         ids=["inf", "inf-inf", "all-neg-inf", "neg-inf", "nan", "inf-neg-inf",
+                              "finite"])
+def test_softmax_and_logsumexp_of_infinities_match_torch(row):
+    torch = pytest.importorskip("torch")
+    x, t = tg.tensor([row, [0.5, 0.25]]), torch.tensor([row, [0.5, 0.25]])
+    # softmax([inf, 1]) was [nan, 0]: a slice without a finite maximum is NaN throughout
+    for ours, theirs in [(x.softmax(1), t.softmax(1)), (x.log_softmax(1), t.log_softmax(1)),
+                         (x.logsumexp(1), t.logsumexp(1))]:
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def test_softmax_and_logsumexp_over_an_empty_axis_match_torch():
+    # An empty axis has no maximum to shift by: softmax is empty, logsumexp -inf (the log
+    # of an empty sum), as in PyTorch; this used to be "max over an empty axis".
+    x = tg.zeros(0, 3, requires_grad=True)
+    assert x.softmax(0).shape == (0, 3) and x.log_softmax(0).shape == (0, 3)
+    assert x.logsumexp(0).tolist() == [-INF] * 3 and x.logsumexp(0, keepdims=True).shape == (1, 3)
+    assert x.logsumexp().item() == -INF and tg.zeros(2, 0).logsumexp(1).tolist() == [-INF] * 2
+    x.logsumexp(0).sum().backward()
+    assert x.grad.shape == (0, 3)
+
+
 # ---- empty batches ---------------------------------------------------------------
 @pytest.mark.parametrize("fn, shapes", [
     (lambda x, w: tg.functional.conv2d(x, w, padding=1), [(0, 3, 5, 5), (4, 3, 3, 3)]),
