@@ -402,3 +402,27 @@ def test_join_split_and_axis_argument_errors(call, error, match):
 def test_split_takes_indices_as_any_sequence_of_ints():
     parts = tg.split(tg.arange(6), np.array([2, 4]))
     assert [p.tolist() for p in parts] == [[0, 1], [2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: tg.zeros(-1), ValueError, r"zeros: sizes must be >= 0, got shape \(-1,\)"),
+    (lambda: tg.ones((2, -3)), ValueError, r"ones: sizes must be >= 0, got shape \(2, -3\)"),
+    (lambda: tg.randn(2, -1), ValueError, r"randn: .*\(2, -1\)"),
+    (lambda: tg.full(-2, 1.0), ValueError, r"full: sizes must be >= 0, got shape \(-2,\)"),
+    (lambda: tg.full((2, 2), "a"), TypeError, r"full: fill_value must be a number, got 'a'"),
+    (lambda: tg.eye(2.5), TypeError, r"eye: n must be an int, got 2\.5"),
+    (lambda: tg.eye(-1), ValueError, r"eye: n must be an int >= 0, got -1"),
+    (lambda: tg.eye(2, -3), ValueError, r"eye: m must be an int >= 0, got -3"),
+    (lambda: tg.arange(0, 1, 0), ValueError, r"arange: step must be nonzero"),
+    (lambda: tg.arange(float("nan")), ValueError, r"arange: stop must be a finite number"),
+    (lambda: tg.arange(0, float("inf")), ValueError, r"arange: stop must be a finite number"),
+    (lambda: tg.arange("a"), TypeError, r"arange: stop must be a finite number, got 'a'"),
+    (lambda: tg.nn.summary(tg.nn.Linear(3, 4), (-1, 3)), ValueError,
+     r"summary: input_shape: sizes must be >= 0, got shape \(-1, 3\)"),
+    (lambda: tg.nn.summary(tg.nn.Linear(3, 4), "a"), TypeError,
+     r"summary: input_shape: a shape must be ints, got 'a'"),
+], ids=["zeros", "ones", "randn", "full", "full-str", "eye-float", "eye-negative", "eye-m",
+        "arange-step", "arange-nan", "arange-inf", "arange-str", "summary-negative", "summary-str"])
+def test_factory_argument_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

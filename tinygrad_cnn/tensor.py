@@ -6,13 +6,14 @@ classes; the methods here only convert arguments and call them.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import operator
 
 import numpy as np
 
 from . import autograd
-from ._checks import check_fill_value, is_int
+from ._checks import check_fill_value, check_int, is_int, is_real
 from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -994,6 +995,17 @@ def _shape_arg(shape):
     return tuple(_size(s, shape) for s in shape)
 
 
+def _new_shape(shape, op):
+    """The shape of a new tensor (separate ints or one tuple), every size >= 0."""
+    try:
+        shape = _shape_arg(shape)
+    except TypeError as e:
+        raise TypeError(f"{op}: {e}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{op}: sizes must be >= 0, got shape {shape}")
+    return shape
+
+
 def _size(s, shape):
     """One size of a shape: an int, a NumPy integer or a 0-d integer array or tensor."""
     if isinstance(s, Tensor) and s.ndim == 0 and s.dtype.kind in "iu":
@@ -1217,17 +1229,19 @@ def _float_dtype(dtype):
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
     """A tensor of zeros (float32 unless ``dtype``); ``shape`` as ints or one tuple."""
-    return _factory(np.zeros(_shape_arg(shape), _float_dtype(dtype)), requires_grad, device)
+    return _factory(np.zeros(_new_shape(shape, "zeros"), _float_dtype(dtype)), requires_grad,
+                    device)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
     """A tensor of ones (float32 unless ``dtype``); ``shape`` as ints or one tuple."""
-    return _factory(np.ones(_shape_arg(shape), _float_dtype(dtype)), requires_grad, device)
+    return _factory(np.ones(_new_shape(shape, "ones"), _float_dtype(dtype)), requires_grad,
+                    device)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     """A tensor of ``shape`` filled with ``fill_value`` (float32 unless ``dtype``)."""
-    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+    shape = _new_shape((shape,), "full")
     dtype = _float_dtype(dtype)
     check_fill_value("full: fill_value", fill_value)
     _check_cast_fits(np.asarray(fill_value), dtype, "full: fill_value")
@@ -1256,14 +1270,14 @@ def _random_dtype(dtype, name):
 def randn(*shape, dtype=None, device=None, requires_grad=False):
     """Standard normal samples, drawn on the host from the seeded generator."""
     dtype = _random_dtype(dtype, "randn")
-    data = _rng.standard_normal(_shape_arg(shape)).astype(dtype)
+    data = _rng.standard_normal(_new_shape(shape, "randn")).astype(dtype)
     return _factory(data, requires_grad, device)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False):
     """Uniform samples in [0, 1), drawn on the host from the seeded generator."""
     dtype = _random_dtype(dtype, "rand")
-    data = _rng.random(_shape_arg(shape)).astype(dtype)
+    data = _rng.random(_new_shape(shape, "rand")).astype(dtype)
     return _factory(data, requires_grad, device)
 
 
@@ -1271,6 +1285,12 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
     """``start, start + step, ...`` below ``stop``, as ``numpy.arange`` (floats: float32)."""
     if stop is None:
         start, stop = 0, start
+    for name, value in (("start", start), ("stop", stop), ("step", step)):
+        if not is_real(value) or not math.isfinite(value):
+            raise (ValueError if is_real(value) else TypeError)(
+                f"arange: {name} must be a finite number, got {value!r}")
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
     data = np.arange(start, stop, step)
     if dtype is None and data.dtype.kind == "f":
         dtype = float32
@@ -1279,6 +1299,8 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
     """An ``n`` x ``m`` (default n x n) identity matrix (float32 unless ``dtype``)."""
+    n = check_int("eye: n", n, low=0)
+    m = None if m is None else check_int("eye: m", m, low=0)
     return _factory(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad, device)
 
 

@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from ..autograd import no_grad
-from ..tensor import Tensor, float32, zeros
+from ..tensor import Tensor, _new_shape, float32, zeros
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
                      BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
                      Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
@@ -234,7 +234,7 @@ def summary(model, input_shape, dtype=None, device=None):
     """
     if not isinstance(model, Module):
         raise TypeError(f"summary needs a Module, got {type(model).__name__}")
-    input_shape = tuple(int(s) for s in input_shape)
+    input_shape = _new_shape((input_shape,), "summary: input_shape")
     first = next(model.parameters(), None)
     if dtype is None:
         dtype = first.dtype if first is not None else float32
