@@ -426,3 +426,21 @@ def test_split_takes_indices_as_any_sequence_of_ints():
 def test_factory_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _isub(target, value):
+    target -= value
+
+
+@pytest.mark.parametrize("call", [
+    lambda b: b - b, lambda b: b - True, lambda b: True - b, lambda b: _isub(b, b),
+], ids=["tensors", "python-bool", "reflected", "in-place"])
+def test_subtracting_two_bool_tensors_says_what_to_use(call):
+    with pytest.raises(TypeError, match=r"two bool tensors is not supported; use the \^ "):
+        call(tg.tensor([True, False]))
+
+
+def test_sign_of_a_bool_tensor_is_itself():
+    b = tg.tensor([True, False])
+    assert b.sign().dtype == np.bool_ and b.sign().tolist() == [True, False]   # as PyTorch
+    assert (b - 1).tolist() == [0, -1]

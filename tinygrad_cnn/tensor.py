@@ -84,6 +84,16 @@ def _to_array(data, backend, dtype):
     return arr if src is backend else backend.asarray(arr)
 
 
+def _subtrahends(a, b):
+    """(a, b) for a - b; two bool tensors have no difference (NumPy's TypeError, worded
+    as PyTorch's advice)."""
+    if a.dtype == bool_ and b.dtype == bool_:
+        raise TypeError("subtraction, the - operator, with two bool tensors is not "
+                        "supported; use the ^ operator (logical xor) or ~ (logical not) "
+                        "instead")
+    return a, b
+
+
 def common_backend(tensors, op_name="op"):
     """The one backend shared by ``tensors``; an error naming both if mixed."""
     backend = tensors[0]._backend
@@ -410,10 +420,10 @@ class Tensor:
         return ops.Add.apply(self._other(other), self)
 
     def __sub__(self, other):
-        return ops.Sub.apply(self, self._other(other))
+        return ops.Sub.apply(*_subtrahends(self, self._other(other)))
 
     def __rsub__(self, other):
-        return ops.Sub.apply(self._other(other), self)
+        return ops.Sub.apply(*_subtrahends(self._other(other), self))
 
     def __mul__(self, other):
         return ops.Mul.apply(self, self._other(other))
@@ -443,6 +453,8 @@ class Tensor:
                 f"in-place {op} on a tensor that requires grad would bypass autograd; "
                 f"update parameters inside `with tg.no_grad():` (or write to .data)")
         other = self._other(other)
+        if op == "subtract":
+            _subtrahends(self, other)
         if autograd.is_grad_enabled() and other.requires_grad:
             # x[i] += v comes here first (x[i] itself needs no grad): refuse it
             # as x[i] = v is refused, rather than drop v's gradient.
@@ -692,8 +704,11 @@ class Tensor:
     clamp = clip
 
     def sign(self):
-        """Elementwise -1, 0 or 1 (no gradient)."""
+        """Elementwise -1, 0 or 1 (no gradient); a bool tensor's sign is itself, as in
+        PyTorch."""
         with self._backend.context():
+            if self.dtype == bool_:   # NumPy has no sign of bools
+                return Tensor._make(self.data.copy(), self._backend)
             return Tensor._make(self.xp.sign(self.data), self._backend)
 
     # ---- reductions ----------------------------------------------------------
