@@ -444,3 +444,16 @@ def test_sign_of_a_bool_tensor_is_itself():
     b = tg.tensor([True, False])
     assert b.sign().dtype == np.bool_ and b.sign().tolist() == [True, False]   # as PyTorch
     assert (b - 1).tolist() == [0, -1]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda x: F.leaky_relu(x, "a"), TypeError, r"leaky_relu: negative_slope must be a number"),
+    (lambda x: x.leaky_relu(True), TypeError, r"negative_slope must be a number, got True"),
+    (lambda x: F.avg_pool2d(x, 2, divisor_override=True), TypeError,
+     r"avg_pool2d: divisor_override must be a number, got True"),
+    (lambda x: F.avg_pool2d(x, 2, divisor_override=0), ValueError,
+     r"avg_pool2d: divisor_override must be > 0, got 0"),
+], ids=["leaky-relu-str", "leaky-relu-bool", "divisor-bool", "divisor-zero"])
+def test_functional_number_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call(tg.ones(1, 1, 4, 4))

@@ -698,6 +698,12 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
     (lambda: nn.LocallyConnected2d(1, 1, 4, 5), ValueError, "does not fit"),
     (lambda: nn.Dropout(1.5), ValueError, "probability"),
     (lambda: nn.Linear(3, 2, dtype="int32"), TypeError, "floating-point"),
+    (lambda: nn.LeakyReLU("a"), TypeError, "LeakyReLU: negative_slope must be a number, got 'a'"),
+    (lambda: nn.LeakyReLU(True), TypeError, "negative_slope must be a number, got True"),
+    (lambda: nn.BatchNorm2d(3, momentum="a"), TypeError, "BatchNorm2d: momentum must be a number"),
+    (lambda: nn.BatchNorm2d(3, momentum=2), ValueError, r"momentum must be >= 0.0 and <= 1"),
+    (lambda: nn.BatchNorm1d(3, eps=True), TypeError, "BatchNorm1d: eps must be a number"),
+    (lambda: nn.BatchNorm2d(3, eps=-1), ValueError, r"BatchNorm2d: eps must be >= 0.0, got -1"),
 ])
 def test_layer_construction_errors(make, error, word):
     with pytest.raises(error, match=word):
@@ -836,6 +842,21 @@ def test_init_refuses_a_non_float_tensor(fn):
                                             rf"{dtype} \(shape \(4, 3\)\)"):
             fn(t)
         assert not t.numpy().any()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda t: nn.init.uniform_(t, 2, 1), ValueError, r"uniform_: b must be >= 2, got 1"),
+    (lambda t: nn.init.uniform_(t, "a"), TypeError, r"uniform_: a must be a number, got 'a'"),
+    (lambda t: nn.init.normal_(t, std=-1), ValueError, r"normal_: std must be >= 0\.0, got -1"),
+    (lambda t: nn.init.normal_(t, mean=None), TypeError, r"normal_: mean must be a number"),
+    (lambda t: nn.init.constant_(t, "a"), TypeError, r"constant_: value must be a number"),
+], ids=["uniform-bounds", "uniform-str", "normal-std", "normal-mean", "constant-str"])
+def test_init_argument_errors_change_nothing(call, error, match):
+    t = tg.zeros(4, 3)
+    state = tg.get_rng().bit_generator.state
+    with pytest.raises(error, match=match):
+        call(t)
+    assert not t.numpy().any() and tg.get_rng().bit_generator.state == state
 
 
 # ---- summary ---------------------------------------------------------------------------

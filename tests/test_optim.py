@@ -274,6 +274,12 @@ OPT_ERRORS = [
     (lambda p: optim.SGD([p, p], lr=0.1), ValueError, "more than one"),
     (lambda p: optim.SGD([p * 2], lr=0.1), ValueError, "leaf"),
     (lambda p: optim.SGD([{"params": [p], "momentun": 0.9}], lr=0.1), TypeError, "momentun"),
+    (lambda p: optim.Adam([p], betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\)"),
+    (lambda p: optim.clip_grad_norm_([p], 1, norm_type="fro"), ValueError,
+     r"norm_type must be a positive number or inf, got 'fro' \(for the Frobenius norm pass 2"),
+    (lambda p: optim.clip_grad_norm_([p], 1, norm_type=True), ValueError, r"norm_type .*True"),
+    (lambda p: optim.clip_grad_norm_([np.ones(3)], 1), TypeError,
+     r"clip_grad_norm_: parameter 0 is a ndarray, not a Tensor"),
 ]
 
 

@@ -50,7 +50,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import check_probability
+from ._checks import check_number, check_probability
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
@@ -773,10 +773,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                 divisor_override, x_shown):
     kernel, stride, padding, _ = _pool_args(op, x, kernel_size, stride, padding, 1)
-    if divisor_override is not None and (
-            not isinstance(divisor_override, numbers.Real) or divisor_override <= 0):
-        raise ValueError(f"{op}: divisor_override must be a positive number, got "
-                         f"{divisor_override!r}")
+    if divisor_override is not None:
+        check_number(f"{op}: divisor_override", divisor_override, low=0, open_low=True)
     geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1), bool(ceil_mode),
                          x_shown)
     divisor = avg_pool_divisor(geom, padding[0], padding[1], count_include_pad,

@@ -13,7 +13,7 @@ import operator
 import numpy as np
 
 from . import autograd
-from ._checks import check_fill_value, check_int, is_int, is_real
+from ._checks import check_fill_value, check_int, check_number, is_int, is_real
 from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -667,6 +667,7 @@ class Tensor:
 
     def leaky_relu(self, negative_slope=0.01):
         """Elementwise x if x > 0 else ``negative_slope`` * x."""
+        check_number("leaky_relu: negative_slope", negative_slope, low=None)
         return ops.LeakyReLU.apply(self._floating(), slope=negative_slope)
 
     def maximum(self, other):

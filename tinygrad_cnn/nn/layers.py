@@ -21,7 +21,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_probability
+from .._checks import check_number, check_probability
 from ..backend import DeviceError
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
@@ -450,7 +450,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope = check_number("LeakyReLU: negative_slope", negative_slope, low=None)
 
     def forward(self, x):
         return x.leaky_relu(self.negative_slope)
@@ -558,9 +558,12 @@ class _BatchNorm(Module):
                  track_running_stats=True, dtype=None, device=None):
         super().__init__()
         self.num_features = _tuple(num_features, 1, "num_features", 1)[0]
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
-        self.eps, self.momentum = eps, momentum
+        name = type(self).__name__
+        if momentum is not None:   # None: a cumulative average
+            check_number(f"{name}: momentum", momentum, high=1)
+        # eps < 0 would give NaN (a negative variance) for near-constant channels.
+        self.eps = check_number(f"{name}: eps", eps)
+        self.momentum = momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         C = self.num_features
         if affine:

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_int as _check_int, check_number as _check_number
+from .._checks import check_int as _check_int, check_number as _check_number, is_real
 from ..autograd import enable_grad
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
@@ -468,8 +468,11 @@ class AdamW(Adam):
 
 
 # ---- gradient clipping ----------------------------------------------------------------
-def _with_grads(params):
+def _with_grads(params, op):
     params = [params] if isinstance(params, Tensor) else list(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{op}: parameter {i} is a {type(p).__name__}, not a Tensor")
     return [p for p in params if p.grad is not None]
 
 
@@ -483,10 +486,13 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     clipping, as a 0-d Tensor.
     """
     _check_number("max_norm", max_norm)
+    # A string such as 'fro' is refused as PyTorch refuses it (the Frobenius norm of
+    # all gradients taken as one vector is the 2-norm).
+    if not is_real(norm_type) or not norm_type > 0:
+        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r} "
+                         f"(for the Frobenius norm pass 2.0)")
     norm_type = float(norm_type)
-    if not (norm_type > 0):
-        raise ValueError(f"norm_type must be positive (or inf), got {norm_type}")
-    params = _with_grads(params)
+    params = _with_grads(params, "clip_grad_norm_")
     if not params:
         return Tensor(0.0)
     backend = params[0].grad._backend
@@ -520,7 +526,7 @@ def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
 def clip_grad_value_(params, clip_value):
     """Clamp every gradient entry to ``[-clip_value, clip_value]``."""
     _check_number("clip_value", clip_value)
-    for p in _with_grads(params):
+    for p in _with_grads(params, "clip_grad_value_"):
         with p.grad._backend.context():
             p.grad = Tensor._make(p.xp.clip(p.grad.data, -clip_value, clip_value),
                                   p.grad._backend)
