@@ -457,3 +457,15 @@ def test_sign_of_a_bool_tensor_is_itself():
 def test_functional_number_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda y, w: tg.grad(y, 5), r"grad: inputs must be a Tensor or a sequence of Tensors, got 5"),
+    (lambda y, w: tg.grad(5, w), r"grad: outputs must be a Tensor or a sequence"),
+    (lambda y, w: tg.grad(y, [np.ones(3)]), r"grad: inputs\[0\] is not a Tensor \(got ndarray\)"),
+    (lambda y, w: tg.grad([y, 3], w), r"grad: outputs\[1\] is not a Tensor \(got int\)"),
+], ids=["inputs-int", "outputs-int", "inputs-ndarray", "outputs-mixed"])
+def test_grad_names_arguments_that_are_not_tensors(call, match):
+    w = tg.ones(3, requires_grad=True)
+    with pytest.raises(TypeError, match=match):
+        call((w * 2).sum(), w)

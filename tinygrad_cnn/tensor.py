@@ -1086,6 +1086,28 @@ def _upstream(t, grad, where):
     return grad if grad.dtype == t.dtype else grad.astype(t.dtype)
 
 
+def _tensors_of(value, op, name):
+    """A Tensor or a sequence of them -> a list of tensors; anything else is named."""
+    if isinstance(value, Tensor):
+        return [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a Tensor or a sequence of Tensors, got "
+                        f"{value!r}") from None
+    return _all_tensors(items, op, name + "[{}]")
+
+
+def _all_tensors(items, op, what):
+    """``items`` if each is a Tensor; else a TypeError naming ``what`` (formatted with
+    the position) and what it is."""
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {what.format(i)} is not a Tensor (got "
+                            f"{type(t).__name__}); convert it first with tg.tensor()")
+    return items
+
+
 # ---- functions of several tensors -----------------------------------------------
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
          allow_unused=False):
@@ -1094,9 +1116,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     Returns a tuple with one tensor per input (or ``None`` for an input the
     outputs do not depend on, when ``allow_unused=True``).
     """
-    single = isinstance(outputs, Tensor)
-    outputs = [outputs] if single else list(outputs)
-    inputs_list = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    outputs = _tensors_of(outputs, "grad", "outputs")
+    inputs_list = _tensors_of(inputs, "grad", "inputs")
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
     if len(grad_outputs) != len(outputs):
@@ -1139,11 +1160,7 @@ def _tensor_list(tensors, op):
     tensors = list(tensors)
     if not tensors:
         raise ValueError(f"{op} needs at least one tensor")
-    for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: element {i} is not a Tensor (got {type(t).__name__}); "
-                            f"convert it first with tg.tensor()")
-    return tensors
+    return _all_tensors(tensors, op, "element {}")
 
 
 def _one_axis(axis, ndim, op):
