@@ -516,6 +516,24 @@ def test_conflicting_options_are_usage_errors(trained, monkeypatch, argv, env, m
     assert good.read_bytes() == before  # the finished run is untouched
 
 
+@pytest.mark.parametrize("option", ["--checkpoint", "--metrics"])
+def test_an_unwritable_output_directory_is_reported_before_training(tmp_path, monkeypatch,
+                                                                    option):
+    # Creating any file in the directory fails (as in /proc, or a read-only mount):
+    # reported before any work, naming the option and the file, not our temporary file.
+    from tinygrad_cnn import fileio
+
+    def refuse(directory, name, mode):
+        raise PermissionError(13, "Permission denied", f"{directory}/.{name}.0123.tmp")
+    monkeypatch.setattr(fileio, "_create_temp", refuse)
+    path = tmp_path / "out.file"
+    status, out, err = cli("train", option, path, "--no-progress")
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"tinygrad-cnn train: error: {option} {path} cannot be written: "
+                          f"[Errno 13] Permission denied (cannot create a file in {tmp_path})")
+    assert ".tmp" not in err and not path.exists()
+
+
 def test_overwrite_starts_a_new_run_in_an_existing_checkpoint(tmp_path):
     pytest.importorskip("sklearn")
     ckpt = tmp_path / "keep.npz"

@@ -104,3 +104,44 @@ def test_a_name_near_the_length_limit_still_gets_a_temp_file(tmp_path):
     atomic_write(long_unicode, "text")
     assert path.read_bytes() == b"data" and long_unicode.read_text() == "text"
     assert sorted(os.listdir(tmp_path)) == sorted([path.name, long_unicode.name])
+
+
+def _refuse(directory, name, mode):
+    raise PermissionError(13, "Permission denied", os.path.join(directory, f".{name}.01.tmp"))
+
+
+def test_errors_name_the_file_asked_for_not_the_temporary_file(tmp_path, monkeypatch):
+    from tinygrad_cnn import fileio
+    path = tmp_path / "c.npz"
+    monkeypatch.setattr(fileio, "_create_temp", _refuse)
+    for write in (lambda: atomic_write(path, b"x"), lambda: fileio.check_writable(path)):
+        with pytest.raises(PermissionError) as info:
+            write()
+        assert info.value.filename == str(path) and ".tmp" not in str(info.value)
+        assert f"cannot create a file in {tmp_path}" in str(info.value)
+    monkeypatch.undo()
+
+    def disk_full(f):
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match=r"No space left on device: '.*c\.npz'"):
+        atomic_write(path, disk_full)
+    assert os.listdir(tmp_path) == []     # no temporary file is left behind
+
+
+def test_check_writable_leaves_nothing_behind(tmp_path):
+    from tinygrad_cnn.fileio import check_writable
+    check_writable(tmp_path / "new.txt")
+    atomic_write(tmp_path / "old.txt", "keep")
+    check_writable(tmp_path / "old.txt")
+    assert os.listdir(tmp_path) == ["old.txt"] and (tmp_path / "old.txt").read_text() == "keep"
+    os.chmod(tmp_path / "old.txt", 0o444)
+    if not os.access(tmp_path / "old.txt", os.W_OK):   # root may write anyway
+        with pytest.raises(PermissionError, match="write-protected"):
+            check_writable(tmp_path / "old.txt")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux /proc")
+def test_a_directory_that_takes_no_new_files_is_named():
+    with pytest.raises(OSError) as info:
+        atomic_write("/proc/x.npz", b"x")
+    assert info.value.filename == "/proc/x.npz" and ".tmp" not in str(info.value)

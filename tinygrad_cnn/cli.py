@@ -135,6 +135,11 @@ def _output_file(option, path):
     if not os.path.isdir(parent):
         raise UsageError(f"{option} {path}: the directory {parent} does not exist (create it "
                          f"first)")
+    from .fileio import check_writable
+    try:   # a file is created and removed again: the one sure test of a directory
+        check_writable(path)
+    except OSError as e:
+        raise type(e)(f"{option} {path} cannot be written: {e}") from None
 
 
 # ---- train -----------------------------------------------------------------------------

@@ -9,7 +9,10 @@ The result looks as if the file had been rewritten in place with
 gets ``0o666`` less the umask current at the time of the call, writing to
 a symbolic link replaces the file it points to while the link stays, and an
 existing file this process may not write to raises ``PermissionError``
-(before anything is written), though the rename would be allowed.
+(before anything is written), though the rename would be allowed.  Errors
+name the file asked for, not the hidden temporary file.
+:func:`check_writable` meets the same errors up front, for a program about
+to work for a while before its first write.
 """
 from __future__ import annotations
 
@@ -57,6 +60,48 @@ def atomic_write(path, data):
     raises ``PermissionError`` naming the path, as ``open(path, "wb")`` would.
     """
     path = Path(path)
+    target, mode = _target_of(path)
+    # Replacing a file: start private and take its mode below, so data meant
+    # for a 0600 file is never readable by others in between.  A new file:
+    # 0666 less the umask, as open() would give it.
+    fd, tmp = _create_temp_for(path, target, 0o666 if mode is None else 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _about_target(e, path, tmp) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+    return path
+
+
+def check_writable(path):
+    """Raise the ``OSError`` that :func:`atomic_write` would meet in creating ``path``,
+    before any work is done; nothing is left behind.  Missing parent directories are
+    not created (and not checked)."""
+    path = Path(path)
+    if not Path(os.path.realpath(path)).parent.is_dir():
+        return
+    target, _ = _target_of(path)   # refuses a write-protected file, as atomic_write does
+    fd, tmp = _create_temp_for(path, target, 0o600)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _target_of(path):
+    """``(target, mode)``: the file a write to ``path`` replaces (a link's target) and its
+    permission bits (None for a new file); its directory is created if missing."""
     # Rename onto the resolved file: renaming onto the link itself would
     # replace the link by a regular file and leave its target stale.
     target = Path(os.path.realpath(path))
@@ -71,26 +116,24 @@ def atomic_write(path, data):
         raise PermissionError(errno.EACCES, "Permission denied (the file is write-protected; "
                               "it is not replaced, as open(path, 'wb') would not write it)",
                               str(path))
-    # Replacing a file: start private and take its mode below, so data meant
-    # for a 0600 file is never readable by others in between.  A new file:
-    # 0666 less the umask, as open() would give it.
-    fd, tmp = _create_temp(target.parent, target.name, 0o666 if mode is None else 0o600)
+    return target, mode
+
+
+def _create_temp_for(path, target, mode):
+    """``_create_temp`` next to ``target``, its errors naming ``path``."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            if mode is not None and hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), mode)
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-    return path
+        return _create_temp(target.parent, target.name, mode)
+    except OSError as e:
+        where = os.path.dirname(target)
+        raise _about_target(e, path, e.filename, f" (cannot create a file in {where})") from None
+
+
+def _about_target(error, path, tmp, detail=""):
+    """``error`` retold about ``path``, the file the caller asked for, where it names
+    our hidden temporary file ``tmp`` (or no file at all)."""
+    if error.errno is None or error.filename not in (None, str(tmp)):
+        return error
+    return type(error)(error.errno, error.strerror + detail, str(path))
 
 
 def fsync_dir(directory):
