@@ -469,3 +469,18 @@ def test_grad_names_arguments_that_are_not_tensors(call, match):
     w = tg.ones(3, requires_grad=True)
     with pytest.raises(TypeError, match=match):
         call((w * 2).sum(), w)
+
+
+@pytest.mark.parametrize("index, error, words", [
+    (2**70, IndexError, ["index 1180591620717411303424 is out of range"]),
+    ((0, -2**64), IndexError, ["index -18446744073709551616 is out of range"]),
+    (slice(None, None, 0), ValueError, ["slice step cannot be zero"]),
+    (slice(0.5, 2), TypeError, ["slice indices must be integers"]),
+], ids=["huge", "huge-negative", "zero-step", "float-slice"])
+def test_index_errors_name_the_shape(index, error, words):
+    x = tg.zeros(2, 3)
+    for use in (lambda: x[index], lambda: _assign(x, index, 1.0)):
+        with pytest.raises(error) as info:
+            use()
+        for word in words + ["shape (2, 3)"]:
+            assert word in str(info.value)

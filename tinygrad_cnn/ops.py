@@ -627,8 +627,9 @@ class GetItem(Function):
             _check_index(self.backend, x.shape, index)
         try:
             y = x[index]
-        except IndexError as e:
-            raise IndexError(f"{e} (indexing a tensor of shape {x.shape} with {index!r})") from None
+        except (IndexError, ValueError, TypeError) as e:   # x[::0], x[0.5:], x["a"]
+            raise type(e)(f"{e} (indexing a tensor of shape {x.shape} with "
+                          f"{index!r})") from None
         self.index = index
         return self.xp.asarray(y)
 

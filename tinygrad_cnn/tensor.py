@@ -522,7 +522,7 @@ class Tensor:
                 ops._check_index(self._backend, self.shape, index)   # CuPy would wrap
             try:
                 self.data[index] = value.data
-            except (IndexError, ValueError) as e:
+            except (IndexError, ValueError, TypeError) as e:
                 raise type(e)(f"item assignment into a tensor of shape {self.shape} at index "
                               f"{index!r} with a value of shape {value.shape}: {e}") from None
         self._bump_version()
@@ -1063,6 +1063,9 @@ def _index_arg(index, t):
             if i.size == 0 and i.dtype.kind == "f":
                 i = i.astype(np.int64)  # x[[]] selects nothing, as in NumPy
             return t._backend.asarray(i)
+        if is_int(i) and not _fits(i, int64):
+            # NumPy says such an int is not a valid index at all.
+            raise IndexError(f"index {i} is out of range for a tensor of shape {t.shape}")
         return i
     return tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
 
