@@ -484,3 +484,15 @@ def test_index_errors_name_the_shape(index, error, words):
             use()
         for word in words + ["shape (2, 3)"]:
             assert word in str(info.value)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: tg.ones(2).requires_grad_("yes"), r"requires_grad must be True or False, got 'yes'"),
+    (lambda: setattr(tg.ones(2), "requires_grad", 1), r"requires_grad must be True or False"),
+    (lambda: tg.tensor([1.0], requires_grad=None), r"requires_grad must be True or False"),
+    (lambda: setattr(tg.arange(3), "requires_grad", True),
+     r"only floating-point tensors can require gradients; this tensor has dtype int64"),
+], ids=["requires-grad-str", "requires-grad-int", "constructor-none", "int-tensor"])
+def test_requires_grad_takes_a_bool_for_a_float_tensor(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()

@@ -9,11 +9,12 @@ import functools
 import math
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
 from . import autograd
-from ._checks import check_fill_value, check_int, check_number, is_int, is_real
+from ._checks import check_fill_value, check_flag, check_int, check_number, is_int, is_real
 from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -204,12 +205,9 @@ class Tensor:
             # NumPy gives scalars for 0-d results (x.sum(), 0-d + 0-d); CuPy gives
             # 0-d arrays.  Keep arrays on every backend, so .data is always one.
             data = np.asarray(data)
-        if requires_grad and data.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients; "
-                            f"this tensor has dtype {data.dtype}")
         self.data = data
-        self.grad = None
-        self.requires_grad = bool(requires_grad)
+        self._grad = None
+        self.requires_grad = requires_grad
         self.name = None
         self._backend = backend
         self._ctx = None
@@ -338,13 +336,41 @@ class Tensor:
         """Record an in-place change of ``.data`` (optimisers, init, load_state_dict)."""
         self._version_box[0] += 1
 
+    @property
+    def requires_grad(self):
+        """Whether ops record the graph through this tensor (floating-point tensors only;
+        True or False, as in PyTorch)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        value = check_flag("requires_grad", value)
+        if value and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients; "
+                            f"this tensor has dtype {self.data.dtype}")
+        self._requires_grad = value
+
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` in place (floating-point tensors only); returns self."""
-        if requires_grad and self.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients; "
-                            f"this tensor has dtype {self.dtype}")
         self.requires_grad = requires_grad
         return self
+
+    @property
+    def grad(self):
+        """The gradient accumulated by backward (a Tensor), or None.
+
+        A tensor computed by ops gets none unless it calls :meth:`retain_grad`;
+        reading it then warns, as in PyTorch, since it stays None.
+        """
+        if self._ctx is not None and not self._retains_grad:
+            warnings.warn("the .grad of a tensor that is not a leaf is not filled by "
+                          "backward(); call .retain_grad() on it first if you need it, or "
+                          "read the .grad of the leaf tensors", UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
 
     def zero_grad(self):
         """Drop the accumulated gradient (``.grad = None``)."""

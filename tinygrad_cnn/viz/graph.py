@@ -209,8 +209,8 @@ class _Builder:
     def _tensor_lines(self, t):
         name = self.name(t)
         lines = ([str(name)] if name else []) + [_describe(t)]
-        if t.grad is not None:
-            lines.append(f"|grad| {_norm(t.grad):.4g}")
+        if t._grad is not None:   # not .grad, which warns for a non-leaf tensor
+            lines.append(f"|grad| {_norm(t._grad):.4g}")
         return lines
 
     def add(self, t, fn_group, tensor_group, root):
