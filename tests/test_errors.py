@@ -496,3 +496,31 @@ def test_index_errors_name_the_shape(index, error, words):
 def test_requires_grad_takes_a_bool_for_a_float_tensor(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_comparing_with_none_is_false_as_in_torch():
+    x = tg.ones(3)
+    assert (x == None) is False and (x != None) is True   # noqa: E711 (the point of the test)
+
+
+def test_where_needs_a_bool_condition():
+    # As PyTorch; a float condition was read as != 0, so a NaN counted as true.
+    with pytest.raises(TypeError, match=r"where: condition must be a bool tensor, got dtype "
+                                        r"float32 \(shape \(2,\)\)"):
+        tg.where(tg.tensor([float("nan"), 0.0]), 1, 2)
+
+
+def test_tensor_to_takes_a_dtype_as_module_to_does():
+    x = tg.ones(2)
+    assert x.to("float64").dtype == np.float64 and x.to(np.float16).dtype == np.float16
+    assert x.to("cpu", "int64").dtype == np.int64
+    with pytest.raises(DeviceError, match=r"unknown device 'npu'.*nor is 'npu' a dtype"):
+        x.to("npu")
+
+
+@pytest.mark.parametrize("shape, text", [
+    ((0, 3), "tensor([], size=(0, 3))"), ((3, 0), "tensor([], size=(3, 0))"),
+    ((0,), "tensor([])"),
+])
+def test_repr_of_an_empty_tensor_keeps_its_shape(shape, text):
+    assert repr(tg.zeros(*shape)) == text   # as PyTorch

@@ -95,6 +95,25 @@ def _subtrahends(a, b):
     return a, b
 
 
+def _device_and_dtype(device, dtype):
+    """The arguments of ``to()`` -> ``(device or None, numpy dtype or None)``.
+
+    As PyTorch's ``to(dtype)``, a dtype may come first: ``to(float64)`` and
+    ``to("float64")`` cast, ``to("cuda")`` moves.
+    """
+    if device is not None and dtype is None and not isinstance(device, (str, Backend)):
+        device, dtype = None, device  # to(float64)
+    if isinstance(device, str) and dtype is None:
+        try:
+            canonical_device(device)
+        except DeviceError as e:
+            try:  # to("float64")
+                dtype, device = _as_dtype(device), None
+            except TypeError:
+                raise DeviceError(f"to(): {e} (nor is {device!r} a dtype)") from None
+    return device, _as_dtype(dtype)
+
+
 def common_backend(tensors, op_name="op"):
     """The one backend shared by ``tensors``; an error naming both if mixed."""
     backend = tensors[0]._backend
@@ -287,6 +306,9 @@ class Tensor:
         body = np.array2string(self._backend.to_numpy(self.data), separator=", ",
                                prefix="tensor(", threshold=200)
         extras = []
+        if self.size == 0 and self.ndim > 1:   # "[]" alone would hide the shape, as PyTorch
+            body = "[]"
+            extras.append(f"size={self.shape}")
         if self.device != "cpu":
             extras.append(f"device='{self.device}'")
         if self.dtype not in (float32, int64, bool_):  # the defaults of tensor() go unsaid
@@ -378,9 +400,11 @@ class Tensor:
 
     # ---- devices and dtypes --------------------------------------------------
     def to(self, device=None, dtype=None):
-        """Move to ``device`` and/or cast to ``dtype`` (differentiably)."""
+        """Move to ``device`` and/or cast to ``dtype`` (differentiably):
+        ``to("cuda")``, ``to("float64")``, ``to("cuda", "float64")``."""
+        device, dtype = _device_and_dtype(device, dtype)
         out = self
-        if dtype is not None and _as_dtype(dtype) != self.dtype:
+        if dtype is not None and dtype != self.dtype:
             out = out.astype(dtype)
         if device is not None and canonical_device(device) != self.device:
             out = ops.ToDevice.apply(out, device=get_backend(device))
@@ -605,9 +629,13 @@ class Tensor:
         return self._compare(other, "greater_equal")
 
     def __eq__(self, other):
+        if other is None:   # as PyTorch: Python's identity test, False
+            return NotImplemented
         return self._compare(other, "equal")
 
     def __ne__(self, other):
+        if other is None:
+            return NotImplemented
         return self._compare(other, "not_equal")
 
     def __invert__(self):
@@ -1180,7 +1208,10 @@ def where(condition, x, y):
     else:
         x, y = ref._other(x), ref._other(y)
     if cond.dtype != bool_:
-        cond = cond != 0
+        # As PyTorch: a float condition (NaN counts as true under != 0) is more often a
+        # mistake than a mask.
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype} "
+                        f"(shape {cond.shape}); compare first, e.g. tg.where(c != 0, x, y)")
     return ops.Where.apply(cond, x, y)
 
 

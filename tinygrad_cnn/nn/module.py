@@ -23,8 +23,9 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..autograd import no_grad
-from ..backend import Backend, DeviceError, canonical_device, get_backend
-from ..tensor import _SUPPORTED_KINDS, Tensor, _as_dtype, _find_backend_of, _to_array
+from ..backend import get_backend
+from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
+                      _to_array)
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "Identity",
            "IncompatibleKeys", "RemovableHandle"]
@@ -170,18 +171,8 @@ def _move_(t, backend=None, dtype=None):
 
 def _parse_to_args(device, dtype):
     """``to("cuda")``, ``to(float64)``, ``to("cuda", float64)`` -> (backend, dtype)."""
-    if device is not None and dtype is None and not isinstance(device, (str, Backend)):
-        device, dtype = None, device  # to(float64)
-    if isinstance(device, str) and dtype is None:
-        try:
-            canonical_device(device)
-        except DeviceError:
-            try:  # to("float64")
-                dtype, device = _as_dtype(device), None
-            except TypeError:
-                raise DeviceError(f"to(): {device!r} is neither a device nor a dtype") from None
+    device, dtype = _device_and_dtype(device, dtype)
     backend = get_backend(device) if device is not None else None
-    dtype = _as_dtype(dtype)
     if dtype is not None and dtype.kind != "f":
         raise TypeError(f"Module.to() casts floating-point parameters and buffers only; "
                         f"got dtype {dtype}")
