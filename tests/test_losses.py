@@ -300,6 +300,8 @@ ERROR_CASES = [
     (lambda x: nn.binary_cross_entropy_with_logits(x, np.zeros(4)), ValueError, ["(3, 4)", "(4,)"]),
     (lambda x: nn.binary_cross_entropy(x, np.zeros((3, 4))), ValueError, ["[0, 1]"]),
     (lambda x: nn.cross_entropy(x.numpy(), [0, 1, 2]), TypeError, ["Tensor"]),
+    # no classes at all: the class index is out of range (it was "max over an empty axis")
+    (lambda x: nn.cross_entropy(x[:, :0], [0, 0, 0]), IndexError, ["[0, 0)", "(3, 0)"]),
 ]
 
 
