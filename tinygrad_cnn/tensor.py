@@ -200,7 +200,10 @@ class Tensor:
     PyTorch gives float32); ops whose results are not integers (exp,
     log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
     and bool tensors into float32 first, as PyTorch does; an in-place op
-    refuses a result its tensor's dtype cannot hold.
+    refuses a result its tensor's dtype cannot hold, and creation with an
+    integer ``dtype``, item assignment and in-place operands refuse values
+    an integer dtype cannot hold (NaN, infinities, out of range) rather than
+    wrap them around.
     """
 
     __array_priority__ = 1000  # numpy defers ``ndarray * Tensor`` to us
@@ -1307,7 +1310,10 @@ def get_rng():
 
 def tensor(data, requires_grad=False, dtype=None, device=None):
     """Make a tensor from a copy of ``data``: Python floats become float32,
-    Python ints int64, NumPy arrays keep their dtype."""
+    Python ints int64, NumPy arrays keep their dtype.  An integer ``dtype``
+    must hold the values: fractions are cut towards zero, as in PyTorch, but
+    NaN (``ValueError``) and values out of its range (``OverflowError``) are
+    refused."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
