@@ -174,7 +174,7 @@ class Function:
             self._versions = tuple(t._version for t in inputs)
             self._output_version = out._version
             self._output = weakref.ref(out)
-            out._requires_grad = True   # a float result of float inputs: no check needed
+            out.requires_grad = True
             out._ctx = self
         return out
 

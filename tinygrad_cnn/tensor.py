@@ -229,7 +229,10 @@ class Tensor:
             data = np.asarray(data)
         self.data = data
         self._grad = None
-        self.requires_grad = requires_grad
+        if requires_grad is False:   # most tensors: skip the setter's checks
+            self._requires_grad = False
+        else:
+            self.requires_grad = requires_grad
         self.name = None
         self._backend = backend
         self._ctx = None
@@ -369,7 +372,8 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value):
-        value = check_flag("requires_grad", value)
+        if value is not True and value is not False:
+            value = check_flag("requires_grad", value)
         if value and self.data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients; "
                             f"this tensor has dtype {self.data.dtype}")
