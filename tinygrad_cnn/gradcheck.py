@@ -47,11 +47,11 @@ and ties.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
 
+from ._checks import check_int, check_number
 from .autograd import enable_grad, no_grad
 from .backend import DeviceError
 from .tensor import Tensor, float64, grad as _grad, zeros_like
@@ -441,26 +441,19 @@ def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, atol, names,
 
 
 # ---- the check -------------------------------------------------------------------------------
-def _number(name, arg, value, minimum=0.0, above=False, integer=False, none_ok=False):
-    if value is None and none_ok:
-        return
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and (
-        value > minimum if above else value >= minimum)
-    if not ok:
-        expected = (f"{'an int' if integer else 'a finite number'} "
-                    f"{'>' if above else '>='} {minimum:g}") + (" or None" if none_ok else "")
-        raise ValueError(f"{name}: {arg} must be {expected}, got {value!r}")
+def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements):
+    check_number(f"{name}: eps", eps, low=0, open_low=True, high=math.inf, open_high=True)
+    for arg, value in (("atol", atol), ("rtol", rtol), ("nondet_tol", nondet_tol)):
+        check_number(f"{name}: {arg}", value, high=math.inf, open_high=True)
+    if seed is not None:
+        check_int(f"{name}: seed", seed, low=0)
+    if max_elements is not None:
+        check_int(f"{name}: max_elements", max_elements, low=1)
 
 
 def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max_elements,
            full_jacobian, nondet_tol, check_input_dtype, name, names=None):
-    _number(name, "eps", eps, above=True)
-    _number(name, "atol", atol)
-    _number(name, "rtol", rtol)
-    _number(name, "nondet_tol", nondet_tol)
-    _number(name, "seed", seed, integer=True, none_ok=True)
-    _number(name, "max_elements", max_elements, minimum=1, integer=True, none_ok=True)
+    _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements)
     if full_jacobian and grad_outputs is not None:
         raise ValueError(f"{name}: grad_outputs has no use with full_jacobian=True (every "
                          f"Jacobian entry is compared); pass one or the other")
@@ -600,7 +593,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     "the gradient w.r.t. input i" for the first-order result being checked.
     """
     name = "gradgradcheck"
-    _number(name, "seed", seed, integer=True, none_ok=True)
+    if seed is not None:
+        check_int(f"{name}: seed", seed, low=0)
     inputs = _float64_copies(_as_tuple(inputs), name)
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
