@@ -56,7 +56,8 @@ def atomic_write(path, data):
     into the binary file object it is given (e.g. ``lambda f: np.savez(f, ...)``).
     Missing parent directories are created.  If ``path`` is a symbolic
     link, the file it points to is replaced and the link is kept.  An
-    existing file that is not writable (``os.access(path, os.W_OK)``)
+    existing file that is not writable (``os.access(path, os.W_OK)``, or no write
+    permission bit set, which holds for root too)
     raises ``PermissionError`` naming the path, as ``open(path, "wb")`` would.
     """
     path = Path(path)
@@ -112,7 +113,8 @@ def _target_of(path):
         mode = None
     # The rename needs only write access to the directory, so without this
     # a file the user write-protected (a "best" checkpoint) would be replaced.
-    if mode is not None and not os.access(target, os.W_OK):
+    # Its mode says so even to root, whom os.access lets write anything.
+    if mode is not None and (not os.access(target, os.W_OK) or not mode & 0o222):
         raise PermissionError(errno.EACCES, "Permission denied (the file is write-protected; "
                               "it is not replaced, as open(path, 'wb') would not write it)",
                               str(path))
