@@ -199,6 +199,31 @@ def test_show_writes_pngs(trained, tmp_path):
     assert status == 2 and out == "" and "error: nothing to show" in err
 
 
+def test_show_inverts_its_image_as_predict_does(trained, tmp_path):
+    d, _ = trained
+    np.save(tmp_path / "dark.npy", 1 - np.eye(8))
+    np.save(tmp_path / "light.npy", np.eye(8))
+    for image, invert in (("dark.npy", ["--invert"]), ("light.npy", [])):
+        status, _, err = cli("show", "--checkpoint", d / "c.npz", *invert, "--feature-maps",
+                             tmp_path / image, tmp_path / f"{image}.png")
+        assert status == 0, err
+    assert (tmp_path / "dark.npy.png").read_bytes() == (tmp_path / "light.npy.png").read_bytes()
+
+
+@pytest.mark.parametrize("argv", [("train", "--foo"), ("eval", "--checkpoint", "c.npz", "-x")])
+def test_an_unknown_option_is_named_with_its_commands_usage(argv):
+    status, out, err = cli(*argv)
+    assert status == 2 and out == ""
+    assert err.startswith(f"usage: tinygrad-cnn {argv[0]} ")
+    assert f"tinygrad-cnn {argv[0]}: error: unrecognized arguments: {argv[-1]}" in err
+
+
+def test_predict_names_the_formats_it_reads(trained):
+    d, _ = trained
+    status, _, err = cli("predict", "--checkpoint", d / "c.npz", d / "c.npz")
+    assert status == 1 and "is not a PNG file" in err and "expected a .png or .npy image" in err
+
+
 @pytest.fixture(scope="module")
 def no_conv_checkpoints(tmp_path_factory):
     """Checkpoints of the two models without convolutions, after one step."""
@@ -245,10 +270,10 @@ def test_plot_draws_the_metrics(trained, tmp_path):
 @pytest.mark.parametrize("argv, status, message", [
     (("plot", "{m}", "-o", "{tmp}/out.txt"), 2, "out.txt: pictures are written as PNG; give a "
                                                 "name ending in .png"),
-    (("plot", "{m}", "-o", "{tmp}/new/x.png"), 1, "the directory {tmp}/new does not exist"),
+    (("plot", "{m}", "-o", "{tmp}/new/x.png"), 2, "the directory {tmp}/new does not exist"),
     (("show", "--checkpoint", "{c}", "--filters", "{tmp}/f.jpg"), 2, "f.jpg: pictures are "
                                                                      "written as PNG"),
-    (("show", "--checkpoint", "{c}", "--filters", "{tmp}/new/f.png"), 1,
+    (("show", "--checkpoint", "{c}", "--filters", "{tmp}/new/f.png"), 2,
      "the directory {tmp}/new does not exist"),
     (("show", "--checkpoint", "{c}", "--feature-maps", "{tmp}/d.npy", "{tmp}/maps"), 2,
      "maps: pictures are written as PNG"),

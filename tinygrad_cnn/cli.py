@@ -117,9 +117,9 @@ def _png_output(path, option):
         raise UsageError(f"{option} {path}: pictures are written as PNG; give a name ending "
                          f"in .png")
     parent = p.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{option} {path}: the directory {parent} does not exist "
-                                f"(create it first)")
+    if not parent.is_dir():   # a usage error, as for train's --checkpoint and --metrics
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist (create "
+                         f"it first)")
     return path
 
 
@@ -336,7 +336,7 @@ def load_image(path, image_shape, background=0, max_value=None):
     Colour PNGs become grey; transparent pixels take the grey level
     ``background`` (0: black, the background of the training images).
     """
-    from .viz.png import read_png
+    from .viz.png import PngError, read_png
     c, h, w = image_shape
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
@@ -346,7 +346,10 @@ def load_image(path, image_shape, background=0, max_value=None):
         if img.ndim > 2 and len(kept) == 2:
             img = img.reshape(kept)
     else:
-        img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
+        try:
+            img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
+        except PngError as e:
+            raise PngError(f"{e}; expected a .png or .npy image") from None
     if img.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel image, (H, W) or with size-1 "
                          f"axes such as (1, H, W) or (H, W, 1), got an array of shape "
@@ -354,6 +357,19 @@ def load_image(path, image_shape, background=0, max_value=None):
     if img.shape != (h, w):
         img = _resize(img, h, w)
     return np.broadcast_to(img, (c, h, w)).astype(np.float32)
+
+
+def _model_input(path, state, args):
+    """The image at ``path`` as the model of checkpoint ``state`` takes it: (1, C, H, W),
+    inverted if ``args.invert``, normalised with the training statistics."""
+    # Transparency is paper: white before inverting, black otherwise.
+    img = load_image(path, state["image_shape"], background=255 if args.invert else 0,
+                     max_value=args.max_value)
+    if args.invert:
+        img = 1.0 - img
+    mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
+    std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
+    return ((img - mean) / std)[None]
 
 
 def _resize(img, h, w):
@@ -377,16 +393,9 @@ def _predict(args):
     from .train import load_model
     device = _device(args.device)
     model, state = load_model(args.checkpoint, device)
-    mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
-    std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     names = CLASSES.get(state["config"]["dataset"])
     for path in args.files:
-        # Transparency is paper: white before inverting, black otherwise.
-        img = load_image(path, state["image_shape"], background=255 if args.invert else 0,
-                         max_value=args.max_value)
-        if args.invert:
-            img = 1.0 - img
-        x = tensor(((img - mean) / std)[None], device=device)  # (1, C, H, W)
+        x = tensor(_model_input(path, state, args), device=device)  # (1, C, H, W)
         probs = model(x).softmax(-1).numpy()[0]
         best = int(probs.argmax())
         label = names[best] if names else str(best)
@@ -556,10 +565,7 @@ def _show(args):
                              f"has no convolution or locally-connected layer, so no feature "
                              f"maps to draw; models with them: "
                              f"{', '.join(_models_with(images.CONV_LAYERS, shape))}")
-        img = load_image(image_path, state["image_shape"], max_value=args.max_value)
-        mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
-        std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
-        images.save_feature_maps(model, tensor(((img - mean) / std)[None]), out)
+        images.save_feature_maps(model, tensor(_model_input(image_path, state, args)), out)
         print(f"wrote {out}")
     return 0
 
@@ -583,6 +589,7 @@ def build_parser():
                     "130 Ctrl-C.")
     parser.add_argument("--version", action="version", version=f"tinygrad_cnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices   # name -> the command's parser
     _add_train(sub)
     checkpoint_help = "a checkpoint written by 'tinygrad-cnn train --checkpoint PATH'"
 
@@ -665,6 +672,8 @@ def build_parser():
     p.add_argument("--max-value", type=_finite_float(0, allow_low=False), default=None,
                    metavar="V", help="the value of a white pixel if IMAGE is a .npy file "
                                      "(as in 'tinygrad-cnn predict')")
+    p.add_argument("--invert", action="store_true",
+                   help="invert IMAGE first (for dark strokes on white paper)")
     p.set_defaults(func=_show)
 
     p = sub.add_parser("plot", help="training curves from a --metrics file",
@@ -701,7 +710,10 @@ def main(argv=None):
     command quietly with status 1, as the Python documentation recommends.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # named by the command's own parser, with its usage
+        parser.commands.get(args.command, parser).error(
+            f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
