@@ -939,6 +939,16 @@ def test_plot_curves_fallback_png(tmp_path):
     assert png_size(out) == (300, 440, 3)
 
 
+@pytest.mark.parametrize("title, values, expected", [
+    ("loss", [0.05, 2.05], (0.0, 2.15)),          # not below 0
+    ("accuracy", [0.5, 1.0], (0.475, 1.0)),       # not above 1
+    ("loss", [-1.0, 1.0], (-1.1, 1.1)),           # negative values keep their margin
+    ("accuracy", [50.0, 90.0], (48.0, 92.0)),     # percentages are not capped at 1
+])
+def test_the_value_axis_stays_within_possible_values(title, values, expected):
+    assert curves._y_range(title, values) == pytest.approx(expected)
+
+
 def test_plot_curves_errors(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')

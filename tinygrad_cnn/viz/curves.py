@@ -145,9 +145,8 @@ def _panel(title, series, width, height):
     img = np.full((height, width, 3), 255, np.uint8)
     x0, x1, y0, y1 = 72, width - 12, 26, height - 30  # the plot box; y grows downwards
     points = [p for pts in series.values() for p in pts]
-    (xmin, xmax), (ymin, ymax) = (_range([p[i] for p in points]) for i in (0, 1))
-    pad = 0.05 * (ymax - ymin)
-    ymin, ymax = ymin - pad, ymax + pad
+    xmin, xmax = _range([p[0] for p in points])
+    ymin, ymax = _y_range(title, [p[1] for p in points])
 
     def to_px(x, y):
         return (x0 + (x - xmin) / (xmax - xmin) * (x1 - x0),
@@ -179,6 +178,16 @@ def _panel(title, series, width, height):
         _fill(img, lx, ly + 2, 12, 6, color)
         _text(img, lx + 16, ly, label, (0, 0, 0))
     return img
+
+
+def _y_range(title, values):
+    """The value axis: the values' range and 5 % more on each side, but not below 0
+    for values that are never negative (a loss) nor above 1 for an accuracy."""
+    lo, hi = _range(values)
+    pad = 0.05 * (hi - lo)
+    low = lo - pad if min(values) < 0 else max(0.0, lo - pad)
+    high = min(1.0, hi + pad) if title == "accuracy" and max(values) <= 1 else hi + pad
+    return low, high
 
 
 def _range(values):
