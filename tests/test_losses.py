@@ -292,6 +292,8 @@ ERROR_CASES = [
      ["cross_entropy: label_smoothing must be in [0, 1], got 1.5"]),
     (lambda x: nn.cross_entropy(x, np.full((3, 4), 0.25), label_smoothing=-0.1), ValueError,
      ["cross_entropy: label_smoothing must be in [0, 1], got -0.1"]),
+    (lambda x: nn.cross_entropy(x, np.full((3, 4), 0.25), ignore_index=0), ValueError,
+     ["ignore_index=0", "float target"]),
     (lambda x: nn.CrossEntropyLoss(label_smoothing=1.5), ValueError,
      ["CrossEntropyLoss: label_smoothing must be in [0, 1], got 1.5"]),
     (lambda x: nn.CrossEntropyLoss(label_smoothing="0.1"), TypeError,

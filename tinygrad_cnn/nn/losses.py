@@ -248,6 +248,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     target = _on_device_of(target, input, name)
     logp = input.log_softmax(axis=1 if input.ndim > 1 else 0)
     if target.dtype.kind == "f" and target.shape == input.shape:
+        if ignore_index != -100:   # no class index to compare it with: it would do nothing
+            raise ValueError(f"{name}: ignore_index={ignore_index!r} has no meaning for a "
+                             f"float target (class probabilities); it applies to integer "
+                             f"class indices only")
         return _soft_cross_entropy(logp, target.astype(input.dtype), weight, reduction,
                                    label_smoothing, name)
     return _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name)
