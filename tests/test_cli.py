@@ -475,7 +475,7 @@ def test_usage(argv, status):
     (("train", "--max-steps", "0"), "argument --max-steps: must be an integer >= 1, got 0"),
     (("train", "--batch-size", "0"), "argument --batch-size: must be an integer >= 1, got 0"),
     (("train", "--log-every", "0"), "argument --log-every: must be an integer >= 1, got 0"),
-    (("train", "--batch-size", "1.5"), "argument --batch-size: expected an integer >= 1, "
+    (("train", "--batch-size", "1.5"), "argument --batch-size: must be an integer >= 1, "
                                        "got '1.5'"),
     (("gradcheck", "--elements", "0"), "argument --elements: must be an integer >= 1, got 0"),
     (("gradcheck", "--seed", "-2"), "argument --seed: must be an integer >= 0, got -2"),

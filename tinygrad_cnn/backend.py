@@ -384,13 +384,14 @@ def _parse_device(name):
 
 def get_backend(device=None):
     """The :class:`Backend` for a device string, creating CUDA ones on demand."""
-    device = canonical_device(device)
+    asked, device = device, canonical_device(device)
     backend = _BACKENDS.get(device)
     if backend is not None:
         return backend
     usable, reason = cuda_status()
     if not usable:
-        raise DeviceError(f"device {device!r} is not available: {reason}")
+        shown = repr(device) if asked in (None, device) else f"{asked!r} ({device})"
+        raise DeviceError(f"device {shown} is not available: {reason}")
     index = int(device.split(":")[1])
     import cupy
     count = cupy.cuda.runtime.getDeviceCount()
