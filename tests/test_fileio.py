@@ -136,6 +136,17 @@ def test_check_writable_leaves_nothing_behind(tmp_path):
         check_writable(tmp_path / "old.txt")
 
 
+def test_a_directory_in_place_of_the_file_is_refused_up_front_as_by_the_write(tmp_path):
+    from tinygrad_cnn import fileio
+    (tmp_path / "out").mkdir()
+    for write in (lambda: atomic_write(tmp_path / "out", b"x"),
+                  lambda: fileio.check_writable(tmp_path / "out")):
+        with pytest.raises(IsADirectoryError) as info:
+            write()
+        assert info.value.filename == str(tmp_path / "out")
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == []
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux /proc")
 def test_a_directory_that_takes_no_new_files_is_named():
     with pytest.raises(OSError) as info:

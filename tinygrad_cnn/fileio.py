@@ -107,6 +107,8 @@ def _target_of(path):
     # replace the link by a regular file and leave its target stale.
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():   # found here, before any data is written, by check_writable too
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)  # keep an existing file's mode
     except FileNotFoundError:
