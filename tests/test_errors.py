@@ -518,9 +518,19 @@ def test_tensor_to_takes_a_dtype_as_module_to_does():
         x.to("npu")
 
 
-@pytest.mark.parametrize("shape, text", [
-    ((0, 3), "tensor([], size=(0, 3))"), ((3, 0), "tensor([], size=(3, 0))"),
-    ((0,), "tensor([])"),
+@pytest.mark.parametrize("shape, dtype, text", [
+    ((0, 3), "float32", "tensor([], size=(0, 3))"), ((3, 0), "float32", "tensor([], size=(3, 0))"),
+    ((0,), "float32", "tensor([])"),
+    # No values show that an empty tensor holds ints or bools: its dtype is said.
+    ((0, 3), "int64", "tensor([], size=(0, 3), dtype=int64)"),
+    ((0,), "int64", "tensor([], dtype=int64)"), ((0,), "bool", "tensor([], dtype=bool)"),
+    ((0,), "float64", "tensor([], dtype=float64)"),
 ])
-def test_repr_of_an_empty_tensor_keeps_its_shape(shape, text):
-    assert repr(tg.zeros(*shape)) == text   # as PyTorch
+def test_repr_of_an_empty_tensor_keeps_its_shape_and_dtype(shape, dtype, text):
+    assert repr(tg.zeros(*shape, dtype=dtype)) == text   # as PyTorch
+
+
+def test_repr_leaves_out_the_dtypes_its_values_show():
+    assert repr(tg.tensor([1, 2])) == "tensor([1, 2])"
+    assert repr(tg.tensor([True])) == "tensor([ True])"
+    assert repr(tg.tensor([1, 2], dtype="int32")) == "tensor([1, 2], dtype=int32)"

@@ -317,7 +317,9 @@ class Tensor:
             extras.append(f"size={self.shape}")
         if self.device != "cpu":
             extras.append(f"device='{self.device}'")
-        if self.dtype not in (float32, int64, bool_):  # the defaults of tensor() go unsaid
+        # The dtypes tensor() infers from the values shown go unsaid, as in PyTorch; with
+        # no values shown only float32, the default, does.
+        if self.dtype != float32 and (self.size == 0 or self.dtype not in (int64, bool_)):
             extras.append(f"dtype={self.dtype}")
         if self._ctx is not None:
             extras.append(f"grad_fn=<{self._ctx.name}>")
