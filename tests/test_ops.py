@@ -16,6 +16,7 @@ and comparisons.
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -594,6 +595,22 @@ def test_softmax_and_logsumexp_of_infinities_match_torch(row):
     for ours, theirs in [(x.softmax(1), t.softmax(1)), (x.log_softmax(1), t.log_softmax(1)),
                          (x.logsumexp(1), t.logsumexp(1))]:
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("row", [[INF, 100.0], [INF, INF], [-INF, -INF], [-INF, 0.0],
+                                 [float("nan"), 0.0], [1.0, 2.0]],
+                         ids=["inf", "inf-inf", "all-neg-inf", "neg-inf", "nan", "finite"])
+def test_logsumexp_of_infinities_gives_torch_gradients_without_numpy_warnings(row):
+    # -inf, inf and NaN gradients are the answers here (PyTorch's too), not accidents:
+    # NumPy's warnings about log(0), exp overflow and inf - inf on the way are noise.
+    torch = pytest.importorskip("torch")
+    x = tg.tensor([row, [0.5, 0.25]], requires_grad=True)
+    t = torch.tensor([row, [0.5, 0.25]], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (x.logsumexp(1) * tg.tensor([2.0, 3.0])).sum().backward()
+    (t.logsumexp(1) * torch.tensor([2.0, 3.0])).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-6)
 
 
 def test_softmax_and_logsumexp_over_an_empty_axis_match_torch():

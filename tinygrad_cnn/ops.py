@@ -485,6 +485,29 @@ class Sum(Function):
         return grad_out.reshape(_keepdims_shape(x.shape, self.axis)).broadcast_to(x.shape)
 
 
+class LogSumExp(Function):
+    """y = log(sum(exp(x))) over ``axis`` (kept as size-1 axes); dy/dx = exp(x - y),
+    the softmax.
+
+    Computed as m + log(sum(exp(x - m))) with m the maximum, or 0 where the
+    maximum is not finite, as PyTorch does: an all -inf slice gives -inf, one
+    holding +inf gives inf, and their gradients NaN.  Those are the answers,
+    so NumPy's warnings on the way to them (log(0), exp overflow, inf - inf)
+    are silenced here, for these arrays only.
+    """
+
+    def forward(self, x, axis):
+        xp = self.xp
+        m = xp.max(x, axis=axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0).astype(x.dtype)
+        with np.errstate(over="ignore", divide="ignore"):
+            return xp.asarray(xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m)
+
+    def backward(self, grad_out):
+        with np.errstate(invalid="ignore"):
+            return grad_out * (self.inputs[0] - self.output).exp()
+
+
 class Max(Function):
     """y = max of x over axis; tied maxima share the gradient equally (NaNs, if any, do)"""
     reduce = "max"

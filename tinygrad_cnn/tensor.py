@@ -842,15 +842,14 @@ class Tensor:
                        else out.reshape((1,) * self.ndim))
             return Tensor._make(out.astype(int64), self._backend)
 
-    def _shifted(self, axis, nan_if_infinite):
+    def _shifted(self, axis):
         """(x - m, m) with m the (detached) maximum over ``axis``: exp(x - m) <= 1.
 
         A slice without a finite maximum (all -inf, or holding +inf or NaN)
-        is shifted by NaN when ``nan_if_infinite``, so it becomes NaN
-        throughout, as PyTorch's softmax gives (shifting by the infinite
-        maximum would too, with NumPy's warnings about inf - inf); otherwise
-        by 0, as PyTorch's logsumexp does (giving -inf or inf).  Over an empty
-        axis there is no maximum: (x, None).
+        is shifted by NaN, so it becomes NaN throughout, as PyTorch's softmax
+        gives (shifting by the infinite maximum would too, with NumPy's
+        warnings about inf - inf).  Over an empty axis there is no maximum:
+        (x, None).
         """
         x = self._floating()
         if ops.reduces_empty(x.shape, axis):
@@ -858,22 +857,20 @@ class Tensor:
         m = x.max(axis, keepdims=True).detach()
         with x._backend.context():
             xp = x.xp
-            m = xp.where(xp.isfinite(m.data), m.data, np.nan if nan_if_infinite else 0)
+            m = xp.where(xp.isfinite(m.data), m.data, np.nan)
             m = Tensor._make(m.astype(x.dtype), x._backend)
         return x - m, m
 
     @_float32_for_half
     def logsumexp(self, axis=None, keepdims=False, dim=None):
         """log(sum(exp(x))), computed stably by subtracting the maximum (-inf over an
-        empty axis, the log of an empty sum)."""
+        empty axis, the log of an empty sum); see :class:`ops.LogSumExp`."""
         axis = _axes(self, axis, dim)
-        shifted, m = self._shifted(axis, nan_if_infinite=False)
-        if m is None:   # the log of an empty sum
-            out = shifted.sum(axis, keepdims=True) + float("-inf")
+        x = self._floating()
+        if ops.reduces_empty(x.shape, axis):   # the log of an empty sum
+            out = x.sum(axis, keepdims=True) + float("-inf")
         else:
-            # An all -inf slice sums to 0: its log is -inf, as in PyTorch, not a warning.
-            with np.errstate(divide="ignore"):
-                out = shifted.exp().sum(axis, keepdims=True).log() + m
+            out = ops.LogSumExp.apply(x, axis=axis)
         return out if keepdims else out.squeeze(axis if axis is not None else None)
 
     @_float32_for_half
@@ -884,7 +881,7 @@ class Tensor:
         throughout.
         """
         axis = _axes(self, axis if dim is None else dim)  # dim overrides the default axis
-        e = self._shifted(axis, nan_if_infinite=True)[0].exp()
+        e = self._shifted(axis)[0].exp()
         return e / e.sum(axis, keepdims=True)
 
     @_float32_for_half
@@ -893,7 +890,7 @@ class Tensor:
         axis = _axes(self, axis if dim is None else dim)
         # (x - m) - log(sum(exp(x - m))), not x - (log(...) + m): adding the
         # small log term to a large m first would round it away in float32.
-        shifted, m = self._shifted(axis, nan_if_infinite=True)
+        shifted, m = self._shifted(axis)
         if m is None:   # an empty axis: the result is empty too
             return shifted * 1
         return shifted - shifted.exp().sum(axis, keepdims=True).log()
