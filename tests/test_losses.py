@@ -332,8 +332,12 @@ BCE_LOGITS = nn.binary_cross_entropy_with_logits
     (lambda p, y: nn.BCELoss(weight=np.ones(4))(p, y), ["weight", "(4,)", "(3,)"]),
     # Targets are probabilities, as in PyTorch.
     (lambda p, y: BCE(p, tg.tensor([2.0, 0.5, -1.0])), ["target", "[0, 1]"]),
+    # NaN is no probability either (it gave a NaN loss); PyTorch refuses both.
+    (lambda p, y: BCE(p, tg.tensor([0.5, float("nan"), 1.0])), ["target", "[0, 1]", "NaN"]),
+    (lambda p, y: BCE(tg.tensor([0.5, float("nan"), 1.0]), y), ["input", "[0, 1]", "NaN"]),
 ], ids=["bce-weight-larger", "logits-weight-larger", "pos-weight-larger", "pos-weight-column",
-        "logits-weight-mismatch", "module-weight-mismatch", "bce-target-range"])
+        "logits-weight-mismatch", "module-weight-mismatch", "bce-target-range", "bce-target-nan",
+        "bce-input-nan"])
 def test_binary_loss_argument_errors(call, words):
     with pytest.raises(ValueError) as info:
         call(tg.full((3,), 0.5), tg.ones(3))

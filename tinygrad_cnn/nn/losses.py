@@ -353,14 +353,15 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     _check_reduction(reduction, name)
     target = _on_device_of(target, input, name, dtype=input.dtype)
     _check_same_shape(input, target, name)
-    input._backend.check((input.data < 0) | (input.data > 1), ValueError,
-                         f"{name}: input values must be probabilities in [0, 1]; for logits "
-                         f"use binary_cross_entropy_with_logits")
+    # "Not in [0, 1]" rather than "< 0 or > 1": NaN is refused too, as PyTorch refuses it.
+    input._backend.check(~((input.data >= 0) & (input.data <= 1)), ValueError,
+                         f"{name}: input values must be probabilities in [0, 1] (not NaN); "
+                         f"for logits use binary_cross_entropy_with_logits")
     # As PyTorch: outside [0, 1] the loss is no cross-entropy and has no
     # minimum (with a target of 2 it falls without bound as p -> 1).
-    input._backend.check((target.data < 0) | (target.data > 1), ValueError,
-                         f"{name}: target values must be probabilities in [0, 1] (target "
-                         f"of shape {target.shape})")
+    input._backend.check(~((target.data >= 0) & (target.data <= 1)), ValueError,
+                         f"{name}: target values must be probabilities in [0, 1], not NaN "
+                         f"(target of shape {target.shape})")
     loss = BinaryCrossEntropy.apply(input, target)
     if weight is not None:
         loss = loss * _elementwise_weight(weight, input, name, "weight")
