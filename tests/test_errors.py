@@ -373,6 +373,19 @@ def test_dropout_argument_errors(call, error, match):
         call()
 
 
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtype):
+    # Identity for p=0 and in evaluation, zeros of its dtype for p=1 (it gave float
+    # zeros), a TypeError for any other p: the dtype never depends on p.
+    x = tg.tensor([1, 0, 1], dtype=dtype)
+    assert F.dropout(x, 0.0) is x and F.dropout(x, 0.5, training=False) is x
+    assert F.dropout(x, 1.0, training=False) is x
+    zeros = F.dropout(x, 1.0)
+    assert zeros.dtype == x.dtype and not zeros.numpy().any()
+    with pytest.raises(TypeError, match=f"dtype {dtype}"):
+        F.dropout(x, 0.5)
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: tg.cat([tg.ones(2, 3)], axis=(1, 0)), TypeError,
      r"concatenate: axis must be an int, got \(1, 0\)"),

@@ -61,7 +61,7 @@ from .conv_arrays import (
     set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
     unfold_array,
 )
-from .tensor import Tensor, get_rng
+from .tensor import Tensor, get_rng, zeros_like
 
 __all__ = [
     "unfold", "fold", "linear", "local2d", "conv2d", "conv_transpose2d", "conv1d",
@@ -968,15 +968,18 @@ def dropout(x, p=0.5, training=True):
 
     The mask is drawn on the host from :func:`tinygrad_cnn.get_rng` and moved
     to x's device, so a seed gives the same mask everywhere.  Identity when
-    ``training`` is False or p == 0; zeros when p == 1.
+    ``training`` is False or p == 0; zeros of x's dtype when p == 1.  As in
+    PyTorch, an integer or bool tensor passes through the identity cases and
+    is zeroed by p == 1, but any other p needs a floating-point tensor.
     """
-    check_probability("dropout: p", p)
+    p = check_probability("dropout: p", p)
     if not isinstance(x, Tensor):
         raise TypeError(f"dropout: x must be a Tensor, got {type(x).__name__}")
     if not training or p == 0:
         return x
     if p == 1:
-        return x * 0.0
+        # x * 0 keeps the graph (a zero gradient) and, for an integer tensor, the dtype.
+        return x * 0.0 if x.dtype.kind == "f" else zeros_like(x)
     if x.dtype.kind != "f":   # the scale 1/(1-p) would be cut to an integer
         raise TypeError(f"dropout: x has dtype {x.dtype}; dropout scales the kept elements by "
                         f"1/(1-p) and needs a floating-point tensor (convert with x.float())")
