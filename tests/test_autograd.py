@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -197,6 +198,30 @@ def test_non_leaf_grads_are_not_kept_unless_retained(device):
         assert h.grad is None   # PyTorch warns here too
     np.testing.assert_allclose(k.grad.numpy(), 3 * x.numpy())
     np.testing.assert_allclose(x.grad.numpy(), 12 * x.numpy())
+
+
+def test_the_library_reads_no_non_leaf_grad_through_the_warning_property():
+    # The warning is for user code; a buffer computed by ops (a non-leaf) or a non-leaf
+    # handed to clipping must not set it off inside the library.
+    class WithComputedBuffer(tg.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = tg.nn.Linear(2, 2)
+            self.register_buffer("scale", tg.ones(2, requires_grad=True) * 2)
+
+    model = WithComputedBuffer()
+    model.lin(tg.ones(1, 2)).sum().backward()
+    h = tg.ones(3, requires_grad=True) * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.to(tg.float64)
+        model.zero_grad(set_to_none=False)
+        opt = tg.optim.SGD(model.parameters(), lr=0.1)
+        opt.step()
+        opt.zero_grad()
+        tg.optim.clip_grad_norm_([h], 1.0)
+        tg.optim.clip_grad_value_([h], 1.0)
+    assert model.scale.dtype == np.float64
 
 
 def test_constant_input_gets_no_grad():

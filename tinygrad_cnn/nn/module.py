@@ -164,9 +164,10 @@ def _move_(t, backend=None, dtype=None):
         data = backend.asarray(t._backend.to_numpy(data))
         t._backend = backend
     t.data = data
-    if t.grad is not None:
-        t.grad = t.grad.detach().to(device=backend.device if backend is not None else None,
-                                    dtype=dtype if t.grad.dtype.kind == "f" else None)
+    # ._grad, not .grad: reading that warns for a buffer computed by ops (a non-leaf).
+    if t._grad is not None:
+        t.grad = t._grad.detach().to(device=backend.device if backend is not None else None,
+                                     dtype=dtype if t._grad.dtype.kind == "f" else None)
 
 
 def _parse_to_args(device, dtype):
@@ -458,7 +459,7 @@ class Module:
     def zero_grad(self, set_to_none=True):
         """Forget the gradients of all parameters (``None``, or zeros if asked)."""
         for p in self.parameters():
-            if p.grad is None:
+            if p._grad is None:   # not .grad, which warns for a non-leaf tensor
                 continue
             if set_to_none:
                 p.grad = None

@@ -69,15 +69,16 @@ def _like_default(value, default):
 def _check_grad(p):
     """A gradient assigned by hand must fit its parameter: broadcasting it would
     silently apply one row's update to every row."""
-    if not isinstance(p.grad, Tensor):
+    grad = p._grad
+    if not isinstance(grad, Tensor):
         raise TypeError(f"optimizer step: a parameter of shape {p.shape} has a .grad of type "
-                        f"{type(p.grad).__name__}; expected a Tensor or None")
-    if p.grad.shape != p.shape:
+                        f"{type(grad).__name__}; expected a Tensor or None")
+    if grad.shape != p.shape:
         raise ValueError(f"optimizer step: a parameter of shape {p.shape} has a gradient of "
-                         f"shape {p.grad.shape}; they must match")
-    if p.grad.device != p.device:
+                         f"shape {grad.shape}; they must match")
+    if grad.device != p.device:
         raise DeviceError(f"optimizer step: a parameter on {p.device} has its gradient on "
-                          f"{p.grad.device}; move them to one device")
+                          f"{grad.device}; move them to one device")
 
 
 def _as_param_array(value, p, name):
@@ -177,7 +178,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=True):
         """Forget every parameter's gradient (``None``; zeros if ``set_to_none=False``)."""
         for p in self._params():
-            if p.grad is None:
+            if p._grad is None:
                 continue
             if set_to_none:
                 p.grad = None
@@ -197,13 +198,13 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p._grad is None:
                     continue
                 _check_grad(p)
                 with p._backend.context():   # the state lives beside the parameter
                     state = self.state.setdefault(id(p), {})
                     self._conform_state(state, p)
-                    grad = p.grad.data
+                    grad = p._grad.data
                     if grad.dtype != p.dtype:
                         grad = grad.astype(p.dtype)
                     self._update(p, grad, state, group)
@@ -473,7 +474,8 @@ def _with_grads(params, op):
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"{op}: parameter {i} is a {type(p).__name__}, not a Tensor")
-    return [p for p in params if p.grad is not None]
+    # ._grad, not .grad: reading that warns for a tensor that is not a leaf.
+    return [p for p in params if p._grad is not None]
 
 
 def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -495,18 +497,18 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     params = _with_grads(params, "clip_grad_norm_")
     if not params:
         return Tensor(0.0)
-    backend = params[0].grad._backend
+    backend = params[0]._grad._backend
     for p in params:
-        if p.grad._backend is not backend:
+        if p._grad._backend is not backend:
             raise ValueError(f"clip_grad_norm_: gradients are on different devices "
-                             f"({backend.device} and {p.grad.device})")
+                             f"({backend.device} and {p._grad.device})")
     with backend.context():
         return _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend)
 
 
 def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
     xp = backend.xp
-    grads = [p.grad.data for p in params]
+    grads = [p._grad.data for p in params]
     dtype = np.result_type(*[g.dtype for g in grads])
     if math.isinf(norm_type):
         total = xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads])).astype(dtype)
@@ -518,8 +520,8 @@ def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
                            f"{float(total)}; gradients cannot be clipped")
     scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
     for p in params:
-        p.grad = Tensor._make((p.grad.data * scale).astype(p.grad.dtype, copy=False),
-                              p.grad._backend)
+        grad = p._grad
+        p.grad = Tensor._make((grad.data * scale).astype(grad.dtype, copy=False), grad._backend)
     return Tensor._make(xp.asarray(total), backend)
 
 
@@ -527,6 +529,6 @@ def clip_grad_value_(params, clip_value):
     """Clamp every gradient entry to ``[-clip_value, clip_value]``."""
     _check_number("clip_value", clip_value)
     for p in _with_grads(params, "clip_grad_value_"):
-        with p.grad._backend.context():
-            p.grad = Tensor._make(p.xp.clip(p.grad.data, -clip_value, clip_value),
-                                  p.grad._backend)
+        grad = p._grad
+        with grad._backend.context():
+            p.grad = Tensor._make(p.xp.clip(grad.data, -clip_value, clip_value), grad._backend)
