@@ -412,9 +412,60 @@ def test_join_split_and_axis_argument_errors(call, error, match):
         call()
 
 
-def test_split_takes_indices_as_any_sequence_of_ints():
-    parts = tg.split(tg.arange(6), np.array([2, 4]))
+@pytest.mark.parametrize("indices", [np.array([2, 4]), tg.tensor([2, 4]), (2, np.int64(4)),
+                                     [tg.tensor(2), np.array(4)], range(2, 6, 2), tg.tensor(3),
+                                     np.array(3)],
+                         ids=["ndarray", "tensor", "numpy-int", "0-d-elements", "range",
+                              "0-d-tensor-sections", "0-d-array-sections"])
+def test_split_takes_indices_as_any_sequence_of_ints(indices):
+    parts = tg.split(tg.arange(6), indices)
     assert [p.tolist() for p in parts] == [[0, 1], [2, 3], [4, 5]]
+
+
+# A 0-d tensor or array stands for the number it holds, as in PyTorch (they were refused
+# as "not a number").
+@pytest.mark.parametrize("call, expected", [
+    (lambda: tg.full((2,), tg.tensor(1.5)), [1.5, 1.5]),
+    (lambda: tg.full((2,), np.array(1.5)), [1.5, 1.5]),
+    (lambda: tg.arange(tg.tensor(3)), [0, 1, 2]),
+    (lambda: tg.arange(np.array(0.5), tg.tensor(2), np.float32(0.5)), [0.5, 1.0, 1.5]),
+    (lambda: tg.eye(tg.tensor(2)), [[1, 0], [0, 1]]),
+    (lambda: tg.eye(np.array(2), np.array(1)), [[1], [0]]),
+    (lambda: tg.nn.init.constant_(tg.zeros(2), tg.tensor(0.5)), [0.5, 0.5]),
+    (lambda: tg.nn.init.uniform_(tg.zeros(2), tg.tensor(3.0), np.array(3.0)), [3.0, 3.0]),
+    (lambda: tg.nn.init.normal_(tg.zeros(2), tg.tensor(2.0), np.array(0.0)), [2.0, 2.0]),
+    (lambda: tg.tensor([-1.0, 2.0]).leaky_relu(tg.tensor(0.5)), [-0.5, 2.0]),
+    (lambda: F.leaky_relu(tg.tensor([-1.0]), np.array(0.25)), [-0.25]),
+    (lambda: tg.ones(1).pad(1, value=tg.tensor(2.0)), [2.0, 1.0, 2.0]),
+    (lambda: F.dropout(tg.ones(2), tg.tensor(0.0)), [1.0, 1.0]),
+    (lambda: tg.zeros(np.array([2, 1])), [[0], [0]]),
+    (lambda: tg.ones(1, 1, 2, 2).reshape(tg.tensor([2, 2])), [[1, 1], [1, 1]]),
+], ids=["full-tensor", "full-array", "arange-tensor", "arange-mixed", "eye-tensor",
+        "eye-array", "constant", "uniform", "normal", "leaky-relu", "F-leaky-relu", "pad",
+        "dropout", "zeros-1d-array", "reshape-1d-tensor"])
+def test_zero_dim_tensors_and_arrays_stand_for_their_numbers(call, expected):
+    assert call().tolist() == expected
+
+
+def test_summary_takes_the_shape_as_a_1d_array_or_tensor():
+    model = tg.nn.Sequential(tg.nn.Conv2d(1, 2, 3), tg.nn.Flatten())
+    for shape in (np.array([1, 1, 8, 8]), tg.tensor([1, 1, 8, 8]), (tg.tensor(1), 1, 8, 8)):
+        assert tg.nn.summary(model, shape).output_shape == (1, 72)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # One rule: a wrong type is a TypeError, NaN or a value out of range a ValueError.
+    (lambda: tg.arange(tg.tensor([3])), TypeError, r"arange: stop must be a finite number"),
+    (lambda: tg.eye(tg.tensor(2.0)), TypeError, r"eye: n must be an int, got 2\.0 \(float\)"),
+    (lambda: tg.full((2,), tg.tensor([1.0])), TypeError, r"fill_value must be a number"),
+    (lambda: tg.ones(2).leaky_relu(float("nan")), ValueError,
+     r"leaky_relu: negative_slope must be a number, got nan"),
+    (lambda: tg.nn.LeakyReLU(np.array(float("nan"))), ValueError, r"got nan"),
+    (lambda: tg.zeros(np.array([2.0, 1.0])), TypeError, r"zeros: a shape must be ints"),
+], ids=["arange-1d", "eye-float", "full-1d", "leaky-relu-nan", "layer-nan", "zeros-float"])
+def test_scalar_arguments_still_refuse_what_is_no_number(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
 
 
 @pytest.mark.parametrize("call, error, match", [

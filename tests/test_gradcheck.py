@@ -479,7 +479,7 @@ def test_outputs_that_cannot_be_checked_are_refused():
     ({"eps": 0.0}, ValueError, "gradcheck: eps must be > 0 and < inf, got 0.0"),
     ({"eps": "a"}, TypeError, "gradcheck: eps must be a number"),
     ({"atol": -1.0}, ValueError, "atol must be >= 0"),
-    ({"rtol": float("nan")}, TypeError, "rtol must be a number"),
+    ({"rtol": float("nan")}, ValueError, "rtol must be a number, got nan"),
     ({"nondet_tol": -1.0}, ValueError, "nondet_tol must be"),
     ({"max_elements": 1.5}, TypeError, "max_elements must be an int"),
     ({"seed": "a"}, TypeError, "seed must be an int"),

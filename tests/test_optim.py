@@ -254,6 +254,20 @@ def test_scheduler_load_state_dict_refuses_damaged_states(make, change, match):
     assert sched.state_dict() == before
 
 
+def test_settings_given_as_0d_tensors_or_arrays_are_kept_as_python_numbers():
+    p = scalar_param()
+    opt = optim.SGD([p], lr=tg.tensor(0.5), momentum=np.array(0.5), weight_decay=np.float32(0))
+    group = opt.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.5, 0.5, 0.0)
+    assert all(type(group[k]) is float for k in ("lr", "momentum", "weight_decay"))
+    opt.lr = np.array(0.25)
+    assert type(opt.lr) is float and opt.lr == 0.25
+    p.grad = tg.ones(1)
+    opt.step()                          # the update works with the numbers
+    assert optim.clip_grad_norm_([p], tg.tensor(0.5)).item() == pytest.approx(1.0)
+    assert p.grad.item() == pytest.approx(0.5, rel=1e-5)
+
+
 def test_param_groups_and_lr_property():
     a, b = scalar_param(), scalar_param()
     opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 1.0}], lr=0.1)

@@ -774,7 +774,8 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
                 divisor_override, x_shown):
     kernel, stride, padding, _ = _pool_args(op, x, kernel_size, stride, padding, 1)
     if divisor_override is not None:
-        check_number(f"{op}: divisor_override", divisor_override, low=0, open_low=True)
+        divisor_override = check_number(f"{op}: divisor_override", divisor_override, low=0,
+                                        open_low=True)
     geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1), bool(ceil_mode),
                          x_shown)
     divisor = avg_pool_divisor(geom, padding[0], padding[1], count_include_pad,

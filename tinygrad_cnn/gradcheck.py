@@ -442,18 +442,25 @@ def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, atol, names,
 
 # ---- the check -------------------------------------------------------------------------------
 def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements):
-    check_number(f"{name}: eps", eps, low=0, open_low=True, high=math.inf, open_high=True)
-    for arg, value in (("atol", atol), ("rtol", rtol), ("nondet_tol", nondet_tol)):
-        check_number(f"{name}: {arg}", value, high=math.inf, open_high=True)
+    """The settings, checked, as Python numbers: ``(eps, atol, rtol, nondet_tol, seed,
+    max_elements)``."""
+    eps = check_number(f"{name}: eps", eps, low=0, open_low=True, high=math.inf,
+                       open_high=True)
+    atol, rtol, nondet_tol = (check_number(f"{name}: {arg}", value, high=math.inf,
+                                           open_high=True)
+                              for arg, value in (("atol", atol), ("rtol", rtol),
+                                                 ("nondet_tol", nondet_tol)))
     if seed is not None:
-        check_int(f"{name}: seed", seed, low=0)
+        seed = check_int(f"{name}: seed", seed, low=0)
     if max_elements is not None:
-        check_int(f"{name}: max_elements", max_elements, low=1)
+        max_elements = check_int(f"{name}: max_elements", max_elements, low=1)
+    return eps, atol, rtol, nondet_tol, seed, max_elements
 
 
 def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max_elements,
            full_jacobian, nondet_tol, check_input_dtype, name, names=None):
-    _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements)
+    eps, atol, rtol, nondet_tol, seed, max_elements = _check_arguments(
+        name, eps, atol, rtol, nondet_tol, seed, max_elements)
     if full_jacobian and grad_outputs is not None:
         raise ValueError(f"{name}: grad_outputs has no use with full_jacobian=True (every "
                          f"Jacobian entry is compared); pass one or the other")
@@ -594,7 +601,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     """
     name = "gradgradcheck"
     if seed is not None:
-        check_int(f"{name}: seed", seed, low=0)
+        seed = check_int(f"{name}: seed", seed, low=0)
     inputs = _float64_copies(_as_tuple(inputs), name)
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:

@@ -6,7 +6,6 @@ classes; the methods here only convert arguments and call them.
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 import operator
 import warnings
@@ -14,7 +13,9 @@ import warnings
 import numpy as np
 
 from . import autograd
-from ._checks import check_fill_value, check_flag, check_int, check_number, is_int, is_real
+from ._checks import (
+    as_scalar, check_fill_value, check_finite, check_flag, check_int, check_number, int_list,
+    is_int)
 from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -730,7 +731,7 @@ class Tensor:
 
     def leaky_relu(self, negative_slope=0.01):
         """Elementwise x if x > 0 else ``negative_slope`` * x."""
-        check_number("leaky_relu: negative_slope", negative_slope, low=None)
+        negative_slope = check_number("leaky_relu: negative_slope", negative_slope, low=None)
         return ops.LeakyReLU.apply(self._floating(), slope=negative_slope)
 
     def maximum(self, other):
@@ -1021,7 +1022,7 @@ class Tensor:
                              f"pair per axis of a tensor of shape {self.shape}") from None
         if (widths < 0).any():
             raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
-        check_fill_value("pad: value", value)
+        value = check_fill_value("pad: value", value)
         _check_cast_fits(np.asarray(value), self.dtype, "pad: value")
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
@@ -1066,8 +1067,13 @@ def _count(shape, axis):
 
 
 def _shape_arg(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
+    """Sizes given as separate ints or as one sequence (a tuple, a list, a 1-d
+    integer array or tensor) -> a tuple of ints."""
+    if len(shape) == 1 and type(shape[0]) is not int:
+        if isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        elif getattr(shape[0], "ndim", None) == 1 and hasattr(shape[0], "tolist"):
+            shape = shape[0].tolist()
     return tuple(_size(s, shape) for s in shape)
 
 
@@ -1084,15 +1090,14 @@ def _new_shape(shape, op):
 
 def _size(s, shape):
     """One size of a shape: an int, a NumPy integer or a 0-d integer array or tensor."""
-    if isinstance(s, Tensor) and s.ndim == 0 and s.dtype.kind in "iu":
-        s = s.item()
-    try:
-        if isinstance(s, bool):
-            raise TypeError
-        return operator.index(s)   # ints and anything integer-like, never a float
-    except TypeError:
-        raise TypeError(f"a shape must be ints, got {s!r} ({type(s).__name__}) in "
-                        f"{tuple(shape)}") from None
+    value = as_scalar(s)
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            return operator.index(value)   # ints and anything integer-like, never a float
+        except TypeError:
+            pass
+    raise TypeError(f"a shape must be ints, got {s!r} ({type(s).__name__}) in "
+                    f"{tuple(shape)}")
 
 
 def _resolve_reshape(old, new):
@@ -1274,18 +1279,16 @@ def split(x, indices_or_sections, axis=0):
                          "dimension")
     axis = _one_axis(axis, x.ndim, "split")
     n = x.shape[axis]
-    if is_int(indices_or_sections):
-        if indices_or_sections <= 0 or n % indices_or_sections:
+    sections = as_scalar(indices_or_sections)
+    if is_int(sections):
+        if sections <= 0 or n % sections:
             raise ValueError(f"split: axis {axis} of size {n} does not divide into "
-                             f"{indices_or_sections} equal sections")
-        step = n // indices_or_sections
+                             f"{sections} equal sections")
+        step = n // sections
         cuts = list(range(step, n, step))
     else:
-        try:
-            cuts = list(indices_or_sections)
-        except TypeError:
-            cuts = None
-        if cuts is None or not all(is_int(i) for i in cuts):
+        cuts = int_list(indices_or_sections)
+        if cuts is None:
             raise TypeError(f"split: indices_or_sections must be an int (a number of equal "
                             f"sections) or a sequence of int indices, got "
                             f"{indices_or_sections!r}")
@@ -1345,7 +1348,7 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     """A tensor of ``shape`` filled with ``fill_value`` (float32 unless ``dtype``)."""
     shape = _new_shape((shape,), "full")
     dtype = _float_dtype(dtype)
-    check_fill_value("full: fill_value", fill_value)
+    fill_value = check_fill_value("full: fill_value", fill_value)
     _check_cast_fits(np.asarray(fill_value), dtype, "full: fill_value")
     return _factory(np.full(shape, fill_value, dtype), requires_grad, device)
 
@@ -1387,10 +1390,8 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
     """``start, start + step, ...`` below ``stop``, as ``numpy.arange`` (floats: float32)."""
     if stop is None:
         start, stop = 0, start
-    for name, value in (("start", start), ("stop", stop), ("step", step)):
-        if not is_real(value) or not math.isfinite(value):
-            raise (ValueError if is_real(value) else TypeError)(
-                f"arange: {name} must be a finite number, got {value!r}")
+    start, stop, step = (check_finite(f"arange: {name}", value) for name, value in
+                         (("start", start), ("stop", stop), ("step", step)))
     if step == 0:
         raise ValueError("arange: step must be nonzero")
     data = np.arange(start, stop, step)

@@ -128,23 +128,23 @@ def uniform_(tensor, a=0.0, b=1.0):
     """Fill with samples of U(a, b), ``a <= b``."""
     # Checked before drawing: the generator stays where it was.
     _check_tensor(tensor, "uniform_")
-    check_number("uniform_: a", a, low=None)
-    check_number("uniform_: b", b, low=a)
+    a = check_number("uniform_: a", a, low=None)
+    b = check_number("uniform_: b", b, low=a)
     return _fill_(tensor, get_rng().uniform(a, b, size=tensor.shape), "uniform_")
 
 
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with samples of N(mean, std^2), ``std >= 0``."""
     _check_tensor(tensor, "normal_")
-    check_number("normal_: mean", mean, low=None)
-    check_number("normal_: std", std)
+    mean = check_number("normal_: mean", mean, low=None)
+    std = check_number("normal_: std", std)
     return _fill_(tensor, get_rng().normal(mean, std, size=tensor.shape), "normal_")
 
 
 def constant_(tensor, value):
     """Fill with ``value``."""
     _check_tensor(tensor, "constant_")
-    check_fill_value("constant_: value", value)
+    value = check_fill_value("constant_: value", value)
     return _fill_(tensor, np.full(tensor.shape, value, dtype=np.float64), "constant_")
 
 

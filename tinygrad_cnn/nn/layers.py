@@ -560,7 +560,7 @@ class _BatchNorm(Module):
         self.num_features = _tuple(num_features, 1, "num_features", 1)[0]
         name = type(self).__name__
         if momentum is not None:   # None: a cumulative average
-            check_number(f"{name}: momentum", momentum, high=1)
+            momentum = check_number(f"{name}: momentum", momentum, high=1)
         # eps < 0 would give NaN (a negative variance) for near-constant channels.
         self.eps = check_number(f"{name}: eps", eps)
         self.momentum = momentum

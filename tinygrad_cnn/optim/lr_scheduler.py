@@ -197,17 +197,16 @@ class OneCycleLR(LRScheduler):
                 raise ValueError("give total_steps, or both epochs and steps_per_epoch")
             total_steps = epochs * steps_per_epoch
         total_steps = _positive_int("total_steps", total_steps)
-        check_number("pct_start", pct_start)
-        if not 0 < pct_start < 1:
-            raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
-        check_number("div_factor", div_factor, low=0, open_low=True)
-        check_number("final_div_factor", final_div_factor, low=0, open_low=True)
+        pct_start = check_number("pct_start", pct_start, low=0, open_low=True, high=1,
+                                 open_high=True)
+        div_factor = check_number("div_factor", div_factor, low=0, open_low=True)
+        final_div_factor = check_number("final_div_factor", final_div_factor, low=0,
+                                        open_low=True)
         groups = optimizer.param_groups
         max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
         if len(max_lrs) != len(groups):
             raise ValueError(f"max_lr has {len(max_lrs)} values for {len(groups)} parameter groups")
-        for top in max_lrs:
-            check_number("max_lr", top)
+        max_lrs = [check_number("max_lr", top) for top in max_lrs]
         self.total_steps = total_steps
         self.anneal_strategy = _anneal_strategy(anneal_strategy)
         self.cycle_momentum = bool(cycle_momentum)

@@ -157,9 +157,11 @@ class Optimizer:
         self.param_groups.append(full)
 
     def _validate(self, group):
-        _check_number("lr", group["lr"])
+        """Check ``group``'s settings, keeping them as plain Python numbers and bools
+        (a 0-d array or tensor becomes the number it holds)."""
+        group["lr"] = _check_number("lr", group["lr"])
         for key in _SCHEDULE_KEYS & set(group):
-            _check_number(key, group[key])
+            group[key] = _check_number(key, group[key])
 
     @property
     def lr(self):
@@ -168,7 +170,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        _check_number("lr", value)
+        value = _check_number("lr", value)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -373,9 +375,9 @@ class SGD(Optimizer):
 
     def _validate(self, group):
         super()._validate(group)
-        _check_number("momentum", group["momentum"])
-        _check_number("dampening", group["dampening"], low=-math.inf)
-        _check_number("weight_decay", group["weight_decay"])
+        group["momentum"] = _check_number("momentum", group["momentum"])
+        group["dampening"] = _check_number("dampening", group["dampening"], low=-math.inf)
+        group["weight_decay"] = _check_number("weight_decay", group["weight_decay"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
 
@@ -424,10 +426,10 @@ class Adam(Optimizer):
         betas = group["betas"] = tuple(betas)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
-        _check_number("betas[0]", betas[0], high=1.0, open_high=True)
-        _check_number("betas[1]", betas[1], high=1.0, open_high=True)
-        _check_number("eps", group["eps"])
-        _check_number("weight_decay", group["weight_decay"])
+        group["betas"] = tuple(_check_number(f"betas[{i}]", b, high=1.0, open_high=True)
+                               for i, b in enumerate(betas))
+        group["eps"] = _check_number("eps", group["eps"])
+        group["weight_decay"] = _check_number("weight_decay", group["weight_decay"])
 
     def _update(self, p, grad, state, group):
         xp = p.xp
@@ -487,7 +489,7 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     device (no host synchronisation).  Returns the total norm before
     clipping, as a 0-d Tensor.
     """
-    _check_number("max_norm", max_norm)
+    max_norm = _check_number("max_norm", max_norm)
     # A string such as 'fro' is refused as PyTorch refuses it (the Frobenius norm of
     # all gradients taken as one vector is the 2-norm).
     if not is_real(norm_type) or not norm_type > 0:
@@ -527,7 +529,7 @@ def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
 
 def clip_grad_value_(params, clip_value):
     """Clamp every gradient entry to ``[-clip_value, clip_value]``."""
-    _check_number("clip_value", clip_value)
+    clip_value = _check_number("clip_value", clip_value)
     for p in _with_grads(params, "clip_grad_value_"):
         grad = p._grad
         with grad._backend.context():
