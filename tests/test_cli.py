@@ -766,7 +766,7 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
     (lambda s: s["optimizer"]["param_groups"][0].update(foo=1), "unknown setting(s) ['foo']"),
     (lambda s: s["scheduler"].update(total_steps=0),
      "cannot restore the learning-rate schedule (checkpoint damaged or from another model?): "
-     "OneCycleLR.load_state_dict: total_steps must be a positive int, got 0"),
+     "OneCycleLR.load_state_dict: total_steps must be an int >= 1, got 0"),
     (lambda s: s.update(loader=5), "cannot restore the data loader position"),
 ], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown", "optimizer-lr",
         "optimizer-groups", "optimizer-unknown", "scheduler-total-steps", "loader"])

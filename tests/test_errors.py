@@ -346,11 +346,21 @@ def test_values_an_integer_dtype_can_hold_are_converted():
     (lambda x: x.astype("uint8").pad(1, value=300), OverflowError, r"pad: value.*300.*uint8"),
     (lambda x: F.pad(x, 1), TypeError, r"pad must be a tuple or list of ints of even length"),
     (lambda x: F.pad(x, (1, 1), value="a"), TypeError, r"pad: value must be a number"),
+    # a wrong type is a TypeError (it was a ValueError), a wrong count a ValueError
+    (lambda x: F.pad(x, (1, 1.5)), TypeError, r"pad must be a tuple or list of ints.*1\.5"),
+    (lambda x: F.pad(x, (1, True)), TypeError, r"pad must be a tuple or list of ints"),
+    (lambda x: F.pad(x, (1, 1, 1)), ValueError, r"pad: expected an even number of ints"),
 ], ids=["fraction", "fraction-pair", "bool", "str-value", "none-value", "value-range",
-        "F-int", "F-str-value"])
+        "F-int", "F-str-value", "F-fraction", "F-bool", "F-odd"])
 def test_pad_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(2, 3))
+
+
+def test_functional_pad_takes_0d_tensors_and_numpy_ints_as_amounts():
+    x = tg.ones(1, 2)
+    assert F.pad(x, (np.int64(1), tg.tensor(0))).shape == (1, 3)
+    assert F.pad(x, [1, 1, 0, 1]).shape == (2, 4)
 
 
 def test_functional_pad_with_value_none_pads_zeros():

@@ -315,6 +315,11 @@ def test_modes_grads_and_hooks():
     assert not any(m.training for m in net.modules())
     net.train()
     assert all(m.training for m in net.modules())
+    net.train(np.bool_(False))          # the package's flag check: NumPy bools are bools
+    assert not any(m.training for m in net.modules()) and net.training is False
+    with pytest.raises(TypeError, match=r"train: mode must be True or False, got 1 \(int\)"):
+        net.train(1)
+    net.train()
     net(tg.randn(2, 2, 4, 4)).sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     net.zero_grad()

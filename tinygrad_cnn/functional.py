@@ -50,7 +50,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import check_number, check_probability
+from ._checks import check_number, check_probability, int_list
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
@@ -937,14 +937,14 @@ def pad(x, pad, mode="constant", value=0.0):
     amounts crop.  ``value=None`` pads with 0, as in PyTorch."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
-    if not isinstance(pad, (tuple, list)):
+    amounts = int_list(pad) if isinstance(pad, (tuple, list)) else None
+    if amounts is None:
         raise TypeError(f"pad: pad must be a tuple or list of ints of even length, (left, "
                         f"right, top, bottom, ...), got {pad!r}")
     if value is None:
         value = 0.0
-    pad = tuple(pad)
-    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(
-            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):
+    pad = tuple(amounts)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"pad: expected an even number of ints, at most 2 per dimension of "
                          f"the {x.ndim}-d input of shape {shape_str(x.shape)}, got {pad}")
     widths = [(0, 0)] * x.ndim

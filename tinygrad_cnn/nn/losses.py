@@ -9,10 +9,9 @@ classification) with targets ``(N,)`` / ``(N, d1, d2, ...)``.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from .._checks import check_int, check_probability
 from ..autograd import Function
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
@@ -36,14 +35,6 @@ def _check_input(x, name):
 def _check_reduction(reduction, name):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _check_label_smoothing(label_smoothing, name):
-    if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool):
-        raise TypeError(f"{name}: label_smoothing must be a number in [0, 1], got "
-                        f"{label_smoothing!r}")
-    if not 0.0 <= label_smoothing <= 1.0:   # NaN fails this too
-        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
 
 
 def _on_device_of(value, ref, name, what="target", dtype=None):
@@ -155,9 +146,8 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
     elements (their count when unweighted).
     """
     _check_reduction(reduction, name)
-    if not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
-    _check_label_smoothing(label_smoothing, name)
+    ignore_index = check_int(f"{name}: ignore_index", ignore_index)
+    label_smoothing = check_probability(f"{name}: label_smoothing", label_smoothing)
     if logp.ndim == 0:
         raise ValueError(f"{name}: input must have a class dimension, (C,) or (N, C, ...), "
                          f"got a 0-d tensor")
@@ -212,7 +202,7 @@ def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, name):
     _check_reduction(reduction, name)
     # Outside [0, 1] the smoothed target has negative "probabilities": a loss
     # without meaning, so refused here as on the class-index path.
-    _check_label_smoothing(label_smoothing, name)
+    label_smoothing = check_probability(f"{name}: label_smoothing", label_smoothing)
     C = logp.shape[1] if logp.ndim > 1 else logp.shape[0]
     if label_smoothing > 0:
         target = target * (1 - label_smoothing) + label_smoothing / C
@@ -405,7 +395,8 @@ class CrossEntropyLoss(_Loss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
         # Refused when built, not at the first call deep inside a training loop.
-        _check_label_smoothing(label_smoothing, type(self).__name__)
+        label_smoothing = check_probability(f"{type(self).__name__}: label_smoothing",
+                                            label_smoothing)
         self._weight_buffer("weight", weight)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing

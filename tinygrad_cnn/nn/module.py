@@ -22,6 +22,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from .._checks import check_flag
 from ..autograd import no_grad
 from ..backend import get_backend
 from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
@@ -441,8 +442,7 @@ class Module:
     # ---- modes and gradients -------------------------------------------------------
     def train(self, mode=True):
         """Set training mode (``True``) or evaluation mode on self and all descendants."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"train(mode) expects a bool, got {type(mode).__name__}")
+        mode = check_flag("train: mode", mode)
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self

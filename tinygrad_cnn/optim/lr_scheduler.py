@@ -16,17 +16,10 @@ import math
 
 import numpy as np
 
-from .._checks import check_flag, check_int, check_number, is_int, is_real
+from .._checks import check_flag, check_int, check_number, is_real
 from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR"]
-
-
-def _positive_int(name, value):
-    """``value`` as an int >= 1 (a ValueError naming ``name`` otherwise)."""
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _anneal_strategy(value):
@@ -135,13 +128,13 @@ class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size): times ``gamma`` every ``step_size`` steps."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        self.step_size = _positive_int("step_size", step_size)
+        self.step_size = check_int("step_size", step_size, low=1)
         self.gamma = check_number("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
     def _check_state(self):
         super()._check_state()
-        _positive_int("step_size", self.step_size)
+        check_int("step_size", self.step_size, low=1)
         check_number("gamma", self.gamma)
 
     def get_lr(self):
@@ -156,13 +149,13 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        self.T_max = _positive_int("T_max", T_max)
+        self.T_max = check_int("T_max", T_max, low=1)
         self.eta_min = check_number("eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
     def _check_state(self):
         super()._check_state()
-        _positive_int("T_max", self.T_max)
+        check_int("T_max", self.T_max, low=1)
         check_number("eta_min", self.eta_min)
 
     def get_lr(self):
@@ -196,7 +189,7 @@ class OneCycleLR(LRScheduler):
             if epochs is None or steps_per_epoch is None:
                 raise ValueError("give total_steps, or both epochs and steps_per_epoch")
             total_steps = epochs * steps_per_epoch
-        total_steps = _positive_int("total_steps", total_steps)
+        total_steps = check_int("total_steps", total_steps, low=1)
         pct_start = check_number("pct_start", pct_start, low=0, open_low=True, high=1,
                                  open_high=True)
         div_factor = check_number("div_factor", div_factor, low=0, open_low=True)
@@ -250,7 +243,7 @@ class OneCycleLR(LRScheduler):
 
     def _check_state(self):
         super()._check_state()
-        _positive_int("total_steps", self.total_steps)
+        check_int("total_steps", self.total_steps, low=1)
         if self.last_epoch > self.total_steps:
             raise ValueError(f"last_epoch {self.last_epoch} is past total_steps "
                              f"{self.total_steps}")
