@@ -414,9 +414,19 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
     (lambda: tg.ones(3).unsqueeze(True), TypeError, r"axis must be an int, got True"),
     (lambda: tg.ones(3, 1).squeeze(True), TypeError, r"axis must be an int, got True"),
     (lambda: tg.ones(3).softmax(True), TypeError, r"axis must be an int, got True"),
+    # A new axis is counted in the result's dimensions, not the inputs'.
+    (lambda: tg.stack([tg.ones(2, 3), tg.ones(2, 3)], axis=3), ValueError,
+     r"stack: axis 3 is out of range for the stacked result with 3 dimension\(s\) \(valid "
+     r"axes -3\.\.2\)"),
+    (lambda: tg.ones(2, 3).unsqueeze(-4), ValueError,
+     r"unsqueeze: axis -4 is out of range for the result with 3 dimension\(s\)"),
+    (lambda: tg.cat([tg.ones(2, 3)], axis=2), ValueError,
+     r"concatenate: axis 2 is out of range for a tensor with 2 dimension\(s\) \(valid axes "
+     r"-2\.\.1\)"),
 ], ids=["cat-tuple-axis", "cat-none-axis", "cat-list", "stack-ints", "stack-ndarray",
         "stack-tuple-axis", "split-0d", "split-ndarray", "split-float", "split-float-list",
-        "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool"])
+        "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool",
+        "stack-range", "unsqueeze-range", "cat-range"])
 def test_join_split_and_axis_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -997,7 +997,7 @@ class Tensor:
     def unsqueeze(self, axis=None, dim=None):
         """Insert a size-1 axis at position ``axis`` (-1: last) of the result."""
         axis = dim if axis is None else axis
-        axis = _norm_axis(axis, self.ndim + 1)
+        axis = _norm_axis(axis, self.ndim + 1, "unsqueeze", of="the result")
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def __getitem__(self, index):
@@ -1036,12 +1036,16 @@ class Tensor:
 
 
 # ---- argument helpers ---------------------------------------------------------
-def _norm_axis(axis, ndim):
+def _norm_axis(axis, ndim, op=None, of="a tensor"):
+    """One int ``axis`` (no tuple, no None) of ``ndim`` dimensions as 0..ndim-1; ``op``
+    prefixes the errors and ``of`` names what has the dimensions."""
     if not is_int(axis):   # a bool too: True would quietly mean axis 1
-        raise TypeError(f"axis must be an int, got {axis!r}")
-    if not -max(ndim, 1) <= axis < max(ndim, 1):
-        raise ValueError(f"axis {axis} is out of range for a tensor with {ndim} dimension(s)")
-    return int(axis) % max(ndim, 1)
+        raise TypeError(f"{op + ': ' if op else ''}axis must be an int, got {axis!r}")
+    n = max(ndim, 1)
+    if not -n <= axis < n:
+        raise ValueError(f"{op + ': ' if op else ''}axis {axis} is out of range for {of} with "
+                         f"{ndim} dimension(s) (valid axes {-n}..{n - 1})")
+    return int(axis) % n
 
 
 def _axes(t, axis, dim=None):
@@ -1234,19 +1238,12 @@ def _tensor_list(tensors, op):
     return _all_tensors(tensors, op, "element {}")
 
 
-def _one_axis(axis, ndim, op):
-    """One int axis for ``op`` (no tuple, no None), normalised for ``ndim`` dimensions."""
-    if not is_int(axis):
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
-    return _norm_axis(axis, ndim)
-
-
 def concatenate(tensors, axis=0, dim=None):
     """Join tensors along an existing ``axis``; shapes must match elsewhere. Alias ``cat``."""
     tensors = _tensor_list(tensors, "concatenate")
     if tensors[0].ndim == 0:
         raise ValueError("concatenate: 0-d tensors cannot be joined; use stack")
-    axis = _one_axis(axis if dim is None else dim, tensors[0].ndim, "concatenate")
+    axis = _norm_axis(axis if dim is None else dim, tensors[0].ndim, "concatenate")
     ref = tensors[0].shape
     for t in tensors[1:]:
         if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref))
@@ -1262,7 +1259,8 @@ cat = concatenate
 def stack(tensors, axis=0, dim=None):
     """Join tensors of one shape along a new ``axis``."""
     tensors = _tensor_list(tensors, "stack")
-    axis = _one_axis(dim if dim is not None else axis, tensors[0].ndim + 1, "stack")
+    axis = _norm_axis(dim if dim is not None else axis, tensors[0].ndim + 1, "stack",
+                      of="the stacked result")
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all tensors need one shape, got {tensors[0].shape} "
@@ -1277,7 +1275,7 @@ def split(x, indices_or_sections, axis=0):
     if x.ndim == 0:
         raise ValueError("split: a 0-d tensor has no axis to split; it needs at least one "
                          "dimension")
-    axis = _one_axis(axis, x.ndim, "split")
+    axis = _norm_axis(axis, x.ndim, "split")
     n = x.shape[axis]
     sections = as_scalar(indices_or_sections)
     if is_int(sections):
