@@ -1,6 +1,8 @@
 """Bad input gets a clear error that names what was wrong (shapes, dtypes, devices)."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -541,6 +543,24 @@ def test_sign_of_a_bool_tensor_is_itself():
 def test_functional_number_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(1, 1, 4, 4))
+
+
+def test_leaky_relu_layer_checks_its_slope_once(monkeypatch):
+    # The layer checks the slope when built and keeps a plain number: its forward
+    # passes need no full check, which other slopes still get.
+    tensor_module = importlib.import_module("tinygrad_cnn.tensor")   # tg.tensor is a function
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return check_number(*args, **kwargs)
+    check_number = tensor_module.check_number
+    layer = tg.nn.LeakyReLU(np.float32(0.5))
+    monkeypatch.setattr(tensor_module, "check_number", counting)
+    assert layer(tg.tensor([-2.0, 2.0])).tolist() == [-1.0, 2.0] and calls == []
+    assert tg.tensor([-2.0]).leaky_relu(np.array(0.25)).tolist() == [-0.5] and len(calls) == 1
+    with pytest.raises(ValueError, match="got nan"):
+        tg.tensor([-2.0]).leaky_relu(float("nan"))
 
 
 @pytest.mark.parametrize("call, match", [
