@@ -305,27 +305,70 @@ def _iadd(target, value):
     (lambda: tg.tensor([300], dtype="uint8"), OverflowError, r"tensor: the value 300 .*uint8 "
                                                              r"\(range 0\.\.255\)"),
     (lambda: tg.tensor([2**40], dtype="int32"), OverflowError, r"1099511627776 .*int32"),
-    (lambda: tg.tensor(np.array([300]), dtype="uint8"), OverflowError, r"300 .*uint8"),
-    (lambda: tg.tensor(tg.tensor([-1]), dtype="uint64"), OverflowError, r"-1 .*uint64"),
+    (lambda: tg.tensor(np.int64(300), dtype="uint8"), OverflowError, r"300 .*uint8"),
+    (lambda: tg.tensor([np.int64(-1), 2], dtype="uint64"), OverflowError, r"-1 .*uint64"),
     (lambda: tg.tensor([float("nan")], dtype="int64"), ValueError, r"NaN .*int64"),
+    (lambda: tg.tensor(np.arange(40.0).tolist() + [-129.0], dtype="int8"), OverflowError,
+     r"-129\.0 .*int8"),
     (lambda: tg.tensor([1.0, float("inf")], dtype="int64"), OverflowError, r"inf .*int64"),
     (lambda: tg.tensor([2.0**31], dtype="int32"), OverflowError, r"2147483648\.0 .*int32"),
     (lambda: tg.tensor(2**70), OverflowError, r"1180591620717411303424.*64 bits"),
+    (lambda: tg.tensor([2**64], dtype="uint64"), OverflowError, r"18446744073709551616.*64 bits"),
+    (lambda: tg.tensor([2**1100], dtype="float64"), OverflowError,
+     r"Python int 13582985290493858492\.\.\. \(332 digits\): it is too large for any float"),
     (lambda: tg.full((2,), 1e10, dtype="int32"), OverflowError,
      r"fill_value.*10000000000.0 .*int32"),
     (lambda: tg.full((2,), 300, dtype="uint8"), OverflowError, r"fill_value.*300.*uint8"),
     (lambda: tg.full((2,), float("nan"), dtype="int16"), ValueError, r"fill_value.*NaN.*int16"),
+    # Python ints beyond 64 bits are named too, not "Invalid integer data type 'O'"
+    (lambda: tg.full((2,), 2**64, dtype="int64"), OverflowError,
+     r"full: fill_value: the value 18446744073709551616 does not fit the dtype int64"),
+    (lambda: tg.full((2,), -2**70, dtype="uint8"), OverflowError,
+     r"-1180591620717411303424 .*uint8"),
+    (lambda: tg.full((2,), 2**1100), OverflowError, r"full: fill_value: the Python int .*float"),
+    (lambda: tg.tensor([[1]]).pad(((1, 1), (0, 0)), value=2**64), OverflowError,
+     r"pad: value: the value 18446744073709551616 does not fit the dtype int64"),
     (lambda: _assign(tg.zeros(3, dtype="int32"), 0, tg.tensor(2**40)), OverflowError,
      r"item assignment.*1099511627776 .*int32"),
+    # a NumPy int is named by what it is used for (it was "a Python int operand")
+    (lambda: _assign(tg.zeros(3, dtype="int32"), 0, np.int64(2**40)), OverflowError,
+     r"^item assignment into a tensor of dtype int32: the value 1099511627776 does not fit"),
+    (lambda: tg.zeros(3, dtype="int32") + np.int64(2**40), OverflowError,
+     r"^an int operand: the value 1099511627776 does not fit the dtype int32"),
+    (lambda: _iadd(tg.zeros(3, dtype="int8"), 300), OverflowError,
+     r"^in-place add into a tensor of dtype int8: the value 300"),
     (lambda: _assign(tg.zeros(3, dtype="int8"), slice(None), tg.tensor([1, 200, 1])),
      OverflowError, r"item assignment.*200 .*int8 \(range -128\.\.127\)"),
     (lambda: _iadd(tg.zeros(3, dtype="int8"), tg.tensor([1, 200, 1])), OverflowError,
      r"in-place add.*200 .*int8"),
-], ids=["uint8", "int32", "ndarray", "tensor", "nan", "inf", "float-edge", "python-int",
-        "full", "full-uint8", "full-nan", "setitem", "setitem-slice", "iadd"])
+    (lambda: _iadd(tg.zeros(40, dtype="int8"), tg.arange(40) * -10), OverflowError,
+     r"in-place add.*-390 .*int8"),
+], ids=["uint8", "int32", "numpy-int", "list-of-numpy-ints", "nan", "many-values", "inf",
+        "float-edge", "python-int", "beyond-64-bits", "beyond-float64", "full", "full-uint8",
+        "full-nan", "full-int64-big", "full-uint8-big", "full-float-big", "pad-big", "setitem",
+        "setitem-numpy-int", "operand-numpy-int", "iadd-python-int", "setitem-slice", "iadd",
+        "iadd-many-values"])
 def test_values_an_integer_dtype_cannot_hold_are_refused(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_arrays_and_tensors_given_a_dtype_are_cast_as_astype_casts_them():
+    # As torch.tensor: only Python numbers must fit; an array or a tensor is cast as
+    # .to() casts it (tg.tensor(t, dtype="uint8") raised while t.astype("uint8") wrapped).
+    t = tg.tensor([300, -1])
+    assert tg.tensor(t, dtype="uint8").tolist() == t.astype("uint8").tolist() == [44, 255]
+    assert tg.tensor(np.array([300, -1]), dtype="uint8").tolist() == [44, 255]
+    assert tg.tensor(np.array([2.7, -2.7]), dtype="int32").tolist() == [2, -2]
+
+
+def test_python_ints_beyond_64_bits_make_float_tensors_as_in_torch():
+    # A float dtype was asked for, so "use a float dtype" was no answer.
+    assert tg.tensor([2**64], dtype="float32").tolist() == [2.0**64]
+    assert tg.tensor([2**64, 0.5], dtype="float64").tolist() == [2.0**64, 0.5]
+    assert tg.tensor([2**64, 0], dtype="bool").tolist() == [True, False]
+    assert tg.full((1,), 2**64).tolist() == [2.0**64]
+    assert tg.full((1,), 2**64, dtype="bool").tolist() == [True]
 
 
 def test_values_an_integer_dtype_can_hold_are_converted():

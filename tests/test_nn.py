@@ -137,7 +137,8 @@ def test_load_state_dict_reports_every_problem_at_once():
     ("bn.num_batches_tracked", np.array(-(2.0**63) * 1.5), ["float64", "int64"]),
     # a finite float64 beyond float32's range would load as inf
     ("1.weight", np.full((2, 2), 1e300), ["1.weight", "1e+300", "overflows", "float32"]),
-    ("bn.running_var", np.array([1.0, -1e39]), ["running_var", "1e+39", "float32"]),
+    # the value keeps its sign (the message said 1e+39)
+    ("bn.running_var", np.array([1.0, -1e39]), ["running_var", "-1e+39", "float32"]),
 ])
 def test_load_state_dict_checks_every_value_before_changing_anything(key, value, words):
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))

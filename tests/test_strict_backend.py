@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
+from tinygrad_cnn._checks import check_cast_fits
 from tinygrad_cnn.backend import DeviceError, NumpyBackend
 
 from strict_backend import IMPLICIT_CONVERSION, STRICT, STRICT2, StrictArray, _cupy_has
@@ -309,10 +310,25 @@ def test_integer_values_that_do_not_fit_are_reported_by_a_deferred_check():
     with pytest.raises(OverflowError, match=r"item assignment .*int32 \(range .*deferred"):
         STRICT.synchronize()
     with STRICT.track_syncs() as log:
-        y = tg.tensor(tg.tensor([1.0, float("nan")], device="strict"), dtype="int64")
+        x += tg.tensor([2**40, 0, 0], device="strict")
     assert log == []
-    with pytest.raises(ValueError, match=r"tensor: NaN .*int64.*deferred"):
-        y.numpy()
+    with pytest.raises(OverflowError, match=r"in-place add .*int32 \(range .*deferred"):
+        STRICT.synchronize()
+    # The shared rule for float arrays, deferred the same way (on the host and on a
+    # device, item assignment and in-place operands refuse floats for integer tensors
+    # by dtype, so only this direct call reaches it).
+    for values, dtype, error, match in [([1.0, float("nan")], "float32", ValueError, "NaN"),
+                                        ([65504.0, 0.0], "float16", OverflowError, "int16")]:
+        array = STRICT.asarray(np.array(values, dtype))
+        with STRICT.track_syncs() as log:
+            check_cast_fits(array, np.dtype("int16"), "a test", STRICT)
+        assert log == []
+        with pytest.raises(error, match=rf"a test: .*{match}.*deferred"):
+            STRICT.synchronize()
+    # A tensor given a dtype is cast as astype casts it: no check, no synchronisation.
+    with STRICT.track_syncs() as log:
+        y = tg.tensor(tg.tensor([1.5, 300.0], device="strict"), dtype="int64")
+    assert log == [] and y.tolist() == [1, 300]
 
 
 def test_eager_checks_for_debugging_raise_where_it_happens_at_one_sync_each(monkeypatch):

@@ -15,6 +15,7 @@ returned value, not the argument.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -133,3 +134,140 @@ def check_probability(name, p):
     if not 0 <= p <= 1:   # NaN fails this too
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return p
+
+
+# ---- values and integer dtypes ------------------------------------------------------
+# One rule wherever values meet an integer dtype they were not made in (creation
+# from Python numbers, fills, item assignment, in-place operands, loaded states):
+# NaN is a ValueError, an infinity or a value outside the dtype's range an
+# OverflowError, never a silent wrap-around; fractions are cut towards zero, as
+# PyTorch does.
+
+_BOUNDS = {}
+
+
+def int_bounds(dtype):
+    """``(min, max)`` of the integer ``dtype`` as Python ints (cached: np.iinfo is slow)."""
+    try:
+        return _BOUNDS[dtype]
+    except KeyError:
+        info = np.iinfo(dtype)
+        bounds = _BOUNDS[dtype] = (int(info.min), int(info.max))
+        return bounds
+
+
+def fits(value, dtype):
+    """Whether the integer ``value`` lies in the range of the integer ``dtype``."""
+    lo, hi = int_bounds(dtype)
+    return lo <= value <= hi
+
+
+def shown_int(value):
+    """A Python int for a message: its digits, or their start and count if there are many."""
+    digits = str(value)
+    return digits if len(digits) <= 40 else f"{digits[:20]}... ({len(digits)} digits)"
+
+
+def range_error(what, value, dtype, hint="use a wider integer dtype or a float dtype"):
+    """The error for ``value`` (None: not known on the host) that the integer ``dtype``
+    cannot hold.  ``what`` names the operation: a string, or a function giving one
+    (so that callers build the text only when something is wrong)."""
+    what = what() if callable(what) else what
+    lo, hi = int_bounds(dtype)
+    if value is not None and value != value:   # NaN
+        return ValueError(f"{what}: NaN has no value in the integer dtype {dtype}; replace "
+                          f"the NaNs first or use a float dtype")
+    shown = "a value" if value is None else f"the value {value}"
+    return OverflowError(f"{what}: {shown} does not fit the dtype {dtype} (range "
+                         f"{lo}..{hi}); {hint}")
+
+
+def misfit(value, dtype):
+    """Whether the Python (or NumPy) number ``value`` would not keep its value, cut
+    towards zero, in the integer ``dtype``: NaN, an infinity or out of range."""
+    value = as_scalar(value)   # exact comparisons: Python numbers, not NumPy scalars
+    if isinstance(value, bool):
+        return False
+    lo, hi = int_bounds(dtype)
+    # Python compares a float with an int exactly: trunc(v) >= lo means v > lo - 1 (for
+    # an int, v >= lo); NaN fails both comparisons.
+    return not lo - 1 < value < hi + 1
+
+
+def check_value_fits(what, value, dtype):
+    """Refuse a number that the integer ``dtype`` cannot hold (see :func:`misfit`);
+    returns ``value``.  A float ``dtype`` takes any number that is a float, as NumPy
+    converts it (a Python int beyond float64 gets an ``OverflowError`` here)."""
+    if dtype.kind in "iu":
+        if misfit(value, dtype):
+            raise range_error(what, value, dtype)
+    elif dtype.kind == "f" and is_int(value):
+        try:
+            float(value)
+        except OverflowError:
+            what = what() if callable(what) else what
+            raise OverflowError(f"{what}: the Python int {shown_int(value)} is too large for "
+                                f"any float dtype (float64 ends near 1.8e308)") from None
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def _open_bounds(src, dtype):
+    """``(min - 1, max + 1)`` of the integer ``dtype`` if a cast from ``src`` to it can
+    change values, else None (one cached lookup for the common cases)."""
+    if dtype.kind not in "iu" or src == dtype or src.kind == "b" \
+            or np.can_cast(src, dtype, casting="safe"):
+        return None
+    lo, hi = int_bounds(dtype)
+    return lo - 1, hi + 1
+
+
+def check_cast_fits(array, dtype, what, backend=None, hint=None):
+    """Refuse casting ``array`` to the integer ``dtype`` where the cast would not keep
+    its values (see :func:`misfit`), which NumPy (and CuPy) would wrap around silently.
+
+    One reduction to the minimum and the maximum decides it.  ``backend`` None
+    means a host array; on a deferring backend the check runs on the device
+    (see ``Backend.check``).  ``what`` and ``hint`` are as in :func:`range_error`.
+    """
+    src = array.dtype
+    bounds = _open_bounds(src, dtype)
+    if bounds is None or array.size == 0:
+        return
+    hint = {} if hint is None else {"hint": hint}   # range_error's default otherwise
+    if backend is None or not backend.defer_checks:
+        # The values that decide it, as Python numbers: all of a few (Python is faster
+        # than two reductions), else the extremes (NaN anywhere makes both NaN).
+        few = array.size <= 16
+        if backend is None:
+            values = array.ravel().tolist() if few else (array.min().item(), array.max().item())
+        else:
+            with backend.context():
+                values = array.ravel().tolist() if few else \
+                    (array.min().item(), array.max().item())
+        low, high = bounds   # the test of misfit(), inlined
+        for v in values:
+            if not low < v < high:
+                raise range_error(what, v, dtype, **hint)
+        return
+    lo_bound, hi_bound = int_bounds(dtype)
+    xp = backend.xp
+    with backend.context():
+        lo, hi = array.min(), array.max()
+        if src.kind == "f":
+            if src == np.float16:   # float16 cannot hold the bounds compared with below
+                lo, hi = lo.astype(np.float32), hi.astype(np.float32)
+            backend.check(xp.isnan(lo), ValueError, str(range_error(what, math.nan, dtype)))
+            # trunc(v) >= min and v < max + 1: the bounds are powers of two or zero,
+            # exact in float32 and float64.
+            bad = (xp.trunc(lo) < float(lo_bound)) | (hi >= float(hi_bound) + 1)
+        else:
+            # Compare only with bounds the source dtype can hold (CuPy may refuse a
+            # Python int outside it).
+            src_lo, src_hi = int_bounds(src)
+            bad = xp.zeros((), dtype=bool)
+            if lo_bound > src_lo:
+                bad = bad | (lo < lo_bound)
+            if hi_bound < src_hi:
+                bad = bad | (hi > hi_bound)
+        backend.check(bad, OverflowError, str(range_error(what, None, dtype, **hint)))

@@ -14,9 +14,9 @@ import numpy as np
 
 from . import autograd
 from ._checks import (
-    as_scalar, check_fill_value, check_finite, check_flag, check_int, check_number, int_list,
-    is_int)
-from .backend import _NO_CONTEXT, Backend, DeviceError, get_backend, canonical_device, _BACKENDS
+    as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int, check_number,
+    check_value_fits, fits, int_list, is_int, range_error, shown_int)
+from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
@@ -48,7 +48,13 @@ def _find_backend_of(data):
 
 
 def _to_array(data, backend, dtype):
-    """Convert user data to an array of ``backend`` with tensor dtype rules."""
+    """Convert user data to an array of ``backend`` with tensor dtype rules.
+
+    Python data (numbers, nested sequences; NumPy scalars count as numbers)
+    must fit an integer ``dtype``; an array or a tensor is cast as ``astype``
+    casts it.  PyTorch's ``torch.tensor`` draws the same line.
+    """
+    given = data
     if isinstance(data, Tensor):
         data = data.data
     src = None if isinstance(data, (np.ndarray, np.generic)) else _find_backend_of(data)
@@ -69,21 +75,40 @@ def _to_array(data, backend, dtype):
         if (dtype is None and arr.dtype == np.float64
                 and not isinstance(data, (np.ndarray, np.generic))):
             dtype = float32  # Python floats become float32, as in PyTorch
-        if arr.dtype == object and arr.size and all(
-                isinstance(v, numbers.Integral) for v in arr.flat):
-            # NumPy keeps Python ints beyond 64 bits as objects.
-            big = next(v for v in arr.flat if not (_fits(v, int64) or _fits(v, np.uint64)))
-            raise OverflowError(f"cannot make a tensor from the Python int {big}: integer "
-                                f"tensors hold at most 64 bits; use a float dtype")
+        if arr.dtype.kind == "O":
+            arr = _big_ints(arr, dtype)
         if arr.dtype.kind not in _SUPPORTED_KINDS:
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}; "
                             f"expected numbers (float, int or bool)")
     if dtype is not None and arr.dtype != dtype:
-        # An explicit integer dtype must hold the values (as in PyTorch), not wrap them.
-        _check_cast_fits(arr, dtype, "tensor", backend if src is backend else None)
+        if dtype.kind in "iu" and src is None and not isinstance(given, (Tensor, np.ndarray)):
+            # Python numbers must fit an explicit integer dtype, not wrap around.
+            check_cast_fits(arr, dtype, "tensor")
         with backend.context():   # a device array's copy stays on its device
             arr = arr.astype(dtype)
     return arr if src is backend else backend.asarray(arr)
+
+
+def _big_ints(arr, dtype):
+    """An object array that holds Python ints beyond 64 bits (NumPy keeps them as
+    objects): as float64 for a float or bool ``dtype``, as PyTorch takes them;
+    refused for any other.  Other object arrays are returned unchanged."""
+    values = list(arr.flat)
+    if not values or not all(isinstance(v, numbers.Real) for v in values):
+        return arr
+    big = next((v for v in values if is_int(v) and not (fits(v, int64) or fits(v, np.uint64))),
+               None)
+    if big is None:
+        return arr
+    if dtype is None or dtype.kind not in "fb":
+        raise OverflowError(f"cannot make a tensor from the Python int {shown_int(big)}: "
+                            f"integer tensors hold at most 64 bits; use a float dtype")
+    try:
+        return arr.astype(float64)
+    except OverflowError:
+        raise OverflowError(f"cannot make a tensor from the Python int {shown_int(big)}: it "
+                            f"is too large for any float dtype (float64 ends near "
+                            f"1.8e308)") from None
 
 
 def _subtrahends(a, b):
@@ -126,57 +151,6 @@ def common_backend(tensors, op_name="op"):
     return backend
 
 
-def _fits(value, dtype):
-    return np.iinfo(dtype).min <= value <= np.iinfo(dtype).max
-
-
-def _range_error(what, value, dtype, hint="use a wider integer dtype or a float dtype"):
-    """The error for ``value`` (None: not known on the host) that an integer ``dtype``
-    cannot hold."""
-    info = np.iinfo(dtype)
-    if value is not None and value != value:   # NaN
-        return ValueError(f"{what}: NaN has no value in the integer dtype {dtype}; replace "
-                          f"the NaNs first or use a float dtype")
-    shown = "a value" if value is None else f"the value {value}"
-    return OverflowError(f"{what}: {shown} does not fit the dtype {dtype} (range "
-                         f"{info.min}..{info.max}); {hint}")
-
-
-def _check_cast_fits(array, dtype, what, backend=None):
-    """Refuse casting ``array`` to the integer ``dtype`` where the cast would not keep
-    the values: NaN, infinities and values outside the dtype's range, which NumPy
-    (and CuPy) would wrap around silently.  Fractions are cut towards zero, as
-    PyTorch does.  ``backend`` None means a host array; on a deferring backend
-    the check runs on the device (see :meth:`Backend.check`)."""
-    src = array.dtype
-    if dtype.kind not in "iu" or src.kind == "b" or src == dtype or array.size == 0 \
-            or np.can_cast(src, dtype, casting="safe"):
-        return
-    info = np.iinfo(dtype)
-    xp = np if backend is None else backend.xp
-    with _NO_CONTEXT if backend is None else backend.context():
-        if src.kind == "f":
-            # trunc(v) >= min and v < max + 1 (NaN fails neither comparison, so it
-            # gets a check of its own): the bounds are powers of two or zero, exact
-            # in float32 and float64; float16 cannot hold them.
-            v = array.astype(np.float32) if src == float16 else array
-            checks = [(xp.isnan(v), ValueError),
-                      ((xp.trunc(v) < float(info.min)) | (v >= float(info.max) + 1),
-                       OverflowError)]
-        else:
-            # Compare only with bounds the source dtype can hold (NumPy 2 and CuPy
-            # may refuse a Python int outside it).
-            src_info = np.iinfo(src)
-            checks = ([(array < info.min, OverflowError)] if info.min > src_info.min else []) \
-                + ([(array > info.max, OverflowError)] if info.max < src_info.max else [])
-        for bad, error_type in checks:
-            if backend is not None and backend.defer_checks:
-                example = float("nan") if error_type is ValueError else None
-                backend.check(bad, error_type, str(_range_error(what, example, dtype)))
-            elif bad.any():
-                raise _range_error(what, array[bad].ravel()[0].item(), dtype)
-
-
 def _float32_for_half(method):
     """Run a reduction of a float16 tensor in float32 and cast the result back, as
     PyTorch does: the sum behind a mean of a few thousand ordinary float16 values
@@ -201,10 +175,14 @@ class Tensor:
     PyTorch gives float32); ops whose results are not integers (exp,
     log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
     and bool tensors into float32 first, as PyTorch does; an in-place op
-    refuses a result its tensor's dtype cannot hold, and creation with an
-    integer ``dtype``, item assignment and in-place operands refuse values
-    an integer dtype cannot hold (NaN, infinities, out of range) rather than
-    wrap them around.
+    refuses a result its tensor's dtype cannot hold.  Values an integer
+    dtype cannot hold (NaN, infinities, out of its range) are refused
+    rather than wrapped around where they enter an integer tensor as
+    numbers: Python numbers given to :func:`tensor` or ``full`` with an
+    integer ``dtype``, item assignment and in-place operands.  Converting
+    data that already is an array or a tensor (``astype``, ``to``, and
+    :func:`tensor` of an array or tensor) casts as NumPy does, as PyTorch's
+    ``.to()`` does.
     """
 
     __array_priority__ = 1000  # numpy defers ``ndarray * Tensor`` to us
@@ -434,7 +412,13 @@ class Tensor:
         return self if self.dtype.kind == "f" else self.astype(float32)
 
     def astype(self, dtype):
-        """Cast to ``dtype``; differentiable between float dtypes, detached otherwise."""
+        """Cast to ``dtype``; differentiable between float dtypes, detached otherwise.
+
+        As NumPy's ``astype`` and PyTorch's ``.to()``: a float becomes an integer
+        by cutting towards zero; an integer outside an integer dtype's range wraps
+        around, and a float outside it, NaN or an infinity gives what NumPy gives
+        (with its RuntimeWarning).  Nothing is refused.
+        """
         dtype = _as_dtype(dtype)
         if dtype == self.dtype:
             return self
@@ -452,8 +436,9 @@ class Tensor:
         return self.astype(float64)
 
     # ---- arithmetic ----------------------------------------------------------
-    def _other(self, other):
-        """A scalar or array operand as a tensor on this tensor's device."""
+    def _other(self, other, what="an int operand"):
+        """A scalar or array operand as a tensor on this tensor's device; ``what``
+        names it in the error for an int this tensor's dtype cannot hold."""
         if isinstance(other, Tensor):
             return other
         if isinstance(other, numbers.Number) and not isinstance(other, bool):
@@ -463,11 +448,11 @@ class Tensor:
             if self.dtype.kind == "f" or (isinstance(other, numbers.Integral)
                                           and self.dtype.kind != "b"):
                 dtype = self.dtype
-                if dtype.kind in "iu" and not _fits(other, dtype):
-                    raise _range_error("a Python int operand", other, dtype,
-                                       "convert the tensor first, e.g. x.astype('int64')"
-                                       if dtype != int64 and _fits(other, int64)
-                                       else "use a float tensor")
+                if dtype.kind in "iu" and not fits(other, dtype):
+                    raise range_error(what, other, dtype,
+                                      "convert the tensor first, e.g. x.astype('int64')"
+                                      if dtype != int64 and fits(other, int64)
+                                      else "use a float tensor")
             else:
                 dtype = int64 if isinstance(other, numbers.Integral) else float32
             return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
@@ -512,7 +497,7 @@ class Tensor:
             raise RuntimeError(
                 f"in-place {op} on a tensor that requires grad would bypass autograd; "
                 f"update parameters inside `with tg.no_grad():` (or write to .data)")
-        other = self._other(other)
+        other = self._other(other, f"in-place {op} into a tensor of dtype {self.dtype}")
         if op == "subtract":
             _subtrahends(self, other)
         if autograd.is_grad_enabled() and other.requires_grad:
@@ -533,8 +518,8 @@ class Tensor:
                             f"tensor cannot hold; use the out-of-place operator instead")
         # The operand is cast to the tensor's dtype first; an int64 operand of an
         # int8 tensor must not wrap around in that cast.
-        _check_cast_fits(other.data, self.dtype, f"in-place {op} into a tensor of dtype "
-                                                 f"{self.dtype}", other._backend)
+        check_cast_fits(other.data, self.dtype, f"in-place {op} into a tensor of dtype "
+                                                f"{self.dtype}", other._backend)
         self._own_writeable_data()
         with self._backend.context():
             getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
@@ -566,15 +551,15 @@ class Tensor:
                 f"item assignment into {which} would bypass autograd (shape "
                 f"{self.shape}); build the result with ops such as tg.where or tg.cat, "
                 f"or assign inside `with tg.no_grad():`")
-        value = self._other(value)
+        what = f"item assignment into a tensor of dtype {self.dtype}"
+        value = self._other(value, what)
         common_backend((self, value), "item assignment")
         if not np.can_cast(value.dtype, self.dtype, casting="same_kind"):
             raise TypeError(f"item assignment: a value of dtype {value.dtype} into a tensor of "
                             f"dtype {self.dtype} would change its values; convert it first")
-        # same_kind lets int64 into int32: the values must fit (a Python int is checked
-        # by _other already).
-        _check_cast_fits(value.data, self.dtype, f"item assignment into a tensor of dtype "
-                                                 f"{self.dtype}", value._backend)
+        # same_kind lets int64 into int32: the values must fit (a number is checked by
+        # _other already).
+        check_cast_fits(value.data, self.dtype, what, value._backend)
         index = _index_arg(index, self)
         self._own_writeable_data()
         with self._backend.context():
@@ -1025,8 +1010,7 @@ class Tensor:
                              f"pair per axis of a tensor of shape {self.shape}") from None
         if (widths < 0).any():
             raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
-        value = check_fill_value("pad: value", value)
-        _check_cast_fits(np.asarray(value), self.dtype, "pad: value")
+        value = check_value_fits("pad: value", check_fill_value("pad: value", value), self.dtype)
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
     def split(self, indices_or_sections, axis=0):
@@ -1135,7 +1119,7 @@ def _index_arg(index, t):
             if i.size == 0 and i.dtype.kind == "f":
                 i = i.astype(np.int64)  # x[[]] selects nothing, as in NumPy
             return t._backend.asarray(i)
-        if is_int(i) and not _fits(i, int64):
+        if is_int(i) and not fits(i, int64):
             # NumPy says such an int is not a valid index at all.
             raise IndexError(f"index {i} is out of range for a tensor of shape {t.shape}")
         return i
@@ -1317,10 +1301,16 @@ def get_rng():
 
 def tensor(data, requires_grad=False, dtype=None, device=None):
     """Make a tensor from a copy of ``data``: Python floats become float32,
-    Python ints int64, NumPy arrays keep their dtype.  An integer ``dtype``
-    must hold the values: fractions are cut towards zero, as in PyTorch, but
-    NaN (``ValueError``) and values out of its range (``OverflowError``) are
-    refused."""
+    Python ints int64, NumPy arrays keep their dtype.
+
+    With a ``dtype``, as in PyTorch: Python data (numbers, NumPy scalars,
+    nested sequences) must fit an integer ``dtype``: fractions are cut
+    towards zero, but NaN (``ValueError``), infinities and values out of its
+    range (``OverflowError``) are refused; a Python int beyond 64 bits fits
+    only a float (or bool) dtype.  An array or a tensor is cast as
+    :meth:`Tensor.astype` casts it, refusing nothing (out-of-range integers
+    wrap around).
+    """
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
@@ -1349,8 +1339,10 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     """A tensor of ``shape`` filled with ``fill_value`` (float32 unless ``dtype``)."""
     shape = _new_shape((shape,), "full")
     dtype = _float_dtype(dtype)
-    fill_value = check_fill_value("full: fill_value", fill_value)
-    _check_cast_fits(np.asarray(fill_value), dtype, "full: fill_value")
+    fill_value = check_value_fits("full: fill_value",
+                                  check_fill_value("full: fill_value", fill_value), dtype)
+    if dtype == bool_:   # any number is a truth value (NumPy cannot read ints beyond 64 bits)
+        fill_value = bool(fill_value)
     return _factory(np.full(shape, fill_value, dtype), requires_grad, device)
 
 

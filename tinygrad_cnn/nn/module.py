@@ -22,7 +22,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from .._checks import check_flag
+from .._checks import check_cast_fits, check_flag
 from ..autograd import no_grad
 from ..backend import get_backend
 from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
@@ -131,21 +131,24 @@ def _cast_problem(array, dtype):
         with np.errstate(over="ignore"):
             overflows = finite & ~np.isfinite(array.astype(dtype))
         if overflows.any():
-            return (f"the value {np.abs(array[overflows]).max()} overflows the model's dtype "
-                    f"{dtype} (largest finite value {np.finfo(dtype).max})")
+            values = array[overflows]
+            worst = values[np.argmax(np.abs(values))]   # the largest, with its sign
+            return (f"the value {worst} overflows the model's dtype {dtype} (largest "
+                    f"finite value {np.finfo(dtype).max})")
         return None
     expected = (f"values of dtype {array.dtype} do not fit the model's dtype {dtype} "
                 f"(expected whole numbers in its range)")
     if dtype.kind == "b":
         return None if np.isin(array, (0, 1)).all() else expected
-    if array.dtype.kind == "f" and not (np.isfinite(array).all()
-                                        and (array == np.round(array)).all()):
+    # Whole numbers only (NaN fails this too): a cast would cut a fraction silently.
+    if array.dtype.kind == "f" and not (array == np.trunc(array)).all():
         return expected
-    info = np.iinfo(dtype)
-    # Compare as Python ints: in the array's float type iinfo(int32).max rounds up
-    # to 2**31, which would let 2**31 through to wrap around in the cast.
-    fits = int(array.min()) >= info.min and int(array.max()) <= info.max
-    return None if fits else expected
+    try:   # the package's one rule for values in an integer dtype
+        check_cast_fits(array, dtype, f"a value of dtype {array.dtype}",
+                        hint="the model's integer buffers take whole numbers in their range")
+    except (OverflowError, ValueError) as e:
+        return str(e)
+    return None
 
 
 def _move_(t, backend=None, dtype=None):
