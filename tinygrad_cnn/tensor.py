@@ -15,7 +15,7 @@ import numpy as np
 from . import autograd
 from ._checks import (
     as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int, check_number,
-    check_value_fits, fits, int_list, is_int, range_error, shown_int)
+    check_value_fits, fits, int_bounds, int_list, is_int, range_error, shown_int)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -149,6 +149,15 @@ def common_backend(tensors, op_name="op"):
                               f"{backend.device} and {t._backend.device}; move them "
                               f"to one device with .to(device)")
     return backend
+
+
+@functools.lru_cache(maxsize=None)
+def _inplace_result(op, dtype, other_dtype):
+    """The dtype of ``op`` on the two dtypes if a ``dtype`` tensor cannot hold it in
+    place (NumPy's same_kind rule), else None.  Found by running the ufunc on one
+    element: NumPy's promotion differs per ufunc (true_divide of ints is float)."""
+    result = np.result_type(getattr(np, op)(np.ones(1, dtype), np.ones(1, other_dtype)))
+    return None if np.can_cast(result, dtype, casting="same_kind") else result
 
 
 def _float32_for_half(method):
@@ -497,7 +506,8 @@ class Tensor:
             raise RuntimeError(
                 f"in-place {op} on a tensor that requires grad would bypass autograd; "
                 f"update parameters inside `with tg.no_grad():` (or write to .data)")
-        other = self._other(other, f"in-place {op} into a tensor of dtype {self.dtype}")
+        other = self._other(
+            other, lambda: f"in-place {op} into a tensor of dtype {self.dtype}")
         if op == "subtract":
             _subtrahends(self, other)
         if autograd.is_grad_enabled() and other.requires_grad:
@@ -507,19 +517,21 @@ class Tensor:
                 f"in-place {op} with an operand that requires grad would bypass autograd "
                 f"(its gradient would be lost); write x = x + v (or tg.where / tg.cat), or "
                 f"update inside `with tg.no_grad():`")
-        common_backend((self, other), f"in-place {op}")
-        shape = ops.check_broadcast(self.shape, other.shape, f"in-place {op}")
+        name = "in-place " + op
+        common_backend((self, other), name)
+        shape = ops.check_broadcast(self.shape, other.shape, name)
         if shape != self.shape:
             raise ValueError(f"in-place {op}: the result would have shape {shape}, not the "
                              f"target's shape {self.shape}")
-        result = np.result_type(getattr(np, op)(np.ones(1, self.dtype), np.ones(1, other.dtype)))
-        if not np.can_cast(result, self.dtype, casting="same_kind"):
+        result = _inplace_result(op, self.dtype, other.dtype)
+        if result is not None:
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
                             f"tensor cannot hold; use the out-of-place operator instead")
         # The operand is cast to the tensor's dtype first; an int64 operand of an
         # int8 tensor must not wrap around in that cast.
-        check_cast_fits(other.data, self.dtype, f"in-place {op} into a tensor of dtype "
-                                                f"{self.dtype}", other._backend)
+        check_cast_fits(other.data, self.dtype,
+                        lambda: f"in-place {op} into a tensor of dtype {self.dtype}",
+                        other._backend)
         self._own_writeable_data()
         with self._backend.context():
             getattr(self.xp, op)(self.data, other.data.astype(self.dtype, copy=False),
@@ -551,7 +563,9 @@ class Tensor:
                 f"item assignment into {which} would bypass autograd (shape "
                 f"{self.shape}); build the result with ops such as tg.where or tg.cat, "
                 f"or assign inside `with tg.no_grad():`")
-        what = f"item assignment into a tensor of dtype {self.dtype}"
+
+        def what():
+            return f"item assignment into a tensor of dtype {self.dtype}"
         value = self._other(value, what)
         common_backend((self, value), "item assignment")
         if not np.can_cast(value.dtype, self.dtype, casting="same_kind"):
@@ -1105,9 +1119,14 @@ def _resolve_reshape(old, new):
     return new
 
 
+_INT64_MIN, _INT64_MAX = int_bounds(int64)
+
+
 def _index_arg(index, t):
     """Tensors inside an index become arrays on ``t``'s device."""
     def conv(i):
+        if type(i) is int and _INT64_MIN <= i <= _INT64_MAX:   # the common case, first
+            return i
         # Array parts are copied: GetItem keeps the index for backward, and a
         # caller reusing its index array must not redirect that gradient.
         if isinstance(i, Tensor):
@@ -1123,6 +1142,8 @@ def _index_arg(index, t):
             # NumPy says such an int is not a valid index at all.
             raise IndexError(f"index {i} is out of range for a tensor of shape {t.shape}")
         return i
+    if type(index) is int and _INT64_MIN <= index <= _INT64_MAX:   # x[0]: nothing to convert
+        return index
     return tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
 
 
