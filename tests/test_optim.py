@@ -297,8 +297,12 @@ OPT_ERRORS = [
     (lambda p: optim.OneCycleLR(optim.SGD([p], lr=0.1), 0.1, total_steps=0), ValueError,
      r"total_steps must be an int >= 1, got 0"),
     (lambda p: optim.clip_grad_norm_([p], 1, norm_type="fro"), ValueError,
-     r"norm_type must be a positive number or inf, got 'fro' \(for the Frobenius norm pass 2"),
-    (lambda p: optim.clip_grad_norm_([p], 1, norm_type=True), ValueError, r"norm_type .*True"),
+     r"norm_type must be a positive number, inf or 'inf', got 'fro'; the Frobenius norm .* "
+     r"is their 2-norm: pass 2\.0"),
+    (lambda p: optim.clip_grad_norm_([p], 1, norm_type="max"), ValueError,
+     r"norm_type must be a positive number, inf or 'inf', got 'max'$"),
+    (lambda p: optim.clip_grad_norm_([p], 1, norm_type=True), TypeError, r"norm_type .*True"),
+    (lambda p: optim.clip_grad_norm_([p], 1, norm_type=0), ValueError, r"norm_type must be > 0"),
     (lambda p: optim.clip_grad_norm_([np.ones(3)], 1), TypeError,
      r"clip_grad_norm_: parameter 0 is a ndarray, not a Tensor"),
 ]
@@ -472,7 +476,8 @@ def test_clip_grad_norm_by_hand():
     assert a.grad.numpy() == pytest.approx([0.3, 0.35])
 
 
-@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf, "inf", "Inf", np.inf, 2],
+                         ids=["2", "1", "3", "inf", "str-inf", "str-Inf", "np-inf", "int-2"])
 def test_clip_grad_norm_matches_torch(norm_type):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_int as _check_int, check_number as _check_number, is_real
+from .._checks import check_int as _check_int, check_number as _check_number
 from ..autograd import enable_grad
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
@@ -480,22 +480,34 @@ def _with_grads(params, op):
     return [p for p in params if p._grad is not None]
 
 
+def _norm_order(norm_type):
+    """``norm_type`` of clip_grad_norm_ as a float > 0 (inf included).  A string is read
+    as a number, as PyTorch reads it (``'inf'``); 'fro' is not one."""
+    value = norm_type
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            hint = ("; the Frobenius norm of the gradients taken as one vector is their "
+                    "2-norm: pass 2.0" if value.strip().lower() == "fro" else "")
+            raise ValueError(f"norm_type must be a positive number, inf or 'inf', got "
+                             f"{norm_type!r}{hint}") from None
+    value = _check_number("norm_type", value, low=0, open_low=True)
+    return float(value)
+
+
 def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Rescale gradients so that their joint norm is at most ``max_norm``.
 
     The total norm is the ``norm_type``-norm of all gradients taken as one
-    vector (``inf``: the largest absolute entry).  Every gradient is
-    multiplied by ``min(1, max_norm / (total + 1e-6))``, computed on the
-    device (no host synchronisation).  Returns the total norm before
-    clipping, as a 0-d Tensor.
+    vector (``inf``, ``float('inf')`` or the string ``'inf'`` as in PyTorch:
+    the largest absolute entry).  Every gradient is multiplied by
+    ``min(1, max_norm / (total + 1e-6))``, computed on the device (no host
+    synchronisation).  Returns the total norm before clipping, as a 0-d
+    Tensor.
     """
     max_norm = _check_number("max_norm", max_norm)
-    # A string such as 'fro' is refused as PyTorch refuses it (the Frobenius norm of
-    # all gradients taken as one vector is the 2-norm).
-    if not is_real(norm_type) or not norm_type > 0:
-        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r} "
-                         f"(for the Frobenius norm pass 2.0)")
-    norm_type = float(norm_type)
+    norm_type = _norm_order(norm_type)
     params = _with_grads(params, "clip_grad_norm_")
     if not params:
         return Tensor(0.0)
