@@ -213,17 +213,48 @@ def _adam_state_dict(change):
      r"state of parameter 0 has unknown entries \['foo'\]"),
     (lambda s: s["state"]["0"].update(step="a"), TypeError, r"state 0\.step must be an int"),
     (lambda s: s["state"]["0"].update(step=-1), ValueError, r"state 0\.step must be an int >= 0"),
+    (lambda s: s["state"]["0"].update(step=1.5), TypeError,
+     r"state 0\.step must be an int, got 1\.5 \(float\)"),
+    (lambda s: s["param_groups"][0].update(amsgrad="no"), TypeError,
+     r"param_groups\[0\]: amsgrad must be True or False, got 'no'"),
+    (lambda s: s["param_groups"][0].update(amsgrad=1), TypeError, r"amsgrad must be True or False"),
     (lambda s: s["state"]["0"].update(exp_avg=np.array(["a"])), TypeError,
      r"'0\.exp_avg' has dtype <U1; expected numbers"),
 ], ids=["lr-negative", "lr-str", "betas-range", "betas-scalar", "unknown-setting",
         "schedule-setting", "no-params", "group-not-dict", "groups-not-list", "state-key",
-        "state-not-dict", "state-unknown", "step-str", "step-negative", "state-str-array"])
+        "state-not-dict", "state-unknown", "step-str", "step-negative", "step-fraction",
+        "amsgrad-str", "amsgrad-int", "state-str-array"])
 def test_optimizer_load_state_dict_refuses_damaged_states(change, error, match):
     state = _adam_state_dict(change)
     opt = optim.Adam([scalar_param()], lr=0.5)
     with pytest.raises(error, match=match):
         opt.load_state_dict(state)
     assert opt.lr == 0.5 and opt.state == {}   # nothing was changed
+
+
+def test_optimizer_load_state_dict_takes_a_whole_float_step_and_numpy_flags():
+    # PyTorch's Adam keeps its step as a float tensor; a loaded "no" became True.
+    for step in (2.0, np.float32(2), np.array(2.0), tg.tensor(2.0)):
+        state = _adam_state_dict(lambda s: s["state"]["0"].update(step=step))
+        opt = optim.Adam([scalar_param()])
+        opt.load_state_dict(state)
+        assert next(iter(opt.state.values()))["step"] == 2
+    state = _adam_state_dict(lambda s: s["param_groups"][0].update(amsgrad=np.bool_(True)))
+    opt = optim.Adam([scalar_param()])
+    opt.load_state_dict(state)
+    assert opt.param_groups[0]["amsgrad"] is True
+
+
+@pytest.mark.parametrize("betas", [np.array([0.8, 0.9]), tg.tensor([0.8, 0.9]), [0.8, 0.9],
+                                   (np.float32(0.8), tg.tensor(0.9))],
+                         ids=["ndarray", "tensor", "list", "mixed"])
+def test_adam_takes_betas_as_any_pair_of_numbers(betas):
+    opt = optim.Adam([scalar_param()], betas=betas)
+    assert opt.param_groups[0]["betas"] == pytest.approx((0.8, 0.9))
+    assert all(type(b) is float for b in opt.param_groups[0]["betas"])
+    again = optim.Adam([scalar_param()])
+    again.load_state_dict(opt.state_dict())     # plain numbers, loadable
+    assert again.param_groups[0]["betas"] == opt.param_groups[0]["betas"]
 
 
 @pytest.mark.parametrize("make, change, match", [
@@ -289,6 +320,15 @@ OPT_ERRORS = [
     (lambda p: optim.SGD([p * 2], lr=0.1), ValueError, "leaf"),
     (lambda p: optim.SGD([{"params": [p], "momentun": 0.9}], lr=0.1), TypeError, "momentun"),
     (lambda p: optim.Adam([p], betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\)"),
+    (lambda p: optim.Adam([p], betas="ab"), TypeError, r"betas must be a pair"),
+    (lambda p: optim.Adam([p], betas=np.array([0.9, 0.99, 0.999])), ValueError,
+     r"betas must be a pair \(beta1, beta2\), got array"),
+    (lambda p: optim.Adam([p], betas=(0.9, "x")), TypeError, r"betas\[1\] must be a number"),
+    # flags are bools: "no" was taken as True
+    (lambda p: optim.Adam([p], amsgrad="no"), TypeError, r"amsgrad must be True or False"),
+    (lambda p: optim.AdamW([p], amsgrad=0), TypeError, r"amsgrad must be True or False"),
+    (lambda p: optim.SGD([p], lr=0.1, momentum=0.9, nesterov="no"), TypeError,
+     r"nesterov must be True or False, got 'no'"),
     # one rule: a wrong type is a TypeError (it was a ValueError), a count < 1 a ValueError
     (lambda p: optim.StepLR(optim.SGD([p], lr=0.1), 2.0), TypeError,
      r"step_size must be an int, got 2\.0 \(float\)"),

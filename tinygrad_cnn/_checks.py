@@ -81,9 +81,16 @@ def check_finite(name, value):
     return value
 
 
-def check_int(name, value, low=None):
-    """``value`` is an int (not a bool), at least ``low`` if given; returns it as an int."""
+def check_int(name, value, low=None, whole_floats=False):
+    """``value`` is an int (not a bool), at least ``low`` if given; returns it as an int.
+
+    ``whole_floats=True`` also takes a float with a whole value (a count that
+    was saved as a float, as PyTorch's Adam saves its step).
+    """
     value = as_scalar(value)
+    if whole_floats and is_real(value) and not is_int(value) \
+            and math.isfinite(value) and float(value).is_integer():
+        value = int(value)
     if not is_int(value):
         raise TypeError(f"{name} must be an int, got {_kind(value)}")
     if low is not None and value < low:

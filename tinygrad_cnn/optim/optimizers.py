@@ -31,7 +31,8 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_int as _check_int, check_number as _check_number
+from .._checks import (
+    check_flag as _check_flag, check_int as _check_int, check_number as _check_number, is_real)
 from ..autograd import enable_grad
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
@@ -52,16 +53,15 @@ def _host(value):
 
 
 def _like_default(value, default):
-    """Restore a loaded hyper-parameter to the type the optimiser uses."""
+    """Restore a loaded hyper-parameter to the type the optimiser uses (the checks of
+    ``_validate`` follow: a flag is not made a bool here, so "no" is refused there)."""
     if isinstance(value, np.ndarray):
         value = value.item() if value.ndim == 0 else value.tolist()
     elif isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, (list, tuple)):   # betas: a list after a trip through JSON
         return tuple(value)
-    if isinstance(default, bool):
-        return bool(value)
-    if isinstance(default, float) and isinstance(value, numbers.Real):
+    if isinstance(default, float) and is_real(value):
         return float(value)
     return value
 
@@ -335,10 +335,10 @@ class Optimizer:
         p = params[i]
         entry = {}
         for name, value in saved.items():
-            if name == "step":          # a count, kept on the host
-                step = _host(value)
-                entry[name] = _check_int(f"state {i}.step", step.item() if isinstance(
-                    step, np.ndarray) and step.ndim == 0 else step, low=0)
+            if name == "step":
+                # A count, kept on the host; PyTorch's Adam saves it as a float tensor.
+                entry[name] = _check_int(f"state {i}.step", _host(value), low=0,
+                                         whole_floats=True)
             else:
                 entry[name] = _as_param_array(value, p, f"{i}.{name}")
         return p, entry
@@ -378,6 +378,7 @@ class SGD(Optimizer):
         group["momentum"] = _check_number("momentum", group["momentum"])
         group["dampening"] = _check_number("dampening", group["dampening"], low=-math.inf)
         group["weight_decay"] = _check_number("weight_decay", group["weight_decay"])
+        group["nesterov"] = _check_flag("nesterov", group["nesterov"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
 
@@ -421,15 +422,20 @@ class Adam(Optimizer):
     def _validate(self, group):
         super()._validate(group)
         betas = group["betas"]
-        if not isinstance(betas, (tuple, list)):
+        # Any pair of numbers, as in PyTorch: a tuple, a list, an array or a tensor.
+        try:
+            pair = None if isinstance(betas, (str, bytes)) else tuple(betas)
+        except TypeError:
+            pair = None
+        if pair is None:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        betas = group["betas"] = tuple(betas)
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
+        if len(pair) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         group["betas"] = tuple(_check_number(f"betas[{i}]", b, high=1.0, open_high=True)
-                               for i, b in enumerate(betas))
+                               for i, b in enumerate(pair))
         group["eps"] = _check_number("eps", group["eps"])
         group["weight_decay"] = _check_number("weight_decay", group["weight_decay"])
+        group["amsgrad"] = _check_flag("amsgrad", group["amsgrad"])
 
     def _update(self, p, grad, state, group):
         xp = p.xp
