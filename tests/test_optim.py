@@ -478,6 +478,31 @@ def test_step_lr_by_hand_and_scheduler_state_round_trip(tmp_path):
             sched2.step()
 
 
+def test_one_cycle_refuses_a_step_past_the_end_and_stays_at_the_end():
+    opt = optim.SGD([scalar_param()], lr=0.1, momentum=0.9)
+    sched = optim.OneCycleLR(opt, max_lr=1.0, total_steps=10)
+    for _ in range(10):
+        sched.step()
+    end = (sched.last_epoch, opt.lr, opt.param_groups[0]["momentum"])
+    with pytest.raises(ValueError, match=r"OneCycleLR cannot step 11 times: total_steps is 10"):
+        sched.step()
+    # The refused step changed nothing (last_epoch was left at 11), so the state saved
+    # here loads again.
+    assert (sched.last_epoch, opt.lr, opt.param_groups[0]["momentum"]) == end == (10, *end[1:])
+    again = optim.OneCycleLR(optim.SGD([scalar_param()], lr=0.1, momentum=0.9), max_lr=1.0,
+                             total_steps=10)
+    again.load_state_dict(sched.state_dict())
+    assert again.last_epoch == 10
+
+
+@pytest.mark.parametrize("flag", ["cycle_momentum", "three_phase"])
+def test_one_cycle_flags_are_bools(flag):
+    # bool("no") is True: the string switched the setting on.
+    with pytest.raises(TypeError, match=rf"{flag} must be True or False, got 'no'"):
+        optim.OneCycleLR(optim.SGD([scalar_param()], lr=0.1, momentum=0.9), max_lr=1.0,
+                         total_steps=10, **{flag: "no"})
+
+
 @pytest.mark.parametrize("three_phase", [False, True])
 def test_one_cycle_zero_length_phase(three_phase):
     # pct_start * total_steps == 1: the warm-up (and the way back) ends at step 0, where

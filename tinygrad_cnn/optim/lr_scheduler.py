@@ -202,13 +202,13 @@ class OneCycleLR(LRScheduler):
         max_lrs = [check_number("max_lr", top) for top in max_lrs]
         self.total_steps = total_steps
         self.anneal_strategy = _anneal_strategy(anneal_strategy)
-        self.cycle_momentum = bool(cycle_momentum)
+        self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
         self.use_beta1 = "betas" in optimizer.defaults
         if self.cycle_momentum and not self.use_beta1 and "momentum" not in optimizer.defaults:
             raise ValueError("cycle_momentum needs an optimizer with 'momentum' or 'betas'; "
                              "pass cycle_momentum=False")
         end1 = float(pct_start * total_steps) - 1
-        if three_phase:
+        if check_flag("three_phase", three_phase):
             self.phases = [
                 dict(end_step=end1, start_lr="initial_lr", end_lr="max_lr",
                      start_momentum="max_momentum", end_momentum="base_momentum"),
@@ -281,11 +281,16 @@ class OneCycleLR(LRScheduler):
             return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
+    def step(self):
+        """Advance one step; past ``total_steps`` steps it raises and changes nothing (the
+        schedule, and its ``state_dict``, stay at the end)."""
+        if self.last_epoch + 1 > self.total_steps:
+            raise ValueError(f"OneCycleLR cannot step {self.last_epoch + 1} times: "
+                             f"total_steps is {self.total_steps}")
+        super().step()
+
     def get_lr(self):
         step = self.last_epoch
-        if step > self.total_steps:
-            raise ValueError(f"OneCycleLR stepped {step} times but total_steps is "
-                             f"{self.total_steps}")
         lrs = []
         for group in self.optimizer.param_groups:
             start = 0.0
