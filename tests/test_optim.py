@@ -285,6 +285,16 @@ def test_scheduler_load_state_dict_refuses_damaged_states(make, change, match):
     assert sched.state_dict() == before
 
 
+def test_scheduler_state_holding_0d_tensors_loads_as_python_numbers():
+    sched = optim.StepLR(optim.SGD([scalar_param()], lr=0.1), 2)
+    state = sched.state_dict()
+    state.update(last_epoch=tg.tensor(3), step_size=np.array(2))
+    sched.load_state_dict(state)
+    assert type(sched.last_epoch) is int and type(sched.step_size) is int
+    sched.step()
+    assert sched.last_epoch == 4
+
+
 def test_settings_given_as_0d_tensors_or_arrays_are_kept_as_python_numbers():
     p = scalar_param()
     opt = optim.SGD([p], lr=tg.tensor(0.5), momentum=np.array(0.5), weight_decay=np.float32(0))

@@ -24,11 +24,18 @@ import numpy as np
 _PLAIN = (int, float, bool, str, type(None))
 
 
-def as_scalar(value):
-    """A 0-d array or tensor -> the Python scalar it holds; anything else unchanged."""
+def as_scalar(value, name="a number"):
+    """A 0-d array or tensor -> the Python scalar it holds; anything else unchanged.
+
+    A tensor that requires grad is refused: as a number its gradient would be
+    lost without a word (a learnable slope passed to leaky_relu, say)."""
     if type(value) in _PLAIN:   # the common case, without the attribute lookups
         return value
     if getattr(value, "ndim", None) == 0:
+        if getattr(value, "requires_grad", False):
+            raise TypeError(f"{name} must be a number, got a tensor that requires grad: "
+                            f"as a number here it would get no gradient (pass a number, "
+                            f"or t.detach() to say so)")
         item = getattr(value, "item", None)
         if callable(item):
             return item()
@@ -56,7 +63,7 @@ def check_number(name, value, low=0.0, high=None, open_high=False, open_low=Fals
     lower bound.  Returns the number, as a Python scalar if it came as a
     NumPy scalar or a 0-d array or tensor.
     """
-    value = as_scalar(value)
+    value = as_scalar(value, name)
     if not is_real(value):
         raise TypeError(f"{name} must be a number, got {_kind(value)}")
     if value != value:   # NaN
@@ -73,7 +80,7 @@ def check_number(name, value, low=0.0, high=None, open_high=False, open_low=Fals
 
 def check_finite(name, value):
     """``value`` is a finite real number (not a bool); returns it."""
-    value = as_scalar(value)
+    value = as_scalar(value, name)
     if not is_real(value):
         raise TypeError(f"{name} must be a finite number, got {_kind(value)}")
     if not is_int(value) and not math.isfinite(value):   # an int is finite, however large
@@ -87,7 +94,7 @@ def check_int(name, value, low=None, whole_floats=False):
     ``whole_floats=True`` also takes a float with a whole value (a count that
     was saved as a float, as PyTorch's Adam saves its step).
     """
-    value = as_scalar(value)
+    value = as_scalar(value, name)
     if whole_floats and is_real(value) and not is_int(value) \
             and math.isfinite(value) and float(value).is_integer():
         value = int(value)
@@ -118,7 +125,7 @@ def int_list(values):
 
 def check_flag(name, value):
     """``value`` is a bool (Python or NumPy); returns it as a Python bool."""
-    value = as_scalar(value)
+    value = as_scalar(value, name)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {_kind(value)}")
     return bool(value)
@@ -127,7 +134,7 @@ def check_flag(name, value):
 def check_fill_value(name, value):
     """``value`` is a number to fill a tensor with (a bool is fine here: a fill of a
     bool tensor); strings, None and the like are refused.  Returns the number."""
-    value = as_scalar(value)
+    value = as_scalar(value, name)
     if not isinstance(value, (numbers.Real, np.bool_)):
         raise TypeError(f"{name} must be a number, got {_kind(value)}")
     return value
@@ -135,7 +142,7 @@ def check_fill_value(name, value):
 
 def check_probability(name, p):
     """``p`` is a real number in [0, 1] (not a bool, not NaN); returns it."""
-    p = as_scalar(p)
+    p = as_scalar(p, name)
     if not is_real(p):
         raise TypeError(f"{name} must be a probability in [0, 1], got {_kind(p)}")
     if not 0 <= p <= 1:   # NaN fails this too
@@ -171,6 +178,12 @@ def fits(value, dtype):
 
 def shown_int(value):
     """A Python int for a message: its digits, or their start and count if there are many."""
+    magnitude = abs(value)
+    if magnitude.bit_length() > 13000:   # str() refuses ints of more than 4300 digits
+        count = int(magnitude.bit_length() * math.log10(2))      # the digits, or one less
+        count += magnitude >= 10 ** count
+        lead = magnitude // 10 ** (count - 20)
+        return f"{'-' if value < 0 else ''}{lead}... ({count} digits)"
     digits = str(value)
     return digits if len(digits) <= 40 else f"{digits[:20]}... ({len(digits)} digits)"
 
@@ -184,7 +197,8 @@ def range_error(what, value, dtype, hint="use a wider integer dtype or a float d
     if value is not None and value != value:   # NaN
         return ValueError(f"{what}: NaN has no value in the integer dtype {dtype}; replace "
                           f"the NaNs first or use a float dtype")
-    shown = "a value" if value is None else f"the value {value}"
+    shown = ("a value" if value is None else
+             f"the value {shown_int(value) if isinstance(value, int) else value}")
     return OverflowError(f"{what}: {shown} does not fit the dtype {dtype} (range "
                          f"{lo}..{hi}); {hint}")
 

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .._checks import check_flag, check_int, check_number, is_real
+from .._checks import as_scalar, check_flag, check_int, check_number, is_real
 from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "OneCycleLR"]
@@ -91,10 +91,10 @@ class LRScheduler:
                                        (("unexpected", unknown), ("missing", missing)) if keys))
         values = {}
         for k, v in state_dict.items():
-            if isinstance(v, np.ndarray):
-                v = v.item() if v.ndim == 0 else v.tolist()
-            elif isinstance(v, np.generic):
-                v = v.item()
+            if getattr(v, "ndim", None) == 0:   # a NumPy scalar, a 0-d array or tensor
+                v = as_scalar(v, k)
+            elif isinstance(v, np.ndarray):
+                v = v.tolist()
             values[k] = v
         loaded = copy.copy(self)   # shares the optimiser; the checks only read it
         loaded.__dict__.update(values)
