@@ -215,10 +215,6 @@ def test_the_library_reads_no_non_leaf_grad_through_the_warning_property():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.to(tg.float64)
-        model.zero_grad(set_to_none=False)
-        opt = tg.optim.SGD(model.parameters(), lr=0.1)
-        opt.step()
-        opt.zero_grad()
         tg.optim.clip_grad_norm_([h], 1.0)
         tg.optim.clip_grad_value_([h], 1.0)
     assert model.scale.dtype == np.float64
@@ -660,3 +656,21 @@ def test_a_hand_set_grad_of_the_wrong_shape_is_refused_at_backward():
     w.grad = tg.zeros(3, dtype="float64")         # w is float32: the sum would promote
     with pytest.raises(RuntimeError, match="dtype float32.*dtype float64"):
         (w * 2).sum().backward()
+
+
+class Positive(tg.Function):
+    """mask = x > 0: a bool output, which has no gradient."""
+
+    def forward(self, x):
+        return x > 0
+
+    def backward(self, grad_out):
+        raise AssertionError("a bool output gets no backward")
+
+
+def test_a_function_with_a_bool_output_records_no_graph():
+    x = tg.tensor([-1.0, 2.0], requires_grad=True)
+    mask = Positive.apply(x)
+    assert mask.dtype == np.bool_ and not mask.requires_grad and mask.grad_fn is None
+    (x * mask).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 1.0])

@@ -27,7 +27,7 @@ import tinygrad_cnn as tg
 from tinygrad_cnn import __version__, checkpoint, models
 from tinygrad_cnn.cli import build_parser, main
 from tinygrad_cnn.data import download, write_idx
-from tinygrad_cnn.viz.png import read_png_size, write_png
+from tinygrad_cnn.viz.png import encode_png, read_png_size, write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,6 +222,12 @@ def test_predict_names_the_formats_it_reads(trained):
     d, _ = trained
     status, _, err = cli("predict", "--checkpoint", d / "c.npz", d / "c.npz")
     assert status == 1 and "is not a PNG file" in err and "expected a .png or .npy image" in err
+    # A PNG that is damaged is a PNG: its own error, without the hint.
+    data = bytearray(encode_png(np.full((8, 8), 128, np.uint8)))
+    data[data.index(b"IDAT") + 6] ^= 0xFF
+    (d / "bad.png").write_bytes(bytes(data))
+    status, _, err = cli("predict", "--checkpoint", d / "c.npz", d / "bad.png")
+    assert status == 1 and "bad.png" in err and "expected a .png or .npy" not in err
 
 
 @pytest.fixture(scope="module")

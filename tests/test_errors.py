@@ -562,11 +562,14 @@ def test_summary_takes_the_shape_as_a_1d_array_or_tensor():
      r"fill_value must be a number, got a tensor that requires grad"),
     (lambda: tg.ones(1).pad(1, value=tg.tensor(2.0, requires_grad=True)), TypeError,
      r"requires grad"),
+    # Sizes are ints: a float tensor is refused as such, whether or not it requires grad.
+    (lambda: tg.zeros(tg.tensor(2.0, requires_grad=True)), TypeError, r"zeros: a shape must be"),
     # An int too long for str() is still named, by its first digits and length.
     (lambda: tg.full(2, 10**5000, dtype="int64"), OverflowError,
      r"the value 10000000000000000000\.\.\. \(5001 digits\) does not fit the dtype int64"),
 ], ids=["arange-1d", "eye-float", "full-1d", "leaky-relu-nan", "layer-nan", "zeros-float",
-        "slope-requires-grad", "fill-requires-grad", "pad-requires-grad", "huge-int"])
+        "slope-requires-grad", "fill-requires-grad", "pad-requires-grad", "size-requires-grad",
+        "huge-int"])
 def test_scalar_arguments_still_refuse_what_is_no_number(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -577,3 +577,14 @@ def test_a_gradient_of_the_wrong_shape_is_refused(name):
     with pytest.raises(ValueError, match=r"\(3, 4\).*\(4,\)"):
         opt.step()
     assert np.array_equal(p.numpy(), np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"max_momentum": 1.0}, ValueError, r"max_momentum must be >= 0 and < 1, got 1\.0"),
+    ({"base_momentum": -0.1}, ValueError, r"base_momentum must be >= 0"),
+    ({"max_momentum": "x"}, TypeError, r"max_momentum must be a number"),
+])
+def test_one_cycle_momenta_follow_the_optimizers_rules(kwargs, error, match):
+    """They become Adam's beta1: one it refuses would make the run's checkpoint unloadable."""
+    with pytest.raises(error, match=match):
+        optim.OneCycleLR(optim.Adam([scalar_param()]), 0.1, total_steps=10, **kwargs)

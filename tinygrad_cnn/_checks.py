@@ -24,15 +24,17 @@ import numpy as np
 _PLAIN = (int, float, bool, str, type(None))
 
 
-def as_scalar(value, name="a number"):
+def as_scalar(value, name=None):
     """A 0-d array or tensor -> the Python scalar it holds; anything else unchanged.
 
-    A tensor that requires grad is refused: as a number its gradient would be
-    lost without a word (a learnable slope passed to leaky_relu, say)."""
+    For a number argument ``name``, a tensor that requires grad is refused: as a
+    number its gradient would be lost without a word (a learnable slope passed
+    to leaky_relu, say).  (Sizes and counts, asked for without a name, are ints,
+    which no tensor that requires grad holds.)"""
     if type(value) in _PLAIN:   # the common case, without the attribute lookups
         return value
     if getattr(value, "ndim", None) == 0:
-        if getattr(value, "requires_grad", False):
+        if name is not None and getattr(value, "requires_grad", False):
             raise TypeError(f"{name} must be a number, got a tensor that requires grad: "
                             f"as a number here it would get no gradient (pass a number, "
                             f"or t.detach() to say so)")

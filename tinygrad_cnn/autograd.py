@@ -168,8 +168,10 @@ class Function:
         return fn.link(inputs, out)
 
     def link(self, inputs, out):
-        """Record ``out = self(*inputs)`` in the graph if a gradient may flow."""
-        if is_grad_enabled() and any(t.requires_grad for t in inputs):
+        """Record ``out = self(*inputs)`` in the graph if a gradient may flow (to a
+        float output: an integer or bool one has no gradient, as in PyTorch)."""
+        if (is_grad_enabled() and out.data.dtype.kind == "f"
+                and any(t.requires_grad for t in inputs)):
             self.inputs = inputs
             self._versions = tuple(t._version for t in inputs)
             self._output_version = out._version

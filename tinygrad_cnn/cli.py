@@ -349,6 +349,8 @@ def load_image(path, image_shape, background=0, max_value=None):
         try:
             img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
         except PngError as e:
+            if "is not a PNG file" not in str(e):   # a PNG, damaged or not supported
+                raise
             raise PngError(f"{e}; expected a .png or .npy image") from None
     if img.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel image, (H, W) or with size-1 "

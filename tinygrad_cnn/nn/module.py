@@ -462,7 +462,7 @@ class Module:
     def zero_grad(self, set_to_none=True):
         """Forget the gradients of all parameters (``None``, or zeros if asked)."""
         for p in self.parameters():
-            if p._grad is None:   # not .grad, which warns for a non-leaf tensor
+            if p._grad is None:   # the stored value: no property call per parameter
                 continue
             if set_to_none:
                 p.grad = None

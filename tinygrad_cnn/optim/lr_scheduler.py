@@ -200,6 +200,11 @@ class OneCycleLR(LRScheduler):
         if len(max_lrs) != len(groups):
             raise ValueError(f"max_lr has {len(max_lrs)} values for {len(groups)} parameter groups")
         max_lrs = [check_number("max_lr", top) for top in max_lrs]
+        # The momenta become the optimizer's momentum or beta1: hold them to its
+        # rules now, or a checkpoint of this run could not be loaded again.
+        bound = {"high": 1, "open_high": True} if "betas" in optimizer.defaults else {}
+        base_momentum = check_number("base_momentum", base_momentum, low=0, **bound)
+        max_momentum = check_number("max_momentum", max_momentum, low=0, **bound)
         self.total_steps = total_steps
         self.anneal_strategy = _anneal_strategy(anneal_strategy)
         self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
