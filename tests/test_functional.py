@@ -1049,6 +1049,51 @@ def test_bad_type_raises_type_error(call):
         call()
 
 
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=1.5), TypeError,
+     r"conv2d: stride must be an int or a pair of ints, got 1\.5 \(float\)"),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=True), TypeError,
+     r"conv2d: stride must be an int or a pair of ints, got True \(bool\)"),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), padding=(1, 1.0)), TypeError,
+     r"conv2d: padding must be an int or a pair of ints, got \(1, 1\.0\)"),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=(1, 1, 1)), ValueError,
+     r"conv2d: stride must be an int or a pair of ints, got 3 ints: \(1, 1, 1\)"),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=(1, 0)), ValueError,
+     r"conv2d: stride must be an int or a pair of ints >= 1, got \(1, 0\)"),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(2, 1, 3, 3), groups=2.0), TypeError,
+     r"conv2d: groups must be an int, got 2\.0 \(float\)"),
+    (lambda: F.conv2d(_t(1, 2, 5, 5), _t(2, 2, 3, 3), groups=0), ValueError,
+     r"conv2d: groups must be an int >= 1, got 0"),
+    (lambda: F.conv1d(_t(1, 2, 5), _t(3, 2, 3), stride=(1, 2)), ValueError,
+     r"conv1d: stride must be an int, got 2 ints: \(1, 2\)"),
+    (lambda: F.conv1d(_t(1, 2, 5), _t(3, 2, 3), dilation="2"), TypeError,
+     r"conv1d: dilation must be an int, got '2' \(str\)"),
+    (lambda: F.max_pool2d(_t(1, 1, 4, 4), 2, stride=2.0), TypeError,
+     r"max_pool2d: stride must be an int or a pair of ints, got 2\.0"),
+], ids=["stride-float", "stride-bool", "padding-float-element", "stride-three", "stride-zero",
+        "groups-float", "groups-zero", "conv1d-stride-pair", "conv1d-dilation-str",
+        "pool-stride-float"])
+def test_window_settings_follow_the_int_rule(call, error, match):
+    # A wrong type is a TypeError; a count or a value out of range a ValueError.
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_window_settings_take_0d_integer_tensors_and_arrays():
+    rng = np.random.default_rng(0)
+    x, w = Tensor(rng.standard_normal((1, 2, 6, 6))), Tensor(rng.standard_normal((2, 1, 3, 3)))
+    expected = F.conv2d(x, w, stride=2, padding=1, groups=2).numpy()
+    for stride, padding, groups in [(tg.tensor(2), np.int64(1), tg.tensor(2)),
+                                    (np.array(2), (tg.tensor(1), 1), np.array(2)),
+                                    (tg.tensor([2, 2]), np.array([1, 1]), 2)]:
+        got = F.conv2d(x, w, stride=stride, padding=padding, groups=groups).numpy()
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(F.max_pool2d(x, 2, stride=tg.tensor(2)).numpy(),
+                                  F.max_pool2d(x, 2).numpy())
+    np.testing.assert_array_equal(F.avg_pool1d(x[0], 2, stride=tg.tensor(2)).numpy(),
+                                  F.avg_pool1d(x[0], 2).numpy())
+
+
 # ---- dropout ---------------------------------------------------------------------------
 def test_dropout_identity_when_not_training_or_p0():
     x = Tensor(np.random.default_rng(9).standard_normal((3, 4)), requires_grad=True)

@@ -710,10 +710,53 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
     (lambda: nn.BatchNorm2d(3, momentum=2), ValueError, r"momentum must be >= 0.0 and <= 1"),
     (lambda: nn.BatchNorm1d(3, eps=True), TypeError, "BatchNorm1d: eps must be a number"),
     (lambda: nn.BatchNorm2d(3, eps=-1), ValueError, r"BatchNorm2d: eps must be >= 0.0, got -1"),
+    (lambda: nn.Linear(3.0, 2), TypeError, r"in_features must be an int, got 3\.0 \(float\)"),
+    (lambda: nn.Linear((3,), 2), TypeError, r"in_features must be an int, got \(3,\)"),
+    (lambda: nn.Linear(3, 0), ValueError, r"out_features must be an int >= 1, got 0"),
+    (lambda: nn.Conv2d(3, 4, 1.5), TypeError,
+     r"kernel_size must be an int or a pair of ints, got 1\.5 \(float\)"),
+    (lambda: nn.Conv2d(3, 4, 3, stride=True), TypeError, r"stride must be an int or a pair"),
+    (lambda: nn.Conv2d(3, 4, (3, 3, 3)), ValueError,
+     r"kernel_size must be an int or a pair of ints, got 3 ints: \(3, 3, 3\)"),
+    (lambda: nn.Conv1d(3, 4, (3, 3)), ValueError, r"kernel_size must be an int, got 2 ints"),
+    (lambda: nn.Conv2d(3, 4, 3, padding=(1, -1)), ValueError,
+     r"padding must be an int or a pair of ints >= 0, got \(1, -1\)"),
+    (lambda: nn.Conv1d(3, 4, 3, padding="full"), ValueError,
+     r"padding must be an int, 'same' or 'valid', got 'full'"),
+    (lambda: nn.Conv2d(3, 4, 3, groups=1.0), TypeError, r"groups must be an int, got 1\.0"),
+    (lambda: nn.BatchNorm2d(3.0), TypeError, r"num_features must be an int"),
 ])
 def test_layer_construction_errors(make, error, word):
     with pytest.raises(error, match=word):
         make()
+
+
+def test_layer_sizes_may_be_0d_integer_tensors_or_arrays():
+    # They stand for their ints, as the functional ops take them.
+    conv = nn.Conv2d(tg.tensor(3), np.int64(4), tg.tensor([3, 1]), stride=np.array(2),
+                     padding=(tg.tensor(1), 0))
+    assert (conv.in_channels, conv.out_channels) == (3, 4)
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((3, 1), (2, 2), (1, 0))
+    assert all(type(v) is int for v in conv.kernel_size + conv.stride + conv.padding)
+    assert nn.Linear(np.array(5), tg.tensor(2)).weight.shape == (2, 5)
+
+
+def test_init_negative_slope_and_fan_follow_the_number_rule():
+    t = tg.zeros(4, 3)
+    with pytest.raises(TypeError, match="calculate_gain: negative_slope must be a number, "
+                                        "got 'x'"):
+        nn.init.kaiming_uniform_(t, a="x")
+    with pytest.raises(ValueError, match="calculate_gain: negative_slope must be a number, "
+                                         "got nan"):
+        nn.init.calculate_gain("leaky_relu", float("nan"))
+    assert nn.init.calculate_gain("leaky_relu", tg.tensor(0.5)) == \
+        nn.init.calculate_gain("leaky_relu", 0.5)
+    with pytest.raises(TypeError, match="kaiming_normal_: fan must be a number, got '8'"):
+        nn.init.kaiming_normal_(t, fan="8")
+    assert not t.numpy().any()          # refused before drawing
+    # A fan below 1 is a number like any other, not cut to 0 (a division by zero).
+    nn.init.kaiming_uniform_(t, a=1.0, fan=0.5)
+    assert np.abs(t.numpy()).max() <= math.sqrt(3 / 0.5) + 1e-6
 
 
 @pytest.mark.parametrize("layer", [nn.Softmax, nn.LogSoftmax])
@@ -835,7 +878,7 @@ def test_init_of_a_zero_element_tensor_warns_and_changes_nothing(fn):
         assert t.shape == shape and tg.get_rng().bit_generator.state == state
     for fn_ in (nn.init.uniform_, nn.init.normal_, nn.init.zeros_):   # no fan: a plain no-op
         assert fn_(tg.zeros(0, 3)).shape == (0, 3)
-    with pytest.raises(ValueError, match="fan must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="kaiming_uniform_: fan must be > 0, got 0"):
         nn.init.kaiming_uniform_(tg.zeros(2, 3), fan=0)
 
 

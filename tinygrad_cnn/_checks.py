@@ -125,6 +125,34 @@ def int_list(values):
     return [int(v) for v in items] if all(is_int(v) for v in items) else None
 
 
+def check_ints(name, value, n, low=None):
+    """``value`` is an int or a sequence of ``n`` ints, each at least ``low`` if
+    given; returns a tuple of ``n`` Python ints (an int is repeated ``n`` times).
+
+    As everywhere here, a 0-d array or tensor stands for its int and a 1-d
+    integer one is a sequence (see :func:`int_list`).  Anything else, floats
+    and bools included, is a ``TypeError``; a sequence of another length or a
+    value below ``low`` a ``ValueError``.
+    """
+    if type(value) is int and (low is None or value >= low):   # the common case, fast
+        return (value,) * n
+    what = "an int" if n == 1 else "an int or a pair of ints" if n == 2 else \
+        f"an int or a sequence of {n} ints"
+    value = as_scalar(value, name)
+    if is_int(value):
+        values = (int(value),) * n
+    else:
+        items = int_list(value)
+        if items is None:
+            raise TypeError(f"{name} must be {what}, got {_kind(value)}")
+        if len(items) != n:
+            raise ValueError(f"{name} must be {what}, got {len(items)} ints: {value!r}")
+        values = tuple(items)
+    if low is not None and min(values) < low:
+        raise ValueError(f"{name} must be {what} >= {low}, got {value!r}")
+    return values
+
+
 def check_flag(name, value):
     """``value`` is a bool (Python or NumPy); returns it as a Python bool."""
     value = as_scalar(value, name)

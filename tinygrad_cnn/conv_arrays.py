@@ -94,20 +94,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import check_ints
+
 
 # ---- argument checks -----------------------------------------------------------------
 def pair(op, name, value, minimum):
-    """An int or a pair of ints, each >= ``minimum`` -> a pair; else a clear ValueError."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    ok = len(values) == 2 and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
-        for v in values)
-    if not ok:
-        what = "positive" if minimum == 1 else "non-negative" if minimum == 0 else \
-            f">= {minimum}"
-        raise ValueError(f"{op}: {name} must be a {what} int or a pair of {what} ints, "
-                         f"got {value!r}")
-    return int(values[0]), int(values[1])
+    """An int or a pair of ints, each >= ``minimum`` -> a pair of Python ints.
+
+    The package's one rule (see :func:`tinygrad_cnn._checks.check_ints`): a
+    float or a bool is a ``TypeError``, a value below ``minimum`` or a
+    sequence of another length a ``ValueError``; a 0-d integer array or
+    tensor stands for its int.
+    """
+    return check_ints(f"{op}: {name}", value, 2, low=minimum)
 
 
 def shape_str(shape):

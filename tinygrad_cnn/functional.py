@@ -46,11 +46,10 @@ gradients work (``create_graph=True``):
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
-from ._checks import check_number, check_probability, int_list
+from ._checks import check_int, check_ints, check_number, check_probability, int_list
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
@@ -102,9 +101,9 @@ def _check_bias(op, b, shape):
 
 
 def _check_groups(op, groups):
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    return int(groups)
+    if type(groups) is int and groups >= 1:   # the common case, without the call
+        return groups
+    return check_int(f"{op}: groups", groups, low=1)
 
 
 def _conv_padding(op, padding, kernel, dilation, stride):
@@ -636,12 +635,8 @@ def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def _single(op, name, value, minimum):
-    """An int (or a 1-tuple) for a 1-D op."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if isinstance(value, (tuple, list)):
-        raise ValueError(f"{op}: {name} must be an int, got {value!r}")
-    return pair(op, name, value, minimum)[0]
+    """An int (or a sequence of one int) for a 1-D op."""
+    return check_ints(f"{op}: {name}", value, 1, low=minimum)[0]
 
 
 # ---- max pooling ------------------------------------------------------------------------
@@ -680,9 +675,15 @@ class MaxPoolGather(Function):
         return MaxPoolScatter.apply(grad_out, x=self.x, y=self.y, geom=self.geom)
 
 
+def _no_stride(stride):
+    """Whether a pooling's ``stride`` is left out (None or ``()``, as in PyTorch): the
+    kernel size then.  Not ``stride == ()``, which a tensor answers elementwise."""
+    return stride is None or (type(stride) is tuple and not stride)
+
+
 def _pool_args(op, x, kernel_size, stride, padding, dilation):
     kernel = pair(op, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None or stride == () else pair(op, "stride", stride, 1)
+    stride = kernel if _no_stride(stride) else pair(op, "stride", stride, 1)
     return kernel, stride, pair(op, "padding", padding, 0), pair(op, "dilation", dilation, 1)
 
 
@@ -722,7 +723,7 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     _check_tensor("max_pool1d", "x", x, 3, "(N, C, L)", sized=1)
     op = "max_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
-    s = k if stride is None or stride == () else _single(op, "stride", stride, 1)
+    s = k if _no_stride(stride) else _single(op, "stride", stride, 1)
     out = _max_pool2d(op, x.unsqueeze(2), (1, k), (1, s), (0, _single(op, "padding", padding, 0)),
                       (1, _single(op, "dilation", dilation, 1)), ceil_mode, return_indices,
                       x.shape)
@@ -789,7 +790,7 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     _check_tensor("avg_pool1d", "x", x, 3, "(N, C, L)", sized=1)
     op = "avg_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
-    s = k if stride is None or stride == () else _single(op, "stride", stride, 1)
+    s = k if _no_stride(stride) else _single(op, "stride", stride, 1)
     return _avg_pool2d(op, x.unsqueeze(2), (1, k), (1, s),
                        (0, _single(op, "padding", padding, 0)), ceil_mode, count_include_pad,
                        None, x.shape).squeeze(2)

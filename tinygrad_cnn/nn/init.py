@@ -25,7 +25,6 @@ no elements unchanged and warn, as PyTorch does, since its fan may be 0.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -60,12 +59,8 @@ def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        if param is None:
-            slope = 0.01
-        elif isinstance(param, numbers.Number) and not isinstance(param, bool):
-            slope = float(param)
-        else:
-            raise ValueError(f"negative_slope {param!r} is not a number")
+        slope = 0.01 if param is None else \
+            float(check_number("calculate_gain: negative_slope", param, low=None))
         return math.sqrt(2.0 / (1 + slope ** 2))
     if nonlinearity == "selu":
         return 3.0 / 4
@@ -102,11 +97,11 @@ def _skip_empty(tensor, name):
     return False
 
 
-def _fan(tensor, mode, fan):
+def _fan(tensor, mode, fan, name):
     if fan is not None:
-        if not isinstance(fan, numbers.Real) or isinstance(fan, bool) or not fan > 0:
-            raise ValueError(f"fan must be a positive number, got {fan!r}")
-        return int(fan)
+        # Any positive number: the formulas need no count (cutting 2.5 to 2, or 0.5
+        # to a division by zero, would not be what was asked for).
+        return check_number(f"{name}: fan", fan, low=0, open_low=True)
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
@@ -168,7 +163,7 @@ def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fa
     if _skip_empty(tensor, "kaiming_uniform_"):
         return tensor
     gain = calculate_gain(nonlinearity, a)
-    bound = gain * math.sqrt(3.0 / _fan(tensor, mode, fan))
+    bound = gain * math.sqrt(3.0 / _fan(tensor, mode, fan, "kaiming_uniform_"))
     return uniform_(tensor, -bound, bound)
 
 
@@ -177,7 +172,8 @@ def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan
     if _skip_empty(tensor, "kaiming_normal_"):
         return tensor
     gain = calculate_gain(nonlinearity, a)
-    return normal_(tensor, 0.0, gain / math.sqrt(_fan(tensor, mode, fan)))
+    return normal_(tensor, 0.0,
+                   gain / math.sqrt(_fan(tensor, mode, fan, "kaiming_normal_")))
 
 
 def xavier_uniform_(tensor, gain=1.0):

@@ -16,12 +16,11 @@ arguments.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_number, check_probability
+from .._checks import check_int, check_ints, check_number, check_probability
 from ..backend import DeviceError
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
@@ -36,16 +35,7 @@ __all__ = ["Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d"
 # ---- helpers ----------------------------------------------------------------------
 def _tuple(value, n, name, minimum=0):
     """An int or a sequence of ``n`` ints -> a tuple of ``n`` ints, each >= minimum."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        out = (int(value),) * n
-    elif isinstance(value, (tuple, list)) and len(value) == n and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        out = tuple(int(v) for v in value)
-    else:
-        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
-    if any(v < minimum for v in out):
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return out
+    return check_ints(name, value, n, low=minimum)
 
 
 def _param(shape, dtype, device):
@@ -83,8 +73,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
         super().__init__()
-        self.in_features = _tuple(in_features, 1, "in_features", 1)[0]
-        self.out_features = _tuple(out_features, 1, "out_features", 1)[0]
+        self.in_features = check_int("in_features", in_features, low=1)
+        self.out_features = check_int("out_features", out_features, low=1)
         self.weight = _param((self.out_features, self.in_features), dtype, device)
         # Registered even when absent (None), as in PyTorch, so that a bias can be
         # registered later: a plain attribute would hold the name.
@@ -120,9 +110,9 @@ class _ConvNd(Module):
                  groups, bias, dtype, device, output_padding=0):
         super().__init__()
         n = self._n
-        self.in_channels = _tuple(in_channels, 1, "in_channels", 1)[0]
-        self.out_channels = _tuple(out_channels, 1, "out_channels", 1)[0]
-        self.groups = _tuple(groups, 1, "groups", 1)[0]
+        self.in_channels = check_int("in_channels", in_channels, low=1)
+        self.out_channels = check_int("out_channels", out_channels, low=1)
+        self.groups = check_int("groups", groups, low=1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"in_channels ({self.in_channels}) and out_channels "
                              f"({self.out_channels}) must both be divisible by groups "
@@ -132,7 +122,8 @@ class _ConvNd(Module):
         self.dilation = _tuple(dilation, n, "dilation", 1)
         if isinstance(padding, str):
             if self._transposed or padding not in ("same", "valid"):
-                raise ValueError(f"padding must be an int, a tuple of {n} ints"
+                raise ValueError("padding must be an int"
+                                 + ("" if n == 1 else f", a sequence of {n} ints")
                                  + ("" if self._transposed else ", 'same' or 'valid'")
                                  + f", got {padding!r}")
             if padding == "same" and any(s != 1 for s in self.stride):
@@ -274,8 +265,8 @@ class LocallyConnected2d(Module):
     def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1,
                  padding=0, dilation=1, bias=True, dtype=None, device=None):
         super().__init__()
-        self.in_channels = _tuple(in_channels, 1, "in_channels", 1)[0]
-        self.out_channels = _tuple(out_channels, 1, "out_channels", 1)[0]
+        self.in_channels = check_int("in_channels", in_channels, low=1)
+        self.out_channels = check_int("out_channels", out_channels, low=1)
         self.input_size = _tuple(input_size, 2, "input_size", 1)
         self.kernel_size = _tuple(kernel_size, 2, "kernel_size", 1)
         self.stride = _tuple(stride, 2, "stride", 1)
@@ -557,7 +548,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=None, device=None):
         super().__init__()
-        self.num_features = _tuple(num_features, 1, "num_features", 1)[0]
+        self.num_features = check_int("num_features", num_features, low=1)
         name = type(self).__name__
         if momentum is not None:   # None: a cumulative average
             momentum = check_number(f"{name}: momentum", momentum, high=1)
