@@ -178,8 +178,10 @@ def test_subset_of_a_duck_typed_dataset_stacks_samples_like_the_loader():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"batch_size": 0}, ValueError, "positive integer"),
-    ({"batch_size": 2.5}, ValueError, "positive integer"),
+    ({"batch_size": 0}, ValueError, r"DataLoader: batch_size must be an int >= 1, got 0"),
+    ({"batch_size": 2.5}, TypeError, r"batch_size must be an int, got 2\.5 \(float\)"),
+    ({"batch_size": "2"}, TypeError, r"batch_size must be an int, got '2' \(str\)"),
+    ({"batch_size": True}, TypeError, r"batch_size must be an int, got True"),
     ({"seed": -1}, TypeError, "non-negative int"),
     ({"seed": "abc"}, TypeError, "non-negative int"),
     ({"device": "tpu"}, tg.DeviceError, "unknown device"),
@@ -187,6 +189,11 @@ def test_subset_of_a_duck_typed_dataset_stacks_samples_like_the_loader():
 def test_loader_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         DataLoader(TensorDataset(np.zeros(4)), **kwargs)
+
+
+def test_loader_batch_size_may_be_a_0d_integer_tensor():
+    loader = DataLoader(TensorDataset(np.zeros(4)), tg.tensor(2))
+    assert loader.batch_size == 2 and type(loader.batch_size) is int and len(loader) == 2
 
 
 # ---- DataLoader: reproducibility and resuming -----------------------------------------------

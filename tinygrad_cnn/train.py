@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from . import checkpoint, models, nn, optim
+from ._checks import is_real
 from .autograd import no_grad
 from .backend import get_backend
 from .fileio import atomic_write
@@ -69,9 +70,9 @@ class TrainConfig:
         if self.weight_decay is None:
             self.weight_decay = 1e-2 if self.optimizer == "adamw" else 0.0
         # NaN passes every comparison, so "lr > 0" alone would let it through.
-        if not _is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+        if not is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not _is_real(self.weight_decay) or not math.isfinite(self.weight_decay) \
+        if not is_real(self.weight_decay) or not math.isfinite(self.weight_decay) \
                 or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got "
                              f"{self.weight_decay!r}")
@@ -84,10 +85,6 @@ class TrainConfig:
         for name in ("metrics", "data_dir"):
             if getattr(self, name):
                 setattr(self, name, os.path.abspath(getattr(self, name)))
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # ---- pieces ---------------------------------------------------------------------

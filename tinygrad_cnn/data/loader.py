@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from .._checks import check_int
 from ..backend import get_backend
 from ..tensor import _SUPPORTED_KINDS, Tensor, get_rng
 
@@ -188,14 +189,12 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
                  device=None):
-        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_int("DataLoader: batch_size", batch_size, low=1)
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader needs a data set with __len__ and __getitem__, "
                             f"got {type(dataset).__name__}")
         self.dataset = dataset
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         # An unshuffled loader needs no seed; not drawing one leaves the
