@@ -289,15 +289,31 @@ def test_load_state_dict_validates():
 
 @pytest.mark.parametrize("state, error, match", [
     (5, TypeError, r"expected a dict from state_dict\(\), got 5"),
-    ({"seed": 1, "epoch": "a", "batch": 0}, ValueError, r"epoch='a' is not an int"),
-    ({"seed": 1, "epoch": 0, "batch": 1.5}, ValueError, r"batch=1\.5 is not an int"),
-    ({"seed": [1, 2], "epoch": 0, "batch": 0}, ValueError, r"seed=\[1, 2\] is not an int"),
-], ids=["not-a-dict", "str", "float", "list"])
+    ({"seed": 1, "epoch": "a", "batch": 0}, TypeError,
+     r"DataLoader state epoch must be an int, got 'a' \(str\)"),
+    ({"seed": 1, "epoch": 0, "batch": 1.5}, TypeError,
+     r"DataLoader state batch must be an int, got 1\.5 \(float\)"),
+    ({"seed": [1, 2], "epoch": 0, "batch": 0}, TypeError,
+     r"DataLoader state seed must be an int, got \[1, 2\] \(list\)"),
+    ({"seed": 1, "epoch": -1, "batch": 0}, ValueError,
+     r"DataLoader state epoch must be an int >= 0, got -1"),
+    ({"seed": 1, "epoch": 0, "batch": True}, TypeError,
+     r"DataLoader state batch must be an int, got True"),
+], ids=["not-a-dict", "str", "float", "list", "negative", "bool"])
 def test_load_state_dict_names_a_damaged_entry(state, error, match):
     loader = DataLoader(TensorDataset(np.zeros(10)), 4)
     with pytest.raises(error, match=match):
         loader.load_state_dict(state)
     assert loader.state_dict()["epoch"] == 0
+
+
+def test_load_state_dict_takes_whole_floats_and_0d_values():
+    # A count saved as a float (as PyTorch's Adam saves its step) or as a 0-d array.
+    loader = DataLoader(TensorDataset(np.zeros(10)), 4)
+    loader.load_state_dict({"seed": np.int64(5), "epoch": 3.0, "batch": tg.tensor(1)})
+    state = loader.state_dict()
+    assert (state["seed"], state["epoch"], state["batch"]) == (5, 3, 1)
+    assert all(type(state[k]) is int for k in ("seed", "epoch", "batch"))
 
 
 @pytest.mark.parametrize("other, match", [

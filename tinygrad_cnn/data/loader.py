@@ -332,7 +332,7 @@ class DataLoader:
                                  f"loader has {key}={current!r}; resuming its position with "
                                  f"another {key} would skip or repeat samples (build the "
                                  f"loader with the saved settings)")
-        if epoch < 0 or not 0 <= batch <= len(self):
+        if batch > len(self):   # _state_int refused negative counts
             raise ValueError(f"DataLoader state epoch={epoch}, batch={batch} is out of range "
                              f"for a loader of {len(self)} batches")
         if batch == len(self) and batch > 0:
@@ -347,11 +347,10 @@ class DataLoader:
 
 
 def _state_int(state, key):
-    """``state[key]`` as an int (a Python or NumPy integer, or a 0-d integer array)."""
-    value = np.asarray(state[key])
-    if value.shape != () or value.dtype.kind not in "iu":
-        raise ValueError(f"DataLoader state {key}={state[key]!r} is not an int")
-    return int(value)
+    """``state[key]`` as an int >= 0: the package's rule for a loaded count (a 0-d
+    array or tensor stands for its number; a whole float, as a count may have
+    been saved, is taken as the optimisers take their step)."""
+    return check_int(f"DataLoader state {key}", state[key], low=0, whole_floats=True)
 
 
 def _subset_indices(indices, n):
