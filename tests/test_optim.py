@@ -288,11 +288,34 @@ def test_scheduler_load_state_dict_refuses_damaged_states(make, change, match):
 def test_scheduler_state_holding_0d_tensors_loads_as_python_numbers():
     sched = optim.StepLR(optim.SGD([scalar_param()], lr=0.1), 2)
     state = sched.state_dict()
-    state.update(last_epoch=tg.tensor(3), step_size=np.array(2))
+    state.update(last_epoch=tg.tensor(3), step_size=np.array(2), gamma=np.float32(0.5),
+                 base_lrs=np.array([0.1]), _last_lr=[np.float64(0.05)])
     sched.load_state_dict(state)
     assert type(sched.last_epoch) is int and type(sched.step_size) is int
+    assert type(sched.gamma) is float
+    assert all(type(v) is float for v in sched.base_lrs + sched.get_last_lr())
     sched.step()
-    assert sched.last_epoch == 4
+    assert sched.last_epoch == 4 and sched.get_last_lr() == pytest.approx([0.025])
+    one_cycle = optim.OneCycleLR(optim.Adam([scalar_param()]), 0.1, total_steps=10)
+    state = one_cycle.state_dict()
+    state["phases"][0]["end_step"] = np.float64(state["phases"][0]["end_step"])
+    state.update(total_steps=np.int32(10), cycle_momentum=np.bool_(True))
+    one_cycle.load_state_dict(state)
+    assert type(one_cycle.phases[0]["end_step"]) is float
+    assert type(one_cycle.total_steps) is int and one_cycle.cycle_momentum is True
+
+
+def test_optimizer_settings_loaded_as_numpy_values_become_python_numbers():
+    state = _adam_state_dict(lambda s: s["param_groups"][0].update(
+        lr=np.float32(0.5), betas=np.array([0.8, 0.9]), eps=tg.tensor(1e-6),
+        weight_decay=np.array(0.0), amsgrad=np.bool_(False)))
+    opt = optim.Adam([scalar_param()])
+    opt.load_state_dict(state)
+    group = opt.param_groups[0]
+    assert type(group["betas"]) is tuple
+    assert all(type(v) is float for v in (group["lr"], group["eps"], group["weight_decay"],
+                                          *group["betas"]))
+    assert group["amsgrad"] is False and group["betas"] == pytest.approx((0.8, 0.9))
 
 
 def test_settings_given_as_0d_tensors_or_arrays_are_kept_as_python_numbers():

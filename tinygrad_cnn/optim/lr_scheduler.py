@@ -89,36 +89,32 @@ class LRScheduler:
             raise KeyError(f"{name}.load_state_dict: "
                            + "; ".join(f"{what} keys {sorted(keys)}" for what, keys in
                                        (("unexpected", unknown), ("missing", missing)) if keys))
-        values = {}
-        for k, v in state_dict.items():
-            if getattr(v, "ndim", None) == 0:   # a NumPy scalar, a 0-d array or tensor
-                v = as_scalar(v, k)
-            elif isinstance(v, np.ndarray):
-                v = v.tolist()
-            values[k] = v
         loaded = copy.copy(self)   # shares the optimiser; the checks only read it
-        loaded.__dict__.update(values)
+        loaded.__dict__.update(state_dict)
         try:
             loaded._check_state()
         except (TypeError, ValueError) as e:
             raise type(e)(f"{name}.load_state_dict: {e}") from None
-        self.__dict__.update(values)
+        self.__dict__.update(loaded.__dict__)
 
     def _check_state(self):
-        """Raise TypeError or ValueError unless the schedule's state is usable.
+        """Raise TypeError or ValueError unless the schedule's state is usable, and keep
+        each setting as the plain Python value its check returns (as an optimiser's
+        ``_validate`` does: a 0-d array or tensor becomes its number).
 
         Subclasses extend it with their settings, through the checks their
         constructors apply to the same arguments.
         """
-        check_int("last_epoch", self.last_epoch, low=0)
+        self.last_epoch = check_int("last_epoch", self.last_epoch, low=0)
         n = len(self.optimizer.param_groups)
         for key in ("base_lrs", "_last_lr"):
             values = getattr(self, key)
+            if isinstance(values, np.ndarray) and values.ndim == 1:   # a list, saved as one
+                values = list(values)
             if not isinstance(values, list) or len(values) != n:
                 raise ValueError(f"{key} must be a list of {n} learning rate(s), one per "
                                  f"parameter group, got {values!r}")
-            for lr in values:
-                check_number(key, lr)
+            setattr(self, key, [check_number(key, lr) for lr in values])
 
     def __repr__(self):
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.get_last_lr()})"
@@ -134,8 +130,8 @@ class StepLR(LRScheduler):
 
     def _check_state(self):
         super()._check_state()
-        check_int("step_size", self.step_size, low=1)
-        check_number("gamma", self.gamma)
+        self.step_size = check_int("step_size", self.step_size, low=1)
+        self.gamma = check_number("gamma", self.gamma)
 
     def get_lr(self):
         return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
@@ -155,8 +151,8 @@ class CosineAnnealingLR(LRScheduler):
 
     def _check_state(self):
         super()._check_state()
-        check_int("T_max", self.T_max, low=1)
-        check_number("eta_min", self.eta_min)
+        self.T_max = check_int("T_max", self.T_max, low=1)
+        self.eta_min = check_number("eta_min", self.eta_min)
 
     def get_lr(self):
         c = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
@@ -248,24 +244,25 @@ class OneCycleLR(LRScheduler):
 
     def _check_state(self):
         super()._check_state()
-        check_int("total_steps", self.total_steps, low=1)
+        self.total_steps = check_int("total_steps", self.total_steps, low=1)
         if self.last_epoch > self.total_steps:
             raise ValueError(f"last_epoch {self.last_epoch} is past total_steps "
                              f"{self.total_steps}")
         _anneal_strategy(self.anneal_strategy)
-        check_flag("cycle_momentum", self.cycle_momentum)
-        check_flag("use_beta1", self.use_beta1)
+        self.cycle_momentum = check_flag("cycle_momentum", self.cycle_momentum)
+        self.use_beta1 = check_flag("use_beta1", self.use_beta1)
         if self.use_beta1 != ("betas" in self.optimizer.defaults):
             raise ValueError(f"use_beta1 is {self.use_beta1!r}, but the optimizer "
                              f"{'has' if not self.use_beta1 else 'lacks'} betas")
         phases = self.phases
         if not isinstance(phases, list) or len(phases) not in (2, 3) or not all(
                 isinstance(ph, dict) and set(ph) == {"end_step", *self._PHASE_KEYS}
-                and is_real(ph["end_step"])
+                and is_real(as_scalar(ph["end_step"]))
                 and all(ph[k] in names for k, names in self._PHASE_KEYS.items())
                 for ph in phases):
             raise ValueError(f"phases is not a list of the 2 or 3 phases OneCycleLR builds, "
                              f"got {phases!r}")
+        self.phases = phases = [dict(ph, end_step=as_scalar(ph["end_step"])) for ph in phases]
         used = {ph[k] for ph in phases for k in ("start_lr", "end_lr")}
         if self.cycle_momentum:
             used |= {ph[k] for ph in phases for k in ("start_momentum", "end_momentum")}

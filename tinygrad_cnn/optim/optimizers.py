@@ -32,7 +32,7 @@ import numbers
 import numpy as np
 
 from .._checks import (
-    check_flag as _check_flag, check_int as _check_int, check_number as _check_number, is_real)
+    check_flag as _check_flag, check_int as _check_int, check_number as _check_number)
 from ..autograd import enable_grad
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of
@@ -49,20 +49,6 @@ def _host(value):
         return backend.to_numpy(value)
     if isinstance(value, np.generic):
         return value.item()
-    return value
-
-
-def _like_default(value, default):
-    """Restore a loaded hyper-parameter to the type the optimiser uses (the checks of
-    ``_validate`` follow: a flag is not made a bool here, so "no" is refused there)."""
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.ndim == 0 else value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, (list, tuple)):   # betas: a list after a trip through JSON
-        return tuple(value)
-    if isinstance(default, float) and is_real(value):
-        return float(value)
     return value
 
 
@@ -303,10 +289,10 @@ class Optimizer:
         if unknown:
             raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)} for "
                              f"{type(self).__name__}; expected some of {sorted(self.defaults)}")
+        # _validate keeps every setting as the plain Python value its check returns (a
+        # NumPy scalar or 0-d array read from a file included): no conversion here.
         loaded = dict(group)
-        for k, v in saved.items():
-            if k != "params":
-                loaded[k] = _like_default(v, group.get(k, self.defaults.get(k)))
+        loaded.update((k, v) for k, v in saved.items() if k != "params")
         try:
             self._validate(loaded)
         except (TypeError, ValueError) as e:
