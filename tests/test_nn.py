@@ -139,6 +139,9 @@ def test_load_state_dict_reports_every_problem_at_once():
     ("1.weight", np.full((2, 2), 1e300), ["1.weight", "1e+300", "overflows", "float32"]),
     # the value keeps its sign (the message said 1e+39)
     ("bn.running_var", np.array([1.0, -1e39]), ["running_var", "-1e+39", "float32"]),
+    # a loaded NaN or inf beside it does not hide the overflow
+    ("bn.running_mean", np.array([np.nan, 1e39]), ["running_mean", "1e+39", "overflows"]),
+    ("bn.running_mean", np.array([-np.inf, -1e39]), ["running_mean", "-1e+39", "overflows"]),
 ])
 def test_load_state_dict_checks_every_value_before_changing_anything(key, value, words):
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))

@@ -115,8 +115,9 @@ def _host_array(value, name):
     return array
 
 
-def _cast_problem(array, dtype):
-    """Why host ``array`` would not survive a cast to ``dtype`` (a phrase), or None.
+def _cast_for_load(array, dtype):
+    """Host ``array`` cast to ``dtype`` and None, or None and why it would not survive
+    the cast (a phrase).  The cast is made once, here, for the check and the load.
 
     Floats take any real numbers, rounded to the parameter's precision (what
     a cast to it means), but a finite value beyond its range would become
@@ -125,30 +126,36 @@ def _cast_problem(array, dtype):
     count is a damaged state.
     """
     if np.can_cast(array.dtype, dtype, casting="safe") or array.size == 0:
-        return None
+        return array.astype(dtype, copy=False), None
     if dtype.kind == "f":
-        finite = np.isfinite(array)
         with np.errstate(over="ignore"):
-            overflows = finite & ~np.isfinite(array.astype(dtype))
+            cast = array.astype(dtype)
+        # One pass over the cast values decides the common case; only if some are
+        # not finite is the source read, to tell an overflow from a loaded NaN or inf.
+        if np.isfinite(cast).all():
+            return cast, None
+        overflows = np.isfinite(array) & ~np.isfinite(cast)
         if overflows.any():
             values = array[overflows]
             worst = values[np.argmax(np.abs(values))]   # the largest, with its sign
-            return (f"the value {worst} overflows the model's dtype {dtype} (largest "
-                    f"finite value {np.finfo(dtype).max})")
-        return None
+            return None, (f"the value {worst} overflows the model's dtype {dtype} (largest "
+                          f"finite value {np.finfo(dtype).max})")
+        return cast, None
     expected = (f"values of dtype {array.dtype} do not fit the model's dtype {dtype} "
                 f"(expected whole numbers in its range)")
     if dtype.kind == "b":
-        return None if np.isin(array, (0, 1)).all() else expected
+        if not np.isin(array, (0, 1)).all():
+            return None, expected
+        return array.astype(dtype), None
     # Whole numbers only (NaN fails this too): a cast would cut a fraction silently.
     if array.dtype.kind == "f" and not (array == np.trunc(array)).all():
-        return expected
+        return None, expected
     try:   # the package's one rule for values in an integer dtype
         check_cast_fits(array, dtype, f"a value of dtype {array.dtype}",
                         hint="the model's integer buffers take whole numbers in their range")
     except (OverflowError, ValueError) as e:
-        return str(e)
-    return None
+        return None, str(e)
+    return array.astype(dtype), None
 
 
 def _move_(t, backend=None, dtype=None):
@@ -552,11 +559,11 @@ class Module:
                 mismatched.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
                                   f"model shape {t.shape}")
                 continue
-            problem = _cast_problem(value, t.dtype)
+            cast, problem = _cast_for_load(value, t.dtype)
             if problem is not None:
                 bad_values.append(f"{key}: {problem}")
                 continue
-            updates.append((key, t, value))
+            updates.append((key, t, value.dtype, cast))
         problems = []
         if strict and missing:
             problems.append("missing key(s): " + ", ".join(missing))
@@ -569,16 +576,16 @@ class Module:
         if problems:
             raise RuntimeError(f"error(s) loading state_dict into {type(self).__name__}:\n  "
                                + "\n  ".join(problems))
-        # Convert and transfer everything first: a failure here (say, out of
-        # device memory) must still leave the module untouched.
+        # Transfer everything first (the values were cast by the check): a failure
+        # here (say, out of device memory) must still leave the module untouched.
         converted = []
-        for key, t, value in updates:
+        for key, t, src_dtype, cast in updates:
             try:
-                converted.append((t, t._backend.asarray(value.astype(t.dtype, copy=False))))
+                converted.append((t, t._backend.asarray(cast)))
             except Exception as e:
                 raise RuntimeError(f"error loading state_dict into {type(self).__name__}: "
-                                   f"cannot copy {key} ({value.dtype}, shape "
-                                   f"{tuple(value.shape)}) to {t.device} as {t.dtype}: "
+                                   f"cannot copy {key} ({src_dtype}, shape "
+                                   f"{tuple(cast.shape)}) to {t.device} as {t.dtype}: "
                                    f"{type(e).__name__}: {e}; nothing was changed") from e
         with no_grad():
             for t, array in converted:
