@@ -630,22 +630,36 @@ def test_functional_number_arguments(call, error, match):
         call(tg.ones(1, 1, 4, 4))
 
 
-def test_leaky_relu_layer_checks_its_slope_once(monkeypatch):
-    # The layer checks the slope when built and keeps a plain number: its forward
-    # passes need no full check, which other slopes still get.
-    tensor_module = importlib.import_module("tinygrad_cnn.tensor")   # tg.tensor is a function
-    calls = []
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return check_number(*args, **kwargs)
-    check_number = tensor_module.check_number
-    layer = tg.nn.LeakyReLU(np.float32(0.5))
-    monkeypatch.setattr(tensor_module, "check_number", counting)
-    assert layer(tg.tensor([-2.0, 2.0])).tolist() == [-1.0, 2.0] and calls == []
-    assert tg.tensor([-2.0]).leaky_relu(np.array(0.25)).tolist() == [-0.5] and len(calls) == 1
-    with pytest.raises(ValueError, match="got nan"):
-        tg.tensor([-2.0]).leaky_relu(float("nan"))
+def test_plain_numbers_take_the_checks_short_path(monkeypatch):
+    # A Python float or int in range needs only the range test: the layers' forward
+    # passes (LeakyReLU's slope, Dropout's p) call the shared checks on every call.
+    checks = importlib.import_module("tinygrad_cnn._checks")
+    slope_layer, drop_layer = tg.nn.LeakyReLU(np.float32(0.5)), tg.nn.Dropout(0.5)
+    monkeypatch.setattr(checks, "as_scalar", _refuse("as_scalar"))
+    assert slope_layer(tg.tensor([-2.0, 2.0])).tolist() == [-1.0, 2.0]
+    assert tg.tensor([-2.0]).leaky_relu(-3).tolist() == [6.0]
+    assert drop_layer(tg.ones(8)).shape == (8,) and F.dropout(tg.ones(2), 0).tolist() == [1, 1]
+    assert checks.check_number("x", 1.0, low=0, high=1) == 1.0
+    assert checks.check_number("x", 2**80, low=0, open_low=True) == 2**80
+    assert checks.check_probability("p", 1) == 1
+    monkeypatch.undo()
+    # Anything else takes the full path, with its wording.
+    for call, error, match in [
+            (lambda: checks.check_number("x", 1.0, high=1, open_high=True), ValueError,
+             r"x must be >= 0\.0 and < 1, got 1\.0"),
+            (lambda: checks.check_number("x", 0, low=0, open_low=True), ValueError,
+             r"x must be > 0, got 0"),
+            (lambda: checks.check_number("x", float("nan"), low=None), ValueError,
+             r"x must be a number, got nan"),
+            (lambda: checks.check_number("x", True), TypeError, r"x must be a number, got True"),
+            (lambda: checks.check_probability("p", float("nan")), ValueError,
+             r"p must be a probability in \[0, 1\], got nan"),
+            (lambda: checks.check_probability("p", -1), ValueError, r"got -1"),
+            (lambda: checks.check_probability("p", False), TypeError, r"got False \(bool\)"),
+            (lambda: tg.tensor([-2.0]).leaky_relu(float("nan")), ValueError, r"got nan")]:
+        with pytest.raises(error, match=match):
+            call()
+    assert tg.tensor([-2.0]).leaky_relu(np.array(0.25)).tolist() == [-0.5]
 
 
 @pytest.mark.parametrize("call, match", [

@@ -65,6 +65,13 @@ def check_number(name, value, low=0.0, high=None, open_high=False, open_low=Fals
     lower bound.  Returns the number, as a Python scalar if it came as a
     NumPy scalar or a 0-d array or tensor.
     """
+    kind = type(value)
+    if kind is float or kind is int:   # the common case: the range test alone
+        if (low is None or (value > low if open_low else value >= low)) \
+                and (high is None or (value < high if open_high else value <= high)) \
+                and value == value:
+            return value
+        # else the full path below says what is wrong
     value = as_scalar(value, name)
     if not is_real(value):
         raise TypeError(f"{name} must be a number, got {_kind(value)}")
@@ -172,6 +179,9 @@ def check_fill_value(name, value):
 
 def check_probability(name, p):
     """``p`` is a real number in [0, 1] (not a bool, not NaN); returns it."""
+    kind = type(p)
+    if (kind is float or kind is int) and 0 <= p <= 1:   # the common case (NaN fails it)
+        return p
     p = as_scalar(p, name)
     if not is_real(p):
         raise TypeError(f"{name} must be a probability in [0, 1], got {_kind(p)}")

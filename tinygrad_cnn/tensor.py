@@ -730,10 +730,7 @@ class Tensor:
 
     def leaky_relu(self, negative_slope=0.01):
         """Elementwise x if x > 0 else ``negative_slope`` * x."""
-        # A plain number, the common case (and what nn.LeakyReLU keeps), needs only
-        # the NaN test; anything else gets the full check.
-        if type(negative_slope) not in (float, int) or negative_slope != negative_slope:
-            negative_slope = check_number("leaky_relu: negative_slope", negative_slope, low=None)
+        negative_slope = check_number("leaky_relu: negative_slope", negative_slope, low=None)
         return ops.LeakyReLU.apply(self._floating(), slope=negative_slope)
 
     def maximum(self, other):
