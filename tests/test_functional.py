@@ -478,6 +478,65 @@ def test_conv_gradients_in_uneven_chunks(limit, im2col_limit):
     assert gradcheck(lambda y, w: F.conv_transpose2d(y, w, stride=2), (x, w))
 
 
+MEMORY_CASES = [  # N, C, OC, H, W, K, padding, stride, dilation, groups, batch-last x
+    (8, 8, 8, 16, 16, 3, 1, 1, 1, 1, False),
+    (8, 4, 32, 16, 16, 3, 1, 1, 1, 1, False),     # widening "same": input gradient by fold
+    (8, 32, 4, 16, 16, 3, 1, 1, 1, 1, False),     # narrowing: by the flipped correlation
+    (8, 16, 4, 12, 12, 5, 0, 1, 1, 1, False),     # narrowing "valid" conv, flipped too
+    (8, 1, 20, 28, 28, 5, 0, 1, 1, 1, False),
+    (8, 8, 8, 17, 15, 3, 1, 2, 1, 1, False),
+    (8, 8, 8, 16, 16, 3, 2, 1, 2, 2, False),
+    (8, 8, 8, 16, 16, 3, 1, 1, 1, 8, False),
+    (8, 8, 12, 16, 16, 3, 1, 1, 1, 1, True),
+]
+
+
+def _conv_memory(x, w, b, **kw):
+    """Bytes the forward + backward of conv2d allocates at its peak beyond its
+    inputs, its output and the three gradients (NumPy reports its arrays to
+    tracemalloc)."""
+    import tracemalloc
+    y = F.conv2d(x, w, b, **kw)
+    g = Tensor(np.random.default_rng(0).standard_normal(y.shape).astype(x.dtype))
+    del y
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        y = F.conv2d(x, w, b, **kw)
+        y.backward(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - start - sum(t.data.nbytes for t in (y, x.grad, w.grad, b.grad)), y.shape
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+@pytest.mark.parametrize("case", MEMORY_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_conv_memory_stays_within_the_documented_bound(case, chunked, im2col_limit):
+    """The README's formula: at most two im2col buffers (C*KH*KW * N*OH*OW elements,
+    or one chunk's), plus about one padded copy of x and one of y.  A widening
+    "same" conv whose input gradient took the flipped correlation built columns
+    OC/C times larger and failed this."""
+    N, C, OC, H, W, K, p, s, d, groups, batch_last = case
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    if batch_last:   # as a kln convolution's output is laid out
+        x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 0, -1)), -1, 0)
+    x, w, b = (Tensor(a, requires_grad=True) for a in (
+        x, rng.standard_normal((OC, C // groups, K, K)).astype(np.float32),
+        rng.standard_normal(OC).astype(np.float32)))
+    if chunked:
+        im2col_limit(1)   # one image per chunk
+    extra, (_, _, OH, OW) = _conv_memory(x, w, b, padding=p, stride=s, dilation=d,
+                                         groups=groups)
+    cols = C * K * K * (1 if chunked else N) * OH * OW * 4
+    padded_x = N * C * (H + 2 * p) * (W + 2 * p) * 4
+    y = N * OC * OH * OW * 4
+    bound = 2 * cols + 2 * (padded_x + y) + 64 * 1024   # and some bookkeeping
+    assert extra <= bound, (f"{extra} bytes beyond operands and gradients; "
+                            f"bound {bound} (columns {cols}, padded x {padded_x}, y {y})")
+
+
 @pytest.mark.parametrize("N", [1, 4])
 def test_large_stride_equals_kernel_convs_match_closed_form(N):
     """With stride == kernel the windows tile the image, and both convolutions are
