@@ -3,6 +3,7 @@
     python benchmarks/bench_cnn.py            # full table (a few minutes)
     python benchmarks/bench_cnn.py --rounds 3 # three tables and each ratio's range
     python benchmarks/bench_cnn.py --quick    # smoke run: tiny repeats, seconds
+    python benchmarks/bench_cnn.py --memory   # peak memory per call instead of time
 
 Each case runs forward + backward (and for LeNet a whole training step with
 SGD) in this process, for tinygrad_cnn and, when ``torch`` is importable, for
@@ -23,14 +24,24 @@ Two settings of this machine change the numbers and are printed in the header:
   its large temporaries in again.  By default this script raises the
   thresholds with ``mallopt`` (see ``tinygrad_cnn.backend.reduce_malloc_churn``), for both
   frameworks alike; ``--no-mallopt`` measures the glibc defaults.
+
+``--memory`` measures, instead of time, how much memory one call (forward +
+backward, or a training step) holds at its peak beyond what was live before
+it: each case and library in a fresh process, after one warm-up call, as the
+growth of the peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs``; Linux only).  That process sets glibc's malloc
+thresholds low instead of high, so that every large block goes back to the OS
+when freed and the resident set follows what is live.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -247,6 +258,66 @@ def cases(quick):
     return rows + forward_only
 
 
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_child(index, library, dtype, quick):
+    """In a fresh process: the bytes one call of case ``index`` (ours or torch's)
+    holds at its peak beyond what was live before it.  Prints ``peak <bytes>``."""
+    from tinygrad_cnn.backend import reduce_malloc_churn
+    reduce_malloc_churn(64 * 1024)   # freed blocks go back: RSS follows live memory
+    import numpy as np
+    import tinygrad_cnn as tg
+    import tinygrad_cnn.functional as F
+    torch = None
+    if library == "torch":
+        import torch
+        torch.set_num_threads(blas_description()[1] or os.cpu_count() or 1)
+    tg.manual_seed(0)
+    ours, theirs, _ = cases(quick)[index][1](tg, F, torch, np.dtype(dtype))
+    fn = ours if library == "ours" else theirs
+    fn()                                                  # warm-up: lazy setup, caches
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                                      # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
+    fn()
+    print(f"peak {(_status_kib('VmHWM') - before) * 1024}")
+
+
+def memory_table(args, names, torch_available):
+    """The ``--memory`` table: each case and library in a fresh process."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        print("# --memory needs Linux's /proc/self/clear_refs", file=sys.stderr)
+        return 1
+    print(f"# tinygrad_cnn CNN benchmark, memory: peak MiB one call holds beyond what was "
+          f"live before it, {args.dtype}, each in a fresh process after one warm-up call")
+    header = f"| {'case':<46} | {'ours MiB':>8} | {'torch MiB':>9} | {'ratio':>5} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for index, name in enumerate(names):
+        if args.only and args.only.lower() not in name.lower():
+            continue
+        peaks = []
+        for library in ("ours", "torch") if torch_available else ("ours",):
+            cmd = [sys.executable, os.path.abspath(__file__), "--dtype", args.dtype,
+                   "--memory-child", str(index), library] + (["--quick"] if args.quick else [])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0 or not done.stdout.startswith("peak "):
+                print(f"# {name}, {library}: the measuring process failed:\n{done.stderr}",
+                      file=sys.stderr)
+                return 1
+            peaks.append(int(done.stdout.split()[1]) / 2 ** 20)
+        theirs = (f"{peaks[1]:9.1f} | {peaks[0] / peaks[1]:5.2f}" if len(peaks) == 2
+                  and peaks[1] > 0 else f"{peaks[1] if len(peaks) == 2 else '-':>9} | {'-':>5}")
+        print(f"| {name:<46} | {peaks[0]:8.1f} | {theirs} |", flush=True)
+    return 0
+
+
 def blas_description():
     try:
         from threadpoolctl import threadpool_info
@@ -278,13 +349,24 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the table this many times and end with each case's "
                              "range of ratios (single runs vary with the machine's load)")
+    parser.add_argument("--memory", action="store_true",
+                        help="measure each call's peak memory instead of its time "
+                             "(each case in a fresh process; Linux)")
+    parser.add_argument("--memory-child", nargs=2, metavar=("INDEX", "LIBRARY"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        peak_child(int(args.memory_child[0]), args.memory_child[1], args.dtype, args.quick)
+        return 0
     if args.rounds < 1 or args.repeats is not None and args.repeats < 1:
         parser.error("--rounds and --repeats must be at least 1")
     names = [name for name, _ in cases(args.quick)]
     if args.only and not any(args.only.lower() in name.lower() for name in names):
         parser.error(f"--only {args.only!r} matches no case; the cases are: "
                      + "; ".join(names))
+    if args.memory:   # the measuring processes import torch; this one need not
+        torch_available = not args.no_torch and importlib.util.find_spec("torch") is not None
+        return memory_table(args, names, torch_available)
     repeats = args.repeats or (3 if args.quick else 15)
     warmup = 1 if args.quick else 3
 
