@@ -979,6 +979,12 @@ TIES = np.array([[1.0, 3.0, 3.0],
     # Padding (-inf) never wins; the first real maximum does.
     (lambda x: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True), np.ones((3, 3)),
      [[1, 1, 0], [1, 1, 0], [0, 0, 0]], [[0, 1], [3, 4]]),
+    # ... not even where the maximum is NaN or -inf, which padding's -inf would match
+    # (PyTorch's results: the window's first real element).
+    (lambda x: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True),
+     [[np.nan, 1.0], [2.0, 3.0]], [[1, 0], [0, 0]], [[0]]),
+    (lambda x: F.max_pool2d(x, 3, stride=1, padding=1, return_indices=True),
+     np.full((2, 2), -np.inf), [[4, 0], [0, 0]], [[0, 0], [0, 0]]),
     (lambda x: (F.adaptive_max_pool2d(x, (1, 2)), None), np.ones((2, 4)),
      [[1, 0, 1, 0], [0, 0, 0, 0]], None),
     # Overlapping bins of unequal size (rows [0, 2), [1, 3); columns [0, 2), [1, 4), [3, 5)).
@@ -986,7 +992,8 @@ TIES = np.array([[1.0, 3.0, 3.0],
      [[1, 1, 0, 1, 0], [1, 1, 0, 1, 0], [0, 0, 0, 0, 0]], None),
     (lambda x: F.max_pool1d(x[:, :, 0], 2, stride=1, return_indices=True), np.ones((1, 4)),
      [[1, 1, 1, 0]], [0, 1, 2]),
-], ids=["overlapping", "constant", "padded", "adaptive", "adaptive_uneven", "1d"])
+], ids=["overlapping", "constant", "padded", "padded_nan", "padded_minus_inf", "adaptive",
+        "adaptive_uneven", "1d"])
 def test_max_pool_ties_go_to_first_maximum(op, x, grad, indices):
     x = Tensor(np.asarray(x, dtype=np.float64)[None, None], requires_grad=True)
     y, idx = op(x)
@@ -1075,6 +1082,15 @@ def _t(*shape):
     (lambda: F.conv1d(_t(1, 2, 5), _t(3, 2, 3), padding="same", stride=2),
      [r"got stride 2$"]),
     (lambda: F.pad(_t(1, 5), (-3, -3)), [r"\(1, 5\)", r"only 5"]),
+    # PyTorch's rule: pooling padding of at most half the kernel, per axis
+    (lambda: F.max_pool2d(_t(1, 1, 5, 5), 3, stride=1, padding=2),
+     [r"padding \(2, 2\)", r"half the kernel"]),
+    (lambda: F.avg_pool2d(_t(1, 1, 5, 6), (2, 4), padding=(1, 3)),
+     [r"padding \(1, 3\)", r"half the kernel size \(2, 4\)"]),
+    (lambda: F.conv_transpose2d(_t(1, 2, 2, 2), _t(2, 3, 3, 3), padding=2),
+     [r"\(1, 2, 2, 2\)", r"empty output 0x0"]),
+    (lambda: F.conv_transpose2d(_t(1, 3, 2, 2), _t(3, 2, 3, 3), groups=2),
+     [r"\b3 channels", r"groups=2"]),
 ], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
         "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
         "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
@@ -1087,7 +1103,9 @@ def _t(*shape):
         "conv_kernel_empty", "convT_kernel_empty", "conv1d_kernel_empty", "local2d_kernel_empty",
         "conv_input_empty", "convT_input_empty", "conv1d_input_empty", "max_pool_input_empty",
         "avg_pool1d_input_empty", "adaptive_max_input_empty", "adaptive_avg_input_empty",
-        "unfold_input_empty", "conv1d_same_stride2", "pad_crops_too_much"])
+        "unfold_input_empty", "conv1d_same_stride2", "pad_crops_too_much",
+        "max_pool_padding_over_half", "avg_pool_padding_over_half_width", "convT_empty_output",
+        "convT_groups_in"])
 def test_bad_input_raises_clear_error(call, patterns):
     with pytest.raises(ValueError) as info:
         call()
