@@ -314,8 +314,16 @@ def test_im2col_limit_setting_and_env():
                 F.set_im2col_limit(bad)
     finally:
         F.set_im2col_limit(previous)
-    assert conv_arrays.parse_bytes("512 MiB") == 512 * 2**20
-    assert conv_arrays.parse_bytes("1048576") == 2**20
+
+
+@pytest.mark.parametrize("text, nbytes", [
+    ("1048576", 2**20), ("100b", 100), ("64k", 64 * 2**10), ("64 KiB", 64 * 2**10),
+    ("3M", 3 * 2**20), ("512 MiB", 512 * 2**20), ("1.5mb", 3 * 2**19), ("2G", 2 * 2**30),
+    ("1 gib", 2**30),
+])
+def test_parse_bytes_reads_binary_units(text, nbytes):
+    """Every unit the docs and TINYGRAD_CNN_IM2COL_LIMIT accept, any case: powers of 1024."""
+    assert conv_arrays.parse_bytes(text) == nbytes
 
 
 def test_im2col_limit_from_the_environment(monkeypatch):
