@@ -303,6 +303,11 @@ ERROR_CASES = [
     (lambda x: nn.CrossEntropyLoss(label_smoothing="0.1"), TypeError,
      ["label_smoothing must be a probability in [0, 1], got '0.1' (str)"]),
     (lambda x: nn.mse_loss(x, np.zeros((3, 1))), ValueError, ["(3, 4)", "(3, 1)"]),
+    (lambda x: nn.l1_loss(x, np.zeros((3, 1))), ValueError, ["(3, 4)", "(3, 1)"]),
+    (lambda x: nn.binary_cross_entropy(x.sigmoid(), np.zeros((1, 4))), ValueError,
+     ["(3, 4)", "(1, 4)"]),
+    # an unbatched input (C,) takes a scalar target; one of a single element is no scalar
+    (lambda x: nn.cross_entropy(x[0], [[1]]), ValueError, ["(4,)", "scalar target", "(1, 1)"]),
     (lambda x: nn.binary_cross_entropy_with_logits(x, np.zeros(4)), ValueError, ["(3, 4)", "(4,)"]),
     (lambda x: nn.binary_cross_entropy(x, np.zeros((3, 4))), ValueError, ["[0, 1]"]),
     (lambda x: nn.cross_entropy(x.numpy(), [0, 1, 2]), TypeError, ["Tensor"]),
