@@ -444,6 +444,18 @@ LAYERS = {
     "maxpool1d": (lambda: nn.MaxPool1d(3, stride=2), lambda T: T.MaxPool1d(3, stride=2),
                   (2, 3, 8)),
     "avgpool1d": (lambda: nn.AvgPool1d(2), lambda T: T.AvgPool1d(2), (2, 3, 8)),
+    # every setting a pooling layer keeps reaches the op (dilation and ceil_mode change the
+    # windows, count_include_pad the divisor)
+    "maxpool2d-dilation-ceil": (lambda: nn.MaxPool2d(2, dilation=2, ceil_mode=True),
+                                lambda T: T.MaxPool2d(2, dilation=2, ceil_mode=True),
+                                (1, 2, 6, 7)),
+    "avgpool2d-ceil": (lambda: nn.AvgPool2d(2, ceil_mode=True),
+                       lambda T: T.AvgPool2d(2, ceil_mode=True), (1, 2, 5, 5)),
+    "maxpool1d-dilation-ceil": (lambda: nn.MaxPool1d(2, dilation=2, ceil_mode=True),
+                                lambda T: T.MaxPool1d(2, dilation=2, ceil_mode=True), (2, 3, 8)),
+    "avgpool1d-exclude-pad": (
+        lambda: nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
+        lambda T: T.AvgPool1d(3, stride=2, padding=1, count_include_pad=False), (2, 3, 8)),
     "adaptive-avg": (lambda: nn.AdaptiveAvgPool2d((2, 3)), lambda T: T.AdaptiveAvgPool2d((2, 3)),
                      (1, 2, 5, 7)),
     "adaptive-max": (lambda: nn.AdaptiveMaxPool2d(3), lambda T: T.AdaptiveMaxPool2d(3),
