@@ -454,21 +454,27 @@ SCHED_CASES = [
     ("OneCycleLR", dict(max_lr=0.5, total_steps=15, three_phase=True), 15, "Adam"),
     ("OneCycleLR", dict(max_lr=0.5, epochs=3, steps_per_epoch=4, cycle_momentum=False), 12,
      "Adam"),
+    ("OneCycleLR", dict(max_lr=[1.0, 0.4], total_steps=10, base_momentum=0.8), 10, "SGD"),
 ]
 
 
 @pytest.mark.parametrize("name,kwargs,steps,opt_name", SCHED_CASES)
 def test_scheduler_matches_torch(name, kwargs, steps, opt_name):
+    """Two parameter groups with learning rates of their own: each follows its own schedule."""
     torch = pytest.importorskip("torch")
-    opt = getattr(optim, opt_name)([scalar_param()], lr=0.1)
-    topt = getattr(torch.optim, opt_name)([torch.zeros(1, requires_grad=True)], lr=0.1)
+    opt = getattr(optim, opt_name)([{"params": [scalar_param()]},
+                                    {"params": [scalar_param()], "lr": 0.03}], lr=0.1)
+    topt = getattr(torch.optim, opt_name)([{"params": [torch.zeros(1, requires_grad=True)]},
+                                           {"params": [torch.zeros(1, requires_grad=True)],
+                                            "lr": 0.03}], lr=0.1)
     sched = getattr(optim, name)(opt, **kwargs)
     tsched = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
     key = "betas" if opt_name == "Adam" else "momentum"
     for _ in range(steps):
         assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-12, abs=1e-15)
-        assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
-        assert np.allclose(opt.param_groups[0][key], topt.param_groups[0][key], rtol=1e-12)
+        for group, tgroup in zip(opt.param_groups, topt.param_groups, strict=True):
+            assert group["lr"] == pytest.approx(tgroup["lr"], rel=1e-12, abs=1e-15)
+            assert np.allclose(group[key], tgroup[key], rtol=1e-12)
         opt.step()
         topt.step()
         sched.step()
