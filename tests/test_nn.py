@@ -866,6 +866,8 @@ def test_init_functions():
     w = tg.zeros(256, 128, 3, 3)
     nn.init.kaiming_normal_(w, nonlinearity="relu")
     assert w.numpy().std() == pytest.approx(math.sqrt(2 / (128 * 9)), rel=0.02)
+    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    assert w.numpy().std() == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.02)
     nn.init.kaiming_uniform_(w, mode="fan_out", nonlinearity="relu")
     assert np.abs(w.numpy()).max() == pytest.approx(math.sqrt(6 / (256 * 9)), rel=0.01)
     nn.init.xavier_uniform_(w, gain=2.0)
@@ -914,7 +916,10 @@ def test_init_refuses_a_non_float_tensor(fn):
     (lambda t: nn.init.normal_(t, std=-1), ValueError, r"normal_: std must be >= 0\.0, got -1"),
     (lambda t: nn.init.normal_(t, mean=None), TypeError, r"normal_: mean must be a number"),
     (lambda t: nn.init.constant_(t, "a"), TypeError, r"constant_: value must be a number"),
-], ids=["uniform-bounds", "uniform-str", "normal-std", "normal-mean", "constant-str"])
+    (lambda t: nn.init.kaiming_uniform_(t, mode="fan_avg"), ValueError,
+     r"mode must be 'fan_in' or 'fan_out', got 'fan_avg'"),
+], ids=["uniform-bounds", "uniform-str", "normal-std", "normal-mean", "constant-str",
+        "kaiming-mode"])
 def test_init_argument_errors_change_nothing(call, error, match):
     t = tg.zeros(4, 3)
     state = tg.get_rng().bit_generator.state

@@ -578,6 +578,9 @@ def test_clip_grad_norm_by_hand():
     assert a.grad.numpy() == pytest.approx([0.3, 0.4])
     optim.clip_grad_value_([a], 0.35)
     assert a.grad.numpy() == pytest.approx([0.3, 0.35])
+    a.grad = tg.tensor([-0.5, 0.2], dtype="float64")   # clamped from below too
+    optim.clip_grad_value_([a], 0.35)
+    assert a.grad.numpy() == pytest.approx([-0.35, 0.2])
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf, "inf", "Inf", np.inf, 2],
