@@ -436,6 +436,15 @@ def test_functional_pad_takes_0d_tensors_and_numpy_ints_as_amounts():
     assert F.pad(x, [1, 1, 0, 1]).shape == (2, 4)
 
 
+def test_functional_pad_may_crop_a_dimension_to_nothing():
+    # As torch.nn.functional.pad: cropping every element is allowed (one more is refused).
+    x = tg.ones(2, 5, requires_grad=True)
+    y = F.pad(x, (-3, -2))
+    assert y.shape == (2, 0)
+    y.sum().backward()
+    assert x.grad.tolist() == [[0.0] * 5] * 2
+
+
 def test_functional_pad_with_value_none_pads_zeros():
     # torch.nn.functional.pad reads value=None as 0 (it gave NaN here).
     assert F.pad(tg.ones(2), (1, 1), value=None).tolist() == [0.0, 1.0, 1.0, 0.0]

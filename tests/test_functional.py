@@ -171,6 +171,9 @@ CASES = [
          distinct(2, 3, 6, 6), gradgrad=True),
     case("max_pool2d_k3_s2_untiled", lambda F, x: F.max_pool2d(x, 3, 2),
          distinct(2, 2, 7, 6)),
+    # stride == kernel, but the last row and column lie in no window (their gradient is 0)
+    case("max_pool2d_k2_rest_uncovered", lambda F, x: F.max_pool2d(x, 2),
+         distinct(2, 2, 5, 7)),
     case("max_pool2d_nonsquare_pad1",
          lambda F, x: F.max_pool2d(x, (3, 2), stride=(2, 1), padding=1),
          distinct(1, 3, 5, 6), gradgrad=True),
