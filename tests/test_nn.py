@@ -173,6 +173,73 @@ def test_load_state_dict_casts_values_that_fit():
     assert np.isinf(net.running_mean.numpy()[0]) and np.isnan(net.running_mean.numpy()[1])
 
 
+BOOL_BUFFER_VALUES = [   # (value, loads): a bool buffer takes 0/1 in any dtype, nothing else
+    (np.array([True, False]), True), (np.array([0, 1]), True), (np.array([1.0, 0.0]), True),
+    (np.array([0, 2]), False), (np.array([1.0, 0.5]), False), (np.array([-1, 1]), False),
+    (np.array([np.nan, 1.0]), False),
+]
+
+
+@pytest.mark.parametrize("value, loads", BOOL_BUFFER_VALUES)
+def test_load_state_dict_into_a_bool_buffer(value, loads):
+    module = nn.Identity()
+    module.register_buffer("mask", tg.tensor(np.array([False, True])))
+    if loads:
+        module.load_state_dict({"mask": value})
+        assert module.mask.numpy().tolist() == value.astype(bool).tolist()
+    else:
+        with pytest.raises(RuntimeError, match="bad value.*mask.*bool"):
+            module.load_state_dict({"mask": value})
+        assert module.mask.numpy().tolist() == [False, True]
+
+
+def test_non_persistent_buffers_are_state_but_not_saved():
+    net = nn.Sequential(nn.Linear(2, 2))
+    net[0].register_buffer("cache", tg.zeros(2), persistent=False)
+    net.register_buffer("kept", tg.ones(3))
+    assert [n for n, _ in net.named_buffers()] == ["kept", "0.cache"]
+    assert list(net.state_dict()) == ["kept", "0.weight", "0.bias"]
+    assert net.load_state_dict({k: v.numpy() for k, v in net.state_dict().items()}) == ([], [])
+    with pytest.raises(RuntimeError, match=r"unexpected key\(s\): 0\.cache"):
+        net.load_state_dict({**net.state_dict(), "0.cache": np.ones(2)})
+    net.double()
+    assert net[0].cache.dtype == np.float64
+    net[0].register_buffer("cache", tg.zeros(2))   # registered again: persistent now
+    assert list(net.state_dict()) == ["kept", "0.weight", "0.bias", "0.cache"]
+
+
+def test_state_dict_values_are_detached_unless_keep_vars():
+    lin = nn.Linear(2, 2)
+    kept = lin.state_dict(keep_vars=True)
+    assert kept["weight"] is lin.weight and kept["bias"] is lin.bias
+    for v in lin.state_dict().values():
+        assert not isinstance(v, nn.Parameter) and not v.requires_grad
+
+
+def test_load_state_dict_is_an_in_place_change_for_autograd():
+    lin = nn.Linear(2, 2)
+    loss = (lin(tg.ones(1, 2)) ** 2).sum()
+    lin.load_state_dict({k: v.numpy() + 1 for k, v in lin.state_dict().items()})
+    # the saved weights are gone: a gradient from the new ones would be wrong
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_freezing_counting_and_apply_order():
+    net = Net()
+    assert net.block.requires_grad_(False) is net.block
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == [
+        "temperature", "head.1.weight", "head.1.bias"]
+    assert net.num_parameters(trainable_only=True) == 1 + 48 * 5 + 5
+    assert net.num_parameters() == 1 + 48 * 5 + 5 + 1 + 54 + 3 + 3 + 3
+    net.requires_grad_()
+    assert all(p.requires_grad for p in net.parameters())
+    order = []
+    assert net.apply(lambda m: order.append(type(m).__name__)) is net
+    # children first, then the module itself
+    assert order == ["Conv2d", "BatchNorm2d", "Block", "Flatten", "Linear", "Sequential", "Net"]
+
+
 def test_to_device_keeps_the_same_parameters():
     pytest.importorskip("strict_backend")     # a NumPy device with CuPy's rules
     tg.manual_seed(0)
@@ -261,6 +328,7 @@ def test_containers():
     assert len(seq) == 3 and list(seq) == [a, b, c] and seq[-1] is c
     sub = seq[1:]
     assert isinstance(sub, nn.Sequential) and list(sub) == [b, c]
+    assert [n for n, _ in sub.named_children()] == ["1", "2"]   # names kept, as in PyTorch
     seq[1] = nn.Tanh()
     assert isinstance(seq[1], nn.Tanh)
     with pytest.raises(IndexError, match="out of range"):
