@@ -51,6 +51,32 @@ def test_replacing_a_private_file_never_exposes_the_new_data(tmp_path, monkeypat
     assert seen == [0o600] and mode_of(path) == 0o600 and path.read_text() == "new"
 
 
+def test_data_are_synced_renamed_in_place_and_the_rename_synced(tmp_path, monkeypatch):
+    """The protocol that makes a write survive a crash: fsync the data, rename the
+    temporary file (in the target's own directory: a rename across file systems is
+    a copy) over the target, then fsync the directory that holds the new entry."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd):
+        events.append(("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file",
+                       os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def spy_replace(src, dst):
+        events.append(("replace", os.path.dirname(src), os.path.basename(dst)))
+        replace(src, dst)
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    path = tmp_path / "sub" / "c.txt"
+    atomic_write(path, "data")
+    monkeypatch.undo()
+    assert events == [("fsync file", os.stat(path).st_ino),
+                      ("replace", str(tmp_path / "sub"), "c.txt"),
+                      ("fsync dir", os.stat(tmp_path / "sub").st_ino)]
+    assert path.read_text() == "data"
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_a_new_file_gets_the_umask_current_at_call_time(tmp_path, umask, mask):
     umask(mask)
