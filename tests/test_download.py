@@ -211,6 +211,31 @@ def test_corrupt_file_is_rejected_and_the_next_mirror_used(server, monkeypatch, 
     assert not (directory / other).exists() and leftovers(directory) == []
 
 
+DIGESTS = {   # the digests a custom table gives: each one alone must reject a corrupt file
+    "sha256 only": lambda f: dataclasses.replace(f, md5=None),
+    "md5 only": lambda f: dataclasses.replace(f, sha256=None),
+    "upper-case hex": lambda f: dataclasses.replace(f, sha256=f.sha256.upper(),
+                                                    md5=f.md5.upper()),
+}
+
+
+@pytest.mark.parametrize("edit", list(DIGESTS))
+def test_each_published_digest_is_checked(server, monkeypatch, private_cache, edit):
+    archives, _ = make_archives()
+    name = FILES[3]
+    corrupt = archives[name][:-1] + bytes([archives[name][-1] ^ 0xFF])   # same size
+    table = table_for(archives, [server.mirror("bad", {name: corrupt}),
+                                 server.mirror("good", archives)])
+    use_table(monkeypatch, dataclasses.replace(
+        table, files=tuple(DIGESTS[edit](f) for f in table.files)))
+    path = fetch("mnist", files=[name], progress=False)[name]
+    assert path.read_bytes() == archives[name]
+    assert server.log == ["/bad/" + name, "/good/" + name]
+    path.write_bytes(corrupt)                      # a damaged copy in the cache
+    with pytest.raises(ChecksumError, match="Delete it"):
+        fetch("mnist", files=[name], download=False)
+
+
 @pytest.mark.parametrize("serve, known_size, match", [
     (lambda b: b[:-10], True, r"announces \d+ bytes, expected \d+"),
     (lambda b: b + b"extra", True, r"announces \d+ bytes, expected \d+"),
@@ -372,7 +397,7 @@ def test_a_local_disk_error_is_raised_at_once_and_not_blamed_on_the_mirrors(
     assert "did not answer" not in message
     assert server.log == ["/a/" + FILES[0]]  # not retried elsewhere, no further files
     assert capsys.readouterr().err.count("downloading") == 1
-    assert leftovers(private_cache / "mnist") == []
+    assert not private_cache.exists()   # no temp file, no directory made for nothing
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
