@@ -220,6 +220,12 @@ def test_seed_none_follows_manual_seed_and_generators_are_accepted():
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
     g1, g2 = np.random.default_rng(9), np.random.default_rng(9)
     assert DataLoader(TensorDataset(y), seed=g1).seed == DataLoader(TensorDataset(y), seed=g2).seed
+    # an unshuffled loader draws no seed: the stream behind weight init is left as it was
+    tg.manual_seed(5)
+    expected = tg.get_rng().random(3)
+    tg.manual_seed(5)
+    assert DataLoader(TensorDataset(y), 4).seed == 0
+    np.testing.assert_array_equal(tg.get_rng().random(3), expected)
 
 
 def test_resume_at_epoch_boundary_gives_the_uninterrupted_batches():
@@ -422,6 +428,12 @@ def test_train_val_split_forms():
     again, _ = split_indices(50, 0.2, seed=4)
     other, _ = split_indices(50, 0.2, seed=5)
     assert np.array_equal(again, train_idx) and not np.array_equal(other, train_idx)
+    # seed=None draws from the package's generator, which manual_seed fixes
+    drawn = []
+    for seed in (7, 7, 8):
+        tg.manual_seed(seed)
+        drawn.append(split_indices(50, 0.2, seed=None)[1])
+    assert np.array_equal(drawn[0], drawn[1]) and not np.array_equal(drawn[0], drawn[2])
 
 
 @pytest.mark.parametrize("data, frac, error, match", [

@@ -344,11 +344,26 @@ def test_fashion_mnist_has_its_own_directory(server, monkeypatch, private_cache)
     assert sorted(os.listdir(private_cache / "fashion_mnist")) == sorted(FILES[2:])
 
 
-def test_images_and_labels_count_mismatch_names_both_files(server, monkeypatch):
-    archives, _ = make_archives(n_train_labels=N_TRAIN - 1)
+IMAGES, LABELS = FILES[:2]
+NOT_MNIST = {   # verified files that are still not an MNIST split: (file -> new IDX bytes, error)
+    "counts differ": (lambda a: {LABELS: idx_bytes(a[LABELS][:-1], 0x08)},
+                      r"train-images\S+ has 20 images but \S+train-labels\S+ has 19 labels"),
+    "label 10": (lambda a: {LABELS: idx_bytes(np.r_[a[LABELS][:-1], 10].astype(np.uint8), 0x08)},
+                 r"train-labels\S+: labels must be 0..9, found 10"),
+    "int16 images": (lambda a: {IMAGES: idx_bytes(a[IMAGES].astype(np.int16), 0x0B)},
+                     r"train-images\S+: expected uint8 images of shape \(N, H, W\), got int16"),
+    "2-d labels": (lambda a: {LABELS: idx_bytes(a[LABELS].reshape(-1, 1), 0x08)},
+                   r"train-labels\S+: expected uint8 labels of shape \(N,\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_MNIST))
+def test_files_that_are_not_an_mnist_split_are_refused_naming_them(server, monkeypatch, case):
+    archives, arrays = make_archives()
+    edit, match = NOT_MNIST[case]
+    archives = {**archives, **edit(arrays)}
     use_table(monkeypatch, table_for(archives, [server.mirror("a", archives)]))
-    with pytest.raises(ValueError, match=r"train-images\S+ has 20 images but \S+train-labels\S+ "
-                                         r"has 19 labels"):
+    with pytest.raises(ValueError, match=match):
         load_mnist("train", progress=False)
 
 
@@ -451,6 +466,9 @@ def test_write_idx_round_trip(tmp_path):
     values = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
     path = write_idx(tmp_path / "x-idx2.gz", values)
     assert path.read_bytes()[:2] == b"\x1f\x8b"
+    # the IDX bytes themselves, in a gzip stream with MTIME 0: the same array, the same file
+    assert gzip.decompress(path.read_bytes()) == idx_bytes(values, 0x0D, compress=False)
+    assert path.read_bytes()[4:8] == bytes(4)
     np.testing.assert_array_equal(read_idx(path), values)
     with pytest.raises(TypeError, match="no IDX type code"):
         write_idx(tmp_path / "bad", np.zeros(3, np.uint32))
