@@ -98,6 +98,11 @@ def test_result_and_output(reference):
     model, state = load_model(path)
     assert [r["test_acc"] for r in state["history"]] == [r["test_acc"] for r in result["history"]]
     assert state["history"][-1]["test_acc"] == result["test_acc"]
+    # Both splits are normalised with the training split's statistics (never the test's).
+    from tinygrad_cnn.data import load_digits
+    x_train = load_digits("train")[0].astype(np.float64)
+    np.testing.assert_allclose(state["mean"], [x_train.mean()], rtol=1e-6)
+    np.testing.assert_allclose(state["std"], [x_train.std()], rtol=1e-6)
 
 
 # ---- exact resume --------------------------------------------------------------------
@@ -164,6 +169,43 @@ def test_resumed_settings_come_from_the_checkpoint(tmp_path, reference):
     assert lines[0] == f"resumed from {tmp_path / 'run.npz'} at epoch 1, batch 5"
     assert len(result["history"]) == 2
     assert_same_run(reference[0], tmp_path / "run.npz")
+
+
+def test_a_resumed_run_normalises_with_the_saved_statistics(tmp_path):
+    """The model learnt on inputs scaled with the saved mean and std: a resumed run keeps
+    them rather than computing them again from the data it finds."""
+    path = tmp_path / "run.npz"
+    run(tmp_path, "run.npz", model="mlp", max_steps=1)
+    state = checkpoint.load(path)
+    state["mean"], state["std"] = state["mean"] + 0.25, state["std"] * 2
+    checkpoint.save(path, state)
+    run(tmp_path, "run.npz", resume=True, max_steps=1)
+    resumed = checkpoint.load(path)
+    assert resumed["loader"]["batch"] == 2
+    np.testing.assert_array_equal(resumed["mean"], state["mean"])
+    np.testing.assert_array_equal(resumed["std"], state["std"])
+
+
+def test_epoch_train_numbers_are_averaged_over_samples(tmp_path, monkeypatch):
+    """train_loss and train_acc weigh every sample once: the last, smaller batch
+    counts for its 29 samples, not as much as a full batch."""
+    from tinygrad_cnn import nn
+    seen = []
+    cross_entropy = nn.cross_entropy
+
+    def spy(logits, y, **kwargs):
+        loss = cross_entropy(logits, y, **kwargs)
+        if kwargs.get("reduction", "mean") == "mean":   # a training step, not evaluate()
+            correct = int((logits.numpy().argmax(1) == y.numpy()).sum())
+            seen.append((float(loss.numpy()), correct, len(y)))
+        return loss
+    monkeypatch.setattr(nn, "cross_entropy", spy)
+    result = run(tmp_path, None, model="mlp", epochs=1)
+    losses, correct, sizes = map(np.array, zip(*seen))
+    assert sizes.tolist() == [BATCH] * (STEPS_PER_EPOCH - 1) + [1437 % BATCH]
+    row = result["history"][0]
+    assert row["train_loss"] == pytest.approx((losses * sizes).sum() / 1437, rel=1e-5)
+    assert row["train_acc"] == pytest.approx(correct.sum() / 1437, rel=1e-6)
 
 
 def test_resuming_a_finished_run_trains_no_further(tmp_path, reference):
@@ -289,6 +331,9 @@ def test_evaluate_matches_a_direct_computation(reference):
     assert acc == np.mean(logits.argmax(1) == y_test) == reference[2]["test_acc"]
     assert loss == pytest.approx(-log_p[np.arange(len(y_test)), y_test].mean(), rel=1e-5)
     assert not model.training
+    model.train()                       # evaluate() runs in eval mode, then gives it back
+    assert evaluate(model, DataLoader(TensorDataset(x_test, y_test), 100)) == (loss, acc)
+    assert all(m.training for m in model.modules())
 
 
 @pytest.mark.parametrize("settings, message", [
