@@ -185,6 +185,30 @@ def test_predict_max_value_bounds_the_values(trained, tmp_path):
     assert status == 1 and "values range from 17 to 17; expected in [0, 16]" in err
 
 
+RAMP = np.arange(64).reshape(8, 8)
+CHECKER = (np.indices((16, 16)).sum(0) % 2).astype(np.uint8) * 255   # alternating 0 / 255
+IMAGES = {   # name -> (file suffix, content, options, the (8, 8) image read, worked out by hand)
+    "uint8 .npy as 0..255": (".npy", RAMP.astype(np.uint8) * 4, {}, RAMP * 4 / 255),
+    "bool .npy as 0/1": (".npy", RAMP % 3 == 0, {}, (RAMP % 3 == 0) * 1.0),
+    "--max-value 16": (".npy", RAMP % 17, {"max_value": 16}, (RAMP % 17) / 16),
+    "PNG as 0..255": (".png", RAMP.astype(np.uint8) * 4, {}, RAMP * 4 / 255),
+    "shrunk by area averaging": (".png", CHECKER, {}, np.full((8, 8), 0.5)),
+    "grown by repeating pixels": (".npy", RAMP[::2, ::2] / 63, {},
+                                  np.kron(RAMP[::2, ::2] / 63, np.ones((2, 2)))),
+}
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_load_image_scales_and_resizes_as_documented(tmp_path, name):
+    from tinygrad_cnn.cli import load_image
+    suffix, content, options, expected = IMAGES[name]
+    path = tmp_path / f"img{suffix}"
+    (np.save if suffix == ".npy" else write_png)(path, content)
+    image = load_image(path, (1, 8, 8), **options)
+    assert image.shape == (1, 8, 8) and image.dtype == np.float32
+    np.testing.assert_allclose(image[0], expected, rtol=1e-6, atol=1e-7)
+
+
 def test_show_writes_pngs(trained, tmp_path):
     d, _ = trained
     np.save(tmp_path / "digit.npy", np.eye(8))
@@ -663,11 +687,12 @@ def test_train_and_eval_on_mnist_style_files(fake_idx_data, tmp_path, dataset):
     name = dataset.replace("-", "_")
     assert out.startswith(f"training lenet5 (61,706 parameters) on {name} "
                           f"(96 train / 40 test images) on cpu")
-    status, text, err = cli("eval", "--checkpoint", tmp_path / "c.npz",
-                            "--data-dir", fake_idx_data)
+    status, text, err = cli("eval", "--checkpoint", tmp_path / "c.npz")   # the run's data
     assert status == 0, err
     assert text.startswith(f"lenet5 on {name} test set (40 images): accuracy "
                            f"{final_accuracy(out):.2f}%")
+    moved = fake_idx_data.rename(tmp_path / "moved")      # --data-dir wins over the run's
+    assert cli("eval", "--checkpoint", tmp_path / "c.npz", "--data-dir", moved) == (0, text, "")
     if dataset == "fashion-mnist":  # class names, not numbers
         np.save(tmp_path / "x.npy", np.zeros((28, 28)))
         _, text, _ = cli("predict", "--checkpoint", tmp_path / "c.npz", tmp_path / "x.npy")
