@@ -648,20 +648,36 @@ def test_read_png_palette_low_bit_depth_and_16_bit(tmp_path):
     (tmp_path / "g.png").write_bytes(_png_bytes(g16.view(np.uint8).reshape(1, 6), 3, 1, 16, 0, [2]))
     np.testing.assert_array_equal(png.read_png(tmp_path / "g.png"), [[0x12, 0xFF, 0x00]])
     # mode conversions
-    rgba = np.array([[[255, 0, 0, 255], [0, 0, 0, 0]]], np.uint8)
+    rgba = np.array([[[255, 0, 0, 255], [0, 0, 0, 0], [0, 255, 0, 255]]], np.uint8)
     png.write_png(tmp_path / "c.png", rgba)
-    np.testing.assert_array_equal(png.read_png(tmp_path / "c.png", mode="L"), [[76, 255]])
+    # BT.601 luma: 0.299 * 255 = 76.2 and 0.587 * 255 = 149.7, rounded to the nearest level
+    np.testing.assert_array_equal(png.read_png(tmp_path / "c.png", mode="L"), [[76, 255, 150]])
     np.testing.assert_array_equal(png.read_png(tmp_path / "c.png", mode="RGB", background=0),
-                                  [[[255, 0, 0], [0, 0, 0]]])
+                                  [[[255, 0, 0], [0, 0, 0], [0, 255, 0]]])
+
+
+def test_read_png_paeth_breaks_a_tie_towards_the_left_byte(tmp_path):
+    # left a=80, up b=110, upper-left c=100: p = a + b - c = 90 is as near a as c, and
+    # the PNG spec (like the test's encoder) then predicts from a
+    img = np.array([[100, 110], [80, 7]], np.uint8)
+    (tmp_path / "t.png").write_bytes(_png_bytes(img, 2, 2, 8, 0, [0, 4]))
+    np.testing.assert_array_equal(png.read_png(tmp_path / "t.png"), img)
 
 
 def test_read_png_errors(tmp_path):
     good = png.encode_png(np.zeros((3, 3), np.uint8))
-    cases = {"notpng": b"GIF89a" + good[6:], "short": good[:40],
-             "crc": good[:-20] + bytes([good[-20] ^ 1]) + good[-19:]}  # a flipped IDAT bit
-    for name, data in cases.items():
+    palette = _png_bytes(np.zeros((1, 1), np.uint8), 1, 1, 8, 3, [0],
+                         extra=[(b"PLTE", bytes([10, 20, 30]))])
+    at = palette.index(b"PLTE") + 4            # a palette byte: only the CRC can tell
+    cases = {"notpng": (b"GIF89a" + good[6:], "is not a PNG file"),
+             "short": (good[:40], "truncated"),
+             "crc": (good[:-20] + bytes([good[-20] ^ 1]) + good[-19:],   # a flipped IDAT bit
+                     r"chunk b'IDAT' at byte \d+ fails its CRC check"),
+             "palette": (palette[:at] + bytes([palette[at] ^ 1]) + palette[at + 1:],
+                         r"chunk b'PLTE' at byte \d+ fails its CRC check")}
+    for name, (data, match) in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(png.PngError):
+        with pytest.raises(png.PngError, match=match):
             png.read_png(tmp_path / name)
     interlaced = bytearray(_png_bytes(np.zeros((2, 2), np.uint8), 2, 2, 8, 0, [0, 0]))
     interlaced[28] = 1
