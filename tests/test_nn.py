@@ -1035,6 +1035,15 @@ def test_summary_numbers_by_hand():
         assert piece in text
 
 
+@pytest.mark.parametrize("layers, field", [
+    ([nn.Conv2d(1, 1, 3, dilation=2)], (5, 5)),                            # 1 + (3-1)*2
+    ([nn.Conv2d(1, 1, 3, stride=2), nn.Conv2d(1, 1, 3, dilation=2)], (11, 11)),  # 3 + 2*2*2
+    ([nn.Conv2d(1, 1, (3, 2), dilation=(1, 3))], (3, 4)),                  # per axis
+])
+def test_summary_receptive_field_of_dilated_convolutions(layers, field):
+    assert nn.summary(nn.Sequential(*layers), (1, 1, 16, 16)).receptive_field == field
+
+
 def test_summary_of_a_composed_module_and_local_layers():
     model = Net()
     s = nn.summary(model, (2, 2, 4, 4))

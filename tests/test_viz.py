@@ -940,6 +940,10 @@ def test_metric_series_is_tolerant():
     assert panels["accuracy"]["train"] == [(1, 0.55), (3, 0.9)]
     assert panels["accuracy"]["val"] == [(4, 0.5)]            # no epoch: its line number
     assert list(panels) == ["loss", "accuracy"]
+    # lines out of epoch order are drawn in order; a bool is not a number to plot
+    panels = curves.metric_series([{"epoch": 2, "train_loss": 0.5},
+                                   {"epoch": 1, "train_loss": 0.9, "train_acc": True}])
+    assert panels == {"loss": {"train": [(1, 0.9), (2, 0.5)]}}
 
 
 def test_plot_curves_fallback_png(tmp_path):
