@@ -371,6 +371,36 @@ def test_max_pool_kernels_equal_the_array_code(host_kernels, case, dtype):
     np.testing.assert_array_equal(gy, max_pool_gather_array(CPU, v, x, y, geom))
 
 
+def _strided(a):
+    """The values of ``a`` as a non-contiguous view (every other element of a larger array)."""
+    holder = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    holder[..., ::2] = a
+    return holder[..., ::2]
+
+
+def test_kernels_take_non_contiguous_arrays(host_kernels):
+    """A sliced or transposed tensor reaches the kernels as a strided view; read as if
+    it were contiguous, it would give other elements (a GPU reads them silently)."""
+    shape, geom = _conv_geom(CONV_CASES[1])
+    x = _data(shape, np.float64)
+    cols = host_kernels.im2col(_strided(x), geom, "knl")
+    np.testing.assert_array_equal(cols, unfold_array(CPU, x, geom, "knl"))
+    g = _data(cols.shape, np.float64, seed=1)
+    np.testing.assert_array_equal(host_kernels.col2im(_strided(g), geom, *shape[:2], "knl"),
+                                  fold_array(CPU, g, geom, *shape[:2], "knl"))
+    shape, geom = _pool_geom(POOL_CASES[1])
+    x = _pool_input(shape, np.float64, geom)
+    y = max_pool_array(CPU, x, geom)
+    np.testing.assert_array_equal(host_kernels.max_pool(_strided(x), geom), y)
+    g, v = _data(y.shape, np.float64, seed=2), _data(shape, np.float64, seed=3)
+    np.testing.assert_array_equal(
+        host_kernels.max_pool_scatter(_strided(g), _strided(x), _strided(y), geom),
+        max_pool_scatter_array(CPU, g, x, y, geom))
+    np.testing.assert_array_equal(
+        host_kernels.max_pool_gather(_strided(v), _strided(x), _strided(y), geom),
+        max_pool_gather_array(CPU, v, x, y, geom))
+
+
 def test_max_pool_kernels_when_x_changed_after_the_forward(host_kernels):
     """Where no element of a window reaches its y any more (x lowered in place after
     the forward), the kernels give what the array code gives (nothing from that
@@ -387,14 +417,29 @@ def test_max_pool_kernels_when_x_changed_after_the_forward(host_kernels):
     np.testing.assert_array_equal(gx, max_pool_scatter_array(CPU, g, lowered, y, geom))
 
 
-def test_max_pool_gradient_in_another_precision_than_x(host_kernels):
+@pytest.mark.parametrize("x_dtype, g_dtype", [(np.float32, np.float64), (np.float64, np.float32)],
+                         ids=["float32-x", "float64-x"])
+def test_max_pool_gradient_in_another_precision_than_x(host_kernels, x_dtype, g_dtype):
+    """The gradient keeps its own dtype, and x is compared with y in the wider one: float64
+    values 1e-10 apart all round to 1.0 in float32, where the first would win every window."""
     shape, geom = _pool_geom(POOL_CASES[1])
-    x = _pool_input(shape, np.float32, geom)
+    if x_dtype == np.float64:
+        x = 1.0 + _data(shape, np.float64, ties=True) * 1e-10
+    else:
+        x = _pool_input(shape, x_dtype, geom)
     y = host_kernels.max_pool(x, geom)
-    g = _data(y.shape, np.float64, seed=2)
+    g = _data(y.shape, g_dtype, seed=2)
     gx = host_kernels.max_pool_scatter(g, x, y, geom)
-    assert gx.dtype == np.float64
-    np.testing.assert_allclose(gx, max_pool_scatter_array(CPU, g, x, y, geom), rtol=1e-15)
+    expected = max_pool_scatter_array(CPU, g, x, y, geom)
+    assert gx.dtype == expected.dtype == g_dtype
+    # Overlapping windows' gradients are summed in the wider dtype: a float32 sum may
+    # differ from the array code's in the last bit.
+    np.testing.assert_allclose(gx, expected, rtol=1e-15 if g_dtype == np.float64 else 1e-6)
+    v = _data(shape, g_dtype, seed=3)
+    gy = host_kernels.max_pool_gather(v, x, y, geom)
+    expected = max_pool_gather_array(CPU, v, x, y, geom)
+    assert gy.dtype == expected.dtype == g_dtype
+    np.testing.assert_array_equal(gy, expected)
 
 
 def test_empty_batches_launch_nothing(host_kernels):
