@@ -180,5 +180,6 @@ def test_check_index_compares_only_with_bounds_the_index_dtype_holds(dtype):
         backend.check_index(fine, 5)
     if np.dtype(dtype).kind == "i":
         backend.check_index(np.array([-100], dtype=dtype), 300)
+        backend.check_index(np.array([-100, 99], dtype=dtype), 100)  # both ends are in range
         with pytest.raises(IndexError, match="index -100 is out of range"):
             backend.check_index(np.array([-100], dtype=dtype), 50)

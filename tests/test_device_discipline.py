@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import sys
 import types
 
 import numpy as np
@@ -278,6 +279,132 @@ def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeyp
         q = q.numpy()
         np.testing.assert_allclose(p.numpy(), q, rtol=0, atol=1e-4 * np.abs(q).max(),
                                    err_msg=name)
+
+
+# ---- CupyBackend's own code, over a fake cupy with two GPUs --------------------------
+class _FakeCupy(types.ModuleType):
+    """The parts of cupy that CupyBackend reaches, with a current device (0 unless a
+    ``cuda.Device`` context says otherwise) that every new array records; the rest of
+    the namespace is NumPy's."""
+
+    def __init__(self, count=2):
+        super().__init__("cupy")
+        self.stack, self.log, self.__version__ = [], [], "14.0.0-fake"
+        fake = self
+
+        class Device:
+            def __init__(self, index):
+                self.id = index
+
+            def __enter__(self):
+                fake.stack.append(self.id)
+                return self
+
+            def __exit__(self, *exc):
+                fake.stack.pop()
+
+            def synchronize(self):
+                fake.log.append(f"synchronize {self.id}")
+
+        class ndarray(np.ndarray):
+            device = property(lambda self: self._gpu)
+
+            def __array_finalize__(self, obj):
+                self._gpu = getattr(obj, "_gpu", None) or Device(fake.current)
+
+        self.ndarray = ndarray
+        self.cuda = types.SimpleNamespace(
+            Device=Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: count))
+
+    current = property(lambda self: self.stack[-1] if self.stack else 0)
+
+    def asarray(self, data, dtype=None):
+        a = np.array(data, dtype=dtype).view(self.ndarray)
+        a._gpu = self.cuda.Device(self.current)
+        return a
+
+    def asnumpy(self, a):
+        self.log.append(f"asnumpy {a.device.id}")
+        return np.array(a)
+
+    def __getattr__(self, name):
+        value = getattr(np, name)
+        if isinstance(value, type) or not callable(value):
+            return value
+
+        def on_the_current_device(*args, **kwargs):
+            result = value(*args, **kwargs)
+            return self.asarray(result) if type(result) is np.ndarray else result
+        return on_the_current_device
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """A fake cupy (and cupyx) importable, CUDA usable, and no CUDA backend built yet."""
+    fake = _FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupyx", types.ModuleType("cupyx"))
+    monkeypatch.setattr(backend_module, "cuda_status", lambda: (True, "fake cupy, 2 devices"))
+    monkeypatch.setattr(backend_module, "_BACKENDS", {
+        k: v for k, v in backend_module._BACKENDS.items() if not k.startswith("cuda")})
+    return fake
+
+
+class _KernelRecorder:
+    """ConvKernels' methods, noting the device current at each call."""
+
+    def __init__(self, fake):
+        self.fake, self.calls = fake, []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, self.fake.current))
+
+
+# CupyBackend calls that allocate or launch: each must make its own device current
+# (CuPy puts new arrays and kernels on the current device, whatever the inputs' device).
+ON_ITS_DEVICE = [
+    ("asarray", lambda b: b.asarray([1.0, 2.0]).device.id),
+    ("im2col", lambda b: b.im2col(None, None, "nkl")),
+    ("col2im", lambda b: b.col2im(None, None, 1, 1, "nkl")),
+    ("max_pool", lambda b: b.max_pool(None, None)),
+    ("max_pool_scatter", lambda b: b.max_pool_scatter(None, None, None, None)),
+    ("max_pool_gather", lambda b: b.max_pool_gather(None, None, None, None)),
+]
+
+
+@pytest.mark.parametrize("call", [c[1] for c in ON_ITS_DEVICE], ids=[c[0] for c in ON_ITS_DEVICE])
+def test_cupy_backend_works_on_its_own_device_not_the_current_one(fake_cupy, call):
+    backend = tg.get_backend("cuda:1")
+    backend._kernels = kernels = _KernelRecorder(fake_cupy)
+    device = call(backend)
+    if kernels.calls:
+        [(_, device)] = kernels.calls
+    assert device == 1 and fake_cupy.current == 0
+
+
+def test_cupy_backend_devices_contexts_and_deferred_checks(fake_cupy):
+    backend = tg.get_backend("cuda:1")
+    assert backend.device == "cuda:1" and tg.get_backend("CUDA:1") is backend
+    assert tg.get_backend("cuda").device == "cuda:0"
+    with pytest.raises(DeviceError, match="'cuda:2' does not exist: found 2 CUDA device"):
+        tg.get_backend("cuda:2")
+    with backend.context():
+        assert fake_cupy.current == 1
+        on_1 = fake_cupy.asarray([0, 5])
+    on_0 = fake_cupy.asarray([0, 5])
+    assert backend.is_array(on_1) and not backend.is_array(on_0)
+    assert not backend.is_array(np.zeros(2))
+    # An out-of-range index is not reported where it happens (that would wait for
+    # the GPU) but at the next synchronize(), naming the device and the way to debug.
+    with backend.context():
+        backend.check_index(on_1, 3, "for the test")
+    assert fake_cupy.log == []
+    with pytest.raises(IndexError, match=r"an index was out of range for the test \(found "
+                                         r"on cuda:1 by a deferred check.*"
+                                         r"get_backend\('cuda:1'\)\.defer_checks = False"):
+        backend.synchronize()
+    assert fake_cupy.log == ["synchronize 1", "asnumpy 1"]
+    assert backend.to_numpy(on_1).tolist() == [0, 5]
 
 
 # ---- tinygrad-cnn info and TINYGRAD_CNN_DEVICE --------------------------------------
