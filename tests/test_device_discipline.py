@@ -405,6 +405,12 @@ def test_cupy_backend_devices_contexts_and_deferred_checks(fake_cupy):
         backend.synchronize()
     assert fake_cupy.log == ["synchronize 1", "asnumpy 1"]
     assert backend.to_numpy(on_1).tolist() == [0, 5]
+    # Tensors move to the GPU asked for, and not again when they are there.
+    for move, device in [(lambda t: t.cuda(1), "cuda:1"), (lambda t: t.cuda(), "cuda:0"),
+                         (lambda t: t.to("CUDA:1"), "cuda:1"), (lambda t: t.to("cuda"), "cuda:0")]:
+        t = move(tg.tensor([1.0, 2.0]))
+        assert t.device == device and t.data.device.id == int(device[-1])
+        assert move(t) is t and t.cpu().tolist() == [1.0, 2.0]
 
 
 # ---- tinygrad-cnn info and TINYGRAD_CNN_DEVICE --------------------------------------

@@ -234,6 +234,27 @@ def test_moving_between_strict_devices_is_differentiable():
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 4.0])
 
 
+def test_moving_to_the_own_device_is_no_move_and_copies_stay_on_it():
+    x = tg.tensor([1.0, 2.0], device="strict2", requires_grad=True)
+    for spec in ("strict2", " Strict2 ", STRICT2):   # any spelling of its own device
+        assert x.to(spec) is x
+    # A new tensor from a device tensor, with another dtype: copied and cast on its
+    # device (here not the current one).
+    for dtype in ("int32", "float64"):
+        y = tg.tensor(x, dtype=dtype)
+        assert y.device == "strict2" and y.dtype == np.dtype(dtype) and y.tolist() == [1, 2]
+
+
+def test_moving_to_another_device_is_a_transfer_that_reports_failed_checks():
+    x = tg.ones(3, device="strict")
+    with STRICT.track_syncs() as log:
+        y = x.to("strict2")
+    assert len(log) == 1 and y.device == "strict2"
+    bad = x[tg.tensor([0, 7], device="strict")]   # wraps around, as on CuPy
+    with pytest.raises(IndexError, match="out of range for axis 0 of size 3"):
+        bad.to("cpu")
+
+
 @pytest.mark.parametrize("device", ["cpu", "strict"])
 def test_every_result_holds_an_array_of_its_backend(device):
     x = tg.tensor([[1.0, -3.0], [2.0, 0.5]], device=device)
