@@ -70,6 +70,9 @@ REFUSED = [
         a, (2,), (8,), writeable=True), TypeError, "writeable"),
     ("float-of-many", lambda a: float(a), TypeError, "size 1"),
     ("bool-of-many", lambda a: bool(a), ValueError, "ambiguous"),
+    ("flags-writeable", lambda a: a.flags.writeable, AttributeError, "writeable"),
+    ("flags-item-writeable", lambda a: a.flags["WRITEABLE"], KeyError, "not defined for cupy"),
+    ("set-from-a-list", lambda a: a.set([[0.0] * 3] * 2), TypeError, "host numpy.ndarray"),
     ("index-as-python-int", lambda a: [1, 2, 3][a[0, 0]], TypeError, "indices"),
 ]
 
@@ -81,11 +84,19 @@ def test_refuses_what_cupy_refuses(a, fn, error, match):
         fn(a)
 
 
-@pytest.mark.skipif(not _cupy_has("", "ndarray") or _cupy_has("", "vecdot"),
-                    reason="needs an installed CuPy that lacks numpy.vecdot")
-def test_xp_offers_only_names_cupy_has(a):
-    with pytest.raises(AttributeError, match="cupy has no xp.vecdot"):
-        xp.vecdot(a, a)
+# Names NumPy has and the installed CuPy lacks: (where, name, use, message).
+LACKED = [("", "vecdot", lambda a: xp.vecdot(a, a), "cupy has no xp.vecdot"),
+          ("ndarray", "getfield", lambda a: a.getfield(np.float64),
+           "cupy.ndarray has no attribute 'getfield'")]
+
+
+@pytest.mark.parametrize("use, match", [pytest.param(
+    *r[2:], id=r[1], marks=pytest.mark.skipif(
+        not _cupy_has("", "ndarray") or _cupy_has(r[0], r[1]),
+        reason=f"needs an installed CuPy that lacks {r[1]}")) for r in LACKED])
+def test_xp_and_arrays_offer_only_names_cupy_has(a, use, match):
+    with pytest.raises(AttributeError, match=match):
+        use(a)
 
 
 def test_allows_what_cupy_allows(a):
@@ -97,8 +108,10 @@ def test_allows_what_cupy_allows(a):
     assert isinstance(a, xp.ndarray) and not isinstance(np.zeros(1), xp.ndarray)
     uploads = STRICT.upload_count
     with STRICT.track_syncs() as log:
-        xp.asarray(np.ones(3))  # the explicit host -> device transfer
-    assert log == [] and STRICT.upload_count == uploads + 1
+        xp.asarray(np.ones(3))  # the explicit host -> device transfers
+        xp.array([1.0, 2.0])
+        a.set(np.zeros((2, 3)))
+    assert log == [] and STRICT.upload_count == uploads + 3
 
 
 ZERO_D = [
@@ -174,6 +187,15 @@ SYNCS = [
     ("mask-index", lambda a: a[a > 2], 1),
     ("nonzero", lambda a: xp.nonzero(a), 1),
     ("one-argument-where", lambda a: xp.where(a > 2), 1),
+    ("method-nonzero", lambda a: a.nonzero(), 1),
+    ("unique", lambda a: xp.unique(a), 1),
+    ("argwhere", lambda a: xp.argwhere(a > 2), 1),
+    ("flatnonzero", lambda a: xp.flatnonzero(a), 1),
+    ("mask-assignment", lambda a: _assign(a, a > 2, 0.0), 1),
+    ("mask-scatter_add", lambda a: STRICT.scatter_add(a, a > 2, 1.0), 1),
+    ("asnumpy", lambda a: xp.asnumpy(a), 1),
+    ("format", lambda a: f"{a[0, 0]:.3f}", 1),
+    ("if-array_equal", lambda a: 1 if xp.array_equal(a, a) else 0, 1),
     ("synchronize", lambda a: STRICT.synchronize(), 1),
     ("device-work", lambda a: (xp.exp(a.T @ a) * 2 + 1).sum(axis=0).reshape(3, 1)[0], 0),
     ("facts", lambda a: (a.shape, a.ndim, a.size, a.dtype, len(a), a.strides), 0),
@@ -386,7 +408,9 @@ def test_work_on_a_device_that_is_not_current_is_refused():
         b = STRICT2.xp.arange(6.0).reshape(2, 3)
     refused = [lambda: STRICT2.xp.zeros(3), lambda: b + 1, lambda: b.copy(),
                lambda: STRICT2.xp.exp(b), lambda: b[STRICT2.asarray(np.array([0]))],
-               lambda: b.T.reshape(6)]               # a copy: non-contiguous
+               lambda: b.T.reshape(6),               # a copy: non-contiguous
+               lambda: STRICT2.xp.asarray(np.ones(2)), lambda: STRICT2.xp.array([1.0]),
+               lambda: STRICT2.scatter_add(b, (0, STRICT2.asarray(np.array([1]))), 1.0)]
     for work in refused:
         with pytest.raises(RuntimeError, match="strict is the current device"):
             work()
