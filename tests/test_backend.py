@@ -3,6 +3,7 @@ keeping cupy out of the import of tinygrad_cnn."""
 from __future__ import annotations
 
 import pathlib
+import platform
 import re
 import subprocess
 import sys
@@ -183,3 +184,31 @@ def test_check_index_compares_only_with_bounds_the_index_dtype_holds(dtype):
         backend.check_index(np.array([-100, 99], dtype=dtype), 100)  # both ends are in range
         with pytest.raises(IndexError, match="index -100 is out of range"):
             backend.check_index(np.array([-100], dtype=dtype), 50)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="reduce_malloc_churn tunes glibc's malloc only")
+def test_reduce_malloc_churn_keeps_large_freed_blocks_in_the_heap():
+    """Measured in /proc/self/maps: by default a 64 MiB malloc is a mapping of its own
+    (not in the [heap]); after reduce_malloc_churn it comes from the heap, and the heap
+    keeps it when it is freed, for the next step's arrays of that size."""
+    out = _run("import ctypes\n"
+               "from tinygrad_cnn.backend import reduce_malloc_churn\n"
+               "libc = ctypes.CDLL('libc.so.6')\n"
+               "libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]\n"
+               "def heap():\n"
+               "    for line in open('/proc/self/maps'):\n"
+               "        if line.rstrip().endswith('[heap]'):\n"
+               "            lo, hi = (int(v, 16) for v in line.split()[0].split('-'))\n"
+               "            return (hi - lo) >> 20\n"
+               "    return 0\n"
+               "def cycle():\n"
+               "    block = libc.malloc(64 << 20)\n"
+               "    used = heap()\n"
+               "    libc.free(block)\n"
+               "    return used, heap()\n"
+               "print(*cycle(), reduce_malloc_churn(1 << 30), *cycle())\n")
+    assert out.returncode == 0, out.stderr
+    used_before, _, tuned, used_after, kept = out.stdout.split()
+    assert tuned == "True"
+    assert int(used_before) < 64 <= int(used_after) <= int(kept), out.stdout
