@@ -374,6 +374,17 @@ def test_integer_values_that_do_not_fit_are_reported_by_a_deferred_check():
     assert log == [] and y.tolist() == [1, 300]
 
 
+def test_the_table_of_deferred_check_messages_stays_bounded_between_syncs():
+    """Messages differ with shapes; a host that never synchronises must not grow the
+    table without end: beyond the limit a failed check is still reported, generically."""
+    limit = STRICT._MAX_CHECK_MESSAGES
+    for k in range(limit + 50):
+        STRICT.check(dev([k == limit + 10]), ValueError, f"check {k}")
+    assert len(STRICT._check_messages) <= limit + 1   # and the generic message
+    with pytest.raises(RuntimeError, match="a deferred check failed .*too many distinct"):
+        STRICT.synchronize()
+
+
 def test_eager_checks_for_debugging_raise_where_it_happens_at_one_sync_each(monkeypatch):
     monkeypatch.setattr(STRICT, "defer_checks", False)
     x = tg.ones(2, 3, device="strict")
