@@ -461,6 +461,27 @@ def test_max_ties_share_the_gradient(device):
     np.testing.assert_array_equal(m.grad.numpy(), [0.5, 1.0])
 
 
+# At a kink or a tie finite differences measure neither side, so gradcheck cannot see
+# which one an op picks there; the documented choices (PyTorch's) are checked directly:
+# (id, fn, x, the gradient of fn(x).sum() at x).
+KINKS = [
+    ("relu-at-0", lambda x: x.relu(), [-1.0, 0.0, 2.0], [0, 0, 1]),              # [x > 0]
+    ("leaky_relu-at-0", lambda x: x.leaky_relu(0.1), [-1.0, 0.0, 2.0], [0.1, 0.1, 1]),
+    ("abs-at-0", lambda x: x.abs(), [-1.0, 0.0, 2.0], [-1, 0, 1]),                # sign x
+    ("clip-at-bounds", lambda x: x.clip(-0.5, 0.8), [-1.0, -0.5, 0.8, 1.0], [0, 1, 1, 0]),
+    ("minimum-tie", lambda x: x.minimum(tg.tensor([1.0, 0.0, 5.0], device=x.device)),
+     [1.0, 2.0, 3.0], [0.5, 0, 1]),
+    ("min-ties", lambda x: x.min(), [2.0, 1.0, 1.0], [0, 0.5, 0.5]),
+]
+
+
+@pytest.mark.parametrize("fn, x, want", [k[1:] for k in KINKS], ids=[k[0] for k in KINKS])
+def test_gradients_at_kinks_and_ties_follow_the_documented_rule(fn, x, want, device):
+    x = tg.tensor(x, dtype=tg.float64, requires_grad=True, device=device)
+    fn(x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), want)
+
+
 def test_relu_output_has_no_negative_zero():
     out = tg.tensor([-1.0, 2.0]).relu().numpy()
     assert not np.signbit(out).any()
@@ -548,6 +569,7 @@ def test_python_numbers_never_truncate():
     assert (b + 1).tolist() == [2, 1] and (b + 1).dtype == np.int64
     assert (b * 2.5).tolist() == [2.5, 0.0]
     assert i.clip(1.5, 2.5).tolist() == [1.5, 2.0, 2.5]
+    assert i.clip(1, 2.5).tolist() == [1.0, 2.0, 2.5] and i.clip(1, 2.5).dtype == np.float32
     assert i.clip(1, 2).tolist() == [1, 2, 2] and i.clip(1, 2).dtype == np.int64
     with pytest.raises(TypeError, match="float64.*int64"):
         i += 1.7
@@ -738,6 +760,7 @@ def test_factories(device):
     t = tg.tensor(np.ones((2, 3)), device=device)
     assert tg.zeros_like(t).dtype == np.float64 and tg.zeros_like(t).shape == (2, 3)
     assert tg.ones_like(t, dtype=tg.float32).dtype == np.float32
+    assert tg.zeros_like(t).device == tg.ones_like(t).device == t.device   # not the default
     assert tg.zeros(3, requires_grad=True, device=device).requires_grad
     r = tg.rand(1000, device=device).numpy()
     assert r.dtype == np.float32 and 0 <= r.min() and r.max() < 1
@@ -788,6 +811,9 @@ def test_argmax_argmin():
     np.testing.assert_array_equal(x.argmin(dim=0).numpy(), a.argmin(axis=0))
     assert x.argmax().item() == 3
     assert x.argmax(axis=1, keepdims=True).shape == (2, 1)
+    for name in ("argmax", "argmin"):   # no axis: one index, kept as NumPy keeps it
+        np.testing.assert_array_equal(getattr(x, name)(keepdims=True).numpy(),
+                                      getattr(np, name)(a, keepdims=True))
     assert x.argmax(axis=1).dtype == np.int64
 
 
