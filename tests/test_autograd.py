@@ -341,6 +341,13 @@ def test_tg_grad_several_outputs_and_grad_outputs():
     np.testing.assert_allclose(ga.numpy(), 2 + 3 * 2 * x.numpy())
 
 
+def test_tg_grad_of_one_output_given_twice_adds_both_grad_outputs():
+    x = _t([1.0, 2.0])
+    y = x ** 2
+    gx, = tg.grad([y, y], [x], grad_outputs=[tg.tensor([1.0, 1.0]), tg.tensor([3.0, 5.0])])
+    np.testing.assert_allclose(gx.numpy(), 2 * x.numpy() * [4.0, 6.0])
+
+
 def test_tg_grad_of_a_second_derivative_keeps_first_graph_only_if_asked():
     x = _t([2.0])
     y = (x ** 3).sum()

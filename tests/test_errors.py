@@ -173,6 +173,10 @@ def test_shape_op_errors():
         x.reshape(4, 2)
     with pytest.raises(ValueError, match="only one dimension can be -1"):
         x.reshape(-1, -1)
+    # With no elements, -1 beside a 0 could be any size (it was a ZeroDivisionError).
+    with pytest.raises(ValueError, match=r"cannot reshape a tensor of shape \(0, 3\) into "
+                                         r"\(0, -1\)"):
+        tg.ones(0, 3).reshape(0, -1)
     with pytest.raises(ValueError, match=r"cannot broadcast a tensor of shape \(2, 3\) to"):
         x.broadcast_to(3, 3)
     with pytest.raises(ValueError, match=r"shapes \(2, 3\) and \(2, 4\)"):

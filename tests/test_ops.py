@@ -603,7 +603,7 @@ def test_float32_log_softmax_keeps_the_small_term():
     assert abs(loss - exact) / exact < 2e-3
 
 
-INF = float("inf")
+INF, NAN = float("inf"), float("nan")
 
 
 @pytest.mark.parametrize("row", [[INF, 1.0], [INF, INF], [-INF, -INF], [-INF, 0.0],
@@ -617,6 +617,25 @@ def test_softmax_and_logsumexp_of_infinities_match_torch(row):
     for ours, theirs in [(x.softmax(1), t.softmax(1)), (x.log_softmax(1), t.log_softmax(1)),
                          (x.logsumexp(1), t.logsumexp(1))]:
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("row, lse, soft", [
+    ([INF, 1.0], INF, [NAN, NAN]), ([INF, INF], INF, [NAN, NAN]), ([INF, -INF], INF, [NAN, NAN]),
+    ([-INF, -INF], -INF, [NAN, NAN]), ([-INF, 0.0], 0.0, [0.0, 1.0]), ([NAN, 0.0], NAN, [NAN, NAN]),
+], ids=["inf", "inf-inf", "inf-neg-inf", "all-neg-inf", "neg-inf", "nan"])
+def test_softmax_and_logsumexp_of_infinities_without_torch(row, lse, soft, device):
+    """The same rows as above, where torch is not installed: logsumexp gives the limit
+    of log(sum(exp)), softmax the documented NaN for a slice without a finite maximum;
+    these are the answers, so NumPy's warnings on the way (inf - inf) are noise."""
+    x = tg.tensor([row, [0.0, 0.0]], dtype=tg.float64, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = [t.numpy() for t in (x.logsumexp(1), x.softmax(1), x.log_softmax(1))]
+    with np.errstate(divide="ignore"):   # log(0) = -inf is the expected value
+        log_soft = np.log(soft)
+    for out, want in zip(got, [[lse, np.log(2.0)], [soft, [0.5, 0.5]],
+                               [log_soft, np.log([0.5, 0.5])]]):
+        np.testing.assert_array_equal(out, want)
 
 
 @pytest.mark.parametrize("row", [[INF, 100.0], [INF, INF], [-INF, -INF], [-INF, 0.0],
