@@ -10,6 +10,7 @@ import tinygrad_cnn as tg
 from tinygrad_cnn import functional as F
 from tinygrad_cnn import backend as backend_module
 from tinygrad_cnn.backend import DeviceError, NumpyBackend
+from tinygrad_cnn._checks import check_cast_fits
 
 
 @pytest.mark.parametrize("op", [
@@ -408,6 +409,15 @@ def test_values_an_integer_dtype_can_hold_are_converted():
     assert tg.tensor([1.5, -0.5, 255.9], dtype="uint8").tolist() == [1, 0, 255]
     assert tg.tensor([-2.0**63], dtype="int64").tolist() == [-2**63]
     assert tg.full((2,), 2.5, dtype="int32").tolist() == [2, 2]
+    # Beyond a range end by less than 1 fits too, on each path that checks values.
+    assert tg.tensor([0.0] * 30 + [127.9, -128.9], dtype="int8").tolist()[30:] == [127, -128]
+    assert [tg.full((1,), v, dtype="uint8").item() for v in (255.9, -0.9)] == [255, 0]
+    assert tg.tensor([[1]], dtype="int8").pad(1, value=-128.9).tolist()[0] == [-128] * 3
+    for device in ("cpu", "strict"):   # deferred on "strict": synchronize() would raise
+        backend = tg.get_backend(device)
+        for values, dtype in (([127.9, -128.9], "int8"), ([255.9, -0.9], "uint8")):
+            check_cast_fits(backend.asarray(np.array(values)), np.dtype(dtype), "a test", backend)
+        backend.synchronize()
     x = tg.zeros(3, dtype="int8")
     x[:] = tg.tensor([-128, 0, 127])
     x += tg.tensor([1, 2, -3])
