@@ -144,16 +144,25 @@ def test_float32_inputs_are_checked_in_float64_then_in_their_own_dtype():
     assert gradcheck(fn, x)
     assert set(seen) == {np.dtype("float64"), np.dtype("float32")}
     seen.clear()
+    assert gradcheck(fn, x, full_jacobian=True)   # compared as v^T J, as the float32 pass
+    assert set(seen) == {np.dtype("float64"), np.dtype("float32")}
+    seen.clear()
     assert gradcheck(fn, x, check_input_dtype=False)
     assert set(seen) == {np.dtype("float64")}
 
 
 class SquareOffInFloat32(Square):
     """y = x^2 whose backward is right in float64 but 3x in float32."""
+    off = 3
 
     def backward(self, grad_out):
         x, = self.inputs
-        return grad_out * (3 if x.dtype == tg.float32 else 2) * x
+        return grad_out * (self.off if x.dtype == tg.float32 else 2) * x
+
+
+class SquareSlightlyOffInFloat32(SquareOffInFloat32):
+    """... but 1 % off in float32: far beyond float32's rounding, within float16's."""
+    off = 2.02
 
 
 class SoftplusNaive(Function):
@@ -170,8 +179,11 @@ class SoftplusNaive(Function):
 @pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
 def test_a_backward_wrong_only_in_the_inputs_dtype_is_caught():
     x = _x(4, dtype=tg.float32)
-    with pytest.raises(GradcheckError, match=r"in float32, input 0's own dtype.*index \(\d,\)"):
-        gradcheck(SquareOffInFloat32.apply, x)
+    for op, kwargs in ((SquareOffInFloat32, {}), (SquareSlightlyOffInFloat32, {}),
+                       (SquareOffInFloat32, {"full_jacobian": True})):
+        with pytest.raises(GradcheckError, match=r"in float32, input 0's own dtype.*index "
+                                                 r"\(\d,\)"):
+            gradcheck(op.apply, x, **kwargs)
     assert gradcheck(SquareOffInFloat32.apply, x, check_input_dtype=False)
     assert gradcheck(SquareOffInFloat32.apply, _x(4))        # float64: nothing else to run
     big = tg.tensor([1.0, 50.0, 100.0], requires_grad=True)  # float32
@@ -293,6 +305,9 @@ def test_grad_outputs_must_match_the_outputs():
         gradgradcheck(lambda a: (a * a, SquareConstantBackward.apply(a)), x, grad_outputs=(one,))
     with pytest.raises(ValueError, match=r"grad_outputs\[0\] is shape \(2,\).*\(3,\)"):
         gradcheck(lambda a: a * 2, x, grad_outputs=tg.ones(2, dtype=tg.float64))
+    with pytest.raises(tg.DeviceError, match=r"grad_outputs\[0\] is on cpu but output 0 is on "
+                                             r"strict"):
+        gradcheck(lambda a: a * 2, _x(3, device="strict"), grad_outputs=one)
 
 
 def test_a_backward_that_returns_none_fails_with_a_hint():
