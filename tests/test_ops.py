@@ -984,6 +984,27 @@ def test_scalar_bools_in_an_index_use_no_axis(device):
         np.testing.assert_array_equal(x[index].numpy(), a[index])
 
 
+def test_an_index_array_after_a_2d_mask_is_checked_against_its_own_axis():
+    # A mask uses as many axes as it has (CuPy cannot index so: host only).
+    a = np.arange(30.0).reshape(2, 3, 5)
+    mask = np.zeros((2, 3), bool)
+    mask[0, 1] = mask[1, 2] = True
+    x = tg.tensor(a)
+    np.testing.assert_array_equal(x[mask, [4, 0]].numpy(), a[mask, [4, 0]])
+    with pytest.raises(IndexError, match=r"index 5 is out of range for axis 2 of size 5"):
+        x[mask, [5, 0]]
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning",
+                            "ignore:Degrees of freedom:RuntimeWarning")
+def test_var_with_a_correction_of_at_least_the_count_divides_by_zero_as_numpy():
+    # inf or NaN, as NumPy's ddof and PyTorch's correction give; never a negative variance.
+    a = np.array([[1.0, 2.0], [3.0, 3.0]])
+    for correction in (2, 3):
+        np.testing.assert_array_equal(tg.tensor(a).var(axis=1, correction=correction).numpy(),
+                                      np.var(a, axis=1, ddof=correction))
+
+
 def test_clip_with_tensor_bounds_gives_ties_to_x(device):
     """As with number bounds and PyTorch's clamp: a bound takes the gradient only where
     it wins strictly (maximum/minimum would split a tie)."""
