@@ -179,6 +179,10 @@ def test_check_index_compares_only_with_bounds_the_index_dtype_holds(dtype):
     backend.check_index(fine, 101)
     with pytest.raises(IndexError, match="index 5 is out of range"):
         backend.check_index(fine, 5)
+    top = int(np.iinfo(dtype).max)   # an axis as long as the largest index the dtype holds
+    backend.check_index(np.array([top - 1], dtype=dtype), top)
+    with pytest.raises(IndexError, match=f"index {top} is out of range"):
+        backend.check_index(np.array([top], dtype=dtype), top)
     if np.dtype(dtype).kind == "i":
         backend.check_index(np.array([-100], dtype=dtype), 300)
         backend.check_index(np.array([-100, 99], dtype=dtype), 100)  # both ends are in range

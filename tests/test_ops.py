@@ -515,6 +515,14 @@ def test_scalars_do_not_upcast(dtype, device):
         assert y.dtype == dtype
 
 
+def test_list_and_array_operands_join_the_tensor_on_its_device(device):
+    x = tg.tensor([1.0, 2.0], device=device)
+    for other in ([10.0, 20.0], np.array([10.0, 20.0], np.float32)):
+        np.testing.assert_array_equal((x + other).numpy(), [11.0, 22.0])
+        np.testing.assert_array_equal((other - x).numpy(), [9.0, 18.0])
+        np.testing.assert_array_equal((x < other).numpy(), [True, True])
+
+
 def test_mixed_float_dtypes_promote_and_gradients_keep_input_dtypes(device):
     a = tg.tensor([1.0, 2.0], requires_grad=True, device=device)                 # float32
     b = tg.tensor(np.array([3.0, 4.0]), requires_grad=True, device=device)       # float64
