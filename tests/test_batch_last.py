@@ -110,6 +110,7 @@ POOLS = {
     "conv_transpose2d": lambda x: F.conv_transpose2d(x, x[:3, :2, :2, :2] * 1.0, stride=2),
     "unfold": lambda x: F.unfold(x, 2, padding=1),
     "sum_023": lambda x: x.sum(axis=(0, 2, 3)),
+    "sum_023_keepdims": lambda x: x.sum(axis=(0, 2, 3), keepdims=True),
     "mixed_add": lambda x: x + Tensor(np.arange(x.size).reshape(x.shape) / 7.0,
                                       device=x.device),
     "mixed_mul_reversed": lambda x: Tensor(np.arange(x.size).reshape(x.shape) / 7.0,
