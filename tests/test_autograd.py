@@ -522,6 +522,12 @@ def test_upstream_gradient_takes_the_output_dtype():
     assert x.grad.dtype == tg.float32 and x.grad.tolist() == [2.0, 3.0, 4.0]
     (g,) = tg.grad(x * 2, [x], tg.tensor(np.ones(3)))
     assert g.dtype == tg.float32
+    for dtype in (tg.float64, tg.float16):   # the implied gradient of a one-element output
+        w = tg.ones((), dtype=dtype, requires_grad=True)
+        w.backward()
+        assert w.grad.dtype == dtype
+        (g,) = tg.grad(w * 2, [w])
+        assert g.dtype == dtype and g.item() == 2.0
 
 
 def test_function_apply_refuses_non_tensor_positional_arguments():
