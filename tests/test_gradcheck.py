@@ -668,3 +668,8 @@ def test_float32_rounding_is_not_a_wrong_gradient():
     assert gradcheck(lambda x, w, b: bn(F.conv2d(x, w, b, padding=1)), (x, w, b),
                      max_elements=6)
     assert gradcheck(lambda a: (a * 0.1 + a * 0.2) - a * 0.3, _x(4, dtype=tg.float32))
+    # Rounding scales with the largest gradient (1000 here), not with each element: the
+    # second one is 0 in float64 and -2.4e-4 in float32 (1000.1 + 2000.2 - 3000.3 rounded).
+    assert gradcheck(lambda a: tg.cat([a[:1] * 1000, a[1:] * 1000.1 + a[1:] * 2000.2
+                                       - a[1:] * 3000.3]),
+                     _x(2, dtype=tg.float32), grad_outputs=tg.ones(2, dtype=tg.float64))

@@ -310,6 +310,8 @@ case("cat-dim", lambda x, y: tg.cat([x, y], dim=1), lambda a, b: np.concatenate(
 case("stack", lambda x, y: tg.stack([x, y]), lambda a, b: np.stack([a, b]), R(2, 3), R(2, 3))
 case("stack-neg-axis", lambda x, y, z: tg.stack([x, y, z], axis=-1),
      lambda a, b, c: np.stack([a, b, c], axis=-1), R(2, 3), R(2, 3), R(2, 3))
+case("stack-dim", lambda x, y: tg.stack([x, y], dim=1), lambda a, b: np.stack([a, b], 1),
+     R(2, 3), R(2, 3))
 case("split-sections", lambda x: x.split(2, axis=1), lambda a: np.split(a, 2, axis=1), R(3, 4))
 case("split-indices", lambda x: tg.split(x, [1, 3]), lambda a: np.split(a, [1, 3]), R(5, 2))
 case("chunk", lambda x: x.chunk(3, axis=-1), lambda a: np.split(a, 3, axis=-1), R(2, 6))
