@@ -634,10 +634,13 @@ def test_subtracting_two_bool_tensors_says_what_to_use(call):
         call(tg.tensor([True, False]))
 
 
-def test_sign_of_a_bool_tensor_is_itself():
-    b = tg.tensor([True, False])
+def test_sign_of_a_bool_tensor_is_itself(device):
+    b = tg.tensor([True, False], device=device)
     assert b.sign().dtype == np.bool_ and b.sign().tolist() == [True, False]   # as PyTorch
     assert (b - 1).tolist() == [0, -1]
+    for x in (tg.tensor([-2.5, 0.0, 3.0], device=device), tg.tensor([-2, 0, 3], device=device)):
+        s = x.sign()
+        assert s.device == x.device and s.dtype == x.dtype and s.tolist() == [-1, 0, 1]
 
 
 @pytest.mark.parametrize("call, error, match", [
