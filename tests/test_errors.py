@@ -243,6 +243,12 @@ def test_function_backward_must_return_one_tensor_per_input():
         def backward(self, grad_out):
             return grad_out, grad_out
 
+    class OnTheHost(RawArray):
+        """y = x, whose backward returns its gradient on the default device."""
+
+        def backward(self, grad_out):
+            return tg.tensor(grad_out.numpy())
+
     class OptionalNone(RawArray):
         """y = x; a trailing None for an optional input that was not given is fine."""
 
@@ -258,6 +264,9 @@ def test_function_backward_must_return_one_tensor_per_input():
     assert x.grad.tolist() == [1.0, 1.0]
     with pytest.raises(TypeError, match=r"RawArray.backward must return Tensors.*ndarray"):
         RawArray.apply(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"OnTheHost.backward returned a gradient on cpu for "
+                                           r"an input on strict"):
+        OnTheHost.apply(tg.ones(2, requires_grad=True, device="strict")).sum().backward()
 
 
 def test_flatten_start_after_end_names_both():

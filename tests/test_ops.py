@@ -729,16 +729,18 @@ def test_np_array_of_a_tensor_is_a_copy():
     assert np.array(t, dtype=np.float64).dtype == np.float64
 
 
-def test_tensor_copies_its_data():
+def test_tensor_copies_its_data(device):
     """Later writes to the source array (or to the tensor) never reach the other."""
     a = np.zeros(3)
-    t = tg.tensor(a)
+    t = tg.tensor(a, device=device)
     a += 1
     assert t.numpy().tolist() == [0.0, 0.0, 0.0]
-    t.data += 5
+    t += 5
     assert a.tolist() == [1.0, 1.0, 1.0]
+    for u in (tg.Tensor(t), tg.tensor(t, dtype=tg.float32)):   # a copy on t's device
+        assert u.device == t.device
     u = tg.Tensor(t)
-    t.data += 1
+    t += 1
     assert u.numpy().tolist() == [5.0, 5.0, 5.0]
 
 
@@ -823,8 +825,8 @@ def test_comparisons_give_bool_tensors_without_grad(op, np_op, device):
         np.testing.assert_array_equal(out.numpy(), np_op(a, other_np))
 
 
-def test_boolean_tensor_logic():
-    a, b = tg.tensor([True, False, True]), tg.tensor([True, True, False])
+def test_boolean_tensor_logic(device):
+    a, b = (tg.tensor(v, device=device) for v in ([True, False, True], [True, True, False]))
     assert (a & b).tolist() == [True, False, False]
     assert (a | b).tolist() == [True, True, True]
     assert (~a).tolist() == [False, True, False]
