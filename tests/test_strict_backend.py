@@ -385,14 +385,21 @@ def test_the_table_of_deferred_check_messages_stays_bounded_between_syncs():
         STRICT.synchronize()
 
 
-def test_eager_checks_for_debugging_raise_where_it_happens_at_one_sync_each(monkeypatch):
-    monkeypatch.setattr(STRICT, "defer_checks", False)
-    x = tg.ones(2, 3, device="strict")
-    with STRICT.track_syncs() as log:
-        x[tg.tensor([1, 0], device="strict")]
+@pytest.mark.parametrize("backend", [STRICT, STRICT2], ids=["strict", "strict2"])
+def test_eager_checks_for_debugging_raise_where_it_happens_at_one_sync_each(monkeypatch, backend):
+    monkeypatch.setattr(backend, "defer_checks", False)
+    device = backend.device   # strict2: the checks' own array code needs its device context
+    x = tg.ones(2, 3, device=device)
+    with backend.track_syncs() as log:
+        x[tg.tensor([1, 0], device=device)]
     assert len(log) == 1
     with pytest.raises(IndexError, match="index -3 is out of range for axis 0 of size 2"):
-        x[tg.tensor([1, -3], device="strict")]
+        x[tg.tensor([1, -3], device=device)]
+    i = tg.zeros(20, dtype="int32", device=device)
+    big = (tg.tensor(2**40, device=device), tg.full((20,), 2**40, dtype="int64", device=device))
+    for value in big:   # one number, and many (their minimum and maximum)
+        with pytest.raises(OverflowError, match=r"item assignment .*1099511627776 .*int32"):
+            i[:] = value
 
 
 def test_check_reports_the_failed_check_by_its_own_type_and_message():
