@@ -4,7 +4,8 @@ One table, ``CASES``, lists every op on a grid of small shapes and
 hyper-parameters; each concern is one parametrised test run over it:
 
 * ``test_gradcheck`` / ``test_gradgradcheck``: analytic gradients against
-  finite differences, in float64;
+  finite differences, in float64; ``test_higher_orders`` (cases flagged
+  ``higher_orders``): third and fourth derivatives too;
 * ``test_matches_torch``: forward and every input gradient against
   ``torch.nn.functional`` (skipped without torch), in float64 and float32;
 * ``test_float32_forward``: float32 results agree with float64 ones;
@@ -84,6 +85,7 @@ class Case:
     fn: Callable
     inputs: tuple
     gradgrad: bool = False
+    higher_orders: bool = False   # also third and fourth derivatives (small cases only)
 
     def arrays(self, seed=0):
         rng = np.random.default_rng(seed)
@@ -118,7 +120,7 @@ CASES = [
          randn(2, 2, 4, 5), randn(2, 2, 2, 2)),
     case("conv2d_groups2_stride2_pad1",
          lambda F, x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2),
-         randn(1, 4, 4, 5), randn(4, 2, 2, 3), randn(4), gradgrad=True),
+         randn(1, 4, 4, 5), randn(4, 2, 2, 3), randn(4), gradgrad=True, higher_orders=True),
     case("conv2d_depthwise_mult2",
          lambda F, x, w, b: F.conv2d(x, w, b, padding=1, groups=3),
          randn(2, 3, 6, 5), randn(6, 1, 3, 3), randn(6)),
@@ -176,7 +178,7 @@ CASES = [
          distinct(2, 2, 5, 7)),
     case("max_pool2d_nonsquare_pad1",
          lambda F, x: F.max_pool2d(x, (3, 2), stride=(2, 1), padding=1),
-         distinct(1, 3, 5, 6), gradgrad=True),
+         distinct(1, 3, 5, 6), gradgrad=True, higher_orders=True),
     case("max_pool2d_dil2", lambda F, x: F.max_pool2d(x, 2, stride=1, dilation=2),
          distinct(2, 2, 5, 6)),
     case("max_pool2d_ceil", lambda F, x: F.max_pool2d(x, 3, 2, ceil_mode=True),
@@ -203,7 +205,7 @@ CASES = [
     case("avg_pool2d_ceil_exclude",
          lambda F, x: F.avg_pool2d(x, (2, 3), (2, 2), padding=(1, 1), ceil_mode=True,
                                    count_include_pad=False),
-         randn(2, 2, 6, 7), gradgrad=True),
+         randn(2, 2, 6, 7), gradgrad=True, higher_orders=True),
     case("avg_pool2d_ceil_window_over_input",
          lambda F, x: F.avg_pool2d(x, 3, ceil_mode=True), randn(2, 2, 2, 5)),
     case("avg_pool2d_ceil_window_over_input_exclude",
@@ -216,7 +218,7 @@ CASES = [
          randn(2, 2, 5, 7)),
     # adaptive pools, divisible and not, smaller and larger than the input
     case("adaptive_avg_pool2d_nondivisible", lambda F, x: F.adaptive_avg_pool2d(x, (3, 2)),
-         randn(2, 3, 7, 5)),
+         randn(2, 3, 7, 5), gradgrad=True),
     case("adaptive_avg_pool2d_int", lambda F, x: F.adaptive_avg_pool2d(x, 4),
          randn(1, 2, 6, 5)),
     case("adaptive_avg_pool2d_global", lambda F, x: F.adaptive_avg_pool2d(x, 1),
@@ -224,7 +226,7 @@ CASES = [
     case("adaptive_avg_pool2d_upsample", lambda F, x: F.adaptive_avg_pool2d(x, (3, 4)),
          randn(1, 2, 5, 3)),
     case("adaptive_max_pool2d_nondivisible", lambda F, x: F.adaptive_max_pool2d(x, (3, 2)),
-         distinct(1, 2, 7, 5), gradgrad=True),
+         distinct(1, 2, 7, 5), gradgrad=True, higher_orders=True),
     case("adaptive_max_pool2d_divisible", lambda F, x: F.adaptive_max_pool2d(x, 3),
          distinct(1, 2, 6, 6)),
     case("adaptive_max_pool2d_upsample", lambda F, x: F.adaptive_max_pool2d(x, (2, 4)),
@@ -363,6 +365,37 @@ def test_gradcheck(case):
 def test_gradgradcheck(case):
     inputs = _leaves(case.arrays())
     assert gradgradcheck(lambda *xs: case.fn(F, *xs), inputs)
+
+
+def _differentiated(fn, n):
+    """(inputs, one upstream per float output) -> fn's input gradients, with create_graph."""
+    def grads(*args):
+        with tg.enable_grad():   # gradcheck's numerical side runs under no_grad
+            ys = [y for y in _as_tuple(fn(*args[:n])) if y.dtype.kind == "f"]
+            pairs = [(y, v) for y, v in zip(ys, args[n:]) if y.requires_grad]
+            gs = tg.grad([y for y, _ in pairs], list(args[:n]), [v for _, v in pairs],
+                         create_graph=True, allow_unused=True)
+        return tuple(tg.zeros_like(x) if g is None else g for x, g in zip(args[:n], gs))
+    return grads
+
+
+@pytest.mark.parametrize("case, order", [
+    pytest.param(c, order, id=f"{c.name}-{order}",
+                 marks=[pytest.mark.slow] if order == 4 and c.name.startswith("conv") else [])
+    for c in CASES if c.higher_orders for order in (3, 4)])
+def test_higher_orders(case, order):
+    """gradgradcheck of the first (order 3) or second (order 4) derivative: every
+    backward is made of differentiable ops, at every order.  A backward of a
+    backward built on raw arrays or on a detached operand (the conv weight
+    gradient's, the max-pool or index gather's) passes gradgradcheck, not this."""
+    rng = np.random.default_rng(2)
+    xs = _leaves(case.arrays())
+    fn = lambda *args: case.fn(F, *args)   # noqa: E731
+    for _ in range(order - 2):
+        outs = [y for y in _as_tuple(fn(*xs)) if y.dtype.kind == "f" and y.requires_grad]
+        fn, xs = (_differentiated(fn, len(xs)),
+                  xs + _leaves([rng.standard_normal(y.shape) for y in outs]))
+    assert gradgradcheck(fn, xs)
 
 
 # torch warns that padding="same" with an even kernel copies the input; that is fine here.
