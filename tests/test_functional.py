@@ -135,6 +135,17 @@ CASES = [
          randn(5, 2, 4, 5), randn(3, 2, 2, 3)),
     case("conv2d_kernel_covers_input", lambda F, x, w: F.conv2d(x, w),
          randn(2, 2, 3, 4), randn(3, 2, 3, 4)),
+    # Narrowing stride-1 convs take their input gradient as a correlation with the
+    # flipped kernel: an even "same" kernel (asymmetric padding), groups, unequal
+    # dilations; padding beyond the kernel (the route is invalid there) and a stride
+    # along one axis only (invalid too) must take the fold route.
+    case("conv2d_flipped_same_even_groups2_dil2x1",
+         lambda F, x, w, b: F.conv2d(x, w, b, padding="same", dilation=(2, 1), groups=2),
+         randn(2, 4, 5, 6), randn(2, 2, 2, 4), randn(2)),
+    case("conv2d_narrowing_pad_beyond_kernel", lambda F, x, w: F.conv2d(x, w, padding=(1, 2)),
+         randn(1, 3, 3, 4), randn(2, 3, 1, 2)),
+    case("conv2d_narrowing_stride1x2", lambda F, x, w: F.conv2d(x, w, padding=1, stride=(1, 2)),
+         randn(1, 4, 4, 6), randn(1, 4, 3, 3)),
     # conv_transpose2d
     case("conv_transpose2d_basic", lambda F, x, w, b: F.conv_transpose2d(x, w, b),
          randn(2, 3, 4, 5), randn(3, 2, 3, 3), randn(2), gradgrad=True),
