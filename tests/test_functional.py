@@ -225,6 +225,11 @@ CASES = [
     case("avg_pool2d_divisor_override",
          lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, divisor_override=3),
          randn(1, 2, 5, 5)),
+    # the override wins over count_include_pad=False too
+    case("avg_pool2d_divisor_override_exclude",
+         lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True, count_include_pad=False,
+                                   divisor_override=2),
+         randn(1, 2, 6, 5)),
     case("avg_pool2d_nonsquare_stride", lambda F, x: F.avg_pool2d(x, (2, 3), stride=(1, 2)),
          randn(2, 2, 5, 7)),
     # adaptive pools, divisible and not, smaller and larger than the input
@@ -985,6 +990,31 @@ def test_conv_transpose2d_is_adjoint_of_conv2d(drawn):
     lhs, rhs = _inner(conv, y), _inner(Tensor(x), back)
     assert math.isclose(lhs, rhs, rel_tol=1e-12,
                         abs_tol=1e-12 * np.abs(x).sum() * np.abs(w).sum())
+
+
+@pytest.mark.parametrize("op", [
+    lambda F, x, w, b: F.conv2d(x, w, b, padding=1),
+    lambda F, x, w, b: F.conv_transpose2d(x, w.permute(1, 0, 2, 3), b, stride=2),
+], ids=["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("wide", [0, 1, 2], ids=["x_float64", "w_float64", "b_float64"])
+def test_conv_with_mixed_float_dtypes_computes_in_float64(op, wide):
+    """One float64 operand among float32 ones: the result is float64, equal to the
+    all-float64 one (no rounding to float32 on the way), and each gradient has its
+    input's dtype, as for elementwise ops."""
+    rng = np.random.default_rng(16)
+    arrays = [rng.standard_normal(s).astype(np.float32)
+              for s in ((2, 3, 4, 5), (3, 3, 3, 3), (3,))]
+    xs = [Tensor(a.astype(np.float64 if k == wide else np.float32), requires_grad=True)
+          for k, a in enumerate(arrays)]
+    ref_xs = _leaves(arrays)
+    y, y64 = op(F, *xs), op(F, *ref_xs)
+    assert y.dtype == np.float64
+    assert_close(y.numpy(), y64.numpy(), 1e-12, "mixed-dtype forward")
+    v = Tensor(rng.standard_normal(y.shape))
+    for k, (g, g64) in enumerate(zip(tg.grad(y, xs, v), tg.grad(y64, ref_xs, v))):
+        assert g.dtype == xs[k].dtype
+        assert_close(g.numpy(), g64.numpy(), 1e-12 if g.dtype == np.float64 else 1e-6,
+                     f"mixed-dtype gradient {k}")
 
 
 @pytest.mark.parametrize("op", [
