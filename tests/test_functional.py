@@ -1040,6 +1040,44 @@ def test_non_contiguous_input(op):
                  1e-12, "strided view")
 
 
+@pytest.mark.parametrize("op, shape", [
+    (lambda x: F.conv2d(x, Tensor(np.linspace(-1, 1, 2 * 3 * 9).reshape(2, 3, 3, 3)),
+                        padding=1), (2, 3, 5, 4)),
+    # batch of 4, few input channels: the batch-last (kln) output, the GEMM's own memory
+    (lambda x: F.conv2d(x, Tensor(np.linspace(-1, 1, 2 * 3 * 4).reshape(2, 3, 2, 2))),
+     (4, 3, 5, 4)),
+    (lambda x: F.conv_transpose2d(x, Tensor(np.linspace(-1, 1, 3 * 2 * 4).reshape(3, 2, 2, 2)),
+                                  stride=2), (2, 3, 3, 4)),
+    (lambda x: F.max_pool2d(x, 2, stride=1), (2, 3, 5, 4)),
+    (lambda x: F.avg_pool2d(x, 2, padding=1), (2, 3, 5, 4)),
+    (lambda x: F.adaptive_max_pool2d(x, (2, 3)), (2, 3, 5, 4)),
+    (lambda x: F.adaptive_avg_pool2d(x, (2, 3)), (2, 3, 5, 4)),
+    (lambda x: F.unfold(x, 1), (2, 3, 5, 4)),     # a 1x1 kernel's columns are x's values
+    (lambda x: F.fold(x, (4, 3), 1), (2, 3, 12)),
+    (lambda x: F.local2d(x, Tensor(np.linspace(-1, 1, 2 * 4 * 3 * 12).reshape(2, 4, 3, 3, 2, 2))),
+     (2, 3, 5, 4)),
+], ids=["conv2d", "conv2d_batch_last", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+        "adaptive_max_pool2d", "adaptive_avg_pool2d", "unfold_1x1", "fold_1x1", "local2d"])
+def test_results_keep_their_values_after_the_next_call(op, shape):
+    """An output and an input gradient are arrays of their own: neither an in-place
+    update of the input (an optimiser step) nor the next call of the op (were a
+    buffer reused) changes them."""
+    rng = np.random.default_rng(17)
+    x = Tensor(distinct(*shape)(rng), requires_grad=True)
+    y1 = op(x)
+    v1, v2 = (Tensor(rng.standard_normal(y1.shape)) for _ in range(2))
+    (g1,) = tg.grad(y1, [x], v1)
+    before, g_before = y1.numpy(), g1.numpy()
+    with tg.no_grad():
+        x *= -1.0
+    y2 = op(x)
+    (g2,) = tg.grad(y2, [x], v2)
+    np.testing.assert_array_equal(y1.numpy(), before, err_msg="first output changed")
+    np.testing.assert_array_equal(g1.numpy(), g_before, err_msg="first gradient changed")
+    assert not np.array_equal(y2.numpy(), before)
+    assert not np.array_equal(g2.numpy(), g_before)
+
+
 # ---- the max-pool tie rule ---------------------------------------------------------------
 TIES = np.array([[1.0, 3.0, 3.0],
                  [3.0, 2.0, 3.0],
