@@ -1206,6 +1206,10 @@ def _t(*shape):
      [r"\(1, 2, 2, 2\)", r"empty output 0x0"]),
     (lambda: F.conv_transpose2d(_t(1, 3, 2, 2), _t(3, 2, 3, 3), groups=2),
      [r"\b3 channels", r"groups=2"]),
+    # 1-d ops name their own (N, C, L) shapes, not the 4-d ones they run on
+    (lambda: F.conv1d(_t(1, 2, 3), _t(3, 2, 5)), [r"\(1, 2, 3\)"]),
+    (lambda: F.conv1d(_t(1, 4, 5), _t(3, 2, 3), groups=2), [r"\(3, 2, 3\)", r"groups=2"]),
+    (lambda: F.max_pool1d(_t(1, 2, 3), 5), [r"\(1, 2, 3\)"]),
 ], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
         "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
         "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
@@ -1220,7 +1224,8 @@ def _t(*shape):
         "avg_pool1d_input_empty", "adaptive_max_input_empty", "adaptive_avg_input_empty",
         "unfold_input_empty", "conv1d_same_stride2", "pad_crops_too_much",
         "max_pool_padding_over_half", "avg_pool_padding_over_half_width", "convT_empty_output",
-        "convT_groups_in"])
+        "convT_groups_in", "conv1d_kernel_too_big", "conv1d_groups_out",
+        "max_pool1d_window_too_big"])
 def test_bad_input_raises_clear_error(call, patterns):
     with pytest.raises(ValueError) as info:
         call()
