@@ -187,6 +187,8 @@ def test_predict_max_value_bounds_the_values(trained, tmp_path):
 
 RAMP = np.arange(64).reshape(8, 8)
 CHECKER = (np.indices((16, 16)).sum(0) % 2).astype(np.uint8) * 255   # alternating 0 / 255
+BIN_MEANS = [0.5, 2, 3.5, 5, 6.5, 8, 9.5, 11]
+GROWN = [0, 0, 0, 1, 1, 1, 2, 2]
 IMAGES = {   # name -> (file suffix, content, options, the (8, 8) image read, worked out by hand)
     "uint8 .npy as 0..255": (".npy", RAMP.astype(np.uint8) * 4, {}, RAMP * 4 / 255),
     "bool .npy as 0/1": (".npy", RAMP % 3 == 0, {}, (RAMP % 3 == 0) * 1.0),
@@ -195,6 +197,13 @@ IMAGES = {   # name -> (file suffix, content, options, the (8, 8) image read, wo
     "shrunk by area averaging": (".png", CHECKER, {}, np.full((8, 8), 0.5)),
     "grown by repeating pixels": (".npy", RAMP[::2, ::2] / 63, {},
                                   np.kron(RAMP[::2, ::2] / 63, np.ones((2, 2)))),
+    # Not whole factors: source row i goes to bin i * 8 // 12, so the bins hold rows
+    # {0, 1}, {2}, {3, 4}, {5}, {6, 7}, {8}, {9, 10}, {11} (their means below), and
+    # output row j repeats source row j * 3 // 8: 0, 0, 0, 1, 1, 1, 2, 2.
+    "shrunk 12 -> 8": (".npy", np.add.outer(np.arange(12) * 12, np.arange(12)) / 143, {},
+                       np.add.outer(np.array(BIN_MEANS) * 12, BIN_MEANS) / 143),
+    "grown 3 -> 8": (".npy", np.arange(9).reshape(3, 3) / 8, {},
+                     np.arange(9).reshape(3, 3)[np.ix_(GROWN, GROWN)] / 8),
 }
 
 

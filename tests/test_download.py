@@ -36,12 +36,12 @@ def idx_bytes(array, code, compress=True):
     return gzip.compress(raw, mtime=0) if compress else raw
 
 
-def make_archives(seed=0, n_train_labels=N_TRAIN):
+def make_archives(seed=0):
     """Small MNIST-shaped archives: file name -> gzipped IDX bytes, and the arrays."""
     rng = np.random.default_rng(seed)
     arrays = {
         "train-images-idx3-ubyte.gz": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n_train_labels, dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
         "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, N_TEST, dtype=np.uint8),
     }

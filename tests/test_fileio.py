@@ -71,6 +71,8 @@ def test_data_are_synced_renamed_in_place_and_the_rename_synced(tmp_path, monkey
     path = tmp_path / "sub" / "c.txt"
     atomic_write(path, "data")
     monkeypatch.undo()
+    # The exact sequence, on purpose: an extra sync (say of a new parent directory) or a
+    # switch to fdatasync is a change to the protocol and should be a visible one here.
     assert events == [("fsync file", os.stat(path).st_ino),
                       ("replace", str(tmp_path / "sub"), "c.txt"),
                       ("fsync dir", os.stat(tmp_path / "sub").st_ino)]

@@ -225,7 +225,7 @@ def test_load_state_dict_is_an_in_place_change_for_autograd():
         loss.backward()
 
 
-def test_freezing_counting_and_apply_order():
+def test_requires_grad_freezes_a_submodule_and_num_parameters_counts_what_trains():
     net = Net()
     assert net.block.requires_grad_(False) is net.block
     assert [n for n, p in net.named_parameters() if p.requires_grad] == [
@@ -234,6 +234,10 @@ def test_freezing_counting_and_apply_order():
     assert net.num_parameters() == 1 + 48 * 5 + 5 + 1 + 54 + 3 + 3 + 3
     net.requires_grad_()
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_apply_visits_the_children_before_the_module():
+    net = Net()
     order = []
     assert net.apply(lambda m: order.append(type(m).__name__)) is net
     # children first, then the module itself

@@ -21,7 +21,8 @@ from tinygrad_cnn import checkpoint, optim  # noqa: E402
 from tinygrad_cnn.train import TrainConfig, evaluate, load_model, train  # noqa: E402
 
 BATCH = 128
-STEPS_PER_EPOCH = -(-1437 // BATCH)  # 12: the digits training split in batches of 128
+N_TRAIN = 1437                            # images in the digits training split
+STEPS_PER_EPOCH = -(-N_TRAIN // BATCH)    # 12 batches of 128, the last of 29
 SMALL = dict(model="cnn", epochs=2, batch_size=BATCH, seed=3, progress=False)
 
 
@@ -190,6 +191,9 @@ def test_epoch_train_numbers_are_averaged_over_samples(tmp_path, monkeypatch):
     """train_loss and train_acc weigh every sample once: the last, smaller batch
     counts for its 29 samples, not as much as a full batch."""
     from tinygrad_cnn import nn
+    # The spy sees each training step's batch: train.py calls nn.cross_entropy through the
+    # module, with the mean for a step and reduction="sum" in evaluate().  Should either
+    # change, `seen` stops matching the batch sizes asserted below: a loud failure.
     seen = []
     cross_entropy = nn.cross_entropy
 
@@ -202,10 +206,10 @@ def test_epoch_train_numbers_are_averaged_over_samples(tmp_path, monkeypatch):
     monkeypatch.setattr(nn, "cross_entropy", spy)
     result = run(tmp_path, None, model="mlp", epochs=1)
     losses, correct, sizes = map(np.array, zip(*seen))
-    assert sizes.tolist() == [BATCH] * (STEPS_PER_EPOCH - 1) + [1437 % BATCH]
+    assert sizes.tolist() == [BATCH] * (STEPS_PER_EPOCH - 1) + [N_TRAIN % BATCH]
     row = result["history"][0]
-    assert row["train_loss"] == pytest.approx((losses * sizes).sum() / 1437, rel=1e-5)
-    assert row["train_acc"] == pytest.approx(correct.sum() / 1437, rel=1e-6)
+    assert row["train_loss"] == pytest.approx((losses * sizes).sum() / N_TRAIN, rel=1e-5)
+    assert row["train_acc"] == pytest.approx(correct.sum() / N_TRAIN, rel=1e-6)
 
 
 def test_resuming_a_finished_run_trains_no_further(tmp_path, reference):

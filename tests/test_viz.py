@@ -660,7 +660,13 @@ def test_read_png_paeth_breaks_a_tie_towards_the_left_byte(tmp_path):
     # left a=80, up b=110, upper-left c=100: p = a + b - c = 90 is as near a as c, and
     # the PNG spec (like the test's encoder) then predicts from a
     img = np.array([[100, 110], [80, 7]], np.uint8)
-    (tmp_path / "t.png").write_bytes(_png_bytes(img, 2, 2, 8, 0, [0, 4]))
+    data = _png_bytes(img, 2, 2, 8, 0, [0, 4])
+    # the encoder's filtered bytes, worked out by hand: row 1 starts with 80 - 100 (its
+    # only neighbour is up), then 7 - 80 = 183 (mod 256) from the tie's winner, the left
+    idat = data.index(b"IDAT") + 4
+    length = struct.unpack(">I", data[idat - 8:idat - 4])[0]
+    assert zlib.decompress(data[idat:idat + length]) == bytes([0, 100, 110, 4, 236, 183])
+    (tmp_path / "t.png").write_bytes(data)
     np.testing.assert_array_equal(png.read_png(tmp_path / "t.png"), img)
 
 
