@@ -2,6 +2,8 @@
 keeping cupy out of the import of tinygrad_cnn."""
 from __future__ import annotations
 
+import ctypes
+import os
 import pathlib
 import platform
 import re
@@ -19,9 +21,9 @@ PACKAGE = pathlib.Path(tg.__file__).parent
 REPO = PACKAGE.parent
 
 
-def _run(code):
+def _run(code, env=None):
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=env)
 
 
 def test_backends_lists_cpu_and_cuda_with_reasons():
@@ -190,29 +192,54 @@ def test_check_index_compares_only_with_bounds_the_index_dtype_holds(dtype):
             backend.check_index(np.array([-100], dtype=dtype), 50)
 
 
+def _has_mallinfo2():
+    try:
+        return hasattr(ctypes.CDLL(None), "mallinfo2")   # glibc >= 2.33
+    except OSError:
+        return False
+
+
+# Run in a child process whose environment has none of glibc's malloc tunables: an inherited
+# MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or GLIBC_TUNABLES would
+# change the untuned baseline (or pre-tune it, so a broken reduce_malloc_churn would pass).
+# Measured with mallinfo2(): hblkhd is the bytes held in mmapped blocks, keepcost the free
+# chunk at the top of the heap that a trim would hand back to the OS.
+_MALLOC_CYCLE = """\
+import ctypes
+from tinygrad_cnn.backend import reduce_malloc_churn
+libc = ctypes.CDLL('libc.so.6')
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks',
+        'uordblks', 'fordblks', 'keepcost')]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+def cycle():
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(64 << 20)
+    mmapped = (libc.mallinfo2().hblkhd - before) >> 20
+    libc.free(block)
+    return mmapped, libc.mallinfo2().keepcost >> 20
+print(*cycle(), reduce_malloc_churn(1 << 30), *cycle())
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="reduce_malloc_churn tunes glibc's malloc only")
+@pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc's mallinfo2() (glibc >= 2.33)")
 def test_reduce_malloc_churn_keeps_large_freed_blocks_in_the_heap():
-    """Measured in /proc/self/maps: by default a 64 MiB malloc is a mapping of its own
-    (not in the [heap]); after reduce_malloc_churn it comes from the heap, and the heap
-    keeps it when it is freed, for the next step's arrays of that size."""
-    out = _run("import ctypes\n"
-               "from tinygrad_cnn.backend import reduce_malloc_churn\n"
-               "libc = ctypes.CDLL('libc.so.6')\n"
-               "libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]\n"
-               "def heap():\n"
-               "    for line in open('/proc/self/maps'):\n"
-               "        if line.rstrip().endswith('[heap]'):\n"
-               "            lo, hi = (int(v, 16) for v in line.split()[0].split('-'))\n"
-               "            return (hi - lo) >> 20\n"
-               "    return 0\n"
-               "def cycle():\n"
-               "    block = libc.malloc(64 << 20)\n"
-               "    used = heap()\n"
-               "    libc.free(block)\n"
-               "    return used, heap()\n"
-               "print(*cycle(), reduce_malloc_churn(1 << 30), *cycle())\n")
+    """By default a 64 MiB malloc is an mmapped block of its own, unmapped on free; after
+    reduce_malloc_churn it comes from the heap (mmap threshold raised), and after the free
+    the heap keeps it at its top (trim threshold raised), for the next step's arrays."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    out = _run(_MALLOC_CYCLE, env=env)
     assert out.returncode == 0, out.stderr
-    used_before, _, tuned, used_after, kept = out.stdout.split()
+    mmapped_before, kept_before, tuned, mmapped_after, kept_after = out.stdout.split()
     assert tuned == "True"
-    assert int(used_before) < 64 <= int(used_after) <= int(kept), out.stdout
+    # Untuned: the block is mmapped and nothing of it stays at the top of the heap.
+    assert int(mmapped_before) >= 64 and int(kept_before) < 64, out.stdout
+    # Tuned: no mmap (a wrong M_MMAP_THRESHOLD number) and the freed block is kept (no
+    # M_TRIM_THRESHOLD: the free trims it away).
+    assert int(mmapped_after) == 0, out.stdout
+    assert int(kept_after) >= 64, out.stdout
