@@ -23,12 +23,12 @@ import tinygrad_cnn as tg
 from tinygrad_cnn import backend as backend_module
 from tinygrad_cnn import models, nn, optim
 from tinygrad_cnn import train as train_module
-from tinygrad_cnn.backend import CupyBackend, DeviceError
+from tinygrad_cnn.backend import DeviceError
 from tinygrad_cnn.cli import main
 from tinygrad_cnn.data import DataLoader, TensorDataset
 
 from conftest import device_params
-from strict_backend import STRICT
+from strict_backend import STRICT, _cupy_has
 
 
 @pytest.fixture(autouse=True)
@@ -285,11 +285,12 @@ def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeyp
 class _FakeCupy(types.ModuleType):
     """The parts of cupy that CupyBackend reaches, with a current device (0 unless a
     ``cuda.Device`` context says otherwise) that every new array records; the rest of
-    the namespace is NumPy's."""
+    the namespace is NumPy's, limited to the names CuPy has (so a NumPy-only name in
+    CupyBackend fails here as it would on a GPU)."""
 
     def __init__(self, count=2):
         super().__init__("cupy")
-        self.stack, self.log, self.__version__ = [], [], "14.0.0-fake"
+        self.stack, self.log, self.__version__ = [], [], "14.2.0"
         fake = self
 
         class Device:
@@ -313,8 +314,15 @@ class _FakeCupy(types.ModuleType):
                 self._gpu = getattr(obj, "_gpu", None) or Device(fake.current)
 
         self.ndarray = ndarray
-        self.cuda = types.SimpleNamespace(
-            Device=Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: count))
+        # The runtime calls of ``describe``; each GPU has its own name and free memory,
+        # and memGetInfo (like CUDA's) reports on the current device.
+        runtime = types.SimpleNamespace(
+            getDeviceCount=lambda: count,
+            getDeviceProperties=lambda index: {
+                "name": f"Fake GPU {9000 + index}".encode(), "major": 8, "minor": 6},
+            memGetInfo=lambda: ((3 + fake.current) * 2**30, 8 * 2**30),
+            runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12040)
+        self.cuda = types.SimpleNamespace(Device=Device, runtime=runtime)
 
     current = property(lambda self: self.stack[-1] if self.stack else 0)
 
@@ -328,6 +336,9 @@ class _FakeCupy(types.ModuleType):
         return np.array(a)
 
     def __getattr__(self, name):
+        if name.startswith("__") or not _cupy_has("", name):
+            raise AttributeError(f"fake cupy: cupy has no {name} (the installed CuPy lacks "
+                                 f"it), so CupyBackend may not use it")
         value = getattr(np, name)
         if isinstance(value, type) or not callable(value):
             return value
@@ -341,6 +352,9 @@ class _FakeCupy(types.ModuleType):
 @pytest.fixture
 def fake_cupy(monkeypatch):
     """A fake cupy (and cupyx) importable, CUDA usable, and no CUDA backend built yet."""
+    # _cupy_has imports cupy once to list its names: do it before the fake takes cupy's
+    # place in sys.modules, or it would list the fake's own names.
+    _cupy_has("", "asarray")
     fake = _FakeCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setitem(sys.modules, "cupyx", types.ModuleType("cupyx"))
@@ -382,56 +396,67 @@ def test_cupy_backend_works_on_its_own_device_not_the_current_one(fake_cupy, cal
     assert device == 1 and fake_cupy.current == 0
 
 
-def test_cupy_backend_devices_contexts_and_deferred_checks(fake_cupy):
+def test_cupy_backend_devices_and_their_spellings(fake_cupy):
     backend = tg.get_backend("cuda:1")
-    assert backend.device == "cuda:1" and tg.get_backend("CUDA:1") is backend
+    assert backend.device == "cuda:1" and backend.index == 1
+    assert tg.get_backend("CUDA:1") is backend
     assert tg.get_backend("cuda").device == "cuda:0"
     with pytest.raises(DeviceError, match="'cuda:2' does not exist: found 2 CUDA device"):
         tg.get_backend("cuda:2")
+
+
+def test_cupy_backend_context_makes_its_device_current_and_is_array_checks_the_device(
+        fake_cupy):
+    backend = tg.get_backend("cuda:1")
     with backend.context():
         assert fake_cupy.current == 1
         on_1 = fake_cupy.asarray([0, 5])
+    assert fake_cupy.current == 0
     on_0 = fake_cupy.asarray([0, 5])
     assert backend.is_array(on_1) and not backend.is_array(on_0)
     assert not backend.is_array(np.zeros(2))
-    # An out-of-range index is not reported where it happens (that would wait for
-    # the GPU) but at the next synchronize(), naming the device and the way to debug.
+
+
+def test_cupy_backend_reports_a_failed_deferred_check_at_synchronize_naming_the_device(
+        fake_cupy):
+    backend = tg.get_backend("cuda:1")
     with backend.context():
-        backend.check_index(on_1, 3, "for the test")
+        index = fake_cupy.asarray([0, 5])
+        backend.check_index(index, 3, "for the test")
+    # Not reported where it happens: that would wait for the GPU (or read from it).
     assert fake_cupy.log == []
     with pytest.raises(IndexError, match=r"an index was out of range for the test \(found "
                                          r"on cuda:1 by a deferred check.*"
                                          r"get_backend\('cuda:1'\)\.defer_checks = False"):
         backend.synchronize()
-    assert fake_cupy.log == ["synchronize 1", "asnumpy 1"]
-    assert backend.to_numpy(on_1).tolist() == [0, 5]
-    # Tensors move to the GPU asked for, and not again when they are there.
-    for move, device in [(lambda t: t.cuda(1), "cuda:1"), (lambda t: t.cuda(), "cuda:0"),
-                         (lambda t: t.to("CUDA:1"), "cuda:1"), (lambda t: t.to("cuda"), "cuda:0")]:
-        t = move(tg.tensor([1.0, 2.0]))
-        assert t.device == device and t.data.device.id == int(device[-1])
-        assert move(t) is t and t.cpu().tolist() == [1.0, 2.0]
+    # It waited for its own GPU, and touched no other (device 0 is the current one).
+    assert "synchronize 1" in fake_cupy.log
+    assert {entry.split()[1] for entry in fake_cupy.log} == {"1"}, fake_cupy.log
+    backend.synchronize()   # reported once
+    assert backend.to_numpy(index).tolist() == [0, 5]
+
+
+MOVES = [
+    ("cuda(1)", lambda t: t.cuda(1), "cuda:1"),
+    ("cuda()", lambda t: t.cuda(), "cuda:0"),
+    ("to('CUDA:1')", lambda t: t.to("CUDA:1"), "cuda:1"),
+    ("to('cuda')", lambda t: t.to("cuda"), "cuda:0"),
+]
+
+
+@pytest.mark.parametrize("move, device", [m[1:] for m in MOVES], ids=[m[0] for m in MOVES])
+def test_tensors_move_to_the_gpu_asked_for_and_not_again_when_there(fake_cupy, move, device):
+    t = move(tg.tensor([1.0, 2.0]))
+    assert t.device == device and t.data.device.id == int(device[-1])
+    assert move(t) is t and t.cpu().tolist() == [1.0, 2.0]
 
 
 # ---- tinygrad-cnn info and TINYGRAD_CNN_DEVICE --------------------------------------
-def _fake_gpu_backend():
-    """A CupyBackend over a stand-in for the few CuPy calls ``describe`` makes."""
-    runtime = types.SimpleNamespace(
-        getDeviceProperties=lambda index: {"name": b"Fake GPU 9000", "major": 8, "minor": 6},
-        memGetInfo=lambda: (3 * 2**30, 8 * 2**30),
-        runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12040)
-    backend = object.__new__(CupyBackend)
-    backend.xp = types.SimpleNamespace(__version__="14.2.0",
-                                       cuda=types.SimpleNamespace(runtime=runtime))
-    backend.index, backend.device = 0, "cuda:0"
-    backend._device = contextlib.nullcontext()
-    return backend
-
-
-def test_describe_names_the_gpu_its_memory_and_the_versions():
-    assert _fake_gpu_backend().describe() == {
-        "device": "cuda:0", "gpu": "Fake GPU 9000 (compute capability 8.6)",
-        "memory": "3.0 GiB free of 8.0 GiB", "array module": "cupy 14.2.0",
+def test_describe_names_the_gpu_its_memory_and_the_versions(fake_cupy):
+    # cuda:1 while device 0 is current: the name and the memory are those of GPU 1.
+    assert tg.get_backend("cuda:1").describe() == {
+        "device": "cuda:1", "gpu": "Fake GPU 9001 (compute capability 8.6)",
+        "memory": "4.0 GiB free of 8.0 GiB", "array module": "cupy 14.2.0",
         "cuda runtime": "12.8", "cuda driver": "12.4"}
 
 
@@ -442,14 +467,9 @@ def _info():
     return out.getvalue()
 
 
-def test_info_prints_the_gpu_when_there_is_one(monkeypatch):
-    fake = _fake_gpu_backend()
-    monkeypatch.setattr(backend_module, "backends", lambda: [
-        {"device": "cpu", "usable": True, "reason": "numpy"},
-        {"device": "cuda", "usable": True, "reason": "cupy 14.2.0, 1 CUDA device(s)"}])
-    monkeypatch.setattr(backend_module, "get_backend", lambda device=None: fake)
+def test_info_prints_the_gpu_when_there_is_one(fake_cupy):
     text = _info()
-    for line in ("cuda     usable: cupy 14.2.0, 1 CUDA device(s)",
+    for line in ("cuda     usable: fake cupy, 2 devices",
                  "gpu: Fake GPU 9000 (compute capability 8.6)",
                  "memory: 3.0 GiB free of 8.0 GiB", "cuda runtime: 12.8", "cuda driver: 12.4"):
         assert line in text, text
