@@ -378,27 +378,64 @@ def _strided(a):
     return holder[..., ::2]
 
 
-def test_kernels_take_non_contiguous_arrays(host_kernels):
-    """A sliced or transposed tensor reaches the kernels as a strided view; read as if
-    it were contiguous, it would give other elements (a GPU reads them silently)."""
+def _conv_input():
     shape, geom = _conv_geom(CONV_CASES[1])
-    x = _data(shape, np.float64)
-    cols = host_kernels.im2col(_strided(x), geom, "knl")
-    np.testing.assert_array_equal(cols, unfold_array(CPU, x, geom, "knl"))
-    g = _data(cols.shape, np.float64, seed=1)
-    np.testing.assert_array_equal(host_kernels.col2im(_strided(g), geom, *shape[:2], "knl"),
-                                  fold_array(CPU, g, geom, *shape[:2], "knl"))
+    return shape, geom, _data(shape, np.float64)
+
+
+def _pool_input_and_output():
     shape, geom = _pool_geom(POOL_CASES[1])
     x = _pool_input(shape, np.float64, geom)
-    y = max_pool_array(CPU, x, geom)
-    np.testing.assert_array_equal(host_kernels.max_pool(_strided(x), geom), y)
-    g, v = _data(y.shape, np.float64, seed=2), _data(shape, np.float64, seed=3)
-    np.testing.assert_array_equal(
-        host_kernels.max_pool_scatter(_strided(g), _strided(x), _strided(y), geom),
-        max_pool_scatter_array(CPU, g, x, y, geom))
-    np.testing.assert_array_equal(
-        host_kernels.max_pool_gather(_strided(v), _strided(x), _strided(y), geom),
-        max_pool_gather_array(CPU, v, x, y, geom))
+    return shape, geom, x, max_pool_array(CPU, x, geom)
+
+
+def _im2col_of_a_view(kernels):
+    _, geom, x = _conv_input()
+    return kernels.im2col(_strided(x), geom, "knl"), unfold_array(CPU, x, geom, "knl")
+
+
+def _col2im_of_a_view(kernels):
+    shape, geom, x = _conv_input()
+    g = _data(unfold_array(CPU, x, geom, "knl").shape, np.float64, seed=1)
+    return (kernels.col2im(_strided(g), geom, *shape[:2], "knl"),
+            fold_array(CPU, g, geom, *shape[:2], "knl"))
+
+
+def _max_pool_of_a_view(kernels):
+    _, geom, x, y = _pool_input_and_output()
+    return kernels.max_pool(_strided(x), geom), y
+
+
+def _max_pool_scatter_of_views(kernels):
+    _, geom, x, y = _pool_input_and_output()
+    g = _data(y.shape, np.float64, seed=2)
+    return (kernels.max_pool_scatter(_strided(g), _strided(x), _strided(y), geom),
+            max_pool_scatter_array(CPU, g, x, y, geom))
+
+
+def _max_pool_gather_of_views(kernels):
+    shape, geom, x, y = _pool_input_and_output()
+    v = _data(shape, np.float64, seed=3)
+    return (kernels.max_pool_gather(_strided(v), _strided(x), _strided(y), geom),
+            max_pool_gather_array(CPU, v, x, y, geom))
+
+
+# kernel -> (the kernel's result on non-contiguous views of its inputs, the array code's)
+NON_CONTIGUOUS = [
+    ("im2col", _im2col_of_a_view),
+    ("col2im", _col2im_of_a_view),
+    ("max_pool", _max_pool_of_a_view),
+    ("max_pool_scatter", _max_pool_scatter_of_views),
+    ("max_pool_gather", _max_pool_gather_of_views),
+]
+
+
+@pytest.mark.parametrize("run", [c[1] for c in NON_CONTIGUOUS], ids=[c[0] for c in NON_CONTIGUOUS])
+def test_kernels_take_non_contiguous_arrays(host_kernels, run):
+    """A sliced or transposed tensor reaches the kernels as a strided view; read as if
+    it were contiguous, it would give other elements (a GPU reads them silently)."""
+    got, expected = run(host_kernels)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_max_pool_kernels_when_x_changed_after_the_forward(host_kernels):
