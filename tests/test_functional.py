@@ -12,7 +12,11 @@ hyper-parameters; each concern is one parametrised test run over it:
 * ``test_on_device``: the same results on every backend of ``conftest``;
 * ``test_partial_requires_grad``, ``test_conv_in_image_chunks``: the
   implementation's shortcuts (gradients only where asked, batches split to
-  cap im2col memory) change nothing.
+  cap im2col memory) change nothing;
+* ``test_conv_with_mixed_float_dtypes_computes_in_float64`` (conv cases): one
+  float64 operand makes the whole op float64;
+* ``test_results_keep_their_values_after_the_next_call``: outputs and
+  gradients are arrays of their own (no view of an input, no reused buffer).
 
 A second table, ``LOOP_SPECS``, draws random shapes and hyper-parameters
 with hypothesis and compares forward and vector-Jacobian products with the
@@ -42,8 +46,10 @@ from tinygrad_cnn import GradcheckError, Tensor, gradcheck, gradgradcheck
 
 try:  # tests/ as a package, or tests/ on sys.path (pytest's default rootdir mode)
     from . import reference_loops as ref
+    from .conftest import forward_and_grads
 except ImportError:
     import reference_loops as ref
+    from conftest import forward_and_grads
 
 
 # ---- input builders: rng -> float64 array ------------------------------------------
@@ -171,6 +177,11 @@ CASES = [
          lambda F, x: F.unfold(x, 3, dilation=2, padding=1, stride=2), randn(1, 2, 7, 6)),
     case("unfold_stride2x3_pad0x2",
          lambda F, x: F.unfold(x, (2, 2), padding=(0, 2), stride=(2, 3)), randn(2, 2, 5, 5)),
+    # A 1x1 kernel, or one window over the whole unpadded input: the columns hold x's
+    # values in x's order, so a view of x is at hand (fold's output: cols' values).
+    case("unfold_1x1", lambda F, x: F.unfold(x, 1), randn(2, 3, 3, 4)),
+    case("unfold_one_window", lambda F, x: F.unfold(x, (3, 4)), randn(2, 2, 3, 4)),
+    case("fold_1x1", lambda F, c: F.fold(c, (3, 4), 1), randn(2, 3, 12)),
     case("fold_basic", lambda F, c: F.fold(c, (5, 6), (2, 3)),
          randn(2, 3 * 6, n_blocks((5, 6), (2, 3))), gradgrad=True),
     case("fold_dil2_pad1_stride2",
@@ -319,15 +330,21 @@ def assert_close(actual, expected, rtol, what):
                                rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def ours_with_grads(fn, arrays, dtype=np.float64, seed=1):
-    """Run ``fn(F, *tensors)``; return (outputs, upstream vs, input grads) as NumPy."""
-    xs = _leaves(arrays, dtype)
+def run_with_grads(fn, xs, seed=1):
+    """Run ``fn(F, *xs)``; return (outputs, upstream vs as NumPy, input grads or None)."""
     outs = _as_tuple(fn(F, *xs))
     rng = np.random.default_rng(seed)
     diff = [o for o in outs if o.dtype.kind == "f"]
     vs = [rng.standard_normal(o.shape) for o in diff]
     grads = tg.grad(diff, xs, [Tensor(v.astype(o.dtype)) for v, o in zip(vs, diff)],
                     allow_unused=True)
+    return list(outs), vs, list(grads)
+
+
+def ours_with_grads(fn, arrays, dtype=np.float64, seed=1):
+    """Run ``fn(F, *tensors)``; return (outputs, upstream vs, input grads) as NumPy."""
+    xs = _leaves(arrays, dtype)
+    outs, vs, grads = run_with_grads(fn, xs, seed)
     grads = [np.zeros(x.shape) if g is None else g.numpy() for x, g in zip(xs, grads)]
     return [o.numpy() for o in outs], vs, grads
 
@@ -991,29 +1008,26 @@ def test_conv_transpose2d_is_adjoint_of_conv2d(drawn):
                         abs_tol=1e-12 * np.abs(x).sum() * np.abs(w).sum())
 
 
-@pytest.mark.parametrize("op", [
-    lambda F, x, w, b: F.conv2d(x, w, b, padding=1),
-    lambda F, x, w, b: F.conv_transpose2d(x, w.permute(1, 0, 2, 3), b, stride=2),
-], ids=["conv2d", "conv_transpose2d"])
-@pytest.mark.parametrize("wide", [0, 1, 2], ids=["x_float64", "w_float64", "b_float64"])
-def test_conv_with_mixed_float_dtypes_computes_in_float64(op, wide):
-    """One float64 operand among float32 ones: the result is float64, equal to the
-    all-float64 one (no rounding to float32 on the way), and each gradient has its
-    input's dtype, as for elementwise ops."""
-    rng = np.random.default_rng(16)
-    arrays = [rng.standard_normal(s).astype(np.float32)
-              for s in ((2, 3, 4, 5), (3, 3, 3, 3), (3,))]
-    xs = [Tensor(a.astype(np.float64 if k == wide else np.float32), requires_grad=True)
-          for k, a in enumerate(arrays)]
-    ref_xs = _leaves(arrays)
-    y, y64 = op(F, *xs), op(F, *ref_xs)
-    assert y.dtype == np.float64
-    assert_close(y.numpy(), y64.numpy(), 1e-12, "mixed-dtype forward")
-    v = Tensor(rng.standard_normal(y.shape))
-    for k, (g, g64) in enumerate(zip(tg.grad(y, xs, v), tg.grad(y64, ref_xs, v))):
-        assert g.dtype == xs[k].dtype
-        assert_close(g.numpy(), g64.numpy(), 1e-12 if g.dtype == np.float64 else 1e-6,
-                     f"mixed-dtype gradient {k}")
+@pytest.mark.parametrize("case, wide", [
+    pytest.param(c, k, id=f"{c.name}-input{k}")
+    for c in CASES if c.name.startswith("conv") for k in range(len(c.inputs))])
+def test_conv_with_mixed_float_dtypes_computes_in_float64(case, wide):
+    """One float64 operand (input ``wide``) among float32 ones: the result is float64,
+    equal to the all-float64 one (no rounding to float32 on the way), and each gradient
+    has its input's dtype, as for elementwise ops.  (local2d is not one op but unfold,
+    a matmul and + b, each promoting on its own: a float64 b alone is added to float32
+    products, as in the same ops in torch.)"""
+    arrays = [a.astype(np.float32) for a in case.arrays()]   # values float32 can hold
+    mixed = [a.astype(np.float64) if k == wide else a for k, a in enumerate(arrays)]
+    fn = lambda *xs: case.fn(F, *xs)   # noqa: E731
+    got = forward_and_grads(fn, mixed)
+    want = forward_and_grads(fn, [a.astype(np.float64) for a in arrays])
+    assert got[0].dtype == np.float64
+    assert_close(got[0], want[0], 1e-12, f"{case.name} mixed-dtype forward")
+    for k, (g, g64) in enumerate(zip(got[1:], want[1:])):
+        assert g.dtype == mixed[k].dtype, f"gradient {k}: {g.dtype} for {mixed[k].dtype}"
+        assert_close(g, g64, 1e-12 if g.dtype == np.float64 else 1e-6,
+                     f"{case.name} mixed-dtype gradient {k}")
 
 
 @pytest.mark.parametrize("op", [
@@ -1039,42 +1053,31 @@ def test_non_contiguous_input(op):
                  1e-12, "strided view")
 
 
-@pytest.mark.parametrize("op, shape", [
-    (lambda x: F.conv2d(x, Tensor(np.linspace(-1, 1, 2 * 3 * 9).reshape(2, 3, 3, 3)),
-                        padding=1), (2, 3, 5, 4)),
-    # batch of 4, few input channels: the batch-last (kln) output, the GEMM's own memory
-    (lambda x: F.conv2d(x, Tensor(np.linspace(-1, 1, 2 * 3 * 4).reshape(2, 3, 2, 2))),
-     (4, 3, 5, 4)),
-    (lambda x: F.conv_transpose2d(x, Tensor(np.linspace(-1, 1, 3 * 2 * 4).reshape(3, 2, 2, 2)),
-                                  stride=2), (2, 3, 3, 4)),
-    (lambda x: F.max_pool2d(x, 2, stride=1), (2, 3, 5, 4)),
-    (lambda x: F.avg_pool2d(x, 2, padding=1), (2, 3, 5, 4)),
-    (lambda x: F.adaptive_max_pool2d(x, (2, 3)), (2, 3, 5, 4)),
-    (lambda x: F.adaptive_avg_pool2d(x, (2, 3)), (2, 3, 5, 4)),
-    (lambda x: F.unfold(x, 1), (2, 3, 5, 4)),     # a 1x1 kernel's columns are x's values
-    (lambda x: F.fold(x, (4, 3), 1), (2, 3, 12)),
-    (lambda x: F.local2d(x, Tensor(np.linspace(-1, 1, 2 * 4 * 3 * 12).reshape(2, 4, 3, 3, 2, 2))),
-     (2, 3, 5, 4)),
-], ids=["conv2d", "conv2d_batch_last", "conv_transpose2d", "max_pool2d", "avg_pool2d",
-        "adaptive_max_pool2d", "adaptive_avg_pool2d", "unfold_1x1", "fold_1x1", "local2d"])
-def test_results_keep_their_values_after_the_next_call(op, shape):
-    """An output and an input gradient are arrays of their own: neither an in-place
-    update of the input (an optimiser step) nor the next call of the op (were a
-    buffer reused) changes them."""
-    rng = np.random.default_rng(17)
-    x = Tensor(distinct(*shape)(rng), requires_grad=True)
-    y1 = op(x)
-    v1, v2 = (Tensor(rng.standard_normal(y1.shape)) for _ in range(2))
-    (g1,) = tg.grad(y1, [x], v1)
-    before, g_before = y1.numpy(), g1.numpy()
+# flatten's output is a view of its input by design (as torch.flatten's): an in-place
+# update of the input reaches it.
+VIEW_CASES = {"flatten"}
+
+
+@pytest.mark.parametrize("case", [p for p, c in zip(CASE_PARAMS, CASES)
+                                  if c.name not in VIEW_CASES])
+def test_results_keep_their_values_after_the_next_call(case):
+    """Outputs and input gradients are arrays of their own: neither an in-place update
+    of the inputs (an optimiser step) nor the next call of the op (were a buffer
+    reused) changes them; unfold_1x1's columns, say, must not be a view of x."""
+    xs = _leaves(case.arrays())
+    outs, _, grads = run_with_grads(case.fn, xs, seed=1)
+    first = outs + grads
+    kept = [r.numpy() for r in first]   # host copies
     with tg.no_grad():
-        x *= -1.0
-    y2 = op(x)
-    (g2,) = tg.grad(y2, [x], v2)
-    np.testing.assert_array_equal(y1.numpy(), before, err_msg="first output changed")
-    np.testing.assert_array_equal(g1.numpy(), g_before, err_msg="first gradient changed")
-    assert not np.array_equal(y2.numpy(), before)
-    assert not np.array_equal(g2.numpy(), g_before)
+        for x in xs:
+            x *= -2.0   # tie-free inputs stay tie-free, relu-like ones off 0; a product
+            # of two inputs changes too, as it would not were both only negated
+    outs, _, grads = run_with_grads(case.fn, xs, seed=2)
+    for k, (r, before, again) in enumerate(zip(first, kept, outs + grads)):
+        np.testing.assert_array_equal(r.numpy(), before,
+                                      err_msg=f"{case.name}: first call's result {k} changed")
+        if before.dtype.kind == "f":   # new values, which a shared buffer would show
+            assert not np.array_equal(again.numpy(), before), f"{case.name}: result {k}"
 
 
 # ---- the max-pool tie rule ---------------------------------------------------------------
