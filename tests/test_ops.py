@@ -168,6 +168,10 @@ case("log", lambda x: x.log(), np.log, P(3, 4))
 case("sqrt", lambda x: x.sqrt(), np.sqrt, P(3, 4))
 case("abs", lambda x: x.abs(), np.abs, A(3, 4))
 case("abs-builtin", lambda x: abs(x), np.abs, A(2, 3))
+# sign's output needs no grad, so gradcheck needs an output that does: sign(x) * x,
+# whose gradient is sign(x) only if sign's own is 0 (as it is away from its jump at 0).
+case("sign", lambda x: (x.sign(), x.sign() * x), lambda a: (np.sign(a), np.sign(a) * a),
+     A(3, 4))
 case("sin", lambda x: x.sin(), np.sin, R(3, 4))
 case("cos", lambda x: x.cos(), np.cos, R(3, 4))
 case("tanh", lambda x: x.tanh(), np.tanh, R(3, 4))
@@ -400,9 +404,9 @@ def test_case_table_is_complete():
     required = [
         "add", "sub", "mul", "div", "pow-tensors", "pow-scalar-base", "neg", "matmul-1d-1d",
         "matmul-1d-2d", "matmul-2d-1d", "matmul-2d", "matmul-batched-bcast", "exp", "log",
-        "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu", "maximum",
-        "minimum", "clip", "where", "reshape", "flatten", "transpose", "permute", "swapaxes",
-        "expand", "broadcast_to", "squeeze", "unsqueeze", "concatenate", "stack",
+        "sqrt", "abs", "sign", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu",
+        "maximum", "minimum", "clip", "where", "reshape", "flatten", "transpose", "permute",
+        "swapaxes", "expand", "broadcast_to", "squeeze", "unsqueeze", "concatenate", "stack",
         "split-sections", "pad", "softmax", "log_softmax", "logsumexp", "astype-float32",
         "to-float32", "getitem-bool-mask", "getitem-int-array-repeats", "getitem-ellipsis",
         "getitem-none", "getitem-slice-neg-step",
@@ -616,36 +620,51 @@ def test_float32_log_softmax_keeps_the_small_term():
 INF, NAN = float("inf"), float("nan")
 
 
-@pytest.mark.parametrize("row", [[INF, 1.0], [INF, INF], [-INF, -INF], [-INF, 0.0],
-                                 [float("nan"), 0.0], [INF, -INF], [1.0, 2.0]],
-                         ids=["inf", "inf-inf", "all-neg-inf", "neg-inf", "nan", "inf-neg-inf",
-                              "finite"])
-def test_softmax_and_logsumexp_of_infinities_match_torch(row):
+# (row, its logsumexp, its softmax), worked out by hand: logsumexp is the limit of
+# log(sum(exp(row))); softmax is NaN throughout a row without a finite maximum (it
+# was [nan, 0] for [inf, 1]), as in PyTorch, which test_..._match_torch confirms.
+INFINITIES = [
+    pytest.param([INF, 1.0], INF, [NAN, NAN], id="inf"),
+    pytest.param([INF, INF], INF, [NAN, NAN], id="inf-inf"),
+    pytest.param([INF, -INF], INF, [NAN, NAN], id="inf-neg-inf"),
+    pytest.param([-INF, -INF], -INF, [NAN, NAN], id="all-neg-inf"),
+    pytest.param([-INF, 0.0], 0.0, [0.0, 1.0], id="neg-inf"),
+    pytest.param([NAN, 0.0], NAN, [NAN, NAN], id="nan"),
+    # log(e + e**2) = 2 + log(1 + 1/e); softmax [1, e] / (1 + e)
+    pytest.param([1.0, 2.0], 2.0 + np.log1p(np.exp(-1.0)),
+                 [1.0 / (1.0 + np.e), np.e / (1.0 + np.e)], id="finite"),
+]
+
+
+def _softmax_family_of_infinities(x, lse, soft, rtol):
+    """Checks logsumexp, softmax and log_softmax over axis 1 of ``x`` = [row, [0, 0]]
+    (tensors of ours or torch's) against the table; the second row's are exact."""
+    with np.errstate(divide="ignore"):   # log(0) = -inf is the expected value
+        log_soft = np.log(soft)
+    for out, want in zip([x.logsumexp(1), x.softmax(1), x.log_softmax(1)],
+                         [[lse, np.log(2.0)], [soft, [0.5, 0.5]],
+                          [log_soft, np.log([0.5, 0.5])]]):
+        # (assert_allclose: infinities must be equal, NaN must meet NaN)
+        np.testing.assert_allclose(out.numpy(), np.array(want), rtol=rtol)
+
+
+@pytest.mark.parametrize("row, lse, soft", INFINITIES)
+def test_softmax_and_logsumexp_of_infinities_match_torch(row, lse, soft):
+    """PyTorch gives the table's values, and so do we in float32 (float64: below)."""
     torch = pytest.importorskip("torch")
-    x, t = tg.tensor([row, [0.5, 0.25]]), torch.tensor([row, [0.5, 0.25]])
-    # softmax([inf, 1]) was [nan, 0]: a slice without a finite maximum is NaN throughout
-    for ours, theirs in [(x.softmax(1), t.softmax(1)), (x.log_softmax(1), t.log_softmax(1)),
-                         (x.logsumexp(1), t.logsumexp(1))]:
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+    _softmax_family_of_infinities(torch.tensor([row, [0.0, 0.0]], dtype=torch.float64), lse,
+                                  soft, 1e-12)
+    _softmax_family_of_infinities(tg.tensor([row, [0.0, 0.0]]), lse, soft, 1e-6)
 
 
-@pytest.mark.parametrize("row, lse, soft", [
-    ([INF, 1.0], INF, [NAN, NAN]), ([INF, INF], INF, [NAN, NAN]), ([INF, -INF], INF, [NAN, NAN]),
-    ([-INF, -INF], -INF, [NAN, NAN]), ([-INF, 0.0], 0.0, [0.0, 1.0]), ([NAN, 0.0], NAN, [NAN, NAN]),
-], ids=["inf", "inf-inf", "inf-neg-inf", "all-neg-inf", "neg-inf", "nan"])
+@pytest.mark.parametrize("row, lse, soft", INFINITIES)
 def test_softmax_and_logsumexp_of_infinities_without_torch(row, lse, soft, device):
-    """The same rows as above, where torch is not installed: logsumexp gives the limit
-    of log(sum(exp)), softmax the documented NaN for a slice without a finite maximum;
-    these are the answers, so NumPy's warnings on the way (inf - inf) are noise."""
+    """The table's values on every device, where torch may not be installed; they are
+    the answers, so NumPy's warnings on the way (inf - inf) are noise."""
     x = tg.tensor([row, [0.0, 0.0]], dtype=tg.float64, device=device)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = [t.numpy() for t in (x.logsumexp(1), x.softmax(1), x.log_softmax(1))]
-    with np.errstate(divide="ignore"):   # log(0) = -inf is the expected value
-        log_soft = np.log(soft)
-    for out, want in zip(got, [[lse, np.log(2.0)], [soft, [0.5, 0.5]],
-                               [log_soft, np.log([0.5, 0.5])]]):
-        np.testing.assert_array_equal(out, want)
+        _softmax_family_of_infinities(x, lse, soft, 1e-12)
 
 
 @pytest.mark.parametrize("row", [[INF, 100.0], [INF, INF], [-INF, -INF], [-INF, 0.0],
@@ -737,11 +756,15 @@ def test_tensor_copies_its_data(device):
     assert t.numpy().tolist() == [0.0, 0.0, 0.0]
     t += 5
     assert a.tolist() == [1.0, 1.0, 1.0]
-    for u in (tg.Tensor(t), tg.tensor(t, dtype=tg.float32)):   # a copy on t's device
-        assert u.device == t.device
-    u = tg.Tensor(t)
+    # A tensor made from a tensor: a copy on t's device, in t's dtype or the one asked for;
+    # t's own dtype included, where no cast makes a copy by the way.
+    copies = [(tg.Tensor(t), np.float64), (tg.tensor(t), np.float64),
+              (tg.tensor(t, dtype=tg.float64), np.float64),
+              (tg.tensor(t, dtype=tg.float32), np.float32)]
     t += 1
-    assert u.numpy().tolist() == [5.0, 5.0, 5.0]
+    for u, dtype in copies:
+        assert u.device == t.device and u.dtype == dtype
+        assert u.numpy().tolist() == [5.0, 5.0, 5.0]
 
 
 def test_0d_results_hold_arrays(device):
