@@ -13,8 +13,8 @@ hyper-parameters; each concern is one parametrised test run over it:
 * ``test_partial_requires_grad``, ``test_conv_in_image_chunks``: the
   implementation's shortcuts (gradients only where asked, batches split to
   cap im2col memory) change nothing;
-* ``test_conv_with_mixed_float_dtypes_computes_in_float64`` (conv cases): one
-  float64 operand makes the whole op float64;
+* ``test_mixed_float_dtypes_compute_in_float64`` (conv, local2d and linear
+  cases): one float64 operand makes the whole op float64;
 * ``test_results_keep_their_values_after_the_next_call``: outputs and
   gradients are arrays of their own (no view of an input, no reused buffer).
 
@@ -1010,13 +1010,13 @@ def test_conv_transpose2d_is_adjoint_of_conv2d(drawn):
 
 @pytest.mark.parametrize("case, wide", [
     pytest.param(c, k, id=f"{c.name}-input{k}")
-    for c in CASES if c.name.startswith("conv") for k in range(len(c.inputs))])
-def test_conv_with_mixed_float_dtypes_computes_in_float64(case, wide):
+    for c in CASES if c.name.startswith(("conv", "local2d", "linear"))
+    for k in range(len(c.inputs))])
+def test_mixed_float_dtypes_compute_in_float64(case, wide):
     """One float64 operand (input ``wide``) among float32 ones: the result is float64,
-    equal to the all-float64 one (no rounding to float32 on the way), and each gradient
-    has its input's dtype, as for elementwise ops.  (local2d is not one op but unfold,
-    a matmul and + b, each promoting on its own: a float64 b alone is added to float32
-    products, as in the same ops in torch.)"""
+    equal to the all-float64 one (no rounding to float32 on the way, not even for a
+    float64 bias alone), and each gradient has its input's dtype, as for elementwise
+    ops."""
     arrays = [a.astype(np.float32) for a in case.arrays()]   # values float32 can hold
     mixed = [a.astype(np.float64) if k == wide else a for k, a in enumerate(arrays)]
     fn = lambda *xs: case.fn(F, *xs)   # noqa: E731

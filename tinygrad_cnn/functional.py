@@ -130,6 +130,17 @@ def _operands(*arrays):
     return [a if a is None or a.dtype == dtype else a.astype(dtype) for a in arrays]
 
 
+def _promoted(*tensors):
+    """Float tensors (or None) in their common dtype, cast differentiably: one float64
+    operand makes the whole op float64, with no products rounded to float32 on the way
+    (as conv2d computes); each gradient comes back in its input's dtype."""
+    dtypes = {t.dtype for t in tensors if t is not None}
+    if len(dtypes) < 2 or any(d.kind != "f" for d in dtypes):
+        return tensors
+    dtype = np.result_type(*dtypes)
+    return tuple(t if t is None else t.astype(dtype) for t in tensors)
+
+
 # ---- patches: unfold and fold ----------------------------------------------------------
 class Unfold(Function):
     """cols[n, c*KH*KW + i*KW + j, oh*OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]"""
@@ -221,6 +232,7 @@ def linear(x, w, b=None):
                          f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
                          f"(out, in) with the same 'in'")
     _check_bias("linear", b, (w.shape[0],))
+    x, w, b = _promoted(x, w, b)
     lead = x.shape[:-1]
     # One GEMM over all leading dimensions: (batch, in) @ (in, out).
     y = x.reshape(-1, x.shape[-1]) @ w.T if x.ndim != 2 else x @ w.T
@@ -252,6 +264,7 @@ def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
                          f"{KH}x{KW}, stride {stride}, padding {padding} and dilation "
                          f"{dilation} gives a {OH}x{OW} output")
     _check_bias("local2d", b, (OC, OH, OW))
+    x, w, b = _promoted(x, w, b)
     L = OH * OW
     cols = Unfold.apply(x, geom=geom)                        # (N, C*KH*KW, L)
     patches = cols.permute(2, 0, 1)                          # (L, N, C*KH*KW)
