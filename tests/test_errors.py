@@ -534,10 +534,20 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
     (lambda: tg.cat([tg.ones(2, 3)], axis=2), ValueError,
      r"concatenate: axis 2 is out of range for a tensor with 2 dimension\(s\) \(valid axes "
      r"-2\.\.1\)"),
+    # One tensor is no sequence of them (as torch.cat); its rows were joined silently.
+    (lambda: tg.cat(tg.ones(2, 3)), TypeError,
+     r"concatenate: tensors must be a sequence of Tensors \(a list or a tuple\), got a "
+     r"Tensor of shape \(2, 3\)"),
+    (lambda: tg.stack(tg.ones(2, 3)), TypeError, r"stack: tensors must be a sequence"),
+    (lambda: tg.cat(None), TypeError, r"concatenate: tensors must be .*got None \(NoneType\)"),
+    # A 0-d tensor's dims are -1 and 0, as for every other axis argument.
+    (lambda: tg.tensor(1.0).flatten(3), ValueError,
+     r"flatten: axis 3 is out of range for a tensor with 0 dimension\(s\)"),
 ], ids=["cat-tuple-axis", "cat-none-axis", "cat-list", "stack-ints", "stack-ndarray",
         "stack-tuple-axis", "split-0d", "split-ndarray", "split-float", "split-float-list",
         "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool",
-        "stack-range", "unsqueeze-range", "cat-range"])
+        "stack-range", "unsqueeze-range", "cat-range", "cat-tensor", "stack-tensor", "cat-none",
+        "flatten-0d-range"])
 def test_join_split_and_axis_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -630,8 +640,15 @@ def test_scalar_arguments_still_refuse_what_is_no_number(call, error, match):
      r"summary: input_shape: sizes must be >= 0, got shape \(-1, 3\)"),
     (lambda: tg.nn.summary(tg.nn.Linear(3, 4), "a"), TypeError,
      r"summary: input_shape: a shape must be ints, got 'a'"),
+    (lambda: tg.arange(0, 1e20), ValueError,
+     r"arange: start 0, stop 1e\+20 and step 1 give 1e\+20 elements, more than any tensor"),
+    (lambda: tg.zeros_like([1.0, 2.0]), TypeError, r"zeros_like: t must be a Tensor, got list"),
+    (lambda: tg.ones_like(None), TypeError, r"ones_like: t must be a Tensor, got NoneType"),
+    (lambda: tg.manual_seed(-1), ValueError, r"manual_seed: seed must be an int >= 0, got -1"),
+    (lambda: tg.manual_seed(1.5), TypeError, r"manual_seed: seed must be an int, got 1\.5"),
 ], ids=["zeros", "ones", "randn", "full", "full-str", "eye-float", "eye-negative", "eye-m",
-        "arange-step", "arange-nan", "arange-inf", "arange-str", "summary-negative", "summary-str"])
+        "arange-step", "arange-nan", "arange-inf", "arange-str", "summary-negative", "summary-str",
+        "arange-too-long", "zeros-like-list", "ones-like-none", "seed-negative", "seed-float"])
 def test_factory_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -712,7 +729,15 @@ def test_plain_numbers_take_the_checks_short_path(monkeypatch):
     (lambda y, w: tg.grad(5, w), r"grad: outputs must be a Tensor or a sequence"),
     (lambda y, w: tg.grad(y, [np.ones(3)]), r"grad: inputs\[0\] is not a Tensor \(got ndarray\)"),
     (lambda y, w: tg.grad([y, 3], w), r"grad: outputs\[1\] is not a Tensor \(got int\)"),
-], ids=["inputs-int", "outputs-int", "inputs-ndarray", "outputs-mixed"])
+    (lambda y, w: tg.grad(y, w, grad_outputs=1.0), r"grad: grad_outputs must be a Tensor, a "
+                                                   r"sequence of them .*got 1\.0 \(float\)"),
+    # Flags are True or False: allow_unused="no" meant yes, retain_graph="no" kept the graph.
+    (lambda y, w: tg.grad(y, w, allow_unused="no"), r"grad: allow_unused must be True or False"),
+    (lambda y, w: tg.grad(y, w, retain_graph="no"), r"grad: retain_graph must be True or False"),
+    (lambda y, w: y.backward(create_graph=1), r"backward: create_graph must be True or False"),
+    (lambda y, w: y.backward(retain_graph="yes"), r"backward: retain_graph must be True or"),
+], ids=["inputs-int", "outputs-int", "inputs-ndarray", "outputs-mixed", "grad-outputs-float",
+        "allow-unused-str", "grad-retain-str", "backward-create-int", "backward-retain-str"])
 def test_grad_names_arguments_that_are_not_tensors(call, match):
     w = tg.ones(3, requires_grad=True)
     with pytest.raises(TypeError, match=match):
@@ -782,3 +807,51 @@ def test_repr_leaves_out_the_dtypes_its_values_show():
     assert repr(tg.tensor([1, 2])) == "tensor([1, 2])"
     assert repr(tg.tensor([True])) == "tensor([ True])"
     assert repr(tg.tensor([1, 2], dtype="int32")) == "tensor([1, 2], dtype=int32)"
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # These reached NumPy (a TypeError about "an integer"), or Python's own error.
+    (lambda x: x.sum(0, keepdims="yes"), TypeError, r"sum: keepdims must be True or False"),
+    (lambda x: x.max(keepdims=None), TypeError, r"max: keepdims must be True or False, got None"),
+    (lambda x: x.mean(0, keepdims=1), TypeError, r"mean: keepdims must be True or False, got 1"),
+    (lambda x: x.argmax(0, keepdims=1), TypeError, r"argmax: keepdims must be True or False"),
+    (lambda x: x.logsumexp(0, keepdims=1), TypeError, r"logsumexp: keepdims must be True"),
+    (lambda x: x.var(correction=None), TypeError, r"var: correction must be a number, got None"),
+    (lambda x: x.std(correction="1"), TypeError, r"correction must be a number, got '1'"),
+    (lambda x: x.sum_to(None), TypeError, r"sum_to: a shape must be ints, got None"),
+    (lambda x: x.sum_to((2.0, 3)), TypeError, r"sum_to: a shape must be ints, got 2\.0"),
+    (lambda x: x.astype(None), TypeError, r"astype: dtype must be a dtype .*got None"),
+    (lambda x: x.clip("a"), TypeError, r"clip: min must be a number, a tensor or None, got 'a'"),
+    (lambda x: x.clip(None, True), TypeError, r"clip: max must be a number.*got True \(bool\)"),
+    (lambda x: x.astype("int32").clip(2**40), OverflowError,
+     r"clip: min: the value 1099511627776 does not fit the dtype int32"),
+    (lambda x: _ipow(x.astype("int64"), -1), ValueError,
+     r"power: an integer tensor \(dtype int64\) to a negative integer power"),
+], ids=["sum-keepdims-str", "max-keepdims-none", "mean-keepdims-int", "argmax-keepdims-int",
+        "logsumexp-keepdims-int", "var-correction-none", "std-correction-str", "sum-to-none",
+        "sum-to-float", "astype-none", "clip-str", "clip-bool", "clip-int-overflow",
+        "ipow-negative"])
+def test_tensor_method_argument_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call(tg.ones(2, 3))
+
+
+def _ipow(target, value):
+    target **= value
+
+
+def test_empty_tensors_split_and_pad_as_numpy():
+    # numpy.split of an empty axis gives empty sections (was: range() arg 3 must not be
+    # zero); numpy.pad of a 0-d array has no axis to pad (was: NumPy's TypeError).
+    assert [p.shape for p in tg.zeros(0, 2).split(3)] == [(0, 2)] * 3
+    assert tg.tensor(2.0).pad(1).tolist() == 2.0
+
+
+def test_function_forward_must_return_an_array():
+    class Listing(tg.Function):
+        def forward(self, x):
+            return x.tolist()
+
+    with pytest.raises(TypeError, match=r"Listing.forward must return an array of its "
+                                        r"inputs' backend \(numpy\), got list"):
+        Listing.apply(tg.ones(3, requires_grad=True))

@@ -165,7 +165,13 @@ class Function:
         if fn.view_of_input and backend.xp.may_share_memory(data, inputs[0].data):
             out._version_box = inputs[0]._version_box  # one memory, one version
             out._read_only = inputs[0]._read_only or fn.read_only_view
-        return fn.link(inputs, out)
+        try:
+            return fn.link(inputs, out)
+        except AttributeError:   # no cost unless it fails: link reads the output's dtype
+            if backend.is_array(data):
+                raise
+            raise TypeError(f"{cls.__name__}.forward must return an array of its inputs' "
+                            f"backend ({backend.xp.__name__}), got {type(data).__name__}") from None
 
     def link(self, inputs, out):
         """Record ``out = self(*inputs)`` in the graph if a gradient may flow (to a

@@ -6,6 +6,7 @@ classes; the methods here only convert arguments and call them.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import operator
 import warnings
@@ -14,8 +15,9 @@ import numpy as np
 
 from . import autograd
 from ._checks import (
-    as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int, check_number,
-    check_value_fits, fits, int_bounds, int_list, is_int, range_error, shown_int)
+    _kind, as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int,
+    check_number, check_value_fits, fits, int_bounds, int_list, is_int, is_real, range_error,
+    shown_int)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -328,8 +330,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
                                "no input of its graph has requires_grad=True")
-        if retain_graph is None:
-            retain_graph = create_graph
+        retain_graph, create_graph = _graph_flags(retain_graph, create_graph, "backward")
         grad = _upstream(self, grad, "backward")
         autograd.backprop([self], [grad], retain_graph, create_graph)
 
@@ -429,6 +430,9 @@ class Tensor:
         (with its RuntimeWarning).  Nothing is refused.
         """
         dtype = _as_dtype(dtype)
+        if dtype is None:
+            raise TypeError("astype: dtype must be a dtype (such as 'float32' or tg.float64), "
+                            "got None")
         if dtype == self.dtype:
             return self
         if dtype.kind != "f" or self.dtype.kind != "f":
@@ -523,6 +527,10 @@ class Tensor:
         if shape != self.shape:
             raise ValueError(f"in-place {op}: the result would have shape {shape}, not the "
                              f"target's shape {self.shape}")
+        if op == "power" and self.dtype.kind in "iu" and other.dtype.kind in "iu":
+            with self._backend.context():   # as x ** y: checked on the device
+                self._backend.check(other.data < 0, ValueError,
+                                    ops._integer_power_message(self.dtype))
         result = _inplace_result(op, self.dtype, other.dtype)
         if result is not None:
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
@@ -749,6 +757,15 @@ class Tensor:
         first converted to float32, as PyTorch does.
         """
         x = self
+        for name, b in (("min", min), ("max", max)):
+            if b is None or isinstance(b, (Tensor, list, tuple, np.ndarray)):
+                continue
+            b = as_scalar(b, f"clip: {name}")
+            if not is_real(b):
+                raise TypeError(f"clip: {name} must be a number, a tensor or None, got "
+                                f"{_kind(b)}")
+            if x.dtype.kind in "iu" and is_int(b):
+                check_value_fits(f"clip: {name}", b, x.dtype)
         bounds = [b for b in (min, max) if isinstance(b, numbers.Real)]
         if x.dtype.kind in "biu" and any(not float(b).is_integer() for b in bounds):
             x = x.astype(float32)
@@ -778,18 +795,21 @@ class Tensor:
     # ---- reductions ----------------------------------------------------------
     def sum(self, axis=None, keepdims=False, dim=None):
         """Sum over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
-        return ops.Sum.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
+        return ops.Sum.apply(self, axis=_axes(self, axis, dim), keepdims=_keep(keepdims, "sum"))
 
     @_float32_for_half
     def mean(self, axis=None, keepdims=False, dim=None):
         """Arithmetic mean over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
         axis = _axes(self, axis, dim)
-        return self.sum(axis, keepdims) / _count(self.shape, axis)
+        return self.sum(axis, _keep(keepdims, "mean")) / _count(self.shape, axis)
 
     @_float32_for_half
     def var(self, axis=None, keepdims=False, correction=1, dim=None):
         """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
         axis = _axes(self, axis, dim)
+        keepdims = _keep(keepdims, "var")
+        if type(correction) is not int:
+            correction = check_number("var: correction", correction, low=None)
         centred = self - self.mean(axis, keepdims=True)
         n = _count(self.shape, axis)
         return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
@@ -811,11 +831,11 @@ class Tensor:
         Returns the values only, also with ``dim`` (PyTorch returns a (values,
         indices) pair there): :meth:`argmax` gives the indices.
         """
-        return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
+        return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=_keep(keepdims, "max"))
 
     def min(self, axis=None, keepdims=False, dim=None):
         """Minimum; tied minima share the gradient equally (values only, as :meth:`max`)."""
-        return ops.Min.apply(self, axis=_axes(self, axis, dim), keepdims=keepdims)
+        return ops.Min.apply(self, axis=_axes(self, axis, dim), keepdims=_keep(keepdims, "min"))
 
     def argmax(self, axis=None, keepdims=False, dim=None):
         """int64 index of the largest value along one ``axis`` (None: of the flattened tensor)."""
@@ -827,6 +847,7 @@ class Tensor:
 
     def _arg(self, name, axis, keepdims, dim):
         axis = _axes(self, axis, dim)
+        keepdims = _keep(keepdims, name)
         if axis == ():   # a 0-d tensor's axis 0: its only element
             axis = None
         if isinstance(axis, tuple):
@@ -866,6 +887,7 @@ class Tensor:
         """log(sum(exp(x))), computed stably by subtracting the maximum (-inf over an
         empty axis, the log of an empty sum); see :class:`ops.LogSumExp`."""
         axis = _axes(self, axis, dim)
+        keepdims = _keep(keepdims, "logsumexp")
         x = self._floating()
         if ops.reduces_empty(x.shape, axis):   # the log of an empty sum
             out = x.sum(axis, keepdims=True) + float("-inf")
@@ -906,9 +928,9 @@ class Tensor:
 
     def flatten(self, start_dim=0, end_dim=-1):
         """Merge axes ``start_dim`` .. ``end_dim`` (inclusive) into one; 0-d gives shape (1,)."""
+        s, e = (_norm_axis(a, self.ndim, "flatten") for a in (start_dim, end_dim))
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = (_norm_axis(a, self.ndim) for a in (start_dim, end_dim))
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} (axis {s}) comes after end_dim "
                              f"{end_dim} (axis {e}) for a tensor of shape {self.shape}")
@@ -973,7 +995,10 @@ class Tensor:
 
     def sum_to(self, shape):
         """Sum broadcast dimensions away so the result has ``shape``."""
-        shape = tuple(shape)
+        try:
+            shape = _shape_arg((shape,))
+        except TypeError as e:
+            raise TypeError(f"sum_to: {e}") from None
         if shape == self.shape:
             return self
         if len(shape) > self.ndim or any(
@@ -1022,6 +1047,8 @@ class Tensor:
         if (widths < 0).any():
             raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
         value = check_value_fits("pad: value", check_fill_value("pad: value", value), self.dtype)
+        if self.ndim == 0:   # no axis to pad (NumPy's pad of an empty width list fails)
+            return self * 1
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
     def split(self, indices_or_sections, axis=0):
@@ -1061,6 +1088,13 @@ def _axes(t, axis, dim=None):
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in {axis}")
     return axes
+
+
+def _keep(keepdims, op):
+    """``keepdims`` as a bool (the flag of the reductions named ``op``)."""
+    if keepdims is True or keepdims is False:   # the common case, at no cost
+        return keepdims
+    return check_flag(f"{op}: keepdims", keepdims)
 
 
 def _count(shape, axis):
@@ -1117,6 +1151,7 @@ def _resolve_reshape(old, new):
 
 
 _INT64_MIN, _INT64_MAX = int_bounds(int64)
+_INTP_MAX = int_bounds(np.dtype(np.intp))[1]
 
 
 def _index_arg(index, t):
@@ -1163,6 +1198,14 @@ def _upstream(t, grad, where):
     return grad if grad.dtype == t.dtype else grad.astype(t.dtype)
 
 
+def _graph_flags(retain_graph, create_graph, op):
+    """``(retain_graph, create_graph)`` as bools; ``retain_graph`` None means ``create_graph``."""
+    create_graph = check_flag(f"{op}: create_graph", create_graph)
+    if retain_graph is None:
+        return create_graph, create_graph
+    return check_flag(f"{op}: retain_graph", retain_graph), create_graph
+
+
 def _tensors_of(value, op, name):
     """A Tensor or a sequence of them -> a list of tensors; anything else is named."""
     if isinstance(value, Tensor):
@@ -1197,14 +1240,17 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     inputs_list = _tensors_of(inputs, "grad", "inputs")
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    elif not isinstance(grad_outputs, (list, tuple)):
+        raise TypeError(f"grad: grad_outputs must be a Tensor, a sequence of them (one per "
+                        f"output) or None, got {_kind(grad_outputs)}")
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
     for x in inputs_list:
         if not x.requires_grad:
             raise RuntimeError(f"grad: an input of shape {x.shape} does not require grad")
+    retain_graph, create_graph = _graph_flags(retain_graph, create_graph, "grad")
+    allow_unused = check_flag("grad: allow_unused", allow_unused)
     pairs = [(o, _upstream(o, g, "grad")) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
-    if retain_graph is None:
-        retain_graph = create_graph
     found = autograd.backprop([o for o, _ in pairs], [g for _, g in pairs], retain_graph,
                               create_graph, targets={id(x) for x in inputs_list})
     result = []
@@ -1237,6 +1283,11 @@ def where(condition, x, y):
 
 def _tensor_list(tensors, op):
     """The tensors to join, as a non-empty list; anything else is named."""
+    if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
+        what = (f"a Tensor of shape {tensors.shape}" if isinstance(tensors, Tensor)
+                else _kind(tensors))
+        raise TypeError(f"{op}: tensors must be a sequence of Tensors (a list or a tuple), "
+                        f"got {what}")
     tensors = list(tensors)
     if not tensors:
         raise ValueError(f"{op} needs at least one tensor")
@@ -1288,7 +1339,7 @@ def split(x, indices_or_sections, axis=0):
             raise ValueError(f"split: axis {axis} of size {n} does not divide into "
                              f"{sections} equal sections")
         step = n // sections
-        cuts = list(range(step, n, step))
+        cuts = [step * i for i in range(1, sections)]
     else:
         cuts = int_list(indices_or_sections)
         if cuts is None:
@@ -1308,7 +1359,7 @@ def manual_seed(seed):
     """Seed the generator behind randn/rand/dropout/shuffling (host-side, so a
     seed gives the same numbers on every device)."""
     global _rng
-    _rng = np.random.default_rng(seed)
+    _rng = np.random.default_rng(check_int("manual_seed: seed", seed, low=0))
     return _rng
 
 
@@ -1364,14 +1415,22 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     return _factory(np.full(shape, fill_value, dtype), requires_grad, device)
 
 
+def _like_arg(t, op):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: t must be a Tensor, got {type(t).__name__}; for an array, "
+                        f"use tg.zeros(shape) or tg.ones(shape)")
+
+
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
     """Zeros with the shape of ``t`` and, unless given, its dtype and device."""
+    _like_arg(t, "zeros_like")
     return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device,
                  requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
     """Ones with the shape of ``t`` and, unless given, its dtype and device."""
+    _like_arg(t, "ones_like")
     return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device,
                 requires_grad=requires_grad)
 
@@ -1405,6 +1464,10 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
                          (("start", start), ("stop", stop), ("step", step)))
     if step == 0:
         raise ValueError("arange: step must be nonzero")
+    count = math.ceil((stop - start) / step)
+    if count > _INTP_MAX:
+        raise ValueError(f"arange: start {start}, stop {stop} and step {step} give {count:.3g} "
+                         f"elements, more than any tensor can hold")
     data = np.arange(start, stop, step)
     if dtype is None and data.dtype.kind == "f":
         dtype = float32
