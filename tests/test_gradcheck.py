@@ -501,10 +501,23 @@ def test_outputs_that_cannot_be_checked_are_refused():
     ({"seed": -1}, ValueError, "seed must be an int >= 0"),
     ({"grad_outputs": tg.ones(3, dtype=tg.float64), "full_jacobian": True}, ValueError,
      "grad_outputs has no use with full_jacobian"),
+    # Flags are True or False: "no" would have meant yes.
+    ({"raise_exception": "no"}, TypeError, "gradcheck: raise_exception must be True or False"),
+    ({"full_jacobian": 1}, TypeError, "gradcheck: full_jacobian must be True or False, got 1"),
+    ({"check_input_dtype": None}, TypeError, "check_input_dtype must be True or False"),
+    # A number is no upstream gradient: a wrong type, not a wrong value.
+    ({"grad_outputs": 1.0}, TypeError, r"grad_outputs\[0\] is a float; expected a tensor"),
 ])
 def test_bad_arguments_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         gradcheck(Square.apply, _x(3), **kwargs)
+
+
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
+def test_fn_that_is_no_function_is_named(check):
+    with pytest.raises(TypeError, match=f"{check.__name__}: fn must be a function of the "
+                                        f"inputs, got NoneType"):
+        check(None, _x(3))
 
 
 @pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")

@@ -51,7 +51,7 @@ import warnings
 
 import numpy as np
 
-from ._checks import check_int, check_number
+from ._checks import check_flag, check_int, check_number
 from .autograd import enable_grad, no_grad
 from .backend import DeviceError
 from .tensor import Tensor, float64, grad as _grad, zeros_like
@@ -215,10 +215,12 @@ def _upstream(outs, grad_outputs, rng, name):
         if o.dtype.kind != "f":
             vs.append(None)
             continue
-        if not isinstance(g, Tensor) or g.shape != o.shape:
-            what = f"shape {g.shape}" if isinstance(g, Tensor) else f"a {type(g).__name__}"
-            raise ValueError(f"{name}: grad_outputs[{k}] is {what}; expected a tensor of "
-                             f"output {k}'s shape {o.shape}")
+        if not isinstance(g, Tensor):
+            raise TypeError(f"{name}: grad_outputs[{k}] is a {type(g).__name__}; expected a "
+                            f"tensor of output {k}'s shape {o.shape}")
+        if g.shape != o.shape:
+            raise ValueError(f"{name}: grad_outputs[{k}] is shape {g.shape}; expected a tensor "
+                             f"of output {k}'s shape {o.shape}")
         if g.device != o.device:
             raise DeviceError(f"{name}: grad_outputs[{k}] is on {g.device} but output {k} "
                               f"is on {o.device}")
@@ -441,9 +443,16 @@ def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, atol, names,
 
 
 # ---- the check -------------------------------------------------------------------------------
-def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements):
+def _check_fn(name, fn):
+    if not callable(fn):
+        raise TypeError(f"{name}: fn must be a function of the inputs, got {type(fn).__name__}")
+
+
+def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements, **flags):
     """The settings, checked, as Python numbers: ``(eps, atol, rtol, nondet_tol, seed,
-    max_elements)``."""
+    max_elements)``; each of ``flags`` must be True or False."""
+    for arg, value in flags.items():
+        check_flag(f"{name}: {arg}", value)
     eps = check_number(f"{name}: eps", eps, low=0, open_low=True, high=math.inf,
                        open_high=True)
     atol, rtol, nondet_tol = (check_number(f"{name}: {arg}", value, high=math.inf,
@@ -459,8 +468,10 @@ def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements):
 
 def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max_elements,
            full_jacobian, nondet_tol, check_input_dtype, name, names=None):
+    _check_fn(name, fn)
     eps, atol, rtol, nondet_tol, seed, max_elements = _check_arguments(
-        name, eps, atol, rtol, nondet_tol, seed, max_elements)
+        name, eps, atol, rtol, nondet_tol, seed, max_elements, raise_exception=raise_exception,
+        full_jacobian=full_jacobian, check_input_dtype=check_input_dtype)
     if full_jacobian and grad_outputs is not None:
         raise ValueError(f"{name}: grad_outputs has no use with full_jacobian=True (every "
                          f"Jacobian entry is compared); pass one or the other")
@@ -600,6 +611,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     "the gradient w.r.t. input i" for the first-order result being checked.
     """
     name = "gradgradcheck"
+    _check_fn(name, fn)
     if seed is not None:
         seed = check_int(f"{name}: seed", seed, low=0)
     inputs = _float64_copies(_as_tuple(inputs), name)
