@@ -543,11 +543,16 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
     # A 0-d tensor's dims are -1 and 0, as for every other axis argument.
     (lambda: tg.tensor(1.0).flatten(3), ValueError,
      r"flatten: axis 3 is out of range for a tensor with 0 dimension\(s\)"),
+    (lambda: tg.cat([tg.ones(2, 3)], axis=1, dim=0), TypeError, r"either axis or dim, not both"),
+    (lambda: tg.stack([tg.ones(2)], axis=1, dim=0), TypeError, r"either axis or dim, not both"),
+    (lambda: tg.ones(2, 3)[[[0, 1], [0]]], ValueError,
+     r"indexing a tensor of shape \(2, 3\) with the list \[\[0, 1\], \[0\]\]: nested index "
+     r"lists must be rectangular"),
 ], ids=["cat-tuple-axis", "cat-none-axis", "cat-list", "stack-ints", "stack-ndarray",
         "stack-tuple-axis", "split-0d", "split-ndarray", "split-float", "split-float-list",
         "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool",
         "stack-range", "unsqueeze-range", "cat-range", "cat-tensor", "stack-tensor", "cat-none",
-        "flatten-0d-range"])
+        "flatten-0d-range", "cat-axis-and-dim", "stack-axis-and-dim", "ragged-list-index"])
 def test_join_split_and_axis_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -1166,7 +1166,12 @@ def _index_arg(index, t):
             with i._backend.context():
                 return i.data.copy()
         if isinstance(i, (list, np.ndarray)):
-            i = np.array(i)
+            try:
+                i = np.array(i)
+            except ValueError:
+                raise ValueError(f"indexing a tensor of shape {t.shape} with the list {i!r}: "
+                                 f"nested index lists must be rectangular, every row of one "
+                                 f"length") from None
             if i.size == 0 and i.dtype.kind == "f":
                 i = i.astype(np.int64)  # x[[]] selects nothing, as in NumPy
             return t._backend.asarray(i)
@@ -1294,9 +1299,17 @@ def _tensor_list(tensors, op):
     return _all_tensors(tensors, op, "element {}")
 
 
+def _one_axis(axis, dim):
+    """``axis`` and its alias ``dim`` may not both be given, differently (an ``axis`` of 0,
+    the default, gives way to ``dim``)."""
+    if dim is not None and axis != 0 and axis != dim:
+        raise TypeError("give either axis or dim, not both")
+
+
 def concatenate(tensors, axis=0, dim=None):
     """Join tensors along an existing ``axis``; shapes must match elsewhere. Alias ``cat``."""
     tensors = _tensor_list(tensors, "concatenate")
+    _one_axis(axis, dim)
     if tensors[0].ndim == 0:
         raise ValueError("concatenate: 0-d tensors cannot be joined; use stack")
     axis = _norm_axis(axis if dim is None else dim, tensors[0].ndim, "concatenate")
@@ -1315,6 +1328,7 @@ cat = concatenate
 def stack(tensors, axis=0, dim=None):
     """Join tensors of one shape along a new ``axis``."""
     tensors = _tensor_list(tensors, "stack")
+    _one_axis(axis, dim)
     axis = _norm_axis(dim if dim is not None else axis, tensors[0].ndim + 1, "stack",
                       of="the stacked result")
     for t in tensors[1:]:
