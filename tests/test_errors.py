@@ -849,7 +849,9 @@ def test_empty_tensors_split_and_pad_as_numpy():
     # numpy.split of an empty axis gives empty sections (was: range() arg 3 must not be
     # zero); numpy.pad of a 0-d array has no axis to pad (was: NumPy's TypeError).
     assert [p.shape for p in tg.zeros(0, 2).split(3)] == [(0, 2)] * 3
-    assert tg.tensor(2.0).pad(1).tolist() == 2.0
+    for x in (tg.tensor(2.0), tg.tensor(True), tg.tensor(3, dtype="int8")):
+        y = x.pad(1)
+        assert (y.shape, y.dtype, y.tolist()) == ((), x.dtype, x.tolist())
 
 
 def test_function_forward_must_return_an_array():

@@ -1047,8 +1047,8 @@ class Tensor:
         if (widths < 0).any():
             raise ValueError(f"pad: widths must be >= 0, got {pad_width}")
         value = check_value_fits("pad: value", check_fill_value("pad: value", value), self.dtype)
-        if self.ndim == 0:   # no axis to pad (NumPy's pad of an empty width list fails)
-            return self * 1
+        if self.ndim == 0:   # no axis to pad: a copy, of the same dtype, as numpy.pad
+            return ops.Pad.apply(self.reshape(1), widths=((0, 0),), value=value).reshape(())
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
     def split(self, indices_or_sections, axis=0):
