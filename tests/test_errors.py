@@ -691,7 +691,38 @@ def test_sign_of_bool_and_int_tensors_keeps_their_dtype(device):
      r"avg_pool2d: divisor_override must be a number, got True"),
     (lambda x: F.avg_pool2d(x, 2, divisor_override=0), ValueError,
      r"avg_pool2d: divisor_override must be > 0, got 0"),
-], ids=["leaky-relu-str", "leaky-relu-bool", "divisor-bool", "divisor-zero"])
+    # flags are True or False: a truthy string or number was taken silently
+    (lambda x: F.max_pool2d(x, 2, ceil_mode="yes"), TypeError,
+     r"max_pool2d: ceil_mode must be True or False, got 'yes'"),
+    (lambda x: F.max_pool2d(x, 2, return_indices=2), TypeError,
+     r"max_pool2d: return_indices must be True or False, got 2"),
+    (lambda x: F.max_pool1d(x[0], 2, ceil_mode=None), TypeError,
+     r"max_pool1d: ceil_mode must be True or False, got None"),
+    (lambda x: F.avg_pool2d(x, 2, padding=1, count_include_pad="x"), TypeError,
+     r"avg_pool2d: count_include_pad must be True or False, got 'x'"),
+    (lambda x: F.adaptive_max_pool2d(x, 3, return_indices="y"), TypeError,
+     r"adaptive_max_pool2d: return_indices must be True or False, got 'y'"),
+    (lambda x: F.dropout(x, 0.5, training="no"), TypeError,
+     r"dropout: training must be True or False, got 'no'"),
+    # an integer bias (or an integer operand of linear) made the float32 op float64
+    (lambda x: F.conv2d(x, tg.ones(2, 1, 3, 3), tg.ones(2, dtype="int64")), TypeError,
+     r"conv2d: b of shape \(2,\) has dtype int64; expected a float dtype"),
+    (lambda x: F.conv_transpose2d(x, tg.ones(1, 2, 3, 3), tg.ones(2, dtype="int32")),
+     TypeError, r"conv_transpose2d: b of shape \(2,\) has dtype int32"),
+    (lambda x: F.linear(x[0, 0], tg.ones(2, 4), tg.ones(2, dtype="bool")), TypeError,
+     r"linear: b of shape \(2,\) has dtype bool"),
+    (lambda x: F.linear(x[0, 0].astype("int64"), tg.ones(2, 4)), TypeError,
+     r"linear: x of shape \(4, 4\) has dtype int64 but w of shape \(2, 4\) has dtype float32"),
+    # the thin aliases of Tensor methods: an AttributeError from inside
+    (lambda x: F.relu(x.numpy()), TypeError, r"relu: x must be a Tensor, got ndarray"),
+    (lambda x: F.softmax(x.numpy(), 1), TypeError, r"softmax: x must be a Tensor, got ndarray"),
+    (lambda x: F.flatten(x.tolist()), TypeError, r"flatten: x must be a Tensor, got list"),
+    (lambda x: F.pad(x.numpy(), (1, 1)), TypeError, r"pad: x must be a Tensor, got ndarray"),
+], ids=["leaky-relu-str", "leaky-relu-bool", "divisor-bool", "divisor-zero",
+        "ceil-mode-str", "return-indices-int", "pool1d-ceil-mode-none", "count-include-pad-str",
+        "adaptive-return-indices-str", "dropout-training-str", "conv-int-bias",
+        "conv-transpose-int-bias", "linear-bool-bias", "linear-int-x", "relu-ndarray",
+        "softmax-ndarray", "flatten-list", "pad-ndarray"])
 def test_functional_number_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(1, 1, 4, 4))

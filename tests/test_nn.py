@@ -812,10 +812,56 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
      r"padding must be an int, 'same' or 'valid', got 'full'"),
     (lambda: nn.Conv2d(3, 4, 3, groups=1.0), TypeError, r"groups must be an int, got 1\.0"),
     (lambda: nn.BatchNorm2d(3.0), TypeError, r"num_features must be an int"),
+    # flags are True or False (a truthy string or number was taken silently), and the
+    # pooling sizes are checked at construction, as the convolutions'
+    (lambda: nn.Linear(3, 2, bias="no"), TypeError, r"bias must be True or False, got 'no'"),
+    (lambda: nn.Conv2d(3, 4, 3, bias=2), TypeError, r"bias must be True or False, got 2"),
+    (lambda: nn.BatchNorm2d(3, affine="x"), TypeError,
+     r"BatchNorm2d: affine must be True or False, got 'x'"),
+    (lambda: nn.BatchNorm1d(3, track_running_stats=None), TypeError,
+     r"BatchNorm1d: track_running_stats must be True or False, got None"),
+    (lambda: nn.MaxPool2d(2, ceil_mode="x"), TypeError,
+     r"MaxPool2d: ceil_mode must be True or False, got 'x'"),
+    (lambda: nn.MaxPool2d(2, return_indices=3), TypeError,
+     r"MaxPool2d: return_indices must be True or False, got 3"),
+    (lambda: nn.AvgPool2d(2, count_include_pad="no"), TypeError,
+     r"AvgPool2d: count_include_pad must be True or False"),
+    (lambda: nn.AdaptiveMaxPool2d(2, return_indices=1), TypeError,
+     r"AdaptiveMaxPool2d: return_indices must be True or False, got 1"),
+    (lambda: nn.MaxPool2d(0), ValueError,
+     r"MaxPool2d: kernel_size must be an int or a pair of ints >= 1, got 0"),
+    (lambda: nn.MaxPool2d(2.5), TypeError, r"MaxPool2d: kernel_size must be an int or a pair"),
+    (lambda: nn.MaxPool2d(2, stride=0), ValueError, r"MaxPool2d: stride must be .* >= 1"),
+    (lambda: nn.MaxPool1d((2, 2)), ValueError, r"MaxPool1d: kernel_size must be an int, got 2"),
+    (lambda: nn.AvgPool1d(0), ValueError, r"AvgPool1d: kernel_size must be an int >= 1"),
+    (lambda: nn.AvgPool2d(2, padding=-1), ValueError, r"AvgPool2d: padding must be .* >= 0"),
+    (lambda: nn.AdaptiveAvgPool2d(0), ValueError, r"AdaptiveAvgPool2d: output_size must be"),
+    (lambda: nn.AdaptiveAvgPool2d("a"), TypeError, r"AdaptiveAvgPool2d: output_size must be"),
+    (lambda: nn.AdaptiveMaxPool2d((1, 2, 3)), ValueError, r"output_size .* got 3 ints"),
+    (lambda: nn.Flatten(1.0), TypeError, r"Flatten: start_dim must be an int, got 1\.0"),
+    (lambda: nn.Flatten(1, "a"), TypeError, r"Flatten: end_dim must be an int, got 'a'"),
 ])
 def test_layer_construction_errors(make, error, word):
     with pytest.raises(error, match=word):
         make()
+
+
+@pytest.mark.parametrize("make, x, error, match", [
+    (lambda: nn.Linear(3, 2), np.ones((2, 3)), TypeError, r"Linear expects a Tensor, got ndarray"),
+    (lambda: nn.Linear(3, 2), tg.ones(2, 3, dtype="int64"), TypeError,
+     r"linear: x of shape \(2, 3\) has dtype int64 but w of shape \(2, 3\) has dtype float32"),
+    (lambda: nn.BatchNorm2d(3), tg.ones(2, 3, 4, 4, dtype="int64"), TypeError,
+     r"BatchNorm2d: the input of shape \(2, 3, 4, 4\) has dtype int64; expected a float"),
+    (lambda: nn.ReLU(), np.ones(3), TypeError, r"ReLU expects a Tensor, got ndarray"),
+    (lambda: nn.Softmax(), [1.0, 2.0], TypeError, r"Softmax expects a Tensor, got list"),
+    (lambda: nn.Flatten(), np.ones((2, 3)), TypeError, r"Flatten expects a Tensor, got ndarray"),
+], ids=["linear-ndarray", "linear-int", "batchnorm-int", "relu-ndarray", "softmax-list",
+        "flatten-ndarray"])
+def test_layer_forward_type_errors(make, x, error, match):
+    # A wrong type is a TypeError (Linear said ValueError for an array; an integer input
+    # of Linear or BatchNorm gave a float64 output).
+    with pytest.raises(error, match=match):
+        make()(x)
 
 
 def test_layer_sizes_may_be_0d_integer_tensors_or_arrays():

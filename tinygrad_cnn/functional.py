@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_int, check_ints, check_number, check_probability, int_list
+from ._checks import (
+    check_flag, check_int, check_ints, check_number, check_probability, int_list)
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
@@ -95,6 +96,9 @@ def _check_bias(op, b, shape):
         return
     if not isinstance(b, Tensor):
         raise TypeError(f"{op}: b must be a Tensor or None, got {type(b).__name__}")
+    if b.dtype.kind != "f":   # an integer bias would make a float32 op float64
+        raise TypeError(f"{op}: b of shape {shape_str(b.shape)} has dtype {b.dtype}; expected "
+                        f"a float dtype (float32 or float64)")
     if tuple(b.shape) != tuple(shape):
         raise ValueError(f"{op}: b has shape {shape_str(b.shape)} but the output has "
                          f"{shape[0]} channels; expected b of shape {shape_str(shape)}")
@@ -104,6 +108,19 @@ def _check_groups(op, groups):
     if type(groups) is int and groups >= 1:   # the common case, without the call
         return groups
     return check_int(f"{op}: groups", groups, low=1)
+
+
+def _flag(op, name, value):
+    """A bool option (NumPy bools too); anything else, 0/1 and strings included, a TypeError."""
+    if value is True or value is False:   # the common case, without the call
+        return value
+    return check_flag(f"{op}: {name}", value)
+
+
+def _not_a_tensor(op, x):
+    """The error for an ``x`` that is not a Tensor (the thin aliases of Tensor methods
+    check with an inline isinstance: they run on every call)."""
+    return TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
 
 
 def _conv_padding(op, padding, kernel, dilation, stride):
@@ -231,6 +248,10 @@ def linear(x, w, b=None):
         raise ValueError(f"linear: x of shape {shape_str(x.shape)} and w of shape "
                          f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
                          f"(out, in) with the same 'in'")
+    if (x.dtype.kind == "f") != (w.dtype.kind == "f"):   # NumPy would make it float64
+        raise TypeError(f"linear: x of shape {shape_str(x.shape)} has dtype {x.dtype} but w of "
+                        f"shape {shape_str(w.shape)} has dtype {w.dtype}; expected both float "
+                        f"(convert with .float())")
     _check_bias("linear", b, (w.shape[0],))
     x, w, b = _promoted(x, w, b)
     lead = x.shape[:-1]
@@ -724,8 +745,9 @@ def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return
                 x_shown):
     kernel, stride, padding, dilation = _pool_args(op, x, kernel_size, stride, padding,
                                                    dilation)
-    geom = pool_geometry(op, x.shape, kernel, stride, padding, dilation, bool(ceil_mode),
-                         x_shown)
+    return_indices = _flag(op, "return_indices", return_indices)
+    geom = pool_geometry(op, x.shape, kernel, stride, padding, dilation,
+                         _flag(op, "ceil_mode", ceil_mode), x_shown)
     y = MaxPool2d.apply(x, geom=geom)
     if not return_indices:
         return y
@@ -794,9 +816,10 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
     if divisor_override is not None:
         divisor_override = check_number(f"{op}: divisor_override", divisor_override, low=0,
                                         open_low=True)
-    geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1), bool(ceil_mode),
-                         x_shown)
-    divisor = avg_pool_divisor(geom, padding[0], padding[1], count_include_pad,
+    geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1),
+                         _flag(op, "ceil_mode", ceil_mode), x_shown)
+    divisor = avg_pool_divisor(geom, padding[0], padding[1],
+                               _flag(op, "count_include_pad", count_include_pad),
                                divisor_override)
     return AvgPool2d.apply(x, geom=geom, divisor=x._backend.asarray(divisor))
 
@@ -905,6 +928,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     each bin (row-major), flat indices into H*W.
     """
     (H, W), (OH, OW) = _adaptive_args("adaptive_max_pool2d", x, output_size)
+    return_indices = _flag("adaptive_max_pool2d", "return_indices", return_indices)
     if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain max pooling
         return max_pool2d(x, (H // OH, W // OW), return_indices=return_indices)
     if not return_indices:
@@ -917,35 +941,49 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 # ---- activations and helpers (thin aliases of Tensor ops) --------------------------------
 def relu(x):
     """max(x, 0)"""
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("relu", x)
     return x.relu()
 
 
 def leaky_relu(x, negative_slope=0.01):
     """x if x > 0 else negative_slope * x"""
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("leaky_relu", x)
     return x.leaky_relu(negative_slope)
 
 
 def sigmoid(x):
     """1 / (1 + exp(-x))"""
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("sigmoid", x)
     return x.sigmoid()
 
 
 def tanh(x):
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("tanh", x)
     return x.tanh()
 
 
 def softmax(x, dim):
     """exp(x) / sum(exp(x)) along ``dim``."""
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("softmax", x)
     return x.softmax(dim=dim)
 
 
 def log_softmax(x, dim):
     """x - logsumexp(x) along ``dim``."""
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("log_softmax", x)
     return x.log_softmax(dim=dim)
 
 
 def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (by default all but the batch)."""
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("flatten", x)
     return x.flatten(start_dim, end_dim)
 
 
@@ -955,6 +993,8 @@ def pad(x, pad, mode="constant", value=0.0):
     amounts crop.  ``value=None`` pads with 0, as in PyTorch."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if not isinstance(x, Tensor):
+        raise _not_a_tensor("pad", x)
     amounts = int_list(pad) if isinstance(pad, (tuple, list)) else None
     if amounts is None:
         raise TypeError(f"pad: pad must be a tuple or list of ints of even length, (left, "
@@ -994,6 +1034,7 @@ def dropout(x, p=0.5, training=True):
     p = check_probability("dropout: p", p)
     if not isinstance(x, Tensor):
         raise TypeError(f"dropout: x must be a Tensor, got {type(x).__name__}")
+    training = _flag("dropout", "training", training)
     if not training or p == 0:
         return x
     if p == 1:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_int, check_ints, check_number, check_probability
+from .._checks import check_flag, check_int, check_ints, check_number, check_probability
 from ..backend import DeviceError
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
@@ -57,6 +57,12 @@ def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
                          f"got {x.shape}")
 
 
+def _not_a_tensor(layer, x):
+    """The error for an input that is not a Tensor (raised by the layers that call a
+    Tensor method directly, after an inline isinstance: they run on every call)."""
+    return TypeError(f"{type(layer).__name__} expects a Tensor, got {type(x).__name__}")
+
+
 def _uniform_bias(bias, fan_in):
     bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
     init.uniform_(bias, -bound, bound)
@@ -78,7 +84,8 @@ class Linear(Module):
         self.weight = _param((self.out_features, self.in_features), dtype, device)
         # Registered even when absent (None), as in PyTorch, so that a bias can be
         # registered later: a plain attribute would hold the name.
-        bias = _param((self.out_features,), dtype, device) if bias else None
+        bias = _param((self.out_features,), dtype, device) \
+            if check_flag("bias", bias) else None
         self.register_parameter("bias", bias)
         self.reset_parameters()
 
@@ -88,8 +95,10 @@ class Linear(Module):
             _uniform_bias(self.bias, self.in_features)
 
     def forward(self, x):
-        if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != self.in_features:
-            got = x.shape if isinstance(x, Tensor) else type(x).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Linear expects a Tensor, got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            got = x.shape
             raise ValueError(f"Linear({self.extra_repr()}) expects input of shape "
                              f"(..., {self.in_features}), got {got}")
         return F.linear(x, self.weight, self.bias)
@@ -142,7 +151,8 @@ class _ConvNd(Module):
         else:                  # (OC, C/groups, *kernel)
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = _param(shape, dtype, device)
-        bias = _param((self.out_channels,), dtype, device) if bias else None
+        bias = _param((self.out_channels,), dtype, device) \
+            if check_flag("bias", bias) else None
         self.register_parameter("bias", bias)
         self.reset_parameters()
 
@@ -314,6 +324,17 @@ class LocallyConnected2d(Module):
 
 
 # ---- pooling ----------------------------------------------------------------------
+def _check_pool_args(layer, n, **sizes):
+    """Refuse at construction the sizes and flags that the pooling op would refuse at
+    the first forward; ``n`` spatial dimensions.  The values are kept as given."""
+    name = type(layer).__name__
+    for arg, (value, low) in sizes.items():
+        if low is None:
+            check_flag(f"{name}: {arg}", value)
+        elif value is not None:
+            check_ints(f"{name}: {arg}", value, n, low=low)
+
+
 class MaxPool2d(Module):
     """Maximum over each ``kernel_size`` window; ``stride`` defaults to ``kernel_size``.
 
@@ -321,9 +342,15 @@ class MaxPool2d(Module):
     ``return_indices=True`` also returns the flat (H*W) index of each maximum.
     """
 
+    _n = 2
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
         super().__init__()
+        _check_pool_args(self, self._n, kernel_size=(kernel_size, 1),
+                         stride=(None if F._no_stride(stride) else stride, 1),
+                         padding=(padding, 0), dilation=(dilation, 1),
+                         return_indices=(return_indices, None), ceil_mode=(ceil_mode, None))
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -347,9 +374,15 @@ class AvgPool2d(Module):
     With ``count_include_pad`` (default) zero padding counts in the mean.
     """
 
+    _n = 2
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True):
         super().__init__()
+        _check_pool_args(self, self._n, kernel_size=(kernel_size, 1),
+                         stride=(None if F._no_stride(stride) else stride, 1),
+                         padding=(padding, 0), ceil_mode=(ceil_mode, None),
+                         count_include_pad=(count_include_pad, None))
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -368,6 +401,8 @@ class AvgPool2d(Module):
 class MaxPool1d(MaxPool2d):
     """Max pooling over the last axis of ``(N, C, L)``; settings as :class:`MaxPool2d`."""
 
+    _n = 1
+
     def forward(self, x):
         _check_input(self, x, 3, shape_hint="(N, C, L)")
         return F.max_pool1d(x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -377,10 +412,20 @@ class MaxPool1d(MaxPool2d):
 class AvgPool1d(AvgPool2d):
     """Average pooling over the last axis of ``(N, C, L)``; settings as :class:`AvgPool2d`."""
 
+    _n = 1
+
     def forward(self, x):
         _check_input(self, x, 3, shape_hint="(N, C, L)")
         return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding,
                             ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+
+def _check_output_size(layer, output_size):
+    """An adaptive pooling's output size: an int or a pair, None in a pair keeping that
+    axis's input size (checked at construction, as the op would at the first forward)."""
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = [1 if s is None else s for s in output_size]
+    check_ints(f"{type(layer).__name__}: output_size", output_size, 2, low=1)
 
 
 class AdaptiveAvgPool2d(Module):
@@ -388,6 +433,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
+        _check_output_size(self, output_size)
         self.output_size = output_size
 
     def forward(self, x):
@@ -403,6 +449,8 @@ class AdaptiveMaxPool2d(Module):
 
     def __init__(self, output_size, return_indices=False):
         super().__init__()
+        _check_output_size(self, output_size)
+        check_flag("AdaptiveMaxPool2d: return_indices", return_indices)
         self.output_size = output_size
         self.return_indices = return_indices
 
@@ -420,9 +468,12 @@ class Flatten(Module):
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim, self.end_dim = start_dim, end_dim
+        self.start_dim = check_int("Flatten: start_dim", start_dim)
+        self.end_dim = check_int("Flatten: end_dim", end_dim)
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
@@ -433,6 +484,8 @@ class ReLU(Module):
     """y = max(x, 0)"""
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.relu()
 
 
@@ -444,6 +497,8 @@ class LeakyReLU(Module):
         self.negative_slope = check_number("LeakyReLU: negative_slope", negative_slope, low=None)
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.leaky_relu(self.negative_slope)
 
     def extra_repr(self):
@@ -454,6 +509,8 @@ class Tanh(Module):
     """y = tanh x"""
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.tanh()
 
 
@@ -461,6 +518,8 @@ class Sigmoid(Module):
     """y = 1 / (1 + e^-x)"""
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.sigmoid()
 
 
@@ -492,6 +551,8 @@ class Softmax(Module):
         return -1
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.softmax(axis=self._axis(x))
 
     def extra_repr(self):
@@ -506,6 +567,8 @@ class LogSoftmax(Softmax):
     """
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
         return x.log_softmax(axis=self._axis(x))
 
 
@@ -555,15 +618,17 @@ class _BatchNorm(Module):
         # eps < 0 would give NaN (a negative variance) for near-constant channels.
         self.eps = check_number(f"{name}: eps", eps)
         self.momentum = momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
+        self.affine = check_flag(f"{name}: affine", affine)
+        self.track_running_stats = check_flag(f"{name}: track_running_stats",
+                                              track_running_stats)
         C = self.num_features
-        if affine:
+        if self.affine:
             self.weight = _param((C,), dtype, device)
             self.bias = _param((C,), dtype, device)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
-        if track_running_stats:
+        if self.track_running_stats:
             dt = float32 if dtype is None else _as_dtype(dtype)
             self.register_buffer("running_mean", Tensor(np.zeros(C, dt), device=device))
             self.register_buffer("running_var", Tensor(np.ones(C, dt), device=device))
@@ -605,6 +670,9 @@ class _BatchNorm(Module):
     def forward(self, x):
         C = self.num_features
         _check_input(self, x, self._ndims, C, shape_hint=self._hint.format(C=C))
+        if x.dtype.kind != "f":   # its statistics would make the output float64
+            raise TypeError(f"{type(self).__name__}: the input of shape {x.shape} has dtype "
+                            f"{x.dtype}; expected a float dtype (convert with x.float())")
         self._check_device(x)
         axes = (0,) + tuple(range(2, x.ndim))          # every axis but the channels
         shape = (1, C) + (1,) * (x.ndim - 2)           # per-channel values, broadcastable
