@@ -62,6 +62,31 @@ def test_tensor_dataset_index_out_of_range_is_clear():
         TensorDataset(np.zeros(3))[3]
 
 
+@pytest.mark.parametrize("index", [True, np.bool_(False), 1.0, "a", None],
+                         ids=["bool", "numpy-bool", "float", "str", "none"])
+def test_tensor_dataset_index_of_the_wrong_type_is_a_type_error(index):
+    # A bool was read by NumPy as a mask (every sample, with a new axis), a float gave
+    # NumPy's own IndexError.
+    with pytest.raises(TypeError, match=r"TensorDataset indices must be ints, slices or "
+                                        r"integer arrays, got"):
+        TensorDataset(np.zeros((3, 2)), np.zeros(3))[index]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: split_indices(10.0, 0.5), TypeError, r"split_indices: n must be an int, got 10\.0"),
+    (lambda: split_indices(10, 0.5, seed="a"), TypeError,
+     r"split_indices: seed must be an int, a numpy\.random\.Generator or None, got 'a'"),
+    (lambda: split_indices(10, 0.5, seed=1.5), TypeError, r"seed must be an int.*1\.5"),
+    (lambda: stratified_split_indices(np.arange(10) % 2, 2.5, 0), TypeError,
+     r"n_test must be an int, got 2\.5"),
+], ids=["n-float", "seed-str", "seed-float", "stratified-n-test-float"])
+def test_split_argument_errors(call, error, match):
+    # They were a ValueError saying 10.0 samples are fewer than 2, and raw TypeErrors
+    # from NumPy's SeedSequence and from slicing.
+    with pytest.raises(error, match=match):
+        call()
+
+
 # ---- DataLoader: batching -----------------------------------------------------------
 @pytest.mark.parametrize("n, batch_size, drop_last, sizes", [
     (23, 5, False, [5, 5, 5, 5, 3]),
@@ -184,6 +209,9 @@ def test_subset_of_a_duck_typed_dataset_stacks_samples_like_the_loader():
     ({"batch_size": True}, TypeError, r"batch_size must be an int, got True"),
     ({"seed": -1}, TypeError, "non-negative int"),
     ({"seed": "abc"}, TypeError, "non-negative int"),
+    # flags are True or False: "no" was taken as True
+    ({"shuffle": "no"}, TypeError, r"DataLoader: shuffle must be True or False, got 'no'"),
+    ({"drop_last": 1}, TypeError, r"DataLoader: drop_last must be True or False, got 1"),
     ({"device": "tpu"}, tg.DeviceError, "unknown device"),
 ])
 def test_loader_rejects_bad_arguments(kwargs, error, match):

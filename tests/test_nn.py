@@ -846,6 +846,21 @@ def test_layer_construction_errors(make, error, word):
         make()
 
 
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: nn.Linear(3, 2).load_state_dict({}, strict="no"), TypeError,
+     r"load_state_dict: strict must be True or False, got 'no'"),
+    # a key that is no string: it was "sequence item 0: expected str instance, int found"
+    (lambda: nn.Linear(3, 2).load_state_dict({0: tg.zeros(2, 3)}), RuntimeError,
+     r"unexpected key\(s\): 0"),
+    (lambda: nn.ModuleList(3), TypeError,
+     r"ModuleList\.extend: expected an iterable of Modules, got int"),
+    (lambda: nn.ModuleList(nn.ReLU()), TypeError, r"iterable of Modules, got ReLU"),
+], ids=["strict-str", "int-key", "module-list-int", "module-list-module"])
+def test_module_container_and_state_dict_argument_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
 @pytest.mark.parametrize("make, x, error, match", [
     (lambda: nn.Linear(3, 2), np.ones((2, 3)), TypeError, r"Linear expects a Tensor, got ndarray"),
     (lambda: nn.Linear(3, 2), tg.ones(2, 3, dtype="int64"), TypeError,
@@ -1036,8 +1051,16 @@ def test_init_refuses_a_non_float_tensor(fn):
     (lambda t: nn.init.constant_(t, "a"), TypeError, r"constant_: value must be a number"),
     (lambda t: nn.init.kaiming_uniform_(t, mode="fan_avg"), ValueError,
      r"mode must be 'fan_in' or 'fan_out', got 'fan_avg'"),
+    # NumPy's OverflowError "high - low range exceeds valid bounds"
+    (lambda t: nn.init.uniform_(t, -math.inf, 0), ValueError,
+     r"uniform_: a must be a finite number, got -inf"),
+    # the error named uniform_'s bound b and normal_'s std, not the caller's gain
+    (lambda t: nn.init.xavier_uniform_(t, gain=-1), ValueError,
+     r"xavier_uniform_: gain must be >= 0\.0, got -1"),
+    (lambda t: nn.init.xavier_normal_(t, gain=float("nan")), ValueError,
+     r"xavier_normal_: gain must be a number, got nan"),
 ], ids=["uniform-bounds", "uniform-str", "normal-std", "normal-mean", "constant-str",
-        "kaiming-mode"])
+        "kaiming-mode", "uniform-infinite", "xavier-gain-negative", "xavier-gain-nan"])
 def test_init_argument_errors_change_nothing(call, error, match):
     t = tg.zeros(4, 3)
     state = tg.get_rng().bit_generator.state

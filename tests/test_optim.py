@@ -378,6 +378,17 @@ OPT_ERRORS = [
     (lambda p: optim.clip_grad_norm_([p], 1, norm_type=0), ValueError, r"norm_type must be > 0"),
     (lambda p: optim.clip_grad_norm_([np.ones(3)], 1), TypeError,
      r"clip_grad_norm_: parameter 0 is a ndarray, not a Tensor"),
+    # not iterable: it was Python's "'NoneType' object is not iterable"
+    (lambda p: optim.SGD(None, lr=0.1), TypeError,
+     r"params must be an iterable of tensors or of parameter group dicts .* got NoneType"),
+    (lambda p: optim.clip_grad_norm_(None, 1), TypeError,
+     r"clip_grad_norm_: params must be a Tensor or an iterable of tensors .* got NoneType"),
+    (lambda p: optim.clip_grad_value_(3, 1), TypeError, r"clip_grad_value_: params .* got int"),
+    # flags are True or False: a truthy string was taken as True
+    (lambda p: optim.clip_grad_norm_([p], 1, error_if_nonfinite="x"), TypeError,
+     r"clip_grad_norm_: error_if_nonfinite must be True or False, got 'x'"),
+    (lambda p: optim.SGD([p], lr=0.1).zero_grad(set_to_none="no"), TypeError,
+     r"zero_grad: set_to_none must be True or False, got 'no'"),
 ]
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from . import download as _download
 from .idx import read_idx
 from .loader import Dataset, Subset
+from .._checks import check_int
 from ..tensor import get_rng
 
 SPLITS = ("train", "test")
@@ -68,6 +69,7 @@ def stratified_split_indices(labels, n_test, seed):
     """
     labels = np.asarray(labels)
     n = labels.shape[0]
+    n_test = check_int("n_test", n_test)
     if not 0 < n_test < n:
         raise ValueError(f"n_test must be between 1 and {n - 1} for {n} samples, got {n_test}")
     classes, counts = np.unique(labels, return_counts=True)
@@ -226,10 +228,15 @@ def split_indices(n, val_fraction=0.1, seed=0):
     at least one left for training).  ``seed=None`` draws from
     :func:`tinygrad_cnn.get_rng`.
     """
-    if not isinstance(n, numbers.Integral) or n < 2:
+    n = check_int("split_indices: n", n)
+    if n < 2:
         raise ValueError(f"need at least 2 samples to split, got {n!r}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
+    if seed is not None and not isinstance(seed, (numbers.Integral, np.random.Generator)) \
+            or isinstance(seed, bool):
+        raise TypeError(f"split_indices: seed must be an int, a numpy.random.Generator or "
+                        f"None, got {seed!r}")
     n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
     rng = get_rng() if seed is None else np.random.default_rng(seed)
     perm = rng.permutation(n)

@@ -22,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import check_flag, check_int
 from ..backend import get_backend
 from ..tensor import _SUPPORTED_KINDS, Tensor, get_rng
 
@@ -110,10 +110,14 @@ class TensorDataset(Dataset):
         return self._length
 
     def __getitem__(self, index):
-        if isinstance(index, numbers.Integral):
+        if isinstance(index, numbers.Integral) and not isinstance(index, bool):
             if not -self._length <= index < self._length:
                 raise IndexError(f"index {index} is out of range for a TensorDataset of "
                                  f"length {self._length}")
+        elif isinstance(index, (bool, np.bool_, numbers.Number, str)) or index is None:
+            # NumPy would read a bool as a mask (True: every sample, with a new axis)
+            raise TypeError(f"TensorDataset indices must be ints, slices or integer "
+                            f"arrays, got {index!r} ({type(index).__name__})")
         return tuple(a[index] for a in self.arrays)
 
     def get_batch(self, indices):
@@ -195,8 +199,8 @@ class DataLoader:
                             f"got {type(dataset).__name__}")
         self.dataset = dataset
         self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.shuffle = check_flag("DataLoader: shuffle", shuffle)
+        self.drop_last = check_flag("DataLoader: drop_last", drop_last)
         # An unshuffled loader needs no seed; not drawing one leaves the
         # global generator's stream (weight init, dropout) undisturbed.
         self.seed = _resolve_seed(0 if seed is None and not self.shuffle else seed)

@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .._checks import check_fill_value, check_number
+from .._checks import check_fill_value, check_finite, check_number
 from ..autograd import no_grad
 from ..tensor import Tensor, get_rng
 
@@ -125,6 +125,8 @@ def uniform_(tensor, a=0.0, b=1.0):
     _check_tensor(tensor, "uniform_")
     a = check_number("uniform_: a", a, low=None)
     b = check_number("uniform_: b", b, low=a)
+    check_finite("uniform_: a", a)   # NumPy cannot draw from an infinite range
+    check_finite("uniform_: b", b)
     return _fill_(tensor, get_rng().uniform(a, b, size=tensor.shape), "uniform_")
 
 
@@ -178,6 +180,7 @@ def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan
 
 def xavier_uniform_(tensor, gain=1.0):
     """Glorot initialisation: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+    gain = check_number("xavier_uniform_: gain", gain)   # not a bound or std of the draw below
     if _skip_empty(tensor, "xavier_uniform_"):
         return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
@@ -187,6 +190,7 @@ def xavier_uniform_(tensor, gain=1.0):
 
 def xavier_normal_(tensor, gain=1.0):
     """Glorot initialisation: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    gain = check_number("xavier_normal_: gain", gain)   # not a bound or std of the draw below
     if _skip_empty(tensor, "xavier_normal_"):
         return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)

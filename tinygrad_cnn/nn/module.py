@@ -543,6 +543,7 @@ class Module:
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
+        strict = check_flag("load_state_dict: strict", strict)
         own = OrderedDict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -568,7 +569,7 @@ class Module:
         if strict and missing:
             problems.append("missing key(s): " + ", ".join(missing))
         if strict and unexpected:
-            problems.append("unexpected key(s): " + ", ".join(unexpected))
+            problems.append("unexpected key(s): " + ", ".join(map(str, unexpected)))
         if mismatched:
             problems.append("shape mismatch(es): " + "; ".join(mismatched))
         if bad_values:
@@ -744,6 +745,9 @@ class ModuleList(Module):
         return self
 
     def extend(self, modules):
+        if not hasattr(modules, "__iter__"):   # None, a number, a single layer
+            raise TypeError(f"ModuleList.extend: expected an iterable of Modules, got "
+                            f"{type(modules).__name__}")
         for m in modules:
             self.append(m)
         return self

@@ -103,7 +103,12 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of tensors (e.g. model.parameters()), "
                             "not a single Tensor; wrap it in a list")
-        groups = list(params)
+        try:
+            groups = list(params)
+        except TypeError:   # None, a number: not iterable
+            raise TypeError(f"params must be an iterable of tensors or of parameter group "
+                            f"dicts (e.g. model.parameters()), got {type(params).__name__}") \
+                from None
         if not groups:
             raise ValueError("the optimizer got an empty parameter list (did the model "
                              "register its parameters, and was a generator used up?)")
@@ -165,6 +170,8 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Forget every parameter's gradient (``None``; zeros if ``set_to_none=False``)."""
+        if set_to_none is not True:   # a truthy string or number is no answer
+            set_to_none = _check_flag("zero_grad: set_to_none", set_to_none)
         for p in self._params():
             if p._grad is None:
                 continue
@@ -464,7 +471,11 @@ class AdamW(Adam):
 
 # ---- gradient clipping ----------------------------------------------------------------
 def _with_grads(params, op):
-    params = [params] if isinstance(params, Tensor) else list(params)
+    try:
+        params = [params] if isinstance(params, Tensor) else list(params)
+    except TypeError:   # None, a number: not iterable
+        raise TypeError(f"{op}: params must be a Tensor or an iterable of tensors (e.g. "
+                        f"model.parameters()), got {type(params).__name__}") from None
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"{op}: parameter {i} is a {type(p).__name__}, not a Tensor")
@@ -500,6 +511,7 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """
     max_norm = _check_number("max_norm", max_norm)
     norm_type = _norm_order(norm_type)
+    error_if_nonfinite = _check_flag("clip_grad_norm_: error_if_nonfinite", error_if_nonfinite)
     params = _with_grads(params, "clip_grad_norm_")
     if not params:
         return Tensor(0.0)
