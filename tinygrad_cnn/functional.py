@@ -46,6 +46,7 @@ gradients work (``create_graph=True``):
 """
 from __future__ import annotations
 
+import functools
 
 import numpy as np
 
@@ -117,10 +118,15 @@ def _flag(op, name, value):
     return check_flag(f"{op}: {name}", value)
 
 
-def _not_a_tensor(op, x):
-    """The error for an ``x`` that is not a Tensor (the thin aliases of Tensor methods
-    check with an inline isinstance: they run on every call)."""
-    return TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
+def _takes_tensor(alias):
+    """For the thin aliases of Tensor methods: an ``x`` that is not a Tensor (an array,
+    a list) gets a TypeError naming the op, not an AttributeError from inside."""
+    @functools.wraps(alias)
+    def checked(x, *args, **kwargs):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{alias.__name__}: x must be a Tensor, got {type(x).__name__}")
+        return alias(x, *args, **kwargs)
+    return checked
 
 
 def _conv_padding(op, padding, kernel, dilation, stride):
@@ -939,51 +945,45 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 
 
 # ---- activations and helpers (thin aliases of Tensor ops) --------------------------------
+@_takes_tensor
 def relu(x):
     """max(x, 0)"""
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("relu", x)
     return x.relu()
 
 
+@_takes_tensor
 def leaky_relu(x, negative_slope=0.01):
     """x if x > 0 else negative_slope * x"""
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("leaky_relu", x)
     return x.leaky_relu(negative_slope)
 
 
+@_takes_tensor
 def sigmoid(x):
     """1 / (1 + exp(-x))"""
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("sigmoid", x)
     return x.sigmoid()
 
 
+@_takes_tensor
 def tanh(x):
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("tanh", x)
+    """(exp(x) - exp(-x)) / (exp(x) + exp(-x))"""
     return x.tanh()
 
 
+@_takes_tensor
 def softmax(x, dim):
     """exp(x) / sum(exp(x)) along ``dim``."""
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("softmax", x)
     return x.softmax(dim=dim)
 
 
+@_takes_tensor
 def log_softmax(x, dim):
     """x - logsumexp(x) along ``dim``."""
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("log_softmax", x)
     return x.log_softmax(dim=dim)
 
 
+@_takes_tensor
 def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (by default all but the batch)."""
-    if not isinstance(x, Tensor):
-        raise _not_a_tensor("flatten", x)
     return x.flatten(start_dim, end_dim)
 
 
@@ -994,7 +994,7 @@ def pad(x, pad, mode="constant", value=0.0):
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
     if not isinstance(x, Tensor):
-        raise _not_a_tensor("pad", x)
+        raise TypeError(f"pad: x must be a Tensor, got {type(x).__name__}")
     amounts = int_list(pad) if isinstance(pad, (tuple, list)) else None
     if amounts is None:
         raise TypeError(f"pad: pad must be a tuple or list of ints of even length, (left, "
