@@ -413,8 +413,10 @@ def test_subset_batches_use_the_fast_path_and_check_range():
     assert len(sub) == 3 and int(sub[0][1]) == 4
     (_, yb), = collect(DataLoader(sub, 3))
     np.testing.assert_array_equal(yb, [4, 0, 9])
-    with pytest.raises(IndexError, match=r"\[0, 23\)"):
-        Subset(TensorDataset(x, y), [23])
+    for bad in (23, -24):   # negative indices count from the end, as documented
+        with pytest.raises(IndexError, match=r"\[-23, 23\).*got range \[%d, %d\]" % (bad, bad)):
+            Subset(TensorDataset(x, y), [bad])
+    assert int(Subset(TensorDataset(x, y), [-23])[0][1]) == 0
 
 
 def test_subset_takes_a_boolean_mask_as_the_selected_samples():

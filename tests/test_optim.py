@@ -367,6 +367,11 @@ OPT_ERRORS = [
      r"step_size must be an int, got 2\.0 \(float\)"),
     (lambda p: optim.CosineAnnealingLR(optim.SGD([p], lr=0.1), "x"), TypeError,
      r"T_max must be an int, got 'x'"),
+    # last_epoch: -1 (new) or the steps taken (resuming); it was a KeyError about initial_lr
+    (lambda p: optim.StepLR(optim.SGD([p], lr=0.1), 2, last_epoch=-2), ValueError,
+     r"StepLR: last_epoch must be an int >= -1, got -2"),
+    (lambda p: optim.StepLR(optim.SGD([p], lr=0.1), 2, last_epoch=1.5), TypeError,
+     r"StepLR: last_epoch must be an int"),
     (lambda p: optim.OneCycleLR(optim.SGD([p], lr=0.1), 0.1, total_steps=0), ValueError,
      r"total_steps must be an int >= 1, got 0"),
     (lambda p: optim.clip_grad_norm_([p], 1, norm_type="fro"), ValueError,

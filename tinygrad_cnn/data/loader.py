@@ -143,7 +143,7 @@ class Subset(Dataset):
         n = len(dataset)
         self.indices = _subset_indices(indices, n)
         if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
-            raise IndexError(f"Subset indices must lie in [0, {n}) for a data set of "
+            raise IndexError(f"Subset indices must lie in [{-n}, {n}) for a data set of "
                              f"length {n}; got range [{self.indices.min()}, "
                              f"{self.indices.max()}]")
 

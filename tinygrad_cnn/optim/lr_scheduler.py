@@ -41,6 +41,8 @@ class LRScheduler:
             raise TypeError(f"{type(self).__name__} needs an Optimizer, got "
                             f"{type(optimizer).__name__}")
         self.optimizer = optimizer
+        # -1: a new schedule; k >= 0: resuming after k steps
+        last_epoch = check_int(f"{type(self).__name__}: last_epoch", last_epoch, low=-1)
         if last_epoch == -1:
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
