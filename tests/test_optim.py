@@ -457,6 +457,11 @@ def test_optimizer_runs_on_a_strict_device():
         assert all(isinstance(v, (int, float, np.ndarray)) for v in state.values())
     p.grad = tg.tensor([3.0, 4.0, 0.0], device="strict")
     assert optim.clip_grad_norm_([p], 1.0).item() == pytest.approx(5.0)
+    # one norm over gradients on two devices: refused as other ops mixing devices are
+    q = nn.Parameter(np.ones(2))
+    q.grad = tg.ones(2)
+    with pytest.raises(tg.DeviceError, match=r"different devices \(strict and cpu\)"):
+        optim.clip_grad_norm_([p, q], 1.0)
 
 
 # ---- schedulers --------------------------------------------------------------------------
