@@ -543,8 +543,11 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
     # A 0-d tensor's dims are -1 and 0, as for every other axis argument.
     (lambda: tg.tensor(1.0).flatten(3), ValueError,
      r"flatten: axis 3 is out of range for a tensor with 0 dimension\(s\)"),
-    (lambda: tg.cat([tg.ones(2, 3)], axis=1, dim=0), TypeError, r"either axis or dim, not both"),
-    (lambda: tg.stack([tg.ones(2)], axis=1, dim=0), TypeError, r"either axis or dim, not both"),
+    # both given, differently (dim wins only over the default axis=0)
+    (lambda: tg.cat([tg.ones(2, 3)], axis=1, dim=0), TypeError,
+     r"concatenate: give either axis or dim, not both \(got axis=1, dim=0\)"),
+    (lambda: tg.stack([tg.ones(2)], axis=1, dim=0), TypeError,
+     r"stack: give either axis or dim, not both"),
     (lambda: tg.ones(2, 3)[[[0, 1], [0]]], ValueError,
      r"indexing a tensor of shape \(2, 3\) with the list \[\[0, 1\], \[0\]\]: nested index "
      r"lists must be rectangular"),
@@ -646,14 +649,17 @@ def test_scalar_arguments_still_refuse_what_is_no_number(call, error, match):
     (lambda: tg.nn.summary(tg.nn.Linear(3, 4), "a"), TypeError,
      r"summary: input_shape: a shape must be ints, got 'a'"),
     (lambda: tg.arange(0, 1e20), ValueError,
-     r"arange: start 0, stop 1e\+20 and step 1 give 1e\+20 elements, more than any tensor"),
+     r"arange: start 0, stop 1e\+20 and step 1 give more elements than a tensor can hold"),
+    # counted exactly for ints (a float division of 10**400 overflowed)
+    (lambda: tg.arange(10**400), ValueError, r"arange: start 0, stop 10+ and step 1 give more"),
     (lambda: tg.zeros_like([1.0, 2.0]), TypeError, r"zeros_like: t must be a Tensor, got list"),
     (lambda: tg.ones_like(None), TypeError, r"ones_like: t must be a Tensor, got NoneType"),
     (lambda: tg.manual_seed(-1), ValueError, r"manual_seed: seed must be an int >= 0, got -1"),
     (lambda: tg.manual_seed(1.5), TypeError, r"manual_seed: seed must be an int, got 1\.5"),
 ], ids=["zeros", "ones", "randn", "full", "full-str", "eye-float", "eye-negative", "eye-m",
         "arange-step", "arange-nan", "arange-inf", "arange-str", "summary-negative", "summary-str",
-        "arange-too-long", "zeros-like-list", "ones-like-none", "seed-negative", "seed-float"])
+        "arange-too-long", "arange-huge-int", "zeros-like-list", "ones-like-none",
+        "seed-negative", "seed-float"])
 def test_factory_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -852,24 +858,41 @@ def test_repr_leaves_out_the_dtypes_its_values_show():
     (lambda x: x.mean(0, keepdims=1), TypeError, r"mean: keepdims must be True or False, got 1"),
     (lambda x: x.argmax(0, keepdims=1), TypeError, r"argmax: keepdims must be True or False"),
     (lambda x: x.logsumexp(0, keepdims=1), TypeError, r"logsumexp: keepdims must be True"),
-    (lambda x: x.var(correction=None), TypeError, r"var: correction must be a number, got None"),
-    (lambda x: x.std(correction="1"), TypeError, r"correction must be a number, got '1'"),
+    (lambda x: x.var(correction=None), TypeError,
+     r"var: correction must be a finite number, got None"),
+    (lambda x: x.std(correction="1"), TypeError, r"correction must be a finite number, got '1'"),
     (lambda x: x.sum_to(None), TypeError, r"sum_to: a shape must be ints, got None"),
     (lambda x: x.sum_to((2.0, 3)), TypeError, r"sum_to: a shape must be ints, got 2\.0"),
     (lambda x: x.astype(None), TypeError, r"astype: dtype must be a dtype .*got None"),
     (lambda x: x.clip("a"), TypeError, r"clip: min must be a number, a tensor or None, got 'a'"),
     (lambda x: x.clip(None, True), TypeError, r"clip: max must be a number.*got True \(bool\)"),
-    (lambda x: x.astype("int32").clip(2**40), OverflowError,
-     r"clip: min: the value 1099511627776 does not fit the dtype int32"),
+    (lambda x: x.std(1, keepdims=1), TypeError, r"std: keepdims must be True or False"),
+    (lambda x: x.var(correction=float("inf")), ValueError,
+     r"var: correction must be a finite number, got inf"),
     (lambda x: _ipow(x.astype("int64"), -1), ValueError,
      r"power: an integer tensor \(dtype int64\) to a negative integer power"),
 ], ids=["sum-keepdims-str", "max-keepdims-none", "mean-keepdims-int", "argmax-keepdims-int",
         "logsumexp-keepdims-int", "var-correction-none", "std-correction-str", "sum-to-none",
-        "sum-to-float", "astype-none", "clip-str", "clip-bool", "clip-int-overflow",
+        "sum-to-float", "astype-none", "clip-str", "clip-bool", "std-keepdims-int",
+        "var-correction-inf",
         "ipow-negative"])
 def test_tensor_method_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(2, 3))
+
+
+@pytest.mark.parametrize("x, lo, hi, want", [
+    # An integer bound beyond the dtype's range acts as the range's end (as numpy.clip);
+    # it was refused, and a NumPy-int bound was cast, wrapping around (300 -> 44 in int8).
+    (np.array([1, 200], np.uint8), 0, 300, [1, 200]),
+    (np.array([1, 200], np.uint8), -1, 100, [1, 100]),
+    (np.array([1, 100], np.int8), np.int64(300), None, [127, 127]),
+    (np.array([-5, 100], np.int8), np.int64(-300), np.int64(50), [-5, 50]),
+    (np.array([True, False]), False, True, [True, False]),   # bool bounds of a bool tensor
+])
+def test_clip_bounds_beyond_an_integer_dtype(x, lo, hi, want, device):
+    y = tg.tensor(x, device=device).clip(lo, hi)
+    assert y.dtype == x.dtype and y.tolist() == want
 
 
 def _ipow(target, value):

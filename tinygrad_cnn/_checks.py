@@ -162,6 +162,8 @@ def check_ints(name, value, n, low=None):
 
 def check_flag(name, value):
     """``value`` is a bool (Python or NumPy); returns it as a Python bool."""
+    if value is True or value is False:   # the common case, without a call
+        return value
     value = as_scalar(value, name)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {_kind(value)}")

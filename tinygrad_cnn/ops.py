@@ -130,7 +130,7 @@ class PowConst(Function):
         if x.dtype.kind == "f":
             return x ** self.xp.asarray(exponent, dtype=x.dtype)
         if isinstance(exponent, numbers.Integral) and exponent < 0:
-            raise ValueError(_integer_power_message(x.dtype))
+            raise ValueError(integer_power_message(x.dtype))
         return x ** exponent
 
     def backward(self, grad_out):
@@ -146,7 +146,7 @@ class Pow(_Binary):
     def forward(self, x, y):
         x, y = self.check(x, y)
         if x.dtype.kind in "iu" and y.dtype.kind in "iu":   # checked on the device
-            self.backend.check(y < 0, ValueError, _integer_power_message(x.dtype))
+            self.backend.check(y < 0, ValueError, integer_power_message(x.dtype))
         return x ** y
 
     def backward(self, grad_out):
@@ -169,7 +169,7 @@ class Pow(_Binary):
         return grad_x, grad_y
 
 
-def _integer_power_message(dtype):
+def integer_power_message(dtype):
     return (f"power: an integer tensor (dtype {dtype}) to a negative integer power has no "
             f"integer result; use a float tensor (x.astype('float32')) or a float exponent")
 

@@ -6,7 +6,6 @@ classes; the methods here only convert arguments and call them.
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 import operator
 import warnings
@@ -527,10 +526,10 @@ class Tensor:
         if shape != self.shape:
             raise ValueError(f"in-place {op}: the result would have shape {shape}, not the "
                              f"target's shape {self.shape}")
-        if op == "power" and self.dtype.kind in "iu" and other.dtype.kind in "iu":
+        if op == "power" and self.dtype.kind in "iu" and other.dtype.kind == "i":
             with self._backend.context():   # as x ** y: checked on the device
                 self._backend.check(other.data < 0, ValueError,
-                                    ops._integer_power_message(self.dtype))
+                                    "in-place " + ops.integer_power_message(self.dtype))
         result = _inplace_result(op, self.dtype, other.dtype)
         if result is not None:
             raise TypeError(f"in-place {op}: the result has dtype {result}, which a {self.dtype} "
@@ -757,15 +756,7 @@ class Tensor:
         first converted to float32, as PyTorch does.
         """
         x = self
-        for name, b in (("min", min), ("max", max)):
-            if b is None or isinstance(b, (Tensor, list, tuple, np.ndarray)):
-                continue
-            b = as_scalar(b, f"clip: {name}")
-            if not is_real(b):
-                raise TypeError(f"clip: {name} must be a number, a tensor or None, got "
-                                f"{_kind(b)}")
-            if x.dtype.kind in "iu" and is_int(b):
-                check_value_fits(f"clip: {name}", b, x.dtype)
+        min, max = _clip_bound(x, "min", min), _clip_bound(x, "max", max)
         bounds = [b for b in (min, max) if isinstance(b, numbers.Real)]
         if x.dtype.kind in "biu" and any(not float(b).is_integer() for b in bounds):
             x = x.astype(float32)
@@ -808,8 +799,8 @@ class Tensor:
         """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
         axis = _axes(self, axis, dim)
         keepdims = _keep(keepdims, "var")
-        if type(correction) is not int:
-            correction = check_number("var: correction", correction, low=None)
+        if type(correction) is not int:   # fractional is fine (PyTorch too); not NaN or inf
+            correction = check_finite("var: correction", correction)
         centred = self - self.mean(axis, keepdims=True)
         n = _count(self.shape, axis)
         return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
@@ -821,7 +812,7 @@ class Tensor:
         Where the variance is 0 (constant data) the gradient is 0, as in
         PyTorch, not the NaN of sqrt's infinite slope times zero deviations.
         """
-        v = self.var(axis, keepdims, correction, dim)
+        v = self.var(axis, _keep(keepdims, "std"), correction, dim)
         zero = v == 0
         return where(zero, 0.0, where(zero, 1.0, v).sqrt())
 
@@ -1075,10 +1066,7 @@ def _norm_axis(axis, ndim, op=None, of="a tensor"):
 
 def _axes(t, axis, dim=None):
     """Normalise ``axis`` (or its alias ``dim``) to None or a sorted tuple."""
-    if dim is not None:
-        if axis is not None and axis != dim:
-            raise TypeError("give either axis or dim, not both")
-        axis = dim
+    axis = _axis_or_dim(axis, dim)
     if axis is None:
         return None
     axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
@@ -1088,6 +1076,23 @@ def _axes(t, axis, dim=None):
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in {axis}")
     return axes
+
+
+def _clip_bound(x, name, b):
+    """A number bound of ``x.clip``, checked; a tensor, array or None passes as it is.
+    On an integer tensor an integer bound beyond the dtype's range acts as the range's
+    end (as NumPy's clip; cast to the dtype, it would wrap around)."""
+    if b is None or isinstance(b, (Tensor, list, tuple, np.ndarray)):
+        return b
+    if type(b) is float and x.dtype.kind == "f":   # the common case, without the checks
+        return b
+    b = as_scalar(b, f"clip: {name}")
+    if not (is_real(b) or x.dtype == bool_ and isinstance(b, (bool, np.bool_))):
+        raise TypeError(f"clip: {name} must be a number, a tensor or None, got {_kind(b)}")
+    if x.dtype.kind in "iu" and is_int(b):
+        lo, hi = int_bounds(x.dtype)
+        b = lo if b < lo else hi if b > hi else int(b)
+    return b
 
 
 def _keep(keepdims, op):
@@ -1299,20 +1304,33 @@ def _tensor_list(tensors, op):
     return _all_tensors(tensors, op, "element {}")
 
 
-def _one_axis(axis, dim):
-    """``axis`` and its alias ``dim`` may not both be given, differently (an ``axis`` of 0,
-    the default, gives way to ``dim``)."""
-    if dim is not None and axis != 0 and axis != dim:
-        raise TypeError("give either axis or dim, not both")
+def _axis_or_dim(axis, dim, op=None):
+    """``axis``, or its alias ``dim`` (PyTorch's name): either one, or both the same."""
+    if dim is None:
+        return axis
+    if axis is not None and axis != dim:
+        raise TypeError(f"{op + ': ' if op else ''}give either axis or dim, not both "
+                        f"(got axis={axis!r}, dim={dim!r})")
+    return dim
+
+
+def _join_axis(axis, dim, op):
+    """cat's and stack's axis: ``dim`` (PyTorch's name) wins over the default ``axis=0``,
+    not over another axis.  (``axis=None`` stays an error: NumPy would flatten.)"""
+    if dim is None:
+        return axis
+    at_default = type(axis) is int and axis == 0
+    return _axis_or_dim(None if at_default else axis, dim, op)
 
 
 def concatenate(tensors, axis=0, dim=None):
-    """Join tensors along an existing ``axis``; shapes must match elsewhere. Alias ``cat``."""
+    """Join tensors along an existing ``axis`` (``dim`` is an alias); shapes must match
+    elsewhere.  Alias ``cat``."""
     tensors = _tensor_list(tensors, "concatenate")
-    _one_axis(axis, dim)
+    axis = _join_axis(axis, dim, "concatenate")
     if tensors[0].ndim == 0:
         raise ValueError("concatenate: 0-d tensors cannot be joined; use stack")
-    axis = _norm_axis(axis if dim is None else dim, tensors[0].ndim, "concatenate")
+    axis = _norm_axis(axis, tensors[0].ndim, "concatenate")
     ref = tensors[0].shape
     for t in tensors[1:]:
         if t.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref))
@@ -1326,10 +1344,9 @@ cat = concatenate
 
 
 def stack(tensors, axis=0, dim=None):
-    """Join tensors of one shape along a new ``axis``."""
+    """Join tensors of one shape along a new ``axis`` (``dim`` is an alias)."""
     tensors = _tensor_list(tensors, "stack")
-    _one_axis(axis, dim)
-    axis = _norm_axis(dim if dim is not None else axis, tensors[0].ndim + 1, "stack",
+    axis = _norm_axis(_join_axis(axis, dim, "stack"), tensors[0].ndim + 1, "stack",
                       of="the stacked result")
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
@@ -1478,10 +1495,13 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
                          (("start", start), ("stop", stop), ("step", step)))
     if step == 0:
         raise ValueError("arange: step must be nonzero")
-    count = math.ceil((stop - start) / step)
+    if is_int(start) and is_int(stop) and is_int(step):
+        count = -((start - stop) // step)      # ceil((stop - start) / step), exactly
+    else:
+        count = (stop - start) / step          # inf where the span overflows a float
     if count > _INTP_MAX:
-        raise ValueError(f"arange: start {start}, stop {stop} and step {step} give {count:.3g} "
-                         f"elements, more than any tensor can hold")
+        raise ValueError(f"arange: start {start}, stop {stop} and step {step} give more "
+                         f"elements than a tensor can hold ({_INTP_MAX} at most)")
     data = np.arange(start, stop, step)
     if dtype is None and data.dtype.kind == "f":
         dtype = float32

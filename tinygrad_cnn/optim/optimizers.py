@@ -519,7 +519,7 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
     for p in params:
         if p._grad._backend is not backend:
             raise DeviceError(f"clip_grad_norm_: gradients are on different devices "
-                             f"({backend.device} and {p._grad.device})")
+                              f"({backend.device} and {p._grad.device})")
     with backend.context():
         return _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend)
 
