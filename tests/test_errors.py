@@ -710,15 +710,22 @@ def test_sign_of_bool_and_int_tensors_keeps_their_dtype(device):
      r"adaptive_max_pool2d: return_indices must be True or False, got 'y'"),
     (lambda x: F.dropout(x, 0.5, training="no"), TypeError,
      r"dropout: training must be True or False, got 'no'"),
-    # an integer bias (or an integer operand of linear) made the float32 op float64
+    # conv ops are float-only: an integer bias made the float32 op float64
     (lambda x: F.conv2d(x, tg.ones(2, 1, 3, 3), tg.ones(2, dtype="int64")), TypeError,
      r"conv2d: b of shape \(2,\) has dtype int64; expected a float dtype"),
     (lambda x: F.conv_transpose2d(x, tg.ones(1, 2, 3, 3), tg.ones(2, dtype="int32")),
      TypeError, r"conv_transpose2d: b of shape \(2,\) has dtype int32"),
+    # linear computes in floats or in integers, not in a mix of both (NumPy's promotion
+    # of the pair, not the float operands, would choose the dtype)
     (lambda x: F.linear(x[0, 0], tg.ones(2, 4), tg.ones(2, dtype="bool")), TypeError,
-     r"linear: b of shape \(2,\) has dtype bool"),
+     r"linear: mixed float and integer operands: x of shape \(4, 4\), dtype float32, w of "
+     r"shape \(2, 4\), dtype float32, b of shape \(2,\), dtype bool; expected all float or "
+     r"all integer \(convert the integer ones with \.float\(\)\)"),
     (lambda x: F.linear(x[0, 0].astype("int64"), tg.ones(2, 4)), TypeError,
-     r"linear: x of shape \(4, 4\) has dtype int64 but w of shape \(2, 4\) has dtype float32"),
+     r"linear: mixed float and integer operands: x of shape \(4, 4\), dtype int64, w of "
+     r"shape \(2, 4\), dtype float32; expected"),
+    (lambda x: F.linear(x[0, 0].astype("int64"), tg.ones(2, 4, dtype="int64"), tg.ones(2)),
+     TypeError, r"linear: mixed .* b of shape \(2,\), dtype float32; expected all float"),
     # the thin aliases of Tensor methods: an AttributeError from inside
     (lambda x: F.relu(x.numpy()), TypeError, r"relu: x must be a Tensor, got ndarray"),
     (lambda x: F.softmax(x.numpy(), 1), TypeError, r"softmax: x must be a Tensor, got ndarray"),
@@ -727,7 +734,8 @@ def test_sign_of_bool_and_int_tensors_keeps_their_dtype(device):
 ], ids=["leaky-relu-str", "leaky-relu-bool", "divisor-bool", "divisor-zero",
         "ceil-mode-str", "return-indices-int", "pool1d-ceil-mode-none", "count-include-pad-str",
         "adaptive-return-indices-str", "dropout-training-str", "conv-int-bias",
-        "conv-transpose-int-bias", "linear-bool-bias", "linear-int-x", "relu-ndarray",
+        "conv-transpose-int-bias", "linear-bool-bias", "linear-int-x", "linear-float-b-int-xw",
+        "relu-ndarray",
         "softmax-ndarray", "flatten-list", "pad-ndarray"])
 def test_functional_number_arguments(call, error, match):
     with pytest.raises(error, match=match):

@@ -1030,6 +1030,19 @@ def test_mixed_float_dtypes_compute_in_float64(case, wide):
                      f"{case.name} mixed-dtype gradient {k}")
 
 
+@pytest.mark.parametrize("dtypes, want", [
+    (("int64", "int64", "int64"), "int64"),   # as torch: integers stay integers, bias too
+    (("int64", "int64", None), "int64"),
+    (("int8", "int16", "int32"), "int32"),      # NumPy's promotion among integers
+    (("float32", "float32", "float32"), "float32"),
+], ids=["int64", "int64-no-bias", "small-ints", "float32"])
+def test_linear_computes_in_the_dtype_of_its_operands(dtypes, want):
+    x, w, b = (None if d is None else tg.ones(*shape, dtype=d)
+               for d, shape in zip(dtypes, [(2, 3), (4, 3), (4,)]))
+    y = F.linear(x, w, b)
+    assert y.dtype == want and y.tolist() == [[3 + (b is not None)] * 4] * 2
+
+
 @pytest.mark.parametrize("op", [
     lambda x: F.conv2d(x, Tensor(np.linspace(-1, 1, 2 * 3 * 2 * 3).reshape(2, 3, 2, 3)),
                        stride=(1, 2), padding=1),

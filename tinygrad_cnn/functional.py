@@ -92,12 +92,15 @@ def _check_tensor(op, name, t, ndim, layout, sized=0):
     return t.shape
 
 
-def _check_bias(op, b, shape):
+def _check_bias(op, b, shape, float_only=True):
+    """b is None or a Tensor of ``shape``; of a float dtype if ``float_only`` (the ops
+    whose x and w must be float: an integer bias would only make a float32 result
+    float64).  linear, which also computes in integers, checks its dtypes itself."""
     if b is None:
         return
     if not isinstance(b, Tensor):
         raise TypeError(f"{op}: b must be a Tensor or None, got {type(b).__name__}")
-    if b.dtype.kind != "f":   # an integer bias would make a float32 op float64
+    if float_only and b.dtype.kind != "f":
         raise TypeError(f"{op}: b of shape {shape_str(b.shape)} has dtype {b.dtype}; expected "
                         f"a float dtype (float32 or float64)")
     if tuple(b.shape) != tuple(shape):
@@ -254,11 +257,8 @@ def linear(x, w, b=None):
         raise ValueError(f"linear: x of shape {shape_str(x.shape)} and w of shape "
                          f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
                          f"(out, in) with the same 'in'")
-    if (x.dtype.kind == "f") != (w.dtype.kind == "f"):   # NumPy would make it float64
-        raise TypeError(f"linear: x of shape {shape_str(x.shape)} has dtype {x.dtype} but w of "
-                        f"shape {shape_str(w.shape)} has dtype {w.dtype}; expected both float "
-                        f"(convert with .float())")
-    _check_bias("linear", b, (w.shape[0],))
+    _check_bias("linear", b, (w.shape[0],), float_only=False)
+    _check_linear_dtypes(x, w, b)
     x, w, b = _promoted(x, w, b)
     lead = x.shape[:-1]
     # One GEMM over all leading dimensions: (batch, in) @ (in, out).
@@ -266,6 +266,19 @@ def linear(x, w, b=None):
     if b is not None:
         y = y + b
     return y.reshape(lead + (w.shape[0],))
+
+
+def _check_linear_dtypes(x, w, b):
+    """x, w and b (if given) all float or all integer (bools count as integers).  Mixed,
+    the result's dtype would depend on NumPy's promotion of the pair (int64 with float32:
+    float64; an int8 x with float32 w: float32), not on the float operands' dtype;
+    PyTorch refuses such a mix too."""
+    operands = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
+    if len({t.dtype.kind == "f" for _, t in operands}) > 1:
+        shown = ", ".join(f"{name} of shape {shape_str(t.shape)}, dtype {t.dtype}"
+                          for name, t in operands)
+        raise TypeError(f"linear: mixed float and integer operands: {shown}; expected all "
+                        f"float or all integer (convert the integer ones with .float())")
 
 
 def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
