@@ -389,6 +389,11 @@ OPT_ERRORS = [
     (lambda p: optim.clip_grad_norm_(None, 1), TypeError,
      r"clip_grad_norm_: params must be a Tensor or an iterable of tensors .* got NoneType"),
     (lambda p: optim.clip_grad_value_(3, 1), TypeError, r"clip_grad_value_: params .* got int"),
+    # a TypeError raised inside the user's generator is its own, not "must be an iterable"
+    (lambda p: optim.SGD((q for q in [p, None] if q + 0), lr=0.1), TypeError,
+     r"unsupported operand type\(s\) for \+: 'NoneType' and 'int'"),
+    (lambda p: optim.clip_grad_norm_((q for q in [p, None] if q + 0), 1), TypeError,
+     r"unsupported operand type\(s\) for \+: 'NoneType' and 'int'"),
     # flags are True or False: a truthy string was taken as True
     (lambda p: optim.clip_grad_norm_([p], 1, error_if_nonfinite="x"), TypeError,
      r"clip_grad_norm_: error_if_nonfinite must be True or False, got 'x'"),

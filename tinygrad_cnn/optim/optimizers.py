@@ -104,11 +104,12 @@ class Optimizer:
             raise TypeError("params must be an iterable of tensors (e.g. model.parameters()), "
                             "not a single Tensor; wrap it in a list")
         try:
-            groups = list(params)
+            items = iter(params)
         except TypeError:   # None, a number: not iterable
             raise TypeError(f"params must be an iterable of tensors or of parameter group "
                             f"dicts (e.g. model.parameters()), got {type(params).__name__}") \
                 from None
+        groups = list(items)   # outside the try: an error inside a generator stays its own
         if not groups:
             raise ValueError("the optimizer got an empty parameter list (did the model "
                              "register its parameters, and was a generator used up?)")
@@ -471,11 +472,14 @@ class AdamW(Adam):
 
 # ---- gradient clipping ----------------------------------------------------------------
 def _with_grads(params, op):
+    if isinstance(params, Tensor):
+        return [params] if params._grad is not None else []
     try:
-        params = [params] if isinstance(params, Tensor) else list(params)
+        items = iter(params)
     except TypeError:   # None, a number: not iterable
         raise TypeError(f"{op}: params must be a Tensor or an iterable of tensors (e.g. "
                         f"model.parameters()), got {type(params).__name__}") from None
+    params = list(items)   # outside the try: an error inside a generator stays its own
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"{op}: parameter {i} is a {type(p).__name__}, not a Tensor")
