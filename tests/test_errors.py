@@ -916,11 +916,29 @@ def test_empty_tensors_split_and_pad_as_numpy():
         assert (y.shape, y.dtype, y.tolist()) == ((), x.dtype, x.tolist())
 
 
-def test_function_forward_must_return_an_array():
-    class Listing(tg.Function):
-        def forward(self, x):
-            return x.tolist()
+class _Listing(tg.Function):
+    def forward(self, x):
+        return x.tolist()
 
-    with pytest.raises(TypeError, match=r"Listing.forward must return an array of its "
-                                        r"inputs' backend \(numpy\), got list"):
-        Listing.apply(tg.ones(3, requires_grad=True))
+
+class _OnTheHost(tg.Function):
+    def forward(self, x):
+        return np.ones(3)   # a NumPy array whatever the inputs' device
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: _Listing.apply(tg.ones(3, requires_grad=True)),
+     r"_Listing.forward must return an array of its inputs' backend \(device cpu\), "
+     r"got list$"),
+    # without a graph to record it was a Tensor wrapping a list, failing later (in repr)
+    (lambda: _Listing.apply(tg.ones(3)), r"_Listing.forward must .* got list$"),
+    (lambda: tg.no_grad()(_Listing.apply)(tg.ones(3, requires_grad=True)),
+     r"_Listing.forward must .* got list$"),
+    # an array, but of another backend: it was taken
+    (lambda: _OnTheHost.apply(tg.ones(3, device="strict")),
+     r"_OnTheHost.forward must return an array of its inputs' backend \(device strict\), "
+     r"got numpy.ndarray$"),
+], ids=["grad-mode", "no-grad-input", "no-grad-mode", "another-backend"])
+def test_function_forward_must_return_an_array(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()

@@ -161,17 +161,17 @@ class Function:
         fn.backend, fn.xp = backend, backend.xp
         with backend.context():
             data = fn.forward(*(t.data for t in inputs), **params)
-        out = Tensor._make(data, backend)
+        out = Tensor._make(data, backend)   # (a NumPy scalar becomes a 0-d array here)
+        if not backend.is_array(out.data):   # a list, or an array of another backend
+            kind = type(data)
+            kind = kind.__qualname__ if kind.__module__ == "builtins" else \
+                f"{kind.__module__}.{kind.__qualname__}"
+            raise TypeError(f"{cls.__name__}.forward must return an array of its inputs' "
+                            f"backend (device {backend.device}), got {kind}")
         if fn.view_of_input and backend.xp.may_share_memory(data, inputs[0].data):
             out._version_box = inputs[0]._version_box  # one memory, one version
             out._read_only = inputs[0]._read_only or fn.read_only_view
-        try:
-            return fn.link(inputs, out)
-        except AttributeError:   # no cost unless it fails: link reads the output's dtype
-            if backend.is_array(data):
-                raise
-            raise TypeError(f"{cls.__name__}.forward must return an array of its inputs' "
-                            f"backend ({backend.xp.__name__}), got {type(data).__name__}") from None
+        return fn.link(inputs, out)
 
     def link(self, inputs, out):
         """Record ``out = self(*inputs)`` in the graph if a gradient may flow (to a
