@@ -4,6 +4,10 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
+import tinygrad_cnn as tg
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -31,3 +35,14 @@ def test_ci_runs_exactly_the_readme_test_commands():
     marker = "# --- the README's \"Run the tests\" block, line for line ---\n"
     ci_lines = [line.strip() for line in ci.split(marker, 1)[1].splitlines() if line.strip()]
     assert ci_lines == readme
+
+
+def test_the_flag_examples_of_the_conventions_raise_as_stated():
+    # The README's examples of refused flags, each run: a TypeError, as the bullet says.
+    bullet = re.search(r"^- flags take .*?(?=^- |^\n)", README, re.S | re.M)
+    assert bullet, "the conventions should state the flag rule"
+    examples = re.findall(r"`([^`]*=[01]\))`", bullet.group(0))
+    assert examples == ["Linear(3, 2, bias=0)", "x.sum(1, keepdims=1)"]
+    for code in examples:
+        with pytest.raises(TypeError, match=r"must be True or False, got [01] \(int\)"):
+            eval(code, {"Linear": tg.nn.Linear, "x": tg.ones(2, 3)})
