@@ -75,11 +75,16 @@ def test_tensor_dataset_index_of_the_wrong_type_is_a_type_error(index):
 @pytest.mark.parametrize("call, error, match", [
     (lambda: split_indices(10.0, 0.5), TypeError, r"split_indices: n must be an int, got 10\.0"),
     (lambda: split_indices(10, 0.5, seed="a"), TypeError,
-     r"split_indices: seed must be an int, a numpy\.random\.Generator or None, got 'a'"),
+     r"split_indices: seed must be an int >= 0, a numpy\.random\.Generator, a "
+     r"numpy\.random\.SeedSequence or None, got 'a' \(str\)"),
     (lambda: split_indices(10, 0.5, seed=1.5), TypeError, r"seed must be an int.*1\.5"),
+    # the DataLoader's seed check, in its words (it was NumPy's "expected non-negative
+    # integer")
+    (lambda: split_indices(10, 0.5, seed=-1), ValueError,
+     r"split_indices: seed must be an int >= 0, got -1$"),
     (lambda: stratified_split_indices(np.arange(10) % 2, 2.5, 0), TypeError,
      r"n_test must be an int, got 2\.5"),
-], ids=["n-float", "seed-str", "seed-float", "stratified-n-test-float"])
+], ids=["n-float", "seed-str", "seed-float", "seed-negative", "stratified-n-test-float"])
 def test_split_argument_errors(call, error, match):
     # They were a ValueError saying 10.0 samples are fewer than 2, and raw TypeErrors
     # from NumPy's SeedSequence and from slicing.
@@ -207,8 +212,10 @@ def test_subset_of_a_duck_typed_dataset_stacks_samples_like_the_loader():
     ({"batch_size": 2.5}, TypeError, r"batch_size must be an int, got 2\.5 \(float\)"),
     ({"batch_size": "2"}, TypeError, r"batch_size must be an int, got '2' \(str\)"),
     ({"batch_size": True}, TypeError, r"batch_size must be an int, got True"),
-    ({"seed": -1}, TypeError, "non-negative int"),
-    ({"seed": "abc"}, TypeError, "non-negative int"),
+    ({"seed": -1}, TypeError, r"DataLoader: seed must be an int >= 0, got -1$"),
+    ({"seed": "abc"}, TypeError, r"DataLoader: seed must be an int >= 0, a "
+                                 r"numpy\.random\.Generator or None, got 'abc' \(str\)"),
+    ({"seed": True}, TypeError, r"DataLoader: seed must be an int >= 0, .* got True"),
     # flags are True or False: "no" was taken as True
     ({"shuffle": "no"}, TypeError, r"DataLoader: shuffle must be True or False, got 'no'"),
     ({"drop_last": 1}, TypeError, r"DataLoader: drop_last must be True or False, got 1"),
@@ -217,6 +224,21 @@ def test_subset_of_a_duck_typed_dataset_stacks_samples_like_the_loader():
 def test_loader_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         DataLoader(TensorDataset(np.zeros(4)), **kwargs)
+
+
+@pytest.mark.parametrize("seed", [tg.tensor(3), np.int64(3), np.array(3)],
+                         ids=["0d-tensor", "numpy-int", "0d-array"])
+def test_seeds_may_be_numpy_ints_and_0d_integer_tensors_as_other_ints(seed):
+    # split_indices refused a 0-d tensor, the DataLoader a 0-d tensor or array.
+    assert np.array_equal(split_indices(10, 0.5, seed=seed)[1], split_indices(10, 0.5, 3)[1])
+    assert DataLoader(TensorDataset(np.zeros(4)), 2, shuffle=True, seed=seed).seed == 3
+
+
+def test_split_indices_takes_a_numpy_seed_sequence_as_default_rng_does():
+    # It did until today's seed check; the same split as from its own generator.
+    seq = np.random.SeedSequence(5)
+    assert np.array_equal(split_indices(10, 0.5, seed=seq)[1],
+                          split_indices(10, 0.5, seed=np.random.default_rng(seq))[1])
 
 
 def test_loader_batch_size_may_be_a_0d_integer_tensor():

@@ -334,3 +334,27 @@ def check_cast_fits(array, dtype, what, backend=None, hint=None):
             if hi_bound < src_hi:
                 bad = bad | (hi > hi_bound)
         backend.check(bad, OverflowError, str(range_error(what, None, dtype, **hint)))
+
+
+def check_seed(name, seed, none=False, also=()):
+    """``seed`` is a seed for ``numpy.random.default_rng``: an int >= 0 (a NumPy int or
+    a 0-d integer array or tensor too; returned as a Python int), None if ``none``, or
+    an instance of one of the ``numpy.random`` types in ``also`` (``Generator``,
+    ``SeedSequence``; None and those are returned as they are).
+
+    A negative int is a ``ValueError`` (NumPy refuses it too, in its own words);
+    anything else, bools and floats included, a ``TypeError``.
+    """
+    if type(seed) is int and seed >= 0:   # the common case
+        return seed
+    if (seed is None and none) or isinstance(seed, also):
+        return seed
+    seed = as_scalar(seed, name)
+    if is_int(seed):
+        if seed < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {seed}")
+        return int(seed)
+    kinds = ["an int >= 0"] + [f"a numpy.random.{t.__name__}" for t in also] + \
+        (["None"] if none else [])
+    shown = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+    raise TypeError(f"{name} must be {shown}, got {_kind(seed)}")

@@ -23,7 +23,7 @@ import numpy as np
 from . import download as _download
 from .idx import read_idx
 from .loader import Dataset, Subset
-from .._checks import check_int
+from .._checks import check_int, check_seed
 from ..tensor import get_rng
 
 SPLITS = ("train", "test")
@@ -233,10 +233,9 @@ def split_indices(n, val_fraction=0.1, seed=0):
         raise ValueError(f"need at least 2 samples to split, got {n!r}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
-    if seed is not None and not isinstance(seed, (numbers.Integral, np.random.Generator)) \
-            or isinstance(seed, bool):
-        raise TypeError(f"split_indices: seed must be an int, a numpy.random.Generator or "
-                        f"None, got {seed!r}")
+    # (a Generator or SeedSequence: numpy.random.default_rng takes them, as it did here)
+    seed = check_seed("split_indices: seed", seed, none=True,
+                      also=(np.random.Generator, np.random.SeedSequence))
     n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
     rng = get_rng() if seed is None else np.random.default_rng(seed)
     perm = rng.permutation(n)

@@ -22,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_flag, check_int
+from .._checks import check_flag, check_int, check_seed
 from ..backend import get_backend
 from ..tensor import _SUPPORTED_KINDS, Tensor, get_rng
 
@@ -379,14 +379,16 @@ def _subset_indices(indices, n):
 
 
 def _resolve_seed(seed):
+    """The loader's seed as an int: None and a Generator draw one (None from get_rng())."""
+    try:
+        seed = check_seed("DataLoader: seed", seed, none=True, also=(np.random.Generator,))
+    except ValueError as e:   # a negative seed: a TypeError here from the start (kept)
+        raise TypeError(str(e)) from None
     if seed is None:
         seed = get_rng()
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, _SEED_BOUND))
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0:
-        return int(seed)
-    raise TypeError(f"seed must be a non-negative int, a numpy.random.Generator or None, "
-                    f"got {seed!r}")
+    return seed
 
 
 def _field_backends(dataset):
