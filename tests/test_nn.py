@@ -814,8 +814,10 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
     (lambda: nn.BatchNorm2d(3.0), TypeError, r"num_features must be an int"),
     # flags are True or False (a truthy string or number was taken silently), and the
     # pooling sizes are checked at construction, as the convolutions'
-    (lambda: nn.Linear(3, 2, bias="no"), TypeError, r"bias must be True or False, got 'no'"),
-    (lambda: nn.Conv2d(3, 4, 3, bias=2), TypeError, r"bias must be True or False, got 2"),
+    (lambda: nn.Linear(3, 2, bias="no"), TypeError,
+     r"^Linear: bias must be True or False, got 'no'"),
+    (lambda: nn.Conv2d(3, 4, 3, bias=2), TypeError, r"^Conv2d: bias must be True or False, got 2"),
+    (lambda: nn.ConvTranspose2d(3, 4, 3, bias=0), TypeError, r"^ConvTranspose2d: bias must be"),
     (lambda: nn.BatchNorm2d(3, affine="x"), TypeError,
      r"BatchNorm2d: affine must be True or False, got 'x'"),
     (lambda: nn.BatchNorm1d(3, track_running_stats=None), TypeError,
@@ -864,17 +866,23 @@ def test_module_container_and_state_dict_argument_errors(call, error, match):
 @pytest.mark.parametrize("make, x, error, match", [
     (lambda: nn.Linear(3, 2), np.ones((2, 3)), TypeError, r"Linear expects a Tensor, got ndarray"),
     (lambda: nn.Linear(3, 2), tg.ones(2, 3, dtype="int64"), TypeError,
-     r"linear: x of shape \(2, 3\) has dtype int64 but w of shape \(2, 3\) has dtype float32"),
+     r"linear: mixed float and integer operands: x of shape \(2, 3\), dtype int64, w of "
+     r"shape \(2, 3\), dtype float32, b of shape \(2,\), dtype float32"),
+    (lambda: nn.Linear(3, 2), tg.tensor(1.0), ValueError,
+     r"Linear\(in_features=3, out_features=2, bias=True\) expects input of shape \(\.\.\., 3\), "
+     r"got \(\)"),
+    (lambda: nn.Linear(3, 2), tg.ones(2, 4), ValueError, r"expects input of shape \(\.\.\., 3\), "
+     r"got \(2, 4\)"),
     (lambda: nn.BatchNorm2d(3), tg.ones(2, 3, 4, 4, dtype="int64"), TypeError,
      r"BatchNorm2d: the input of shape \(2, 3, 4, 4\) has dtype int64; expected a float"),
     (lambda: nn.ReLU(), np.ones(3), TypeError, r"ReLU expects a Tensor, got ndarray"),
     (lambda: nn.Softmax(), [1.0, 2.0], TypeError, r"Softmax expects a Tensor, got list"),
     (lambda: nn.Flatten(), np.ones((2, 3)), TypeError, r"Flatten expects a Tensor, got ndarray"),
-], ids=["linear-ndarray", "linear-int", "batchnorm-int", "relu-ndarray", "softmax-list",
-        "flatten-ndarray"])
-def test_layer_forward_type_errors(make, x, error, match):
+], ids=["linear-ndarray", "linear-int", "linear-0d", "linear-features", "batchnorm-int",
+        "relu-ndarray", "softmax-list", "flatten-ndarray"])
+def test_layer_forward_input_errors(make, x, error, match):
     # A wrong type is a TypeError (Linear said ValueError for an array; an integer input
-    # of Linear or BatchNorm gave a float64 output).
+    # of Linear or BatchNorm gave a float64 output); a wrong shape a ValueError.
     with pytest.raises(error, match=match):
         make()(x)
 

@@ -358,3 +358,10 @@ def check_seed(name, seed, none=False, also=()):
         (["None"] if none else [])
     shown = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
     raise TypeError(f"{name} must be {shown}, got {_kind(seed)}")
+
+
+def no_stride(stride):
+    """Whether a pooling's ``stride`` is left out (None or ``()``, as in PyTorch): the
+    kernel size then.  Not ``stride == ()``, which a tensor answers elementwise.  (Here
+    for the functional pooling ops and the pooling layers, which check at construction.)"""
+    return stride is None or (type(stride) is tuple and not stride)

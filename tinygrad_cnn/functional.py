@@ -51,7 +51,7 @@ import functools
 import numpy as np
 
 from ._checks import (
-    check_flag, check_int, check_ints, check_number, check_probability, int_list)
+    check_flag, check_int, check_ints, check_number, check_probability, int_list, no_stride)
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
@@ -732,15 +732,9 @@ class MaxPoolGather(Function):
         return MaxPoolScatter.apply(grad_out, x=self.x, y=self.y, geom=self.geom)
 
 
-def _no_stride(stride):
-    """Whether a pooling's ``stride`` is left out (None or ``()``, as in PyTorch): the
-    kernel size then.  Not ``stride == ()``, which a tensor answers elementwise."""
-    return stride is None or (type(stride) is tuple and not stride)
-
-
 def _pool_args(op, x, kernel_size, stride, padding, dilation):
     kernel = pair(op, "kernel_size", kernel_size, 1)
-    stride = kernel if _no_stride(stride) else pair(op, "stride", stride, 1)
+    stride = kernel if no_stride(stride) else pair(op, "stride", stride, 1)
     return kernel, stride, pair(op, "padding", padding, 0), pair(op, "dilation", dilation, 1)
 
 
@@ -781,7 +775,7 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     _check_tensor("max_pool1d", "x", x, 3, "(N, C, L)", sized=1)
     op = "max_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
-    s = k if _no_stride(stride) else _single(op, "stride", stride, 1)
+    s = k if no_stride(stride) else _single(op, "stride", stride, 1)
     out = _max_pool2d(op, x.unsqueeze(2), (1, k), (1, s), (0, _single(op, "padding", padding, 0)),
                       (1, _single(op, "dilation", dilation, 1)), ceil_mode, return_indices,
                       x.shape)
@@ -849,7 +843,7 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     _check_tensor("avg_pool1d", "x", x, 3, "(N, C, L)", sized=1)
     op = "avg_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
-    s = k if _no_stride(stride) else _single(op, "stride", stride, 1)
+    s = k if no_stride(stride) else _single(op, "stride", stride, 1)
     return _avg_pool2d(op, x.unsqueeze(2), (1, k), (1, s),
                        (0, _single(op, "padding", padding, 0)), ceil_mode, count_include_pad,
                        None, x.shape).squeeze(2)

@@ -22,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_flag, check_int, check_seed
+from .._checks import check_flag, check_int, check_seed, is_int
 from ..backend import get_backend
 from ..tensor import _SUPPORTED_KINDS, Tensor, get_rng
 
@@ -110,7 +110,7 @@ class TensorDataset(Dataset):
         return self._length
 
     def __getitem__(self, index):
-        if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+        if is_int(index):
             if not -self._length <= index < self._length:
                 raise IndexError(f"index {index} is out of range for a TensorDataset of "
                                  f"length {self._length}")

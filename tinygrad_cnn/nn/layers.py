@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_flag, check_int, check_ints, check_number, check_probability
+from .._checks import (
+    check_flag, check_int, check_ints, check_number, check_probability, no_stride)
 from ..backend import DeviceError
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
@@ -47,19 +48,21 @@ def _param(shape, dtype, device):
 
 
 def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
-    """Raise a clear error unless ``x`` is a Tensor with ``ndims`` dims and ``channels``."""
-    name = type(layer).__name__
+    """Raise a clear error unless ``x`` is a Tensor with ``ndims`` dims (an int, a
+    sequence of them, or None: any but 0) and ``channels`` along ``channel_axis``."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} expects a Tensor, got {type(x).__name__}")
+        raise _not_a_tensor(layer, x)
     ndims = (ndims,) if isinstance(ndims, int) else ndims
-    if x.ndim not in ndims or (channels is not None and x.shape[channel_axis] != channels):
-        raise ValueError(f"{name}({layer.extra_repr()}) expects input of shape {shape_hint}, "
-                         f"got {x.shape}")
+    if (x.ndim == 0 if ndims is None else x.ndim not in ndims) \
+            or (channels is not None and x.shape[channel_axis] != channels):
+        raise ValueError(f"{type(layer).__name__}({layer.extra_repr()}) expects input of "
+                         f"shape {shape_hint}, got {x.shape}")
 
 
 def _not_a_tensor(layer, x):
-    """The error for an input that is not a Tensor (raised by the layers that call a
-    Tensor method directly, after an inline isinstance: they run on every call)."""
+    """The one error of every layer for an input that is not a Tensor.  The layers that
+    only call a Tensor method raise it after an inline isinstance (they check nothing
+    else, and run on every call); the others through :func:`_check_input`."""
     return TypeError(f"{type(layer).__name__} expects a Tensor, got {type(x).__name__}")
 
 
@@ -85,7 +88,7 @@ class Linear(Module):
         # Registered even when absent (None), as in PyTorch, so that a bias can be
         # registered later: a plain attribute would hold the name.
         bias = _param((self.out_features,), dtype, device) \
-            if check_flag("bias", bias) else None
+            if check_flag("Linear: bias", bias) else None
         self.register_parameter("bias", bias)
         self.reset_parameters()
 
@@ -95,12 +98,8 @@ class Linear(Module):
             _uniform_bias(self.bias, self.in_features)
 
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"Linear expects a Tensor, got {type(x).__name__}")
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            got = x.shape
-            raise ValueError(f"Linear({self.extra_repr()}) expects input of shape "
-                             f"(..., {self.in_features}), got {got}")
+        _check_input(self, x, None, self.in_features, channel_axis=-1,
+                     shape_hint=f"(..., {self.in_features})")
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -152,7 +151,7 @@ class _ConvNd(Module):
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = _param(shape, dtype, device)
         bias = _param((self.out_channels,), dtype, device) \
-            if check_flag("bias", bias) else None
+            if check_flag(f"{type(self).__name__}: bias", bias) else None
         self.register_parameter("bias", bias)
         self.reset_parameters()
 
@@ -324,15 +323,15 @@ class LocallyConnected2d(Module):
 
 
 # ---- pooling ----------------------------------------------------------------------
-def _check_pool_args(layer, n, **sizes):
-    """Refuse at construction the sizes and flags that the pooling op would refuse at
-    the first forward; ``n`` spatial dimensions.  The values are kept as given."""
-    name = type(layer).__name__
-    for arg, (value, low) in sizes.items():
-        if low is None:
-            check_flag(f"{name}: {arg}", value)
-        elif value is not None:
-            check_ints(f"{name}: {arg}", value, n, low=low)
+def _check_pool_sizes(layer, kernel_size, stride, padding, dilation=1):
+    """Refuse at construction the sizes that the pooling op would refuse at the first
+    forward (the layer keeps them as given); ``layer._n`` spatial dimensions."""
+    name, n = type(layer).__name__, layer._n
+    check_ints(f"{name}: kernel_size", kernel_size, n, low=1)
+    if not no_stride(stride):   # None or (): the kernel size
+        check_ints(f"{name}: stride", stride, n, low=1)
+    check_ints(f"{name}: padding", padding, n, low=0)
+    check_ints(f"{name}: dilation", dilation, n, low=1)
 
 
 class MaxPool2d(Module):
@@ -347,10 +346,9 @@ class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
         super().__init__()
-        _check_pool_args(self, self._n, kernel_size=(kernel_size, 1),
-                         stride=(None if F._no_stride(stride) else stride, 1),
-                         padding=(padding, 0), dilation=(dilation, 1),
-                         return_indices=(return_indices, None), ceil_mode=(ceil_mode, None))
+        _check_pool_sizes(self, kernel_size, stride, padding, dilation)
+        check_flag(f"{type(self).__name__}: return_indices", return_indices)
+        check_flag(f"{type(self).__name__}: ceil_mode", ceil_mode)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -379,10 +377,9 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True):
         super().__init__()
-        _check_pool_args(self, self._n, kernel_size=(kernel_size, 1),
-                         stride=(None if F._no_stride(stride) else stride, 1),
-                         padding=(padding, 0), ceil_mode=(ceil_mode, None),
-                         count_include_pad=(count_include_pad, None))
+        _check_pool_sizes(self, kernel_size, stride, padding)
+        check_flag(f"{type(self).__name__}: ceil_mode", ceil_mode)
+        check_flag(f"{type(self).__name__}: count_include_pad", count_include_pad)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
