@@ -832,6 +832,11 @@ def test_manual_seed_reproducibility(device):
     # The same seed gives the same numbers on every device (drawn on the host).
     tg.manual_seed(123)
     np.testing.assert_array_equal(tg.randn(3, 4).numpy(), a)
+    # A SeedSequence (or a NumPy int) seeds as its int does; None takes fresh OS entropy.
+    tg.manual_seed(np.random.SeedSequence(123))
+    np.testing.assert_array_equal(tg.randn(3, 4).numpy(), a)
+    tg.manual_seed(None)
+    assert not np.array_equal(tg.randn(3, 4).numpy(), a)
 
 
 @pytest.mark.parametrize("op, np_op", [

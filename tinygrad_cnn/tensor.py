@@ -15,8 +15,8 @@ import numpy as np
 from . import autograd
 from ._checks import (
     _kind, as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int,
-    check_number, check_value_fits, fits, int_bounds, int_list, is_int, is_real, range_error,
-    shown_int)
+    check_number, check_seed, check_value_fits, fits, int_bounds, int_list, is_int, is_real,
+    range_error, shown_int)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -1388,9 +1388,11 @@ _rng = np.random.default_rng()
 
 def manual_seed(seed):
     """Seed the generator behind randn/rand/dropout/shuffling (host-side, so a
-    seed gives the same numbers on every device)."""
+    seed gives the same numbers on every device).  ``seed``: an int >= 0, a
+    ``numpy.random.SeedSequence``, or None for fresh entropy from the OS."""
     global _rng
-    _rng = np.random.default_rng(check_int("manual_seed: seed", seed, low=0))
+    _rng = np.random.default_rng(check_seed("manual_seed: seed", seed, none=True,
+                                            also=(np.random.SeedSequence,)))
     return _rng
 
 
