@@ -82,8 +82,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
         super().__init__()
-        self.in_features = check_int("in_features", in_features, low=1)
-        self.out_features = check_int("out_features", out_features, low=1)
+        self.in_features = check_int(f"{type(self).__name__}: in_features", in_features, low=1)
+        self.out_features = check_int(f"{type(self).__name__}: out_features", out_features, low=1)
         self.weight = _param((self.out_features, self.in_features), dtype, device)
         # Registered even when absent (None), as in PyTorch, so that a bias can be
         # registered later: a plain attribute would hold the name.
@@ -118,9 +118,9 @@ class _ConvNd(Module):
                  groups, bias, dtype, device, output_padding=0):
         super().__init__()
         n = self._n
-        self.in_channels = check_int("in_channels", in_channels, low=1)
-        self.out_channels = check_int("out_channels", out_channels, low=1)
-        self.groups = check_int("groups", groups, low=1)
+        self.in_channels = check_int(f"{type(self).__name__}: in_channels", in_channels, low=1)
+        self.out_channels = check_int(f"{type(self).__name__}: out_channels", out_channels, low=1)
+        self.groups = check_int(f"{type(self).__name__}: groups", groups, low=1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"in_channels ({self.in_channels}) and out_channels "
                              f"({self.out_channels}) must both be divisible by groups "
@@ -274,8 +274,8 @@ class LocallyConnected2d(Module):
     def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1,
                  padding=0, dilation=1, bias=True, dtype=None, device=None):
         super().__init__()
-        self.in_channels = check_int("in_channels", in_channels, low=1)
-        self.out_channels = check_int("out_channels", out_channels, low=1)
+        self.in_channels = check_int(f"{type(self).__name__}: in_channels", in_channels, low=1)
+        self.out_channels = check_int(f"{type(self).__name__}: out_channels", out_channels, low=1)
         self.input_size = _tuple(input_size, 2, "input_size", 1)
         self.kernel_size = _tuple(kernel_size, 2, "kernel_size", 1)
         self.stride = _tuple(stride, 2, "stride", 1)
@@ -608,7 +608,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=None, device=None):
         super().__init__()
-        self.num_features = check_int("num_features", num_features, low=1)
+        self.num_features = check_int(f"{type(self).__name__}: num_features", num_features, low=1)
         name = type(self).__name__
         if momentum is not None:   # None: a cumulative average
             momentum = check_number(f"{name}: momentum", momentum, high=1)
