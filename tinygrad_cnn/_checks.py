@@ -54,7 +54,8 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _kind(value):
+def shown_value(value):
+    """A value as error messages show it: its repr and its type, ``2.5 (float)``."""
     return f"{value!r} ({type(value).__name__})"
 
 
@@ -74,7 +75,7 @@ def check_number(name, value, low=0.0, high=None, open_high=False, open_low=Fals
         # else the full path below says what is wrong
     value = as_scalar(value, name)
     if not is_real(value):
-        raise TypeError(f"{name} must be a number, got {_kind(value)}")
+        raise TypeError(f"{name} must be a number, got {shown_value(value)}")
     if value != value:   # NaN
         raise ValueError(f"{name} must be a number, got nan")
     too_low = low is not None and (value <= low if open_low else value < low)
@@ -91,7 +92,7 @@ def check_finite(name, value):
     """``value`` is a finite real number (not a bool); returns it."""
     value = as_scalar(value, name)
     if not is_real(value):
-        raise TypeError(f"{name} must be a finite number, got {_kind(value)}")
+        raise TypeError(f"{name} must be a finite number, got {shown_value(value)}")
     if not is_int(value) and not math.isfinite(value):   # an int is finite, however large
         raise ValueError(f"{name} must be a finite number, got {value}")
     return value
@@ -108,7 +109,7 @@ def check_int(name, value, low=None, whole_floats=False):
             and math.isfinite(value) and float(value).is_integer():
         value = int(value)
     if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {_kind(value)}")
+        raise TypeError(f"{name} must be an int, got {shown_value(value)}")
     if low is not None and value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value}")
     return int(value)
@@ -151,7 +152,7 @@ def check_ints(name, value, n, low=None):
     else:
         items = int_list(value)
         if items is None:
-            raise TypeError(f"{name} must be {what}, got {_kind(value)}")
+            raise TypeError(f"{name} must be {what}, got {shown_value(value)}")
         if len(items) != n:
             raise ValueError(f"{name} must be {what}, got {len(items)} ints: {value!r}")
         values = tuple(items)
@@ -166,7 +167,7 @@ def check_flag(name, value):
         return value
     value = as_scalar(value, name)
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {_kind(value)}")
+        raise TypeError(f"{name} must be True or False, got {shown_value(value)}")
     return bool(value)
 
 
@@ -175,7 +176,7 @@ def check_fill_value(name, value):
     bool tensor); strings, None and the like are refused.  Returns the number."""
     value = as_scalar(value, name)
     if not isinstance(value, (numbers.Real, np.bool_)):
-        raise TypeError(f"{name} must be a number, got {_kind(value)}")
+        raise TypeError(f"{name} must be a number, got {shown_value(value)}")
     return value
 
 
@@ -186,7 +187,7 @@ def check_probability(name, p):
         return p
     p = as_scalar(p, name)
     if not is_real(p):
-        raise TypeError(f"{name} must be a probability in [0, 1], got {_kind(p)}")
+        raise TypeError(f"{name} must be a probability in [0, 1], got {shown_value(p)}")
     if not 0 <= p <= 1:   # NaN fails this too
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return p
@@ -357,7 +358,7 @@ def check_seed(name, seed, none=False, also=()):
     kinds = ["an int >= 0"] + [f"a numpy.random.{t.__name__}" for t in also] + \
         (["None"] if none else [])
     shown = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
-    raise TypeError(f"{name} must be {shown}, got {_kind(seed)}")
+    raise TypeError(f"{name} must be {shown}, got {shown_value(seed)}")
 
 
 def no_stride(stride):

@@ -14,9 +14,9 @@ import numpy as np
 
 from . import autograd
 from ._checks import (
-    _kind, as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int,
+    as_scalar, check_cast_fits, check_fill_value, check_finite, check_flag, check_int,
     check_number, check_seed, check_value_fits, fits, int_bounds, int_list, is_int, is_real,
-    range_error, shown_int)
+    range_error, shown_int, shown_value)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
 
 float16 = np.dtype("float16")
@@ -1088,7 +1088,7 @@ def _clip_bound(x, name, b):
         return b
     b = as_scalar(b, f"clip: {name}")
     if not (is_real(b) or x.dtype == bool_ and isinstance(b, (bool, np.bool_))):
-        raise TypeError(f"clip: {name} must be a number, a tensor or None, got {_kind(b)}")
+        raise TypeError(f"clip: {name} must be a number, a tensor or None, got {shown_value(b)}")
     if x.dtype.kind in "iu" and is_int(b):
         lo, hi = int_bounds(x.dtype)
         b = lo if b < lo else hi if b > hi else int(b)
@@ -1252,7 +1252,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
     elif not isinstance(grad_outputs, (list, tuple)):
         raise TypeError(f"grad: grad_outputs must be a Tensor, a sequence of them (one per "
-                        f"output) or None, got {_kind(grad_outputs)}")
+                        f"output) or None, got {shown_value(grad_outputs)}")
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
     for x in inputs_list:
@@ -1295,7 +1295,7 @@ def _tensor_list(tensors, op):
     """The tensors to join, as a non-empty list; anything else is named."""
     if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
         what = (f"a Tensor of shape {tensors.shape}" if isinstance(tensors, Tensor)
-                else _kind(tensors))
+                else shown_value(tensors))
         raise TypeError(f"{op}: tensors must be a sequence of Tensors (a list or a tuple), "
                         f"got {what}")
     tensors = list(tensors)
