@@ -716,6 +716,9 @@ def test_sign_of_bool_and_int_tensors_keeps_their_dtype(device):
      r"conv2d: b of shape \(2,\) has dtype int64; expected a float dtype"),
     (lambda x: F.conv_transpose2d(x, tg.ones(1, 2, 3, 3), tg.ones(2, dtype="int32")),
      TypeError, r"conv_transpose2d: b of shape \(2,\) has dtype int32"),
+    (lambda x: F.conv2d(x.astype("uint8"), tg.ones(2, 1, 3, 3)), TypeError,
+     r"conv2d: x has dtype uint8; expected a float dtype \(float32 or float64: convert with "
+     r"x\.float\(\)\)"),
     # linear computes in floats or in integers, not in a mix of both (NumPy's promotion
     # of the pair, not the float operands, would choose the dtype)
     (lambda x: F.linear(x[0, 0], tg.ones(2, 4), tg.ones(2, dtype="bool")), TypeError,
@@ -735,9 +738,9 @@ def test_sign_of_bool_and_int_tensors_keeps_their_dtype(device):
 ], ids=["leaky-relu-str", "leaky-relu-bool", "divisor-bool", "divisor-zero",
         "ceil-mode-str", "return-indices-int", "pool1d-ceil-mode-none", "count-include-pad-str",
         "adaptive-return-indices-str", "dropout-training-str", "conv-int-bias",
-        "conv-transpose-int-bias", "linear-bool-bias", "linear-int-x", "linear-float-b-int-xw",
-        "relu-ndarray",
-        "softmax-ndarray", "flatten-list", "pad-ndarray"])
+        "conv-transpose-int-bias", "conv-uint8-x", "linear-bool-bias", "linear-int-x",
+        "linear-float-b-int-xw", "relu-ndarray", "softmax-ndarray", "flatten-list",
+        "pad-ndarray"])
 def test_functional_number_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(1, 1, 4, 4))

@@ -383,6 +383,14 @@ OPT_ERRORS = [
     (lambda p: optim.clip_grad_norm_([p], 1, norm_type=0), ValueError, r"norm_type must be > 0"),
     (lambda p: optim.clip_grad_norm_([np.ones(3)], 1), TypeError,
      r"clip_grad_norm_: parameter 0 is a ndarray, not a Tensor"),
+    # the model instead of its parameters: a Sequential was iterated as its layers and
+    # the error named a layer ("parameter 0 of a group is a Linear")
+    (lambda p: optim.SGD(nn.Sequential(nn.Linear(2, 2)), lr=0.1), TypeError,
+     r"params is a Sequential model; pass its parameters: model\.parameters\(\)"),
+    (lambda p: optim.SGD([nn.Linear(2, 2)], lr=0.1), TypeError,
+     r"parameter 0 of a group is a Linear model; pass its parameters"),
+    (lambda p: optim.clip_grad_norm_(nn.Linear(2, 2), 1.0), TypeError,
+     r"clip_grad_norm_: params is a Linear model; pass its parameters"),
     # not iterable: it was Python's "'NoneType' object is not iterable"
     (lambda p: optim.SGD(None, lr=0.1), TypeError,
      r"params must be an iterable of tensors or of parameter group dicts .* got NoneType"),

@@ -83,7 +83,7 @@ def _check_tensor(op, name, t, ndim, layout, sized=0):
                          f"got shape {shape_str(t.shape)}")
     if t.dtype.kind != "f":
         raise TypeError(f"{op}: {name} has dtype {t.dtype}; expected a float dtype "
-                        f"(float32 or float64)")
+                        f"(float32 or float64: convert with {name}.float())")
     if sized and min(t.shape[-sized:]) < 1:
         dims = layout.strip("()").split(", ")[-sized:]
         raise ValueError(f"{op}: {name} of shape {shape_str(t.shape)} is empty along "

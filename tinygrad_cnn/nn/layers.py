@@ -63,7 +63,8 @@ def _not_a_tensor(layer, x):
     """The one error of every layer for an input that is not a Tensor.  The layers that
     only call a Tensor method raise it after an inline isinstance (they check nothing
     else, and run on every call); the others through :func:`_check_input`."""
-    return TypeError(f"{type(layer).__name__} expects a Tensor, got {type(x).__name__}")
+    return TypeError(f"{type(layer).__name__} expects a Tensor, got {type(x).__name__} "
+                     f"(make one with tg.tensor(x))")
 
 
 def _uniform_bias(bias, fan_in):

@@ -52,6 +52,14 @@ def _host(value):
     return value
 
 
+def _not_a_model(value, what):
+    """A model passed where its parameters belong (``SGD(model)``): a Sequential would
+    otherwise be iterated as its layers, and the error would name a layer."""
+    if callable(getattr(value, "parameters", None)):
+        raise TypeError(f"{what} is a {type(value).__name__} model; pass its parameters: "
+                        f"model.parameters()")
+
+
 def _check_grad(p):
     """A gradient assigned by hand must fit its parameter: broadcasting it would
     silently apply one row's update to every row."""
@@ -103,6 +111,7 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of tensors (e.g. model.parameters()), "
                             "not a single Tensor; wrap it in a list")
+        _not_a_model(params, "params")
         try:
             items = iter(params)
         except TypeError:   # None, a number: not iterable
@@ -127,6 +136,7 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
+                _not_a_model(p, f"parameter {i} of a group")
                 raise TypeError(f"parameter {i} of a group is a {type(p).__name__}, not a Tensor")
             if p.dtype.kind != "f":
                 raise TypeError(f"parameter {i} (shape {p.shape}) has dtype {p.dtype}; only "
@@ -474,6 +484,7 @@ class AdamW(Adam):
 def _with_grads(params, op):
     if isinstance(params, Tensor):
         return [params] if params._grad is not None else []
+    _not_a_model(params, f"{op}: params")
     try:
         items = iter(params)
     except TypeError:   # None, a number: not iterable
