@@ -324,8 +324,9 @@ def train(cfg, out=_print):
         })
 
     n_params = sum(p.size for p in model.parameters())
-    out(f"training {cfg.model} ({n_params:,} parameters) on {cfg.dataset} "
-        f"({len(x_train)} train / {len(x_test)} test images) on {cfg.device}")
+    if train_loader.epoch < cfg.epochs:   # (a finished run resumed only reports its result)
+        out(f"training {cfg.model} ({n_params:,} parameters) on {cfg.dataset} "
+            f"({len(x_train)} train / {len(x_test)} test images) on {cfg.device}")
     steps = 0  # steps of this call (what max_steps counts)
     stopped = interrupted = False
     with _StopOnSigint() as sigint:
