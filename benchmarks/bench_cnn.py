@@ -393,6 +393,9 @@ def main(argv=None):
     print(f"# numpy {np.__version__}: {blas}")
     if torch is not None:
         print(f"# torch {torch.__version__}: {torch.get_num_threads()} threads")
+    else:
+        print(f"# torch: {'left out (--no-torch)' if args.no_torch else 'not installed'}; "
+              f"its columns and the ratios stay empty")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
             print(f"# WARNING: {var}={os.environ[var]} is set and may slow NumPy; for a fair "
