@@ -178,6 +178,20 @@ def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path,
     assert re.search(message, err), err
 
 
+def test_predict_warns_of_a_faint_integer_image_read_as_0_to_255(trained, tmp_path):
+    # 0..16 integers (scikit-learn's raw digits) read as 0..255 are nearly black: read as
+    # the rule says, but with a one-line warning that names the fix.
+    np.save(tmp_path / "raw.npy", RAMP % 17)
+    status, out, err = cli("predict", "--checkpoint", trained[0] / "c.npz", tmp_path / "raw.npy")
+    assert status == 0 and out.startswith(f"{tmp_path / 'raw.npy'}: ")
+    assert err == (f"tinygrad-cnn predict: warning: {tmp_path / 'raw.npy'}: int64 values range "
+                   f"from 0 to 16, read as 0..255 (a nearly black image); if its white is 16, "
+                   f"give --max-value 16\n")
+    status, _, err = cli("predict", "--max-value", 16, "--checkpoint", trained[0] / "c.npz",
+                         tmp_path / "raw.npy")
+    assert status == 0 and err == ""
+
+
 def test_predict_max_value_bounds_the_values(trained, tmp_path):
     np.save(tmp_path / "img.npy", np.full((8, 8), 17))
     status, _, err = cli("predict", "--max-value", 16, "--checkpoint", trained[0] / "c.npz",

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +325,12 @@ def _npy_image(path, max_value=None):
     if low < 0 or high > top:
         raise ValueError(f"{path}: {img.dtype} values range from {low:g} to {high:g}; "
                          f"expected {wanted}")
+    if max_value is None and img.dtype.kind in "iu" and 0 < high <= 16:
+        # Read as 0..255 this is a nearly black image: most likely another scale (0..16
+        # digits, 0/1 masks).  Still read as the rule says, but not silently.
+        warnings.warn(f"{path}: {img.dtype} values range from {low:g} to {high:g}, read as "
+                      f"0..255 (a nearly black image); if its white is {high:g}, give "
+                      f"--max-value {high:g}", stacklevel=2)
     return img.astype(np.float32) / np.float32(top)
 
 
@@ -719,6 +726,14 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    with warnings.catch_warnings():   # one line each on stderr, in the errors' form
+        warnings.showwarning = lambda message, *_, **__: print(
+            f"tinygrad-cnn {args.command}: warning: {message}", file=sys.stderr)
+        return _run(args)
+
+
+def _run(args):
+    """The command of ``args``, its expected failures turned into exit statuses."""
     from .backend import DeviceError
     from .checkpoint import CheckpointError
     from .data import DownloadError
