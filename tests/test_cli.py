@@ -244,6 +244,12 @@ def test_show_writes_pngs(trained, tmp_path):
         assert height > 8 and width > 8
     status, out, err = cli("show", "--checkpoint", d / "c.npz")
     assert status == 2 and out == "" and "error: nothing to show" in err
+    # An image that cannot be read fails the command before anything is written.
+    np.save(tmp_path / "bad.npy", -np.eye(8))
+    status, out, err = cli("show", "--checkpoint", d / "c.npz", "--filters", tmp_path / "g.png",
+                           "--feature-maps", tmp_path / "bad.npy", tmp_path / "m.png")
+    assert status == 1 and out == "" and "bad.npy: float64 values range from -1" in err
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "m.png").exists()
 
 
 def test_show_inverts_its_image_as_predict_does(trained, tmp_path):

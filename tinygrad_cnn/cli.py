@@ -558,15 +558,14 @@ def _show(args):
         _png_output(args.feature_maps[1], "--feature-maps")
     model, state = load_model(args.checkpoint)
     name, shape = state["config"]["model"], tuple(state["image_shape"])
-    if args.filters:
+    # Everything is checked (and the image read) before anything is written, so a
+    # failure leaves no half of the output behind.
+    if args.filters and not _has_layer(model, ("Conv2d",)):
         # The library would ask for a weight tensor instead; say what a
         # command-line user can change: the checkpoint.
-        if not _has_layer(model, ("Conv2d",)):
-            raise UsageError(f"--filters: {args.checkpoint} holds the {name} model, which has "
-                             f"no convolution, so no filters to draw; models with "
-                             f"convolutions: {', '.join(_models_with(('Conv2d',), shape))}")
-        images.save_filters(model, args.filters)
-        print(f"wrote {args.filters}")
+        raise UsageError(f"--filters: {args.checkpoint} holds the {name} model, which has "
+                         f"no convolution, so no filters to draw; models with "
+                         f"convolutions: {', '.join(_models_with(('Conv2d',), shape))}")
     if args.feature_maps:
         image_path, out = args.feature_maps
         if not _has_layer(model, images.CONV_LAYERS):
@@ -574,7 +573,12 @@ def _show(args):
                              f"has no convolution or locally-connected layer, so no feature "
                              f"maps to draw; models with them: "
                              f"{', '.join(_models_with(images.CONV_LAYERS, shape))}")
-        images.save_feature_maps(model, tensor(_model_input(image_path, state, args)), out)
+        x = tensor(_model_input(image_path, state, args))
+    if args.filters:
+        images.save_filters(model, args.filters)
+        print(f"wrote {args.filters}")
+    if args.feature_maps:
+        images.save_feature_maps(model, x, out)
         print(f"wrote {out}")
     return 0
 
