@@ -370,3 +370,11 @@ def test_out_of_range_class_on_a_deferring_backend():
     with pytest.raises(IndexError, match=r"outside \[0, 4\)"):
         loss.item()
     assert strict is not None
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "mse_loss", "l1_loss",
+                                  "binary_cross_entropy", "binary_cross_entropy_with_logits"])
+def test_functional_offers_the_losses_where_torch_has_them(name):
+    # torch.nn.functional.cross_entropy is where a PyTorch user looks: the same function.
+    assert getattr(tg.functional, name) is getattr(nn, name)
+    assert name in tg.functional.__all__

@@ -70,6 +70,20 @@ __all__ = [
     "avg_pool1d", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
     "dropout", "pad", "flatten", "set_im2col_limit", "get_im2col_limit",
 ]
+# The losses, where torch.nn.functional has them (see __getattr__).
+_LOSSES = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits")
+__all__ += _LOSSES
+
+
+def __getattr__(name):
+    """``F.cross_entropy`` and the other losses, where PyTorch users look for them; they
+    live in :mod:`tinygrad_cnn.nn.losses` (imported here on first use: nn's layers are
+    built on this module)."""
+    if name in _LOSSES:
+        from .nn import losses
+        return getattr(losses, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- argument checks ----------------------------------------------------------------
