@@ -161,10 +161,14 @@ def check_ints(name, value, n, low=None):
     return values
 
 
-def check_flag(name, value):
-    """``value`` is a bool (Python or NumPy); returns it as a Python bool."""
+def check_flag(name, value, of=None):
+    """``value`` is a bool (Python or NumPy); returns it as a Python bool.  ``of``: the
+    op or layer the flag belongs to, named in the error as ``"{of}: {name}"`` (joined
+    only on failure, so the per-call flags of hot ops cost no string formatting)."""
     if value is True or value is False:   # the common case, without a call
         return value
+    if of is not None:
+        name = f"{of}: {name}"
     value = as_scalar(value, name)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {shown_value(value)}")

@@ -128,13 +128,6 @@ def _check_groups(op, groups):
     return check_int(f"{op}: groups", groups, low=1)
 
 
-def _flag(op, name, value):
-    """A bool option (NumPy bools too); anything else, 0/1 and strings included, a TypeError."""
-    if value is True or value is False:   # the common case, without the call
-        return value
-    return check_flag(f"{op}: {name}", value)
-
-
 def _takes_tensor(alias):
     """For the thin aliases of Tensor methods: an ``x`` that is not a Tensor (an array,
     a list) gets a TypeError naming the op, not an AttributeError from inside."""
@@ -772,9 +765,9 @@ def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return
                 x_shown):
     kernel, stride, padding, dilation = _pool_args(op, x, kernel_size, stride, padding,
                                                    dilation)
-    return_indices = _flag(op, "return_indices", return_indices)
+    return_indices = check_flag("return_indices", return_indices, op)
     geom = pool_geometry(op, x.shape, kernel, stride, padding, dilation,
-                         _flag(op, "ceil_mode", ceil_mode), x_shown)
+                         check_flag("ceil_mode", ceil_mode, op), x_shown)
     y = MaxPool2d.apply(x, geom=geom)
     if not return_indices:
         return y
@@ -844,9 +837,9 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
         divisor_override = check_number(f"{op}: divisor_override", divisor_override, low=0,
                                         open_low=True)
     geom = pool_geometry(op, x.shape, kernel, stride, padding, (1, 1),
-                         _flag(op, "ceil_mode", ceil_mode), x_shown)
+                         check_flag("ceil_mode", ceil_mode, op), x_shown)
     divisor = avg_pool_divisor(geom, padding[0], padding[1],
-                               _flag(op, "count_include_pad", count_include_pad),
+                               check_flag("count_include_pad", count_include_pad, op),
                                divisor_override)
     return AvgPool2d.apply(x, geom=geom, divisor=x._backend.asarray(divisor))
 
@@ -955,7 +948,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     each bin (row-major), flat indices into H*W.
     """
     (H, W), (OH, OW) = _adaptive_args("adaptive_max_pool2d", x, output_size)
-    return_indices = _flag("adaptive_max_pool2d", "return_indices", return_indices)
+    return_indices = check_flag("return_indices", return_indices, "adaptive_max_pool2d")
     if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain max pooling
         return max_pool2d(x, (H // OH, W // OW), return_indices=return_indices)
     if not return_indices:
@@ -1055,7 +1048,7 @@ def dropout(x, p=0.5, training=True):
     p = check_probability("dropout: p", p)
     if not isinstance(x, Tensor):
         raise TypeError(f"dropout: x must be a Tensor, got {type(x).__name__}")
-    training = _flag("dropout", "training", training)
+    training = check_flag("training", training, "dropout")
     if not training or p == 0:
         return x
     if p == 1:

@@ -786,19 +786,20 @@ class Tensor:
     # ---- reductions ----------------------------------------------------------
     def sum(self, axis=None, keepdims=False, dim=None):
         """Sum over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
-        return ops.Sum.apply(self, axis=_axes(self, axis, dim), keepdims=_keep(keepdims, "sum"))
+        return ops.Sum.apply(self, axis=_axes(self, axis, dim),
+                             keepdims=check_flag("keepdims", keepdims, "sum"))
 
     @_float32_for_half
     def mean(self, axis=None, keepdims=False, dim=None):
         """Arithmetic mean over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
         axis = _axes(self, axis, dim)
-        return self.sum(axis, _keep(keepdims, "mean")) / _count(self.shape, axis)
+        return self.sum(axis, check_flag("keepdims", keepdims, "mean")) / _count(self.shape, axis)
 
     @_float32_for_half
     def var(self, axis=None, keepdims=False, correction=1, dim=None):
         """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
         axis = _axes(self, axis, dim)
-        keepdims = _keep(keepdims, "var")
+        keepdims = check_flag("keepdims", keepdims, "var")
         if type(correction) is not int:   # fractional is fine (PyTorch too); not NaN or inf
             correction = check_finite("var: correction", correction)
         centred = self - self.mean(axis, keepdims=True)
@@ -812,7 +813,7 @@ class Tensor:
         Where the variance is 0 (constant data) the gradient is 0, as in
         PyTorch, not the NaN of sqrt's infinite slope times zero deviations.
         """
-        v = self.var(axis, _keep(keepdims, "std"), correction, dim)
+        v = self.var(axis, check_flag("keepdims", keepdims, "std"), correction, dim)
         zero = v == 0
         return where(zero, 0.0, where(zero, 1.0, v).sqrt())
 
@@ -822,11 +823,13 @@ class Tensor:
         Returns the values only, also with ``dim`` (PyTorch returns a (values,
         indices) pair there): :meth:`argmax` gives the indices.
         """
-        return ops.Max.apply(self, axis=_axes(self, axis, dim), keepdims=_keep(keepdims, "max"))
+        return ops.Max.apply(self, axis=_axes(self, axis, dim),
+                             keepdims=check_flag("keepdims", keepdims, "max"))
 
     def min(self, axis=None, keepdims=False, dim=None):
         """Minimum; tied minima share the gradient equally (values only, as :meth:`max`)."""
-        return ops.Min.apply(self, axis=_axes(self, axis, dim), keepdims=_keep(keepdims, "min"))
+        return ops.Min.apply(self, axis=_axes(self, axis, dim),
+                             keepdims=check_flag("keepdims", keepdims, "min"))
 
     def argmax(self, axis=None, keepdims=False, dim=None):
         """int64 index of the largest value along one ``axis`` (None: of the flattened tensor)."""
@@ -838,7 +841,7 @@ class Tensor:
 
     def _arg(self, name, axis, keepdims, dim):
         axis = _axes(self, axis, dim)
-        keepdims = _keep(keepdims, name)
+        keepdims = check_flag("keepdims", keepdims, name)
         if axis == ():   # a 0-d tensor's axis 0: its only element
             axis = None
         if isinstance(axis, tuple):
@@ -878,7 +881,7 @@ class Tensor:
         """log(sum(exp(x))), computed stably by subtracting the maximum (-inf over an
         empty axis, the log of an empty sum); see :class:`ops.LogSumExp`."""
         axis = _axes(self, axis, dim)
-        keepdims = _keep(keepdims, "logsumexp")
+        keepdims = check_flag("keepdims", keepdims, "logsumexp")
         x = self._floating()
         if ops.reduces_empty(x.shape, axis):   # the log of an empty sum
             out = x.sum(axis, keepdims=True) + float("-inf")
@@ -1093,13 +1096,6 @@ def _clip_bound(x, name, b):
         lo, hi = int_bounds(x.dtype)
         b = lo if b < lo else hi if b > hi else int(b)
     return b
-
-
-def _keep(keepdims, op):
-    """``keepdims`` as a bool (the flag of the reductions named ``op``)."""
-    if keepdims is True or keepdims is False:   # the common case, at no cost
-        return keepdims
-    return check_flag(f"{op}: keepdims", keepdims)
 
 
 def _count(shape, axis):

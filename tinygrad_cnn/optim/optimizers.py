@@ -181,8 +181,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Forget every parameter's gradient (``None``; zeros if ``set_to_none=False``)."""
-        if set_to_none is not True:   # a truthy string or number is no answer
-            set_to_none = _check_flag("zero_grad: set_to_none", set_to_none)
+        set_to_none = _check_flag("set_to_none", set_to_none, "zero_grad")
         for p in self._params():
             if p._grad is None:
                 continue
