@@ -15,6 +15,7 @@ arguments.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -60,11 +61,21 @@ def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
 
 
 def _not_a_tensor(layer, x):
-    """The one error of every layer for an input that is not a Tensor.  The layers that
-    only call a Tensor method raise it after an inline isinstance (they check nothing
-    else, and run on every call); the others through :func:`_check_input`."""
+    """The one error of every layer for an input that is not a Tensor (raised by
+    :func:`_check_input` and :func:`_tensor_input`)."""
     return TypeError(f"{type(layer).__name__} expects a Tensor, got {type(x).__name__} "
                      f"(make one with tg.tensor(x))")
+
+
+def _tensor_input(forward):
+    """For the layers whose forward only calls a Tensor method (and checks nothing
+    else): an input that is not a Tensor gets that error, not an AttributeError."""
+    @functools.wraps(forward)
+    def checked(self, x):
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
+        return forward(self, x)
+    return checked
 
 
 def _uniform_bias(bias, fan_in):
@@ -469,9 +480,8 @@ class Flatten(Module):
         self.start_dim = check_int("Flatten: start_dim", start_dim)
         self.end_dim = check_int("Flatten: end_dim", end_dim)
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
@@ -481,9 +491,8 @@ class Flatten(Module):
 class ReLU(Module):
     """y = max(x, 0)"""
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.relu()
 
 
@@ -494,9 +503,8 @@ class LeakyReLU(Module):
         super().__init__()
         self.negative_slope = check_number("LeakyReLU: negative_slope", negative_slope, low=None)
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.leaky_relu(self.negative_slope)
 
     def extra_repr(self):
@@ -506,18 +514,16 @@ class LeakyReLU(Module):
 class Tanh(Module):
     """y = tanh x"""
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.tanh()
 
 
 class Sigmoid(Module):
     """y = 1 / (1 + e^-x)"""
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.sigmoid()
 
 
@@ -548,9 +554,8 @@ class Softmax(Module):
                              f"dimensions)")
         return -1
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.softmax(axis=self._axis(x))
 
     def extra_repr(self):
@@ -564,9 +569,8 @@ class LogSoftmax(Softmax):
     last axis and more dimensions raise a ``ValueError``.
     """
 
+    @_tensor_input
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            raise _not_a_tensor(self, x)
         return x.log_softmax(axis=self._axis(x))
 
 
