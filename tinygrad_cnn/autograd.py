@@ -1,4 +1,4 @@
-"""The autograd engine: ``Function``, grad mode, and the reverse-mode sweep.
+"""The autograd engine: ``Function``, the reverse-mode sweep, and grad mode.
 
 Read this file first.  A forward op builds one :class:`Function` node that
 remembers its input tensors; the output tensor points back at that node
@@ -7,6 +7,12 @@ order and asks each ``Function.backward`` to turn the gradient of its output
 into gradients of its inputs.  Backward formulas are written with ordinary
 differentiable tensor ops, so with ``create_graph=True`` the gradient is
 itself a graph that can be differentiated again.
+
+In file order: :class:`Function` (``apply`` runs ``forward``, ``link``
+records the graph), :func:`topological_order`, :func:`backprop` (the whole
+reverse sweep), the checks it runs on what each ``backward`` returns
+(:func:`_call_backward`), and last the grad-mode switches (``no_grad`` and
+friends), which only decide whether ``link`` records anything.
 """
 from __future__ import annotations
 
@@ -17,116 +23,7 @@ import weakref
 
 from .conv_arrays import reorders
 
-# Grad mode is per thread, as in PyTorch: a no_grad block in one thread must
-# not switch recording off (or, exiting out of order, on) in another.
-_grad_mode = threading.local()
 _tracer = None  # set by tinygrad_cnn.viz.trace() to watch the backward pass
-
-
-def is_grad_enabled():
-    """True when ops record the graph (not inside ``no_grad`` / ``set_grad_enabled(False)``)."""
-    return getattr(_grad_mode, "enabled", True)
-
-
-def _set_grad_mode(mode):
-    _grad_mode.enabled = mode
-
-
-class _GradMode:
-    """A grad mode as a context manager (the previous mode comes back at its end)
-    and as a decorator (the mode holds during every call of the function, and
-    during every resumption of a generator function)."""
-
-    def __init__(self, mode):
-        self.mode = bool(mode)
-        self._prev = []  # a stack, so one instance can be entered again while active
-
-    def __enter__(self):
-        self._prev.append(is_grad_enabled())
-        _set_grad_mode(self.mode)
-
-    def __exit__(self, *exc):
-        _set_grad_mode(self._prev.pop())
-
-    def __call__(self, func):
-        mode = self.mode
-        if inspect.isgeneratorfunction(func):
-            @functools.wraps(func)
-            def generator(*args, **kwargs):
-                # The body of a generator runs at each next(), not at the call:
-                # the mode must be in force around every resumption.
-                gen = func(*args, **kwargs)
-                try:
-                    with _GradMode(mode):
-                        item = next(gen)
-                    while True:
-                        try:
-                            sent = yield item
-                        except GeneratorExit:
-                            with _GradMode(mode):
-                                gen.close()
-                            raise
-                        except BaseException as e:
-                            with _GradMode(mode):
-                                item = gen.throw(e)
-                        else:
-                            with _GradMode(mode):
-                                item = gen.send(sent)
-                except StopIteration as done:
-                    return done.value
-            return generator
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with _GradMode(mode):
-                return func(*args, **kwargs)
-        return wrapper
-
-
-class set_grad_enabled(_GradMode):
-    """``tg.set_grad_enabled(mode)``: turn graph recording on or off in this thread.
-
-    As PyTorch: called on its own it switches at once; as a context manager
-    the mode from before the call comes back at the end of the block; as a
-    decorator it holds during each call of the function.
-    """
-
-    def __init__(self, mode):
-        super().__init__(mode)
-        self._before = is_grad_enabled()
-        _set_grad_mode(self.mode)
-
-    def __enter__(self):
-        self._prev.append(self._before)
-        _set_grad_mode(self.mode)
-
-    def __call__(self, func):
-        _set_grad_mode(self._before)  # decorating is not switching
-        return super().__call__(func)
-
-
-class no_grad(_GradMode):
-    """``with tg.no_grad():``, ``@tg.no_grad()`` or ``@tg.no_grad``: record no graph inside."""
-
-    def __new__(cls, func=None):
-        if func is not None:       # @tg.no_grad, without parentheses
-            return cls()(func)
-        return super().__new__(cls)
-
-    def __init__(self, func=None):
-        super().__init__(False)
-
-
-class enable_grad(_GradMode):
-    """Re-enable graph recording inside a ``no_grad`` block (also a decorator)."""
-
-    def __new__(cls, func=None):
-        if func is not None:       # @tg.enable_grad, without parentheses
-            return cls()(func)
-        return super().__new__(cls)
-
-    def __init__(self, func=None):
-        super().__init__(True)
 
 
 class Function:
@@ -153,9 +50,7 @@ class Function:
     def apply(cls, *inputs, **params):
         from .tensor import Tensor, common_backend
         if not inputs or not all(isinstance(t, Tensor) for t in inputs):
-            kinds = ", ".join(type(t).__name__ for t in inputs) or "nothing"
-            raise TypeError(f"{cls.__name__}.apply takes tensors as positional arguments "
-                            f"(got {kinds}); pass other parameters as keywords")
+            raise _not_tensors_error(cls, inputs)
         backend = common_backend(inputs, cls.__name__)
         fn = cls()
         fn.backend, fn.xp = backend, backend.xp
@@ -163,11 +58,7 @@ class Function:
             data = fn.forward(*(t.data for t in inputs), **params)
         out = Tensor._make(data, backend)   # (a NumPy scalar becomes a 0-d array here)
         if not backend.is_array(out.data):   # a list, or an array of another backend
-            kind = type(data)
-            kind = kind.__qualname__ if kind.__module__ == "builtins" else \
-                f"{kind.__module__}.{kind.__qualname__}"
-            raise TypeError(f"{cls.__name__}.forward must return an array of its inputs' "
-                            f"backend (device {backend.device}), got {kind}")
+            raise _not_an_array_error(cls, data, backend)
         if fn.view_of_input and backend.xp.may_share_memory(data, inputs[0].data):
             out._version_box = inputs[0]._version_box  # one memory, one version
             out._read_only = inputs[0]._read_only or fn.read_only_view
@@ -345,3 +236,131 @@ def _conform(gx, x, fn):
     # Mixed-precision ops (float32 + float64) give the wider dtype; the
     # gradient of each input has that input's own dtype.
     return gx if gx.dtype == x.dtype else gx.astype(x.dtype)
+
+
+def _not_tensors_error(cls, inputs):
+    """The error of ``Function.apply`` given something other than tensors."""
+    kinds = ", ".join(type(t).__name__ for t in inputs) or "nothing"
+    return TypeError(f"{cls.__name__}.apply takes tensors as positional arguments "
+                     f"(got {kinds}); pass other parameters as keywords")
+
+
+def _not_an_array_error(cls, data, backend):
+    """The error of a ``forward`` that returned no array of its inputs' backend."""
+    kind = type(data)
+    kind = kind.__qualname__ if kind.__module__ == "builtins" else \
+        f"{kind.__module__}.{kind.__qualname__}"
+    return TypeError(f"{cls.__name__}.forward must return an array of its inputs' "
+                     f"backend (device {backend.device}), got {kind}")
+
+
+# ---- grad mode: no_grad, enable_grad, set_grad_enabled -----------------------------
+# Grad mode is per thread, as in PyTorch: a no_grad block in one thread must
+# not switch recording off (or, exiting out of order, on) in another.
+_grad_mode = threading.local()
+
+
+def is_grad_enabled():
+    """True when ops record the graph (not inside ``no_grad`` / ``set_grad_enabled(False)``)."""
+    return getattr(_grad_mode, "enabled", True)
+
+
+def _set_grad_mode(mode):
+    _grad_mode.enabled = mode
+
+
+class _GradMode:
+    """A grad mode as a context manager (the previous mode comes back at its end)
+    and as a decorator (the mode holds during every call of the function, and
+    during every resumption of a generator function)."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+        self._prev = []  # a stack, so one instance can be entered again while active
+
+    def __enter__(self):
+        self._prev.append(is_grad_enabled())
+        _set_grad_mode(self.mode)
+
+    def __exit__(self, *exc):
+        _set_grad_mode(self._prev.pop())
+
+    def __call__(self, func):
+        mode = self.mode
+        if inspect.isgeneratorfunction(func):
+            @functools.wraps(func)
+            def generator(*args, **kwargs):
+                # The body of a generator runs at each next(), not at the call:
+                # the mode must be in force around every resumption.
+                gen = func(*args, **kwargs)
+                try:
+                    with _GradMode(mode):
+                        item = next(gen)
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            with _GradMode(mode):
+                                gen.close()
+                            raise
+                        except BaseException as e:
+                            with _GradMode(mode):
+                                item = gen.throw(e)
+                        else:
+                            with _GradMode(mode):
+                                item = gen.send(sent)
+                except StopIteration as done:
+                    return done.value
+            return generator
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with _GradMode(mode):
+                return func(*args, **kwargs)
+        return wrapper
+
+
+class set_grad_enabled(_GradMode):
+    """``tg.set_grad_enabled(mode)``: turn graph recording on or off in this thread.
+
+    As PyTorch: called on its own it switches at once; as a context manager
+    the mode from before the call comes back at the end of the block; as a
+    decorator it holds during each call of the function.
+    """
+
+    def __init__(self, mode):
+        super().__init__(mode)
+        self._before = is_grad_enabled()
+        _set_grad_mode(self.mode)
+
+    def __enter__(self):
+        self._prev.append(self._before)
+        _set_grad_mode(self.mode)
+
+    def __call__(self, func):
+        _set_grad_mode(self._before)  # decorating is not switching
+        return super().__call__(func)
+
+
+class no_grad(_GradMode):
+    """``with tg.no_grad():``, ``@tg.no_grad()`` or ``@tg.no_grad``: record no graph inside."""
+
+    def __new__(cls, func=None):
+        if func is not None:       # @tg.no_grad, without parentheses
+            return cls()(func)
+        return super().__new__(cls)
+
+    def __init__(self, func=None):
+        super().__init__(False)
+
+
+class enable_grad(_GradMode):
+    """Re-enable graph recording inside a ``no_grad`` block (also a decorator)."""
+
+    def __new__(cls, func=None):
+        if func is not None:       # @tg.enable_grad, without parentheses
+            return cls()(func)
+        return super().__new__(cls)
+
+    def __init__(self, func=None):
+        super().__init__(True)
