@@ -184,17 +184,8 @@ class MatMul(Function):
     """z = x @ y (1-D, 2-D and batched, as numpy.matmul)"""
 
     def forward(self, x, y):
-        if x.ndim == 0 or y.ndim == 0:
-            raise ValueError(f"matmul: operands must have at least one dimension, got "
-                             f"shapes {x.shape} and {y.shape}")
-        k_x = x.shape[-1]
-        k_y = y.shape[-2] if y.ndim > 1 else y.shape[0]
-        if k_x != k_y:
-            raise ValueError(f"matmul: inner dimensions differ: x {x.shape} @ y {y.shape} "
-                             f"({k_x} != {k_y})")
-        if x.ndim > 2 and y.ndim > 2:
-            check_broadcast(x.shape[:-2], y.shape[:-2], "matmul batch dimensions")
-        if k_x == 1 and x.ndim > 1 and y.ndim > 1:
+        _check_matmul(x.shape, y.shape)
+        if x.shape[-1] == 1 and x.ndim > 1 and y.ndim > 1:
             # An outer product (a linear layer's weight gradient at batch 1):
             # NumPy's matmul takes ~3x longer for it than the broadcast product.
             return self.xp.multiply(x, y)
@@ -222,6 +213,20 @@ class MatMul(Function):
         grad_x = (grad_out @ y.swapaxes(-1, -2)).sum_to(x.shape)  # (..., M, K)
         grad_y = (x.swapaxes(-1, -2) @ grad_out).sum_to(y.shape)  # (..., K, N)
         return grad_x, grad_y
+
+
+def _check_matmul(x_shape, y_shape):
+    """Raise a clear error unless arrays of these shapes can be multiplied (numpy.matmul)."""
+    if not x_shape or not y_shape:
+        raise ValueError(f"matmul: operands must have at least one dimension, got "
+                         f"shapes {x_shape} and {y_shape}")
+    k_x = x_shape[-1]
+    k_y = y_shape[-2] if len(y_shape) > 1 else y_shape[0]
+    if k_x != k_y:
+        raise ValueError(f"matmul: inner dimensions differ: x {x_shape} @ y {y_shape} "
+                         f"({k_x} != {k_y})")
+    if len(x_shape) > 2 and len(y_shape) > 2:
+        check_broadcast(x_shape[:-2], y_shape[:-2], "matmul batch dimensions")
 
 
 def _blas_ready(a):
@@ -459,6 +464,8 @@ class Sum(Function):
     """y = sum of x over axis"""
 
     def forward(self, x, axis, keepdims):
+        # In essence x.sum(axis, keepdims=keepdims), the last line; the branches
+        # before it are faster routes to the same sum, and float16's guard.
         self.axis, self.keepdims = axis, keepdims
         wide = x.dtype.kind == "f" and x.itemsize >= 4   # not float16 (see below)
         if (wide and axis == (0,) + tuple(range(2, x.ndim)) and x.ndim > 2
@@ -481,6 +488,8 @@ class Sum(Function):
         return self.xp.asarray(x.sum(axis=axis, keepdims=keepdims))
 
     def backward(self, grad_out):
+        # Every summed element gets the gradient of its sum: the summed axes
+        # back as size 1, then repeated to x's shape.
         x = self.inputs[0]
         return grad_out.reshape(_keepdims_shape(x.shape, self.axis)).broadcast_to(x.shape)
 
@@ -559,7 +568,7 @@ class Permute(Function):
         return x.transpose(axes)
 
     def backward(self, grad_out):
-        return grad_out.permute(tuple(np.argsort(self.axes)))
+        return grad_out.permute(tuple(np.argsort(self.axes)))   # the inverse permutation
 
 
 class BroadcastTo(Function):
@@ -597,47 +606,6 @@ def _has_array(index):
 def _is_array(i):
     """An array inside an index (not a slice, int, None or a NumPy scalar)."""
     return hasattr(i, "dtype") and not isinstance(i, np.generic)
-
-
-def _check_index(backend, x_shape, index):
-    """Validate the array parts of an index.
-
-    Dtypes and mask shapes are checked here; integer bounds go through
-    ``backend.check_index``, which raises at once on NumPy and, on a GPU,
-    without waiting for the device (CuPy itself would silently wrap them).
-    """
-    parts = index if isinstance(index, tuple) else (index,)
-    is_mask = [_is_array(i) and i.dtype == bool for i in parts]
-    if any(is_mask) and sum(map(_is_array, parts)) > 1 and not backend.mask_with_arrays:
-        raise IndexError(f"an index of a tensor of shape {tuple(x_shape)} on {backend.device} "
-                         f"holds a boolean mask beside other array indices, which CuPy "
-                         f"cannot do; index in two steps (e.g. x[mask][:, idx])")
-    # None and a scalar True/False add an axis of the result and use none of x's.
-    new_axis = [i is None or isinstance(i, (bool, np.bool_)) for i in parts]
-    used = sum(i.ndim if mask else 1 for i, mask, new in zip(parts, is_mask, new_axis)
-               if not new and i is not Ellipsis)
-    dim = 0
-    for i, mask, new in zip(parts, is_mask, new_axis):
-        if new:
-            continue
-        if i is Ellipsis:
-            dim += len(x_shape) - used
-            continue
-        if mask:
-            if tuple(i.shape) != tuple(x_shape[dim:dim + i.ndim]):
-                raise IndexError(f"boolean index of shape {tuple(i.shape)} does not match "
-                                 f"dimensions {tuple(x_shape[dim:dim + i.ndim])} of a "
-                                 f"tensor of shape {tuple(x_shape)}")
-            dim += i.ndim
-            continue
-        if _is_array(i):
-            if i.dtype.kind not in "iu":
-                raise IndexError(f"array indices must be integers or booleans, got {i.dtype}")
-            if dim < len(x_shape):  # else x[index] reports too many indices
-                n = x_shape[dim]
-                backend.check_index(i, n, f"for axis {dim} of size {n} in a tensor of "
-                                          f"shape {tuple(x_shape)}")
-        dim += 1
 
 
 class GetItem(Function):
@@ -688,7 +656,7 @@ class Concatenate(Function):
             xp = self.xp
             joined = xp.concatenate([xp.moveaxis(x, 0, -1) for x in xs],   # (C, ..., N)
                                     axis=axis - 1 if axis else -1)
-            return xp.moveaxis(joined, -1, 0)
+            return xp.moveaxis(joined, -1, 0)                  # (N, C, ...), batch-last
         return self.xp.concatenate(xs, axis=axis)
 
     def backward(self, grad_out):
@@ -708,3 +676,45 @@ class Pad(Function):
     def backward(self, grad_out):
         crop = tuple(slice(a, s - b) for (a, b), s in zip(self.widths, grad_out.shape))
         return grad_out[crop]
+
+
+# ---- index checks (GetItem and item assignment) -----------------------------------
+def _check_index(backend, x_shape, index):
+    """Validate the array parts of an index.
+
+    Dtypes and mask shapes are checked here; integer bounds go through
+    ``backend.check_index``, which raises at once on NumPy and, on a GPU,
+    without waiting for the device (CuPy itself would silently wrap them).
+    """
+    parts = index if isinstance(index, tuple) else (index,)
+    is_mask = [_is_array(i) and i.dtype == bool for i in parts]
+    if any(is_mask) and sum(map(_is_array, parts)) > 1 and not backend.mask_with_arrays:
+        raise IndexError(f"an index of a tensor of shape {tuple(x_shape)} on {backend.device} "
+                         f"holds a boolean mask beside other array indices, which CuPy "
+                         f"cannot do; index in two steps (e.g. x[mask][:, idx])")
+    # None and a scalar True/False add an axis of the result and use none of x's.
+    new_axis = [i is None or isinstance(i, (bool, np.bool_)) for i in parts]
+    used = sum(i.ndim if mask else 1 for i, mask, new in zip(parts, is_mask, new_axis)
+               if not new and i is not Ellipsis)
+    dim = 0
+    for i, mask, new in zip(parts, is_mask, new_axis):
+        if new:
+            continue
+        if i is Ellipsis:
+            dim += len(x_shape) - used
+            continue
+        if mask:
+            if tuple(i.shape) != tuple(x_shape[dim:dim + i.ndim]):
+                raise IndexError(f"boolean index of shape {tuple(i.shape)} does not match "
+                                 f"dimensions {tuple(x_shape[dim:dim + i.ndim])} of a "
+                                 f"tensor of shape {tuple(x_shape)}")
+            dim += i.ndim
+            continue
+        if _is_array(i):
+            if i.dtype.kind not in "iu":
+                raise IndexError(f"array indices must be integers or booleans, got {i.dtype}")
+            if dim < len(x_shape):  # else x[index] reports too many indices
+                n = x_shape[dim]
+                backend.check_index(i, n, f"for axis {dim} of size {n} in a tensor of "
+                                          f"shape {tuple(x_shape)}")
+        dim += 1

@@ -2,6 +2,13 @@
 
 The differentiable ops live in :mod:`tinygrad_cnn.ops` as ``Function``
 classes; the methods here only convert arguments and call them.
+
+Where to read: ``class Tensor`` (below the conversion helpers that open the
+file), first its "autograd" section (``backward`` hands the graph to
+:func:`tinygrad_cnn.autograd.backprop`), then "arithmetic" and the sections
+after it, where each method is one ``ops.X.apply`` call or a few.  The
+in-place operators and item assignment, the argument helpers after the
+class and the factories at the end are plumbing: conversions and checks.
 """
 from __future__ import annotations
 
