@@ -6,6 +6,12 @@ differentiable ops in :mod:`tinygrad_cnn.functional` call these from their
 ``backend.as_strided`` and ``backend.scatter_add``, so the same code runs on
 NumPy and CuPy.
 
+For a first reading, :func:`unfold_array` and :func:`fold_array` (section
+"im2col / col2im") carry the idea, with :class:`ConvGeometry` for where the
+windows lie and :func:`max_pool_array` for pooling.  Most of the rest is
+there for speed only (column layouts, batch-last arrays, cache-sized
+chunks and tiled copies) and is described below.
+
 Windows
 -------
 A :class:`ConvGeometry` says where the windows of a convolution or pooling
@@ -474,7 +480,7 @@ def from_rows(backend, rows, N, OH, OW, layout, out):
     C = rows.shape[1]
     if layout == "nkl":
         assign(backend, out, rows.reshape(N, C, OH, OW))
-    elif layout == "knl":
+    elif layout == "knl":   # (C, N, OH, OW) -> (N, C, OH, OW)
         out[...] = rows.reshape(C, N, OH, OW).transpose(1, 0, 2, 3)
     else:   # (C, OH, OW, N) -> (N, C, OH, OW)
         assign(backend, out, backend.xp.moveaxis(rows.reshape(C, OH, OW, N), -1, 0))
@@ -632,15 +638,7 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
     are written there and ``out`` returned.
     """
     if out is not None:
-        N, K, L = x.shape[0], x.shape[1] * geom.KH * geom.KW, geom.OH * geom.OW
-        expected = {"nkl": (N, K, L), "kln": (K, L * N)}.get(layout)
-        if (expected is None or tuple(out.shape) != expected
-                or (out.shape[-1] > 1 and out.strides[-1] != out.itemsize)):
-            raise ValueError(f"unfold_array: out must be for the 'nkl' layout, of shape "
-                             f"{shape_str((N, K, L))}, or the 'kln' layout, of shape "
-                             f"{shape_str((K, L * N))}, with a contiguous last axis; got "
-                             f"layout {layout!r}, shape {shape_str(out.shape)} and "
-                             f"strides {out.strides}")
+        _check_unfold_out(x, geom, layout, out)
     kernel = backend_kernel(backend, "im2col", x.dtype)
     if kernel is not None:
         cols = kernel(x, geom, layout)
@@ -651,6 +649,8 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
     xp = backend.xp
     N, C = x.shape[:2]
     K, L = C * geom.KH * geom.KW, geom.OH * geom.OW
+    # Every layout: one strided view holding every window, copied once.  kln
+    # views x laid out (C, Hp, Wp, N); the others (below) the padded NCHW x.
     if layout == "kln":
         xt = _padded(backend, x, geom, channels_first=True)  # (C, Hp, Wp, N)
         sC, sH, sW, sN = xt.strides
@@ -660,7 +660,7 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
         if out is not None:
             out.reshape(windows.shape)[...] = windows
             return out
-        return xp.ascontiguousarray(windows).reshape(K, L * N)
+        return xp.ascontiguousarray(windows).reshape(K, L * N)   # (C*KH*KW, OH*OW*N)
     xpad = _padded(backend, as_nchw(backend, x), geom)       # (N, C, Hp, Wp)
     sN, sC, sH, sW = xpad.strides
     windows = backend.as_strided(                            # (N, C, KH, KW, OH, OW)
@@ -669,11 +669,24 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
     if layout == "nkl" and out is not None:
         out.reshape(windows.shape)[...] = windows
         return out
-    if layout == "nkl":
+    if layout == "nkl":   # (N, C, KH, KW, OH, OW) -> (N, C*KH*KW, OH*OW)
         return xp.ascontiguousarray(windows).reshape(N, K, L)
-    if layout == "knl":
+    if layout == "knl":   # (C, KH, KW, N, OH, OW) -> (C*KH*KW, N*OH*OW)
         return xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5)).reshape(K, N * L)
     raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")
+
+
+def _check_unfold_out(x, geom, layout, out):
+    """``out`` of :func:`unfold_array` fits: the columns' shape, a contiguous last axis."""
+    N, K, L = x.shape[0], x.shape[1] * geom.KH * geom.KW, geom.OH * geom.OW
+    expected = {"nkl": (N, K, L), "kln": (K, L * N)}.get(layout)
+    if (expected is None or tuple(out.shape) != expected
+            or (out.shape[-1] > 1 and out.strides[-1] != out.itemsize)):
+        raise ValueError(f"unfold_array: out must be for the 'nkl' layout, of shape "
+                         f"{shape_str((N, K, L))}, or the 'kln' layout, of shape "
+                         f"{shape_str((K, L * N))}, with a contiguous last axis; got "
+                         f"layout {layout!r}, shape {shape_str(out.shape)} and "
+                         f"strides {out.strides}")
 
 
 def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
@@ -718,10 +731,10 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
         interior = acc[(slice(None),) + geom.interior()]                        # (C, H, W, N)
         if out is None:   # batch-last, as the columns (a copy only to drop the padding)
             return xp.moveaxis(xp.ascontiguousarray(interior) if geom.padded else interior,
-                               -1, 0)
+                               -1, 0)                                          # (N, C, H, W)
         if out.flags.c_contiguous:
             return batch_first(backend, interior, out)                         # (N, C, H, W)
-        out[...] = xp.moveaxis(interior, -1, 0)
+        out[...] = xp.moveaxis(interior, -1, 0)                                # (N, C, H, W)
         return out
     else:
         raise ValueError(f"unknown column layout {layout!r}; expected 'nkl', 'knl' or 'kln'")

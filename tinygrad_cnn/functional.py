@@ -25,8 +25,15 @@ copies every window into a column: ``cols = unfold(x)`` has shape
 
 ``local2d`` below is written exactly like that.  ``conv2d`` computes the same
 product (``test_conv2d_equals_unfold_matmul`` checks it), but as one large
-GEMM over all images, with the columns in a layout that is cheaper to build
-(see :mod:`tinygrad_cnn.conv_arrays`), so it can keep pace with PyTorch.
+GEMM (BLAS's name for a general matrix-matrix product) over all images,
+with the columns in a layout that is cheaper to build (see
+:mod:`tinygrad_cnn.conv_arrays`), so it can keep pace with PyTorch.
+
+Where to read: skip the argument checks that open the file; start at
+``Unfold`` and ``Fold``, then ``linear`` and ``local2d`` (the idea in a few
+lines each), then ``Conv2d`` with ``_correlate`` (its forward on arrays) and
+the two ops its backward is made of, ``ConvTranspose2d`` and
+``Conv2dWeight``; pooling follows.
 
 Gradients
 ---------
@@ -174,6 +181,52 @@ def _promoted(*tensors):
     return tuple(t if t is None else t.astype(dtype) for t in tensors)
 
 
+def _check_linear(x, w, b):
+    """linear's operands: Tensors x (..., in) and w (out, in), b None or (out,)."""
+    if not isinstance(x, Tensor) or not isinstance(w, Tensor):
+        raise TypeError("linear: x and w must be Tensors")
+    if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: x of shape {shape_str(x.shape)} and w of shape "
+                         f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
+                         f"(out, in) with the same 'in'")
+    _check_bias("linear", b, (w.shape[0],), float_only=False)
+    _check_linear_dtypes(x, w, b)
+
+
+def _check_linear_dtypes(x, w, b):
+    """x, w and b (if given) all float or all integer (bools count as integers).  Mixed,
+    the result's dtype would depend on NumPy's promotion of the pair (int64 with float32:
+    float64; an int8 x with float32 w: float32), not on the float operands' dtype;
+    PyTorch refuses such a mix too."""
+    operands = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
+    if len({t.dtype.kind == "f" for _, t in operands}) > 1:
+        shown = ", ".join(f"{name} of shape {shape_str(t.shape)}, dtype {t.dtype}"
+                          for name, t in operands)
+        raise TypeError(f"linear: mixed float and integer operands: {shown}; expected all "
+                        f"float or all integer (convert the integer ones with .float())")
+
+
+def _local2d_geometry(x, w, b, stride, padding, dilation):
+    """local2d's windows, once x (N, C, H, W), w (OC, OH, OW, C, KH, KW) and b (None
+    or (OC, OH, OW)) are checked to fit them."""
+    N, C, H, W = _check_tensor("local2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    OC, WH, WW, WC, KH, KW = _check_tensor("local2d", "w", w, 6, "(OC, OH, OW, C, KH, KW)",
+                                           sized=2)
+    if WC != C:
+        raise ValueError(f"local2d: x of shape {shape_str(x.shape)} has {C} channels but w "
+                         f"of shape {shape_str(w.shape)} expects {WC} (w is (OC, OH, OW, C, "
+                         f"KH, KW))")
+    geom = _unfold_geometry("local2d", x.shape, (KH, KW), dilation, padding, stride)
+    OH, OW = geom.OH, geom.OW
+    if (WH, WW) != (OH, OW):
+        raise ValueError(f"local2d: w of shape {shape_str(w.shape)} has filters for a "
+                         f"{WH}x{WW} output, but x of shape {shape_str(x.shape)} with kernel "
+                         f"{KH}x{KW}, stride {stride}, padding {padding} and dilation "
+                         f"{dilation} gives a {OH}x{OW} output")
+    _check_bias("local2d", b, (OC, OH, OW))
+    return geom
+
+
 # ---- patches: unfold and fold ----------------------------------------------------------
 class Unfold(Function):
     """cols[n, c*KH*KW + i*KW + j, oh*OW + ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]"""
@@ -205,7 +258,7 @@ class Fold(Function):
         for lo, hi in batch_chunks(self.backend, N, K * L * cols.itemsize):
             part = contiguous(self.backend, cols[lo:hi].transpose(1, 2, 0))  # (K, L, n)
             fold_array(self.backend, part.reshape(K, L * (hi - lo)), geom, hi - lo, channels,
-                       "kln", out=y[lo:hi])
+                       "kln", out=y[lo:hi])                  # kln columns (K, L*n)
         return y
 
     def backward(self, grad_out):
@@ -258,34 +311,14 @@ def linear(x, w, b=None):
     x (..., in), w (out, in), b (out,) -> (..., out); any number of leading
     batch dimensions (none for a single vector).
     """
-    if not isinstance(x, Tensor) or not isinstance(w, Tensor):
-        raise TypeError("linear: x and w must be Tensors")
-    if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
-        raise ValueError(f"linear: x of shape {shape_str(x.shape)} and w of shape "
-                         f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
-                         f"(out, in) with the same 'in'")
-    _check_bias("linear", b, (w.shape[0],), float_only=False)
-    _check_linear_dtypes(x, w, b)
+    _check_linear(x, w, b)
     x, w, b = _promoted(x, w, b)
     lead = x.shape[:-1]
     # One GEMM over all leading dimensions: (batch, in) @ (in, out).
     y = x.reshape(-1, x.shape[-1]) @ w.T if x.ndim != 2 else x @ w.T
     if b is not None:
         y = y + b
-    return y.reshape(lead + (w.shape[0],))
-
-
-def _check_linear_dtypes(x, w, b):
-    """x, w and b (if given) all float or all integer (bools count as integers).  Mixed,
-    the result's dtype would depend on NumPy's promotion of the pair (int64 with float32:
-    float64; an int8 x with float32 w: float32), not on the float operands' dtype;
-    PyTorch refuses such a mix too."""
-    operands = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
-    if len({t.dtype.kind == "f" for _, t in operands}) > 1:
-        shown = ", ".join(f"{name} of shape {shape_str(t.shape)}, dtype {t.dtype}"
-                          for name, t in operands)
-        raise TypeError(f"linear: mixed float and integer operands: {shown}; expected all "
-                        f"float or all integer (convert the integer ones with .float())")
+    return y.reshape(lead + (w.shape[0],))                       # (..., out)
 
 
 def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
@@ -296,28 +329,16 @@ def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
     window.  Built as ``unfold`` and one batched matrix product over the L =
     OH*OW positions (no loop over positions), so it differentiates to any order.
     """
-    N, C, H, W = _check_tensor("local2d", "x", x, 4, "(N, C, H, W)", sized=2)
-    OC, WH, WW, WC, KH, KW = _check_tensor("local2d", "w", w, 6, "(OC, OH, OW, C, KH, KW)",
-                                           sized=2)
-    if WC != C:
-        raise ValueError(f"local2d: x of shape {shape_str(x.shape)} has {C} channels but w "
-                         f"of shape {shape_str(w.shape)} expects {WC} (w is (OC, OH, OW, C, "
-                         f"KH, KW))")
-    geom = _unfold_geometry("local2d", x.shape, (KH, KW), dilation, padding, stride)
-    OH, OW = geom.OH, geom.OW
-    if (WH, WW) != (OH, OW):
-        raise ValueError(f"local2d: w of shape {shape_str(w.shape)} has filters for a "
-                         f"{WH}x{WW} output, but x of shape {shape_str(x.shape)} with kernel "
-                         f"{KH}x{KW}, stride {stride}, padding {padding} and dilation "
-                         f"{dilation} gives a {OH}x{OW} output")
-    _check_bias("local2d", b, (OC, OH, OW))
+    geom = _local2d_geometry(x, w, b, stride, padding, dilation)   # checks x, w and b
+    (N, C), OC = x.shape[:2], w.shape[0]
+    KH, KW, OH, OW = geom.KH, geom.KW, geom.OH, geom.OW
     x, w, b = _promoted(x, w, b)
     L = OH * OW
     cols = Unfold.apply(x, geom=geom)                        # (N, C*KH*KW, L)
     patches = cols.permute(2, 0, 1)                          # (L, N, C*KH*KW)
     filters = w.reshape(OC, L, C * KH * KW).permute(1, 2, 0)  # (L, C*KH*KW, OC): one per l
     y = patches @ filters                                    # (L, N, OC)
-    y = y.permute(1, 2, 0).reshape(N, OC, OH, OW)
+    y = y.permute(1, 2, 0).reshape(N, OC, OH, OW)            # (N, OC, L) -> (N, OC, OH, OW)
     return y if b is None else y + b
 
 
@@ -409,6 +430,8 @@ def _correlate(backend, x, w, b, geom, groups):
     else:
         y = xp.empty(y_shape, dtype=x.dtype)
     cols = None               # stays None for an empty batch
+    # Per chunk: columns, then one GEMM per group (the else branch below).  The
+    # first branch is the same GEMM with the bias moved into it.
     for lo, hi in chunks:
         cols = blocks = None  # drop the previous chunk's columns before making the next
         if ((layout == "nkl" or (layout == "kln" and K < 64)) and b is not None and groups == 1
@@ -418,12 +441,12 @@ def _correlate(backend, x, w, b, geom, groups):
             # y, and for nkl one over rows of only OH*OW.  (A backend's own
             # im2col makes its own buffer, which would then be copied: those
             # take the general path.)
-            w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)
+            w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)  # (OC, K+1)
             if layout == "nkl":   # one product per image, written straight into NCHW y
                 ones = xp.empty((hi - lo, K + 1, L), dtype=x.dtype)     # (N, K+1, L)
                 ones[:, K] = 1
                 cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:, :K])
-                xp.matmul(w_b, ones, out=y[lo:hi].reshape(hi - lo, OC, L))
+                xp.matmul(w_b, ones, out=y[lo:hi].reshape(hi - lo, OC, L))  # (N, OC, L)
                 continue
             ones = xp.empty((K + 1, L * (hi - lo)), dtype=x.dtype)      # (K+1, P)
             ones[K] = 1
@@ -433,17 +456,18 @@ def _correlate(backend, x, w, b, geom, groups):
             cols = unfold_array(backend, x[lo:hi], geom, layout)
             blocks = as_blocks(cols, layout)                            # (B, K, P)
             B, _, P = blocks.shape
-            blocks = blocks.reshape(B, groups, K // groups, P)
+            blocks = blocks.reshape(B, groups, K // groups, P)          # (B, G, K/G, P)
             if layout == "nkl":   # one product per image, written straight into NCHW y
-                xp.matmul(w_groups, blocks, out=y[lo:hi].reshape(B, groups, -1, P))
+                xp.matmul(w_groups, blocks,
+                          out=y[lo:hi].reshape(B, groups, -1, P))      # (B, G, OC/G, P)
                 if b is not None:
                     y[lo:hi] += b.reshape(1, OC, 1, 1)
                 continue
             rows = (w_groups @ blocks).reshape(B, OC, P)                # (1, OC, P)
             if b is not None:   # long rows here, short ones in y
                 rows += b.reshape(1, OC, 1)
-        if y is None:   # y is the GEMM's output itself
-            y = xp.moveaxis(rows.reshape(OC, geom.OH, geom.OW, N), -1, 0)
+        if y is None:   # y is the GEMM's output itself: (OC, OH, OW, N) memory
+            y = xp.moveaxis(rows.reshape(OC, geom.OH, geom.OW, N), -1, 0)  # (N, OC, OH, OW)
         else:
             from_rows(backend, rows, hi - lo, geom.OH, geom.OW, layout,
                       out=y[lo:hi])                                     # (N, OC, OH, OW)
@@ -507,6 +531,41 @@ def _flipped_geometry(geom, C, OC):
                         pt, pb, pl, pr, geom.dh, geom.dw)
 
 
+def _fold_transposed(backend, x, w, geom, groups, rows, layout):
+    """conv_transpose2d on arrays, without bias, the fold route: per group and chunk
+    cols = w^T @ x (the columns of y), then y = fold(cols).
+
+    ``rows``: x already laid out by to_rows in ``layout``, or None.  On the host,
+    kln columns of one chunk fold into a batch-last y, as in :func:`_correlate`.
+    """
+    N, C = x.shape[:2]            # C: channels of x (the small side, conv2d's output)
+    OC = w.shape[1] * groups      # channels of y (the big side, conv2d's input)
+    K = OC * geom.KH * geom.KW
+    chunks = batch_chunks(backend, N, im2col_bytes(OC, geom, x.itemsize), is_batch_last(x))
+    if rows is None or len(chunks) != 1:
+        rows, layout = None, _layout(backend, chunks, geom, K, x)
+    if layout != "kln":
+        x = as_nchw(backend, x)
+    y_shape = (N, OC, geom.H, geom.W)
+    keep = layout == "kln" and backend.cache_blocking and len(chunks) == 1
+    y = None if keep else backend.xp.empty(y_shape, dtype=x.dtype)
+    w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
+    given = rows              # for the one chunk, if given
+    for lo, hi in chunks:
+        cols = blocks = rows = None  # drop the previous chunk's arrays first
+        rows = given if given is not None else to_rows(
+            backend, x[lo:hi], layout)                                  # (B, C, P)
+        B, _, P = rows.shape
+        blocks = w_t @ rows.reshape(B, groups, C // groups, P)          # (B, G, K/G, P)
+        # nkl: (N, K, P) per image; knl, kln: (K, P), all images side by side
+        cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
+        if keep:
+            y = fold_array(backend, cols, geom, N, OC, layout)
+        else:
+            fold_array(backend, cols, geom, hi - lo, OC, layout, out=y[lo:hi])
+    return y
+
+
 class ConvTranspose2d(Function):
     """y = conv2d's adjoint applied to x: per group cols = w^T @ x, then y = fold(cols) + b"""
 
@@ -515,40 +574,19 @@ class ConvTranspose2d(Function):
         # Conv2d.backward, which needs the same for the weight gradient).
         x, w, b = _operands(x, w, b)
         self.geom, self.groups = geom, groups
-        N, C = x.shape[:2]            # C: channels of x (the small side, conv2d's output)
+        C = x.shape[1]                # channels of x (the small side, conv2d's output)
         OC = w.shape[1] * groups      # channels of y (the big side, conv2d's input)
-        K = OC * geom.KH * geom.KW
         flipped = _flipped_geometry(geom, OC, C)   # conv2d's channels: OC -> C
         if flipped is not None:
+            # A correlation with the kernel flipped and its channel axes swapped:
+            # (C, OC/G, KH, KW) -> (G, C/G, OC/G, KH, KW) -> (G, OC/G, C/G, KH, KW),
+            # flipped -> (OC, C/G, KH, KW), a conv2d weight from OC to C channels.
             w_flip = (w.reshape(groups, C // groups, OC // groups, geom.KH, geom.KW)
                       .transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
                       .reshape(OC, C // groups, geom.KH, geom.KW))
             y = _correlate(self.backend, x, w_flip, None, flipped, groups)[0]
         else:
-            chunks = batch_chunks(self.backend, N, im2col_bytes(OC, geom, x.itemsize),
-                                  is_batch_last(x))
-            if rows is None or len(chunks) != 1:
-                rows, layout = None, _layout(self.backend, chunks, geom, K, x)
-            if layout != "kln":
-                x = as_nchw(self.backend, x)
-            y_shape = (N, OC, geom.H, geom.W)
-            # On the host, kln columns fold into a batch-last y (the one
-            # chunk's fold result itself), as in _correlate.
-            keep = layout == "kln" and self.backend.cache_blocking and len(chunks) == 1
-            y = None if keep else self.xp.empty(y_shape, dtype=x.dtype)
-            w_t = w.reshape(groups, C // groups, K // groups).transpose(0, 2, 1)  # (G, K/G, C/G)
-            given = rows              # for the one chunk, if given
-            for lo, hi in chunks:
-                cols = blocks = rows = None  # drop the previous chunk's arrays first
-                rows = given if given is not None else to_rows(
-                    self.backend, x[lo:hi], layout)                      # (B, C, P)
-                B, _, P = rows.shape
-                blocks = w_t @ rows.reshape(B, groups, C // groups, P)  # (B, G, K/G, P)
-                cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
-                if keep:
-                    y = fold_array(self.backend, cols, geom, N, OC, layout)
-                else:
-                    fold_array(self.backend, cols, geom, hi - lo, OC, layout, out=y[lo:hi])
+            y = _fold_transposed(self.backend, x, w, geom, groups, rows, layout)
         if b is not None:
             y += b.reshape(1, OC, 1, 1)
         return y
@@ -591,8 +629,9 @@ def _weight_product(cols, rows):
     # views, no copies: each block is a (K, step) slice of rows P elements apart
     col_blocks = cols[0, ..., :main].reshape(G, K, main // step, step)  # (G, K, nb, step)
     row_blocks = rows[0, ..., :main].reshape(G, OC, main // step, step)  # (G, OC, nb, step)
-    products = (col_blocks.transpose(2, 0, 1, 3)                        # (nb, G, K, OC)
-                @ row_blocks.transpose(2, 0, 3, 1))
+    products = (col_blocks.transpose(2, 0, 1, 3)                        # (nb, G, K, step)
+                @ row_blocks.transpose(2, 0, 3, 1))                     # @ (nb, G, step, OC)
+    # products: (nb, G, K, OC), one per block of columns
     total = products.sum(axis=0)                                        # (G, K, OC)
     if main < P:
         total += cols[0, ..., main:] @ rows[0, ..., main:].swapaxes(-1, -2)
@@ -630,6 +669,7 @@ class Conv2dWeight(Function):
                 rows = to_rows(self.backend, g[lo:hi], layout)          # (B, OC, P)
             grad_w_t += _weight_product(blocks.reshape(B, groups, K // groups, P),
                                         rows.reshape(B, groups, OC // groups, P))
+        # (G, K/G, OC/G) -> (G, OC/G, K/G) -> (OC, C/G, KH, KW): w's shape
         return grad_w_t.swapaxes(-1, -2).reshape(OC, C // groups, geom.KH, geom.KW)
 
     def backward(self, grad_out):
