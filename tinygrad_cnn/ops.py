@@ -402,8 +402,7 @@ class Where(Function):
     """z = x where cond else y (cond is not differentiable)"""
 
     def forward(self, cond, x, y):
-        shape = check_broadcast(check_broadcast(cond.shape, x.shape, "where"), y.shape, "where")
-        self.shape = shape
+        check_broadcast(check_broadcast(cond.shape, x.shape, "where"), y.shape, "where")
         return self.xp.where(cond, x, y)
 
     def backward(self, grad_out):
@@ -466,7 +465,7 @@ class Sum(Function):
     def forward(self, x, axis, keepdims):
         # In essence x.sum(axis, keepdims=keepdims), the last line; the branches
         # before it are faster routes to the same sum, and float16's guard.
-        self.axis, self.keepdims = axis, keepdims
+        self.axis = axis
         wide = x.dtype.kind == "f" and x.itemsize >= 4   # not float16 (see below)
         if (wide and axis == (0,) + tuple(range(2, x.ndim)) and x.ndim > 2
                 and is_batch_last(x)):
@@ -525,7 +524,7 @@ class Max(Function):
         if reduces_empty(x.shape, axis):
             # No identity element; elsewhere an empty tensor reduces to an empty result.
             raise ValueError(f"{self.reduce} over an empty axis of a tensor of shape {x.shape}")
-        self.axis, self.keepdims = axis, keepdims
+        self.axis = axis
         return self.xp.asarray(getattr(x, self.reduce)(axis=axis, keepdims=keepdims))
 
     def backward(self, grad_out):
