@@ -13,6 +13,10 @@ The chapters are tested like doctests, through their fenced code blocks:
 * a ```` ```python excerpt PATH ```` block quotes the project's source: it is
   not run, but its lines must appear, in order and consecutively, in PATH
   (relative to the repository root; indentation may differ as a whole);
+* code named in the text (```` `Conv2d.backward` ````, ```` `autograd.backprop` ````,
+  ```` `_correlate` ````) must exist: a ``Class.member`` of a class of the
+  package, a ``module.name`` of one of its modules, a ``_private`` name
+  defined in it;
 * relative links and images must point at files that exist, and every
   chapter must be linked from docs/README.md;
 * the DOT text of each graph picture in docs/images/ is what
@@ -22,6 +26,7 @@ A failing snippet's traceback names the markdown file and line.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import doctest
 import importlib.util
@@ -137,6 +142,81 @@ def check_excerpts(path, root=ROOT):
                     f"it):\n" + "\n".join(quoted))
 
 
+_CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+_NAMED = re.compile(r"^(?:(?P<owner>[A-Za-z]\w*)\.(?P<member>\w+)|(?P<private>_[A-Za-z]\w*))"
+                    r"(?:\(\))?$")
+
+
+_FILE_SUFFIXES = {"py", "md", "json", "jsonl", "npz", "npy", "png", "svg", "dot", "txt"}
+
+
+def _definitions(sources):
+    """What ``sources`` (Python files) define: ``(names, classes, modules)`` with every
+    def, class and assigned name; each class's members and bases; each module's
+    top-level names (a package's under its directory's name)."""
+    names, classes, modules = set(), {}, {}
+    for source in sources:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        module = source.parent.name if source.stem == "__init__" else source.stem
+        top = modules.setdefault(module, set())
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                top.update((a.asname or a.name).split(".")[0] for a in node.names)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            if isinstance(node, ast.ClassDef):
+                members, bases = classes.setdefault(node.name, (set(), set()))
+                bases.update(b.id for b in node.bases if isinstance(b, ast.Name))
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        members.add(item.name)
+                    for target in getattr(item, "targets", [getattr(item, "target", None)]):
+                        if isinstance(target, ast.Name):
+                            members.add(target.id)
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                top.add(node.name)
+            for target in getattr(node, "targets", [getattr(node, "target", None)]):
+                if isinstance(target, ast.Name):
+                    top.add(target.id)
+    return names, classes, modules
+
+
+def _has_member(classes, cls, member, seen=()):
+    members, bases = classes[cls]
+    return member in members or any(
+        _has_member(classes, b, member, seen + (cls,))
+        for b in bases if b in classes and b not in seen)
+
+
+def check_code_names(path, sources=None):
+    """The code that the text of ``path`` names exists in ``sources`` (default: the
+    package): ``Class.member``, ``module.name`` and ``_private`` spans; other spans
+    (``x.grad``, expressions) are not checked."""
+    if sources is None:
+        sources = sorted((ROOT / "tinygrad_cnn").rglob("*.py"))
+    names, classes, modules = _definitions(sources)
+    text = re.sub(r"^ {0,3}```.*?^ {0,3}```", "", path.read_text(encoding="utf-8"),
+                  flags=re.S | re.M)
+    for span in _CODE_SPAN.findall(text):
+        m = _NAMED.match(span.strip())
+        if not m or m.group("member") in _FILE_SUFFIXES:   # autograd.py is a file
+            continue
+        owner, member = m.group("owner"), m.group("member")
+        if m.group("private"):
+            ok = m.group("private") in names
+        elif owner in classes:
+            ok = _has_member(classes, owner, member)
+        elif owner in modules:
+            ok = member in modules[owner]
+        else:
+            continue   # a variable's attribute (x.grad, out._ctx): not a name of the code
+        assert ok, f"{path.name}: `{span}` names code that does not exist (renamed or moved?)"
+
+
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|<img [^>]*src=\"([^\"]+)\"")
 
 
@@ -162,6 +242,11 @@ def test_snippets_run_and_print_what_the_docs_show(path, tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
 def test_excerpts_quote_the_current_source(path):
     check_excerpts(path)
+
+
+@pytest.mark.parametrize("path", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_code_named_in_the_text_exists(path):
+    check_code_names(path)
 
 
 @pytest.mark.parametrize("path", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
@@ -200,6 +285,9 @@ def f(a):
 ```
 
 ![picture](pic.png) and <img src="pic.png" width="10">
+
+`f` adds one, `code.f` too, `Box.open` opens, `Lid.open` is inherited, `_helper` helps;
+`x.grad` and `y + 1` are not names of the code.
 """
 
 _BROKEN = {
@@ -209,6 +297,9 @@ _BROKEN = {
     "stale excerpt": ("return a + 1", "return a + 2"),
     "broken link": ("![picture](pic.png)", "![picture](gone.png)"),
     "broken img": ('src="pic.png"', 'src="gone.png"'),
+    "renamed function": ("`code.f` too", "`code.g` too"),
+    "renamed method": ("`Box.open` opens", "`Box.shut` opens"),
+    "renamed private helper": ("`_helper` helps", "`_helpers` helps"),
     "orphan output block": ("```python\nx = 2 + 3\nprint(x, \"apples\")\n```\n", ""),
 }
 
@@ -216,13 +307,17 @@ _BROKEN = {
 def _check_all(path):
     run_snippets(path)
     check_excerpts(path, root=path.parent)
+    check_code_names(path, [path.parent / "code.py"])
     check_links(path)
 
 
 @pytest.mark.parametrize("broken", [None] + list(_BROKEN))
 def test_the_checks_catch_a_rotten_chapter(broken, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "code.py").write_text("def f(a):\n    return a + 1\n")
+    (tmp_path / "code.py").write_text("def f(a):\n    return a + 1\n\n\n"
+                                      "class Box:\n    def open(self):\n        pass\n\n\n"
+                                      "class Lid(Box):\n    pass\n\n\n"
+                                      "def _helper():\n    pass\n")
     (tmp_path / "pic.png").write_bytes(b"")
     text = _GOOD
     if broken is not None:
@@ -236,6 +331,22 @@ def test_the_checks_catch_a_rotten_chapter(broken, tmp_path, monkeypatch):
     else:
         with pytest.raises((AssertionError, NameError)):
             _check_all(md)
+
+
+def test_autograd_py_reads_in_the_order_chapter_1_gives(source=None):
+    """Chapter 1 (and the README) send the reader to autograd.py first and say what it
+    holds in order: Function, then topological_order and backprop, with the grad-mode
+    switches last, out of the way."""
+    if source is None:
+        source = (ROOT / "tinygrad_cnn" / "autograd.py").read_text(encoding="utf-8")
+    order = [n.name for n in ast.parse(source).body
+             if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert order[0] == "Function", f"autograd.py opens with {order[0]}, not Function"
+    engine = [order.index(n) for n in ("Function", "topological_order", "backprop")]
+    assert engine == sorted(engine), order
+    switches = [order.index(n) for n in ("is_grad_enabled", "set_grad_enabled", "no_grad",
+                                         "enable_grad")]
+    assert min(switches) > order.index("_conform"), order
 
 
 def test_readme_links_every_chapter():
