@@ -557,7 +557,7 @@ def _fold_transposed(backend, x, w, geom, groups, rows, layout):
             backend, x[lo:hi], layout)                                  # (B, C, P)
         B, _, P = rows.shape
         blocks = w_t @ rows.reshape(B, groups, C // groups, P)          # (B, G, K/G, P)
-        # nkl: (N, K, P) per image; knl, kln: (K, P), all images side by side
+        # nkl: (B, K, P), a block per image; knl, kln: (K, P), all images side by side
         cols = blocks.reshape(B, K, P) if layout == "nkl" else blocks.reshape(K, P)
         if keep:
             y = fold_array(backend, cols, geom, N, OC, layout)
