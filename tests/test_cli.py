@@ -116,7 +116,10 @@ def test_predict_png_and_npy(trained, tmp_path):
         variants = {f"{k}.npy": x[i, 0].astype(np.float64),
                     f"{k}-hw1.npy": x[i, 0][:, :, None].astype(np.float32),   # channels last
                     f"{k}-int.npy": np.rint(x[i, 0] * 255).astype(np.int64), f"{k}.png": grey,
-                    f"{k}-rgb.png": np.repeat(grey[:, :, None], 3, axis=2)}
+                    f"{k}-rgb.png": np.repeat(grey[:, :, None], 3, axis=2),
+                    # Colour arrays, as PIL or imageio give them, read as the PNGs are.
+                    f"{k}-rgb.npy": np.repeat(grey[:, :, None], 3, axis=2),
+                    f"{k}-rgba.npy": np.dstack([grey] * 3 + [np.full_like(grey, 255)])}
         for name, image in variants.items():
             (np.save if name.endswith(".npy") else write_png)(tmp_path / name, image)
             files.append(tmp_path / name)
@@ -160,6 +163,18 @@ def test_predict_png_and_npy(trained, tmp_path):
     (np.array([None, 1], dtype=object), r"holds Python objects \(dtype object\)"),
     (np.array(["a", "b"]), "expected a numeric image array, got dtype <U1"),
     (b"not numpy", r"not a \.npy file"),
+    # Shapes that are no image: named, with what was expected and how to convert.
+    (np.zeros((3, 8, 8)), r"an array of shape \(3, 8, 8\) is not an image; expected \(H, W\) "
+                          r"grey or \(H, W, C\) with C = 2, 3 or 4 channels last \(grey\+alpha, "
+                          r"RGB, RGBA, as in PNGs\).*; if its channels come first, save "
+                          r"np\.moveaxis\(image, 0, -1\)"),
+    (np.zeros((5, 1, 8, 8)), r"shape \(5, 1, 8, 8\) is not an image; .*if it is a batch of "
+                             r"images, save one image per file"),
+    (np.zeros(64), r"shape \(64,\) is not an image; .*if it is a flattened square image, "
+                   r"save image\.reshape\(8, 8\)"),
+    (np.zeros((8, 8, 5)), r"shape \(8, 8, 5\) is not an image"),
+    # The shape is checked first: no warning about the values of a non-image.
+    (np.array(3, np.uint8), r"shape \(\) is not an image"),
     ({"a": np.zeros(2)}, r"a \.npz archive, not a \.npy array"),
 ])
 def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path, array,
@@ -203,6 +218,7 @@ RAMP = np.arange(64).reshape(8, 8)
 CHECKER = (np.indices((16, 16)).sum(0) % 2).astype(np.uint8) * 255   # alternating 0 / 255
 BIN_MEANS = [0.5, 2, 3.5, 5, 6.5, 8, 9.5, 11]
 GROWN = [0, 0, 0, 1, 1, 1, 2, 2]
+PRIMARIES = np.array([[[1.0, 0, 0], [0, 1, 0]], [[0, 0, 1], [1, 1, 1]]])  # red green / blue white
 IMAGES = {   # name -> (file suffix, content, options, the (8, 8) image read, worked out by hand)
     "uint8 .npy as 0..255": (".npy", RAMP.astype(np.uint8) * 4, {}, RAMP * 4 / 255),
     "bool .npy as 0/1": (".npy", RAMP % 3 == 0, {}, (RAMP % 3 == 0) * 1.0),
@@ -218,6 +234,22 @@ IMAGES = {   # name -> (file suffix, content, options, the (8, 8) image read, wo
                        np.add.outer(np.array(BIN_MEANS) * 12, BIN_MEANS) / 143),
     "grown 3 -> 8": (".npy", np.arange(9).reshape(3, 3) / 8, {},
                      np.arange(9).reshape(3, 3)[np.ix_(GROWN, GROWN)] / 8),
+    # Each axis on its own: rows 16 -> 8 are averaged in pairs (4 * (2j) and 4 * (2j + 1),
+    # mean 8j + 2), columns 4 -> 8 are repeated (0, 0, 1, 1, 2, 2, 3, 3).
+    "rows shrunk, columns grown": (".npy", np.add.outer(np.arange(16) * 4, np.arange(4)) / 63,
+                                   {}, np.add.outer(np.arange(8) * 8 + 2,
+                                                    np.arange(8) // 2) / 63),
+    # Colour .npy arrays follow the PNG rule: BT.601 luma, alpha blended onto the background.
+    "RGB .npy as luma": (".npy", np.tile(PRIMARIES, (4, 4, 1)), {},
+                         np.tile([[0.299, 0.587], [0.114, 1.0]], (4, 4))),
+    "(1, H, W, 3) .npy": (".npy", np.tile(PRIMARIES, (4, 4, 1))[None], {},
+                          np.tile([[0.299, 0.587], [0.114, 1.0]], (4, 4))),
+    "RGBA .npy onto black": (".npy", np.dstack([np.full((8, 8, 3), 255), RAMP * 4]).astype(
+        np.uint8), {}, RAMP * 4 / 255),
+    "RGBA .npy onto white": (".npy", np.dstack([np.zeros((8, 8, 3)), RAMP * 4]).astype(np.uint8),
+                             {"background": 255}, 1 - RAMP * 4 / 255),
+    "grey+alpha float .npy": (".npy", np.dstack([np.full((8, 8), 0.5), RAMP / 63]), {},
+                              0.5 * RAMP / 63),
 }
 
 
@@ -230,6 +262,44 @@ def test_load_image_scales_and_resizes_as_documented(tmp_path, name):
     image = load_image(path, (1, 8, 8), **options)
     assert image.shape == (1, 8, 8) and image.dtype == np.float32
     np.testing.assert_allclose(image[0], expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+@pytest.mark.parametrize("background", [0, 255])
+def test_a_colour_npy_reads_as_the_png_of_the_same_pixels(tmp_path, channels, background):
+    """One conversion rule for both formats; the PNG's grey is rounded to 8 bits."""
+    from tinygrad_cnn.cli import load_image
+    pixels = np.random.default_rng(channels).integers(0, 256, (12, 12, channels), np.uint8)
+    np.save(tmp_path / "img.npy", pixels)
+    write_png(tmp_path / "img.png", pixels)
+    from_npy, from_png = (load_image(tmp_path / f"img.{kind}", (1, 12, 12), background)
+                          for kind in ("npy", "png"))
+    np.testing.assert_allclose(from_npy, from_png, rtol=0, atol=0.5 / 255 + 1e-6)
+    assert np.abs(from_npy - from_png).max() > 0   # the .npy's grey is not rounded
+
+
+@pytest.mark.parametrize("command, size, suffix", [
+    ("predict", (28, 28), ".npy"), ("predict", (16, 24), ".png"), ("predict", (8, 8), ".npy"),
+    ("show", (28, 28), ".png"), ("show", (8, 8), ".png"),
+])
+def test_a_resized_image_is_noted_on_stderr(trained, tmp_path, command, size, suffix):
+    """Resizing is documented, but a 28x28 image given to an 8x8 model usually means the
+    wrong image or checkpoint: one note on stderr says so; stdout keeps only results."""
+    path = tmp_path / f"img{suffix}"
+    (np.save if suffix == ".npy" else write_png)(path, np.zeros(size, np.uint8))
+    argv = [command, "--checkpoint", trained[0] / "c.npz"]
+    argv += [path] if command == "predict" else ["--feature-maps", path, tmp_path / "m.png"]
+    status, out, err = cli(*argv)
+    assert status == 0, err
+    if command == "predict":
+        assert re.fullmatch(rf"{re.escape(str(path))}: \d \(p=[\d.]+; .*\)\n", out)
+    else:
+        assert out == f"wrote {tmp_path / 'm.png'}\n"
+    if size == (8, 8):
+        assert err == ""
+    else:
+        assert err == (f"tinygrad-cnn {command}: note: {path}: resized from {size[0]}x{size[1]} "
+                       f"to 8x8 (height x width), the model's input size\n")
 
 
 def test_show_writes_pngs(trained, tmp_path):
@@ -844,7 +914,8 @@ def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
 @pytest.mark.parametrize("argv, message", [
     (("predict", "--checkpoint", "{good}", "{tmp}/nothing.png"), "No such file"),
     (("predict", "--checkpoint", "{good}", "{tmp}/text.png"), "is not a PNG file"),
-    (("predict", "--checkpoint", "{good}", "{tmp}/cube.npy"), "expected a single-channel image"),
+    (("predict", "--checkpoint", "{good}", "{tmp}/cube.npy"),
+     "cube.npy: an array of shape (3, 4, 5) is not an image; expected (H, W) grey"),
     (("plot", "{good}"), "not a metrics file (JSON lines of text; this file is binary"),
     (("plot", "{tmp}/no-losses.jsonl"), "has no loss or accuracy values"),
 ])

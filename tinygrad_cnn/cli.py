@@ -287,8 +287,38 @@ IMAGE_SCALE_RULE = (
     "the raw 0..16 images of scikit-learn's load_digits().")
 
 
+# Channels-last pixel layouts, as in PNGs (and PIL's, imageio's, matplotlib's arrays).
+CHANNELS = {2: "grey+alpha", 3: "RGB", 4: "RGBA"}
+IMAGE_SHAPES = ("(H, W) grey or (H, W, C) with C = 2, 3 or 4 channels last (grey+alpha, RGB, "
+                "RGBA, as in PNGs), with or without size-1 axes such as (1, H, W)")
+
+
+def _image_layout(path, img):
+    """``img`` as (H, W) or (H, W, C), C in :data:`CHANNELS`, by the rule of IMAGE_SHAPES."""
+    colour = img.ndim >= 3 and img.shape[-1] in CHANNELS
+    lead = img.shape[:-1] if colour else img.shape
+    kept = tuple(n for n in lead if n > 1)
+    if len(lead) == 2:
+        return img
+    if len(kept) == 2:
+        return img.reshape(kept + img.shape[-1:] if colour else kept)
+    if img.ndim == 1 and math.isqrt(img.size) ** 2 == img.size:
+        side = math.isqrt(img.size)    # load_digits().data holds its images flat
+        hint = f"; if it is a flattened square image, save image.reshape({side}, {side})"
+    elif img.ndim == 3 and img.shape[0] in CHANNELS:
+        hint = ("; if its channels come first, save np.moveaxis(image, 0, -1); if it is a "
+                "batch of images, save one image per file")
+    elif len(kept) > 2:
+        hint = "; if it is a batch of images, save one image per file"
+    else:
+        hint = ""
+    raise ValueError(f"{path}: an array of shape {img.shape} is not an image; expected "
+                     f"{IMAGE_SHAPES}{hint}")
+
+
 def _npy_image(path, max_value=None):
-    """A .npy image as float32 in [0, 1], by the rule of IMAGE_SCALE_RULE."""
+    """A .npy image as float32 (H, W) or (H, W, C) in [0, 1], by the rules of
+    IMAGE_SHAPES and IMAGE_SCALE_RULE."""
     # Look at the magic bytes first: given anything else, np.load guesses at
     # other formats and ends up saying the file holds pickled data.
     with open(path, "rb") as f:
@@ -309,6 +339,8 @@ def _npy_image(path, max_value=None):
         raise ValueError(f"{path}: expected a numeric image array, got dtype {img.dtype}")
     if img.size == 0:
         raise ValueError(f"{path}: the array is empty (shape {img.shape})")
+    # The shape first: the values of an array that is no image do not matter.
+    img = _image_layout(path, img)
     low, high = img.min(), img.max()
     if img.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"{path}: contains NaN or infinite values")
@@ -334,37 +366,36 @@ def _npy_image(path, max_value=None):
     return img.astype(np.float32) / np.float32(top)
 
 
-def load_image(path, image_shape, background=0, max_value=None):
-    """A PNG or .npy image as float32 (C, H, W) in [0, 1], resized by area averaging.
+def read_image(path, background=0, max_value=None):
+    """A PNG or .npy image as grey float32 (H, W) in [0, 1], at its own size.
 
     PNGs are read as 0..255.  A .npy array is scaled by ``max_value`` when
     given, else by its type: integers as 0..255, floats must lie in [0, 1];
-    values outside the range are an error (see ``IMAGE_SCALE_RULE``).
-    Colour PNGs become grey; transparent pixels take the grey level
-    ``background`` (0: black, the background of the training images).
+    values outside the range are an error (see ``IMAGE_SCALE_RULE``).  Both
+    may be colour, with or without alpha (``IMAGE_SHAPES``), and become grey
+    by one rule (:func:`tinygrad_cnn.viz.png.to_grey`); transparent pixels
+    take the grey level ``background`` (0..255; 0: black, the background of
+    the training images).
     """
-    from .viz.png import PngError, read_png
-    c, h, w = image_shape
+    from .viz.png import PngError, read_png, to_grey
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
-        img = _npy_image(path, max_value)
-        # Drop size-1 axes: (1, H, W), (1, 1, H, W) and channels-last (H, W, 1).
-        kept = [n for n in img.shape if n > 1]
-        if img.ndim > 2 and len(kept) == 2:
-            img = img.reshape(kept)
+        img = to_grey(_npy_image(path, max_value), background=background / 255.0, white=1.0)
     else:
         try:
-            img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
+            img = read_png(path, mode="L", background=background) / 255.0
         except PngError as e:
             if "is not a PNG file" not in str(e):   # a PNG, damaged or not supported
                 raise
             raise PngError(f"{e}; expected a .png or .npy image") from None
-    if img.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel image, (H, W) or with size-1 "
-                         f"axes such as (1, H, W) or (H, W, 1), got an array of shape "
-                         f"{img.shape}")
-    if img.shape != (h, w):
-        img = _resize(img, h, w)
+    return img.astype(np.float32)
+
+
+def load_image(path, image_shape, background=0, max_value=None):
+    """A PNG or .npy image as float32 (C, H, W) in [0, 1] of ``image_shape``: read by
+    :func:`read_image`, then resized as :func:`resize` says."""
+    c, h, w = image_shape
+    img = resize(read_image(path, background, max_value), h, w)
     return np.broadcast_to(img, (c, h, w)).astype(np.float32)
 
 
@@ -372,28 +403,41 @@ def _model_input(path, state, args):
     """The image at ``path`` as the model of checkpoint ``state`` takes it: (1, C, H, W),
     inverted if ``args.invert``, normalised with the training statistics."""
     # Transparency is paper: white before inverting, black otherwise.
-    img = load_image(path, state["image_shape"], background=255 if args.invert else 0,
-                     max_value=args.max_value)
+    img = read_image(path, background=255 if args.invert else 0, max_value=args.max_value)
+    c, h, w = state["image_shape"]
+    if img.shape != (h, w):
+        # Documented, and often meant (a photo), but a wrong image or checkpoint
+        # shows up here first: say so, on stderr, leaving stdout's lines as they are.
+        print(f"tinygrad-cnn {args.command}: note: {path}: resized from "
+              f"{img.shape[0]}x{img.shape[1]} to {h}x{w} (height x width), the model's "
+              f"input size", file=sys.stderr)
+        img = resize(img, h, w)
+    img = np.broadcast_to(img, (c, h, w))
     if args.invert:
         img = 1.0 - img
     mean = np.asarray(state["mean"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     std = np.asarray(state["std"], np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
-    return ((img - mean) / std)[None]
+    return ((img - mean) / std).astype(np.float32)[None]
 
 
-def _resize(img, h, w):
-    """Area-average (shrinking) or nearest (growing) resize of a 2-D image."""
-    rows = np.minimum((np.arange(img.shape[0]) * h) // img.shape[0], h - 1)
-    cols = np.minimum((np.arange(img.shape[1]) * w) // img.shape[1], w - 1)
-    if img.shape[0] >= h and img.shape[1] >= w:
-        out = np.zeros((h, w))
-        count = np.zeros((h, w))
-        np.add.at(out, (rows[:, None], cols[None, :]), img)
-        np.add.at(count, (rows[:, None], cols[None, :]), 1)
-        return out / count
-    ri = (np.arange(h) * img.shape[0]) // h
-    ci = (np.arange(w) * img.shape[1]) // w
-    return img[np.ix_(ri, ci)]
+def resize(img, h, w):
+    """A 2-D image resized to (h, w), each axis on its own: a shrinking axis by
+    averaging the pixels that fall into each output pixel, a growing one by
+    repeating pixels (nearest neighbour).  The same size returns ``img``."""
+    img = np.asarray(img, np.float64)   # sums of many float32 pixels lose digits
+    return _resize_axis(_resize_axis(img, h, 0), w, 1)
+
+
+def _resize_axis(img, n, axis):
+    size = img.shape[axis]
+    if size == n:
+        return img
+    if size > n:   # source index i falls into output bin i * n // size
+        bins = (np.arange(size) * n) // size
+        sums = np.add.reduceat(img, np.flatnonzero(np.diff(bins, prepend=-1)), axis=axis)
+        counts = np.bincount(bins, minlength=n).reshape((-1, 1) if axis == 0 else (1, -1))
+        return sums / counts
+    return np.take(img, (np.arange(n) * size) // n, axis=axis)
 
 
 def _predict(args):
@@ -620,11 +664,12 @@ def build_parser():
     p = sub.add_parser("predict", help="class probabilities for PNG or .npy images",
                        description="Print the predicted class and the probability of every "
                                    "class for each image, one line per file. Images are "
-                                   "made grey, resized to the model's input size and "
-                                   "normalised as in training. " + IMAGE_SCALE_RULE)
+                                   "made grey, resized to the model's input size (with a "
+                                   "note on stderr) and normalised as in training. .npy "
+                                   "arrays: " + IMAGE_SHAPES + ". " + IMAGE_SCALE_RULE)
     p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     p.add_argument("files", nargs="+", metavar="FILE",
-                   help="grey or RGB PNG, or .npy; resized to the model's input size; bright "
+                   help="PNG or .npy, grey or colour; resized to the model's input size; bright "
                         "strokes on a dark background, like the training data")
     p.add_argument("--invert", action="store_true",
                    help="invert the images first (for dark strokes on white paper)")

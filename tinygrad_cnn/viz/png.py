@@ -13,6 +13,8 @@ neighbours (0 none, 1 Sub, 2 Up, 3 Average, 4 Paeth).
   8 bits), all five filter types.  It is written for the small images a
   user hands to ``predict``; a multi-megapixel image with many Paeth rows
   takes seconds, since those rows are undone one byte at a time.
+* :func:`to_grey` turns those pixel layouts into grey on any scale: the one
+  rule for colour and transparency, shared by PNGs and ``.npy`` images.
 """
 from __future__ import annotations
 
@@ -285,18 +287,42 @@ def read_png(path, mode=None, background=255):
     return image if mode is None else _convert(image, mode, background)
 
 
-def _convert(image, mode, background):
-    """Grayscale or RGB, with any alpha channel blended onto ``background``."""
-    img = image.astype(np.float64)
+def _flatten(image, background, white):
+    """``image`` as float64 (H, W, 1) grey or (H, W, 3) RGB, any alpha channel
+    blended onto the grey level ``background`` (all on a 0..``white`` scale)."""
+    img = np.asarray(image, np.float64)
     if img.ndim == 2:
         img = img[:, :, None]
     if img.shape[2] in (2, 4):  # has alpha
-        alpha = img[:, :, -1:] / 255.0
+        alpha = img[:, :, -1:] / white
         img = img[:, :, :-1] * alpha + background * (1.0 - alpha)
-    if mode == "L" and img.shape[2] == 3:
-        # ITU-R BT.601 luma, the usual RGB -> gray weights
-        img = img @ np.array([0.299, 0.587, 0.114])[:, None]
-    if mode == "RGB" and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    out = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    return out[:, :, 0] if mode == "L" else out
+    return img
+
+
+def to_grey(image, background=255, white=255):
+    """A grey float64 (H, W) image from the samples of a PNG's pixel layouts.
+
+    ``image``: ``(H, W)`` grey, ``(H, W, 2)`` grey+alpha, ``(H, W, 3)`` RGB or
+    ``(H, W, 4)`` RGBA, on a 0..``white`` scale (255 for 8-bit samples, 1 for
+    an image already in [0, 1]).  Alpha is blended onto the grey level
+    ``background`` (same scale); RGB becomes ITU-R BT.601 luma, the usual
+    weights.  No rounding: the result is on the same scale.  ``read_png``'s
+    ``mode="L"`` is this, rounded to uint8.
+    """
+    img = np.asarray(image)
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 2, 3, 4))):
+        raise ValueError(f"to_grey: expected (H, W) or (H, W, C) with C = 1, 2, 3 or 4 "
+                         f"channels, got shape {img.shape}")
+    img = _flatten(img, background, white)
+    return img[:, :, 0] if img.shape[2] == 1 else img @ np.array([0.299, 0.587, 0.114])
+
+
+def _convert(image, mode, background):
+    """Grayscale or RGB, with any alpha channel blended onto ``background``."""
+    if mode == "L":
+        img = to_grey(image, background)
+    else:
+        img = _flatten(image, background, 255.0)
+        if img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
