@@ -930,12 +930,32 @@ def test_other_errors_give_a_message_and_status_1(trained, tmp_path, argv, messa
     assert err.count("\n") == 1
 
 
-def test_unusable_cuda_is_an_error_not_a_traceback():
+@pytest.mark.parametrize("argv, env, named", [
+    (("--device", "cuda"), None, "device 'cuda' (cuda:0) is not available: "),
+    (("--device", "CUDA"), None, "device 'CUDA' (cuda:0) is not available: "),
+    (("--device", "cuda:1"), None, "device 'cuda:1' is not available: "),
+    ((), "cuda", "TINYGRAD_CNN_DEVICE='cuda' (environment variable): device 'cuda' (cuda:0) "
+                 "is not available: "),
+])
+@pytest.mark.parametrize("command", ["train", "eval", "predict"])
+def test_unusable_cuda_is_named_as_given_before_any_work(trained, tmp_path, monkeypatch,
+                                                         argv, env, named, command):
+    """One line, status 1, naming the device as typed (and where it came from), as the
+    library does, not only the canonical cuda:0; nothing read, trained or printed first."""
     from tinygrad_cnn.backend import cuda_status
     if cuda_status()[0]:
         pytest.skip("a GPU is usable here")
-    status, _, err = cli("train", "--device", "cuda")
-    assert status == 1 and err.startswith("tinygrad-cnn train: error: device 'cuda")
+    if env is None:
+        monkeypatch.delenv("TINYGRAD_CNN_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("TINYGRAD_CNN_DEVICE", env)
+    np.save(tmp_path / "img.npy", np.zeros((8, 8)))
+    rest = {"train": ["--no-progress"], "eval": ["--checkpoint", trained[0] / "c.npz"],
+            "predict": ["--checkpoint", trained[0] / "c.npz", tmp_path / "img.npy"]}[command]
+    status, out, err = cli(command, *argv, *rest)
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"tinygrad-cnn {command}: error: {named}"), err
+    assert cuda_status()[1] in err   # the reason
 
 
 # ---- the real command, in a subprocess ----------------------------------------------------

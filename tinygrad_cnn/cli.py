@@ -71,9 +71,10 @@ def _device(name):
 
     ``auto`` is the GPU when usable, else the CPU.  A name that is no device
     is a usage error naming where it came from; a real device that is not
-    usable (cuda without a GPU) is reported later, by the backend.
+    usable here (cuda without a GPU) is a DeviceError naming the device as
+    given and where it came from, raised before any work is done.
     """
-    from .backend import DeviceError, canonical_device, cuda_status
+    from .backend import DeviceError, canonical_device, cuda_status, get_backend
     if name is not None:
         source = f"--device {name!r}"
     elif os.environ.get(DEVICE_ENV, "").strip():
@@ -85,10 +86,18 @@ def _device(name):
     if choice == "auto":
         return "cuda:0" if cuda_status()[0] else "cpu"
     try:
-        return canonical_device(choice)
+        device = canonical_device(choice)
     except DeviceError:
         raise UsageError(f"{source} is not a device; expected one of: {DEVICE_CHOICES} "
                          f"(N: a GPU number)") from None
+    try:
+        # Given the name as typed, the backend names both: "device 'cuda' (cuda:0) ...".
+        get_backend(name)
+    except DeviceError as e:
+        if source.startswith("--device"):
+            raise
+        raise DeviceError(f"{source}: {e}") from None
+    return device
 
 
 def _environment():
