@@ -232,7 +232,7 @@ def test_each_published_digest_is_checked(server, monkeypatch, private_cache, ed
     assert path.read_bytes() == archives[name]
     assert server.log == ["/bad/" + name, "/good/" + name]
     path.write_bytes(corrupt)                      # a damaged copy in the cache
-    with pytest.raises(ChecksumError, match="Delete it"):
+    with pytest.raises(ChecksumError, match="load with download=True"):
         fetch("mnist", files=[name], download=False)
 
 
@@ -315,12 +315,59 @@ def test_corrupt_cached_file_is_replaced_or_reported(server, monkeypatch, privat
     path = private_cache / "mnist" / name
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the file")
-    with pytest.raises(ChecksumError, match="Delete it"):
+    with pytest.raises(ChecksumError, match="load with download=True"):
         fetch("mnist", files=[name], download=False)
     assert server.log == []
     fetch("mnist", files=[name], progress=False)
     assert path.read_bytes() == archives[name]
     assert "fails verification" in capsys.readouterr().err
+
+
+def test_corrupt_and_missing_files_without_download_are_named_in_one_error(
+        monkeypatch, private_cache):
+    """A damaged file used to hide the missing ones until it was fixed; and the error
+    said "allow a download" without saying how."""
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, []))
+    name = FILES[0]
+    path = private_cache / "mnist" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not the file")
+    (private_cache / "mnist" / FILES[1]).write_bytes(archives[FILES[1]])   # a good one
+    with pytest.raises(ChecksumError) as info:
+        fetch("mnist", download=False)
+    message = str(info.value)
+    actual, expected = hashlib.sha256(b"not the file").hexdigest(), \
+        hashlib.sha256(archives[name]).hexdigest()
+    assert f"sha256 of {path} is {actual}, expected {expected}" in message
+    assert f"and 2 file(s) are missing: {FILES[2]}, {FILES[3]}." in message
+    assert "load with download=True (the default), which replaces a corrupt file" in message
+    # Where to put each file that is not usable, the good one left out.
+    listed = re.findall(r"^    (\S+)\s+sha256 [0-9a-f]{64}$", message, re.M)
+    assert listed == [FILES[0], FILES[2], FILES[3]]
+    assert path.read_bytes() == b"not the file"
+
+
+def test_a_corrupt_cached_file_that_cannot_be_downloaded_again_is_named_in_the_error(
+        monkeypatch, private_cache, closed_port_url):
+    """Offline, the error used to say only that the download failed, not that the file in
+    the cache (which is kept: it may have been put there by hand) fails verification."""
+    archives, _ = make_archives()
+    use_table(monkeypatch, table_for(archives, [closed_port_url]))
+    name = FILES[3]
+    path = private_cache / "mnist" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not the file")
+    with pytest.raises(DownloadError) as info:
+        fetch("mnist", files=[name], progress=False)
+    message = str(info.value)
+    actual, expected = hashlib.sha256(b"not the file").hexdigest(), \
+        hashlib.sha256(archives[name]).hexdigest()
+    assert f"could not download {name}; every mirror failed" in message
+    assert (f"The copy in the cache fails verification (kept until a verified copy replaces "
+            f"it): sha256 of {path} is {actual}, expected {expected}") in message
+    assert re.search(rf"^    {re.escape(name)}\s+sha256 {expected}$", message, re.M)
+    assert path.read_bytes() == b"not the file"
 
 
 def test_data_dir_argument_wins_over_the_environment(server, monkeypatch, tmp_path,

@@ -10,7 +10,9 @@ bytes whose checksums match the table in :data:`DATASETS`; the bytes go to a
 temporary file in the destination directory and are moved into place with
 ``os.replace`` only after verification, so the cache never holds a partial
 or corrupt file under the real name.  A file already in the cache is
-verified and used without a download.  Downloaded files get mode ``0o666``
+verified and used without a download; one that fails verification is
+downloaded again (as torchvision does) and replaced only by a verified copy.
+Downloaded files get mode ``0o666``
 less the umask, as any new file does, so a shared cache stays readable.
 A mirror that fails is reported and the next one tried; a local failure
 (disk full, no write permission) raises :class:`CacheWriteError` at once
@@ -403,8 +405,10 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
     ``files`` selects some of the data set's file names (default: all).
     A cached file is verified and reused; a missing or corrupt one is
     downloaded when ``download`` is true, tried on ``mirrors`` (default: the
-    table's) in order.  Otherwise, or when every mirror fails, the error
-    names every file that could not be had (not just the first) and says
+    table's) in order, and a verified download replaces a corrupt copy (which
+    is kept until then: it may be a file placed by hand).  Otherwise, or when
+    every mirror fails, the error names every file that could not be had
+    (not just the first), with the digests of a corrupt copy, and says
     exactly where to put them by hand.  Directories created for a download
     that gave nothing are removed again.  A :class:`CacheWriteError` (the
     cache cannot be written) stops the fetch at the first file it meets.
@@ -415,6 +419,7 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
     directory = dataset_dir(name, data_dir)
     created = [p for p in (directory, *directory.parents) if not p.exists()]
     paths, corrupt, missing, failed = {}, [], [], []
+    stale = {}   # file name -> the ChecksumError of the corrupt copy a download should replace
     unreachable = set()   # mirrors that did not answer: not tried again for the other files
     for spec in specs:
         dest = directory / spec.name
@@ -427,6 +432,7 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
                 if not download:
                     corrupt.append((spec, e))
                     continue
+                stale[spec.name] = e
                 print(f"tinygrad_cnn: cached file fails verification, downloading it again: {e}",
                       file=sys.stderr)
         elif not download:
@@ -446,17 +452,29 @@ def fetch(name, files=None, data_dir=None, download=True, mirrors=None, timeout=
         return paths
     _remove_empty(created)
     if corrupt:
-        raise ChecksumError("\n".join(str(e) for _, e in corrupt)
-                            + ("\nDelete it, or allow a download to replace it.\n"
-                               if len(corrupt) == 1 else
-                               "\nDelete them, or allow a download to replace them.\n")
-                            + manual_instructions(name, data_dir, [s for s, _ in corrupt]))
+        # One error for every file that is not usable, the missing ones included.
+        lines = [f"{ds.title}: {len(corrupt)} file(s) in the cache fail verification "
+                 f"(download=False, so none was downloaded):"]
+        lines += [f"  {e}" for _, e in corrupt]
+        if missing:
+            lines.append(f"and {len(missing)} file(s) are missing: "
+                         f"{', '.join(s.name for s in missing)}.")
+        lines.append("To fix this, load with download=True (the default), which replaces a "
+                     "corrupt file with a verified download, or replace the file(s) by hand.")
+        raise ChecksumError("\n".join(lines) + "\n" + manual_instructions(
+            name, data_dir, [s for s, _ in corrupt] + missing))
     if missing:
         listed = ", ".join(s.name for s in missing)
         raise FileNotFoundError(f"{ds.title}: {len(missing)} file(s) missing from {directory} "
                                 f"and download=False: {listed}.\n"
                                 + manual_instructions(name, data_dir, missing))
-    raise DownloadError(f"{ds.title}: " + "\n".join(str(e) for _, e in failed) + "\n"
+    reports = []
+    for spec, e in failed:
+        reports.append(str(e))
+        if spec.name in stale:
+            reports.append(f"  The copy in the cache fails verification (kept until a verified "
+                           f"copy replaces it): {stale[spec.name]}")
+    raise DownloadError(f"{ds.title}: " + "\n".join(reports) + "\n"
                         + manual_instructions(name, data_dir, [s for s, _ in failed]))
 
 
