@@ -11,12 +11,14 @@ import time
 
 import tinygrad_cnn as tg
 from tinygrad_cnn import nn, optim
-from tinygrad_cnn.data import (DataLoader, DownloadError, TensorDataset, load_dataset, mean_std,
-                               normalize)
+from tinygrad_cnn.data import (ChecksumError, DataLoader, DownloadError, TensorDataset, fetch,
+                               load_dataset, mean_std, normalize)
 from tinygrad_cnn.train import evaluate
 
 parser = argparse.ArgumentParser(description="Train a LeNet-style CNN.")
 parser.add_argument("--dataset", default="digits", choices=["digits", "mnist"])
+parser.add_argument("--data-dir", help="where MNIST is cached (default: $TINYGRAD_CNN_DATA "
+                                       "or ~/.cache/tinygrad_cnn)")
 parser.add_argument("--epochs", type=int, default=15)
 parser.add_argument("--device", default="cpu", help="cpu or cuda")
 parser.add_argument("--fast", action="store_true", help="a few steps only (a smoke test)")
@@ -24,11 +26,15 @@ args = parser.parse_args()
 
 # 1. Data: images scaled to [0, 1], then normalised with the training set's statistics.
 try:  # in --fast mode never download: skip when the files are not here already
-    x_train, y_train = load_dataset(args.dataset, "train", download=not args.fast)
-    x_test, y_test = load_dataset(args.dataset, "test", download=not args.fast)
+    if args.dataset != "digits":   # both splits' files first: one error names all missing
+        fetch(args.dataset, data_dir=args.data_dir, download=not args.fast)
+    x_train, y_train = load_dataset(args.dataset, "train", args.data_dir, not args.fast)
+    x_test, y_test = load_dataset(args.dataset, "test", args.data_dir, not args.fast)
 except FileNotFoundError:
     print(f"skipping: the {args.dataset} files are not downloaded (run without --fast)")
     sys.exit(0)
+except ChecksumError as e:   # --fast: a damaged file in the cache, and no download
+    sys.exit(f"error: {e}\nRun without --fast to download verified copies in their place.")
 except (DownloadError, ImportError) as e:   # offline, or scikit-learn not installed
     sys.exit(f"error: {e}")
 mean, std = mean_std(x_train)
