@@ -167,7 +167,9 @@ def test_predict_png_and_npy(trained, tmp_path):
     (np.zeros((3, 8, 8)), r"an array of shape \(3, 8, 8\) is not an image; expected \(H, W\) "
                           r"grey or \(H, W, C\) with C = 2, 3 or 4 channels last \(grey\+alpha, "
                           r"RGB, RGBA, as in PNGs\).*; if its channels come first, save "
-                          r"np\.moveaxis\(image, 0, -1\)"),
+                          r"np\.moveaxis\(image, -3, -1\)"),
+    (np.zeros((1, 3, 8, 8)), r"shape \(1, 3, 8, 8\) is not an image; .*if its channels come "
+                             r"first, save np\.moveaxis\(image, -3, -1\)"),
     (np.zeros((5, 1, 8, 8)), r"shape \(5, 1, 8, 8\) is not an image; .*if it is a batch of "
                              r"images, save one image per file"),
     (np.zeros(64), r"shape \(64,\) is not an image; .*if it is a flattened square image, "

@@ -314,8 +314,8 @@ def _image_layout(path, img):
     if img.ndim == 1 and math.isqrt(img.size) ** 2 == img.size:
         side = math.isqrt(img.size)    # load_digits().data holds its images flat
         hint = f"; if it is a flattened square image, save image.reshape({side}, {side})"
-    elif img.ndim == 3 and img.shape[0] in CHANNELS:
-        hint = ("; if its channels come first, save np.moveaxis(image, 0, -1); if it is a "
+    elif len(kept) == 3 and kept[0] in CHANNELS:   # (C, H, W) or (1, C, H, W), as in torch
+        hint = ("; if its channels come first, save np.moveaxis(image, -3, -1); if it is a "
                 "batch of images, save one image per file")
     elif len(kept) > 2:
         hint = "; if it is a batch of images, save one image per file"
@@ -392,7 +392,7 @@ def read_image(path, background=0, max_value=None):
         img = to_grey(_npy_image(path, max_value), background=background / 255.0, white=1.0)
     else:
         try:
-            img = read_png(path, mode="L", background=background) / 255.0
+            img = read_png(path, mode="L", background=background).astype(np.float32) / 255.0
         except PngError as e:
             if "is not a PNG file" not in str(e):   # a PNG, damaged or not supported
                 raise
