@@ -686,3 +686,15 @@ def test_float32_rounding_is_not_a_wrong_gradient():
     assert gradcheck(lambda a: tg.cat([a[:1] * 1000, a[1:] * 1000.1 + a[1:] * 2000.2
                                        - a[1:] * 3000.3]),
                      _x(2, dtype=tg.float32), grad_outputs=tg.ones(2, dtype=tg.float64))
+
+
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
+def test_fn_changing_its_input_in_place_is_caught_by_both_checks(check):
+    """gradgradcheck calls fn once more than gradcheck, to learn its outputs: that
+    call must not change the values the check starts from (|x| here: the signs)."""
+    x = tg.tensor([-1.5, -0.7, 0.8, 1.2], dtype=tg.float64, requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"fn changed input 0 \(shape \(4,\)\) in place, "
+                                             r"at index \(0,\) from -1.5 to 1.5"):
+        check(AbsCubeInPlace.apply, x)
+    assert check(AbsCubeInPlace.apply, x, raise_exception=False) is False
+    np.testing.assert_array_equal(x.numpy(), [-1.5, -0.7, 0.8, 1.2])

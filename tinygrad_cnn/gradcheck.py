@@ -614,11 +614,13 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     _check_fn(name, fn)
     if seed is not None:
         seed = check_int(f"{name}: seed", seed, low=0)
-    inputs = _float64_copies(_as_tuple(inputs), name)
+    inputs = _as_tuple(inputs)
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
         raise ValueError(f"{name}: no input requires grad, so there is nothing to check")
-    outs = _outputs(fn, inputs, name)
+    # The outputs' shapes and dtypes, from copies as the check makes them (_check
+    # makes its own, so an fn that writes into its inputs is caught there).
+    outs = _outputs(fn, _float64_copies(inputs, name), name)
     vs = _upstream(outs, grad_outputs, np.random.default_rng(None if seed is None
                                                              else seed + 1), name)
     float_outs = [k for k, v in enumerate(vs) if v is not None]
