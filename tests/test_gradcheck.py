@@ -698,3 +698,76 @@ def test_fn_changing_its_input_in_place_is_caught_by_both_checks(check):
         check(AbsCubeInPlace.apply, x)
     assert check(AbsCubeInPlace.apply, x, raise_exception=False) is False
     np.testing.assert_array_equal(x.numpy(), [-1.5, -0.7, 0.8, 1.2])
+
+
+_REFUSED_INPUTS_AND_OUTPUTS = [
+    # Finite differences at inf or nan measure nothing, whatever eps.
+    (Square.apply, tg.tensor([1.0, np.nan, 2.0], dtype=tg.float64, requires_grad=True),
+     ValueError, r"input 0 \(shape \(3,\)\) is nan at index \(1,\) \(1 of 3 values not "
+                 r"finite\); a gradient can only be checked at finite values"),
+    (Square.apply, tg.tensor([np.inf, 1.0, -np.inf], dtype=tg.float64, requires_grad=True),
+     ValueError, r"input 0 \(shape \(3,\)\) is inf at index \(0,\) \(2 of 3 values"),
+    (lambda a, b: a * b, (tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True),
+                          tg.tensor(np.nan, dtype=tg.float64, requires_grad=True)),
+     ValueError, r"input 1 \(shape \(\)\) is nan at index \(\)"),
+    # Nothing requires grad: say what was given.
+    (Square.apply, tg.tensor([1.0, 2.0]), ValueError,
+     r"no input requires grad, so there is nothing to check \(input 0: float32 tensor of "
+     r"shape \(2,\), requires_grad=False\); give the tensors to check requires_grad=True"),
+    (lambda a, k: a * k, (np.array([1.0, 2.0]), 3), ValueError,
+     r"\(input 0: ndarray; input 1: int\)"),
+    # Which output is not a tensor.
+    (lambda a: (a * a, 3), tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True),
+     TypeError, r"fn must return a tensor or a tuple or list of tensors; its output 1 has "
+                r"type int"),
+    (lambda a: {"y": a * a}, tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True),
+     TypeError, r"its output 0 has type dict"),
+]
+
+
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
+@pytest.mark.parametrize("fn, inputs, error, match", _REFUSED_INPUTS_AND_OUTPUTS)
+def test_inputs_and_outputs_that_cannot_be_checked_are_named(check, fn, inputs, error, match):
+    with pytest.raises(error, match=f"{check.__name__}: .*{match}"):
+        check(fn, inputs)
+
+
+@pytest.mark.parametrize("check, fn", [(gradcheck, SquareOff.apply),
+                                       (gradgradcheck, HalfSquare.apply)])
+def test_a_seed_drawn_for_the_call_is_named_so_a_failure_can_be_repeated(check, fn):
+    x = _x(3)
+    with pytest.raises(GradcheckError) as drawn:
+        check(fn, x, seed=None)
+    m = re.search(r"\[the random values of this check came from seed=(\d+), drawn because "
+                  r"seed=None; pass seed=\1 to repeat it\]$", str(drawn.value))
+    assert m, str(drawn.value)
+    with pytest.raises(GradcheckError) as repeated:
+        check(fn, x, seed=int(m.group(1)))
+    assert str(drawn.value) == str(repeated.value) + " " + m.group(0)   # the same values
+    with pytest.raises(GradcheckError) as given:
+        check(fn, x)          # seed=0: the caller knows it
+    assert "seed=" not in str(given.value)
+
+
+class SquareNoisyBackward(Square):
+    """A right backward times a random factor within about 1e-4 of 1."""
+    rng = np.random.default_rng(0)
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        return grad_out * 2 * x * float(1 + 1e-4 * self.rng.standard_normal())
+
+
+def test_nondeterminism_messages_name_the_likely_causes():
+    with pytest.raises(GradcheckError, match="draws random numbers, so a graph differentiated "
+                                             r"twice gets other gradients \(nondet_tol"):
+        gradcheck(SquareNoisyBackward.apply, _x(3))
+    assert gradcheck(SquareNoisyBackward.apply, _x(3), nondet_tol=1e-2)
+
+    def fn(a):   # a forward that does something else when no graph is recorded
+        return a * a * (2.0 if tg.is_grad_enabled() else 1.0)
+
+    with pytest.raises(GradcheckError, match=r"not deterministic: called twice with the same "
+                                             r"inputs \(the second time under no_grad, as the "
+                                             r"finite differences call it\)"):
+        gradcheck(fn, _x(3))

@@ -42,16 +42,18 @@ kinks (relu, abs, clip at 0 or its bounds, max/min) the finite difference
 straddles two slopes, and at ties (two equal maxima in a max or max-pool
 window) the analytic rule picks one documented choice while a perturbation
 picks the other.  Keep test inputs at least ``10 * eps`` away from kinks
-and ties.
+and ties.  Inputs must be finite: at inf or nan a difference measures
+nothing.
 """
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 
 import numpy as np
 
-from ._checks import check_flag, check_int, check_number
+from ._checks import check_flag, check_int, check_number, check_seed
 from .autograd import enable_grad, no_grad
 from .backend import DeviceError
 from .tensor import Tensor, float64, grad as _grad, zeros_like
@@ -150,6 +152,19 @@ def _float64_copies(inputs, name):
     return _copies(inputs, name, lambda x: float64 if x.dtype.kind == "f" else x.dtype)
 
 
+def _requiring_grad(inputs, name):
+    """The positions of the tensor inputs that require grad: those to check."""
+    wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not wrt:
+        given = "; ".join(
+            f"input {i}: {x.dtype} tensor of shape {x.shape}, requires_grad=False"
+            if isinstance(x, Tensor) else f"input {i}: {type(x).__name__}"
+            for i, x in enumerate(inputs)) or "no inputs"
+        raise ValueError(f"{name}: no input requires grad, so there is nothing to check "
+                         f"({given}); give the tensors to check requires_grad=True")
+    return wrt
+
+
 # ---- failures that are not a mismatch of values ----------------------------------------------
 class _Failed(Exception):
     """A failed check, raised from deep inside; ``_check`` reports it."""
@@ -163,6 +178,17 @@ class _Watch:
     def __init__(self, inputs, wrt, names, name):
         self.inputs, self.wrt, self.names, self.name = inputs, wrt, names, name
         self.values = {i: inputs[i].numpy().copy() for i in wrt}
+
+    def require_finite(self):
+        """Refuses inf and nan: finite differences there measure nothing."""
+        for j, i in enumerate(self.wrt):
+            bad = ~np.isfinite(self.values[i])
+            if bad.any():
+                e = tuple(int(k) for k in np.argwhere(bad)[0])
+                raise ValueError(f"{self.name}: {self.names.inp(j)} (shape {bad.shape}) is "
+                                 f"{self.values[i][e]} at index {e} ({int(bad.sum())} of "
+                                 f"{bad.size} values not finite); a gradient can only be "
+                                 f"checked at finite values")
 
     def check(self, when):
         for j, i in enumerate(self.wrt):
@@ -195,9 +221,10 @@ def _repeat_differs(a, b, nondet_tol):
 # ---- the two sides ---------------------------------------------------------------------------
 def _outputs(fn, inputs, name):
     outs = _as_tuple(fn(*inputs))
-    for o in outs:
+    for k, o in enumerate(outs):
         if not isinstance(o, Tensor):
-            raise TypeError(f"{name}: fn must return tensors, got {type(o).__name__}")
+            raise TypeError(f"{name}: fn must return a tensor or a tuple or list of tensors; "
+                            f"its output {k} has type {type(o).__name__}")
     return outs
 
 
@@ -269,8 +296,9 @@ def _analytic(outs, xs, vs, full_jacobian, nondet_tol, watch, names, name):
                                 f"{name}: a second backward pass from {names.out(k)} gave a "
                                 f"different gradient for {names.inp(j)} (largest difference "
                                 f"{d:.3g}): the backward keeps state between calls "
-                                f"(accumulating into a buffer, say), so a graph "
-                                f"differentiated twice gets wrong gradients")
+                                f"(accumulating into a buffer, say) or draws random "
+                                f"numbers, so a graph differentiated twice gets other "
+                                f"gradients (nondet_tol allows differences up to it)")
                 for j, g in enumerate(grads):
                     if g is not None:
                         if per_x[j] is None:
@@ -459,27 +487,26 @@ def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements, **fl
                                            open_high=True)
                               for arg, value in (("atol", atol), ("rtol", rtol),
                                                  ("nondet_tol", nondet_tol)))
-    if seed is not None:
-        seed = check_int(f"{name}: seed", seed, low=0)
+    seed = check_seed(f"{name}: seed", seed, none=True)
     if max_elements is not None:
         max_elements = check_int(f"{name}: max_elements", max_elements, low=1)
     return eps, atol, rtol, nondet_tol, seed, max_elements
 
 
 def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max_elements,
-           full_jacobian, nondet_tol, check_input_dtype, name, names=None):
+           full_jacobian, nondet_tol, check_input_dtype, name, names=None, seed_drawn=False):
     _check_fn(name, fn)
     eps, atol, rtol, nondet_tol, seed, max_elements = _check_arguments(
         name, eps, atol, rtol, nondet_tol, seed, max_elements, raise_exception=raise_exception,
         full_jacobian=full_jacobian, check_input_dtype=check_input_dtype)
+    if seed is None:    # a new seed, from the operating system, that a failure can name
+        seed, seed_drawn = secrets.randbits(32), True
     if full_jacobian and grad_outputs is not None:
         raise ValueError(f"{name}: grad_outputs has no use with full_jacobian=True (every "
                          f"Jacobian entry is compared); pass one or the other")
     originals = _as_tuple(inputs)
     inputs = _float64_copies(originals, name)
-    wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not wrt:
-        raise ValueError(f"{name}: no input requires grad, so there is nothing to check")
+    wrt = _requiring_grad(originals, name)
     for i in wrt:
         if inputs[i].dtype.kind != "f":
             raise TypeError(f"{name}: input {i} has dtype {inputs[i].dtype}; only "
@@ -489,7 +516,11 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
         _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_elements,
              full_jacobian, nondet_tol, check_input_dtype, names, name)
     except _Failed as e:
-        return _fail(str(e), raise_exception)
+        message = str(e)
+        if seed_drawn:
+            message += (f" [the random values of this check came from seed={seed}, drawn "
+                        f"because seed=None; pass seed={seed} to repeat it]")
+        return _fail(message, raise_exception)
     return True
 
 
@@ -498,6 +529,7 @@ def _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_el
     """The check itself: forward, analytic side, numerical side, comparison, then
     the inputs' own dtype; a failure raises _Failed."""
     watch = _Watch(inputs, wrt, names, name)
+    watch.require_finite()
     with enable_grad():  # the analytic side needs a graph, even inside a no_grad block
         outs = _outputs(fn, inputs, name)
     watch.check("fn")
@@ -525,9 +557,10 @@ def _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_el
         d = _repeat_differs(o.numpy(), p.numpy(), nondet_tol) if o.dtype.kind == "f" else None
         if d is not None:
             raise _Failed(f"{name}: fn is not deterministic: called twice with the same "
-                          f"inputs, its {names.out(k)} differs by up to {d:.3g}; finite "
-                          f"differences need the same function at every call (seed any "
-                          f"randomness inside fn, or pass nondet_tol)")
+                          f"inputs (the second time under no_grad, as the finite "
+                          f"differences call it), its {names.out(k)} differs by up to "
+                          f"{d:.3g}; finite differences need the same function at every "
+                          f"call (seed any randomness inside fn, or pass nondet_tol)")
     # Rounding noise of the numerical side, where a gradient is zero: about
     # float64's eps times the outputs' size, over 2 eps, summed against v.
     noises = [0.0 if v is None else 10 * np.finfo(np.float64).eps / eps * math.sqrt(o.size)
@@ -573,10 +606,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
     spread into separate inputs); every float tensor with
     ``requires_grad=True`` is checked, element by element, on a float64 copy
     laid out in memory as the input is.  ``fn`` returns a tensor or a tuple
-    of tensors; each float output is checked against each input on its own.
+    (or list) of tensors; each float output is checked against each input on
+    its own.
 
     ``grad_outputs``: one upstream gradient per output (by default random
-    normal, drawn from ``seed``; ``seed=None`` draws a new one each call).
+    normal, drawn from ``seed``, so a check repeats itself; ``seed=None``
+    draws a new seed each call, and a failure names it).
     ``max_elements`` checks at most that many randomly chosen elements per
     input (for large tensors such as a model's weights); by default every
     element is checked.  ``full_jacobian=True`` compares every Jacobian
@@ -588,12 +623,13 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
 
     Tolerances apply to each (input, output) pair on its own, as in
     PyTorch.  Returns True, or raises :class:`GradcheckError` naming the
-    input (and output), the worst element and both values, or what else
-    went wrong (an input or upstream gradient changed in place, a backward
-    or ``fn`` that does not repeat itself).  With ``raise_exception=False``
+    input (and output), the worst element, both values and the tolerance,
+    or what else went wrong (an input or upstream gradient changed in place, a backward or
+    ``fn`` that does not repeat itself).  With ``raise_exception=False``
     those failures return False instead; errors that make the check
-    impossible (bad arguments, no float output, a backward that fails or
-    returns a gradient of the wrong shape) are raised either way.
+    impossible (bad arguments, inputs that are not finite, no float output,
+    a backward that fails or returns a gradient of the wrong shape) are
+    raised either way.
     """
     return _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs,
                   max_elements, full_jacobian, nondet_tol, check_input_dtype, "gradcheck")
@@ -606,23 +642,23 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     The backward pass, built with ``create_graph=True``, is itself checked
     against finite differences with respect to the inputs and to the
     upstream gradients ``v`` (``grad_outputs``, one per output of ``fn``;
-    random normal from ``seed`` by default), in float64.  Failures name
+    random normal from ``seed`` by default, as in :func:`gradcheck`), in
+    float64.  Failures name
     ``fn``'s inputs, ``grad_outputs[k]`` for an upstream gradient, and
     "the gradient w.r.t. input i" for the first-order result being checked.
     """
     name = "gradgradcheck"
     _check_fn(name, fn)
-    if seed is not None:
-        seed = check_int(f"{name}: seed", seed, low=0)
+    seed = check_seed(f"{name}: seed", seed, none=True)
+    seed_drawn = seed is None
+    if seed_drawn:      # as in _check, but both orders of gradient need it
+        seed = secrets.randbits(32)
     inputs = _as_tuple(inputs)
-    wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not wrt:
-        raise ValueError(f"{name}: no input requires grad, so there is nothing to check")
+    wrt = _requiring_grad(inputs, name)
     # The outputs' shapes and dtypes, from copies as the check makes them (_check
     # makes its own, so an fn that writes into its inputs is caught there).
     outs = _outputs(fn, _float64_copies(inputs, name), name)
-    vs = _upstream(outs, grad_outputs, np.random.default_rng(None if seed is None
-                                                             else seed + 1), name)
+    vs = _upstream(outs, grad_outputs, np.random.default_rng(seed + 1), name)
     float_outs = [k for k, v in enumerate(vs) if v is not None]
     grad_outputs = [Tensor._make(outs[k]._backend.asarray(vs[k]), outs[k]._backend, True)
                     for k in float_outs]
@@ -644,4 +680,4 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
                    wrt=[i for i, x in enumerate(all_inputs)
                         if isinstance(x, Tensor) and x.requires_grad])
     return _check(first_order, all_inputs, eps, atol, rtol, raise_exception, seed, None,
-                  None, full_jacobian, nondet_tol, False, name, names)
+                  None, full_jacobian, nondet_tol, False, name, names, seed_drawn)
