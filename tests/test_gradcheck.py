@@ -771,3 +771,29 @@ def test_nondeterminism_messages_name_the_likely_causes():
                                              r"inputs \(the second time under no_grad, as the "
                                              r"finite differences call it\)"):
         gradcheck(fn, _x(3))
+
+
+_KINK_HINT = (r"; the one-sided differences there disagree as well \(\S+ below the point, "
+              r"\S+ above it\): where fn has a kink or a tie")
+
+
+@pytest.mark.parametrize("fn, x, kwargs, kink", [
+    (lambda a: a.relu(), [-1.0, 0.0, 2.0], {}, True),
+    (lambda a: a.relu(), [-1.0, 0.0, 2.0], {"full_jacobian": True}, True),
+    (lambda a: a.clip(0.0, 1.0), [0.5, 1.0], {}, True),                  # at a bound
+    (lambda a: F.max_pool2d(a, 2), [[[[1.0, 3.0], [3.0, 0.0]]]], {}, True),  # one gets all
+    (lambda a: a.max(), [3.0, 1.0, 3.0, 3.0], {}, True),                 # 1/3 each, not 1/2
+    # Smooth where the check fails: the hint would mislead.
+    (SquareOff.apply, [0.5, 1.0, 1.5], {}, False),
+    (SquareOff.apply, [0.5, 1.0, 1.5], {"full_jacobian": True}, False),
+    (CubeOff.apply, [-1e-2, 0.0, 1e-2], {"atol": 1e-9}, False),          # flat at 0
+    (lambda a: (a * 30).exp(), [0.3, 0.4], {"atol": 0.0, "rtol": 0.0}, False),  # rounding
+    (lambda a: SquareOff.apply(a).relu(), [-1.0, 0.0, 2.0], {}, False),  # wrong off the kink
+])
+def test_a_failure_at_a_kink_or_a_tie_says_so(fn, x, kwargs, kink, device):
+    """The central difference there is the mean of the two one-sided slopes, which the
+    op's rule need not be: the message tells that apart from a wrong backward."""
+    x = tg.tensor(x, dtype=tg.float64, device=device, requires_grad=True)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(fn, x, **kwargs)
+    assert bool(re.search(_KINK_HINT, str(info.value))) == kink, str(info.value)

@@ -42,8 +42,9 @@ kinks (relu, abs, clip at 0 or its bounds, max/min) the finite difference
 straddles two slopes, and at ties (two equal maxima in a max or max-pool
 window) the analytic rule picks one documented choice while a perturbation
 picks the other.  Keep test inputs at least ``10 * eps`` away from kinks
-and ties.  Inputs must be finite: at inf or nan a difference measures
-nothing.
+and ties.  Where a check fails at one, the message says so: the one-sided
+differences at the worst element disagree as well.  Inputs must be
+finite: at inf or nan a difference measures nothing.
 """
 from __future__ import annotations
 
@@ -385,8 +386,10 @@ def _index(flat, shape):
 
 
 def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise, name):
-    """None if output k's gradient w.r.t. input j agrees on ``cols``, else the message.
-    ``noise``: how large the numerical values of a zero gradient may come out."""
+    """None if output k's gradient w.r.t. input j agrees on ``cols``, else the message
+    and where the worst value is, ``(k, row, flat element of x, analytic value)`` (None
+    for a non-finite one).  ``noise``: how large the numerical values of a zero
+    gradient may come out."""
     reached = a is not None
     a = np.zeros_like(n) if a is None else a
     a, n = a[:, cols], n[:, cols]
@@ -404,7 +407,7 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise
         row, col = np.argwhere(~finite)[0]
         return (f"{name}: {pair} has a non-finite gradient {where(row, col)}: analytic "
                 f"{a[row, col]:.10g}, numerical {n[row, col]:.10g} ({int((~finite).sum())} "
-                f"of {finite.size} value(s) non-finite)")
+                f"of {finite.size} value(s) non-finite)"), None
     err = np.abs(a - n) - (atol + rtol * np.abs(n))
     if not err.size or err.max() <= 0:
         # Where every numerical value is below atol (and above rounding noise),
@@ -432,7 +435,42 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise
     return (f"{name}: analytic and numerical gradients differ for {pair} {where(row, col)}: "
             f"analytic {a[row, col]:.10g}, numerical {n[row, col]:.10g} (|difference| "
             f"{abs(a[row, col] - n[row, col]):.3g} > atol {atol} + rtol {rtol} * "
-            f"|numerical|); {count} out of tolerance{what}{hint}")
+            f"|numerical|); {count} out of tolerance{what}{hint}"), (k, row, cols[col], a[row, col])
+
+
+def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
+    """Where output k's slope at flat element e of input i jumps (a kink or a tie,
+    where fn has no derivative), a hint that says so, else "".
+
+    The central difference there is the mean of the slopes on either side; an
+    analytic rule that picks one of them (or a value between) fails the check
+    without being wrong."""
+    x = inputs[i]
+    index = _index(e, x.shape)
+    points = start[e] + np.array([-eps, 0.0, eps])
+    try:
+        values = []
+        for point in points:
+            with x._backend.context():
+                x.data[index] = point
+            with no_grad():
+                values.append(_outputs(fn, inputs, name)[k].numpy().astype(np.float64).ravel())
+    finally:
+        with x._backend.context():
+            x.data[index] = start[e]
+    below, above = (weights @ ((values[1] - values[0]) / (points[1] - points[0])),
+                    weights @ ((values[2] - values[1]) / (points[2] - points[1])))
+    # Where fn is smooth, the two differ by about eps times its second derivative:
+    # a thousandth of the slope is far more.  The hint fits only an analytic value
+    # that one side (or a mix of the two) explains.
+    tol = atol + rtol * abs(analytic)
+    if (abs(above - below) <= 1e-3 * max(abs(below), abs(above))
+            or not min(below, above) - tol <= analytic <= max(below, above) + tol):
+        return ""
+    return (f"; the one-sided differences there disagree as well ({below:.4g} below the "
+            f"point, {above:.4g} above it): where fn has a kink or a tie (relu or abs at 0, "
+            f"equal values in a max), it has no derivative, and the check needs inputs "
+            f"away from that point")
 
 
 def _low_precision(fn, originals, wrt, vs, analytic, full_jacobian, atol, names, name):
@@ -585,7 +623,16 @@ def _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_el
             failure = failure or _compare(a, n, cols, x, y, j, k, names, show_output, mode,
                                           atol, rtol, noises[k], name)
         if failure:
-            raise _Failed(failure)
+            message, worst = failure
+            if worst is not None:
+                k, row, e, value = worst
+                weights = vs[k].ravel()
+                if full_jacobian:   # one entry of the Jacobian: output element ``row``
+                    weights = np.zeros(outs[k].size)
+                    weights[row] = 1.0
+                message += _kink(fn, inputs, i, e, start, k, weights, value, eps, atol, rtol,
+                                 name)
+            raise _Failed(message)
     if not anything:
         # Both sides are zero everywhere (or empty) and agree, checking nothing.
         raise ValueError(
@@ -623,8 +670,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
 
     Tolerances apply to each (input, output) pair on its own, as in
     PyTorch.  Returns True, or raises :class:`GradcheckError` naming the
-    input (and output), the worst element, both values and the tolerance,
-    or what else went wrong (an input or upstream gradient changed in place, a backward or
+    input (and output), the worst element, both values and the tolerance
+    (and whether that element sits on a kink or tie), or what else went
+    wrong (an input or upstream gradient changed in place, a backward or
     ``fn`` that does not repeat itself).  With ``raise_exception=False``
     those failures return False instead; errors that make the check
     impossible (bad arguments, inputs that are not finite, no float output,
