@@ -297,6 +297,23 @@ def test_to_dtype_runs_on_the_modules_own_device(device):
     assert bn.running_mean.dtype == np.float64 and bn.num_batches_tracked.dtype == np.int64
 
 
+def test_to_another_tensor_takes_its_device_and_dtype(device):
+    """``x.to(other)`` and ``model.to(other)``, as in PyTorch.  (NumPy reads any object
+    with a .dtype as that dtype: the tensor was taken for a dtype, its device dropped.)"""
+    ref = tg.zeros(1, dtype="float64", device=device)
+    x = tg.ones(2, requires_grad=True)            # float32, on the host
+    y = x.to(ref)
+    assert (y.device, y.dtype) == (device, np.float64)
+    (y * 3).sum().backward()
+    assert (x.grad.device, x.grad.tolist()) == ("cpu", [3.0, 3.0])
+    lin = nn.Linear(3, 2)
+    assert lin.to(ref) is lin
+    assert [(p.device, p.dtype) for p in lin.parameters()] == [(device, np.float64)] * 2
+    with pytest.raises(TypeError, match=r"to\(other\): the tensor gives the device and the "
+                                        r"dtype \(" + device + r", float64\); pass no dtype"):
+        x.to(ref, "float32")
+
+
 def test_to_dtype_and_device_from_a_device_that_is_not_the_current_one():
     pytest.importorskip("strict_backend")
     lin = nn.Linear(3, 2, device="strict2")

@@ -133,8 +133,17 @@ def _device_and_dtype(device, dtype):
     """The arguments of ``to()`` -> ``(device or None, numpy dtype or None)``.
 
     As PyTorch's ``to(dtype)``, a dtype may come first: ``to(float64)`` and
-    ``to("float64")`` cast, ``to("cuda")`` moves.
+    ``to("float64")`` cast, ``to("cuda")`` moves.  As PyTorch's ``to(other)``,
+    a tensor gives both its device and its dtype.
     """
+    if isinstance(device, Tensor):
+        # Checked first: NumPy reads any object with a .dtype as that dtype, so the
+        # tensor would otherwise pass as a dtype and its device would be ignored.
+        if dtype is not None:
+            raise TypeError(f"to(other): the tensor gives the device and the dtype "
+                            f"({device.device}, {device.dtype}); pass no dtype with it "
+                            f"(got dtype={dtype!r})")
+        return device.device, device.dtype
     if device is not None and dtype is None and not isinstance(device, (str, Backend)):
         device, dtype = None, device  # to(float64)
     if isinstance(device, str) and dtype is None:
@@ -405,7 +414,8 @@ class Tensor:
     # ---- devices and dtypes --------------------------------------------------
     def to(self, device=None, dtype=None):
         """Move to ``device`` and/or cast to ``dtype`` (differentiably):
-        ``to("cuda")``, ``to("float64")``, ``to("cuda", "float64")``."""
+        ``to("cuda")``, ``to("float64")``, ``to("cuda", "float64")``, or to the
+        device and dtype of another tensor, ``to(other)``."""
         device, dtype = _device_and_dtype(device, dtype)
         out = self
         if dtype is not None and dtype != self.dtype:

@@ -481,7 +481,8 @@ class Module:
     def to(self, device=None, dtype=None):
         """Move parameters and buffers to ``device`` and/or cast them to ``dtype``.
 
-        ``to("cuda")``, ``to(float64)``, ``to("cpu", float64)``.  The tensors
+        ``to("cuda")``, ``to(float64)``, ``to("cpu", float64)``, or ``to(x)``: the
+        device and (float) dtype of tensor ``x``.  The tensors
         are changed in place (same objects, new ``.data``), so optimisers
         and references held elsewhere keep working.  Only floating-point
         tensors are cast.
