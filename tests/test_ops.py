@@ -1007,14 +1007,35 @@ def test_sum_over_batch_and_more_axes_matches_numpy_in_every_dtype():
 
 # ---- edge cases of the core ops -------------------------------------------------------
 def test_index_arrays_are_copied_so_a_reused_index_cannot_redirect_the_gradient(device):
-    for make_index in (lambda: tg.tensor([0], device=device), lambda: np.array([0]),
-                       lambda: np.array([True, False, False])):
+    for make_index in (lambda: tg.tensor([0], device=device), lambda: tg.tensor([0]),
+                       lambda: np.array([0]), lambda: np.array([True, False, False])):
         x = tg.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
         index = make_index()
         y = x[index]
         index[...] = 2 if index.dtype != bool else np.array([False, False, True])
         y.sum().backward()
         np.testing.assert_array_equal(x.grad.numpy(), [1, 0, 0])
+
+
+def test_an_index_tensor_on_the_host_indexes_a_tensor_on_any_device(device):
+    """As in PyTorch, and as a NumPy index array or a list does: a host index tensor is
+    copied to the indexed tensor's device.  An index on another device is refused."""
+    a = np.arange(12.0).reshape(4, 3)
+    x = tg.tensor(a, device=device, requires_grad=True)
+    rows, mask = tg.tensor([3, 0, 3]), tg.tensor([True, False, True, False])
+    np.testing.assert_array_equal(x[rows].numpy(), a[[3, 0, 3]])
+    np.testing.assert_array_equal(x[mask, 1].numpy(), a[[True, False, True, False], 1])
+    x[rows, tg.tensor([0, 1, 2])].sum().backward()
+    want = np.zeros((4, 3))
+    np.add.at(want, ([3, 0, 3], [0, 1, 2]), 1.0)
+    np.testing.assert_array_equal(x.grad.numpy(), want)
+    z = tg.zeros(4, device=device)
+    z[tg.tensor([1, 3])] = 5.0
+    assert z.device == device and z.tolist() == [0.0, 5.0, 0.0, 5.0]
+    other = "strict2" if device != "strict2" else "strict"
+    with pytest.raises(tg.DeviceError, match=rf"indexing: tensors are on different devices: "
+                                             rf"{device} and {other}"):
+        x[tg.tensor([0], device=other)]
 
 
 def test_scalar_bools_in_an_index_use_no_axis(device):

@@ -1173,13 +1173,20 @@ _INTP_MAX = int_bounds(np.dtype(np.intp))[1]
 
 
 def _index_arg(index, t):
-    """Tensors inside an index become arrays on ``t``'s device."""
+    """Tensors inside an index become arrays on ``t``'s device.
+
+    An index tensor is on ``t``'s device or on the host, as in PyTorch: a host
+    index is copied to the device as a NumPy index array or a list is.
+    """
     def conv(i):
         if type(i) is int and _INT64_MIN <= i <= _INT64_MAX:   # the common case, first
             return i
         # Array parts are copied: GetItem keeps the index for backward, and a
         # caller reusing its index array must not redirect that gradient.
         if isinstance(i, Tensor):
+            if i._backend is not t._backend and i.device == "cpu":
+                # A copy of its own on every backend (a host one's asarray would not copy).
+                return t._backend.asarray(np.array(i.data))
             common_backend((t, i), "indexing")
             with i._backend.context():
                 return i.data.copy()
