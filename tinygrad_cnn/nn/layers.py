@@ -50,7 +50,8 @@ def _param(shape, dtype, device):
 
 def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
     """Raise a clear error unless ``x`` is a Tensor with ``ndims`` dims (an int, a
-    sequence of them, or None: any but 0) and ``channels`` along ``channel_axis``."""
+    sequence of them, or None: any but 0) and ``channels`` along ``channel_axis``, on
+    the device of the layer's parameters and buffers."""
     if not isinstance(x, Tensor):
         raise _not_a_tensor(layer, x)
     ndims = (ndims,) if isinstance(ndims, int) else ndims
@@ -58,6 +59,25 @@ def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
             or (channels is not None and x.shape[channel_axis] != channels):
         raise ValueError(f"{type(layer).__name__}({layer.extra_repr()}) expects input of "
                          f"shape {shape_hint}, got {x.shape}")
+    _check_device(layer, x)
+
+
+def _check_device(layer, x):
+    """The input must be on the device of the layer's parameters and buffers.
+
+    Checked here, before any op: the op's own error would name an inner op
+    (``MatMul`` for a Linear) and two devices without saying which side is the
+    input, and BatchNorm's running-statistics update works on raw arrays, where
+    a mismatch would surface as a low-level array error after
+    ``num_batches_tracked`` had already counted the batch.
+    """
+    for kind, registry in (("parameter", layer._parameters), ("buffer", layer._buffers)):
+        for name, t in registry.items():
+            if t is not None and t._backend is not x._backend:
+                raise DeviceError(f"{type(layer).__name__}: the input is on {x.device} but "
+                                  f"the layer's {kind} {name!r} is on "
+                                  f"{t.device}; move the input with x.to({t.device!r}) (or "
+                                  f"the model with .to({x.device!r}))")
 
 
 def _not_a_tensor(layer, x):
@@ -320,6 +340,7 @@ class LocallyConnected2d(Module):
             raise ValueError(f"LocallyConnected2d({self.extra_repr()}) expects input of shape "
                              f"(N, {self.in_channels}, {H}, {W}) (its input_size is fixed at "
                              f"construction), got {got}")
+        _check_device(self, x)
         return F.local2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self):
@@ -655,27 +676,12 @@ class _BatchNorm(Module):
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
-    def _check_device(self, x):
-        """The input must be on the device of the parameters and running statistics.
-
-        Checked before anything else: the running-statistics update works on raw
-        arrays, so a mismatch would otherwise surface as a low-level array error
-        after ``num_batches_tracked`` had already counted the batch.
-        """
-        for kind, registry in (("parameter", self._parameters), ("buffer", self._buffers)):
-            for name, t in registry.items():
-                if t is not None and t.device != x.device:
-                    raise DeviceError(f"{type(self).__name__}: the input is on {x.device} but "
-                                      f"the layer's {kind} {name!r} is on {t.device}; move "
-                                      f"them to one device with .to(device)")
-
     def forward(self, x):
         C = self.num_features
-        _check_input(self, x, self._ndims, C, shape_hint=self._hint.format(C=C))
+        _check_input(self, x, self._ndims, C, shape_hint=self._hint.format(C=C))  # and device
         if x.dtype.kind != "f":   # its statistics would make the output float64
             raise TypeError(f"{type(self).__name__}: the input of shape {x.shape} has dtype "
                             f"{x.dtype}; expected a float dtype (convert with x.float())")
-        self._check_device(x)
         axes = (0,) + tuple(range(2, x.ndim))          # every axis but the channels
         shape = (1, C) + (1,) * (x.ndim - 2)           # per-channel values, broadcastable
         use_batch = self.training or not self.track_running_stats
