@@ -112,6 +112,41 @@ def test_mixing_devices_names_both(op, second_device):
         op(x, y)
 
 
+# An argument on another device than x: the error names the function, which argument is
+# where, and what to do (the op's own error named an inner op: MatMul for linear).
+ARGUMENT_ON_ANOTHER_DEVICE = [
+    (lambda d, o: F.linear(tg.ones(2, 3, device=d), tg.ones(4, 3, device=o)),
+     "linear: x is on {d} but w is on {o}; move them to one device with .to(device)"),
+    (lambda d, o: F.linear(tg.ones(2, 3, device=d), tg.ones(4, 3, device=d), tg.ones(4, device=o)),
+     "linear: x is on {d} but b is on {o}; move them to one device with .to(device)"),
+    (lambda d, o: F.conv2d(tg.ones(1, 1, 5, 5, device=d), tg.ones(2, 1, 3, 3, device=o)),
+     "conv2d: x is on {d} but w is on {o}; move them to one device with .to(device)"),
+    (lambda d, o: F.conv1d(tg.ones(1, 1, 5, device=d), tg.ones(2, 1, 3, device=d),
+                           tg.ones(2, device=o)),
+     "conv1d: x is on {d} but b is on {o}; move them to one device with .to(device)"),
+    (lambda d, o: F.conv_transpose2d(tg.ones(1, 1, 5, 5, device=d), tg.ones(1, 2, 3, 3, device=o)),
+     "conv_transpose2d: x is on {d} but w is on {o}; move them to one device with .to(device)"),
+    (lambda d, o: F.local2d(tg.ones(1, 1, 5, 5, device=d), tg.ones(2, 3, 3, 1, 3, 3, device=o)),
+     "local2d: x is on {d} but w is on {o}; move them to one device with .to(device)"),
+    (lambda d, o: tg.ones(3, device=d).clip(min=tg.zeros(3, device=o)),
+     "clip: x and min: tensors are on different devices: {d} and {o}; move them to one "
+     "device with .to(device)"),
+    (lambda d, o: tg.ones(3, device=d).clip(max=tg.zeros(3, device=o)),
+     "clip: x and max: tensors are on different devices: {d} and {o}; move them to one "
+     "device with .to(device)"),
+]
+
+
+@pytest.mark.parametrize("call, message", ARGUMENT_ON_ANOTHER_DEVICE,
+                         ids=["linear-w", "linear-b", "conv2d-w", "conv1d-b",
+                              "conv_transpose2d-w", "local2d-w", "clip-min", "clip-max"])
+def test_an_argument_on_another_device_is_named(call, message, device):
+    other = "strict" if device == "cpu" else "cpu"
+    with pytest.raises(DeviceError) as info:
+        call(device, other)
+    assert str(info.value) == message.format(d=device, o=other)
+
+
 def test_backward_grad_on_another_device(second_device):
     x = tg.ones(2, requires_grad=True)
     with pytest.raises(DeviceError, match=second_device):

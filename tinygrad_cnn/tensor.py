@@ -783,9 +783,11 @@ class Tensor:
             # A NaN bound gives NaN, as a number bound and PyTorch's clamp do.
             if min is not None:
                 lo = x._other(min)
+                common_backend((x, lo), "clip: x and min")
                 x = where((x < lo) | (lo != lo), lo, x)
             if max is not None:
                 hi = x._other(max)
+                common_backend((x, hi), "clip: x and max")
                 x = where((x > hi) | (hi != hi), hi, x)
             return x
         return ops.Clip.apply(x, lo=min, hi=max)
