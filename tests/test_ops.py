@@ -791,6 +791,18 @@ def test_item_and_conversions(device):
     assert len(tg.zeros(4, 2)) == 4
 
 
+def test_a_format_spec_formats_a_0d_tensors_number(device):
+    """``f"{loss:.4f}"`` in a training loop, as in PyTorch: the number (one read from the
+    device); without a spec the tensor prints as it does with str()."""
+    loss = tg.tensor([2.0, 3.0], device=device).mean()
+    assert f"{loss:.3f}" == "2.500" and f"{loss:>6.1f}" == "   2.5"
+    assert f"{tg.tensor(7, device=device):03d}" == "007"
+    assert f"{loss}" == str(loss)
+    with pytest.raises(TypeError, match=r"format spec '\.2f' applies to a 0-d tensor .* got a "
+                                        r"tensor of shape \(2,\); format x\.item\(\)"):
+        f"{tg.ones(2, device=device):.2f}"
+
+
 def test_repr_is_readable():
     assert repr(tg.tensor([1.0, 2.0])) == "tensor([1., 2.])"
     assert repr(tg.tensor([1, 2])) == "tensor([1, 2])"

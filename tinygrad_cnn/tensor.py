@@ -301,6 +301,16 @@ class Tensor:
                              f"ambiguous; use .any() or .all()")
         return bool(self.item())
 
+    def __format__(self, spec):
+        """``f"{loss:.4f}"``: a format spec formats a 0-d tensor's number (read from
+        the device, as ``item()`` does).  Without a spec, ``f"{x}"`` is ``str(x)``."""
+        if not spec:
+            return str(self)
+        if self.ndim != 0:
+            raise TypeError(f"format spec {spec!r} applies to a 0-d tensor (one number), got "
+                            f"a tensor of shape {self.shape}; format x.item() or x.numpy()")
+        return format(self.item(), spec)
+
     def __array__(self, dtype=None, copy=None):
         if self._backend.device != "cpu":
             raise TypeError(f"implicit conversion of a {self.device} tensor to a NumPy "
