@@ -351,6 +351,15 @@ OPT_ERRORS = [
     (lambda p: optim.SGD(p, lr=0.1), TypeError, "single Tensor"),
     (lambda p: optim.SGD([p, p], lr=0.1), ValueError, "more than one"),
     (lambda p: optim.SGD([p * 2], lr=0.1), ValueError, "leaf"),
+    # a tensor moved or cast after requires_grad=True is a differentiable copy, no leaf:
+    # the error says how to get a leaf there
+    (lambda p: optim.SGD([p.float()], lr=0.1), ValueError,
+     r"is not a leaf tensor .*; it is a copy made by \.to\(\), \.cuda\(\) or a cast: create "
+     r"the tensor on cpu as float32 directly \(tg\.zeros\(\.\.\., device='cpu', "
+     r"dtype='float32', requires_grad=True\)\), or keep parameters in a Module, whose "
+     r"\.to\(\) moves them in place$"),
+    (lambda p: optim.Adam([p.to("strict")]), ValueError,
+     r"copy made by .* on strict as float64 directly \(tg\.zeros\(\.\.\., device='strict'"),
     (lambda p: optim.SGD([{"params": [p], "momentun": 0.9}], lr=0.1), TypeError, "momentun"),
     (lambda p: optim.Adam([p], betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\)"),
     (lambda p: optim.Adam([p], betas="ab"), TypeError, r"betas must be a pair"),

@@ -35,6 +35,7 @@ from .._checks import (
     check_flag as _check_flag, check_int as _check_int, check_number as _check_number)
 from ..autograd import enable_grad
 from ..backend import DeviceError
+from ..ops import Cast, ToDevice
 from ..tensor import Tensor, _find_backend_of
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_"]
@@ -58,6 +59,17 @@ def _not_a_model(value, what):
     if callable(getattr(value, "parameters", None)):
         raise TypeError(f"{what} is a {type(value).__name__} model; pass its parameters: "
                         f"model.parameters()")
+
+
+def _moved_hint(p):
+    """For a non-leaf made by ``.to()``/``.cuda()``/``.double()``: how to get a leaf there
+    (the copy is differentiable, so it is no leaf, as in PyTorch)."""
+    if not isinstance(p._ctx, (ToDevice, Cast)):
+        return ""
+    return (f"; it is a copy made by .to(), .cuda() or a cast: create the tensor on "
+            f"{p.device} as {p.dtype} directly (tg.zeros(..., device={p.device!r}, "
+            f"dtype={p.dtype.name!r}, requires_grad=True)), or keep parameters in a Module, "
+            f"whose .to() moves them in place")
 
 
 def _check_grad(p):
@@ -143,7 +155,8 @@ class Optimizer:
                                 f"floating-point tensors can be optimized")
             if not p.is_leaf:
                 raise ValueError(f"parameter {i} (shape {p.shape}) is not a leaf tensor (it "
-                                 f"was computed from others); optimize the leaves instead")
+                                 f"was computed from others); optimize the leaves "
+                                 f"instead{_moved_hint(p)}")
             if id(p) in seen:
                 raise ValueError(f"parameter {i} (shape {p.shape}) appears in more than one "
                                  f"place in the parameter groups")
