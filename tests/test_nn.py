@@ -314,6 +314,23 @@ def test_to_another_tensor_takes_its_device_and_dtype(device):
         x.to(ref, "float32")
 
 
+def test_a_model_moved_between_forward_and_backward_is_named(device):
+    """The graph holds the parameters as the forward pass used them: after an in-place
+    move their gradients would come back on the old device.  The error said that an
+    op's backward (Add) had returned a gradient on the wrong device, as if it had a bug."""
+    lin = nn.Linear(3, 1, device=device)
+    loss = lin(tg.ones(2, 3, device=device)).sum()
+    other = "strict" if device == "cpu" else "cpu"
+    lin.to(other)
+    with pytest.raises(RuntimeError, match=rf"^an input \(shape \([\d, ]+\)\) of \w+ was moved "
+                                           rf"from {device} to {other} after the forward pass "
+                                           rf"used it .*; run the forward pass again after "
+                                           rf"moving$"):
+        loss.backward()
+    lin(tg.ones(2, 3, device=other)).sum().backward()
+    assert lin.weight.grad.device == other
+
+
 def test_to_dtype_and_device_from_a_device_that_is_not_the_current_one():
     pytest.importorskip("strict_backend")
     lin = nn.Linear(3, 2, device="strict2")

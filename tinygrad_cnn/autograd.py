@@ -194,6 +194,15 @@ def _call_backward(fn, t, g):
         raise RuntimeError(
             f"{what} of {fn.name} was modified in place after the forward pass used it, so "
             f"its gradient would be wrong; change a copy instead")
+    # Every input was on fn.backend at the forward pass (ToDevice's too); one that is
+    # not was moved in place since (Module.to), and its gradient would come back on
+    # the old device: say so rather than blame this op's backward for the mismatch.
+    moved = next((x for x in fn.inputs if x._backend is not fn.backend), None)
+    if moved is not None:
+        raise RuntimeError(
+            f"an input (shape {moved.shape}) of {fn.name} was moved from {fn.backend.device} "
+            f"to {moved.device} after the forward pass used it (a model.to() between "
+            f"forward and backward?); run the forward pass again after moving")
     with t._backend.context():   # backward's own array code lands on t's device
         grads_in = fn.backward(g)
     if not isinstance(grads_in, (tuple, list)):
