@@ -250,13 +250,17 @@ def test_to_device_keeps_the_same_parameters():
     net = Net()
     reference = copy.deepcopy(net)
     params = list(net.parameters())
-    opt = optim.Adam(net.parameters(), lr=0.01)   # built before the move
-    assert net.to("strict") is net
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    opts = {}
+    for model in (net, reference):   # one step on the host: Adam's state is made there
+        opts[id(model)] = optim.Adam(model.parameters(), lr=0.01)
+        nn.cross_entropy(model(tg.tensor(x)), [0, 1, 4]).backward()
+        opts[id(model)].step()
+    assert net.to("strict") is net    # after the optimiser was built and had state
     assert [id(p) for p in net.parameters()] == [id(p) for p in params]
     assert all(t.device == "strict" for t in list(net.parameters()) + list(net.buffers()))
-    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4)).astype(np.float32)
     for model, device in ((net, "strict"), (reference, "cpu")):
-        ropt = opt if model is net else optim.Adam(model.parameters(), lr=0.01)
+        ropt = opts[id(model)]
         for _ in range(2):
             ropt.zero_grad()
             loss = nn.cross_entropy(model(tg.tensor(x, device=device)), [0, 1, 4])
