@@ -767,6 +767,22 @@ def test_tensor_copies_its_data(device):
         assert u.numpy().tolist() == [5.0, 5.0, 5.0]
 
 
+def test_a_list_of_device_tensors_says_to_stack_them(device):
+    """``tg.tensor(losses)`` over a list of per-batch losses: NumPy reads host tensors,
+    but would have to read device ones one by one from the device, which is refused
+    ("implicit conversion ... call .numpy()", for a list that has no .numpy())."""
+    losses = [tg.tensor(1.0, device=device), tg.tensor(2.0, device=device)]
+    assert tg.stack(losses).mean().item() == 1.5
+    if device == "cpu":
+        assert tg.tensor(losses).tolist() == [1.0, 2.0]
+        return
+    for data in (losses, ([0.5, losses[1]],), [[losses[0].data]]):
+        with pytest.raises(TypeError, match=rf"^cannot make a tensor from a (list|tuple) "
+                                            rf"holding tensors or arrays on {device}: join "
+                                            rf"them there with tg\.stack\(\.\.\.\)"):
+            tg.tensor(data)
+
+
 def test_0d_results_hold_arrays(device):
     """NumPy turns 0-d results into scalars; a tensor's .data stays an array."""
     backend = tg.get_backend(device)

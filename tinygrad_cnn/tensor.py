@@ -80,6 +80,16 @@ def _to_array(data, backend, dtype):
             raise ValueError(f"cannot make a tensor from this {type(data).__name__}: nested "
                              f"sequences must be rectangular, every row of one length "
                              f"({e})") from None
+        except TypeError:
+            device = _device_inside(data)
+            if device is None:
+                raise
+            # NumPy would read each element from the device, one synchronisation each,
+            # and is refused: say how to keep the values on the device instead.
+            raise TypeError(f"cannot make a tensor from a {type(data).__name__} holding "
+                            f"tensors or arrays on {device}: join them there with "
+                            f"tg.stack(...) (and move the result with .to() if needed), or "
+                            f"read each one with .item()") from None
         if (dtype is None and arr.dtype == np.float64
                 and not isinstance(data, (np.ndarray, np.generic))):
             dtype = float32  # Python floats become float32, as in PyTorch
@@ -95,6 +105,17 @@ def _to_array(data, backend, dtype):
         with backend.context():   # a device array's copy stays on its device
             arr = arr.astype(dtype)
     return arr if src is backend else backend.asarray(arr)
+
+
+def _device_inside(data):
+    """The device of the first tensor or device array, not on the host, inside nested
+    lists and tuples ``data``; None if there is none."""
+    if isinstance(data, Tensor):
+        return None if data.device == "cpu" else data.device
+    if isinstance(data, (list, tuple)):
+        return next((d for d in map(_device_inside, data) if d is not None), None)
+    backend = None if isinstance(data, np.ndarray) else _find_backend_of(data)
+    return None if backend is None else backend.device
 
 
 def _big_ints(arr, dtype):
