@@ -441,6 +441,7 @@ MOVES = [
     ("cuda()", lambda t: t.cuda(), "cuda:0"),
     ("to('CUDA:1')", lambda t: t.to("CUDA:1"), "cuda:1"),
     ("to('cuda')", lambda t: t.to("cuda"), "cuda:0"),
+    ("to(other)", lambda t: t.to(tg.zeros(1, device="cuda:1")), "cuda:1"),   # its device
 ]
 
 
