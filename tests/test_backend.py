@@ -63,6 +63,14 @@ def test_unknown_device_string_errors(name):
         tg.tensor([1.0], device=name)
 
 
+@pytest.mark.parametrize("name, canonical", [("cuda", "cuda:0"), (" CUDA:1 ", "cuda:1"),
+                                             ("cuda:00", "cuda:0"), ("cuda:01", "cuda:1")])
+def test_one_gpu_has_one_canonical_name(name, canonical):
+    # Two names for one GPU would give it two backends, whose tensors refuse to mix.
+    from tinygrad_cnn.backend import canonical_device
+    assert canonical_device(name) == canonical
+
+
 def test_device_must_be_a_string():
     with pytest.raises(DeviceError, match="string"):
         tg.get_backend(0)

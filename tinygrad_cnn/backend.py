@@ -372,13 +372,14 @@ def _parse_device(name):
     """A stripped, lower-case device name -> its canonical string, or None if unknown.
 
     A registered name (``"cpu"``, test backends) stays as is; ``"cuda"`` and
-    ``"cuda:N"`` become ``"cuda:0"`` / ``"cuda:N"`` (whether or not CUDA works).
+    ``"cuda:N"`` become ``"cuda:0"`` / ``"cuda:N"`` (whether or not CUDA works), N
+    without leading zeros: one GPU has one name, so one backend.
     """
     if name in _BACKENDS:
         return name
     m = _DEVICE_RE.match(name)
     if m and m.group(1) == "cuda":
-        return f"cuda:{m.group(2) or 0}"
+        return f"cuda:{int(m.group(2) or 0)}"   # "cuda:01" is GPU 1, named as "cuda:1"
     return None
 
 
