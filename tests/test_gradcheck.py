@@ -467,6 +467,16 @@ class CubeOff(Function):
         return grad_out * 6 * self.inputs[0] ** 2
 
 
+class LogSlightlyOff(Function):
+    """y = log x whose backward is 0.5 % low: 0.995 / x."""
+
+    def forward(self, x):
+        return self.xp.log(x)
+
+    def backward(self, grad_out):
+        return grad_out * 0.995 / self.inputs[0]
+
+
 def test_gradients_below_atol_warn_that_they_check_nothing():
     small = tg.tensor([1e-3, 1.2e-3, 1.4e-3], dtype=tg.float64, requires_grad=True)
     with pytest.warns(tg.GradcheckWarning, match="below atol=1e-05"):
@@ -783,12 +793,19 @@ _KINK_HINT = (r"; the one-sided differences there disagree as well \(\S+ below t
     (lambda a: a.clip(0.0, 1.0), [0.5, 1.0], {}, True),                  # at a bound
     (lambda a: F.max_pool2d(a, 2), [[[[1.0, 3.0], [3.0, 0.0]]]], {}, True),  # one gets all
     (lambda a: a.max(), [3.0, 1.0, 3.0, 3.0], {}, True),                 # 1/3 each, not 1/2
+    (lambda a: a.relu(), [-1.0, 3e-7, 2.0], {}, True),                   # 0.3 eps from 0
     # Smooth where the check fails: the hint would mislead.
     (SquareOff.apply, [0.5, 1.0, 1.5], {}, False),
     (SquareOff.apply, [0.5, 1.0, 1.5], {"full_jacobian": True}, False),
     (CubeOff.apply, [-1e-2, 0.0, 1e-2], {"atol": 1e-9}, False),          # flat at 0
     (lambda a: (a * 30).exp(), [0.3, 0.4], {"atol": 0.0, "rtol": 0.0}, False),  # rounding
     (lambda a: SquareOff.apply(a).relu(), [-1.0, 0.0, 2.0], {}, False),  # wrong off the kink
+    # Smooth, but curved so much against the slope that the one-sided differences
+    # over eps disagree too (and the analytic value lies between them); over a tenth
+    # of eps they disagree a tenth as much, as a curve's do, where a kink's do not.
+    (SquareOff.apply, [1e-7], {"atol": 1e-9}, False),                 # near a minimum
+    (SquareOff.apply, [1e-7], {"atol": 1e-9, "full_jacobian": True}, False),
+    (LogSlightlyOff.apply, [1e-4, 1.0], {}, False),                   # log, steep at 1e-4
 ])
 def test_a_failure_at_a_kink_or_a_tie_says_so(fn, x, kwargs, kink, device):
     """The central difference there is the mean of the two one-sided slopes, which the

@@ -43,7 +43,8 @@ straddles two slopes, and at ties (two equal maxima in a max or max-pool
 window) the analytic rule picks one documented choice while a perturbation
 picks the other.  Keep test inputs at least ``10 * eps`` away from kinks
 and ties.  Where a check fails at one, the message says so: the one-sided
-differences at the worst element disagree as well.  Inputs must be
+differences at the worst element disagree as well, and not ten times less
+over a tenth of the step, as a smooth fn's do.  Inputs must be
 finite: at inf or nan a difference measures nothing.
 """
 from __future__ import annotations
@@ -447,7 +448,10 @@ def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     without being wrong."""
     x = inputs[i]
     index = _index(e, x.shape)
-    points = start[e] + np.array([-eps, 0.0, eps])
+    # One-sided differences over steps eps and eps / 10 on either side.
+    points = start[e] + np.array([-eps, -eps / 10, 0.0, eps / 10, eps])
+    if len(set(points.tolist())) < len(points):   # eps / 10 is below x's rounding step
+        return ""
     try:
         values = []
         for point in points:
@@ -458,13 +462,18 @@ def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     finally:
         with x._backend.context():
             x.data[index] = start[e]
-    below, above = (weights @ ((values[1] - values[0]) / (points[1] - points[0])),
-                    weights @ ((values[2] - values[1]) / (points[2] - points[1])))
-    # Where fn is smooth, the two differ by about eps times its second derivative:
-    # a thousandth of the slope is far more.  The hint fits only an analytic value
-    # that one side (or a mix of the two) explains.
+    below, below_near, above_near, above = (
+        weights @ ((values[2] - values[m]) / (points[2] - points[m])) if m < 2 else
+        weights @ ((values[m] - values[2]) / (points[m] - points[2])) for m in (0, 1, 3, 4))
+    # Where fn is smooth the two sides differ by about the step times its second
+    # derivative: a tenth as much over the tenth of the step.  At a kink or tie
+    # they differ by the jump of the slope over either step.  (A thousandth of
+    # the slope is more than a smooth fn's difference over eps, but not when the
+    # slope is small against the curvature, as near a minimum or for log at 1e-4.)
+    gap, gap_near = above - below, above_near - below_near
     tol = atol + rtol * abs(analytic)
-    if (abs(above - below) <= 1e-3 * max(abs(below), abs(above))
+    if (abs(gap) <= 1e-3 * max(abs(below), abs(above))
+            or 0.05 <= gap_near / gap <= 0.2
             or not min(below, above) - tol <= analytic <= max(below, above) + tol):
         return ""
     return (f"; the one-sided differences there disagree as well ({below:.4g} below the "
