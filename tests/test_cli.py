@@ -266,6 +266,36 @@ def test_load_image_scales_and_resizes_as_documented(tmp_path, name):
     np.testing.assert_allclose(image[0], expected, rtol=1e-6, atol=1e-7)
 
 
+def area_average(img, h, w):
+    """resize by its definition, as the CLI has always shrunk images: every pixel added
+    in row-major order, in float64, into the output pixel it falls into (np.add.at),
+    each sum divided by its count; a growing axis first repeats pixels."""
+    H, W = img.shape
+    img = img[(np.arange(max(h, H)) * H) // max(h, H)][:, (np.arange(max(w, W)) * W) // max(w, W)]
+    rows = (np.arange(img.shape[0]) * h) // img.shape[0]
+    cols = (np.arange(img.shape[1]) * w) // img.shape[1]
+    total, count = np.zeros((h, w)), np.zeros((h, w))
+    np.add.at(total, (rows[:, None], cols[None, :]), img)
+    np.add.at(count, (rows[:, None], cols[None, :]), 1)
+    return total / count
+
+
+@pytest.mark.parametrize("size, resized", [
+    ((28, 28), (8, 8)), ((37, 23), (8, 8)), ((9, 64), (8, 8)), ((100, 3), (7, 2)),
+    ((8, 8), (8, 8)), ((30, 5), (8, 8)), ((3, 30), (8, 8)), ((3, 5), (8, 8)),
+])
+def test_resize_equals_the_area_average_bit_for_bit(size, resized):
+    """A prediction must not move by a rounding step because the averaging was
+    reorganised: each output pixel is the float64 sum, in row-major order, over
+    its count."""
+    from tinygrad_cnn.cli import resize
+    img = np.random.default_rng(sum(size)).random(size).astype(np.float32)
+    img[0, 0] = 1e-30                      # a sum of these rounds in any other order
+    out = resize(img, *resized)
+    assert out.shape == resized and out.dtype == np.float64
+    np.testing.assert_array_equal(out, area_average(img, *resized))
+
+
 @pytest.mark.parametrize("channels", [2, 3, 4])
 @pytest.mark.parametrize("background", [0, 255])
 def test_a_colour_npy_reads_as_the_png_of_the_same_pixels(tmp_path, channels, background):

@@ -430,23 +430,24 @@ def _model_input(path, state, args):
 
 
 def resize(img, h, w):
-    """A 2-D image resized to (h, w), each axis on its own: a shrinking axis by
-    averaging the pixels that fall into each output pixel, a growing one by
-    repeating pixels (nearest neighbour).  The same size returns ``img``."""
-    img = np.asarray(img, np.float64)   # sums of many float32 pixels lose digits
-    return _resize_axis(_resize_axis(img, h, 0), w, 1)
-
-
-def _resize_axis(img, n, axis):
-    size = img.shape[axis]
-    if size == n:
-        return img
-    if size > n:   # source index i falls into output bin i * n // size
-        bins = (np.arange(size) * n) // size
-        sums = np.add.reduceat(img, np.flatnonzero(np.diff(bins, prepend=-1)), axis=axis)
-        counts = np.bincount(bins, minlength=n).reshape((-1, 1) if axis == 0 else (1, -1))
-        return sums / counts
-    return np.take(img, (np.arange(n) * size) // n, axis=axis)
+    """A 2-D image resized to (h, w), as float64, each axis on its own: a shrinking
+    axis by averaging the pixels that fall into each output pixel, a growing one by
+    repeating pixels (nearest neighbour).  The same size changes no value."""
+    img = np.asarray(img)
+    H, W = img.shape
+    # Repeating first (an exact copy), so the averages below sum the same pixels.
+    if h > H:
+        img = np.take(img, (np.arange(h) * H) // h, axis=0)
+    if w > W:
+        img = np.take(img, (np.arange(w) * W) // w, axis=1)
+    # Pixel (i, j) falls into output pixel (i * h // H, j * w // W): itself where
+    # the axis keeps its size.  One pass over the pixels in row-major order, summed
+    # in float64 (sums of many float32 pixels lose digits), as np.add.at would.
+    rows = (np.arange(img.shape[0]) * h) // img.shape[0]
+    cols = (np.arange(img.shape[1]) * w) // img.shape[1]
+    bins = (rows[:, None] * w + cols).ravel()
+    sums = np.bincount(bins, weights=img.ravel(), minlength=h * w)
+    return (sums / np.bincount(bins, minlength=h * w)).reshape(h, w)
 
 
 def _predict(args):
