@@ -759,6 +759,28 @@ def test_a_seed_drawn_for_the_call_is_named_so_a_failure_can_be_repeated(check, 
     assert "seed=" not in str(given.value)
 
 
+_ONES = tg.ones(3, dtype=tg.float64)
+
+
+@pytest.mark.parametrize("check, fn, kwargs, named", [
+    (gradcheck, SquareOff.apply, {}, True),
+    (gradcheck, SquareOff.apply, {"max_elements": 2, "full_jacobian": True}, True),  # sampled
+    # No random value in the check: any seed repeats it, naming one would mislead.
+    (gradcheck, SquareOff.apply, {"full_jacobian": True}, False),
+    (gradcheck, SquareOff.apply, {"grad_outputs": _ONES}, False),
+    (gradcheck, SquareOff.apply, {"max_elements": 3, "full_jacobian": True}, False),  # all
+    # gradgradcheck draws fn's upstream gradients too, unless given.
+    (gradgradcheck, HalfSquare.apply, {"full_jacobian": True}, True),
+    (gradgradcheck, HalfSquare.apply, {"grad_outputs": _ONES}, True),
+    (gradgradcheck, HalfSquare.apply, {"grad_outputs": _ONES, "full_jacobian": True}, False),
+])
+def test_a_drawn_seed_is_named_only_where_the_check_used_random_values(check, fn, kwargs,
+                                                                       named):
+    with pytest.raises(GradcheckError) as info:
+        check(fn, _x(3), seed=None, **kwargs)
+    assert ("drawn because seed=None" in str(info.value)) == named, str(info.value)
+
+
 class SquareNoisyBackward(Square):
     """A right backward times a random factor within about 1e-4 of 1."""
     rng = np.random.default_rng(0)

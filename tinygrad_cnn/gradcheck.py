@@ -541,7 +541,10 @@ def _check_arguments(name, eps, atol, rtol, nondet_tol, seed, max_elements, **fl
 
 
 def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max_elements,
-           full_jacobian, nondet_tol, check_input_dtype, name, names=None, seed_drawn=False):
+           full_jacobian, nondet_tol, check_input_dtype, name, names=None, seed_drawn=False,
+           random=False):
+    """gradcheck's body; ``seed_drawn``: ``seed`` was drawn for a seed=None, ``random``:
+    random values from it (gradgradcheck's upstream gradients) are among the inputs."""
     _check_fn(name, fn)
     eps, atol, rtol, nondet_tol, seed, max_elements = _check_arguments(
         name, eps, atol, rtol, nondet_tol, seed, max_elements, raise_exception=raise_exception,
@@ -564,7 +567,11 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, seed, grad_outputs, max
              full_jacobian, nondet_tol, check_input_dtype, names, name)
     except _Failed as e:
         message = str(e)
-        if seed_drawn:
+        # The seed matters where random values were used: an upstream gradient drawn
+        # for v^T J (not with full_jacobian) or elements sampled for max_elements.
+        random = random or (grad_outputs is None and not full_jacobian) or (
+            max_elements is not None and any(inputs[i].size > max_elements for i in wrt))
+        if seed_drawn and random:
             message += (f" [the random values of this check came from seed={seed}, drawn "
                         f"because seed=None; pass seed={seed} to repeat it]")
         return _fail(message, raise_exception)
@@ -667,7 +674,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
 
     ``grad_outputs``: one upstream gradient per output (by default random
     normal, drawn from ``seed``, so a check repeats itself; ``seed=None``
-    draws a new seed each call, and a failure names it).
+    draws a new seed each call, and a failure that used it names it).
     ``max_elements`` checks at most that many randomly chosen elements per
     input (for large tensors such as a model's weights); by default every
     element is checked.  ``full_jacobian=True`` compares every Jacobian
@@ -715,6 +722,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     # The outputs' shapes and dtypes, from copies as the check makes them (_check
     # makes its own, so an fn that writes into its inputs is caught there).
     outs = _outputs(fn, _float64_copies(inputs, name), name)
+    given = grad_outputs is not None
     vs = _upstream(outs, grad_outputs, np.random.default_rng(seed + 1), name)
     float_outs = [k for k, v in enumerate(vs) if v is not None]
     grad_outputs = [Tensor._make(outs[k]._backend.asarray(vs[k]), outs[k]._backend, True)
@@ -737,4 +745,5 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
                    wrt=[i for i, x in enumerate(all_inputs)
                         if isinstance(x, Tensor) and x.requires_grad])
     return _check(first_order, all_inputs, eps, atol, rtol, raise_exception, seed, None,
-                  None, full_jacobian, nondet_tol, False, name, names, seed_drawn)
+                  None, full_jacobian, nondet_tol, False, name, names, seed_drawn,
+                  random=not given)
