@@ -296,6 +296,25 @@ def test_resize_equals_the_area_average_bit_for_bit(size, resized):
     np.testing.assert_array_equal(out, area_average(img, *resized))
 
 
+@pytest.mark.parametrize("size", [(8, 8), (28, 28), (37, 5)])
+@pytest.mark.parametrize("invert", [False, True])
+def test_predict_normalises_the_float32_image_that_load_image_gives(tmp_path, size, invert):
+    """predict's input is load_image's float32 image (inverted if asked), normalised by
+    data.normalize as the training images were: the same numbers, bit for bit."""
+    import argparse
+
+    from tinygrad_cnn.cli import _model_input, load_image
+    from tinygrad_cnn.data import normalize
+    np.save(tmp_path / "img.npy", np.random.default_rng(size[1]).random(size).astype(np.float32))
+    state = {"image_shape": (1, 8, 8), "mean": np.float32([0.13]), "std": np.float32([0.31])}
+    args = argparse.Namespace(command="predict", invert=invert, max_value=None)
+    x = _model_input(tmp_path / "img.npy", state, args)
+    image = load_image(tmp_path / "img.npy", (1, 8, 8), background=255 if invert else 0)
+    expected = normalize((1 - image if invert else image)[None], state["mean"], state["std"])
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x, expected)
+
+
 @pytest.mark.parametrize("channels", [2, 3, 4])
 @pytest.mark.parametrize("background", [0, 255])
 def test_a_colour_npy_reads_as_the_png_of_the_same_pixels(tmp_path, channels, background):

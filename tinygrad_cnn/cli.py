@@ -420,7 +420,7 @@ def _model_input(path, state, args):
         print(f"tinygrad-cnn {args.command}: note: {path}: resized from "
               f"{img.shape[0]}x{img.shape[1]} to {h}x{w} (height x width), the model's "
               f"input size", file=sys.stderr)
-        img = resize(img, h, w)
+        img = resize(img, h, w).astype(np.float32)   # then normalised in float32, as ever
     img = np.broadcast_to(img, (c, h, w))
     if args.invert:
         img = 1.0 - img
