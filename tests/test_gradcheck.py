@@ -816,6 +816,8 @@ _KINK_HINT = (r"; the one-sided differences there disagree as well \(\S+ below t
     (lambda a: F.max_pool2d(a, 2), [[[[1.0, 3.0], [3.0, 0.0]]]], {}, True),  # one gets all
     (lambda a: a.max(), [3.0, 1.0, 3.0, 3.0], {}, True),                 # 1/3 each, not 1/2
     (lambda a: a.relu(), [-1.0, 3e-7, 2.0], {}, True),                   # 0.3 eps from 0
+    # x +- eps / 10 rounds to x at 1.5e9: the hint goes by the differences over eps.
+    (lambda a: (a - 1.5e9).relu(), [1.5e9 - 5, 1.5e9, 1.5e9 + 5], {}, True),
     # Smooth where the check fails: the hint would mislead.
     (SquareOff.apply, [0.5, 1.0, 1.5], {}, False),
     (SquareOff.apply, [0.5, 1.0, 1.5], {"full_jacobian": True}, False),

@@ -448,13 +448,15 @@ def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     without being wrong."""
     x = inputs[i]
     index = _index(e, x.shape)
-    # One-sided differences over steps eps and eps / 10 on either side.
-    points = start[e] + np.array([-eps, -eps / 10, 0.0, eps / 10, eps])
-    if len(set(points.tolist())) < len(points):   # eps / 10 is below x's rounding step
+    # One-sided differences over eps and over a tenth of it, on either side; the
+    # steps actually taken, as x +- step rounds for large x.
+    points = start[e] + np.array([-eps, -eps / 10, eps / 10, eps])
+    steps = np.abs(points - start[e])
+    if steps[0] == 0 or steps[-1] == 0:   # eps is below the rounding step on one side
         return ""
     try:
         values = []
-        for point in points:
+        for point in [start[e], *points]:
             with x._backend.context():
                 x.data[index] = point
             with no_grad():
@@ -462,18 +464,21 @@ def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     finally:
         with x._backend.context():
             x.data[index] = start[e]
+    at = values[0]
     below, below_near, above_near, above = (
-        weights @ ((values[2] - values[m]) / (points[2] - points[m])) if m < 2 else
-        weights @ ((values[m] - values[2]) / (points[m] - points[2])) for m in (0, 1, 3, 4))
-    # Where fn is smooth the two sides differ by about the step times its second
-    # derivative: a tenth as much over the tenth of the step.  At a kink or tie
-    # they differ by the jump of the slope over either step.  (A thousandth of
-    # the slope is more than a smooth fn's difference over eps, but not when the
-    # slope is small against the curvature, as near a minimum or for log at 1e-4.)
+        np.nan if step == 0 else weights @ (sign * (v - at)) / step
+        for v, step, sign in zip(values[1:], steps, (-1, -1, 1, 1)))
+    # Where fn is smooth the two sides differ by about the steps times its second
+    # derivative, so by a tenth as much over the tenth of eps; at a kink or tie by
+    # the jump of the slope, over either step.  (A thousandth of the slope is more
+    # than a smooth fn's difference over eps, but not where the slope is small
+    # against the curvature: near a minimum, or log at 1e-4.)
     gap, gap_near = above - below, above_near - below_near
+    ratio = (steps[1] + steps[2]) / (steps[0] + steps[3])   # a smooth fn's gap_near / gap
     tol = atol + rtol * abs(analytic)
     if (abs(gap) <= 1e-3 * max(abs(below), abs(above))
-            or 0.05 <= gap_near / gap <= 0.2
+            or (np.isfinite(gap_near) and ratio <= 0.5
+                and ratio / 2 <= gap_near / gap <= ratio * 2)
             or not min(below, above) - tol <= analytic <= max(below, above) + tol):
         return ""
     return (f"; the one-sided differences there disagree as well ({below:.4g} below the "
