@@ -417,9 +417,12 @@ def _model_input(path, state, args):
     if img.shape != (h, w):
         # Documented, and often meant (a photo), but a wrong image or checkpoint
         # shows up here first: say so, on stderr, leaving stdout's lines as they are.
+        # A row of h*w pixels is most likely an image saved flat (load_digits().data).
+        flat = (f"; if it is a flattened image, save image.reshape({h}, {w})"
+                if 1 in img.shape and img.size == h * w else "")
         print(f"tinygrad-cnn {args.command}: note: {path}: resized from "
               f"{img.shape[0]}x{img.shape[1]} to {h}x{w} (height x width), the model's "
-              f"input size", file=sys.stderr)
+              f"input size{flat}", file=sys.stderr)
         img = resize(img, h, w).astype(np.float32)   # then normalised in float32, as ever
     img = np.broadcast_to(img, (c, h, w))
     if args.invert:
