@@ -170,19 +170,19 @@ def _definitions(sources):
             if isinstance(node, ast.ClassDef):
                 members, bases = classes.setdefault(node.name, (set(), set()))
                 bases.update(b.id for b in node.bases if isinstance(b, ast.Name))
-                for item in node.body:
-                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                        members.add(item.name)
-                    for target in getattr(item, "targets", [getattr(item, "target", None)]):
-                        if isinstance(target, ast.Name):
-                            members.add(target.id)
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                top.add(node.name)
-            for target in getattr(node, "targets", [getattr(node, "target", None)]):
-                if isinstance(target, ast.Name):
-                    top.add(target.id)
+                members.update(_defined_in(node.body))
+        top.update(_defined_in(tree.body))
     return names, classes, modules
+
+
+def _defined_in(body):
+    """The names the statements ``body`` define directly: defs, classes, assignments."""
+    for item in body:
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield item.name
+        for target in getattr(item, "targets", [getattr(item, "target", None)]):
+            if isinstance(target, ast.Name):
+                yield target.id
 
 
 def _has_member(classes, cls, member, seen=()):
