@@ -16,7 +16,11 @@ hyper-parameters; each concern is one parametrised test run over it:
 * ``test_mixed_float_dtypes_compute_in_float64`` (conv, local2d and linear
   cases): one float64 operand makes the whole op float64;
 * ``test_results_keep_their_values_after_the_next_call``: outputs and
-  gradients are arrays of their own (no view of an input, no reused buffer).
+  gradients are arrays of their own (no view of an input, no reused buffer);
+* ``test_gradients_ignore_the_upstream_layout``: the same input gradients
+  whatever the memory layout of the upstream gradient (Fortran order,
+  batch-last, negative or step strides, a stride-0 broadcast), which the
+  backward leaves unchanged.
 
 A second table, ``LOOP_SPECS``, draws random shapes and hyper-parameters
 with hypothesis and compares forward and vector-Jacobian products with the
@@ -46,10 +50,10 @@ from tinygrad_cnn import GradcheckError, Tensor, gradcheck, gradgradcheck
 
 try:  # tests/ as a package, or tests/ on sys.path (pytest's default rootdir mode)
     from . import reference_loops as ref
-    from .conftest import forward_and_grads
+    from .conftest import check_gradients_ignore_upstream_layout, forward_and_grads
 except ImportError:
     import reference_loops as ref
-    from conftest import forward_and_grads
+    from conftest import check_gradients_ignore_upstream_layout, forward_and_grads
 
 
 # ---- input builders: rng -> float64 array ------------------------------------------
@@ -1091,6 +1095,15 @@ def test_results_keep_their_values_after_the_next_call(case):
                                       err_msg=f"{case.name}: first call's result {k} changed")
         if before.dtype.kind == "f":   # new values, which a shared buffer would show
             assert not np.array_equal(again.numpy(), before), f"{case.name}: result {k}"
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_gradients_ignore_the_upstream_layout(case, device):
+    """An op's upstream gradient comes in the layout of whatever op consumed its
+    output (a transpose's, a batch-last conv's, a slice's, a sum's broadcast), not
+    the C order gradcheck gives: a backward that reads it as C order, or writes
+    into it, gives other gradients or changes it (see conftest)."""
+    check_gradients_ignore_upstream_layout(lambda *xs: case.fn(F, *xs), case.arrays(), device)
 
 
 # ---- the max-pool tie rule ---------------------------------------------------------------
