@@ -6,6 +6,9 @@ how to draw its inputs.  Each case is checked
 * (a) by ``gradcheck`` in float64 (``test_gradcheck_op``),
 * (b) forward against NumPy in float32 and float64 (``test_forward_matches_numpy``),
 * (c) by ``gradgradcheck``, second derivatives included (``test_gradgradcheck_op``),
+* (d) for the same gradients whatever the memory layout of the upstream gradient
+  (Fortran order, batch-last, negative or step strides, a stride-0 broadcast),
+  which the backward leaves unchanged (``test_gradients_ignore_the_upstream_layout``),
 
 on every device of ``conftest.DEVICES``.  Inputs of kinked ops (relu, abs,
 clip, maximum, max/min) are drawn well away from kinks and ties, since a
@@ -26,6 +29,11 @@ import pytest
 
 import tinygrad_cnn as tg
 from tinygrad_cnn import gradcheck, gradgradcheck
+
+try:  # tests/ as a package, or tests/ on sys.path (pytest's default rootdir mode)
+    from .conftest import check_gradients_ignore_upstream_layout
+except ImportError:
+    from conftest import check_gradients_ignore_upstream_layout
 
 
 # ---- input samplers: rng -> float64 host array ---------------------------------------
@@ -398,6 +406,14 @@ def test_gradgradcheck_op(c, device):
     assert gradgradcheck(c.fn, _tensors(c.arrays(), tg.float64, device, True), **c.gc)
 
 
+@pytest.mark.parametrize("c", CASES, ids=CASE_IDS)
+def test_gradients_ignore_the_upstream_layout(c, device):
+    """gradcheck's upstream gradient is C-ordered; in a graph it comes in the layout
+    of the next op's backward (a transpose's, a slice's, a sum's broadcast): a
+    backward that reads it as C order, or writes into it, fails here (see conftest)."""
+    check_gradients_ignore_upstream_layout(c.fn, c.arrays(), device)
+
+
 def test_case_table_is_complete():
     """Ids are unique and every core op appears."""
     assert len(set(CASE_IDS)) == len(CASE_IDS)
@@ -433,6 +449,44 @@ def test_the_concerns_have_teeth():
     test_forward_matches_numpy(wrong_backward, np.float64, "cpu")
     with pytest.raises(AssertionError):  # GradcheckError is an AssertionError
         test_gradcheck_op(wrong_backward, "cpu")
+
+
+class _ReadsMemoryOrder(tg.Function):
+    """y = 2x, whose backward reads grad_out in memory order, as if it were C order."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_out):
+        g = grad_out.data.ravel(order="K").reshape(grad_out.shape)
+        return tg.Tensor._make(2 * g, grad_out._backend)
+
+
+class _WritesIntoUpstream(tg.Function):
+    """y = 2x, whose backward scrubs NaNs out of grad_out in place: finite values stay
+    as they are, so gradcheck (which would see a changed upstream) passes, but a
+    broadcast upstream refuses the write (on CuPy, which has no read-only views, it
+    would take it)."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_out):
+        self.xp.nan_to_num(grad_out.data, copy=False)
+        return grad_out * 2
+
+
+@pytest.mark.parametrize("op, error, match", [
+    (_ReadsMemoryOrder, AssertionError, "fortran upstream gradient"),
+    (_WritesIntoUpstream, ValueError, "read-only"),
+], ids=["reads-memory-order", "writes-into-upstream"])
+def test_the_layout_concern_has_teeth(op, error, match, device):
+    """Backwards that gradcheck passes (its upstream is C-ordered and its own) fail
+    test_gradients_ignore_the_upstream_layout."""
+    wrong = Case(op.__name__, op.apply, lambda a: 2 * a, (R(3, 4),))
+    assert gradcheck(wrong.fn, _tensors(wrong.arrays(), tg.float64, device, True))
+    with pytest.raises(error, match=match):
+        test_gradients_ignore_the_upstream_layout(wrong, device)
 
 
 # ---- gradients that accumulate over repeated indices -------------------------------------
