@@ -148,7 +148,7 @@ def check_gradients_ignore_upstream_layout(fn, arrays, device="cpu", seed=1):
     import numpy as np
 
     import tinygrad_cnn as tg
-    from tinygrad_cnn.tensor import Tensor
+    from tinygrad_cnn import Tensor
     backend = get_backend(device)
     xp = backend.xp
 
