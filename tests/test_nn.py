@@ -784,16 +784,21 @@ def test_batchnorm_refuses_an_input_on_another_device(bn_device, x_device, train
     assert bn.num_batches_tracked.item() == int(training)
 
 
-# Each layer with parameters, built on a device, and an input shape it takes.
+# Each layer with parameters or buffers, built on a device, an input shape it takes, and
+# the tensor the error names first.
 LAYERS_WITH_PARAMETERS = {
-    "Linear": (lambda d: nn.Linear(3, 2, device=d), (2, 3)),
-    "Conv1d": (lambda d: nn.Conv1d(1, 2, 3, device=d), (1, 1, 5)),
-    "Conv2d": (lambda d: nn.Conv2d(1, 2, 3, device=d), (1, 1, 5, 5)),
-    "ConvTranspose2d": (lambda d: nn.ConvTranspose2d(1, 2, 3, device=d), (1, 1, 5, 5)),
+    "Linear": (lambda d: nn.Linear(3, 2, device=d), (2, 3), "parameter 'weight'"),
+    "Conv1d": (lambda d: nn.Conv1d(1, 2, 3, device=d), (1, 1, 5), "parameter 'weight'"),
+    "Conv2d": (lambda d: nn.Conv2d(1, 2, 3, device=d), (1, 1, 5, 5), "parameter 'weight'"),
+    "ConvTranspose2d": (lambda d: nn.ConvTranspose2d(1, 2, 3, device=d), (1, 1, 5, 5),
+                        "parameter 'weight'"),
     "LocallyConnected2d": (lambda d: nn.LocallyConnected2d(1, 2, (5, 5), 3, device=d),
-                           (1, 1, 5, 5)),
-    "BatchNorm1d": (lambda d: nn.BatchNorm1d(2, device=d), (4, 2)),
-    "BatchNorm2d": (lambda d: nn.BatchNorm2d(1, device=d), (2, 1, 5, 5)),
+                           (1, 1, 5, 5), "parameter 'weight'"),
+    "BatchNorm1d": (lambda d: nn.BatchNorm1d(2, device=d), (4, 2), "parameter 'weight'"),
+    "BatchNorm2d": (lambda d: nn.BatchNorm2d(1, device=d), (2, 1, 5, 5), "parameter 'weight'"),
+    # no parameters: its running statistics are named
+    "BatchNorm2d(affine=False)": (lambda d: nn.BatchNorm2d(1, affine=False, device=d),
+                                  (2, 1, 5, 5), "buffer 'running_mean'"),
 }
 
 
@@ -802,14 +807,14 @@ def test_a_layer_says_its_input_is_on_another_device_and_what_to_move(name, devi
     """The batch not moved to the model's device, the commonest slip of GPU training: the
     layer says so and how to fix it (a Linear's error named its inner MatMul and two
     devices, without saying which one was the input's)."""
-    make, shape = LAYERS_WITH_PARAMETERS[name]
+    make, shape, what = LAYERS_WITH_PARAMETERS[name]
     layer = make(device)
     other = "strict" if device == "cpu" else "cpu"
     x = tg.ones(*shape, device=other)
     with pytest.raises(tg.DeviceError) as info:
         layer(x)
-    assert str(info.value) == (f"{name}: the input is on {other} but the layer's parameter "
-                               f"'weight' is on {device}; move the input with "
+    assert str(info.value) == (f"{type(layer).__name__}: the input is on {other} but the "
+                               f"layer's {what} is on {device}; move the input with "
                                f"x.to('{device}') (or the model with .to('{other}'))")
     assert layer(x.to(device)).device == device
 

@@ -71,13 +71,28 @@ def _check_device(layer, x):
     a mismatch would surface as a low-level array error after
     ``num_batches_tracked`` had already counted the batch.
     """
+    # Runs on every layer call, so kept to plain loops over what the layer has (a pooling
+    # layer has nothing); the message is built only on a mismatch.
+    backend = x._backend
+    if layer._parameters:
+        for t in layer._parameters.values():
+            if t is not None and t._backend is not backend:
+                raise _device_mismatch(layer, x)
+    if layer._buffers:
+        for t in layer._buffers.values():
+            if t is not None and t._backend is not backend:
+                raise _device_mismatch(layer, x)
+
+
+def _device_mismatch(layer, x):
+    """The error for the first parameter or buffer of ``layer`` not on ``x``'s device."""
     for kind, registry in (("parameter", layer._parameters), ("buffer", layer._buffers)):
         for name, t in registry.items():
             if t is not None and t._backend is not x._backend:
-                raise DeviceError(f"{type(layer).__name__}: the input is on {x.device} but "
-                                  f"the layer's {kind} {name!r} is on "
-                                  f"{t.device}; move the input with x.to({t.device!r}) (or "
-                                  f"the model with .to({x.device!r}))")
+                return DeviceError(f"{type(layer).__name__}: the input is on {x.device} but "
+                                   f"the layer's {kind} {name!r} is on {t.device}; move the "
+                                   f"input with x.to({t.device!r}) (or the model with "
+                                   f".to({x.device!r}))")
 
 
 def _not_a_tensor(layer, x):
