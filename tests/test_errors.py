@@ -129,11 +129,9 @@ ARGUMENT_ON_ANOTHER_DEVICE = [
     (lambda d, o: F.local2d(tg.ones(1, 1, 5, 5, device=d), tg.ones(2, 3, 3, 1, 3, 3, device=o)),
      "local2d: x is on {d} but w is on {o}; move them to one device with .to(device)"),
     (lambda d, o: tg.ones(3, device=d).clip(min=tg.zeros(3, device=o)),
-     "clip: x and min: tensors are on different devices: {d} and {o}; move them to one "
-     "device with .to(device)"),
+     "clip: x is on {d} but min is on {o}; move them to one device with .to(device)"),
     (lambda d, o: tg.ones(3, device=d).clip(max=tg.zeros(3, device=o)),
-     "clip: x and max: tensors are on different devices: {d} and {o}; move them to one "
-     "device with .to(device)"),
+     "clip: x is on {d} but max is on {o}; move them to one device with .to(device)"),
 ]
 
 

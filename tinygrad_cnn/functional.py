@@ -60,7 +60,6 @@ import numpy as np
 from ._checks import (
     check_flag, check_int, check_ints, check_number, check_probability, int_list, no_stride)
 from .autograd import Function, is_grad_enabled
-from .backend import DeviceError
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
     backend_kernel, batch_chunks, choose_layout, contiguous, conv_geometry,
@@ -70,7 +69,7 @@ from .conv_arrays import (
     set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
     unfold_array,
 )
-from .tensor import Tensor, get_rng, zeros_like
+from .tensor import Tensor, check_devices, get_rng, zeros_like
 
 __all__ = [
     "unfold", "fold", "linear", "local2d", "conv2d", "conv_transpose2d", "conv1d",
@@ -128,15 +127,6 @@ def _check_bias(op, b, shape, float_only=True):
     if tuple(b.shape) != tuple(shape):
         raise ValueError(f"{op}: b has shape {shape_str(b.shape)} but the output has "
                          f"{shape[0]} channels; expected b of shape {shape_str(shape)}")
-
-
-def _check_devices(op, x, w, b):
-    """x, w and b (if given) on one device.  Checked before the op, whose own error
-    would name an inner op (``MatMul`` for linear) and not say which argument is where."""
-    for name, t in (("w", w), ("b", b)):
-        if t is not None and t._backend is not x._backend:
-            raise DeviceError(f"{op}: x is on {x.device} but {name} is on {t.device}; move "
-                              f"them to one device with .to(device)")
 
 
 def _check_groups(op, groups):
@@ -200,7 +190,7 @@ def _check_linear(x, w, b):
                          f"{shape_str(w.shape)} do not fit; expected x (..., in) and w "
                          f"(out, in) with the same 'in'")
     _check_bias("linear", b, (w.shape[0],), float_only=False)
-    _check_devices("linear", x, w, b)
+    check_devices("linear", x, ("w", w), ("b", b))
     _check_linear_dtypes(x, w, b)
 
 
@@ -235,7 +225,7 @@ def _local2d_geometry(x, w, b, stride, padding, dilation):
                          f"{KH}x{KW}, stride {stride}, padding {padding} and dilation "
                          f"{dilation} gives a {OH}x{OW} output")
     _check_bias("local2d", b, (OC, OH, OW))
-    _check_devices("local2d", x, w, b)
+    check_devices("local2d", x, ("w", w), ("b", b))
     return geom
 
 
@@ -402,7 +392,7 @@ def _conv2d(op, x, w, b, stride, padding, dilation, groups, x_shown, w_shown):
     pads = _conv_padding(op, padding, (KH, KW), dilation, stride)
     geom = conv_geometry(op, x.shape, (KH, KW), stride, pads, dilation, shown=x_shown)
     _check_bias(op, b, (OC,))
-    _check_devices(op, x, w, b)
+    check_devices(op, x, ("w", w), ("b", b))
     return Conv2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
 
 
@@ -733,7 +723,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     # The conv2d this is the adjoint of maps (OH, OW) to x's (H, W).
     geom = ConvGeometry(OH, OW, KH, KW, H, W, sh, sw, ph, ph, pw, pw, dh, dw)
     _check_bias("conv_transpose2d", b, (OCG * groups,))
-    _check_devices("conv_transpose2d", x, w, b)
+    check_devices("conv_transpose2d", x, ("w", w), ("b", b))
     return ConvTranspose2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
 
 

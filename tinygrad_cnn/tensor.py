@@ -189,6 +189,19 @@ def common_backend(tensors, op_name="op"):
     return backend
 
 
+def check_devices(op, x, *named):
+    """Each ``(name, tensor)`` of ``named`` (a None tensor: not given) on ``x``'s device.
+
+    For ops with named tensor arguments (``linear``'s w and b, ``clip``'s bounds):
+    checked before the op, whose own error would name an inner op (``MatMul`` for
+    linear) and two devices without saying which argument is where.
+    """
+    for name, t in named:
+        if t is not None and t._backend is not x._backend:
+            raise DeviceError(f"{op}: x is on {x.device} but {name} is on {t.device}; move "
+                              f"them to one device with .to(device)")
+
+
 @functools.lru_cache(maxsize=None)
 def _inplace_result(op, dtype, other_dtype):
     """The dtype of ``op`` on the two dtypes if a ``dtype`` tensor cannot hold it in
@@ -814,11 +827,11 @@ class Tensor:
             # A NaN bound gives NaN, as a number bound and PyTorch's clamp do.
             if min is not None:
                 lo = x._other(min)
-                common_backend((x, lo), "clip: x and min")
+                check_devices("clip", x, ("min", lo))
                 x = where((x < lo) | (lo != lo), lo, x)
             if max is not None:
                 hi = x._other(max)
-                common_backend((x, hi), "clip: x and max")
+                check_devices("clip", x, ("max", hi))
                 x = where((x > hi) | (hi != hi), hi, x)
             return x
         return ops.Clip.apply(x, lo=min, hi=max)
