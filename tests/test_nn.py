@@ -316,6 +316,12 @@ def test_to_another_tensor_takes_its_device_and_dtype(device):
     with pytest.raises(TypeError, match=r"to\(other\): the tensor gives the device and the "
                                         r"dtype \(" + device + r", float64\); pass no dtype"):
         x.to(ref, "float32")
+    # a tensor of integer labels or pixels gives a dtype a model cannot take: say how to
+    # take its device alone
+    with pytest.raises(TypeError, match=r"^Module\.to\(other\) takes other's device and "
+                                        r"dtype, and other has dtype int64; .* pass "
+                                        r"other\.device \('" + device + r"'\) to move"):
+        nn.Linear(3, 2).to(tg.zeros(2, dtype="int64", device=device))
 
 
 def test_a_model_moved_between_forward_and_backward_is_named(device):

@@ -182,10 +182,17 @@ def _move_(t, backend=None, dtype=None):
 
 
 def _parse_to_args(device, dtype):
-    """``to("cuda")``, ``to(float64)``, ``to("cuda", float64)`` -> (backend, dtype)."""
+    """``to("cuda")``, ``to(float64)``, ``to("cuda", float64)``, ``to(x)`` -> (backend,
+    dtype)."""
+    other = device if isinstance(device, Tensor) else None
     device, dtype = _device_and_dtype(device, dtype)
     backend = get_backend(device) if device is not None else None
     if dtype is not None and dtype.kind != "f":
+        if other is not None:   # model.to(batch) with a batch of integer pixels or labels
+            raise TypeError(f"Module.to(other) takes other's device and dtype, and other "
+                            f"has dtype {dtype}; Module.to() casts floating-point parameters "
+                            f"and buffers only: pass other.device ({other.device!r}) to "
+                            f"move the model without a cast")
         raise TypeError(f"Module.to() casts floating-point parameters and buffers only; "
                         f"got dtype {dtype}")
     return backend, dtype
