@@ -400,6 +400,9 @@ def test_cupy_backend_devices_and_their_spellings(fake_cupy):
     backend = tg.get_backend("cuda:1")
     assert backend.device == "cuda:1" and backend.index == 1
     assert tg.get_backend("CUDA:1") is backend
+    # one GPU, one backend: tensors made with either name mix
+    assert tg.get_backend("cuda:01") is backend
+    assert (tg.ones(2, device="cuda:01") + tg.ones(2, device="cuda:1")).device == "cuda:1"
     assert tg.get_backend("cuda").device == "cuda:0"
     with pytest.raises(DeviceError, match="'cuda:2' does not exist: found 2 CUDA device"):
         tg.get_backend("cuda:2")
