@@ -88,6 +88,20 @@ def test_unknown_device_and_dtype():
         tg.zeros(2, dtype="float33")
 
 
+@pytest.mark.parametrize("call", [
+    lambda other: tg.zeros(2, dtype=other),
+    lambda other: tg.tensor([1.0], dtype=other),
+    lambda other: tg.ones(2).to(dtype=other),
+    lambda other: tg.ones(2).to("cpu", other),
+    lambda other: tg.nn.Linear(2, 2).to(dtype=other),
+])
+def test_a_tensor_given_as_dtype_is_refused(call):
+    # NumPy reads any object with a .dtype as that dtype: the tensor's device was lost.
+    with pytest.raises(TypeError, match=r"dtype must be a dtype .* got a tensor of shape "
+                                        r"\(3,\); pass its \.dtype"):
+        call(tg.zeros(3, dtype=tg.float64))
+
+
 class _SecondHost(NumpyBackend):
     """Another NumPy backend, registered under its own device name."""
 

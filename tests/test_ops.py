@@ -862,12 +862,14 @@ def test_item_and_conversions(device):
 
 
 def test_a_format_spec_formats_a_0d_tensors_number(device):
-    """``f"{loss:.4f}"`` in a training loop, as in PyTorch: the number (one read from the
-    device); without a spec the tensor prints as it does with str()."""
+    """``f"{loss:.4f}"`` and ``f"{loss}"`` in a training loop, as in PyTorch: the number
+    (one read from the device); other tensors print as they do with str()."""
     loss = tg.tensor([2.0, 3.0], device=device).mean()
     assert f"{loss:.3f}" == "2.500" and f"{loss:>6.1f}" == "   2.5"
     assert f"{tg.tensor(7, device=device):03d}" == "007"
-    assert f"{loss}" == str(loss)
+    assert f"{loss}" == "2.5" and f"{tg.tensor(True, device=device)}" == "True"
+    x = tg.tensor([1.0, 2.0], device=device)
+    assert f"{x}" == str(x)
     with pytest.raises(TypeError, match=r"format spec '\.2f' applies to a 0-d tensor .* got a "
                                         r"tensor of shape \(2,\); format x\.item\(\)"):
         f"{tg.ones(2, device=device):.2f}"

@@ -39,6 +39,12 @@ _SUPPORTED_KINDS = "fiub"  # float, signed/unsigned int, bool
 def _as_dtype(dtype):
     if dtype is None:
         return None
+    if isinstance(dtype, Tensor):
+        # NumPy would read any object with a .dtype as that dtype, dropping the
+        # tensor's device without a word.
+        raise TypeError(f"dtype must be a dtype such as tg.float32 or 'float64', got a "
+                        f"tensor of shape {dtype.shape}; pass its .dtype (or use .to(other) "
+                        f"for its device and dtype)")
     try:
         dt = np.dtype(dtype)
     except TypeError as e:
@@ -336,14 +342,15 @@ class Tensor:
         return bool(self.item())
 
     def __format__(self, spec):
-        """``f"{loss:.4f}"``: a format spec formats a 0-d tensor's number (read from
-        the device, as ``item()`` does).  Without a spec, ``f"{x}"`` is ``str(x)``."""
-        if not spec:
-            return str(self)
-        if self.ndim != 0:
+        """``f"{loss:.4f}"`` and ``f"{loss}"``: a 0-d tensor formats as its number (read
+        from the device, as ``item()`` does), as in PyTorch; other tensors take no format
+        spec, and ``f"{x}"`` is ``str(x)``."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
             raise TypeError(f"format spec {spec!r} applies to a 0-d tensor (one number), got "
                             f"a tensor of shape {self.shape}; format x.item() or x.numpy()")
-        return format(self.item(), spec)
+        return str(self)
 
     def __array__(self, dtype=None, copy=None):
         if self._backend.device != "cpu":
