@@ -4,7 +4,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
+import tracemalloc
+import warnings
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -254,6 +258,18 @@ def _crafted(header_bytes, compression=zipfile.ZIP_STORED, **members):
     return make
 
 
+def _crafted_entries(header_bytes, entries):
+    """Damage: replace the file by a zip of ``(name, bytes)`` entries (names may repeat)."""
+    def make(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # zipfile warns of a repeated name
+            with zipfile.ZipFile(path, "w") as zf:
+                for name, data in entries:
+                    zf.writestr(name, data)
+                zf.writestr("__header__.npy", _npy(np.frombuffer(header_bytes, np.uint8)))
+    return make
+
+
 def _refs(*names):
     tree = {name: {"__array__": name} for name in names}
     return json.dumps({"format": checkpoint.FORMAT, "tree": tree}).encode()
@@ -271,6 +287,7 @@ def _flag_encrypted(path):
 
 
 HUGE = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+GOOD = _npy(np.arange(3, dtype=np.float32))
 SHORT = {"descr": "<i4", "fortran_order": False, "shape": (3,)}
 CRAFTED = {
     "huge shape": (_crafted(_refs("x"), x=_npy(header=HUGE, data=b"\0" * 8)),
@@ -295,6 +312,22 @@ CRAFTED = {
                    r"expected a tuple of integers >= 0"),
     "negative shape": (_crafted(_refs("x"), x=_npy(header=dict(SHORT, shape=(-1, -4)))),
                        r"member 'x.npy' has shape \(-1, -4\) .* not valid"),
+    # Python refuses to convert integers of more than 4300 digits (a ValueError).
+    "huge integer": (_crafted(json.dumps({"format": checkpoint.FORMAT, "tree": {"n": 1}})
+                              .replace("1}", "1" * 5000 + "}").encode()),
+                     r"header is damaged: Exceeds the limit \(4300 digits\)"),
+    "tree not a dict": (_crafted(json.dumps({"format": checkpoint.FORMAT, "tree": "x"}).encode()),
+                        "no 'tree' entry holding a dict"),
+    "newer format": (_crafted(json.dumps({"format": "tinygrad_cnn.checkpoint/2",
+                                          "tree": {}}).encode()),
+                     r"checkpoint format 'tinygrad_cnn.checkpoint/2', written by another "
+                     r"version of tinygrad_cnn; this one reads version 1 "),
+    "long format": (_crafted(json.dumps({"format": list(range(10**5)), "tree": {}}).encode()),
+                    r"unknown checkpoint format \[0, 1, 2, .{,100}\.\.\.; expected"),
+    "member twice": (_crafted_entries(_refs("x"), [("x.npy", GOOD), ("x.npy", GOOD)]),
+                     r"members 'x.npy' and 'x.npy' both hold the array 'x'"),
+    "x and x.npy": (_crafted_entries(_refs("x"), [("x", GOOD), ("x.npy", GOOD)]),
+                    r"members 'x' and 'x.npy' both hold the array 'x'"),
 }
 CORRUPTIONS.update(CRAFTED)
 
@@ -325,3 +358,76 @@ def test_a_type_error_from_numpy_reading_a_member_is_a_checkpoint_error(tmp_path
 
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)  # callers may catch either
+
+
+def _claiming(size):
+    """A checkpoint whose member ``x.npy`` claims ``size`` bytes of data (its zip
+    sizes, and the .npy shape to match), though the file holds 8."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": (size,)}
+    npy = _npy(header=header, data=bytes(8))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("x.npy", npy)
+        zf.writestr("__header__.npy", _npy(np.frombuffer(_refs("x"), np.uint8)))
+    raw = bytearray(buf.getvalue())
+    claim = len(npy) - 8 + size
+    struct.pack_into("<II", raw, 18, claim, claim)             # the local header at 0
+    struct.pack_into("<II", raw, raw.index(b"PK\1\2") + 20, claim, claim)   # its entry
+    return bytes(raw)
+
+
+def _local(name, data):
+    """A stored zip member: its local header, then ``data``; and its central entry maker."""
+    crc = zlib.crc32(data)
+    head = struct.pack("<4sHHHHHIIIHH", b"PK\3\4", 20, 0, 0, 0, 0, crc, len(data), len(data),
+                       len(name), 0) + name
+
+    def entry(offset):
+        return struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\1\2", 20, 20, 0, 0, 0, 0, crc,
+                           len(data), len(data), len(name), 0, 0, 0, 0, 0, offset) + name
+    return head, entry
+
+
+def _nested(n, payload):
+    """A zip of ``n`` stored members, the data of each holding the next member whole
+    (local header and data): every member is a valid uint8 .npy with a correct CRC,
+    and reading them all costs about ``n`` times the size of the file."""
+    names = [f"m{i}.npy".encode() for i in range(n)]
+    header = _npy(np.frombuffer(_refs(*[f"m{i}" for i in range(n)]), np.uint8))
+    heads, entries, npy_heads, data = [None] * n, [None] * n, [None] * n, payload
+    for i in reversed(range(n)):   # the innermost member first
+        npy_heads[i] = _npy(header={"descr": "|u1", "fortran_order": False,
+                                    "shape": (len(data),)})
+        data = npy_heads[i] + data
+        heads[i], entries[i] = _local(names[i], data)
+        data = heads[i] + data
+    head, entry = _local(b"__header__.npy", header)
+    body = head + header + data
+    offsets, at = [], len(head + header)
+    for i in range(n):
+        offsets.append(at)
+        at += len(heads[i]) + len(npy_heads[i])
+    directory = entry(0) + b"".join(e(o) for e, o in zip(entries, offsets))
+    return body + directory + struct.pack("<4sHHHHIIH", b"PK\5\6", 0, 0, n + 1, n + 1,
+                                          len(directory), len(body), 0)
+
+
+@pytest.mark.parametrize("data, message", [
+    (_claiming(2**31), r"member 'x.npy' claims 2147483\d+ bytes of data at offset 0, which "
+                       r"overlap the next member or run past the end of the data"),
+    (_nested(20, bytes(1 << 20)), r"member 'm0.npy' claims \d+ bytes of data at offset \d+, "
+                                  r"which overlap the next member"),
+], ids=["size beyond the file", "members nested in one another"])
+def test_sizes_a_file_cannot_hold_are_refused_before_allocating(tmp_path, data, message):
+    """Zip sizes are declared: a member may claim more bytes than the file holds, or
+    members may overlap, so that a small file would expand to many times its size."""
+    path = tmp_path / "c.npz"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            checkpoint.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(data) + (1 << 20)

@@ -16,13 +16,12 @@ the device it wants.
 from __future__ import annotations
 
 import json
-import math
 import os
 import zipfile
 
 import numpy as np
 
-from .fileio import atomic_write
+from .fileio import atomic_write, read_npy
 
 FORMAT = "tinygrad_cnn.checkpoint/1"
 _HEADER = "__header__"   # the member holding the JSON header
@@ -143,10 +142,10 @@ def _read_member(zf, info, path):
 
     :func:`save` stores members uncompressed, so anything else is refused
     first: a small compressed member can inflate to any size (a zip bomb),
-    and an encrypted one cannot be read.  The .npy header is then read and
-    its shape and dtype checked against the member's stored size, so a
-    crafted header claiming a huge shape gives an error instead of a huge
-    allocation.
+    and an encrypted one cannot be read.  :func:`~tinygrad_cnn.fileio.read_npy`
+    then checks the .npy header's shape and dtype against the member's stored
+    size, so a crafted header claiming a huge shape gives an error instead of
+    a huge allocation.
     """
     name = info.filename
     where = f"{path}: member {name!r}"
@@ -158,44 +157,41 @@ def _read_member(zf, info, path):
                               f"expanding to {info.file_size}); checkpoints store members "
                               f"uncompressed, and compressed ones are not expanded")
     with zf.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:  # 3.0 exists only for non-ASCII structured dtypes, never numeric ones
-                raise ValueError(f".npy format version {version[0]}.{version[1]} is not used "
-                                 f"for numeric arrays")
-        except ValueError as e:
-            raise CheckpointError(f"{where} is not a readable .npy array (file damaged or "
-                                  f"edited): {e}") from None
-        # NumPy's header reader accepts any tuple; an entry such as True or
-        # -1 would fail deep inside NumPy with a TypeError or a vague message.
-        if not all(type(d) is int and d >= 0 for d in shape):
-            raise CheckpointError(f"{where} has shape {shape!r} in its .npy header, which is "
-                                  f"not valid: expected a tuple of integers >= 0 (file "
-                                  f"damaged or edited)")
-        if dtype.hasobject:
-            raise CheckpointError(f"{where} holds pickled (object) arrays, which a checkpoint "
-                                  f"never contains and which are not loaded, since unpickling "
-                                  f"can run code")
-        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None \
-                or dtype.subdtype is not None:
-            raise CheckpointError(f"{where} has dtype {dtype}; a checkpoint holds only "
-                                  f"numeric arrays (float, int or bool)")
-        available = info.file_size - f.tell()
-        claimed = math.prod(shape) * dtype.itemsize
-        if claimed != available:
-            raise CheckpointError(f"{where} claims shape {shape} of {dtype} ({claimed} bytes) "
-                                  f"but holds {available} bytes of data (file damaged or "
-                                  f"edited)")
-        f.seek(0)
-        try:
-            return np.lib.format.read_array(f, allow_pickle=False)
-        except MemoryError:  # a consistent member too large for this machine
-            raise CheckpointError(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is "
-                                  f"too large to load into memory") from None
+        array = read_npy(f, info.file_size, where, CheckpointError)
+    dtype = array.dtype
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
+        raise CheckpointError(f"{where} has dtype {dtype}; a checkpoint holds only "
+                              f"numeric arrays (float, int or bool)")
+    return array
+
+
+def _check_layout(infos, end, path):
+    """Refuse member names given twice and members whose stored bytes overlap.
+
+    Two entries of one name leave it open which one a reader takes.  Stored
+    data that reach into the next member (or past the central directory at
+    ``end``) are a damaged file or a crafted one: members nested inside one
+    another let a small file expand to any size when every member is read.
+    Returns ``[(key, info)]``, the key being the name ``numpy.load`` gives.
+    """
+    keys = {}
+    for info in infos:
+        # The key as numpy.load names it: the member name without ".npy".
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if key in keys:
+            raise CheckpointError(f"{path}: members {keys[key]!r} and {info.filename!r} both "
+                                  f"hold the array {key!r} (file damaged or edited)")
+        keys[key] = info.filename
+    by_offset = sorted(infos, key=lambda info: info.header_offset)
+    bounds = [info.header_offset for info in by_offset[1:]] + [end]
+    for info, bound in zip(by_offset, bounds):
+        # 30 bytes: the fixed part of the member's local header, before its data.
+        if info.header_offset + 30 + info.compress_size > bound:
+            raise CheckpointError(f"{path}: member {info.filename!r} claims {info.compress_size} "
+                                  f"bytes of data at offset {info.header_offset}, which overlap "
+                                  f"the next member or run past the end of the data at "
+                                  f"{bound} (file damaged or crafted)")
+    return [(key, info) for key, info in zip(keys, infos)]
 
 
 def _read_members(path):
@@ -203,9 +199,9 @@ def _read_members(path):
     members = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                # The key as numpy.load names it: the member name without ".npy".
-                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            infos = zf.infolist()
+            end = getattr(zf, "start_dir", os.path.getsize(path))   # the central directory
+            for key, info in _check_layout(infos, end, path):
                 members[key] = _read_member(zf, info, path)
     except CheckpointError:  # already says what is wrong (and is a ValueError)
         raise
@@ -215,6 +211,12 @@ def _read_members(path):
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt "
                               f"file?): {type(e).__name__}: {e}") from None
     return members
+
+
+def _describe_format(value):
+    """A header's ``format`` entry for an error message, at most about 100 characters."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
 
 
 def load(path):
@@ -244,18 +246,24 @@ def load(path):
                               f"(it has no {_HEADER} member)")
     try:
         header = json.loads(members.pop(_HEADER).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    # ValueError: also an integer of more digits than Python converts (4300).
+    except ValueError as e:
         raise CheckpointError(f"{path}: the checkpoint header is damaged: {e}") from None
     except RecursionError:
         raise CheckpointError(f"{path}: the checkpoint header is nested too deeply to read "
                               f"(file damaged or edited)") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format "
-                              f"{header.get('format') if isinstance(header, dict) else header!r}; "
+    found = header.get("format") if isinstance(header, dict) else header
+    if found != FORMAT:
+        family, _, version = FORMAT.rpartition("/")
+        if isinstance(found, str) and found.startswith(family + "/"):
+            raise CheckpointError(f"{path}: checkpoint format {_describe_format(found)}, "
+                                  f"written by another version of tinygrad_cnn; this one "
+                                  f"reads version {version} ({FORMAT}) only")
+        raise CheckpointError(f"{path}: unknown checkpoint format {_describe_format(found)}; "
                               f"expected {FORMAT}")
-    if "tree" not in header:
-        raise CheckpointError(f"{path}: the checkpoint header has no 'tree' entry (file damaged "
-                              f"or edited)")
+    if not isinstance(header.get("tree"), dict):
+        raise CheckpointError(f"{path}: the checkpoint header has no 'tree' entry holding a "
+                              f"dict (file damaged or edited)")
     try:
         return _join(header["tree"], members, path)
     except (TypeError, AttributeError) as e:

@@ -1,4 +1,5 @@
-"""Atomic file writes, shared by checkpoints, pictures, metrics and data files.
+"""Atomic file writes, shared by checkpoints, pictures, metrics and data files,
+and a careful ``.npy`` reader, shared by checkpoints and images.
 
 A file is written to a temporary name in the same directory, flushed,
 fsynced and renamed over the target, and the directory is fsynced: a crash
@@ -13,14 +14,21 @@ existing file this process may not write to raises ``PermissionError``
 name the file asked for, not the hidden temporary file.
 :func:`check_writable` meets the same errors up front, for a program about
 to work for a while before its first write.
+
+:func:`read_npy` reads one ``.npy`` array without ever unpickling, and
+checks the sizes its header declares against the bytes the file holds
+before it allocates anything.
 """
 from __future__ import annotations
 
 import errno
+import math
 import os
 import secrets
 import stat
 from pathlib import Path
+
+import numpy as np
 
 _O_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
     | getattr(os, "O_CLOEXEC", 0)
@@ -152,3 +160,61 @@ def fsync_dir(directory):
         pass
     finally:
         os.close(fd)
+
+
+def read_npy(f, size, where, error=ValueError):
+    """The array of the ``.npy`` data at the position of binary file ``f``,
+    of which ``size`` bytes are the ``.npy`` data; never unpickled.
+
+    Everything the header declares is checked against the bytes the file
+    holds before anything is allocated, so a crafted header (a huge header
+    length, a huge shape over a tiny body) costs no memory.  Any problem
+    raises ``error`` (a ``ValueError`` subclass) with a message that starts
+    with ``where`` (e.g. a file name): an unreadable or truncated header, a
+    shape that is not a tuple of integers >= 0, Python objects (dtype object,
+    stored pickled), data longer or shorter than the shape needs, or an
+    array too large for memory.  The dtype is otherwise the caller's to judge.
+    """
+    start = f.tell()
+    damaged = f"{where} is not a readable .npy array (file damaged or edited)"
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        # Only 1.0 (2-byte header length) and 2.0 (4-byte) hold numeric arrays;
+        # 3.0 exists for non-ASCII field names of structured dtypes.
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not used "
+                             f"for numeric arrays")
+        width = 2 if version == (1, 0) else 4
+        after_magic = f.tell()
+        length = f.read(width)
+        header_end = after_magic + width + int.from_bytes(length, "little")
+        if len(length) < width or header_end - start > size:
+            # Read before NumPy reads (and allocates) a header of that claimed length.
+            raise ValueError(f"the header runs past the end of the {size} bytes of data "
+                             f"(truncated?)")
+        f.seek(after_magic)
+        read_header = fmt.read_array_header_1_0 if width == 2 else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    except (ValueError, EOFError) as e:
+        raise error(f"{damaged}: {e}") from None
+    # NumPy's header reader accepts any tuple of ints, True and -1 among them.
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise error(f"{where} has shape {shape!r} in its .npy header, which is not valid: "
+                    f"expected a tuple of integers >= 0 (file damaged or edited)")
+    if dtype.hasobject:
+        raise error(f"{where} holds Python objects (dtype object), stored pickled; they are "
+                    f"never loaded, since unpickling can run code")
+    available = size - (f.tell() - start)
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed != available:
+        raise error(f"{where} claims shape {shape} of {dtype} ({claimed} bytes) but holds "
+                    f"{available} bytes of data (file damaged or edited)")
+    f.seek(start)
+    try:
+        return fmt.read_array(f, allow_pickle=False)
+    except MemoryError:   # a consistent array too large for this machine
+        raise error(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is too large to "
+                    f"load into memory") from None
+    except (ValueError, EOFError) as e:
+        raise error(f"{damaged}: {e}") from None
