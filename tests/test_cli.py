@@ -17,7 +17,9 @@ import re
 import shutil
 import signal
 import subprocess
+import struct
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ import pytest
 
 import tinygrad_cnn as tg
 from tinygrad_cnn import __version__, checkpoint, models
-from tinygrad_cnn.cli import build_parser, main
+from tinygrad_cnn.cli import build_parser, main, read_image
 from tinygrad_cnn.data import download, write_idx
 from tinygrad_cnn.viz.png import encode_png, read_png_size, write_png
 
@@ -151,6 +153,14 @@ def test_predict_png_and_npy(trained, tmp_path):
     assert status == 0 and text.split()[1] == labels[0]
 
 
+def _npy_bytes(shape, descr, data):
+    """A .npy file of a raw header (``shape``, ``descr``) and ``data`` as given."""
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False,
+                                             "shape": shape})
+    return f.getvalue() + data
+
+
 @pytest.mark.parametrize("array, message", [
     # A float image a little over 1 used to be divided by 16 without a word.
     (np.full((8, 8), 1.1), r"float64 values range from 1.1 to 1.1; expected floating-point "
@@ -178,6 +188,14 @@ def test_predict_png_and_npy(trained, tmp_path):
     # The shape is checked first: no warning about the values of a non-image.
     (np.array(3, np.uint8), r"shape \(\) is not an image"),
     ({"a": np.zeros(2)}, r"a \.npz archive, not a \.npy array"),
+    # Headers that declare what the file does not hold: refused before allocating.
+    (_npy_bytes((10**6, 10**6), "<f8", bytes(64)),
+     r"the file claims shape \(1000000, 1000000\) of float64 \(8000000000000 bytes\) but "
+     r"holds 64 bytes of data"),
+    (_npy_bytes((True, 8), "|u1", bytes(8)),
+     r"the file has shape \(True, 8\) in its \.npy header, which is not valid"),
+    (_npy_bytes((8, 8), "|u1", bytes(64 + 5)),
+     r"the file claims shape \(8, 8\) of uint8 \(64 bytes\) but holds 69 bytes"),
 ])
 def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path, array,
                                                               message):
@@ -193,6 +211,25 @@ def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path,
     assert status == 1 and out == ""
     assert err.startswith(f"tinygrad-cnn predict: error: {path}: ") and err.count("\n") == 1
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("data, message", [
+    (_npy_bytes((2**15, 2**15), "<f8", bytes(64)), r"claims shape \(32768, 32768\) of float64"),
+    # Version 2.0 has a 4-byte header length: here 2 GiB, in a file of 69 bytes.
+    (b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{'descr': '|u1', " + bytes(40),
+     "the header runs past the end of the 69 bytes of data"),
+], ids=["8 GiB shape", "2 GiB header"])
+def test_npy_sizes_the_file_cannot_hold_are_refused_before_allocating(tmp_path, data, message):
+    path = tmp_path / "img.npy"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ": .*" + message):
+            read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 def test_predict_warns_of_a_faint_integer_image_read_as_0_to_255(trained, tmp_path):

@@ -328,22 +328,17 @@ def _image_layout(path, img):
 def _npy_image(path, max_value=None):
     """A .npy image as float32 (H, W) or (H, W, C) in [0, 1], by the rules of
     IMAGE_SHAPES and IMAGE_SCALE_RULE."""
-    # Look at the magic bytes first: given anything else, np.load guesses at
-    # other formats and ends up saying the file holds pickled data.
+    from .fileio import read_npy
+    # Look at the magic bytes first, to name the two likely mix-ups.  read_npy
+    # checks the header's sizes against the file's before anything is allocated.
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic[:4] == b"PK\x03\x04":
-        raise ValueError(f"{path}: a .npz archive, not a .npy array")
-    if magic != b"\x93NUMPY":
-        raise ValueError(f"{path}: not a .npy file (no NumPy header)")
-    try:
-        img = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise ValueError(f"{path}: holds Python objects (dtype object), which are never "
-                             f"loaded (unpickling could run code); save a numeric array") \
-                from None
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        if magic[:4] == b"PK\x03\x04":
+            raise ValueError(f"{path}: a .npz archive, not a .npy array")
+        if magic != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a .npy file (no NumPy header)")
+        f.seek(0)
+        img = read_npy(f, os.fstat(f.fileno()).st_size, f"{path}: the file")
     if img.dtype.kind not in "buif":
         raise ValueError(f"{path}: expected a numeric image array, got dtype {img.dtype}")
     if img.size == 0:
