@@ -731,12 +731,49 @@ def test_read_png_inflates_no_further_than_the_header_declares(tmp_path):
     np.testing.assert_array_equal(png.read_png(tmp_path / "ok.png"), [[7, 5]])
 
 
-def test_read_png_refuses_images_over_the_size_cap_before_decompressing(tmp_path):
-    (tmp_path / "huge.png").write_bytes(_gray_png(40000, 40000, zlib.compress(b"\0")))
-    with pytest.raises(png.PngError, match=r"huge.png: a 40000x40000 image of 8 bits per pixel "
-                                           r"decodes to 1600040000 bytes, more than the "
-                                           r"1073741824 bytes read_png accepts"):
-        png.read_png(tmp_path / "huge.png")
+def _one_bit_png(w, h):
+    """A w x h 1-bit grey PNG of zeros, compressed as far as zlib goes."""
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(bytes(1 + -(-w // 8))) for _ in range(h)) + z.flush()
+    data = bytearray(_gray_png(w, h, idat))
+    data[24] = 1   # the IHDR's bit depth, then its CRC
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("w, h, data", [
+    (40000, 40000, None),
+    # A 1-bit image of 5000 x 5000 zeros is 3 MB of data in a 4 KB file: it passed a
+    # cap on the decoded bytes, then took 40 bytes per pixel (0.5 GB here) to decode.
+    (5000, 5000, _one_bit_png(5000, 5000)),
+], ids=["8-bit", "1-bit"])
+def test_read_png_refuses_images_over_the_size_cap_before_decompressing(tmp_path, w, h, data):
+    path = tmp_path / "huge.png"
+    path.write_bytes(data or _gray_png(w, h, zlib.compress(b"\0")))
+    tracemalloc.start()
+    try:
+        with pytest.raises(png.PngError, match=rf"huge.png: IHDR says {w}x{h} pixels "
+                                               rf"\({w * h}\), more than the 16777216 read_png "
+                                               rf"accepts; scale the image down"):
+            png.read_png(path, mode="L")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_read_png_refuses_a_second_header_or_palette(tmp_path):
+    """read_png_header reads the first IHDR; decoding by another would describe another image."""
+    second = struct.pack(">IIBBBBB", 3000, 3000, 8, 0, 0, 0, 0)
+    path = tmp_path / "two.png"
+    path.write_bytes(_gray_png(2, 1, zlib.compress(b"\0\7\5"), [(b"IHDR", second)]))
+    assert png.read_png_size(path) == (1, 2)
+    with pytest.raises(png.PngError, match="two.png has a second IHDR chunk; a PNG has one"):
+        png.read_png(path)
+    palettes = [(b"PLTE", bytes([10, 20, 30])), (b"PLTE", bytes([40, 50, 60]))]
+    path.write_bytes(_png_bytes(np.zeros((1, 1), np.uint8), 1, 1, 8, 3, [0], extra=palettes))
+    with pytest.raises(png.PngError, match="two.png has a second PLTE chunk"):
+        png.read_png(path)
 
 
 @pytest.mark.parametrize("w, h, extra, match", [

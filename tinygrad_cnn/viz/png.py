@@ -33,11 +33,13 @@ _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _COLOR_TYPE_OF_CHANNELS = {1: 0, 2: 4, 3: 2, 4: 6}
 _ALLOWED_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 
-# PNG limits width and height to 2**31 - 1.  MAX_DECODED_BYTES bounds the
-# decompressed image data read_png accepts, so that a header claiming a
-# huge image cannot make it allocate gigabytes.
+# PNG limits width and height to 2**31 - 1.  MAX_PIXELS bounds the images
+# read_png accepts: a file of a few kilobytes can declare, and hold, an image
+# of billions of pixels (a decompression bomb), and decoding takes several
+# bytes per pixel (float64 ones, converting to grey).  2**24 pixels is a
+# 4096 x 4096 image, more than a 12-megapixel photo.
 _MAX_SIDE = 2**31 - 1
-MAX_DECODED_BYTES = 2**30
+MAX_PIXELS = 2**24
 
 PngHeader = namedtuple("PngHeader", "width height bit_depth color_type interlace")
 
@@ -219,9 +221,10 @@ def read_png(path, mode=None, background=255):
     grayscale and ``mode="RGB"`` to RGB; both drop alpha by blending onto a
     ``background`` gray level (255: white, as a page shows it).  A
     transparent colour key (``tRNS``) of a gray or RGB image is ignored.
-    Interlaced PNGs are refused with a clear error, as are images whose
-    decompressed data would exceed :data:`MAX_DECODED_BYTES` (1 GiB) and
-    image data longer or shorter than the header declares.
+    Interlaced PNGs are refused with a clear error, as are images of more
+    than :data:`MAX_PIXELS` pixels (4096 x 4096; checked before decompressing),
+    a second IHDR or PLTE chunk, and image data longer or shorter than the
+    header declares.
     """
     if mode not in (None, "L", "RGB"):
         raise ValueError(f"read_png: mode must be None, 'L' or 'RGB', got {mode!r}")
@@ -230,10 +233,14 @@ def read_png(path, mode=None, background=255):
         data = f.read()
     header, palette, trns, idat = None, None, None, []
     for kind, body in _chunks(data, where):
-        if kind == b"IHDR":
+        if kind == b"IHDR" and header is None:
             header = _parse_header(body, where)
         elif header is None:
             raise PngError(f"{where}: the first chunk is {kind!r}, not IHDR")
+        elif kind == b"IHDR" or (kind == b"PLTE" and palette is not None):
+            # read_png_header reads the first: a second one could describe
+            # another image than the one decoded.
+            raise PngError(f"{where} has a second {kind.decode()} chunk; a PNG has one at most")
         elif kind == b"PLTE":
             if len(body) % 3 or not 1 <= len(body) // 3 <= 256:
                 raise PngError(f"{where}: PLTE chunk has {len(body)} bytes; expected a "
@@ -249,14 +256,13 @@ def read_png(path, mode=None, background=255):
         raise PngError(f"{where} is an interlaced (Adam7) PNG, which this reader does not "
                        f"support; save it again without interlacing")
     w, h, depth, ctype = header.width, header.height, header.bit_depth, header.color_type
+    if w * h > MAX_PIXELS:
+        raise PngError(f"{where}: IHDR says {w}x{h} pixels ({w * h}), more than the "
+                       f"{MAX_PIXELS} read_png accepts; scale the image down")
     channels = _CHANNELS[ctype]
     bits = depth * channels
     stride = -(-w * bits // 8)  # bytes per row, rounded up
     needed = h * (stride + 1)  # a filter byte per row
-    if needed > MAX_DECODED_BYTES:
-        raise PngError(f"{where}: a {w}x{h} image of {bits} bits per pixel decodes to "
-                       f"{needed} bytes, more than the {MAX_DECODED_BYTES} bytes read_png "
-                       f"accepts")
     raw = _inflate(b"".join(idat), needed, where)
     rows = _unfilter(raw, h, stride, max(1, bits // 8), where)  # (H, stride)
 
