@@ -4,6 +4,7 @@ import errno
 import gzip
 import hashlib
 import http.server
+import math
 import os
 import re
 import socket
@@ -540,6 +541,29 @@ def test_read_idx_errors_name_the_file_and_problem(tmp_path, data, match):
         read_idx(path)
 
 
+@pytest.mark.parametrize("dims", [[2**32 - 1] * 2, [60000, 28, 28]])
+def test_a_header_declaring_more_than_gzip_can_expand_to_is_refused_unexpanded(tmp_path, dims):
+    """A 1 MB gzip file inflates to 1 GB at most (deflate expands 1032-fold at most):
+    a header declaring more is refused before inflating the zeros that follow it."""
+    path = tmp_path / "bomb-idx2-ubyte.gz"
+    with gzip.open(path, "wb", 9) as f:
+        f.write(bytes([0, 0, 8, len(dims)]) + np.asarray(dims, ">u4").tobytes())
+        f.write(bytes(16 << 20))
+    size = path.stat().st_size
+    declared = 4 + 4 * len(dims) + math.prod(dims)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxError, match=re.escape(
+                f"bomb-idx2-ubyte.gz: the header declares {'x'.join(map(str, dims))} uint8 "
+                f"({declared} bytes), more than the {size} bytes of gzip data can expand to "
+                f"(at most 1032 times as many)")):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20   # the 16 MB of zeros stay compressed
+
+
 def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
     """A 1x1 file followed by 32 MB of zeros, about 32 KB gzipped: the reader
     stops one byte past the declared size instead of inflating it all."""
@@ -559,12 +583,19 @@ def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
     assert peak < 1 << 20  # the whole expansion would be 32 MB
 
 
-def test_dimensions_numpy_cannot_represent_are_an_idx_error():
-    """A zero dimension passes the length check however large the others are."""
-    header = bytes([0, 0, 8, 3]) + np.asarray([0, 2**32 - 1, 2**32 - 1], ">u4").tobytes()
-    with pytest.raises(IdxError, match="hostile-idx3: dimensions 0x4294967295x4294967295 "
-                                       "cannot be represented"):
-        parse_idx(header, "hostile-idx3")
+@pytest.mark.parametrize("dims, data, match", [
+    # A zero dimension passes the length check however large the others are.
+    ([0, 2**32 - 1, 2**32 - 1], b"",
+     r"dimensions 0x4294967295x4294967295 cannot be represented as a NumPy array \(array is "
+     r"too big"),
+    # 65 dimensions of 1 hold one value: the length is right, NumPy allows 64.
+    ([1] * 65, b"\7", r"dimensions 1x1x.*x1 cannot be represented as a NumPy array \(maximum "
+                      r"supported dimension .* 65\)"),
+], ids=["zero beside huge", "65 dimensions"])
+def test_dimensions_numpy_cannot_represent_are_an_idx_error(dims, data, match):
+    header = bytes([0, 0, 8, len(dims)]) + np.asarray(dims, ">u4").tobytes()
+    with pytest.raises(IdxError, match="hostile-idx3: " + match):
+        parse_idx(header + data, "hostile-idx3")
     assert parse_idx(bytes([0, 0, 8, 2]) + np.asarray([0, 28], ">u4").tobytes()).shape == (0, 28)
 
 

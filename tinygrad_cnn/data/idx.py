@@ -36,6 +36,10 @@ IDX_DTYPES = {
 }
 _CODE_OF = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
+# Deflate expands data at most 1032-fold (a 258-byte match in 2 bits): a
+# header declaring more than that many bytes per byte of gzip file cannot be
+# right, however much data the stream inflates to.
+_MAX_EXPANSION = 1032
 
 
 class IdxError(ValueError):
@@ -60,17 +64,19 @@ def _read_bytes(path):
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        return _gunzip_idx(raw)
+        return _gunzip_idx(raw, path)
     except (EOFError, OSError, zlib.error) as e:
         # EOFError: the gzip stream stops early (a partial download).
         raise IdxError(f"{path}: corrupt or truncated gzip data ({type(e).__name__}: {e})") from e
 
 
-def _gunzip_idx(raw):
+def _gunzip_idx(raw, name):
     """Decompress ``raw`` up to the length its IDX header implies, plus one byte.
 
-    What comes back is left for :func:`parse_idx` to judge (too short, a
-    trailing byte, a bad header); only the size of the expansion is decided here.
+    A header declaring more than deflate can expand ``raw`` to is refused
+    before the data are inflated.  Other problems (too short, a trailing
+    byte, a bad header) are left for :func:`parse_idx` to name; only the size
+    of the expansion is decided here.
     """
     out = bytearray()
     with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
@@ -79,7 +85,13 @@ def _gunzip_idx(raw):
             return bytes(out)  # parse_idx names the problem
         if _read_into(out, g, 4 * out[3]):
             dims = [int.from_bytes(out[i:i + 4], "big") for i in range(4, len(out), 4)]
-            payload = math.prod(dims) * IDX_DTYPES[out[2]].itemsize
+            dtype = IDX_DTYPES[out[2]]
+            payload = math.prod(dims) * dtype.itemsize
+            if len(out) + payload > _MAX_EXPANSION * len(raw):
+                raise IdxError(f"{name}: the header declares {_describe(dims, dtype)} "
+                               f"({len(out) + payload} bytes), more than the {len(raw)} bytes "
+                               f"of gzip data can expand to (at most {_MAX_EXPANSION} times "
+                               f"as many); truncated or crafted file")
             _read_into(out, g, payload + 1)
     return out
 
@@ -124,13 +136,13 @@ def parse_idx(data, name="<bytes>"):
                        f"{_describe(dims, dtype)}, got {len(data)}")
     try:
         values = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    except (ValueError, MemoryError):
-        # Only reachable with a zero dimension beside huge ones (the length
-        # check passes with 0 bytes): NumPy cannot even describe that shape.
+    except (ValueError, MemoryError) as e:
+        # Reachable with more dimensions than NumPy allows (64; 32 before NumPy
+        # 2), or with a zero dimension beside huge ones (the length check
+        # passes with 0 bytes): NumPy says which.
         raise IdxError(f"{name}: dimensions {'x'.join(map(str, dims))} cannot be "
-                       f"represented as an array on this machine (their product, without "
-                       f"the zeros, exceeds the largest array size); expected dimensions "
-                       f"of a real data set") from None
+                       f"represented as a NumPy array ({e}); expected dimensions of a "
+                       f"real data set") from None
     # astype copies into native byte order and gives a writable array
     # (frombuffer over ``bytes`` is read-only).
     return values.astype(dtype.newbyteorder("="))
