@@ -1036,6 +1036,48 @@ def test_values_too_large_for_a_float_are_skipped(tmp_path):
     assert png_size(out) == (300, 440, 3)
 
 
+DEEP = '{"epoch": 1, "x": ' + "[" * 10**5 + "]" * 10**5 + "}"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # More digits than Python converts to an int (4300): too large for a float, skipped.
+    ('{"epoch": 1, "train_loss": 1' + "0" * 5000 + '}\n{"epoch": 2, "train_loss": 0.5}\n',
+     {"loss": {"train": [(2.0, 0.5)]}}),
+    ('{"epoch": 1, "train_loss": -1' + "0" * 5000 + '}\n', {}),
+    ("\ufeff" + '{"epoch": 1, "train_loss": 0.5}\n', {"loss": {"train": [(1.0, 0.5)]}}),
+    (DEEP + '\n{"epoch": 2, "train_loss": 0.5}\n', r"m.jsonl, line 1: nested too deeply"),
+    ('{"epoch": 2, "train_loss": 0.5}\n' + DEEP + "\n", r"m.jsonl, line 2: nested too deeply"),
+], ids=["huge integer", "huge negative integer", "byte-order mark", "deep", "deep last line"])
+def test_metrics_files_no_training_run_writes(tmp_path, text, expected):
+    path = tmp_path / "m.jsonl"
+    path.write_text(text, encoding="utf-8")
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            curves.read_metrics(path)
+    else:
+        assert curves.metric_series(curves.read_metrics(path)) == expected
+
+
+@pytest.mark.parametrize("points", [
+    [(1.0, 1e17)], [(1e17, 0.5)],                     # one value: +-0.5 is lost in rounding
+    [(1.0, 1e308), (2.0, -1e308)],                    # a span beyond the largest float
+    [(1.0, 1.7976931348623157e308)], [(-1.7976931348623157e308, 1.0), (1e308, 2.0)],
+], ids=["one huge value", "one huge epoch", "huge span", "largest float", "huge epochs"])
+@pytest.mark.parametrize("use_matplotlib", [False, True])
+def test_curves_of_any_finite_values_are_drawn(tmp_path, points, use_matplotlib):
+    if use_matplotlib:
+        pytest.importorskip("matplotlib")
+    path = write_metrics(tmp_path / "m.jsonl", [{"epoch": x, "train_loss": y}
+                                                for x, y in points])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # matplotlib's overflows, and its fallback's notice
+        out = curves.plot_curves(path, tmp_path / "c.png", use_matplotlib=use_matplotlib)
+    img = png.read_png(out)
+    if not use_matplotlib:
+        blue = np.array(curves._COLORS[0])
+        assert (img == blue).all(-1).sum() >= 25 * len(points)   # every point's 5x5 mark
+
+
 def test_plot_curves_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     path = write_metrics(tmp_path / "m.jsonl", METRICS)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
 import warnings
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def read_metrics(path):
     skipped with a warning; a bad line elsewhere is an error naming it.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark, as some editors write, is no JSON.
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a metrics file (JSON lines of text; this file is "
                          f"binary, a checkpoint perhaps?)") from None
@@ -51,17 +53,29 @@ def read_metrics(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_int=_parse_int)
         except json.JSONDecodeError as e:
             if i == last:
                 warnings.warn(f"{path}: skipping the unfinished last line {i}", stacklevel=2)
                 continue
             raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}, line {i}: nested too deeply to read (not a metrics "
+                             f"record)") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path}, line {i}: expected a JSON object, got "
                              f"{type(record).__name__}")
         records.append(record)
     return records
+
+
+def _parse_int(text):
+    """A JSON integer: an int, or for one of more digits than Python converts
+    (4300), a float (infinite: far beyond a float's range), skipped like one."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _panel_of(key):
@@ -130,8 +144,15 @@ def plot_curves(metrics_jsonl_path, out_png, use_matplotlib=None):
         ax.set_title(panel)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    return _save_figure(fig, out_png)
+    try:
+        fig.tight_layout()
+        return _save_figure(fig, out_png)
+    except (ValueError, OverflowError) as e:
+        # Matplotlib cannot place ticks on an axis spanning nearly the whole
+        # range of floats; the built-in plotter can.
+        warnings.warn(f"{metrics_jsonl_path}: matplotlib cannot draw these values ({e}); "
+                      f"drawn with the built-in plotter instead", stacklevel=2)
+        return write_png(out_png, curves_image(panels))
 
 
 # ---- the built-in plotter -------------------------------------------------------------
@@ -149,8 +170,8 @@ def _panel(title, series, width, height):
     ymin, ymax = _y_range(title, [p[1] for p in points])
 
     def to_px(x, y):
-        return (x0 + (x - xmin) / (xmax - xmin) * (x1 - x0),
-                y1 - (y - ymin) / (ymax - ymin) * (y1 - y0))
+        return (x0 + _fraction(x, xmin, xmax) * (x1 - x0),
+                y1 - _fraction(y, ymin, ymax) * (y1 - y0))
 
     for k in range(1, 4):  # light horizontal grid lines
         y = round(y0 + k * (y1 - y0) / 4)
@@ -184,15 +205,33 @@ def _y_range(title, values):
     """The value axis: the values' range and 5 % more on each side, but not below 0
     for values that are never negative (a loss) nor above 1 for an accuracy."""
     lo, hi = _range(values)
-    pad = 0.05 * (hi - lo)
+    pad = 0.05 * hi - 0.05 * lo   # 0.05 * (hi - lo) could overflow
     low = lo - pad if min(values) < 0 else max(0.0, lo - pad)
     high = min(1.0, hi + pad) if title == "accuracy" and max(values) <= 1 else hi + pad
-    return low, high
+    return _finite(low), _finite(high)
 
 
 def _range(values):
+    """``(lo, hi)`` of ``values``, with ``lo < hi``: a single value is widened by 0.5
+    each way, or by a millionth of itself where 0.5 would be lost in rounding."""
     lo, hi = min(values), max(values)
-    return (lo - 0.5, hi + 0.5) if hi == lo else (lo, hi)
+    if hi == lo:
+        d = max(0.5, abs(lo) * 1e-6)
+        lo, hi = _finite(lo - d), _finite(hi + d)
+    return lo, hi
+
+
+def _finite(v):
+    """``v`` with an overflow to infinity brought back to the largest float."""
+    return max(-sys.float_info.max, min(v, sys.float_info.max))
+
+
+def _fraction(v, lo, hi):
+    """Where ``v`` lies between ``lo`` and ``hi`` (0 to 1); values near the largest
+    float are halved first, since ``hi - lo`` would overflow."""
+    if math.isinf(hi - lo):
+        return (v / 2 - lo / 2) / (hi / 2 - lo / 2)
+    return (v - lo) / (hi - lo)
 
 
 def _cycle(items):
