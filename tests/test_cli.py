@@ -545,12 +545,28 @@ def test_models_name_the_smallest_image_they_accept(model):
         getattr(models, model)((1, 3, 3))       # the builder itself checks too
 
 
-@pytest.mark.parametrize("shape", [(1, 0, 8), (8, 8), (1, 8, 8.0)])
-def test_build_refuses_an_image_shape_that_is_not_three_sizes(shape):
+@pytest.mark.parametrize("shape", [(1, 0, 8), (8, 8), (1, 8, 8.0), (True, 8, 8)])
+@pytest.mark.parametrize("function", [models.build, models.parameter_count])
+def test_build_refuses_an_image_shape_that_is_not_three_sizes(shape, function):
     assert models.build("mlp", (1, 1, 1))(tg.zeros(2, 1, 1, 1)).shape == (2, 10)
     with pytest.raises(ValueError, match=re.escape(
             f"model 'mlp': image_shape must be (C, H, W), three positive ints, got {shape}")):
-        models.build("mlp", shape)
+        function("mlp", shape)
+
+
+@pytest.mark.parametrize("model", list(models.MODELS))
+def test_parameter_count_is_that_of_the_built_model(model):
+    """Worked out apart from the builders, so checked against them on many shapes."""
+    for shape in [(1, 4, 4), (1, 8, 8), (3, 9, 5), (1, 27, 27), (1, 28, 28), (2, 31, 40)]:
+        for num_classes in (1, 10, 37):
+            built = models.build(model, shape, num_classes)
+            assert models.parameter_count(model, shape, num_classes) == sum(
+                p.size for p in built.parameters()), (shape, num_classes)
+    if model != "mlp":
+        with pytest.raises(ValueError, match="needs images of at least 4x4"):
+            models.parameter_count(model, (1, 3, 3))
+    with pytest.raises(ValueError, match="Linear: out_features must be an int >= 1, got 0"):
+        models.parameter_count(model, (1, 8, 8), 0)
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "local"])
@@ -967,6 +983,45 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
     status, out, err = cli(*argv)
     assert status == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"tinygrad-cnn {argv[0]}: error: ")
+    assert message in err and str(path) in err
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "show"])
+@pytest.mark.parametrize("change, message", [
+    # Declared sizes whose model would not fit in memory: refused before it is built.
+    (lambda s: s.update(image_shape=[1, 10**6, 10**6]),
+     "declares a cnn model for images (1, 1000000, 1000000) and 10 classes, which has "
+     "512,000,000,020,234 parameters, but holds 53,002 weight values"),
+    (lambda s: s.update(num_classes=10**12),
+     "declares a cnn model for images (1, 8, 8) and 1000000000000 classes, which has "),
+    (lambda s: s.update(image_shape=[True, 8, 8]),
+     "cannot rebuild the model: model 'cnn': image_shape must be (C, H, W), three positive "
+     "ints, got (True, 8, 8)"),
+    (lambda s: s.update(std=np.zeros(1, np.float32)),
+     "the checkpoint's 'std' entry is damaged: expected positive finite numbers, one or one "
+     "per channel (1), got [0.]"),
+    (lambda s: s.update(mean="dark"), "the checkpoint's 'mean' entry is damaged"),
+    (lambda s: s.update(mean=np.zeros(3, np.float32)), "the checkpoint's 'mean' entry is "
+                                                       "damaged"),
+    (lambda s: s["config"].update(dataset=["digits"]),
+     "the checkpoint's 'config' entry is damaged (expected a dict naming"),
+    (lambda s: s["config"].update(data_dir=[1]), "the checkpoint's 'config' entry is damaged "
+                                                 "(its data_dir [1] is not a path)"),
+], ids=["huge image", "huge class count", "bool channels", "std 0", "mean text",
+        "mean per channel of 3", "dataset list", "data_dir list"])
+def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, command, change,
+                                                          message):
+    """What a checkpoint declares about its model and its inputs, checked before use."""
+    state = checkpoint.load(trained[0] / "c.npz")
+    change(state)
+    path = tmp_path / "damaged.npz"
+    checkpoint.save(path, state)
+    np.save(tmp_path / "img.npy", np.zeros((8, 8)))
+    argv = {"eval": ("eval", "--checkpoint", path),
+            "predict": ("predict", "--checkpoint", path, tmp_path / "img.npy"),
+            "show": ("show", "--checkpoint", path, "--filters", tmp_path / "f.png")}[command]
+    status, out, err = cli(*argv)
+    assert status == 1 and out == "" and err.count("\n") == 1, err
     assert message in err and str(path) in err
 
 

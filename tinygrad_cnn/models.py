@@ -13,6 +13,7 @@ from __future__ import annotations
 import numbers
 
 from . import nn
+from ._checks import check_int
 
 
 def _pad(kernel_size, image_hw):
@@ -132,17 +133,64 @@ def local(image_shape=(1, 28, 28), num_classes=10):
 MODELS = {"cnn": cnn, "mlp": mlp, "lenet5": lenet5, "nielsen": nielsen, "local": local}
 
 
+def _checked(name, image_shape):
+    """``image_shape`` as a tuple, after the checks :func:`build` makes."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3 or not all(isinstance(s, numbers.Integral) and s >= 1
+                                        and not isinstance(s, bool) for s in image_shape):
+        raise ValueError(f"model {name!r}: image_shape must be (C, H, W), three positive "
+                         f"ints, got {image_shape}")
+    return image_shape
+
+
 def build(name, image_shape, num_classes=10):
     """Build model ``name`` for images of ``image_shape`` = (C, H, W).
 
     A ``ValueError`` names the model and the smallest image it accepts when
     the image is too small for its convolutions and poolings.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    image_shape = tuple(image_shape)
-    if len(image_shape) != 3 or not all(isinstance(s, numbers.Integral) and s >= 1
-                                        for s in image_shape):
-        raise ValueError(f"model {name!r}: image_shape must be (C, H, W), three positive "
-                         f"ints, got {image_shape}")
-    return MODELS[name](image_shape, num_classes)
+    return MODELS[name](_checked(name, image_shape), num_classes)
+
+
+def _linear(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def _conv(c_in, c_out, k):
+    return c_out * c_in * k * k + c_out
+
+
+def _local(c_in, c_out, h, w, k, p):
+    oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1   # a weight and a bias per output position
+    return c_out * oh * ow * (c_in * k * k + 1)
+
+
+def parameter_count(name, image_shape, num_classes=10):
+    """The number of parameters of ``build(name, image_shape, num_classes)``,
+    worked out without building the model, with the errors ``build`` raises
+    for bad arguments.
+
+    Loading a checkpoint uses it to refuse a declared image shape whose model
+    would not fit in memory before allocating it.
+    """
+    c, h, w = _checked(name, image_shape)
+    k = check_int("Linear: out_features", num_classes, low=1)   # as the last layer says
+    if name == "mlp":
+        return _linear(c * h * w, 100) + _linear(100, k)
+    features = {"cnn": _cnn_features, "lenet5": _lenet5_features}.get(name, _nielsen_features)
+    _check_fits(name, (c, h, w), features)
+    h2, w2 = features(h, w)
+    if name == "cnn":
+        return _conv(c, 32, 3) + _conv(32, 64, 3) + _linear(64 * h2 * w2, 128) + _linear(128, k)
+    if name == "lenet5":
+        return (_conv(c, 6, 5) + _conv(6, 16, 5) + _linear(16 * h2 * w2, 120)
+                + _linear(120, 84) + _linear(84, k))
+    p = _pad(5, (h, w))
+    if name == "nielsen":
+        first, second = _conv(c, 20, 5), _conv(20, 40, 5)
+    else:   # local
+        first = _local(c, 20, h, w, 5, p)
+        second = _local(20, 40, _out(h, 5, p), _out(w, 5, p), 5, p)
+    return first + second + _linear(40 * h2 * w2, 100) + _linear(100, k)

@@ -211,9 +211,14 @@ def _check_training_checkpoint(state, path, keys=TRAINING_KEYS):
             f"{path} is not a training checkpoint of tinygrad-cnn (no "
             f"{', '.join(repr(k) for k in missing)} entr{'y' if len(missing) == 1 else 'ies'})")
     config = state["config"]
-    if not isinstance(config, dict) or not {"model", "dataset"} <= set(config):
+    if not isinstance(config, dict) or not {"model", "dataset"} <= set(config) \
+            or not all(isinstance(config[k], str) for k in ("model", "dataset")):
         raise checkpoint.CheckpointError(f"{path}: the checkpoint's 'config' entry is damaged "
                                          f"(expected a dict naming the model and data set)")
+    if not isinstance(config.get("data_dir"), (str, type(None))):
+        raise checkpoint.CheckpointError(f"{path}: the checkpoint's 'config' entry is damaged "
+                                         f"(its data_dir {str(config['data_dir'])[:100]} is "
+                                         f"not a path)")
 
 
 def _restore(path, what, load, value):
@@ -412,13 +417,57 @@ def train(cfg, out=_print):
             "stopped": stopped and where["epoch"] < cfg.epochs, "interrupted": interrupted}
 
 
+# Models this small are built without comparing their size with the weights
+# the checkpoint holds, so that a wrong shape is named by load_state_dict.
+_ALWAYS_BUILT = 2**20
+
+
+def _statistic(state, key, channels, path):
+    """``state[key]`` (the training mean or std) as float32 of shape () or (C,)."""
+    value = state[key]
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape not in ((), (channels,)) or not np.isfinite(array).all() \
+            or (key == "std" and not (array > 0).all()) or isinstance(value, (bool, str)):
+        raise checkpoint.CheckpointError(
+            f"{path}: the checkpoint's '{key}' entry is damaged: expected "
+            f"{'positive ' if key == 'std' else ''}finite numbers, one or one per channel "
+            f"({channels}), got {str(value)[:100]}")
+    return array.astype(np.float32)
+
+
 def load_model(path, device="cpu"):
-    """Rebuild the model stored in a training checkpoint; returns (model, state)."""
+    """Rebuild the model stored in a training checkpoint; returns (model, state).
+
+    The image shape, number of classes and training statistics the checkpoint
+    declares are checked first, and a model far larger than the weights the
+    file holds (a damaged or crafted declaration) is refused before it is
+    built; every problem is a :class:`~tinygrad_cnn.checkpoint.CheckpointError`
+    naming the file.  ``state["mean"]`` and ``state["std"]`` come back as
+    float32 arrays.
+    """
     state = checkpoint.load(path)
     _check_training_checkpoint(state, path)
-    cfg = state["config"]
+    name = state["config"]["model"]
     try:
-        model = models.build(cfg["model"], state["image_shape"], state["num_classes"])
+        count = models.parameter_count(name, state["image_shape"], state["num_classes"])
+    except (TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: cannot rebuild the model: {e}") from None
+    image_shape = tuple(state["image_shape"])
+    weights = state["model"]
+    held = sum(np.size(v) for v in weights.values() if isinstance(v, np.ndarray)) \
+        if isinstance(weights, dict) else 0
+    if count > max(held, _ALWAYS_BUILT):
+        raise checkpoint.CheckpointError(
+            f"{path}: the checkpoint declares a {name} model for images {image_shape} and "
+            f"{state['num_classes']} classes, which has {count:,} parameters, but holds "
+            f"{held:,} weight values (file damaged or edited); the model is not built")
+    for key in ("mean", "std"):
+        state[key] = _statistic(state, key, image_shape[0], path)
+    try:
+        model = models.build(name, image_shape, state["num_classes"])
     except (TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: cannot rebuild the model: {e}") from None
     _restore(path, "model", model.load_state_dict, state["model"])
