@@ -995,8 +995,11 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
     (lambda s: s.update(num_classes=10**12),
      "declares a cnn model for images (1, 8, 8) and 1000000000000 classes, which has "),
     (lambda s: s.update(image_shape=[True, 8, 8]),
-     "cannot rebuild the model: model 'cnn': image_shape must be (C, H, W), three positive "
-     "ints, got (True, 8, 8)"),
+     "the checkpoint's 'image_shape' entry is damaged: expected three positive ints (C, H, W), "
+     "got [True, 8, 8]"),
+    (lambda s: s.update(image_shape=8), "the checkpoint's 'image_shape' entry is damaged"),
+    (lambda s: s.update(num_classes=[10]), "the checkpoint's 'num_classes' entry is damaged: "
+                                           "expected a positive int, got [10]"),
     (lambda s: s.update(std=np.zeros(1, np.float32)),
      "the checkpoint's 'std' entry is damaged: expected positive finite numbers, one or one "
      "per channel (1), got [0.]"),
@@ -1007,7 +1010,8 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
      "the checkpoint's 'config' entry is damaged (expected a dict naming"),
     (lambda s: s["config"].update(data_dir=[1]), "the checkpoint's 'config' entry is damaged "
                                                  "(its data_dir [1] is not a path)"),
-], ids=["huge image", "huge class count", "bool channels", "std 0", "mean text",
+], ids=["huge image", "huge class count", "bool channels", "shape 8", "classes list", "std 0",
+        "mean text",
         "mean per channel of 3", "dataset list", "data_dir list"])
 def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, command, change,
                                                           message):
@@ -1044,8 +1048,26 @@ def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, com
      "cannot restore the learning-rate schedule (checkpoint damaged or from another model?): "
      "OneCycleLR.load_state_dict: total_steps must be an int >= 1, got 0"),
     (lambda s: s.update(loader=5), "cannot restore the data loader position"),
+    (lambda s: s.update(partial=[1]), "the checkpoint's 'partial' entry is damaged: expected "
+                                      "None or a dict of epoch, loss_sum, correct_sum, seen, "
+                                      "seconds: numbers >= 0, got [1]"),
+    (lambda s: s.update(partial={"epoch": 0}), "the checkpoint's 'partial' entry is damaged"),
+    (lambda s: s.update(partial={"epoch": 0, "loss_sum": np.zeros((9, 9)), "correct_sum": 0,
+                                 "seen": 0, "seconds": 0.0}),
+     "the checkpoint's 'partial' entry is damaged"),
+    (lambda s: s.update(partial={"epoch": 0, "loss_sum": 1.0, "correct_sum": 1.0, "seen": -64,
+                                 "seconds": 0.0}),
+     "the checkpoint's 'partial' entry is damaged"),
+    (lambda s: s.update(image_shape=8), "the checkpoint's 'image_shape' entry is damaged: "
+                                        "expected three positive ints (C, H, W), got 8"),
+    (lambda s: s.update(mean="dark"), "the checkpoint's 'mean' entry is damaged"),
+    (lambda s: s.update(std=np.zeros(1, np.float32)), "the checkpoint's 'std' entry is damaged"),
+    (lambda s: s["rng"]["state"].update(state=10**40),
+     "cannot restore the random generator (checkpoint damaged or from another model?)"),
 ], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown", "optimizer-lr",
-        "optimizer-groups", "optimizer-unknown", "scheduler-total-steps", "loader"])
+        "optimizer-groups", "optimizer-unknown", "scheduler-total-steps", "loader",
+        "partial-list", "partial-keys", "partial-array", "partial-negative", "image-shape",
+        "mean", "std", "rng-overflow"])
 def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
     """Values a crafted or damaged checkpoint holds get the checks typed options get."""
     state = checkpoint.load(trained[0] / "c.npz")

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from . import checkpoint, models, nn, optim
-from ._checks import is_real
+from ._checks import is_int, is_real
 from .autograd import no_grad
 from .backend import get_backend
 from .fileio import atomic_write
@@ -217,7 +217,7 @@ def _check_training_checkpoint(state, path, keys=TRAINING_KEYS):
                                          f"(expected a dict naming the model and data set)")
     if not isinstance(config.get("data_dir"), (str, type(None))):
         raise checkpoint.CheckpointError(f"{path}: the checkpoint's 'config' entry is damaged "
-                                         f"(its data_dir {str(config['data_dir'])[:100]} is "
+                                         f"(its data_dir {_shown(config['data_dir'])} is "
                                          f"not a path)")
 
 
@@ -225,7 +225,8 @@ def _restore(path, what, load, value):
     """Run ``load(value)``; any complaint becomes a one-line CheckpointError."""
     try:
         load(value)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    # OverflowError: an integer beyond what NumPy takes (a generator's state).
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:
         lines = [line.strip() for line in str(e).strip("'\"").splitlines() if line.strip()]
         detail = " ".join(lines[:1] + ["; ".join(lines[1:])]).strip()  # one line
         raise checkpoint.CheckpointError(f"{path}: cannot restore the {what} (checkpoint "
@@ -270,6 +271,8 @@ def train(cfg, out=_print):
                 isinstance(r, dict) for r in state["history"]):
             raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved history is damaged "
                                              f"(expected a list of per-epoch records)")
+        _check_declared(state, cfg.checkpoint)
+        _check_partial(state.get("partial"), cfg.checkpoint)
     progress = _show_progress(cfg.progress)
     if cfg.progress and importlib.util.find_spec("tqdm") is None:   # asked for, not possible
         out("no progress bar: training's needs tqdm (pip install tqdm, or the [examples] "
@@ -422,20 +425,65 @@ def train(cfg, out=_print):
 _ALWAYS_BUILT = 2**20
 
 
-def _statistic(state, key, channels, path):
-    """``state[key]`` (the training mean or std) as float32 of shape () or (C,)."""
-    value = state[key]
+def _shown(value, limit=100):
+    """``value`` on one line, cut to about ``limit`` characters (an array prints on many)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _damaged(path, key, expected, value):
+    return checkpoint.CheckpointError(f"{path}: the checkpoint's {key!r} entry is damaged: "
+                                      f"expected {expected}, got {_shown(value)}")
+
+
+def _check_declared(state, path):
+    """Check the image shape, class count and training statistics a training
+    checkpoint declares; returns ``(image_shape, num_classes)`` and puts
+    ``state["mean"]`` and ``state["std"]`` back as float32 arrays."""
+    shape, num_classes = state["image_shape"], state["num_classes"]
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 \
+            or not all(is_int(s) and s >= 1 for s in shape):
+        raise _damaged(path, "image_shape", "three positive ints (C, H, W)", shape)
+    if not (is_int(num_classes) and num_classes >= 1):
+        raise _damaged(path, "num_classes", "a positive int", num_classes)
+    channels = int(shape[0])
+    for key in ("mean", "std"):
+        value = state[key]
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or isinstance(value, (bool, str)) \
+                or array.shape not in ((), (channels,)) or not np.isfinite(array).all() \
+                or (key == "std" and not (array > 0).all()):
+            raise _damaged(path, key, f"{'positive ' if key == 'std' else ''}finite numbers, "
+                                      f"one or one per channel ({channels})", value)
+        state[key] = array.astype(np.float32)
+    return tuple(int(s) for s in shape), int(num_classes)
+
+
+def _amount(value):
+    """Whether ``value`` is a finite real number >= 0 (a 0-d array counts)."""
+    if isinstance(value, (bool, str)):
+        return False
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        array = None
-    if array is None or array.shape not in ((), (channels,)) or not np.isfinite(array).all() \
-            or (key == "std" and not (array > 0).all()) or isinstance(value, (bool, str)):
-        raise checkpoint.CheckpointError(
-            f"{path}: the checkpoint's '{key}' entry is damaged: expected "
-            f"{'positive ' if key == 'std' else ''}finite numbers, one or one per channel "
-            f"({channels}), got {str(value)[:100]}")
-    return array.astype(np.float32)
+        return False
+    return array.shape == () and bool(np.isfinite(array)) and array >= 0
+
+
+def _check_partial(partial, path):
+    """The running sums of an epoch saved midway (None if there are none), checked."""
+    keys = ("epoch", "loss_sum", "correct_sum", "seen", "seconds")
+    if partial is None:
+        return None
+    if isinstance(partial, dict) and set(keys) <= set(partial) \
+            and all(is_int(partial[k]) and partial[k] >= 0 for k in ("epoch", "seen")) \
+            and all(_amount(partial[k]) for k in ("loss_sum", "correct_sum", "seconds")):
+        return partial
+    raise _damaged(path, "partial", f"None or a dict of {', '.join(keys)}: numbers >= 0",
+                   partial)
 
 
 def load_model(path, device="cpu"):
@@ -451,23 +499,21 @@ def load_model(path, device="cpu"):
     state = checkpoint.load(path)
     _check_training_checkpoint(state, path)
     name = state["config"]["model"]
+    image_shape, num_classes = _check_declared(state, path)
     try:
-        count = models.parameter_count(name, state["image_shape"], state["num_classes"])
+        count = models.parameter_count(name, image_shape, num_classes)
     except (TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: cannot rebuild the model: {e}") from None
-    image_shape = tuple(state["image_shape"])
     weights = state["model"]
     held = sum(np.size(v) for v in weights.values() if isinstance(v, np.ndarray)) \
         if isinstance(weights, dict) else 0
     if count > max(held, _ALWAYS_BUILT):
         raise checkpoint.CheckpointError(
             f"{path}: the checkpoint declares a {name} model for images {image_shape} and "
-            f"{state['num_classes']} classes, which has {count:,} parameters, but holds "
-            f"{held:,} weight values (file damaged or edited); the model is not built")
-    for key in ("mean", "std"):
-        state[key] = _statistic(state, key, image_shape[0], path)
+            f"{num_classes} classes, which has {count:,} parameters, but holds {held:,} "
+            f"weight values (file damaged or edited); the model is not built")
     try:
-        model = models.build(name, image_shape, state["num_classes"])
+        model = models.build(name, image_shape, num_classes)
     except (TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: cannot rebuild the model: {e}") from None
     _restore(path, "model", model.load_state_dict, state["model"])
