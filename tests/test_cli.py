@@ -1079,6 +1079,31 @@ def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
     assert message in err and str(path) in err
 
 
+@pytest.mark.parametrize("content", [b"my notes\n", b"\x00\x01binary", b'{"a": 1}\n[1]\n'],
+                         ids=["text", "binary", "JSON lines not all objects"])
+def test_resume_does_not_replace_a_file_the_checkpoint_names_as_its_metrics(tmp_path, content):
+    """The metrics path a resumed run keeps comes from the checkpoint: an edited one
+    could name any file of the user's, which the next epoch would replace."""
+    victim = tmp_path / "notes.txt"
+    victim.write_bytes(content)
+    path = tmp_path / "c.npz"
+    status, _, err = cli("train", "--epochs", 1, "--batch-size", 256, "--seed", 1,
+                         "--checkpoint", path, "--max-steps", 1, "--no-progress")
+    assert status == 0, err
+    state = checkpoint.load(path)   # a run stopped after one step: resuming finishes it
+    state["config"].update(metrics=str(victim))
+    checkpoint.save(path, state)
+    status, out, err = cli("train", "--checkpoint", path, "--resume", "--no-progress")
+    assert status == 1 and out == "" and err.count("\n") == 1, err
+    assert f"{path} names {victim} as its metrics file, which is not one" in err
+    assert "give --metrics PATH" in err and victim.read_bytes() == content
+    # Named on the command line, the file is the user's choice, as for a new run.
+    status, out, err = cli("train", "--checkpoint", path, "--resume", "--no-progress",
+                           "--metrics", tmp_path / "m.jsonl")
+    assert status == 0, err
+    assert victim.read_bytes() == content and (tmp_path / "m.jsonl").read_text().count("\n") == 1
+
+
 @pytest.mark.parametrize("argv, message", [
     (("predict", "--checkpoint", "{good}", "{tmp}/nothing.png"), "No such file"),
     (("predict", "--checkpoint", "{good}", "{tmp}/text.png"), "is not a PNG file"),

@@ -18,6 +18,7 @@ import numbers
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -259,6 +260,7 @@ def train(cfg, out=_print):
             setattr(cfg, key, state["config"][key])
         # Where the run reports and finds its data carry over too, unless
         # given anew: a resumed run keeps appending to its metrics file.
+        metrics_from_checkpoint = cfg.metrics is None
         for key in ("metrics", "data_dir"):
             if getattr(cfg, key) is None:
                 setattr(cfg, key, state["config"].get(key))
@@ -267,6 +269,8 @@ def train(cfg, out=_print):
         except (TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved configuration is "
                                              f"damaged: {e}") from None
+        if metrics_from_checkpoint and cfg.metrics:
+            _check_metrics_file(cfg.metrics, cfg.checkpoint)
         if not isinstance(state["history"], list) or not all(
                 isinstance(r, dict) for r in state["history"]):
             raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved history is damaged "
@@ -484,6 +488,30 @@ def _check_partial(partial, path):
         return partial
     raise _damaged(path, "partial", f"None or a dict of {', '.join(keys)}: numbers >= 0",
                    partial)
+
+
+def _check_metrics_file(metrics, path):
+    """Refuse to replace ``metrics``, named by the checkpoint at ``path``, unless
+    it is missing or a metrics file: the name comes from a file that may have been
+    edited (or written elsewhere), and rewriting, say, a user's notes loses them."""
+    from .viz.curves import read_metrics
+    if not os.path.lexists(metrics):
+        return
+    try:
+        with warnings.catch_warnings():
+            # read_metrics skips an unfinished last line with a warning; a file
+            # of one line of notes would pass for a metrics file.
+            warnings.simplefilter("error")
+            read_metrics(metrics)
+        problem = None
+    except UserWarning:
+        problem = "its last line is not JSON"
+    except (OSError, ValueError) as e:
+        problem = str(e)
+    if problem is not None:
+        raise checkpoint.CheckpointError(
+            f"{path} names {metrics} as its metrics file, which is not one ({problem}); it "
+            f"is not replaced: give --metrics PATH for this run's metrics")
 
 
 def load_model(path, device="cpu"):
