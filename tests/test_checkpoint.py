@@ -288,6 +288,7 @@ def _flag_encrypted(path):
 
 HUGE = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
 GOOD = _npy(np.arange(3, dtype=np.float32))
+UNTERMINATED = b"\x93NUMPY\x01\x00\x36\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,\n"
 SHORT = {"descr": "<i4", "fortran_order": False, "shape": (3,)}
 CRAFTED = {
     "huge shape": (_crafted(_refs("x"), x=_npy(header=HUGE, data=b"\0" * 8)),
@@ -328,6 +329,11 @@ CRAFTED = {
                      r"members 'x.npy' and 'x.npy' both hold the array 'x'"),
     "x and x.npy": (_crafted_entries(_refs("x"), [("x", GOOD), ("x.npy", GOOD)]),
                     r"members 'x' and 'x.npy' both hold the array 'x'"),
+    # NumPy retries a header it cannot parse with Python's tokenizer, whose own error
+    # (TokenError, no ValueError) escaped.
+    "unterminated .npy header": (_crafted(_refs("x"), x=UNTERMINATED),
+                                 r"member 'x.npy' is not a readable .npy array .*EOF in "
+                                 r"multi-line statement"),
 }
 CORRUPTIONS.update(CRAFTED)
 

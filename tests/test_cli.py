@@ -196,6 +196,9 @@ def _npy_bytes(shape, descr, data):
      r"the file has shape \(True, 8\) in its \.npy header, which is not valid"),
     (_npy_bytes((8, 8), "|u1", bytes(64 + 5)),
      r"the file claims shape \(8, 8\) of uint8 \(64 bytes\) but holds 69 bytes"),
+    # A header cut short: NumPy's retry with the tokenizer raised a raw TokenError.
+    (b"\x93NUMPY\x01\x00\x36\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,\n"
+     + bytes(8), r"the file is not a readable \.npy array .*EOF in multi-line statement"),
 ])
 def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path, array,
                                                               message):

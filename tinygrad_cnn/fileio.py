@@ -26,6 +26,7 @@ import math
 import os
 import secrets
 import stat
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +197,10 @@ def read_npy(f, size, where, error=ValueError):
         f.seek(after_magic)
         read_header = fmt.read_array_header_1_0 if width == 2 else fmt.read_array_header_2_0
         shape, _, dtype = read_header(f)
-    except (ValueError, EOFError) as e:
-        raise error(f"{damaged}: {e}") from None
+    # TokenError: NumPy retries a header it cannot parse as written by Python 2,
+    # with the tokenizer, which raises its own error for an unterminated one.
+    except (ValueError, EOFError, tokenize.TokenError) as e:
+        raise error(f"{damaged}: {_shorter(e)}") from None
     # NumPy's header reader accepts any tuple of ints, True and -1 among them.
     if not all(type(d) is int and d >= 0 for d in shape):
         raise error(f"{where} has shape {shape!r} in its .npy header, which is not valid: "
@@ -217,4 +220,11 @@ def read_npy(f, size, where, error=ValueError):
         raise error(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is too large to "
                     f"load into memory") from None
     except (ValueError, EOFError) as e:
-        raise error(f"{damaged}: {e}") from None
+        raise error(f"{damaged}: {_shorter(e)}") from None
+
+
+def _shorter(error, limit=200):
+    """The message of ``error`` on one line, cut to about ``limit`` characters (NumPy
+    quotes a header it cannot parse whole, up to 10000 characters)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + "..."
