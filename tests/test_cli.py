@@ -1082,6 +1082,20 @@ def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
     assert message in err and str(path) in err
 
 
+@pytest.mark.parametrize("config", [["lr"], "lr"])
+def test_resume_with_options_and_a_damaged_config(trained, tmp_path, config):
+    """Options given on resuming are compared with the saved settings: a config that
+    is no dict is named as damaged, not a raw TypeError from that comparison."""
+    state = checkpoint.load(trained[0] / "c.npz")
+    state["config"] = config
+    path = tmp_path / "damaged.npz"
+    checkpoint.save(path, state)
+    status, out, err = cli("train", "--checkpoint", path, "--resume", "--lr", 0.1,
+                           "--no-progress")
+    assert status == 1 and out == "" and err.count("\n") == 1, err
+    assert f"{path}: the checkpoint's 'config' entry is damaged" in err
+
+
 @pytest.mark.parametrize("content", [b"my notes\n", b"\x00\x01binary", b'{"a": 1}\n[1]\n'],
                          ids=["text", "binary", "JSON lines not all objects"])
 def test_resume_does_not_replace_a_file_the_checkpoint_names_as_its_metrics(tmp_path, content):

@@ -255,6 +255,8 @@ def _train(args):
     if args.resume and given:
         # A resumed run keeps its settings; refuse to ignore one the user typed.
         saved = load(args.checkpoint).get("config", {})
+        if not isinstance(saved, dict):   # damaged: train() says so, naming the file
+            saved = {}
         clashes = [f"--{k.replace('_', '-')} {v} (the run has {saved[k]})"
                    for k, v in given.items() if k in saved and saved[k] != v]
         if clashes:
