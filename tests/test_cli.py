@@ -199,6 +199,13 @@ def _npy_bytes(shape, descr, data):
     # A header cut short: NumPy's retry with the tokenizer raised a raw TokenError.
     (b"\x93NUMPY\x01\x00\x36\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,\n"
      + bytes(8), r"the file is not a readable \.npy array .*EOF in multi-line statement"),
+    # NumPy's dtype parser raised a raw SyntaxError, its header check a raw TypeError.
+    (_npy_bytes((8, 8), ",f4", bytes(256)), r"the file is not a readable \.npy array "
+                                            r"\(file damaged or edited\): invalid syntax"),
+    (_npy_bytes((8, 8), ">02", bytes(256)), r"the file is not a readable \.npy array .*leading "
+                                            r"zeros"),
+    (_npy_bytes((8, 8), "<f4", bytes(256)).replace(b"'shape': (8, 8), }", b"b'shape': (8, 8),}"),
+     r"the file is not a readable \.npy array .*'<' not supported between"),
 ])
 def test_predict_refuses_npy_images_it_would_have_to_guess_at(trained, tmp_path, array,
                                                               message):
@@ -304,6 +311,27 @@ def test_load_image_scales_and_resizes_as_documented(tmp_path, name):
     image = load_image(path, (1, 8, 8), **options)
     assert image.shape == (1, 8, 8) and image.dtype == np.float32
     np.testing.assert_allclose(image[0], expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("array, version", [
+    (RAMP.astype(np.float32) / 63, (2, 0)),
+    # NumPy writes 3.0 for non-ASCII field names only, but reads it for any array.
+    (RAMP.astype(np.float32) / 63, (3, 0)),
+    (np.asfortranarray(RAMP / 63), None),
+    (np.asfortranarray(np.tile(PRIMARIES, (4, 4, 1))), None),         # (H, W, 3) column-major
+    ((RAMP / 63).astype(">f4"), None),                               # big-endian
+    ((RAMP * 4).astype(">u2"), None),
+    (RAMP % 3 == 0, (2, 0)),
+], ids=["version 2.0", "version 3.0", "Fortran order", "Fortran order RGB", "big-endian float",
+        "big-endian uint16", "bool, version 2.0"])
+def test_npy_layouts_numpy_writes_read_as_the_same_image(tmp_path, array, version):
+    """Header versions, column-major data and byte orders NumPy writes (and np.load
+    reads) are read as the same image as a plain np.save of the same values."""
+    with open(tmp_path / "img.npy", "wb") as f:
+        np.lib.format.write_array(f, array, version=version, allow_pickle=False)
+    np.save(tmp_path / "plain.npy", np.ascontiguousarray(array, array.dtype.newbyteorder("=")))
+    np.testing.assert_array_equal(read_image(tmp_path / "img.npy"),
+                                  read_image(tmp_path / "plain.npy"))
 
 
 def area_average(img, h, w):

@@ -163,6 +163,14 @@ def fsync_dir(directory):
         os.close(fd)
 
 
+# What NumPy raises for a .npy header it cannot read.  TokenError: NumPy
+# retries a header it cannot parse as written by Python 2, with the tokenizer,
+# which raises its own error for an unterminated one.  SyntaxError: from the
+# dtype parser, for a descr such as ",f4" or ">02".  TypeError: from sorting
+# the keys of a header dict holding both str and bytes keys.
+_UNREADABLE = (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError)
+
+
 def read_npy(f, size, where, error=ValueError):
     """The array of the ``.npy`` data at the position of binary file ``f``,
     of which ``size`` bytes are the ``.npy`` data; never unpickled.
@@ -181,11 +189,12 @@ def read_npy(f, size, where, error=ValueError):
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
-        # Only 1.0 (2-byte header length) and 2.0 (4-byte) hold numeric arrays;
-        # 3.0 exists for non-ASCII field names of structured dtypes.
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f".npy format version {version[0]}.{version[1]} is not used "
-                             f"for numeric arrays")
+        # 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one.  NumPy
+        # writes 3.0 for non-ASCII field names, but reads (and writes, when
+        # asked) it for any array.
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not one "
+                             f"NumPy writes (1.0, 2.0, 3.0)")
         width = 2 if version == (1, 0) else 4
         after_magic = f.tell()
         length = f.read(width)
@@ -195,11 +204,12 @@ def read_npy(f, size, where, error=ValueError):
             raise ValueError(f"the header runs past the end of the {size} bytes of data "
                              f"(truncated?)")
         f.seek(after_magic)
+        # 3.0 differs from 2.0 only in encoding the header as UTF-8, not Latin-1:
+        # read as 2.0, a non-ASCII field name comes out garbled but of the same
+        # size, and read_array below decodes it right.
         read_header = fmt.read_array_header_1_0 if width == 2 else fmt.read_array_header_2_0
         shape, _, dtype = read_header(f)
-    # TokenError: NumPy retries a header it cannot parse as written by Python 2,
-    # with the tokenizer, which raises its own error for an unterminated one.
-    except (ValueError, EOFError, tokenize.TokenError) as e:
+    except _UNREADABLE as e:
         raise error(f"{damaged}: {_shorter(e)}") from None
     # NumPy's header reader accepts any tuple of ints, True and -1 among them.
     if not all(type(d) is int and d >= 0 for d in shape):
@@ -219,7 +229,7 @@ def read_npy(f, size, where, error=ValueError):
     except MemoryError:   # a consistent array too large for this machine
         raise error(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is too large to "
                     f"load into memory") from None
-    except (ValueError, EOFError) as e:
+    except _UNREADABLE as e:
         raise error(f"{damaged}: {_shorter(e)}") from None
 
 
