@@ -1081,13 +1081,17 @@ def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, com
     (lambda s: s.update(loader=5), "cannot restore the data loader position"),
     (lambda s: s.update(partial=[1]), "the checkpoint's 'partial' entry is damaged: expected "
                                       "None or a dict of epoch, loss_sum, correct_sum, seen, "
-                                      "seconds: numbers >= 0, got [1]"),
+                                      "seconds: numbers >= 0 (the loss sum may be NaN or "
+                                      "infinite), got [1]"),
     (lambda s: s.update(partial={"epoch": 0}), "the checkpoint's 'partial' entry is damaged"),
     (lambda s: s.update(partial={"epoch": 0, "loss_sum": np.zeros((9, 9)), "correct_sum": 0,
                                  "seen": 0, "seconds": 0.0}),
      "the checkpoint's 'partial' entry is damaged"),
     (lambda s: s.update(partial={"epoch": 0, "loss_sum": 1.0, "correct_sum": 1.0, "seen": -64,
                                  "seconds": 0.0}),
+     "the checkpoint's 'partial' entry is damaged"),
+    (lambda s: s.update(partial={"epoch": 0, "loss_sum": -np.inf, "correct_sum": 1.0,
+                                 "seen": 64, "seconds": 0.0}),
      "the checkpoint's 'partial' entry is damaged"),
     (lambda s: s.update(image_shape=8), "the checkpoint's 'image_shape' entry is damaged: "
                                         "expected three positive ints (C, H, W), got 8"),
@@ -1097,8 +1101,8 @@ def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, com
      "cannot restore the random generator (checkpoint damaged or from another model?)"),
 ], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown", "optimizer-lr",
         "optimizer-groups", "optimizer-unknown", "scheduler-total-steps", "loader",
-        "partial-list", "partial-keys", "partial-array", "partial-negative", "image-shape",
-        "mean", "std", "rng-overflow"])
+        "partial-list", "partial-keys", "partial-array", "partial-negative",
+        "partial-loss-minus-inf", "image-shape", "mean", "std", "rng-overflow"])
 def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
     """Values a crafted or damaged checkpoint holds get the checks typed options get."""
     state = checkpoint.load(trained[0] / "c.npz")

@@ -187,6 +187,20 @@ def test_a_resumed_run_normalises_with_the_saved_statistics(tmp_path):
     np.testing.assert_array_equal(resumed["std"], state["std"])
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_a_run_that_diverged_resumes_with_its_nan_loss(tmp_path):
+    """A learning rate far too large makes the loss NaN: the checkpoint of that run,
+    stopped mid-epoch, is no damaged file, and resumes as any other."""
+    diverging = dict(optimizer="sgd", lr=1e4, metrics=str(tmp_path / "m.jsonl"))
+    run(tmp_path, "run.npz", max_steps=STEPS_PER_EPOCH + 2, **diverging)
+    partial = checkpoint.load(tmp_path / "run.npz")["partial"]
+    assert partial["epoch"] == 1 and np.isnan(partial["loss_sum"])
+    result = run(tmp_path, "run.npz", resume=True)   # the metrics file from the checkpoint
+    assert not result["stopped"] and len(result["history"]) == 2
+    assert np.isnan(result["history"][1]["train_loss"])
+    assert [json.loads(line)["epoch"] for line in open(tmp_path / "m.jsonl")] == [1, 2]
+
+
 def test_epoch_train_numbers_are_averaged_over_samples(tmp_path, monkeypatch):
     """train_loss and train_acc weigh every sample once: the last, smaller batch
     counts for its 29 samples, not as much as a full batch."""

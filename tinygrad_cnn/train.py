@@ -466,15 +466,16 @@ def _check_declared(state, path):
     return tuple(int(s) for s in shape), int(num_classes)
 
 
-def _amount(value):
-    """Whether ``value`` is a finite real number >= 0 (a 0-d array counts)."""
+def _amount(value, finite=True):
+    """Whether ``value`` is a real number >= 0 (a 0-d array counts), finite unless
+    ``finite`` is false, when NaN and infinity pass too."""
     if isinstance(value, (bool, str)):
         return False
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         return False
-    return array.shape == () and bool(np.isfinite(array)) and array >= 0
+    return array.shape == () and not array < 0 and (not finite or bool(np.isfinite(array)))
 
 
 def _check_partial(partial, path):
@@ -482,12 +483,14 @@ def _check_partial(partial, path):
     keys = ("epoch", "loss_sum", "correct_sum", "seen", "seconds")
     if partial is None:
         return None
+    # The loss sum of a run that diverged is NaN or infinite: resumed as saved.
     if isinstance(partial, dict) and set(keys) <= set(partial) \
             and all(is_int(partial[k]) and partial[k] >= 0 for k in ("epoch", "seen")) \
-            and all(_amount(partial[k]) for k in ("loss_sum", "correct_sum", "seconds")):
+            and _amount(partial["loss_sum"], finite=False) \
+            and all(_amount(partial[k]) for k in ("correct_sum", "seconds")):
         return partial
-    raise _damaged(path, "partial", f"None or a dict of {', '.join(keys)}: numbers >= 0",
-                   partial)
+    raise _damaged(path, "partial", f"None or a dict of {', '.join(keys)}: numbers >= 0 "
+                                    f"(the loss sum may be NaN or infinite)", partial)
 
 
 def _check_metrics_file(metrics, path):
