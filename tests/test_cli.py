@@ -196,6 +196,11 @@ def _npy_bytes(shape, descr, data):
      r"the file has shape \(True, 8\) in its \.npy header, which is not valid"),
     (_npy_bytes((8, 8), "|u1", bytes(64 + 5)),
      r"the file claims shape \(8, 8\) of uint8 \(64 bytes\) but holds 69 bytes"),
+    # Sizes whose product has more digits than str() converts (4300): a ValueError
+    # without the file's name escaped.
+    (_npy_bytes((10**1500,) * 4, "<f4", bytes(8)),
+     r"the file claims shape \(1000000000.{,100}\.\.\. of float32 \(40000000000000000000\.\.\. "
+     r"\(6001 digits\) bytes\) but holds 8 bytes of data"),
     # A header cut short: NumPy's retry with the tokenizer raised a raw TokenError.
     (b"\x93NUMPY\x01\x00\x36\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,\n"
      + bytes(8), r"the file is not a readable \.npy array .*EOF in multi-line statement"),

@@ -54,6 +54,14 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def one_line(text, limit=100):
+    """``text`` for an error message: on one line (each run of white space, line
+    breaks included, becomes one space) and cut to ``limit`` characters, then
+    "...", if longer.  For values and messages of any size that a file holds."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def shown_value(value):
     """A value as error messages show it: its repr and its type, ``2.5 (float)``."""
     return f"{value!r} ({type(value).__name__})"

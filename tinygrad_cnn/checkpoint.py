@@ -21,6 +21,7 @@ import zipfile
 
 import numpy as np
 
+from ._checks import one_line
 from .fileio import atomic_write, read_npy
 
 FORMAT = "tinygrad_cnn.checkpoint/1"
@@ -213,12 +214,6 @@ def _read_members(path):
     return members
 
 
-def _describe_format(value):
-    """A header's ``format`` entry for an error message, at most about 100 characters."""
-    text = repr(value)
-    return text if len(text) <= 100 else text[:100] + "..."
-
-
 def load(path):
     """Read a checkpoint written by :func:`save`; arrays come back as NumPy arrays.
 
@@ -256,10 +251,10 @@ def load(path):
     if found != FORMAT:
         family, _, version = FORMAT.rpartition("/")
         if isinstance(found, str) and found.startswith(family + "/"):
-            raise CheckpointError(f"{path}: checkpoint format {_describe_format(found)}, "
+            raise CheckpointError(f"{path}: checkpoint format {one_line(repr(found))}, "
                                   f"written by another version of tinygrad_cnn; this one "
                                   f"reads version {version} ({FORMAT}) only")
-        raise CheckpointError(f"{path}: unknown checkpoint format {_describe_format(found)}; "
+        raise CheckpointError(f"{path}: unknown checkpoint format {one_line(repr(found))}; "
                               f"expected {FORMAT}")
     if not isinstance(header.get("tree"), dict):
         raise CheckpointError(f"{path}: the checkpoint header has no 'tree' entry holding a "

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import one_line, shown_int
+
 _O_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
     | getattr(os, "O_CLOEXEC", 0)
 _MAX_NAME_PART = 200   # bytes of the target's name kept in a temp name: 200 + 18 < 255
@@ -168,6 +170,8 @@ def fsync_dir(directory):
 # which raises its own error for an unterminated one.  SyntaxError: from the
 # dtype parser, for a descr such as ",f4" or ">02".  TypeError: from sorting
 # the keys of a header dict holding both str and bytes keys.
+# Their messages are cut to 200 characters: NumPy quotes a header it cannot
+# parse whole, up to 10000 characters over several lines.
 _UNREADABLE = (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError)
 
 
@@ -210,19 +214,21 @@ def read_npy(f, size, where, error=ValueError):
         read_header = fmt.read_array_header_1_0 if width == 2 else fmt.read_array_header_2_0
         shape, _, dtype = read_header(f)
     except _UNREADABLE as e:
-        raise error(f"{damaged}: {_shorter(e)}") from None
+        raise error(f"{damaged}: {one_line(str(e), 200)}") from None
     # NumPy's header reader accepts any tuple of ints, True and -1 among them.
     if not all(type(d) is int and d >= 0 for d in shape):
-        raise error(f"{where} has shape {shape!r} in its .npy header, which is not valid: "
-                    f"expected a tuple of integers >= 0 (file damaged or edited)")
+        raise error(f"{where} has shape {one_line(repr(shape))} in its .npy header, which "
+                    f"is not valid: expected a tuple of integers >= 0 (file damaged or edited)")
     if dtype.hasobject:
         raise error(f"{where} holds Python objects (dtype object), stored pickled; they are "
                     f"never loaded, since unpickling can run code")
     available = size - (f.tell() - start)
     claimed = math.prod(shape) * dtype.itemsize
     if claimed != available:
-        raise error(f"{where} claims shape {shape} of {dtype} ({claimed} bytes) but holds "
-                    f"{available} bytes of data (file damaged or edited)")
+        # shown_int: a product of such numbers may have more digits than str() prints.
+        raise error(f"{where} claims shape {one_line(str(shape))} of {dtype} "
+                    f"({shown_int(claimed)} bytes) but holds {available} bytes of data (file "
+                    f"damaged or edited)")
     f.seek(start)
     try:
         return fmt.read_array(f, allow_pickle=False)
@@ -230,11 +236,4 @@ def read_npy(f, size, where, error=ValueError):
         raise error(f"{where} ({claimed} bytes of {dtype}, shape {shape}) is too large to "
                     f"load into memory") from None
     except _UNREADABLE as e:
-        raise error(f"{damaged}: {_shorter(e)}") from None
-
-
-def _shorter(error, limit=200):
-    """The message of ``error`` on one line, cut to about ``limit`` characters (NumPy
-    quotes a header it cannot parse whole, up to 10000 characters)."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+        raise error(f"{damaged}: {one_line(str(e), 200)}") from None

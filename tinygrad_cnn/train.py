@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 from . import checkpoint, models, nn, optim
-from ._checks import is_int, is_real
+from ._checks import is_int, is_real, one_line
 from .autograd import no_grad
 from .backend import get_backend
 from .fileio import atomic_write
@@ -218,7 +218,7 @@ def _check_training_checkpoint(state, path, keys=TRAINING_KEYS):
                                          f"(expected a dict naming the model and data set)")
     if not isinstance(config.get("data_dir"), (str, type(None))):
         raise checkpoint.CheckpointError(f"{path}: the checkpoint's 'config' entry is damaged "
-                                         f"(its data_dir {_shown(config['data_dir'])} is "
+                                         f"(its data_dir {one_line(str(config['data_dir']))} is "
                                          f"not a path)")
 
 
@@ -429,15 +429,9 @@ def train(cfg, out=_print):
 _ALWAYS_BUILT = 2**20
 
 
-def _shown(value, limit=100):
-    """``value`` on one line, cut to about ``limit`` characters (an array prints on many)."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _damaged(path, key, expected, value):
     return checkpoint.CheckpointError(f"{path}: the checkpoint's {key!r} entry is damaged: "
-                                      f"expected {expected}, got {_shown(value)}")
+                                      f"expected {expected}, got {one_line(str(value))}")
 
 
 def _check_declared(state, path):
