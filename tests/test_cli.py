@@ -1031,11 +1031,18 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
     (lambda s: s.update(num_classes=10**12),
      "declares a cnn model for images (1, 8, 8) and 1000000000000 classes, which has "),
     (lambda s: s.update(image_shape=[True, 8, 8]),
-     "the checkpoint's 'image_shape' entry is damaged: expected three positive ints (C, H, W), "
-     "got [True, 8, 8]"),
+     "the checkpoint's 'image_shape' entry is damaged: expected three positive ints (C, H, W) "
+     "below 2**63, got [True, 8, 8]"),
+    # Sizes whose product has more digits than str() converts: a bare ValueError escaped.
+    (lambda s: s.update(image_shape=[1, 10**3000, 10**3000]),
+     f"the checkpoint's 'image_shape' entry is damaged: expected three positive ints (C, H, "
+     f"W) below 2**63, got [1, {'1' + '0' * 95}..."),
+    (lambda s: s.update(num_classes=10**4000),
+     f"the checkpoint's 'num_classes' entry is damaged: expected a positive int below 2**63, "
+     f"got {'1' + '0' * 99}...\n"),
     (lambda s: s.update(image_shape=8), "the checkpoint's 'image_shape' entry is damaged"),
     (lambda s: s.update(num_classes=[10]), "the checkpoint's 'num_classes' entry is damaged: "
-                                           "expected a positive int, got [10]"),
+                                           "expected a positive int below 2**63, got [10]"),
     (lambda s: s.update(std=np.zeros(1, np.float32)),
      "the checkpoint's 'std' entry is damaged: expected positive finite numbers, one or one "
      "per channel (1), got [0.]"),
@@ -1046,8 +1053,8 @@ def test_bad_checkpoints_give_one_line_and_status_1(damaged, tmp_path, command, 
      "the checkpoint's 'config' entry is damaged (expected a dict naming"),
     (lambda s: s["config"].update(data_dir=[1]), "the checkpoint's 'config' entry is damaged "
                                                  "(its data_dir [1] is not a path)"),
-], ids=["huge image", "huge class count", "bool channels", "shape 8", "classes list", "std 0",
-        "mean text",
+], ids=["huge image", "huge class count", "bool channels", "image of 3001 digits",
+        "classes of 4001 digits", "shape 8", "classes list", "std 0", "mean text",
         "mean per channel of 3", "dataset list", "data_dir list"])
 def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, command, change,
                                                           message):
@@ -1099,7 +1106,8 @@ def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, com
                                  "seen": 64, "seconds": 0.0}),
      "the checkpoint's 'partial' entry is damaged"),
     (lambda s: s.update(image_shape=8), "the checkpoint's 'image_shape' entry is damaged: "
-                                        "expected three positive ints (C, H, W), got 8"),
+                                        "expected three positive ints (C, H, W) below 2**63, "
+                                        "got 8"),
     (lambda s: s.update(mean="dark"), "the checkpoint's 'mean' entry is damaged"),
     (lambda s: s.update(std=np.zeros(1, np.float32)), "the checkpoint's 'std' entry is damaged"),
     (lambda s: s["rng"]["state"].update(state=10**40),

@@ -439,11 +439,13 @@ def _check_declared(state, path):
     checkpoint declares; returns ``(image_shape, num_classes)`` and puts
     ``state["mean"]`` and ``state["std"]`` back as float32 arrays."""
     shape, num_classes = state["image_shape"], state["num_classes"]
+    # Below 2**63: no array has a larger size, and the model's size, computed
+    # from them, keeps few enough digits to be printed.
     if not isinstance(shape, (list, tuple)) or len(shape) != 3 \
-            or not all(is_int(s) and s >= 1 for s in shape):
-        raise _damaged(path, "image_shape", "three positive ints (C, H, W)", shape)
-    if not (is_int(num_classes) and num_classes >= 1):
-        raise _damaged(path, "num_classes", "a positive int", num_classes)
+            or not all(is_int(s) and 1 <= s < 2**63 for s in shape):
+        raise _damaged(path, "image_shape", "three positive ints (C, H, W) below 2**63", shape)
+    if not (is_int(num_classes) and 1 <= num_classes < 2**63):
+        raise _damaged(path, "num_classes", "a positive int below 2**63", num_classes)
     channels = int(shape[0])
     for key in ("mean", "std"):
         value = state[key]
