@@ -593,7 +593,10 @@ def test_build_refuses_an_image_shape_that_is_not_three_sizes(shape, function):
 @pytest.mark.parametrize("model", list(models.MODELS))
 def test_parameter_count_is_that_of_the_built_model(model):
     """Worked out apart from the builders, so checked against them on many shapes."""
-    for shape in [(1, 4, 4), (1, 8, 8), (3, 9, 5), (1, 27, 27), (1, 28, 28), (2, 31, 40)]:
+    # Both sides of the 28-pixel switch from "same" to "valid" padding, odd sizes, and
+    # sides that differ.
+    for shape in [(1, 4, 4), (1, 8, 8), (3, 9, 5), (1, 27, 27), (1, 28, 28), (2, 31, 40),
+                  (1, 27, 40), (1, 40, 28)]:
         for num_classes in (1, 10, 37):
             built = models.build(model, shape, num_classes)
             assert models.parameter_count(model, shape, num_classes) == sum(
@@ -603,6 +606,14 @@ def test_parameter_count_is_that_of_the_built_model(model):
             models.parameter_count(model, (1, 3, 3))
     with pytest.raises(ValueError, match="Linear: out_features must be an int >= 1, got 0"):
         models.parameter_count(model, (1, 8, 8), 0)
+
+
+def test_parameter_count_refuses_a_model_it_has_no_formula_for(monkeypatch):
+    """A model added to MODELS alone was counted with another model's formula."""
+    monkeypatch.setitem(models.MODELS, "wide", lambda shape, k: tg.nn.Linear(1, k))
+    with pytest.raises(NotImplementedError, match="parameter_count has no formula for model "
+                                                  "'wide'; add one beside its builder"):
+        models.parameter_count("wide", (1, 28, 28))
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "local"])

@@ -154,6 +154,11 @@ def build(name, image_shape, num_classes=10):
     return MODELS[name](_checked(name, image_shape), num_classes)
 
 
+# The feature-map size each convolutional model flattens, as its builder has it.
+_FEATURES = {"cnn": _cnn_features, "lenet5": _lenet5_features, "nielsen": _nielsen_features,
+             "local": _nielsen_features}
+
+
 def _linear(n_in, n_out):
     return n_in * n_out + n_out
 
@@ -179,7 +184,10 @@ def parameter_count(name, image_shape, num_classes=10):
     k = check_int("Linear: out_features", num_classes, low=1)   # as the last layer says
     if name == "mlp":
         return _linear(c * h * w, 100) + _linear(100, k)
-    features = {"cnn": _cnn_features, "lenet5": _lenet5_features}.get(name, _nielsen_features)
+    features = _FEATURES.get(name)
+    if features is None:   # a model added to MODELS without a formula here
+        raise NotImplementedError(f"parameter_count has no formula for model {name!r}; "
+                                  f"add one beside its builder")
     _check_fits(name, (c, h, w), features)
     h2, w2 = features(h, w)
     if name == "cnn":
@@ -190,7 +198,7 @@ def parameter_count(name, image_shape, num_classes=10):
     p = _pad(5, (h, w))
     if name == "nielsen":
         first, second = _conv(c, 20, 5), _conv(20, 40, 5)
-    else:   # local
+    else:   # local, the one other name _FEATURES holds
         first = _local(c, 20, h, w, 5, p)
         second = _local(20, 40, _out(h, 5, p), _out(w, 5, p), 5, p)
     return first + second + _linear(40 * h2 * w2, 100) + _linear(100, k)
