@@ -12,6 +12,7 @@ import stat
 import sys
 import threading
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -562,6 +563,58 @@ def test_a_header_declaring_more_than_gzip_can_expand_to_is_refused_unexpanded(t
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20   # the 16 MB of zeros stay compressed
+
+
+def _deflated_at_the_limit(prefix, runs):
+    """A gzip file of ``prefix`` coded as literals, then ``runs`` runs of 258 copies of
+    its last byte, each run coded in two bits (length 258 and distance 1, each a 1-bit
+    Huffman code): deflate's largest expansion, 1032-fold."""
+    fields = []   # (value, width) in stream order
+
+    def code(value, width):   # Huffman codes go most significant bit first
+        fields.append((int(f"{value:0{width}b}"[::-1], 2), width))
+
+    fields += [(0, 1), (1, 2)]                    # a block of fixed codes, not the last
+    for byte in prefix:
+        if byte < 144:
+            code(0x30 + byte, 8)
+        else:
+            code(0x190 + byte - 144, 9)
+    code(0, 7)                                    # its end (256)
+    fields += [(1, 1), (2, 2)]                    # the last block, of dynamic codes:
+    fields += [(286 - 257, 5), (0, 5), (18 - 4, 4)]   # 286 lengths, 1 distance, 18 lengths
+    # Code-length codes, in the order the format gives: symbols 1 ("0") and 18 ("1").
+    fields += [(1 if s in (1, 18) else 0, 3)
+               for s in (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1)]
+    # The code lengths, each a code-length symbol: 18 ("1", then 7 bits) is a run of
+    # 11-138 zeros, 1 ("0") a length of 1.
+    fields += [(1, 1), (138 - 11, 7), (1, 1), (118 - 11, 7)]   # literals 0-255: unused
+    fields.append((0, 1))                         # 256, the end: length 1, code "0"
+    fields += [(1, 1), (28 - 11, 7)]              # 257-284: unused
+    fields.append((0, 1))                         # 285, length 258: length 1, code "1"
+    fields.append((0, 1))                         # distance code 0 (distance 1): length 1
+    fields.append((int("01" * runs, 2), 2 * runs))    # runs times 285 and distance 1
+    fields.append((0, 1))                         # the end (256)
+    bits, count = 0, 0
+    for value, width in fields:   # least significant bit first
+        bits |= value << count
+        count += width
+    data = prefix + prefix[-1:] * (258 * runs)
+    return (b"\x1f\x8b\x08\0\0\0\0\0\0\xff" + bits.to_bytes(-(-count // 8), "little")
+            + zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little"))
+
+
+def test_a_file_at_deflates_largest_expansion_is_read(tmp_path):
+    """The bound is deflate's own, not zlib's (which gets 1030-fold on zeros): a
+    file that expands about 1031-fold, as no bound below 1032 allows, is read."""
+    runs = 200_000
+    n = 1 + 258 * runs
+    path = tmp_path / "blank-idx1-ubyte.gz"
+    path.write_bytes(_deflated_at_the_limit(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big")
+                                            + b"\0", runs))
+    assert 8 + n > 1031 * path.stat().st_size
+    labels = read_idx(path)
+    assert labels.shape == (n,) and not labels.any()
 
 
 def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
