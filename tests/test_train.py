@@ -187,6 +187,25 @@ def test_a_resumed_run_normalises_with_the_saved_statistics(tmp_path):
     np.testing.assert_array_equal(resumed["std"], state["std"])
 
 
+def test_partial_sums_given_as_plain_numbers_resume_exactly(tmp_path, reference):
+    """The epoch's running sums are float32 0-d arrays in a checkpoint; as JSON numbers
+    (a header edited by hand) they were summed in float64, or, as an int too large for
+    NumPy's integers, failed inside the first addition."""
+    path = tmp_path / "run.npz"
+    run(tmp_path, "run.npz", max_steps=5)
+    state = checkpoint.load(path)
+    for key in ("loss_sum", "correct_sum"):
+        state["partial"][key] = float(state["partial"][key])   # float32 -> float: exact
+    checkpoint.save(path, state)
+    run(tmp_path, "run.npz", resume=True)
+    assert_same_run(reference[0], path)
+    run(tmp_path, "huge.npz", max_steps=5)
+    state = checkpoint.load(tmp_path / "huge.npz")
+    state["partial"]["loss_sum"] = 10**300   # beyond float32: an infinite loss
+    checkpoint.save(tmp_path / "huge.npz", state)
+    assert run(tmp_path, "huge.npz", resume=True)["history"][0]["train_loss"] == np.inf
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
 def test_a_run_that_diverged_resumes_with_its_nan_loss(tmp_path):
     """A learning rate far too large makes the loss NaN: the checkpoint of that run,

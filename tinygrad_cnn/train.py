@@ -276,7 +276,7 @@ def train(cfg, out=_print):
             raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved history is damaged "
                                              f"(expected a list of per-epoch records)")
         _check_declared(state, cfg.checkpoint)
-        _check_partial(state.get("partial"), cfg.checkpoint)
+        state["partial"] = _check_partial(state.get("partial"), cfg.checkpoint)
     progress = _show_progress(cfg.progress)
     if cfg.progress and importlib.util.find_spec("tqdm") is None:   # asked for, not possible
         out("no progress bar: training's needs tqdm (pip install tqdm, or the [examples] "
@@ -475,7 +475,8 @@ def _amount(value, finite=True):
 
 
 def _check_partial(partial, path):
-    """The running sums of an epoch saved midway (None if there are none), checked."""
+    """The running sums of an epoch saved midway (None if there are none), checked,
+    with the loss and accuracy sums as the float32 0-d arrays the trainer keeps."""
     keys = ("epoch", "loss_sum", "correct_sum", "seen", "seconds")
     if partial is None:
         return None
@@ -484,7 +485,11 @@ def _check_partial(partial, path):
             and all(is_int(partial[k]) and partial[k] >= 0 for k in ("epoch", "seen")) \
             and _amount(partial["loss_sum"], finite=False) \
             and all(_amount(partial[k]) for k in ("correct_sum", "seconds")):
-        return partial
+        # A plain number (an edited header holds them) would meet the epoch's
+        # float32 sums as a Python float, which no operation takes.
+        with np.errstate(over="ignore"):   # a sum beyond float32 is infinite there too
+            sums = {k: np.asarray(partial[k], np.float32) for k in ("loss_sum", "correct_sum")}
+        return dict(partial, **sums)
     raise _damaged(path, "partial", f"None or a dict of {', '.join(keys)}: numbers >= 0 "
                                     f"(the loss sum may be NaN or infinite)", partial)
 
