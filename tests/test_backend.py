@@ -153,6 +153,51 @@ def test_default_device_from_environment(monkeypatch):
         tg.tensor([1.0])
 
 
+def test_auto_is_a_device_in_python_too():
+    # Documented for TINYGRAD_CNN_DEVICE and --device; tg.zeros(..., device="auto") and
+    # model.to("auto") are the same choice.
+    want = "cuda:0" if tg.cuda_status()[0] else "cpu"
+    assert tg.zeros(2, device=" Auto ").device == want
+    assert tg.nn.Linear(2, 2).to("auto").weight.device == want
+    with pytest.raises(DeviceError, match=r"expected one of: auto, cpu, cuda"):
+        tg.get_backend("automatic")
+
+
+def test_an_unusable_default_device_names_the_environment_variable(monkeypatch):
+    if tg.cuda_status()[0]:
+        pytest.skip("a CUDA GPU is usable here")
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "cuda")
+    with pytest.raises(DeviceError, match=r"^TINYGRAD_CNN_DEVICE='cuda' \(environment "
+                                          r"variable\): device 'cuda:0' is not available: "):
+        tg.randn(2)
+
+
+@pytest.mark.parametrize("no_driver", [True, False])
+def test_a_missing_driver_is_not_called_an_old_one(monkeypatch, no_driver):
+    """The CUDA runtime reports a missing driver as cudaErrorInsufficientDriver, which
+    reads as "upgrade your driver"; the probe says when no driver library loads."""
+    class Runtime:
+        @staticmethod
+        def getDeviceCount():
+            raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is "
+                               "insufficient for CUDA runtime version")
+
+    fake = type(sys)("cupy")
+    fake.__version__ = "14.2.0"
+    fake.cuda = type(sys)("cupy.cuda")
+    fake.cuda.runtime = Runtime
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backend_module, "_no_driver", lambda: no_driver)
+    backend_module.cuda_status.cache_clear()
+    try:
+        usable, reason = tg.cuda_status()
+    finally:
+        backend_module.cuda_status.cache_clear()
+    assert not usable and "cudaErrorInsufficientDriver" in reason
+    assert ("no NVIDIA driver is installed: libcuda cannot be loaded" in reason) is no_driver
+    assert "device='cpu'; --device cpu on the command line" in reason
+
+
 class _OtherHost(NumpyBackend):
     """A second NumPy backend, to have two devices without a GPU."""
 

@@ -316,7 +316,19 @@ def _cuda_version(number):
 CUDA_INSTALL_HINT = ('install CuPy with: pip install "cupy-cuda12x[ctk]>=14" (for a CUDA 12 '
                      'driver; [ctk] brings the CUDA compiler and libraries from PyPI)')
 CUDA_DRIVER_HINT = ("CUDA needs an NVIDIA GPU with a CUDA 12 driver (check nvidia-smi); "
-                    "without one, use device='cpu'")
+                    "without one, use the CPU (device='cpu'; --device cpu on the command line)")
+
+
+def _no_driver():
+    """Whether no NVIDIA driver library can be loaded.  The CUDA runtime reports a
+    missing driver as an insufficient one, which reads as "upgrade your driver"."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+            return False
+        except OSError:
+            pass
+    return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -333,8 +345,11 @@ def cuda_status():
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError without a driver
+        cause = f"{type(e).__name__}: {e}"
+        if _no_driver():
+            cause = f"no NVIDIA driver is installed: libcuda cannot be loaded; CUDA said {cause}"
         return False, (f"cupy {cupy.__version__} is installed but no CUDA GPU is usable "
-                       f"({type(e).__name__}: {e}); {CUDA_DRIVER_HINT}")
+                       f"({cause}); {CUDA_DRIVER_HINT}")
     if count < 1:
         return False, (f"cupy {cupy.__version__} is installed but found no CUDA GPU; "
                        f"{CUDA_DRIVER_HINT}")
@@ -352,7 +367,8 @@ def register_backend(name, backend):
 
 
 def canonical_device(device):
-    """``None``/``"cpu"``/``"cuda"``/``"cuda:1"`` -> canonical device string."""
+    """``None``/``"cpu"``/``"cuda"``/``"cuda:1"``/``"auto"`` -> canonical device string
+    (``None``: the default device; ``"auto"``: the GPU if usable, else the CPU)."""
     if device is None:
         return default_device()
     if isinstance(device, Backend):
@@ -361,10 +377,12 @@ def canonical_device(device):
         raise DeviceError(f"device must be a string such as 'cpu' or 'cuda:0', "
                           f"got {device!r}")
     device = device.strip().lower()
+    if device == "auto":   # as TINYGRAD_CNN_DEVICE=auto and --device auto
+        return "cuda:0" if cuda_status()[0] else "cpu"
     canonical = _parse_device(device)
     if canonical is not None:
         return canonical
-    known = ", ".join(sorted(set(_BACKENDS) | {"cuda", "cuda:N"}))
+    known = ", ".join(sorted(set(_BACKENDS) | {"auto", "cuda", "cuda:N"}))
     raise DeviceError(f"unknown device {device!r}; expected one of: {known}")
 
 
@@ -392,7 +410,11 @@ def get_backend(device=None):
     usable, reason = cuda_status()
     if not usable:
         shown = repr(device) if asked in (None, device) else f"{asked!r} ({device})"
-        raise DeviceError(f"device {shown} is not available: {reason}")
+        source = ""
+        if asked is None:   # the default device, which only the environment makes a GPU
+            source = (f"TINYGRAD_CNN_DEVICE={os.environ.get('TINYGRAD_CNN_DEVICE', '')!r} "
+                      f"(environment variable): ")
+        raise DeviceError(f"{source}device {shown} is not available: {reason}")
     index = int(device.split(":")[1])
     import cupy
     count = cupy.cuda.runtime.getDeviceCount()
