@@ -567,6 +567,11 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
     (lambda: tg.split(np.ones(4), 2), TypeError, r"split: x must be a Tensor, got ndarray"),
     (lambda: tg.ones(4).split(1.5), TypeError, r"split: indices_or_sections must be an int.*1\.5"),
     (lambda: tg.ones(4).split([1.5]), TypeError, r"indices_or_sections"),
+    # PyTorch's split(2, dim=1) means sections of size 2; NumPy's split(2) two sections.
+    (lambda: tg.ones(2, 4).split(2, dim=1), TypeError,
+     r"split: follows numpy\.split, with axis= \(got dim=1\): an int is a number of equal "
+     r"sections, not PyTorch's section size"),
+    (lambda: tg.ones(2, 4).chunk(2, axis=1, dim=0), TypeError, r"chunk: give either axis or dim"),
     (lambda: tg.ones(3).sum(axis=True), TypeError, r"axis must be an int, got True"),
     (lambda: tg.ones(3, 4).sum(axis=(True,)), TypeError, r"axis must be an int, got True"),
     (lambda: tg.ones(3).unsqueeze(True), TypeError, r"axis must be an int, got True"),
@@ -600,6 +605,7 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
      r"lists must be rectangular"),
 ], ids=["cat-tuple-axis", "cat-none-axis", "cat-list", "stack-ints", "stack-ndarray",
         "stack-tuple-axis", "split-0d", "split-ndarray", "split-float", "split-float-list",
+        "split-dim", "chunk-axis-and-dim",
         "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool",
         "stack-range", "unsqueeze-range", "cat-range", "cat-tensor", "stack-tensor", "cat-none",
         "flatten-0d-range", "cat-axis-and-dim", "stack-axis-and-dim", "ragged-list-index"])

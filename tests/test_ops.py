@@ -327,6 +327,7 @@ case("stack-dim", lambda x, y: tg.stack([x, y], dim=1), lambda a, b: np.stack([a
 case("split-sections", lambda x: x.split(2, axis=1), lambda a: np.split(a, 2, axis=1), R(3, 4))
 case("split-indices", lambda x: tg.split(x, [1, 3]), lambda a: np.split(a, [1, 3]), R(5, 2))
 case("chunk", lambda x: x.chunk(3, axis=-1), lambda a: np.split(a, 3, axis=-1), R(2, 6))
+case("chunk-dim", lambda x: x.chunk(2, dim=0), lambda a: np.split(a, 2, axis=0), R(4, 3))
 case("pad", lambda x: x.pad(((1, 0), (2, 1))), lambda a: np.pad(a, ((1, 0), (2, 1))), R(2, 3))
 case("pad-int-value", lambda x: x.pad(1, value=-2.0),
      lambda a: np.pad(a, 1, constant_values=-2.0), R(2, 2))

@@ -1115,13 +1115,14 @@ class Tensor:
             return ops.Pad.apply(self.reshape(1), widths=((0, 0),), value=value).reshape(())
         return ops.Pad.apply(self, widths=tuple(map(tuple, widths.tolist())), value=value)
 
-    def split(self, indices_or_sections, axis=0):
+    def split(self, indices_or_sections, axis=0, dim=None):
         """See :func:`split`."""
-        return split(self, indices_or_sections, axis)
+        return split(self, indices_or_sections, axis, dim)
 
-    def chunk(self, chunks, axis=0):
-        """Split into ``chunks`` equal sections along ``axis`` (see :func:`split`)."""
-        return split(self, chunks, axis)
+    def chunk(self, chunks, axis=0, dim=None):
+        """Split into ``chunks`` equal sections along ``axis`` (``dim`` is an alias;
+        see :func:`split`)."""
+        return split(self, chunks, _join_axis(axis, dim, "chunk"))
 
 
 # ---- argument helpers ---------------------------------------------------------
@@ -1428,10 +1429,18 @@ def stack(tensors, axis=0, dim=None):
     return concatenate([t.unsqueeze(axis) for t in tensors], axis)
 
 
-def split(x, indices_or_sections, axis=0):
-    """As ``numpy.split``: a number of equal sections, or the indices to cut at."""
+def split(x, indices_or_sections, axis=0, dim=None):
+    """As ``numpy.split``: a number of equal sections, or the indices to cut at.
+
+    ``dim`` is refused: it is PyTorch's name, whose ``split`` reads an int as a
+    section size, not a count; the error says how to get either."""
     if not isinstance(x, Tensor):
         raise TypeError(f"split: x must be a Tensor, got {type(x).__name__}")
+    if dim is not None:
+        raise TypeError(f"split: follows numpy.split, with axis= (got dim={dim!r}): an int "
+                        f"is a number of equal sections, not PyTorch's section size; for "
+                        f"sections of size s, pass the indices to cut at, "
+                        f"list(range(s, n, s)), or use chunk(n // s, dim=...)")
     if x.ndim == 0:
         raise ValueError("split: a 0-d tensor has no axis to split; it needs at least one "
                          "dimension")
