@@ -319,6 +319,34 @@ def test_a_backward_that_returns_none_fails_with_a_hint():
     assert gradgradcheck(SquareConstantBackward.apply, x, raise_exception=False) is False
 
 
+class DoubleDetached(Function):
+    """y = 2x whose backward is cut off the graph by .detach() (and is -0.0 for v > 0)."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_out):
+        return (grad_out * -0.0).detach()
+
+
+class SquareDetachedX(Square):
+    """y = x^2 whose backward detaches x: right once, wrong to differentiate again."""
+
+    def backward(self, grad_out):
+        x, = self.inputs
+        return grad_out * (2 * x).detach()
+
+
+def test_a_detached_backward_is_named_and_a_zero_shows_as_0():
+    x = _x(3)
+    one = tg.ones(3, dtype=tg.float64)
+    with pytest.raises(GradcheckError, match=r"analytic 0, numerical 2 "):
+        gradcheck(DoubleDetached.apply, x, grad_outputs=one)     # not "analytic -0"
+    with pytest.raises(GradcheckError, match=r"outside the graph \(from raw arrays, a "
+                                             r"\.detach\(\)ed tensor, or under no_grad\)"):
+        gradgradcheck(SquareDetachedX.apply, x)
+
+
 def test_tensors_inside_a_list_argument_are_refused():
     x, w = _x(2), _x(2, seed=1)
     with pytest.raises(TypeError, match="input 1 is a list holding tensors"):
@@ -725,7 +753,8 @@ _REFUSED_INPUTS_AND_OUTPUTS = [
      r"no input requires grad, so there is nothing to check \(input 0: float32 tensor of "
      r"shape \(2,\), requires_grad=False\); give the tensors to check requires_grad=True"),
     (lambda a, k: a * k, (np.array([1.0, 2.0]), 3), ValueError,
-     r"\(input 0: ndarray; input 1: int\)"),
+     r"\(input 0: ndarray; input 1: int\); the inputs to check must be tensors with "
+     r"requires_grad=True, such as tg\.tensor\(x, dtype=tg\.float64, requires_grad=True\)"),
     # Which output is not a tensor.
     (lambda a: (a * a, 3), tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True),
      TypeError, r"fn must return a tensor or a tuple or list of tensors; its output 1 has "

@@ -162,8 +162,12 @@ def _requiring_grad(inputs, name):
             f"input {i}: {x.dtype} tensor of shape {x.shape}, requires_grad=False"
             if isinstance(x, Tensor) else f"input {i}: {type(x).__name__}"
             for i, x in enumerate(inputs)) or "no inputs"
+        what = ("give the tensors to check requires_grad=True"
+                if any(isinstance(x, Tensor) for x in inputs) else
+                "the inputs to check must be tensors with requires_grad=True, such as "
+                "tg.tensor(x, dtype=tg.float64, requires_grad=True)")
         raise ValueError(f"{name}: no input requires grad, so there is nothing to check "
-                         f"({given}); give the tensors to check requires_grad=True")
+                         f"({given}); {what}")
     return wrt
 
 
@@ -431,10 +435,12 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise
             "given": " (values of v^T J for the given grad_outputs v)"}[mode]
     hint = ("" if reached else
             f"; no gradient reached {names.inp(j)} from this output: a backward returned "
-            f"None for it, or the output was computed outside the graph (from raw arrays "
-            f"or under no_grad)")
+            f"None for it, or the output was computed outside the graph (from raw arrays, "
+            f"a .detach()ed tensor, or under no_grad)")
     return (f"{name}: analytic and numerical gradients differ for {pair} {where(row, col)}: "
-            f"analytic {a[row, col]:.10g}, numerical {n[row, col]:.10g} (|difference| "
+            # + 0.0: a zero gradient shows as 0, not as "-0"
+            f"analytic {a[row, col] + 0.0:.10g}, numerical {n[row, col] + 0.0:.10g} "
+            f"(|difference| "
             f"{abs(a[row, col] - n[row, col]):.3g} > atol {atol} + rtol {rtol} * "
             f"|numerical|); {count} out of tolerance{what}{hint}"), (k, row, cols[col], a[row, col])
 
