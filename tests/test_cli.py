@@ -1184,10 +1184,14 @@ def test_resume_does_not_replace_a_file_the_checkpoint_names_as_its_metrics(tmp_
      "cube.npy: an array of shape (3, 4, 5) is not an image; expected (H, W) grey"),
     (("plot", "{good}"), "not a metrics file (JSON lines of text; this file is binary"),
     (("plot", "{tmp}/no-losses.jsonl"), "has no loss or accuracy values"),
+    # A last line with its line break is whole: not valid JSON, not cut short.
+    (("plot", "{tmp}/bad-line.jsonl"), "bad-line.jsonl, line 2: not valid JSON (Expecting "
+                                       "value)"),
 ])
 def test_other_errors_give_a_message_and_status_1(trained, tmp_path, argv, message):
     (tmp_path / "text.png").write_text("not a picture\n")
     (tmp_path / "no-losses.jsonl").write_text('{"epoch": 1}\n')
+    (tmp_path / "bad-line.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\nnot json\n')
     np.save(tmp_path / "cube.npy", np.zeros((3, 4, 5)))
     argv = [str(a).format(good=trained[0] / "c.npz", tmp=tmp_path) for a in argv]
     status, out, err = cli(*argv)

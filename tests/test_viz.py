@@ -1047,15 +1047,28 @@ DEEP = '{"epoch": 1, "x": ' + "[" * 10**5 + "]" * 10**5 + "}"
     ("\ufeff" + '{"epoch": 1, "train_loss": 0.5}\n', {"loss": {"train": [(1.0, 0.5)]}}),
     (DEEP + '\n{"epoch": 2, "train_loss": 0.5}\n', r"m.jsonl, line 1: nested too deeply"),
     ('{"epoch": 2, "train_loss": 0.5}\n' + DEEP + "\n", r"m.jsonl, line 2: nested too deeply"),
-], ids=["huge integer", "huge negative integer", "byte-order mark", "deep", "deep last line"])
+    # A last line with its line break was written whole: a bad one is an error, as elsewhere.
+    ('{"epoch": 1, "train_loss": 0.5}\nnot json\n', r"m.jsonl, line 2: not valid JSON "
+                                                    r"\(Expecting value\)"),
+    ('{"epoch": 1, "train_loss": 0.5}\r\nnot json\r\n\r\n', r"m.jsonl, line 2: not valid JSON"),
+    ('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2,\n', r"m.jsonl, line 2: not valid JSON"),
+    # Without it, the last line is a write cut short: skipped, with a warning.
+    ('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "train_lo', {"loss": {"train": [(1.0, 0.5)]}}),
+], ids=["huge integer", "huge negative integer", "byte-order mark", "deep", "deep last line",
+        "bad last line", "bad last line, CRLF", "cut last line with a line break",
+        "unfinished last line"])
 def test_metrics_files_no_training_run_writes(tmp_path, text, expected):
     path = tmp_path / "m.jsonl"
     path.write_text(text, encoding="utf-8")
     if isinstance(expected, str):
         with pytest.raises(ValueError, match=expected):
             curves.read_metrics(path)
-    else:
+    elif text.endswith("\n"):
         assert curves.metric_series(curves.read_metrics(path)) == expected
+    else:
+        with pytest.warns(UserWarning, match=r"m\.jsonl: skipping the unfinished last line 2 "
+                                             r"\(not valid JSON, and no line break at its end"):
+            assert curves.metric_series(curves.read_metrics(path)) == expected
 
 
 @pytest.mark.parametrize("points", [

@@ -38,16 +38,21 @@ _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 def read_metrics(path):
     """The JSON objects of a JSON-lines file, one per non-empty line.
 
-    An unfinished last line (a run that was interrupted while writing) is
-    skipped with a warning; a bad line elsewhere is an error naming it.
+    An unfinished last line (no line break after it: a writer interrupted
+    mid-line) that is not valid JSON is skipped with a warning; any other
+    bad line, the last one included when it is finished, is an error naming
+    it.
     """
     try:
         # utf-8-sig: a byte-order mark, as some editors write, is no JSON.
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+        text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a metrics file (JSON lines of text; this file is "
                          f"binary, a checkpoint perhaps?)") from None
-    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    lines = text.splitlines()
+    # A last line with a line break after it was written whole.
+    unfinished = len(lines) if lines and lines[-1].strip() and \
+        not text.endswith(("\n", "\r")) else 0
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -55,8 +60,10 @@ def read_metrics(path):
         try:
             record = json.loads(line, parse_int=_parse_int)
         except json.JSONDecodeError as e:
-            if i == last:
-                warnings.warn(f"{path}: skipping the unfinished last line {i}", stacklevel=2)
+            if i == unfinished:
+                warnings.warn(f"{path}: skipping the unfinished last line {i} (not valid "
+                              f"JSON, and no line break at its end: a write cut short?)",
+                              stacklevel=2)
                 continue
             raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
         except RecursionError:
