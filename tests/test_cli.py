@@ -869,6 +869,126 @@ def test_resume_keeps_appending_to_the_runs_metrics_file(tmp_path):
     assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.fixture(scope="module")
+def stopped_runs(tmp_path_factory):
+    """Two mlp runs of 3 epochs stopped early, with their metrics: ``in-epoch-2.npz``
+    (stopped in epoch 2: one epoch saved, one line of metrics) and ``in-epoch-1.npz``
+    (stopped after one step: no epoch saved)."""
+    pytest.importorskip("sklearn")
+    d = tmp_path_factory.mktemp("stopped")
+    for name, steps in (("in-epoch-2", 8), ("in-epoch-1", 1)):   # 6 steps per epoch
+        status, _, err = cli("train", "--model", "mlp", "--epochs", 3, "--batch-size", 256,
+                             "--max-steps", steps, "--checkpoint", d / f"{name}.npz",
+                             "--metrics", d / f"{name}.jsonl", "--no-progress")
+        assert status == 0, err
+    return d
+
+
+def _file_of(kind, tmp_path, trained):
+    """The bytes of a file of ``kind`` that a user might have where a run writes."""
+    path = tmp_path / "kind"
+    if kind == "notes":
+        return b"my notes\n"
+    if kind == "image":
+        np.save(path, np.eye(8))
+        return path.with_suffix(".npy").read_bytes()
+    if kind == "png":
+        return encode_png(np.zeros((8, 8), np.uint8))
+    if kind == "arrays":
+        np.savez(path, x=np.zeros(3))
+        return path.with_suffix(".npz").read_bytes()
+    return (trained[0] / {"checkpoint": "c.npz", "metrics": "m.jsonl"}[kind]).read_bytes()
+
+
+@pytest.mark.parametrize("run, kind, message", [
+    ("in-epoch-2", "notes", "--metrics {path} is not a metrics file (line 1: not valid JSON "
+                            "(Expecting value)); it is not replaced: give --metrics a new path, "
+                            "or this run's metrics file"),
+    ("in-epoch-2", "image", "--metrics {path} is not a metrics file (it is a .npy array)"),
+    ("in-epoch-2", "checkpoint", "--metrics {path} is not a metrics file (it is a tinygrad_cnn "
+                                 "checkpoint)"),
+    # A complete record of another run (the cnn's 4 epochs) was cut down to this run's.
+    ("in-epoch-2", "metrics", "--metrics {path} holds another run's metrics (its record 1, "
+                              "epoch 1, differs from epoch 1 saved in {ckpt}); it is not "
+                              "replaced"),
+    ("in-epoch-1", "metrics", "--metrics {path} holds 4 epoch(s) of metrics, and the run in "
+                              "{ckpt} has finished no epoch to compare them with"),
+])
+def test_resume_refuses_a_metrics_file_that_is_not_the_runs(stopped_runs, trained, tmp_path,
+                                                            run, kind, message):
+    """The metrics file is rewritten with the run's whole history at each epoch end:
+    given with --resume, a file that is not this run's record is refused, unchanged."""
+    ckpt = tmp_path / "c.npz"
+    shutil.copy(stopped_runs / f"{run}.npz", ckpt)
+    path = tmp_path / "given.txt"
+    path.write_bytes(_file_of(kind, tmp_path, trained))
+    before = path.read_bytes(), ckpt.read_bytes()
+    status, out, err = cli("train", "--checkpoint", ckpt, "--resume", "--metrics", path,
+                           "--no-progress")
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("tinygrad-cnn train: error: ")
+    assert message.format(path=path, ckpt=ckpt) in err
+    assert (path.read_bytes(), ckpt.read_bytes()) == before
+
+
+def test_resume_rewrites_its_own_metrics_from_the_checkpoints_epoch(stopped_runs, tmp_path):
+    """An older checkpoint of the run resumed with the run's later, longer metrics file:
+    the epochs beyond the checkpoint are redone and written again, with a note."""
+    old, ckpt, metrics = tmp_path / "old.npz", tmp_path / "c.npz", tmp_path / "m.jsonl"
+    for path in (old, ckpt):
+        shutil.copy(stopped_runs / "in-epoch-2.npz", path)
+    shutil.copy(stopped_runs / "in-epoch-2.jsonl", metrics)
+    status, _, err = cli("train", "--checkpoint", ckpt, "--resume", "--metrics", metrics,
+                         "--no-progress")
+    assert status == 0, err
+    finished = metrics.read_text()
+    assert [json.loads(line)["epoch"] for line in finished.splitlines()] == [1, 2, 3]
+    status, out, err = cli("train", "--checkpoint", old, "--resume", "--metrics", metrics,
+                           "--no-progress")
+    assert status == 0, err
+    assert out.startswith(f"{metrics}: its last 2 epoch(s) go beyond the 1 saved in {old}; "
+                          f"they are dropped at the next epoch end, and the resumed run writes "
+                          f"its own\nresumed from {old} at epoch 2, batch 2\n")
+    # The same epochs again: on the CPU, bit for bit, but for the time they took.
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [dict(r, seconds=None) for r in rows] == \
+        [dict(json.loads(line), seconds=None) for line in finished.splitlines()]
+
+
+@pytest.mark.parametrize("option, kind, message", [
+    # The paths swapped: a checkpoint would become JSON lines, and the other way round.
+    ("--metrics", "checkpoint", "--metrics {path} is not a metrics file (it is a tinygrad_cnn "
+                                "checkpoint); --overwrite replaces only a metrics file of an "
+                                "earlier run: give another path, or remove the file first if "
+                                "it should go"),
+    ("--checkpoint", "metrics", "--checkpoint {path} is not a checkpoint (it is a metrics "
+                                "file); --overwrite replaces only a checkpoint of an earlier "
+                                "run"),
+    ("--metrics", "image", "--metrics {path} is not a metrics file (it is a .npy array)"),
+    ("--metrics", "png", "--metrics {path} is not a metrics file (it is a PNG image)"),
+    ("--metrics", "notes", "--metrics {path} is not a metrics file (line 1: not valid JSON"),
+    ("--checkpoint", "image", "--checkpoint {path} is not a checkpoint (it is a .npy array)"),
+    ("--checkpoint", "arrays", "--checkpoint {path} is not a checkpoint (it is an .npz (zip) "
+                               "archive)"),
+    ("--checkpoint", "notes", "--checkpoint {path} is not a checkpoint (it is not an .npz "
+                              "file)"),
+    ("--metrics", "metrics", None),   # an earlier run's record: replaced, as asked
+])
+def test_overwrite_replaces_only_the_kind_of_file_a_run_writes(trained, tmp_path, option, kind,
+                                                               message):
+    path = tmp_path / "out.file"
+    path.write_bytes(_file_of(kind, tmp_path, trained))
+    before = path.read_bytes()
+    status, out, err = cli("train", "--model", "mlp", "--epochs", 1, "--batch-size", 256,
+                           option, path, "--overwrite", "--no-progress")
+    if message is None:
+        assert status == 0, err
+        assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1]
+        return
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert message.format(path=path) in err and path.read_bytes() == before
+
+
 @pytest.mark.parametrize("flag, shown", [(None, False), ("--progress", True),
                                          ("--no-progress", False)])
 def test_progress_bar_only_on_a_terminal_unless_asked(flag, shown):
@@ -1152,9 +1272,16 @@ def test_resume_with_options_and_a_damaged_config(trained, tmp_path, config):
     assert f"{path}: the checkpoint's 'config' entry is damaged" in err
 
 
-@pytest.mark.parametrize("content", [b"my notes\n", b"\x00\x01binary", b'{"a": 1}\n[1]\n'],
-                         ids=["text", "binary", "JSON lines not all objects"])
-def test_resume_does_not_replace_a_file_the_checkpoint_names_as_its_metrics(tmp_path, content):
+@pytest.mark.parametrize("content, problem", [
+    (b"my notes\n", "which is not one (line 1: not valid JSON (Expecting value))"),
+    (b"\x00\x01binary", "which is not one (its last line is cut short and not JSON)"),
+    (b'{"a": 1}\n[1]\n', "which is not one (line 2: expected a JSON object, got list)"),
+    # Another run's metrics: the run resumed has saved no epoch to compare them with.
+    (b'{"epoch": 1, "train_loss": 0.5}\n', "but it holds 1 epoch(s) of metrics, and the run "
+                                           "in {path} has finished no epoch"),
+], ids=["text", "binary", "JSON lines not all objects", "another run's"])
+def test_resume_does_not_replace_a_file_the_checkpoint_names_as_its_metrics(tmp_path, content,
+                                                                            problem):
     """The metrics path a resumed run keeps comes from the checkpoint: an edited one
     could name any file of the user's, which the next epoch would replace."""
     victim = tmp_path / "notes.txt"
@@ -1168,7 +1295,7 @@ def test_resume_does_not_replace_a_file_the_checkpoint_names_as_its_metrics(tmp_
     checkpoint.save(path, state)
     status, out, err = cli("train", "--checkpoint", path, "--resume", "--no-progress")
     assert status == 1 and out == "" and err.count("\n") == 1, err
-    assert f"{path} names {victim} as its metrics file, which is not one" in err
+    assert f"{path} names {victim} as its metrics file, {problem.format(path=path)}" in err
     assert "give --metrics PATH" in err and victim.read_bytes() == content
     # Named on the command line, the file is the user's choice, as for a new run.
     status, out, err = cli("train", "--checkpoint", path, "--resume", "--no-progress",

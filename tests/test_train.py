@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import signal
 
 import numpy as np
@@ -329,6 +330,28 @@ def test_resume_keeps_writing_the_runs_metrics_file(tmp_path):
     run(tmp_path, "run.npz", resume=True, metrics=str(other), **small)
     assert len(metrics.read_text().splitlines()) == 2
     assert [json.loads(line)["epoch"] for line in other.read_text().splitlines()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda text: text.replace('"epoch": 1,', '"epoch": 1, "seed": 7,', 1),
+     "holds another run's metrics (its record 1, epoch 1, differs from epoch 1 saved in"),
+    (lambda text: "my notes\n", "is not a metrics file (line 1: not valid JSON"),
+], ids=["another run's", "notes"])
+def test_a_resumed_run_rewrites_only_its_own_metrics_file(tmp_path, edit, problem):
+    """Every epoch end rewrites the metrics file with the run's whole history: a file
+    that is not this run's record is refused, whether given or named by the checkpoint."""
+    metrics, given = tmp_path / "m.jsonl", tmp_path / "given.jsonl"
+    small = dict(model="mlp", epochs=3)
+    run(tmp_path, "run.npz", metrics=str(metrics), max_steps=STEPS_PER_EPOCH + 1, **small)
+    given.write_text(edit(metrics.read_text()))
+    before = given.read_bytes()
+    with pytest.raises(ValueError, match=re.escape(f"--metrics {given} {problem}")):
+        run(tmp_path, "run.npz", resume=True, metrics=str(given), **small)
+    metrics.write_bytes(before)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=re.escape(f"run.npz names {metrics} as its metrics file, ")):
+        run(tmp_path, "run.npz", resume=True, **small)
+    assert given.read_bytes() == before == metrics.read_bytes()
 
 
 def test_output_paths_are_saved_absolute(tmp_path, monkeypatch):

@@ -200,14 +200,19 @@ def _add_train(sub):
                    help="continue the run saved in --checkpoint exactly where it stopped; "
                         "the run's settings (data set, model, epochs, ...) come from the "
                         "checkpoint, and so do its --metrics file and --data-dir unless given "
-                        "again; on any --device")
+                        "again; on any --device. An existing metrics file must be this "
+                        "run's: one that is not a metrics file, or holds another run's "
+                        "epochs, is refused")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run even if --checkpoint PATH (or --metrics PATH) exists "
-                        "(the old file is replaced at the first save)")
+                        "(the old file is replaced at the first save); it replaces only a "
+                        "checkpoint and a metrics file: a file of another kind (an image, "
+                        "notes, the paths swapped) is refused")
     p.add_argument("--metrics", default=None, metavar="PATH",
-                   help="write one JSON line per epoch (loss, accuracy, lr, time); "
-                        "draw them with 'tinygrad-cnn plot PATH'. Like --checkpoint, an "
-                        "existing PATH needs --resume or --overwrite")
+                   help="write one JSON line per epoch (loss, accuracy, lr, time), the whole "
+                        "file anew with the run's history at every epoch end; draw them "
+                        "with 'tinygrad-cnn plot PATH'. Like --checkpoint, an existing PATH "
+                        "needs --resume or --overwrite")
     p.add_argument("--log-every", type=_int_at_least(1), default=d.log_every,
                    help="steps between progress-bar updates (each reads the loss back from "
                         "the device once; default: %(default)s)")
@@ -226,7 +231,8 @@ def _add_train(sub):
 def _train(args):
     from .backend import reduce_malloc_churn
     from .checkpoint import load
-    from .train import RUN_KEYS, TrainConfig, train
+    from .train import (RUN_KEYS, TrainConfig, checkpoint_file_problem, metrics_file_problem,
+                        resume_metrics_error, train)
     # Everything the command line alone can tell is checked before any work.
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH (the run to continue)")
@@ -244,17 +250,37 @@ def _train(args):
         raise UsageError(f"--checkpoint and --metrics are the same file ({args.checkpoint}); "
                          f"give them two names")
     for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
-        if path and not args.resume and not args.overwrite and os.path.lexists(path):
+        if not path or args.resume or not os.path.lexists(path):
+            continue
+        if not args.overwrite:
             # Replacing a finished run (or its record) by accident loses hours.
             raise UsageError(f"{option} {path} exists: pass --resume to continue its run, "
                              f"or --overwrite to start a new run there")
+        # --overwrite replaces an earlier run's file, not whatever else has the
+        # name (paths swapped, an image, a data set, notes).
+        what, problem = (("a checkpoint", checkpoint_file_problem(path))
+                         if option == "--checkpoint"
+                         else ("a metrics file", metrics_file_problem(path)))
+        if problem is not None:
+            raise UsageError(f"{option} {path} is not {what} ({problem}); --overwrite "
+                             f"replaces only {what} of an earlier run: give another path, "
+                             f"or remove the file first if it should go")
     device = _device(args.device)
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
     if "dataset" in given:
         given["dataset"] = given["dataset"].replace("-", "_")
+    state = load(args.checkpoint) if args.resume and (given or args.metrics) else None
+    history = state.get("history") if state is not None else None
+    if args.metrics and isinstance(history, list) and all(isinstance(r, dict) for r in history):
+        # A --metrics file given with --resume is rewritten with the run's
+        # history at the next epoch end: it must be this run's, or new.
+        # (A damaged history is named by train().)
+        error = resume_metrics_error(args.metrics, args.checkpoint, history, given=True)
+        if error is not None:
+            raise UsageError(error)
     if args.resume and given:
         # A resumed run keeps its settings; refuse to ignore one the user typed.
-        saved = load(args.checkpoint).get("config", {})
+        saved = state.get("config", {})
         if not isinstance(saved, dict):   # damaged: train() says so, naming the file
             saved = {}
         clashes = [f"--{k.replace('_', '-')} {v} (the run has {saved[k]})"

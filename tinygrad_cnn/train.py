@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -269,12 +270,23 @@ def train(cfg, out=_print):
         except (TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved configuration is "
                                              f"damaged: {e}") from None
-        if metrics_from_checkpoint and cfg.metrics:
-            _check_metrics_file(cfg.metrics, cfg.checkpoint)
         if not isinstance(state["history"], list) or not all(
                 isinstance(r, dict) for r in state["history"]):
             raise checkpoint.CheckpointError(f"{cfg.checkpoint}: the saved history is damaged "
                                              f"(expected a list of per-epoch records)")
+        if cfg.metrics:
+            # Each epoch end rewrites the file with the whole history: refuse to
+            # replace what is not this run's record (see resume_metrics_error).
+            error = resume_metrics_error(cfg.metrics, cfg.checkpoint, state["history"],
+                                         given=not metrics_from_checkpoint)
+            if error is not None:
+                raise (ValueError if not metrics_from_checkpoint
+                       else checkpoint.CheckpointError)(error)
+            later = len(_read_metrics_file(cfg.metrics)) - len(state["history"])
+            if later > 0:
+                out(f"{cfg.metrics}: its last {later} epoch(s) go beyond the "
+                    f"{len(state['history'])} saved in {cfg.checkpoint}; they are dropped at "
+                    f"the next epoch end, and the resumed run writes its own")
         _check_declared(state, cfg.checkpoint)
         state["partial"] = _check_partial(state.get("partial"), cfg.checkpoint)
     progress = _show_progress(cfg.progress)
@@ -494,28 +506,119 @@ def _check_partial(partial, path):
                                     f"(the loss sum may be NaN or infinite)", partial)
 
 
-def _check_metrics_file(metrics, path):
-    """Refuse to replace ``metrics``, named by the checkpoint at ``path``, unless
-    it is missing or a metrics file: the name comes from a file that may have been
-    edited (or written elsewhere), and rewriting, say, a user's notes loses them."""
-    from .viz.curves import read_metrics
-    if not os.path.lexists(metrics):
-        return
+# The first bytes of the binary files a user is likely to have beside a run's files.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\x93NUMPY", "a .npy array"),
+          (b"PK\x03\x04", "a zip archive"), (b"PK\x05\x06", "a zip archive"))
+
+
+def _file_kind(path):
+    """What the file at ``path`` is by its first bytes: "a tinygrad_cnn checkpoint",
+    "an .npz (zip) archive", "a PNG image", "a .npy array", or None (none of these)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    if kind != "a zip archive":
+        return kind
     try:
+        with zipfile.ZipFile(path) as zf:
+            if checkpoint._HEADER + ".npy" in zf.namelist():
+                return "a tinygrad_cnn checkpoint"
+    except (zipfile.BadZipFile, OSError, EOFError):
+        pass
+    return "an .npz (zip) archive"
+
+
+def _read_metrics_file(metrics):
+    """The records of the metrics file ``metrics`` ([] if it does not exist); a
+    ValueError says why a file that exists is not a metrics file."""
+    from .viz.curves import read_metrics
+    if not os.path.exists(metrics):   # missing (or a dangling link): nothing to lose
+        return []
+    try:
+        kind = _file_kind(metrics)
+        if kind is not None:
+            raise ValueError(f"it is {kind}")
         with warnings.catch_warnings():
             # read_metrics skips an unfinished last line with a warning; a file
             # of one line of notes would pass for a metrics file.
             warnings.simplefilter("error")
-            read_metrics(metrics)
-        problem = None
+            return read_metrics(metrics)
     except UserWarning:
-        problem = "its last line is not JSON"
-    except (OSError, ValueError) as e:
-        problem = str(e)
-    if problem is not None:
-        raise checkpoint.CheckpointError(
-            f"{path} names {metrics} as its metrics file, which is not one ({problem}); it "
-            f"is not replaced: give --metrics PATH for this run's metrics")
+        raise ValueError("its last line is cut short and not JSON") from None
+    except OSError as e:
+        raise ValueError(str(e)) from None
+    except ValueError as e:
+        # read_metrics names the file first ("m.jsonl, line 2: ..."): said by the caller.
+        text = str(e)
+        for prefix in (f"{metrics}: ", f"{metrics}, "):
+            text = text.removeprefix(prefix)
+        raise ValueError(text) from None
+
+
+def metrics_file_problem(metrics):
+    """Why the file ``metrics`` may not be replaced by a run's metrics (None: it is
+    missing, or a metrics file): a file that is not one may be anything of the user's."""
+    try:
+        _read_metrics_file(metrics)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def checkpoint_file_problem(path):
+    """Why the file ``path`` may not be replaced by a checkpoint (None: it is missing,
+    or a tinygrad_cnn checkpoint, readable or not)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        kind = _file_kind(path)
+    except OSError as e:
+        return str(e)
+    if kind == "a tinygrad_cnn checkpoint":
+        return None
+    if kind is None:
+        kind = "a metrics file" if metrics_file_problem(path) is None else "not an .npz file"
+    return f"it is {kind}"
+
+
+def _record_key(record):
+    """A record as comparable text: NaN (a diverged run's loss) equals NaN here."""
+    return json.dumps(record, sort_keys=True, default=repr)
+
+
+def resume_metrics_error(metrics, path, history, given):
+    """The message refusing to let the run resumed from checkpoint ``path`` (whose
+    per-epoch records are ``history``) rewrite the metrics file ``metrics``, or None.
+
+    The trainer rewrites the metrics file with the run's whole history at
+    every epoch end, so a file that exists must be a metrics file (not, say,
+    a user's notes) and agree with ``history`` on the epochs both hold (not
+    another run's record).  A file holding epochs beyond the checkpoint
+    passes when its earlier epochs agree: the resumed run redoes those.
+    ``given``: whether the path was given for this call (``--metrics``) rather
+    than taken from the checkpoint.
+    """
+    if given:
+        where, fix = f"--metrics {metrics}", "give --metrics a new path, or this run's metrics file"
+        not_one = f"{where} is not a metrics file"
+    else:
+        where = f"{path} names {metrics} as its metrics file, but it"
+        fix = "give --metrics PATH for this run's metrics"
+        not_one = f"{path} names {metrics} as its metrics file, which is not one"
+    try:
+        records = _read_metrics_file(metrics)
+    except ValueError as e:
+        return f"{not_one} ({e}); it is not replaced: {fix}"
+    for i, (record, saved) in enumerate(zip(records, history), 1):
+        if _record_key(record) != _record_key(saved):
+            return (f"{where} holds another run's metrics (its record {i}, epoch "
+                    f"{one_line(str(record.get('epoch')))}, differs from epoch "
+                    f"{saved.get('epoch')} saved in {path}); it is not replaced: {fix}")
+    if records and not history:
+        return (f"{where} holds {len(records)} epoch(s) of metrics, and the run in {path} "
+                f"has finished no epoch to compare them with, so they may be another "
+                f"run's; it is not replaced: {fix} (or remove the file if it is this run's)")
+    return None
 
 
 def load_model(path, device="cpu"):
