@@ -989,6 +989,15 @@ def test_overwrite_replaces_only_the_kind_of_file_a_run_writes(trained, tmp_path
     assert message.format(path=path) in err and path.read_bytes() == before
 
 
+def test_progress_without_tqdm_warns_on_stderr(monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setitem(sys.modules, "tqdm", None)   # import tqdm fails, as when missing
+    status, out, err = cli("train", "--model", "mlp", "--max-steps", 1, "--progress")
+    assert status == 0 and "tqdm" not in out
+    assert err == ("tinygrad-cnn train: warning: no progress bar: training draws it with tqdm, "
+                   "which is not installed (pip install tqdm, or the [examples] extra)\n")
+
+
 @pytest.mark.parametrize("flag, shown", [(None, False), ("--progress", True),
                                          ("--no-progress", False)])
 def test_progress_bar_only_on_a_terminal_unless_asked(flag, shown):

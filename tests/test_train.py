@@ -368,8 +368,11 @@ def test_progress_asked_for_without_tqdm_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "tqdm" else find_spec(name, *args))
     lines = []
-    run(tmp_path, None, lines, checkpoint=None, max_steps=1, progress=True)
-    assert any(line.startswith("no progress bar: training's needs tqdm") for line in lines)
+    # A warning (the command shows it on stderr), not a line of the training log.
+    with pytest.warns(UserWarning, match=r"^no progress bar: training draws it with tqdm, which "
+                                         r"is not installed \(pip install tqdm"):
+        run(tmp_path, None, lines, checkpoint=None, max_steps=1, progress=True)
+    assert not any("tqdm" in line for line in lines)
 
 
 def test_evaluate_refuses_an_empty_loader():

@@ -291,8 +291,9 @@ def train(cfg, out=_print):
         state["partial"] = _check_partial(state.get("partial"), cfg.checkpoint)
     progress = _show_progress(cfg.progress)
     if cfg.progress and importlib.util.find_spec("tqdm") is None:   # asked for, not possible
-        out("no progress bar: training's needs tqdm (pip install tqdm, or the [examples] "
-            "extra)")
+        # A warning (stderr, in the command's "warning:" form), not a line of the log.
+        warnings.warn("no progress bar: training draws it with tqdm, which is not installed "
+                      "(pip install tqdm, or the [examples] extra)", stacklevel=2)
     stats = (state["mean"], state["std"]) if state is not None else None
     x_train, y_train, x_test, y_test, (mean, std) = load_data(cfg.dataset, cfg.data_dir, stats,
                                                               progress=progress)
