@@ -783,6 +783,33 @@ def test_a_bad_im2col_limit_in_the_environment_is_a_usage_error(monkeypatch):
     assert status == 0 and "numpy" in out
 
 
+@pytest.mark.parametrize("env, argv, message", [
+    ("{file}", ("train", "--dataset", "mnist"),
+     "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory (it is created "
+     "if missing); {file} is a file"),
+    ("{file}/mnist", ("train", "--dataset", "mnist"),
+     "TINYGRAD_CNN_DATA='{file}/mnist' (environment variable): expected a directory (it is "
+     "created if missing); {file}/mnist is under {file}, a file"),
+    ("{file}", ("eval", "--checkpoint", "{good}"),
+     "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory"),
+    (None, ("train", "--dataset", "mnist", "--data-dir", "{file}/mnist"),
+     "--data-dir '{file}/mnist': expected a directory (it is created if missing); "
+     "{file}/mnist is under {file}, a file"),
+])
+def test_a_data_directory_that_is_a_file_is_a_usage_error(trained, tmp_path, monkeypatch, env,
+                                                          argv, message):
+    """Named as --data-dir is, with where it came from, not "[Errno 20] Not a directory"."""
+    fill = dict(file=tmp_path / "digit.npy", good=trained[0] / "c.npz")
+    np.save(fill["file"], np.eye(8))
+    if env is None:
+        monkeypatch.delenv("TINYGRAD_CNN_DATA", raising=False)
+    else:
+        monkeypatch.setenv("TINYGRAD_CNN_DATA", env.format(**fill))
+    status, out, err = cli(*[str(a).format(**fill) for a in argv])
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"tinygrad-cnn {argv[0]}: error: {message.format(**fill)}")
+
+
 @pytest.mark.parametrize("argv, env, message", [
     (("train", "--resume"), None, "--resume needs --checkpoint PATH"),
     (("train", "--checkpoint", "{good}", "--resume", "--overwrite"), None,

@@ -383,6 +383,27 @@ def test_data_dir_argument_wins_over_the_environment(server, monkeypatch, tmp_pa
     assert not private_cache.exists()
 
 
+@pytest.mark.parametrize("env, data_dir, message", [
+    ("{file}", None, "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory "
+                     "for the data files (it is created if missing), but {file} is a file"),
+    ("{file}/sub", None, "TINYGRAD_CNN_DATA='{file}/sub' (environment variable): expected a "
+                         "directory for the data files (it is created if missing), but "
+                         "{file}/sub is under {file}, a file"),
+    (None, "{file}", "data_dir='{file}': expected a directory for the data files"),
+])
+def test_a_data_root_that_is_a_file_is_named_with_where_it_came_from(monkeypatch, tmp_path,
+                                                                     env, data_dir, message):
+    """Not "[Errno 20] Not a directory: 'digit.npy/mnist'" from deep inside a download."""
+    file = tmp_path / "digit.npy"
+    file.write_bytes(b"an image")
+    if env is not None:
+        monkeypatch.setenv("TINYGRAD_CNN_DATA", env.format(file=file))
+    with pytest.raises(NotADirectoryError) as info:
+        load_mnist("test", data_dir=data_dir and data_dir.format(file=file), progress=False)
+    assert str(info.value).startswith(message.format(file=file))
+    assert file.read_bytes() == b"an image"
+
+
 def test_fashion_mnist_has_its_own_directory(server, monkeypatch, private_cache):
     archives, arrays = make_archives(seed=1)
     table = table_for(archives, [server.mirror("f", archives)], "fashion_mnist", "Fashion-MNIST")

@@ -152,6 +152,25 @@ def _output_file(option, path):
         raise type(e)(f"{option} {path} cannot be written: {e}") from None
 
 
+def _data_dir(data_dir):
+    """Check --data-dir (given: ``data_dir``), else ``$TINYGRAD_CNN_DATA``, before any work:
+    a file where the directory should be would fail only when the data are fetched."""
+    from .data.download import ENV_VAR, file_in_the_way
+    if data_dir is not None:
+        path, source = data_dir, f"--data-dir {data_dir!r}"
+    elif os.environ.get(ENV_VAR, "").strip():
+        path = os.environ[ENV_VAR].strip()
+        source = f"{ENV_VAR}={os.environ[ENV_VAR]!r} (environment variable)"
+    else:
+        return
+    root = Path(os.path.expanduser(path))
+    blocker = file_in_the_way(root) if path else None
+    if not path or blocker is not None:
+        why = "" if blocker is None else (
+            f"; {path} is a file" if blocker == root else f"; {path} is under {blocker}, a file")
+        raise UsageError(f"{source}: expected a directory (it is created if missing){why}")
+
+
 # ---- train -----------------------------------------------------------------------------
 def _add_train(sub):
     from .models import MODELS
@@ -242,9 +261,7 @@ def _train(args):
     # An unwritable output would surface only at the first save, an epoch in.
     for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
         _output_file(option, path)
-    if args.data_dir is not None and (not args.data_dir or os.path.isfile(args.data_dir)):
-        raise UsageError(f"--data-dir {args.data_dir!r}: expected a directory (it is created "
-                         f"if missing)")
+    _data_dir(args.data_dir)
     if args.checkpoint and args.metrics \
             and os.path.abspath(args.checkpoint) == os.path.abspath(args.metrics):
         raise UsageError(f"--checkpoint and --metrics are the same file ({args.checkpoint}); "
@@ -305,6 +322,7 @@ def _train(args):
 def _eval(args):
     from .data import DataLoader, TensorDataset
     from .train import evaluate, load_data, load_model
+    _data_dir(args.data_dir)
     device = _device(args.device)
     model, state = load_model(args.checkpoint, device)
     cfg = state["config"]

@@ -140,14 +140,38 @@ DATASETS = {
 
 # ---- where files go --------------------------------------------------------------
 def data_root(data_dir=None):
-    """The root of the data cache (see the module docstring for the order)."""
+    """The root of the data cache (see the module docstring for the order).
+
+    A root that is a file, or lies under one, raises ``NotADirectoryError``
+    naming where the path came from (``data_dir`` or the environment
+    variable); a missing directory is fine (a download creates it).
+    """
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        return _directory(Path(data_dir).expanduser(), f"data_dir={os.fspath(data_dir)!r}")
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
-        return Path(env).expanduser()
+        return _directory(Path(env).expanduser(), f"{ENV_VAR}={env!r} (environment variable)")
     cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
     return Path(cache).expanduser() / "tinygrad_cnn"
+
+
+def file_in_the_way(path):
+    """The file at ``path`` or at the nearest of its parents that exists, if that is
+    not a directory (so no directory can be made there); else None."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def _directory(root, source):
+    """``root``, unless a file stands where it or its parent should be a directory."""
+    blocker = file_in_the_way(root)
+    if blocker is not None:
+        where = "is a file" if blocker == root else f"is under {blocker}, a file"
+        raise NotADirectoryError(f"{source}: expected a directory for the data files (it "
+                                 f"is created if missing), but {root} {where}")
+    return root
 
 
 def dataset_dir(name, data_dir=None):
