@@ -810,6 +810,26 @@ def test_a_data_directory_that_is_a_file_is_a_usage_error(trained, tmp_path, mon
     assert err.startswith(f"tinygrad-cnn {argv[0]}: error: {message.format(**fill)}")
 
 
+@pytest.mark.parametrize("value, tuned", [
+    ("1", True), ("0", False), ("", True), (" 0 ", False),   # unset-like and spaced values
+    ("maybe", "'maybe'"), ("2", "'2'"), ("off", "'off'"), ("00", "'00'"),
+])
+def test_malloc_tuning_takes_0_or_1(monkeypatch, value, tuned):
+    from tinygrad_cnn import backend
+    pytest.importorskip("sklearn")
+    calls = []
+    monkeypatch.setattr(backend, "reduce_malloc_churn", lambda: calls.append(1))
+    monkeypatch.setenv("TINYGRAD_CNN_MALLOC_TUNING", value)
+    status, out, err = cli("train", "--model", "mlp", "--max-steps", 1, "--no-progress")
+    if isinstance(tuned, bool):
+        assert status == 0 and calls == ([1] if tuned else []), err
+        return
+    assert status == 2 and out == "" and calls == []
+    assert err == (f"tinygrad-cnn train: error: TINYGRAD_CNN_MALLOC_TUNING={tuned} (environment "
+                   f"variable): expected 1 (raise glibc's malloc thresholds; the default) or 0 "
+                   f"(leave them)\n")
+
+
 @pytest.mark.parametrize("argv, env, message", [
     (("train", "--resume"), None, "--resume needs --checkpoint PATH"),
     (("train", "--checkpoint", "{good}", "--resume", "--overwrite"), None,

@@ -109,6 +109,23 @@ def _environment():
         raise UsageError(str(e)) from None
 
 
+MALLOC_TUNING_ENV = "TINYGRAD_CNN_MALLOC_TUNING"
+MALLOC_TUNING_HELP = (f"{MALLOC_TUNING_ENV}=1 (the default) raises glibc's malloc thresholds "
+                      f"so that large temporaries are reused, not page-faulted in again every "
+                      f"step; 0 leaves them; other values are refused.")
+
+
+def _malloc_tuning():
+    """Whether train raises glibc's malloc thresholds: ``$TINYGRAD_CNN_MALLOC_TUNING``
+    1 (or unset or empty: the default) or 0; anything else is a usage error."""
+    text = os.environ.get(MALLOC_TUNING_ENV, "")
+    value = text.strip() or "1"
+    if value not in ("0", "1"):
+        raise UsageError(f"{MALLOC_TUNING_ENV}={text!r} (environment variable): expected 1 "
+                         f"(raise glibc's malloc thresholds; the default) or 0 (leave them)")
+    return value == "1"
+
+
 def _device_option(p):
     p.add_argument("--device", default=None,
                    help=f"where to compute: {DEVICE_CHOICES} (auto: the GPU when usable, else "
@@ -179,7 +196,8 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a model (default: the CNN on the bundled digits)",
                        description="Train a model. With no options: the default CNN on the 8x8 "
                                    "digits bundled with scikit-learn, on the CPU, offline, "
-                                   "saving nothing. " + EXIT_STATUS)
+                                   "saving nothing. " + MALLOC_TUNING_HELP + " "
+                                   + EXIT_STATUS)
     # The options that define a run default to None here, so that with
     # --resume an option given explicitly can be checked against the run saved
     # in the checkpoint (which otherwise wins); the defaults come from TrainConfig.
@@ -253,6 +271,7 @@ def _train(args):
     from .train import (RUN_KEYS, TrainConfig, checkpoint_file_problem, metrics_file_problem,
                         resume_metrics_error, train)
     # Everything the command line alone can tell is checked before any work.
+    tune_malloc = _malloc_tuning()
     if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH (the run to continue)")
     if args.resume and args.overwrite:
@@ -306,7 +325,7 @@ def _train(args):
             raise UsageError(f"{args.checkpoint} continues a run with other settings: "
                              f"{'; '.join(clashes)}; drop these options, or start a new run "
                              f"with another --checkpoint")
-    if os.environ.get("TINYGRAD_CNN_MALLOC_TUNING", "1") != "0":
+    if tune_malloc:
         # This process is ours: keeping freed large arrays saves each step
         # thousands of page faults (see reduce_malloc_churn).
         reduce_malloc_churn()
