@@ -449,6 +449,31 @@ def test_show_writes_pngs(trained, tmp_path):
     assert not (tmp_path / "g.png").exists() and not (tmp_path / "m.png").exists()
 
 
+@pytest.mark.parametrize("argv, titles", [
+    # The cnn's convolutions have 32 and 64 output channels; 16 are drawn by default.
+    ((), ["0 (Conv2d) 32x8x8: first 16 of 32 maps", "3 (Conv2d) 64x4x4: first 16 of 64 maps"]),
+    (("--max-maps", 40), ["0 (Conv2d) 32x8x8", "3 (Conv2d) 64x4x4: first 40 of 64 maps"]),
+    (("--max-maps", 64), ["0 (Conv2d) 32x8x8", "3 (Conv2d) 64x4x4"]),
+])
+def test_feature_map_titles_say_how_many_maps_are_drawn(trained, tmp_path, monkeypatch, argv,
+                                                        titles):
+    pytest.importorskip("matplotlib")
+    from tinygrad_cnn.viz import images
+    figures = []
+    monkeypatch.setattr(images, "_save_figure", lambda fig, path: figures.append(fig) or path)
+    np.save(tmp_path / "digit.npy", np.eye(8))
+    status, _, err = cli("show", "--checkpoint", trained[0] / "c.npz", "--feature-maps",
+                         tmp_path / "digit.npy", tmp_path / "maps.png", *argv)
+    assert status == 0, err
+    (fig,) = figures
+    rows = fig.axes[0].get_gridspec().nrows
+    columns = len(fig.axes) // rows
+    drawn = [sum(bool(ax.images) for ax in fig.axes[r * columns:(r + 1) * columns])
+             for r in range(1, rows)]
+    assert [fig.axes[r * columns].get_title(loc="left") for r in range(1, rows)] == titles
+    assert drawn == [min(32, int(argv[1]) if argv else 16), min(64, int(argv[1]) if argv else 16)]
+
+
 def test_show_inverts_its_image_as_predict_does(trained, tmp_path):
     d, _ = trained
     np.save(tmp_path / "dark.npy", 1 - np.eye(8))
@@ -764,6 +789,8 @@ def test_usage(argv, status):
     (("gradcheck", "--seed", "-2"), "argument --seed: must be an integer >= 0, got -2"),
     (("predict", "--max-value", "0", "--checkpoint", "c.npz", "x.npy"),
      "argument --max-value: must be a finite number > 0"),
+    (("show", "--checkpoint", "c.npz", "--max-maps", "0"),
+     "argument --max-maps: must be an integer >= 1, got 0"),
 ])
 def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     status, out, err = cli(*argv)

@@ -695,7 +695,7 @@ def _show(args):
         images.save_filters(model, args.filters)
         print(f"wrote {args.filters}")
     if args.feature_maps:
-        images.save_feature_maps(model, x, out)
+        images.save_feature_maps(model, x, out, max_channels=args.max_maps)
         print(f"wrote {out}")
     return 0
 
@@ -793,13 +793,18 @@ def build_parser():
                        description="Draw a trained model as PNG pictures: the kernels of its "
                                    "first convolution (--filters; models with convolutions "
                                    "only) and what every convolution or locally-connected "
-                                   "layer outputs for one image (--feature-maps). The "
+                                   "layer outputs for one image (--feature-maps; the "
+                                   "first 16 channels of each layer, or --max-maps N). The "
                                    "output directory must exist.")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     p.add_argument("--filters", metavar="OUT.png", help="first-layer kernels as one image")
     p.add_argument("--feature-maps", nargs=2, metavar=("IMAGE", "OUT.png"),
                    help="what every conv layer outputs for IMAGE (a PNG or .npy, read as "
-                        "by 'tinygrad-cnn predict')")
+                        "by 'tinygrad-cnn predict'): the first --max-maps output channels "
+                        "of each layer")
+    p.add_argument("--max-maps", type=_int_at_least(1), default=16, metavar="N",
+                   help="feature maps drawn per layer, its first N channels (default: "
+                        "%(default)s; the cnn model's layers have 32 and 64)")
     p.add_argument("--max-value", type=_finite_float(0, allow_low=False), default=None,
                    metavar="V", help="the value of a white pixel if IMAGE is a .npy file "
                                      "(as in 'tinygrad-cnn predict')")

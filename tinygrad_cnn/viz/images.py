@@ -284,9 +284,11 @@ def save_feature_maps(model, x, path, max_channels=16, use_matplotlib=None,
                       layer_types=CONV_LAYERS):
     """Draw every convolution layer's output for input ``x`` into one PNG file.
 
-    The input comes first, then one row (or block) per layer with up to
-    ``max_channels`` channels, each scaled to its own range.  Returns the
-    path written.
+    The input comes first, then one row (or block) per layer with its first
+    ``max_channels`` channels (all of them if it has fewer), each scaled to
+    its own range; with matplotlib, a row's title gives the layer's output
+    shape and, for a layer with more channels, how many of them are drawn
+    ("first 16 of 32 maps").  Returns the path written.
     """
     maps = feature_maps(model, x, layer_types)
     image = _host(_as_batch(model, x))[0]  # (C, H, W)
@@ -313,5 +315,8 @@ def save_feature_maps(model, x, path, max_channels=16, use_matplotlib=None,
         for c, channel in enumerate(fm.maps[:cols]):
             axes[r, c].imshow(channel, cmap=cmap, interpolation="nearest")
         c, h, w = fm.maps.shape
-        axes[r, 0].set_title(f"{fm.name} ({fm.layer}) {c}x{h}x{w}", fontsize=8, loc="left")
+        shown = min(cols, c)   # say when the row is not the whole layer
+        part = f": first {shown} of {c} maps" if shown < c else ""
+        axes[r, 0].set_title(f"{fm.name} ({fm.layer}) {c}x{h}x{w}{part}", fontsize=8,
+                             loc="left")
     return _save_figure(fig, path)
