@@ -226,6 +226,29 @@ def test_loader_rejects_bad_arguments(kwargs, error, match):
         DataLoader(TensorDataset(np.zeros(4)), **kwargs)
 
 
+X, Y = np.zeros((10, 1, 8, 8), np.float32), np.arange(10)
+
+
+@pytest.mark.parametrize("dataset, match", [
+    ((X, Y), r"DataLoader got a tuple of 2 arrays of 10 samples each \(shapes \(10, 1, 8, 8\), "
+             r"\(10,\)\) as its data set, which would make each array one sample; wrap them: "
+             r"DataLoader\(TensorDataset\(x, y\), \.\.\.\)"),
+    ([X, Y], r"DataLoader got a list of 2 arrays of 10 samples each"),
+    ((tg.tensor(X), tg.tensor(Y)), r"a tuple of 2 arrays .*\(TensorDataset\(x, y\)"),
+    ((X, Y, np.ones(10)), r"a tuple of 3 arrays .*\(TensorDataset\(\*arrays\)"),
+    # Still data sets of their items: samples of one shape, (image, label) pairs.
+    ([X[0], X[1]], None), ([(X[0], 1), (X[1], 2)], None), ((X,), None), ((X, Y[:4]), None),
+], ids=["tuple", "list", "tensors", "three", "samples", "pairs", "one array", "lengths differ"])
+def test_loader_refuses_arrays_not_wrapped_in_a_dataset(dataset, match):
+    """(x, y) is a data set of two "samples", x and y: stacking them failed with "field 0
+    has different shapes", and with batch_size=1 nothing failed at all."""
+    if match is None:
+        assert len(DataLoader(dataset, batch_size=1)) == len(dataset)
+        return
+    with pytest.raises(TypeError, match=match):
+        DataLoader(dataset, batch_size=1)
+
+
 @pytest.mark.parametrize("seed", [tg.tensor(3), np.int64(3), np.array(3)],
                          ids=["0d-tensor", "numpy-int", "0d-array"])
 def test_seeds_may_be_numpy_ints_and_0d_integer_tensors_as_other_ints(seed):

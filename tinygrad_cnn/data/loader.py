@@ -170,6 +170,9 @@ class DataLoader:
 
     Args:
         dataset: a :class:`Dataset` (a :class:`TensorDataset` is fastest).
+            Arrays go in a :class:`TensorDataset`: a tuple or list of arrays of
+            equal length but different shapes, ``DataLoader((x, y))``, is
+            refused with a ``TypeError`` saying so.
         batch_size: samples per batch.
         shuffle: a new random order every epoch (see the module docstring).
         drop_last: leave out a last batch smaller than ``batch_size``.
@@ -194,6 +197,7 @@ class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
                  device=None):
         batch_size = check_int("DataLoader: batch_size", batch_size, low=1)
+        _refuse_unwrapped_arrays(dataset)
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader needs a data set with __len__ and __getitem__, "
                             f"got {type(dataset).__name__}")
@@ -348,6 +352,30 @@ class DataLoader:
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, seed={self.seed})")
+
+
+def _refuse_unwrapped_arrays(dataset):
+    """Refuse ``(x, y)``, arrays of equal length given as the data set itself.
+
+    A tuple or list is a data set of its items, so ``(x, y)`` would be two
+    "samples", x and y, of different shapes: their stacking fails with a
+    puzzling message, and with ``batch_size=1`` nothing fails at all.  A list
+    of samples of different shapes that happen to share their first axis is
+    refused too; it can be passed as a :class:`Dataset`.
+    """
+    if not isinstance(dataset, (tuple, list)) or len(dataset) < 2:
+        return
+    if not all(isinstance(a, Tensor) or (hasattr(a, "shape") and hasattr(a, "dtype"))
+               for a in dataset):
+        return
+    shapes = [tuple(a.shape) for a in dataset]
+    if all(shapes) and len({s[0] for s in shapes}) == 1 and len(set(shapes)) > 1:
+        kind = type(dataset).__name__
+        names = "x, y" if len(shapes) == 2 else "*arrays"
+        raise TypeError(f"DataLoader got a {kind} of {len(shapes)} arrays of {shapes[0][0]} "
+                        f"samples each (shapes {', '.join(map(str, shapes))}) as its data set, "
+                        f"which would make each array one sample; wrap them: "
+                        f"DataLoader(TensorDataset({names}), ...)")
 
 
 def _state_int(state, key):
