@@ -372,13 +372,17 @@ def _image_layout(path, img):
     colour = img.ndim >= 3 and img.shape[-1] in CHANNELS
     lead = img.shape[:-1] if colour else img.shape
     kept = tuple(n for n in lead if n > 1)
-    if len(lead) == 2:
+    # One axis of a square number of pixels, as (64,), (1, 64) or (64, 1): an image
+    # saved flat (load_digits().data holds them so), not a strip one pixel high.
+    flat = len(kept) == 1 and math.isqrt(kept[0]) ** 2 == kept[0]
+    if len(lead) == 2 and not flat:
         return img
     if len(kept) == 2:
         return img.reshape(kept + img.shape[-1:] if colour else kept)
-    if img.ndim == 1 and math.isqrt(img.size) ** 2 == img.size:
-        side = math.isqrt(img.size)    # load_digits().data holds its images flat
-        hint = f"; if it is a flattened square image, save image.reshape({side}, {side})"
+    if flat:
+        side = math.isqrt(kept[0])
+        shape = f"{side}, {side}" + (f", {img.shape[-1]}" if colour else "")
+        hint = f"; if it is a flattened square image, save image.reshape({shape})"
     elif len(kept) == 3 and kept[0] in CHANNELS:   # (C, H, W) or (1, C, H, W), as in torch
         hint = ("; if its channels come first, save np.moveaxis(image, -3, -1); if it is a "
                 "batch of images, save one image per file")
@@ -477,12 +481,10 @@ def _model_input(path, state, args):
     if img.shape != (h, w):
         # Documented, and often meant (a photo), but a wrong image or checkpoint
         # shows up here first: say so, on stderr, leaving stdout's lines as they are.
-        # A row of h*w pixels is most likely an image saved flat (load_digits().data).
-        flat = (f"; if it is a flattened image, save image.reshape({h}, {w})"
-                if 1 in img.shape and img.size == h * w else "")
+        # (A .npy image saved flat never gets here: _image_layout refuses it.)
         print(f"tinygrad-cnn {args.command}: note: {path}: resized from "
               f"{img.shape[0]}x{img.shape[1]} to {h}x{w} (height x width), the model's "
-              f"input size{flat}", file=sys.stderr)
+              f"input size", file=sys.stderr)
         img = resize(img, h, w).astype(np.float32)   # then normalised in float32, as ever
     img = np.broadcast_to(img, (c, h, w))
     if args.invert:
@@ -739,7 +741,9 @@ def build_parser():
                                    "class for each image, one line per file. Images are "
                                    "made grey, resized to the model's input size (with a "
                                    "note on stderr) and normalised as in training. .npy "
-                                   "arrays: " + IMAGE_SHAPES + ". " + IMAGE_SCALE_RULE)
+                                   "arrays: " + IMAGE_SHAPES + "; one axis of a square "
+                                   "number of pixels, as (64,) or (1, 64), is refused as "
+                                   "an image saved flat. " + IMAGE_SCALE_RULE)
     p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="PNG or .npy, grey or colour; resized to the model's input size; bright "
