@@ -351,8 +351,11 @@ class set_grad_enabled(_GradMode):
         return super().__call__(func)
 
 
-class no_grad(_GradMode):
-    """``with tg.no_grad():``, ``@tg.no_grad()`` or ``@tg.no_grad``: record no graph inside."""
+class _FixedMode(_GradMode):
+    """A grad mode fixed by the class (``MODE``), usable as ``with cls():``,
+    ``@cls()`` or, without parentheses, ``@cls``."""
+
+    MODE = None
 
     def __new__(cls, func=None):
         if func is not None:       # @tg.no_grad, without parentheses
@@ -360,16 +363,16 @@ class no_grad(_GradMode):
         return super().__new__(cls)
 
     def __init__(self, func=None):
-        super().__init__(False)
+        super().__init__(self.MODE)
 
 
-class enable_grad(_GradMode):
+class no_grad(_FixedMode):
+    """``with tg.no_grad():``, ``@tg.no_grad()`` or ``@tg.no_grad``: record no graph inside."""
+
+    MODE = False
+
+
+class enable_grad(_FixedMode):
     """Re-enable graph recording inside a ``no_grad`` block (also a decorator)."""
 
-    def __new__(cls, func=None):
-        if func is not None:       # @tg.enable_grad, without parentheses
-            return cls()(func)
-        return super().__new__(cls)
-
-    def __init__(self, func=None):
-        super().__init__(True)
+    MODE = True
