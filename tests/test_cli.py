@@ -970,6 +970,13 @@ def _file_of(kind, tmp_path, trained):
     path = tmp_path / "kind"
     if kind == "notes":
         return b"my notes\n"
+    if kind in ("empty", "blank", "cut notes"):
+        return {"empty": b"", "blank": b"\n \n", "cut notes": b"my notes"}[kind]
+    if kind == "cut metrics":   # a write cut short after whole records
+        return (trained[0] / "m.jsonl").read_bytes() + b'{"epoch": 5, "train_lo'
+    if kind == "cut checkpoint":
+        whole = (trained[0] / "c.npz").read_bytes()
+        return whole[:len(whole) // 2]
     if kind == "image":
         np.save(path, np.eye(8))
         return path.with_suffix(".npy").read_bytes()
@@ -1036,6 +1043,18 @@ def test_resume_rewrites_its_own_metrics_from_the_checkpoints_epoch(stopped_runs
         [dict(json.loads(line), seconds=None) for line in finished.splitlines()]
 
 
+def test_resume_takes_its_metrics_file_cut_short_in_a_write(stopped_runs, tmp_path):
+    """Whole records of the run, then a line cut short (no line break): the run's file,
+    rewritten whole at the next epoch end."""
+    ckpt, metrics = tmp_path / "c.npz", tmp_path / "m.jsonl"
+    shutil.copy(stopped_runs / "in-epoch-2.npz", ckpt)
+    metrics.write_bytes((stopped_runs / "in-epoch-2.jsonl").read_bytes() + b'{"epoch": 2, "tr')
+    status, _, err = cli("train", "--checkpoint", ckpt, "--resume", "--metrics", metrics,
+                         "--no-progress")
+    assert status == 0 and err == "", err
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("option, kind, message", [
     # The paths swapped: a checkpoint would become JSON lines, and the other way round.
     ("--metrics", "checkpoint", "--metrics {path} is not a metrics file (it is a tinygrad_cnn "
@@ -1053,7 +1072,15 @@ def test_resume_rewrites_its_own_metrics_from_the_checkpoints_epoch(stopped_runs
                                "archive)"),
     ("--checkpoint", "notes", "--checkpoint {path} is not a checkpoint (it is not an .npz "
                               "file)"),
+    ("--metrics", "cut notes", "--metrics {path} is not a metrics file (its last line is cut "
+                               "short and not JSON)"),
+    # Cut short, a zip archive's member list is lost: whose it was cannot be told.
+    ("--checkpoint", "cut checkpoint", "--checkpoint {path} is not a checkpoint (it is an "
+                                       "unreadable zip archive, damaged or cut short)"),
     ("--metrics", "metrics", None),   # an earlier run's record: replaced, as asked
+    ("--metrics", "cut metrics", None),   # one whose last write was cut short
+    ("--checkpoint", "checkpoint", None),
+    ("--checkpoint", "empty", None), ("--checkpoint", "blank", None),   # nothing to lose
 ])
 def test_overwrite_replaces_only_the_kind_of_file_a_run_writes(trained, tmp_path, option, kind,
                                                                message):
@@ -1064,7 +1091,10 @@ def test_overwrite_replaces_only_the_kind_of_file_a_run_writes(trained, tmp_path
                            option, path, "--overwrite", "--no-progress")
     if message is None:
         assert status == 0, err
-        assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1]
+        epochs = ([r["epoch"] for r in checkpoint.load(path)["history"]]
+                  if option == "--checkpoint" else
+                  [json.loads(line)["epoch"] for line in path.read_text().splitlines()])
+        assert epochs == [1]
         return
     assert status == 2 and out == "" and err.count("\n") == 1, err
     assert message.format(path=path) in err and path.read_bytes() == before

@@ -514,7 +514,8 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\x93NUMPY", "a .npy array"),
 
 def _file_kind(path):
     """What the file at ``path`` is by its first bytes: "a tinygrad_cnn checkpoint",
-    "an .npz (zip) archive", "a PNG image", "a .npy array", or None (none of these)."""
+    "an .npz (zip) archive", "an unreadable zip archive, ...", "a PNG image",
+    "a .npy array", or None (none of these)."""
     with open(path, "rb") as f:
         head = f.read(8)
     kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
@@ -525,13 +526,15 @@ def _file_kind(path):
             if checkpoint._HEADER + ".npy" in zf.namelist():
                 return "a tinygrad_cnn checkpoint"
     except (zipfile.BadZipFile, OSError, EOFError):
-        pass
+        # Cut short, its member list (at the end) is lost: whose it was cannot be told.
+        return "an unreadable zip archive, damaged or cut short"
     return "an .npz (zip) archive"
 
 
 def _read_metrics_file(metrics):
-    """The records of the metrics file ``metrics`` ([] if it does not exist); a
-    ValueError says why a file that exists is not a metrics file."""
+    """The records of the metrics file ``metrics`` ([] if it does not exist; a last
+    line cut short after whole records is left out); a ValueError says why a file
+    that exists is not a metrics file."""
     from .viz.curves import read_metrics
     if not os.path.exists(metrics):   # missing (or a dangling link): nothing to lose
         return []
@@ -539,13 +542,14 @@ def _read_metrics_file(metrics):
         kind = _file_kind(metrics)
         if kind is not None:
             raise ValueError(f"it is {kind}")
-        with warnings.catch_warnings():
-            # read_metrics skips an unfinished last line with a warning; a file
-            # of one line of notes would pass for a metrics file.
-            warnings.simplefilter("error")
-            return read_metrics(metrics)
-    except UserWarning:
-        raise ValueError("its last line is cut short and not JSON") from None
+        with warnings.catch_warnings(record=True) as cut:
+            warnings.simplefilter("always")
+            records = read_metrics(metrics)
+        # read_metrics skips an unfinished last line with a warning: after whole
+        # records, a write cut short; alone, it may be a line of notes.
+        if cut and not records:
+            raise ValueError("its last line is cut short and not JSON")
+        return records
     except OSError as e:
         raise ValueError(str(e)) from None
     except ValueError as e:
@@ -568,7 +572,7 @@ def metrics_file_problem(metrics):
 
 def checkpoint_file_problem(path):
     """Why the file ``path`` may not be replaced by a checkpoint (None: it is missing,
-    or a tinygrad_cnn checkpoint, readable or not)."""
+    empty or blank, or a tinygrad_cnn checkpoint whose member list can be read)."""
     if not os.path.exists(path):
         return None
     try:
@@ -578,7 +582,12 @@ def checkpoint_file_problem(path):
     if kind == "a tinygrad_cnn checkpoint":
         return None
     if kind is None:
-        kind = "a metrics file" if metrics_file_problem(path) is None else "not an .npz file"
+        try:
+            if not _read_metrics_file(path):   # empty or blank: nothing to lose
+                return None
+            kind = "a metrics file"
+        except ValueError:
+            kind = "not an .npz file"
     return f"it is {kind}"
 
 
