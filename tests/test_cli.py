@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -903,6 +904,28 @@ def test_conflicting_options_are_usage_errors(trained, monkeypatch, argv, env, m
     assert err.startswith(f"tinygrad-cnn {argv[0]}: error: ")
     assert message.format(good=good, dir=trained[0]) in err
     assert good.read_bytes() == before  # the finished run is untouched
+
+
+@pytest.mark.parametrize("link", ["--metrics", "--checkpoint"])
+@pytest.mark.parametrize("exists", [False, True], ids=["new", "existing"])
+def test_checkpoint_and_metrics_reaching_one_file_through_a_link_are_refused(
+        tmp_path, link, exists):
+    """A save writes through a symbolic link: each epoch end would replace the other file
+    (new, the metrics were lost without a word)."""
+    pytest.importorskip("sklearn")
+    target, other = tmp_path / "run.npz", tmp_path / "run.link"
+    other.symlink_to(target.name)
+    if exists:
+        target.write_bytes(b"")
+    paths = {"--checkpoint": other, "--metrics": target} if link == "--checkpoint" else \
+        {"--checkpoint": target, "--metrics": other}
+    status, out, err = cli("train", "--model", "mlp", "--epochs", 1, "--batch-size", 256,
+                           "--no-progress", "--overwrite", *itertools.chain(*paths.items()))
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert err == (f"tinygrad-cnn train: error: --checkpoint {paths['--checkpoint']} and "
+                   f"--metrics {paths['--metrics']} lead to the same file ({target}) through a "
+                   f"symbolic link; give two different files\n")
+    assert target.exists() is exists and (not exists or target.read_bytes() == b"")
 
 
 @pytest.mark.parametrize("option", ["--checkpoint", "--metrics"])

@@ -281,10 +281,17 @@ def _train(args):
     for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
         _output_file(option, path)
     _data_dir(args.data_dir)
-    if args.checkpoint and args.metrics \
-            and os.path.abspath(args.checkpoint) == os.path.abspath(args.metrics):
-        raise UsageError(f"--checkpoint and --metrics are the same file ({args.checkpoint}); "
-                         f"give them two names")
+    if args.checkpoint and args.metrics:
+        # Files are written through a symbolic link (atomic_write), so a link named as
+        # one of them that leads to the other would have each save replace the other.
+        target = os.path.realpath(args.checkpoint)
+        if os.path.abspath(args.checkpoint) == os.path.abspath(args.metrics):
+            raise UsageError(f"--checkpoint and --metrics are the same file "
+                             f"({args.checkpoint}); give them two names")
+        if target == os.path.realpath(args.metrics):
+            raise UsageError(f"--checkpoint {args.checkpoint} and --metrics {args.metrics} "
+                             f"lead to the same file ({target}) through a symbolic link; "
+                             f"give two different files")
     for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
         if not path or args.resume or not os.path.lexists(path):
             continue
