@@ -825,7 +825,7 @@ def test_a_bad_im2col_limit_in_the_environment_is_a_usage_error(monkeypatch):
     ("{file}/mnist", ("train", "--dataset", "mnist"),
      "TINYGRAD_CNN_DATA='{file}/mnist' (environment variable): expected a directory (it is "
      "created if missing); {file}/mnist is under {file}, a file"),
-    ("{file}", ("eval", "--checkpoint", "{good}"),
+    ("{file}", ("eval", "--checkpoint", "{mnist}"),
      "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory"),
     (None, ("train", "--dataset", "mnist", "--data-dir", "{file}/mnist"),
      "--data-dir '{file}/mnist': expected a directory (it is created if missing); "
@@ -834,8 +834,11 @@ def test_a_bad_im2col_limit_in_the_environment_is_a_usage_error(monkeypatch):
 def test_a_data_directory_that_is_a_file_is_a_usage_error(trained, tmp_path, monkeypatch, env,
                                                           argv, message):
     """Named as --data-dir is, with where it came from, not "[Errno 20] Not a directory"."""
-    fill = dict(file=tmp_path / "digit.npy", good=trained[0] / "c.npz")
+    fill = dict(file=tmp_path / "digit.npy", mnist=tmp_path / "mnist.npz")
     np.save(fill["file"], np.eye(8))
+    state = checkpoint.load(trained[0] / "c.npz")   # as if trained on mnist
+    state["config"].update(dataset="mnist", data_dir=None)
+    checkpoint.save(fill["mnist"], state)
     if env is None:
         monkeypatch.delenv("TINYGRAD_CNN_DATA", raising=False)
     else:
@@ -843,6 +846,21 @@ def test_a_data_directory_that_is_a_file_is_a_usage_error(trained, tmp_path, mon
     status, out, err = cli(*[str(a).format(**fill) for a in argv])
     assert status == 2 and out == "" and err.count("\n") == 1, err
     assert err.startswith(f"tinygrad-cnn {argv[0]}: error: {message.format(**fill)}")
+
+
+@pytest.mark.parametrize("argv", [
+    ("train", "--model", "mlp", "--max-steps", 1, "--no-progress"),
+    ("eval", "--checkpoint", "{good}"),
+], ids=["train", "eval"])
+def test_the_digits_do_not_read_the_data_directory_variable(trained, tmp_path, monkeypatch,
+                                                            argv):
+    """The bundled digits are never downloaded: a TINYGRAD_CNN_DATA that is a file does
+    not stop their runs."""
+    file = tmp_path / "notes.txt"
+    file.write_text("my notes\n")
+    monkeypatch.setenv("TINYGRAD_CNN_DATA", str(file))
+    status, out, err = cli(*[str(a).format(good=trained[0] / "c.npz") for a in argv])
+    assert status == 0 and "accuracy" in out, err
 
 
 @pytest.mark.parametrize("value, tuned", [

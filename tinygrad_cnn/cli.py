@@ -169,13 +169,16 @@ def _output_file(option, path):
         raise type(e)(f"{option} {path} cannot be written: {e}") from None
 
 
-def _data_dir(data_dir):
-    """Check --data-dir (given: ``data_dir``), else ``$TINYGRAD_CNN_DATA``, before any work:
-    a file where the directory should be would fail only when the data are fetched."""
-    from .data.download import ENV_VAR, file_in_the_way
+def _data_dir(data_dir, dataset=None):
+    """Check --data-dir (given: ``data_dir``), else ``$TINYGRAD_CNN_DATA`` if ``dataset``
+    (a name, or None: not known yet) is one that is downloaded, before any work: a file
+    where the directory should be would fail only when the data are fetched.  The
+    bundled digits never read the variable, so it does not stop their runs."""
+    from .data.download import DATASETS, ENV_VAR, file_in_the_way
     if data_dir is not None:
         path, source = data_dir, f"--data-dir {data_dir!r}"
-    elif os.environ.get(ENV_VAR, "").strip():
+    elif dataset is not None and str(dataset).replace("-", "_") in DATASETS \
+            and os.environ.get(ENV_VAR, "").strip():
         path = os.environ[ENV_VAR].strip()
         source = f"{ENV_VAR}={os.environ[ENV_VAR]!r} (environment variable)"
     else:
@@ -280,7 +283,9 @@ def _train(args):
     # An unwritable output would surface only at the first save, an epoch in.
     for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
         _output_file(option, path)
-    _data_dir(args.data_dir)
+    # Resumed, the run's data set and saved directory are the checkpoint's: a data
+    # root that is a file is named when the data are fetched.
+    _data_dir(args.data_dir, None if args.resume else args.dataset or TrainConfig.dataset)
     if args.checkpoint and args.metrics:
         # Files are written through a symbolic link (atomic_write), so a link named as
         # one of them that leads to the other would have each save replace the other.
@@ -352,6 +357,8 @@ def _eval(args):
     device = _device(args.device)
     model, state = load_model(args.checkpoint, device)
     cfg = state["config"]
+    if args.data_dir is None and not cfg.get("data_dir"):   # else that directory is used
+        _data_dir(None, cfg["dataset"])
     *_, x_test, y_test, _ = load_data(cfg["dataset"], args.data_dir or cfg.get("data_dir"),
                                       (state["mean"], state["std"]),
                                       progress=sys.stderr.isatty())
