@@ -236,14 +236,22 @@ X, Y = np.zeros((10, 1, 8, 8), np.float32), np.arange(10)
     ([X, Y], r"DataLoader got a list of 2 arrays of 10 samples each"),
     ((tg.tensor(X), tg.tensor(Y)), r"a tuple of 2 arrays .*\(TensorDataset\(x, y\)"),
     ((X, Y, np.ones(10)), r"a tuple of 3 arrays .*\(TensorDataset\(\*arrays\)"),
+    ([X, Y], r"\.\.\.\); if they are samples of different shapes, give a Dataset whose "
+             r"__getitem__ returns them$"),
     # Still data sets of their items: samples of one shape, (image, label) pairs.
     ([X[0], X[1]], None), ([(X[0], 1), (X[1], 2)], None), ((X,), None), ((X, Y[:4]), None),
-], ids=["tuple", "list", "tensors", "three", "samples", "pairs", "one array", "lengths differ"])
+    # Samples of one height and many widths, as many as their height or more (batch_size=1).
+    ([np.zeros((3, 8, w)) for w in (5, 6, 7)], None),
+    ([np.zeros((8, w)) for w in range(2, 12)], None),
+], ids=["tuple", "list", "tensors", "three", "what else", "samples", "pairs", "one array",
+        "lengths differ", "3 CHW images", "10 HW images"])
 def test_loader_refuses_arrays_not_wrapped_in_a_dataset(dataset, match):
     """(x, y) is a data set of two "samples", x and y: stacking them failed with "field 0
     has different shapes", and with batch_size=1 nothing failed at all."""
     if match is None:
-        assert len(DataLoader(dataset, batch_size=1)) == len(dataset)
+        loader = DataLoader(dataset, batch_size=1)
+        batches = list(loader)
+        assert len(loader) == len(batches) == len(dataset)
         return
     with pytest.raises(TypeError, match=match):
         DataLoader(dataset, batch_size=1)

@@ -171,8 +171,8 @@ class DataLoader:
     Args:
         dataset: a :class:`Dataset` (a :class:`TensorDataset` is fastest).
             Arrays go in a :class:`TensorDataset`: a tuple or list of arrays of
-            equal length but different shapes, ``DataLoader((x, y))``, is
-            refused with a ``TypeError`` saying so.
+            equal length but different shapes, fewer than that length,
+            ``DataLoader((x, y))``, is refused with a ``TypeError`` saying so.
         batch_size: samples per batch.
         shuffle: a new random order every epoch (see the module docstring).
         drop_last: leave out a last batch smaller than ``batch_size``.
@@ -359,11 +359,19 @@ def _refuse_unwrapped_arrays(dataset):
 
     A tuple or list is a data set of its items, so ``(x, y)`` would be two
     "samples", x and y, of different shapes: their stacking fails with a
-    puzzling message, and with ``batch_size=1`` nothing fails at all.  A list
-    of samples of different shapes that happen to share their first axis is
-    refused too; it can be passed as a :class:`Dataset`.
+    puzzling message, and with ``batch_size=1`` nothing fails at all.  Only
+    fewer arrays than each one's length are taken for that mistake: a list
+    of many samples of different shapes that share their first axis (images
+    of one height, for ``batch_size=1``) is a data set; a short one is
+    refused too, and can be passed as a :class:`Dataset`.
     """
     if not isinstance(dataset, (tuple, list)) or len(dataset) < 2:
+        return
+    try:
+        first = tuple(dataset[0].shape)
+    except (AttributeError, TypeError):
+        return
+    if not first or len(dataset) >= first[0]:   # (a long list is looked at no further)
         return
     if not all(isinstance(a, Tensor) or (hasattr(a, "shape") and hasattr(a, "dtype"))
                for a in dataset):
@@ -375,7 +383,8 @@ def _refuse_unwrapped_arrays(dataset):
         raise TypeError(f"DataLoader got a {kind} of {len(shapes)} arrays of {shapes[0][0]} "
                         f"samples each (shapes {', '.join(map(str, shapes))}) as its data set, "
                         f"which would make each array one sample; wrap them: "
-                        f"DataLoader(TensorDataset({names}), ...)")
+                        f"DataLoader(TensorDataset({names}), ...); if they are samples of "
+                        f"different shapes, give a Dataset whose __getitem__ returns them")
 
 
 def _state_int(state, key):
