@@ -94,6 +94,8 @@ def test_unknown_device_and_dtype():
     lambda other: tg.ones(2).to(dtype=other),
     lambda other: tg.ones(2).to("cpu", other),
     lambda other: tg.nn.Linear(2, 2).to(dtype=other),
+    lambda other: tg.zeros_like(tg.ones(2), dtype=other),
+    lambda other: tg.ones_like(tg.ones(2), dtype=other),
 ])
 def test_a_tensor_given_as_dtype_is_refused(call):
     # NumPy reads any object with a .dtype as that dtype: the tensor's device was lost.
@@ -707,13 +709,16 @@ def test_scalar_arguments_still_refuse_what_is_no_number(call, error, match):
     (lambda: tg.arange(10**400), ValueError, r"arange: start 0, stop 10+ and step 1 give more"),
     (lambda: tg.zeros_like([1.0, 2.0]), TypeError, r"zeros_like: t must be a Tensor, got list"),
     (lambda: tg.ones_like(None), TypeError, r"ones_like: t must be a Tensor, got NoneType"),
+    # Given is given: a 0 or "" is not "keep t's" (as ``dtype or t.dtype`` took it).
+    (lambda: tg.zeros_like(tg.ones(2), dtype=0), TypeError, r"unknown dtype 0"),
+    (lambda: tg.ones_like(tg.ones(2), device=""), DeviceError, r"unknown device ''"),
     (lambda: tg.manual_seed(-1), ValueError, r"manual_seed: seed must be an int >= 0, got -1"),
     (lambda: tg.manual_seed(1.5), TypeError,
      r"manual_seed: seed must be an int >= 0, a numpy.random.SeedSequence or None, got 1\.5"),
 ], ids=["zeros", "ones", "randn", "full", "full-str", "eye-float", "eye-negative", "eye-m",
         "arange-step", "arange-nan", "arange-inf", "arange-str", "summary-negative", "summary-str",
         "arange-too-long", "arange-huge-int", "zeros-like-list", "ones-like-none",
-        "seed-negative", "seed-float"])
+        "zeros-like-dtype-0", "ones-like-device-empty", "seed-negative", "seed-float"])
 def test_factory_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -1537,16 +1537,18 @@ def _like_arg(t, op):
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
-    """Zeros with the shape of ``t`` and, unless given, its dtype and device."""
+    """Zeros with the shape of ``t`` and, unless given (not None), its dtype and device."""
     _like_arg(t, "zeros_like")
-    return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+    return zeros(t.shape, dtype=t.dtype if dtype is None else dtype,
+                 device=t.device if device is None else device,
                  requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
-    """Ones with the shape of ``t`` and, unless given, its dtype and device."""
+    """Ones with the shape of ``t`` and, unless given (not None), its dtype and device."""
     _like_arg(t, "ones_like")
-    return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+    return ones(t.shape, dtype=t.dtype if dtype is None else dtype,
+                device=t.device if device is None else device,
                 requires_grad=requires_grad)
 
 
