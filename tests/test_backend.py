@@ -163,6 +163,15 @@ def test_auto_is_a_device_in_python_too():
         tg.get_backend("automatic")
 
 
+@pytest.mark.parametrize("usable", [True, False])
+def test_auto_names_the_first_gpu_when_cuda_is_usable(monkeypatch, usable):
+    # Names only: no backend is made, so no GPU is needed to check the choice.
+    monkeypatch.setattr(backend_module, "cuda_status", lambda: (usable, "stated by the test"))
+    monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "auto")
+    want = "cuda:0" if usable else "cpu"
+    assert backend_module.canonical_device("AUTO") == backend_module.default_device() == want
+
+
 def test_an_unusable_default_device_names_the_environment_variable(monkeypatch):
     if tg.cuda_status()[0]:
         pytest.skip("a CUDA GPU is usable here")

@@ -378,12 +378,17 @@ def canonical_device(device):
                           f"got {device!r}")
     device = device.strip().lower()
     if device == "auto":   # as TINYGRAD_CNN_DEVICE=auto and --device auto
-        return "cuda:0" if cuda_status()[0] else "cpu"
+        return _auto_device()
     canonical = _parse_device(device)
     if canonical is not None:
         return canonical
     known = ", ".join(sorted(set(_BACKENDS) | {"auto", "cuda", "cuda:N"}))
     raise DeviceError(f"unknown device {device!r}; expected one of: {known}")
+
+
+def _auto_device():
+    """What ``"auto"`` names: the first GPU if CUDA is usable, else the CPU."""
+    return "cuda:0" if cuda_status()[0] else "cpu"
 
 
 def _parse_device(name):
@@ -429,7 +434,7 @@ def default_device():
     registered name); cpu if unset."""
     choice = os.environ.get("TINYGRAD_CNN_DEVICE", "cpu").strip().lower() or "cpu"
     if choice == "auto":
-        return "cuda:0" if cuda_status()[0] else "cpu"
+        return _auto_device()
     canonical = "cpu" if choice == "cpu" else _parse_device(choice)
     if canonical is not None:
         return canonical

@@ -74,7 +74,7 @@ def _device(name):
     usable here (cuda without a GPU) is a DeviceError naming the device as
     given and where it came from, raised before any work is done.
     """
-    from .backend import DeviceError, canonical_device, cuda_status, get_backend
+    from .backend import DeviceError, canonical_device, get_backend
     if name is not None:
         source = f"--device {name!r}"
     elif os.environ.get(DEVICE_ENV, "").strip():
@@ -82,11 +82,8 @@ def _device(name):
         source = f"{DEVICE_ENV}={name!r} (environment variable)"
     else:
         return "cpu"
-    choice = name.strip().lower()
-    if choice == "auto":
-        return "cuda:0" if cuda_status()[0] else "cpu"
     try:
-        device = canonical_device(choice)
+        device = canonical_device(name)   # "auto" included
     except DeviceError:
         raise UsageError(f"{source} is not a device; expected one of: {DEVICE_CHOICES} "
                          f"(N: a GPU number)") from None
