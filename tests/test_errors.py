@@ -572,7 +572,21 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
     # PyTorch's split(2, dim=1) means sections of size 2; NumPy's split(2) two sections.
     (lambda: tg.ones(2, 4).split(2, dim=1), TypeError,
      r"split: follows numpy\.split, with axis= \(got dim=1\): an int is a number of equal "
-     r"sections, not PyTorch's section size"),
+     r"sections, not PyTorch's section size; for sections of size 2, as torch's split\(2, "
+     r"dim=1\) gives, pass the indices to cut at: split\(\[2\], axis=1\); for 2 equal "
+     r"sections: split\(2, axis=1\)$"),
+    # The call that gives PyTorch's sections, as they fall (no equal sections of 5 by 3).
+    (lambda: tg.ones(5).split(3, dim=-1), TypeError,
+     r"gives, pass the indices to cut at: split\(\[3\], axis=0\)$"),
+    (lambda: tg.ones(2, 40).split(4, dim=1), TypeError,
+     r"split\(list\(range\(4, 40, 4\)\), axis=1\); for 4 equal sections"),
+    (lambda: tg.ones(2, 6).split([2, 4], dim=1), TypeError,
+     r"a list holds the indices to cut at, not PyTorch's section sizes; for sections of "
+     r"sizes \[2, 4\], as torch's split gives, pass split\(\[2\], axis=1\)$"),
+    (lambda: tg.ones(2, 6).split(2, dim=2), TypeError,
+     r"an int is a number of equal sections and a list the indices to cut at, not "
+     r"PyTorch's section sizes; for sections of size s of an axis of length n, pass the "
+     r"indices list\(range\(s, n, s\)\) and axis=$"),
     (lambda: tg.ones(2, 4).chunk(2, axis=1, dim=0), TypeError, r"chunk: give either axis or dim"),
     (lambda: tg.ones(3).sum(axis=True), TypeError, r"axis must be an int, got True"),
     (lambda: tg.ones(3, 4).sum(axis=(True,)), TypeError, r"axis must be an int, got True"),
@@ -607,7 +621,8 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
      r"lists must be rectangular"),
 ], ids=["cat-tuple-axis", "cat-none-axis", "cat-list", "stack-ints", "stack-ndarray",
         "stack-tuple-axis", "split-0d", "split-ndarray", "split-float", "split-float-list",
-        "split-dim", "chunk-axis-and-dim",
+        "split-dim", "split-dim-uneven", "split-dim-long", "split-dim-sizes", "split-dim-bad",
+        "chunk-axis-and-dim",
         "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool",
         "stack-range", "unsqueeze-range", "cat-range", "cat-tensor", "stack-tensor", "cat-none",
         "flatten-0d-range", "cat-axis-and-dim", "stack-axis-and-dim", "ragged-list-index"])

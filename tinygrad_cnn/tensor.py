@@ -13,6 +13,7 @@ class and the factories at the end are plumbing: conversions and checks.
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 import operator
 import warnings
@@ -1437,10 +1438,7 @@ def split(x, indices_or_sections, axis=0, dim=None):
     if not isinstance(x, Tensor):
         raise TypeError(f"split: x must be a Tensor, got {type(x).__name__}")
     if dim is not None:
-        raise TypeError(f"split: follows numpy.split, with axis= (got dim={dim!r}): an int "
-                        f"is a number of equal sections, not PyTorch's section size; for "
-                        f"sections of size s, pass the indices to cut at, "
-                        f"list(range(s, n, s)), or use chunk(n // s, dim=...)")
+        raise TypeError(_split_dim_error(x, indices_or_sections, dim))
     if x.ndim == 0:
         raise ValueError("split: a 0-d tensor has no axis to split; it needs at least one "
                          "dimension")
@@ -1462,6 +1460,35 @@ def split(x, indices_or_sections, axis=0, dim=None):
     bounds = zip([0] + cuts, cuts + [n])
     lead = (slice(None),) * axis
     return [x[lead + (slice(a, b),)] for a, b in bounds]
+
+
+def _split_dim_error(x, indices_or_sections, dim):
+    """split's message for ``dim=``: what PyTorch's split(..., dim=dim) would give,
+    as the numpy.split call that gives it, when the arguments allow."""
+    head = f"split: follows numpy.split, with axis= (got dim={dim!r}): "
+    try:
+        sections = as_scalar(indices_or_sections)
+        axis = _norm_axis(dim, x.ndim, "split")
+        n = x.shape[axis]
+    except (TypeError, ValueError, IndexError):
+        sections = axis = n = None
+    if n is not None and is_int(sections) and sections >= 1:
+        cuts = list(range(sections, n, sections))
+        shown = cuts if len(cuts) <= 8 else f"list(range({sections}, {n}, {sections}))"
+        equal = (f"; for {sections} equal sections: split({sections}, axis={axis})"
+                 if n % sections == 0 else "")
+        return (f"{head}an int is a number of equal sections, not PyTorch's section size; "
+                f"for sections of size {sections}, as torch's split({sections}, dim={dim}) "
+                f"gives, pass the indices to cut at: split({shown}, axis={axis}){equal}")
+    sizes = None if is_int(sections) else int_list(indices_or_sections)
+    if n is not None and sizes and all(size >= 0 for size in sizes) and sum(sizes) == n:
+        cuts = list(itertools.accumulate(sizes))[:-1]
+        return (f"{head}a list holds the indices to cut at, not PyTorch's section sizes; "
+                f"for sections of sizes {sizes}, as torch's split gives, pass "
+                f"split({cuts}, axis={axis})")
+    return (f"{head}an int is a number of equal sections and a list the indices to cut at, "
+            f"not PyTorch's section sizes; for sections of size s of an axis of length n, "
+            f"pass the indices list(range(s, n, s)) and axis=")
 
 
 # ---- factories -------------------------------------------------------------------
