@@ -908,6 +908,13 @@ def test_malloc_tuning_takes_0_or_1(monkeypatch, value, tuned):
                         "expected one of: auto, cpu, cuda, cuda:N"),
     (("eval", "--checkpoint", "{good}", "--device", "tpu"), None,
      "--device 'tpu' is not a device; expected one of: auto, cpu, cuda, cuda:N"),
+    # Options of the --feature-maps image, given without it, would be ignored.
+    (("show", "--checkpoint", "{good}", "--filters", "{dir}/f.png", "--max-maps", 32), None,
+     "--max-maps applies to the image of --feature-maps IMAGE OUT.png, which is not given"),
+    (("show", "--checkpoint", "{good}", "--filters", "{dir}/f.png", "--max-value", 16), None,
+     "--max-value applies to the image of --feature-maps"),
+    (("show", "--checkpoint", "{good}", "--filters", "{dir}/f.png", "--invert"), None,
+     "--invert applies to the image of --feature-maps"),
 ])
 def test_conflicting_options_are_usage_errors(trained, monkeypatch, argv, env, message):
     if env is None:

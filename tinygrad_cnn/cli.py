@@ -675,6 +675,9 @@ def _models_with(kinds, image_shape):
             if _has_layer(models.build(name, image_shape), kinds)]
 
 
+MAX_MAPS = 16   # show --feature-maps: the channels drawn per layer unless --max-maps
+
+
 def _show(args):
     from .tensor import tensor
     from .train import load_model
@@ -682,6 +685,12 @@ def _show(args):
     if not args.filters and not args.feature_maps:
         raise UsageError("nothing to show: give --filters OUT.png and/or --feature-maps "
                          "IMAGE OUT.png")
+    if not args.feature_maps:   # else they would be ignored without a word
+        for option, value in (("--max-maps", args.max_maps), ("--max-value", args.max_value),
+                              ("--invert", args.invert or None)):
+            if value is not None:
+                raise UsageError(f"{option} applies to the image of --feature-maps IMAGE "
+                                 f"OUT.png, which is not given")
     if args.filters:
         _png_output(args.filters, "--filters")
     if args.feature_maps:
@@ -708,7 +717,7 @@ def _show(args):
         images.save_filters(model, args.filters)
         print(f"wrote {args.filters}")
     if args.feature_maps:
-        images.save_feature_maps(model, x, out, max_channels=args.max_maps)
+        images.save_feature_maps(model, x, out, max_channels=args.max_maps or MAX_MAPS)
         print(f"wrote {out}")
     return 0
 
@@ -809,7 +818,8 @@ def build_parser():
                                    "first convolution (--filters; models with convolutions "
                                    "only) and what every convolution or locally-connected "
                                    "layer outputs for one image (--feature-maps; the "
-                                   "first 16 channels of each layer, or --max-maps N). The "
+                                   f"first {MAX_MAPS} channels of each layer, or --max-maps "
+                                   "N). The "
                                    "output directory must exist.")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
     p.add_argument("--filters", metavar="OUT.png", help="first-layer kernels as one image")
@@ -817,9 +827,9 @@ def build_parser():
                    help="what every conv layer outputs for IMAGE (a PNG or .npy, read as "
                         "by 'tinygrad-cnn predict'): the first --max-maps output channels "
                         "of each layer")
-    p.add_argument("--max-maps", type=_int_at_least(1), default=16, metavar="N",
-                   help="feature maps drawn per layer, its first N channels (default: "
-                        "%(default)s; the cnn model's layers have 32 and 64)")
+    p.add_argument("--max-maps", type=_int_at_least(1), default=None, metavar="N",
+                   help=f"feature maps drawn per layer, its first N channels (default: "
+                        f"{MAX_MAPS}; the cnn model's layers have 32 and 64)")
     p.add_argument("--max-value", type=_finite_float(0, allow_low=False), default=None,
                    metavar="V", help="the value of a white pixel if IMAGE is a .npy file "
                                      "(as in 'tinygrad-cnn predict')")
