@@ -181,6 +181,19 @@ def test_an_unusable_default_device_names_the_environment_variable(monkeypatch):
         tg.randn(2)
 
 
+@pytest.mark.parametrize("loadable, no_driver", [
+    ((), True), (("libcuda.so.1",), False), (("libcuda.so",), False), (("nvcuda.dll",), False),
+    (("libcudart.so.12",), True),   # the runtime alone is no driver
+])
+def test_no_driver_means_no_driver_library_loads(monkeypatch, loadable, no_driver):
+    def load(name):
+        if name not in loadable:
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+    monkeypatch.setattr(backend_module.ctypes, "CDLL", load)
+    assert backend_module._no_driver() is no_driver
+
+
 @pytest.mark.parametrize("no_driver", [True, False])
 def test_a_missing_driver_is_not_called_an_old_one(monkeypatch, no_driver):
     """The CUDA runtime reports a missing driver as cudaErrorInsufficientDriver, which
