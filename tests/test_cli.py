@@ -819,17 +819,20 @@ def test_a_bad_im2col_limit_in_the_environment_is_a_usage_error(monkeypatch):
 
 
 @pytest.mark.parametrize("env, argv, message", [
+    # In the words of the library's check (data_root), which meets it at the download.
     ("{file}", ("train", "--dataset", "mnist"),
-     "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory (it is created "
-     "if missing); {file} is a file"),
+     "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory for the data "
+     "files (it is created if missing), but {file} is a file"),
     ("{file}/mnist", ("train", "--dataset", "mnist"),
-     "TINYGRAD_CNN_DATA='{file}/mnist' (environment variable): expected a directory (it is "
-     "created if missing); {file}/mnist is under {file}, a file"),
+     "TINYGRAD_CNN_DATA='{file}/mnist' (environment variable): expected a directory for the "
+     "data files (it is created if missing), but {file}/mnist is under {file}, a file"),
     ("{file}", ("eval", "--checkpoint", "{mnist}"),
      "TINYGRAD_CNN_DATA='{file}' (environment variable): expected a directory"),
     (None, ("train", "--dataset", "mnist", "--data-dir", "{file}/mnist"),
-     "--data-dir '{file}/mnist': expected a directory (it is created if missing); "
-     "{file}/mnist is under {file}, a file"),
+     "--data-dir '{file}/mnist': expected a directory for the data files (it is created if "
+     "missing), but {file}/mnist is under {file}, a file"),
+    (None, ("train", "--data-dir", ""), "--data-dir '': expected a directory (it is created "
+                                        "if missing)"),
 ])
 def test_a_data_directory_that_is_a_file_is_a_usage_error(trained, tmp_path, monkeypatch, env,
                                                           argv, message):

@@ -171,7 +171,7 @@ def _data_dir(data_dir, dataset=None):
     (a name, or None: not known yet) is one that is downloaded, before any work: a file
     where the directory should be would fail only when the data are fetched.  The
     bundled digits never read the variable, so it does not stop their runs."""
-    from .data.download import DATASETS, ENV_VAR, file_in_the_way
+    from .data.download import DATASETS, ENV_VAR, check_directory
     if data_dir is not None:
         path, source = data_dir, f"--data-dir {data_dir!r}"
     elif dataset is not None and str(dataset).replace("-", "_") in DATASETS \
@@ -180,12 +180,12 @@ def _data_dir(data_dir, dataset=None):
         source = f"{ENV_VAR}={os.environ[ENV_VAR]!r} (environment variable)"
     else:
         return
-    root = Path(os.path.expanduser(path))
-    blocker = file_in_the_way(root) if path else None
-    if not path or blocker is not None:
-        why = "" if blocker is None else (
-            f"; {path} is a file" if blocker == root else f"; {path} is under {blocker}, a file")
-        raise UsageError(f"{source}: expected a directory (it is created if missing){why}")
+    if not path:
+        raise UsageError(f"{source}: expected a directory (it is created if missing)")
+    try:   # the library's check, before the work instead of at the download
+        check_directory(Path(path).expanduser(), source)
+    except NotADirectoryError as e:
+        raise UsageError(str(e)) from None
 
 
 # ---- train -----------------------------------------------------------------------------

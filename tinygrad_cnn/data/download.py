@@ -147,10 +147,10 @@ def data_root(data_dir=None):
     variable); a missing directory is fine (a download creates it).
     """
     if data_dir is not None:
-        return _directory(Path(data_dir).expanduser(), f"data_dir={os.fspath(data_dir)!r}")
+        return check_directory(Path(data_dir).expanduser(), f"data_dir={os.fspath(data_dir)!r}")
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
-        return _directory(Path(env).expanduser(), f"{ENV_VAR}={env!r} (environment variable)")
+        return check_directory(Path(env).expanduser(), f"{ENV_VAR}={env!r} (environment variable)")
     cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
     return Path(cache).expanduser() / "tinygrad_cnn"
 
@@ -164,8 +164,9 @@ def file_in_the_way(path):
     return None
 
 
-def _directory(root, source):
-    """``root``, unless a file stands where it or its parent should be a directory."""
+def check_directory(root, source):
+    """``root``, unless a file stands where it or its parent should be a directory: then
+    a ``NotADirectoryError`` naming ``source``, where the path came from."""
     blocker = file_in_the_way(root)
     if blocker is not None:
         where = "is a file" if blocker == root else f"is under {blocker}, a file"
