@@ -71,15 +71,10 @@ def _check_device(layer, x):
     a mismatch would surface as a low-level array error after
     ``num_batches_tracked`` had already counted the batch.
     """
-    # Runs on every layer call, so kept to plain loops over what the layer has (a pooling
-    # layer has nothing); the message is built only on a mismatch.
+    # Runs on every layer call: plain loops, and the message built only on a mismatch.
     backend = x._backend
-    if layer._parameters:
-        for t in layer._parameters.values():
-            if t is not None and t._backend is not backend:
-                raise _device_mismatch(layer, x)
-    if layer._buffers:
-        for t in layer._buffers.values():
+    for registry in (layer._parameters, layer._buffers):
+        for t in registry.values():
             if t is not None and t._backend is not backend:
                 raise _device_mismatch(layer, x)
 
