@@ -332,6 +332,11 @@ CRAFTED = {
                    r"expected a tuple of integers >= 0"),
     "negative shape": (_crafted(_refs("x"), x=_npy(header=dict(SHORT, shape=(-1, -4)))),
                        r"member 'x.npy' has shape \(-1, -4\) .* not valid"),
+    # -1 alone would pass for NumPy's "infer this size" and end in a wrong-size message.
+    "minus one in shape": (_crafted(_refs("x"), x=_npy(header=dict(SHORT, shape=(-1,)))),
+                           r"member 'x.npy' has shape \(-1,\) .* not valid"),
+    ".npy version 4.0": (_crafted(_refs("x"), x=b"\x93NUMPY\x04\x00" + GOOD[8:]),
+                         r"member 'x.npy' .*: \.npy format version 4\.0 is not one NumPy writes"),
     # Python refuses to convert integers of more than 4300 digits (a ValueError).
     "huge integer": (_crafted(json.dumps({"format": checkpoint.FORMAT, "tree": {"n": 1}})
                               .replace("1}", "1" * 5000 + "}").encode()),
@@ -374,16 +379,21 @@ def test_damaged_files_give_one_clear_line(tmp_path, corruption):
     assert "allow_pickle" not in text  # never advise loading unsafely
 
 
-def test_a_type_error_from_numpy_reading_a_member_is_a_checkpoint_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("exc, message", [
+    (TypeError("an integer is required"), r"is not a readable \.npy array \(file damaged or "
+                                          r"edited\): an integer is required"),
+    # A consistent member too large for this machine's memory.
+    (MemoryError(), r"\(12 bytes of float32, shape \(3,\)\) is too large to load into memory"),
+], ids=["TypeError", "MemoryError"])
+def test_an_error_from_numpy_reading_a_member_is_a_checkpoint_error(tmp_path, monkeypatch, exc,
+                                                                     message):
     """Member contents NumPy rejects in ways not checked beforehand: the member is named."""
-    path = checkpoint.save(tmp_path / "c.npz", tree())
+    path = checkpoint.save(tmp_path / "c.npz", {"x": np.zeros(3, np.float32)})
 
     def choke(*args, **kwargs):
-        raise TypeError("an integer is required")
+        raise exc
     monkeypatch.setattr(np.lib.format, "read_array", choke)
-    with pytest.raises(CheckpointError, match=r"member '.*\.npy' is not a readable \.npy array "
-                                              r"\(file damaged or edited\): an integer is "
-                                              r"required"):
+    with pytest.raises(CheckpointError, match=r"member '.*\.npy' " + message):
         checkpoint.load(path)
 
 
