@@ -343,6 +343,9 @@ CRAFTED = {
                      r"header is damaged: Exceeds the limit \(4300 digits\)"),
     "tree not a dict": (_crafted(json.dumps({"format": checkpoint.FORMAT, "tree": "x"}).encode()),
                         "no 'tree' entry holding a dict"),
+    "other format family": (_crafted(json.dumps({"format": "tinygrad_cnn.checkpoints/1",
+                                                 "tree": {}}).encode()),
+                            r"unknown checkpoint format 'tinygrad_cnn.checkpoints/1'; expected"),
     "newer format": (_crafted(json.dumps({"format": "tinygrad_cnn.checkpoint/2",
                                           "tree": {}}).encode()),
                      r"checkpoint format 'tinygrad_cnn.checkpoint/2', written by another "
@@ -385,8 +388,8 @@ def test_damaged_files_give_one_clear_line(tmp_path, corruption):
     # A consistent member too large for this machine's memory.
     (MemoryError(), r"\(12 bytes of float32, shape \(3,\)\) is too large to load into memory"),
 ], ids=["TypeError", "MemoryError"])
-def test_an_error_from_numpy_reading_a_member_is_a_checkpoint_error(tmp_path, monkeypatch, exc,
-                                                                     message):
+def test_an_error_from_numpy_reading_a_member_is_a_checkpoint_error(
+        tmp_path, monkeypatch, exc, message):
     """Member contents NumPy rejects in ways not checked beforehand: the member is named."""
     path = checkpoint.save(tmp_path / "c.npz", {"x": np.zeros(3, np.float32)})
 
@@ -401,19 +404,24 @@ def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)  # callers may catch either
 
 
-def _claiming(size):
+def _claiming(size, last=False):
     """A checkpoint whose member ``x.npy`` claims ``size`` bytes of data (its zip
-    sizes, and the .npy shape to match), though the file holds 8."""
+    sizes, and the .npy shape to match), though the file holds 8; stored first,
+    or ``last`` (just before the central directory)."""
     header = {"descr": "|u1", "fortran_order": False, "shape": (size,)}
     npy = _npy(header=header, data=bytes(8))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
+        if last:
+            zf.writestr("__header__.npy", _npy(np.frombuffer(_refs("x"), np.uint8)))
         zf.writestr("x.npy", npy)
-        zf.writestr("__header__.npy", _npy(np.frombuffer(_refs("x"), np.uint8)))
+        if not last:
+            zf.writestr("__header__.npy", _npy(np.frombuffer(_refs("x"), np.uint8)))
     raw = bytearray(buf.getvalue())
     claim = len(npy) - 8 + size
-    struct.pack_into("<II", raw, 18, claim, claim)             # the local header at 0
-    struct.pack_into("<II", raw, raw.index(b"PK\1\2") + 20, claim, claim)   # its entry
+    find = raw.rindex if last else raw.index
+    struct.pack_into("<II", raw, find(b"PK\3\4") + 18, claim, claim)   # its local header
+    struct.pack_into("<II", raw, find(b"PK\1\2") + 20, claim, claim)   # its entry
     return bytes(raw)
 
 
@@ -456,9 +464,11 @@ def _nested(n, payload):
 @pytest.mark.parametrize("data, message", [
     (_claiming(2**31), r"member 'x.npy' claims 2147483\d+ bytes of data at offset 0, which "
                        r"overlap the next member or run past the end of the data"),
+    (_claiming(2**31, last=True), r"member 'x.npy' claims 2147483\d+ bytes of data at offset "
+                                  r"\d+, which .* run past the end of the data"),
     (_nested(20, bytes(1 << 20)), r"member 'm0.npy' claims \d+ bytes of data at offset \d+, "
                                   r"which overlap the next member"),
-], ids=["size beyond the file", "members nested in one another"])
+], ids=["size beyond the file", "last member beyond the file", "members nested in one another"])
 def test_sizes_a_file_cannot_hold_are_refused_before_allocating(tmp_path, data, message):
     """Zip sizes are declared: a member may claim more bytes than the file holds, or
     members may overlap, so that a small file would expand to many times its size."""
