@@ -1407,17 +1407,30 @@ def test_declarations_the_model_is_built_from_are_checked(trained, tmp_path, com
     (lambda s: s.update(partial={"epoch": 0, "loss_sum": -np.inf, "correct_sum": 1.0,
                                  "seen": 64, "seconds": 0.0}),
      "the checkpoint's 'partial' entry is damaged"),
+    *[(lambda s, k=k, v=v: s.update(partial={"epoch": 0, "loss_sum": 1.0, "correct_sum": 1.0,
+                                             "seen": 64, "seconds": 0.0, k: v}),
+       "the checkpoint's 'partial' entry is damaged")
+      for k, v in (("seen", -1), ("correct_sum", -1.0), ("seconds", True),
+                   ("seconds", np.zeros(1)))],
     (lambda s: s.update(image_shape=8), "the checkpoint's 'image_shape' entry is damaged: "
                                         "expected three positive ints (C, H, W) below 2**63, "
                                         "got 8"),
     (lambda s: s.update(mean="dark"), "the checkpoint's 'mean' entry is damaged"),
     (lambda s: s.update(std=np.zeros(1, np.float32)), "the checkpoint's 'std' entry is damaged"),
+    (lambda s: s.update(image_shape=[1, 8, 8, 1]), "the checkpoint's 'image_shape' entry is "
+                                                   "damaged"),
+    (lambda s: s.update(image_shape=[0, 8, 8]), "the checkpoint's 'image_shape' entry is damaged"),
+    (lambda s: s.update(num_classes=0), "the checkpoint's 'num_classes' entry is damaged"),
+    (lambda s: s.update(mean=True), "the checkpoint's 'mean' entry is damaged"),
+    (lambda s: s.update(mean=np.float32([np.nan])), "the checkpoint's 'mean' entry is damaged"),
     (lambda s: s["rng"]["state"].update(state=10**40),
      "cannot restore the random generator (checkpoint damaged or from another model?)"),
 ], ids=["epochs", "lr", "history", "scheduler-optimizer", "scheduler-unknown", "optimizer-lr",
         "optimizer-groups", "optimizer-unknown", "scheduler-total-steps", "loader",
         "partial-list", "partial-keys", "partial-array", "partial-negative",
-        "partial-loss-minus-inf", "image-shape", "mean", "std", "rng-overflow"])
+        "partial-loss-minus-inf", "partial-seen-minus-1", "partial-correct-negative",
+        "partial-seconds-bool", "partial-seconds-1d", "image-shape", "mean", "std",
+        "image-shape-4d", "image-shape-0", "classes-0", "mean-bool", "mean-nan", "rng-overflow"])
 def test_resume_refuses_a_damaged_run_state(trained, tmp_path, change, message):
     """Values a crafted or damaged checkpoint holds get the checks typed options get."""
     state = checkpoint.load(trained[0] / "c.npz")

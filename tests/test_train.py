@@ -433,3 +433,40 @@ def test_adamw_weight_decay_zero_is_kept():
     assert TrainConfig(optimizer="adamw", weight_decay=0.0).weight_decay == 0.0
     assert TrainConfig(optimizer="adamw").weight_decay == 0.01
     assert TrainConfig(optimizer="adam").weight_decay == 0.0
+
+
+def _dangling_link(path):
+    path.symlink_to(path.with_name("nowhere"))
+
+
+def _empty_zip(path):
+    import zipfile
+    zipfile.ZipFile(path, "w").close()   # the end record alone: PK\5\6
+
+
+@pytest.mark.parametrize("problem, make, expected", [
+    # A link to a file yet to be written: nothing to lose (the write goes through it).
+    ("checkpoint", _dangling_link, None),
+    ("checkpoint", _empty_zip, "it is an .npz (zip) archive"),
+    ("metrics", _dangling_link, None),
+    ("metrics", lambda path: path.mkdir(), "Is a directory"),
+], ids=["checkpoint dangling link", "checkpoint empty zip", "metrics dangling link",
+        "metrics directory"])
+def test_what_a_run_may_replace(tmp_path, problem, make, expected):
+    from tinygrad_cnn.train import checkpoint_file_problem, metrics_file_problem
+    path = tmp_path / "out.file"
+    make(path)
+    found = {"checkpoint": checkpoint_file_problem, "metrics": metrics_file_problem}[problem](path)
+    assert found == expected if expected is None else expected in found
+
+
+def test_resumed_metrics_compare_records_whatever_their_key_order(tmp_path):
+    """A metrics file rewritten by a tool that reorders keys still holds this run's records."""
+    from tinygrad_cnn.train import resume_metrics_error
+    history = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}]
+    metrics = tmp_path / "m.jsonl"
+    metrics.write_text("".join(json.dumps(dict(reversed(r.items()))) + "\n" for r in history))
+    assert resume_metrics_error(metrics, "c.npz", history, given=True) is None
+    history[1]["train_loss"] = 0.3
+    assert "holds another run's metrics (its record 2, epoch 2" in \
+        resume_metrics_error(metrics, "c.npz", history, given=True)
