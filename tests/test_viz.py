@@ -762,6 +762,18 @@ def test_read_png_refuses_images_over_the_size_cap_before_decompressing(tmp_path
     assert peak < 1 << 20
 
 
+def test_read_png_takes_an_image_of_exactly_the_size_cap(tmp_path, monkeypatch):
+    """The cap is the largest size read, not the first one refused (a small cap here)."""
+    monkeypatch.setattr(png, "MAX_PIXELS", 8 * 8)
+    rows = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    path = tmp_path / "cap.png"
+    path.write_bytes(_png_bytes(rows, 8, 8, 8, 0, [0] * 8))
+    np.testing.assert_array_equal(png.read_png(path, mode="L"), rows)
+    path.write_bytes(_png_bytes(np.zeros((9, 8), np.uint8), 8, 9, 8, 0, [0] * 9))
+    with pytest.raises(png.PngError, match=r"IHDR says 8x9 pixels \(72\), more than the 64 "):
+        png.read_png(path, mode="L")
+
+
 def test_read_png_refuses_a_second_header_or_palette(tmp_path):
     """read_png_header reads the first IHDR; decoding by another would describe another image."""
     second = struct.pack(">IIBBBBB", 3000, 3000, 8, 0, 0, 0, 0)
