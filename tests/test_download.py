@@ -552,6 +552,7 @@ GOOD = idx_bytes(np.zeros((60000, 28, 28), np.uint8)[:2], 0x08, compress=False) 
     (GOOD + b"\0", "trailing bytes: expected 1584 bytes for 2x28x28 uint8, got 1585"),
     (b"\x1f\x8c" + GOOD[2:], "not an IDX file: magic number starts with bytes 1f 8c 08 03"),
     (b"\0\0\x07\x01" + GOOD[4:], "unknown IDX type code 0x07"),
+    (gzip.compress(b"\0\0\x07\x01" + GOOD[4:]), "unknown IDX type code 0x07"),   # gzipped
     (GOOD[:3], "too short for an IDX header"),
     (GOOD[:9], "header says 3 dimensions, which needs 16 header bytes"),
     (gzip.compress(GOOD)[:-20], "corrupt or truncated gzip data"),
