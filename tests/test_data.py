@@ -244,8 +244,10 @@ X, Y = np.zeros((10, 1, 8, 8), np.float32), np.arange(10)
     ([np.zeros((3, 8, w)) for w in (5, 6, 7)], None),
     ([np.zeros((8, w)) for w in range(2, 12)], None),
     ([np.zeros((8, 8)), np.ones((8, 8))], None),   # fewer samples than rows, one shape
+    ([X[0, 0], np.array(3.0)], None),   # a 0-d sample has no first axis to compare
 ], ids=["tuple", "list", "tensors", "three", "what else", "samples", "pairs", "one array",
-        "lengths differ", "3 CHW images", "10 HW images", "2 HW images of one shape"])
+        "lengths differ", "3 CHW images", "10 HW images", "2 HW images of one shape",
+        "a 0-d sample"])
 def test_loader_refuses_arrays_not_wrapped_in_a_dataset(dataset, match):
     """(x, y) is a data set of two "samples", x and y: stacking them failed with "field 0
     has different shapes", and with batch_size=1 nothing failed at all."""
