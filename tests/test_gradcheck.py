@@ -755,6 +755,7 @@ _REFUSED_INPUTS_AND_OUTPUTS = [
     (lambda a, k: a * k, (np.array([1.0, 2.0]), 3), ValueError,
      r"\(input 0: ndarray; input 1: int\); the inputs to check must be tensors with "
      r"requires_grad=True, such as tg\.tensor\(x, dtype=tg\.float64, requires_grad=True\)"),
+    (lambda: tg.ones(1), (), ValueError, r"nothing to check \(no inputs\); the inputs to check"),
     # Which output is not a tensor.
     (lambda a: (a * a, 3), tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True),
      TypeError, r"fn must return a tensor or a tuple or list of tensors; its output 1 has "
@@ -853,6 +854,8 @@ _KINK_HINT = (r"; the one-sided differences there disagree as well \(\S+ below t
     (CubeOff.apply, [-1e-2, 0.0, 1e-2], {"atol": 1e-9}, False),          # flat at 0
     (lambda a: (a * 30).exp(), [0.3, 0.4], {"atol": 0.0, "rtol": 0.0}, False),  # rounding
     (lambda a: SquareOff.apply(a).relu(), [-1.0, 0.0, 2.0], {}, False),  # wrong off the kink
+    # At the kink, but the analytic value lies beyond both one-sided slopes: wrong.
+    (lambda a: a.relu() + SquareOff.apply(a - 1), [0.0], {}, False),
     # Smooth, but curved so much against the slope that the one-sided differences
     # over eps disagree too (and the analytic value lies between them); over a tenth
     # of eps they disagree a tenth as much, as a curve's do, where a kink's do not.
