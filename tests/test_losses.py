@@ -92,6 +92,69 @@ def test_large_logits_are_stable():
     assert x.grad.numpy() == pytest.approx([0.0, 0.0, 1.0, -1.0])
 
 
+INF, NAN = math.inf, math.nan
+# (loss, input with a non-finite row where the target is ignored, the same input with
+# finite values there, target, keyword arguments).  Masked or padded positions often
+# hold -inf logits; ignoring them must leave the loss and the other gradients finite.
+IGNORED_NONFINITE_CASES = [
+    ("cross_entropy", [[-INF, -INF, -INF], [0.0, 1.0, 2.0]], [[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]],
+     [-100, 1], {}),
+    ("cross_entropy", [[NAN, 0.0, 3.0], [0.0, 1.0, 2.0]], [[0.0, 0.0, 3.0], [0.0, 1.0, 2.0]],
+     [-100, 1], {}),
+    ("cross_entropy", [[-INF, 0.0, 3.0], [0.0, 1.0, 2.0]], [[0.0, 0.0, 3.0], [0.0, 1.0, 2.0]],
+     [-100, 1], {"label_smoothing": 0.1}),
+    ("cross_entropy", [[-INF, 0.0, 3.0], [0.0, 1.0, 2.0]], [[0.0, 0.0, 3.0], [0.0, 1.0, 2.0]],
+     [-100, 1], {"label_smoothing": 0.1, "weight": [1.0, 2.0, 3.0], "reduction": "sum"}),
+    ("cross_entropy", [[[-INF, 0.0], [-INF, 1.0], [-INF, 2.0]]],
+     [[[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]]], [[-100, 1]], {"label_smoothing": 0.2}),
+    ("nll_loss", [[-INF, -INF, 0.0], [0.0, -1.0, -2.0]], [[0.0, -1.0, 0.0], [0.0, -1.0, -2.0]],
+     [-100, 1], {"reduction": "none"}),
+    ("nll_loss", [[-INF, -INF, 0.0], [0.0, -1.0, -2.0]], [[0.0, -1.0, 0.0], [0.0, -1.0, -2.0]],
+     [5, 1], {"ignore_index": 5, "weight": [0.5, 2.0, 1.0]}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,x,x_finite,target,kwargs", IGNORED_NONFINITE_CASES)
+def test_ignored_targets_do_not_see_their_input(name, x, x_finite, target, kwargs, dtype):
+    """An ignored element's input does not matter: the loss and the gradients of the
+    other elements are those of a finite input there (0 * -inf gave a NaN loss)."""
+    fn = getattr(nn, name)
+    results = []
+    for values in (x, x_finite):
+        xt = tg.tensor(np.array(values, dtype=dtype), requires_grad=True)
+        loss = fn(xt, target, **kwargs)
+        (grad_x,) = tg.grad(loss.sum(), [xt])
+        results.append((loss.numpy(), grad_x.numpy()))
+    (loss, grad_x), (expected, expected_grad) = results
+    assert np.isfinite(loss).all()
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    # The samples that are not ignored: their class vectors (axis 1) are the same.
+    kept = (np.array(x) == np.array(x_finite)).all(axis=1, keepdims=True)
+    kept = np.broadcast_to(kept, grad_x.shape)
+    np.testing.assert_allclose(grad_x[kept], expected_grad[kept], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,x,x_finite,target,kwargs", IGNORED_NONFINITE_CASES)
+def test_ignored_nonfinite_inputs_match_torch(name, x, x_finite, target, kwargs, dtype):
+    torch = pytest.importorskip("torch")
+    x = np.array(x, dtype=dtype)
+    torch_kwargs = dict(kwargs)
+    if "weight" in kwargs:
+        torch_kwargs["weight"] = torch.tensor(np.array(kwargs["weight"], dtype=dtype))
+    ours = tg.tensor(x, requires_grad=True)
+    loss = getattr(nn, name)(ours, target, **kwargs)
+    (grad_x,) = tg.grad(loss.sum(), [ours])
+    theirs = torch.tensor(x, requires_grad=True)
+    torch_loss = getattr(torch.nn.functional, name)(theirs, torch.tensor(target),
+                                                    **torch_kwargs)
+    (torch_grad,) = torch.autograd.grad(torch_loss.sum(), [theirs])
+    # NaN where PyTorch has NaN: the gradient of an all -inf (or NaN) row, as in softmax
+    np.testing.assert_allclose(loss.numpy(), torch_loss.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(grad_x.numpy(), torch_grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
 # ---- gradient checks -----------------------------------------------------------------
 def _rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)

@@ -408,8 +408,9 @@ class Where(Function):
     def backward(self, grad_out):
         cond, x, y = self.inputs
         take_x = _const(self.xp.broadcast_to(cond.data, grad_out.shape), grad_out)
-        return (None, (grad_out * take_x).sum_to(x.shape),
-                (grad_out * (1 - take_x)).sum_to(y.shape))
+        grad_x = (grad_out * take_x).sum_to(x.shape) if x.requires_grad else None
+        grad_y = (grad_out * (1 - take_x)).sum_to(y.shape) if y.requires_grad else None
+        return None, grad_x, grad_y
 
 
 class Cast(Function):

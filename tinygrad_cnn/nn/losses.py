@@ -14,7 +14,7 @@ import numpy as np
 from .._checks import check_int, check_probability
 from ..autograd import Function
 from ..backend import DeviceError
-from ..tensor import Tensor, _find_backend_of
+from ..tensor import Tensor, _find_backend_of, where
 from .module import Module
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss",
@@ -175,6 +175,8 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
             backend.check(bad, IndexError, f"{name}: target holds a class index {what}")
         # Ignored (and, on a deferring device, bad) elements gather class 0, masked out.
         safe = xp.where(valid & ~bad, t, 0)
+        kept = Tensor._make(valid, logp._backend)               # (M,) False where ignored
+        zero = _const(xp.zeros((), logp.dtype), logp)   # made here: no upload from the host
         picked = flat[xp.arange(flat.shape[0]), safe]           # (M,) log p of the true class
         if weight is not None:
             weight = _on_device_of(weight, logp, name, "weight", dtype=logp.dtype)
@@ -184,13 +186,13 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
             w_t = _const(weight.data[safe] * valid, logp)       # (M,) w[t_i], 0 if ignored
         else:
             w_t = _const(valid, logp)
-        if label_smoothing > 0:   # (M,) 1, 0 where ignored
-            valid = w_t if weight is None else _const(valid, logp)
         denominator = w_t.data.sum()
-    loss = -picked * w_t
+    # Ignored elements are selected away, not multiplied by 0: their rows may hold
+    # -inf or NaN (masked or padded positions), and 0 * inf is NaN.
+    loss = where(kept, -picked, zero) * w_t
     if label_smoothing > 0:
         per_class = flat if weight is None else flat * weight.detach()
-        smooth = -per_class.sum(axis=1) * valid
+        smooth = where(kept, -per_class.sum(axis=1), zero)
         loss = (1 - label_smoothing) * loss + (label_smoothing / C) * smooth
     if reduction == "none":
         return loss.reshape(out_shape).squeeze(0) if unbatched else loss.reshape(out_shape)
