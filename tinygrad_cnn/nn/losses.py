@@ -324,10 +324,12 @@ class BinaryCrossEntropy(Function):
             # from 0: p = 0 or 1 gets a huge finite gradient, not 0 * inf = NaN.
             grad_p = grad_out * (p - y) / (p * (1 - p)).clip(min=1e-12)
         if y.requires_grad:
-            # max(log q, -100) as log(max(q, e^-100)): the same values and slopes,
-            # without taking log(0).
-            tiny = float(np.exp(-100.0))
-            grad_y = grad_out * ((1 - p).clip(min=tiny).log() - p.clip(min=tiny).log())
+            # max(log q, -100) as max(log(max(q, e^-101)), -100): the same values and
+            # slopes, without taking log(0).  Not log(max(q, e^-100)): float32 holds
+            # e^-100 only as a subnormal, rounded to one whose log is -99.98.
+            tiny = float(np.exp(-101.0))
+            grad_y = grad_out * ((1 - p).clip(min=tiny).log().clip(min=-100)
+                                 - p.clip(min=tiny).log().clip(min=-100))
         return grad_p, grad_y
 
 
