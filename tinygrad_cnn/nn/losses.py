@@ -230,6 +230,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     others only (weighted by ``weight[target]``).  ``label_smoothing`` eps,
     in [0, 1] for either kind of target, mixes the one-hot (or probability)
     target with the uniform distribution: ``(1 - eps) * onehot + eps / C``.
+    With nothing to average (every target ignored, or all their weights 0),
+    ``mean`` is NaN, as in PyTorch, and the gradient 0 (not NaN).
 
     Stable for large logits: log_softmax subtracts each row's maximum.
     """
