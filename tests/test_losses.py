@@ -158,6 +158,15 @@ def test_ignored_nonfinite_inputs_match_torch(name, x, x_finite, target, kwargs,
     np.testing.assert_allclose(grad_x.numpy(), torch_grad.numpy(), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (2, 3, 0)])
+def test_soft_target_cross_entropy_over_no_samples(shape):
+    # The mean over no samples is NaN, as on the class-index path and in PyTorch (it was 0).
+    x = t64(np.zeros(shape), requires_grad=True)
+    loss = nn.cross_entropy(x, np.zeros(shape))
+    assert math.isnan(loss.item())
+    assert nn.cross_entropy(x, np.zeros(shape), reduction="sum").item() == 0.0
+
+
 # ---- gradient checks -----------------------------------------------------------------
 def _rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
@@ -379,6 +388,10 @@ ERROR_CASES = [
     (lambda x: nn.cross_entropy(x.numpy(), [0, 1, 2]), TypeError, ["Tensor"]),
     # no classes at all: the class index is out of range (it was "max over an empty axis")
     (lambda x: nn.cross_entropy(x[:, :0], [0, 0, 0]), IndexError, ["[0, 0)", "(3, 0)"]),
+    # nor any class probabilities (it was a raw ZeroDivisionError)
+    (lambda x: nn.cross_entropy(x[:, :0], np.zeros((3, 0))), ValueError,
+     ["(3, 0)", "no classes"]),
+    (lambda x: nn.cross_entropy(x[0, :0], np.zeros(0)), ValueError, ["(0,)", "no classes"]),
 ]
 
 

@@ -206,6 +206,9 @@ def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, name):
     # without meaning, so refused here as on the class-index path.
     label_smoothing = check_probability(f"{name}: label_smoothing", label_smoothing)
     C = logp.shape[1] if logp.ndim > 1 else logp.shape[0]
+    if C == 0:
+        raise ValueError(f"{name}: input of shape {logp.shape} has no classes; class "
+                         f"probabilities need at least one class")
     if label_smoothing > 0:
         target = target * (1 - label_smoothing) + label_smoothing / C
     if weight is not None:
@@ -215,7 +218,8 @@ def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, name):
         shape = (C,) + (1,) * (logp.ndim - 2) if logp.ndim > 1 else (C,)
         logp = logp * weight.reshape(shape)
     loss = -(logp * target).sum(axis=1 if logp.ndim > 1 else 0)
-    return _reduce(loss, reduction, denominator=max(logp.size // C, 1))
+    # One term per sample: the mean over an empty batch is NaN, as on the class-index path.
+    return _reduce(loss, reduction, denominator=loss.size)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
