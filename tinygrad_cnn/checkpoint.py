@@ -214,6 +214,14 @@ def _read_members(path):
     return members
 
 
+def _parse_int(text):
+    """A JSON integer of the header.  Refuse more digits than any value a checkpoint holds
+    (and than some Pythons convert, with a message that differs between versions)."""
+    if len(text.lstrip("-")) > 4300:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
 def load(path):
     """Read a checkpoint written by :func:`save`; arrays come back as NumPy arrays.
 
@@ -240,8 +248,8 @@ def load(path):
         raise CheckpointError(f"{path} is an .npz file but not a tinygrad_cnn checkpoint "
                               f"(it has no {_HEADER} member)")
     try:
-        header = json.loads(members.pop(_HEADER).tobytes().decode("utf-8"))
-    # ValueError: also an integer of more digits than Python converts (4300).
+        header = json.loads(members.pop(_HEADER).tobytes().decode("utf-8"),
+                            parse_int=_parse_int)
     except ValueError as e:
         raise CheckpointError(f"{path}: the checkpoint header is damaged: {e}") from None
     except RecursionError:
