@@ -189,7 +189,9 @@ def _nll(logp, target, weight, ignore_index, reduction, label_smoothing, name):
         denominator = w_t.data.sum()
     # Ignored elements are selected away, not multiplied by 0: their rows may hold
     # -inf or NaN (masked or padded positions), and 0 * inf is NaN.
-    loss = where(kept, -picked, zero) * w_t
+    loss = where(kept, -picked, zero)
+    if weight is not None:
+        loss = loss * w_t
     if label_smoothing > 0:
         per_class = flat if weight is None else flat * weight.detach()
         smooth = where(kept, -per_class.sum(axis=1), zero)
