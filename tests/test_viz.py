@@ -6,6 +6,7 @@ import re
 import shutil
 import struct
 import subprocess
+import threading
 import tracemalloc
 import warnings
 import zlib
@@ -490,10 +491,10 @@ def test_trace_names_argument_and_restores_the_hook():
     y = (w * w).sum()
     with pytest.raises(KeyError):
         with trace(names={"w": w}) as t:
-            assert autograd._tracer is t
+            assert autograd._tracer() is t
             y.backward(retain_graph=True)
             raise KeyError("boom")
-    assert autograd._tracer is None
+    assert autograd._tracer() is None
     assert t.accumulations[0].tensor == "w" and t.accumulations[0].contributions == 2
     n = len(t.steps)
     y.backward()                 # outside the block: not recorded
@@ -520,7 +521,7 @@ def test_nested_traces_both_record():
             (x * x).sum().backward()
             with pytest.raises(RuntimeError, match="already active"):
                 inner.__enter__()
-        assert autograd._tracer is outer
+        assert autograd._tracer() is outer
     assert outer.steps == inner.steps and len(inner.steps) == 3
 
 
@@ -531,6 +532,89 @@ def test_trace_works_with_tg_grad():
     assert [s.op for s in t.backward_steps] == ["Sum", "Add", "Mul"]
     assert t.accumulations[0].contributions == 3
     assert t.accumulations[0].grad_norm == pytest.approx(norm(gx.numpy()))
+
+
+def _backward_in_thread(before=None, after=None):
+    """Run ``(x * x).exp().sum().backward()`` in a new thread, between the events
+    ``before`` (waited for) and ``after`` (set)."""
+    def run():
+        if before is not None:
+            before.wait(10)
+        x = tg.tensor([1.0, 2.0], requires_grad=True)
+        (x * x).exp().sum().backward()
+        if after is not None:
+            after.set()
+    worker = threading.Thread(target=run)
+    worker.start()
+    return worker
+
+
+def test_trace_records_only_the_passes_of_its_own_thread():
+    # Grad mode is per thread, and so is the trace: another thread's backward,
+    # run while this trace is active, is not among its steps.
+    started, done = threading.Event(), threading.Event()
+    worker = _backward_in_thread(started, done)
+    y = tg.tensor([3.0], requires_grad=True)
+    with trace() as t:
+        started.set()
+        assert done.wait(10)
+        (y * 2).sum().backward()
+    worker.join()
+    assert [s.op for s in t.steps] == ["Sum", "Mul"]
+
+
+@pytest.mark.parametrize("first_to_exit", ["the first entered", "the last entered"])
+def test_traces_of_two_threads_end_in_any_order(first_to_exit):
+    # Each thread's trace ends with its own block, whatever the other thread
+    # does: none stays installed to record (and keep growing) ever after.
+    entered, exited = [threading.Event() for _ in range(2)], [threading.Event() for _ in range(2)]
+    traces, after = [trace(), trace()], {}
+    order = [0, 1] if first_to_exit == "the first entered" else [1, 0]
+
+    def run(k):
+        if k == 1:
+            entered[0].wait(10)
+        with traces[k]:
+            entered[k].set()
+            entered[1 - k].wait(10)
+            if k == order[1]:
+                exited[order[0]].wait(10)
+            x = tg.tensor([1.0], requires_grad=True)
+            (x * 3).sum().backward()
+        exited[k].set()
+        after[k] = autograd._tracer()
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert after == {0: None, 1: None}
+    assert [[s.op for s in t.steps] for t in traces] == [["Sum", "Mul"]] * 2
+    _backward_in_thread().join()            # after both blocks: recorded nowhere
+    assert autograd._tracer() is None
+    assert [len(t.steps) for t in traces] == [2, 2]
+
+
+def test_a_trace_active_in_one_thread_cannot_be_entered_in_another():
+    t, seen = trace(), []
+
+    def enter_again():
+        try:
+            t.__enter__()
+        except RuntimeError as e:
+            seen.append(str(e))
+        else:
+            seen.append(autograd._tracer() is t)
+            t.__exit__(None, None, None)
+
+    with t:
+        worker = threading.Thread(target=enter_again)
+        worker.start()
+        worker.join()
+        assert autograd._tracer() is t
+    assert len(seen) == 1 and "already active" in str(seen[0])
+    assert autograd._tracer() is None
 
 
 # ==== PNG =============================================================================

@@ -11,8 +11,9 @@ itself a graph that can be differentiated again.
 In file order: :class:`Function` (``apply`` runs ``forward``, ``link``
 records the graph), :func:`topological_order`, :func:`backprop` (the whole
 reverse sweep), the checks it runs on what each ``backward`` returns
-(:func:`_call_backward`), and last the grad-mode switches (``no_grad`` and
-friends), which only decide whether ``link`` records anything.
+(:func:`_call_backward`), then the grad-mode switches (``no_grad`` and
+friends), which only decide whether ``link`` records anything, and last
+the hook of ``tinygrad_cnn.viz.trace`` (per thread, like grad mode).
 """
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ import threading
 import weakref
 
 from .conv_arrays import reorders
-
-_tracer = None  # set by tinygrad_cnn.viz.trace() to watch the backward pass
 
 
 class Function:
@@ -134,6 +133,7 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
     are returned in a dict keyed by ``id`` and no ``.grad`` is touched.
     """
     grads, found = {}, {}
+    tracer = _tracer()
     for root, g in zip(roots, root_grads):
         grads[id(root)] = g if id(root) not in grads else grads[id(root)] + g
     with set_grad_enabled(create_graph):
@@ -141,8 +141,8 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
             g = grads.pop(id(t), None)
             if g is None:
                 continue
-            if _tracer is not None:  # t's gradient is complete: every use added to it
-                _tracer.arrive(t, g)
+            if tracer is not None:  # t's gradient is complete: every use added to it
+                tracer.arrive(t, g)
             if targets is not None:
                 if id(t) in targets:
                     found[id(t)] = g
@@ -215,8 +215,9 @@ def _call_backward(fn, t, g):
             f"{fn.name}.backward returned {len(grads_in)} gradient(s) for "
             f"{len(fn.inputs)} input(s); return one per input (None where "
             f"there is none)")
-    if _tracer is not None:
-        _tracer.record(fn, t, g, grads_in)
+    tracer = _tracer()
+    if tracer is not None:
+        tracer.record(fn, t, g, grads_in)
     return [None if gx is None else _conform(gx, x, fn)
             for x, gx in zip(fn.inputs, grads_in)]
 
@@ -376,3 +377,18 @@ class enable_grad(_FixedMode):
     """Re-enable graph recording inside a ``no_grad`` block (also a decorator)."""
 
     MODE = True
+
+
+# ---- tracing ----------------------------------------------------------------------
+# The trace (tinygrad_cnn.viz.trace) watching this thread's backward passes: per
+# thread, as grad mode, so that a trace never records another thread's passes.
+_tracing = threading.local()
+
+
+def _tracer():
+    """The trace active in this thread, or None."""
+    return getattr(_tracing, "tracer", None)
+
+
+def _set_tracer(tracer):
+    _tracing.tracer = tracer

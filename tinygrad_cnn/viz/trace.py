@@ -78,6 +78,9 @@ class trace:
     a tensor's ``name`` attribute is used; an unnamed result is called
     after its op (``Add output``: its accumulate row comes right before that
     op's backward row) and unnamed leaves ``leaf#1``, ``leaf#2``, ...
+
+    A trace records the backward passes of the thread that entered it, as
+    grad mode is per thread; one trace is active in one thread at a time.
     """
 
     def __init__(self, names=None):
@@ -86,15 +89,20 @@ class trace:
         self._auto = {}     # id(leaf) -> generated label
         self._parts = {}    # id(tensor) -> norms of the gradients sent to it so far
         self._prev = None
+        self._active = False
 
     def __enter__(self):
-        if autograd._tracer is self:
+        # Entered twice (in this thread or another), its first exit would
+        # restore the wrong outer trace.
+        if self._active:
             raise RuntimeError("this trace is already active; use a new trace() object")
-        self._prev, autograd._tracer = autograd._tracer, self
+        self._active, self._prev = True, autograd._tracer()
+        autograd._set_tracer(self)
         return self
 
     def __exit__(self, *exc):
-        autograd._tracer = self._prev
+        autograd._set_tracer(self._prev)
+        self._active = False
 
     # ---- called by autograd.backprop ---------------------------------------------
     def arrive(self, t, g):
