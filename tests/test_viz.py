@@ -596,6 +596,63 @@ def test_traces_of_two_threads_end_in_any_order(first_to_exit):
     assert [len(t.steps) for t in traces] == [2, 2]
 
 
+def _leaves_until_an_id_comes_back(make, tries=200):
+    """Call ``make()`` for a new leaf, dropping the last one each time, until a leaf
+    gets the id of a dead one (CPython reuses a freed object's memory at once);
+    returns the leaves' ids in order."""
+    ids = []
+    for _ in range(tries):
+        x = make()
+        ids.append(id(x))
+        del x
+        if ids[-1] in ids[:-1]:
+            return ids
+    pytest.skip("no id was reused")
+
+
+def test_trace_labels_a_leaf_that_reuses_a_dead_ones_id_as_a_new_leaf():
+    # The trace keeps no tensor alive, so a dead leaf's id may come back for a
+    # new one: that one is a new leaf, not the old one again.
+    labels = []
+
+    def make():
+        x = tg.tensor([1.0, 2.0], requires_grad=True)
+        (x * x).sum().backward()           # x gets two gradients: an accumulate row
+        labels.append(t.accumulations[-1].tensor)
+        return x
+
+    with trace() as t:
+        ids = _leaves_until_an_id_comes_back(make)
+    assert labels == [f"leaf#{k}" for k in range(1, len(ids) + 1)]
+
+
+def test_trace_names_only_the_tensor_given_not_one_that_reuses_its_id():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    named_id = id(x)
+    with trace(names={"x": x}) as t:
+        (x * x).sum().backward()
+        del x
+        labels = []
+
+        def make():
+            y = tg.tensor([1.0, 2.0], requires_grad=True)
+            (y * y).sum().backward()
+            labels.append((id(y), t.accumulations[-1].tensor))
+            return y
+
+        _leaves_until_an_id_comes_back(make)
+    assert t.accumulations[0].tensor == "x"
+    reused = [label for i, label in labels if i == named_id]
+    if not reused:
+        pytest.skip("no new leaf got the named tensor's id")
+    assert "x" not in reused
+
+
+def test_trace_refuses_names_for_what_is_not_a_tensor():
+    with pytest.raises(TypeError, match=r"names maps tensors .* got a ndarray named 'x'"):
+        trace(names={"x": np.ones(2)})
+
+
 def test_a_trace_active_in_one_thread_cannot_be_entered_in_another():
     t, seen = trace(), []
 

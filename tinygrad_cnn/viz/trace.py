@@ -23,6 +23,7 @@ training runs.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from .. import autograd
@@ -86,8 +87,8 @@ class trace:
     def __init__(self, names=None):
         self.steps = []
         self._names = _name_map(names)
-        self._auto = {}     # id(leaf) -> generated label
-        self._parts = {}    # id(tensor) -> norms of the gradients sent to it so far
+        self._auto = _ByTensor()    # leaf -> generated label
+        self._parts = _ByTensor()   # tensor -> norms of the gradients sent to it so far
         self._prev = None
         self._active = False
 
@@ -109,7 +110,7 @@ class trace:
         """``t``'s gradient ``g`` is complete; record the sum if there were several parts."""
         if self._prev is not None:  # an enclosing trace sees the pass too
             self._prev.arrive(t, g)
-        parts = self._parts.pop(id(t), ())
+        parts = self._parts.pop(t, ())
         if len(parts) > 1:
             self.steps.append(Step(
                 kind="accumulate", op=None if t._ctx is None else t._ctx.name,
@@ -127,7 +128,7 @@ class trace:
                 continue
             n = _norm(gx)
             sent.append(n)
-            self._parts.setdefault(id(x), []).append(n)
+            self._parts.setdefault(x, []).append(n)
         self.steps.append(Step(
             kind="backward", op=fn.name, tensor=self.label(t), output_shape=t.shape,
             input_shapes=tuple(x.shape for x in fn.inputs), grad_norm=_norm(g),
@@ -136,14 +137,12 @@ class trace:
     # ---- presentation ----------------------------------------------------------------
     def label(self, t):
         """The name shown for tensor ``t``."""
-        name = self._names.get(id(t)) or getattr(t, "name", None)
+        name = self._names.get(t) or getattr(t, "name", None)
         if name:
             return str(name)
         if t._ctx is not None:
             return f"{t._ctx.name} output"
-        if id(t) not in self._auto:
-            self._auto[id(t)] = f"leaf#{len(self._auto) + 1}"
-        return self._auto[id(t)]
+        return self._auto.setdefault(t, f"leaf#{self._auto.count + 1}")
 
     @property
     def backward_steps(self):
@@ -180,13 +179,44 @@ class trace:
         return iter(self.steps)
 
 
+class _ByTensor:
+    """A dict keyed by tensor identity that keeps no tensor alive (a trace outlives
+    its graphs).  A key is ``id(t)`` with a weak reference beside it: once ``t`` is
+    gone, a new tensor given the same id does not inherit ``t``'s entry."""
+
+    def __init__(self):
+        self._entries = {}   # id(tensor) -> (weak reference to it, value)
+        self.count = 0       # entries ever added
+
+    def get(self, t, default=None):
+        entry = self._entries.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else default
+
+    def setdefault(self, t, value):
+        entry = self._entries.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return entry[1]
+        self._entries[id(t)] = (weakref.ref(t), value)
+        self.count += 1
+        return value
+
+    def pop(self, t, default=None):
+        value = self.get(t, default)
+        self._entries.pop(id(t), None)
+        return value
+
+
 def _name_map(names):
-    """``{tensor: name}`` or ``{name: tensor}`` -> ``{id(tensor): name}``."""
-    out = {}
+    """``{tensor: name}`` or ``{name: tensor}`` -> a :class:`_ByTensor` of names."""
+    from ..tensor import Tensor
+    out = _ByTensor()
     for k, v in (names or {}).items():
         if isinstance(k, str):
             k, v = v, k
-        out[id(k)] = v
+        if not isinstance(k, Tensor):
+            raise TypeError(f"trace: names maps tensors to their names ({{tensor: 'x'}} or "
+                            f"{{'x': tensor}}), got a {type(k).__name__} named {v!r}")
+        out.setdefault(k, v)
     return out
 
 
