@@ -120,6 +120,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(param) -> dict of arrays and numbers
+        self._owners = {}  # id(param) -> param: no other tensor takes that id meanwhile
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of tensors (e.g. model.parameters()), "
                             "not a single Tensor; wrap it in a list")
@@ -214,19 +215,43 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        self._forget_removed()
         for group in self.param_groups:
             for p in group["params"]:
                 if p._grad is None:
                     continue
                 _check_grad(p)
                 with p._backend.context():   # the state lives beside the parameter
-                    state = self.state.setdefault(id(p), {})
+                    state = self._state_of(p)
                     self._conform_state(state, p)
                     grad = p._grad.data
                     if grad.dtype != p.dtype:
                         grad = grad.astype(p.dtype)
                     self._update(p, grad, state, group)
         return loss
+
+    def _state_of(self, p):
+        """``p``'s state (a new, empty one the first time)."""
+        state = self.state.get(id(p))
+        if state is None:
+            state = self.state[id(p)] = {}
+            self._owners[id(p)] = p
+        return state
+
+    def _forget_removed(self):
+        """Drop the state of tensors taken out of ``param_groups`` since the last step.
+
+        State is keyed by ``id``: kept, it would grow with every parameter ever
+        replaced, and a new tensor given a freed one's id would inherit its
+        momentum.  (``_owners`` keeps such a tensor alive, so its id stays its
+        own, until this runs.)
+        """
+        if len(self.state) <= sum(len(g["params"]) for g in self.param_groups):
+            return
+        current = {id(p) for p in self._params()}
+        for key in [key for key in self.state if key not in current]:
+            del self.state[key]
+            self._owners.pop(key, None)
 
     @staticmethod
     def _conform_state(state, p):
@@ -296,13 +321,13 @@ class Optimizer:
         loaded_groups = [self._loaded_group(i, saved, group)
                          for i, (saved, group) in enumerate(zip(groups, self.param_groups))]
         params = self._params()
-        new_state = {}
+        new_state, owners = {}, {}
         for key, saved in state.items():
             p, entry = self._loaded_state(key, saved, params)
-            new_state[id(p)] = entry
+            new_state[id(p)], owners[id(p)] = entry, p
         for group, loaded in zip(self.param_groups, loaded_groups):
             group.update(loaded)
-        self.state = new_state
+        self.state, self._owners = new_state, owners
 
     def _loaded_group(self, i, saved, group):
         """Saved group ``i`` as this optimiser's settings, checked; ``group`` is unchanged."""
