@@ -393,6 +393,10 @@ class Tensor:
         gradients are themselves differentiable.  The graph is freed
         afterwards unless ``retain_graph`` is true; it defaults to
         ``create_graph``, since gradients built as a graph go on using it.
+        Such a ``.grad`` refers back to its leaf through that graph (a
+        reference cycle): set it to None (``zero_grad``) when done, or the
+        graph lives until Python's cyclic garbage collector runs; ``tg.grad``
+        touches no ``.grad`` and makes no cycle.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
