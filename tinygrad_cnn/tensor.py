@@ -237,9 +237,10 @@ class Tensor:
     :func:`tensor`.  ``.grad`` is a Tensor once a backward pass reaches it.
 
     Dtypes: two tensors combine by NumPy's promotion rules; a Python number
-    takes the tensor's dtype unless that would change its value (``x * 0.5``
-    and ``x / 2`` on an int64 tensor are float64, by NumPy's rules, where
-    PyTorch gives float32); ops whose results are not integers (exp,
+    takes the tensor's dtype unless that would change its value, and is
+    then NumPy's int64 or float64 (``x * 0.5`` and ``x / 2`` on an integer
+    or bool tensor are float64, by NumPy's rules, where PyTorch gives
+    float32); ops whose results are not integers (exp,
     log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
     and bool tensors into float32 first, as PyTorch does; an in-place op
     refuses a result its tensor's dtype cannot hold.  Values an integer
@@ -539,7 +540,10 @@ class Tensor:
                                       if dtype != int64 and fits(other, int64)
                                       else "use a float tensor")
             else:
-                dtype = int64 if isinstance(other, numbers.Integral) else float32
+                # NumPy's dtypes for Python numbers, so that every integer or bool
+                # tensor gives what NumPy gives (float32 would make int8 * 0.5
+                # float32 but int32 * 0.5 float64).
+                dtype = int64 if isinstance(other, numbers.Integral) else float64
             return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
         return Tensor(other, device=self.device)
 
