@@ -756,6 +756,10 @@ class Tensor:
     def __xor__(self, other):
         return self._bitwise(other, "bitwise_xor", "^")
 
+    # ``True & mask`` and ``1 | i``: the three are commutative, so the same method
+    # serves with a Python number on the left.
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
     def __index__(self):
         """A one-element integer tensor as a Python int (``lst[t]``, ``x[t:]``)."""
         if self.dtype.kind not in "iu" or self.size != 1:
