@@ -703,11 +703,17 @@ class Tensor:
 
     # Comparisons give boolean tensors that carry no gradient.
     def _compare(self, other, op):
-        other = self._other(other)
+        x = self
+        if (is_int(other) and self.dtype.kind in "iu" and fits(other, int64)
+                and not fits(other, self.dtype) and self.dtype != np.uint64):
+            # An int beyond the dtype's range still compares by its value, as in
+            # NumPy (a uint8 tensor is < 300 everywhere): compare in int64.
+            x = self.astype(int64)
+        other = x._other(other)
         ops.check_broadcast(self.shape, other.shape, op)
         backend = common_backend((self, other), op)
         with backend.context():
-            return Tensor._make(getattr(self.xp, op)(self.data, other.data), backend)
+            return Tensor._make(getattr(self.xp, op)(x.data, other.data), backend)
 
     def __lt__(self, other):
         return self._compare(other, "less")
