@@ -840,13 +840,17 @@ class Tensor:
 
         The gradient passes where min <= x <= max; with tensor bounds, the bound
         that is taken gets it.  An integer tensor with a fractional bound is
-        first converted to float32, as PyTorch does.
+        first converted to float32, as PyTorch does; a bool tensor with an int
+        bound to int64, as NumPy does.
         """
         x = self
         min, max = _clip_bound(x, "min", min), _clip_bound(x, "max", max)
         bounds = [b for b in (min, max) if isinstance(b, numbers.Real)]
         if x.dtype.kind in "biu" and any(not float(b).is_integer() for b in bounds):
             x = x.astype(float32)
+        elif x.dtype == bool_ and any(is_int(b) for b in bounds):
+            # As bool + int: int64 (clipped in bool, 2 would become True).
+            x = x.astype(int64)
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             # A bound takes the gradient only where it wins strictly: at a tie x
             # keeps it, as with number bounds (maximum/minimum would split it).
