@@ -1056,8 +1056,10 @@ class Tensor:
 
     def swapaxes(self, axis0, axis1):
         """Exchange two axes."""
-        order = list(range(self.ndim))
         a, b = _norm_axis(axis0, self.ndim), _norm_axis(axis1, self.ndim)
+        if self.ndim == 0:   # axes 0 and -1 of a 0-d tensor are the tensor itself
+            return self
+        order = list(range(self.ndim))
         order[a], order[b] = order[b], order[a]
         return self.permute(order)
 
