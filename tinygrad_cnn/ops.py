@@ -145,7 +145,8 @@ class Pow(_Binary):
 
     def forward(self, x, y):
         x, y = self.check(x, y)
-        if x.dtype.kind in "iu" and y.dtype.kind in "iu":   # checked on the device
+        # A bool base counts: NumPy computes bool ** int in the int's dtype.
+        if x.dtype.kind in "biu" and y.dtype.kind in "iu":   # checked on the device
             self.backend.check(y < 0, ValueError, integer_power_message(x.dtype))
         return x ** y
 
