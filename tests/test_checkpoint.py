@@ -253,6 +253,11 @@ CORRUPTIONS = {
         p, lambda h: json.dumps(dict(h, tree={"x": {"__array__": "nope"}})).encode()),
         "names array 'nope'"),
     "a directory": (lambda p: (p.unlink(), p.mkdir()), "is a directory"),
+    # Through a link, as a user's "--checkpoint /dev/stdin" or a mistyped path could be.
+    "link to /dev/null": (lambda p: (p.unlink(), p.symlink_to("/dev/null")),
+                          "is not a regular file"),
+    "link to /dev/zero": (lambda p: (p.unlink(), p.symlink_to("/dev/zero")),
+                          "is not a regular file"),
 }
 
 

@@ -1,7 +1,9 @@
 """Atomic writes: the result is what rewriting the file in place would give."""
 import os
 import stat
+import threading
 
+import numpy as np
 import pytest
 
 from tinygrad_cnn import checkpoint
@@ -180,3 +182,75 @@ def test_a_directory_that_takes_no_new_files_is_named():
     with pytest.raises(OSError) as info:
         atomic_write("/proc/x.npz", b"x")
     assert info.value.filename == "/proc/x.npz" and ".tmp" not in str(info.value)
+
+
+# ---- devices and pipes: written in place, never replaced ---------------------------------
+def _in_thread(fn, timeout=20):
+    """``fn()``'s result, from a daemon thread: a call that never returns fails the test
+    (reading /dev/zero, opening a pipe nobody writes) instead of hanging the suite."""
+    result = []
+
+    def run():
+        try:
+            result.append((fn(), None))
+        except Exception as e:   # raised again in the test's own thread
+            result.append((None, e))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert result, f"the call did not return within {timeout} s"
+    value, error = result[0]
+    if error is not None:
+        raise error
+    return value
+
+
+def _device_clone(tmp_path, name, minor):
+    """A node of the memory device ``minor`` (3: null, 5: zero) in ``tmp_path``, so that
+    a write which wrongly replaces it cannot replace the machine's own /dev/null."""
+    path = tmp_path / name
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    except (PermissionError, AttributeError, OSError) as e:
+        pytest.skip(f"cannot create a device node here ({e}); needs root on Linux")
+    return path
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+@pytest.mark.parametrize("write", [
+    lambda p: atomic_write(p, b"\x00data"),
+    lambda p: checkpoint.save(p, {"w": np.arange(3.0), "epoch": 2}),
+], ids=["bytes", "checkpoint"])
+def test_a_pipe_is_written_in_place_not_replaced(tmp_path, write):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    received = []
+    reader.start()
+    _in_thread(lambda: write(fifo))
+    reader.join(20)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the pipe was replaced by a file"
+    assert received and received[0]
+    copy = tmp_path / "copy"
+    copy.write_bytes(received[0])
+    if received[0].startswith(b"PK"):   # what went through the pipe is a whole checkpoint
+        assert checkpoint.load(copy)["epoch"] == 2
+
+
+def test_a_character_device_is_written_in_place_not_replaced(tmp_path):
+    null = _device_clone(tmp_path, "null", 3)
+    atomic_write(null, b"gone")
+    checkpoint.save(null, {"w": np.arange(3.0)})   # zip's seeks on a device: built in memory
+    assert stat.S_ISCHR(os.stat(null).st_mode), "the device was replaced by a file"
+    assert sorted(os.listdir(tmp_path)) == ["null"]   # no temporary file left
+
+
+def test_nothing_waits_on_a_device_that_never_ends(tmp_path):
+    from tinygrad_cnn.train import checkpoint_file_problem, metrics_file_problem
+    zero = _device_clone(tmp_path, "zero", 5)
+    # Written in place, a device loses nothing: not refused, and not read (forever).
+    assert _in_thread(lambda: metrics_file_problem(zero)) is None
+    assert _in_thread(lambda: checkpoint_file_problem(zero)) is None
+    with pytest.raises(checkpoint.CheckpointError, match="is not a regular file"):
+        _in_thread(lambda: checkpoint.load(zero))

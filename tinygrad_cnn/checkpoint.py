@@ -234,6 +234,10 @@ def load(path):
         raise CheckpointError(f"no checkpoint at {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    # A zip is read from its end: a device or pipe has none (/dev/zero would be read forever).
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} is not a regular file (a device, pipe or socket?); "
+                              f"a checkpoint is a file written by save()")
     # Check the zip signature first, so that anything else (text, a truncated
     # file, a bare .npy) gets one plain message.
     try:

@@ -268,6 +268,7 @@ def _add_train(sub):
 def _train(args):
     from .backend import reduce_malloc_churn
     from .checkpoint import load
+    from .fileio import is_stream
     from .train import (RUN_KEYS, TrainConfig, checkpoint_file_problem, metrics_file_problem,
                         resume_metrics_error, train)
     # Everything the command line alone can tell is checked before any work.
@@ -295,7 +296,8 @@ def _train(args):
                              f"lead to the same file ({target}) through a symbolic link; "
                              f"give two different files")
     for option, path in (("--checkpoint", args.checkpoint), ("--metrics", args.metrics)):
-        if not path or args.resume or not os.path.lexists(path):
+        # A device or pipe (/dev/null, /dev/stdout) is written in place: nothing is replaced.
+        if not path or args.resume or not os.path.lexists(path) or is_stream(path):
             continue
         if not args.overwrite:
             # Replacing a finished run (or its record) by accident loses hours.

@@ -22,6 +22,7 @@ before it allocates anything.
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import secrets
@@ -70,8 +71,18 @@ def atomic_write(path, data):
     existing file that is not writable (``os.access(path, os.W_OK)``, or no write
     permission bit set, which holds for root too)
     raises ``PermissionError`` naming the path, as ``open(path, "wb")`` would.
+    A character device or pipe (:func:`is_stream`) is written in place.
     """
     path = Path(path)
+    if is_stream(path):
+        # Written in place, as open() would: a file renamed onto /dev/null (say)
+        # would take the device's place.  Built in memory first: a writer that
+        # seeks (zip) cannot on a pipe, and /dev/null's position is always 0.
+        buffer = io.BytesIO()
+        _write_data(buffer, data)
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+        return path
     target, mode = _target_of(path)
     # Replacing a file: start private and take its mode below, so data meant
     # for a 0600 file is never readable by others in between.  A new file:
@@ -81,10 +92,7 @@ def atomic_write(path, data):
         with os.fdopen(fd, "wb") as f:
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), mode)
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            _write_data(f, data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -98,11 +106,33 @@ def atomic_write(path, data):
     return path
 
 
+def _write_data(f, data):
+    if callable(data):
+        data(f)
+    else:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def is_stream(path):
+    """Whether ``path`` is, or links to, a character device or a pipe (``/dev/null``,
+    ``/dev/stdout``, a FIFO): :func:`atomic_write` writes such a file in place, it
+    holds nothing a write could lose, and reading it may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
 def check_writable(path):
     """Raise the ``OSError`` that :func:`atomic_write` would meet in creating ``path``,
     before any work is done; nothing is left behind.  Missing parent directories are
     not created (and not checked)."""
     path = Path(path)
+    if is_stream(path):   # opened when written (a pipe's open waits for its reader)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return
     if not Path(os.path.realpath(path)).parent.is_dir():
         return
     target, _ = _target_of(path)   # refuses a write-protected file, as atomic_write does

@@ -27,7 +27,7 @@ from . import checkpoint, models, nn, optim
 from ._checks import is_int, is_real, one_line
 from .autograd import no_grad
 from .backend import get_backend
-from .fileio import atomic_write
+from .fileio import atomic_write, is_stream
 from .data import DataLoader, TensorDataset, download, load_dataset, mean_std, normalize
 from .tensor import Tensor, get_rng, manual_seed, stack
 
@@ -538,6 +538,8 @@ def _read_metrics_file(metrics):
     from .viz.curves import read_metrics
     if not os.path.exists(metrics):   # missing (or a dangling link): nothing to lose
         return []
+    if is_stream(metrics):   # /dev/null, a pipe: nothing kept, and /dev/zero never ends
+        return []
     try:
         kind = _file_kind(metrics)
         if kind is not None:
@@ -573,7 +575,7 @@ def metrics_file_problem(metrics):
 def checkpoint_file_problem(path):
     """Why the file ``path`` may not be replaced by a checkpoint (None: it is missing,
     empty or blank, or a tinygrad_cnn checkpoint whose member list can be read)."""
-    if not os.path.exists(path):
+    if not os.path.exists(path) or is_stream(path):   # nothing there to lose
         return None
     try:
         kind = _file_kind(path)
