@@ -925,13 +925,47 @@ def adaptive_bins(size, n_out):
     return (i * size) // n_out, -((-(i + 1) * size) // n_out)
 
 
-def adaptive_avg_matrix(size, n_out):
-    """Host (n_out, size) matrix averaging each bin: A @ v is the binned mean of v."""
-    start, end = adaptive_bins(size, n_out)
-    a = np.zeros((n_out, size))
-    for i, (s, e) in enumerate(zip(start, end)):
-        a[i, s:e] = 1.0 / (e - s)
-    return a
+def adaptive_avg_array(backend, x, OH, OW):
+    """The mean of each adaptive bin: (N, C, H, W) -> (N, C, OH, OW).
+
+    Separable: the means over each bin of rows, then over each bin of
+    columns.  Every mean reads its own bin only, so an inf or NaN reaches only
+    the bins that hold it, as in PyTorch (an averaging matrix would multiply it
+    by the zeros of every other bin and give NaN there).
+    """
+    xp = backend.xp
+    H, W = x.shape[2:]
+    return _bin_means(xp, _bin_means(xp, x, H, OH, axis=2), W, OW, axis=3)
+
+
+def adaptive_avg_adjoint_array(backend, g, H, W):
+    """The adjoint of :func:`adaptive_avg_array`: each bin's ``g / bin size`` added
+    over the bin, (N, C, OH, OW) -> (N, C, H, W)."""
+    xp = backend.xp
+    OH, OW = g.shape[2:]
+    return _bin_spread(xp, _bin_spread(xp, g, W, OW, axis=3), H, OH, axis=2)
+
+
+def _bin_means(xp, x, size, n_out, axis):
+    """The mean of each of the ``n_out`` adaptive bins of ``x``'s ``axis`` (of ``size``)."""
+    index = [slice(None)] * x.ndim
+    means = []
+    for s, e in zip(*(b.tolist() for b in adaptive_bins(size, n_out))):
+        index[axis] = slice(s, e)
+        means.append(x[tuple(index)].mean(axis=axis, keepdims=True))
+    return xp.concatenate(means, axis=axis)
+
+
+def _bin_spread(xp, g, size, n_out, axis):
+    """The adjoint of :func:`_bin_means`: ``g``'s ``axis`` of ``n_out`` bins -> ``size``."""
+    shape = list(g.shape)
+    shape[axis] = size
+    out = xp.zeros(shape, dtype=g.dtype)
+    index, bin_index = [slice(None)] * g.ndim, [slice(None)] * g.ndim
+    for i, (s, e) in enumerate(zip(*(b.tolist() for b in adaptive_bins(size, n_out)))):
+        index[axis], bin_index[axis] = slice(s, e), slice(i, i + 1)
+        out[tuple(index)] += g[tuple(bin_index)] / (e - s)   # bins may overlap: add
+    return out
 
 
 def adaptive_max_array(backend, x, OH, OW):
@@ -989,6 +1023,6 @@ __all__ = [
     "reorders", "assign", "in_order_of", "as_nchw",
     "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
-    "adaptive_bins", "adaptive_avg_matrix", "adaptive_max_array", "index_scatter_array",
-    "index_gather_array",
+    "adaptive_bins", "adaptive_avg_array", "adaptive_avg_adjoint_array", "adaptive_max_array",
+    "index_scatter_array", "index_gather_array",
 ]

@@ -61,14 +61,12 @@ from ._checks import (
     check_flag, check_int, check_ints, check_number, check_probability, int_list, no_stride)
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
-    ConvGeometry, adaptive_avg_matrix, adaptive_max_array, as_blocks, as_nchw, avg_pool_divisor,
-    backend_kernel, batch_chunks, choose_layout, contiguous, conv_geometry,
-    fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of, index_gather_array,
-    index_scatter_array, is_batch_last, max_pool_array, max_pool_gather_array,
-    max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding,
-    set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
-    unfold_array,
-)
+    ConvGeometry, adaptive_avg_adjoint_array, adaptive_avg_array, adaptive_max_array, as_blocks,
+    as_nchw, avg_pool_divisor, backend_kernel, batch_chunks, choose_layout, contiguous,
+    conv_geometry, fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of,
+    index_gather_array, index_scatter_array, is_batch_last, max_pool_array, max_pool_gather_array,
+    max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding, set_im2col_limit,
+    shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
 from .tensor import Tensor, check_devices, get_rng, zeros_like
 
 __all__ = [
@@ -910,27 +908,25 @@ def _adaptive_args(op, x, output_size):
 
 
 class AdaptiveAvgPool2d(Function):
-    """y = A_h @ x @ A_w^T: the mean of each adaptive bin (A: averaging matrices)"""
+    """y = the mean of each adaptive bin"""
 
-    def forward(self, x, a_h, a_w):
-        self.a_h, self.a_w = a_h, a_w
-        a_h, a_w = a_h.astype(x.dtype, copy=False), a_w.astype(x.dtype, copy=False)
-        return a_h @ x @ a_w.T                                      # (N, C, OH, OW)
+    def forward(self, x, output_size):
+        self.size = x.shape[2:]
+        return adaptive_avg_array(self.backend, x, *output_size)    # (N, C, OH, OW)
 
     def backward(self, grad_out):
-        return AdaptiveAvgPoolAdjoint.apply(grad_out, a_h=self.a_h, a_w=self.a_w)
+        return AdaptiveAvgPoolAdjoint.apply(grad_out, size=self.size)
 
 
 class AdaptiveAvgPoolAdjoint(Function):
-    """grad_x = A_h^T @ g @ A_w: each bin's gradient spread evenly over the bin"""
+    """grad_x = each bin's gradient spread evenly over the bin"""
 
-    def forward(self, g, a_h, a_w):
-        self.a_h, self.a_w = a_h, a_w
-        a_h, a_w = a_h.astype(g.dtype, copy=False), a_w.astype(g.dtype, copy=False)
-        return a_h.T @ g @ a_w                                      # (N, C, H, W)
+    def forward(self, g, size):
+        self.output_size = g.shape[2:]
+        return adaptive_avg_adjoint_array(self.backend, g, *size)   # (N, C, H, W)
 
     def backward(self, grad_out):
-        return AdaptiveAvgPool2d.apply(grad_out, a_h=self.a_h, a_w=self.a_w)
+        return AdaptiveAvgPool2d.apply(grad_out, output_size=self.output_size)
 
 
 def adaptive_avg_pool2d(x, output_size):
@@ -938,15 +934,12 @@ def adaptive_avg_pool2d(x, output_size):
 
     Bin i of an axis of size H covers [floor(i*H/OH), ceil((i+1)*H/OH)), so
     bins may overlap or differ in size (PyTorch's rule).  The mean over bins
-    is separable: ``y = A_h @ x @ A_w.T`` with averaging matrices A (OH, H)
-    and (OW, W).
+    is separable: the means over bins of rows, then over bins of columns.
     """
     (H, W), (OH, OW) = _adaptive_args("adaptive_avg_pool2d", x, output_size)
     if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain average pooling
         return avg_pool2d(x, (H // OH, W // OW))
-    backend = x._backend
-    return AdaptiveAvgPool2d.apply(x, a_h=backend.asarray(adaptive_avg_matrix(H, OH)),
-                                   a_w=backend.asarray(adaptive_avg_matrix(W, OW)))
+    return AdaptiveAvgPool2d.apply(x, output_size=(OH, OW))
 
 
 class AdaptiveMaxPool2d(Function):
