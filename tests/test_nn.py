@@ -875,7 +875,7 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
     (lambda: nn.BatchNorm2d(3, momentum="a"), TypeError, "BatchNorm2d: momentum must be a number"),
     (lambda: nn.BatchNorm2d(3, momentum=2), ValueError, r"momentum must be >= 0.0 and <= 1"),
     (lambda: nn.BatchNorm1d(3, eps=True), TypeError, "BatchNorm1d: eps must be a number"),
-    (lambda: nn.BatchNorm2d(3, eps=-1), ValueError, r"BatchNorm2d: eps must be >= 0.0, got -1"),
+    (lambda: nn.BatchNorm2d(3, eps=-1), ValueError, r"BatchNorm2d: eps must be > 0, got -1"),
     (lambda: nn.Linear(3.0, 2), TypeError,
      r"^Linear: in_features must be an int, got 3\.0 \(float\)"),
     (lambda: nn.Linear((3,), 2), TypeError, r"in_features must be an int, got \(3,\)"),

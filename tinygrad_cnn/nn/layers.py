@@ -632,10 +632,10 @@ class _BatchNorm(Module):
     variance from the *unbiased* batch variance); ``momentum=None`` gives a
     cumulative average, 1/num_batches_tracked.  Evaluation: normalise with
     the running statistics.  With ``track_running_stats=False`` the batch
-    statistics are used in both modes.  ``affine`` adds a learned scale
-    ``weight`` (init 1) and shift ``bias`` (init 0) per channel.  An input
-    on another device than the layer raises ``DeviceError`` and changes no
-    state.
+    statistics are used in both modes.  ``eps`` must be > 0.  ``affine``
+    adds a learned scale ``weight`` (init 1) and shift ``bias`` (init 0) per
+    channel.  An input on another device than the layer raises
+    ``DeviceError`` and changes no state.
     """
 
     _ndims = (4,)
@@ -648,8 +648,9 @@ class _BatchNorm(Module):
         name = type(self).__name__
         if momentum is not None:   # None: a cumulative average
             momentum = check_number(f"{name}: momentum", momentum, high=1)
-        # eps < 0 would give NaN (a negative variance) for near-constant channels.
-        self.eps = check_number(f"{name}: eps", eps)
+        # eps <= 0 gives NaN for a constant channel (0 / 0), or for a near-constant one
+        # (a negative variance); PyTorch refuses it too, though only at a training step.
+        self.eps = check_number(f"{name}: eps", eps, low=0, open_low=True)
         self.momentum = momentum
         self.affine = check_flag(f"{name}: affine", affine)
         self.track_running_stats = check_flag(f"{name}: track_running_stats",
