@@ -23,6 +23,11 @@ NumPy arrays, numbers, booleans or lists (no pickling needed)::
 
 where the state keys and ``params`` entries index the parameters in the
 order of the groups.
+
+PyTorch's keyword-only options (``maximize``, ``foreach``, ``fused``,
+``capturable``, ``differentiable``) are not offered: passing one is a
+``TypeError``, and a PyTorch optimiser's ``state_dict``, which holds them, is
+refused by ``load_state_dict`` with their names.
 """
 from __future__ import annotations
 
@@ -409,10 +414,11 @@ class SGD(Optimizer):
 
     state_keys = frozenset({"momentum_buffer"})
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0):
+    # PyTorch's order and defaults: SGD(params, 0.1, 0.9, 0, 1e-4) is a weight decay there.
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+                                      weight_decay=weight_decay, nesterov=nesterov))
 
     def _validate(self, group):
         super()._validate(group)
