@@ -33,7 +33,10 @@ class LRScheduler:
 
     ``base_lrs`` are the groups' learning rates when the schedule started
     (kept in ``group["initial_lr"]``); ``last_epoch`` counts ``step()`` calls
-    (0 after construction).
+    (0 after construction).  Built with ``last_epoch=k`` (after loading the
+    optimiser's state), a schedule steps once, to step k + 1, and its lr is
+    that of step k + 1 of an uninterrupted run (PyTorch's CosineAnnealingLR
+    keeps the optimiser's saved lr for that step instead).
     """
 
     def __init__(self, optimizer, last_epoch=-1):
