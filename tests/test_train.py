@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -317,6 +319,43 @@ def test_metrics_file_has_one_json_line_per_epoch(tmp_path, reference):
     for row, ref_row in zip(rows, ref):
         assert {k: v for k, v in row.items() if k != "seconds"} == \
             {k: v for k, v in ref_row.items() if k != "seconds"}
+
+
+def _named_pipe(tmp_path):
+    """A FIFO: its reader stops at the end of file its first writer's close sends.
+    Returns the paths to read and write, and what frees a writer blocked in open()."""
+    fifo = str(tmp_path / "metrics.fifo")
+    os.mkfifo(fifo)
+    return fifo, fifo, lambda: os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def _anonymous_pipe(tmp_path):
+    """A pipe reached as /dev/fd/N, as /dev/stdout is when the output is piped."""
+    if not os.path.isdir("/dev/fd"):
+        pytest.skip("no /dev/fd here")
+    r, w = os.pipe()
+    return f"/dev/fd/{r}", f"/dev/fd/{w}", lambda: (os.close(w), os.close(r))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs pipes (POSIX)")
+@pytest.mark.parametrize("make_pipe", [_named_pipe, _anonymous_pipe], ids=["fifo", "pipe"])
+def test_metrics_sent_to_a_pipe_give_each_epoch_once(tmp_path, make_pipe):
+    # The whole history rewritten at each epoch end would send epoch 1 twice, and a
+    # FIFO reopened after its reader saw the end of file would block the run forever.
+    read_end, write_end, release = make_pipe(tmp_path)
+    received, result = [], []
+    reader = threading.Thread(target=lambda: received.append(open(read_end, "rb").read()),
+                              daemon=True)
+    reader.start()
+    trainer = threading.Thread(target=lambda: result.append(run(
+        tmp_path, None, model="mlp", metrics=write_end)), daemon=True)
+    trainer.start()
+    trainer.join(60)
+    release()   # (a run blocked in open() then fails: the pipe has no reader left)
+    reader.join(20)
+    assert result, "the run did not finish: it waited to open the pipe again"
+    assert [json.loads(line)["epoch"] for line in received[0].splitlines()] == [1, 2]
+    assert received[0].decode().splitlines() == [json.dumps(r) for r in result[0]["history"]]
 
 
 def test_resume_keeps_writing_the_runs_metrics_file(tmp_path):

@@ -174,6 +174,49 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _MetricsWriter:
+    """Writes the run's per-epoch records (JSON lines) to ``path`` at each epoch end.
+
+    A file is rewritten whole, atomically, so that it always holds the run's
+    history.  A device or pipe (``/dev/stdout``, a FIFO) is opened once, at the
+    first epoch end, and gets each record once: its reader sees every write, so
+    rewriting would repeat every earlier record, and a FIFO's reader stops at
+    the end of file a close sends, so a second open would wait for it forever.
+    What a stream receives in all is what the file would hold at the end.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._stream = None
+        self._sent = 0   # records of the history already written to the stream
+
+    def __enter__(self):
+        return self
+
+    def write(self, history):
+        """Record ``history``, the run's records so far (earlier ones included)."""
+        if not self.path:
+            return
+        if not is_stream(self.path):
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in history))
+            return
+        if self._stream is None:
+            self._stream = open(self.path, "wb")
+        self._stream.write("".join(json.dumps(r) + "\n" for r in history[self._sent:])
+                           .encode("utf-8"))
+        self._stream.flush()   # each epoch's line reaches the reader at its epoch's end
+        self._sent = len(history)
+
+    def __exit__(self, exc_type, *exc):
+        if self._stream is None:
+            return
+        try:
+            self._stream.close()
+        except OSError:   # a reader gone (broken pipe): not to hide the error in flight
+            if exc_type is None:
+                raise
+
+
 def _show_progress(setting):
     """Whether to draw progress bars: ``setting`` if given, else only on a terminal
     (a bar redrawn with carriage returns turns a log file into noise)."""
@@ -354,7 +397,7 @@ def train(cfg, out=_print):
             f"({len(x_train)} train / {len(x_test)} test images) on {cfg.device}")
     steps = 0  # steps of this call (what max_steps counts)
     stopped = interrupted = False
-    with _StopOnSigint() as sigint:
+    with _StopOnSigint() as sigint, _MetricsWriter(cfg.metrics) as metrics:
         while train_loader.epoch < cfg.epochs and not stopped:
             epoch = train_loader.epoch
             bar = _progress(len(train_loader) - train_loader.state_dict()["batch"],
@@ -411,8 +454,7 @@ def train(cfg, out=_print):
             out(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
                 f"({seen / max(train_seconds, 1e-9):.0f} samples/s)")
-            if cfg.metrics:
-                atomic_write(cfg.metrics, "".join(json.dumps(r) + "\n" for r in history))
+            metrics.write(history)
             if cfg.checkpoint:
                 save()
     where = train_loader.state_dict()
