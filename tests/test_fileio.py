@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinygrad_cnn import checkpoint
-from tinygrad_cnn.fileio import atomic_write
+from tinygrad_cnn.fileio import atomic_write, check_writable
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and symlinks")
 
@@ -254,3 +254,42 @@ def test_nothing_waits_on_a_device_that_never_ends(tmp_path):
     assert _in_thread(lambda: checkpoint_file_problem(zero)) is None
     with pytest.raises(checkpoint.CheckpointError, match="is not a regular file"):
         _in_thread(lambda: checkpoint.load(zero))
+
+
+def _unix_socket(tmp_path):
+    """A Unix socket's node, as a service leaves one (it outlives the socket)."""
+    import socket
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets here")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "service.sock"))
+    return tmp_path / "service.sock"
+
+
+def _block_device_clone(tmp_path):
+    """A block device node (loop0's numbers) in ``tmp_path``; never opened here."""
+    path = tmp_path / "disk"
+    try:
+        os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(7, 0))
+    except (PermissionError, AttributeError, OSError) as e:
+        pytest.skip(f"cannot create a device node here ({e}); needs root on Linux")
+    return path
+
+
+@pytest.mark.parametrize("make, kind, what", [
+    (_unix_socket, stat.S_ISSOCK, "a socket"),
+    (_block_device_clone, stat.S_ISBLK, "a block device"),
+], ids=["socket", "block device"])
+@pytest.mark.parametrize("write", [
+    lambda p: atomic_write(p, b"x"),
+    lambda p: checkpoint.save(p, {"w": np.arange(3.0)}),
+    check_writable,
+], ids=["bytes", "checkpoint", "check_writable"])
+def test_a_socket_or_block_device_is_refused_not_replaced_by_a_file(
+        tmp_path, make, kind, what, write):
+    path = make(tmp_path)
+    with pytest.raises(OSError, match=f"{what}: it is not replaced") as info:
+        write(path)
+    assert info.value.filename == str(path)
+    assert kind(os.stat(path).st_mode), f"{what} was replaced by a file"
+    assert os.listdir(tmp_path) == [path.name]   # no temporary file left

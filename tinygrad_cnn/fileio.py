@@ -71,7 +71,8 @@ def atomic_write(path, data):
     existing file that is not writable (``os.access(path, os.W_OK)``, or no write
     permission bit set, which holds for root too)
     raises ``PermissionError`` naming the path, as ``open(path, "wb")`` would.
-    A character device or pipe (:func:`is_stream`) is written in place.
+    A character device or pipe (:func:`is_stream`) is written in place; a
+    socket or block device raises ``OSError`` naming the path.
     """
     path = Path(path)
     if is_stream(path):
@@ -151,9 +152,19 @@ def _target_of(path):
     if target.is_dir():   # found here, before any data is written, by check_writable too
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)  # keep an existing file's mode
+        st_mode = os.stat(target).st_mode
     except FileNotFoundError:
-        mode = None
+        st_mode = None
+    if st_mode is not None and not stat.S_ISREG(st_mode):
+        # A socket or block device (streams are written in place before this): the
+        # rename would put a file in its place, where open() could not write to a
+        # socket, and would overwrite a disk.
+        what = ("a socket" if stat.S_ISSOCK(st_mode) else
+                "a block device" if stat.S_ISBLK(st_mode) else "not a regular file")
+        raise OSError(errno.ENXIO if stat.S_ISSOCK(st_mode) else errno.EINVAL,
+                      f"{what}: it is not replaced by a file (written are regular files, "
+                      f"character devices and pipes)", str(path))
+    mode = None if st_mode is None else stat.S_IMODE(st_mode)  # keep an existing file's mode
     # The rename needs only write access to the directory, so without this
     # a file the user write-protected (a "best" checkpoint) would be replaced.
     # Its mode says so even to root, whom os.access lets write anything.
