@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -487,6 +488,22 @@ def test_state_of_removed_parameters_is_dropped_at_the_next_step(make):
         opt.param_groups[0]["params"] = [keep, heads[-1]]
     assert set(opt.state) <= {id(keep), id(heads[-2]), id(heads[-3])}
     assert len(opt.state_dict()["state"]) == 1          # only keep is still optimised
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=["sgd", "adam", "adamw"])
+def test_a_removed_parameter_is_freed_even_when_its_successor_has_no_gradient(make):
+    # A frozen replacement (no gradient, so no state) leaves as many states as
+    # parameters: the removed one's state, and the tensor itself, must still go.
+    keep, head = tg.zeros(2, requires_grad=True), tg.zeros(3, requires_grad=True)
+    opt = make([keep, head])
+    keep.grad, head.grad = tg.ones(2), tg.ones(3)
+    opt.step()
+    opt.param_groups[0]["params"] = [keep, tg.zeros(3, requires_grad=True)]
+    gone = weakref.ref(head)
+    del head
+    opt.step()
+    assert gone() is None, "the optimizer keeps the removed parameter alive"
+    assert set(opt.state) == {id(keep)}
 
 
 @pytest.mark.parametrize("make", [

@@ -251,10 +251,9 @@ class Optimizer:
         momentum.  (``_owners`` keeps such a tensor alive, so its id stays its
         own, until this runs.)
         """
-        if len(self.state) <= sum(len(g["params"]) for g in self.param_groups):
-            return
-        current = {id(p) for p in self._params()}
-        for key in [key for key in self.state if key not in current]:
+        # Not skipped when there are no more states than parameters: a parameter
+        # without a gradient has none, so a removed one's state would outlive it.
+        for key in self.state.keys() - {id(p) for p in self._params()}:
             del self.state[key]
             self._owners.pop(key, None)
 
