@@ -237,10 +237,12 @@ class Tensor:
     :func:`tensor`.  ``.grad`` is a Tensor once a backward pass reaches it.
 
     Dtypes: two tensors combine by NumPy's promotion rules; a Python number
-    takes the tensor's dtype unless that would change its value, and is
-    then NumPy's int64 or float64 (``x * 0.5`` and ``x / 2`` on an integer
-    or bool tensor are float64, by NumPy's rules, where PyTorch gives
-    float32); ops whose results are not integers (exp,
+    takes the tensor's dtype unless that would change its value: then a
+    float is float64 (``x * 0.5`` and ``x / 2`` on an integer or bool tensor
+    are float64, by NumPy's rules, where PyTorch gives float32), an int
+    with a bool tensor int64, and an int beyond an integer tensor's range
+    is refused, as by NumPy (a comparison takes it by value); ops whose
+    results are not integers (exp,
     log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
     and bool tensors into float32 first, as PyTorch does; an in-place op
     refuses a result its tensor's dtype cannot hold.  Values an integer
