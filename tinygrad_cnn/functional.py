@@ -1041,7 +1041,8 @@ def flatten(x, start_dim=1, end_dim=-1):
 def pad(x, pad, mode="constant", value=0.0):
     """Pad with a constant, PyTorch-style: ``pad = (left, right, top, bottom, ...)``
     lists (before, after) pairs starting from the LAST dimension.  Negative
-    amounts crop.  ``value=None`` pads with 0, as in PyTorch."""
+    amounts crop.  ``value=None`` pads with 0, as in PyTorch.  The result is a
+    new tensor, even when nothing is padded."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
     if not isinstance(x, Tensor):
@@ -1068,9 +1069,9 @@ def pad(x, pad, mode="constant", value=0.0):
         crop = tuple(slice(max(-a, 0), s - max(-b, 0)) for (a, b), s in zip(widths, x.shape))
         x = x[crop]
         widths = [(max(a, 0), max(b, 0)) for a, b in widths]
-    if any(a or b for a, b in widths):
-        x = x.pad(widths, value=value)
-    return x
+    # Always through Pad, which copies: with nothing to add, x (or the cropped view
+    # of it) would come back, and an in-place write to the result would change x.
+    return x.pad(widths, value=value)
 
 
 def dropout(x, p=0.5, training=True):
