@@ -374,7 +374,7 @@ def check_seed(name, seed, none=False, also=()):
 
 
 def no_stride(stride):
-    """Whether a pooling's ``stride`` is left out (None or ``()``, as in PyTorch): the
-    kernel size then.  Not ``stride == ()``, which a tensor answers elementwise.  (Here
+    """Whether a pooling's ``stride`` is left out (None, ``()`` or ``[]``, as in PyTorch):
+    the kernel size then.  Not ``stride == ()``, which a tensor answers elementwise.  (Here
     for the functional pooling ops and the pooling layers, which check at construction.)"""
-    return stride is None or (type(stride) is tuple and not stride)
+    return stride is None or (type(stride) in (tuple, list) and not stride)

@@ -371,7 +371,7 @@ def _check_pool_sizes(layer, kernel_size, stride, padding, dilation=1):
     forward (the layer keeps them as given); ``layer._n`` spatial dimensions."""
     name, n = type(layer).__name__, layer._n
     check_ints(f"{name}: kernel_size", kernel_size, n, low=1)
-    if not no_stride(stride):   # None or (): the kernel size
+    if not no_stride(stride):   # None, () or []: the kernel size
         check_ints(f"{name}: stride", stride, n, low=1)
     check_ints(f"{name}: padding", padding, n, low=0)
     check_ints(f"{name}: dilation", dilation, n, low=1)
