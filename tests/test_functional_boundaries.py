@@ -16,7 +16,8 @@ For each draw both libraries run on the same float64 values and:
   deliberate refusals of ``REFUSED_ON_PURPOSE`` (configurations whose torch result
   is meaningless: a window wholly in the padding, an empty output).
 
-``REGRESSIONS`` lists the cases the search found wrong, as explicit rows.
+``REGRESSIONS`` lists the cases the search found wrong, as explicit rows, and
+``test_compare_finds_a_wrong_op`` shows that the comparison does fail on a wrong op.
 """
 from __future__ import annotations
 
@@ -370,3 +371,41 @@ REGRESSIONS = [
 def test_regressions(op, arrays, kw):
     problem = compare(op, arrays, kw)
     assert problem is None, problem
+
+
+# ---- the harness does fail ----------------------------------------------------------------
+_avg_pool2d = F.avg_pool2d
+
+
+def _off_by_a_little(x, **kw):
+    return _avg_pool2d(x, **kw) * (1 + 1e-8)
+
+
+def _wrong_gradient(x, **kw):
+    y = _avg_pool2d(x, **kw)
+    return y + (y - y.detach()) * 1e-8     # the same values, a gradient 1e-8 too large
+
+
+def _raw_error(x, **kw):
+    return np.empty(2)[5]
+
+
+def _accepts_anything(x, **kw):
+    return _avg_pool2d(x, 1)
+
+
+def _shares_memory(x, **kw):
+    return x
+
+
+@pytest.mark.parametrize("wrong, kernel_size, found", [
+    (_off_by_a_little, 2, "output 0"),
+    (_wrong_gradient, 2, "gradient of input 0"),
+    (_raw_error, 2, "unclear refusal IndexError"),
+    (_accepts_anything, 5, "torch refuses"),
+    (_shares_memory, 1, "shares memory"),
+], ids=["value", "gradient", "raw_error", "accepts_what_torch_refuses", "shares_memory"])
+def test_compare_finds_a_wrong_op(monkeypatch, wrong, kernel_size, found):
+    monkeypatch.setattr(F, "avg_pool2d", wrong)
+    problem = compare("avg_pool2d", [_x(1, 2, 4, 4)], dict(kernel_size=kernel_size))
+    assert problem is not None and found in problem, problem
