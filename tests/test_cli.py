@@ -934,6 +934,20 @@ def test_conflicting_options_are_usage_errors(trained, monkeypatch, argv, env, m
     assert good.read_bytes() == before  # the finished run is untouched
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+@pytest.mark.parametrize("extra", [(), ("--overwrite",)], ids=["plain", "overwrite"])
+def test_a_pipe_as_the_checkpoint_is_a_usage_error(tmp_path, extra):
+    """Saved at every epoch end, a checkpoint sent into a pipe would wait forever at the
+    second save for a reader that stopped at the end of the first."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    status, out, err = cli("train", "--checkpoint", fifo, *extra, "--no-progress")
+    assert (status, out) == (2, "")
+    assert err == (f"tinygrad-cnn train: error: --checkpoint {fifo} is a pipe; a checkpoint "
+                   f"is saved again at every epoch end and read back by --resume: give a "
+                   f"file path (or /dev/null to keep none)\n")
+
+
 @pytest.mark.parametrize("link", ["--metrics", "--checkpoint"])
 @pytest.mark.parametrize("exists", [False, True], ids=["new", "existing"])
 def test_checkpoint_and_metrics_reaching_one_file_through_a_link_are_refused(

@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import platform
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -159,11 +160,25 @@ def _output_file(option, path):
     if not os.path.isdir(parent):
         raise UsageError(f"{option} {path}: the directory {parent} does not exist (create it "
                          f"first)")
+    if option == "--checkpoint" and stat.S_ISFIFO(_mode_of(path)):
+        # Saved anew at every epoch end: a pipe's reader stops at the end of the first
+        # save and the second would wait forever; nor could --resume read it back.
+        raise UsageError(f"{option} {path} is a pipe; a checkpoint is saved again at every "
+                         f"epoch end and read back by --resume: give a file path (or "
+                         f"/dev/null to keep none)")
     from .fileio import check_writable
     try:   # a file is created and removed again: the one sure test of a directory
         check_writable(path)
     except OSError as e:
         raise type(e)(f"{option} {path} cannot be written: {e}") from None
+
+
+def _mode_of(path):
+    """``os.stat(path).st_mode``, or 0 for a path that does not exist (yet)."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
 
 
 def _data_dir(data_dir, dataset=None):
