@@ -508,6 +508,84 @@ def test_pad_argument_errors(call, error, match):
         call(tg.ones(2, 3))
 
 
+@pytest.mark.parametrize("shape, pad, mode, kwargs, match", [
+    # reflect: each amount below the size of its dimension
+    ((1, 2, 4), (4, 0), "reflect", {},
+     r"mode='reflect' needs each amount < the size of its dimension; got \(4, 0\) for "
+     r"dimension 2 \(size 4\) of the input of shape \(1, 2, 4\), so at most 3"),
+    ((1, 3, 4), (1, 1, 0, 3), "reflect", {},
+     r"got \(0, 3\) for dimension 1 \(size 3\) of the input of shape \(1, 3, 4\), so at most 2"),
+    ((1, 2, 4), (-2, 4), "reflect", {}, r"got \(-2, 4\) for dimension 2 \(size 4\).*at most 3"),
+    # circular: each amount at most what is left of the dimension after any crop
+    ((1, 2, 4), (5, 0), "circular", {},
+     r"mode='circular' wraps around at most once, so each amount must be <= the 4 element\(s\) "
+     r"left of dimension 2 \(size 4\) of the input of shape \(1, 2, 4\) after any crop; "
+     r"got \(5, 0\)"),
+    ((2, 4), (-2, 3), "circular", {}, r"<= the 2 element\(s\) left of dimension 1 \(size 4\) "
+                                      r"of the input of shape \(2, 4\).*got \(-2, 3\)"),
+    ((2, 4), (-5, 1), "circular", {},
+     r"pad: \(-5, 1\) crops 5 elements from dimension 1 \(size 4\) of the input of shape "
+     r"\(2, 4\), which has only 4"),
+    # reflect and replicate keep at least one element, and need one to copy
+    ((1, 2, 4), (-4, 0), "replicate", {},
+     r"mode='replicate' must leave at least 1 element; \(-4, 0\) leaves 0 of dimension 2 "
+     r"\(size 4\) of the input of shape \(1, 2, 4\)"),
+    ((1, 2, 0), (1, 1), "replicate", {},
+     r"cannot pad dimension 2 \(size 0\) of the input of shape \(1, 2, 0\): it has no "
+     r"element to repeat"),
+    ((2, 0, 3), (0, 0, 1, 1), "reflect", {}, r"dimension 1 \(size 0\).*no element to reflect"),
+    # the mode names PyTorch knows, and no other
+    ((1, 2, 4), (1, 1), "zeros", {},
+     r"pad: mode must be one of 'constant', 'reflect', 'replicate', 'circular', got 'zeros'"),
+    ((1, 2, 4), (1, 1), "Reflect", {}, r"mode must be one of .*, got 'Reflect'"),
+    ((1, 2, 4), (1, 1), None, {}, r"mode must be one of .*, got None"),
+    # 1, 2 or 3 padded dimensions, with one or two more in front
+    ((5,), (1, 1), "reflect", {},
+     r"mode='reflect' pads the last 1, 2 or 3 dimensions of a batched \(N, C, \.\.\.\) or "
+     r"unbatched \(C, \.\.\.\) input, so 1 \(before, after\) pair\(s\) need a 2-d or 3-d "
+     r"input; got pad \(1, 1\) for the 1-d input of shape \(5,\)"),
+    ((1, 2, 3, 4), (1, 1), "replicate", {},
+     r"1 \(before, after\) pair\(s\) need a 2-d or 3-d input; got pad \(1, 1\) for the "
+     r"4-d input of shape \(1, 2, 3, 4\)"),
+    ((1, 1, 2, 3, 4), (1, 1, 1, 1), "circular", {},
+     r"2 \(before, after\) pair\(s\) need a 3-d or 4-d input; got pad \(1, 1, 1, 1\) for "
+     r"the 5-d input of shape \(1, 1, 2, 3, 4\)"),
+    ((1, 1, 2, 2, 3, 4), (1,) * 8, "circular", {},
+     r"4 \(before, after\) pair\(s\) need a 5-d or 6-d input; got pad \(1, 1, 1, 1, 1, 1, 1, "
+     r"1\) for the 6-d input"),
+    ((2, 3), (), "reflect", {}, r"0 \(before, after\) pair\(s\).*got pad \(\) for the 2-d"),
+    # the modes that copy x's elements take no value
+    ((1, 2, 4), (1, 1), "reflect", {"value": 1.5},
+     r"mode='reflect' copies x's own elements and takes no value \(0 or None\), got "
+     r"value=1\.5"),
+], ids=["reflect-size", "reflect-size-dim1", "reflect-size-after-crop", "circular-twice",
+        "circular-after-crop", "circular-crop-too-much", "replicate-leaves-none",
+        "replicate-empty", "reflect-empty", "mode-zeros", "mode-case", "mode-none",
+        "reflect-1d-input", "replicate-1-pair-4d", "circular-2-pairs-5d", "circular-4-pairs",
+        "reflect-no-pairs", "reflect-value"])
+def test_pad_mode_errors(shape, pad, mode, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        F.pad(tg.ones(*shape), pad, mode=mode, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_pad_modes_accept_a_zero_value(mode):
+    # As torch.nn.functional.pad: value 0 or None is the default, not a fill value.
+    x = tg.tensor([[1.0, 2.0, 3.0]])
+    for value in (0, 0.0, None):
+        assert F.pad(x, (1, 1), mode=mode, value=value).shape == (1, 5)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("pad", [(0, 0), (-1, 0)], ids=["nothing", "crop"])
+def test_pad_modes_return_a_tensor_of_their_own(mode, pad):
+    # A write to the result must not reach x, even when nothing is padded.
+    x = tg.tensor([[1.0, 2.0, 3.0]])
+    y = F.pad(x, pad, mode=mode)
+    y[...] = 7.0
+    assert x.tolist() == [[1.0, 2.0, 3.0]]
+
+
 def test_functional_pad_takes_0d_tensors_and_numpy_ints_as_amounts():
     x = tg.ones(1, 2)
     assert F.pad(x, (np.int64(1), tg.tensor(0))).shape == (1, 3)

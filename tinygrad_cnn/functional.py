@@ -1038,21 +1038,70 @@ def flatten(x, start_dim=1, end_dim=-1):
     return x.flatten(start_dim, end_dim)
 
 
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def _pad_index(mode, size, before, after):
+    """Host index array: the element of an axis of ``size`` elements that each position of
+    that axis, padded by (before, after) in ``mode``, reads.
+
+    The patterns for size 4, padded by 2 on each side::
+
+        reflect     2 1 | 0 1 2 3 | 2 1    mirrored about the edge element, not repeating it
+        replicate   0 0 | 0 1 2 3 | 3 3    the edge element repeated
+        circular    2 3 | 0 1 2 3 | 0 1    wrapped around from the other end
+
+    A negative amount crops.  Reflect and replicate index the whole axis, as if
+    padding first and cropping after (reflect by (-1, 2): ``1 2 3 | 2 1``);
+    circular wraps around what is left after the crop (``1 2 3 | 1 2``), as
+    PyTorch does.  The amounts must be within the mode's limits (see
+    :func:`pad`).
+    """
+    if mode == "circular":
+        start = max(-before, 0)
+        kept = size - start - max(-after, 0)
+        if kept <= 0:   # everything cropped (and nothing added: pad checks that)
+            return np.zeros(0, dtype=np.int64)
+        return start + np.arange(-max(before, 0), kept + max(after, 0)) % kept
+    p = np.arange(-before, size + after)                  # positions in x's coordinates
+    if mode == "reflect":
+        p = np.abs(p)                                     # -1 -> 1, -2 -> 2, ...
+        return (size - 1) - np.abs((size - 1) - p)        # size -> size - 2, ...
+    return np.clip(p, 0, size - 1)                        # replicate
+
+
 def pad(x, pad, mode="constant", value=0.0):
-    """Pad with a constant, PyTorch-style: ``pad = (left, right, top, bottom, ...)``
-    lists (before, after) pairs starting from the LAST dimension.  Negative
-    amounts crop.  ``value=None`` pads with 0, as in PyTorch.  The result is a
-    new tensor, even when nothing is padded."""
-    if mode != "constant":
-        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    """Pad, PyTorch-style: ``pad = (left, right, top, bottom, ...)`` lists
+    (before, after) pairs starting from the LAST dimension.  Negative amounts
+    crop.  The result is a new tensor, even when nothing is padded.
+
+    ``mode``:
+
+    * ``"constant"`` (default): pads with ``value`` (``None`` means 0, as in
+      PyTorch); any number of dimensions.
+    * ``"reflect"``: mirrors x about its edge element (``2 1 | 0 1 2 3 | 2 1``);
+      each amount must be smaller than the size of its dimension.
+    * ``"replicate"``: repeats the edge element (``0 0 | 0 1 2 3 | 3 3``).
+    * ``"circular"``: wraps around (``2 3 | 0 1 2 3 | 0 1``), at most once: each
+      amount at most the size of its dimension left after any crop.
+
+    The last three take no ``value`` (0 or None only) and, as in PyTorch, pad
+    the last 1, 2 or 3 dimensions of a batched ``(N, C, ...)`` or unbatched
+    ``(C, ...)`` input: k (before, after) pairs need a (k+1)- or (k+2)-d x.
+    Reflect and replicate must leave at least one element in each padded
+    dimension (and cannot pad an empty one).  The three gather x along each padded
+    axis with an index array (see _pad_index), so the gradient adds each
+    output position's gradient back onto the element it copies.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"pad: x must be a Tensor, got {type(x).__name__}")
     amounts = int_list(pad) if isinstance(pad, (tuple, list)) else None
     if amounts is None:
         raise TypeError(f"pad: pad must be a tuple or list of ints of even length, (left, "
                         f"right, top, bottom, ...), got {pad!r}")
-    if value is None:
-        value = 0.0
+    if not isinstance(mode, str) or mode not in _PAD_MODES:
+        raise ValueError(f"pad: mode must be one of {', '.join(map(repr, _PAD_MODES))}, "
+                         f"got {mode!r}")
     pad = tuple(amounts)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"pad: expected an even number of ints, at most 2 per dimension of "
@@ -1060,6 +1109,10 @@ def pad(x, pad, mode="constant", value=0.0):
     widths = [(0, 0)] * x.ndim
     for k in range(len(pad) // 2):
         widths[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))
+    if mode != "constant":
+        return _pad_by_index(x, pad, widths, mode, value)
+    if value is None:
+        value = 0.0
     if any(a < 0 or b < 0 for a, b in widths):
         for axis, ((a, b), size) in enumerate(zip(widths, x.shape)):
             if max(-a, 0) + max(-b, 0) > size:
@@ -1072,6 +1125,55 @@ def pad(x, pad, mode="constant", value=0.0):
     # Always through Pad, which copies: with nothing to add, x (or the cropped view
     # of it) would come back, and an in-place write to the result would change x.
     return x.pad(widths, value=value)
+
+
+def _pad_by_index(x, pad, widths, mode, value):
+    """:func:`pad` in the reflect, replicate and circular modes: checks, then one gather
+    per padded axis (an indexing op, whose backward scatter-adds the gradient)."""
+    try:
+        takes_value = value is not None and float(value) != 0
+    except (TypeError, ValueError):
+        takes_value = True
+    if takes_value:
+        raise ValueError(f"pad: mode={mode!r} copies x's own elements and takes no value "
+                         f"(0 or None), got value={value!r}")
+    k = len(pad) // 2
+    if not 1 <= k <= 3 or x.ndim not in (k + 1, k + 2):
+        raise ValueError(f"pad: mode={mode!r} pads the last 1, 2 or 3 dimensions of a batched "
+                         f"(N, C, ...) or unbatched (C, ...) input, so {k} (before, after) "
+                         f"pair(s) need a {k + 1}-d or {k + 2}-d input; got pad {pad} for the "
+                         f"{x.ndim}-d input of shape {shape_str(x.shape)}")
+    where = "dimension {} (size {}) of the input of shape " + shape_str(x.shape)
+    for axis, ((a, b), size) in enumerate(zip(widths, x.shape)):
+        if axis < x.ndim - k:
+            continue
+        at = where.format(axis, size)
+        if mode == "circular":
+            kept = size - max(-a, 0) - max(-b, 0)
+            if kept < 0:
+                raise ValueError(f"pad: {pad} crops {size - kept} elements from {at}, "
+                                 f"which has only {size}")
+            if max(a, b) > kept:
+                raise ValueError(f"pad: mode='circular' wraps around at most once, so each "
+                                 f"amount must be <= the {kept} element(s) left of {at} after "
+                                 f"any crop; got ({a}, {b})")
+            continue
+        if size == 0:
+            raise ValueError(f"pad: mode={mode!r} cannot pad {at}: it has no element to "
+                             f"{'reflect' if mode == 'reflect' else 'repeat'}")
+        if mode == "reflect" and max(a, b) >= size:
+            raise ValueError(f"pad: mode='reflect' needs each amount < the size of its "
+                             f"dimension; got ({a}, {b}) for {at}, so at most {size - 1}")
+        if size + a + b < 1:
+            raise ValueError(f"pad: mode={mode!r} must leave at least 1 element; ({a}, {b}) "
+                             f"leaves {size + a + b} of {at}")
+    y = x
+    for axis, (a, b) in enumerate(widths):
+        if (a, b) != (0, 0):
+            # A host index array: indexing copies it to x's device.
+            y = y[(slice(None),) * axis + (_pad_index(mode, x.shape[axis], a, b),)]
+    # With nothing to pad, still a copy (see the constant mode).
+    return x.pad([(0, 0)] * x.ndim) if y is x else y
 
 
 def dropout(x, p=0.5, training=True):
