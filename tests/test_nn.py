@@ -365,6 +365,8 @@ def test_repr_shows_the_tree():
 )"""
     assert repr(nn.Conv2d(4, 8, 3, 2, dilation=2, groups=2, bias=False)) == (
         "Conv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), dilation=(2, 2), groups=2, bias=False)")
+    assert repr(nn.Conv1d(1, 2, 3, padding=1, padding_mode="circular")) == (
+        "Conv1d(1, 2, kernel_size=(3,), stride=(1,), padding=(1,), padding_mode=circular)")
     assert repr(nn.LocallyConnected2d(1, 2, 6, 3)) == (
         "LocallyConnected2d(1, 2, input_size=(6, 6), kernel_size=(3, 3), stride=(1, 1))")
     assert repr(nn.Parameter(np.zeros(2))).startswith("Parameter containing:\ntensor(")
@@ -543,6 +545,38 @@ LAYERS = {
                     lambda T: T.Conv2d(2, 3, 4, padding="same"), (1, 2, 5, 6)),
     "conv1d": (lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1),
                lambda T: T.Conv1d(3, 4, 3, stride=2, padding=1), (2, 3, 9)),
+    # padding modes: F.pad of x, then a convolution with padding 0; "same" splits an even
+    # kernel's padding as the zero padding does; the limits (reflect < size, circular <= size)
+    "conv2d-reflect": (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=(1, 2), padding_mode="reflect"),
+                       lambda T: T.Conv2d(2, 3, 3, stride=2, padding=(1, 2),
+                                          padding_mode="reflect"), (2, 2, 5, 3)),
+    "conv2d-replicate-beyond-size": (
+        lambda: nn.Conv2d(2, 2, 2, padding=3, dilation=2, padding_mode="replicate"),
+        lambda T: T.Conv2d(2, 2, 2, padding=3, dilation=2, padding_mode="replicate"),
+        (1, 2, 2, 3)),
+    "conv2d-circular-groups": (
+        lambda: nn.Conv2d(4, 2, (2, 3), padding=(2, 3), groups=2, padding_mode="circular"),
+        lambda T: T.Conv2d(4, 2, (2, 3), padding=(2, 3), groups=2, padding_mode="circular"),
+        (2, 4, 2, 3)),
+    "conv2d-same-reflect": (
+        lambda: nn.Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2), padding_mode="reflect"),
+        lambda T: T.Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2),
+                           padding_mode="reflect"), (1, 2, 5, 6)),
+    "conv2d-same-circular": (
+        lambda: nn.Conv2d(2, 2, 2, padding="same", bias=False, padding_mode="circular"),
+        lambda T: T.Conv2d(2, 2, 2, padding="same", bias=False, padding_mode="circular"),
+        (2, 2, 3, 4)),
+    "conv2d-valid-replicate": (
+        lambda: nn.Conv2d(2, 2, 2, padding="valid", padding_mode="replicate"),
+        lambda T: T.Conv2d(2, 2, 2, padding="valid", padding_mode="replicate"), (1, 2, 3, 3)),
+    "conv1d-reflect": (lambda: nn.Conv1d(2, 3, 3, padding=2, padding_mode="reflect"),
+                       lambda T: T.Conv1d(2, 3, 3, padding=2, padding_mode="reflect"), (2, 2, 4)),
+    "conv1d-same-replicate": (
+        lambda: nn.Conv1d(2, 3, 4, padding="same", padding_mode="replicate"),
+        lambda T: T.Conv1d(2, 3, 4, padding="same", padding_mode="replicate"), (2, 2, 5)),
+    "conv1d-circular": (lambda: nn.Conv1d(3, 2, 2, stride=2, padding=3, padding_mode="circular"),
+                        lambda T: T.Conv1d(3, 2, 2, stride=2, padding=3,
+                                           padding_mode="circular"), (1, 3, 3)),
     "conv-transpose2d": (
         lambda: nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
         lambda T: T.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
@@ -633,6 +667,12 @@ GRAD_LAYERS = {
     "conv2d": (lambda: nn.Conv2d(2, 2, 2, stride=2, padding=1, dilation=1), (1, 2, 3, 3)),
     "conv2d-groups": (lambda: nn.Conv2d(2, 4, (2, 1), groups=2, dilation=(1, 2)), (1, 2, 3, 3)),
     "conv1d": (lambda: nn.Conv1d(2, 2, 2, padding=1), (2, 2, 3)),
+    "conv2d-reflect": (lambda: nn.Conv2d(2, 2, 2, padding=(1, 2), padding_mode="reflect"),
+                       (1, 2, 3, 3)),
+    "conv2d-circular-same": (lambda: nn.Conv2d(2, 1, 2, padding="same", padding_mode="circular"),
+                             (2, 2, 3, 2)),
+    "conv1d-replicate": (lambda: nn.Conv1d(2, 2, 3, padding=2, padding_mode="replicate"),
+                         (2, 2, 3)),
     "conv-transpose2d": (lambda: nn.ConvTranspose2d(2, 1, 2, stride=2, padding=1), (1, 2, 2, 2)),
     "local2d": (lambda: nn.LocallyConnected2d(2, 2, (3, 3), 2, padding=1, stride=2), (1, 2, 3, 3)),
     "maxpool2d": (lambda: nn.MaxPool2d(2, stride=1), (1, 2, 3, 3)),
@@ -709,6 +749,26 @@ def test_training_step_never_synchronises():
             sched.step()
         assert log == []
     assert math.isfinite(loss.item())
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_conv_padding_modes_on_a_device_never_synchronise(mode):
+    # The index arrays of the padding go to the device with x; nothing waits for it.
+    strict = pytest.importorskip("strict_backend")
+    backend = tg.get_backend("strict")
+    assert isinstance(backend, strict.StrictBackend)
+    tg.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=(2, 1), padding_mode=mode).double()
+    x_np = np.random.default_rng(0).standard_normal((2, 2, 4, 5))
+    expected_y = conv(tg.tensor(x_np))
+    x = tg.tensor(x_np, device="strict", requires_grad=True)
+    conv.to("strict")
+    with backend.track_syncs() as log:
+        y = conv(x)
+        y.sum().backward()
+    assert log == []
+    assert y.device == "strict" and x.grad.device == "strict"
+    np.testing.assert_allclose(y.numpy(), expected_y.numpy(), rtol=1e-12)
 
 
 # ---- BatchNorm -----------------------------------------------------------------------
@@ -854,6 +914,35 @@ LAYER_ERRORS = [
 ]
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv_padding_mode_is_a_setting_not_state(mode):
+    # The same parameters (names, shapes, initial values) for every mode, so a state
+    # dict loads across modes, as in PyTorch.
+    tg.manual_seed(0)
+    zeros = nn.Conv2d(2, 3, 3, padding=1)
+    tg.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode)
+    assert conv.padding_mode == mode
+    state, expected = conv.state_dict(), zeros.state_dict()
+    assert list(state) == list(expected)
+    for key in state:
+        np.testing.assert_array_equal(state[key].numpy(), expected[key].numpy(), err_msg=key)
+    assert conv.load_state_dict(expected) == ([], [])
+
+
+@pytest.mark.parametrize("make, shape, match", [
+    (lambda: nn.Conv2d(1, 1, 3, padding=(1, 4), padding_mode="reflect"), (1, 1, 4, 4),
+     r"mode='reflect' .* got \(4, 4\) for dimension 3 \(size 4\) of the input of shape "
+     r"\(1, 1, 4, 4\), so at most 3"),
+    (lambda: nn.Conv1d(1, 1, 2, padding=4, padding_mode="circular"), (2, 1, 3),
+     r"mode='circular' .* <= the 3 element\(s\) left of dimension 2 \(size 3\) of the "
+     r"input of shape \(2, 1, 3\).*got \(4, 4\)"),
+], ids=["conv2d-reflect", "conv1d-circular"])
+def test_conv_padding_beyond_the_mode_limit_names_the_input(make, shape, match):
+    with pytest.raises(ValueError, match=match):
+        make()(tg.zeros(*shape))
+
+
 @pytest.mark.parametrize("make,shape,patterns", LAYER_ERRORS)
 def test_layer_input_errors_name_the_shapes(make, shape, patterns):
     with pytest.raises(ValueError) as info:
@@ -890,6 +979,13 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
      r"padding must be an int or a pair of ints >= 0, got \(1, -1\)"),
     (lambda: nn.Conv1d(3, 4, 3, padding="full"), ValueError,
      r"padding must be an int, 'same' or 'valid', got 'full'"),
+    (lambda: nn.Conv2d(3, 4, 3, padding_mode="constant"), ValueError,
+     r"^Conv2d: padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular', "
+     r"got 'constant'"),
+    (lambda: nn.Conv1d(3, 4, 3, padding_mode=None), ValueError,
+     r"^Conv1d: padding_mode must be one of .*, got None"),
+    (lambda: nn.ConvTranspose2d(3, 4, 3, padding_mode="reflect"), ValueError,
+     r"^ConvTranspose2d: only padding_mode='zeros' is supported, got 'reflect'"),
     (lambda: nn.Conv2d(3, 4, 3, groups=1.0), TypeError,
      r"^Conv2d: groups must be an int, got 1\.0"),
     (lambda: nn.BatchNorm2d(3.0), TypeError, r"^BatchNorm2d: num_features must be an int"),

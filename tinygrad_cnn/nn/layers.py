@@ -24,6 +24,7 @@ from .. import functional as F
 from .._checks import (
     check_flag, check_int, check_ints, check_number, check_probability, no_stride)
 from ..backend import DeviceError
+from ..conv_arrays import same_padding
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
 from .module import Module, Parameter
@@ -150,6 +151,12 @@ class Linear(Module):
 
 
 # ---- convolutions -----------------------------------------------------------------
+# The convolutions' padding modes (PyTorch's names) and the F.pad mode of each.
+_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+             "circular": "circular"}
+_PADDING_MODES = tuple(_PAD_MODE)
+
+
 class _ConvNd(Module):
     """Settings, parameters and initialisation shared by the convolutions."""
 
@@ -157,9 +164,17 @@ class _ConvNd(Module):
     _transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, dtype, device, output_padding=0):
+                 groups, bias, dtype, device, output_padding=0, padding_mode="zeros"):
         super().__init__()
         n = self._n
+        name = type(self).__name__
+        if self._transposed and padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got "
+                             f"{padding_mode!r}")
+        if not isinstance(padding_mode, str) or padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of "
+                             f"{', '.join(map(repr, _PADDING_MODES))}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
         self.in_channels = check_int(f"{type(self).__name__}: in_channels", in_channels, low=1)
         self.out_channels = check_int(f"{type(self).__name__}: out_channels", out_channels, low=1)
         self.groups = check_int(f"{type(self).__name__}: groups", groups, low=1)
@@ -208,6 +223,20 @@ class _ConvNd(Module):
             fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
             _uniform_bias(self.bias, fan_in)
 
+    def _padded(self, x):
+        """(x, padding for the convolution): x itself and the layer's padding for
+        ``padding_mode="zeros"``; else x padded by :func:`F.pad` in that mode and 0, as
+        PyTorch does."""
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        if self.padding == "same":   # the odd element of an even kernel after, as F.conv2d
+            widths = same_padding(self.kernel_size, self.dilation)
+        else:
+            widths = [(p, p) for p in self.padding]
+        # F.pad lists (before, after) pairs from the last dimension.
+        pad = tuple(amount for pair in reversed(widths) for amount in pair)
+        return F.pad(x, pad, mode=_PAD_MODE[self.padding_mode]), (0,) * self._n
+
     def _spatial_hint(self):
         return "(N, {}, L)".format(self.in_channels) if self._n == 1 else \
             "(N, {}, H, W)".format(self.in_channels)
@@ -227,6 +256,8 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
@@ -239,21 +270,32 @@ class Conv2d(_ConvNd):
     stride + 1``.  ``padding`` may also be ``"same"`` (stride 1) or
     ``"valid"``.  Weight ``(OC, C/groups, KH, KW)``, bias ``(OC,)``;
     initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C/groups*KH*KW.
+
+    ``padding_mode`` says what the padding holds: ``"zeros"`` (default),
+    or x's own elements, ``"reflect"``ed about the edge, ``"replicate"``d
+    or wrapped around (``"circular"``); see :func:`F.pad`, which pads x
+    before a convolution with padding 0, as in PyTorch (reflect needs each
+    padding below the input's size, circular at most its size).  The mode
+    is a setting, not a parameter: the state dict is the same for every
+    mode.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, dtype=None, device=None):
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=None,
+                 device=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype, device)
+                         groups, bias, dtype, device, padding_mode=padding_mode)
 
     def forward(self, x):
         _check_input(self, x, 4, self.in_channels, shape_hint=self._spatial_hint())
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+        x, padding = self._padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
                         self.groups)
 
 
 class Conv1d(_ConvNd):
-    """1-D convolution over ``(N, C, L)``: as :class:`Conv2d` with one spatial axis.
+    """1-D convolution over ``(N, C, L)``: as :class:`Conv2d` with one spatial axis
+    (``padding_mode`` too).
 
     Weight ``(OC, C/groups, K)``, bias ``(OC,)``.
     """
@@ -261,13 +303,15 @@ class Conv1d(_ConvNd):
     _n = 1
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, dtype=None, device=None):
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=None,
+                 device=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype, device)
+                         groups, bias, dtype, device, padding_mode=padding_mode)
 
     def forward(self, x):
         _check_input(self, x, 3, self.in_channels, shape_hint=self._spatial_hint())
-        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        x, padding = self._padded(x)
+        padding = padding if isinstance(padding, str) else padding[0]
         return F.conv1d(x, self.weight, self.bias, self.stride[0], padding, self.dilation[0],
                         self.groups)
 
@@ -280,15 +324,18 @@ class ConvTranspose2d(_ConvNd):
     ``OH = (H - 1) stride - 2 padding + dilation (KH - 1) + output_padding + 1``.
     Weight ``(C, OC/groups, KH, KW)``, bias ``(OC,)``; initialised as
     PyTorch does, with fan_in = OC/groups*KH*KW (PyTorch reads the fan from
-    the weight's second axis).
+    the weight's second axis).  ``padding_mode`` may only be ``"zeros"``, as
+    in PyTorch.
     """
 
     _transposed = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, dtype=None, device=None):
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 dtype=None, device=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype, device, output_padding=output_padding)
+                         groups, bias, dtype, device, output_padding=output_padding,
+                         padding_mode=padding_mode)
 
     def forward(self, x):
         _check_input(self, x, 4, self.in_channels, shape_hint=self._spatial_hint())
