@@ -295,6 +295,46 @@ CASES = [
          lambda F, x: F.avg_pool1d(x, 3, 2, padding=1, ceil_mode=True, count_include_pad=False),
          randn(2, 3, 6)),
     case("avg_pool1d_k2", lambda F, x: F.avg_pool1d(x, 2), randn(2, 2, 7)),
+    # One sample without the batch axis, (C, H, W) or (C, L) (and (C*KH*KW, L) for
+    # fold), as PyTorch takes it: the output has no batch axis either.
+    case("conv2d_unbatched", lambda F, x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1),
+         randn(3, 5, 6), randn(4, 3, 3, 2), randn(4), gradgrad=True, higher_orders=True),
+    case("conv2d_unbatched_groups2_same",
+         lambda F, x, w: F.conv2d(x, w, padding="same", groups=2),
+         randn(4, 5, 4), randn(2, 2, 2, 3)),
+    case("conv_transpose2d_unbatched",
+         lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, output_padding=1),
+         randn(2, 3, 4), randn(2, 3, 3, 2), randn(3), gradgrad=True),
+    case("conv1d_unbatched", lambda F, x, w, b: F.conv1d(x, w, b, stride=2, padding=1),
+         randn(3, 7), randn(4, 3, 3), randn(4), gradgrad=True),
+    case("local2d_unbatched", lambda F, x, w, b: F.local2d(x, w, b, padding=1, stride=2),
+         randn(3, 4, 5), randn(2, 2, 3, 3, 3, 2), randn(2, 2, 3), gradgrad=True),
+    case("unfold_unbatched", lambda F, x: F.unfold(x, (2, 3), padding=1, stride=2),
+         randn(2, 5, 6), gradgrad=True),
+    case("fold_unbatched", lambda F, c: F.fold(c, (5, 6), (2, 3)),
+         randn(3 * 6, n_blocks((5, 6), (2, 3))), gradgrad=True),
+    case("max_pool2d_unbatched_return_indices",
+         lambda F, x: F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True),
+         distinct(2, 5, 6), gradgrad=True, higher_orders=True),
+    case("max_pool1d_unbatched_return_indices",
+         lambda F, x: F.max_pool1d(x, 3, 2, padding=1, ceil_mode=True, return_indices=True),
+         distinct(3, 6), gradgrad=True),
+    case("avg_pool2d_unbatched",
+         lambda F, x: F.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),
+         randn(2, 5, 6), gradgrad=True),
+    case("avg_pool1d_unbatched", lambda F, x: F.avg_pool1d(x, 3, 2, padding=1),
+         randn(2, 7), gradgrad=True),
+    # adaptive pools: uneven bins (their own Functions) and even ones (plain pooling)
+    case("adaptive_avg_pool2d_unbatched_nondivisible",
+         lambda F, x: F.adaptive_avg_pool2d(x, (3, 2)), randn(2, 7, 5), gradgrad=True),
+    case("adaptive_avg_pool2d_unbatched_divisible",
+         lambda F, x: F.adaptive_avg_pool2d(x, (3, 2)), randn(2, 6, 4)),
+    case("adaptive_max_pool2d_unbatched_nondivisible",
+         lambda F, x: F.adaptive_max_pool2d(x, (3, 2), return_indices=True),
+         distinct(2, 7, 5), gradgrad=True),
+    case("adaptive_max_pool2d_unbatched_divisible",
+         lambda F, x: F.adaptive_max_pool2d(x, (3, 2), return_indices=True),
+         distinct(2, 6, 4)),
     # activations and helpers
     case("relu", lambda F, x: F.relu(x), away_from_zero(2, 3, 4)),
     case("leaky_relu", lambda F, x: F.leaky_relu(x, 0.2), away_from_zero(2, 3, 4)),
@@ -394,8 +434,8 @@ class TorchF:
         cols = self.nnf.unfold(x, (KH, KW), dilation=dilation, padding=padding,
                                stride=stride)                              # (N, C*KH*KW, L)
         w_rows = w.reshape(OC, OH * OW, C * KH * KW)                       # (OC, L, C*KH*KW)
-        y = self.torch.einsum("olk,nkl->nol", w_rows, cols)                # (N, OC, L)
-        y = y.reshape(x.shape[0], OC, OH, OW)
+        y = self.torch.einsum("olk,...kl->...ol", w_rows, cols)            # (N, OC, L)
+        y = y.reshape(y.shape[:-1] + (OH, OW))       # (N, OC, OH, OW), or (OC, OH, OW)
         return y if b is None else y + b
 
 
@@ -1189,6 +1229,10 @@ def _t(*shape):
     return Tensor(np.zeros(shape))
 
 
+IMAGE_NDIM = r"expected x of shape \(C, H, W\) or \(N, C, H, W\) \(3 or 4 dimensions\)"
+SEQUENCE_NDIM = r"expected x of shape \(C, L\) or \(N, C, L\) \(2 or 3 dimensions\)"
+
+
 @pytest.mark.parametrize("call, patterns", [
     (lambda: F.conv2d(_t(1, 3, 5, 5), _t(2, 4, 3, 3)), [r"\(1, 3, 5, 5\)", r"\(2, 4, 3, 3\)"]),
     (lambda: F.conv2d(_t(1, 1, 3, 3), _t(1, 1, 5, 5)), [r"\(1, 1, 3, 3\)", r"5, 5\)|5x5"]),
@@ -1196,7 +1240,7 @@ def _t(*shape):
     (lambda: F.conv2d(_t(1, 3, 5, 5), _t(4, 1, 3, 3), groups=2), [r"groups", r"\b3\b"]),
     (lambda: F.conv2d(_t(1, 4, 5, 5), _t(3, 2, 3, 3), groups=2), [r"groups", r"\b3\b"]),
     (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), _t(4)), [r"\(4,\)", r"\b3\b"]),
-    (lambda: F.conv2d(_t(5, 5), _t(3, 2, 3, 3)), [r"\(5, 5\)"]),
+    (lambda: F.conv2d(_t(5, 5), _t(3, 2, 3, 3)), [IMAGE_NDIM, r"got shape \(5, 5\)"]),
     (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3)), [r"\(3, 2, 3\)"]),
     (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=0), [r"stride"]),
     (lambda: F.conv2d(_t(1, 2, 5, 5), _t(3, 2, 3, 3), stride=(1, -1)), [r"stride"]),
@@ -1215,16 +1259,16 @@ def _t(*shape):
     (lambda: F.local2d(_t(1, 2, 5, 5), _t(2, 3, 3, 2, 3, 3), _t(2, 2, 2)),
      [r"\(2, 2, 2\)"]),
     (lambda: F.linear(_t(3, 4), _t(5, 3)), [r"\(3, 4\)", r"\(5, 3\)"]),
-    (lambda: F.max_pool2d(_t(3, 4), 2), [r"\(3, 4\)"]),
+    (lambda: F.max_pool2d(_t(3, 4), 2), [IMAGE_NDIM, r"\(3, 4\)"]),
     (lambda: F.max_pool2d(_t(1, 1, 3, 3), 5), [r"\(1, 1, 3, 3\)"]),
     (lambda: F.max_pool2d(_t(1, 1, 4, 4), 2, stride=0), [r"stride"]),
     (lambda: F.avg_pool2d(_t(1, 1, 2, 2), 3), [r"\(1, 1, 2, 2\)"]),
     (lambda: F.avg_pool2d(_t(1, 1, 4, 4), 2, stride=-1), [r"stride"]),
-    (lambda: F.adaptive_avg_pool2d(_t(4, 4), 2), [r"\(4, 4\)"]),
+    (lambda: F.adaptive_avg_pool2d(_t(4, 4), 2), [IMAGE_NDIM, r"\(4, 4\)"]),
     (lambda: F.unfold(_t(1, 1, 3, 3), 4), [r"\(1, 1, 3, 3\)"]),
     (lambda: F.fold(_t(1, 4, 5), (4, 4), 2), [r"\(1, 4, 5\)"]),
     (lambda: F.fold(_t(1, 5, 9), (4, 4), 2), [r"\(1, 5, 9\)"]),
-    (lambda: F.conv1d(_t(1, 2, 5, 5), _t(3, 2, 3)), [r"\(1, 2, 5, 5\)"]),
+    (lambda: F.conv1d(_t(1, 2, 5, 5), _t(3, 2, 3)), [SEQUENCE_NDIM, r"\(1, 2, 5, 5\)"]),
     (lambda: F.conv1d(_t(1, 2, 5), _t(3, 4, 3)), [r"\(1, 2, 5\)", r"\(3, 4, 3\)"]),
     # dilation 3 puts the first window's two taps at rows -1 and 2 of a 2-row input
     (lambda: F.max_pool2d(_t(1, 1, 2, 6), (2, 1), (4, 2), (1, 0), (3, 2), ceil_mode=True),
@@ -1261,6 +1305,34 @@ def _t(*shape):
     (lambda: F.conv1d(_t(1, 2, 3), _t(3, 2, 5)), [r"\(1, 2, 3\)"]),
     (lambda: F.conv1d(_t(1, 4, 5), _t(3, 2, 3), groups=2), [r"\(3, 2, 3\)", r"groups=2"]),
     (lambda: F.max_pool1d(_t(1, 2, 3), 5), [r"\(1, 2, 3\)"]),
+    # an unbatched sample is (C, H, W) or (C, L): other ranks name both layouts
+    (lambda: F.conv2d(_t(1, 1, 2, 5, 5), _t(3, 2, 3, 3)), [IMAGE_NDIM, r"\(1, 1, 2, 5, 5\)"]),
+    (lambda: F.conv_transpose2d(_t(4, 4), _t(2, 3, 3, 3)), [IMAGE_NDIM, r"\(4, 4\)"]),
+    (lambda: F.local2d(_t(5, 5), _t(2, 4, 4, 1, 2, 2)), [IMAGE_NDIM, r"\(5, 5\)"]),
+    (lambda: F.unfold(_t(4, 4), 2), [IMAGE_NDIM, r"\(4, 4\)"]),
+    (lambda: F.fold(_t(8), (4, 4), 2),
+     [r"expected cols of shape \(C\*KH\*KW, L\) or \(N, C\*KH\*KW, L\) \(2 or 3 dim",
+      r"\(8,\)"]),
+    (lambda: F.avg_pool2d(_t(1, 1, 1, 4, 4), 2), [IMAGE_NDIM, r"\(1, 1, 1, 4, 4\)"]),
+    (lambda: F.adaptive_max_pool2d(_t(4,), 2), [IMAGE_NDIM, r"\(4,\)"]),
+    (lambda: F.max_pool1d(_t(5), 2), [SEQUENCE_NDIM, r"\(5,\)"]),
+    (lambda: F.avg_pool1d(_t(1, 1, 1, 5), 2), [SEQUENCE_NDIM, r"\(1, 1, 1, 5\)"]),
+    # errors about an unbatched sample name its shape, not the batch of one it runs as
+    (lambda: F.conv2d(_t(2, 5, 5), _t(3, 3, 3, 3)),
+     [r"x of shape \(2, 5, 5\) has 2 channels", r"\(3, 3, 3, 3\)"]),
+    (lambda: F.conv2d(_t(1, 3, 3), _t(1, 1, 5, 5)),
+     [r"larger than the input x of shape \(1, 3, 3\) padded"]),
+    (lambda: F.conv_transpose2d(_t(3, 4, 4), _t(2, 3, 3, 3)),
+     [r"x of shape \(3, 4, 4\) has 3 channels", r"\(2, 3, 3, 3\)"]),
+    (lambda: F.conv1d(_t(2, 5), _t(3, 4, 3)), [r"x of shape \(2, 5\) has 2 channels"]),
+    (lambda: F.local2d(_t(2, 5, 5), _t(2, 4, 4, 2, 3, 3)),
+     [r"x of shape \(2, 5, 5\) with kernel 3x3", r"3x3 output"]),
+    (lambda: F.max_pool2d(_t(1, 3, 3), 5), [r"input x of shape \(1, 3, 3\) padded"]),
+    (lambda: F.max_pool1d(_t(2, 3), 5), [r"input x of shape \(2, 3\) padded"]),
+    (lambda: F.avg_pool2d(_t(1, 2, 2), 5, stride=1, ceil_mode=True),
+     [r"input of shape \(1, 2, 2\), kernel \(5, 5\)", r"no window starts inside"]),
+    (lambda: F.unfold(_t(1, 0, 3), 1), [r"x of shape \(1, 0, 3\) is empty along H"]),
+    (lambda: F.fold(_t(4, 5), (4, 4), 2), [r"cols of shape \(4, 5\) hold 5 windows"]),
 ], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
         "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
         "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
@@ -1276,7 +1348,13 @@ def _t(*shape):
         "unfold_input_empty", "conv1d_same_stride2", "pad_crops_too_much",
         "max_pool_padding_over_half", "avg_pool_padding_over_half_width", "convT_empty_output",
         "convT_groups_in", "conv1d_kernel_too_big", "conv1d_groups_out",
-        "max_pool1d_window_too_big"])
+        "max_pool1d_window_too_big",
+        "conv_x_5d", "convT_x_ndim", "local2d_x_ndim", "unfold_x_ndim", "fold_ndim",
+        "avg_pool_x_5d", "adaptive_max_ndim", "max_pool1d_ndim", "avg_pool1d_ndim",
+        "unbatched_conv_channels", "unbatched_conv_kernel_too_big", "unbatched_convT_channels",
+        "unbatched_conv1d_channels", "unbatched_local2d_out_hw", "unbatched_max_pool_too_big",
+        "unbatched_max_pool1d_too_big", "unbatched_avg_pool_ceil_no_window",
+        "unbatched_unfold_empty", "unbatched_fold_blocks"])
 def test_bad_input_raises_clear_error(call, patterns):
     with pytest.raises(ValueError) as info:
         call()

@@ -1,7 +1,8 @@
 """The functional API of the CNN primitives: ``import tinygrad_cnn.functional as F``.
 
 Arguments, shapes and output sizes follow PyTorch's ``torch.nn.functional``
-(NCHW images; conv weights (OC, C/groups, KH, KW)).
+(NCHW images, or one unbatched CHW image, which gives a result without the
+batch axis; conv weights (OC, C/groups, KH, KW)).
 
 Three ways for a neuron to see its input
 ----------------------------------------
@@ -93,12 +94,15 @@ def __getattr__(name):
 
 # ---- argument checks ----------------------------------------------------------------
 def _check_tensor(op, name, t, ndim, layout, sized=0):
-    """t is a float Tensor of ``ndim`` dimensions, the last ``sized`` of them non-empty
-    (the spatial ones of an input, a weight's kernel)."""
+    """t is a float Tensor of ``ndim`` dimensions (an int, or a pair for the ops that
+    also take one unbatched sample), the last ``sized`` of them non-empty (the
+    spatial ones of an input, a weight's kernel)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-    if t.ndim != ndim:
-        raise ValueError(f"{op}: expected {name} of shape {layout} ({ndim} dimensions), "
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if t.ndim not in ndims:
+        raise ValueError(f"{op}: expected {name} of shape {layout} "
+                         f"({' or '.join(map(str, ndims))} dimensions), "
                          f"got shape {shape_str(t.shape)}")
     if t.dtype.kind != "f":
         raise TypeError(f"{op}: {name} has dtype {t.dtype}; expected a float dtype "
@@ -109,6 +113,32 @@ def _check_tensor(op, name, t, ndim, layout, sized=0):
                          f"{', '.join(d for d, n in zip(dims, t.shape[-sized:]) if n < 1)}; "
                          f"expected {name} of shape {layout} with {', '.join(dims)} >= 1")
     return t.shape
+
+
+# PyTorch's conv and pooling ops also take one sample without the batch axis,
+# (C, H, W) for the 2-d ones and (C, L) for the 1-d ones.  Such an x runs as a
+# batch of one, and the result loses the batch axis again: the Functions
+# below only ever see batches.
+_IMAGES = "(C, H, W) or (N, C, H, W)"
+_SEQUENCES = "(C, L) or (N, C, L)"
+
+
+def _batch_of_one(x, ndim):
+    """(x, False) if x has ``ndim`` dimensions (a batch), else (x with a batch axis of
+    one in front, True)."""
+    if x.ndim == ndim:
+        return x, False
+    return x.unsqueeze(0), True
+
+
+def _unbatch(out, added):
+    """``out`` (a Tensor, or a tuple such as (y, indices)) without the batch axis that
+    :func:`_batch_of_one` ``added``."""
+    if not added:
+        return out
+    if isinstance(out, tuple):
+        return tuple(t.squeeze(0) for t in out)
+    return out.squeeze(0)
 
 
 def _check_bias(op, b, shape, float_only=True):
@@ -206,9 +236,9 @@ def _check_linear_dtypes(x, w, b):
 
 
 def _local2d_geometry(x, w, b, stride, padding, dilation):
-    """local2d's windows, once x (N, C, H, W), w (OC, OH, OW, C, KH, KW) and b (None
+    """local2d's windows, once x ((N,) C, H, W), w (OC, OH, OW, C, KH, KW) and b (None
     or (OC, OH, OW)) are checked to fit them."""
-    N, C, H, W = _check_tensor("local2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    C = _check_tensor("local2d", "x", x, (3, 4), _IMAGES, sized=2)[-3]
     OC, WH, WW, WC, KH, KW = _check_tensor("local2d", "w", w, 6, "(OC, OH, OW, C, KH, KW)",
                                            sized=2)
     if WC != C:
@@ -277,31 +307,36 @@ def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
 
     Row ``c*KH*KW + i*KW + j`` of the result holds channel c at kernel offset
     (i, j); column ``l = oh*OW + ow`` is the window of output position
-    (oh, ow).  As ``torch.nn.functional.unfold`` (im2col).
+    (oh, ow).  One image (C, H, W) gives (C*KH*KW, L).  As
+    ``torch.nn.functional.unfold`` (im2col).
     """
-    shape = _check_tensor("unfold", "x", x, 4, "(N, C, H, W)", sized=2)
+    shape = _check_tensor("unfold", "x", x, (3, 4), _IMAGES, sized=2)
     geom = _unfold_geometry("unfold", shape, kernel_size, dilation, padding, stride)
-    return Unfold.apply(x, geom=geom)
+    x, unbatched = _batch_of_one(x, 4)
+    return _unbatch(Unfold.apply(x, geom=geom), unbatched)
 
 
 def fold(cols, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """The adjoint of :func:`unfold` (col2im): (N, C*KH*KW, L) -> (N, C, H, W),
-    where ``(H, W) = output_size`` and entries of overlapping windows are summed."""
-    shape = _check_tensor("fold", "cols", cols, 3, "(N, C*KH*KW, L)")
+    where ``(H, W) = output_size`` and entries of overlapping windows are summed.
+    The columns of one image (C*KH*KW, L) give (C, H, W), as in PyTorch."""
+    shape = _check_tensor("fold", "cols", cols, (2, 3), "(C*KH*KW, L) or (N, C*KH*KW, L)")
+    rows, windows = shape[-2:]
     H, W = pair("fold", "output_size", output_size, 1)
     KH, KW = pair("fold", "kernel_size", kernel_size, 1)
-    if shape[1] % (KH * KW):
-        raise ValueError(f"fold: cols of shape {shape_str(shape)} have {shape[1]} rows, "
+    if rows % (KH * KW):
+        raise ValueError(f"fold: cols of shape {shape_str(shape)} have {rows} rows, "
                          f"not a multiple of the kernel size {KH}*{KW} = {KH * KW} "
                          f"(expected C*KH*KW rows)")
-    C = shape[1] // (KH * KW)
-    geom = _unfold_geometry("fold", (shape[0], C, H, W), (KH, KW), dilation, padding, stride)
-    if shape[2] != geom.OH * geom.OW:
-        raise ValueError(f"fold: cols of shape {shape_str(shape)} hold {shape[2]} windows, "
+    C = rows // (KH * KW)
+    geom = _unfold_geometry("fold", shape[:-2] + (C, H, W), (KH, KW), dilation, padding, stride)
+    if windows != geom.OH * geom.OW:
+        raise ValueError(f"fold: cols of shape {shape_str(shape)} hold {windows} windows, "
                          f"but output_size {(H, W)} with kernel {(KH, KW)}, dilation "
                          f"{dilation}, padding {padding} and stride {stride} has "
                          f"{geom.OH}x{geom.OW} = {geom.OH * geom.OW}")
-    return Fold.apply(cols, geom=geom, channels=C)
+    cols, unbatched = _batch_of_one(cols, 3)
+    return _unbatch(Fold.apply(cols, geom=geom, channels=C), unbatched)
 
 
 # ---- three layers on one unfold -------------------------------------------------------
@@ -328,8 +363,11 @@ def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
     output position (oh, ow) applies its own filter ``w[:, oh, ow]`` to its
     window.  Built as ``unfold`` and one batched matrix product over the L =
     OH*OW positions (no loop over positions), so it differentiates to any order.
+    One image x (C, H, W) gives (OC, OH, OW), as :func:`conv2d` and
+    :func:`unfold` do (PyTorch has no local2d).
     """
     geom = _local2d_geometry(x, w, b, stride, padding, dilation)   # checks x, w and b
+    x, unbatched = _batch_of_one(x, 4)
     (N, C), OC = x.shape[:2], w.shape[0]
     KH, KW, OH, OW = geom.KH, geom.KW, geom.OH, geom.OW
     x, w, b = _promoted(x, w, b)
@@ -339,7 +377,7 @@ def local2d(x, w, b=None, stride=1, padding=0, dilation=1):
     filters = w.reshape(OC, L, C * KH * KW).permute(1, 2, 0)  # (L, C*KH*KW, OC): one per l
     y = patches @ filters                                    # (L, N, OC)
     y = y.permute(1, 2, 0).reshape(N, OC, OH, OW)            # (N, OC, L) -> (N, OC, OH, OW)
-    return y if b is None else y + b
+    return _unbatch(y if b is None else y + b, unbatched)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
@@ -351,7 +389,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     ``"valid"`` (0) or ``"same"`` (stride 1 only; output size = input size, the
     odd padding of an even kernel goes bottom/right, as PyTorch).  With
     ``groups`` > 1 the channels split into groups convolved separately
-    (``groups == C``: depthwise).
+    (``groups == C``: depthwise).  One image x (C, H, W) gives (OC, OH, OW),
+    as in PyTorch.
 
     It is ``w.reshape(OC, -1) @ unfold(x)``, computed per group as one GEMM per
     image or one GEMM over all images, whichever column layout is cheaper
@@ -368,13 +407,16 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     batch-last convolution output; one image's, if more), which is faster
     as well as smaller (:func:`tinygrad_cnn.conv_arrays.batch_chunks`).
     """
-    _check_tensor("conv2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    _check_tensor("conv2d", "x", x, (3, 4), _IMAGES, sized=2)
     _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)", sized=2)
-    return _conv2d("conv2d", x, w, b, stride, padding, dilation, groups, x.shape, w.shape)
+    x_shown, (x, unbatched) = x.shape, _batch_of_one(x, 4)
+    return _unbatch(_conv2d("conv2d", x, w, b, stride, padding, dilation, groups, x_shown,
+                            w.shape), unbatched)
 
 
 def _conv2d(op, x, w, b, stride, padding, dilation, groups, x_shown, w_shown):
-    """conv2d on 4-D x and w; error messages show the caller's shapes (1-D ops: 3-D)."""
+    """conv2d on 4-D x and w; error messages show the caller's shapes (1-D ops: 3-D,
+    unbatched ones one dimension less)."""
     N, C, H, W = x.shape
     OC, CG, KH, KW = w.shape
     groups = _check_groups(op, groups)
@@ -691,9 +733,10 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     x (N, C, H, W), w (C, OC/groups, KH, KW), b (OC,) -> (N, OC, OH, OW) with
     ``OH = (H-1)*sh - 2*ph + dh*(KH-1) + 1 + oph``.  ``output_padding``
     (each < max(stride, dilation)) picks among the input sizes that a strided
-    conv2d maps to the same output size.
+    conv2d maps to the same output size.  One image x (C, H, W) gives
+    (OC, OH, OW), as in PyTorch.
     """
-    N, C, H, W = _check_tensor("conv_transpose2d", "x", x, 4, "(N, C, H, W)", sized=2)
+    C, H, W = _check_tensor("conv_transpose2d", "x", x, (3, 4), _IMAGES, sized=2)[-3:]
     WC, OCG, KH, KW = _check_tensor("conv_transpose2d", "w", w, 4, "(C, OC/groups, KH, KW)",
                                     sized=2)
     groups = _check_groups("conv_transpose2d", groups)
@@ -722,22 +765,26 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     geom = ConvGeometry(OH, OW, KH, KW, H, W, sh, sw, ph, ph, pw, pw, dh, dw)
     _check_bias("conv_transpose2d", b, (OCG * groups,))
     check_devices("conv_transpose2d", x, ("w", w), ("b", b))
-    return ConvTranspose2d.apply(x, w, *([] if b is None else [b]), geom=geom, groups=groups)
+    x, unbatched = _batch_of_one(x, 4)
+    return _unbatch(ConvTranspose2d.apply(x, w, *([] if b is None else [b]), geom=geom,
+                                          groups=groups), unbatched)
 
 
 def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution: x (N, C, L), w (OC, C/groups, K), b (OC,) -> (N, OC, L_out).
 
     ``conv2d`` on images of height 1; arguments as :func:`conv2d` with ints.
+    One sequence x (C, L) gives (OC, L_out), as in PyTorch.
     """
-    _check_tensor("conv1d", "x", x, 3, "(N, C, L)", sized=1)
+    _check_tensor("conv1d", "x", x, (2, 3), _SEQUENCES, sized=1)
     _check_tensor("conv1d", "w", w, 3, "(OC, C/groups, K)", sized=1)
     if not isinstance(padding, str):
         padding = (0, _single("conv1d", "padding", padding, 0))
+    x_shown, (x, unbatched) = x.shape, _batch_of_one(x, 3)
     y = _conv2d("conv1d", x.unsqueeze(2), w.unsqueeze(2), b,
                 (1, _single("conv1d", "stride", stride, 1)), padding,
-                (1, _single("conv1d", "dilation", dilation, 1)), groups, x.shape, w.shape)
-    return y.squeeze(2)
+                (1, _single("conv1d", "dilation", dilation, 1)), groups, x_shown, w.shape)
+    return _unbatch(y.squeeze(2), unbatched)
 
 
 def _single(op, name, value, minimum):
@@ -796,11 +843,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     *first* maximal element in row-major order, and so does the index.  With
     ``return_indices`` also returns those flat indices into H*W (int64, as
     PyTorch's; not differentiable).  A window containing NaN outputs NaN (its
-    gradient goes to its first real element).
+    gradient goes to its first real element).  One image x (C, H, W) gives
+    (C, OH, OW) (and indices of that shape), as in PyTorch.
     """
-    _check_tensor("max_pool2d", "x", x, 4, "(N, C, H, W)", sized=2)
-    return _max_pool2d("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
-                       return_indices, x.shape)
+    _check_tensor("max_pool2d", "x", x, (3, 4), _IMAGES, sized=2)
+    x_shown, (x, unbatched) = x.shape, _batch_of_one(x, 4)
+    return _unbatch(_max_pool2d("max_pool2d", x, kernel_size, stride, padding, dilation,
+                                ceil_mode, return_indices, x_shown), unbatched)
 
 
 def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
@@ -820,17 +869,21 @@ def _max_pool2d(op, x, kernel_size, stride, padding, dilation, ceil_mode, return
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    """Max pooling over the last axis of x (N, C, L) (``max_pool2d`` with height 1)."""
-    _check_tensor("max_pool1d", "x", x, 3, "(N, C, L)", sized=1)
+    """Max pooling over the last axis of x (N, C, L) (``max_pool2d`` with height 1);
+    one sequence x (C, L) gives (C, L_out), as in PyTorch."""
+    _check_tensor("max_pool1d", "x", x, (2, 3), _SEQUENCES, sized=1)
     op = "max_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
     s = k if no_stride(stride) else _single(op, "stride", stride, 1)
+    x_shown, (x, unbatched) = x.shape, _batch_of_one(x, 3)
     out = _max_pool2d(op, x.unsqueeze(2), (1, k), (1, s), (0, _single(op, "padding", padding, 0)),
                       (1, _single(op, "dilation", dilation, 1)), ceil_mode, return_indices,
-                      x.shape)
+                      x_shown)
     if return_indices:
-        return out[0].squeeze(2), Tensor._make(out[1].data[:, :, 0], x._backend)
-    return out.squeeze(2)
+        out = out[0].squeeze(2), Tensor._make(out[1].data[:, :, 0], x._backend)
+    else:
+        out = out.squeeze(2)
+    return _unbatch(out, unbatched)
 
 
 # ---- average pooling ----------------------------------------------------------------------
@@ -865,11 +918,13 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
     ``stride`` defaults to ``kernel_size``; padding is zeros.  The divisor is
     the window size including padding (``count_include_pad``) or the number
-    of real elements in the window, or ``divisor_override``; as PyTorch.
+    of real elements in the window, or ``divisor_override``; as PyTorch.  One
+    image x (C, H, W) gives (C, OH, OW).
     """
-    _check_tensor("avg_pool2d", "x", x, 4, "(N, C, H, W)", sized=2)
-    return _avg_pool2d("avg_pool2d", x, kernel_size, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override, x.shape)
+    _check_tensor("avg_pool2d", "x", x, (3, 4), _IMAGES, sized=2)
+    x_shown, (x, unbatched) = x.shape, _batch_of_one(x, 4)
+    return _unbatch(_avg_pool2d("avg_pool2d", x, kernel_size, stride, padding, ceil_mode,
+                                count_include_pad, divisor_override, x_shown), unbatched)
 
 
 def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -888,19 +943,21 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True):
-    """Average pooling over the last axis of x (N, C, L) (``avg_pool2d`` with height 1)."""
-    _check_tensor("avg_pool1d", "x", x, 3, "(N, C, L)", sized=1)
+    """Average pooling over the last axis of x (N, C, L) (``avg_pool2d`` with height 1);
+    one sequence x (C, L) gives (C, L_out), as in PyTorch."""
+    _check_tensor("avg_pool1d", "x", x, (2, 3), _SEQUENCES, sized=1)
     op = "avg_pool1d"
     k = _single(op, "kernel_size", kernel_size, 1)
     s = k if no_stride(stride) else _single(op, "stride", stride, 1)
-    return _avg_pool2d(op, x.unsqueeze(2), (1, k), (1, s),
-                       (0, _single(op, "padding", padding, 0)), ceil_mode, count_include_pad,
-                       None, x.shape).squeeze(2)
+    x_shown, (x, unbatched) = x.shape, _batch_of_one(x, 3)
+    return _unbatch(_avg_pool2d(op, x.unsqueeze(2), (1, k), (1, s),
+                                (0, _single(op, "padding", padding, 0)), ceil_mode,
+                                count_include_pad, None, x_shown).squeeze(2), unbatched)
 
 
 # ---- adaptive pooling ----------------------------------------------------------------------
 def _adaptive_args(op, x, output_size):
-    N, C, H, W = _check_tensor(op, "x", x, 4, "(N, C, H, W)", sized=2)
+    H, W = _check_tensor(op, "x", x, (3, 4), _IMAGES, sized=2)[-2:]
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         # None keeps that axis's input size (PyTorch's rule)
         output_size = tuple(size if s is None else s for s, size in zip(output_size, (H, W)))
@@ -935,11 +992,13 @@ def adaptive_avg_pool2d(x, output_size):
     Bin i of an axis of size H covers [floor(i*H/OH), ceil((i+1)*H/OH)), so
     bins may overlap or differ in size (PyTorch's rule).  The mean over bins
     is separable: the means over bins of rows, then over bins of columns.
+    x (N, C, H, W) -> (N, C, OH, OW); one image (C, H, W) -> (C, OH, OW).
     """
     (H, W), (OH, OW) = _adaptive_args("adaptive_avg_pool2d", x, output_size)
     if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain average pooling
         return avg_pool2d(x, (H // OH, W // OW))
-    return AdaptiveAvgPool2d.apply(x, output_size=(OH, OW))
+    x, unbatched = _batch_of_one(x, 4)
+    return _unbatch(AdaptiveAvgPool2d.apply(x, output_size=(OH, OW)), unbatched)
 
 
 class AdaptiveMaxPool2d(Function):
@@ -982,17 +1041,19 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     """Maximum over the (OH, OW) bins of :func:`adaptive_avg_pool2d`'s rule.
 
     Ties and indices as :func:`max_pool2d`: the first maximal element of
-    each bin (row-major), flat indices into H*W.
+    each bin (row-major), flat indices into H*W.  x (N, C, H, W) ->
+    (N, C, OH, OW); one image (C, H, W) -> (C, OH, OW).
     """
     (H, W), (OH, OW) = _adaptive_args("adaptive_max_pool2d", x, output_size)
     return_indices = check_flag("return_indices", return_indices, "adaptive_max_pool2d")
     if H % OH == 0 and W % OW == 0:    # equal, disjoint bins: plain max pooling
         return max_pool2d(x, (H // OH, W // OW), return_indices=return_indices)
+    x, unbatched = _batch_of_one(x, 4)
     if not return_indices:
-        return AdaptiveMaxPool2d.apply(x, output_size=(OH, OW))
+        return _unbatch(AdaptiveMaxPool2d.apply(x, output_size=(OH, OW)), unbatched)
     idx = []
     y = AdaptiveMaxPool2d.apply(x, output_size=(OH, OW), indices=idx)
-    return y, Tensor._make(idx[0], x._backend)
+    return _unbatch((y, Tensor._make(idx[0], x._backend)), unbatched)
 
 
 # ---- activations and helpers (thin aliases of Tensor ops) --------------------------------
