@@ -2,7 +2,10 @@
 
 Each layer owns its parameters and settings and checks its input's shape
 (naming what it expected), then calls the functional op.  Shapes follow
-PyTorch: images are ``(N, C, H, W)``, sequences ``(N, C, L)``.
+PyTorch: images are ``(N, C, H, W)``, sequences ``(N, C, L)``; the
+convolution, locally-connected and pooling layers also take one unbatched
+image ``(C, H, W)`` or sequence ``(C, L)`` and then return no batch axis
+either (BatchNorm, as PyTorch's, needs the batch).
 
 Default initialisation is PyTorch's.  A ``Linear``/``Conv`` weight is drawn
 from ``kaiming_uniform_(w, a=sqrt(5))``, i.e. U(-1/sqrt(fan_in),
@@ -238,8 +241,8 @@ class _ConvNd(Module):
         return F.pad(x, pad, mode=_PAD_MODE[self.padding_mode]), (0,) * self._n
 
     def _spatial_hint(self):
-        return "(N, {}, L)".format(self.in_channels) if self._n == 1 else \
-            "(N, {}, H, W)".format(self.in_channels)
+        return "({0}, L) or (N, {0}, L)".format(self.in_channels) if self._n == 1 else \
+            "({0}, H, W) or (N, {0}, H, W)".format(self.in_channels)
 
     def extra_repr(self):
         n = self._n
@@ -287,15 +290,15 @@ class Conv2d(_ConvNd):
                          groups, bias, dtype, device, padding_mode=padding_mode)
 
     def forward(self, x):
-        _check_input(self, x, 4, self.in_channels, shape_hint=self._spatial_hint())
+        _check_input(self, x, (3, 4), self.in_channels, -3, self._spatial_hint())
         x, padding = self._padded(x)
         return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
                         self.groups)
 
 
 class Conv1d(_ConvNd):
-    """1-D convolution over ``(N, C, L)``: as :class:`Conv2d` with one spatial axis
-    (``padding_mode`` too).
+    """1-D convolution over ``(N, C, L)`` or ``(C, L)``: as :class:`Conv2d` with one
+    spatial axis (``padding_mode`` too).
 
     Weight ``(OC, C/groups, K)``, bias ``(OC,)``.
     """
@@ -309,7 +312,7 @@ class Conv1d(_ConvNd):
                          groups, bias, dtype, device, padding_mode=padding_mode)
 
     def forward(self, x):
-        _check_input(self, x, 3, self.in_channels, shape_hint=self._spatial_hint())
+        _check_input(self, x, (2, 3), self.in_channels, -2, self._spatial_hint())
         x, padding = self._padded(x)
         padding = padding if isinstance(padding, str) else padding[0]
         return F.conv1d(x, self.weight, self.bias, self.stride[0], padding, self.dilation[0],
@@ -338,7 +341,7 @@ class ConvTranspose2d(_ConvNd):
                          padding_mode=padding_mode)
 
     def forward(self, x):
-        _check_input(self, x, 4, self.in_channels, shape_hint=self._spatial_hint())
+        _check_input(self, x, (3, 4), self.in_channels, -3, self._spatial_hint())
         return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
                                   self.output_padding, self.groups, self.dilation)
 
@@ -392,11 +395,12 @@ class LocallyConnected2d(Module):
 
     def forward(self, x):
         H, W = self.input_size
-        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1:] != (self.in_channels, H, W):
+        C = self.in_channels
+        if not isinstance(x, Tensor) or x.ndim not in (3, 4) or x.shape[-3:] != (C, H, W):
             got = x.shape if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"LocallyConnected2d({self.extra_repr()}) expects input of shape "
-                             f"(N, {self.in_channels}, {H}, {W}) (its input_size is fixed at "
-                             f"construction), got {got}")
+                             f"({C}, {H}, {W}) or (N, {C}, {H}, {W}) (its input_size is fixed "
+                             f"at construction), got {got}")
         _check_device(self, x)
         return F.local2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
@@ -427,7 +431,7 @@ def _check_pool_sizes(layer, kernel_size, stride, padding, dilation=1):
 class MaxPool2d(Module):
     """Maximum over each ``kernel_size`` window; ``stride`` defaults to ``kernel_size``.
 
-    Input ``(N, C, H, W)``; ``padding`` pads with -inf.  With
+    Input ``(N, C, H, W)`` or ``(C, H, W)``; ``padding`` pads with -inf.  With
     ``return_indices=True`` also returns the flat (H*W) index of each maximum.
     """
 
@@ -447,7 +451,7 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
 
     def forward(self, x):
-        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        _check_input(self, x, (3, 4), shape_hint="(C, H, W) or (N, C, H, W)")
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
@@ -477,7 +481,7 @@ class AvgPool2d(Module):
         self.count_include_pad = count_include_pad
 
     def forward(self, x):
-        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        _check_input(self, x, (3, 4), shape_hint="(C, H, W) or (N, C, H, W)")
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
                             ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
@@ -491,7 +495,7 @@ class MaxPool1d(MaxPool2d):
     _n = 1
 
     def forward(self, x):
-        _check_input(self, x, 3, shape_hint="(N, C, L)")
+        _check_input(self, x, (2, 3), shape_hint="(C, L) or (N, C, L)")
         return F.max_pool1d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
@@ -502,7 +506,7 @@ class AvgPool1d(AvgPool2d):
     _n = 1
 
     def forward(self, x):
-        _check_input(self, x, 3, shape_hint="(N, C, L)")
+        _check_input(self, x, (2, 3), shape_hint="(C, L) or (N, C, L)")
         return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding,
                             ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
@@ -524,7 +528,7 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, x):
-        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        _check_input(self, x, (3, 4), shape_hint="(C, H, W) or (N, C, H, W)")
         return F.adaptive_avg_pool2d(x, self.output_size)
 
     def extra_repr(self):
@@ -542,7 +546,7 @@ class AdaptiveMaxPool2d(Module):
         self.return_indices = return_indices
 
     def forward(self, x):
-        _check_input(self, x, 4, shape_hint="(N, C, H, W)")
+        _check_input(self, x, (3, 4), shape_hint="(C, H, W) or (N, C, H, W)")
         return F.adaptive_max_pool2d(x, self.output_size, return_indices=self.return_indices)
 
     def extra_repr(self):
