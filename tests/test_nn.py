@@ -615,6 +615,12 @@ LAYERS = {
                          lambda T: T.Conv2d(3, 4, 3, stride=2, padding=1), (3, 7, 6)),
     "conv1d-unbatched": (lambda: nn.Conv1d(3, 4, 3, padding="same"),
                          lambda T: T.Conv1d(3, 4, 3, padding="same"), (3, 9)),
+    "conv2d-reflect-unbatched": (
+        lambda: nn.Conv2d(3, 4, 3, padding="same", padding_mode="reflect"),
+        lambda T: T.Conv2d(3, 4, 3, padding="same", padding_mode="reflect"), (3, 5, 6)),
+    "conv1d-circular-unbatched": (
+        lambda: nn.Conv1d(3, 2, 3, padding=2, padding_mode="circular"),
+        lambda T: T.Conv1d(3, 2, 3, padding=2, padding_mode="circular"), (3, 4)),
     "conv-transpose2d-unbatched": (
         lambda: nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
         lambda T: T.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
