@@ -20,7 +20,8 @@ the distance, in input pixels, between neighbouring units of the current
 feature map.  Elementwise layers (activations, dropout, batch norm,
 flatten) keep it; a ``Linear`` layer after the convolutions sees the whole
 last feature map; adaptive pooling counts as a pooling whose window is its
-largest bin.  The window may reach into the zero padding, so it can be
+largest bin.  The window may reach into the padding (zeros, or copies of
+the input's own pixels with another ``padding_mode``), so it can be
 larger than the input (the table then says so).  After a transposed convolution, or a layer this
 module does not know, the receptive field is not computed ("-").
 
@@ -184,12 +185,11 @@ class ModelSummary:
 
     def _field_note(self):
         """Why a receptive field can exceed the image, said where it does: its
-        windows reach into the zero padding around the input."""
+        windows reach into the padding around the input."""
         field, size = self.receptive_field, self.input_shape[2:]
         if not field or len(field) != len(size) or all(f <= s for f, s in zip(field, size)):
             return ""
-        return (f" (larger than the {self._fmt(tuple(size))} input: it counts the zero "
-                f"padding)")
+        return f" (larger than the {self._fmt(tuple(size))} input: it counts the padding)"
 
     def __str__(self):
         head = ["Layer (type)", "Output shape", "Params", "If fully-connected",
