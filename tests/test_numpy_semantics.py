@@ -260,26 +260,22 @@ def _axis(draw, ndim, single=False):
     return draw(choices)
 
 
-REDUCTIONS = {
-    "sum": (lambda x, axis, keepdims: x.sum(axis, keepdims),
-            lambda a, axis, keepdims: a.sum(axis=axis, keepdims=keepdims)),
-    "mean": (lambda x, axis, keepdims: x.mean(axis, keepdims),
-             lambda a, axis, keepdims: a.mean(axis=axis, keepdims=keepdims)),
-    "max": (lambda x, axis, keepdims: x.max(axis, keepdims),
-            lambda a, axis, keepdims: a.max(axis=axis, keepdims=keepdims)),
-    "min": (lambda x, axis, keepdims: x.min(axis, keepdims),
-            lambda a, axis, keepdims: a.min(axis=axis, keepdims=keepdims)),
-    "argmax": (lambda x, axis, keepdims: x.argmax(axis, keepdims),
-               lambda a, axis, keepdims: a.argmax(axis=axis, keepdims=keepdims)),
-    "argmin": (lambda x, axis, keepdims: x.argmin(axis, keepdims),
-               lambda a, axis, keepdims: a.argmin(axis=axis, keepdims=keepdims)),
+def _same_call(name):
+    """(ours, NumPy's) for a reduction both spell ``name(axis, keepdims)``."""
+    return (lambda x, axis, keepdims: getattr(x, name)(axis, keepdims),
+            lambda a, axis, keepdims: getattr(a, name)(axis=axis, keepdims=keepdims))
+
+
+SAME_CALL = ("sum", "mean", "max", "min", "argmax", "argmin")
+REDUCTIONS = {name: _same_call(name) for name in SAME_CALL}
+REDUCTIONS.update({
     "var0": (lambda x, axis, keepdims: x.var(axis, keepdims, correction=0),
              lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims)),
     "var1": (lambda x, axis, keepdims: x.var(axis, keepdims),
              lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims, ddof=1)),
     "std1": (lambda x, axis, keepdims: x.std(axis, keepdims),
              lambda a, axis, keepdims: a.std(axis=axis, keepdims=keepdims, ddof=1)),
-}
+})
 ROUNDED = {"mean", "var0", "var1", "std1"}   # a division: equal up to rounding
 TOLERANCE = {"float16": 1e-3, "float32": 1e-6}
 
