@@ -1278,7 +1278,7 @@ def test_init_refuses_a_non_float_tensor(fn):
     (lambda t: nn.init.uniform_(t, "a"), TypeError, r"uniform_: a must be a number, got 'a'"),
     (lambda t: nn.init.normal_(t, std=-1), ValueError, r"normal_: std must be >= 0\.0, got -1"),
     (lambda t: nn.init.normal_(t, mean=None), TypeError, r"normal_: mean must be a number"),
-    (lambda t: nn.init.constant_(t, "a"), TypeError, r"constant_: value must be a number"),
+    (lambda t: nn.init.constant_(t, "a"), TypeError, r"constant_: val must be a number"),
     (lambda t: nn.init.kaiming_uniform_(t, mode="fan_avg"), ValueError,
      r"mode must be 'fan_in' or 'fan_out', got 'fan_avg'"),
     # NumPy's OverflowError "high - low range exceeds valid bounds"
@@ -1289,8 +1289,27 @@ def test_init_refuses_a_non_float_tensor(fn):
      r"xavier_uniform_: gain must be >= 0\.0, got -1"),
     (lambda t: nn.init.xavier_normal_(t, gain=float("nan")), ValueError,
      r"xavier_normal_: gain must be a number, got nan"),
+    # a slope that PyTorch would ignore: not in the gain, so refused
+    (lambda t: nn.init.kaiming_uniform_(t, a=0.2, nonlinearity="relu"), ValueError,
+     r"kaiming_uniform_: a=0\.2 is the negative slope of leaky_relu, but "
+     r"nonlinearity='relu' takes none; pass a=0 or nonlinearity='leaky_relu'"),
+    (lambda t: nn.init.kaiming_normal_(t, a=-1, nonlinearity="tanh"), ValueError,
+     r"kaiming_normal_: a=-1 is the negative slope of leaky_relu, but nonlinearity='tanh'"),
+    (lambda t: nn.init.kaiming_normal_(t, a="x", nonlinearity="relu"), TypeError,
+     r"kaiming_normal_: a must be a number, got 'x'"),
+    (lambda t: nn.init.kaiming_uniform_(t, nonlinearity="softplus"), ValueError,
+     r"unsupported nonlinearity 'softplus'; expected one of linear, conv1d, conv2d, conv3d, "
+     r"conv_transpose1d, conv_transpose2d, conv_transpose3d, sigmoid, tanh, relu, "
+     r"leaky_relu, selu"),
+    # the mode is checked even where an explicit fan makes it unused
+    (lambda t: nn.init.kaiming_normal_(t, mode="fan_avg", fan=4), ValueError,
+     r"kaiming_normal_: mode must be 'fan_in' or 'fan_out', got 'fan_avg'"),
+    (lambda t: nn.init.kaiming_uniform_(t, mode=None), ValueError,
+     r"kaiming_uniform_: mode must be 'fan_in' or 'fan_out', got None"),
 ], ids=["uniform-bounds", "uniform-str", "normal-std", "normal-mean", "constant-str",
-        "kaiming-mode", "uniform-infinite", "xavier-gain-negative", "xavier-gain-nan"])
+        "kaiming-mode", "uniform-infinite", "xavier-gain-negative", "xavier-gain-nan",
+        "kaiming-a-relu", "kaiming-a-tanh", "kaiming-a-str", "kaiming-nonlinearity",
+        "kaiming-mode-with-fan", "kaiming-mode-none"])
 def test_init_argument_errors_change_nothing(call, error, match):
     t = tg.zeros(4, 3)
     state = tg.get_rng().bit_generator.state

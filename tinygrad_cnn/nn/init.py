@@ -38,6 +38,10 @@ __all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal
            "xavier_uniform_", "xavier_normal_"]
 
 
+_LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d", "sigmoid")
+
+
 def calculate_gain(nonlinearity, param=None):
     """The gain that keeps activations' variance stable through ``nonlinearity``.
 
@@ -49,23 +53,30 @@ def calculate_gain(nonlinearity, param=None):
                                   ``param`` (default 0.01)
     selu                          3/4
     ============================  ==========================================
+
+    ``param`` is leaky_relu's negative slope; the other nonlinearities take
+    none, and one given to them is a ``ValueError`` (PyTorch ignores it,
+    which hides a slope meant for leaky_relu).
     """
-    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-              "conv_transpose2d", "conv_transpose3d", "sigmoid")
-    if nonlinearity in linear:
-        return 1.0
-    if nonlinearity == "tanh":
-        return 5.0 / 3
-    if nonlinearity == "relu":
-        return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
         slope = 0.01 if param is None else \
             float(check_number("calculate_gain: negative_slope", param, low=None))
         return math.sqrt(2.0 / (1 + slope ** 2))
-    if nonlinearity == "selu":
-        return 3.0 / 4
-    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
-                     f"{', '.join(linear)}, tanh, relu, leaky_relu, selu")
+    if nonlinearity in _LINEAR:
+        gain = 1.0
+    elif nonlinearity == "tanh":
+        gain = 5.0 / 3
+    elif nonlinearity == "relu":
+        gain = math.sqrt(2.0)
+    elif nonlinearity == "selu":
+        gain = 3.0 / 4
+    else:
+        raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; expected one of "
+                         f"{', '.join(_LINEAR)}, tanh, relu, leaky_relu, selu")
+    if param is not None:
+        raise ValueError(f"calculate_gain: {nonlinearity!r} takes no parameter, got "
+                         f"param={param!r} (a negative slope is leaky_relu's)")
+    return gain
 
 
 def calculate_fan_in_and_fan_out(tensor):
@@ -98,14 +109,31 @@ def _skip_empty(tensor, name):
 
 
 def _fan(tensor, mode, fan, name):
+    """The fan of a kaiming init: ``fan`` if given, else fan_in or fan_out by ``mode``."""
+    # Any case, as PyTorch ("FAN_OUT"); checked even when fan is given, where it
+    # is not used, so that a misspelt mode is never silently accepted.
+    if not isinstance(mode, str) or mode.lower() not in ("fan_in", "fan_out"):
+        raise ValueError(f"{name}: mode must be 'fan_in' or 'fan_out', got {mode!r}")
     if fan is not None:
         # Any positive number: the formulas need no count (cutting 2.5 to 2, or 0.5
         # to a division by zero, would not be what was asked for).
         return check_number(f"{name}: fan", fan, low=0, open_low=True)
-    if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
-    return fan_in if mode == "fan_in" else fan_out
+    return fan_in if mode.lower() == "fan_in" else fan_out
+
+
+def _kaiming_gain(nonlinearity, a, name):
+    """calculate_gain(nonlinearity, a), with ``a`` (default 0) leaky_relu's slope alone."""
+    if nonlinearity == "leaky_relu":
+        return calculate_gain(nonlinearity, a)
+    gain = calculate_gain(nonlinearity)
+    # PyTorch ignores a for the other nonlinearities: a nonzero one is refused, as
+    # the slope it stands for would not be in the gain.
+    if check_number(f"{name}: a", a, low=None) != 0:
+        raise ValueError(f"{name}: a={a!r} is the negative slope of leaky_relu, but "
+                         f"nonlinearity={nonlinearity!r} takes none; pass a=0 or "
+                         f"nonlinearity='leaky_relu'")
+    return gain
 
 
 def _fill_(tensor, host, name):
@@ -138,11 +166,17 @@ def normal_(tensor, mean=0.0, std=1.0):
     return _fill_(tensor, get_rng().normal(mean, std, size=tensor.shape), "normal_")
 
 
-def constant_(tensor, value):
-    """Fill with ``value``."""
+def constant_(tensor, val):
+    """Fill with ``val`` (PyTorch's name for it, so ``constant_(w, val=0.1)`` ports)."""
     _check_tensor(tensor, "constant_")
-    value = check_fill_value("constant_: value", value)
-    return _fill_(tensor, np.full(tensor.shape, value, dtype=np.float64), "constant_")
+    # float(): a float tensor takes any real number (an int beyond 64 bits too).
+    value = float(check_fill_value("constant_: val", val))
+    # Written on the tensor's device: no host array to copy there.
+    with no_grad(), tensor._backend.context():
+        tensor._own_writeable_data()
+        tensor.data[...] = value
+    tensor._bump_version()
+    return tensor
 
 
 def zeros_(tensor):
@@ -158,22 +192,27 @@ def ones_(tensor):
 def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan=None):
     """He initialisation: U(-bound, bound), bound = gain * sqrt(3 / fan).
 
-    ``gain = calculate_gain(nonlinearity, a)``; ``fan`` is fan_in or fan_out
-    by ``mode`` unless given.  PyTorch's Linear/Conv default is
-    ``kaiming_uniform_(w, a=sqrt(5))``, i.e. bound = 1 / sqrt(fan_in).
+    ``gain = calculate_gain(nonlinearity, a)``, ``a`` the negative slope of
+    leaky_relu (any other nonlinearity needs ``a=0``); ``fan`` is fan_in or
+    fan_out by ``mode`` (in any case, as PyTorch) unless given.  PyTorch's
+    Linear/Conv default is ``kaiming_uniform_(w, a=sqrt(5))``, i.e.
+    gain = sqrt(2 / (1 + 5)) and bound = 1 / sqrt(fan_in).
     """
     if _skip_empty(tensor, "kaiming_uniform_"):
         return tensor
-    gain = calculate_gain(nonlinearity, a)
+    gain = _kaiming_gain(nonlinearity, a, "kaiming_uniform_")
     bound = gain * math.sqrt(3.0 / _fan(tensor, mode, fan, "kaiming_uniform_"))
     return uniform_(tensor, -bound, bound)
 
 
 def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", fan=None):
-    """He initialisation: N(0, std^2), std = gain / sqrt(fan)."""
+    """He initialisation: N(0, std^2), std = gain / sqrt(fan).
+
+    ``gain``, ``a``, ``mode`` and ``fan`` as for :func:`kaiming_uniform_`.
+    """
     if _skip_empty(tensor, "kaiming_normal_"):
         return tensor
-    gain = calculate_gain(nonlinearity, a)
+    gain = _kaiming_gain(nonlinearity, a, "kaiming_normal_")
     return normal_(tensor, 0.0,
                    gain / math.sqrt(_fan(tensor, mode, fan, "kaiming_normal_")))
 

@@ -26,7 +26,7 @@ import numpy as np
 from .. import functional as F
 from .._checks import (
     check_flag, check_int, check_ints, check_number, check_probability, no_stride)
-from ..backend import DeviceError
+from ..backend import DeviceError, get_backend
 from ..conv_arrays import same_padding
 from ..tensor import Tensor, _as_dtype, float32, int64
 from . import init
@@ -44,12 +44,25 @@ def _tuple(value, n, name, minimum=0):
     return check_ints(name, value, n, low=minimum)
 
 
+def _on_device(shape, value, dtype, device, cls=Tensor, requires_grad=False):
+    """A ``cls`` tensor of ``shape`` filled with ``value``, made on its device.
+
+    Allocated and filled there: a host array would be one more host -> device
+    copy per parameter or buffer, of values that initialisation overwrites or
+    that the device can write itself.
+    """
+    backend = get_backend(device)
+    with backend.context():
+        data = backend.xp.full(shape, value, dtype=dtype)
+    return cls._make(data, backend, requires_grad)
+
+
 def _param(shape, dtype, device):
-    """A zero-filled parameter, to be initialised in place."""
+    """A zero-filled parameter on ``device``, to be initialised in place."""
     dtype = float32 if dtype is None else _as_dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"layer parameters need a floating-point dtype, got {dtype}")
-    return Parameter(np.zeros(shape, dtype=dtype), device=device)
+    return _on_device(shape, 0, dtype, device, Parameter, requires_grad=True)
 
 
 def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
@@ -388,6 +401,9 @@ class LocallyConnected2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        # PyTorch has no such layer.  Its fan rule, read off the weight's dims
+        # (OC, OH, OW, C, KH, KW), would give fan_in = OH*OW*C*KH*KW; but one
+        # output unit sums C*KH*KW inputs, as in a Conv2d, whose init this keeps.
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), fan=fan_in)
         if self.bias is not None:
@@ -715,10 +731,9 @@ class _BatchNorm(Module):
             self.register_parameter("bias", None)
         if self.track_running_stats:
             dt = float32 if dtype is None else _as_dtype(dtype)
-            self.register_buffer("running_mean", Tensor(np.zeros(C, dt), device=device))
-            self.register_buffer("running_var", Tensor(np.ones(C, dt), device=device))
-            self.register_buffer("num_batches_tracked",
-                                 Tensor(np.zeros((), int64), device=device))
+            self.register_buffer("running_mean", _on_device((C,), 0, dt, device))
+            self.register_buffer("running_var", _on_device((C,), 1, dt, device))
+            self.register_buffer("num_batches_tracked", _on_device((), 0, int64, device))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
