@@ -1034,11 +1034,27 @@ def test_repr_leaves_out_the_dtypes_its_values_show():
      r"var: correction must be a finite number, got inf"),
     (lambda x: _ipow(x.astype("int64"), -1), ValueError,
      r"power: an integer tensor \(dtype int64\) to a negative integer power"),
+    # keepdim, PyTorch's name, is a flag too; with keepdims as well it is one name too many
+    # (even with the same value, or False: an explicit False is told from the default).
+    (lambda x: x.sum(1, keepdims=True, keepdim=True), TypeError,
+     r"sum: give either keepdims or keepdim, not both \(got keepdims=True, keepdim=True\)"),
+    (lambda x: x.mean(1, False, keepdim=True), TypeError,
+     r"mean: give either keepdims or keepdim, not both \(got keepdims=False, keepdim=True\)"),
+    (lambda x: x.var(keepdims=True, keepdim=False), TypeError,
+     r"var: give either keepdims or keepdim, not both"),
+    (lambda x: x.argmin(0, keepdims=False, keepdim=False), TypeError,
+     r"argmin: give either keepdims or keepdim"),
+    (lambda x: x.max(keepdim=None), TypeError, r"max: keepdim must be True or False, got None"),
+    (lambda x: x.std(1, keepdim=1), TypeError, r"std: keepdim must be True or False, got 1"),
+    (lambda x: x.logsumexp(dim=0, keepdim="no"), TypeError,
+     r"logsumexp: keepdim must be True or False, got 'no'"),
 ], ids=["sum-keepdims-str", "max-keepdims-none", "mean-keepdims-int", "argmax-keepdims-int",
         "logsumexp-keepdims-int", "var-correction-none", "std-correction-str", "sum-to-none",
         "sum-to-float", "astype-none", "clip-str", "clip-bool", "std-keepdims-int",
         "var-correction-inf",
-        "ipow-negative"])
+        "ipow-negative", "sum-keepdims-and-keepdim", "mean-false-and-keepdim",
+        "var-keepdims-and-keepdim", "argmin-both-false", "max-keepdim-none",
+        "std-keepdim-int", "logsumexp-keepdim-str"])
 def test_tensor_method_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(tg.ones(2, 3))

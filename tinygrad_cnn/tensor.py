@@ -218,6 +218,19 @@ def _inplace_result(op, dtype, other_dtype):
     return None if np.can_cast(result, dtype, casting="same_kind") else result
 
 
+class _FalseByDefault:
+    """The default of ``keepdims`` and of its alias ``keepdim``: False, but told apart
+    from a False passed explicitly, so that passing both names is refused (NumPy's
+    ``_NoValue`` does the same for its own defaults)."""
+    __slots__ = ()
+
+    def __repr__(self):   # help() shows the signature as keepdims=False
+        return "False"
+
+
+_NOT_GIVEN = _FalseByDefault()
+
+
 def _float32_for_half(method):
     """Run a reduction of a float16 tensor in float32 and cast the result back, as
     PyTorch does: the sum behind a mean of a few thousand ordinary float16 values
@@ -879,22 +892,24 @@ class Tensor:
             return Tensor._make(self.xp.sign(self.data), self._backend)
 
     # ---- reductions ----------------------------------------------------------
-    def sum(self, axis=None, keepdims=False, dim=None):
-        """Sum over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
+    def sum(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
+        """Sum over ``axis`` (int, tuple or None: all); ``dim`` and ``keepdim`` are
+        aliases of ``axis`` and ``keepdims`` (PyTorch's names), as in every reduction."""
         return ops.Sum.apply(self, axis=_axes(self, axis, dim),
-                             keepdims=check_flag("keepdims", keepdims, "sum"))
+                             keepdims=_keepdims(keepdims, keepdim, "sum"))
 
     @_float32_for_half
-    def mean(self, axis=None, keepdims=False, dim=None):
-        """Arithmetic mean over ``axis`` (int, tuple or None: all); ``dim`` is an alias."""
+    def mean(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
+        """Arithmetic mean over ``axis`` (int, tuple or None: all); ``dim`` and ``keepdim``
+        are aliases, as in :meth:`sum`."""
         axis = _axes(self, axis, dim)
-        return self.sum(axis, check_flag("keepdims", keepdims, "mean")) / _count(self.shape, axis)
+        return self.sum(axis, _keepdims(keepdims, keepdim, "mean")) / _count(self.shape, axis)
 
     @_float32_for_half
-    def var(self, axis=None, keepdims=False, correction=1, dim=None):
+    def var(self, axis=None, keepdims=_NOT_GIVEN, correction=1, dim=None, keepdim=_NOT_GIVEN):
         """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
         axis = _axes(self, axis, dim)
-        keepdims = check_flag("keepdims", keepdims, "var")
+        keepdims = _keepdims(keepdims, keepdim, "var")
         if type(correction) is not int:   # fractional is fine (PyTorch too); not NaN or inf
             correction = check_finite("var: correction", correction)
         centred = self - self.mean(axis, keepdims=True)
@@ -902,41 +917,40 @@ class Tensor:
         return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
 
     @_float32_for_half
-    def std(self, axis=None, keepdims=False, correction=1, dim=None):
+    def std(self, axis=None, keepdims=_NOT_GIVEN, correction=1, dim=None, keepdim=_NOT_GIVEN):
         """Standard deviation, sqrt(var); see :meth:`var` for ``correction``.
 
         Where the variance is 0 (constant data) the gradient is 0, as in
         PyTorch, not the NaN of sqrt's infinite slope times zero deviations.
         """
-        v = self.var(axis, check_flag("keepdims", keepdims, "std"), correction, dim)
+        v = self.var(axis, _keepdims(keepdims, keepdim, "std"), correction, dim)
         zero = v == 0
         return where(zero, 0.0, where(zero, 1.0, v).sqrt())
 
-    def max(self, axis=None, keepdims=False, dim=None):
+    def max(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """Maximum; tied maxima share the gradient equally.
 
         Returns the values only, also with ``dim`` (PyTorch returns a (values,
         indices) pair there): :meth:`argmax` gives the indices.
         """
         return ops.Max.apply(self, axis=_axes(self, axis, dim),
-                             keepdims=check_flag("keepdims", keepdims, "max"))
+                             keepdims=_keepdims(keepdims, keepdim, "max"))
 
-    def min(self, axis=None, keepdims=False, dim=None):
+    def min(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """Minimum; tied minima share the gradient equally (values only, as :meth:`max`)."""
         return ops.Min.apply(self, axis=_axes(self, axis, dim),
-                             keepdims=check_flag("keepdims", keepdims, "min"))
+                             keepdims=_keepdims(keepdims, keepdim, "min"))
 
-    def argmax(self, axis=None, keepdims=False, dim=None):
+    def argmax(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """int64 index of the largest value along one ``axis`` (None: of the flattened tensor)."""
-        return self._arg("argmax", axis, keepdims, dim)
+        return self._arg("argmax", axis, _keepdims(keepdims, keepdim, "argmax"), dim)
 
-    def argmin(self, axis=None, keepdims=False, dim=None):
+    def argmin(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """int64 index of the smallest value along one ``axis`` (None: of the flattened tensor)."""
-        return self._arg("argmin", axis, keepdims, dim)
+        return self._arg("argmin", axis, _keepdims(keepdims, keepdim, "argmin"), dim)
 
     def _arg(self, name, axis, keepdims, dim):
         axis = _axes(self, axis, dim)
-        keepdims = check_flag("keepdims", keepdims, name)
         if axis == ():   # a 0-d tensor's axis 0: its only element
             axis = None
         if isinstance(axis, tuple):
@@ -972,11 +986,11 @@ class Tensor:
         return x - m, m
 
     @_float32_for_half
-    def logsumexp(self, axis=None, keepdims=False, dim=None):
+    def logsumexp(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """log(sum(exp(x))), computed stably by subtracting the maximum (-inf over an
         empty axis, the log of an empty sum); see :class:`ops.LogSumExp`."""
         axis = _axes(self, axis, dim)
-        keepdims = check_flag("keepdims", keepdims, "logsumexp")
+        keepdims = _keepdims(keepdims, keepdim, "logsumexp")
         x = self._floating()
         if ops.reduces_empty(x.shape, axis):   # the log of an empty sum
             out = x.sum(axis, keepdims=True) + float("-inf")
@@ -1413,6 +1427,17 @@ def _axis_or_dim(axis, dim, op=None):
         raise TypeError(f"{op + ': ' if op else ''}give either axis or dim, not both "
                         f"(got axis={axis!r}, dim={dim!r})")
     return dim
+
+
+def _keepdims(keepdims, keepdim, op):
+    """``keepdims``, or its alias ``keepdim`` (PyTorch's name), as a bool: one of the
+    two, not both (False if neither is given)."""
+    if keepdim is _NOT_GIVEN:
+        return False if keepdims is _NOT_GIVEN else check_flag("keepdims", keepdims, op)
+    if keepdims is not _NOT_GIVEN:
+        raise TypeError(f"{op}: give either keepdims or keepdim, not both (got "
+                        f"keepdims={keepdims!r}, keepdim={keepdim!r})")
+    return check_flag("keepdim", keepdim, op)
 
 
 def _join_axis(axis, dim, op):
