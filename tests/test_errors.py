@@ -694,6 +694,13 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
      r"concatenate: give either axis or dim, not both \(got axis=1, dim=0\)"),
     (lambda: tg.stack([tg.ones(2)], axis=1, dim=0), TypeError,
      r"stack: give either axis or dim, not both"),
+    # (dim won over any axis here, and lost to any axis in unsqueeze)
+    (lambda: tg.ones(2, 3).softmax(0, dim=1), TypeError,
+     r"softmax: give either axis or dim, not both \(got axis=0, dim=1\)"),
+    (lambda: tg.ones(2, 3).log_softmax(axis=0, dim=1), TypeError,
+     r"log_softmax: give either axis or dim, not both"),
+    (lambda: tg.ones(2, 3).unsqueeze(0, dim=1), TypeError,
+     r"unsqueeze: give either axis or dim, not both \(got axis=0, dim=1\)"),
     (lambda: tg.ones(2, 3)[[[0, 1], [0]]], ValueError,
      r"indexing a tensor of shape \(2, 3\) with the list \[\[0, 1\], \[0\]\]: nested index "
      r"lists must be rectangular"),
@@ -703,7 +710,8 @@ def test_dropout_keeps_the_dtype_of_an_integer_tensor_where_it_can_as_torch(dtyp
         "chunk-axis-and-dim",
         "sum-bool", "sum-bool-tuple", "unsqueeze-bool", "squeeze-bool", "softmax-bool",
         "stack-range", "unsqueeze-range", "cat-range", "cat-tensor", "stack-tensor", "cat-none",
-        "flatten-0d-range", "cat-axis-and-dim", "stack-axis-and-dim", "ragged-list-index"])
+        "flatten-0d-range", "cat-axis-and-dim", "stack-axis-and-dim", "softmax-axis-and-dim",
+        "log-softmax-axis-and-dim", "unsqueeze-axis-and-dim", "ragged-list-index"])
 def test_join_split_and_axis_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -1005,14 +1005,14 @@ class Tensor:
         As in PyTorch, a slice holding +inf or NaN, or only -inf, gives NaN
         throughout.
         """
-        axis = _axes(self, axis if dim is None else dim)  # dim overrides the default axis
+        axis = _axes(self, _join_axis(axis, dim, "softmax", default=-1))
         e = self._shifted(axis)[0].exp()
         return e / e.sum(axis, keepdims=True)
 
     @_float32_for_half
     def log_softmax(self, axis=-1, dim=None):
         """x - logsumexp(x) along ``axis`` (last by default)."""
-        axis = _axes(self, axis if dim is None else dim)
+        axis = _axes(self, _join_axis(axis, dim, "log_softmax", default=-1))
         # (x - m) - log(sum(exp(x - m))), not x - (log(...) + m): adding the
         # small log term to a large m first would round it away in float32.
         shifted, m = self._shifted(axis)
@@ -1125,8 +1125,8 @@ class Tensor:
 
     def unsqueeze(self, axis=None, dim=None):
         """Insert a size-1 axis at position ``axis`` (-1: last) of the result."""
-        axis = dim if axis is None else axis
-        axis = _norm_axis(axis, self.ndim + 1, "unsqueeze", of="the result")
+        axis = _norm_axis(_axis_or_dim(axis, dim, "unsqueeze"), self.ndim + 1, "unsqueeze",
+                          of="the result")
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def __getitem__(self, index):
@@ -1440,12 +1440,13 @@ def _keepdims(keepdims, keepdim, op):
     return check_flag("keepdim", keepdim, op)
 
 
-def _join_axis(axis, dim, op):
-    """cat's and stack's axis: ``dim`` (PyTorch's name) wins over the default ``axis=0``,
-    not over another axis.  (``axis=None`` stays an error: NumPy would flatten.)"""
+def _join_axis(axis, dim, op, default=0):
+    """The axis of an op whose ``axis`` defaults to an int (cat, stack, chunk: 0; softmax:
+    -1): ``dim`` (PyTorch's name) wins over that default, not over another axis.
+    (cat's ``axis=None`` stays an error: NumPy would flatten.)"""
     if dim is None:
         return axis
-    at_default = type(axis) is int and axis == 0
+    at_default = type(axis) is int and axis == default
     return _axis_or_dim(None if at_default else axis, dim, op)
 
 
