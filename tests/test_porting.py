@@ -1,14 +1,22 @@
-"""Code ported from PyTorch: its argument names.
+"""Code ported from PyTorch: its argument names and its Tensor and function names.
 
 The Tensor follows NumPy (README, "Conventions"); PyTorch's ``dim`` and ``keepdim``
-are accepted as aliases of ``axis`` and ``keepdims``.
+are accepted as aliases of ``axis`` and ``keepdims``, and a PyTorch name that does not
+exist here fails with an AttributeError naming what does the same here.  Every hint
+that says "use CODE" is run here and compared with what PyTorch gives.
 """
 from __future__ import annotations
+
+import copy
+import re
+import rlcompleter
+import types
 
 import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
+from tinygrad_cnn._porting import MODULE_HINTS, TENSOR_HINTS
 
 
 def R(*shape, seed=0):
@@ -54,3 +62,291 @@ def test_keepdim_matches_torch(method, dim, keepdim):
     theirs = getattr(torch.tensor(a), TORCH_NAME.get(method, method))(dim=dim, keepdim=keepdim)
     assert ours.shape == tuple(theirs.shape)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+
+
+# ---- the hints, as the user sees them -------------------------------------------------
+HINT_MESSAGES = [
+    ("x.numel()", "'Tensor' object has no attribute 'numel' (a PyTorch name; this Tensor "
+                  "follows NumPy): use x.size"),
+    ("x.dim()", "has no attribute 'dim' (a PyTorch name; this Tensor follows NumPy): use x.ndim"),
+    ("x.t()", ": use x.T"),
+    ("x.long()", ": use x.astype(tg.int64)"),
+    ("x.masked_fill(x > 0, 0.0)", ": use tg.where(mask, value, x)"),
+    ("x.clone()", ": use x * 1 (a new tensor in the graph"),
+    ("x.eq(x)", ": use x == other"),
+    ("x.amax(1)", ": use x.max(axis)"),
+    ("x.new_zeros(2, 3)", ": use tg.zeros(shape, dtype=x.dtype, device=x.device)"),
+    ("x.norm()", "(a PyTorch name; this Tensor follows NumPy): not provided; "
+                 "(x * x).sum().sqrt() is the 2-norm"),
+    ("x.clamp_(0, 1)", ": use x[...] = x.clip(min, max)"),
+    # a subclass is named as itself
+    ("tg.nn.Parameter(x).numel()", "'Parameter' object has no attribute 'numel' (a PyTorch"),
+    ("tg.randint(0, 5, (2,))", "module 'tinygrad_cnn' has no attribute 'randint' (a PyTorch "
+                               "name): use tg.tensor(tg.get_rng().integers(low, high, size))"),
+    ("tg.linspace(0, 1, 5)", ": use tg.tensor(np.linspace(start, end, steps), dtype=tg.float32)"),
+    ("tg.long", "module 'tinygrad_cnn' has no attribute 'long' (a PyTorch name): use tg.int64"),
+    ("tg.einsum", "(a PyTorch name): not provided;"),
+    ("tg.device('cuda')", ": not provided: a device is a string here"),
+    # torch.<function>(x) of a Tensor method: the method
+    ("tg.exp(x)", "module 'tinygrad_cnn' has no attribute 'exp' (a Tensor method here, as in "
+                  "NumPy's arrays): use x.exp(...)"),
+    ("tg.clamp(x, 0)", "has no attribute 'clamp' (a Tensor method here, as in NumPy's "
+                       "arrays): use x.clamp(...)"),
+    ("tg.maximum(x, x)", ": use x.maximum(...)"),
+]
+
+
+@pytest.mark.parametrize("expression, fragment", HINT_MESSAGES,
+                         ids=[e for e, _ in HINT_MESSAGES])
+def test_a_pytorch_name_gets_the_equivalent_here(expression, fragment):
+    with pytest.raises(AttributeError) as info:
+        eval(expression, {"tg": tg, "x": tg.ones(2, 3)})
+    assert fragment in str(info.value)
+    # No "Did you mean" guess from Python besides the hint (x.long: 'log'?).
+    assert info.value.name is None
+
+
+# ---- every "use" hint does what PyTorch's name does ----------------------------------
+def _code(hint):
+    """The CODE of a hint "use CODE" or "use CODE (note)"; None for a note alone."""
+    match = re.fullmatch(r"use (.*?)(?: \(.*\))?", hint)
+    return match and match.group(1)
+
+
+def _shown_code(owner, name):
+    """The CODE that the error for ``owner.name`` tells the user to write."""
+    with pytest.raises(AttributeError) as info:
+        getattr(owner, name)
+    message = str(info.value)
+    assert "): use " in message, message
+    return _code(message.split("): ", 1)[1])
+
+
+B = np.array([[True, False, True], [False, False, True]])
+INPUTS = dict(x=R(2, 3), other=R(2, 3, seed=1), mask=B, condition=B, value=0.5, exponent=2.0,
+              shape=(2, 2), data=[[1.0, 2.0]], axis=1, n=3, min=-0.5, max=0.5,
+              tensors=[R(2, 3), R(2, 3, seed=1)], array=R(2, 3), low=0, high=5, size=(2, 3),
+              start=0.0, end=1.0, steps=5)
+BOOLS = dict(x=B, other=~B)
+
+# name -> (what torch's name gives, inputs other than INPUTS'); t holds torch's inputs
+TENSOR_CHECKS = {
+    "numel": (lambda t: t.x.numel(), {}),
+    "nelement": (lambda t: t.x.nelement(), {}),
+    "dim": (lambda t: t.x.dim(), {}),
+    "ndimension": (lambda t: t.x.ndimension(), {}),
+    "is_cuda": (lambda t: t.x.is_cuda, {}),
+    "t": (lambda t: t.x.t(), {}),
+    "contiguous": (lambda t: t.x.contiguous(), {}),
+    "clone": (lambda t: t.x.clone(), {}),
+    "long": (lambda t: t.x.long(), {}),
+    "int": (lambda t: t.x.int(), {}),
+    "bool": (lambda t: t.x.bool(), {}),
+    "half": (lambda t: t.x.half(), {}),
+    "type_as": (lambda t: t.x.type_as(t.other), dict(other=R(2, 3).astype(np.float64))),
+    "view_as": (lambda t: t.x.view_as(t.other), dict(other=R(3, 2))),
+    "reshape_as": (lambda t: t.x.reshape_as(t.other), dict(other=R(3, 2))),
+    "expand_as": (lambda t: t.x.expand_as(t.other), dict(x=R(1, 3))),
+    "unbind": (lambda t: t.x.unbind(), {}),
+    "repeat": (lambda t: t.x.repeat(1, t.n), {}),
+    "new_zeros": (lambda t: t.x.new_zeros(t.shape), {}),
+    "new_ones": (lambda t: t.x.new_ones(t.shape), {}),
+    "new_full": (lambda t: t.x.new_full(t.shape, t.value), {}),
+    "new_tensor": (lambda t: t.x.new_tensor(t.data), {}),
+    "add": (lambda t: t.x.add(t.other), {}),
+    "sub": (lambda t: t.x.sub(t.other), {}),
+    "mul": (lambda t: t.x.mul(t.other), {}),
+    "div": (lambda t: t.x.div(t.other), {}),
+    "neg": (lambda t: t.x.neg(), {}),
+    "pow": (lambda t: t.x.pow(t.exponent), {}),
+    "square": (lambda t: t.x.square(), {}),
+    "mm": (lambda t: t.x.mm(t.other), dict(other=R(3, 4))),
+    "bmm": (lambda t: t.x.bmm(t.other), dict(x=R(2, 2, 3), other=R(2, 3, 4))),
+    "eq": (lambda t: t.x.eq(t.other), dict(other=np.where(B, R(2, 3), 0).astype(np.float32))),
+    "ne": (lambda t: t.x.ne(t.other), dict(other=np.where(B, R(2, 3), 0).astype(np.float32))),
+    "lt": (lambda t: t.x.lt(t.other), {}),
+    "le": (lambda t: t.x.le(t.other), {}),
+    "gt": (lambda t: t.x.gt(t.other), {}),
+    "ge": (lambda t: t.x.ge(t.other), {}),
+    "logical_not": (lambda t: t.x.logical_not(), BOOLS),
+    "logical_and": (lambda t: t.x.logical_and(t.other), BOOLS),
+    "logical_or": (lambda t: t.x.logical_or(t.other), BOOLS),
+    "where": (lambda t: t.x.where(t.condition, t.other), {}),
+    "masked_fill": (lambda t: t.x.masked_fill(t.mask, t.value), {}),
+    "amax": (lambda t: t.x.amax(t.axis), {}),
+    "amin": (lambda t: t.x.amin(t.axis), {}),
+    # in place: the tensor afterwards
+    "add_": (lambda t: t.x.add_(t.other), {}),
+    "sub_": (lambda t: t.x.sub_(t.other), {}),
+    "mul_": (lambda t: t.x.mul_(t.other), {}),
+    "div_": (lambda t: t.x.div_(t.other), {}),
+    "pow_": (lambda t: t.x.pow_(t.exponent), {}),
+    "zero_": (lambda t: t.x.zero_(), {}),
+    "fill_": (lambda t: t.x.fill_(t.value), {}),
+    "copy_": (lambda t: t.x.copy_(t.other), {}),
+    "clamp_": (lambda t: t.x.clamp_(t.min, t.max), {}),
+    "clip_": (lambda t: t.x.clip_(t.min, t.max), {}),
+    "masked_fill_": (lambda t: t.x.masked_fill_(t.mask, t.value), {}),
+}
+
+_LIKE = "shape and dtype only"   # random draws: the same kind of result
+MODULE_CHECKS = {
+    "from_numpy": (lambda t, torch: torch.from_numpy(t.array), {}, None),
+    "as_tensor": (lambda t, torch: torch.as_tensor(t.data), {}, None),
+    "is_tensor": (lambda t, torch: torch.is_tensor(t.x), {}, None),
+    "numel": (lambda t, torch: torch.numel(t.x), {}, None),
+    "empty": (lambda t, torch: torch.empty(t.shape), {}, _LIKE),
+    "empty_like": (lambda t, torch: torch.empty_like(t.x), {}, _LIKE),
+    "full_like": (lambda t, torch: torch.full_like(t.x, t.value), {}, None),
+    "randn_like": (lambda t, torch: torch.randn_like(t.x), {}, _LIKE),
+    "rand_like": (lambda t, torch: torch.rand_like(t.x), {}, _LIKE),
+    "randint": (lambda t, torch: torch.randint(t.low, t.high, t.size), {}, _LIKE),
+    "randperm": (lambda t, torch: torch.randperm(t.n), {}, np.sort),
+    "linspace": (lambda t, torch: torch.linspace(t.start, t.end, t.steps), {}, None),
+    "concat": (lambda t, torch: torch.concat(t.tensors, t.axis), {}, None),
+    "matmul": (lambda t, torch: torch.matmul(t.x, t.other), dict(other=R(3, 4)), None),
+    "mm": (lambda t, torch: torch.mm(t.x, t.other), dict(other=R(3, 4)), None),
+    "bmm": (lambda t, torch: torch.bmm(t.x, t.other), dict(x=R(2, 2, 3), other=R(2, 3, 4)),
+            None),
+    "cuda": (lambda t, torch: torch.cuda.is_available(), {}, None),
+}
+DTYPE_NAMES = ["long", "int", "float", "double", "half", "bool", "int8", "int16", "uint8"]
+
+
+def _namespaces(overrides, torch):
+    inputs = {**INPUTS, **overrides}
+    ours = {k: tg.tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+    ours["tensors"] = [tg.tensor(a) for a in inputs["tensors"]]
+    theirs = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v
+              for k, v in inputs.items()}
+    theirs["tensors"] = [torch.tensor(a) for a in inputs["tensors"]]
+    theirs["array"] = inputs["array"].copy()
+    return ours, types.SimpleNamespace(**theirs)
+
+
+def _run(code, namespace):
+    """The value of CODE, or, for a statement (x[...] = 0, x += other), x afterwards."""
+    namespace = {"tg": tg, "np": np, **namespace}
+    try:
+        return eval(compile(code, "<hint>", "eval"), namespace)
+    except SyntaxError:
+        exec(compile(code, "<hint>", "exec"), namespace)
+        return namespace["x"]
+
+
+def _as_array(value):
+    if isinstance(value, (list, tuple)):
+        return np.stack([_as_array(v) for v in value])
+    if isinstance(value, tg.Tensor):
+        return value.numpy()
+    if hasattr(value, "detach"):   # a torch tensor
+        return value.detach().numpy()
+    return np.asarray(value)
+
+
+def _compare(ours, theirs, compare=None):
+    ours, theirs = _as_array(ours), _as_array(theirs)
+    if compare == _LIKE:
+        assert (ours.shape, ours.dtype) == (theirs.shape, theirs.dtype)
+        return
+    if compare is not None:
+        ours, theirs = compare(ours), compare(theirs)
+    assert (ours.shape, ours.dtype) == (theirs.shape, theirs.dtype)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(TENSOR_CHECKS))
+def test_tensor_hint_does_what_the_pytorch_name_does(name):
+    torch = pytest.importorskip("torch")
+    torch_call, overrides = TENSOR_CHECKS[name]
+    ours, theirs = _namespaces(overrides, torch)
+    _compare(_run(_shown_code(ours["x"], name), ours), torch_call(theirs))
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_CHECKS))
+def test_module_hint_does_what_the_pytorch_function_does(name):
+    torch = pytest.importorskip("torch")
+    torch_call, overrides, compare = MODULE_CHECKS[name]
+    ours, theirs = _namespaces(overrides, torch)
+    _compare(_run(_shown_code(tg, name), ours), torch_call(theirs, torch), compare)
+
+
+@pytest.mark.parametrize("name", DTYPE_NAMES)
+def test_dtype_hint_is_the_pytorch_dtype(name):
+    torch = pytest.importorskip("torch")
+    ours = np.dtype(_run(_shown_code(tg, name), {}))
+    assert ours.name == str(getattr(torch, name)).removeprefix("torch.")
+
+
+def test_inference_mode_hint_records_no_graph():
+    x = tg.ones(2, requires_grad=True)
+    with _run(_shown_code(tg, "inference_mode"), {}):
+        assert not (x * 2).requires_grad
+
+
+def test_utils_hint_holds_torch_utils_data_names():
+    torch = pytest.importorskip("torch")
+    data = _run(_shown_code(tg, "utils"), {})
+    for name in re.findall(r"[A-Z]\w+", MODULE_HINTS["utils"]):
+        assert hasattr(torch.utils.data, name) and hasattr(data, name), name
+
+
+def test_save_and_load_hints_round_trip_a_state_dict(tmp_path):
+    from tinygrad_cnn import checkpoint
+    model, twin = tg.nn.Linear(3, 2), tg.nn.Linear(3, 2)
+    namespace = {"checkpoint": checkpoint, "path": tmp_path / "model.npz", "model": model}
+    _run(_shown_code(tg, "save"), namespace)
+    twin.load_state_dict(_run(_shown_code(tg, "load"), namespace))
+    np.testing.assert_array_equal(twin.weight.numpy(), model.weight.numpy())
+
+
+def test_every_use_hint_is_checked_and_every_hinted_name_is_missing():
+    checked = set(TENSOR_CHECKS) | {f"tg.{n}" for n in MODULE_CHECKS} | {
+        f"tg.{n}" for n in DTYPE_NAMES + ["inference_mode", "utils", "save", "load"]}
+    hinted = {n for n, h in TENSOR_HINTS.items() if _code(h)} | {
+        f"tg.{n}" for n, h in MODULE_HINTS.items() if _code(h)}
+    assert hinted == checked
+    for table in (TENSOR_HINTS, MODULE_HINTS):
+        assert all(_code(h) or h.startswith("not provided") for h in table.values())
+    # A name that exists would never reach the hint.
+    assert not [n for n in TENSOR_HINTS if hasattr(tg.Tensor, n)]
+    assert not [n for n in MODULE_HINTS if n in vars(tg)]
+
+
+# ---- other failed lookups stay as they were --------------------------------------------
+PLAIN_LOOKUPS = [
+    ("x.foo", "'Tensor' object has no attribute 'foo'"),
+    ("x._foo", "'Tensor' object has no attribute '_foo'"),
+    ("x.__array_interface__", "'Tensor' object has no attribute '__array_interface__'"),
+    ("tg.nn.Parameter(x).foo", "'Parameter' object has no attribute 'foo'"),
+    ("tg.foo", "module 'tinygrad_cnn' has no attribute 'foo'"),
+    ("tg.__wrapped__", "module 'tinygrad_cnn' has no attribute '__wrapped__'"),
+    ("tg.size", "module 'tinygrad_cnn' has no attribute 'size'"),   # a property, no function
+    # a property whose getter fails shows its own error (here: no data, __init__ not run)
+    ("tg.Tensor.__new__(tg.Tensor).shape", "'Tensor' object has no attribute 'data'"),
+]
+
+
+@pytest.mark.parametrize("expression, message", PLAIN_LOOKUPS,
+                         ids=[e for e, _ in PLAIN_LOOKUPS])
+def test_other_failed_lookups_stay_plain(expression, message):
+    with pytest.raises(AttributeError) as info:
+        eval(expression, {"tg": tg, "x": tg.ones(2, 3)})
+    assert str(info.value) == message
+
+
+def test_lookups_the_library_and_python_rely_on_still_work():
+    x = tg.ones(2, 3, requires_grad=True)
+    assert hasattr(x, "__array__") and hasattr(x, "_ctx") and not hasattr(x, "__array_struct__")
+    assert not hasattr(x, "numel") and getattr(x, "dim", None) is None
+    np.testing.assert_array_equal(np.asarray(x), np.ones((2, 3)))
+    for twin in (copy.copy(x), copy.deepcopy(x)):
+        assert twin.shape == (2, 3) and twin.requires_grad
+    # Completion lists what exists (dir), never the names that only hint.
+    completer = rlcompleter.Completer({"x": x, "tg": tg})
+    found = {completer.complete("x.n", i) for i in range(10)} - {None}
+    assert "x.ndim" in found and not {"x.numel", "x.nelement"} & {f.rstrip("()") for f in found}
+    assert not {n for n in dir(x) if n in TENSOR_HINTS}
+    assert "randint" not in dir(tg)
+    from tinygrad_cnn import checkpoint   # a submodule still imports through the package
+    assert checkpoint.save

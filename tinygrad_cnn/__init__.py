@@ -25,3 +25,13 @@ __all__ = [
     "rand", "arange", "eye", "float16", "float32", "float64", "int32", "int64", "bool_",
     "functional", "nn", "optim", "data", "viz", "trace", "graph",
 ]
+
+
+def __getattr__(name):
+    """Called only for a name the package lacks: a PyTorch name (``tg.randint``,
+    ``tg.long``, ``tg.exp``) gets an error naming the equivalent here (PEP 562)."""
+    from ._porting import hint_error, module_hint
+    hint = module_hint(name)
+    if hint is not None:
+        raise hint_error(f"module '{__name__}'", name, hint)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")

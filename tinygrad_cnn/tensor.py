@@ -26,6 +26,7 @@ from ._checks import (
     check_number, check_seed, check_value_fits, fits, int_bounds, int_list, is_int, is_real,
     range_error, shown_int, shown_value)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
+from ._porting import hint_error, tensor_hint
 
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
@@ -320,6 +321,25 @@ class Tensor:
                        doc="The Function that made this tensor (None for a leaf).")
     xp = property(lambda self: self._backend.xp,
                   doc="The array module of the data (``numpy`` or ``cupy``).")
+
+    def __getattr__(self, name):
+        """Python calls this only after normal lookup failed: a PyTorch name gets an error
+        naming the equivalent here (``x.numel`` -> ``x.size``; see
+        :mod:`tinygrad_cnn._porting`); any other name fails as usual."""
+        # Nothing here reads an attribute of self: copy.copy calls this (for
+        # __setstate__) on an instance whose __init__ has not run.  (Its mere presence
+        # keeps CPython 3.11+ from specialising attribute reads on tensors, some 20 ns
+        # more per x.data: too little to show in a training step.)
+        if name[:1] == "_":   # private or special, as NumPy's probes: fail at once
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        hint = tensor_hint(name)
+        if hint is not None:
+            raise hint_error(f"'{type(self).__name__}' object", name, hint)
+        if hasattr(type(self), name):
+            # A property whose getter raised AttributeError about another attribute:
+            # run it again, so that its own error is the one seen.
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __len__(self):
         if self.ndim == 0:

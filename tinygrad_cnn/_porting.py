@@ -1,0 +1,155 @@
+"""PyTorch names that do not exist here, each with what does the same here.
+
+Code ported from PyTorch calls ``x.numel()`` or ``torch.randint``; here the Tensor
+follows NumPy (``x.size``) and the package has its own names.  A failed
+attribute lookup of such a name, on a Tensor or on the package, raises an
+``AttributeError`` that names the equivalent, instead of Python's bare "has no
+attribute".  ``Tensor.__getattr__`` and the package's module-level
+``__getattr__`` (PEP 562) call :func:`tensor_hint` and :func:`module_hint`;
+Python calls them only after normal lookup has failed.
+
+Each hint is "use CODE", CODE being what to write here with the names of
+PyTorch's call (``x`` the tensor, ``other`` another one), or a note where
+nothing here does the same.  ``tests/test_porting.py`` runs every "use" hint
+against PyTorch.
+"""
+from __future__ import annotations
+
+TENSOR_HINTS = {
+    # facts
+    "numel": "use x.size",
+    "nelement": "use x.size",
+    "dim": "use x.ndim",
+    "ndimension": "use x.ndim",
+    "is_cuda": "use x.device.startswith('cuda')",
+    # copies, layouts and dtypes
+    "t": "use x.T",
+    "contiguous": "use x (no memory layout to fix here: reshape and view take any tensor)",
+    "clone": "use x * 1 (a new tensor in the graph, for a float or integer x; tg.tensor(x) "
+             "is a detached copy)",
+    "long": "use x.astype(tg.int64)",
+    "int": "use x.astype(tg.int32)",
+    "bool": "use x.astype(tg.bool_)",
+    "half": "use x.astype(tg.float16)",
+    "type_as": "use x.to(other)",
+    "view_as": "use x.reshape(other.shape)",
+    "reshape_as": "use x.reshape(other.shape)",
+    "expand_as": "use x.broadcast_to(other.shape)",
+    "unbind": "use list(x) (the slices along axis 0)",
+    "repeat": "use tg.cat([x] * n, axis) (along one axis; one call per axis)",
+    # new tensors like x
+    "new_zeros": "use tg.zeros(shape, dtype=x.dtype, device=x.device)",
+    "new_ones": "use tg.ones(shape, dtype=x.dtype, device=x.device)",
+    "new_full": "use tg.full(shape, value, dtype=x.dtype, device=x.device)",
+    "new_tensor": "use tg.tensor(data, dtype=x.dtype, device=x.device)",
+    # arithmetic and comparisons: the operators
+    "add": "use x + other",
+    "sub": "use x - other",
+    "mul": "use x * other",
+    "div": "use x / other",
+    "neg": "use -x",
+    "pow": "use x ** exponent",
+    "square": "use x * x",
+    "mm": "use x @ other",
+    "bmm": "use x @ other",
+    "eq": "use x == other",
+    "ne": "use x != other",
+    "lt": "use x < other",
+    "le": "use x <= other",
+    "gt": "use x > other",
+    "ge": "use x >= other",
+    "logical_not": "use ~x (for a bool x)",
+    "logical_and": "use x & other (for bool tensors)",
+    "logical_or": "use x | other (for bool tensors)",
+    "where": "use tg.where(condition, x, other)",
+    "masked_fill": "use tg.where(mask, value, x)",
+    # reductions
+    "amax": "use x.max(axis)",
+    "amin": "use x.min(axis)",
+    "norm": "not provided; (x * x).sum().sqrt() is the 2-norm, but its gradient at x = 0 "
+            "is NaN (torch.norm's: 0)",
+    # in place: the augmented operators and item assignment
+    "add_": "use x += other",
+    "sub_": "use x -= other",
+    "mul_": "use x *= other",
+    "div_": "use x /= other",
+    "pow_": "use x **= exponent",
+    "zero_": "use x[...] = 0",
+    "fill_": "use x[...] = value",
+    "copy_": "use x[...] = other",
+    "clamp_": "use x[...] = x.clip(min, max)",
+    "clip_": "use x[...] = x.clip(min, max)",
+    "masked_fill_": "use x[mask] = value",
+}
+
+MODULE_HINTS = {
+    # making tensors
+    "from_numpy": "use tg.tensor(array) (a copy: a tensor here never shares NumPy's memory)",
+    "as_tensor": "use tg.tensor(data)",
+    "is_tensor": "use isinstance(x, tg.Tensor)",
+    "numel": "use x.size",
+    "empty": "use tg.zeros(shape) (no uninitialised memory here)",
+    "empty_like": "use tg.zeros_like(x) (no uninitialised memory here)",
+    "full_like": "use tg.full(x.shape, value, dtype=x.dtype, device=x.device)",
+    "randn_like": "use tg.randn(x.shape, dtype=x.dtype, device=x.device)",
+    "rand_like": "use tg.rand(x.shape, dtype=x.dtype, device=x.device)",
+    "randint": "use tg.tensor(tg.get_rng().integers(low, high, size)) (from the generator "
+               "tg.manual_seed seeds)",
+    "randperm": "use tg.tensor(tg.get_rng().permutation(n))",
+    "linspace": "use tg.tensor(np.linspace(start, end, steps), dtype=tg.float32) "
+                "(np: NumPy)",
+    "concat": "use tg.cat(tensors, axis)",
+    "matmul": "use x @ other",
+    "mm": "use x @ other",
+    "bmm": "use x @ other",
+    # dtypes: NumPy's, also given by name
+    "long": "use tg.int64",
+    "int": "use tg.int32",
+    "float": "use tg.float32",
+    "double": "use tg.float64",
+    "half": "use tg.float16",
+    "bool": "use tg.bool_",
+    "int8": "use 'int8' (dtypes are NumPy's, given by name or as numpy.int8)",
+    "int16": "use 'int16' (dtypes are NumPy's, given by name or as numpy.int16)",
+    "uint8": "use 'uint8' (dtypes are NumPy's, given by name or as numpy.uint8)",
+    "bfloat16": "not provided (NumPy has no bfloat16); use tg.float16 or tg.float32",
+    # devices, gradients, files
+    "device": "not provided: a device is a string here, such as 'cpu', 'cuda' or 'cuda:1'",
+    "cuda": "use tg.cuda_status()[0] (torch.cuda.is_available(); tg.cuda_status()[1] says "
+            "why not)",
+    "inference_mode": "use tg.no_grad()",
+    "save": "use checkpoint.save(path, model.state_dict()) (path first; from tinygrad_cnn "
+            "import checkpoint)",
+    "load": "use checkpoint.load(path) (from tinygrad_cnn import checkpoint; arrays come "
+            "back as NumPy arrays, which load_state_dict takes)",
+    "utils": "use tg.data (torch.utils.data's DataLoader, Dataset, TensorDataset and Subset)",
+    "einsum": "not provided; write the product with @, transposes and sums",
+}
+
+
+def tensor_hint(name):
+    """The error's text for PyTorch's Tensor attribute ``name``, or None."""
+    hint = TENSOR_HINTS.get(name)
+    return None if hint is None else f"(a PyTorch name; this Tensor follows NumPy): {hint}"
+
+
+def module_hint(name):
+    """The error's text for PyTorch's function ``torch.<name>``, or None: from the table,
+    else, for a Tensor method (``torch.exp(x)``, ``torch.clamp(x, 0)``), the method."""
+    hint = MODULE_HINTS.get(name)
+    if hint is not None:
+        return f"(a PyTorch name): {hint}"
+    if name.startswith("_"):
+        return None
+    from .tensor import Tensor
+    # Functions only: a property (size, shape, T) is no function in PyTorch either.
+    if callable(getattr(Tensor, name, None)):
+        return f"(a Tensor method here, as in NumPy's arrays): use x.{name}(...)"
+    return None
+
+
+def hint_error(what, name, hint):
+    """The AttributeError for ``what`` (``"'Tensor' object"``, ``"module 'tinygrad_cnn'"``)
+    lacking ``name``: Python's wording, with ``hint`` added.  ``name=None`` keeps Python
+    from adding its own "Did you mean" guess (x.long -> 'log'), which the hint replaces."""
+    return AttributeError(f"{what} has no attribute '{name}' {hint}", name=None)
