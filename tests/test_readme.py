@@ -48,3 +48,21 @@ def test_the_flag_examples_of_the_conventions_raise_as_stated():
     for code in examples:
         with pytest.raises(TypeError, match=r"must be True or False, got [01] \(int\)"):
             eval(code, {"Linear": tg.nn.Linear, "x": tg.ones(2, 3)})
+
+
+def test_the_pytorch_name_examples_of_the_conventions_raise_as_stated():
+    # The bullet's missing PyTorch names, each run: an AttributeError that names the
+    # equivalent here (x.size for x.numel(), which the bullet shows).
+    bullet = re.search(r"^- `x\.size` is the number of elements.*?(?=^- )", README, re.S | re.M)
+    assert bullet, "the conventions should say what x.size is"
+    x = tg.ones(2, 3)
+    assert x.size == 6 and x.shape == (2, 3)
+    with pytest.raises(TypeError, match="'int' object is not callable"):
+        x.size()
+    examples = re.findall(r"`((?:x|tg)\.\w+(?:\(\))?)`", bullet.group(0).split("equivalent")[1])
+    assert examples == ["x.numel()", "x.size", "tg.randint", "x.masked_fill", "x.long()"]
+    for code in [e for e in examples if e != "x.size"]:
+        with pytest.raises(AttributeError, match=r"\(a PyTorch name.*\): (use|not provided)"):
+            eval(code, {"x": x, "tg": tg})
+    with pytest.raises(AttributeError, match=r": use x\.size$"):
+        x.numel()
