@@ -4,9 +4,10 @@ Code ported from PyTorch calls ``x.numel()`` or ``torch.randint``; here the Tens
 follows NumPy (``x.size``) and the package has its own names.  A failed
 attribute lookup of such a name, on a Tensor or on the package, raises an
 ``AttributeError`` that names the equivalent, instead of Python's bare "has no
-attribute".  ``Tensor.__getattr__`` and the package's module-level
-``__getattr__`` (PEP 562) call :func:`tensor_hint` and :func:`module_hint`;
-Python calls them only after normal lookup has failed.
+attribute".  On the Tensor each such name is a class attribute that raises it
+(:func:`add_missing_names`); the package's module-level ``__getattr__``
+(PEP 562), which Python calls only after normal lookup has failed, calls
+:func:`module_hint`.
 
 Each hint is "use CODE", CODE being what to write here with the names of
 PyTorch's call (``x`` the tensor, ``other`` another one), or a note where
@@ -153,3 +154,26 @@ def hint_error(what, name, hint):
     lacking ``name``: Python's wording, with ``hint`` added.  ``name=None`` keeps Python
     from adding its own "Did you mean" guess (x.long -> 'log'), which the hint replaces."""
     return AttributeError(f"{what} has no attribute '{name}' {hint}", name=None)
+
+
+class _Missing:
+    """A PyTorch name the Tensor lacks, as a class attribute: reading it raises the
+    AttributeError with the hint, so ``hasattr`` answers False.  Not a
+    ``Tensor.__getattr__``: merely defining one slows every attribute read of
+    every tensor (CPython 3.11+ then stops specialising them), some 20 ns per
+    ``x.data``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        owner = owner if owner is not None else type(obj)
+        raise hint_error(f"'{owner.__name__}' object", self.name, tensor_hint(self.name))
+
+
+def add_missing_names(cls):
+    """Give ``cls`` (the Tensor) a :class:`_Missing` for each name of TENSOR_HINTS that
+    it does not have."""
+    for name in TENSOR_HINTS:
+        if not any(name in vars(k) for k in cls.__mro__):
+            setattr(cls, name, _Missing(name))

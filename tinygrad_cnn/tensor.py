@@ -26,7 +26,7 @@ from ._checks import (
     check_number, check_seed, check_value_fits, fits, int_bounds, int_list, is_int, is_real,
     range_error, shown_int, shown_value)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
-from ._porting import hint_error, tensor_hint
+from ._porting import TENSOR_HINTS, add_missing_names
 
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
@@ -322,24 +322,10 @@ class Tensor:
     xp = property(lambda self: self._backend.xp,
                   doc="The array module of the data (``numpy`` or ``cupy``).")
 
-    def __getattr__(self, name):
-        """Python calls this only after normal lookup failed: a PyTorch name gets an error
-        naming the equivalent here (``x.numel`` -> ``x.size``; see
-        :mod:`tinygrad_cnn._porting`); any other name fails as usual."""
-        # Nothing here reads an attribute of self: copy.copy calls this (for
-        # __setstate__) on an instance whose __init__ has not run.  (Its mere presence
-        # keeps CPython 3.11+ from specialising attribute reads on tensors, some 20 ns
-        # more per x.data: too little to show in a training step.)
-        if name[:1] == "_":   # private or special, as NumPy's probes: fail at once
-            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-        hint = tensor_hint(name)
-        if hint is not None:
-            raise hint_error(f"'{type(self).__name__}' object", name, hint)
-        if hasattr(type(self), name):
-            # A property whose getter raised AttributeError about another attribute:
-            # run it again, so that its own error is the one seen.
-            return object.__getattribute__(self, name)
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+    def __dir__(self):
+        # Without the PyTorch names that are here only to raise a hint (see the end
+        # of this file): tab completion offers what exists.
+        return [name for name in super().__dir__() if name not in TENSOR_HINTS]
 
     def __len__(self):
         if self.ndim == 0:
@@ -1699,5 +1685,9 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
     m = None if m is None else check_int("eye: m", m, low=0)
     return _factory(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad, device)
 
+
+# PyTorch names this Tensor lacks (x.numel(), x.long()): reading one raises an
+# AttributeError naming the equivalent here (x.size, x.astype(tg.int64)).
+add_missing_names(Tensor)
 
 from . import ops  # noqa: E402  (ops needs Tensor; Tensor methods need ops)
