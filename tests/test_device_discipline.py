@@ -494,3 +494,25 @@ def test_default_device_auto_falls_back_to_cpu_and_cuda_says_why_not(monkeypatch
     assert tg.cuda_status()[1] in str(info.value)
     monkeypatch.setenv("TINYGRAD_CNN_DEVICE", "strict")   # any registered device
     assert tg.zeros(2).device == "strict"
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: tg.zeros(3, 4, device="strict"), np.zeros((3, 4), np.float32)),
+    (lambda: tg.ones((2, 5), dtype="float64", device="strict"), np.ones((2, 5))),
+    (lambda: tg.full((4,), 2.5, device="strict"), np.full(4, 2.5, np.float32)),
+    (lambda: tg.full((2,), 2 ** 70, dtype="float32", device="strict"),
+     np.full(2, 2.0 ** 70, np.float32)),
+    (lambda: tg.full((3,), -7, dtype="int64", device="strict"), np.full(3, -7)),
+    (lambda: tg.zeros_like(tg.zeros(2, 2, device="strict")), np.zeros((2, 2), np.float32)),
+    (lambda: tg.ones_like(tg.zeros(2, 2, device="strict"), dtype="int32"),
+     np.ones((2, 2), np.int32)),
+], ids=["zeros", "ones", "full", "full-huge-int", "full-int", "zeros_like", "ones_like"])
+def test_constant_tensors_are_made_on_their_device(make, expected):
+    """Zeros, ones and fills need no host array copied to the device."""
+    make()   # anything made on first use
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        t = make()
+    assert STRICT.upload_count == before and log == []
+    assert STRICT.is_array(t.data) and t.dtype == expected.dtype
+    np.testing.assert_array_equal(t.numpy(), expected)

@@ -1588,20 +1588,28 @@ def _factory(array, requires_grad, device):
     return Tensor._make(backend.asarray(array), backend, requires_grad)
 
 
+def _filled(shape, value, dtype, device, requires_grad=False, cls=None):
+    """A ``cls`` (default Tensor) of ``shape`` filled with ``value``, allocated and
+    filled on its device: a host array would be one more host -> device copy."""
+    backend = get_backend(device)
+    value = float(value) if dtype.kind == "f" else value   # an int beyond 64 bits too
+    with backend.context():
+        data = backend.xp.full(shape, value, dtype=dtype)
+    return (cls or Tensor)._make(data, backend, requires_grad)
+
+
 def _float_dtype(dtype):
     return float32 if dtype is None else _as_dtype(dtype)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
     """A tensor of zeros (float32 unless ``dtype``); ``shape`` as ints or one tuple."""
-    return _factory(np.zeros(_new_shape(shape, "zeros"), _float_dtype(dtype)), requires_grad,
-                    device)
+    return _filled(_new_shape(shape, "zeros"), 0, _float_dtype(dtype), device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
     """A tensor of ones (float32 unless ``dtype``); ``shape`` as ints or one tuple."""
-    return _factory(np.ones(_new_shape(shape, "ones"), _float_dtype(dtype)), requires_grad,
-                    device)
+    return _filled(_new_shape(shape, "ones"), 1, _float_dtype(dtype), device, requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
@@ -1612,7 +1620,7 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
                                   check_fill_value("full: fill_value", fill_value), dtype)
     if dtype == bool_:   # any number is a truth value (NumPy cannot read ints beyond 64 bits)
         fill_value = bool(fill_value)
-    return _factory(np.full(shape, fill_value, dtype), requires_grad, device)
+    return _filled(shape, fill_value, dtype, device, requires_grad)
 
 
 def _like_arg(t, op):

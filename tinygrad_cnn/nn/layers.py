@@ -26,9 +26,9 @@ import numpy as np
 from .. import functional as F
 from .._checks import (
     check_flag, check_int, check_ints, check_number, check_probability, no_stride)
-from ..backend import DeviceError, get_backend
+from ..backend import DeviceError
 from ..conv_arrays import same_padding
-from ..tensor import Tensor, _as_dtype, float32, int64
+from ..tensor import Tensor, _as_dtype, _filled, float32, int64
 from . import init
 from .module import Module, Parameter
 
@@ -44,25 +44,13 @@ def _tuple(value, n, name, minimum=0):
     return check_ints(name, value, n, low=minimum)
 
 
-def _on_device(shape, value, dtype, device, cls=Tensor, requires_grad=False):
-    """A ``cls`` tensor of ``shape`` filled with ``value``, made on its device.
-
-    Allocated and filled there: a host array would be one more host -> device
-    copy per parameter or buffer, of values that initialisation overwrites or
-    that the device can write itself.
-    """
-    backend = get_backend(device)
-    with backend.context():
-        data = backend.xp.full(shape, value, dtype=dtype)
-    return cls._make(data, backend, requires_grad)
-
-
 def _param(shape, dtype, device):
     """A zero-filled parameter on ``device``, to be initialised in place."""
     dtype = float32 if dtype is None else _as_dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"layer parameters need a floating-point dtype, got {dtype}")
-    return _on_device(shape, 0, dtype, device, Parameter, requires_grad=True)
+    # Made on the device: initialisation overwrites the zeros there.
+    return _filled(shape, 0, dtype, device, requires_grad=True, cls=Parameter)
 
 
 def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
@@ -731,9 +719,9 @@ class _BatchNorm(Module):
             self.register_parameter("bias", None)
         if self.track_running_stats:
             dt = float32 if dtype is None else _as_dtype(dtype)
-            self.register_buffer("running_mean", _on_device((C,), 0, dt, device))
-            self.register_buffer("running_var", _on_device((C,), 1, dt, device))
-            self.register_buffer("num_batches_tracked", _on_device((), 0, int64, device))
+            self.register_buffer("running_mean", _filled((C,), 0, dt, device))
+            self.register_buffer("running_var", _filled((C,), 1, dt, device))
+            self.register_buffer("num_batches_tracked", _filled((), 0, int64, device))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
