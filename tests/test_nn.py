@@ -1366,6 +1366,27 @@ def test_summary_receptive_field_of_dilated_convolutions(layers, field):
     assert nn.summary(nn.Sequential(*layers), (1, 1, 16, 16)).receptive_field == field
 
 
+@pytest.mark.parametrize("model, shape, layer, sample", [
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2)), (1, 28, 28),
+     "Conv2d", (1, 28, 28)),
+    (lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.MaxPool1d(2)), (2, 28), "Conv1d", (2, 28)),
+    (lambda: nn.Sequential(nn.Identity(), nn.AvgPool2d(2)), (3, 8, 8), "AvgPool2d", (3, 8, 8)),
+    (lambda: nn.Sequential(nn.AdaptiveAvgPool2d(2)), (3, 5, 5), "AdaptiveAvgPool2d",
+     (3, 5, 5)),
+    (lambda: nn.Sequential(nn.LocallyConnected2d(2, 3, (5, 5), 3)), (2, 5, 5),
+     "LocallyConnected2d", (2, 5, 5)),
+    (lambda: nn.Sequential(nn.ConvTranspose2d(2, 3, 3)), (2, 5, 5), "ConvTranspose2d",
+     (2, 5, 5)),
+], ids=["conv2d", "conv1d", "avg-pool", "adaptive-pool", "local", "conv-transpose"])
+def test_summary_refuses_an_input_shape_without_the_batch(model, shape, layer, sample):
+    """Without the batch dimension (torchsummary's convention) the layers run one
+    unbatched sample, and the counts and fields, read after (N, C), would be wrong."""
+    with pytest.raises(ValueError, match=re.escape(
+            f"summary: input_shape {shape} reaches {layer} as one unbatched sample, of "
+            f"shape {sample}; give the batch dimension too, e.g. {(1,) + shape}")):
+        nn.summary(model(), shape)
+
+
 def test_summary_of_a_composed_module_and_local_layers():
     model = Net()
     s = nn.summary(model, (2, 2, 4, 4))

@@ -55,6 +55,10 @@ __all__ = ["summary", "ModelSummary"]
 _ELEMENTWISE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, BatchNorm2d, Identity,
                 Flatten)
 _WINDOWED = (Conv1d, Conv2d, LocallyConnected2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
+# The layers that also take one unbatched sample, and the dimensions of a batch for them.
+_BATCH_NDIM = {Conv1d: 3, MaxPool1d: 3, AvgPool1d: 3, Conv2d: 4, ConvTranspose2d: 4,
+               LocallyConnected2d: 4, MaxPool2d: 4, AvgPool2d: 4, AdaptiveAvgPool2d: 4,
+               AdaptiveMaxPool2d: 4}
 
 
 def _first_tensor(out):
@@ -223,9 +227,24 @@ class ModelSummary:
     __repr__ = __str__
 
 
+def _check_batched(records, input_shape):
+    """Refuse an ``input_shape`` without the batch dimension: the conv and pooling
+    layers would run it as one unbatched sample, and every count and receptive field
+    here, which read the spatial sizes after the batch and channel axes, would be
+    wrong without a word."""
+    for module, in_shape, _ in records:
+        ndim = next((n for cls, n in _BATCH_NDIM.items() if isinstance(module, cls)), None)
+        if ndim is not None and len(in_shape) == ndim - 1:
+            raise ValueError(f"summary: input_shape {tuple(input_shape)} reaches "
+                             f"{type(module).__name__} as one unbatched sample, of shape "
+                             f"{tuple(in_shape)}; give the batch dimension too, e.g. "
+                             f"{(1,) + tuple(input_shape)}")
+
+
 def summary(model, input_shape, dtype=None, device=None):
     """Run ``model`` once on zeros of ``input_shape`` (batch dimension included,
-    e.g. ``(1, 1, 28, 28)``) and return a :class:`ModelSummary`.
+    e.g. ``(1, 1, 28, 28)``; a shape that reaches a conv or pooling layer without it
+    is a ``ValueError``) and return a :class:`ModelSummary`.
 
     ``dtype``/``device`` default to those of the model's first parameter
     (float32 on the default device for a model without parameters).  The
@@ -271,6 +290,7 @@ def summary(model, input_shape, dtype=None, device=None):
             h.remove()
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
+    _check_batched(records, input_shape)
     field = _Field(input_shape)
     rows, seen = [], set()
     for module, in_shape, out_shape in records:
