@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import pydoc
 import re
 import types
 
@@ -350,3 +351,36 @@ def test_lookups_the_library_and_python_rely_on_still_work():
     assert "randint" not in dir(tg)
     from tinygrad_cnn import checkpoint   # a submodule still imports through the package
     assert checkpoint.save
+
+
+# ---- the hinted names in help() and dir() ----------------------------------------------
+@pytest.mark.parametrize("name", ["numel", "long", "masked_fill", "norm"])
+def test_help_says_a_hinted_name_is_not_defined(name):
+    """help(tg.Tensor) lists the hinted names among the methods (each is a class
+    attribute); its text must say the name does not exist here, and what does."""
+    text = pydoc.render_doc(tg.Tensor, renderer=pydoc.plaintext)
+    hint = TENSOR_HINTS[name]
+    entry = re.search(rf"\n \|  {name}\n \|      (.*)\n", text)
+    assert entry is not None, f"{name} is not listed"
+    assert entry.group(1).startswith("Not defined here (a PyTorch name; this Tensor follows "
+                                     "NumPy): ")
+    assert hint[:40] in entry.group(1)
+
+
+class _OwnNumel(tg.Tensor):
+    """A Tensor subclass that defines one of the hinted names itself."""
+
+    def numel(self):
+        return self.size
+
+
+@pytest.mark.parametrize("make, listed, hidden", [
+    (lambda: _OwnNumel([1.0, 2.0]), {"numel", "ndim"}, {"long", "dim"}),
+    (lambda: tg.nn.Parameter(np.ones(2, np.float32)), {"ndim"}, {"numel", "long"}),
+    (lambda: tg.ones(2), {"ndim", "size"}, {"numel", "long"}),
+], ids=["subclass-with-numel", "parameter", "tensor"])
+def test_dir_lists_what_exists(make, listed, hidden):
+    x = make()
+    assert listed <= set(dir(x)) and not hidden & set(dir(x))
+    if isinstance(x, _OwnNumel):
+        assert x.numel() == 2

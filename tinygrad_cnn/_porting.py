@@ -165,10 +165,22 @@ class _Missing:
 
     def __init__(self, name):
         self.name = name
+        # What help(tg.Tensor) prints under the name, which it lists among the
+        # methods: without it a learner reads ``numel`` there as a method that exists.
+        self.__doc__ = f"Not defined here {tensor_hint(name)}"
 
     def __get__(self, obj, owner=None):
         owner = owner if owner is not None else type(obj)
         raise hint_error(f"'{owner.__name__}' object", self.name, tensor_hint(self.name))
+
+
+def is_missing(cls, name):
+    """Whether ``name`` on ``cls`` is a :class:`_Missing` (found as attribute lookup
+    finds it, first in the MRO), not something real of ``cls`` or a subclass."""
+    for k in cls.__mro__:
+        if name in vars(k):
+            return isinstance(vars(k)[name], _Missing)
+    return False
 
 
 def add_missing_names(cls):

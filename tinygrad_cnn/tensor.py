@@ -26,7 +26,7 @@ from ._checks import (
     check_number, check_seed, check_value_fits, fits, int_bounds, int_list, is_int, is_real,
     range_error, shown_int, shown_value)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
-from ._porting import TENSOR_HINTS, add_missing_names
+from ._porting import TENSOR_HINTS, add_missing_names, is_missing
 
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
@@ -324,8 +324,11 @@ class Tensor:
 
     def __dir__(self):
         # Without the PyTorch names that are here only to raise a hint (see the end
-        # of this file): tab completion offers what exists.
-        return [name for name in super().__dir__() if name not in TENSOR_HINTS]
+        # of this file): tab completion offers what exists.  By what the name is, not
+        # by name: a subclass may define numel() itself.
+        cls = type(self)
+        return [name for name in super().__dir__()
+                if name not in TENSOR_HINTS or not is_missing(cls, name)]
 
     def __len__(self):
         if self.ndim == 0:
