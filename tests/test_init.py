@@ -66,6 +66,19 @@ def test_calculate_gain_errors(args, error, match):
         init.calculate_gain(*args)
 
 
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: init.constant_(tg.zeros(2), 2 ** 1100), OverflowError,
+     r"constant_: val: the Python int 1\d+\.\.\. \(332 digits\) is too large for any float "
+     r"dtype"),
+    (lambda: init.constant_(tg.zeros(2, dtype="float64"), -(2 ** 1024)), OverflowError,
+     r"constant_: val: the Python int -1\d+\.\.\. \(\d+ digits\) is too large"),
+], ids=["int-beyond-float64", "negative-int-beyond-float64"])
+def test_fill_errors(call, error, match):
+    """A number no float holds is named, not a bare "int too large to convert"."""
+    with pytest.raises(error, match=match):
+        call()
+
+
 def _weight(layer):
     return layer.weight.shape
 

@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .._checks import check_fill_value, check_finite, check_number
+from .._checks import check_fill_value, check_finite, check_number, check_value_fits
 from ..autograd import no_grad
 from ..tensor import Tensor, get_rng
 
@@ -169,8 +169,10 @@ def normal_(tensor, mean=0.0, std=1.0):
 def constant_(tensor, val):
     """Fill with ``val`` (PyTorch's name for it, so ``constant_(w, val=0.1)`` ports)."""
     _check_tensor(tensor, "constant_")
-    # float(): a float tensor takes any real number (an int beyond 64 bits too).
-    value = float(check_fill_value("constant_: val", val))
+    # float(): a float tensor takes any real number (an int beyond 64 bits too, up
+    # to float64's range: check_value_fits names a larger one).
+    value = float(check_value_fits("constant_: val", check_fill_value("constant_: val", val),
+                                   tensor.dtype))
     # Written on the tensor's device: no host array to copy there.
     with no_grad(), tensor._backend.context():
         tensor._own_writeable_data()
