@@ -976,13 +976,20 @@ def test_conv_padding_mode_is_a_setting_not_state(mode):
 
 @pytest.mark.parametrize("make, shape, match", [
     (lambda: nn.Conv2d(1, 1, 3, padding=(1, 4), padding_mode="reflect"), (1, 1, 4, 4),
+     r"^Conv2d\(1, 1, kernel_size=\(3, 3\), .*padding_mode=reflect\) cannot pad its input "
+     r"of shape \(1, 1, 4, 4\): pad: "
      r"mode='reflect' .* got \(4, 4\) for dimension 3 \(size 4\) of the input of shape "
      r"\(1, 1, 4, 4\), so at most 3"),
     (lambda: nn.Conv1d(1, 1, 2, padding=4, padding_mode="circular"), (2, 1, 3),
-     r"mode='circular' .* <= the 3 element\(s\) left of dimension 2 \(size 3\) of the "
+     r"^Conv1d\(1, 1, .*padding_mode=circular\) cannot pad its input of shape \(2, 1, 3\): "
+     r"pad: mode='circular' .* <= the 3 element\(s\) left of dimension 2 \(size 3\) of the "
      r"input of shape \(2, 1, 3\).*got \(4, 4\)"),
-], ids=["conv2d-reflect", "conv1d-circular"])
+    (lambda: nn.Conv2d(2, 1, 2, padding="same", padding_mode="replicate"), (2, 0, 3),
+     r"^Conv2d\(2, 1, .*padding='same', padding_mode=replicate\) cannot pad its input of "
+     r"shape \(2, 0, 3\): pad: mode='replicate' cannot pad dimension 1 \(size 0\)"),
+], ids=["conv2d-reflect", "conv1d-circular", "conv2d-replicate-empty"])
 def test_conv_padding_beyond_the_mode_limit_names_the_input(make, shape, match):
+    """The error names the layer: the user called no pad."""
     with pytest.raises(ValueError, match=match):
         make()(tg.zeros(*shape))
 

@@ -239,7 +239,11 @@ class _ConvNd(Module):
             widths = [(p, p) for p in self.padding]
         # F.pad lists (before, after) pairs from the last dimension.
         pad = tuple(amount for pair in reversed(widths) for amount in pair)
-        return F.pad(x, pad, mode=_PAD_MODE[self.padding_mode]), (0,) * self._n
+        try:
+            return F.pad(x, pad, mode=_PAD_MODE[self.padding_mode]), (0,) * self._n
+        except ValueError as e:   # an input too small for the mode: say which layer
+            raise ValueError(f"{type(self).__name__}({self.extra_repr()}) cannot pad its "
+                             f"input of shape {x.shape}: {e}") from None
 
     def _spatial_hint(self):
         return "({0}, L) or (N, {0}, L)".format(self.in_channels) if self._n == 1 else \
