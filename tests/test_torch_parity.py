@@ -450,3 +450,13 @@ SGD_SIGNATURES = [
 def test_sgd_takes_torchs_argument_order_and_default_lr(args, kwargs, expected):
     group = optim.SGD([nn.Parameter(np.zeros(2))], *args, **kwargs).param_groups[0]
     assert {k: group[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("args", [(0.1, 0.9, 0.0, True), (0.1, 0.9, 0.0, False, 1e-4)],
+                         ids=["nesterov-fourth", "six-arguments"])
+def test_a_flag_in_weight_decays_place_names_the_argument_order(args):
+    """Code written for an order with nesterov before weight_decay fails saying why."""
+    with pytest.raises(TypeError, match=r"weight_decay must be a number, got (True|False); "
+                                        r"the order is PyTorch's, SGD\(params, lr, momentum, "
+                                        r"dampening, weight_decay, nesterov\)"):
+        optim.SGD([nn.Parameter(np.zeros(2))], *args)

@@ -1595,7 +1595,9 @@ def _filled(shape, value, dtype, device, requires_grad=False, cls=None):
     """A ``cls`` (default Tensor) of ``shape`` filled with ``value``, allocated and
     filled on its device: a host array would be one more host -> device copy."""
     backend = get_backend(device)
-    value = float(value) if dtype.kind == "f" else value   # an int beyond 64 bits too
+    # Converted on the host, by NumPy's rules (an int beyond 64 bits into a float
+    # dtype too), so that every backend fills with the same value.
+    value = dtype.type(float(value) if dtype.kind == "f" else value)
     with backend.context():
         data = backend.xp.full(shape, value, dtype=dtype)
     return (cls or Tensor)._make(data, backend, requires_grad)

@@ -423,6 +423,13 @@ class SGD(Optimizer):
         super()._validate(group)
         group["momentum"] = _check_number("momentum", group["momentum"])
         group["dampening"] = _check_number("dampening", group["dampening"], low=-math.inf)
+        if isinstance(group["weight_decay"], (bool, np.bool_)):
+            # A flag in weight_decay's place: nesterov, given by position in an order
+            # that put it before weight_decay.
+            raise TypeError(f"SGD: weight_decay must be a number, got "
+                            f"{group['weight_decay']!r}; the order is PyTorch's, "
+                            f"SGD(params, lr, momentum, dampening, weight_decay, nesterov): "
+                            f"pass nesterov by keyword")
         group["weight_decay"] = _check_number("weight_decay", group["weight_decay"])
         group["nesterov"] = _check_flag("nesterov", group["nesterov"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
