@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
-from tinygrad_cnn._porting import MODULE_HINTS, TENSOR_HINTS, _Missing
+from tinygrad_cnn._porting import MODULE_HINTS, NN_HINTS, TENSOR_HINTS, _Missing
 
 
 def R(*shape, seed=0):
@@ -94,6 +94,12 @@ HINT_MESSAGES = [
     ("tg.clamp(x, 0)", "has no attribute 'clamp' (a Tensor method here, as in NumPy's "
                        "arrays): use x.clamp(...)"),
     ("tg.maximum(x, x)", ": use x.maximum(...)"),
+    # torch.nn's names: F beside nn, unfold and fold as ops only
+    ("tg.nn.functional.relu(x)", "module 'tinygrad_cnn.nn' has no attribute 'functional' (a "
+                                 "PyTorch name): use tg.functional (torch.nn.functional's"),
+    ("tg.nn.Unfold(3)", "has no attribute 'Unfold' (a PyTorch name): not provided as a layer; "
+                        "F.unfold(x, kernel_size, ...) in a Module's forward"),
+    ("tg.nn.Fold((4, 4), 3)", ": not provided as a layer; F.fold(x, output_size, kernel_size"),
 ]
 
 
@@ -292,6 +298,14 @@ def test_utils_hint_holds_torch_utils_data_names():
         assert hasattr(torch.utils.data, name) and hasattr(data, name), name
 
 
+def test_nn_functional_hint_names_the_module_of_the_functional_ops():
+    F = _run(_shown_code(tg.nn, "functional"), {})
+    assert F is tg.functional
+    assert callable(F.conv2d) and callable(F.cross_entropy) and callable(F.unfold)
+    for name in ("unfold", "fold"):
+        assert f"F.{name}(x, " in NN_HINTS[name.capitalize()] and callable(getattr(F, name))
+
+
 def test_save_and_load_hints_round_trip_a_state_dict(tmp_path):
     from tinygrad_cnn import checkpoint
     model, twin = tg.nn.Linear(3, 2), tg.nn.Linear(3, 2)
@@ -307,13 +321,15 @@ def test_every_use_hint_is_checked_and_every_hinted_name_is_missing():
     hinted = {n for n, h in TENSOR_HINTS.items() if _code(h)} | {
         f"tg.{n}" for n, h in MODULE_HINTS.items() if _code(h)}
     assert hinted == checked
-    for table in (TENSOR_HINTS, MODULE_HINTS):
+    for table in (TENSOR_HINTS, MODULE_HINTS, NN_HINTS):
         assert all(_code(h) or h.startswith("not provided") for h in table.values())
+    assert [n for n, h in NN_HINTS.items() if _code(h)] == ["functional"]   # checked above
     # A name that exists would never reach the hint: on the Tensor each is the
     # placeholder that raises it (read without running it), nothing real.
     assert not [n for n in TENSOR_HINTS
                 if not isinstance(inspect.getattr_static(tg.Tensor, n), _Missing)]
     assert not [n for n in MODULE_HINTS if n in vars(tg)]
+    assert not [n for n in NN_HINTS if n in vars(tg.nn)]
 
 
 # ---- other failed lookups stay as they were --------------------------------------------
@@ -325,6 +341,8 @@ PLAIN_LOOKUPS = [
     ("tg.foo", "module 'tinygrad_cnn' has no attribute 'foo'"),
     ("tg.__wrapped__", "module 'tinygrad_cnn' has no attribute '__wrapped__'"),
     ("tg.size", "module 'tinygrad_cnn' has no attribute 'size'"),   # a property, no function
+    ("tg.nn.foo", "module 'tinygrad_cnn.nn' has no attribute 'foo'"),
+    ("tg.nn.__wrapped__", "module 'tinygrad_cnn.nn' has no attribute '__wrapped__'"),
     # a property whose getter fails shows its own error (here: no data, __init__ not run)
     ("tg.Tensor.__new__(tg.Tensor).shape", "'Tensor' object has no attribute 'data'"),
 ]

@@ -2,12 +2,12 @@
 
 Code ported from PyTorch calls ``x.numel()`` or ``torch.randint``; here the Tensor
 follows NumPy (``x.size``) and the package has its own names.  A failed
-attribute lookup of such a name, on a Tensor or on the package, raises an
+attribute lookup of such a name, on a Tensor, the package or ``nn``, raises an
 ``AttributeError`` that names the equivalent, instead of Python's bare "has no
 attribute".  On the Tensor each such name is a class attribute that raises it
 (:func:`add_missing_names`); the package's module-level ``__getattr__``
 (PEP 562), which Python calls only after normal lookup has failed, calls
-:func:`module_hint`.
+:func:`module_hint`, and ``nn``'s calls :func:`nn_hint`.
 
 Each hint is "use CODE", CODE being what to write here with the names of
 PyTorch's call (``x`` the tensor, ``other`` another one), or a note where
@@ -127,6 +127,16 @@ MODULE_HINTS = {
     "einsum": "not provided; write the product with @, transposes and sums",
 }
 
+NN_HINTS = {
+    # torch.nn.functional: here beside nn, not inside it
+    "functional": "use tg.functional (torch.nn.functional's ops and losses; import "
+                  "tinygrad_cnn.functional as F)",
+    "Unfold": "not provided as a layer; F.unfold(x, kernel_size, ...) in a Module's forward "
+              "does the same (F: tg.functional)",
+    "Fold": "not provided as a layer; F.fold(x, output_size, kernel_size, ...) in a Module's "
+            "forward does the same (F: tg.functional)",
+}
+
 
 def tensor_hint(name):
     """The error's text for PyTorch's Tensor attribute ``name``, or None."""
@@ -147,6 +157,12 @@ def module_hint(name):
     if callable(getattr(Tensor, name, None)):
         return f"(a Tensor method here, as in NumPy's arrays): use x.{name}(...)"
     return None
+
+
+def nn_hint(name):
+    """The error's text for PyTorch's ``torch.nn.<name>``, or None."""
+    hint = NN_HINTS.get(name)
+    return None if hint is None else f"(a PyTorch name): {hint}"
 
 
 def hint_error(what, name, hint):

@@ -31,3 +31,13 @@ __all__ = [
     "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
     "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",
 ]
+
+
+def __getattr__(name):
+    """Called only for a name nn lacks: a PyTorch name (``nn.functional``, ``nn.Unfold``)
+    gets an error naming the equivalent here (PEP 562)."""
+    from .._porting import hint_error, nn_hint
+    hint = nn_hint(name)
+    if hint is not None:
+        raise hint_error(f"module '{__name__}'", name, hint)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
