@@ -1,9 +1,11 @@
 """The README's code runs as printed, and its test command is the one CI runs."""
 from __future__ import annotations
 
+import fnmatch
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
@@ -59,10 +61,53 @@ def test_the_pytorch_name_examples_of_the_conventions_raise_as_stated():
     assert x.size == 6 and x.shape == (2, 3)
     with pytest.raises(TypeError, match="'int' object is not callable"):
         x.size()
-    examples = re.findall(r"`((?:x|tg)\.\w+(?:\(\))?)`", bullet.group(0).split("equivalent")[1])
-    assert examples == ["x.numel()", "x.size", "tg.randint", "x.masked_fill", "x.long()"]
-    for code in [e for e in examples if e != "x.size"]:
-        with pytest.raises(AttributeError, match=r"\(a PyTorch name.*\): (use|not provided)"):
-            eval(code, {"x": x, "tg": tg})
+    examples = re.findall(r"`((?:x|tg|nn)\.\w+(?:\(\))?)`",
+                          bullet.group(0).split("equivalent")[1])
+    assert examples == ["x.numel()", "x.size", "tg.randint", "x.masked_fill", "x.long()",
+                        "nn.functional", "x.flip"]
+    for code in examples[:-1]:
+        if code != "x.size":
+            with pytest.raises(AttributeError, match=r"\(a PyTorch name.*\): (use|not provided)"):
+                eval(code, {"x": x, "tg": tg, "nn": tg.nn})
+    # "any other": the bullet's example of a name without a hint
+    with pytest.raises(AttributeError) as info:
+        x.flip
+    assert str(info.value) == "'Tensor' object has no attribute 'flip'"
     with pytest.raises(AttributeError, match=r": use x\.size$"):
         x.numel()
+
+
+# Each layer the conventions name as taking one unbatched sample: how to make it, and
+# the sample's shape.
+UNBATCHED_LAYERS = {
+    "Conv1d": (lambda nn: nn.Conv1d(2, 3, 3, padding=1, padding_mode="reflect"), (2, 7)),
+    "Conv2d": (lambda nn: nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (2, 5, 6)),
+    "ConvTranspose2d": (lambda nn: nn.ConvTranspose2d(2, 3, 3, stride=2), (2, 5, 6)),
+    "LocallyConnected2d": (lambda nn: nn.LocallyConnected2d(2, 3, (5, 6), 3), (2, 5, 6)),
+    "MaxPool1d": (lambda nn: nn.MaxPool1d(2), (2, 7)),
+    "MaxPool2d": (lambda nn: nn.MaxPool2d(2), (2, 5, 6)),
+    "AvgPool1d": (lambda nn: nn.AvgPool1d(2), (2, 7)),
+    "AvgPool2d": (lambda nn: nn.AvgPool2d(2), (2, 5, 6)),
+    "AdaptiveAvgPool2d": (lambda nn: nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 6)),
+    "AdaptiveMaxPool2d": (lambda nn: nn.AdaptiveMaxPool2d((2, 3)), (2, 5, 6)),
+}
+
+
+def test_the_layers_and_ops_said_to_take_an_unbatched_sample_do():
+    # The conventions' parenthesis names the ops and (as patterns such as `Conv*`) the
+    # layers: each exists, and the layers give for one sample the batch of one's result.
+    said = re.search(r"NCHW images \((.*?)\)", README, re.S)
+    assert said and "unbatched" in said.group(1), "the conventions should say which"
+    names = re.findall(r"`([\w*]+)`", said.group(1))
+    ops = [n for n in names if n.islower()]
+    assert ops == ["unfold", "fold", "local2d"]
+    assert all(callable(getattr(tg.functional, op)) for op in ops)
+    layers = {n for pattern in names if not pattern.islower()
+              for n in fnmatch.filter(tg.nn.__all__, pattern)}
+    assert layers == set(UNBATCHED_LAYERS)
+    for name, (make, shape) in UNBATCHED_LAYERS.items():
+        tg.manual_seed(0)
+        layer, x = make(tg.nn), tg.randn(*shape)
+        one, batch = layer(x), layer(x[None])
+        assert one.shape == batch.shape[1:], name
+        np.testing.assert_allclose(one.numpy(), batch.numpy()[0], rtol=1e-6, atol=1e-6)
