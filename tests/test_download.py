@@ -298,6 +298,9 @@ def test_missing_files_without_download_are_all_named(monkeypatch, private_cache
     with pytest.raises(FileNotFoundError, match="4 file") as info:
         fetch("mnist", download=False)
     assert re.findall(r"^    (\S+)\s+sha256 ", str(info.value), re.M) == list(FILES)
+    # The directory to put them in does not exist yet: the user is told to create it.
+    assert re.search(r"^    \S+mnist/   \(does not exist yet: create it first\)$",
+                     str(info.value), re.M)
     assert not private_cache.exists()
 
 

@@ -362,6 +362,8 @@ def manual_instructions(name, data_dir=None, files=None):
     directory = dataset_dir(name, data_dir)
     lines = [f"To install {ds.title} by hand, download these files (from any mirror or copy) "
              f"and put them, keeping the names, in", f"    {directory}{os.sep}"]
+    if not os.path.isdir(directory):   # nothing was downloaded there yet
+        lines[-1] += "   (does not exist yet: create it first)"
     for f in files:
         check = f"sha256 {f.sha256}" if f.sha256 else (f"md5 {f.md5}" if f.md5 else "")
         lines.append(f"    {f.name:<28} {check}".rstrip())
