@@ -113,7 +113,7 @@ BROKEN_CACHE = {
     # Offline: one error names every file of both splits, and where to put them.
     "offline": (False, False, [], 1, [
         r"^error: MNIST: could not download train-images-idx3-ubyte\.gz; every mirror failed",
-        r"\n    {directory}/\n" + EVERY_FILE]),
+        r"\n    {directory}/   \(does not exist yet: create it first\)\n" + EVERY_FILE]),
 }
 
 
