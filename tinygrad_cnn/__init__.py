@@ -15,6 +15,7 @@ from .tensor import (
 )
 from . import functional, nn, optim, data, viz
 from .viz import trace, graph
+from ._porting import module_getattr as _module_getattr, module_hint as _module_hint
 
 __all__ = [
     "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
@@ -27,11 +28,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    """Called only for a name the package lacks: a PyTorch name (``tg.randint``,
-    ``tg.long``, ``tg.exp``) gets an error naming the equivalent here (PEP 562)."""
-    from ._porting import hint_error, module_hint
-    hint = module_hint(name)
-    if hint is not None:
-        raise hint_error(f"module '{__name__}'", name, hint)
-    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+# A PyTorch name the package lacks (tg.randint, tg.long, tg.exp) fails with an error
+# naming the equivalent here.
+__getattr__ = _module_getattr(__name__, _module_hint)

@@ -190,18 +190,39 @@ class _Missing:
         raise hint_error(f"'{owner.__name__}' object", self.name, tensor_hint(self.name))
 
 
-def is_missing(cls, name):
-    """Whether ``name`` on ``cls`` is a :class:`_Missing` (found as attribute lookup
-    finds it, first in the MRO), not something real of ``cls`` or a subclass."""
+_ABSENT = object()
+
+
+def _found(cls, name):
+    """What attribute lookup on ``cls`` finds first in the MRO for ``name``, without
+    running it (a _Missing would raise); _ABSENT if nothing."""
     for k in cls.__mro__:
         if name in vars(k):
-            return isinstance(vars(k)[name], _Missing)
-    return False
+            return vars(k)[name]
+    return _ABSENT
+
+
+def is_missing(cls, name):
+    """Whether ``name`` on ``cls`` is a :class:`_Missing`, not something real of ``cls``
+    or a subclass."""
+    return isinstance(_found(cls, name), _Missing)
 
 
 def add_missing_names(cls):
     """Give ``cls`` (the Tensor) a :class:`_Missing` for each name of TENSOR_HINTS that
     it does not have."""
     for name in TENSOR_HINTS:
-        if not any(name in vars(k) for k in cls.__mro__):
+        if _found(cls, name) is _ABSENT:
             setattr(cls, name, _Missing(name))
+
+
+def module_getattr(module_name, hint_of):
+    """The ``__getattr__`` (PEP 562) of module ``module_name``, which Python calls only
+    for a name the module lacks: an AttributeError, with the hint ``hint_of(name)``
+    gives where it gives one."""
+    def __getattr__(name):
+        hint = hint_of(name)
+        if hint is not None:
+            raise hint_error(f"module '{module_name}'", name, hint)
+        raise AttributeError(f"module '{module_name}' has no attribute '{name}'")
+    return __getattr__

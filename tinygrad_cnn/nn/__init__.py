@@ -19,6 +19,7 @@ from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELo
                      binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      l1_loss, mse_loss, nll_loss, softplus)
 from .summary import ModelSummary, summary
+from .._porting import module_getattr as _module_getattr, nn_hint as _nn_hint
 
 __all__ = [
     "init", "Module", "Parameter", "Sequential", "ModuleList", "Identity",
@@ -33,11 +34,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    """Called only for a name nn lacks: a PyTorch name (``nn.functional``, ``nn.Unfold``)
-    gets an error naming the equivalent here (PEP 562)."""
-    from .._porting import hint_error, nn_hint
-    hint = nn_hint(name)
-    if hint is not None:
-        raise hint_error(f"module '{__name__}'", name, hint)
-    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+# A PyTorch name this module lacks (nn.functional, nn.Unfold) fails with an error naming
+# the equivalent here.
+__getattr__ = _module_getattr(__name__, _nn_hint)
