@@ -46,7 +46,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import tinygrad_cnn as tg
 import tinygrad_cnn.functional as F
-from tinygrad_cnn import GradcheckError, Tensor, gradcheck, gradgradcheck
+from tinygrad_cnn import GradcheckError, Tensor, conv_arrays, gradcheck, gradgradcheck
 
 try:  # tests/ as a package, or tests/ on sys.path (pytest's default rootdir mode)
     from . import reference_loops as ref
@@ -645,13 +645,15 @@ def _conv_memory(x, w, b, **kw):
     return peak - start - sum(t.data.nbytes for t in (y, x.grad, w.grad, b.grad)), y.shape
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+@pytest.mark.parametrize("chunked", ["whole", "limit", "cache"])
 @pytest.mark.parametrize("case", MEMORY_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_conv_memory_stays_within_the_documented_bound(case, chunked, im2col_limit):
+def test_conv_memory_stays_within_the_documented_bound(case, chunked, im2col_limit,
+                                                       monkeypatch):
     """The README's formula: at most two im2col buffers (C*KH*KW * N*OH*OW elements,
-    or one chunk's), plus about one padded copy of x and one of y.  A widening
-    "same" conv whose input gradient took the flipped correlation built columns
-    OC/C times larger and failed this."""
+    or one chunk's when the im2col limit splits the batch), plus about one padded
+    copy of x and one of y.  A widening "same" conv whose input gradient took the
+    flipped correlation built columns OC/C times larger and failed this.  Chunks of
+    cache size ("cache") may keep the whole batch's columns for the weight gradient."""
     N, C, OC, H, W, K, p, s, d, groups, batch_last = case
     rng = np.random.default_rng(15)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
@@ -660,11 +662,13 @@ def test_conv_memory_stays_within_the_documented_bound(case, chunked, im2col_lim
     x, w, b = (Tensor(a, requires_grad=True) for a in (
         x, rng.standard_normal((OC, C // groups, K, K)).astype(np.float32),
         rng.standard_normal(OC).astype(np.float32)))
-    if chunked:
+    if chunked == "limit":
         im2col_limit(1)   # one image per chunk
+    elif chunked == "cache":
+        monkeypatch.setattr(conv_arrays, "COLUMN_BLOCK_BYTES", 1)
     extra, (_, _, OH, OW) = _conv_memory(x, w, b, padding=p, stride=s, dilation=d,
                                          groups=groups)
-    cols = C * K * K * (1 if chunked else N) * OH * OW * 4
+    cols = C * K * K * (1 if chunked == "limit" else N) * OH * OW * 4
     padded_x = N * C * (H + 2 * p) * (W + 2 * p) * 4
     y = N * OC * OH * OW * 4
     bound = 2 * cols + 2 * (padded_x + y) + 64 * 1024   # and some bookkeeping

@@ -65,22 +65,57 @@ def _arrays(shapes, seed=0):
 
 @pytest.mark.parametrize("name", list(CONVS))
 def test_layouts_and_chunks_agree(name, monkeypatch):
-    """Each column layout, and chunked batches, give the same forward and gradients."""
+    """Each column layout, and chunked batches, give the same forward and gradients.
+    Chunks come from the im2col limit (each chunk's columns made again for the
+    weight gradient) or from the cache-sized chunk bound (the per-image
+    layout's chunks then write into one buffer that the weight gradient reuses)."""
     fn, shapes = CONVS[name]
     arrays = _arrays(shapes)
     reference = None
-    limit = F.get_im2col_limit()
+    limit, block = F.get_im2col_limit(), conv_arrays.COLUMN_BLOCK_BYTES
     try:
         for layout in ("nkl", "knl", "kln"):
             monkeypatch.setattr(F, "choose_layout",
                                 lambda *args, layout=layout, **kwargs: layout)
-            for chunked in (False, True):
-                F.set_im2col_limit(1 if chunked else limit)  # 1 byte: one image per chunk
+            for chunked in ("no", "by the limit", "cache-sized"):
+                # 1 byte: one image per chunk
+                F.set_im2col_limit(1 if chunked == "by the limit" else limit)
+                monkeypatch.setattr(conv_arrays, "COLUMN_BLOCK_BYTES",
+                                    1 if chunked == "cache-sized" else block)
                 result = forward_and_grads(lambda *xs: fn(F, *xs), arrays)
                 if reference is None:
                     reference = result
                 else:
                     _close(result, reference, f"{name} layout {layout} chunked {chunked}")
+    finally:
+        F.set_im2col_limit(limit)
+
+
+def test_weight_gradient_reuses_the_columns_of_cache_sized_chunks(monkeypatch):
+    """In cache-sized chunks of the per-image layout the forward writes each chunk's
+    columns into one buffer for the batch, and the weight gradient reads them there:
+    backward builds no columns.  Chunks forced by the im2col limit build them again."""
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.standard_normal((4, 8, 16, 16)))
+    w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((8, 8, 3, 3), (8,)))
+    g = Tensor(rng.standard_normal((4, 8, 16, 16)))
+    expected = tg.grad(F.conv2d(x, w, b, padding=1), [w, b], g)
+    calls = []
+    unfold = F.unfold_array
+    monkeypatch.setattr(F, "unfold_array", lambda *a, **k: calls.append(a[3]) or unfold(*a, **k))
+    monkeypatch.setattr(F, "choose_layout", lambda *args, **kwargs: "nkl")
+    monkeypatch.setattr(conv_arrays, "COLUMN_BLOCK_BYTES", 1)     # one image per chunk
+    limit = F.get_im2col_limit()
+    try:
+        for limited, backward_calls in ((False, 0), (True, 4)):
+            F.set_im2col_limit(1 if limited else limit)
+            calls.clear()
+            y = F.conv2d(x, w, b, padding=1)
+            assert calls == ["nkl"] * 4, calls
+            grads = tg.grad(y, [w, b], g)
+            assert len(calls) == 4 + backward_calls, (limited, calls)
+            _close([t.numpy() for t in grads], [t.numpy() for t in expected],
+                   f"weight gradient, chunks by the limit: {limited}")
     finally:
         F.set_im2col_limit(limit)
 

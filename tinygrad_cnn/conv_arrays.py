@@ -89,6 +89,10 @@ one buffer stays under :func:`get_im2col_limit` bytes (default 512 MiB, or
 the environment variable ``TINYGRAD_CNN_IM2COL_LIMIT``, or
 :func:`set_im2col_limit`) and, on the CPU, under 16 MiB (64 MiB for a
 batch-last operand) where one image's columns allow it, which is faster.
+Chunks of that cache size in the per-image (``nkl``) layout write their
+columns into slices of one buffer for the whole batch when it stays within
+the limit, so that training keeps them for the weight gradient
+(``_correlate`` in :mod:`tinygrad_cnn.functional`).
 """
 from __future__ import annotations
 
@@ -335,10 +339,12 @@ def batch_chunks(backend, N, bytes_per_image, batch_last=False):
 
     On backends with ``cache_blocking`` (host memory) chunks also stay under
     ``COLUMN_BLOCK_BYTES`` (16 MiB; one image per chunk if one image's columns
-    are larger): past that size, making each chunk's
-    columns again for the weight gradient costs less than keeping, and
-    reading back from main memory, the whole batch's (measured on 2-vCPU
-    x86 machines, see docs/benchmarks.md).  For a ``batch_last`` operand the
+    are larger), so that a chunk's GEMM reads the columns im2col has just
+    written from cache: faster than one pass over a batch's worth of
+    columns in main memory (measured on 2-vCPU x86 machines, see
+    docs/benchmarks.md).  Conv2d's per-image layout writes the chunks into
+    one buffer it keeps for the weight gradient; the other layouts make each
+    chunk's columns again there.  For a ``batch_last`` operand the
     bound is ``BATCH_LAST_BLOCK_BYTES`` (64 MiB): read as one chunk, it gives
     its columns in place and keeps its output batch-last, where a chunk of
     it would take a strided copy (LeNet's second convolution at batch 256,

@@ -404,8 +404,11 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     processed in chunks of ``max(1, limit // (K * OH*OW * itemsize))`` images
     (the columns are then rebuilt for the weight gradient rather than kept).
     On the CPU a chunk holds at most 16 MiB of columns (64 MiB if x is a
-    batch-last convolution output; one image's, if more), which is faster
-    as well as smaller (:func:`tinygrad_cnn.conv_arrays.batch_chunks`).
+    batch-last convolution output; one image's, if more), so that its GEMM
+    reads them from cache (:func:`tinygrad_cnn.conv_arrays.batch_chunks`);
+    with the per-image column layout the chunks then write into slices of
+    one buffer for the batch, kept for the weight gradient, when that buffer
+    stays within the limit.
     """
     _check_tensor("conv2d", "x", x, (3, 4), _IMAGES, sized=2)
     _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)", sized=2)
@@ -448,13 +451,15 @@ def _layout(backend, chunks, geom, K, a):
                          backend.cache_blocking)
 
 
-def _correlate(backend, x, w, b, geom, groups):
+def _correlate(backend, x, w, b, geom, groups, keep=False):
     """conv2d on arrays: (y, cols, layout), one GEMM per group and chunk.
 
-    ``cols`` are the columns of the last chunk (all of x when the batch was
-    not chunked, which Conv2d keeps for the weight gradient).  With the
-    ``kln`` layout on the host, in one chunk, y is batch-last, as the GEMM
-    wrote it (see "Batch-last arrays" in :mod:`tinygrad_cnn.conv_arrays`).
+    ``cols`` are the columns of all of x when the batch was not chunked, or
+    when ``keep`` asks for them (for the weight gradient) and the per-image
+    layout lets the chunks write into slices of one buffer within the
+    im2col limit; else None.  With the ``kln`` layout on the host, in one
+    chunk, y is batch-last, as the GEMM wrote it (see "Batch-last arrays" in
+    :mod:`tinygrad_cnn.conv_arrays`).
     """
     xp = backend.xp
     N, C = x.shape[:2]
@@ -472,13 +477,21 @@ def _correlate(backend, x, w, b, geom, groups):
         y = None              # the GEMM's output itself, below
     else:
         y = xp.empty(y_shape, dtype=x.dtype)
+    bias_in_gemm = ((layout == "nkl" or (layout == "kln" and K < 64)) and b is not None
+                    and groups == 1 and backend_kernel(backend, "im2col", x.dtype) is None)
+    # Chunks of the per-image layout can write their columns into slices of one
+    # buffer for the whole batch: each chunk's GEMM still reads its columns
+    # while they are in cache, and the weight gradient needs no second im2col.
+    whole = None
+    if (keep and layout == "nkl" and len(chunks) > 1
+            and N * im2col_bytes(C, geom, x.itemsize) <= get_im2col_limit()):
+        whole = xp.empty((N, K + bias_in_gemm, L), dtype=x.dtype)      # (N, K[+1], L)
     cols = None               # stays None for an empty batch
     # Per chunk: columns, then one GEMM per group (the else branch below).  The
     # first branch is the same GEMM with the bias moved into it.
     for lo, hi in chunks:
         cols = blocks = None  # drop the previous chunk's columns before making the next
-        if ((layout == "nkl" or (layout == "kln" and K < 64)) and b is not None and groups == 1
-                and backend_kernel(backend, "im2col", x.dtype) is None):
+        if bias_in_gemm:
             # The bias in the GEMM (w gets b as a last column, the columns a
             # row of ones): adding it to y afterwards is one more pass over
             # y, and for nkl one over rows of only OH*OW.  (A backend's own
@@ -486,7 +499,8 @@ def _correlate(backend, x, w, b, geom, groups):
             # take the general path.)
             w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)  # (OC, K+1)
             if layout == "nkl":   # one product per image, written straight into NCHW y
-                ones = xp.empty((hi - lo, K + 1, L), dtype=x.dtype)     # (N, K+1, L)
+                ones = (xp.empty((hi - lo, K + 1, L), dtype=x.dtype) if whole is None
+                        else whole[lo:hi])                              # (N, K+1, L)
                 ones[:, K] = 1
                 cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:, :K])
                 xp.matmul(w_b, ones, out=y[lo:hi].reshape(hi - lo, OC, L))  # (N, OC, L)
@@ -496,7 +510,8 @@ def _correlate(backend, x, w, b, geom, groups):
             cols = unfold_array(backend, x[lo:hi], geom, layout, out=ones[:K])
             rows = (w_b @ ones).reshape(1, OC, L * (hi - lo))           # (1, OC, P)
         else:
-            cols = unfold_array(backend, x[lo:hi], geom, layout)
+            cols = unfold_array(backend, x[lo:hi], geom, layout,
+                                out=None if whole is None else whole[lo:hi])
             blocks = as_blocks(cols, layout)                            # (B, K, P)
             B, _, P = blocks.shape
             blocks = blocks.reshape(B, groups, K // groups, P)          # (B, G, K/G, P)
@@ -514,7 +529,9 @@ def _correlate(backend, x, w, b, geom, groups):
         else:
             from_rows(backend, rows, hi - lo, geom.OH, geom.OW, layout,
                       out=y[lo:hi])                                     # (N, OC, OH, OW)
-    return y, cols, layout
+    if whole is not None:
+        return y, whole[:, :K], layout                                  # (N, K, L)
+    return y, cols if len(chunks) == 1 else None, layout
 
 
 class Conv2d(Function):
@@ -531,9 +548,8 @@ class Conv2d(Function):
     def forward(self, x, w, b=None, *, geom, groups, keep_cols):
         x, w, b = _operands(x, w, b)
         self.geom, self.groups, self.cols, self.layout = geom, groups, None, None
-        y, cols, layout = _correlate(self.backend, x, w, b, geom, groups)
-        if keep_cols and len(batch_chunks(self.backend, x.shape[0], im2col_bytes(
-                x.shape[1], geom, x.itemsize), is_batch_last(x))) == 1:
+        y, cols, layout = _correlate(self.backend, x, w, b, geom, groups, keep=keep_cols)
+        if keep_cols and cols is not None:
             self.cols, self.layout = cols, layout
         return y
 
