@@ -676,6 +676,48 @@ def test_conv_memory_stays_within_the_documented_bound(case, chunked, im2col_lim
                             f"bound {bound} (columns {cols}, padded x {padded_x}, y {y})")
 
 
+@pytest.mark.parametrize("grad,chunked", [
+    ("no_grad", "whole"), ("no_grad", "cache"), ("frozen_w", "whole"), ("frozen_w", "cache"),
+    ("pointwise", "cache")])
+def test_conv_keeps_no_columns_the_weight_gradient_does_not_read(grad, chunked,
+                                                                 monkeypatch):
+    """Between forward and backward a convolution holds its columns only for a
+    weight gradient that reads them: none under no_grad or for a w that needs no
+    gradient, and in cache-sized chunks ("cache", one image each: the per-image
+    layout) no copy of x for a 1x1 kernel at stride 1, whose columns are views
+    of x.  Its forward then allocates one chunk's columns, not a buffer for the
+    whole batch."""
+    import tracemalloc
+    N, C, OC, H, W = 8, 8, 8, 16, 16
+    K = 1 if grad == "pointwise" else 3
+    rng = np.random.default_rng(16)
+    x = Tensor(rng.standard_normal((N, C, H, W)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((OC, C, K, K)).astype(np.float32),
+               requires_grad=grad != "frozen_w")
+    if chunked == "cache":
+        monkeypatch.setattr(conv_arrays, "COLUMN_BLOCK_BYTES", 1)   # one image per chunk
+    image_cols = C * K * K * H * W * 4           # columns of one image ("same" padding)
+    y_bytes = N * OC * H * W * 4
+    padded_x = N * C * (H + K - 1) * (W + K - 1) * 4
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        with tg.no_grad() if grad == "no_grad" else tg.enable_grad():
+            y = F.conv2d(x, w, padding=K // 2)
+        held, peak = (m - start for m in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+    assert held <= y_bytes + 16 * 1024, (
+        f"{held - y_bytes} bytes held beyond y after the forward ({image_cols} per "
+        f"image of columns, x {x.data.nbytes})")
+    columns = image_cols * (1 if chunked == "cache" else N)
+    assert peak <= y_bytes + padded_x + columns + 64 * 1024, (
+        f"forward peak {peak} bytes: y {y_bytes}, padded x {padded_x}, columns {columns}")
+    if grad != "no_grad":   # and the gradient is still right
+        y.backward(Tensor(np.ones(y.shape, np.float32)))
+        assert x.grad is not None
+
+
 @pytest.mark.parametrize("N", [1, 4])
 def test_large_stride_equals_kernel_convs_match_closed_form(N):
     """With stride == kernel the windows tile the image, and both convolutions are

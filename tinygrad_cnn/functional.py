@@ -408,7 +408,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     reads them from cache (:func:`tinygrad_cnn.conv_arrays.batch_chunks`);
     with the per-image column layout the chunks then write into slices of
     one buffer for the batch, kept for the weight gradient, when that buffer
-    stays within the limit.
+    stays within the limit (not for a 1x1 kernel at stride 1 without padding,
+    whose columns are views of x).
     """
     _check_tensor("conv2d", "x", x, (3, 4), _IMAGES, sized=2)
     _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)", sized=2)
@@ -457,9 +458,9 @@ def _correlate(backend, x, w, b, geom, groups, keep=False):
     ``cols`` are the columns of all of x when the batch was not chunked, or
     when ``keep`` asks for them (for the weight gradient) and the per-image
     layout lets the chunks write into slices of one buffer within the
-    im2col limit; else None.  With the ``kln`` layout on the host, in one
-    chunk, y is batch-last, as the GEMM wrote it (see "Batch-last arrays" in
-    :mod:`tinygrad_cnn.conv_arrays`).
+    im2col limit (except columns that are views of x); else None.  With the
+    ``kln`` layout on the host, in one chunk, y is batch-last, as the GEMM
+    wrote it (see "Batch-last arrays" in :mod:`tinygrad_cnn.conv_arrays`).
     """
     xp = backend.xp
     N, C = x.shape[:2]
@@ -482,8 +483,12 @@ def _correlate(backend, x, w, b, geom, groups, keep=False):
     # Chunks of the per-image layout can write their columns into slices of one
     # buffer for the whole batch: each chunk's GEMM still reads its columns
     # while they are in cache, and the weight gradient needs no second im2col.
+    # Not for a 1x1 kernel at stride 1 without padding: its columns are views
+    # of x, which the weight gradient takes again for free, where the buffer
+    # would hold a copy of x until the backward.
     whole = None
-    if (keep and layout == "nkl" and len(chunks) > 1
+    pointwise = (geom.KH, geom.KW, geom.sh, geom.sw) == (1, 1, 1, 1) and not geom.padded
+    if (keep and layout == "nkl" and len(chunks) > 1 and not pointwise
             and N * im2col_bytes(C, geom, x.itemsize) <= get_im2col_limit()):
         whole = xp.empty((N, K + bias_in_gemm, L), dtype=x.dtype)      # (N, K[+1], L)
     cols = None               # stays None for an empty batch
