@@ -92,7 +92,8 @@ batch-last operand) where one image's columns allow it, which is faster.
 Chunks of that cache size in the per-image (``nkl``) layout write their
 columns into slices of one buffer for the whole batch when it stays within
 the limit, so that training keeps them for the weight gradient
-(``_correlate`` in :mod:`tinygrad_cnn.functional`).
+(``_correlate`` in :mod:`tinygrad_cnn.functional`; not for a 1x1 kernel at
+stride 1 without padding, whose columns are views of x).
 """
 from __future__ import annotations
 
