@@ -369,6 +369,14 @@ def test_repr_shows_the_tree():
         "Conv1d(1, 2, kernel_size=(3,), stride=(1,), padding=(1,), padding_mode=circular)")
     assert repr(nn.LocallyConnected2d(1, 2, 6, 3)) == (
         "LocallyConnected2d(1, 2, input_size=(6, 6), kernel_size=(3, 3), stride=(1, 1))")
+    # PyTorch's repr, then each setting that is not its default
+    assert repr(nn.AvgPool2d(2)) == "AvgPool2d(kernel_size=2, stride=2, padding=0)"
+    assert repr(nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False,
+                             divisor_override=4)) == (
+        "AvgPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False, "
+        "divisor_override=4)")
+    assert repr(nn.AvgPool1d(3, count_include_pad=False)) == (
+        "AvgPool1d(kernel_size=3, stride=3, padding=0, count_include_pad=False)")
     assert repr(nn.Parameter(np.zeros(2))).startswith("Parameter containing:\ntensor(")
 
 
@@ -594,6 +602,10 @@ LAYERS = {
     "maxpool1d": (lambda: nn.MaxPool1d(3, stride=2), lambda T: T.MaxPool1d(3, stride=2),
                   (2, 3, 8)),
     "avgpool1d": (lambda: nn.AvgPool1d(2), lambda T: T.AvgPool1d(2), (2, 3, 8)),
+    "avgpool2d-divisor-override": (
+        lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False, divisor_override=2),
+        lambda T: T.AvgPool2d(3, stride=2, padding=1, count_include_pad=False,
+                              divisor_override=2), (2, 2, 6, 5)),
     # every setting a pooling layer keeps reaches the op (dilation and ceil_mode change the
     # windows, count_include_pad the divisor)
     "maxpool2d-dilation-ceil": (lambda: nn.MaxPool2d(2, dilation=2, ceil_mode=True),
@@ -629,6 +641,9 @@ LAYERS = {
                             lambda T: T.MaxPool2d(3, stride=2, padding=1), (3, 7, 6)),
     "avgpool2d-unbatched": (lambda: nn.AvgPool2d(2, ceil_mode=True),
                             lambda T: T.AvgPool2d(2, ceil_mode=True), (2, 5, 5)),
+    "avgpool2d-divisor-override-unbatched": (
+        lambda: nn.AvgPool2d(2, ceil_mode=True, divisor_override=3),
+        lambda T: T.AvgPool2d(2, ceil_mode=True, divisor_override=3), (2, 5, 5)),
     "maxpool1d-unbatched": (lambda: nn.MaxPool1d(3, stride=2), lambda T: T.MaxPool1d(3, stride=2),
                             (3, 8)),
     "avgpool1d-unbatched": (lambda: nn.AvgPool1d(2), lambda T: T.AvgPool1d(2), (3, 8)),
@@ -703,6 +718,8 @@ GRAD_LAYERS = {
     "local2d": (lambda: nn.LocallyConnected2d(2, 2, (3, 3), 2, padding=1, stride=2), (1, 2, 3, 3)),
     "maxpool2d": (lambda: nn.MaxPool2d(2, stride=1), (1, 2, 3, 3)),
     "avgpool2d": (lambda: nn.AvgPool2d(2, padding=1), (1, 2, 3, 3)),
+    "avgpool2d-divisor-override": (lambda: nn.AvgPool2d(2, padding=1, divisor_override=3),
+                                   (1, 2, 3, 3)),
     "adaptive-avg": (lambda: nn.AdaptiveAvgPool2d(2), (1, 2, 3, 3)),
     "batchnorm2d": (lambda: nn.BatchNorm2d(2), (2, 2, 2, 2)),
     "batchnorm1d-eval": (lambda: nn.BatchNorm1d(3).eval(), (4, 3)),
@@ -1056,6 +1073,13 @@ def test_layer_input_errors_name_the_shapes(make, shape, patterns):
      r"MaxPool2d: return_indices must be True or False, got 3"),
     (lambda: nn.AvgPool2d(2, count_include_pad="no"), TypeError,
      r"AvgPool2d: count_include_pad must be True or False"),
+    (lambda: nn.AvgPool2d(2, divisor_override=0), ValueError,
+     r"^AvgPool2d: divisor_override must be > 0, got 0"),
+    (lambda: nn.AvgPool2d(2, divisor_override=True), TypeError,
+     r"^AvgPool2d: divisor_override must be a number, got True"),
+    # PyTorch's AvgPool1d has none (nor has F.avg_pool1d)
+    (lambda: nn.AvgPool1d(2, divisor_override=2), TypeError,
+     r"unexpected keyword argument 'divisor_override'"),
     (lambda: nn.AdaptiveMaxPool2d(2, return_indices=1), TypeError,
      r"AdaptiveMaxPool2d: return_indices must be True or False, got 1"),
     (lambda: nn.MaxPool2d(0), ValueError,
@@ -1163,6 +1187,18 @@ def test_softmax_without_dim(layer):
             layer()(tg.zeros(*shape))
     assert layer(dim=1)(tg.zeros(2, 3, 4)).shape == (2, 3, 4)
     assert repr(layer()) == f"{layer.__name__}(dim=None)"
+
+
+def test_avg_pool_layer_passes_divisor_override_to_the_op():
+    # Without torch: against the textbook loop, for both count_include_pad settings
+    # (which the override makes irrelevant).
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6))
+    for kw in ({}, {"count_include_pad": False}):
+        layer = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, divisor_override=4, **kw)
+        assert layer.divisor_override == 4
+        expected = ref.avg_pool2d(x, 3, 2, 1, ceil_mode=True, divisor_override=4, **kw)
+        np.testing.assert_allclose(layer(tg.tensor(x)).numpy(), expected, rtol=1e-13)
+    assert nn.AvgPool2d(2).divisor_override is None
 
 
 def test_dropout_follows_the_mode():

@@ -112,6 +112,8 @@ def pool_layers(draw):
         kwargs["dilation"] = d = draw(st.integers(1, 2))
     else:
         kwargs["count_include_pad"] = draw(st.booleans())
+        if n == 2:   # PyTorch's AvgPool1d has no divisor_override
+            kwargs["divisor_override"] = draw(st.one_of(st.none(), st.integers(1, 5)))
     shape = (N, C) + tuple(draw(st.integers(k, 7)) + (d - 1) * (k - 1) for _ in range(n))
     return f"{kind}({k}, {kwargs})", lambda T: getattr(T, kind)(k, **kwargs), shape
 

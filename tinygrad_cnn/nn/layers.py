@@ -471,30 +471,45 @@ class MaxPool2d(Module):
 class AvgPool2d(Module):
     """Mean over each ``kernel_size`` window; ``stride`` defaults to ``kernel_size``.
 
-    With ``count_include_pad`` (default) zero padding counts in the mean.
+    With ``count_include_pad`` (default) zero padding counts in the mean;
+    ``divisor_override``, a number > 0, divides every window's sum instead.
     """
 
     _n = 2
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True):
+                 count_include_pad=True, divisor_override=None):
         super().__init__()
+        name = type(self).__name__
         _check_pool_sizes(self, kernel_size, stride, padding)
-        check_flag(f"{type(self).__name__}: ceil_mode", ceil_mode)
-        check_flag(f"{type(self).__name__}: count_include_pad", count_include_pad)
+        check_flag(f"{name}: ceil_mode", ceil_mode)
+        check_flag(f"{name}: count_include_pad", count_include_pad)
+        if divisor_override is not None:   # as F.avg_pool2d would refuse it at the first call
+            check_number(f"{name}: divisor_override", divisor_override, low=0, open_low=True)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
         self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
+        self.divisor_override = divisor_override
 
     def forward(self, x):
         _check_input(self, x, (3, 4), shape_hint="(C, H, W) or (N, C, H, W)")
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
-                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+                            divisor_override=self.divisor_override)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        # PyTorch's three, then the settings that differ from their defaults (PyTorch
+        # shows none of them, though each changes the result).
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        if self.ceil_mode:
+            s += ", ceil_mode=True"
+        if not self.count_include_pad:
+            s += ", count_include_pad=False"
+        if self.divisor_override is not None:
+            s += f", divisor_override={self.divisor_override}"
+        return s
 
 
 class MaxPool1d(MaxPool2d):
@@ -509,9 +524,14 @@ class MaxPool1d(MaxPool2d):
 
 
 class AvgPool1d(AvgPool2d):
-    """Average pooling over the last axis of ``(N, C, L)``; settings as :class:`AvgPool2d`."""
+    """Average pooling over the last axis of ``(N, C, L)``; settings as :class:`AvgPool2d`
+    but for ``divisor_override``, which PyTorch's AvgPool1d (and ``F.avg_pool1d``) lacks."""
 
     _n = 1
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
 
     def forward(self, x):
         _check_input(self, x, (2, 3), shape_hint="(C, L) or (N, C, L)")
