@@ -5,12 +5,17 @@ draw (recorded from both libraries' ``uniform_``/``normal_``/fills).
 Statistical on the values: for U(-b, b), max|w| within 1e-3 of b and the
 std within 1% of b/sqrt(3); for N(m, s^2), the std within 1% of s (about
 200k samples each, so these margins are over 5 standard errors).
+
+eye_ and dirac_ are exact (against loops and PyTorch); orthogonal_ gives
+orthonormal rows or columns, and PyTorch's Q for the same draws;
+trunc_normal_ is checked against the truncated normal's mean, std and CDF.
 """
 from __future__ import annotations
 
 import inspect
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -355,3 +360,355 @@ def test_a_seed_gives_the_same_model():
     random = [k for k in a if k.endswith("weight") and a[k].numpy().std() > 0]
     assert len(random) >= 5
     assert all((a[k].numpy() != c[k].numpy()).any() for k in random)
+
+
+# ---- eye_ and dirac_: exact, against the formulas and PyTorch -----------------------------
+def _torch_dtype(torch, dtype):
+    return getattr(torch, dtype)
+
+
+EYES = [(3, 5), (5, 3), (4, 4), (1, 1), (0, 3)]
+
+
+@pytest.mark.parametrize("shape", EYES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_eye_is_the_identity_as_in_pytorch(shape, dtype):
+    w = tg.full(shape, 7.0, dtype=dtype)        # every element is written: no 7 is left
+    assert init.eye_(w) is w
+    assert w.dtype == dtype and w.data.dtype == dtype
+    expected = np.array([[float(i == j) for j in range(shape[1])] for i in range(shape[0])])
+    np.testing.assert_array_equal(w.numpy(), expected.reshape(shape))
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.init.eye_(torch.empty(shape, dtype=_torch_dtype(torch, dtype)))
+    np.testing.assert_array_equal(w.numpy(), theirs.numpy())
+
+
+def _dirac_by_hand(shape, groups):
+    """PyTorch's loops: one 1 per (group, channel d < min(out/groups, in)), at the centre."""
+    w = np.zeros(shape)
+    per_group = shape[0] // groups
+    for g in range(groups):
+        for d in range(min(per_group, shape[1])):
+            w[(g * per_group + d, d) + tuple(k // 2 for k in shape[2:])] = 1
+    return w
+
+
+DIRACS = [   # shape (out, in, *kernel), groups
+    ((4, 2, 3), 1), ((2, 4, 5), 1), ((3, 3, 4), 3),                 # Conv1d: more out, more in
+    ((6, 4, 3, 3), 1), ((6, 4, 3, 3), 2), ((6, 2, 3, 3), 3), ((6, 1, 2, 4), 6),
+    ((4, 4, 2, 4), 1), ((3, 5, 1, 1), 1),                           # even and 1x1 kernels
+    ((8, 2, 3, 2, 5), 4), ((4, 3, 3, 3, 3), 1), ((6, 3, 1, 2, 1), 2),   # Conv3d
+    ((0, 3, 3), 1), ((0, 3, 3, 3), 4), ((4, 0, 3, 3), 2),           # no elements
+]
+
+
+@pytest.mark.parametrize("shape, groups", DIRACS, ids=[f"{s}-groups{g}" for s, g in DIRACS])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dirac_is_the_identity_as_in_pytorch(shape, groups, dtype):
+    w = tg.full(shape, 7.0, dtype=dtype)
+    assert init.dirac_(w, groups) is w
+    assert w.dtype == dtype and w.data.dtype == dtype
+    np.testing.assert_array_equal(w.numpy(), _dirac_by_hand(shape, groups))
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.init.dirac_(torch.empty(shape, dtype=_torch_dtype(torch, dtype)), groups)
+    np.testing.assert_array_equal(w.numpy(), theirs.numpy())
+
+
+def test_dirac_and_eye_pass_their_inputs_through():
+    # What they are for: the layer computes the identity (its first channels or inputs).
+    x = tg.randn(2, 6, 5, 7, dtype="float64")
+    conv = nn.Conv2d(6, 6, 3, padding=1, groups=3, bias=False, dtype="float64")
+    init.dirac_(conv.weight, groups=3)
+    np.testing.assert_array_equal(conv(x).numpy(), x.numpy())
+    conv1d = nn.Conv1d(6, 4, 5, padding=2, bias=False, dtype="float64")   # 4 of 6 channels
+    init.dirac_(conv1d.weight)
+    np.testing.assert_array_equal(conv1d(x[:, :, 0]).numpy(), x.numpy()[:, :4, 0])
+    linear = nn.Linear(7, 3, bias=False, dtype="float64")
+    init.eye_(linear.weight)
+    np.testing.assert_array_equal(linear(x).numpy(), x.numpy()[..., :3])
+
+
+# ---- orthogonal_ ------------------------------------------------------------------------
+ORTHOGONAL = [(10, 4), (4, 10), (7, 7), (1, 6), (6, 1), (5, 2, 3),
+              (16, 3, 3, 3), (64, 2, 2, 2), (8, 4, 5)]   # conv weights: wide, tall
+
+
+@pytest.mark.parametrize("shape", ORTHOGONAL, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_orthogonal_rows_or_columns_are_orthonormal_times_gain(shape, dtype):
+    tg.manual_seed(0)
+    w = tg.zeros(*shape, dtype=dtype)
+    assert init.orthogonal_(w, gain=1.5) is w
+    assert w.dtype == dtype and w.data.dtype == dtype
+    q = w.numpy().astype(np.float64).reshape(shape[0], -1)   # (rows, cols), as PyTorch's
+    rows, cols = q.shape
+    gram = q @ q.T if rows <= cols else q.T @ q              # (min, min)
+    np.testing.assert_allclose(gram, 1.5 ** 2 * np.eye(min(rows, cols)),
+                               atol=1e-5 if dtype == "float32" else 1e-13)
+    tg.manual_seed(1)                                        # random: another seed, another Q
+    other = init.orthogonal_(tg.zeros(*shape, dtype=dtype), gain=1.5).numpy()
+    assert not np.allclose(other, w.numpy())
+    tg.manual_seed(0)                                        # and the seed repeats it
+    np.testing.assert_array_equal(init.orthogonal_(tg.zeros(*shape, dtype=dtype),
+                                                   gain=1.5).numpy(), w.numpy())
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (3, 6), (4, 2, 3, 3), (5, 5)], ids=str)
+def test_orthogonal_makes_pytorchs_q_from_the_same_draws(monkeypatch, shape):
+    """Given the same N(0, 1) matrix, PyTorch's Q: the same QR, the same sign correction
+    (each case's R has negative diagonal elements, which the correction flips)."""
+    torch = pytest.importorskip("torch")
+    rows = shape[0]
+    cols = int(np.prod(shape)) // rows
+    draws = np.random.default_rng(sum(shape)).standard_normal((rows, cols))
+    r = np.linalg.qr(draws if rows >= cols else draws.T)[1]
+    assert (np.diag(r) < 0).any() and (np.diag(r) > 0).any()
+
+    def torch_normal_(t, *args, **kwargs):
+        return t.copy_(torch.from_numpy(draws))
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "normal_", torch_normal_)
+        theirs = torch.nn.init.orthogonal_(torch.empty(shape, dtype=torch.float64), gain=0.5)
+
+    class Draws:
+        def normal(self, size):
+            assert size == (rows, cols)
+            return draws.copy()
+    monkeypatch.setattr(init, "get_rng", Draws)
+    ours = init.orthogonal_(tg.zeros(*shape, dtype="float64"), gain=0.5)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=1e-14)
+
+
+# ---- trunc_normal_ ----------------------------------------------------------------------
+def _upper_mass(z):
+    """P(Z > z) of N(0, 1), accurate far into the tail."""
+    return math.erfc(z / math.sqrt(2)) / 2
+
+
+def _truncated_moments(mean, std, a, b):
+    """Mean and std of N(mean, std^2) conditioned on [a, b] (the textbook formulas)."""
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    if alpha + beta < 0:   # mirrored into the upper half, where erfc loses no digits
+        m, s = _truncated_moments(-mean, std, -b, -a)
+        return -m, s
+
+    def pdf(z):
+        return 0.0 if math.isinf(z) else math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def z_pdf(z):
+        return 0.0 if math.isinf(z) else z * pdf(z)
+    mass = _upper_mass(alpha) - _upper_mass(beta)
+    shift = (pdf(alpha) - pdf(beta)) / mass
+    var = 1 + (z_pdf(alpha) - z_pdf(beta)) / mass - shift ** 2
+    return mean + std * shift, std * math.sqrt(var)
+
+
+def _truncated_cdf(x, mean, std, a, b):
+    """P(X <= x) for X ~ N(mean, std^2) conditioned on [a, b], x in [a, b]."""
+    alpha, beta, z = (a - mean) / std, (b - mean) / std, (x - mean) / std
+    if alpha + beta < 0:
+        return 1 - _truncated_cdf(-x, -mean, std, -b, -a)
+    return (_upper_mass(alpha) - _upper_mass(z)) / (_upper_mass(alpha) - _upper_mass(beta))
+
+
+def _assert_truncated_normal(values, mean, std, a, b):
+    """``values`` (50k or more) lie in [a, b] and look drawn from the truncated law:
+    the mean within 5 standard errors, the std within 2% (over 5 of its standard
+    errors, even for an exponential-like tail) and the empirical CDF within
+    1.95 / sqrt(n) of the exact one at 200 points (the Kolmogorov-Smirnov test at the
+    0.1% level)."""
+    n = values.size
+    assert values.min() >= np.asarray(a, values.dtype) and \
+        values.max() <= np.asarray(b, values.dtype)
+    values = np.sort(values.astype(np.float64).ravel())
+    expected_mean, expected_std = _truncated_moments(mean, std, a, b)
+    assert abs(values.mean() - expected_mean) <= 5 * expected_std / math.sqrt(n)
+    assert values.std() == pytest.approx(expected_std, rel=0.02)
+    grid = np.quantile(values, np.linspace(0.0025, 0.9975, 200))
+    empirical = np.searchsorted(values, grid, side="right") / n
+    exact = np.array([_truncated_cdf(x, mean, std, a, b) for x in grid])
+    assert np.abs(empirical - exact).max() <= 1.95 / math.sqrt(n)
+
+
+TRUNCATED = [   # mean, std, a, b; the proposal that _truncated_normal uses for it
+    ((0.0, 1.0, -2.0, 2.0), "normal"),              # PyTorch's default
+    ((1.5, 0.2, 1.0, 2.0), "normal"),
+    ((0.0, 1.0, 0.0, math.inf), "normal"),           # the half-normal
+    ((0.0, 1.0, -0.3, 0.2), "uniform"),              # short, around the mean
+    ((0.0, 1.0, 1.0, 1.5), "uniform"),               # short, in the upper tail
+    ((0.5, 2.0, -2.5, -1.9), "uniform"),             # short, in the lower tail
+    ((0.0, 1.0, 3.0, math.inf), "exponential"),      # the tails
+    ((2.0, 0.5, -math.inf, 0.0), "exponential"),
+    ((0.0, 1.0, 8.0, 9.0), "exponential"),           # 1e-15 of the mass: normal draws
+    ((10.0, 1.0, -2.0, 2.0), "exponential"),         # would keep none; PyTorch warns here
+]
+TRUNCATED_IDS = [f"{p}-{kind}" for p, kind in TRUNCATED]
+
+
+class _CountingRng:
+    """The project's generator, recording which distributions were drawn from."""
+
+    def __init__(self, rng):
+        self.rng, self.methods = rng, set()
+
+    def __getattr__(self, name):
+        self.methods.add(name)
+        return getattr(self.rng, name)
+
+
+@pytest.mark.parametrize("params, proposal", TRUNCATED, ids=TRUNCATED_IDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_trunc_normal_draws_the_truncated_normal(monkeypatch, params, proposal, dtype):
+    tg.manual_seed(0)
+    counting = _CountingRng(tg.get_rng())
+    monkeypatch.setattr(init, "get_rng", lambda: counting)
+    w = tg.zeros(400, 500, dtype=dtype)
+    assert init.trunc_normal_(w, *params) is w
+    assert w.dtype == dtype and w.data.dtype == dtype
+    assert proposal in counting.methods        # the case tests the proposal it is meant to
+    _assert_truncated_normal(w.numpy(), *params)
+
+
+@pytest.mark.parametrize("params", [p for p, kind in TRUNCATED if kind != "exponential"
+                                    and all(map(math.isfinite, p))], ids=str)
+def test_trunc_normal_checks_pass_pytorchs_samples(params):
+    """The formulas and tolerances above hold for PyTorch's own trunc_normal_ (50k
+    samples; in the far tails its uniform proposal keeps too few draws to be quick)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = torch.nn.init.trunc_normal_(torch.empty(200, 250, dtype=torch.float64), *params)
+    _assert_truncated_normal(theirs.numpy(), *params)
+
+
+def test_trunc_normal_keeps_its_bounds_at_any_scale():
+    tg.manual_seed(0)
+    # float32: the values lie in [float32(a), float32(b)], as PyTorch's (0.7 rounds down)
+    w = init.trunc_normal_(tg.zeros(50_000), 0.0, 1.0, 0.7, 0.7000001).numpy()
+    assert w.min() >= np.float32(0.7) and w.max() <= np.float32(0.7000001)
+    # an interval far shorter than std: about uniform on it (a width that would
+    # underflow in units of std)
+    w = init.trunc_normal_(tg.zeros(50_000, dtype="float64"), 0.0, 1e300, 0.0, 1e-300).numpy()
+    assert w.min() >= 0 and w.max() <= 1e-300
+    assert w.mean() == pytest.approx(0.5e-300, rel=0.01)
+    # farther from the mean than float64 counts in stds: all at the nearest bound
+    w = init.trunc_normal_(tg.zeros(100, dtype="float64"), 0.0, 1e-310, 1.0, 2.0).numpy()
+    assert (w == 1.0).all()
+    w = init.trunc_normal_(tg.zeros(100, dtype="float64"), 0.0, 1e-300, -2.0, -1.0).numpy()
+    assert w.max() == -1.0 and w.min() >= -1.0 - 1e-290
+
+
+# ---- common to the four: errors, empty tensors, in place, devices ------------------------
+NEW_INITS = [   # name, call, a shape it takes
+    ("trunc_normal_", lambda t: init.trunc_normal_(t, 0.5, 2.0, -1.0, 3.0), (4, 3)),
+    ("orthogonal_", lambda t: init.orthogonal_(t, gain=2.0), (4, 3, 2)),
+    ("eye_", init.eye_, (4, 3)),
+    ("dirac_", lambda t: init.dirac_(t, groups=2), (4, 3, 3, 3)),
+]
+NEW_IDS = [name for name, _, _ in NEW_INITS]
+
+
+@pytest.mark.parametrize("call, shape, error, match", [
+    (lambda t: init.trunc_normal_(t, a=2, b=1), (4, 3), ValueError,
+     r"^trunc_normal_: the bounds must satisfy a < b, got a=2, b=1$"),
+    (lambda t: init.trunc_normal_(t, a=1.5, b=1.5), (4, 3), ValueError,
+     r"^trunc_normal_: the bounds must satisfy a < b, got a=1\.5, b=1\.5$"),
+    (lambda t: init.trunc_normal_(t, std=0), (4, 3), ValueError,
+     r"^trunc_normal_: std must be > 0, got 0$"),
+    (lambda t: init.trunc_normal_(t, std=-1.0), (4, 3), ValueError,
+     r"^trunc_normal_: std must be > 0, got -1\.0$"),
+    (lambda t: init.trunc_normal_(t, std=math.inf), (4, 3), ValueError,
+     r"^trunc_normal_: std must be a finite number, got inf$"),
+    (lambda t: init.trunc_normal_(t, mean=math.nan), (4, 3), ValueError,
+     r"^trunc_normal_: mean must be a number, got nan$"),
+    (lambda t: init.trunc_normal_(t, a="-2"), (4, 3), TypeError,
+     r"^trunc_normal_: a must be a number, got '-2' \(str\)$"),
+    (lambda t: init.trunc_normal_(t, b=math.nan), (4, 3), ValueError,
+     r"^trunc_normal_: b must be a number, got nan$"),
+    (lambda t: init.orthogonal_(t), (5,), ValueError,
+     r"^orthogonal_: expected a tensor with at least 2 dimensions \(it is filled as a matrix "
+     r"\(size\(0\), -1\)\), got shape \(5,\)$"),
+    (lambda t: init.orthogonal_(t), (), ValueError, r"got shape \(\)$"),
+    (lambda t: init.orthogonal_(t, gain=-1), (4, 3), ValueError,
+     r"^orthogonal_: gain must be >= 0\.0, got -1$"),
+    (lambda t: init.orthogonal_(t, gain=math.inf), (4, 3), ValueError,
+     r"^orthogonal_: gain must be a finite number, got inf$"),
+    (lambda t: init.eye_(t), (2, 3, 4), ValueError,
+     r"^eye_: expected a 2-D tensor \(a Linear weight \(out, in\)\), got shape \(2, 3, 4\); "
+     r"dirac_ fills a conv weight with the identity$"),
+    (lambda t: init.eye_(t), (6,), ValueError,
+     r"^eye_: expected a 2-D tensor \(a Linear weight \(out, in\)\), got shape \(6,\)$"),
+    (lambda t: init.dirac_(t), (4, 3), ValueError,
+     r"^dirac_: expected a 3-, 4- or 5-D conv weight \(out, in, \*kernel\), got shape "
+     r"\(4, 3\); eye_ fills a 2-D one with the identity$"),
+    (lambda t: init.dirac_(t), (1, 1, 1, 1, 1, 1), ValueError,
+     r"^dirac_: expected a 3-, 4- or 5-D conv weight .*, got shape \(1, 1, 1, 1, 1, 1\)$"),
+    (lambda t: init.dirac_(t, groups=4), (6, 2, 3, 3), ValueError,
+     r"^dirac_: groups=4 must divide size\(0\)=6, the output channels of the weight of "
+     r"shape \(6, 2, 3, 3\)$"),
+    (lambda t: init.dirac_(t, groups=0), (6, 2, 3), ValueError,
+     r"^dirac_: groups must be an int >= 1, got 0$"),
+    (lambda t: init.dirac_(t, groups=2.0), (6, 2, 3), TypeError,
+     r"^dirac_: groups must be an int, got 2\.0 \(float\)$"),
+], ids=["trunc-a-above-b", "trunc-a-equals-b", "trunc-std-0", "trunc-std-negative",
+        "trunc-std-inf", "trunc-mean-nan", "trunc-a-str", "trunc-b-nan", "orthogonal-1d",
+        "orthogonal-0d", "orthogonal-gain-negative", "orthogonal-gain-inf", "eye-3d", "eye-1d",
+        "dirac-2d", "dirac-6d", "dirac-groups-not-dividing", "dirac-groups-0",
+        "dirac-groups-float"])
+def test_new_init_argument_errors_change_nothing(call, shape, error, match):
+    t = tg.full(shape, 3.0)
+    state = tg.get_rng().bit_generator.state
+    with pytest.raises(error, match=match):
+        call(t)
+    assert (t.numpy() == 3.0).all() and tg.get_rng().bit_generator.state == state
+
+
+@pytest.mark.parametrize("name, call, shape", NEW_INITS, ids=NEW_IDS)
+def test_new_inits_refuse_a_non_float_tensor(name, call, shape):
+    for dtype in ("int64", "bool"):
+        t = tg.zeros(*shape, dtype=dtype)
+        with pytest.raises(TypeError, match=rf"^{name}: expected a floating-point tensor, got "
+                                            rf"dtype {dtype} \(shape {re.escape(str(shape))}\)"):
+            call(t)
+        assert not t.numpy().any()
+
+
+@pytest.mark.parametrize("name, call, shape", NEW_INITS, ids=NEW_IDS)
+def test_new_inits_leave_a_zero_element_tensor_alone_without_a_warning(name, call, shape):
+    # As PyTorch's: these have no fan to divide by, so no warning (kaiming_* and xavier_* warn).
+    empty = (0,) + shape[1:]
+    t = tg.zeros(*empty)
+    state = tg.get_rng().bit_generator.state
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert call(t) is t
+    assert t.shape == empty and tg.get_rng().bit_generator.state == state
+
+
+@pytest.mark.parametrize("name, call, shape", NEW_INITS, ids=NEW_IDS)
+def test_new_inits_write_in_place_without_a_graph(name, call, shape):
+    w = nn.Parameter(tg.zeros(*shape))
+    loss = (w * w).sum()                        # saves w
+    version = w._version
+    assert call(w) is w
+    assert w.requires_grad and w.grad_fn is None and w._version == version + 1
+    assert w.numpy().any()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+    # A view writes through to its base, as PyTorch's init functions do.
+    base = tg.zeros(2, *shape)
+    call(base[1])
+    assert not base.numpy()[0].any() and base.numpy()[1].any()
+
+
+@pytest.mark.parametrize("name, call, shape", NEW_INITS, ids=NEW_IDS)
+def test_new_inits_fill_on_the_device_with_one_copy(name, call, shape):
+    tg.manual_seed(5)
+    on_cpu = call(tg.zeros(*shape)).numpy()
+    t = tg.zeros(*shape, device="strict")
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        tg.manual_seed(5)
+        assert call(t) is t
+    assert log == [] and STRICT.upload_count - before == 1
+    assert STRICT.is_array(t.data)
+    np.testing.assert_array_equal(t.numpy(), on_cpu)   # the same numbers on every device

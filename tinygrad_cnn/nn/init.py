@@ -20,7 +20,11 @@ its fan explicitly with ``fan=``.
 Only floating-point tensors can be initialised (a ``TypeError`` otherwise:
 random values cast to integers would be silently truncated).  The
 fan-based initialisers (``kaiming_*``, ``xavier_*``) leave a tensor with
-no elements unchanged and warn, as PyTorch does, since its fan may be 0.
+no elements unchanged and warn, as PyTorch does, since its fan may be 0;
+the others leave it unchanged without a word, as PyTorch's.
+
+PyTorch's random initialisers also take ``generator=``; here every draw
+comes from the one generator that :func:`tinygrad_cnn.manual_seed` seeds.
 """
 from __future__ import annotations
 
@@ -29,13 +33,15 @@ import warnings
 
 import numpy as np
 
-from .._checks import check_fill_value, check_finite, check_number, check_value_fits
+from .._checks import (check_fill_value, check_finite, check_int, check_number,
+                       check_value_fits)
 from ..autograd import no_grad
 from ..tensor import Tensor, get_rng
 
 __all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal_",
            "constant_", "zeros_", "ones_", "kaiming_uniform_", "kaiming_normal_",
-           "xavier_uniform_", "xavier_normal_"]
+           "xavier_uniform_", "xavier_normal_", "trunc_normal_", "orthogonal_", "eye_",
+           "dirac_"]
 
 
 _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -99,11 +105,14 @@ def _check_tensor(tensor, name):
                         f"truncated")
 
 
-def _skip_empty(tensor, name):
-    """Whether ``tensor`` has no elements (its fan may be 0): then warn, as PyTorch."""
+def _skip_empty(tensor, name, warn=True):
+    """Whether ``tensor`` has no elements (its fan may be 0): then warn, as PyTorch, if
+    ``warn`` (PyTorch's fan-based inits warn; ``orthogonal_`` says nothing)."""
     _check_tensor(tensor, name)
     if tensor.size == 0:
-        warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=3)
+        if warn:
+            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning,
+                          stacklevel=3)
         return True
     return False
 
@@ -236,3 +245,180 @@ def xavier_normal_(tensor, gain=1.0):
         return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+# ---- truncated normal -----------------------------------------------------------------
+def _normal_cdf(z):
+    """Phi(z) of N(0, 1), from math.erfc (accurate in the lower tail too)."""
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def _truncated_normal(rng, n, mean, std, a, b):
+    """``n`` float64 samples of N(mean, std^2) conditioned on [a, b], by exact rejection.
+
+    A proposal's accepted draws follow the truncated law exactly; the rejected
+    ones are drawn again until none is left.  The proposal is the one that
+    rejects few (C. P. Robert, "Simulation of truncated normal variables",
+    1995), in standard units ``alpha = (a - mean) / std``, ``beta = (b - mean) / std``:
+
+    - N(mean, std^2), kept in [a, b]: when [a, b] holds over 0.3 of its mass
+      (PyTorch's threshold);
+    - else [a, b] is short or lies in a tail.  Measured from the end ``edge``
+      of [a, b] nearest the mean, ``dist`` standard units away, with
+      ``e >= 0`` standard units inward, the density is proportional to
+      exp(-(dist + e)^2 / 2); then
+      - a short interval straddling the mean: U(a, b), kept with probability
+        exp(-((x - mean) / std)^2 / 2) (the density over its peak);
+      - a short interval in a tail: e ~ U(0, width), width = (b - a) / std,
+        kept with probability exp(-e * dist - e^2 / 2) (the same ratio, its
+        peak at the edge);
+      - a long interval in a tail: e ~ Exp(lam), lam = (dist + sqrt(dist^2 + 4)) / 2,
+        kept with probability exp(-(e - (lam - dist))^2 / 2) and if e <= width.
+      Robert's rule picks the uniform proposal when width <= sqrt(e) / lam *
+      exp((dist^2 - dist * sqrt(dist^2 + 4)) / 4).
+    Each proposal keeps 0.3 of its draws or more, however far [a, b] lies
+    from the mean, so the loop ends after a few dozen rounds.
+
+    The values are clipped to [a, b]: that moves only a value that the
+    rounding of ``edge + step`` put just outside.
+    """
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    if _normal_cdf(beta) - _normal_cdf(alpha) > 0.3:
+        def propose(k):
+            x = rng.normal(mean, std, size=k)
+            return x, (x >= a) & (x <= b)
+    elif alpha < 0 < beta:   # short, or it would hold over 0.3 of the mass
+        def propose(k):
+            x = rng.uniform(a, b, size=k)
+            z = (x - mean) / std
+            return x, rng.random(k) < np.exp(-z * z / 2)
+    else:
+        # The tail [a, b] lies in: e measured from a upwards, or from b downwards.
+        edge, direction, dist = (a, 1.0, alpha) if alpha >= 0 else (b, -1.0, -beta)
+        width = (b - a) / std
+        if math.isinf(dist):
+            # Farther from the mean than float64 counts in standard deviations: the
+            # law is a point at the edge, to within the edge's own rounding.
+            return np.full(n, float(edge))
+        root = math.hypot(dist, 2.0)                    # sqrt(dist^2 + 4), without overflow
+        lam = dist / 2 + root / 2
+        shift = 2.0 / (dist + root)                     # lam - dist, without cancellation
+        # (dist^2 - dist*root) / 4 = -dist / (dist + root), written without overflow
+        if width <= math.exp(0.5 - dist / (dist + root)) / lam:
+            def propose(k):
+                # Drawn in x's units: a width that underflows in std's still has its values.
+                step = rng.uniform(0.0, b - a, size=k)
+                e = step / std
+                return edge + direction * step, rng.random(k) < np.exp(-e * (dist + e / 2))
+        else:
+            def propose(k):
+                e = rng.exponential(1.0 / lam, size=k)
+                keep = (e <= width) & (rng.random(k) < np.exp(-(e - shift) ** 2 / 2))
+                return edge + direction * std * e, keep
+    out = np.empty(n)
+    pending = np.arange(n)
+    while pending.size:
+        x, keep = propose(pending.size)
+        out[pending[keep]] = x[keep]
+        pending = pending[~keep]
+    return np.clip(out, a, b, out=out)
+
+
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """Fill with N(mean, std^2) conditioned on [a, b]: pdf ~ exp(-(x - mean)^2 / (2 std^2)).
+
+    Exact at any distance of [a, b] from the mean (rejection sampling, see
+    ``_truncated_normal``; PyTorch's method, also rejection, "works best
+    when a <= mean <= b" and warns otherwise).  ``a < b`` may be infinite
+    (``a=0, b=math.inf``: the half-normal); ``std > 0``.  Values lie in
+    [a, b] as drawn in float64, so in float32 in [float32(a), float32(b)]
+    (rounding keeps the order), as PyTorch's do.
+    """
+    _check_tensor(tensor, "trunc_normal_")
+    mean = check_finite("trunc_normal_: mean", check_number("trunc_normal_: mean", mean,
+                                                            low=None))
+    std = check_finite("trunc_normal_: std", check_number("trunc_normal_: std", std, low=0,
+                                                          open_low=True))
+    a = check_number("trunc_normal_: a", a, low=None)
+    b = check_number("trunc_normal_: b", b, low=None)
+    if not a < b:
+        raise ValueError(f"trunc_normal_: the bounds must satisfy a < b, got a={a}, b={b}")
+    values = _truncated_normal(get_rng(), tensor.size, float(mean), float(std), float(a),
+                               float(b))
+    return _fill_(tensor, values.reshape(tensor.shape), "trunc_normal_")
+
+
+# ---- structured matrices ---------------------------------------------------------------
+def orthogonal_(tensor, gain=1):
+    """Fill with gain * Q; Q (size(0), -1): Q Q^T = I if size(0) <= cols, else Q^T Q = I.
+
+    Q has orthonormal rows or columns, whichever are fewer.  It is the QR
+    factor of a matrix of N(0, 1) draws, taken the tall way round, each
+    column times the sign of its R's diagonal element: then Q is uniformly
+    (Haar) distributed (Mezzadri 2007), as in PyTorch.  A tensor of more
+    than 2 dimensions (a conv weight (out, in, *kernel)) is that matrix
+    reshaped, as PyTorch flattens it.  ``gain >= 0``.
+    """
+    _check_tensor(tensor, "orthogonal_")
+    if tensor.ndim < 2:
+        raise ValueError(f"orthogonal_: expected a tensor with at least 2 dimensions (it is "
+                         f"filled as a matrix (size(0), -1)), got shape {tensor.shape}")
+    gain = check_finite("orthogonal_: gain", check_number("orthogonal_: gain", gain))
+    if _skip_empty(tensor, "orthogonal_", warn=False):
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.size // rows
+    w = get_rng().normal(size=(rows, cols))     # (rows, cols)
+    if rows < cols:
+        w = w.T                                 # (cols, rows): tall, as QR needs
+    q, r = np.linalg.qr(w)                      # q (max, min), r (min, min)
+    # The sign correction; a zero diagonal element (probability 0) keeps its
+    # column, where PyTorch's sign() would zero it.
+    q *= np.where(np.diag(r) < 0, -1.0, 1.0)
+    if rows < cols:
+        q = q.T                                 # (rows, cols)
+    return _fill_(tensor, (gain * q).reshape(tensor.shape), "orthogonal_")
+
+
+def eye_(tensor):
+    """Fill a 2-D tensor with the identity: w[i, j] = 1 if i == j else 0 (rectangular too).
+
+    A Linear weight (out, in) so filled passes its first min(out, in) inputs
+    through unchanged.
+    """
+    _check_tensor(tensor, "eye_")
+    if tensor.ndim != 2:
+        raise ValueError(f"eye_: expected a 2-D tensor (a Linear weight (out, in)), got shape "
+                         f"{tensor.shape}"
+                         + ("; dirac_ fills a conv weight with the identity"
+                            if tensor.ndim in (3, 4, 5) else ""))
+    return _fill_(tensor, np.eye(*tensor.shape), "eye_")
+
+
+def dirac_(tensor, groups=1):
+    """Conv identity (out, in, *k): w[g*m + d, d, *(k // 2)] = 1 for d < min(m, in), m = out/groups.
+
+    Every other element is 0; g runs over the groups, k over the kernel's
+    sizes.  A convolution with this weight passes the first min(m, in) input
+    channels of each group through unchanged (with padding k // 2, at the
+    same positions for an odd kernel size).
+    """
+    _check_tensor(tensor, "dirac_")
+    shape = tensor.shape
+    if tensor.ndim not in (3, 4, 5):
+        raise ValueError(f"dirac_: expected a 3-, 4- or 5-D conv weight (out, in, *kernel), "
+                         f"got shape {shape}"
+                         + ("; eye_ fills a 2-D one with the identity"
+                            if tensor.ndim == 2 else ""))
+    groups = check_int("dirac_: groups", groups, low=1)
+    if shape[0] % groups:
+        raise ValueError(f"dirac_: groups={groups} must divide size(0)={shape[0]}, the output "
+                         f"channels of the weight of shape {shape}")
+    per_group = shape[0] // groups
+    host = np.zeros(shape)
+    if host.size:   # a kernel axis of size 0 has no centre
+        d = np.arange(min(per_group, shape[1]))
+        out = (np.arange(groups)[:, None] * per_group + d).ravel()     # (groups * len(d),)
+        centre = tuple(k // 2 for k in shape[2:])
+        host[(out, np.tile(d, groups)) + centre] = 1.0
+    return _fill_(tensor, host, "dirac_")
