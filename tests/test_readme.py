@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import pathlib
 import re
 
@@ -75,6 +76,27 @@ def test_the_pytorch_name_examples_of_the_conventions_raise_as_stated():
     assert str(info.value) == "'Tensor' object has no attribute 'flip'"
     with pytest.raises(AttributeError, match=r": use x\.size$"):
         x.numel()
+
+
+def test_the_init_functions_of_the_conventions_are_all_there_without_a_generator():
+    # The bullet lists every initialiser of nn.init, each with PyTorch's name, and says
+    # none takes PyTorch's generator=; and each refuses an integer tensor, as it says.
+    bullet = re.search(r"^- the `nn\.init` functions.*?(?=^- |^\n)", README, re.S | re.M)
+    assert bullet, "the conventions should list the init functions"
+    names = set(re.findall(r"`(\w+_)`", bullet.group(0)))
+    assert names == {n for n in tg.nn.init.__all__ if n.endswith("_")}
+    for name in sorted(names):
+        args = (1.0,) if name == "constant_" else ()
+        with pytest.raises(TypeError, match=r"expected a floating-point tensor, got dtype "
+                                            r"int64"):
+            getattr(tg.nn.init, name)(tg.zeros(2, 2, 3, dtype="int64"), *args)
+    torch = pytest.importorskip("torch")
+    for name in sorted(names):
+        ours = inspect.signature(getattr(tg.nn.init, name)).parameters
+        theirs = inspect.signature(getattr(torch.nn.init, name)).parameters
+        assert "generator" not in ours
+        # PyTorch's arguments, in its order (fan= is this project's own, after them)
+        assert [p for p in theirs if p != "generator"] == [p for p in ours if p != "fan"], name
 
 
 # Each layer the conventions name as taking one unbatched sample: how to make it, and

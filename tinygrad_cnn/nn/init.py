@@ -263,19 +263,17 @@ def _truncated_normal(rng, n, mean, std, a, b):
 
     - N(mean, std^2), kept in [a, b]: when [a, b] holds over 0.3 of its mass
       (PyTorch's threshold);
-    - else [a, b] is short or lies in a tail.  Measured from the end ``edge``
-      of [a, b] nearest the mean, ``dist`` standard units away, with
-      ``e >= 0`` standard units inward, the density is proportional to
-      exp(-(dist + e)^2 / 2); then
-      - a short interval straddling the mean: U(a, b), kept with probability
-        exp(-((x - mean) / std)^2 / 2) (the density over its peak);
-      - a short interval in a tail: e ~ U(0, width), width = (b - a) / std,
-        kept with probability exp(-e * dist - e^2 / 2) (the same ratio, its
-        peak at the edge);
-      - a long interval in a tail: e ~ Exp(lam), lam = (dist + sqrt(dist^2 + 4)) / 2,
-        kept with probability exp(-(e - (lam - dist))^2 / 2) and if e <= width.
-      Robert's rule picks the uniform proposal when width <= sqrt(e) / lam *
-      exp((dist^2 - dist * sqrt(dist^2 + 4)) / 4).
+    - a short interval around the mean: U(a, b), kept with probability
+      exp(-((x - mean) / std)^2 / 2) (the density over its peak);
+    - an interval in a tail: measured from its end ``edge`` nearest the mean,
+      ``dist`` standard units away, a value e >= 0 standard units inward has a
+      density proportional to exp(-(dist + e)^2 / 2).  If short (``width =
+      (b - a) / std`` at most exp(1/2) / lam * exp((dist^2 - dist * sqrt(dist^2 + 4)) / 4),
+      Robert's rule): e ~ U(0, width), kept with probability
+      exp(-e * dist - e^2 / 2) (the density over its peak at the edge); if
+      long: e ~ Exp(lam), lam = (dist + sqrt(dist^2 + 4)) / 2, kept if
+      e <= width and with probability exp(-(e - (lam - dist))^2 / 2).
+
     Each proposal keeps 0.3 of its draws or more, however far [a, b] lies
     from the mean, so the loop ends after a few dozen rounds.
 
