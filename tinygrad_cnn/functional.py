@@ -491,6 +491,8 @@ def _correlate(backend, x, w, b, geom, groups, keep=False):
     if (keep and layout == "nkl" and len(chunks) > 1 and not pointwise
             and N * im2col_bytes(C, geom, x.itemsize) <= get_im2col_limit()):
         whole = xp.empty((N, K + bias_in_gemm, L), dtype=x.dtype)      # (N, K[+1], L)
+    if bias_in_gemm:
+        w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)  # (OC, K+1)
     cols = None               # stays None for an empty batch
     # Per chunk: columns, then one GEMM per group (the else branch below).  The
     # first branch is the same GEMM with the bias moved into it.
@@ -502,7 +504,6 @@ def _correlate(backend, x, w, b, geom, groups, keep=False):
             # y, and for nkl one over rows of only OH*OW.  (A backend's own
             # im2col makes its own buffer, which would then be copied: those
             # take the general path.)
-            w_b = xp.concatenate([w.reshape(OC, K), b.reshape(OC, 1)], axis=1)  # (OC, K+1)
             if layout == "nkl":   # one product per image, written straight into NCHW y
                 ones = (xp.empty((hi - lo, K + 1, L), dtype=x.dtype) if whole is None
                         else whole[lo:hi])                              # (N, K+1, L)
