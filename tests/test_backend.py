@@ -55,6 +55,46 @@ def test_cpu_backend():
     assert not v.flags.writeable
 
 
+def _gather_cases():
+    """(shape, index, values) for scatter_add: gathers along one axis whose indices form
+    few runs (a pad's: interior, edges, reflected edges), many runs, and repeats; and
+    indices of other forms, which go to np.add.at."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for k in range(200):
+        shape = tuple(int(n) for n in rng.integers(1, 6, size=rng.integers(1, 5)))
+        axis = int(rng.integers(0, len(shape)))
+        size = shape[axis]
+        idx = [
+            np.concatenate([[1 % size], np.arange(size), [max(size - 2, 0)]]),     # reflect
+            np.concatenate([[0, 0], np.arange(size), [size - 1] * 3]),             # replicate
+            np.concatenate([np.arange(size)[-2:], np.arange(size), [0]]),          # circular
+            np.arange(size)[::-1],                                                 # reversed
+            rng.integers(-size, size, size=int(rng.integers(0, 40))),              # random
+            np.arange(size)[1:size - 1],                                           # a crop
+        ][k % 6]
+        index = (slice(None),) * axis + (idx.astype(np.int64),)
+        values = rng.standard_normal(shape[:axis] + (len(idx),) + shape[axis + 1:])
+        cases.append((shape, index, values))
+    cases.append(((3, 4), (slice(None), np.array([0, 0, 3])), np.array(2.0)))   # broadcast
+    cases.append(((3, 4), (np.array([0, 2, 2]), np.array([1, 1, 3])), np.ones(3)))
+    cases.append(((3, 4), (slice(1, 3), np.array([0, 0])), np.ones((2, 2))))
+    cases.append(((3, 4), (Ellipsis, np.array([3, 3])), np.ones((3, 2))))
+    cases.append(((3, 4), np.array([[0, 0], [2, 1]]), np.ones((2, 2, 4))))
+    return cases
+
+
+def test_scatter_add_agrees_with_add_at():
+    """The CPU backend's scatter_add (slice adds for gathers along one axis in few runs
+    of consecutive indices) accumulates exactly as np.add.at, repeats included."""
+    b = tg.get_backend("cpu")
+    for shape, index, values in _gather_cases():
+        expected, got = np.zeros(shape), np.zeros(shape)
+        np.add.at(expected, index, values)
+        b.scatter_add(got, index, values)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{shape} {index}")
+
+
 @pytest.mark.parametrize("name", ["gpu", "tpu:0", "cuda:x", "", "cpu:zero"])
 def test_unknown_device_string_errors(name):
     with pytest.raises(DeviceError, match=r"unknown device .*expected one of.*cpu.*cuda"):
