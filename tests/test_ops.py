@@ -497,6 +497,29 @@ def test_integer_index_with_repeats_accumulates(device):
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 1.0, 0.0])
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2, 3])
+def test_a_gather_along_one_axis_is_laid_out_in_c_order(axis):
+    """x[:, :, idx] as NumPy would lay it out puts the indexed axis outermost in
+    memory, so every later pass over y and its gradient reads across the cache
+    (pad's reflect mode, two such gathers, once took 57 ms forward + backward for a
+    (32, 64, 32, 32) input; 7 in C order).  Values and gradients are NumPy's."""
+    rng = np.random.default_rng(axis)
+    a = rng.standard_normal((3, 4, 5, 6))
+    idx = np.array([1, 0, 1, 2, -1, 2, 2])
+    index = (slice(None),) * axis + (idx,)
+    x = tg.tensor(a, requires_grad=True)
+    y = x[index]
+    assert y.data.flags.c_contiguous, y.data.strides
+    np.testing.assert_array_equal(y.numpy(), a[index])
+    g = rng.standard_normal(y.shape)
+    y.backward(tg.tensor(g))
+    expected = np.zeros_like(a)
+    np.add.at(expected, index, g)
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    padded = tg.functional.pad(x, (1, 2, 2, 1), mode="reflect")
+    assert padded.data.flags.c_contiguous, padded.data.strides
+
+
 def test_integer_arrays_with_repeats_accumulate_weighted(device):
     x = tg.tensor(np.zeros((2, 3)), requires_grad=True, device=device)
     y = x[[1, 1, 0], [2, 2, 2]]

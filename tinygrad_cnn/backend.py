@@ -188,7 +188,7 @@ class Backend:
         add per run instead; indices within a run never repeat (~20x faster
         for the gradient of a padded (32, 64, 34, 34) array).
         """
-        gather = _one_axis_gather(index, a.ndim)
+        gather = one_axis_gather(index, a.ndim)
         if gather is not None:
             axis, idx = gather
             idx = np.where(idx < 0, idx + a.shape[axis], idx)
@@ -224,7 +224,7 @@ class Backend:
         return self
 
 
-def _one_axis_gather(index, ndim):
+def one_axis_gather(index, ndim):
     """(axis, idx) if ``index`` picks along one axis of an ``ndim``-d array with a 1-D
     integer NumPy array ``idx`` (full slices before and after it), else None."""
     parts = index if isinstance(index, tuple) else (index,)

@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from .autograd import Function
+from .backend import one_axis_gather
 from .conv_arrays import contiguous, in_order_of, is_batch_last, tiled_copy_pays
 from .tensor import Tensor
 
@@ -617,8 +618,12 @@ class GetItem(Function):
     def forward(self, x, index):
         if any(map(_is_array, index if isinstance(index, tuple) else (index,))):
             _check_index(self.backend, x.shape, index)
+        gather = one_axis_gather(index, x.ndim)
         try:
-            y = x[index]
+            # NumPy lays x[:, :, idx] out with the indexed axis outermost, which
+            # every later pass over y (and over its gradient) reads across the
+            # cache; take gives C order.
+            y = x[index] if gather is None else self.xp.take(x, gather[1], axis=gather[0])
         except (IndexError, ValueError, TypeError) as e:   # x[::0], x[0.5:], x["a"]
             raise type(e)(f"{e} (indexing a tensor of shape {x.shape} with "
                           f"{index!r})") from None
