@@ -95,6 +95,31 @@ def test_scatter_add_agrees_with_add_at():
         np.testing.assert_array_equal(got, expected, err_msg=f"{shape} {index}")
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32,
+                                   np.uint32, np.int64, np.uint64])
+def test_scatter_add_takes_every_integer_index_dtype(dtype):
+    """Gathers accumulate as np.add.at whatever the index dtype beside the sizes:
+    int8 on an axis of 300 (the index plus the axis size overflows it), uint16 on
+    40000 (a run's end overflowed, and its gradient was silently dropped), uint64
+    (with int64, a float slice bound).  Out of range still raises."""
+    b = tg.get_backend("cpu")
+    size = 40000 if np.dtype(dtype).itemsize == 2 else 300
+    pad = np.concatenate([[1, 0], np.arange(size), [size - 1, size - 2]])   # few runs
+    for idx in (pad, [size - 1, 3, 3, 0], [-1, -size, 2] if np.dtype(dtype).kind == "i" else [5]):
+        index = (slice(None), np.array(idx).astype(dtype))
+        values = np.arange(2.0 * len(idx)).reshape(2, len(idx))
+        expected, got = np.zeros((2, size)), np.zeros((2, size))
+        np.add.at(expected, index, values)
+        b.scatter_add(got, index, values)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{idx}")
+    for bad in ([0, 1, 2, size], [size + 7]):   # few runs, a run past the end
+        with pytest.raises(IndexError, match="out of bounds"):
+            b.scatter_add(np.zeros((2, size)), (slice(None), np.array(bad, dtype=np.int64)),
+                          1.0)
+    with pytest.raises(IndexError, match="out of bounds"):
+        b.scatter_add(np.zeros((2, 5)), (slice(None), np.array([-6, -5])), 1.0)
+
+
 @pytest.mark.parametrize("name", ["gpu", "tpu:0", "cuda:x", "", "cpu:zero"])
 def test_unknown_device_string_errors(name):
     with pytest.raises(DeviceError, match=r"unknown device .*expected one of.*cpu.*cuda"):

@@ -520,6 +520,25 @@ def test_a_gather_along_one_axis_is_laid_out_in_c_order(axis):
     assert padded.data.flags.c_contiguous, padded.data.strides
 
 
+@pytest.mark.parametrize("dtype, size", [(np.int8, 300), (np.uint8, 200), (np.int16, 40000),
+                                         (np.uint64, 300)])
+def test_a_gather_along_one_axis_takes_any_integer_index_dtype(dtype, size):
+    """Its gradient too, whatever the sizes beside the index dtype: index plus axis
+    size past int8, a run's end past uint8 (once silently dropping a gradient),
+    and uint64 (with int64, a float slice bound)."""
+    a = np.random.default_rng(0).standard_normal((2, size))
+    top = min(size, np.iinfo(dtype).max + 1)
+    replicate = np.concatenate([[0], np.arange(top), [top - 1]])
+    for idx in (np.array([2, 1, 0, 1, 2, 2], dtype=dtype), replicate.astype(dtype)):
+        x = tg.tensor(a, requires_grad=True)
+        y = x[:, idx]
+        np.testing.assert_array_equal(y.numpy(), a[:, idx])
+        (y * y).sum().backward()
+        expected = np.zeros_like(a)
+        np.add.at(expected, (slice(None), idx), 2 * a[:, idx])
+        np.testing.assert_array_equal(x.grad.numpy(), expected)
+
+
 def test_integer_arrays_with_repeats_accumulate_weighted(device):
     x = tg.tensor(np.zeros((2, 3)), requires_grad=True, device=device)
     y = x[[1, 1, 0], [2, 2, 2]]

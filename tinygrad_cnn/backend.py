@@ -189,8 +189,14 @@ class Backend:
         for the gradient of a padded (32, 64, 34, 34) array).
         """
         gather = one_axis_gather(index, a.ndim)
-        if gather is not None:
+        # A uint64 index goes to np.add.at: cast to int64, a huge entry would
+        # wrap around to a valid negative index.
+        if gather is not None and np.can_cast(gather[1].dtype, np.int64):
             axis, idx = gather
+            # In int64: a narrow dtype (int8, uint8, int16...) may not hold idx
+            # plus the axis size (NumPy 2 raises OverflowError) or a run's end
+            # (which would wrap around to an empty slice).
+            idx = idx.astype(np.int64)
             idx = np.where(idx < 0, idx + a.shape[axis], idx)
             starts = np.flatnonzero(np.diff(idx, prepend=idx[:1] - 2) != 1)  # run starts
             if len(starts) <= 16 and idx.min(initial=0) >= 0 and idx.max(
