@@ -189,9 +189,7 @@ class Backend:
         for the gradient of a padded (32, 64, 34, 34) array).
         """
         gather = one_axis_gather(index, a.ndim)
-        # A uint64 index goes to np.add.at: cast to int64, a huge entry would
-        # wrap around to a valid negative index.
-        if gather is not None and np.can_cast(gather[1].dtype, np.int64):
+        if gather is not None:
             axis, idx = gather
             # In int64: a narrow dtype (int8, uint8, int16...) may not hold idx
             # plus the axis size (NumPy 2 raises OverflowError) or a run's end
@@ -232,14 +230,17 @@ class Backend:
 
 def one_axis_gather(index, ndim):
     """(axis, idx) if ``index`` picks along one axis of an ``ndim``-d array with a 1-D
-    integer NumPy array ``idx`` (full slices before and after it), else None."""
+    integer NumPy array ``idx`` (full slices before and after it), else None.
+
+    Not for a uint64 ``idx``: np.take refuses it before NumPy 2.1, and cast to
+    int64 a huge entry would wrap around to a valid negative index."""
     parts = index if isinstance(index, tuple) else (index,)
     arrays = [k for k, part in enumerate(parts) if isinstance(part, np.ndarray)]
     if len(parts) > ndim or len(arrays) != 1:
         return None
     axis = arrays[0]
     idx = parts[axis]
-    if idx.ndim != 1 or idx.dtype.kind not in "iu" or any(
+    if idx.ndim != 1 or not np.can_cast(idx.dtype, np.int64) or idx.dtype == bool or any(
             part != slice(None) for k, part in enumerate(parts) if k != axis):
         return None
     return axis, idx
