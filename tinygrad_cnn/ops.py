@@ -616,9 +616,10 @@ class GetItem(Function):
     view_of_input = True
 
     def forward(self, x, index):
+        gather = None
         if any(map(_is_array, index if isinstance(index, tuple) else (index,))):
             _check_index(self.backend, x.shape, index)
-        gather = one_axis_gather(index, x.ndim)
+            gather = one_axis_gather(index, x.ndim)
         try:
             # NumPy lays x[:, :, idx] out with the indexed axis outermost, which
             # every later pass over y (and over its gradient) reads across the
