@@ -467,6 +467,37 @@ def test_modes_grads_and_hooks():
     assert len(seen) == 1
 
 
+def test_train_calls_each_childs_own_train():
+    """As in PyTorch, a parent's train()/eval() reaches every descendant through its
+    children's own train(): a module that overrides it (to keep a frozen BatchNorm in
+    evaluation mode, say) is obeyed when a model it is part of changes mode."""
+    class FrozenNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(2)
+            self.fc = nn.Linear(2, 2)
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.bn.eval()
+            return self
+
+        def forward(self, x):
+            return self.fc(self.bn(x))
+
+    model = nn.Sequential(FrozenNorm(), nn.ReLU())
+    assert model.train() is model
+    block = model[0]
+    assert model.training and block.training and block.fc.training and model[1].training
+    assert not block.bn.training
+    model(tg.randn(4, 2))
+    assert int(block.bn.num_batches_tracked.numpy()) == 0   # the running statistics stay
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train(True)
+    assert not block.bn.training and block.fc.training
+
+
 def test_module_misuse_errors():
     class Forgot(nn.Module):
         def __init__(self):

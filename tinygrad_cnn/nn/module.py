@@ -458,10 +458,16 @@ class Module:
 
     # ---- modes and gradients -------------------------------------------------------
     def train(self, mode=True):
-        """Set training mode (``True``) or evaluation mode on self and all descendants."""
+        """Set training mode (``True``) or evaluation mode on self and all descendants.
+
+        As in PyTorch, each child's own ``train`` is called: a module that
+        overrides it (to keep a frozen BatchNorm in evaluation mode, say) keeps
+        doing so when the model it is part of changes mode.
+        """
         mode = check_flag("train: mode", mode)
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        object.__setattr__(self, "training", mode)
+        for child in self.children():
+            child.train(mode)
         return self
 
     def eval(self):
