@@ -1,6 +1,7 @@
 """Optimisers, schedulers and gradient clipping: by hand, against PyTorch, state round-trips."""
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 
@@ -504,6 +505,54 @@ def test_a_removed_parameter_is_freed_even_when_its_successor_has_no_gradient(ma
     opt.step()
     assert gone() is None, "the optimizer keeps the removed parameter alive"
     assert set(opt.state) == {id(keep)}
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=["sgd", "adam", "adamw"])
+def test_a_deep_copied_optimizer_keeps_its_state(make):
+    # copy.deepcopy copies the parameters too: the copy's state must follow them
+    # (state is kept by id, and the copies have ids of their own), so that the
+    # copy steps on as the original does, momentum included.
+    ps = [tg.tensor([1.0, -2.0], requires_grad=True), tg.tensor([0.5], requires_grad=True)]
+    opt = make(ps)
+    for _ in range(2):
+        for p in ps:
+            p.grad = tg.tensor(p.numpy())
+        opt.step()
+    copied_ps, copied = copy.deepcopy((ps, opt))   # one memo: the same parameter copies
+    assert copied.param_groups[0]["params"][0] is copied_ps[0]
+    assert all(q is not p for q, p in zip(copied_ps, ps))
+    assert set(copied.state) == {id(q) for q in copied_ps}
+    for q, p in zip(copied_ps, ps):
+        for name, value in opt.state[id(p)].items():
+            np.testing.assert_array_equal(copied.state[id(q)][name], value)
+            assert not np.shares_memory(copied.state[id(q)][name], value) \
+                if isinstance(value, np.ndarray) else True
+    alone = copy.deepcopy(opt)            # the parameters copied with it
+    for other, other_ps in ((copied, copied_ps), (alone, alone.param_groups[0]["params"])):
+        for q in other_ps:
+            q.grad = tg.tensor(q.numpy())
+        other.step()
+    for p in ps:
+        p.grad = tg.tensor(p.numpy())
+    opt.step()
+    for q, r, p in zip(copied_ps, alone.param_groups[0]["params"], ps):
+        np.testing.assert_array_equal(q.numpy(), p.numpy())
+        np.testing.assert_array_equal(r.numpy(), p.numpy())
+
+
+def test_state_is_indexed_by_the_parameter_too():
+    # PyTorch's optimizer.state[p]: here the state is kept by id(p), and a tensor
+    # key finds the same entry (a bare dict would compare id(p) == p elementwise).
+    p, q = tg.zeros(3, requires_grad=True), tg.zeros(2, requires_grad=True)
+    opt = optim.SGD([p, q], lr=0.1, momentum=0.9)
+    p.grad = tg.ones(3)
+    opt.step()
+    assert opt.state[p] is opt.state[id(p)]
+    assert p in opt.state and id(p) in opt.state and q not in opt.state
+    assert opt.state.get(p) is opt.state[id(p)] and opt.state.get(q) is None
+    np.testing.assert_array_equal(opt.state[p]["momentum_buffer"], np.ones(3))
+    with pytest.raises(KeyError, match=r"no state for this parameter of shape \(2,\)"):
+        opt.state[q]
 
 
 @pytest.mark.parametrize("make", [

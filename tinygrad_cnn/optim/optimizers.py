@@ -31,6 +31,7 @@ refused by ``load_state_dict`` with their names.
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -107,6 +108,38 @@ def _as_param_array(value, p, name):
     return p._backend.asarray(value.astype(p.dtype))
 
 
+class _ParamState(dict):
+    """``optimizer.state``: ``id(param) -> state dict``, also indexed by the parameter
+    itself, as PyTorch's ``optimizer.state[p]`` is.
+
+    A plain dict would find the int key ``id(p)`` for the key ``p`` (a tensor
+    hashes as its id) and then compare the two with ``==``, which for a tensor
+    is elementwise: an error about a tensor's truth value instead of the state.
+    """
+
+    @staticmethod
+    def _key(key):
+        return id(key) if isinstance(key, Tensor) else key
+
+    def __getitem__(self, key):
+        try:
+            return super().__getitem__(self._key(key))
+        except KeyError:
+            if isinstance(key, Tensor):
+                raise KeyError(f"no state for this parameter of shape {key.shape} (it is not "
+                               f"optimized here, or has not been stepped with a gradient "
+                               f"yet)") from None
+            raise
+
+    def __contains__(self, key):
+        return super().__contains__(self._key(key))
+
+    def get(self, key, default=None):
+        return super().get(self._key(key), default)
+
+
+# Settings that learning-rate schedulers keep in a parameter group.
+
 # Settings that learning-rate schedulers keep in a parameter group.
 _SCHEDULE_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"})
 
@@ -124,7 +157,7 @@ class Optimizer:
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
         self.param_groups = []
-        self.state = {}  # id(param) -> dict of arrays and numbers
+        self.state = _ParamState()  # id(param) -> dict of arrays and numbers
         self._owners = {}  # id(param) -> param: no other tensor takes that id meanwhile
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of tensors (e.g. model.parameters()), "
@@ -144,6 +177,25 @@ class Optimizer:
             groups = [{"params": groups}]
         for group in groups:
             self.add_param_group(group)
+
+    def __deepcopy__(self, memo):
+        """A copy over copies of the parameters, each with a copy of its state.
+
+        The state is kept by ``id``, and the copied parameters have ids of
+        their own: re-keyed here, or the copy's first step would drop every
+        state as that of a removed parameter (momentum lost without a word).
+        Parameters copied along with it (``copy.deepcopy((model, opt))``) are
+        the ones its groups hold.
+        """
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        # _owners maps each old id to its (now copied) parameter.
+        new.state = _ParamState((id(new._owners[key]) if key in new._owners else key, state)
+                                for key, state in new.state.items())
+        new._owners = {id(p): p for p in new._owners.values()}
+        return new
 
     def add_param_group(self, group):
         """Add a dict ``{"params": [...], "lr": ..., ...}``; missing settings take the defaults."""
@@ -331,7 +383,7 @@ class Optimizer:
             new_state[id(p)], owners[id(p)] = entry, p
         for group, loaded in zip(self.param_groups, loaded_groups):
             group.update(loaded)
-        self.state, self._owners = new_state, owners
+        self.state, self._owners = _ParamState(new_state), owners
 
     def _loaded_group(self, i, saved, group):
         """Saved group ``i`` as this optimiser's settings, checked; ``group`` is unchanged."""
