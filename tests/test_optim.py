@@ -752,6 +752,21 @@ def test_clip_grad_norm_matches_torch(norm_type):
         np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 3.0, math.inf])
+def test_clip_grad_norm_of_float16_gradients_does_not_overflow(norm_type):
+    # 300**2 is beyond float16's largest value (65504): summed in float16 the norm
+    # would be inf and every gradient scaled to 0.  The norm comes back in float16,
+    # as PyTorch's does.
+    g = np.array([300.0, 4.0, 1.0])
+    p = nn.Parameter(np.zeros(3), dtype="float16")
+    p.grad = tg.tensor(g, dtype="float16")
+    total = optim.clip_grad_norm_([p], 1.0, norm_type=norm_type)
+    expected = np.linalg.norm(g, ord=norm_type)
+    assert total.dtype == np.float16 and p.grad.dtype == np.float16
+    assert total.item() == pytest.approx(expected, rel=1e-3)
+    np.testing.assert_allclose(p.grad.numpy(), g / expected, rtol=2e-3)
+
+
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_a_gradient_of_the_wrong_shape_is_refused(name):
     """A hand-assigned gradient that merely broadcasts would update every row alike."""

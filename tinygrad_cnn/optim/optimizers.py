@@ -644,10 +644,15 @@ def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
     xp = backend.xp
     grads = [p._grad.data for p in params]
     dtype = np.result_type(*[g.dtype for g in grads])
+    # float16 cannot hold the square of a gradient entry above 256 (its largest value
+    # is 65504): summed in float16 the norm would be inf and every gradient scaled to
+    # 0.  The norm and the scale are computed in float32 at least; the norm is
+    # returned in the gradients' dtype, as PyTorch's is.
+    acc = np.promote_types(dtype, np.float32)
     if math.isinf(norm_type):
-        total = xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads])).astype(dtype)
+        total = xp.max(xp.stack([xp.max(xp.abs(g)) for g in grads])).astype(acc)
     else:
-        powered = xp.stack([xp.sum(xp.abs(g).astype(dtype) ** norm_type) for g in grads])
+        powered = xp.stack([xp.sum(xp.abs(g).astype(acc) ** norm_type) for g in grads])
         total = xp.sum(powered) ** (1.0 / norm_type)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is "
@@ -656,7 +661,7 @@ def _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite, backend):
     for p in params:
         grad = p._grad
         p.grad = Tensor._make((grad.data * scale).astype(grad.dtype, copy=False), grad._backend)
-    return Tensor._make(xp.asarray(total), backend)
+    return Tensor._make(xp.asarray(total).astype(dtype, copy=False), backend)
 
 
 def clip_grad_value_(params, clip_value):
