@@ -569,6 +569,23 @@ def test_parameter_owns_its_data_and_deepcopy_works():
     assert twin.block.conv.weight is not net.block.conv.weight
 
 
+def test_deepcopy_of_a_tensor_computed_by_ops_says_what_to_copy():
+    # Its graph holds modules, which cannot be copied: PyTorch refuses it too, and the
+    # error says to copy a detached tensor, not "cannot pickle 'module' object".
+    p = nn.Parameter(np.ones(2))
+    with pytest.raises(RuntimeError, match=r"shape \(2,\) computed by ops .*x\.detach\(\)"):
+        copy.deepcopy({"last_out": p * 2, "p": p})
+    p.grad = p * 1                        # a gradient assigned from an expression
+    with pytest.raises(RuntimeError, match=r"grad_fn=<.*>\) cannot be deep-copied"):
+        copy.deepcopy(p)
+    p.grad = tg.ones(2, dtype="float64")
+    twin = copy.deepcopy(p)
+    assert type(twin) is nn.Parameter and twin.requires_grad and twin.is_leaf
+    assert not np.shares_memory(twin.data, p.data)
+    np.testing.assert_array_equal(twin.grad.numpy(), np.ones(2))
+    assert twin.grad is not p.grad
+
+
 # ---- layers against PyTorch -----------------------------------------------------------
 LAYERS = {
     # name: (our layer, torch layer (given torch.nn), input shape)

@@ -12,6 +12,7 @@ class and the factories at the end are plumbing: conversions and checks.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import numbers
@@ -340,6 +341,21 @@ class Tensor:
 
     def __hash__(self):
         return id(self)
+
+    def __deepcopy__(self, memo):
+        """A copy of a leaf (data, ``requires_grad``, ``.grad``), as ``copy.deepcopy``
+        makes it.  A tensor computed by ops is refused, as in PyTorch, with a message
+        that says so: its graph holds modules, which cannot be copied."""
+        if self._ctx is not None:
+            raise RuntimeError(f"copy.deepcopy: a tensor of shape {self.shape} computed by "
+                               f"ops (grad_fn=<{self._ctx.name}>) cannot be deep-copied, "
+                               f"only a leaf can; copy x.detach() instead (a .grad "
+                               f"assigned from an expression such as p * 1 is one too)")
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
 
     def numpy(self):
         """A host NumPy copy of the data (a device-to-host transfer on a GPU)."""
