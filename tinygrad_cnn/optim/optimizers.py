@@ -10,7 +10,10 @@ learning rate and sets every group's.
 ``step()`` works on raw arrays (``p.data``, ``p.grad.data``) through the
 parameter's array module, so it builds no graph and runs on the
 parameter's device; the state (momentum buffers, moment estimates) is
-kept next to each parameter, on its device and in its dtype.  Parameters
+kept next to each parameter, on its device and in its dtype
+(``optimizer.state[p]``, as in PyTorch, or ``optimizer.state[id(p)]``, the
+key it is stored under; ``copy.deepcopy`` keeps it with the copied
+parameters).  Parameters
 are updated in place, so anything sharing their arrays (``state_dict()``
 tensors) sees the new values, as in PyTorch.  Parameters whose ``grad`` is
 None are skipped.
