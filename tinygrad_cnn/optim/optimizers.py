@@ -142,8 +142,6 @@ class _ParamState(dict):
 
 
 # Settings that learning-rate schedulers keep in a parameter group.
-
-# Settings that learning-rate schedulers keep in a parameter group.
 _SCHEDULE_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"})
 
 
