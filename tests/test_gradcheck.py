@@ -862,6 +862,9 @@ _KINK_HINT = (r"; the one-sided differences there disagree as well \(\S+ below t
     (SquareOff.apply, [1e-7], {"atol": 1e-9}, False),                 # near a minimum
     (SquareOff.apply, [1e-7], {"atol": 1e-9, "full_jacobian": True}, False),
     (LogSlightlyOff.apply, [1e-4, 1.0], {}, False),                   # log, steep at 1e-4
+    # Smooth, but the outputs (~1e16) round by more than eps changes them: the
+    # one-sided differences disagree by rounding noise, not by a jump of the slope.
+    (lambda a: a * a, [1.1 * 1e8], {}, False),
 ])
 def test_a_failure_at_a_kink_or_a_tie_says_so(fn, x, kwargs, kink, device):
     """The central difference there is the mean of the two one-sided slopes, which the
@@ -870,3 +873,28 @@ def test_a_failure_at_a_kink_or_a_tie_says_so(fn, x, kwargs, kink, device):
     with pytest.raises(GradcheckError) as info:
         gradcheck(fn, x, **kwargs)
     assert bool(re.search(_KINK_HINT, str(info.value))) == kink, str(info.value)
+
+
+_ROUNDING_HINT = (r"; the finite difference there is only good to about \S+: fn's outputs "
+                  r"reach \S+ and round")
+
+
+@pytest.mark.parametrize("fn, x, rounding", [
+    (lambda a: a + 1e10, [0.5, 1.0, 1.5], True),           # outputs round by ~1e-6
+    (lambda a: a * a, [1.1 * 1e8], True),                   # ... by ~2 at 1.2e16
+    (lambda a: a * a, [1.1 * 1e8, 0.9 * 1e8], True),
+    # Wrong by far more than rounding: the hint would excuse a wrong backward.
+    (SquareOff.apply, [1.1 * 1e8], False),
+    (SquareOff.apply, [0.5, 1.0, 1.5], False),
+    (lambda a: a.relu(), [-1.0, 0.0, 2.0], False),          # a kink, not rounding
+])
+def test_a_failure_from_rounding_of_large_outputs_says_so(fn, x, rounding):
+    """Where fn's outputs are so large that float64 rounds them by as much as eps
+    changes them, the numerical side is noise (in PyTorch's check too); the message
+    says so, rather than leave a correct backward looking wrong, or call it a kink."""
+    x = tg.tensor(x, dtype=tg.float64, requires_grad=True)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(fn, x)
+    assert bool(re.search(_ROUNDING_HINT, str(info.value))) == rounding, str(info.value)
+    if rounding:
+        assert not re.search(_KINK_HINT, str(info.value)), str(info.value)

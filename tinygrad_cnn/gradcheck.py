@@ -44,8 +44,11 @@ window) the analytic rule picks one documented choice while a perturbation
 picks the other.  Keep test inputs at least ``10 * eps`` away from kinks
 and ties.  Where a check fails at one, the message says so: the one-sided
 differences at the worst element disagree as well, and not ten times less
-over a tenth of the step, as a smooth fn's do.  Inputs must be
-finite: at inf or nan a difference measures nothing.
+over a tenth of the step, as a smooth fn's do.  Where fn's outputs are
+so large that their rounding, over the step, is as large as the difference
+found (``x + 1e10``, or ``x * x`` at 1e8), the message says that instead: the
+numerical side is noise there, and a larger eps or values nearer 1 are needed.
+Inputs must be finite: at inf or nan a difference measures nothing.
 """
 from __future__ import annotations
 
@@ -445,13 +448,15 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise
             f"|numerical|); {count} out of tolerance{what}{hint}"), (k, row, cols[col], a[row, col])
 
 
-def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
-    """Where output k's slope at flat element e of input i jumps (a kink or a tie,
-    where fn has no derivative), a hint that says so, else "".
+def _hint(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
+    """Why output k's check may fail at flat element e of input i without a wrong
+    backward: a hint where fn's slope jumps there (a kink or a tie, where fn has no
+    derivative) or where rounding swamps the finite difference, else "".
 
-    The central difference there is the mean of the slopes on either side; an
+    The central difference at a kink is the mean of the slopes on either side; an
     analytic rule that picks one of them (or a value between) fails the check
-    without being wrong."""
+    without being wrong.  And where fn's outputs are so large that float64 rounds
+    them by about as much as eps changes them, the difference measures noise."""
     x = inputs[i]
     index = _index(e, x.shape)
     # One-sided differences over eps and over a tenth of it, on either side; the
@@ -471,6 +476,20 @@ def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
         with x._backend.context():
             x.data[index] = start[e]
     at = values[0]
+    # Rounding: an output value y is off by about float64's eps times |y| (a few
+    # times that after a few ops), so a difference of two values over a step by
+    # ``unit / step``.  Outputs the step leaves alone round alike and cancel.
+    moved = np.any([v != at for v in values[1:]], axis=0)
+    largest = np.abs(np.array(values)[:, moved]).max(axis=0, initial=0)   # per output
+    unit = 2 * np.finfo(np.float64).eps * float(np.abs(weights[moved]) @ largest)
+    step = steps[0] + steps[3]                   # of the central difference
+    noise = unit / step
+    if abs(analytic - weights @ (values[4] - values[1]) / step) <= noise:
+        return (f"; the finite difference there is only good to about {noise:.3g}: fn's "
+                f"outputs reach {largest.max(initial=0):.3g} and round by about 1e-16 of "
+                f"that, which over the step 2 * eps = {step:.3g} is as large as the "
+                f"difference found (the backward may well be right); check with a larger "
+                f"eps, or with inputs and outputs nearer 1")
     below, below_near, above_near, above = (
         np.nan if step == 0 else weights @ (sign * (v - at)) / step
         for v, step, sign in zip(values[1:], steps, (-1, -1, 1, 1)))
@@ -478,11 +497,14 @@ def _kink(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     # derivative, so by a tenth as much over the tenth of eps; at a kink or tie by
     # the jump of the slope, over either step.  (A thousandth of the slope is more
     # than a smooth fn's difference over eps, but not where the slope is small
-    # against the curvature: near a minimum, or log at 1e-4.)
+    # against the curvature: near a minimum, or log at 1e-4.)  A gap that rounding
+    # could make, over eps or over its tenth, shows no jump.
     gap, gap_near = above - below, above_near - below_near
     ratio = (steps[1] + steps[2]) / (steps[0] + steps[3])   # a smooth fn's gap_near / gap
+    noisy = abs(gap) <= 2 * unit * (1 / steps[0] + 1 / steps[3]) or (
+        np.isfinite(gap_near) and abs(gap) <= 4 * unit * (1 / steps[1] + 1 / steps[2]))
     tol = atol + rtol * abs(analytic)
-    if (abs(gap) <= 1e-3 * max(abs(below), abs(above))
+    if (noisy or abs(gap) <= 1e-3 * max(abs(below), abs(above))
             or (np.isfinite(gap_near) and ratio <= 0.5
                 and ratio / 2 <= gap_near / gap <= ratio * 2)
             or not min(below, above) - tol <= analytic <= max(below, above) + tol):
@@ -657,7 +679,7 @@ def _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_el
                 if full_jacobian:   # one entry of the Jacobian: output element ``row``
                     weights = np.zeros(outs[k].size)
                     weights[row] = 1.0
-                message += _kink(fn, inputs, i, e, start, k, weights, value, eps, atol, rtol,
+                message += _hint(fn, inputs, i, e, start, k, weights, value, eps, atol, rtol,
                                  name)
             raise _Failed(message)
     if not anything:
@@ -698,7 +720,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
     Tolerances apply to each (input, output) pair on its own, as in
     PyTorch.  Returns True, or raises :class:`GradcheckError` naming the
     input (and output), the worst element, both values and the tolerance
-    (and whether that element sits on a kink or tie), or what else went
+    (and whether that element sits on a kink or tie, or where rounding of
+    large outputs swamps the finite difference), or what else went
     wrong (an input or upstream gradient changed in place, a backward or
     ``fn`` that does not repeat itself).  With ``raise_exception=False``
     those failures return False instead; errors that make the check
