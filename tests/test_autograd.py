@@ -377,7 +377,7 @@ def test_inplace_change_of_a_saved_input_is_caught_at_backward():
     c = tg.tensor([3.0, 4.0])
     y = (w * c).sum()
     c += 1  # Mul saved c for its backward
-    with pytest.raises(RuntimeError, match=r"an input \(shape \(2,\)\) of Mul was modified in "
+    with pytest.raises(RuntimeError, match=r"input 1 \(shape \(2,\)\) of Mul was modified in "
                                            r"place"):
         y.backward()
 

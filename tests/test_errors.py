@@ -255,8 +255,42 @@ def test_function_with_a_wrong_gradient_shape_is_reported():
 
     x = tg.ones(3, requires_grad=True)
     with pytest.raises(RuntimeError, match=r"Bad.backward returned a gradient of shape \(\) "
-                                           r"for an input of shape \(3,\)"):
+                                           r"for input 0 \(shape \(3,\)\)"):
         Bad.apply(x).sum().backward()
+
+
+def test_a_wrong_gradient_names_the_input_it_was_for():
+    """Inputs of one shape are told apart by their position, as in ``apply``."""
+    class RowSums(tg.Function):
+        """z = sum(x * y, axis=1), whose backward returns grad_out itself for y."""
+
+        def forward(self, x, y):
+            return (x * y).sum(axis=1)
+
+        def backward(self, grad_out):
+            x, y = self.inputs
+            g = grad_out.unsqueeze(1)                       # (N, 1)
+            return g * y, grad_out
+
+    class RawForY(RowSums):
+        def backward(self, grad_out):
+            x, y = self.inputs
+            return grad_out.unsqueeze(1) * y, (grad_out.unsqueeze(1) * x).data
+
+    x, y = tg.ones(2, 3, requires_grad=True), tg.ones(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"RowSums.backward returned a gradient of shape "
+                                           r"\(2,\) for input 1 \(shape \(2, 3\)\)"):
+        RowSums.apply(x, y).sum().backward()
+    with pytest.raises(TypeError, match=r"RawForY.backward must return Tensors \(or None\), "
+                                        r"got ndarray for input 1 \(shape \(2, 3\)\)"):
+        RawForY.apply(x, y).sum().backward()
+    z = tg.ones(2, 3)
+    out = x * z
+    with tg.no_grad():
+        z += 1
+    with pytest.raises(RuntimeError, match=r"input 1 \(shape \(2, 3\)\) of Mul was modified "
+                                           r"in place"):
+        out.sum().backward()
 
 
 def test_pad_and_sum_to_shape_errors():
@@ -314,7 +348,7 @@ def test_function_backward_must_return_one_tensor_per_input():
     with pytest.raises(TypeError, match=r"RawArray.backward must return Tensors.*ndarray"):
         RawArray.apply(x).sum().backward()
     with pytest.raises(RuntimeError, match=r"OnTheHost.backward returned a gradient on cpu for "
-                                           r"an input on strict"):
+                                           r"input 0, which is on strict"):
         OnTheHost.apply(tg.ones(2, requires_grad=True, device="strict")).sum().backward()
 
 

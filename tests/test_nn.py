@@ -332,7 +332,7 @@ def test_a_model_moved_between_forward_and_backward_is_named(device):
     loss = lin(tg.ones(2, 3, device=device)).sum()
     other = "strict" if device == "cpu" else "cpu"
     lin.to(other)
-    with pytest.raises(RuntimeError, match=rf"^an input \(shape \([\d, ]+\)\) of \w+ was moved "
+    with pytest.raises(RuntimeError, match=rf"^input \d+ \(shape \([\d, ]+\)\) of \w+ was moved "
                                            rf"from {device} to {other} after the forward pass "
                                            rf"used it .*; run the forward pass again after "
                                            rf"moving$"):

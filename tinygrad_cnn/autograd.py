@@ -187,9 +187,10 @@ def _call_backward(fn, t, g):
             f"trying to backward through the graph a second time: the graph "
             f"behind this {t.shape} tensor was freed by an earlier backward; "
             f"pass retain_graph=True to the first backward to keep it")
-    changed = [x for x, version in zip(fn.inputs, fn._versions) if x._version != version]
+    changed = [k for k, (x, version) in enumerate(zip(fn.inputs, fn._versions))
+               if x._version != version]
     if changed or t._version != fn._output_version:
-        what = (f"an input (shape {changed[0].shape})" if changed
+        what = (f"input {changed[0]} (shape {fn.inputs[changed[0]].shape})" if changed
                 else f"the output (shape {t.shape})")
         raise RuntimeError(
             f"{what} of {fn.name} was modified in place after the forward pass used it, so "
@@ -197,12 +198,14 @@ def _call_backward(fn, t, g):
     # Every input was on fn.backend at the forward pass (ToDevice's too); one that is
     # not was moved in place since (Module.to), and its gradient would come back on
     # the old device: say so rather than blame this op's backward for the mismatch.
-    moved = next((x for x in fn.inputs if x._backend is not fn.backend), None)
+    moved = next((k for k, x in enumerate(fn.inputs) if x._backend is not fn.backend), None)
     if moved is not None:
+        moved_x = fn.inputs[moved]
         raise RuntimeError(
-            f"an input (shape {moved.shape}) of {fn.name} was moved from {fn.backend.device} "
-            f"to {moved.device} after the forward pass used it (a model.to() between "
-            f"forward and backward?); run the forward pass again after moving")
+            f"input {moved} (shape {moved_x.shape}) of {fn.name} was moved from "
+            f"{fn.backend.device} to {moved_x.device} after the forward pass used it (a "
+            f"model.to() between forward and backward?); run the forward pass again after "
+            f"moving")
     with t._backend.context():   # backward's own array code lands on t's device
         grads_in = fn.backward(g)
     if not isinstance(grads_in, (tuple, list)):
@@ -218,24 +221,28 @@ def _call_backward(fn, t, g):
     tracer = _tracer()
     if tracer is not None:
         tracer.record(fn, t, g, grads_in)
-    return [None if gx is None else _conform(gx, x, fn)
-            for x, gx in zip(fn.inputs, grads_in)]
+    return [None if gx is None else _conform(gx, x, k, fn)
+            for k, (x, gx) in enumerate(zip(fn.inputs, grads_in))]
 
 
-def _conform(gx, x, fn):
-    """Check a gradient from ``fn.backward`` against its input, fix its dtype."""
+def _conform(gx, x, k, fn):
+    """Check a gradient from ``fn.backward`` against its input ``x``, input ``k``
+    of ``fn`` (messages name it by position, which tells inputs of one shape
+    apart), and fix its dtype."""
     from .tensor import Tensor
     if not isinstance(gx, Tensor):
         raise TypeError(f"{fn.name}.backward must return Tensors (or None), got "
-                        f"{type(gx).__name__}; build gradients from tensor ops")
+                        f"{type(gx).__name__} for input {k} (shape {x.shape}); build "
+                        f"gradients from tensor ops")
     if gx.shape != x.shape:
         raise RuntimeError(
-            f"{fn.name}.backward returned a gradient of shape {gx.shape} for an "
-            f"input of shape {x.shape}; they must match")
+            f"{fn.name}.backward returned a gradient of shape {gx.shape} for input {k} "
+            f"(shape {x.shape}); they must match (backward returns one gradient per "
+            f"input of apply, in order)")
     if gx.device != x.device:
         raise RuntimeError(
-            f"{fn.name}.backward returned a gradient on {gx.device} for an "
-            f"input on {x.device}")
+            f"{fn.name}.backward returned a gradient on {gx.device} for input {k}, "
+            f"which is on {x.device}")
     if reorders(gx.data, x.data):
         # A gradient is stored as its tensor is (batch-last or C order;
         # broadcasts stay as they are): the backward that reads it reads the
