@@ -293,6 +293,25 @@ def test_a_wrong_gradient_names_the_input_it_was_for():
         out.sum().backward()
 
 
+def test_a_tensor_that_requires_grad_given_to_apply_as_a_keyword_is_refused():
+    """A keyword is a parameter, outside the graph: its gradient would be lost."""
+    class Scale(tg.Function):
+        """y = x * w, w read as a parameter."""
+
+        def forward(self, x, w):
+            return x * w.data
+
+        def backward(self, grad_out):
+            return grad_out * 2.0
+
+    x, w = tg.ones(2, requires_grad=True), tg.full((2,), 2.0, requires_grad=True)
+    with pytest.raises(TypeError, match=r"Scale.apply: the keyword argument w is a tensor "
+                                        r"that requires grad \(shape \(2,\)\); pass it "
+                                        r"positionally"):
+        Scale.apply(x, w=w)
+    assert Scale.apply(x, w=w.detach()).tolist() == [2.0, 2.0]   # a constant is a parameter
+
+
 def test_pad_and_sum_to_shape_errors():
     with pytest.raises(ValueError, match=r"pad_width .* shape \(2,\)"):
         tg.ones(2).pad(((1, 1), (1, 1)))

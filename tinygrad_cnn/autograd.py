@@ -50,6 +50,13 @@ class Function:
         from .tensor import Tensor, common_backend
         if not inputs or not all(isinstance(t, Tensor) for t in inputs):
             raise _not_tensors_error(cls, inputs)
+        for key, value in params.items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                # A parameter is outside the graph: its gradient would be lost.
+                raise TypeError(f"{cls.__name__}.apply: the keyword argument {key} is a "
+                                f"tensor that requires grad (shape {value.shape}); pass it "
+                                f"positionally, as an input whose gradient backward returns "
+                                f"(or .detach() it to use it as a constant)")
         backend = common_backend(inputs, cls.__name__)
         fn = cls()
         fn.backend, fn.xp = backend, backend.xp
