@@ -402,3 +402,19 @@ def test_dir_lists_what_exists(make, listed, hidden):
     assert listed <= set(dir(x)) and not hidden & set(dir(x))
     if isinstance(x, _OwnNumel):
         assert x.numel() == 2
+
+
+@pytest.mark.parametrize("call", ["x.size()", "x.size(0)", "x.size(dim=1)"])
+def test_calling_size_says_to_use_shape(call):
+    with pytest.raises(TypeError, match=r"x.size is the number of elements \(6\), an int as "
+                                        r"in NumPy.*use x.shape for x.size\(\) and "
+                                        r"x.shape\[dim\] for x.size\(dim\)"):
+        eval(call, {"x": tg.ones((2, 3))})
+
+
+def test_size_is_an_int_otherwise():
+    x = tg.ones((2, 3))
+    assert x.size == 6 and isinstance(x.size, int) and hash(x.size) == hash(6)
+    assert repr(x.size) == "6" and f"{x.size:>3}" == "  6"
+    assert type(x.size + 1) is int and type(x.size * 2) is int
+    assert np.zeros(x.size).shape == (6,) and list(range(x.size)) == list(range(6))

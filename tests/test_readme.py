@@ -60,7 +60,7 @@ def test_the_pytorch_name_examples_of_the_conventions_raise_as_stated():
     assert bullet, "the conventions should say what x.size is"
     x = tg.ones(2, 3)
     assert x.size == 6 and x.shape == (2, 3)
-    with pytest.raises(TypeError, match="'int' object is not callable"):
+    with pytest.raises(TypeError, match=r"not PyTorch's method: use x.shape for x.size\(\)"):
         x.size()
     examples = re.findall(r"`((?:x|tg|nn)\.\w+(?:\(\))?)`",
                           bullet.group(0).split("equivalent")[1])

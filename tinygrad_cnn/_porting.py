@@ -190,6 +190,21 @@ class _Missing:
         raise hint_error(f"'{owner.__name__}' object", self.name, tensor_hint(self.name))
 
 
+class ElementCount(int):
+    """``x.size``: the number of elements, a plain int in all but one thing.
+
+    Ported PyTorch code calls it (``x.size()``, ``x.size(0)``), which an int
+    answers with Python's bare "'int' object is not callable"; this one says
+    what to write here instead.  Arithmetic on it gives plain ints."""
+
+    __slots__ = ()
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"x.size is the number of elements ({int(self)}), an int as in "
+                        f"NumPy, not PyTorch's method: use x.shape for x.size() and "
+                        f"x.shape[dim] for x.size(dim)")
+
+
 _ABSENT = object()
 
 

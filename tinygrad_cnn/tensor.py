@@ -27,7 +27,7 @@ from ._checks import (
     check_number, check_seed, check_value_fits, fits, int_bounds, int_list, is_int, is_real,
     range_error, shown_int, shown_value)
 from .backend import Backend, DeviceError, get_backend, canonical_device, _BACKENDS
-from ._porting import TENSOR_HINTS, add_missing_names, is_missing
+from ._porting import TENSOR_HINTS, ElementCount, add_missing_names, is_missing
 
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
@@ -312,7 +312,9 @@ class Tensor:
     # ---- facts ---------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape), doc="The size of each axis, a tuple.")
     ndim = property(lambda self: self.data.ndim, doc="The number of axes.")
-    size = property(lambda self: int(self.data.size), doc="The number of elements.")
+    size = property(lambda self: ElementCount(self.data.size),
+                    doc="The number of elements, an int (calling it, as PyTorch's "
+                        "x.size(), raises a TypeError that says to use x.shape).")
     dtype = property(lambda self: self.data.dtype, doc="The ``numpy.dtype`` of the data.")
     device = property(lambda self: self._backend.device,
                       doc="The canonical device string (``'cpu'``, ``'cuda:0'``).")
