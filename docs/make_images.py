@@ -24,6 +24,7 @@ built-in PNG writer of tinygrad_cnn.viz otherwise.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -119,7 +120,9 @@ def save_unfold_picture():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write(path, buf.getvalue())   # as every picture: never half a file
     print(f"wrote {path.relative_to(HERE.parent)}")
 
 
@@ -190,7 +193,7 @@ def compare():
             print(f"  {name} seed {seed}: {accs[-1]:.2f}%", file=sys.stderr)
         rows.append((name, kind, params, accs))
     print("| model | layers | parameters | test accuracy, seeds "
-          + ", ".join(map(str, SEEDS)) + " | mean |")
+          + " / ".join(map(str, SEEDS)) + " | mean |")
     print("|---|---|---:|---|---:|")
     for name, kind, params, accs in rows:
         print(f"| `{name}` | {kind} | {params:,} | "
