@@ -653,6 +653,20 @@ def test_trace_refuses_names_for_what_is_not_a_tensor():
         trace(names={"x": np.ones(2)})
 
 
+@pytest.mark.parametrize("names, message", [
+    ([1], "got a list"),                       # a list of tensors: no names to read
+    ({"w": 3.0}, "got a float named 'w'"),     # else silently never matched
+])
+def test_graph_and_trace_refuse_names_that_name_no_tensor(names, message):
+    x = tg.tensor([1.0], requires_grad=True)
+    names = [x] if isinstance(names, list) else names
+    with pytest.raises(TypeError, match=f"names maps tensors .* {message}"):
+        graph(x * 2, names=names)
+    if isinstance(names, list):   # (trace's check of the entries is tested above)
+        with pytest.raises(TypeError, match=f"names maps tensors .* {message}"):
+            trace(names=names)
+
+
 def test_a_trace_active_in_one_thread_cannot_be_entered_in_another():
     t, seen = trace(), []
 
@@ -1106,6 +1120,48 @@ def test_feature_maps_and_their_picture(tmp_path):
         images.feature_maps(mlp(), tg.randn(1, 4))
 
 
+@pytest.mark.parametrize("name", ["f.jpg", "f.svg", "f", "f.png.txt"])
+@pytest.mark.parametrize("write", [
+    lambda path: images.save_filters(tg.randn(4, 1, 3, 3), path, use_matplotlib=False),
+    lambda path: images.save_feature_maps(
+        ConvNet(conv1=Conv2d(1, 2), act=ReLU(), conv2=Conv2d(2, 2)), tg.randn(1, 7, 7), path,
+        use_matplotlib=False),
+    lambda path: curves.plot_curves(write_metrics(path.parent / "m.jsonl", METRICS), path,
+                                    use_matplotlib=False),
+], ids=["save_filters", "save_feature_maps", "plot_curves"])
+def test_pictures_are_written_only_under_a_png_name(tmp_path, name, write):
+    """PNG bytes in a file called .jpg or .svg would lie about its content."""
+    with pytest.raises(ValueError, match=r"written as PNG; give a file name ending in \.png"):
+        write(tmp_path / name)
+    assert not (tmp_path / name).exists()
+    assert png_size(write(tmp_path / "ok.PNG")) is not None    # the suffix in any case
+
+
+@pytest.mark.parametrize("use_matplotlib", [False, True])
+@pytest.mark.parametrize("max_channels", [0, -1, 2.5, True])
+def test_feature_maps_need_a_positive_number_of_channels(tmp_path, use_matplotlib,
+                                                         max_channels):
+    if use_matplotlib:
+        pytest.importorskip("matplotlib")
+    model = ConvNet(conv1=Conv2d(1, 2), act=ReLU(), conv2=Conv2d(2, 2))
+    with pytest.raises(ValueError, match=r"max_channels must be an integer >= 1, got "):
+        images.save_feature_maps(model, tg.randn(1, 7, 7), tmp_path / "fm.png",
+                                 max_channels=max_channels, use_matplotlib=use_matplotlib)
+    maps = images.feature_maps(model, tg.randn(1, 7, 7))
+    for option in ("max_channels", "columns", "size"):
+        with pytest.raises(ValueError, match=f"{option} must be an integer >= 1"):
+            images.feature_map_image(maps, **{option: max_channels})
+
+
+def test_a_filter_picture_too_large_to_be_of_use_is_refused():
+    """A grid past png.MAX_PIXELS (a deep layer's weight, or a large scale) would take
+    gigabytes; the error says how to draw less."""
+    side = int(np.sqrt(png.MAX_PIXELS)) + 1                     # one kernel, scaled up
+    with pytest.raises(ValueError, match=rf"picture of {side}x{side} pixels, .*\(weight\[:16\]\)"):
+        images.filter_grid(np.ones((1, 1, 1, 1)), scale=side)
+    assert images.filter_grid(np.ones((1, 1, 1, 1)), scale=side - 1).shape == (side - 1,) * 2
+
+
 def test_save_feature_maps_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     tg.manual_seed(0)
@@ -1174,6 +1230,20 @@ def test_plot_curves_errors(tmp_path):
     with pytest.raises(ValueError, match="no loss or accuracy"):
         curves.plot_curves(empty, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_device_is_no_metrics_file(tmp_path):
+    """/dev/null reads as empty, /dev/zero never ends: both refused, the latter at once
+    (tests/test_fileio.py checks it on a clone of /dev/zero); a pipe is read."""
+    with pytest.raises(ValueError, match="not a metrics file .*a device"):
+        curves.read_metrics(os.devnull)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_text('{"train_loss": 1.5}\n'))
+        writer.start()
+        assert curves.read_metrics(fifo) == [{"train_loss": 1.5}]
+        writer.join()
 
 
 def test_values_too_large_for_a_float_are_skipped(tmp_path):

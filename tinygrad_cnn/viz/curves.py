@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
+import stat
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .images import _save_figure, _want_matplotlib
+from .images import _save_figure, _want_matplotlib, _png_path
 from .png import write_png
 
 __all__ = ["read_metrics", "metric_series", "plot_curves", "curves_image"]
@@ -41,8 +43,16 @@ def read_metrics(path):
     An unfinished last line (no line break after it: a writer interrupted
     mid-line) that is not valid JSON is skipped with a warning; any other
     bad line, the last one included when it is finished, is an error naming
-    it.
+    it.  A device (``/dev/zero``, a terminal) is refused: reading it may never
+    end.  A pipe is read to its end.
     """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None   # reported by the read below, as open() words it
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode)):
+        raise ValueError(f"{path}: not a metrics file (a device or socket, not a file "
+                         f"written by 'tinygrad-cnn train --metrics')")
     try:
         # utf-8-sig: a byte-order mark, as some editors write, is no JSON.
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -130,9 +140,11 @@ def _finite_float(v):
 def plot_curves(metrics_jsonl_path, out_png, use_matplotlib=None):
     """Draw loss and accuracy per epoch, train and test, into a PNG file.
 
-    Returns the path written.  ``use_matplotlib``: None uses it when
-    installed, False always draws with the built-in plotter.
+    ``out_png`` must end in ``.png``.  Returns the path written.
+    ``use_matplotlib``: None uses it when installed, False always draws with
+    the built-in plotter.
     """
+    _png_path(out_png, "plot_curves")
     panels = metric_series(read_metrics(metrics_jsonl_path))
     if not panels:
         raise ValueError(f"{metrics_jsonl_path} has no loss or accuracy values; expected "

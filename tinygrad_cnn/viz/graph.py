@@ -332,10 +332,16 @@ def _describe(t):
 
 def _name_map(names):
     """``{tensor: name}`` or ``{name: tensor}`` -> ``{id(tensor): name}``."""
+    if names is not None and not isinstance(names, Mapping):
+        raise TypeError(f"graph: names maps tensors to their names ({{tensor: 'x'}} or "
+                        f"{{'x': tensor}}), got a {type(names).__name__}")
     out = {}
     for k, v in (names or {}).items():
         if isinstance(k, str):
             k, v = v, k
+        if not isinstance(k, Tensor):   # else silently never matched
+            raise TypeError(f"graph: names maps tensors to their names ({{tensor: 'x'}} or "
+                            f"{{'x': tensor}}), got a {type(k).__name__} named {v!r}")
         out[id(k)] = str(v)
     return out
 

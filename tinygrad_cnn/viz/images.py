@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import warnings
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 
 from ..autograd import no_grad
 from ..tensor import Tensor, tensor as make_tensor
 from .graph import record_modules
-from .png import atomic_write, write_png
+from .png import MAX_PIXELS, atomic_write, write_png
 
 __all__ = ["CONV_LAYERS", "FeatureMaps", "filter_grid", "save_filters", "first_conv_weight",
            "feature_maps", "feature_map_image", "save_feature_maps"]
@@ -103,6 +105,23 @@ def _stack(blocks, gap, background):
     return np.concatenate(rows, axis=0)
 
 
+def _png_path(path, caller):
+    """``path``, checked to name a PNG file: every picture here is written as PNG,
+    and a file called ``.jpg`` or ``.svg`` holding PNG bytes would lie about its
+    content."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{caller}: pictures are written as PNG; give a file name ending "
+                         f"in .png, got {str(path)!r}")
+    return path
+
+
+def _positive_int(value, name, caller):
+    """``value`` if it is an integer >= 1, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{caller}: {name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def _want_matplotlib(use_matplotlib):
     """True to draw with matplotlib: if asked, or (``None``) if it is installed."""
     if use_matplotlib is False:
@@ -149,13 +168,22 @@ def filter_grid(weight, scale=None, pad=2, rgb=None, background=0):
     scale = max(1, math.ceil(24 / max(kh, kw))) if scale is None else int(scale)
     if scale < 1 or pad < 0:
         raise ValueError(f"filter_grid: scale must be >= 1 and pad >= 0, got {scale}, {pad}")
+    n_tiles, ncols = (oc, math.ceil(math.sqrt(oc))) if rgb or c == 1 else (oc * c, c)
+    nrows = -(-n_tiles // ncols)
+    height, width = nrows * (kh * scale + pad) - pad, ncols * (kw * scale + pad) - pad
+    if height * width > MAX_PIXELS:
+        # A deep layer's weight at the default scale: gigabytes of picture, no use to the eye.
+        raise ValueError(f"filter_grid: {n_tiles} tile(s) of {kh * scale}x{kw * scale} pixels "
+                         f"(the weight {w.shape} at scale {scale}) make a picture of "
+                         f"{height}x{width} pixels, more than the {MAX_PIXELS} allowed; draw "
+                         f"fewer kernels (weight[:16]) or pass a smaller scale")
     kernels = _to_uint8(w, axes=(1, 2, 3), what=f"the weight {w.shape}")  # own range each
     if rgb:
-        tiles, ncols = kernels.transpose(0, 2, 3, 1), math.ceil(math.sqrt(oc))  # (OC, KH, KW, 3)
+        tiles = kernels.transpose(0, 2, 3, 1)  # (OC, KH, KW, 3)
     elif c == 1:
-        tiles, ncols = kernels[:, 0], math.ceil(math.sqrt(oc))  # (OC, KH, KW)
+        tiles = kernels[:, 0]  # (OC, KH, KW)
     else:
-        tiles, ncols = kernels.reshape(oc * c, kh, kw), c  # (OC*C, KH, KW): a row per kernel
+        tiles = kernels.reshape(oc * c, kh, kw)  # (OC*C, KH, KW): a row of C per kernel
     tiles = np.stack([_upscale(t, scale) for t in tiles])  # (n, KH*scale, KW*scale[, 3])
     return _tile(tiles, ncols, pad, background)
 
@@ -174,8 +202,9 @@ def save_filters(model_or_weight, path, scale=None, use_matplotlib=None):
 
     ``model_or_weight``: a model (its first 4-D ``*.weight`` parameter in
     ``named_parameters()`` order is used) or a weight of shape
-    ``(OC, C, KH, KW)``.  Returns the path written.
+    ``(OC, C, KH, KW)``.  ``path`` must end in ``.png``.  Returns the path written.
     """
+    _png_path(path, "save_filters")
     if hasattr(model_or_weight, "named_parameters"):
         name, weight = first_conv_weight(model_or_weight)
     else:
@@ -193,7 +222,9 @@ def save_filters(model_or_weight, path, scale=None, use_matplotlib=None):
     rgb = grid if grid.ndim == 3 else np.repeat(grid[:, :, None], 3, axis=2)
     rgba = np.concatenate([rgb, opaque[:, :, None].astype(np.uint8) * 255], axis=2)  # (H, W, 4)
     h, w = grid.shape[:2]
-    fig = Figure(figsize=(max(3.0, w / 60), max(3.0, h / 60) + 0.4))
+    # About 1.7 figure pixels per grid pixel, so that no gap is lost in resampling;
+    # at most 40 inches (4000 pixels) a side, which a large grid would make gigabytes.
+    fig = Figure(figsize=(min(40.0, max(3.0, w / 60)), min(40.0, max(3.0, h / 60)) + 0.4))
     ax = fig.add_subplot()
     ax.imshow(rgba, interpolation="nearest")
     ax.set_facecolor("#3d6b99")
@@ -265,6 +296,8 @@ def feature_map_image(maps, max_channels=16, columns=8, size=48, pad=3, gap=12,
     pixels; at most ``max_channels`` per layer, ``columns`` per row.  The
     input ``image`` ``(C, H, W)`` or ``(H, W)``, if given, forms the first block.
     """
+    for name, value in (("max_channels", max_channels), ("columns", columns), ("size", size)):
+        _positive_int(value, name, "feature_map_image")
     blocks = []
     if image is not None:
         img = _host(image)
@@ -288,8 +321,10 @@ def save_feature_maps(model, x, path, max_channels=16, use_matplotlib=None,
     ``max_channels`` channels (all of them if it has fewer), each scaled to
     its own range; with matplotlib, a row's title gives the layer's output
     shape and, for a layer with more channels, how many of them are drawn
-    ("first 16 of 32 maps").  Returns the path written.
+    ("first 16 of 32 maps").  ``path`` must end in ``.png``.  Returns the path written.
     """
+    _png_path(path, "save_feature_maps")
+    _positive_int(max_channels, "max_channels", "save_feature_maps")
     maps = feature_maps(model, x, layer_types)
     image = _host(_as_batch(model, x))[0]  # (C, H, W)
     if not _want_matplotlib(use_matplotlib):

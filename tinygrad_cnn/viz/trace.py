@@ -24,6 +24,7 @@ training runs.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import autograd
@@ -44,7 +45,8 @@ class Step:
     e.g. into a constant).
 
     For ``"accumulate"``: ``tensor`` labels the tensor whose gradients were
-    summed (``op`` is the Function that produced it, or None for a leaf);
+    summed (``op`` is the name of the Function that produced it, or None for
+    a leaf);
     ``contributions`` is how many gradients were summed, ``parts`` their
     norms in arrival order and ``grad_norm`` the norm of the sum.
     """
@@ -209,6 +211,9 @@ class _ByTensor:
 def _name_map(names):
     """``{tensor: name}`` or ``{name: tensor}`` -> a :class:`_ByTensor` of names."""
     from ..tensor import Tensor
+    if names is not None and not isinstance(names, Mapping):
+        raise TypeError(f"trace: names maps tensors to their names ({{tensor: 'x'}} or "
+                        f"{{'x': tensor}}), got a {type(names).__name__}")
     out = _ByTensor()
     for k, v in (names or {}).items():
         if isinstance(k, str):
