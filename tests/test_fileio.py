@@ -177,6 +177,19 @@ def test_a_directory_in_place_of_the_file_is_refused_up_front_as_by_the_write(tm
     assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("under", ["", "sub/"])
+def test_a_file_in_place_of_a_directory_is_named_as_such(tmp_path, under):
+    """Not mkdir's "File exists", which names the file in the way as if it were the one
+    being written."""
+    (tmp_path / "notes.txt").write_text("keep")
+    path = tmp_path / "notes.txt" / under / "g.png"
+    with pytest.raises(NotADirectoryError, match="a file stands in place of one of its "
+                                                 "directories") as info:
+        atomic_write(path, b"x")
+    assert info.value.filename == str(path)
+    assert os.listdir(tmp_path) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "keep"
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux /proc")
 def test_a_directory_that_takes_no_new_files_is_named():
     with pytest.raises(OSError) as info:
@@ -254,6 +267,9 @@ def test_nothing_waits_on_a_device_that_never_ends(tmp_path):
     assert _in_thread(lambda: checkpoint_file_problem(zero)) is None
     with pytest.raises(checkpoint.CheckpointError, match="is not a regular file"):
         _in_thread(lambda: checkpoint.load(zero))
+    from tinygrad_cnn.viz.curves import read_metrics   # tinygrad-cnn plot's reader
+    with pytest.raises(ValueError, match="not a metrics file .*a device"):
+        _in_thread(lambda: read_metrics(zero), timeout=5)
 
 
 def _unix_socket(tmp_path):

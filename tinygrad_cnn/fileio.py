@@ -148,7 +148,14 @@ def _target_of(path):
     # Rename onto the resolved file: renaming onto the link itself would
     # replace the link by a regular file and leave its target stale.
     target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # A file stands where a directory of the path should be ("notes.txt/g.png"):
+        # mkdir names that file, as if it were the one refused; open() would say this.
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file "
+                                 f"stands in place of one of its directories)",
+                                 str(path)) from None
     if target.is_dir():   # found here, before any data is written, by check_writable too
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
