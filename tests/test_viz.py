@@ -1153,6 +1153,20 @@ def test_feature_maps_need_a_positive_number_of_channels(tmp_path, use_matplotli
             images.feature_map_image(maps, **{option: max_channels})
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("scale", 2.5, r"scale must be an integer >= 1, got 2.5"),
+    ("scale", 0, r"scale must be an integer >= 1, got 0"),
+    ("scale", True, r"scale must be an integer >= 1, got True"),
+    ("pad", -1, r"pad must be an integer >= 0, got -1"),
+    ("pad", 1.5, r"pad must be an integer >= 0, got 1.5"),
+])
+def test_filter_grid_refuses_a_scale_or_pad_it_cannot_draw(option, value, message):
+    # A fractional scale was once drawn at its integer part without a word.
+    w = np.random.default_rng(0).normal(size=(2, 1, 3, 3))
+    with pytest.raises(ValueError, match=rf"filter_grid: {message}"):
+        images.filter_grid(w, **{option: value})
+
+
 def test_a_filter_picture_too_large_to_be_of_use_is_refused():
     """A grid past png.MAX_PIXELS (a deep layer's weight, or a large scale) would take
     gigabytes; the error says how to draw less."""

@@ -165,9 +165,11 @@ def filter_grid(weight, scale=None, pad=2, rgb=None, background=0):
     rgb = (c == 3) if rgb is None else rgb
     if rgb and c != 3:
         raise ValueError(f"rgb=True needs 3 input channels, the weight has {c} (shape {w.shape})")
-    scale = max(1, math.ceil(24 / max(kh, kw))) if scale is None else int(scale)
-    if scale < 1 or pad < 0:
-        raise ValueError(f"filter_grid: scale must be >= 1 and pad >= 0, got {scale}, {pad}")
+    # A whole number of pixels per weight (2.5 is refused, not drawn at 2).
+    scale = (max(1, math.ceil(24 / max(kh, kw))) if scale is None
+             else _positive_int(scale, "scale", "filter_grid"))
+    if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
+        raise ValueError(f"filter_grid: pad must be an integer >= 0, got {pad!r}")
     n_tiles, ncols = (oc, math.ceil(math.sqrt(oc))) if rgb or c == 1 else (oc * c, c)
     nrows = -(-n_tiles // ncols)
     height, width = nrows * (kh * scale + pad) - pad, ncols * (kw * scale + pad) - pad
