@@ -361,6 +361,24 @@ def test_max_elements_message_counts_the_checked_elements():
         gradcheck(SquareOff.apply, x, max_elements=5)
 
 
+def test_gradgradcheck_max_elements_samples_the_inputs_and_still_catches():
+    # A model-sized input: without max_elements every one of its 400 elements, and of
+    # the upstream gradient's, would cost two calls of fn.
+    x = tg.tensor(np.linspace(0.5, 2, 400), requires_grad=True)
+    calls = []
+
+    def fn(a):
+        calls.append(1)
+        return Square.apply(a)
+
+    assert gradgradcheck(fn, x, max_elements=3)
+    assert len(calls) < 50, len(calls)
+    with pytest.raises(GradcheckError, match=r"3 of the input's 400 elements checked"):
+        gradgradcheck(HalfSquare.apply, x, max_elements=3)   # a wrong double backward
+    with pytest.raises(ValueError, match="gradgradcheck: max_elements"):
+        gradgradcheck(fn, x, max_elements=0)
+
+
 def test_inputs_without_elements_check_nothing():
     with pytest.raises(ValueError, match="nothing to check"):
         gradcheck(SquareOff.apply, tg.zeros(0, dtype=tg.float64, requires_grad=True))

@@ -734,7 +734,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
 
 
 def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
-                  raise_exception=True, seed=0, full_jacobian=False, nondet_tol=0.0):
+                  raise_exception=True, seed=0, full_jacobian=False, nondet_tol=0.0,
+                  max_elements=None):
     """Check second-order gradients: ``gradcheck`` of ``x, v -> grad(fn(x), x, v)``.
 
     The backward pass, built with ``create_graph=True``, is itself checked
@@ -744,6 +745,9 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     float64.  Failures name
     ``fn``'s inputs, ``grad_outputs[k]`` for an upstream gradient, and
     "the gradient w.r.t. input i" for the first-order result being checked.
+    ``max_elements`` checks at most that many randomly chosen elements of each
+    input and upstream gradient, as in :func:`gradcheck` (each checked element
+    costs two calls of fn and of its backward).
     """
     name = "gradgradcheck"
     _check_fn(name, fn)
@@ -779,5 +783,5 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
                    wrt=[i for i, x in enumerate(all_inputs)
                         if isinstance(x, Tensor) and x.requires_grad])
     return _check(first_order, all_inputs, eps, atol, rtol, raise_exception, seed, None,
-                  None, full_jacobian, nondet_tol, False, name, names, seed_drawn,
+                  max_elements, full_jacobian, nondet_tol, False, name, names, seed_drawn,
                   random=not given)
