@@ -597,6 +597,32 @@ def test_conv_in_image_chunks(case, im2col_limit):
         assert_close(o, e, 1e-12, f"{case.name} result {k} in chunks")
 
 
+@pytest.mark.parametrize("groups, bias", [(1, False), (2, False), (2, True)])
+def test_conv_of_zero_channels_in_image_chunks(groups, bias, im2col_limit):
+    """An input with no channels has empty columns, whose strides mean nothing: in
+    chunks they are as good a buffer as whole (the result is the bias, or zeros, as
+    without chunks; the gradients are zeros)."""
+    rng = np.random.default_rng(21)
+    x = Tensor(np.zeros((3, 0, 5, 5)), requires_grad=True)
+    w = Tensor(np.zeros((4, 0, 3, 3)), requires_grad=True)
+    b = Tensor(rng.standard_normal(4), requires_grad=True) if bias else None
+    leaves = [x, w] + ([b] if bias else [])
+    g = Tensor(rng.standard_normal((3, 4, 3, 3)))
+    results = []
+    for limit in (None, 1):   # the whole batch, then one image per chunk
+        if limit is not None:
+            im2col_limit(limit)
+        y = F.conv2d(x, w, b, groups=groups)
+        results.append([y.numpy()] + [v.numpy() for v in tg.grad(y, leaves, g)])
+    expected = np.broadcast_to((b.numpy() if bias else np.zeros(4))[:, None, None],
+                               (3, 4, 3, 3))
+    np.testing.assert_array_equal(results[0][0], expected)
+    np.testing.assert_allclose(results[0][-1], g.numpy().sum(axis=(0, 2, 3)) if bias
+                               else np.zeros((4, 0, 3, 3)), rtol=1e-12)
+    for whole, chunked in zip(*results):
+        np.testing.assert_array_equal(chunked, whole)
+
+
 @pytest.mark.parametrize("limit", ["one_image", "four_images"])
 def test_conv_gradients_in_uneven_chunks(limit, im2col_limit):
     """gradcheck and gradgradcheck still hold when the batch is split (5 = 4 + 1 or 1 * 5)."""

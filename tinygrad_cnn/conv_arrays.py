@@ -684,11 +684,12 @@ def unfold_array(backend, x, geom, layout="nkl", out=None):
 
 
 def _check_unfold_out(x, geom, layout, out):
-    """``out`` of :func:`unfold_array` fits: the columns' shape, a contiguous last axis."""
+    """``out`` of :func:`unfold_array` fits: the columns' shape, a contiguous last axis
+    (any strides for empty columns, of an x without channels: NumPy gives those 0)."""
     N, K, L = x.shape[0], x.shape[1] * geom.KH * geom.KW, geom.OH * geom.OW
     expected = {"nkl": (N, K, L), "kln": (K, L * N)}.get(layout)
     if (expected is None or tuple(out.shape) != expected
-            or (out.shape[-1] > 1 and out.strides[-1] != out.itemsize)):
+            or (out.size and out.shape[-1] > 1 and out.strides[-1] != out.itemsize)):
         raise ValueError(f"unfold_array: out must be for the 'nkl' layout, of shape "
                          f"{shape_str((N, K, L))}, or the 'kln' layout, of shape "
                          f"{shape_str((K, L * N))}, with a contiguous last axis; got "
