@@ -1405,6 +1405,9 @@ SEQUENCE_NDIM = r"expected x of shape \(C, L\) or \(N, C, L\) \(2 or 3 dimension
      [r"input of shape \(1, 2, 2\), kernel \(5, 5\)", r"no window starts inside"]),
     (lambda: F.unfold(_t(1, 0, 3), 1), [r"x of shape \(1, 0, 3\) is empty along H"]),
     (lambda: F.fold(_t(4, 5), (4, 4), 2), [r"cols of shape \(4, 5\) hold 5 windows"]),
+    # fold's windows lie in its output: the message names output_size, not an "input x"
+    (lambda: F.fold(_t(1, 4, 1), (1, 1), 2),
+     [r"kernel 2x2 is larger than output_size \(1, 1\) padded to 1x1"]),
 ], ids=["conv_channels", "conv_kernel_too_big", "conv_kernel_too_wide_padded",
         "conv_groups_in", "conv_groups_out", "conv_bias", "conv_x_ndim", "conv_w_ndim",
         "conv_stride0", "conv_stride_negative", "conv_same_stride2", "conv_padding_word",
@@ -1426,7 +1429,7 @@ SEQUENCE_NDIM = r"expected x of shape \(C, L\) or \(N, C, L\) \(2 or 3 dimension
         "unbatched_conv_channels", "unbatched_conv_kernel_too_big", "unbatched_convT_channels",
         "unbatched_conv1d_channels", "unbatched_local2d_out_hw", "unbatched_max_pool_too_big",
         "unbatched_max_pool1d_too_big", "unbatched_avg_pool_ceil_no_window",
-        "unbatched_unfold_empty", "unbatched_fold_blocks"])
+        "unbatched_unfold_empty", "unbatched_fold_blocks", "fold_kernel_larger_than_output"])
 def test_bad_input_raises_clear_error(call, patterns):
     with pytest.raises(ValueError) as info:
         call()

@@ -197,12 +197,14 @@ def same_padding(kernel, dilation):
 
 
 def conv_geometry(op, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)),
-                  dilation=(1, 1), what="kernel", shown=None):
+                  dilation=(1, 1), what="kernel", shown=None, over=None):
     """The geometry of a convolution of an (N, C, H, W) input.
 
     ``kernel``, ``stride`` and ``dilation`` are pairs, ``padding`` is
     ((top, bottom), (left, right)).  Errors name the input shape ``shown``
-    (default ``x_shape``; 1-D ops show their (N, C, L) shape).
+    (default ``x_shape``; 1-D ops show their (N, C, L) shape), or ``over``, what
+    the windows lie in where that is not an input of the caller's (fold's
+    ``output_size``).
     """
     H, W = x_shape[-2:]
     (KH, KW), (sh, sw), (dh, dw) = kernel, stride, dilation
@@ -210,10 +212,11 @@ def conv_geometry(op, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)),
     ext_h, ext_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
     if ext_h > H + pt + pb or ext_w > W + pl + pr:
         dil = f" ({ext_h}x{ext_w} with dilation {dh, dw})" if (dh, dw) != (1, 1) else ""
-        shown = x_shape if shown is None else shown
+        if over is None:
+            over = f"the input x of shape {shape_str(x_shape if shown is None else shown)}"
         raise ValueError(
-            f"{op}: the {what} {KH}x{KW}{dil} is larger than the input x of shape "
-            f"{shape_str(shown)} padded to {H + pt + pb}x{W + pl + pr} (padding top/bottom "
+            f"{op}: the {what} {KH}x{KW}{dil} is larger than {over} "
+            f"padded to {H + pt + pb}x{W + pl + pr} (padding top/bottom "
             f"{pt}/{pb}, left/right {pl}/{pr}); use a smaller {what} or more padding")
     return ConvGeometry(H, W, KH, KW, out_size(H, KH, sh, pt + pb, dh),
                         out_size(W, KW, sw, pl + pr, dw), sh, sw, pt, pb, pl, pr, dh, dw)

@@ -295,11 +295,11 @@ class Fold(Function):
         return Unfold.apply(grad_out, geom=self.geom)
 
 
-def _unfold_geometry(op, x_shape, kernel_size, dilation, padding, stride):
+def _unfold_geometry(op, x_shape, kernel_size, dilation, padding, stride, over=None):
     kernel = pair(op, "kernel_size", kernel_size, 1)
     ph, pw = pair(op, "padding", padding, 0)
     return conv_geometry(op, x_shape, kernel, pair(op, "stride", stride, 1),
-                         ((ph, ph), (pw, pw)), pair(op, "dilation", dilation, 1))
+                         ((ph, ph), (pw, pw)), pair(op, "dilation", dilation, 1), over=over)
 
 
 def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
@@ -329,7 +329,9 @@ def fold(cols, output_size, kernel_size, dilation=1, padding=0, stride=1):
                          f"not a multiple of the kernel size {KH}*{KW} = {KH * KW} "
                          f"(expected C*KH*KW rows)")
     C = rows // (KH * KW)
-    geom = _unfold_geometry("fold", shape[:-2] + (C, H, W), (KH, KW), dilation, padding, stride)
+    # The windows lie in the output: errors name output_size, not an input x.
+    geom = _unfold_geometry("fold", shape[:-2] + (C, H, W), (KH, KW), dilation, padding, stride,
+                            over=f"output_size {(H, W)}")
     if windows != geom.OH * geom.OW:
         raise ValueError(f"fold: cols of shape {shape_str(shape)} hold {windows} windows, "
                          f"but output_size {(H, W)} with kernel {(KH, KW)}, dilation "
