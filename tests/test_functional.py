@@ -1305,6 +1305,17 @@ IMAGE_NDIM = r"expected x of shape \(C, H, W\) or \(N, C, H, W\) \(3 or 4 dimens
 SEQUENCE_NDIM = r"expected x of shape \(C, L\) or \(N, C, L\) \(2 or 3 dimensions\)"
 
 
+@pytest.mark.parametrize("op", [F.adaptive_avg_pool2d, F.adaptive_max_pool2d])
+@pytest.mark.parametrize("size, error, message", [
+    ((None, 2.5), TypeError, r"output_size must be an int, got 2.5 \(float\)"),
+    ((0, None), ValueError, r"output_size must be an int >= 1, got 0"),
+])
+def test_adaptive_output_size_with_none_names_the_bad_entry(op, size, error, message):
+    # The error shows the entry given, not a pair with the input size put in for None.
+    with pytest.raises(error, match=rf"{op.__name__}: {message}$"):
+        op(_t(1, 2, 4, 4), size)
+
+
 @pytest.mark.parametrize("call, patterns", [
     (lambda: F.conv2d(_t(1, 3, 5, 5), _t(2, 4, 3, 3)), [r"\(1, 3, 5, 5\)", r"\(2, 4, 3, 3\)"]),
     (lambda: F.conv2d(_t(1, 1, 3, 3), _t(1, 1, 5, 5)), [r"\(1, 1, 3, 3\)", r"5, 5\)|5x5"]),
@@ -1374,9 +1385,13 @@ SEQUENCE_NDIM = r"expected x of shape \(C, L\) or \(N, C, L\) \(2 or 3 dimension
     (lambda: F.conv_transpose2d(_t(1, 3, 2, 2), _t(3, 2, 3, 3), groups=2),
      [r"\b3 channels", r"groups=2"]),
     # 1-d ops name their own (N, C, L) shapes, not the 4-d ones they run on
-    (lambda: F.conv1d(_t(1, 2, 3), _t(3, 2, 5)), [r"\(1, 2, 3\)"]),
+    (lambda: F.conv1d(_t(1, 2, 3), _t(3, 2, 5)),
+     [r"kernel 5 is larger than the input x of shape \(1, 2, 3\) padded to 3 \(padding "
+      r"left/right 0/0\)"]),
     (lambda: F.conv1d(_t(1, 4, 5), _t(3, 2, 3), groups=2), [r"\(3, 2, 3\)", r"groups=2"]),
-    (lambda: F.max_pool1d(_t(1, 2, 3), 5), [r"\(1, 2, 3\)"]),
+    (lambda: F.max_pool1d(_t(1, 2, 3), 5, padding=1, dilation=2),
+     [r"window 5 \(9 with dilation 2\) is larger than the input x of shape \(1, 2, 3\) "
+      r"padded to 5 \(padding left/right 1/1\)"]),
     # an unbatched sample is (C, H, W) or (C, L): other ranks name both layouts
     (lambda: F.conv2d(_t(1, 1, 2, 5, 5), _t(3, 2, 3, 3)), [IMAGE_NDIM, r"\(1, 1, 2, 5, 5\)"]),
     (lambda: F.conv_transpose2d(_t(4, 4), _t(2, 3, 3, 3)), [IMAGE_NDIM, r"\(4, 4\)"]),

@@ -211,13 +211,18 @@ def conv_geometry(op, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)),
     (pt, pb), (pl, pr) = padding
     ext_h, ext_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
     if ext_h > H + pt + pb or ext_w > W + pl + pr:
-        dil = f" ({ext_h}x{ext_w} with dilation {dh, dw})" if (dh, dw) != (1, 1) else ""
         if over is None:
             over = f"the input x of shape {shape_str(x_shape if shown is None else shown)}"
-        raise ValueError(
-            f"{op}: the {what} {KH}x{KW}{dil} is larger than {over} "
-            f"padded to {H + pt + pb}x{W + pl + pr} (padding top/bottom "
-            f"{pt}/{pb}, left/right {pl}/{pr}); use a smaller {what} or more padding")
+        if op.endswith("1d"):   # a 1-D op: images of height 1, which its caller never saw
+            dil = f" ({ext_w} with dilation {dw})" if dw != 1 else ""
+            size, pads = f"{KW}{dil} is larger than {over} padded to {W + pl + pr}", \
+                f"padding left/right {pl}/{pr}"
+        else:
+            dil = f" ({ext_h}x{ext_w} with dilation {dh, dw})" if (dh, dw) != (1, 1) else ""
+            size = f"{KH}x{KW}{dil} is larger than {over} padded to {H + pt + pb}x{W + pl + pr}"
+            pads = f"padding top/bottom {pt}/{pb}, left/right {pl}/{pr}"
+        raise ValueError(f"{op}: the {what} {size} ({pads}); use a smaller {what} or more "
+                         f"padding")
     return ConvGeometry(H, W, KH, KW, out_size(H, KH, sh, pt + pb, dh),
                         out_size(W, KW, sw, pl + pr, dw), sh, sw, pt, pb, pl, pr, dh, dw)
 

@@ -982,8 +982,13 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 # ---- adaptive pooling ----------------------------------------------------------------------
 def _adaptive_args(op, x, output_size):
     H, W = _check_tensor(op, "x", x, (3, 4), _IMAGES, sized=2)[-2:]
-    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        # None keeps that axis's input size (PyTorch's rule)
+    if (isinstance(output_size, (tuple, list)) and len(output_size) == 2
+            and any(s is None for s in output_size)):
+        # None keeps that axis's input size (PyTorch's rule).  The other entry is
+        # checked on its own, so that an error shows it, not the input size put in.
+        for s in output_size:
+            if s is not None:
+                check_ints(f"{op}: output_size", s, 1, low=1)
         output_size = tuple(size if s is None else s for s, size in zip(output_size, (H, W)))
     return (H, W), pair(op, "output_size", output_size, 1)
 
