@@ -439,6 +439,486 @@ def test_container_deletion_renumbers_and_assignment_takes_one_index():
         assert isinstance(container[1], nn.Tanh) and len(container) == 2
 
 
+# ---- ModuleDict, ParameterList, ParameterDict ----------------------------------------
+class Router(nn.Module):
+    """Every kind of keyed and parameter container, for state-dict tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleDict({"conv": nn.Conv2d(1, 2, 3, padding=1),
+                                     "bn": nn.BatchNorm2d(2)})
+        self.blocks.update([("head", nn.Linear(2 * 4 * 4, 3))])
+        self.scales = nn.ParameterList([tg.ones(2), nn.Parameter(np.full(3, 0.5, np.float32))])
+        self.gains = nn.ParameterDict({"out": tg.ones(3), "in": tg.ones(1)})
+
+    def forward(self, x):
+        x = self.blocks["bn"](self.blocks["conv"](x * self.gains["in"])).relu()
+        x = x * self.scales[0].reshape(1, 2, 1, 1)
+        return self.blocks["head"](x.reshape(x.shape[0], -1)) * self.gains["out"] + self.scales[1]
+
+
+ROUTER_KEYS = [
+    "blocks.conv.weight", "blocks.conv.bias", "blocks.bn.weight", "blocks.bn.bias",
+    "blocks.bn.running_mean", "blocks.bn.running_var", "blocks.bn.num_batches_tracked",
+    "blocks.head.weight", "blocks.head.bias", "scales.0", "scales.1",
+    "gains.in", "gains.out"]   # a plain dict's keys sorted, as PyTorch's ParameterDict does
+
+
+def test_keyed_containers_state_dict_matches_torch():
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+
+    class TorchRouter(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = tnn.ModuleDict({"conv": tnn.Conv2d(1, 2, 3, padding=1),
+                                          "bn": tnn.BatchNorm2d(2)})
+            self.blocks.update([("head", tnn.Linear(2 * 4 * 4, 3))])
+            self.scales = tnn.ParameterList([torch.ones(2), tnn.Parameter(torch.full((3,), 0.5))])
+            self.gains = tnn.ParameterDict({"out": torch.ones(3), "in": torch.ones(1)})
+
+        def forward(self, x):
+            x = torch.relu(self.blocks["bn"](self.blocks["conv"](x * self.gains["in"])))
+            x = x * self.scales[0].reshape(1, 2, 1, 1)
+            return (self.blocks["head"](x.reshape(x.shape[0], -1)) * self.gains["out"]
+                    + self.scales[1])
+
+    torch.manual_seed(0)
+    theirs, ours = TorchRouter(), Router()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert list(theirs.state_dict()) == list(ours.state_dict()) == ROUTER_KEYS
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((5, 1, 4, 4)).astype(np.float32)
+    for mode in ("train", "eval"):   # batch statistics, then the running ones
+        getattr(ours, mode)(), getattr(theirs, mode)()
+        np.testing.assert_allclose(ours(tg.tensor(x)).numpy(),
+                                   theirs(torch.tensor(x)).detach().numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=mode)
+    for (key, value), theirs_value in zip(ours.state_dict().items(),
+                                          theirs.state_dict().values()):
+        np.testing.assert_allclose(value.numpy(), theirs_value.numpy(), rtol=1e-5,
+                                   atol=1e-6, err_msg=key)
+
+
+def _module_dict_story(lib, make):
+    """The same ModuleDict operations on ``lib.nn``; ``make(n)`` is a layer with n outputs."""
+    from collections import OrderedDict
+    md = lib.nn.ModuleDict({"c": make(1), "a": make(2)})   # a plain dict keeps its order
+    md.update([("b", make(3)), ("a", make(4))])   # "a" replaced in its place
+    md.update(OrderedDict(z=make(5), d=make(6)))
+    md["e"] = make(7)
+    del md["c"]
+    popped = md.pop("z")
+    parent = lib.nn.Module()
+    parent.blocks = md
+    story = {
+        "keys": list(md), "keys()": list(md.keys()),
+        "values": [m.out_features for m in md.values()],
+        "items": [(k, m.out_features) for k, m in md.items()],
+        "in": ("a" in md, "z" in md, 0 in md), "len": len(md), "popped": popped.out_features,
+        "getitem": md["d"].out_features, "attribute": md.d.out_features,
+        "state_dict": list(parent.state_dict()),
+        "named_modules": [n for n, _ in parent.named_modules()],
+        "parameters": [tuple(p.shape) for p in parent.parameters()], "repr": repr(md),
+    }
+    md.clear()
+    story["cleared"] = (len(md), list(parent.state_dict()))
+    return story
+
+
+def test_module_dict_operations_match_torch():
+    torch = pytest.importorskip("torch")
+    ours = _module_dict_story(tg, lambda n: nn.Linear(2, n))
+    theirs = _module_dict_story(torch, lambda n: torch.nn.Linear(2, n))
+    assert ours == theirs
+    assert ours["keys"] == ["a", "b", "d", "e"] and ours["values"] == [4, 3, 6, 7]
+
+
+def _parameter_container_story(lib, tensor):
+    """The same ParameterList/ParameterDict operations on ``lib.nn``; ``tensor(values)``
+    makes a plain float32 tensor of ``lib``."""
+    from collections import OrderedDict
+    Parameter = lib.nn.Parameter
+    pl = lib.nn.ParameterList([tensor([1.0, 2.0])])
+    pl.append(tensor([3.0]))
+    kept = Parameter(tensor([6.0]))
+    pl.extend([tensor([4.0, 5.0]), kept])
+    pl += [tensor([7.0])]
+    pl[1] = tensor([8.0, 9.0])
+    sub = pl[1:4:2]
+    pd = lib.nn.ParameterDict({"b": tensor([1.0]), "a": tensor([2.0])})
+    pd.update(OrderedDict(z=tensor([3.0]), c=tensor([4.0])))
+    pd.update([("y", tensor([5.0])), ("a", tensor([6.0]))])
+    pd.update({"x": tensor([7.0]), "w": tensor([8.0])})
+    pd["v"] = tensor([9.0])
+    shared = Parameter(tensor([0.5]))
+    pd.setdefault("u", shared)
+    pd.setdefault("b", tensor([0.0]))          # present: unchanged
+    popped = pd.popitem()
+    pd.pop("z")
+    del pd["c"]
+    merged = pd | OrderedDict(t=tensor([1.0]))
+    copied = pd.copy()
+    pd |= [("s", tensor([2.0]))]
+    fresh = pd.fromkeys(["k", "j"], shared)
+    values = lambda ps: [p.tolist() for p in ps]   # noqa: E731
+    return {
+        "list": values(pl), "list_state": list(pl.state_dict()), "len": len(pl),
+        "wrapped": [type(p) is Parameter and p.requires_grad and p.is_leaf for p in pl],
+        "kept": pl[3] is kept, "slice": (type(sub).__name__, values(sub), sub[1] is kept),
+        "list_repr": repr(pl).replace("torch.", ""),
+        "dict": list(pd), "dict_values": values(pd.values()),
+        "dict_state": list(pd.state_dict()), "popped": (popped[0], popped[1].tolist()),
+        "merged": list(merged), "copied": (list(copied), all(copied[k] is pd[k] for k in copied)),
+        "fromkeys": (list(fresh.state_dict()), len(list(fresh.parameters()))),
+        "get": (pd.get("nope") is None, pd.get("a").tolist()), "in": ("a" in pd, 1 in pd),
+        "reversed": list(reversed(pd)),
+        "wrapped_dict": [type(p) is Parameter and p.requires_grad for p in pd.values()],
+    }
+
+
+def test_parameter_list_and_dict_operations_match_torch():
+    torch = pytest.importorskip("torch")
+    ours = _parameter_container_story(tg, lambda v: tg.tensor(v, dtype=tg.float32))
+    theirs = _parameter_container_story(torch, lambda v: torch.tensor(v, dtype=torch.float32))
+    assert ours == theirs
+    assert ours["dict"] == ["a", "b", "y", "w", "x", "v", "s"]   # {"x", "w"} sorted
+    assert ours["list"] == [[1.0, 2.0], [8.0, 9.0], [4.0, 5.0], [6.0], [7.0]]
+
+
+def test_module_dict_registers_its_modules():
+    conv, act, pool = nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)
+    md = nn.ModuleDict({"conv": conv, "act": act})
+    assert list(md) == list(md.keys()) == ["conv", "act"] and len(md) == 2
+    assert list(md.values()) == [conv, act] and list(md.items()) == [("conv", conv), ("act", act)]
+    assert md["conv"] is conv and md.conv is conv and "act" in md
+    assert "pool" not in md and 0 not in md
+    md["pool"] = pool
+    new_conv = nn.Conv2d(1, 2, 3)
+    md["conv"] = new_conv                        # replaced where it was
+    assert list(md) == ["conv", "act", "pool"] and md["conv"] is new_conv
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = md
+
+        def forward(self, x):
+            return self.blocks["pool"](self.blocks["act"](self.blocks["conv"](x)))
+
+    net = Net()
+    assert list(net.state_dict()) == ["blocks.conv.weight", "blocks.conv.bias"]
+    assert [n for n, _ in net.named_modules()] == [
+        "", "blocks", "blocks.conv", "blocks.act", "blocks.pool"]
+    opt = optim.SGD(net.parameters(), lr=0.1)   # the optimiser sees the dict's parameters
+    before = new_conv.weight.numpy().copy()
+    net(tg.randn(2, 1, 6, 6)).sum().backward()
+    opt.step()
+    assert not np.array_equal(new_conv.weight.numpy(), before)
+    assert net.to(dtype=np.float64) is net and new_conv.weight.dtype == np.float64
+    net.eval()
+    assert not any(m.training for m in md.values())
+    assert md.pop("pool") is pool and list(md) == ["conv", "act"]
+    del md["conv"]
+    assert list(net.state_dict()) == [] and list(md) == ["act"]
+    md.clear()
+    assert len(md) == 0 and list(net.named_modules()) == [("", net), ("blocks", md)]
+
+
+def _fresh_module_dict():
+    return nn.ModuleDict({"conv": nn.Conv2d(1, 1, 1)})
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda md: md.__setitem__(1, nn.ReLU()), TypeError, r"module name must be a string, got int"),
+    (lambda md: md.__setitem__("a.b", nn.ReLU()), KeyError,
+     r"module name 'a\.b' must be a non-empty string without '\.'"),
+    (lambda md: md.__setitem__("", nn.ReLU()), KeyError, r"module name '' must be a non-empty"),
+    (lambda md: md.__setitem__("keys", nn.ReLU()), KeyError, r"attribute 'keys' already exists"),
+    (lambda md: md.__setitem__("training", nn.ReLU()), KeyError,
+     r"attribute 'training' already exists"),
+    (lambda md: md.__setitem__("x", 3), TypeError, r"ModuleDict\['x'\]: int is not a Module"),
+    (lambda md: md.__setitem__("x", None), TypeError, r"NoneType is not a Module"),
+    (lambda md: md["nope"], KeyError,
+     r"'nope' is not a key of this ModuleDict \(its keys: 'conv'\)"),
+    (lambda md: md[0], KeyError, r"ModuleDict keys are strings, got 0 \(int\)"),
+    (lambda md: md.__delitem__("nope"), KeyError, r"'nope' is not a key of this ModuleDict"),
+    (lambda md: md.pop("nope"), KeyError, r"'nope' is not a key"),
+    (lambda md: md.update(3), TypeError,
+     r"ModuleDict\.update: expected a mapping or an iterable of \(key, module\) pairs, got int"),
+    (lambda md: md.update("ab"), TypeError, r"pairs, got str"),
+    (lambda md: md.update([nn.ReLU()]), TypeError,
+     r"element #0 is ReLU\(\) \(ReLU\), not a \(key, module\) pair"),
+    (lambda md: md.update([("a", nn.ReLU(), 1)]), ValueError,
+     r"element #0 has 3 items; a \(key, module\) pair has 2"),
+    # a bad entry after a good one adds neither
+    (lambda md: md.update({"ok": nn.ReLU(), "b": 2}), TypeError,
+     r"ModuleDict\.update: key 'b': int is not a Module"),
+    (lambda md: md.update([("ok", nn.ReLU()), ("a.b", nn.ReLU())]), KeyError, r"'a\.b'"),
+    (lambda md: md.update([("ok", nn.ReLU()), (3, nn.ReLU())]), TypeError,
+     r"module name must be a string, got int"),
+    (lambda md: nn.ModuleDict(nn.ReLU()), TypeError, r"pairs, got ReLU"),
+])
+def test_module_dict_refuses_bad_keys_and_values(call, error, match):
+    md = _fresh_module_dict()
+    conv = md["conv"]
+    with pytest.raises(error, match=match):
+        call(md)
+    assert list(md.items()) == [("conv", conv)]   # nothing changed
+
+
+def test_parameter_list_wraps_tensors_and_registers_them():
+    source = tg.tensor([1.0, 2.0])                # requires_grad=False
+    pl = nn.ParameterList([source])
+    p = pl[0]
+    assert type(p) is nn.Parameter and p.requires_grad and p.is_leaf
+    source.data[...] = 0                          # a copy, as every Parameter here
+    assert p.tolist() == [1.0, 2.0]
+    w = nn.Parameter(np.ones(3, np.float32))
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    pl.append(w).append(x * 2)                     # a computed tensor becomes a leaf
+    assert pl[1] is w and pl[2].is_leaf and pl[2].tolist() == [2.0, 4.0]
+    pl.append(None)                                # absent, as a layer's bias=None
+    assert len(pl) == 4 and pl[3] is None and pl[-1] is None
+    assert list(pl.state_dict()) == ["0", "1", "2"]
+    assert [n for n, _ in pl.named_parameters()] == ["0", "1", "2"]
+    pl[-1] = tg.zeros(1)
+    assert list(pl.state_dict()) == ["0", "1", "2", "3"] and type(pl[3]) is nn.Parameter
+    sub = pl[1:3]
+    assert type(sub) is nn.ParameterList and list(sub) == [w, pl[2]]
+    assert list(sub.state_dict()) == ["0", "1"]
+    # An optimiser takes a ParameterList as its parameters, as in PyTorch.
+    opt = optim.SGD(pl, lr=1.0)
+    sum(q.sum() for q in pl).backward()
+    opt.step()
+    assert pl[1].tolist() == [0.0, 0.0, 0.0] and p.tolist() == [0.0, 1.0]
+    assert pl.to(dtype=np.float64) is pl and pl[1] is w and w.dtype == np.float64
+    assert repr(nn.ParameterList([tg.zeros(2, 3)])) == (
+        "ParameterList(  (0): Parameter containing: [float32 of size 2x3])")
+    assert repr(nn.ParameterList([tg.zeros(2), None])) == (
+        "ParameterList(\n    (0): Parameter containing: [float32 of size 2]\n    (1): None\n)")
+
+
+def test_parameter_dict_keeps_ordered_keys_and_registers_them():
+    from collections import OrderedDict
+    w = nn.Parameter(np.ones(2, np.float32))
+    assert list(nn.ParameterDict({"b": tg.zeros(1), "a": w})) == ["a", "b"]  # sorted
+    pd = nn.ParameterDict(OrderedDict(b=tg.zeros(1), a=w))                    # as given
+    assert list(pd) == ["b", "a"] and pd["a"] is w and pd.a is w
+    assert type(pd["b"]) is nn.Parameter and pd["b"].requires_grad
+    pd["b"] = tg.ones(3)                       # replaced where it was
+    pd["c"] = None
+    assert list(pd.keys()) == ["b", "a", "c"] and pd["c"] is None
+    assert list(pd.state_dict()) == ["b", "a"] and len(pd) == 3
+    assert pd.get("c", 1) is None and pd.get("nope", 1) == 1 and pd.get(0) is None
+    assert pd.setdefault("a", tg.zeros(1)) is w
+    assert pd.popitem() == ("c", None) and pd.pop("b").tolist() == [1.0, 1.0, 1.0]
+    shared = pd.fromkeys(["x", "y"], w)         # one Parameter under two keys
+    assert list(shared.state_dict()) == ["x", "y"] and list(shared.parameters()) == [w]
+    assert (pd | {"z": tg.zeros(1)})["a"] is w and list(pd) == ["a"]
+    pd |= {"z": tg.zeros(1)}
+    assert list(reversed(pd)) == ["z", "a"]
+    holder = nn.Module()
+    holder.gains = pd
+    opt = optim.SGD(holder.parameters(), lr=1.0)
+    (pd["a"].sum() + pd["z"].sum()).backward()
+    opt.step()
+    assert w.tolist() == [0.0, 0.0] and pd["z"].tolist() == [-1.0]
+    assert list(holder.state_dict()) == ["gains.a", "gains.z"]
+    pd.clear()
+    assert len(pd) == 0 and list(holder.state_dict()) == []
+
+
+def _fresh_parameter_containers():
+    return nn.ParameterList([tg.zeros(1)]), nn.ParameterDict({"a": tg.zeros(1)})
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda pl, pd: pl.append(np.zeros(2)), TypeError,
+     r"ParameterList\.append: expected a Parameter, a Tensor or None, got ndarray"),
+    (lambda pl, pd: pl.append(nn.ReLU()), TypeError, r"got ReLU"),
+    (lambda pl, pd: pl.append(tg.tensor([1, 2])), TypeError,
+     r"a Tensor of dtype int64 cannot be a Parameter"),
+    (lambda pl, pd: pl.extend(tg.zeros(3)), TypeError,
+     r"ParameterList\.extend: expected an iterable of Parameters or Tensors .*got Tensor"),
+    (lambda pl, pd: pl.extend(3), TypeError, r"ParameterList\.extend: .*got int"),
+    (lambda pl, pd: pl.extend([tg.zeros(1), "x"]), TypeError,
+     r"ParameterList\.extend: element 1: expected a Parameter, a Tensor or None, got str"),
+    (lambda pl, pd: pl[1], IndexError, r"index 1 is out of range for a ParameterList of 1 "
+                                       r"parameters"),
+    (lambda pl, pd: pl["0"], TypeError, r"ParameterList indices must be integers or slices"),
+    (lambda pl, pd: pl.__setitem__(slice(0, 1), tg.zeros(1)), TypeError,
+     r"ParameterList does not support slice assignment"),
+    (lambda pl, pd: pl.__setitem__(1, tg.zeros(1)), IndexError, r"index 1 is out of range"),
+    (lambda pl, pd: pl.__delitem__(0), (TypeError, AttributeError), None),  # as in PyTorch
+    (lambda pl, pd: pl(tg.zeros(1)), RuntimeError, r"a ParameterList cannot be called"),
+    (lambda pl, pd: pd.__setitem__(1, tg.zeros(1)), TypeError,
+     r"parameter name must be a string, got int"),
+    (lambda pl, pd: pd.__setitem__("a.b", tg.zeros(1)), KeyError, r"without '\.'"),
+    (lambda pl, pd: pd.__setitem__("", tg.zeros(1)), KeyError, r"non-empty"),
+    (lambda pl, pd: pd.__setitem__("pop", tg.zeros(1)), KeyError,
+     r"attribute 'pop' already exists"),
+    (lambda pl, pd: pd.__setitem__("b", [1.0]), TypeError,
+     r"ParameterDict\['b'\]: expected a Parameter, a Tensor or None, got list"),
+    (lambda pl, pd: pd[1], TypeError, r"ParameterDict keys are strings, got 1 \(int\)"),
+    (lambda pl, pd: pd["nope"], KeyError,
+     r"'nope' is not a key of this ParameterDict \(its keys: 'a'\)"),
+    (lambda pl, pd: pd.__delitem__("nope"), KeyError, r"'nope' is not a key"),
+    (lambda pl, pd: nn.ParameterDict().popitem(), KeyError, r"the ParameterDict is empty"),
+    (lambda pl, pd: pd.update({"ok": tg.zeros(1), "bad": np.zeros(1)}), TypeError,
+     r"ParameterDict\.update: key 'bad': expected a Parameter"),
+    (lambda pl, pd: pd.update([("ok", tg.zeros(1)), ("a.b", tg.zeros(1))]), KeyError,
+     r"'a\.b'"),
+    (lambda pl, pd: pd.update([("ok", tg.zeros(1)), ("x",)]), ValueError,
+     r"element #1 has 1 items; a \(key, parameter\) pair has 2"),
+    (lambda pl, pd: pd(tg.zeros(1)), RuntimeError, r"a ParameterDict cannot be called"),
+])
+def test_parameter_containers_refuse_bad_entries(call, error, match):
+    pl, pd = _fresh_parameter_containers()
+    entries = list(pl) + list(pd.values())
+    with pytest.raises(error, match=match):
+        call(pl, pd)
+    assert list(pl) + list(pd.values()) == entries and list(pd) == ["a"]   # nothing changed
+
+
+def test_containers_round_trip_through_a_checkpoint(tmp_path):
+    from tinygrad_cnn import checkpoint
+    tg.manual_seed(0)
+    model = Router()
+    x = tg.randn(4, 1, 4, 4)
+    model(x)                                     # training mode: running statistics move
+    for p in model.parameters():
+        p.data[...] += tg.get_rng().standard_normal(p.shape).astype(np.float32)
+    path = checkpoint.save(tmp_path / "router.npz", {"model": model.state_dict()})
+    tg.manual_seed(1)
+    other = Router()
+    assert not np.array_equal(other.scales[0].numpy(), model.scales[0].numpy())
+    result = other.load_state_dict(checkpoint.load(path)["model"])
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert list(other.state_dict()) == ROUTER_KEYS
+    for (key, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
+    model.eval(), other.eval()
+    np.testing.assert_array_equal(model(x).numpy(), other(x).numpy())
+
+
+# ---- nn.utils -----------------------------------------------------------------------
+def test_nn_utils_clipping_is_optims():
+    import tinygrad_cnn.nn.utils as utils
+    assert utils is nn.utils
+    assert nn.utils.clip_grad_norm_ is optim.clip_grad_norm_
+    assert nn.utils.clip_grad_value_ is optim.clip_grad_value_
+    pl = nn.ParameterList([tg.ones(3), tg.ones(4)])
+    sum(p.sum() for p in pl).backward()            # gradients of ones: norm sqrt(7)
+    total = nn.utils.clip_grad_norm_(pl, 1.0)      # a ParameterList is its parameters
+    assert total.item() == pytest.approx(math.sqrt(7), rel=1e-6)
+    np.testing.assert_allclose(pl[0].grad.numpy(), 1 / math.sqrt(7), rtol=1e-5)
+    nn.utils.clip_grad_value_(pl.parameters(), 0.1)
+    np.testing.assert_array_equal(pl[1].grad.numpy(), np.full(4, 0.1, np.float32))
+
+
+def test_parameter_vectors_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in [(2, 3), (4,), (), (1, 2, 2)]]
+    ours = [nn.Parameter(a) for a in arrays]
+    theirs = [torch.nn.Parameter(torch.tensor(a)) for a in arrays]
+    v, tv = nn.utils.parameters_to_vector(ours), torch.nn.utils.parameters_to_vector(theirs)
+    assert v.shape == tuple(tv.shape) == (15,) and v.dtype == np.float32
+    np.testing.assert_array_equal(v.numpy(), tv.detach().numpy())
+    w = rng.standard_normal(15).astype(np.float32)
+    (v * v * tg.tensor(w)).sum().backward()        # gradients flow back to the parameters
+    (tv * tv * torch.tensor(w)).sum().backward()
+    for p, tp in zip(ours, theirs):
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
+    new = rng.standard_normal(15).astype(np.float32)
+    nn.utils.vector_to_parameters(tg.tensor(new), ours)
+    torch.nn.utils.vector_to_parameters(torch.tensor(new), theirs)
+    for p, tp, a in zip(ours, theirs, arrays):
+        assert p.shape == a.shape and p.dtype == np.float32 and p.is_leaf
+        np.testing.assert_array_equal(p.numpy(), tp.detach().numpy())
+    mixed = [nn.Parameter(arrays[1]), nn.Parameter(arrays[0].astype(np.float64))]
+    tmixed = [torch.tensor(arrays[1]), torch.tensor(arrays[0], dtype=torch.float64)]
+    assert nn.utils.parameters_to_vector(mixed).dtype == np.float64
+    assert torch.nn.utils.parameters_to_vector(tmixed).dtype == torch.float64
+
+
+def test_parameter_vectors_on_a_device(device):
+    model = nn.Linear(3, 2).to(device)
+    weight = model.weight
+    v = nn.utils.parameters_to_vector(model.parameters())
+    assert v.device == device and v.shape == (8,)
+    expected = np.concatenate([model.weight.numpy().ravel(), model.bias.numpy()])
+    np.testing.assert_array_equal(v.numpy(), expected)
+    # float64 values into float32 parameters: cast, in place, the dtype kept
+    nn.utils.vector_to_parameters(tg.tensor(np.arange(8.0), device=device), model.parameters())
+    assert model.weight is weight and weight.dtype == np.float32 and weight.device == device
+    np.testing.assert_array_equal(weight.numpy(), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(model.bias.numpy(), [6.0, 7.0])
+
+
+def _vector_case_params():
+    return [nn.Parameter(np.zeros((2, 3), np.float32)), nn.Parameter(np.zeros(2, np.float32))]
+
+
+@pytest.mark.parametrize("vec, params, error, match", [
+    (lambda: [0.0] * 8, None, TypeError, r"vec must be a Tensor, got list"),
+    (lambda: tg.zeros(2, 4), None, ValueError,
+     r"vec must be a 1-d vector, got shape \(2, 4\); flatten it"),
+    (lambda: tg.zeros(8, dtype="int64"), None, TypeError, r"vec has dtype int64"),
+    (lambda: tg.zeros(7), None, ValueError,
+     r"vec has 7 elements but the 2 parameter\(s\) have 8 in all \(shapes \(2, 3\), \(2,\)\)"),
+    (lambda: tg.zeros(9), None, ValueError, r"vec has 9 elements but .* have 8 in all"),
+    (lambda: tg.zeros(8), lambda ps: nn.Sequential(nn.Linear(3, 2)), TypeError,
+     r"params is a Sequential model; pass its parameters"),
+    (lambda: tg.zeros(8), lambda ps: ps + [tg.zeros(2, dtype="int64")], TypeError,
+     r"parameter 2 has dtype int64; expected floating-point tensors"),
+    # the last value overflows float32: refused before the first parameter is changed
+    (lambda: tg.tensor(np.r_[np.ones(7), 1e300]), None, ValueError,
+     r"parameter 1 is float32 and its slice of vec \(float64\) holds values beyond"),
+    (lambda: tg.zeros(8, device="strict"), None, tg.DeviceError,
+     r"vec is on strict but the parameters are on cpu; move it with vec.to\('cpu'\)"),
+    (lambda: tg.zeros(8), lambda ps: [ps[0], ps[1].to("strict")], tg.DeviceError,
+     r"parameter 0 is on cpu but parameter 1 is on strict"),
+], ids=["list", "2d", "int", "short", "long", "model", "int-param", "overflow",
+        "vec-device", "param-devices"])
+def test_vector_to_parameters_refuses_bad_vectors(vec, params, error, match):
+    pytest.importorskip("strict_backend")
+    ps = _vector_case_params()
+    target = ps if params is None else params(ps)
+    with pytest.raises(error, match=match):
+        nn.utils.vector_to_parameters(vec(), target)
+    assert all(not p.numpy().any() for p in ps)   # nothing changed
+
+
+@pytest.mark.parametrize("params, error, match", [
+    (lambda: [], ValueError, r"parameters_to_vector: no parameters were given"),
+    (lambda: nn.Linear(2, 2), TypeError, r"params is a Linear model; pass its parameters"),
+    (lambda: 3, TypeError, r"params must be a Tensor or an iterable of tensors"),
+    (lambda: [tg.zeros(1), 3], TypeError, r"parameter 1 is a int, not a Tensor"),
+    (lambda: [tg.zeros(1), tg.zeros(1, device="strict")], tg.DeviceError,
+     r"parameters_to_vector: parameter 0 is on cpu but parameter 1 is on strict"),
+])
+def test_parameters_to_vector_refuses_bad_parameters(params, error, match):
+    pytest.importorskip("strict_backend")
+    with pytest.raises(error, match=match):
+        nn.utils.parameters_to_vector(params())
+
+
+def test_optimizers_take_a_parameter_list_but_not_other_modules():
+    pl = nn.ParameterList([tg.ones(2)])
+    assert optim.SGD(pl, lr=0.1).param_groups[0]["params"] == [pl[0]]
+    with pytest.raises(TypeError, match=r"params is a ParameterDict model; pass its "
+                                        r"parameters: model\.parameters\(\)"):
+        optim.SGD(nn.ParameterDict({"a": tg.ones(2)}), lr=0.1)
+    with pytest.raises(TypeError, match=r"params is a ModuleList model"):
+        optim.SGD(nn.ModuleList([nn.Linear(2, 2)]), lr=0.1)
+
+
 def test_modes_grads_and_hooks():
     net = Net()
     net.eval()
@@ -1157,7 +1637,9 @@ def test_layer_construction_errors(make, error, word):
     (lambda: nn.ModuleList(3), TypeError,
      r"ModuleList\.extend: expected an iterable of Modules, got int"),
     (lambda: nn.ModuleList(nn.ReLU()), TypeError, r"iterable of Modules, got ReLU"),
-], ids=["strict-str", "int-key", "module-list-int", "module-list-module"])
+    # a Tensor is iterable, but as its rows
+    (lambda: nn.ModuleList(tg.zeros(2)), TypeError, r"iterable of Modules, got Tensor"),
+], ids=["strict-str", "int-key", "module-list-int", "module-list-module", "module-list-tensor"])
 def test_module_container_and_state_dict_argument_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

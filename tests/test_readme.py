@@ -99,6 +99,23 @@ def test_the_init_functions_of_the_conventions_are_all_there_without_a_generator
         assert [p for p in theirs if p != "generator"] == [p for p in ours if p != "fan"], name
 
 
+def test_the_containers_and_nn_utils_of_the_conventions_are_there():
+    # The bullet's containers are nn's modules, and it names every function of nn.utils,
+    # the clipping ones being optim's own.
+    bullet = re.search(r"^- the containers are PyTorch's.*?(?=^- |^\n)", README, re.S | re.M)
+    assert bullet, "the conventions should list the containers"
+    names = re.findall(r"`(\w+)`", bullet.group(0))
+    containers = {n for n in names if n[0].isupper()}
+    assert containers == {"Sequential", "ModuleList", "ModuleDict", "ParameterList",
+                          "ParameterDict"}
+    for name in containers:
+        assert issubclass(getattr(tg.nn, name), tg.nn.Module), name
+    functions = {n for n in names if n.endswith(("_", "vector", "parameters"))}
+    assert functions == set(tg.nn.utils.__all__)
+    for name in ("clip_grad_norm_", "clip_grad_value_"):
+        assert getattr(tg.nn.utils, name) is getattr(tg.optim, name)
+
+
 # Each layer the conventions name as taking one unbatched sample: how to make it, and
 # the sample's shape.
 UNBATCHED_LAYERS = {

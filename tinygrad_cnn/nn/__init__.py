@@ -6,11 +6,14 @@ with PyTorch's signatures and default initialisations; the loss functions
 (``cross_entropy``, ``mse_loss``, ...) and their ``Module`` wrappers live in
 :mod:`tinygrad_cnn.nn.losses`; :func:`summary` prints a model's layers with
 their parameter counts, what fully- and locally-connected layers would
-cost instead, and receptive fields.
+cost instead, and receptive fields.  The containers (``Sequential``,
+``ModuleList``, ``ModuleDict``, ``ParameterList``, ``ParameterDict``) are
+PyTorch's, and :mod:`tinygrad_cnn.nn.utils` holds what ported code calls from
+``torch.nn.utils`` (gradient clipping, ``parameters_to_vector``).
 """
-from . import init
-from .module import (IncompatibleKeys, Identity, Module, ModuleList, Parameter,
-                     RemovableHandle, Sequential)
+from . import init, utils
+from .module import (IncompatibleKeys, Identity, Module, ModuleDict, ModuleList, Parameter,
+                     ParameterDict, ParameterList, RemovableHandle, Sequential)
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
                      BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
                      Linear, LocallyConnected2d, LogSoftmax, MaxPool1d, MaxPool2d, ReLU, Sigmoid,
@@ -22,7 +25,8 @@ from .summary import ModelSummary, summary
 from .._porting import module_getattr as _module_getattr, nn_hint as _nn_hint
 
 __all__ = [
-    "init", "Module", "Parameter", "Sequential", "ModuleList", "Identity",
+    "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+    "ParameterList", "ParameterDict", "Identity",
     "IncompatibleKeys", "RemovableHandle",
     "Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d",
     "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",

@@ -19,17 +19,18 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
 
 import numpy as np
 
-from .._checks import check_cast_fits, check_flag
+from .._checks import check_cast_fits, check_flag, shown_value
 from ..autograd import no_grad
 from ..backend import get_backend
 from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
                       _to_array)
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "Identity",
-           "IncompatibleKeys", "RemovableHandle"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList",
+           "ParameterDict", "Identity", "IncompatibleKeys", "RemovableHandle"]
 
 
 class Parameter(Tensor):
@@ -641,23 +642,31 @@ def _check_module(m, where):
     return m
 
 
-def _position(container, idx, accepted="integers or slices"):
-    """Integer index ``idx`` of ``container`` -> its position in [0, len)."""
+def _position(container, idx, accepted="integers or slices", item="module"):
+    """Integer index ``idx`` of ``container`` (of ``item``s) -> its position in [0, len)."""
     name, n = type(container).__name__, len(container)
     if not isinstance(idx, numbers.Integral):
         raise TypeError(f"{name} indices must be {accepted}, got {type(idx).__name__}")
     if not -n <= idx < n:
-        raise IndexError(f"index {idx} is out of range for a {name} of {n} modules")
+        raise IndexError(f"index {idx} is out of range for a {name} of {n} {item}s")
     return int(idx) % n
 
 
-def _check_item_assignment(container, idx):
-    """The position for ``container[idx] = module``: one module at an integer index."""
+def _check_item_assignment(container, idx, item="module"):
+    """The position for ``container[idx] = value``: one ``item`` at an integer index."""
     if isinstance(idx, slice):
         raise TypeError(f"{type(container).__name__} does not support slice assignment (got "
-                        f"{idx!r}); assign one module at an integer index, e.g. "
-                        f"container[0] = module")
-    return _position(container, idx, accepted="integers for item assignment")
+                        f"{idx!r}); assign one {item} at an integer index, e.g. "
+                        f"container[0] = {item}")
+    return _position(container, idx, accepted="integers for item assignment", item=item)
+
+
+def _check_iterable(values, where, expected):
+    """``values`` for ``extend`` or ``update``: an iterable of entries.  A string or a
+    Tensor is iterable too, but as characters or rows: never what was meant."""
+    if isinstance(values, (str, Tensor)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{where}: expected {expected}, got {type(values).__name__}")
+    return values
 
 
 def _renumber(container, items):
@@ -759,10 +768,8 @@ class ModuleList(Module):
         return self
 
     def extend(self, modules):
-        if not hasattr(modules, "__iter__"):   # None, a number, a single layer
-            raise TypeError(f"ModuleList.extend: expected an iterable of Modules, got "
-                            f"{type(modules).__name__}")
-        for m in modules:
+        # None, a number, a single layer
+        for m in _check_iterable(modules, "ModuleList.extend", "an iterable of Modules"):
             self.append(m)
         return self
 
@@ -770,3 +777,330 @@ class ModuleList(Module):
         items = list(self._modules.values())
         items.insert(index, _check_module(module, "ModuleList.insert"))
         _renumber(self, items)
+
+
+# ---- containers with string keys, and containers of parameters ------------------------
+def _entry(container, entries, key):
+    """``container[key]``, looked up in ``entries`` (one of its registries); a missing
+    key is a KeyError that names the keys there."""
+    try:
+        return entries[key]
+    except (KeyError, TypeError):   # TypeError: an unhashable key, such as a list
+        pass
+    name = type(container).__name__
+    if not isinstance(key, str):
+        raise KeyError(f"{name} keys are strings, got {shown_value(key)}")
+    keys = ", ".join(map(repr, entries)) if entries else "none: it is empty"
+    raise KeyError(f"{key!r} is not a key of this {name} (its keys: {keys})")
+
+
+def _pairs(container, values, item, sort_mappings=False):
+    """The argument of ``update`` as a list of ``(key, value)`` pairs, read as PyTorch
+    reads it: a mapping's items, or an iterable of 2-item pairs.
+
+    With ``sort_mappings`` (ParameterDict's rule in PyTorch), the items of a mapping
+    other than an ``OrderedDict`` or a ``ParameterDict``, a plain dict included, are
+    taken in the order of their keys: the same order gives the same parameter order
+    as PyTorch, which optimiser state is indexed by.
+    """
+    where = f"{type(container).__name__}.update"
+    _check_iterable(values, where, f"a mapping or an iterable of (key, {item}) pairs")
+    if isinstance(values, (Mapping, ModuleDict, ParameterDict)):
+        pairs = list(values.items())
+        if sort_mappings and not isinstance(values, (OrderedDict, ParameterDict)):
+            pairs.sort(key=lambda pair: str(pair[0]))   # a key that is no string is refused later
+        return pairs
+    pairs = []
+    for j, pair in enumerate(values):
+        if isinstance(pair, (str, Tensor)) or not hasattr(pair, "__iter__"):
+            raise TypeError(f"{where}: element #{j} is {shown_value(pair)}, not a "
+                            f"(key, {item}) pair")
+        pair = tuple(pair)
+        if len(pair) != 2:
+            raise ValueError(f"{where}: element #{j} has {len(pair)} items; a (key, {item}) "
+                             f"pair has 2")
+        pairs.append(pair)
+    return pairs
+
+
+def _check_keys(container, pairs, kind):
+    """Every key of ``pairs`` valid for ``container`` (see ``Module._check_name`` and
+    ``_check_free``), checked before any is added: an update that fails adds nothing."""
+    for key, _ in pairs:
+        container._check_name(key, kind)
+        container._check_free(key)
+
+
+class ModuleDict(Module):
+    """A dict of modules whose parameters are registered (``ModuleDict({"conv": conv})``).
+
+    Keys are strings and stay in insertion order; each is also the child's
+    attribute name and the first part of its state-dict keys
+    (``blocks.conv.weight``), so, as in PyTorch, it may not be empty, hold a
+    ``'.'`` or be the name of an attribute (``ModuleDict({"keys": ...})``
+    is a ``KeyError``).  ``[]``, ``[]=``, ``del``, ``in``, ``len``, iteration
+    (over the keys), ``keys``/``values``/``items``, ``update``, ``pop`` and
+    ``clear`` work as for a dict.  It has no ``forward``: pick modules by key
+    in the parent's ``forward``.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return _entry(self, self._modules, key)
+
+    def __setitem__(self, key, module):
+        self.add_module(key, _check_module(module, f"ModuleDict[{key!r}]"))
+
+    def __delitem__(self, key):
+        _entry(self, self._modules, key)
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def clear(self):
+        """Remove every module."""
+        self._modules.clear()
+
+    def pop(self, key):
+        """Remove the module under ``key`` and return it."""
+        module = self[key]
+        del self[key]
+        return module
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def update(self, modules):
+        """Add or replace modules from a mapping (in its order) or from ``(key, module)``
+        pairs.  Every key and module is checked first: a bad one adds nothing."""
+        pairs = [(key, _check_module(m, f"ModuleDict.update: key {key!r}"))
+                 for key, m in _pairs(self, modules, "module")]
+        _check_keys(self, pairs, "module")
+        for key, m in pairs:
+            self.add_module(key, m)
+
+
+def _as_parameter(value, where):
+    """An entry of a ParameterList or ParameterDict: a Parameter as it is, another Tensor
+    wrapped in a new Parameter (with ``requires_grad=True``, as PyTorch wraps one),
+    or None for an absent entry.  The new Parameter holds a copy of the tensor's
+    data, as every Parameter does here; PyTorch's shares the tensor's memory."""
+    if value is None or isinstance(value, Parameter):
+        return value
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{where}: expected a Parameter, a Tensor or None, got "
+                        f"{type(value).__name__} (make arrays and lists a parameter with "
+                        f"nn.Parameter(data))")
+    if value.dtype.kind != "f":
+        raise TypeError(f"{where}: a Tensor of dtype {value.dtype} cannot be a Parameter, "
+                        f"which holds floating-point values; convert it first, e.g. with "
+                        f".float()")
+    return Parameter(value)
+
+
+def _parameter_lines(items):
+    """``extra_repr`` of a ParameterList or ParameterDict: one line per entry, as in
+    PyTorch (``(0): Parameter containing: [float32 of size 3x4]``)."""
+    lines = []
+    for key, p in items:
+        if p is None:
+            text = "None"
+        else:
+            device = "" if p.device == "cpu" else f" ({p.device})"
+            text = (f"Parameter containing: [{p.dtype} of size "
+                    f"{'x'.join(map(str, p.shape))}{device}]")
+        lines.append(f"  ({key}): {text}")
+    return "\n".join(lines)
+
+
+class ParameterList(Module):
+    """A list of parameters registered as ``"0"``, ``"1"``, ... (``ParameterList([w, b])``).
+
+    As in PyTorch, a Tensor put in it (by the constructor, ``append``,
+    ``extend``, ``+=`` or ``params[i] = t``) becomes a new Parameter with
+    ``requires_grad=True``; here that Parameter holds a copy of the tensor's
+    data, as every Parameter does.  Entries may be None (absent, as a
+    layer's ``bias=None``).  Indexing, slicing (a new ParameterList of the
+    same Parameters), ``len`` and iteration work as for a list; as in
+    PyTorch there is no deletion or ``insert``.  It cannot be called: index
+    it in the parent's ``forward``.
+    """
+
+    def __init__(self, values=None):
+        super().__init__()
+        if values is not None:
+            self.extend(values)
+
+    def __getitem__(self, idx):
+        items = list(self._parameters.values())
+        if isinstance(idx, slice):
+            return type(self)(items[idx])
+        return items[_position(self, idx, item="parameter")]
+
+    def __setitem__(self, idx, value):
+        i = _check_item_assignment(self, idx, item="parameter")
+        self.register_parameter(str(i), _as_parameter(value, f"ParameterList[{i}]"))
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter(value, "ParameterList.append"))
+        return self
+
+    def extend(self, values):
+        """Append every entry of ``values``; each is checked first: a bad one adds nothing."""
+        _check_iterable(values, "ParameterList.extend",
+                        "an iterable of Parameters or Tensors (append one Tensor with "
+                        "ParameterList.append)")
+        params = [_as_parameter(v, f"ParameterList.extend: element {i}")
+                  for i, v in enumerate(values)]
+        for p in params:
+            self.register_parameter(str(len(self)), p)
+        return self
+
+    def extra_repr(self):
+        return _parameter_lines(enumerate(self))
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("a ParameterList cannot be called; use its parameters (params[i]) "
+                           "in the parent module's forward")
+
+
+class ParameterDict(Module):
+    """A dict of parameters registered under their keys (``ParameterDict({"w": w})``).
+
+    Keys follow :class:`ModuleDict`'s rules (strings usable as attribute
+    names); values those of :class:`ParameterList` (a Tensor becomes a new
+    Parameter).  It has the methods of PyTorch's: ``[]``, ``[]=``, ``del``,
+    ``in``, ``len``, iteration over the keys, ``keys``/``values``/``items``,
+    ``get``, ``setdefault``, ``pop``, ``popitem``, ``clear``, ``copy``,
+    ``fromkeys``, ``update`` and ``|``.  As in PyTorch, ``update`` (and the
+    constructor) takes an ``OrderedDict``'s or a ParameterDict's items in
+    their order but a plain dict's in the order of its keys; a missing key
+    is a ``KeyError`` here (PyTorch's is an ``AttributeError``).
+    """
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key):
+        if not isinstance(key, str):   # a TypeError, as in PyTorch
+            raise TypeError(f"ParameterDict keys are strings, got {shown_value(key)}")
+        return _entry(self, self._parameters, key)
+
+    def __setitem__(self, key, value):
+        self.register_parameter(key, _as_parameter(value, f"ParameterDict[{key!r}]"))
+
+    def __delitem__(self, key):
+        _entry(self, self._parameters, key)
+        del self._parameters[key]
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def __reversed__(self):
+        return reversed(self._parameters)
+
+    def __contains__(self, key):
+        return key in self._parameters
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def items(self):
+        return self._parameters.items()
+
+    def values(self):
+        return self._parameters.values()
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def setdefault(self, key, default=None):
+        """The parameter under ``key``; if there is none, ``default`` is put there first."""
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key):
+        """Remove the parameter under ``key`` and return it."""
+        p = self[key]
+        del self[key]
+        return p
+
+    def popitem(self):
+        """Remove the last ``(key, parameter)`` added and return it."""
+        if not self._parameters:
+            raise KeyError("popitem(): the ParameterDict is empty")
+        key = next(reversed(self._parameters))
+        return key, self.pop(key)
+
+    def clear(self):
+        self._parameters.clear()
+
+    def copy(self):
+        """A new ParameterDict holding the same Parameter objects, in the same order."""
+        return ParameterDict(OrderedDict(self.items()))
+
+    def fromkeys(self, keys, default=None):
+        """A new ParameterDict with ``default`` under every key of ``keys``."""
+        return ParameterDict((key, default) for key in keys)
+
+    def update(self, parameters):
+        """Add or replace parameters from a mapping or from ``(key, value)`` pairs.  Every
+        key and value is checked first: a bad one adds nothing."""
+        pairs = [(key, _as_parameter(value, f"ParameterDict.update: key {key!r}"))
+                 for key, value in _pairs(self, parameters, "parameter", sort_mappings=True)]
+        _check_keys(self, pairs, "parameter")
+        for key, p in pairs:
+            self.register_parameter(key, p)
+
+    def __or__(self, other):
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other):
+        merged = other.copy()
+        merged.update(self)
+        return merged
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def extra_repr(self):
+        return _parameter_lines(self.items())
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("a ParameterDict cannot be called; use its parameters "
+                           "(params[key]) in the parent module's forward")

@@ -64,8 +64,10 @@ def _host(value):
 
 def _not_a_model(value, what):
     """A model passed where its parameters belong (``SGD(model)``): a Sequential would
-    otherwise be iterated as its layers, and the error would name a layer."""
-    if callable(getattr(value, "parameters", None)):
+    otherwise be iterated as its layers, and the error would name a layer.  A
+    ParameterList is iterated as its parameters, so it is taken, as in PyTorch."""
+    from ..nn.module import ParameterList   # not at the top: nn.utils imports this module
+    if callable(getattr(value, "parameters", None)) and not isinstance(value, ParameterList):
         raise TypeError(f"{what} is a {type(value).__name__} model; pass its parameters: "
                         f"model.parameters()")
 
@@ -583,9 +585,11 @@ class AdamW(Adam):
 
 
 # ---- gradient clipping ----------------------------------------------------------------
-def _with_grads(params, op):
+def _tensor_list(params, op):
+    """``params`` of ``op`` (one Tensor, or an iterable of them such as
+    ``model.parameters()``) as a list of Tensors; anything else is named."""
     if isinstance(params, Tensor):
-        return [params] if params._grad is not None else []
+        return [params]
     _not_a_model(params, f"{op}: params")
     try:
         items = iter(params)
@@ -596,8 +600,12 @@ def _with_grads(params, op):
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"{op}: parameter {i} is a {type(p).__name__}, not a Tensor")
+    return params
+
+
+def _with_grads(params, op):
     # ._grad, not .grad: reading that warns for a tensor that is not a leaf.
-    return [p for p in params if p._grad is not None]
+    return [p for p in _tensor_list(params, op) if p._grad is not None]
 
 
 def _norm_order(norm_type):
