@@ -71,6 +71,30 @@ def test_adam_and_adamw_first_steps_by_hand():
     assert p.item() == pytest.approx(1.9 - 0.1 * 4 / (4 + 1e-8), abs=1e-12)
 
 
+def test_rmsprop_first_steps_by_hand():
+    # g = 2: v = 0.01 * 4 = 0.04, p = 1 - 0.01 * 2 / (sqrt(0.04) + eps)
+    p = scalar_param(1.0)
+    run_quadratic(optim.RMSprop([p]), p, 1)
+    assert p.item() == pytest.approx(1 - 0.01 * 2 / (0.2 + 1e-8), abs=1e-15)
+    # centered: m = 0.01 * 2, avg = sqrt(v - m^2) + eps, with eps outside the square root
+    # (inside, it would move p by 0.1 * 2 / sqrt(0.0396 + 0.1) = 0.535, not 0.917).
+    p = scalar_param(1.0)
+    run_quadratic(optim.RMSprop([p], lr=0.1, eps=0.1, centered=True), p, 1)
+    assert p.item() == pytest.approx(1 - 0.1 * 2 / (math.sqrt(0.04 - 0.02 ** 2) + 0.1),
+                                     abs=1e-15)
+    # momentum 0.5, alpha 0.5, weight decay 0.5 (g = 2p + 0.5p = 2.5p):
+    # step 1: g = 2.5, v = 3.125, buf = 2.5 / sqrt(3.125), p = 1 - 0.1 buf
+    # step 2: g = 2.5 p1, v = 0.5 v + 0.5 g^2, buf = 0.5 buf + g / sqrt(v)
+    p = scalar_param(1.0)
+    got = run_quadratic(optim.RMSprop([p], lr=0.1, alpha=0.5, eps=0.0, momentum=0.5,
+                                      weight_decay=0.5), p, 2)
+    v1, buf1 = 3.125, 2.5 / math.sqrt(3.125)
+    p1 = 1 - 0.1 * buf1
+    v2 = 0.5 * v1 + 0.5 * (2.5 * p1) ** 2
+    buf2 = 0.5 * buf1 + 2.5 * p1 / math.sqrt(v2)
+    assert got == pytest.approx([p1, p1 - 0.1 * buf2], abs=1e-15)
+
+
 def test_step_with_closure():
     p = scalar_param(1.0)
     opt = optim.SGD([p], lr=0.1)
@@ -110,6 +134,10 @@ OPT_CASES = [
     ("Adam", dict(lr=0.02, amsgrad=True, weight_decay=0.05)),
     ("AdamW", dict(lr=0.01)),
     ("AdamW", dict(lr=0.03, betas=(0.85, 0.995), weight_decay=0.2, amsgrad=True)),
+    ("RMSprop", dict()),
+    ("RMSprop", dict(lr=0.02, alpha=0.9, eps=1e-3, weight_decay=0.1)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+    ("RMSprop", dict(lr=0.01, alpha=0.3, momentum=0.5, centered=True, weight_decay=0.05)),
 ]
 
 
@@ -135,6 +163,95 @@ def test_optimizer_matches_torch(name, kwargs):
         topt.step()
         for p, tp in zip(ours, theirs):
             np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+RMSPROP_GROUPS = [
+    # each group has settings of its own
+    dict(lr=0.01),
+    dict(lr=0.02, alpha=0.8, momentum=0.9, eps=1e-4),
+    dict(lr=0.005, centered=True, weight_decay=0.1),
+    dict(lr=0.01, alpha=0.95, centered=True, momentum=0.6),
+]
+
+
+def _rmsprop_pair(torch, rng):
+    init = [rng.standard_normal(s) for s in [(3, 2), (4,), (), (2, 2)]]
+    ours = [nn.Parameter(a, dtype="float64") for a in init]
+    theirs = [torch.tensor(a, requires_grad=True) for a in init]
+    opt = optim.RMSprop([dict(g, params=[p]) for g, p in zip(RMSPROP_GROUPS, ours)])
+    topt = torch.optim.RMSprop([dict(g, params=[p]) for g, p in zip(RMSPROP_GROUPS, theirs)])
+    return ours, theirs, opt, topt
+
+
+def test_rmsprop_matches_torch_over_many_steps_with_groups_and_a_resume(tmp_path):
+    """40 steps of four groups; after 20 the state goes through a checkpoint file into
+    a new optimizer, which must go on as PyTorch's uninterrupted one does."""
+    torch = pytest.importorskip("torch")
+    from tinygrad_cnn import checkpoint
+    rng = np.random.default_rng(5)
+    ours, theirs, opt, topt = _rmsprop_pair(torch, rng)
+    grads = [[rng.standard_normal(p.shape) for p in ours] for _ in range(40)]
+    for step, gs in enumerate(grads):
+        if step == 20:
+            path = checkpoint.save(tmp_path / "rms.npz", {
+                "optim": opt.state_dict(), "params": [p.numpy() for p in ours]})
+            saved = checkpoint.load(path)
+            ours = [nn.Parameter(a, dtype="float64") for a in saved["params"]]
+            opt = optim.RMSprop([dict(lr=1.0, params=[p]) for p in ours])
+            opt.load_state_dict(saved["optim"])
+            assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in RMSPROP_GROUPS]
+        for p, tp, g in zip(ours, theirs, gs):
+            p.grad, tp.grad = tg.tensor(g), torch.tensor(g)
+        opt.step()
+        topt.step()
+        for p, tp in zip(ours, theirs):
+            np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-11, atol=1e-14)
+    for i, p in enumerate(ours):
+        assert opt.state[p]["step"] == 40
+        for key in ("square_avg", "grad_avg", "momentum_buffer"):
+            if key in topt.state[theirs[i]]:
+                np.testing.assert_allclose(opt.state[p][key], topt.state[theirs[i]][key],
+                                           rtol=1e-11, atol=1e-14)
+            else:
+                assert key not in opt.state[p]
+
+
+def test_rmsprop_state_round_trip_without_torch():
+    """Momentum switched on after the first steps starts from a zero buffer; the state,
+    loaded into a new optimizer, continues bit for bit."""
+    rng = np.random.default_rng(6)
+    init = [rng.standard_normal((2, 3)), rng.standard_normal(3)]
+    grads = [[rng.standard_normal(a.shape) for a in init] for _ in range(8)]
+
+    def make():
+        params = [nn.Parameter(a, dtype="float64") for a in init]
+        return params, optim.RMSprop([{"params": params[:1], "centered": True},
+                                      {"params": params[1:], "momentum": 0.0}], lr=0.01)
+
+    def run(params, opt, steps):
+        for gs in steps:
+            for p, g in zip(params, gs):
+                p.grad = tg.tensor(g)
+            opt.step()
+
+    params, opt = make()
+    run(params, opt, grads[:2])
+    assert set(opt.state[params[1]]) == {"step", "square_avg"}
+    opt.param_groups[1]["momentum"] = 0.9
+    run(params, opt, grads[2:4])
+    state = opt.state[params[1]]
+    assert set(state) == {"step", "square_avg", "momentum_buffer"} and state["step"] == 4
+    saved, saved_params = opt.state_dict(), [p.numpy() for p in params]
+    assert set(saved["state"]["0"]) == {"step", "square_avg", "grad_avg"}
+    run(params, opt, grads[4:])
+    params2, opt2 = make()
+    for p, a in zip(params2, saved_params):
+        p.data[...] = a
+    opt2.load_state_dict(saved)
+    assert opt2.param_groups[1]["momentum"] == 0.9
+    run(params2, opt2, grads[4:])
+    for p, q in zip(params, params2):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
 
 
 def test_state_dict_round_trip_continues_identically(tmp_path):
@@ -373,6 +490,16 @@ OPT_ERRORS = [
     (lambda p: optim.AdamW([p], amsgrad=0), TypeError, r"amsgrad must be True or False"),
     (lambda p: optim.SGD([p], lr=0.1, momentum=0.9, nesterov="no"), TypeError,
      r"nesterov must be True or False, got 'no'"),
+    (lambda p: optim.RMSprop([p], centered="yes"), TypeError,
+     r"centered must be True or False, got 'yes'"),
+    (lambda p: optim.RMSprop([p], alpha=-0.5), ValueError, r"alpha must be >= 0\.0, got -0\.5"),
+    (lambda p: optim.RMSprop([p], momentum=-0.1), ValueError,
+     r"momentum must be >= 0\.0, got -0\.1"),
+    (lambda p: optim.RMSprop([p], eps=-1e-8), ValueError, r"eps must be >= 0\.0, got -1e-08"),
+    (lambda p: optim.RMSprop([p], 0.01, 0.99, 1e-8, True), TypeError,
+     r"weight_decay must be a number, got True"),
+    (lambda p: optim.RMSprop([{"params": [p], "betas": (0.9, 0.99)}]), TypeError,
+     r"unknown setting\(s\) \['betas'\] for RMSprop"),
     # one rule: a wrong type is a TypeError (it was a ValueError), a count < 1 a ValueError
     (lambda p: optim.StepLR(optim.SGD([p], lr=0.1), 2.0), TypeError,
      r"step_size must be an int, got 2\.0 \(float\)"),
@@ -452,10 +579,12 @@ OPTIMIZERS_WITH_STATE = [
     lambda ps: optim.SGD(ps, lr=1.0, momentum=0.9),
     lambda ps: optim.Adam(ps, lr=1.0),
     lambda ps: optim.AdamW(ps, lr=1.0),
+    lambda ps: optim.RMSprop(ps, lr=1.0, momentum=0.9, centered=True),
 ]
+WITH_STATE_IDS = ["sgd", "adam", "adamw", "rmsprop"]
 
 
-@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=WITH_STATE_IDS)
 def test_a_replaced_parameter_does_not_inherit_the_state_of_the_one_it_replaced(make):
     # State is kept per parameter id; a new tensor often gets the id (the memory)
     # of one just freed, and must still start from a fresh state: with a zero
@@ -472,7 +601,7 @@ def test_a_replaced_parameter_does_not_inherit_the_state_of_the_one_it_replaced(
         del q
 
 
-@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=WITH_STATE_IDS)
 def test_state_of_removed_parameters_is_dropped_at_the_next_step(make):
     # Parameters taken out of the groups (kept alive elsewhere, e.g. an old
     # head) must not leave their state behind to grow with every swap: at
@@ -491,7 +620,7 @@ def test_state_of_removed_parameters_is_dropped_at_the_next_step(make):
     assert len(opt.state_dict()["state"]) == 1          # only keep is still optimised
 
 
-@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=WITH_STATE_IDS)
 def test_a_removed_parameter_is_freed_even_when_its_successor_has_no_gradient(make):
     # A frozen replacement (no gradient, so no state) leaves as many states as
     # parameters: the removed one's state, and the tensor itself, must still go.
@@ -507,7 +636,7 @@ def test_a_removed_parameter_is_freed_even_when_its_successor_has_no_gradient(ma
     assert set(opt.state) == {id(keep)}
 
 
-@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("make", OPTIMIZERS_WITH_STATE, ids=WITH_STATE_IDS)
 def test_a_deep_copied_optimizer_keeps_its_state(make):
     # copy.deepcopy copies the parameters too: the copy's state must follow them
     # (state is kept by id, and the copies have ids of their own), so that the
@@ -560,7 +689,8 @@ def test_state_is_indexed_by_the_parameter_too():
     lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1),
     lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=0.1),
     lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=0.1, amsgrad=True),
-], ids=["sgd", "adam", "adamw", "adamw-amsgrad"])
+    lambda ps: optim.RMSprop(ps, lr=0.1, weight_decay=0.1, momentum=0.9, centered=True),
+], ids=["sgd", "adam", "adamw", "adamw-amsgrad", "rmsprop"])
 def test_a_read_only_leaf_is_updated_on_a_copy_of_its_own(make):
     base, p = read_only_leaf()
     q = nn.Parameter(p.numpy())         # the same values, writeable
@@ -579,7 +709,8 @@ def test_optimizer_runs_on_a_strict_device():
     pytest.importorskip("strict_backend")
     p = nn.Parameter(np.arange(3.0), device="strict")
     for opt in (optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1),
-                optim.Adam([p], amsgrad=True, weight_decay=0.1), optim.AdamW([p])):
+                optim.Adam([p], amsgrad=True, weight_decay=0.1), optim.AdamW([p]),
+                optim.RMSprop([p], momentum=0.9, centered=True, weight_decay=0.1)):
         for _ in range(2):
             opt.zero_grad()
             (p * p).sum().backward()
@@ -715,6 +846,321 @@ def test_one_cycle_zero_length_phase(three_phase):
                                      for k in range(10)], rel=1e-12)
 
 
+# ---- more schedulers: against PyTorch, resumed mid-run, by hand -----------------------
+class WarmupThenDecay:
+    """A callable lr_lambda with state: the factor it returned last (saved by state_dict)."""
+
+    def __init__(self, warmup):
+        self.warmup, self.last = warmup, None
+
+    def __call__(self, step):
+        self.last = (step + 1) / self.warmup if step < self.warmup else 0.9 ** (step - self.warmup)
+        return self.last
+
+
+def _plateau_metric(step):
+    """A validation loss that falls, stalls, jitters and rises: every branch of the rule."""
+    return [5.0, 4.0, 4.0, 3.9999, 4.1, 3.0, 3.0, 3.0, 3.0, 2.99, 2.5, 2.6, 2.7, 2.8,
+            2.9, 3.0, 2.4, 2.4, 2.4, 2.4][step % 20] + 0.5 * (step // 20)
+
+
+# (id, make(lib, opt) with lib torch.optim.lr_scheduler or our optim, steps, metric or None)
+MORE_SCHED_CASES = [
+    ("exponential", lambda lib, o: lib.ExponentialLR(o, gamma=0.93), 80, None),
+    ("multistep", lambda lib, o: lib.MultiStepLR(o, milestones=[30, 10, 60], gamma=0.5), 80,
+     None),
+    ("multistep-repeated", lambda lib, o: lib.MultiStepLR(o, [5, 5, 12]), 20, None),
+    ("linear-default", lambda lib, o: lib.LinearLR(o), 12, None),
+    ("linear-decay", lambda lib, o: lib.LinearLR(o, start_factor=1.0, end_factor=0.05,
+                                                 total_iters=30), 45, None),
+    ("lambda-one", lambda lib, o: lib.LambdaLR(o, lambda e: 1 / (1 + e) ** 0.5), 40, None),
+    ("lambda-per-group", lambda lib, o: lib.LambdaLR(o, [lambda e: 0.95 ** e,
+                                                         WarmupThenDecay(5)]), 40, None),
+    ("warmup-cosine", lambda lib, o: lib.SequentialLR(o, [
+        lib.LinearLR(o, start_factor=0.01, total_iters=5),
+        lib.CosineAnnealingLR(o, T_max=60, eta_min=1e-4)], milestones=[5]), 70, None),
+    ("three-stages", lambda lib, o: lib.SequentialLR(o, [
+        lib.ExponentialLR(o, gamma=0.9), lib.MultiStepLR(o, [4, 9], gamma=0.3),
+        lib.LinearLR(o, start_factor=0.5, total_iters=6)], milestones=[10, 25]), 45, None),
+    ("plateau-min", lambda lib, o: lib.ReduceLROnPlateau(o, patience=2), 60, _plateau_metric),
+    ("plateau-options", lambda lib, o: lib.ReduceLROnPlateau(
+        o, mode="max", factor=0.5, patience=1, threshold=0.05, threshold_mode="abs",
+        cooldown=2, min_lr=[0.02, 1e-3], eps=1e-3), 60, lambda k: -_plateau_metric(k)),
+    ("plateau-rel-max", lambda lib, o: lib.ReduceLROnPlateau(
+        o, "max", factor=0.0, patience=0, min_lr=0.01), 30, lambda k: 1 + k % 3),
+]
+
+
+def _two_group_sgd(lib, torch=None):
+    """SGD over two groups with learning rates of their own, ours (torch=None) or torch's."""
+    if torch is None:
+        groups = [{"params": [scalar_param()]}, {"params": [scalar_param()], "lr": 0.03}]
+        return optim.SGD(groups, lr=0.1, momentum=0.9)
+    groups = [{"params": [torch.zeros(1, requires_grad=True)]},
+              {"params": [torch.zeros(1, requires_grad=True)], "lr": 0.03}]
+    return torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+
+def _run_schedule(sched, opt, steps, metric, start=0):
+    """The lrs before each of ``steps`` steps (from step ``start``), one list per step."""
+    lrs = []
+    for k in range(start, start + steps):
+        lrs.append(list(sched.get_last_lr()))
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx(lrs[-1], rel=1e-15)
+        opt.step()
+        sched.step(metric(k)) if metric is not None else sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("make,steps,metric", [c[1:] for c in MORE_SCHED_CASES],
+                         ids=[c[0] for c in MORE_SCHED_CASES])
+def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp_path):
+    """Two groups over many steps against PyTorch's get_last_lr(); then, half-way, the
+    optimizer's and scheduler's states go through a checkpoint file into new ones, built
+    as a resuming script builds them, which must go on as PyTorch's uninterrupted run."""
+    torch = pytest.importorskip("torch")
+    import warnings
+    from tinygrad_cnn import checkpoint
+    topt = _two_group_sgd(None, torch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")    # PyTorch's about the order of the two steps
+        expected = _run_schedule(make(torch.optim.lr_scheduler, topt), topt, steps, metric)
+    opt = _two_group_sgd(optim)
+    sched = make(optim, opt)
+    np.testing.assert_allclose(_run_schedule(sched, opt, steps, metric), expected, rtol=1e-10,
+                               atol=1e-15)
+
+    half = steps // 2
+    opt = _two_group_sgd(optim)
+    sched = make(optim, opt)
+    first = _run_schedule(sched, opt, half, metric)
+    path = checkpoint.save(tmp_path / "sched.npz", {"opt": opt.state_dict(),
+                                                    "sched": sched.state_dict()})
+    saved = checkpoint.load(path)
+    opt2 = _two_group_sgd(optim)
+    sched2 = make(optim, opt2)
+    opt2.load_state_dict(saved["opt"])
+    sched2.load_state_dict(saved["sched"])
+    rest = _run_schedule(sched2, opt2, steps - half, metric, start=half)
+    np.testing.assert_allclose(first + rest, expected, rtol=1e-10, atol=1e-15)
+
+
+# (make(opt) over one group with lr 1.0, the lrs of steps 0, 1, ... worked out by hand)
+SCHED_BY_HAND = [
+    (lambda o: optim.ExponentialLR(o, 0.5), [1, 0.5, 0.25, 0.125]),
+    (lambda o: optim.MultiStepLR(o, [1, 3, 3], gamma=0.1), [1, 0.1, 0.1, 0.001, 0.001]),
+    (lambda o: optim.LinearLR(o, start_factor=0.25, total_iters=3), [0.25, 0.5, 0.75, 1, 1]),
+    (lambda o: optim.LinearLR(o, 1.0, 0.0, total_iters=2), [1, 0.5, 0, 0]),
+    (lambda o: optim.LambdaLR(o, lambda e: 1 / 2 ** e), [1, 0.5, 0.25]),
+    (lambda o: optim.LambdaLR(o, [WarmupThenDecay(2)]), [0.5, 1, 1, 0.9, 0.81]),
+    # warm-up 0.1 -> 1 over 2 steps, then a cosine from 1 to 0 over 2 steps
+    (lambda o: optim.SequentialLR(o, [optim.LinearLR(o, 0.1, total_iters=2),
+                                      optim.CosineAnnealingLR(o, T_max=2)], [2]),
+     [0.1, 0.55, 1, 0.5, 0, 0.5]),
+    # a milestone at 0 skips the first schedule; the second restarts at each of its steps
+    (lambda o: optim.SequentialLR(o, [optim.ExponentialLR(o, 0.5), optim.StepLR(o, 1, 0.5),
+                                      optim.ExponentialLR(o, 0.1)], [0, 2]),
+     [1, 0.5, 1, 0.1, 0.01]),
+]
+
+
+@pytest.mark.parametrize("make,expected", SCHED_BY_HAND, ids=[
+    "exponential", "multistep", "linear-warmup", "linear-decay", "lambda", "lambda-object",
+    "sequential-warmup-cosine", "sequential-milestone-0"])
+def test_more_schedulers_by_hand(make, expected):
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = make(opt)
+    lrs = []
+    for _ in expected:
+        lrs.append(sched.get_last_lr()[0])
+        assert opt.lr == lrs[-1]
+        sched.step()
+    assert lrs == pytest.approx(expected, abs=1e-15)
+
+
+def test_reduce_lr_on_plateau_by_hand():
+    # patience 1: the second bad step in a row reduces the lr (by 10), then cooldown 1
+    # ignores the next bad step; an improvement smaller than threshold (rel 1e-4) is bad.
+    opt = optim.SGD([{"params": [scalar_param()]}, {"params": [scalar_param()], "lr": 0.02}],
+                    lr=1.0)
+    sched = optim.ReduceLROnPlateau(opt, patience=1, cooldown=1, min_lr=[0, 0.01])
+    lrs = []
+    for loss in [1.0, 1.0, 0.99995, 2.0, 3.0, 4.0, 0.5, 0.6, 0.7]:
+        sched.step(loss)
+        lrs.append(sched.get_last_lr())
+    np.testing.assert_allclose(lrs, [[1, 0.02], [1, 0.02], [0.1, 0.01], [0.1, 0.01],
+                                     [0.1, 0.01], [0.01, 0.01], [0.01, 0.01], [0.01, 0.01],
+                                     [0.001, 0.01]], rtol=1e-15)
+    assert (sched.best, sched.num_bad_epochs, sched.cooldown_counter, sched.last_epoch) == \
+        (0.5, 0, 1, 9)
+    sched.step(tg.tensor(0.1, requires_grad=True))    # a loss tensor is a number here
+    assert sched.best == pytest.approx(0.1)
+
+
+def test_reduce_lr_on_plateau_state_round_trip(tmp_path):
+    """The state holds inf (no best value yet) and goes through a checkpoint file."""
+    from tinygrad_cnn import checkpoint
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.ReduceLROnPlateau(opt, mode="max", patience=0)
+    assert sched.state_dict()["best"] == -math.inf
+    path = checkpoint.save(tmp_path / "p.npz", {"sched": sched.state_dict()})
+    sched.step(1.0)
+    sched.step(0.5)                               # one bad step: lr 1 -> 0.1
+    again = optim.ReduceLROnPlateau(optim.SGD([scalar_param()], lr=1.0), mode="max",
+                                    patience=0)
+    again.load_state_dict(checkpoint.load(path)["sched"])
+    assert again.best == -math.inf
+    again.step(1.0)
+    again.step(0.5)
+    assert again.get_last_lr() == sched.get_last_lr() == pytest.approx([0.1])
+    assert again.state_dict() == sched.state_dict()
+
+
+def test_lambda_lr_saves_a_callable_objects_attributes_and_no_functions():
+    fn = WarmupThenDecay(4)
+    opt = optim.SGD([{"params": [scalar_param()]}, {"params": [scalar_param()]}], lr=1.0)
+    sched = optim.LambdaLR(opt, [lambda e: 1.0, fn])
+    for _ in range(3):
+        sched.step()
+    state = sched.state_dict()
+    assert state["lr_lambdas"] == [None, {"warmup": 4, "last": 1.0}]
+    fn2 = WarmupThenDecay(4)
+    again = optim.LambdaLR(optim.SGD([{"params": [scalar_param()]},
+                                      {"params": [scalar_param()]}], lr=1.0),
+                           [lambda e: 1.0, fn2])
+    assert fn2.last == 0.25
+    again.load_state_dict(state)
+    assert fn2.last == 1.0 and again.last_epoch == 3
+    assert state["lr_lambdas"][1] == {"warmup": 4, "last": 1.0}   # not taken by the object
+    fn.target = object()
+    with pytest.raises(TypeError, match=r"LambdaLR.state_dict: lr_lambda of parameter group 1 "
+                                        r"\(a WarmupThenDecay\) has attribute 'target'"):
+        sched.state_dict()
+
+
+def test_lambda_lr_refuses_a_bad_factor_and_stays_where_it_was():
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.LambdaLR(opt, lambda e: 1.0 - e)    # negative from step 2 on
+    sched.step()
+    with pytest.raises(ValueError, match=r"lr_lambda of parameter group 0 returned -1\.0 at "
+                                         r"step 2; expected a finite number >= 0"):
+        sched.step()
+    assert sched.last_epoch == 1 and opt.lr == 0.0
+    with pytest.raises(TypeError, match=r"returned 'x' \(str\) at step 0; expected a number"):
+        optim.LambdaLR(optim.SGD([scalar_param()], lr=1.0), lambda e: "x")
+
+
+def _sgd(groups=1):
+    return optim.SGD([{"params": [scalar_param()]} for _ in range(groups)], lr=0.1)
+
+
+MORE_SCHED_ERRORS = [
+    (lambda: optim.ExponentialLR(_sgd(), gamma=-0.5), ValueError, r"gamma must be >= 0\.0"),
+    (lambda: optim.ExponentialLR(_sgd(), gamma="x"), TypeError, r"gamma must be a number"),
+    (lambda: optim.MultiStepLR(_sgd(), milestones=[3, -1]), ValueError,
+     r"milestones must be step numbers >= 0, got -1 in \[3, -1\]"),
+    (lambda: optim.MultiStepLR(_sgd(), milestones=[2.5]), TypeError,
+     r"milestones must be a list of ints \(step numbers\), got \[2\.5\]"),
+    (lambda: optim.MultiStepLR(_sgd(), milestones=5), TypeError, r"milestones must be a list"),
+    (lambda: optim.LinearLR(_sgd(), start_factor=0), ValueError,
+     r"start_factor must be > 0 and <= 1, got 0"),
+    (lambda: optim.LinearLR(_sgd(), end_factor=1.5), ValueError,
+     r"end_factor must be >= 0 and <= 1, got 1\.5"),
+    (lambda: optim.LinearLR(_sgd(), total_iters=0), ValueError,
+     r"total_iters must be an int >= 1, got 0"),
+    (lambda: optim.LambdaLR(_sgd(2), [lambda e: 1.0]), ValueError,
+     r"LambdaLR: expected 2 lr_lambdas, one per parameter group, got 1"),
+    (lambda: optim.LambdaLR(_sgd(), 0.5), TypeError,
+     r"LambdaLR: lr_lambda must be a function of the step number, got 0\.5 \(float\)"),
+    (lambda: optim.LambdaLR(None, lambda e: 1), TypeError, r"LambdaLR needs an Optimizer"),
+    (lambda: optim.SequentialLR(_sgd(), [], []), ValueError, r"at least one scheduler"),
+    (lambda: (lambda o: optim.SequentialLR(o, [optim.ExponentialLR(o, 0.9)], [3]))(_sgd()),
+     ValueError, r"one milestone fewer than schedulers, got 1 scheduler\(s\) and 1 milestone"),
+    (lambda: optim.SequentialLR(_sgd(), [optim.ExponentialLR(_sgd(), 0.9)], []), ValueError,
+     r"scheduler 0 \(ExponentialLR\) belongs to another optimizer"),
+    (lambda: (lambda o: optim.SequentialLR(o, [optim.ReduceLROnPlateau(o)], []))(_sgd()),
+     ValueError, r"cannot run a ReduceLROnPlateau \(scheduler 0\): its step needs the metric"),
+    (lambda: (lambda o: optim.SequentialLR(o, [o], []))(_sgd()), TypeError,
+     r"scheduler 0 is a SGD, not a learning-rate scheduler"),
+    (lambda: (lambda o: optim.SequentialLR(o, [optim.ExponentialLR(o, 0.9)], [],
+                                           last_epoch=4))(_sgd()), ValueError,
+     r"last_epoch must be -1, got 4; to resume, load its state_dict"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(), mode="minimum"), ValueError,
+     r"mode must be 'min' or 'max', got 'minimum'"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(), threshold_mode="relative"), ValueError,
+     r"threshold_mode must be 'rel' or 'abs', got 'relative'"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(), factor=1.0), ValueError,
+     r"factor must be >= 0\.0 and < 1, got 1\.0"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(), patience=2.5), TypeError,
+     r"patience must be an int, got 2\.5"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(), cooldown=-1), ValueError,
+     r"cooldown must be an int >= 0, got -1"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(2), min_lr=[0.1]), ValueError,
+     r"expected 2 min_lrs, one per parameter group, got 1"),
+    (lambda: optim.ReduceLROnPlateau(_sgd(2), min_lr=[0.1, -1]), ValueError,
+     r"min_lr\[1\] must be >= 0\.0, got -1"),
+    (lambda: optim.ReduceLROnPlateau(_sgd()).step("low"), TypeError,
+     r"ReduceLROnPlateau.step: metrics must be a number .* got 'low' \(str\)"),
+]
+
+
+@pytest.mark.parametrize("make,error,match", MORE_SCHED_ERRORS)
+def test_more_scheduler_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def _sequential(o):
+    return optim.SequentialLR(o, [optim.LinearLR(o, 0.1, total_iters=3),
+                                  optim.MultiStepLR(o, [2])], [3])
+
+
+@pytest.mark.parametrize("make, change, error, match", [
+    (lambda o: optim.MultiStepLR(o, [2, 4]), lambda s: s.update(milestones=[2, -4]),
+     ValueError, r"MultiStepLR.load_state_dict: milestones must be step numbers >= 0"),
+    (lambda o: optim.ExponentialLR(o, 0.9), lambda s: s.update(gamma=None), TypeError,
+     r"ExponentialLR.load_state_dict: gamma must be a number, got None"),
+    (lambda o: optim.LinearLR(o), lambda s: s.update(total_iters=0), ValueError,
+     r"LinearLR.load_state_dict: total_iters must be an int >= 1, got 0"),
+    (lambda o: optim.LambdaLR(o, lambda e: 1.0), lambda s: s.update(lr_lambdas=[{"a": 1}]),
+     ValueError, r"lr_lambdas\[0\] holds attributes \['a'\], but lr_lambda of parameter group "
+                 r"0 is a function, which keeps none"),
+    (lambda o: optim.LambdaLR(o, lambda e: 1.0), lambda s: s.update(lr_lambdas=[None] * 2),
+     ValueError, r"lr_lambdas must be a list of 1 entries"),
+    (lambda o: optim.LambdaLR(o, lambda e: 1.0), lambda s: s.update(base_lrs=[-1.0]),
+     ValueError, r"LambdaLR.load_state_dict: base_lrs must be >= 0\.0, got -1\.0"),
+    (_sequential, lambda s: s["_schedulers"][1].update(gamma="x"), TypeError,
+     r"SequentialLR.load_state_dict: scheduler 1: MultiStepLR.load_state_dict: gamma must be "
+     r"a number"),
+    (_sequential, lambda s: s.update(_schedulers=s["_schedulers"][:1]), ValueError,
+     r"_schedulers must be a list of 2 scheduler state_dicts"),
+    (_sequential, lambda s: s.update(_milestones=[3, 5]), ValueError,
+     r"_milestones must hold 1 step number\(s\), one fewer than the schedulers, got \[3, 5\]"),
+    (_sequential, lambda s: s["_schedulers"][0].update(extra=1), KeyError,
+     r"scheduler 0: .*unexpected keys \['extra'\]"),
+    (lambda o: optim.ReduceLROnPlateau(o), lambda s: s.update(mode="median"), ValueError,
+     r"ReduceLROnPlateau.load_state_dict: mode must be 'min' or 'max', got 'median'"),
+    (lambda o: optim.ReduceLROnPlateau(o), lambda s: s.update(num_bad_epochs=-2), ValueError,
+     r"num_bad_epochs must be an int >= 0, got -2"),
+    (lambda o: optim.ReduceLROnPlateau(o), lambda s: s.update(best="x"), TypeError,
+     r"best must be a number"),
+    (lambda o: optim.ReduceLROnPlateau(o), lambda s: s.update(min_lrs=[0, 0], default_min_lr=None),
+     ValueError, r"min_lrs must hold 1 learning rate\(s\), one per parameter group"),
+], ids=["multistep-milestones", "exponential-gamma", "linear-total", "lambda-attrs-for-function",
+        "lambda-count", "lambda-base-lrs", "sequential-child", "sequential-count",
+        "sequential-milestones", "sequential-child-keys", "plateau-mode", "plateau-bad-epochs",
+        "plateau-best", "plateau-min-lrs"])
+def test_more_scheduler_load_state_dict_refuses_damaged_states(make, change, error, match):
+    sched = make(optim.SGD([scalar_param()], lr=0.1))
+    sched.step(1.0) if isinstance(sched, optim.ReduceLROnPlateau) else sched.step()
+    state = copy.deepcopy(sched.state_dict())
+    change(state)
+    before = copy.deepcopy(sched.state_dict())
+    with pytest.raises(error, match=match):
+        sched.load_state_dict(state)
+    assert sched.state_dict() == before                 # nothing was changed
+
+
 # ---- gradient clipping ---------------------------------------------------------------
 def test_clip_grad_norm_by_hand():
     a, b = nn.Parameter(np.zeros(2), dtype="float64"), nn.Parameter(np.zeros(1), dtype="float64")
@@ -767,7 +1213,7 @@ def test_clip_grad_norm_of_float16_gradients_does_not_overflow(norm_type):
     np.testing.assert_allclose(p.grad.numpy(), g / expected, rtol=2e-3)
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop"])
 def test_a_gradient_of_the_wrong_shape_is_refused(name):
     """A hand-assigned gradient that merely broadcasts would update every row alike."""
     p = tg.tensor(np.ones((3, 4)), requires_grad=True)

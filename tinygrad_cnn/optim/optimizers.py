@@ -1,4 +1,4 @@
-"""Optimisers (SGD, Adam, AdamW) with PyTorch's update rules, and gradient clipping.
+"""Optimisers (SGD, Adam, AdamW, RMSprop) with PyTorch's update rules, and gradient clipping.
 
 An optimiser holds parameter *groups*: ``param_groups`` is a list of dicts,
 each with ``"params"`` (a list of tensors) and its hyper-parameters
@@ -47,7 +47,8 @@ from ..backend import DeviceError
 from ..ops import Cast, ToDevice
 from ..tensor import Tensor, _find_backend_of
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "clip_grad_norm_",
+           "clip_grad_value_"]
 
 
 def _host(value):
@@ -582,6 +583,85 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), PyTorch's rule, with optional momentum and centering.
+
+    For each parameter p with gradient g::
+
+        g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g^2
+        if centered:
+            m = lerp(m, g, 1 - alpha)                 (m + (1 - alpha) * (g - m))
+            avg = sqrt(v - m^2) + eps
+        else:
+            avg = sqrt(v) + eps
+        if momentum > 0:
+            buf = momentum * buf + g / avg
+            p = p - lr * buf
+        else:
+            p = p - lr * g / avg
+
+    ``eps`` is added after the square root, outside it, in both cases (as in
+    PyTorch; Keras and TensorFlow add it inside).  The state is ``step``,
+    ``square_avg`` (v), ``grad_avg`` (m, when centered) and
+    ``momentum_buffer`` (buf, when momentum > 0), each made, as zeros, the
+    first time a step needs it: a momentum switched on later (by
+    ``OneCycleLR``'s ``cycle_momentum``, say) starts from a zero buffer.
+    """
+
+    state_keys = frozenset({"step", "square_avg", "grad_avg", "momentum_buffer"})
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
+
+    def _validate(self, group):
+        super()._validate(group)
+        # PyTorch's bounds: each of these >= 0, alpha included (alpha > 1 is accepted
+        # there too, and here).
+        for key in ("alpha", "eps", "weight_decay", "momentum"):
+            group[key] = _check_number(key, group[key])
+        group["centered"] = _check_flag("centered", group["centered"])
+
+    def _update(self, p, grad, state, group):
+        xp = p.xp
+        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+        momentum, wd = group["momentum"], group["weight_decay"]
+        if "square_avg" not in state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(p.data)
+        if group["centered"] and "grad_avg" not in state:
+            state["grad_avg"] = xp.zeros_like(p.data)
+        if momentum > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        if wd:
+            grad = grad + wd * p.data
+        v = state["square_avg"]
+        v *= alpha
+        v += (1 - alpha) * grad * grad
+        if group["centered"]:
+            m = state["grad_avg"]
+            # torch.lerp's two formulas (the second for weights >= 0.5), so that the
+            # average rounds as PyTorch's does.
+            weight = 1 - alpha
+            if weight < 0.5:
+                m += weight * (grad - m)
+            else:
+                m[...] = grad - (grad - m) * (1 - weight)
+            avg = xp.sqrt(v - m * m) + eps
+        else:
+            avg = xp.sqrt(v) + eps
+        if momentum > 0:
+            buf = state["momentum_buffer"]
+            buf *= momentum
+            buf += grad / avg
+            self._apply(p, lr * buf)
+        else:
+            self._apply(p, lr * grad / avg)
 
 
 # ---- gradient clipping ----------------------------------------------------------------
