@@ -43,6 +43,9 @@ OPTIMIZERS = {
     "sgd-nesterov-wd": lambda params: optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True,
                                                 weight_decay=1e-3),
     "adamw": lambda params: optim.AdamW(params, lr=1e-2),
+    # OneCycleLR cycles its momentum, as it would in PyTorch
+    "rmsprop-centered": lambda params: optim.RMSprop(params, lr=1e-3, centered=True,
+                                                     weight_decay=1e-3),
 }
 
 

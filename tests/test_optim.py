@@ -945,6 +945,12 @@ def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp
     np.testing.assert_allclose(first + rest, expected, rtol=1e-10, atol=1e-15)
 
 
+def _stepped(sched, times):
+    for _ in range(times):
+        sched.step()
+    return sched
+
+
 # (make(opt) over one group with lr 1.0, the lrs of steps 0, 1, ... worked out by hand)
 SCHED_BY_HAND = [
     (lambda o: optim.ExponentialLR(o, 0.5), [1, 0.5, 0.25, 0.125]),
@@ -961,12 +967,17 @@ SCHED_BY_HAND = [
     (lambda o: optim.SequentialLR(o, [optim.ExponentialLR(o, 0.5), optim.StepLR(o, 1, 0.5),
                                       optim.ExponentialLR(o, 0.1)], [0, 2]),
      [1, 0.5, 1, 0.1, 0.01]),
+    # a schedule stepped before it was handed over still starts at its step 0 at its
+    # milestone (PyTorch's step(0) there)
+    (lambda o: optim.SequentialLR(o, [optim.LinearLR(o, 0.5, total_iters=1),
+                                      _stepped(optim.ExponentialLR(o, 0.5), 3)], [2]),
+     [0.5, 1, 1, 0.5, 0.25]),
 ]
 
 
 @pytest.mark.parametrize("make,expected", SCHED_BY_HAND, ids=[
     "exponential", "multistep", "linear-warmup", "linear-decay", "lambda", "lambda-object",
-    "sequential-warmup-cosine", "sequential-milestone-0"])
+    "sequential-warmup-cosine", "sequential-milestone-0", "sequential-restart"])
 def test_more_schedulers_by_hand(make, expected):
     opt = optim.SGD([scalar_param()], lr=1.0)
     sched = make(opt)
@@ -995,6 +1006,12 @@ def test_reduce_lr_on_plateau_by_hand():
         (0.5, 0, 1, 9)
     sched.step(tg.tensor(0.1, requires_grad=True))    # a loss tensor is a number here
     assert sched.best == pytest.approx(0.1)
+    # a reduction by eps or less is skipped: 1 -> 0.1 is made, 0.1 -> 0.01 is not
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.ReduceLROnPlateau(opt, patience=0, eps=0.5)
+    for loss in [1.0, 2.0, 2.0, 2.0]:
+        sched.step(loss)
+    assert opt.lr == pytest.approx(0.1) and sched.num_bad_epochs == 0
 
 
 def test_reduce_lr_on_plateau_state_round_trip(tmp_path):

@@ -67,8 +67,10 @@ class LRScheduler:
     (kept in ``group["initial_lr"]``); ``last_epoch`` counts ``step()`` calls
     (0 after construction).  Built with ``last_epoch=k`` (after loading the
     optimiser's state), a schedule steps once, to step k + 1, and its lr is
-    that of step k + 1 of an uninterrupted run (PyTorch's CosineAnnealingLR
-    keeps the optimiser's saved lr for that step instead).
+    that of step k + 1 of an uninterrupted run (PyTorch's chained schedulers,
+    CosineAnnealingLR, ExponentialLR, MultiStepLR and LinearLR among them, keep
+    the optimiser's saved lr for that step instead).  ``load_state_dict`` is
+    the way to resume that gives PyTorch's numbers exactly.
     """
 
     # The lists of per-group learning rates the state holds (checked on loading).
