@@ -16,9 +16,13 @@ be faulted in again), and our time / PyTorch's time.
 
 Two settings of this machine change the numbers and are printed in the header:
 
-* ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``: set on some machines for old
-  OpenBLAS builds, they slow a current NumPy.  Unset them for this command
-  only: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cnn.py``.
+* ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``: they override the kernels and
+  block sizes OpenBLAS picks for the CPU (the header names the kernel that
+  runs).  Some machines set them for old OpenBLAS builds; on the AMD Zen 4
+  machine of docs/benchmarks.md, ``OPENBLAS_CORETYPE=Zen`` ran this table's
+  products faster than the detected kernel.  For the table most users get,
+  unset them for this command only:
+  ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cnn.py``.
 * glibc's allocator returns every freed block above ``M_MMAP_THRESHOLD``
   (128 KiB to 32 MiB, adaptive) to the OS, so each training step page-faults
   its large temporaries in again.  By default this script raises the
@@ -398,9 +402,9 @@ def main(argv=None):
               f"its columns and the ratios stay empty")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
-            print(f"# WARNING: {var}={os.environ[var]} is set and may slow NumPy; for a fair "
-                  f"table run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
-                  f"benchmarks/bench_cnn.py")
+            print(f"# NOTE: {var}={os.environ[var]} is set: OpenBLAS runs what it says, not "
+                  f"what it detects; for the default table run: env -u OPENBLAS_CORETYPE "
+                  f"-u OPENBLAS_L2_SIZE python benchmarks/bench_cnn.py")
     print(f"# malloc thresholds raised with mallopt: {'yes' if tuned else 'no'}")
     header = (f"| {'case':<46} | {'ours ms':>8} | {'GFLOP/s':>7} | {'faults':>7} | "
               f"{'torch ms':>8} | {'faults':>7} | {'ratio':>5} |")
