@@ -216,6 +216,14 @@ def test_rmsprop_matches_torch_over_many_steps_with_groups_and_a_resume(tmp_path
                 assert key not in opt.state[p]
 
 
+def _run_steps(params, opt, steps):
+    """One optimiser step per entry of ``steps``, each a gradient per parameter."""
+    for gs in steps:
+        for p, g in zip(params, gs):
+            p.grad = tg.tensor(g)
+        opt.step()
+
+
 def test_rmsprop_state_round_trip_without_torch():
     """Momentum switched on after the first steps starts from a zero buffer; the state,
     loaded into a new optimizer, continues bit for bit."""
@@ -228,28 +236,22 @@ def test_rmsprop_state_round_trip_without_torch():
         return params, optim.RMSprop([{"params": params[:1], "centered": True},
                                       {"params": params[1:], "momentum": 0.0}], lr=0.01)
 
-    def run(params, opt, steps):
-        for gs in steps:
-            for p, g in zip(params, gs):
-                p.grad = tg.tensor(g)
-            opt.step()
-
     params, opt = make()
-    run(params, opt, grads[:2])
+    _run_steps(params, opt, grads[:2])
     assert set(opt.state[params[1]]) == {"step", "square_avg"}
     opt.param_groups[1]["momentum"] = 0.9
-    run(params, opt, grads[2:4])
+    _run_steps(params, opt, grads[2:4])
     state = opt.state[params[1]]
     assert set(state) == {"step", "square_avg", "momentum_buffer"} and state["step"] == 4
     saved, saved_params = opt.state_dict(), [p.numpy() for p in params]
     assert set(saved["state"]["0"]) == {"step", "square_avg", "grad_avg"}
-    run(params, opt, grads[4:])
+    _run_steps(params, opt, grads[4:])
     params2, opt2 = make()
     for p, a in zip(params2, saved_params):
         p.data[...] = a
     opt2.load_state_dict(saved)
     assert opt2.param_groups[1]["momentum"] == 0.9
-    run(params2, opt2, grads[4:])
+    _run_steps(params2, opt2, grads[4:])
     for p, q in zip(params, params2):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
 
@@ -264,17 +266,11 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
         params = [nn.Parameter(a, dtype="float64") for a in init]
         return params, optim.Adam(params, lr=0.05, amsgrad=True, weight_decay=0.01)
 
-    def run(params, opt, steps):
-        for gs in steps:
-            for p, g in zip(params, gs):
-                p.grad = tg.tensor(g)
-            opt.step()
-
     params, opt = make()
-    run(params, opt, grads[:3])
+    _run_steps(params, opt, grads[:3])
     path = checkpoint.save(tmp_path / "opt.npz", {"optim": opt.state_dict(),
                                                   "params": [p.numpy() for p in params]})
-    run(params, opt, grads[3:])
+    _run_steps(params, opt, grads[3:])
 
     loaded = checkpoint.load(path)            # through .npz, without pickle
     params2, opt2 = make()
@@ -283,7 +279,7 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
     opt2.lr = 123.0                           # overwritten by the loaded hyper-parameters
     opt2.load_state_dict(loaded["optim"])
     assert opt2.param_groups[0]["betas"] == (0.9, 0.999) and opt2.lr == 0.05
-    run(params2, opt2, grads[3:])
+    _run_steps(params2, opt2, grads[3:])
     for p, q in zip(params, params2):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
 

@@ -831,7 +831,47 @@ def _check_keys(container, pairs, kind):
         container._check_free(key)
 
 
-class ModuleDict(Module):
+class _Keyed:
+    """The dict methods of ModuleDict and ParameterDict, over ``_entries``: the
+    registry (``_modules`` or ``_parameters``) that holds their entries by key."""
+
+    def __getitem__(self, key):
+        return _entry(self, self._entries, key)
+
+    def __delitem__(self, key):
+        _entry(self, self._entries, key)
+        del self._entries[key]
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __contains__(self, key):
+        return key in self._entries
+
+    def keys(self):
+        return self._entries.keys()
+
+    def items(self):
+        return self._entries.items()
+
+    def values(self):
+        return self._entries.values()
+
+    def pop(self, key):
+        """Remove the entry under ``key`` and return it."""
+        value = self[key]
+        del self[key]
+        return value
+
+    def clear(self):
+        """Remove every entry."""
+        self._entries.clear()
+
+
+class ModuleDict(_Keyed, Module):
     """A dict of modules whose parameters are registered (``ModuleDict({"conv": conv})``).
 
     Keys are strings and stay in insertion order; each is also the child's
@@ -849,43 +889,12 @@ class ModuleDict(Module):
         if modules is not None:
             self.update(modules)
 
-    def __getitem__(self, key):
-        return _entry(self, self._modules, key)
+    @property
+    def _entries(self):
+        return self._modules
 
     def __setitem__(self, key, module):
         self.add_module(key, _check_module(module, f"ModuleDict[{key!r}]"))
-
-    def __delitem__(self, key):
-        _entry(self, self._modules, key)
-        del self._modules[key]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def __contains__(self, key):
-        return key in self._modules
-
-    def clear(self):
-        """Remove every module."""
-        self._modules.clear()
-
-    def pop(self, key):
-        """Remove the module under ``key`` and return it."""
-        module = self[key]
-        del self[key]
-        return module
-
-    def keys(self):
-        return self._modules.keys()
-
-    def items(self):
-        return self._modules.items()
-
-    def values(self):
-        return self._modules.values()
 
     def update(self, modules):
         """Add or replace modules from a mapping (in its order) or from ``(key, module)``
@@ -990,7 +999,7 @@ class ParameterList(Module):
                            "in the parent module's forward")
 
 
-class ParameterDict(Module):
+class ParameterDict(_Keyed, Module):
     """A dict of parameters registered under their keys (``ParameterDict({"w": w})``).
 
     Keys follow :class:`ModuleDict`'s rules (strings usable as attribute
@@ -1009,38 +1018,20 @@ class ParameterDict(Module):
         if parameters is not None:
             self.update(parameters)
 
+    @property
+    def _entries(self):
+        return self._parameters
+
     def __getitem__(self, key):
         if not isinstance(key, str):   # a TypeError, as in PyTorch
             raise TypeError(f"ParameterDict keys are strings, got {shown_value(key)}")
-        return _entry(self, self._parameters, key)
+        return super().__getitem__(key)
 
     def __setitem__(self, key, value):
         self.register_parameter(key, _as_parameter(value, f"ParameterDict[{key!r}]"))
 
-    def __delitem__(self, key):
-        _entry(self, self._parameters, key)
-        del self._parameters[key]
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters)
-
     def __reversed__(self):
         return reversed(self._parameters)
-
-    def __contains__(self, key):
-        return key in self._parameters
-
-    def keys(self):
-        return self._parameters.keys()
-
-    def items(self):
-        return self._parameters.items()
-
-    def values(self):
-        return self._parameters.values()
 
     def get(self, key, default=None):
         return self[key] if key in self else default
@@ -1051,21 +1042,12 @@ class ParameterDict(Module):
             self[key] = default
         return self[key]
 
-    def pop(self, key):
-        """Remove the parameter under ``key`` and return it."""
-        p = self[key]
-        del self[key]
-        return p
-
     def popitem(self):
         """Remove the last ``(key, parameter)`` added and return it."""
         if not self._parameters:
             raise KeyError("popitem(): the ParameterDict is empty")
         key = next(reversed(self._parameters))
         return key, self.pop(key)
-
-    def clear(self):
-        self._parameters.clear()
 
     def copy(self):
         """A new ParameterDict holding the same Parameter objects, in the same order."""
