@@ -16,6 +16,10 @@ proves the core would run on CuPy:
   ``cupy`` lacks raises ``AttributeError``), has no ``ufunc.at`` (use
   ``backend.scatter_add``) and no ``random`` (the project draws randomness
   on the host);
+* calls take only the arguments CuPy's own function or method takes (read
+  from the installed CuPy's signatures): NumPy's extra keywords, such as
+  ``where=`` of ufuncs and reductions, ``initial=`` of ``max`` or
+  ``order=`` of ufuncs, raise ``TypeError`` as on CuPy;
 * assignment through repeated integer indices raises (CuPy leaves which
   write wins undefined), and an integer index out of range raises unless
   ``backend.check_index`` has vetted that index array, in which case it
@@ -40,8 +44,10 @@ proves the core would run on CuPy:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import operator
 import os
+import re
 import sys
 import threading
 
@@ -58,6 +64,29 @@ _SCALARS = (bool, int, float, complex, np.generic)
 
 # ---- what CuPy has ------------------------------------------------------------------
 _CUPY = {}
+_CUPY_MODULE = []   # [the real cupy module, or None], imported on first use
+
+
+def _cupy_module():
+    """The installed cupy, or None.  Kept from the first call, so that a test's fake
+    ``cupy`` in ``sys.modules`` does not become what the rules are read from."""
+    if not _CUPY_MODULE:
+        try:
+            import importlib
+            _CUPY_MODULE.append(importlib.import_module("cupy"))
+        except Exception:  # no cupy here: nothing to compare with
+            _CUPY_MODULE.append(None)
+    return _CUPY_MODULE[0]
+
+
+def _cupy_owner(where):
+    """``cupy.<where>`` (``""``: cupy itself, a submodule path, or ``"ndarray"``)."""
+    import importlib
+    cupy = _cupy_module()
+    if cupy is None:
+        raise ImportError("cupy is not installed")
+    return (cupy.ndarray if where == "ndarray" else
+            importlib.import_module(f"cupy.{where}") if where else cupy)
 
 
 def _cupy_has(where, name):
@@ -65,14 +94,93 @@ def _cupy_has(where, name):
     submodule path, or ``"ndarray"``.  True when CuPy is not installed (CI)."""
     if where not in _CUPY:
         try:
-            import importlib
-            cupy = importlib.import_module("cupy")
-            owner = (cupy.ndarray if where == "ndarray" else
-                     importlib.import_module(f"cupy.{where}") if where else cupy)
-            _CUPY[where] = set(dir(owner))
+            _CUPY[where] = set(dir(_cupy_owner(where)))
         except Exception:  # no cupy here: nothing to compare with
             _CUPY[where] = None
     return _CUPY[where] is None or name in _CUPY[where]
+
+
+_SIGNATURES = {}
+_UFUNC_KEYWORDS = ("out", "dtype", "casting")   # all that cupy's ufunc.__call__ takes
+
+
+def _cupy_object(where, name):
+    """``cupy.<where>.<name>`` (``where`` as for :func:`_cupy_has`, or a ufunc
+    method's owner ``"ufunc:<name>"``), or None when CuPy or the name is missing."""
+    try:
+        if where.startswith("ufunc:"):
+            return getattr(getattr(_cupy_owner(""), where[6:]), name)
+        return getattr(_cupy_owner(where), name)
+    except Exception:
+        return None
+
+
+def _docstring_signature(fn):
+    """The signature on the first line of a Cython function's docstring
+    (``_ndarray_base.sum(self, axis=None, ...) -> ...``), without ``self`` and
+    C types; None if it cannot be read."""
+    doc = (getattr(fn, "__doc__", None) or "").lstrip()
+    m = re.match(r"[\w.]+\((.*?)\)(\s*->.*)?$", doc.splitlines()[0] if doc else "")
+    if not m:
+        return None
+    params = []
+    for part in filter(None, (p.strip() for p in m.group(1).split(","))):
+        head, eq, default = part.partition("=")
+        words = head.split()
+        if not words:
+            return None
+        # "Py_ssize_t axis1", "int axis=-1", "_ndarray_base out=None": the name is last.
+        params.append(words[-1] + (eq + default.strip() if eq else ""))
+    if params and params[0] == "self":
+        params = params[1:]
+    namespace = {}
+    try:
+        exec(f"def f({', '.join(params)}): pass", {}, namespace)
+        return inspect.signature(namespace["f"])
+    except Exception:
+        return None
+
+
+def _cupy_signature(where, name):
+    """The signature CuPy gives ``cupy.<where>.<name>``, for checking the arguments
+    of a call; None when it cannot be known (no CuPy, no signature)."""
+    key = (where, name)
+    if key not in _SIGNATURES:
+        fn = _cupy_object(where, name)
+        sig = None
+        if fn is not None and type(fn).__name__ == "ufunc":
+            nin, nout = fn.nin, fn.nout
+            sig = inspect.Signature(
+                [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY)
+                 for i in range(nin)]
+                + [inspect.Parameter(f"out{i}", inspect.Parameter.POSITIONAL_ONLY, default=None)
+                   for i in range(nout)]
+                + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None)
+                   for k in _UFUNC_KEYWORDS])
+        elif fn is not None:
+            try:
+                sig = inspect.signature(fn)
+                if where == "ndarray" and next(iter(sig.parameters), None) == "self":
+                    sig = sig.replace(parameters=list(sig.parameters.values())[1:])
+            except (TypeError, ValueError):   # a Cython method: read its docstring
+                sig = _docstring_signature(fn)
+        _SIGNATURES[key] = sig
+    return _SIGNATURES[key]
+
+
+def _check_arguments(where, name, args, kwargs, label):
+    """Refuse a call that CuPy's ``cupy.<where>.<name>`` would refuse: a keyword it
+    does not take (NumPy's ``where=``, ``initial=``, ``order=``...) or too many
+    positional arguments.  NumPy underneath would accept them."""
+    sig = _cupy_signature(where, name)
+    if sig is None:
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"strict backend: {label}{sig} in cupy {_cupy_module().__version__} "
+                        f"refuses these arguments ({e}); NumPy takes them, CuPy does "
+                        f"not") from None
 
 
 def _site():
@@ -253,6 +361,7 @@ class StrictArray:
             return _wrap(attr, device)
 
         def method(*args, **kwargs):
+            _check_arguments("ndarray", name, args, kwargs, f"cupy.ndarray.{name}")
             if name not in _VIEW_METHODS:
                 device._launch(f"ndarray.{name}")
             args, kwargs = device._unwrap((args, kwargs), f"ndarray.{name}")
@@ -348,6 +457,9 @@ class _Ufunc:
         self.nin, self.nout = ufunc.nin, ufunc.nout
 
     def _call(self, fn, label, args, kwargs):
+        method = label.rsplit(".", 1)[1] if label.count(".") > 1 else None
+        _check_arguments(f"ufunc:{self.__name__}" if method else "",
+                         method or self.__name__, args, kwargs, f"cupy.{label[3:]}")
         self._device._launch(label)
         args, kwargs = self._device._unwrap((args, kwargs), label)
         return _wrap(fn(*args, **kwargs), self._device)
@@ -433,6 +545,7 @@ class _Namespace:
         launches = name not in self._NO_LAUNCH
 
         def function(*args, **kwargs):
+            _check_arguments(self._path, name, args, kwargs, f"cupy.{where[3:]}")
             if launches:
                 device._launch(where)
             args, kwargs = device._unwrap((args, kwargs), where)

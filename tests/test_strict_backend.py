@@ -15,7 +15,9 @@ import tinygrad_cnn as tg
 from tinygrad_cnn._checks import check_cast_fits
 from tinygrad_cnn.backend import DeviceError, NumpyBackend
 
-from strict_backend import IMPLICIT_CONVERSION, STRICT, STRICT2, StrictArray, _cupy_has
+from strict_backend import (
+    IMPLICIT_CONVERSION, STRICT, STRICT2, StrictArray, _cupy_has, _cupy_module,
+    _cupy_signature)
 
 xp = STRICT.xp
 
@@ -98,6 +100,63 @@ LACKED = [("", "vecdot", lambda a: xp.vecdot(a, a), "cupy has no xp.vecdot"),
 def test_xp_and_arrays_offer_only_names_cupy_has(a, use, match):
     with pytest.raises(AttributeError, match=match):
         use(a)
+
+
+# NumPy-only arguments: NumPy (under the stand-in) takes them, CuPy 14 raises TypeError.
+NUMPY_ONLY_ARGUMENTS = [
+    ("method-max-initial", lambda a: a.max(initial=0.0), "cupy.ndarray.max"),
+    ("method-sum-where", lambda a: a.sum(where=a > 1), "cupy.ndarray.sum"),
+    ("method-std-correction", lambda a: a.std(correction=1), "cupy.ndarray.std"),
+    ("xp-sum-where", lambda a: xp.sum(a, where=a > 1), "cupy.sum"),
+    ("xp-max-initial", lambda a: xp.max(a, initial=0.0), "cupy.max"),
+    ("ufunc-where", lambda a: xp.maximum(a, 0, where=a > 1), "cupy.maximum"),
+    ("ufunc-order", lambda a: xp.exp(a, order="F"), "cupy.exp"),
+    ("ufunc-reduce-initial", lambda a: xp.add.reduce(a, initial=0.0), "cupy.add.reduce"),
+    ("xp-where-out", lambda a: xp.where(a > 1, a, 0.0, out=a), "cupy.where"),
+    ("too-many-positional", lambda a: a.copy("C", True), "cupy.ndarray.copy"),
+]
+
+
+@pytest.mark.skipif(_cupy_module() is None, reason="needs an installed CuPy to read its "
+                                                   "signatures")
+@pytest.mark.parametrize("fn, where", [r[1:] for r in NUMPY_ONLY_ARGUMENTS],
+                         ids=[r[0] for r in NUMPY_ONLY_ARGUMENTS])
+def test_refuses_arguments_that_only_numpy_takes(a, fn, where):
+    with pytest.raises(TypeError, match=rf"strict backend: {where}\(.*refuses these arguments"):
+        fn(a)
+
+
+@pytest.mark.skipif(_cupy_module() is None, reason="needs an installed CuPy")
+def test_reads_the_signature_of_every_cupy_function_and_array_method():
+    """The argument check is only as good as the signatures it reads: CuPy's Cython
+    methods have theirs on their docstring's first line, its ufuncs none at all."""
+    cupy = _cupy_module()
+    unread = []
+    for where, owner in (("", cupy), ("ndarray", cupy.ndarray)):
+        for name in dir(owner):
+            value = getattr(owner, name)
+            if (not name.startswith("_") and callable(value) and not isinstance(value, type)
+                    and _cupy_signature(where, name) is None):
+                unread.append(f"{where or 'cupy'}.{name}")
+    assert unread == []
+    assert str(_cupy_signature("ndarray", "max")) == "(axis=None, out=None, keepdims=False)"
+    assert "where" not in _cupy_signature("", "maximum").parameters
+
+
+@pytest.mark.skipif(_cupy_module() is None, reason="needs an installed CuPy")
+def test_takes_the_arguments_cupy_takes(a):
+    b = a.copy()
+    xp.maximum(b, 1.0, out=b)             # a ufunc's out, dtype and casting
+    xp.multiply(b, 2, b)                  # out by position
+    xp.add(b, 1, dtype=np.float64, casting="same_kind")
+    xp.copyto(b, a, where=a > 2)          # copyto's where, not a ufunc's
+    a.sum(axis=0, keepdims=True, dtype=np.float64)
+    a.astype(np.float32, copy=False)
+    a.reshape(3, 2, order="C")
+    a.transpose(1, 0)
+    xp.add.reduce(a, axis=1, keepdims=True)
+    xp.concatenate([a, a], axis=0, dtype=np.float32)
+    np.testing.assert_array_equal(b.get(), [[2.0, 2.0, 4.0], [3.0, 4.0, 5.0]])
 
 
 def test_allows_what_cupy_allows(a):
