@@ -20,6 +20,9 @@ proves the core would run on CuPy:
   from the installed CuPy's signatures): NumPy's extra keywords, such as
   ``where=`` of ufuncs and reductions, ``initial=`` of ``max`` or
   ``order=`` of ufuncs, raise ``TypeError`` as on CuPy;
+* ``backend.scatter_add`` through an integer index array takes only the
+  dtypes CuPy's atomic adds take (not int8, int16, uint8, uint16, bool or
+  complex);
 * assignment through repeated integer indices raises (CuPy leaves which
   write wins undefined), and an integer index out of range raises unless
   ``backend.check_index`` has vetted that index array, in which case it
@@ -770,10 +773,23 @@ class StrictBackend(Backend):
     def as_strided(self, a, shape, strides):
         return self._as_strided(a, shape=shape, strides=strides)
 
+    # What cupyx.scatter_add (cupy.add.at) adds through an integer index array in
+    # CuPy 14: the dtypes of CUDA's atomicAdd.  Other targets (int8, int16, uint8,
+    # uint16, bool, complex) raise TypeError there; slices and masks take any.
+    SCATTER_ADD_DTYPES = frozenset(np.dtype(t) for t in (
+        np.int32, np.int64, np.uint32, np.uint64, np.float16, np.float32, np.float64))
+
     def scatter_add(self, a, index, values):
         self._launch("scatter_add")
         target = self._own(a, "scatter_add")
         key, masked = self._key(index, target.shape, "scatter_add")
+        if target.dtype not in self.SCATTER_ADD_DTYPES and any(
+                isinstance(k, np.ndarray) and k.dtype != bool
+                for k in (key if isinstance(key, tuple) else (key,))):
+            raise TypeError(f"strict backend: scatter_add into a {target.dtype} array through "
+                            f"an integer index array; cupyx.scatter_add (cupy.add.at) only "
+                            f"supports int32, int64, float16, float32, float64, uint32, "
+                            f"uint64 as data type")
         if masked:   # CuPy counts the mask's true entries on the host first
             self._sync("boolean-mask scatter_add")
         np.add.at(target, key, self._unwrap(values, "scatter_add"))

@@ -217,6 +217,24 @@ def test_scatter_add_accumulates_repeats(a):
     np.testing.assert_array_equal(a.get(), [[30, 1, 2], [3, 4, 35]])
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint8, np.uint16, bool,
+                                   np.complex64])
+def test_scatter_add_through_an_index_array_takes_only_cupys_atomic_add_dtypes(dtype):
+    """cupy.add.at raises TypeError for these through an integer index array; through
+    slices or a mask (a plain add on CuPy) they are fine."""
+    target = dev(np.zeros((2, 3), dtype))
+    with pytest.raises(TypeError, match=f"scatter_add into a {np.dtype(dtype)} array.*"
+                                        f"only supports int32, int64, float16"):
+        STRICT.scatter_add(target, (dev([1, 1]), dev([0, 0])), dev(np.ones(2, dtype)))
+    STRICT.scatter_add(target, (slice(None), 0), dev(np.ones(2, dtype)))
+    STRICT.scatter_add(target, dev(np.array([True, False])), dev(np.ones(3, dtype)))
+    assert target.get()[:, 0].tolist() == ([True, True] if dtype is bool else [2, 1])
+    for ok in (np.int32, np.int64, np.uint32, np.uint64, np.float16, np.float32):
+        a = dev(np.zeros(3, ok))
+        STRICT.scatter_add(a, dev([2, 2]), dev(np.ones(2, ok)))
+        assert a.get().tolist() == [0, 0, 2]
+
+
 def test_unchecked_out_of_range_index_raises_checked_one_wraps_as_on_cupy(a):
     i = dev([0, 5])
     for fn in (lambda: a[:, i], lambda: _assign(a, (0, i), 1.0),
