@@ -39,6 +39,7 @@ import pytest
 import tinygrad_cnn as tg
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import backend as backend_module
+from tinygrad_cnn import models, nn, optim
 from tinygrad_cnn.backend import CupyBackend, NumpyBackend
 from tinygrad_cnn.conv_arrays import (
     conv_geometry, fold_array, max_pool_array, max_pool_gather_array, max_pool_scatter_array,
@@ -47,6 +48,7 @@ from tinygrad_cnn.conv_arrays import (
 from tinygrad_cnn.cuda_kernels import OPTIONS, ConvKernels, all_sources
 
 from conftest import device_params
+from strict_backend import StrictArray, StrictBackend
 
 PACKAGE = pathlib.Path(tg.__file__).parent
 SOURCES = all_sources()
@@ -578,6 +580,100 @@ def test_other_dtypes_take_the_array_code(kernel_device):
         results.append([y.numpy(), x.grad.numpy(), w.grad.numpy()])
     for a, b in zip(*results):
         np.testing.assert_array_equal(b, a)
+
+
+class StrictKernelBackend(StrictBackend):
+    """The strict CuPy stand-in with the host-compiled kernels: CupyBackend's
+    configuration (no cache blocking, so the GPU's layouts and routes; kernels for
+    float32 and float64) under CuPy's rules.  :class:`HostKernelBackend` is a
+    NumPy backend, which takes the host's layouts instead."""
+
+    kernel_dtypes = CupyBackend.kernel_dtypes
+
+    def __init__(self, device, kernels):
+        super().__init__(device)
+        self.kernels = kernels
+
+    def _run(self, name, arrays, *args):
+        with self.context():   # as CupyBackend, which enters its own device
+            self._launch(f"kernel {name}")
+            host = [self._own(a, f"kernel {name}") for a in arrays]
+            return StrictArray(getattr(self.kernels, name)(*host, *args), self)
+
+    def im2col(self, x, geom, layout):
+        return self._run("im2col", (x,), geom, layout)
+
+    def col2im(self, cols, geom, N, C, layout):
+        return self._run("col2im", (cols,), geom, N, C, layout)
+
+    def max_pool(self, x, geom):
+        return self._run("max_pool", (x,), geom)
+
+    def max_pool_scatter(self, g, x, y, geom):
+        return self._run("max_pool_scatter", (g, x, y), geom)
+
+    def max_pool_gather(self, gx, x, y, geom):
+        return self._run("max_pool_gather", (gx, x, y), geom)
+
+
+@pytest.fixture
+def strict_kernel_device(host_kernels):
+    name = "strictkernels"
+    backend = StrictKernelBackend(name, host_kernels)
+    tg.register_backend(name, backend)
+    yield name
+    backend_module._BACKENDS.pop(name, None)
+
+
+@pytest.mark.parametrize("fn", [o[1] for o in OPS], ids=[o[0] for o in OPS])
+def test_ops_on_the_kernels_under_cupys_rules_match_the_cpu(strict_kernel_device, fn):
+    """The kernels as CupyBackend uses them: without cache blocking (the layouts
+    and routes of a GPU) and with CuPy's rules on every array in between."""
+    rng = np.random.default_rng(0)
+    x0, w0 = rng.standard_normal((4, 2, 5, 6)), rng.standard_normal((4, 2, 2, 3)) * 0.5
+    backend = tg.get_backend(strict_kernel_device)
+    results = []
+    for device in ("cpu", strict_kernel_device):
+        x = tg.tensor(x0, device=device, requires_grad=True)
+        w = tg.tensor(w0, device=device, requires_grad=True)
+        v = tg.tensor(np.random.default_rng(1).standard_normal(fn(x, w).shape), device=device)
+        start = len(HostCupy.launches)
+        with backend.track_syncs() as log:
+            y = fn(x, w)
+            gx, gw = tg.grad((y * v).sum(), (x, w), create_graph=True)
+            ggx = tg.grad((gx * gx).sum() + (gw * gw).sum(), (x,), allow_unused=True)[0]
+        if device == strict_kernel_device:
+            assert len(HostCupy.launches) > start and log == []
+        results.append([t.numpy() for t in (y, gx, gw) + ((ggx,) if ggx is not None else ())])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_a_training_step_on_the_kernels_under_cupys_rules(strict_kernel_device):
+    """The default CNN's steps on the kernels, as on a GPU: no host synchronisation,
+    the CPU's losses and weights."""
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    y0 = rng.integers(0, 10, 32)
+    backend = tg.get_backend(strict_kernel_device)
+    runs = []
+    for device in ("cpu", strict_kernel_device):
+        tg.manual_seed(0)
+        model = models.cnn((1, 8, 8), 10).to(device)
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        xb, yb = tg.tensor(x0, device=device), tg.tensor(y0, device=device)
+        start = len(HostCupy.launches)
+        with backend.track_syncs() as log:
+            for _ in range(2):
+                loss = nn.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        if device == strict_kernel_device:
+            assert len(HostCupy.launches) > start and log == []
+        runs.append([loss.item()] + [p.numpy() for p in model.parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
 # ---- on a real GPU ------------------------------------------------------------------
