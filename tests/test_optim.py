@@ -854,6 +854,17 @@ class WarmupThenDecay:
         return self.last
 
 
+class HalfLife:
+    """A callable scale_fn with state: the argument it was called with last."""
+
+    def __init__(self, half_life):
+        self.half_life, self.last = half_life, None
+
+    def __call__(self, x):
+        self.last = x
+        return 0.5 ** (x / self.half_life)
+
+
 def _plateau_metric(step):
     """A validation loss that falls, stalls, jitters and rises: every branch of the rule."""
     return [5.0, 4.0, 4.0, 3.9999, 4.1, 3.0, 3.0, 3.0, 3.0, 2.99, 2.5, 2.6, 2.7, 2.8,
@@ -886,6 +897,32 @@ MORE_SCHED_CASES = [
         o, "max", factor=0.0, patience=0, min_lr=0.01), 30, lambda k: 1 + k % 3),
 ]
 
+# The schedulers added with ConstantLR, with the same runs (the momenta are compared too).
+NEW_SCHED_CASES = [
+    ("constant-default", lambda lib, o: lib.ConstantLR(o), 12, None),
+    ("constant", lambda lib, o: lib.ConstantLR(o, factor=0.25, total_iters=7), 20, None),
+    ("polynomial-default", lambda lib, o: lib.PolynomialLR(o), 10, None),
+    ("polynomial", lambda lib, o: lib.PolynomialLR(o, total_iters=30, power=2.5), 40, None),
+    ("multiplicative", lambda lib, o: lib.MultiplicativeLR(o, lambda e: 0.95), 40, None),
+    ("multiplicative-per-group", lambda lib, o: lib.MultiplicativeLR(
+        o, [lambda e: 1 + 0.3 * math.sin(e), WarmupThenDecay(5)]), 40, None),
+    ("warm-restarts", lambda lib, o: lib.CosineAnnealingWarmRestarts(o, T_0=7), 40, None),
+    ("warm-restarts-mult", lambda lib, o: lib.CosineAnnealingWarmRestarts(
+        o, T_0=3, T_mult=2, eta_min=1e-3), 60, None),
+    ("cyclic", lambda lib, o: lib.CyclicLR(o, 0.01, 0.1, step_size_up=5), 40, None),
+    ("cyclic-triangular2", lambda lib, o: lib.CyclicLR(
+        o, [0.01, 0.002], [0.1, 0.03], step_size_up=4, step_size_down=6, mode="triangular2"),
+     50, None),
+    ("cyclic-exp-range", lambda lib, o: lib.CyclicLR(
+        o, 0.01, 0.1, step_size_up=3, mode="exp_range", gamma=0.97, base_momentum=[0.7, 0.8],
+        max_momentum=0.95), 40, None),
+    ("cyclic-scale-fn", lambda lib, o: lib.CyclicLR(
+        o, 0.01, 0.1, 2.5, step_size_down=1.5, scale_fn=HalfLife(7), scale_mode="iterations",
+        cycle_momentum=False), 30, None),
+    ("cyclic-scale-fn-cycle", lambda lib, o: lib.CyclicLR(
+        o, 0.01, 0.1, 3, step_size_down=0, scale_fn=lambda c: 1 / c), 20, None),
+]
+
 
 def _two_group_sgd(lib, torch=None):
     """SGD over two groups with learning rates of their own, ours (torch=None) or torch's."""
@@ -898,18 +935,20 @@ def _two_group_sgd(lib, torch=None):
 
 
 def _run_schedule(sched, opt, steps, metric, start=0):
-    """The lrs before each of ``steps`` steps (from step ``start``), one list per step."""
+    """The lrs, then the momenta, before each of ``steps`` steps (from step ``start``), one
+    list per step."""
     lrs = []
     for k in range(start, start + steps):
-        lrs.append(list(sched.get_last_lr()))
-        assert [g["lr"] for g in opt.param_groups] == pytest.approx(lrs[-1], rel=1e-15)
+        lrs.append(list(sched.get_last_lr()) + [g["momentum"] for g in opt.param_groups])
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+            lrs[-1][:len(opt.param_groups)], rel=1e-15)
         opt.step()
         sched.step(metric(k)) if metric is not None else sched.step()
     return lrs
 
 
-@pytest.mark.parametrize("make,steps,metric", [c[1:] for c in MORE_SCHED_CASES],
-                         ids=[c[0] for c in MORE_SCHED_CASES])
+@pytest.mark.parametrize("make,steps,metric", [c[1:] for c in MORE_SCHED_CASES + NEW_SCHED_CASES],
+                         ids=[c[0] for c in MORE_SCHED_CASES + NEW_SCHED_CASES])
 def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp_path):
     """Two groups over many steps against PyTorch's get_last_lr(); then, half-way, the
     optimizer's and scheduler's states go through a checkpoint file into new ones, built
@@ -968,12 +1007,30 @@ SCHED_BY_HAND = [
     (lambda o: optim.SequentialLR(o, [optim.LinearLR(o, 0.5, total_iters=1),
                                       _stepped(optim.ExponentialLR(o, 0.5), 3)], [2]),
      [0.5, 1, 1, 0.5, 0.25]),
+    (lambda o: optim.ConstantLR(o, factor=0.5, total_iters=2), [0.5, 0.5, 1, 1]),
+    (lambda o: optim.ConstantLR(o, factor=0.0, total_iters=1), [0, 1, 1]),
+    (lambda o: optim.PolynomialLR(o, total_iters=4, power=2), [1, 0.5625, 0.25, 0.0625, 0, 0]),
+    (lambda o: optim.MultiplicativeLR(o, lambda e: 0.5), [1, 0.5, 0.25, 0.125]),
+    (lambda o: optim.MultiplicativeLR(o, lambda e: e), [1, 1, 2, 6, 24]),   # lr_k = k!
+    (lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=2), [1, 0.5, 1, 0.5, 1]),
+    # cycles of 1, 2 and 4 steps start at steps 0, 1 and 3
+    (lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=1, T_mult=2, eta_min=0.2),
+     [1, 1, 0.6, 1, 0.2 + 0.8 * (1 + math.cos(math.pi / 4)) / 2, 0.6]),
+    (lambda o: optim.CyclicLR(o, 0.0, 1.0, step_size_up=2), [0, 0.5, 1, 0.5, 0, 0.5]),
+    (lambda o: optim.CyclicLR(o, 0.0, 1.0, 1, mode="triangular2"), [0, 1, 0, 0.5, 0, 0.25]),
+    (lambda o: optim.CyclicLR(o, 0.0, 1.0, 2, step_size_down=0), [0, 0.5, 0, 0.5, 0]),
+    (lambda o: optim.CyclicLR(o, 0.0, 1.0, 1, mode="exp_range", gamma=0.5),
+     [0, 0.5, 0, 0.125, 0]),
+    (lambda o: optim.CyclicLR(o, 0.5, 1.0, 1, scale_fn=lambda c: c), [0.5, 1, 0.5, 1.5, 0.5]),
 ]
 
 
 @pytest.mark.parametrize("make,expected", SCHED_BY_HAND, ids=[
     "exponential", "multistep", "linear-warmup", "linear-decay", "lambda", "lambda-object",
-    "sequential-warmup-cosine", "sequential-milestone-0", "sequential-restart"])
+    "sequential-warmup-cosine", "sequential-milestone-0", "sequential-restart",
+    "constant", "constant-0", "polynomial", "multiplicative", "multiplicative-factorial",
+    "warm-restarts", "warm-restarts-mult", "cyclic", "cyclic-triangular2", "cyclic-sawtooth",
+    "cyclic-exp-range", "cyclic-scale-fn"])
 def test_more_schedulers_by_hand(make, expected):
     opt = optim.SGD([scalar_param()], lr=1.0)
     sched = make(opt)
@@ -983,6 +1040,203 @@ def test_more_schedulers_by_hand(make, expected):
         assert opt.lr == lrs[-1]
         sched.step()
     assert lrs == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("make,steps", [c[1:3] for c in NEW_SCHED_CASES],
+                         ids=[c[0] for c in NEW_SCHED_CASES])
+def test_new_schedulers_resume_through_a_checkpoint_without_torch(make, steps, tmp_path):
+    """Saved half-way (optimizer and scheduler) and loaded into new ones built as a
+    resuming script builds them: the run goes on exactly as the uninterrupted one."""
+    from tinygrad_cnn import checkpoint
+    opt = _two_group_sgd(optim)
+    expected = _run_schedule(make(optim, opt), opt, steps, None)
+    half = steps // 2
+    opt = _two_group_sgd(optim)
+    sched = make(optim, opt)
+    first = _run_schedule(sched, opt, half, None)
+    path = checkpoint.save(tmp_path / "s.npz", {"opt": opt.state_dict(),
+                                                "sched": sched.state_dict()})
+    saved = checkpoint.load(path)
+    opt2 = _two_group_sgd(optim)
+    sched2 = make(optim, opt2)
+    sched2.step()           # a resumed run is set back by loading, whatever it did before
+    opt2.load_state_dict(saved["opt"])
+    sched2.load_state_dict(saved["sched"])
+    assert first + _run_schedule(sched2, opt2, steps - half, None, start=half) == expected
+
+
+def _fractional_epochs(sched, epochs, batches, then=0):
+    """PyTorch's per-batch form, step(epoch + i / batches), then ``then`` plain steps;
+    the lr after each."""
+    lrs = []
+    for epoch in range(epochs):
+        for i in range(batches):
+            sched.step(epoch + i / batches)
+            lrs.append(sched.get_last_lr())
+    for _ in range(then):
+        sched.step()
+        lrs.append(sched.get_last_lr())
+    return lrs
+
+
+@pytest.mark.parametrize("kwargs", [dict(T_0=3), dict(T_0=2, T_mult=2, eta_min=0.01)])
+def test_warm_restarts_fractional_epochs_match_torch_and_resume(kwargs, tmp_path):
+    torch = pytest.importorskip("torch")
+    from tinygrad_cnn import checkpoint
+    topt = _two_group_sgd(None, torch)
+    expected = _fractional_epochs(torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        topt, **kwargs), 15, 7, then=5)
+    opt = _two_group_sgd(optim)
+    sched = optim.CosineAnnealingWarmRestarts(opt, **kwargs)
+    np.testing.assert_allclose(_fractional_epochs(sched, 15, 7, then=5), expected, rtol=1e-12,
+                               atol=1e-15)
+    # saved in the middle of an epoch: the fraction is in the state
+    opt = _two_group_sgd(optim)
+    sched = optim.CosineAnnealingWarmRestarts(opt, **kwargs)
+    _fractional_epochs(sched, 4, 7)
+    sched.step(4 + 3 / 7)
+    path = checkpoint.save(tmp_path / "w.npz", {"sched": sched.state_dict()})
+    again = optim.CosineAnnealingWarmRestarts(_two_group_sgd(optim), **kwargs)
+    again.load_state_dict(checkpoint.load(path)["sched"])
+    assert again.last_epoch == 4 and again.last_epoch + again._epoch_fraction == 4 + 3 / 7
+    again.step()                    # one epoch on: 5 + 3 / 7
+    np.testing.assert_allclose(again.get_last_lr(), expected[5 * 7 + 3], rtol=1e-12)
+
+
+def test_warm_restarts_fractional_epochs_by_hand():
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2)
+    sched.step(0.5)                                   # a quarter of the first cycle
+    assert (sched.last_epoch, sched.T_cur, sched.T_i) == (0, 0.5, 2)
+    assert opt.lr == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+    sched.step(3.0)                                   # the second cycle (4 steps) from 2
+    assert (sched.last_epoch, sched.T_cur, sched.T_i) == (3, 1, 4)
+    assert opt.lr == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+    sched.step()
+    assert (sched.last_epoch, sched.T_cur) == (4, 2) and opt.lr == pytest.approx(0.5)
+    sched.step(np.float32(6.25))                      # the third cycle (8 steps) from 6
+    assert (sched.last_epoch, sched.T_cur, sched.T_i) == (6, 0.25, 8)
+    # The restart at epoch 121 of T_0=1, T_mult=3 (1 + 3 + ... + 81) is on time here,
+    # where PyTorch's floating-point logarithm puts it at 122.
+    sched = optim.CosineAnnealingWarmRestarts(optim.SGD([scalar_param()], lr=1.0), 1, 3)
+    sched.step(121)
+    assert (sched.T_cur, sched.T_i, sched.get_last_lr()) == (0, 243, [1.0])
+    sched.step(120.5)
+    assert (sched.T_cur, sched.T_i) == (80.5, 81)
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam", "AdamW", "RMSprop"])
+def test_cyclic_lr_cycles_momentum_or_beta1_as_torch(opt_name, tmp_path):
+    """PyTorch 2.x cycles beta1 for the Adam family, the momentum for the others; a run
+    resumed from a checkpoint half-way goes on the same."""
+    torch = pytest.importorskip("torch")
+    from tinygrad_cnn import checkpoint
+    key, steps = ("betas" if "Adam" in opt_name else "momentum"), 30
+
+    def build(lib, groups):
+        o = getattr(lib.optim if lib is torch else lib, opt_name)(groups, lr=0.1)
+        sched_lib = lib.optim.lr_scheduler if lib is torch else lib
+        return o, sched_lib.CyclicLR(o, [0.01, 0.02], 0.1, step_size_up=4, step_size_down=3,
+                                     mode="triangular2", base_momentum=[0.6, 0.7])
+
+    def run(opt, sched, steps):
+        seen = []
+        for _ in range(steps):
+            seen.append(sched.get_last_lr() + [list(np.atleast_1d(g[key])) for g in
+                                               opt.param_groups])
+            opt.step()
+            sched.step()
+        return seen
+
+    tgroups = [{"params": [torch.zeros(1, requires_grad=True)]} for _ in range(2)]
+    expected = run(*build(torch, tgroups), steps)
+
+    def groups():
+        return [{"params": [scalar_param()]} for _ in range(2)]
+
+    got = run(*build(optim, groups()), steps)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine[:2] == pytest.approx(theirs[:2], rel=1e-12)
+        for a, b in zip(mine[2:], theirs[2:], strict=True):
+            assert a == pytest.approx(b, rel=1e-12)
+    opt, sched = build(optim, groups())
+    first = run(opt, sched, steps // 2)
+    path = checkpoint.save(tmp_path / "c.npz", {"opt": opt.state_dict(),
+                                                "sched": sched.state_dict()})
+    saved = checkpoint.load(path)
+    opt2, sched2 = build(optim, groups())
+    opt2.load_state_dict(saved["opt"])
+    sched2.load_state_dict(saved["sched"])
+    assert first + run(opt2, sched2, steps - steps // 2) == got
+
+
+def test_cyclic_lr_momentum_and_beta1_by_hand():
+    # momentum 0.9 at the bottom of the lr, 0.8 at its top, in a straight line between
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.CyclicLR(opt, 0.1, 0.5, step_size_up=2)
+    seen = []
+    for _ in range(5):
+        seen.append((opt.lr, opt.param_groups[0]["momentum"]))
+        sched.step()
+    np.testing.assert_allclose(seen, [(0.1, 0.9), (0.3, 0.85), (0.5, 0.8), (0.3, 0.85),
+                                      (0.1, 0.9)], rtol=1e-12)
+    assert opt.param_groups[0]["initial_lr"] == 0.1
+    assert (opt.param_groups[0]["max_momentum"], opt.param_groups[0]["base_momentum"]) == \
+        (0.9, 0.8)
+    opt = optim.Adam([scalar_param()], betas=(0.5, 0.99))
+    sched = optim.CyclicLR(opt, 0.1, 0.5, step_size_up=1, base_momentum=0.7)
+    betas = []
+    for _ in range(3):
+        betas.append(opt.param_groups[0]["betas"])
+        sched.step()
+    assert betas == [(0.9, 0.99), pytest.approx((0.7, 0.99)), pytest.approx((0.9, 0.99))]
+    opt = optim.SGD([scalar_param()], lr=1.0, momentum=0.3)
+    optim.CyclicLR(opt, 0.1, 0.5, cycle_momentum=False).step()
+    assert opt.param_groups[0]["momentum"] == 0.3 and "max_momentum" not in opt.param_groups[0]
+
+
+def test_cyclic_lr_saves_a_callable_scale_fn_s_attributes():
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    fn = HalfLife(3)
+    sched = optim.CyclicLR(opt, 0.1, 0.5, step_size_up=2, scale_fn=fn)
+    _stepped(sched, 5)
+    state = sched.state_dict()
+    assert state["_scale_fn_custom"] == {"half_life": 3, "last": 2} and fn.last == 2
+    fn2 = HalfLife(3)
+    again = optim.CyclicLR(optim.SGD([scalar_param()], lr=1.0), 0.1, 0.5, step_size_up=2,
+                           scale_fn=fn2)
+    again.load_state_dict(state)
+    assert fn2.last == 2 and again.last_epoch == 5
+    assert _stepped(again, 1).get_last_lr() == _stepped(sched, 1).get_last_lr()
+    plain = optim.CyclicLR(optim.SGD([scalar_param()], lr=1.0), 0.1, 0.5,
+                           scale_fn=lambda c: 1.0)
+    assert plain.state_dict()["_scale_fn_custom"] is None        # a function is code
+    fn.target = object()
+    with pytest.raises(TypeError, match=r"CyclicLR.state_dict: scale_fn \(a HalfLife\) has "
+                                        r"attribute 'target'"):
+        sched.state_dict()
+
+
+def test_multiplicative_lr_multiplies_the_lr_the_group_holds():
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = optim.MultiplicativeLR(opt, lambda e: 0.5)
+    sched.step()
+    opt.lr = 4.0                   # a change by hand carries on, as in PyTorch
+    sched.step()
+    assert opt.lr == sched.get_last_lr()[0] == 2.0
+    # resuming through last_epoch multiplies the (loaded) lr of step 2 by lr_lambda(3)
+    again = optim.MultiplicativeLR(opt, lambda e: 1 / e, last_epoch=2)
+    assert again.last_epoch == 3 and opt.lr == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"MultiplicativeLR: lr_lambda of parameter group 0 "
+                                         r"returned -1\.0 at step 4; expected a finite "
+                                         r"number >= 0"):
+        optim.MultiplicativeLR(opt, lambda e: 1.0 - e / 2, last_epoch=3)
+    opt = optim.SGD([scalar_param()], lr=1.0)
+    sched = _stepped(optim.MultiplicativeLR(opt, lambda e: 3.0 - e), 2)
+    assert opt.lr == 2.0
+    with pytest.raises(ValueError, match=r"returned -1\.0 at step 4"):
+        _stepped(sched, 2)                  # step 3 (factor 0) is taken, step 4 is not
+    assert (sched.last_epoch, opt.lr, sched.get_last_lr()) == (3, 0.0, [0.0])
 
 
 def test_reduce_lr_on_plateau_by_hand():
@@ -1114,6 +1368,62 @@ MORE_SCHED_ERRORS = [
      r"min_lr\[1\] must be >= 0\.0, got -1"),
     (lambda: optim.ReduceLROnPlateau(_sgd()).step("low"), TypeError,
      r"ReduceLROnPlateau.step: metrics must be a number .* got 'low' \(str\)"),
+    (lambda: optim.ConstantLR(_sgd(), factor=1.5), ValueError,
+     r"factor must be >= 0\.0 and <= 1, got 1\.5"),
+    (lambda: optim.ConstantLR(_sgd(), total_iters=0), ValueError,
+     r"total_iters must be an int >= 1, got 0"),
+    (lambda: optim.ConstantLR(None), TypeError, r"ConstantLR needs an Optimizer, got NoneType"),
+    (lambda: optim.PolynomialLR(_sgd(), total_iters=2.5), TypeError,
+     r"total_iters must be an int, got 2\.5 \(float\)"),
+    (lambda: optim.PolynomialLR(_sgd(), power=-1), ValueError, r"power must be >= 0\.0, got -1"),
+    (lambda: optim.MultiplicativeLR(_sgd(2), [lambda e: 1.0]), ValueError,
+     r"MultiplicativeLR: expected 2 lr_lambdas, one per parameter group, got 1"),
+    (lambda: optim.MultiplicativeLR(_sgd(), 0.9), TypeError,
+     r"MultiplicativeLR: lr_lambda must be a function of the step number, got 0\.9 \(float\)"),
+    (lambda: optim.MultiplicativeLR(None, lambda e: 1), TypeError,
+     r"MultiplicativeLR needs an Optimizer"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), T_0=0), ValueError,
+     r"T_0 must be an int >= 1, got 0"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), T_0=2.0), TypeError,
+     r"T_0 must be an int, got 2\.0 \(float\)"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), 2, T_mult=0), ValueError,
+     r"T_mult must be an int >= 1, got 0"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), 2, eta_min=-0.1), ValueError,
+     r"eta_min must be >= 0\.0, got -0\.1"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), 2).step(-0.5), ValueError,
+     r"CosineAnnealingWarmRestarts.step: epoch must be a finite number >= 0 \(or None for "
+     r"the next step\), got -0\.5 \(float\)"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), 2).step(math.inf), ValueError,
+     r"epoch must be a finite number >= 0 .* got inf"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), 2).step("3"), TypeError,
+     r"epoch must be a finite number >= 0 .* got '3' \(str\)"),
+    (lambda: optim.CosineAnnealingWarmRestarts(_sgd(), 2).step(True), TypeError,
+     r"epoch must be a finite number >= 0 .* got True \(bool\)"),
+    (lambda: optim.CyclicLR(_sgd(2), 0.01, [0.1]), ValueError,
+     r"max_lr has 1 values for 2 parameter groups"),
+    (lambda: optim.CyclicLR(_sgd(), -0.01, 0.1), ValueError, r"base_lr must be >= 0\.0"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, mode="triangle"), ValueError,
+     r"mode must be 'triangular' or 'triangular2' or 'exp_range', got 'triangle'"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, scale_fn=abs, scale_mode="iteration"),
+     ValueError, r"scale_mode must be 'cycle' or 'iterations', got 'iteration'"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, step_size_up=0), ValueError,
+     r"step_size_up must be > 0\.0 and < inf, got 0"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, step_size_down=-1), ValueError,
+     r"step_size_down must be >= 0\.0 and < inf, got -1"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, scale_fn=2.0), TypeError,
+     r"CyclicLR: scale_fn must be None or a function of the cycle or step number, got 2\.0"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, scale_fn=lambda c: -1.0), ValueError,
+     r"CyclicLR: scale_fn returned -1\.0 at step 0; expected a finite number >= 0"),
+    (lambda: optim.CyclicLR(_sgd(), 0.01, 0.1, cycle_momentum="yes"), TypeError,
+     r"cycle_momentum must be True or False, got 'yes'"),
+    (lambda: optim.CyclicLR(optim.Adam([scalar_param()]), 0.01, 0.1, max_momentum=1.0),
+     ValueError, r"max_momentum must be >= 0\.0 and < 1, got 1\.0"),
+    (lambda: optim.CyclicLR(_sgd(2), 0.01, 0.1, base_momentum=[0.8, -0.1]), ValueError,
+     r"base_momentum must be >= 0\.0, got -0\.1"),
+    # PyTorch refuses it too: no momentum to cycle
+    (lambda: optim.CyclicLR(optim.Optimizer([scalar_param()], {"lr": 0.1}), 0.01, 0.1),
+     ValueError, r"cycle_momentum needs an optimizer with 'momentum' or 'betas' \(Optimizer "
+                 r"has neither\); pass cycle_momentum=False"),
 ]
 
 
@@ -1159,10 +1469,42 @@ def _sequential(o):
      r"best must be a number"),
     (lambda o: optim.ReduceLROnPlateau(o), lambda s: s.update(min_lrs=[0, 0], default_min_lr=None),
      ValueError, r"min_lrs must hold 1 learning rate\(s\), one per parameter group"),
+    (lambda o: optim.ConstantLR(o), lambda s: s.update(factor=2), ValueError,
+     r"ConstantLR.load_state_dict: factor must be >= 0\.0 and <= 1, got 2"),
+    (lambda o: optim.PolynomialLR(o), lambda s: s.update(power="x"), TypeError,
+     r"PolynomialLR.load_state_dict: power must be a number"),
+    (lambda o: optim.PolynomialLR(o), lambda s: s.update(total_iters=0), ValueError,
+     r"PolynomialLR.load_state_dict: total_iters must be an int >= 1, got 0"),
+    (lambda o: optim.MultiplicativeLR(o, lambda e: 1.0), lambda s: s.update(lr_lambdas=[]),
+     ValueError, r"MultiplicativeLR.load_state_dict: lr_lambdas must be a list of 1 entries"),
+    (lambda o: optim.CosineAnnealingWarmRestarts(o, 3), lambda s: s.update(_epoch_fraction=1.0),
+     ValueError, r"_epoch_fraction must be >= 0\.0 and < 1, got 1\.0"),
+    (lambda o: optim.CosineAnnealingWarmRestarts(o, 3), lambda s: s.update(T_mult=0),
+     ValueError, r"CosineAnnealingWarmRestarts.load_state_dict: T_mult must be an int >= 1"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1), lambda s: s.update(step_ratio=0.0), ValueError,
+     r"CyclicLR.load_state_dict: step_ratio must be > 0\.0 and <= 1, got 0\.0"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1), lambda s: s.update(max_lrs=[0.1, 0.2]),
+     ValueError, r"max_lrs must be a list of 1 learning rate\(s\), one per parameter group"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1), lambda s: s.update(base_momentums=0.8),
+     ValueError, r"base_momentums must be a list of 1 momentum\(s\), one per parameter group"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1), lambda s: s.update(scale_mode="iterations"),
+     ValueError, r"scale_mode is 'iterations', but mode 'triangular' without a scale_fn "
+                 r"scales by 'cycle'"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1), lambda s: s.update(use_beta1=True), ValueError,
+     r"use_beta1 is True, but the optimizer lacks betas"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1), lambda s: s.update(_scale_fn_custom={"a": 1}),
+     ValueError, r"CyclicLR.load_state_dict: _scale_fn_custom holds attributes \['a'\], but "
+                 r"scale_fn is None, which keeps none"),
+    (lambda o: optim.CyclicLR(o, 0.01, 0.1, scale_fn=HalfLife(2)),
+     lambda s: s.update(_scale_fn_custom=[1]), TypeError,
+     r"_scale_fn_custom must be None or a dict of attributes, got \[1\]"),
 ], ids=["multistep-milestones", "exponential-gamma", "linear-total", "lambda-attrs-for-function",
         "lambda-count", "lambda-base-lrs", "sequential-child", "sequential-count",
         "sequential-milestones", "sequential-child-keys", "plateau-mode", "plateau-bad-epochs",
-        "plateau-best", "plateau-min-lrs"])
+        "plateau-best", "plateau-min-lrs", "constant-factor", "polynomial-power",
+        "polynomial-total", "multiplicative-count", "warm-restarts-fraction",
+        "warm-restarts-mult", "cyclic-ratio", "cyclic-max-lrs", "cyclic-momenta",
+        "cyclic-scale-mode", "cyclic-beta1", "cyclic-attrs-for-none", "cyclic-attrs-type"])
 def test_more_scheduler_load_state_dict_refuses_damaged_states(make, change, error, match):
     sched = make(optim.SGD([scalar_param()], lr=0.1))
     sched.step(1.0) if isinstance(sched, optim.ReduceLROnPlateau) else sched.step()

@@ -3,15 +3,25 @@
 A scheduler writes ``group["lr"]`` of every parameter group of its
 optimiser.  Building one sets the lr for step 0; call ``scheduler.step()``
 once per epoch (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, ...)
-or once per batch (OneCycleLR), after ``optimizer.step()``;
+or once per batch (OneCycleLR, CyclicLR), after ``optimizer.step()``;
 ``ReduceLROnPlateau.step(metric)`` once per validation.  The lr is computed
 in closed form from the number of steps taken (PyTorch's own
 ``_get_closed_form_lr``; its chained forms give the same numbers, to
 rounding, when nothing else changes the lr), so these schedulers do not
 compose ("chain") with each other or with hand-made changes to
 ``group["lr"]``: the next step overwrites them.  ``SequentialLR`` runs
-several one after the other, as PyTorch's does; ``ReduceLROnPlateau``, which
-has no closed form, multiplies whatever lr the group holds.
+several one after the other, as PyTorch's does.  Two read the lr the groups
+hold instead: ``ReduceLROnPlateau``, which has no closed form, and
+``MultiplicativeLR``, which PyTorch defines as a running product.
+
+PyTorch's ``ChainedScheduler`` is not offered: it steps each of its
+schedulers in turn on the same lr, so its result rests on each one's
+chained form (a ratio applied to the lr the last one left) or, for
+LambdaLR, CosineAnnealingWarmRestarts, CyclicLR and OneCycleLR, on the last
+one overwriting the rest.  Here every schedule overwrites the lr, so
+chaining would need a second, multiplicative form of each; and a product of
+factors, the part that would fit, is what ``LambdaLR`` with a function
+multiplying the factors gives.
 
 ``state_dict()`` is a plain dict of numbers, strings and lists (and
 ``ReduceLROnPlateau``'s ``inf`` for "no best value yet").
@@ -30,8 +40,10 @@ from .._checks import (
     as_scalar, check_flag, check_int, check_number, int_list, is_real, shown_value)
 from .optimizers import Optimizer
 
-__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LinearLR", "LambdaLR",
-           "CosineAnnealingLR", "OneCycleLR", "SequentialLR", "ReduceLROnPlateau"]
+__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LinearLR", "ConstantLR",
+           "PolynomialLR", "LambdaLR", "MultiplicativeLR", "CosineAnnealingLR",
+           "CosineAnnealingWarmRestarts", "OneCycleLR", "CyclicLR", "SequentialLR",
+           "ReduceLROnPlateau"]
 
 
 def _choice(name, value, choices):
@@ -60,6 +72,55 @@ def _anneal_strategy(value):
     return value
 
 
+def _check_optimizer(name, optimizer):
+    """The scheduler ``name`` is given an Optimizer; returns it."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{name} needs an Optimizer, got {type(optimizer).__name__}")
+    return optimizer
+
+
+def _per_group(name, value, n, **bounds):
+    """One number, or a list or tuple of ``n`` (one per parameter group) -> a list of ``n``
+    numbers, each passing ``check_number(name, ..., **bounds)``."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} values for {n} parameter groups")
+    return [check_number(name, v, **bounds) for v in values]
+
+
+# ---- momentum cycled against the lr (OneCycleLR, CyclicLR) -------------------------
+def _uses_beta1(optimizer, cycle_momentum):
+    """Whether the cycled momentum is Adam's beta1 (else SGD's or RMSprop's momentum);
+    refuses, when cycling, an optimizer that has neither."""
+    if cycle_momentum and not {"momentum", "betas"} & set(optimizer.defaults):
+        raise ValueError(f"cycle_momentum needs an optimizer with 'momentum' or 'betas' "
+                         f"({type(optimizer).__name__} has neither); pass "
+                         f"cycle_momentum=False")
+    return "betas" in optimizer.defaults
+
+
+def _momentum_bounds(optimizer):
+    """The momenta become the optimiser's momentum or beta1: hold them to its rules
+    (beta1 < 1), or a checkpoint of the run could not be loaded again."""
+    return {"high": 1, "open_high": True} if "betas" in optimizer.defaults else {}
+
+
+def _check_use_beta1(value, optimizer):
+    """A loaded ``use_beta1`` agrees with the optimiser; returns it as a bool."""
+    value = check_flag("use_beta1", value)
+    if value != ("betas" in optimizer.defaults):
+        raise ValueError(f"use_beta1 is {value!r}, but the optimizer "
+                         f"{'has' if not value else 'lacks'} betas")
+    return value
+
+
+def _set_momentum(group, value, use_beta1):
+    if use_beta1:
+        group["betas"] = (value,) + tuple(group["betas"][1:])
+    else:
+        group["momentum"] = value
+
+
 class LRScheduler:
     """Base class: ``step()``, ``get_last_lr()``, ``state_dict()``; subclasses define ``get_lr()``.
 
@@ -77,10 +138,7 @@ class LRScheduler:
     _lr_lists = ("base_lrs", "_last_lr")
 
     def __init__(self, optimizer, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__} needs an Optimizer, got "
-                            f"{type(optimizer).__name__}")
-        self.optimizer = optimizer
+        self.optimizer = _check_optimizer(type(self).__name__, optimizer)
         # -1: a new schedule; k >= 0: resuming after k steps
         last_epoch = check_int(f"{type(self).__name__}: last_epoch", last_epoch, low=-1)
         if last_epoch == -1:
@@ -154,15 +212,20 @@ class LRScheduler:
         # -1: not started yet, as a SequentialLR's later schedulers are until their
         # milestone
         self.last_epoch = check_int("last_epoch", self.last_epoch, low=-1)
-        n = len(self.optimizer.param_groups)
         for key in self._lr_lists:
-            values = getattr(self, key)
-            if isinstance(values, np.ndarray) and values.ndim == 1:   # a list, saved as one
-                values = list(values)
-            if not isinstance(values, list) or len(values) != n:
-                raise ValueError(f"{key} must be a list of {n} learning rate(s), one per "
-                                 f"parameter group, got {values!r}")
-            setattr(self, key, [check_number(key, lr) for lr in values])
+            setattr(self, key, self._per_group_state(key, "learning rate"))
+
+    def _per_group_state(self, key, what, **bounds):
+        """The attribute ``key``, checked: a list of one ``what`` per parameter group,
+        each passing ``check_number(key, ..., **bounds)``."""
+        n = len(self.optimizer.param_groups)
+        values = getattr(self, key)
+        if isinstance(values, np.ndarray) and values.ndim == 1:   # a list, saved as one
+            values = list(values)
+        if not isinstance(values, list) or len(values) != n:
+            raise ValueError(f"{key} must be a list of {n} {what}(s), one per parameter "
+                             f"group, got {values!r}")
+        return [check_number(key, v, **bounds) for v in values]
 
     def __repr__(self):
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.get_last_lr()})"
@@ -230,7 +293,7 @@ class LinearLR(LRScheduler):
     The usual warm-up: ``LinearLR(opt, start_factor=0.01, total_iters=k)``,
     followed by another schedule through :class:`SequentialLR`.
     ``total_iters`` must be at least 1 (PyTorch's closed form divides by it;
-    for a constant factor use :class:`LambdaLR`).
+    for a constant factor use :class:`ConstantLR`).
     """
 
     def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5,
@@ -259,6 +322,60 @@ class LinearLR(LRScheduler):
         return [base * factor for base in self.base_lrs]
 
 
+class ConstantLR(LRScheduler):
+    """lr = base_lr * factor for the first ``total_iters`` steps, then base_lr.
+
+    PyTorch's bounds, 0 <= factor <= 1; ``total_iters`` must be at least 1.
+    A ``factor`` of 0 (no updates until step ``total_iters``) works here;
+    PyTorch's chained step divides by it there.
+    """
+
+    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
+        self.factor = factor
+        self.total_iters = total_iters
+        self._check_settings()
+        super().__init__(optimizer, last_epoch)
+
+    def _check_settings(self):
+        self.factor = check_number("factor", self.factor, high=1)
+        self.total_iters = check_int("total_iters", self.total_iters, low=1)
+
+    def _check_state(self):
+        super()._check_state()
+        self._check_settings()
+
+    def get_lr(self):
+        factor = self.factor if self.last_epoch < self.total_iters else 1.0
+        return [base * factor for base in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """lr = base_lr * (1 - min(epoch, total_iters) / total_iters) ** power: from base_lr
+    down to 0 at step ``total_iters`` (a straight line for ``power`` 1), then 0.
+
+    ``total_iters`` must be at least 1 and ``power`` at least 0.
+    """
+
+    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+        self.total_iters = total_iters
+        self.power = power
+        self._check_settings()
+        super().__init__(optimizer, last_epoch)
+
+    def _check_settings(self):
+        self.total_iters = check_int("total_iters", self.total_iters, low=1)
+        self.power = check_number("power", self.power)
+
+    def _check_state(self):
+        super()._check_state()
+        self._check_settings()
+
+    def get_lr(self):
+        # PyTorch's closed form, in its order of operations
+        factor = (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
+        return [base * factor for base in self.base_lrs]
+
+
 # Callables whose attributes are not state: functions are code, passed again on resuming.
 _CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
 
@@ -274,6 +391,47 @@ def _plain(value):
     if isinstance(value, dict):
         return all(isinstance(k, str) and _plain(v) for k, v in value.items())
     return False
+
+
+def _saved_attributes(fn, where):
+    """What a state_dict keeps of the callable ``fn``: None for a function, else its
+    attributes (a copy).  ``where`` names it in the error for an attribute a
+    state_dict cannot hold."""
+    attributes = None if isinstance(fn, _CODE) else getattr(fn, "__dict__", None)
+    if attributes is None:
+        return None
+    for key, value in attributes.items():
+        if not _plain(value):
+            raise TypeError(f"{where} (a {type(fn).__name__}) has attribute {key!r} = "
+                            f"{shown_value(value)}, which a state_dict cannot hold "
+                            f"(numbers, strings, bools, None, arrays, and lists and dicts "
+                            f"of them); keep it out of the object's attributes")
+    return copy.deepcopy(attributes)
+
+
+def _check_saved_attributes(fn, attributes, saved_name, fn_name):
+    """``attributes`` (what :func:`_saved_attributes` gave) can go back into ``fn``."""
+    if attributes is None:
+        return
+    if not isinstance(attributes, dict) or not all(isinstance(k, str) for k in attributes):
+        raise TypeError(f"{saved_name} must be None or a dict of attributes, got "
+                        f"{attributes!r}")
+    if isinstance(fn, _CODE) or not hasattr(fn, "__dict__"):
+        what = "None" if fn is None else f"a {type(fn).__name__}"
+        raise ValueError(f"{saved_name} holds attributes {sorted(attributes)}, but {fn_name} "
+                         f"is {what}, which keeps none")
+
+
+def _checked_factor(value, where, step):
+    """A factor a function returned at ``step``: a finite number >= 0 (the lr is
+    multiplied by it)."""
+    value = as_scalar(value)
+    if not is_real(value):
+        raise TypeError(f"{where} {shown_value(value)} at step {step}; expected a number")
+    if not (0 <= value < math.inf):
+        raise ValueError(f"{where} {value} at step {step}; expected a finite number >= 0 "
+                         f"(the lr is multiplied by it)")
+    return value
 
 
 class LambdaLR(LRScheduler):
@@ -292,21 +450,20 @@ class LambdaLR(LRScheduler):
     """
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"LambdaLR needs an Optimizer, got {type(optimizer).__name__}")
-        n = len(optimizer.param_groups)
+        name = type(self).__name__
+        n = len(_check_optimizer(name, optimizer).param_groups)
         if isinstance(lr_lambda, (list, tuple)):
             if len(lr_lambda) != n:
-                raise ValueError(f"LambdaLR: expected {n} lr_lambdas, one per parameter group, "
+                raise ValueError(f"{name}: expected {n} lr_lambdas, one per parameter group, "
                                  f"got {len(lr_lambda)}")
             names = [f"lr_lambda[{i}]" for i in range(n)]
             self.lr_lambdas = list(lr_lambda)
         else:
             names = ["lr_lambda"] * n
             self.lr_lambdas = [lr_lambda] * n
-        for name, fn in zip(names, self.lr_lambdas):
+        for fn_name, fn in zip(names, self.lr_lambdas):
             if not callable(fn):
-                raise TypeError(f"LambdaLR: {name} must be a function of the step number, "
+                raise TypeError(f"{name}: {fn_name} must be a function of the step number, "
                                 f"got {shown_value(fn)}")
         super().__init__(optimizer, last_epoch)
 
@@ -315,35 +472,15 @@ class LambdaLR(LRScheduler):
                 for i, (fn, base) in enumerate(zip(self.lr_lambdas, self.base_lrs))]
 
     def _factor(self, i, fn):
-        value = as_scalar(fn(self.last_epoch))
-        where = f"LambdaLR: lr_lambda of parameter group {i} returned"
-        if not is_real(value):
-            raise TypeError(f"{where} {shown_value(value)} at step {self.last_epoch}; "
-                            f"expected a number")
-        if not (0 <= value < math.inf):
-            raise ValueError(f"{where} {value} at step {self.last_epoch}; expected a finite "
-                             f"number >= 0 (the lr is base_lr times it)")
-        return value
-
-    def _saved_attributes(self, i, fn):
-        """What state_dict keeps of ``fn``: None for a function, else its attributes."""
-        attributes = None if isinstance(fn, _CODE) else getattr(fn, "__dict__", None)
-        if attributes is None:
-            return None
-        for key, value in attributes.items():
-            if not _plain(value):
-                raise TypeError(f"LambdaLR.state_dict: lr_lambda of parameter group {i} (a "
-                                f"{type(fn).__name__}) has attribute {key!r} = "
-                                f"{shown_value(value)}, which a state_dict cannot hold "
-                                f"(numbers, strings, bools, None, arrays, and lists and dicts "
-                                f"of them); keep it out of the object's attributes")
-        return copy.deepcopy(attributes)
+        return _checked_factor(fn(self.last_epoch), f"{type(self).__name__}: lr_lambda of "
+                               f"parameter group {i} returned", self.last_epoch)
 
     def state_dict(self):
         """As the base class's, with ``lr_lambdas`` saved as None for each function and
         as a dict of attributes for each callable object."""
         state = {k: v for k, v in super().state_dict().items() if k != "lr_lambdas"}
-        state["lr_lambdas"] = [self._saved_attributes(i, fn)
+        where = f"{type(self).__name__}.state_dict: lr_lambda of parameter group"
+        state["lr_lambdas"] = [_saved_attributes(fn, f"{where} {i}")
                                for i, fn in enumerate(self.lr_lambdas)]
         return state
 
@@ -360,22 +497,35 @@ class LambdaLR(LRScheduler):
 
     def _checked_lambdas(self, saved):
         n = len(self.lr_lambdas)
-        where = "LambdaLR.load_state_dict: lr_lambdas"
+        where = f"{type(self).__name__}.load_state_dict: lr_lambdas"
         if not isinstance(saved, (list, tuple)) or len(saved) != n:
             raise ValueError(f"{where} must be a list of {n} entries (None or a dict of "
                              f"attributes), one per parameter group, got {saved!r}")
         for i, (fn, attributes) in enumerate(zip(self.lr_lambdas, saved)):
-            if attributes is None:
-                continue
-            if not isinstance(attributes, dict) or not all(isinstance(k, str)
-                                                           for k in attributes):
-                raise TypeError(f"{where}[{i}] must be None or a dict of attributes, got "
-                                f"{attributes!r}")
-            if isinstance(fn, _CODE) or not hasattr(fn, "__dict__"):
-                raise ValueError(f"{where}[{i}] holds attributes {sorted(attributes)}, but "
-                                 f"lr_lambda of parameter group {i} is a "
-                                 f"{type(fn).__name__}, which keeps none")
+            _check_saved_attributes(fn, attributes, f"{where}[{i}]",
+                                    f"lr_lambda of parameter group {i}")
         return list(saved)
+
+
+class MultiplicativeLR(LambdaLR):
+    """lr = lr * lr_lambda(epoch) at each step from step 1 on (step 0 keeps the lr).
+
+    PyTorch's, which, unlike the other schedules here, is chained: it
+    multiplies whatever lr each group holds, so the factors compound (a
+    constant 0.95 is ``ExponentialLR(opt, 0.95)``) and a change made by hand to
+    ``group["lr"]`` carries on.  The lr lives in the optimiser, so resume by
+    loading the optimiser's state_dict as well as this one's (built with
+    ``last_epoch=k`` after that, it multiplies the loaded lr, that of step k,
+    by ``lr_lambda(k + 1)``).  The functions and the saving of callable
+    objects' attributes are :class:`LambdaLR`'s.
+    """
+
+    def get_lr(self):
+        groups = self.optimizer.param_groups
+        if self.last_epoch == 0:
+            return [group["lr"] for group in groups]
+        return [group["lr"] * self._factor(i, fn)
+                for i, (fn, group) in enumerate(zip(self.lr_lambdas, groups))]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -398,6 +548,81 @@ class CosineAnnealingLR(LRScheduler):
     def get_lr(self):
         c = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
         return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR (Loshchilov & Hutter): a cosine from base_lr down to ``eta_min`` over
+    ``T_i`` steps, then a restart at base_lr, the cycles ``T_0``, ``T_0 * T_mult``,
+    ``T_0 * T_mult ** 2``, ... steps long.
+
+    lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2, with
+    ``T_cur`` the steps since the last restart.  ``step()`` once per epoch, or,
+    as PyTorch allows, ``step(epoch)`` with a fractional epoch once per batch
+    (``step(epoch + i / batches_per_epoch)``): the schedule goes to that point
+    (``last_epoch`` becomes its whole part, as there); a later ``step()`` goes
+    one epoch on from it.  Where the cycles start is worked out in whole
+    numbers, so a restart falls exactly on its epoch (PyTorch's fractional form
+    takes a floating-point logarithm, which puts some restarts, e.g. epoch 121
+    for ``T_0=1, T_mult=3``, one step late).  ``T_cur`` and ``T_i`` are
+    read-only, computed from the position.
+    """
+
+    def __init__(self, optimizer, T_0, T_mult=1, eta_min=0.0, last_epoch=-1):
+        self.T_0 = check_int("T_0", T_0, low=1)
+        self.T_mult = check_int("T_mult", T_mult, low=1)
+        self.eta_min = check_number("eta_min", eta_min)
+        # the fractional part of the position step(epoch) gave, in [0, 1)
+        self._epoch_fraction = 0.0
+        super().__init__(optimizer, last_epoch)
+
+    def _check_state(self):
+        super()._check_state()
+        self.T_0 = check_int("T_0", self.T_0, low=1)
+        self.T_mult = check_int("T_mult", self.T_mult, low=1)
+        self.eta_min = check_number("eta_min", self.eta_min)
+        self._epoch_fraction = check_number("_epoch_fraction", self._epoch_fraction, high=1,
+                                            open_high=True)
+
+    def _cycle(self):
+        """(steps since the last restart, length of this cycle) at the current position."""
+        epoch = self.last_epoch
+        if self.T_mult == 1:
+            return epoch % self.T_0 + self._epoch_fraction, self.T_0
+        start, length = 0, self.T_0
+        while epoch >= start + length:   # whole numbers: each restart on its epoch
+            start, length = start + length, length * self.T_mult
+        return epoch - start + self._epoch_fraction, length
+
+    @property
+    def T_cur(self):
+        """Steps (epochs) since the last restart."""
+        return self._cycle()[0]
+
+    @property
+    def T_i(self):
+        """The length of the current cycle."""
+        return self._cycle()[1]
+
+    def get_lr(self):
+        t_cur, t_i = self._cycle()
+        c = (1 + math.cos(math.pi * t_cur / t_i)) / 2
+        return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
+
+    def step(self, epoch=None):
+        """Advance one step, or, given ``epoch`` (a number >= 0, fractional for a point
+        within an epoch), go to that point of the schedule."""
+        if epoch is None:
+            super().step()
+            return
+        epoch = as_scalar(epoch, "epoch")
+        if not is_real(epoch) or not (0 <= epoch < math.inf):
+            raise (ValueError if is_real(epoch) else TypeError)(
+                f"CosineAnnealingWarmRestarts.step: epoch must be a finite number >= 0 "
+                f"(or None for the next step), got {shown_value(epoch)}")
+        whole = math.floor(epoch)
+        # the base class's step adds the 1 back
+        self.last_epoch, self._epoch_fraction = whole - 1, float(epoch - whole)
+        super().step()
 
 
 class OneCycleLR(LRScheduler):
@@ -432,23 +657,16 @@ class OneCycleLR(LRScheduler):
         div_factor = check_number("div_factor", div_factor, low=0, open_low=True)
         final_div_factor = check_number("final_div_factor", final_div_factor, low=0,
                                         open_low=True)
+        _check_optimizer("OneCycleLR", optimizer)
         groups = optimizer.param_groups
-        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
-        if len(max_lrs) != len(groups):
-            raise ValueError(f"max_lr has {len(max_lrs)} values for {len(groups)} parameter groups")
-        max_lrs = [check_number("max_lr", top) for top in max_lrs]
-        # The momenta become the optimizer's momentum or beta1: hold them to its
-        # rules now, or a checkpoint of this run could not be loaded again.
-        bound = {"high": 1, "open_high": True} if "betas" in optimizer.defaults else {}
+        max_lrs = _per_group("max_lr", max_lr, len(groups))
+        bound = _momentum_bounds(optimizer)
         base_momentum = check_number("base_momentum", base_momentum, low=0, **bound)
         max_momentum = check_number("max_momentum", max_momentum, low=0, **bound)
         self.total_steps = total_steps
         self.anneal_strategy = _anneal_strategy(anneal_strategy)
         self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
-        self.use_beta1 = "betas" in optimizer.defaults
-        if self.cycle_momentum and not self.use_beta1 and "momentum" not in optimizer.defaults:
-            raise ValueError("cycle_momentum needs an optimizer with 'momentum' or 'betas'; "
-                             "pass cycle_momentum=False")
+        self.use_beta1 = _uses_beta1(optimizer, self.cycle_momentum)
         end1 = float(pct_start * total_steps) - 1
         if check_flag("three_phase", three_phase):
             self.phases = [
@@ -474,7 +692,7 @@ class OneCycleLR(LRScheduler):
                 group["min_lr"] = group["initial_lr"] / final_div_factor
                 if self.cycle_momentum:
                     group["max_momentum"], group["base_momentum"] = max_momentum, base_momentum
-                    self._set_momentum(group, max_momentum)
+                    _set_momentum(group, max_momentum, self.use_beta1)
         super().__init__(optimizer, last_epoch)
 
     # The group settings each entry of a phase may name.
@@ -491,10 +709,7 @@ class OneCycleLR(LRScheduler):
                              f"{self.total_steps}")
         _anneal_strategy(self.anneal_strategy)
         self.cycle_momentum = check_flag("cycle_momentum", self.cycle_momentum)
-        self.use_beta1 = check_flag("use_beta1", self.use_beta1)
-        if self.use_beta1 != ("betas" in self.optimizer.defaults):
-            raise ValueError(f"use_beta1 is {self.use_beta1!r}, but the optimizer "
-                             f"{'has' if not self.use_beta1 else 'lacks'} betas")
+        self.use_beta1 = _check_use_beta1(self.use_beta1, self.optimizer)
         phases = self.phases
         if not isinstance(phases, list) or len(phases) not in (2, 3) or not all(
                 isinstance(ph, dict) and set(ph) == {"end_step", *self._PHASE_KEYS}
@@ -512,12 +727,6 @@ class OneCycleLR(LRScheduler):
                 if key not in group:
                     raise ValueError(f"parameter group {i} of the optimizer has no {key!r} "
                                      f"(load the optimizer's state_dict first)")
-
-    def _set_momentum(self, group, value):
-        if self.use_beta1:
-            group["betas"] = (value,) + tuple(group["betas"][1:])
-        else:
-            group["momentum"] = value
 
     def _anneal(self, start, end, pct):
         if self.anneal_strategy == "cos":
@@ -545,11 +754,145 @@ class OneCycleLR(LRScheduler):
                     pct = (step - start) / (end - start) if end != start else 1.0
                     lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
-                        self._set_momentum(group, self._anneal(
-                            group[phase["start_momentum"]], group[phase["end_momentum"]], pct))
+                        _set_momentum(group, self._anneal(
+                            group[phase["start_momentum"]], group[phase["end_momentum"]], pct),
+                            self.use_beta1)
                     break
                 start = end
         return lrs
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates (Smith, 2017): the lr rises from ``base_lr`` to ``max_lr``
+    over ``step_size_up`` steps and falls back over ``step_size_down`` (default: the
+    same), cycle after cycle; step once per batch.
+
+    The height of cycle ``c`` (1, 2, ...) at step ``k`` is scaled by: ``mode``
+    "triangular" 1; "triangular2" 1 / 2 ** (c - 1), halved every cycle;
+    "exp_range" gamma ** k.  Or by ``scale_fn``, a function of ``c``
+    (``scale_mode`` "cycle") or of ``k`` ("iterations") returning a number >= 0;
+    ``mode`` is then not used (without a ``scale_fn``, the scale mode is the
+    mode's, whatever ``scale_mode`` says, as in PyTorch).  ``scale_fn`` is called
+    once per step (PyTorch's once per group and again for the momenta), and
+    ``state_dict()`` saves the attributes of one that is a callable object, as
+    :class:`LambdaLR` does.  ``base_lr``, ``max_lr``, ``base_momentum`` and
+    ``max_momentum`` are one number or a list with one per group; the step
+    sizes are numbers > 0 (>= 0 for ``step_size_down``), not only whole ones,
+    as in PyTorch.  Building it sets every group's lr (and ``initial_lr``) to
+    its ``base_lr``.
+
+    With ``cycle_momentum`` (default, as PyTorch) the momentum moves the other
+    way, from ``max_momentum`` down to ``base_momentum`` and back: SGD's and
+    RMSprop's ``momentum``, Adam's and AdamW's beta1, as PyTorch 2.x does.  As
+    there, an optimiser with neither is refused (pass ``cycle_momentum=False``),
+    and an ``SGD`` built without momentum gets some.
+    """
+
+    _lr_lists = ("base_lrs", "_last_lr", "max_lrs")
+
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None,
+                 mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
+                 cycle_momentum=True, base_momentum=0.8, max_momentum=0.9, last_epoch=-1):
+        groups = _check_optimizer("CyclicLR", optimizer).param_groups
+        base_lrs = _per_group("base_lr", base_lr, len(groups))
+        self.max_lrs = _per_group("max_lr", max_lr, len(groups))
+        finite = {"high": math.inf, "open_high": True}
+        up = float(check_number("step_size_up", step_size_up, open_low=True, **finite))
+        down = up if step_size_down is None else \
+            float(check_number("step_size_down", step_size_down, **finite))
+        # PyTorch's state and arithmetic, for the same rounding
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        self.mode = _choice("mode", mode, ("triangular", "triangular2", "exp_range"))
+        self.gamma = check_number("gamma", gamma)
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"CyclicLR: scale_fn must be None or a function of the cycle or "
+                            f"step number, got {shown_value(scale_fn)}")
+        self._scale_fn_custom = scale_fn
+        scale_mode = _choice("scale_mode", scale_mode, ("cycle", "iterations"))
+        self.scale_mode = scale_mode if scale_fn is not None else self._mode_scale()
+        self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
+        self.use_beta1 = _uses_beta1(optimizer, self.cycle_momentum)
+        bound = _momentum_bounds(optimizer)
+        self.base_momentums = _per_group("base_momentum", base_momentum, len(groups), **bound)
+        self.max_momentums = _per_group("max_momentum", max_momentum, len(groups), **bound)
+        if last_epoch == -1:
+            for group, lr, low, high in zip(groups, base_lrs, self.base_momentums,
+                                            self.max_momentums):
+                group["lr"] = group["initial_lr"] = lr
+                if self.cycle_momentum:
+                    group["max_momentum"], group["base_momentum"] = high, low
+                    _set_momentum(group, high, self.use_beta1)
+        super().__init__(optimizer, last_epoch)
+
+    def _mode_scale(self):
+        """The scale mode of ``mode``'s own scale function."""
+        return "iterations" if self.mode == "exp_range" else "cycle"
+
+    def _check_state(self):
+        super()._check_state()
+        self.total_size = check_number("total_size", self.total_size, open_low=True,
+                                       high=math.inf, open_high=True)
+        self.step_ratio = check_number("step_ratio", self.step_ratio, open_low=True, high=1)
+        self.mode = _choice("mode", self.mode, ("triangular", "triangular2", "exp_range"))
+        self.gamma = check_number("gamma", self.gamma)
+        self.scale_mode = _choice("scale_mode", self.scale_mode, ("cycle", "iterations"))
+        if self._scale_fn_custom is None and self.scale_mode != self._mode_scale():
+            raise ValueError(f"scale_mode is {self.scale_mode!r}, but mode {self.mode!r} "
+                             f"without a scale_fn scales by {self._mode_scale()!r}")
+        self.cycle_momentum = check_flag("cycle_momentum", self.cycle_momentum)
+        self.use_beta1 = _check_use_beta1(self.use_beta1, self.optimizer)
+        bound = _momentum_bounds(self.optimizer)
+        for key in ("base_momentums", "max_momentums"):
+            setattr(self, key, self._per_group_state(key, "momentum", **bound))
+
+    def scale_fn(self, x):
+        """The height factor of cycle ``x`` (or step ``x``, for scale mode "iterations")."""
+        if self._scale_fn_custom is not None:
+            return _checked_factor(self._scale_fn_custom(x), "CyclicLR: scale_fn returned",
+                                   self.last_epoch)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self):
+        # PyTorch's arithmetic, for the same rounding
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle     # where in the cycle, [0, 1)
+        if x <= self.step_ratio:
+            rise = x / self.step_ratio
+        else:
+            rise = (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base + (top - base) * rise * scale
+               for base, top in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, low, high in zip(self.optimizer.param_groups, self.base_momentums,
+                                        self.max_momentums):
+                _set_momentum(group, high - (high - low) * rise * scale, self.use_beta1)
+        return lrs
+
+    def state_dict(self):
+        """As the base class's, with ``_scale_fn_custom`` saved as None for no scale_fn
+        or a function, and as a dict of attributes for a callable object."""
+        state = super().state_dict()
+        state["_scale_fn_custom"] = _saved_attributes(self._scale_fn_custom,
+                                                      "CyclicLR.state_dict: scale_fn")
+        return state
+
+    def load_state_dict(self, state_dict):
+        """Restore the state; saved attributes of the scale_fn update the object's."""
+        saved = None
+        if isinstance(state_dict, dict) and "_scale_fn_custom" in state_dict:
+            saved = state_dict["_scale_fn_custom"]
+            _check_saved_attributes(self._scale_fn_custom, saved,
+                                    "CyclicLR.load_state_dict: _scale_fn_custom", "scale_fn")
+            state_dict = dict(state_dict, _scale_fn_custom=self._scale_fn_custom)
+        super().load_state_dict(state_dict)
+        if saved is not None:
+            self._scale_fn_custom.__dict__.update(copy.deepcopy(saved))
 
 
 class SequentialLR(LRScheduler):
@@ -576,8 +919,7 @@ class SequentialLR(LRScheduler):
     _lr_lists = ("_last_lr",)
 
     def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"SequentialLR needs an Optimizer, got {type(optimizer).__name__}")
+        _check_optimizer("SequentialLR", optimizer)
         if isinstance(schedulers, LRScheduler) or not isinstance(schedulers, (list, tuple)):
             raise TypeError(f"SequentialLR: schedulers must be a list of schedulers, got "
                             f"{type(schedulers).__name__}")
@@ -693,10 +1035,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0, eps=1e-8):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"ReduceLROnPlateau needs an Optimizer, got "
-                            f"{type(optimizer).__name__}")
-        self.optimizer = optimizer
+        self.optimizer = _check_optimizer("ReduceLROnPlateau", optimizer)
         n = len(optimizer.param_groups)
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != n:
