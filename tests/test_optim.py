@@ -1190,8 +1190,13 @@ def test_cyclic_lr_momentum_and_beta1_by_hand():
         betas.append(opt.param_groups[0]["betas"])
         sched.step()
     assert betas == [(0.9, 0.99), pytest.approx((0.7, 0.99)), pytest.approx((0.9, 0.99))]
+    # base_lr is the bottom from step 0 on, whatever initial_lr an earlier scheduler left
+    # (PyTorch's step 0 takes that initial_lr, 1.0 here, then base_lr from step 1)
     opt = optim.SGD([scalar_param()], lr=1.0, momentum=0.3)
-    optim.CyclicLR(opt, 0.1, 0.5, cycle_momentum=False).step()
+    optim.StepLR(opt, 2)
+    sched = optim.CyclicLR(opt, 0.1, 0.5, step_size_up=2, cycle_momentum=False)
+    assert (opt.lr, sched.base_lrs, opt.param_groups[0]["initial_lr"]) == (0.1, [0.1], 0.1)
+    sched.step()
     assert opt.param_groups[0]["momentum"] == 0.3 and "max_momentum" not in opt.param_groups[0]
 
 

@@ -14,14 +14,15 @@ several one after the other, as PyTorch's does.  Two read the lr the groups
 hold instead: ``ReduceLROnPlateau``, which has no closed form, and
 ``MultiplicativeLR``, which PyTorch defines as a running product.
 
-PyTorch's ``ChainedScheduler`` is not offered: it steps each of its
+PyTorch's ``ChainedScheduler`` is not offered.  It steps each of its
 schedulers in turn on the same lr, so its result rests on each one's
-chained form (a ratio applied to the lr the last one left) or, for
+chained form (a ratio applied to the lr the one before left) or, for
 LambdaLR, CosineAnnealingWarmRestarts, CyclicLR and OneCycleLR, on the last
-one overwriting the rest.  Here every schedule overwrites the lr, so
-chaining would need a second, multiplicative form of each; and a product of
-factors, the part that would fit, is what ``LambdaLR`` with a function
-multiplying the factors gives.
+of those overwriting what came before.  Here, MultiplicativeLR and
+ReduceLROnPlateau aside, the schedules have no chained form: chaining them
+would need a second, multiplicative form of each, kept in step with the
+first.  The product of factors it would give for the multiplicative kinds
+is what a ``LambdaLR`` whose function multiplies those factors gives.
 
 ``state_dict()`` is a plain dict of numbers, strings and lists (and
 ``ReduceLROnPlateau``'s ``inf`` for "no best value yet").
@@ -510,14 +511,17 @@ class LambdaLR(LRScheduler):
 class MultiplicativeLR(LambdaLR):
     """lr = lr * lr_lambda(epoch) at each step from step 1 on (step 0 keeps the lr).
 
-    PyTorch's, which, unlike the other schedules here, is chained: it
+    PyTorch's, which, unlike the closed-form schedules here, is chained: it
     multiplies whatever lr each group holds, so the factors compound (a
     constant 0.95 is ``ExponentialLR(opt, 0.95)``) and a change made by hand to
     ``group["lr"]`` carries on.  The lr lives in the optimiser, so resume by
     loading the optimiser's state_dict as well as this one's (built with
     ``last_epoch=k`` after that, it multiplies the loaded lr, that of step k,
-    by ``lr_lambda(k + 1)``).  The functions and the saving of callable
-    objects' attributes are :class:`LambdaLR`'s.
+    by ``lr_lambda(k + 1)``).  ``lr_lambda(0)`` is never used: in a
+    :class:`SequentialLR` too, its step 0 at its milestone keeps the lr
+    (PyTorch's multiplies it by ``lr_lambda(0)`` there, though not when the
+    schedule is built).  The functions and the saving of callable objects'
+    attributes are :class:`LambdaLR`'s.
     """
 
     def get_lr(self):
@@ -778,8 +782,9 @@ class CyclicLR(LRScheduler):
     :class:`LambdaLR` does.  ``base_lr``, ``max_lr``, ``base_momentum`` and
     ``max_momentum`` are one number or a list with one per group; the step
     sizes are numbers > 0 (>= 0 for ``step_size_down``), not only whole ones,
-    as in PyTorch.  Building it sets every group's lr (and ``initial_lr``) to
-    its ``base_lr``.
+    as in PyTorch.  Building it sets every group's lr and ``initial_lr`` to its
+    ``base_lr`` (PyTorch's keeps an ``initial_lr`` an earlier scheduler set, and
+    takes its step 0 from it).
 
     With ``cycle_momentum`` (default, as PyTorch) the momentum moves the other
     way, from ``max_momentum`` down to ``base_momentum`` and back: SGD's and
