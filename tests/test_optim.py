@@ -947,24 +947,11 @@ def _run_schedule(sched, opt, steps, metric, start=0):
     return lrs
 
 
-@pytest.mark.parametrize("make,steps,metric", [c[1:] for c in MORE_SCHED_CASES + NEW_SCHED_CASES],
-                         ids=[c[0] for c in MORE_SCHED_CASES + NEW_SCHED_CASES])
-def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp_path):
-    """Two groups over many steps against PyTorch's get_last_lr(); then, half-way, the
-    optimizer's and scheduler's states go through a checkpoint file into new ones, built
-    as a resuming script builds them, which must go on as PyTorch's uninterrupted run."""
-    torch = pytest.importorskip("torch")
-    import warnings
+def _resumed_run(make, steps, metric, tmp_path, step_before_load=False):
+    """The lrs of a schedule run for ``steps`` steps, saved half-way through a checkpoint
+    file (optimizer and scheduler) and loaded into new ones built as a resuming script
+    builds them (which may have stepped before loading)."""
     from tinygrad_cnn import checkpoint
-    topt = _two_group_sgd(None, torch)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")    # PyTorch's about the order of the two steps
-        expected = _run_schedule(make(torch.optim.lr_scheduler, topt), topt, steps, metric)
-    opt = _two_group_sgd(optim)
-    sched = make(optim, opt)
-    np.testing.assert_allclose(_run_schedule(sched, opt, steps, metric), expected, rtol=1e-10,
-                               atol=1e-15)
-
     half = steps // 2
     opt = _two_group_sgd(optim)
     sched = make(optim, opt)
@@ -974,10 +961,32 @@ def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp
     saved = checkpoint.load(path)
     opt2 = _two_group_sgd(optim)
     sched2 = make(optim, opt2)
+    if step_before_load:
+        sched2.step()
     opt2.load_state_dict(saved["opt"])
     sched2.load_state_dict(saved["sched"])
-    rest = _run_schedule(sched2, opt2, steps - half, metric, start=half)
-    np.testing.assert_allclose(first + rest, expected, rtol=1e-10, atol=1e-15)
+    return first + _run_schedule(sched2, opt2, steps - half, metric, start=half)
+
+
+@pytest.mark.parametrize("make,steps,metric", [c[1:] for c in MORE_SCHED_CASES + NEW_SCHED_CASES],
+                         ids=[c[0] for c in MORE_SCHED_CASES + NEW_SCHED_CASES])
+def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp_path):
+    """Two groups over many steps against PyTorch's get_last_lr(); then, half-way, the
+    optimizer's and scheduler's states go through a checkpoint file into new ones, built
+    as a resuming script builds them, which must go on as PyTorch's uninterrupted run."""
+    torch = pytest.importorskip("torch")
+    import warnings
+    topt = _two_group_sgd(None, torch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")    # PyTorch's about the order of the two steps
+        expected = _run_schedule(make(torch.optim.lr_scheduler, topt), topt, steps, metric)
+    opt = _two_group_sgd(optim)
+    sched = make(optim, opt)
+    np.testing.assert_allclose(_run_schedule(sched, opt, steps, metric), expected, rtol=1e-10,
+                               atol=1e-15)
+
+    np.testing.assert_allclose(_resumed_run(make, steps, metric, tmp_path), expected,
+                               rtol=1e-10, atol=1e-15)
 
 
 def _stepped(sched, times):
@@ -1047,22 +1056,10 @@ def test_more_schedulers_by_hand(make, expected):
 def test_new_schedulers_resume_through_a_checkpoint_without_torch(make, steps, tmp_path):
     """Saved half-way (optimizer and scheduler) and loaded into new ones built as a
     resuming script builds them: the run goes on exactly as the uninterrupted one."""
-    from tinygrad_cnn import checkpoint
     opt = _two_group_sgd(optim)
     expected = _run_schedule(make(optim, opt), opt, steps, None)
-    half = steps // 2
-    opt = _two_group_sgd(optim)
-    sched = make(optim, opt)
-    first = _run_schedule(sched, opt, half, None)
-    path = checkpoint.save(tmp_path / "s.npz", {"opt": opt.state_dict(),
-                                                "sched": sched.state_dict()})
-    saved = checkpoint.load(path)
-    opt2 = _two_group_sgd(optim)
-    sched2 = make(optim, opt2)
-    sched2.step()           # a resumed run is set back by loading, whatever it did before
-    opt2.load_state_dict(saved["opt"])
-    sched2.load_state_dict(saved["sched"])
-    assert first + _run_schedule(sched2, opt2, steps - half, None, start=half) == expected
+    # A resumed run is set back by loading, whatever its scheduler did before.
+    assert _resumed_run(make, steps, None, tmp_path, step_before_load=True) == expected
 
 
 def _fractional_epochs(sched, epochs, batches, then=0):
