@@ -680,6 +680,36 @@ def test_state_is_indexed_by_the_parameter_too():
         opt.state[q]
 
 
+def test_state_is_written_and_deleted_by_the_parameter_too():
+    p, q = tg.zeros(3, requires_grad=True), tg.zeros(2, requires_grad=True)
+    opt = optim.SGD([p, q], lr=0.1, momentum=0.9)
+    opt.state[q] = {"momentum_buffer": np.full(2, 5.0, np.float32)}   # before any step
+    assert q in opt.state and id(q) in opt.state and opt.state[id(q)] is opt.state[q]
+    p.grad, q.grad = tg.ones(3), tg.ones(2)
+    opt.step()                          # the written state is q's: 0.9 * 5 + 1
+    np.testing.assert_allclose(opt.state[q]["momentum_buffer"], [5.5, 5.5])
+    assert opt.state.setdefault(p, {}) is opt.state[id(p)]
+    assert opt.state.pop(q) is not None and q not in opt.state
+    assert opt.state.pop(q, None) is None
+    del opt.state[p]
+    assert not opt.state
+    with pytest.raises(KeyError):
+        del opt.state[p]
+    opt.step()                          # starts again from empty state
+
+
+def test_loaded_adam_state_with_arrays_needs_its_step():
+    p = tg.zeros(3, requires_grad=True)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = tg.ones(3)
+    opt.step()
+    saved = opt.state_dict()
+    del saved["state"]["0"]["step"]
+    with pytest.raises(ValueError, match=r"state of parameter 0 has \['exp_avg', "
+                                         r"'exp_avg_sq'\] but no 'step'"):
+        optim.Adam([p], lr=0.1).load_state_dict(saved)
+
+
 @pytest.mark.parametrize("make", [
     lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
     lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1),
@@ -945,6 +975,44 @@ def _run_schedule(sched, opt, steps, metric, start=0):
         opt.step()
         sched.step(metric(k)) if metric is not None else sched.step()
     return lrs
+
+
+@pytest.mark.parametrize("at_milestone", [False, True],
+                         ids=["inside-a-schedule", "at-the-milestone"])
+def test_a_sequential_step_that_raises_changes_nothing(at_milestone):
+    """A step whose scheduler raises (here a flaky lr_lambda, at the second step: inside
+    the first schedule, or where the second one starts) leaves SequentialLR and that
+    scheduler as they were: retried, the run goes on as one that never failed."""
+    def make():
+        opt = optim.SGD([scalar_param()], lr=1.0)
+        armed = []
+
+        def factor(epoch):
+            if armed:
+                armed.clear()
+                raise RuntimeError("flaky")
+            return 0.5 ** epoch
+
+        flaky = optim.LambdaLR(opt, factor)
+        if at_milestone:
+            schedulers = [optim.ConstantLR(opt, 0.25, total_iters=4), flaky]
+        else:
+            schedulers = [flaky, optim.ConstantLR(opt, 0.25, total_iters=4)]
+        return opt, optim.SequentialLR(opt, schedulers, [2 if at_milestone else 5]), armed
+
+    def run(fail):
+        opt, sched, armed = make()
+        lrs = []
+        for k in range(5):
+            if fail and k == 1:
+                armed.append(True)
+                with pytest.raises(RuntimeError, match="flaky"):
+                    sched.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        return lrs, sched.last_epoch
+
+    assert run(fail=True) == run(fail=False)
 
 
 def _resumed_run(make, steps, metric, tmp_path, step_before_load=False):

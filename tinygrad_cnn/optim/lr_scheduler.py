@@ -965,12 +965,19 @@ class SequentialLR(LRScheduler):
 
     def step(self):
         """Advance one step: the current scheduler steps, or the next one starts."""
-        self.last_epoch += 1
-        i = bisect.bisect_right(self._milestones, self.last_epoch)
+        epoch = self.last_epoch + 1
+        i = bisect.bisect_right(self._milestones, epoch)
         sched = self._schedulers[i]
-        if i > 0 and self._milestones[i - 1] == self.last_epoch:
+        before = sched.last_epoch
+        if i > 0 and self._milestones[i - 1] == epoch:
             sched.last_epoch = -1          # PyTorch's step(0): the schedule starts over
-        sched.step()
+        try:
+            sched.step()
+        except BaseException:
+            # Nothing changed, as the base class promises: the step can be retried.
+            sched.last_epoch = before
+            raise
+        self.last_epoch = epoch
         self._last_lr = sched.get_last_lr()
 
     def get_lr(self):

@@ -116,7 +116,8 @@ def _as_param_array(value, p, name):
 
 class _ParamState(dict):
     """``optimizer.state``: ``id(param) -> state dict``, also indexed by the parameter
-    itself, as PyTorch's ``optimizer.state[p]`` is.
+    itself, as PyTorch's ``optimizer.state[p]`` is (to read, write, delete or test;
+    a parameter without state is a KeyError, where PyTorch's defaultdict gives {}).
 
     A plain dict would find the int key ``id(p)`` for the key ``p`` (a tensor
     hashes as its id) and then compare the two with ``==``, which for a tensor
@@ -137,11 +138,23 @@ class _ParamState(dict):
                                f"yet)") from None
             raise
 
+    def __setitem__(self, key, value):
+        super().__setitem__(self._key(key), value)
+
+    def __delitem__(self, key):
+        super().__delitem__(self._key(key))
+
     def __contains__(self, key):
         return super().__contains__(self._key(key))
 
     def get(self, key, default=None):
         return super().get(self._key(key), default)
+
+    def pop(self, key, *default):
+        return super().pop(self._key(key), *default)
+
+    def setdefault(self, key, default=None):
+        return super().setdefault(self._key(key), default)
 
 
 # Settings that learning-rate schedulers keep in a parameter group.
@@ -442,6 +455,10 @@ class Optimizer:
                                          whole_floats=True)
             else:
                 entry[name] = _as_param_array(value, p, f"{i}.{name}")
+        if entry and "step" in self.state_keys and "step" not in entry:
+            # The update reads the count with the arrays (Adam's bias correction).
+            raise ValueError(f"the state_dict's state of parameter {i} has {sorted(entry)} "
+                             f"but no 'step', which {type(self).__name__} keeps with them")
         return p, entry
 
     def __repr__(self):
