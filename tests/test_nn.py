@@ -861,6 +861,27 @@ def test_parameter_vectors_on_a_device(device):
     np.testing.assert_array_equal(model.bias.numpy(), [6.0, 7.0])
 
 
+def test_vector_to_parameters_checks_a_narrowing_cast_with_one_sync():
+    # A float64 vector into float32 parameters is checked for overflow: one host
+    # synchronisation for all of them, not one per parameter.
+    pytest.importorskip("strict_backend")
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2)).to("strict")
+    vec = tg.tensor(np.arange(14.0), device="strict")
+    with tg.get_backend("strict").track_syncs() as log:
+        nn.utils.vector_to_parameters(vec, model.parameters())
+    assert len(log) == 1, log
+    np.testing.assert_array_equal(model[1].bias.numpy(), [12.0, 13.0])
+
+
+def test_vector_to_parameters_writes_a_read_only_parameter_on_a_copy():
+    # As an optimiser step does: the parameter gets data of its own, its base is untouched.
+    base = tg.zeros(1, 3)
+    p = base.expand(2, 3).detach().requires_grad_()
+    nn.utils.vector_to_parameters(tg.arange(6.0), [p])
+    np.testing.assert_array_equal(p.numpy(), np.arange(6.0).reshape(2, 3))
+    assert not base.numpy().any()
+
+
 def _vector_case_params():
     return [nn.Parameter(np.zeros((2, 3), np.float32)), nn.Parameter(np.zeros(2, np.float32))]
 

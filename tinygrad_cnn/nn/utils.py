@@ -86,7 +86,8 @@ def vector_to_parameters(vec, parameters):
     if vec.device != device:
         raise DeviceError(f"{op}: vec is on {vec.device} but the parameters are on {device}; "
                           f"move it with vec.to({device!r})")
-    pieces, start = [], 0
+    pieces, overflows, start = [], [], 0   # overflows: (parameter index, flag on device)
+    xp = vec.xp
     with vec._backend.context():
         for i, p in enumerate(params):
             piece = vec.data[start:start + p.size].reshape(p.shape)  # (size,) -> p.shape
@@ -96,15 +97,20 @@ def vector_to_parameters(vec, parameters):
                     cast = piece.astype(p.dtype)
                 # A narrowing cast (float64 -> float32) turns values beyond the range into
                 # inf: refused, as load_state_dict refuses them.
-                if not np.can_cast(piece.dtype, p.dtype, casting="safe") and bool(
-                        (vec.xp.isfinite(piece) & ~vec.xp.isfinite(cast)).any()):
-                    raise ValueError(f"{op}: parameter {i} is {p.dtype} and its slice of vec "
-                                     f"({vec.dtype}) holds values beyond that dtype's range "
-                                     f"(largest finite value {np.finfo(p.dtype).max}); "
-                                     f"nothing was changed")
+                if not np.can_cast(piece.dtype, p.dtype, casting="safe"):
+                    overflows.append((i, (xp.isfinite(piece) & ~xp.isfinite(cast)).any()))
                 piece = cast
             pieces.append(piece)
+        # One host synchronisation for all parameters, not one per parameter.
+        if overflows and bool(xp.stack([flag for _, flag in overflows]).any()):
+            i = next(i for i, flag in overflows if bool(flag))
+            raise ValueError(f"{op}: parameter {i} is {params[i].dtype} and its slice of vec "
+                             f"({vec.dtype}) holds values beyond that dtype's range (largest "
+                             f"finite value {np.finfo(params[i].dtype).max}); nothing was "
+                             f"changed")
         with no_grad():
             for p, piece in zip(params, pieces):
-                p.data[...] = piece
+                p._own_writeable_data()   # a read-only parameter gets a copy of its own
+                with p._backend.context():
+                    p.data[...] = piece
                 p._bump_version()
