@@ -1138,32 +1138,35 @@ def test_pictures_are_written_only_under_a_png_name(tmp_path, name, write):
 
 
 @pytest.mark.parametrize("use_matplotlib", [False, True])
-@pytest.mark.parametrize("max_channels", [0, -1, 2.5, True])
+@pytest.mark.parametrize("max_channels, error", [(0, ValueError), (-1, ValueError),
+                                                 (2.5, TypeError), (True, TypeError)])
 def test_feature_maps_need_a_positive_number_of_channels(tmp_path, use_matplotlib,
-                                                         max_channels):
+                                                         max_channels, error):
     if use_matplotlib:
         pytest.importorskip("matplotlib")
     model = ConvNet(conv1=Conv2d(1, 2), act=ReLU(), conv2=Conv2d(2, 2))
-    with pytest.raises(ValueError, match=r"max_channels must be an integer >= 1, got "):
+    with pytest.raises(error, match=r"max_channels must be an integer >= 1, got "):
         images.save_feature_maps(model, tg.randn(1, 7, 7), tmp_path / "fm.png",
                                  max_channels=max_channels, use_matplotlib=use_matplotlib)
     maps = images.feature_maps(model, tg.randn(1, 7, 7))
     for option in ("max_channels", "columns", "size"):
-        with pytest.raises(ValueError, match=f"{option} must be an integer >= 1"):
+        with pytest.raises(error, match=f"{option} must be an integer >= 1"):
             images.feature_map_image(maps, **{option: max_channels})
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("scale", 2.5, r"scale must be an integer >= 1, got 2.5"),
-    ("scale", 0, r"scale must be an integer >= 1, got 0"),
-    ("scale", True, r"scale must be an integer >= 1, got True"),
-    ("pad", -1, r"pad must be an integer >= 0, got -1"),
-    ("pad", 1.5, r"pad must be an integer >= 0, got 1.5"),
+@pytest.mark.parametrize("option, value, error, message", [
+    ("scale", 2.5, TypeError, r"scale must be an integer >= 1, got 2.5"),
+    ("scale", 2.0, TypeError, r"scale must be an integer >= 1, got 2.0"),
+    ("scale", 0, ValueError, r"scale must be an integer >= 1, got 0"),
+    ("scale", True, TypeError, r"scale must be an integer >= 1, got True"),
+    ("pad", -1, ValueError, r"pad must be an integer >= 0, got -1"),
+    ("pad", 1.5, TypeError, r"pad must be an integer >= 0, got 1.5"),
 ])
-def test_filter_grid_refuses_a_scale_or_pad_it_cannot_draw(option, value, message):
-    # A fractional scale was once drawn at its integer part without a word.
+def test_filter_grid_refuses_a_scale_or_pad_it_cannot_draw(option, value, error, message):
+    # A fractional scale was once drawn at its integer part without a word; a float
+    # is refused as everywhere here, where an int is expected.
     w = np.random.default_rng(0).normal(size=(2, 1, 3, 3))
-    with pytest.raises(ValueError, match=rf"filter_grid: {message}"):
+    with pytest.raises(error, match=rf"filter_grid: {message}"):
         images.filter_grid(w, **{option: value})
 
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from ..autograd import Function
 from ..tensor import Tensor
 from .png import atomic_write
-from .trace import _norm
+from .trace import _norm, tensor_name_pairs
 
 __all__ = ["graph", "Graph", "record_modules", "GraphvizNotFoundError"]
 
@@ -332,18 +332,7 @@ def _describe(t):
 
 def _name_map(names):
     """``{tensor: name}`` or ``{name: tensor}`` -> ``{id(tensor): name}``."""
-    if names is not None and not isinstance(names, Mapping):
-        raise TypeError(f"graph: names maps tensors to their names ({{tensor: 'x'}} or "
-                        f"{{'x': tensor}}), got a {type(names).__name__}")
-    out = {}
-    for k, v in (names or {}).items():
-        if isinstance(k, str):
-            k, v = v, k
-        if not isinstance(k, Tensor):   # else silently never matched
-            raise TypeError(f"graph: names maps tensors to their names ({{tensor: 'x'}} or "
-                            f"{{'x': tensor}}), got a {type(k).__name__} named {v!r}")
-        out[id(k)] = str(v)
-    return out
+    return {id(k): str(v) for k, v in tensor_name_pairs(names, "graph")}
 
 
 # ---- grouping ops into layers ---------------------------------------------------------

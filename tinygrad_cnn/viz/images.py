@@ -115,10 +115,14 @@ def _png_path(path, caller):
     return path
 
 
-def _positive_int(value, name, caller):
-    """``value`` if it is an integer >= 1, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{caller}: {name} must be an integer >= 1, got {value!r}")
+def _whole(value, name, caller, low=1):
+    """``value`` if it is an integer >= ``low``; else a TypeError (not an integer: a
+    float, a bool) or a ValueError (too small) naming ``name``."""
+    message = f"{caller}: {name} must be an integer >= {low}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(message)
+    if value < low:
+        raise ValueError(message)
     return int(value)
 
 
@@ -167,9 +171,8 @@ def filter_grid(weight, scale=None, pad=2, rgb=None, background=0):
         raise ValueError(f"rgb=True needs 3 input channels, the weight has {c} (shape {w.shape})")
     # A whole number of pixels per weight (2.5 is refused, not drawn at 2).
     scale = (max(1, math.ceil(24 / max(kh, kw))) if scale is None
-             else _positive_int(scale, "scale", "filter_grid"))
-    if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
-        raise ValueError(f"filter_grid: pad must be an integer >= 0, got {pad!r}")
+             else _whole(scale, "scale", "filter_grid"))
+    pad = _whole(pad, "pad", "filter_grid", low=0)
     n_tiles, ncols = (oc, math.ceil(math.sqrt(oc))) if rgb or c == 1 else (oc * c, c)
     nrows = -(-n_tiles // ncols)
     height, width = nrows * (kh * scale + pad) - pad, ncols * (kw * scale + pad) - pad
@@ -299,7 +302,7 @@ def feature_map_image(maps, max_channels=16, columns=8, size=48, pad=3, gap=12,
     input ``image`` ``(C, H, W)`` or ``(H, W)``, if given, forms the first block.
     """
     for name, value in (("max_channels", max_channels), ("columns", columns), ("size", size)):
-        _positive_int(value, name, "feature_map_image")
+        _whole(value, name, "feature_map_image")
     blocks = []
     if image is not None:
         img = _host(image)
@@ -326,7 +329,7 @@ def save_feature_maps(model, x, path, max_channels=16, use_matplotlib=None,
     ("first 16 of 32 maps").  ``path`` must end in ``.png``.  Returns the path written.
     """
     _png_path(path, "save_feature_maps")
-    _positive_int(max_channels, "max_channels", "save_feature_maps")
+    _whole(max_channels, "max_channels", "save_feature_maps")
     maps = feature_maps(model, x, layer_types)
     image = _host(_as_batch(model, x))[0]  # (C, H, W)
     if not _want_matplotlib(use_matplotlib):

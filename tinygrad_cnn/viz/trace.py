@@ -208,19 +208,27 @@ class _ByTensor:
         return value
 
 
-def _name_map(names):
-    """``{tensor: name}`` or ``{name: tensor}`` -> a :class:`_ByTensor` of names."""
+def tensor_name_pairs(names, op):
+    """``names`` (``{tensor: name}`` or ``{name: tensor}``, or None) as ``(tensor, name)``
+    pairs; anything else is a TypeError naming ``op`` (else never matched, silently)."""
     from ..tensor import Tensor
+    expected = f"{op}: names maps tensors to their names ({{tensor: 'x'}} or {{'x': tensor}})"
     if names is not None and not isinstance(names, Mapping):
-        raise TypeError(f"trace: names maps tensors to their names ({{tensor: 'x'}} or "
-                        f"{{'x': tensor}}), got a {type(names).__name__}")
-    out = _ByTensor()
+        raise TypeError(f"{expected}, got a {type(names).__name__}")
+    pairs = []
     for k, v in (names or {}).items():
         if isinstance(k, str):
             k, v = v, k
         if not isinstance(k, Tensor):
-            raise TypeError(f"trace: names maps tensors to their names ({{tensor: 'x'}} or "
-                            f"{{'x': tensor}}), got a {type(k).__name__} named {v!r}")
+            raise TypeError(f"{expected}, got a {type(k).__name__} named {v!r}")
+        pairs.append((k, v))
+    return pairs
+
+
+def _name_map(names):
+    """``{tensor: name}`` or ``{name: tensor}`` -> a :class:`_ByTensor` of names."""
+    out = _ByTensor()
+    for k, v in tensor_name_pairs(names, "trace"):
         out.setdefault(k, v)
     return out
 
