@@ -208,13 +208,19 @@ class LRScheduler:
         ``_validate`` does: a 0-d array or tensor becomes its number).
 
         Subclasses extend it with their settings, through the checks their
-        constructors apply to the same arguments.
+        constructors apply to the same arguments: in :meth:`_check_settings`, which
+        it calls last, where the constructor runs the same checks.
         """
         # -1: not started yet, as a SequentialLR's later schedulers are until their
         # milestone
         self.last_epoch = check_int("last_epoch", self.last_epoch, low=-1)
         for key in self._lr_lists:
             setattr(self, key, self._per_group_state(key, "learning rate"))
+        self._check_settings()
+
+    def _check_settings(self):
+        """Check the schedule's own settings (none here): for a subclass whose
+        constructor and ``load_state_dict`` check them alike."""
 
     def _per_group_state(self, key, what, **bounds):
         """The attribute ``key``, checked: a list of one ``what`` per parameter group,
@@ -312,10 +318,6 @@ class LinearLR(LRScheduler):
         self.end_factor = check_number("end_factor", self.end_factor, low=0, high=1)
         self.total_iters = check_int("total_iters", self.total_iters, low=1)
 
-    def _check_state(self):
-        super()._check_state()
-        self._check_settings()
-
     def get_lr(self):
         # PyTorch's order of operations, for the same rounding.
         factor = self.start_factor + (self.end_factor - self.start_factor) \
@@ -341,10 +343,6 @@ class ConstantLR(LRScheduler):
         self.factor = check_number("factor", self.factor, high=1)
         self.total_iters = check_int("total_iters", self.total_iters, low=1)
 
-    def _check_state(self):
-        super()._check_state()
-        self._check_settings()
-
     def get_lr(self):
         factor = self.factor if self.last_epoch < self.total_iters else 1.0
         return [base * factor for base in self.base_lrs]
@@ -366,10 +364,6 @@ class PolynomialLR(LRScheduler):
     def _check_settings(self):
         self.total_iters = check_int("total_iters", self.total_iters, low=1)
         self.power = check_number("power", self.power)
-
-    def _check_state(self):
-        super()._check_state()
-        self._check_settings()
 
     def get_lr(self):
         # PyTorch's closed form, in its order of operations
@@ -1083,12 +1077,12 @@ class ReduceLROnPlateau(LRScheduler):
         self.mode_worse = math.inf if self.mode == "min" else -math.inf
 
     def _check_state(self):
-        super()._check_state()
+        # min_lrs a list before the base class checks the settings (_check_settings)
         if isinstance(self.min_lrs, np.ndarray) and self.min_lrs.ndim == 1:
             self.min_lrs = list(self.min_lrs)
         if not isinstance(self.min_lrs, list):
             raise ValueError(f"min_lrs must be a list of learning rates, got {self.min_lrs!r}")
-        self._check_settings()
+        super()._check_state()
         n = len(self.optimizer.param_groups)
         if self.default_min_lr is None and len(self.min_lrs) != n:
             raise ValueError(f"min_lrs must hold {n} learning rate(s), one per parameter "
