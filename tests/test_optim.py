@@ -295,6 +295,104 @@ def test_load_state_dict_rejects_other_parameters():
         opt.load_state_dict(bad)
 
 
+# ---- parameters with names: model.named_parameters() --------------------------------
+def _two_layers(seed=0):
+    tg.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+
+
+def _train(model, opt, steps=3):
+    rng = np.random.default_rng(5)
+    for _ in range(steps):
+        opt.zero_grad()
+        x = tg.Tensor(rng.standard_normal((6, 3)))
+        (model(x) ** 2).mean().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.01)], ids=["sgd", "adam"])
+def test_named_parameters_train_as_parameters_and_keep_their_names(make, tmp_path):
+    from tinygrad_cnn import checkpoint
+    named, plain = _two_layers(), _two_layers()
+    opt_named, opt_plain = make(named.named_parameters()), make(plain.parameters())
+    _train(named, opt_named)
+    _train(plain, opt_plain)
+    for p, q in zip(named.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert opt_named.param_groups[0]["param_names"] == names
+    assert "param_names" not in opt_plain.param_groups[0]
+    saved = opt_named.state_dict()
+    assert saved["param_groups"][0]["param_names"] == names
+    saved["param_groups"][0]["param_names"].append("changed")   # a copy, not the group's list
+    assert opt_named.param_groups[0]["param_names"] == names
+
+    # Through a checkpoint file into a fresh named optimiser: the same next steps.
+    path = checkpoint.save(tmp_path / "named.npz", {"optim": opt_named.state_dict()})
+    resumed = _two_layers()
+    resumed.load_state_dict(named.state_dict())
+    opt_resumed = make(resumed.named_parameters())
+    opt_resumed.load_state_dict(checkpoint.load(path)["optim"])
+    _train(named, opt_named)
+    _train(resumed, opt_resumed)
+    for p, q in zip(named.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_named_parameters_state_dict_matches_torch():
+    torch = pytest.importorskip("torch")
+    model = _two_layers()
+    ours = optim.SGD(model.named_parameters(), lr=0.1).state_dict()["param_groups"][0]
+    t_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    theirs = torch.optim.SGD(t_model.named_parameters(), lr=0.1).state_dict()["param_groups"][0]
+    assert ours["param_names"] == theirs["param_names"]
+    assert ours["params"] == theirs["params"]
+
+
+def test_named_and_unnamed_parameters_do_not_mix():
+    model = _two_layers()
+    first, second = model[0], model[2]
+    with pytest.raises(ValueError, match=r"parameter 1 of a group is a Parameter, not a "
+                                         r"\(name, tensor\) pair"):
+        optim.SGD([("w", first.weight), first.bias], lr=0.1)
+    with pytest.raises(ValueError, match="all parameter groups must be given with names"):
+        optim.SGD([{"params": first.named_parameters()}, {"params": second.parameters()}],
+                  lr=0.1)
+    opt = optim.SGD(first.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="this group is with, the first was without"):
+        opt.add_param_group({"params": second.named_parameters()})
+    with pytest.raises(TypeError, match="named 3, a int; names are strings"):
+        optim.SGD([(3, first.weight)], lr=0.1)
+    with pytest.raises(TypeError, match="not a 'param_names' entry"):
+        optim.SGD([{"params": [first.weight], "param_names": ["w"]}], lr=0.1)
+
+
+def test_a_state_saved_under_other_names_is_refused():
+    model = _two_layers()
+    opt = optim.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, steps=1)
+    saved = opt.state_dict()
+    renamed = copy.deepcopy(saved)
+    renamed["param_groups"][0]["param_names"][2] = "fc.weight"
+    other = _two_layers()
+    fresh = optim.SGD(other.named_parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="parameter 2 was saved as 'fc.weight' but is "
+                                         "'2.weight' here"):
+        fresh.load_state_dict(renamed)
+    assert fresh.state == {}                              # nothing loaded
+    broken = copy.deepcopy(saved)
+    broken["param_groups"][0]["param_names"] = ["a", "b"]
+    with pytest.raises(ValueError, match="must be a list of 4 strings"):
+        fresh.load_state_dict(broken)
+    # Across the two forms: loaded by position; each optimiser keeps its own names.
+    plain = optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    plain.load_state_dict(saved)
+    assert "param_names" not in plain.param_groups[0] and len(plain.state) == 4
+    fresh.load_state_dict(plain.state_dict())
+    assert fresh.param_groups[0]["param_names"] == saved["param_groups"][0]["param_names"]
+
+
 def _adam_state_dict(change):
     opt = optim.Adam([scalar_param()])
     opt.param_groups[0]["params"][0].grad = tg.ones(1)

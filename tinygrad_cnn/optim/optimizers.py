@@ -5,7 +5,10 @@ each with ``"params"`` (a list of tensors) and its hyper-parameters
 (``"lr"``, ``"momentum"``, ...).  Pass a plain iterable of parameters for
 one group, or a list of dicts to give groups their own settings.
 Schedulers change ``group["lr"]``; ``optimizer.lr`` reads the first group's
-learning rate and sets every group's.
+learning rate and sets every group's.  Parameters may also come with names,
+``model.named_parameters()`` (in every group or in none): a group then keeps
+them in ``"param_names"``, its ``state_dict`` saves them, and
+``load_state_dict`` refuses a state saved under other names.
 
 ``step()`` works on raw arrays (``p.data``, ``p.grad.data``) through the
 parameter's array module, so it builds no graph and runs on the
@@ -71,6 +74,43 @@ def _not_a_model(value, what):
     if callable(getattr(value, "parameters", None)) and not isinstance(value, ParameterList):
         raise TypeError(f"{what} is a {type(value).__name__} model; pass its parameters: "
                         f"model.parameters()")
+
+
+def _split_names(params):
+    """(tensors, names or None) of a group's ``params``: ``model.named_parameters()``
+    gives (name, tensor) pairs, whose names the group keeps in ``"param_names"``
+    (as PyTorch 2.6+ does) and its ``state_dict`` saves."""
+    named = [isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], Tensor) for p in params]
+    if not any(named):
+        return params, None
+    if not all(named):
+        i = named.index(False)
+        raise ValueError(f"parameter {i} of a group is a {type(params[i]).__name__}, not a "
+                         f"(name, tensor) pair like the others: give all parameters with "
+                         f"names (model.named_parameters()) or none (model.parameters())")
+    for i, (name, _) in enumerate(params):
+        if not isinstance(name, str):
+            raise TypeError(f"parameter {i} of a group is named {name!r}, a "
+                            f"{type(name).__name__}; names are strings")
+    return [p for _, p in params], [name for name, _ in params]
+
+
+def _check_saved_names(where, saved, names, n):
+    """Saved parameter names, if any, must be n strings and, where this optimiser has
+    names too, the same ones: state saved for other parameters of the same shapes
+    would otherwise load without a word."""
+    if saved is None:
+        return
+    if (not isinstance(saved, (list, tuple)) or len(saved) != n
+            or not all(isinstance(name, str) for name in saved)):
+        raise ValueError(f"{where}: 'param_names' of the state_dict must be a list of {n} "
+                         f"strings, got {saved!r}")
+    for j, (was, now) in enumerate(zip(saved, names or saved)):
+        if was != now:
+            raise ValueError(f"{where}: parameter {j} was saved as {was!r} but is {now!r} "
+                             f"here; the state_dict belongs to other parameters (map the "
+                             f"names, or build the optimizer from model.parameters() to "
+                             f"load it by position)")
 
 
 def _moved_hint(p):
@@ -218,8 +258,17 @@ class Optimizer:
         """Add a dict ``{"params": [...], "lr": ..., ...}``; missing settings take the defaults."""
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError("a parameter group is a dict with a 'params' entry")
+        if "param_names" in group:
+            raise TypeError("a parameter group takes its names as (name, tensor) pairs in "
+                            "'params' (model.named_parameters()), not a 'param_names' entry")
         params = group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
+        params, names = _split_names(params)
+        if self.param_groups and ("param_names" in self.param_groups[0]) != (names is not None):
+            raise ValueError("all parameter groups must be given with names "
+                             "(model.named_parameters()) or all without (model.parameters()); "
+                             f"this group is {'with' if names is not None else 'without'}, the "
+                             f"first was {'without' if names is not None else 'with'}")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
@@ -243,6 +292,8 @@ class Optimizer:
         full = dict(self.defaults)
         full.update(group)
         full["params"] = params
+        if names is not None:
+            full["param_names"] = names
         self._validate(full)
         self.param_groups.append(full)
 
@@ -361,7 +412,7 @@ class Optimizer:
         index = {id(p): i for i, p in enumerate(self._params())}
         groups = []
         for group in self.param_groups:
-            g = {k: (list(v) if isinstance(v, tuple) else v)
+            g = {k: (list(v) if isinstance(v, (tuple, list)) else v)
                  for k, v in group.items() if k != "params"}
             g["params"] = [index[id(p)] for p in group["params"]]
             groups.append(g)
@@ -413,14 +464,16 @@ class Optimizer:
         if n != len(group["params"]):
             raise ValueError(f"parameter group {i}: the state_dict has {n} parameter(s), this "
                              f"optimizer has {len(group['params'])}")
-        unknown = set(saved) - set(self.defaults) - {"params"} - _SCHEDULE_KEYS
+        unknown = set(saved) - set(self.defaults) - {"params", "param_names"} - _SCHEDULE_KEYS
         if unknown:
             raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)} for "
                              f"{type(self).__name__}; expected some of {sorted(self.defaults)}")
+        _check_saved_names(where, saved.get("param_names"), group.get("param_names"), n)
         # _validate keeps every setting as the plain Python value its check returns (a
         # NumPy scalar or 0-d array read from a file included): no conversion here.
+        # The names stay this optimiser's: they describe its parameters.
         loaded = dict(group)
-        loaded.update((k, v) for k, v in saved.items() if k != "params")
+        loaded.update((k, v) for k, v in saved.items() if k not in ("params", "param_names"))
         try:
             self._validate(loaded)
         except (TypeError, ValueError) as e:
