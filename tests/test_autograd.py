@@ -363,6 +363,15 @@ def test_inplace_on_tensor_requiring_grad_is_refused_while_recording():
         w -= 0.1
 
 
+def test_inplace_on_a_graph_tensor_says_to_write_it_out_of_place():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    out = x * 2
+    with pytest.raises(RuntimeError, match=r"computed in the graph \(shape \(2,\)\).*"
+                                           r"out = out \+ v instead of out \+= v"):
+        out += x
+    np.testing.assert_array_equal(out.numpy(), [2.0, 4.0])   # refused before writing
+
+
 def test_inplace_under_no_grad_updates_data_and_keeps_leaf():
     w = tg.tensor([1.0, 2.0], requires_grad=True)
     (w * w).sum().backward()

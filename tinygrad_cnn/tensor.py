@@ -625,6 +625,11 @@ class Tensor:
     # such as ``w -= lr * w.grad`` inside ``tg.no_grad()``.
     def _inplace(self, other, op):
         if autograd.is_grad_enabled() and self.requires_grad:
+            if not self.is_leaf:   # out += identity, as in ported residual blocks
+                raise RuntimeError(
+                    f"in-place {op} on a tensor computed in the graph (shape {self.shape}) "
+                    f"is not recorded by autograd here (PyTorch records it); write the "
+                    f"out-of-place form, e.g. out = out + v instead of out += v")
             raise RuntimeError(
                 f"in-place {op} on a tensor that requires grad would bypass autograd; "
                 f"update parameters inside `with tg.no_grad():` (or write to .data)")
