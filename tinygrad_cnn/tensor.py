@@ -627,9 +627,11 @@ class Tensor:
         if autograd.is_grad_enabled() and self.requires_grad:
             if not self.is_leaf:   # out += identity, as in ported residual blocks
                 raise RuntimeError(
-                    f"in-place {op} on a tensor computed in the graph (shape {self.shape}) "
-                    f"is not recorded by autograd here (PyTorch records it); write the "
-                    f"out-of-place form, e.g. out = out + v instead of out += v")
+                    f"in-place {op} on a tensor that requires grad, computed in the graph "
+                    f"(shape {self.shape}), is not recorded by autograd here (PyTorch "
+                    f"records it): write it out of place, e.g. out = out + v instead of "
+                    f"out += v (or, to update a parameter, do it inside "
+                    f"`with tg.no_grad():`)")
             raise RuntimeError(
                 f"in-place {op} on a tensor that requires grad would bypass autograd; "
                 f"update parameters inside `with tg.no_grad():` (or write to .data)")
