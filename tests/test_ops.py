@@ -19,6 +19,7 @@ and comparisons.
 """
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -170,6 +171,11 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
+def _erf(a):
+    """math.erf elementwise, in a's dtype."""
+    return np.vectorize(math.erf)(a).astype(a.dtype)
+
+
 case("exp", lambda x: x.exp(), np.exp, R(3, 4))
 case("exp-0d", lambda x: x.exp(), np.exp, R())
 case("log", lambda x: x.log(), np.log, P(3, 4))
@@ -184,6 +190,8 @@ case("sin", lambda x: x.sin(), np.sin, R(3, 4))
 case("cos", lambda x: x.cos(), np.cos, R(3, 4))
 case("tanh", lambda x: x.tanh(), np.tanh, R(3, 4))
 case("tanh-noncontig", lambda x: x.tanh(), np.tanh, T(R(3, 4)))
+case("erf", lambda x: x.erf(), _erf, R(3, 4, scale=4.0))
+case("erf-noncontig", lambda x: x.erf(), _erf, T(R(3, 4)))
 case("sigmoid", lambda x: x.sigmoid(), _sigmoid, R(3, 4, scale=6.0))
 case("relu", lambda x: x.relu(), lambda a: np.maximum(a, 0), A(3, 4))
 case("leaky_relu", lambda x: x.leaky_relu(0.1), lambda a: np.where(a > 0, a, 0.1 * a), A(3, 4))
@@ -421,7 +429,7 @@ def test_case_table_is_complete():
     required = [
         "add", "sub", "mul", "div", "pow-tensors", "pow-scalar-base", "neg", "matmul-1d-1d",
         "matmul-1d-2d", "matmul-2d-1d", "matmul-2d", "matmul-batched-bcast", "exp", "log",
-        "sqrt", "abs", "sign", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu",
+        "sqrt", "abs", "sign", "sin", "cos", "tanh", "erf", "sigmoid", "relu", "leaky_relu",
         "maximum", "minimum", "clip", "where", "reshape", "flatten", "transpose", "permute",
         "swapaxes", "expand", "broadcast_to", "squeeze", "unsqueeze", "concatenate", "stack",
         "split-sections", "pad", "softmax", "log_softmax", "logsumexp", "astype-float32",
@@ -660,7 +668,7 @@ def test_min_and_max_of_integers_do_not_wrap(values, dtype):
 
 @pytest.mark.parametrize("method, expected", [
     ("sigmoid", lambda a: 1 / (1 + np.exp(-a))), ("exp", np.exp), ("tanh", np.tanh),
-    ("sqrt", np.sqrt), ("log", np.log), ("sin", np.sin), ("cos", np.cos),
+    ("sqrt", np.sqrt), ("log", np.log), ("sin", np.sin), ("cos", np.cos), ("erf", _erf),
     ("leaky_relu", lambda a: np.where(a > 0, a, 0.1 * a)),
     ("softmax", lambda a: np.exp(a) / np.exp(a).sum()),
 ])

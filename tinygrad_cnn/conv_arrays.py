@@ -94,6 +94,12 @@ columns into slices of one buffer for the whole batch when it stays within
 the limit, so that training keeps them for the weight gradient
 (``_correlate`` in :mod:`tinygrad_cnn.functional`; not for a 1x1 kernel at
 stride 1 without padding, whose columns are views of x).
+
+The error function
+------------------
+NumPy has no ``erf``; :func:`erf_array` (at the end of the file, used by
+``Tensor.erf`` and so by GELU) evaluates W. J. Cody's rational
+approximations with array arithmetic, to float64's rounding.
 """
 from __future__ import annotations
 
@@ -1030,6 +1036,79 @@ def index_gather_array(backend, gx, idx):
     return out.reshape(idx.shape)
 
 
+# ---- the error function ------------------------------------------------------------------
+# W. J. Cody's rational approximations of erf ("Rational Chebyshev approximations for the
+# error function", Math. Comp. 23 (1969), the coefficients of his CALERF), highest degree
+# first:  erf(x) = x P(x^2) / Q(x^2) for |x| <= 0.46875, and erf(x) = 1 - e^(-x^2) R(x) / S(x)
+# above (R / S approximates erfc(x) e^(x^2)).  Cody fitted R / S for |x| <= 4; up to 6 it
+# still gives erfc to ~1e-12 relative, which erf = 1 - erfc no longer sees (erfc(4) is
+# 1.5e-8), and from 6 on erf is 1 to float64's rounding (erfc(6) ~ 2e-17): |x| is clamped
+# there, so x^8 never overflows.
+_ERF_SPLIT, _ERF_ONE = 0.46875, 6.0
+_ERF_P = (1.85777706184603153e-1, 3.16112374387056560e0, 1.13864154151050156e2,
+          3.77485237685302021e2, 3.20937758913846947e3)
+_ERF_Q = (1.0, 2.36012909523441209e1, 2.44024637934444173e2, 1.28261652607737228e3,
+          2.84423683343917062e3)
+_ERF_R = (2.15311535474403846e-8, 5.64188496988670089e-1, 8.88314979438837594e0,
+          6.61191906371416295e1, 2.98635138197400131e2, 8.81952221241769090e2,
+          1.71204761263407058e3, 2.05107837782607147e3, 1.23033935479799725e3)
+_ERF_S = (1.0, 1.57449261107098347e1, 1.17693950891312499e2, 5.37181101862009858e2,
+          1.62138957456669019e3, 3.29079923573345963e3, 4.36261909014324716e3,
+          3.43936767414372164e3, 1.23033935480374942e3)
+
+
+def erf_array(backend, x):
+    """erf(x) = 2/sqrt(pi) * integral from 0 to x of e^(-t^2) dt, elementwise, for a float
+    array x; the result has x's dtype and is stored like x.
+
+    NumPy has no erf (SciPy's and ``cupyx.scipy.special``'s would be one more dependency
+    per backend), so this evaluates Cody's rational approximations (above) with array
+    arithmetic alone, the same code on NumPy and CuPy.  It computes in float64, within
+    ~2 ulp of the exact value (relative error < 5e-16, tiny |x| included); a float32 or
+    float16 x is rounded once at the end, to the float32 (float16) nearest the exact
+    value but in rare near-ties.  erf(+-inf) = +-1, erf(-0.0) = -0.0, NaN stays NaN.
+
+    Array code cannot branch per element: both approximations run on every element
+    and ``where`` keeps the right one.  On the host that runs slice by slice
+    (:func:`cache_chunks`), so that its ~60 passes read from the cache: about 3x
+    faster than passes over a 64x20x24x24 array in main memory.
+    """
+    if x.ndim == 0:
+        return _erf_slice(backend.xp, x)
+    out = empty_as(backend, x)
+    for c in cache_chunks(backend, x):
+        out[c] = _erf_slice(backend.xp, x[c])
+    return out
+
+
+def _erf_slice(xp, x):
+    """:func:`erf_array` of one slice, without the slicing."""
+    x64 = x.astype(np.float64, copy=False)
+    y = xp.abs(x64)
+    t = xp.minimum(y, _ERF_SPLIT)                      # the small branch: x^2 <= 0.46875^2
+    t *= t
+    small = _horner(_ERF_P, t)
+    small /= _horner(_ERF_Q, t)
+    small *= y                                         # erf(|x|) = |x| P / Q
+    t = xp.minimum(y, _ERF_ONE)                        # the large branch: |x| <= 6
+    large = _horner(_ERF_R, t)
+    large /= _horner(_ERF_S, t)
+    large *= xp.exp(-(t * t))                          # erfc(|x|)
+    erf_abs = xp.where(y <= _ERF_SPLIT, small, 1 - large)   # (NaN: the large branch's NaN)
+    return xp.copysign(erf_abs, x64).astype(x.dtype, copy=False)   # erf is odd
+
+
+def _horner(coefs, t):
+    """The polynomial with coefficients ``coefs`` (highest degree first) at the array t,
+    in a new array."""
+    p = coefs[0] * t
+    for c in coefs[1:-1]:
+        p += c
+        p *= t
+    p += coefs[-1]
+    return p
+
+
 __all__ = [
     "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
@@ -1041,4 +1120,5 @@ __all__ = [
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
     "adaptive_bins", "adaptive_avg_array", "adaptive_avg_adjoint_array", "adaptive_max_array",
     "index_scatter_array", "index_gather_array",
+    "erf_array",
 ]

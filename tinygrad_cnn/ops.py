@@ -7,13 +7,14 @@ back to the operand's shape with ``sum_to``.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 from .autograd import Function
 from .backend import one_axis_gather
-from .conv_arrays import contiguous, in_order_of, is_batch_last, tiled_copy_pays
+from .conv_arrays import contiguous, erf_array, in_order_of, is_batch_last, tiled_copy_pays
 from .tensor import Tensor
 
 
@@ -300,6 +301,20 @@ class Cos(Function):
 
     def backward(self, grad_out):
         return -grad_out * self.inputs[0].sin()
+
+
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+
+class Erf(Function):
+    """y = erf x; dy/dx = 2/sqrt(pi) e^(-x^2)"""
+
+    def forward(self, x):
+        return erf_array(self.backend, x)   # NumPy has no erf: conv_arrays has one
+
+    def backward(self, grad_out):
+        x = self.inputs[0]
+        return grad_out * (-(x * x)).exp() * _TWO_OVER_SQRT_PI
 
 
 class Tanh(Function):

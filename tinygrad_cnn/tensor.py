@@ -258,7 +258,7 @@ class Tensor:
     with a bool tensor int64, and an int beyond an integer tensor's range
     is refused, as by NumPy (a comparison takes it by value); ops whose
     results are not integers (exp,
-    log, sqrt, sin, cos, tanh, sigmoid, leaky_relu, softmax) turn integer
+    log, sqrt, sin, cos, tanh, erf, sigmoid, leaky_relu, softmax) turn integer
     and bool tensors into float32 first, as PyTorch does; an in-place op
     refuses a result its tensor's dtype cannot hold.  Values an integer
     dtype cannot hold (NaN, infinities, out of its range) are refused
@@ -862,6 +862,10 @@ class Tensor:
     def tanh(self):
         """Elementwise hyperbolic tangent."""
         return ops.Tanh.apply(self._floating())
+
+    def erf(self):
+        """Elementwise error function erf(x) = 2/sqrt(pi) * integral from 0 to x of e^(-t^2) dt."""
+        return ops.Erf.apply(self._floating())
 
     def sigmoid(self):
         """Elementwise logistic function 1 / (1 + e**-x)."""
