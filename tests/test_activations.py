@@ -1,10 +1,17 @@
-"""The erf that GELU stands on.
+"""PyTorch's activations beyond relu, sigmoid and tanh, and the erf that GELU stands on.
 
-Its op's concerns run in ``test_ops``' table (gradcheck, gradgradcheck, NumPy in
-float32 and float64, every device, upstream gradients in any layout).  Here:
-erf against ``math.erf`` on a dense grid with both tails, tiny and huge |x|, in
-float64 and float32, its symmetry and special values, and its array code on any
-memory layout.
+The concerns every op gets run in the shared tables: ``test_functional.CASES``
+(gradcheck and gradgradcheck in float64, torch in float64 and float32, every
+device, upstream gradients in any layout) and ``test_ops`` (erf's cases, and
+the documented gradient at each kink, on every device).  Here:
+
+* erf against ``math.erf`` on a dense grid with both tails, tiny and huge |x|,
+  in float64 and float32, its symmetry and special values, and its array code
+  on any memory layout;
+* inputs of +-1e4 and +-inf against torch, and the gradients at the kinks
+  against torch's;
+* the ``nn`` modules: reprs, no parameters, torch parity, ``nn.summary``;
+* bad arguments.
 """
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
+import tinygrad_cnn.functional as F
+from tinygrad_cnn import nn
 from tinygrad_cnn.backend import get_backend
 from tinygrad_cnn.conv_arrays import cache_chunks, erf_array, is_batch_last
 
@@ -106,3 +115,283 @@ def test_erf_array_takes_any_layout_and_keeps_it():
     assert erf_array(backend, np.asarray(0.5)).shape == ()
     assert erf_array(backend, np.asarray(0.5)) == math.erf(0.5)
     assert erf_array(backend, np.zeros((0, 3))).shape == (0, 3)
+
+
+# ---- the activations against torch ------------------------------------------------------
+# name: fn(F, x), on tinygrad_cnn.functional and on torch.nn.functional alike
+ACTIVATIONS = {
+    "gelu": lambda F, x: F.gelu(x),
+    "gelu_tanh": lambda F, x: F.gelu(x, approximate="tanh"),
+    "silu": lambda F, x: F.silu(x),
+    "mish": lambda F, x: F.mish(x),
+    "elu": lambda F, x: F.elu(x),
+    "elu_alpha": lambda F, x: F.elu(x, alpha=0.5),
+    "selu": lambda F, x: F.selu(x),
+    "celu": lambda F, x: F.celu(x, alpha=2.0),
+    "softplus": lambda F, x: F.softplus(x),
+    "softplus_beta": lambda F, x: F.softplus(x, beta=-2.0, threshold=5.0),
+    "hardtanh": lambda F, x: F.hardtanh(x, -2.0, 3.0),
+    "relu6": lambda F, x: F.relu6(x),
+    "hardsigmoid": lambda F, x: F.hardsigmoid(x),
+    "hardswish": lambda F, x: F.hardswish(x),
+    "erf": lambda F, x: x.erf(),
+}
+# PyTorch's hardsigmoid backward multiplies float64 gradients by 1/6 rounded to float32.
+GRAD_RTOL = {"hardsigmoid": 1e-7}
+
+
+def _ours(name, values, dtype):
+    x = tg.tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+    y = ACTIVATIONS[name](F, x)
+    y.backward(tg.ones_like(y))
+    return y.numpy(), x.grad.numpy()
+
+
+def _torch(name, values, dtype):
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+    y = ACTIVATIONS[name](torch.nn.functional, x)
+    y.backward(torch.ones_like(y))
+    return y.detach().numpy(), x.grad.numpy()
+
+
+EXTREMES = [-1e4, -1e3, -100.0, -30.0, -5.0, 5.0, 30.0, 100.0, 1e3, 1e4]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_large_inputs_match_torch_without_overflow(name, dtype):
+    """+-1e4 reach every tail: no overflow or NaN on the way (softplus, elu and celu
+    compute no unused e^x; mish's softplus is stable), and torch's values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, g = _ours(name, EXTREMES, dtype)
+    t_y, t_g = _torch(name, EXTREMES, dtype)
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(y, t_y, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(g, t_g, rtol=max(rtol, GRAD_RTOL.get(name, 0)), atol=rtol)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_infinite_inputs_match_torch_where_it_defines_them(name):
+    """At +-inf torch gives NaN where x * 0 arises (gelu, silu, mish: a value or a
+    gradient); elsewhere the same limits."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # inf * 0 on the way to NaN, as in torch
+        y, g = _ours(name, [np.inf, -np.inf], np.float64)
+    t_y, t_g = _torch(name, [np.inf, -np.inf], np.float64)
+    defined = ~np.isnan(t_y)
+    np.testing.assert_array_equal(y[defined], t_y[defined])
+    defined = ~np.isnan(t_g)
+    np.testing.assert_array_equal(g[defined], t_g[defined])
+
+
+# name: the points where the gradient has a kink (or, for softplus, the switch to its
+# linear region: x = threshold / beta)
+KINKS = {
+    "hardtanh": (lambda F, x: F.hardtanh(x, -0.5, 0.8), [-0.5, 0.8]),
+    "relu6": (lambda F, x: F.relu6(x), [0.0, 6.0]),
+    "hardsigmoid": (lambda F, x: F.hardsigmoid(x), [-3.0, 3.0]),
+    "hardswish": (lambda F, x: F.hardswish(x), [-3.0, 3.0]),
+    "elu_alpha2": (lambda F, x: F.elu(x, alpha=2.0), [0.0]),
+    "elu_alpha_half": (lambda F, x: F.elu(x, alpha=0.5), [0.0]),
+    "selu": (lambda F, x: F.selu(x), [0.0]),
+    "celu": (lambda F, x: F.celu(x, alpha=2.0), [0.0]),   # (continuous slope: 1)
+    "softplus": (lambda F, x: F.softplus(x, beta=2.0, threshold=3.0), [1.5]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KINKS))
+def test_gradients_at_kinks_are_torchs(name):
+    """Finite differences cannot tell which side an op takes at a kink; torch can."""
+    torch = pytest.importorskip("torch")
+    fn, points = KINKS[name]
+    values = sorted(points + [p + d for p in points for d in (-0.25, 0.25)])
+    x = tg.tensor(values, dtype=tg.float64, requires_grad=True)
+    fn(F, x).sum().backward()
+    tx = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    fn(torch.nn.functional, tx).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-7, atol=0)
+
+
+def test_softplus_stays_finite_where_torchs_overflows():
+    """Above the threshold both are x; with a threshold too large to be reached, torch's
+    log1p(exp(x)) overflows to inf (and its gradient to NaN), this one gives x and 1."""
+    x = tg.tensor([800.0, 1e4], dtype=tg.float64, requires_grad=True)
+    y = F.softplus(x, threshold=float("inf"))
+    y.sum().backward()
+    np.testing.assert_array_equal(y.numpy(), [800.0, 1e4])
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
+
+
+def test_mish_uses_the_stable_softplus():
+    x = tg.tensor([-800.0, 800.0], dtype=tg.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(F.mish(x).numpy(), [-0.0, 800.0])
+
+
+# ---- nn modules -------------------------------------------------------------------------
+# name: (ours, torch's on torch.nn, PyTorch's repr)
+MODULES = {
+    "GELU": (lambda: nn.GELU(), lambda T: T.GELU(), "GELU(approximate='none')"),
+    "GELU-tanh": (lambda: nn.GELU(approximate="tanh"), lambda T: T.GELU(approximate="tanh"),
+                  "GELU(approximate='tanh')"),
+    "SiLU": (lambda: nn.SiLU(), lambda T: T.SiLU(), "SiLU()"),
+    "Mish": (lambda: nn.Mish(), lambda T: T.Mish(), "Mish()"),
+    "ELU": (lambda: nn.ELU(), lambda T: T.ELU(), "ELU(alpha=1.0)"),
+    "ELU-alpha": (lambda: nn.ELU(0.5), lambda T: T.ELU(0.5), "ELU(alpha=0.5)"),
+    "SELU": (lambda: nn.SELU(), lambda T: T.SELU(), "SELU()"),
+    "CELU": (lambda: nn.CELU(alpha=2), lambda T: T.CELU(alpha=2), "CELU(alpha=2)"),
+    "Softplus": (lambda: nn.Softplus(), lambda T: T.Softplus(),
+                 "Softplus(beta=1.0, threshold=20.0)"),
+    "Softplus-args": (lambda: nn.Softplus(2.0, 3), lambda T: T.Softplus(2.0, 3),
+                      "Softplus(beta=2.0, threshold=3)"),
+    "Hardtanh": (lambda: nn.Hardtanh(), lambda T: T.Hardtanh(),
+                 "Hardtanh(min_val=-1.0, max_val=1.0)"),
+    "Hardtanh-args": (lambda: nn.Hardtanh(-2, 3.5), lambda T: T.Hardtanh(-2, 3.5),
+                      "Hardtanh(min_val=-2, max_val=3.5)"),
+    "ReLU6": (lambda: nn.ReLU6(), lambda T: T.ReLU6(), "ReLU6()"),
+    "Hardsigmoid": (lambda: nn.Hardsigmoid(), lambda T: T.Hardsigmoid(), "Hardsigmoid()"),
+    "Hardswish": (lambda: nn.Hardswish(), lambda T: T.Hardswish(), "Hardswish()"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_repr_and_no_parameters(name):
+    ours, _, text = MODULES[name]
+    m = ours()
+    assert repr(m) == text
+    assert list(m.parameters()) == [] and list(m.buffers()) == [] and m.state_dict() == {}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_repr_is_torchs(name):
+    torch = pytest.importorskip("torch")
+    ours, theirs, _ = MODULES[name]
+    assert repr(ours()) == repr(theirs(torch.nn))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_matches_torch(name, dtype):
+    torch = pytest.importorskip("torch")
+    ours, theirs, _ = MODULES[name]
+    rng = np.random.default_rng(0)
+    a = (4 * rng.standard_normal((2, 3, 4, 5))).astype(dtype)
+    g = rng.standard_normal(a.shape).astype(dtype)
+    x, tx = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, ty = ours()(x), theirs(torch.nn)(tx)
+    y.backward(tg.tensor(g))
+    ty.backward(torch.tensor(g))
+    assert y.dtype == dtype
+    rtol = 1e-10 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=rtol, atol=rtol)
+    grad_rtol = max(rtol, GRAD_RTOL.get(name.lower(), 0))
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=grad_rtol, atol=rtol)
+
+
+def test_relu6_is_a_hardtanh_as_in_pytorch():
+    m = nn.ReLU6()
+    assert isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)
+
+
+def test_modules_run_on_every_device(device):
+    model = nn.Sequential(*(make() for make, _, _ in MODULES.values()))
+    x = np.random.default_rng(1).standard_normal((2, 3, 4))
+    want = model(tg.tensor(x)).numpy()
+    np.testing.assert_allclose(model(tg.tensor(x, device=device)).numpy(), want,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_summary_passes_the_receptive_field_through_the_activations():
+    layers = [make() for make, _, _ in MODULES.values()]
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), *layers, nn.Conv2d(2, 1, 3))
+    s = nn.summary(model, (1, 1, 9, 9))
+    assert [r["type"] for r in s.rows[1:-1]] == [type(m).__name__ for m in layers]
+    assert all(r["receptive_field"] == (3, 3) for r in s.rows[:-1])
+    assert s.receptive_field == (5, 5)
+
+
+def test_exported_where_pytorch_has_them():
+    for name in ["gelu", "silu", "mish", "elu", "selu", "celu", "softplus", "hardtanh", "relu6",
+                 "hardsigmoid", "hardswish"]:
+        assert name in F.__all__ and callable(getattr(F, name))
+    for name in ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
+                 "Hardsigmoid", "Hardswish"]:
+        assert name in nn.__all__ and issubclass(getattr(nn, name), nn.Module)
+    with pytest.raises(AttributeError, match=r"use x\.erf\(\.\.\.\)"):
+        tg.erf   # as for torch.exp: a Tensor method here
+
+
+def test_the_readme_lists_every_activation_and_layer():
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    said = re.search(r"^The activations are PyTorch's.*?(?=^\n)", readme, re.S | re.M)
+    assert said, "the README should list the activations"
+    names = re.findall(r"`(\w+)`", said.group(0).split("as `nn` layers")[0])
+    layers = re.findall(r"`nn\.(\w+)`", said.group(0))
+    assert set(names) - {"functional", "none", "beta", "threshold"} == {
+        "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "gelu", "silu",
+        "mish", "elu", "selu", "celu", "softplus", "hardtanh", "relu6", "hardsigmoid",
+        "hardswish"}
+    assert set(names) - {"functional", "none", "beta", "threshold"} <= set(F.__all__)
+    assert all(issubclass(getattr(nn, name), nn.Module) for name in layers)
+    assert {name for name in MODULES if "-" not in name} <= set(layers)
+
+
+# ---- bad arguments ----------------------------------------------------------------------
+_X = tg.tensor([-1.0, 0.5])
+
+
+@pytest.mark.parametrize("name", sorted(set(ACTIVATIONS) - {"erf"}))
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_integer_and_bool_inputs_are_refused(name, dtype):
+    """As PyTorch's kernels refuse them (its hardtanh and relu6 take integers: not here)."""
+    op = name.split("_")[0]
+    with pytest.raises(TypeError, match=rf"^{op}: x has dtype {dtype}; expected a float dtype "
+                                        r"\(float32 or float64: convert with x\.float\(\)\)"):
+        ACTIVATIONS[name](F, tg.tensor(np.ones(3, dtype=dtype)))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: F.gelu(_X, approximate="erf"), ValueError,
+     r"^gelu: approximate must be 'none' or 'tanh', got 'erf'"),
+    (lambda: F.gelu(_X, approximate=None), ValueError, r"approximate must be .* got None"),
+    (lambda: nn.GELU("Tanh"), ValueError, r"^GELU: approximate must be 'none' or 'tanh'"),
+    (lambda: F.elu(_X, alpha="1"), TypeError, r"^elu: alpha must be a number, got '1' \(str\)"),
+    (lambda: F.elu(_X, True), TypeError, r"^elu: alpha must be a number, got True"),
+    (lambda: nn.ELU(float("nan")), ValueError, r"^ELU: alpha must be a number, got nan"),
+    (lambda: F.celu(_X, alpha=0), ValueError, r"^celu: alpha must not be 0 \(it divides\)"),
+    (lambda: nn.CELU(0.0), ValueError, r"^CELU: alpha must not be 0"),
+    (lambda: F.softplus(_X, beta=0), ValueError, r"^softplus: beta must not be 0"),
+    (lambda: F.softplus(_X, beta="2"), TypeError, r"^softplus: beta must be a number, got '2'"),
+    (lambda: F.softplus(_X, threshold=None), TypeError,
+     r"^softplus: threshold must be a number, got None"),
+    (lambda: nn.Softplus(threshold=[20]), TypeError, r"^Softplus: threshold must be a number"),
+    (lambda: F.hardtanh(_X, 1.0, -1.0), ValueError,
+     r"^hardtanh: min_val \(1\.0\) must not be greater than max_val \(-1\.0\)"),
+    (lambda: nn.Hardtanh(2, 1), ValueError, r"^Hardtanh: min_val \(2\) must not be greater"),
+    (lambda: nn.Hardtanh(min_val="a"), TypeError, r"^Hardtanh: min_val must be a number"),
+    (lambda: F.elu(_X, alpha=tg.tensor(2.0, requires_grad=True)), TypeError,
+     r"^elu: alpha must be a number, got a tensor that requires grad"),
+    (lambda: F.relu6(_X, inplace=True), ValueError,
+     r"^relu6: inplace=True is not supported .*; drop the argument"),
+    (lambda: nn.Hardswish(inplace=True), ValueError, r"^Hardswish: inplace=True is not supported"),
+    (lambda: nn.ReLU6(True), ValueError, r"^ReLU6: inplace=True is not supported"),
+    (lambda: nn.SiLU(inplace="yes"), TypeError, r"^SiLU: inplace must be True or False"),
+    (lambda: F.silu(np.ones(3)), TypeError, r"^silu: x must be a Tensor, got ndarray"),
+    (lambda: nn.Mish()([1.0]), TypeError, r"^Mish expects a Tensor, got list"),
+], ids=lambda v: None)
+def test_bad_arguments_say_what_was_expected(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_numbers_may_be_0d_tensors_and_inplace_false_is_accepted():
+    want = F.elu(_X, 2.0).numpy()
+    np.testing.assert_array_equal(F.elu(_X, tg.tensor(2.0)).numpy(), want)
+    np.testing.assert_array_equal(F.elu(_X, np.float64(2.0), inplace=np.False_).numpy(), want)
+    assert repr(nn.ELU(np.float64(2.0))) == "ELU(alpha=2.0)"
+    np.testing.assert_array_equal(nn.ReLU6(inplace=False)(_X).numpy(), F.relu6(_X).numpy())

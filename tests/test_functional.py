@@ -76,6 +76,22 @@ def away_from_zero(*shape):
     return build
 
 
+def away_from(*shape, points, low=-8.0, high=8.0):
+    """Uniform in [low, high] but at least 0.1 from each of ``points`` (the kinks of
+    hardtanh, relu6, hardsigmoid, hardswish; softplus's switch to its linear region)."""
+    def build(rng):
+        x = rng.uniform(low, high, size=shape)
+        for p in points:
+            near = np.abs(x - p) < 0.1
+            x[near] += np.where(x[near] >= p, 0.2, -0.2)
+        return x
+    return build
+
+
+def scaled_randn(*shape, scale):
+    return lambda rng: scale * rng.standard_normal(shape)
+
+
 def n_blocks(size, kernel, dilation=1, padding=0, stride=1):
     """Number of sliding blocks of unfold, for shaping fold inputs."""
     (H, W), (KH, KW), (dh, dw), (ph, pw), (sh, sw) = map(
@@ -340,6 +356,28 @@ CASES = [
     case("leaky_relu", lambda F, x: F.leaky_relu(x, 0.2), away_from_zero(2, 3, 4)),
     case("sigmoid", lambda F, x: F.sigmoid(x), randn(2, 5)),
     case("tanh", lambda F, x: F.tanh(x), randn(2, 5)),
+    # PyTorch's other activations: the smooth ones on wide inputs (both tails), the
+    # kinked ones away from their kinks (elu's at 0 with alpha != 1)
+    case("gelu", lambda F, x: F.gelu(x), scaled_randn(2, 3, 4, scale=3.0), gradgrad=True,
+         higher_orders=True),
+    case("gelu_tanh", lambda F, x: F.gelu(x, approximate="tanh"), scaled_randn(2, 5, scale=3.0),
+         gradgrad=True),
+    case("silu", lambda F, x: F.silu(x), scaled_randn(2, 5, scale=4.0), gradgrad=True),
+    case("mish", lambda F, x: F.mish(x), scaled_randn(2, 5, scale=4.0), gradgrad=True),
+    case("elu_alpha", lambda F, x: F.elu(x, alpha=0.7), away_from_zero(2, 3, 4), gradgrad=True,
+         higher_orders=True),
+    case("selu", lambda F, x: F.selu(x), away_from_zero(2, 5), gradgrad=True),
+    case("celu", lambda F, x: F.celu(x, 1.5), scaled_randn(2, 5, scale=3.0), gradgrad=True),
+    case("softplus", lambda F, x: F.softplus(x), scaled_randn(2, 5, scale=4.0), gradgrad=True),
+    case("softplus_beta_threshold", lambda F, x: F.softplus(x, beta=2.0, threshold=3.0),
+         away_from(2, 5, points=(1.5,), low=-4.0, high=4.0), gradgrad=True),
+    case("hardtanh", lambda F, x: F.hardtanh(x, -0.5, 2.0),
+         away_from(2, 5, points=(-0.5, 2.0), low=-3.0, high=3.0), gradgrad=True),
+    case("relu6", lambda F, x: F.relu6(x), away_from(2, 5, points=(0.0, 6.0)), gradgrad=True),
+    case("hardsigmoid", lambda F, x: F.hardsigmoid(x), away_from(2, 5, points=(-3.0, 3.0)),
+         gradgrad=True),
+    case("hardswish", lambda F, x: F.hardswish(x), away_from(2, 3, 4, points=(-3.0, 3.0)),
+         gradgrad=True, higher_orders=True),
     case("softmax_dim1", lambda F, x: F.softmax(x, dim=1), randn(2, 4, 3)),
     case("log_softmax_last", lambda F, x: F.log_softmax(x, dim=-1), randn(3, 5)),
     case("pad_last_dim", lambda F, x: F.pad(x, (1, 2)), randn(2, 2, 3)),
@@ -428,6 +466,12 @@ class TorchF:
 
     def flatten(self, x, start_dim=0, end_dim=-1):
         return self.torch.flatten(x, start_dim, end_dim)
+
+    def hardsigmoid(self, x):
+        # PyTorch's float64 backward multiplies by 1/6 rounded to float32 (relative error
+        # 3e-8, beyond RTOL); relu6(x + 3) / 6 has its forward and its zero gradient at
+        # +-3, with 1/6 exact.  test_activations.py compares with torch's own, to 1e-7.
+        return self.nnf.relu6(x + 3) / 6
 
     def local2d(self, x, w, b=None, stride=1, padding=0, dilation=1):
         OC, OH, OW, C, KH, KW = w.shape

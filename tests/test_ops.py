@@ -583,6 +583,18 @@ KINKS = [
     ("minimum-tie", lambda x: x.minimum(tg.tensor([1.0, 0.0, 5.0], device=x.device)),
      [1.0, 2.0, 3.0], [0.5, 0, 1]),
     ("min-ties", lambda x: x.min(), [2.0, 1.0, 1.0], [0, 0.5, 0.5]),
+    # the activations of functional: PyTorch's choices (test_activations.py asks torch)
+    ("hardtanh-at-bounds", lambda x: tg.functional.hardtanh(x, -0.5, 0.8),
+     [-1.0, -0.5, 0.0, 0.8, 1.0], [0, 0, 1, 0, 0]),                     # lo < x < hi
+    ("relu6-at-0-and-6", lambda x: tg.functional.relu6(x), [-1.0, 0.0, 3.0, 6.0, 7.0],
+     [0, 0, 1, 0, 0]),
+    ("hardsigmoid-at-3", lambda x: tg.functional.hardsigmoid(x), [-4.0, -3.0, 0.0, 3.0, 4.0],
+     [0, 0, 1 / 6, 0, 0]),                                               # -3 < x < 3
+    ("hardswish-at-3", lambda x: tg.functional.hardswish(x), [-4.0, -3.0, 0.0, 3.0, 4.0],
+     [0, 0, 0.5, 1, 1]),                                                 # -3: 0, 3: 1
+    ("elu-at-0", lambda x: tg.functional.elu(x, alpha=2.0), [0.0, 1.0], [2, 1]),  # alpha
+    ("selu-at-0", lambda x: tg.functional.selu(x), [0.0],
+     [1.0507009873554804934193349852946 * 1.6732632423543772848170429916717]),
 ]
 
 

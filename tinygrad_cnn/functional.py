@@ -69,6 +69,7 @@ from .conv_arrays import (
     max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding, set_im2col_limit,
     shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
 from .tensor import Tensor, check_devices, get_rng, zeros_like
+from .tensor import where
 
 __all__ = [
     "unfold", "fold", "linear", "local2d", "conv2d", "conv_transpose2d", "conv1d",
@@ -1126,6 +1127,249 @@ def log_softmax(x, dim):
 def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (by default all but the batch)."""
     return x.flatten(start_dim, end_dim)
+
+
+# ---- more activations: GELU, SiLU, Mish, the ELU family, Softplus, the hard ones -------------
+# PyTorch's, with its arguments and defaults.  GELU, SiLU and Mish are compositions of
+# differentiable ops; the others are small Functions, whose backward keeps PyTorch's
+# gradient at each kink (hardtanh and relu6: 0 at both bounds; hardsigmoid: 0 at +-3;
+# hardswish: 0 at -3, 1 at 3; elu and selu: at 0 the slope of the x <= 0 side) and stays
+# finite where an unused branch would overflow (softplus, elu for large x).  All take
+# float tensors only, as PyTorch's kernels (whose hardtanh and relu6 also take integers).
+_GELU_APPROXIMATIONS = ("none", "tanh")
+_SQRT_HALF = float(np.sqrt(0.5))
+_SQRT_2_OVER_PI = float(np.sqrt(2 / np.pi))
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+__all__ += ["gelu", "silu", "mish", "elu", "selu", "celu", "softplus", "hardtanh", "relu6",
+            "hardsigmoid", "hardswish"]
+
+
+def _activation_input(op, x):
+    """x, checked to be a float Tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: x has dtype {x.dtype}; expected a float dtype (float32 or "
+                        f"float64: convert with x.float())")
+    return x
+
+
+def _check_inplace(op, inplace):
+    """PyTorch's ``inplace`` flag, which ported code often sets: False, or an error.
+
+    Every op here returns a new tensor and leaves its input as it is (autograd
+    may need it for the backward), so ``inplace=True`` cannot be honoured;
+    ignoring it would leave code that relies on the input being overwritten
+    silently wrong."""
+    if check_flag("inplace", inplace, op):
+        raise ValueError(f"{op}: inplace=True is not supported (every op here returns a new "
+                         f"tensor and leaves its input unchanged); drop the argument: the "
+                         f"result is the same")
+
+
+def _check_gelu_approximate(op, approximate):
+    if not isinstance(approximate, str) or approximate not in _GELU_APPROXIMATIONS:
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return approximate
+
+
+def _check_nonzero(name, value):
+    """A real number (not a bool, NaN) other than 0, for the arguments ops divide by."""
+    value = check_number(name, value, low=None)
+    if value == 0:
+        raise ValueError(f"{name} must not be 0 (it divides), got {value}")
+    return value
+
+
+def _bool_tensor(mask, like):
+    """A bool array as a tensor on ``like``'s backend, outside the graph."""
+    return Tensor._make(mask, like._backend)
+
+
+@_takes_tensor
+def gelu(x, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF: x/2 * (1 + erf(x / sqrt(2))).
+
+    ``approximate='tanh'``: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
+    """
+    _check_gelu_approximate("gelu", approximate)
+    x = _activation_input("gelu", x)
+    if approximate == "tanh":
+        inner = (x + 0.044715 * x * x * x) * _SQRT_2_OVER_PI
+        return 0.5 * x * (1 + inner.tanh())
+    return x * 0.5 * (1 + (x * _SQRT_HALF).erf())
+
+
+@_takes_tensor
+def silu(x, inplace=False):
+    """x * sigmoid(x) (also called swish)."""
+    _check_inplace("silu", inplace)
+    return _activation_input("silu", x) * x.sigmoid()
+
+
+@_takes_tensor
+def mish(x, inplace=False):
+    """x * tanh(softplus(x))."""
+    _check_inplace("mish", inplace)
+    return _activation_input("mish", x) * softplus(x).tanh()
+
+
+class ELU(Function):
+    """y = scale * x for x > 0, scale * alpha * (e^(input_scale * x) - 1) for x <= 0;
+    dy/dx = scale, and scale * alpha * input_scale * e^(input_scale * x) for x <= 0
+
+    ELU (scale = input_scale = 1), SELU (fixed alpha and scale) and CELU
+    (input_scale = 1/alpha) are this op, as in PyTorch.  Its gradient at the
+    kink x = 0 is the x <= 0 side's, and a NaN takes the x > 0 side: PyTorch's.
+    """
+
+    def forward(self, x, alpha, scale, input_scale):
+        xp = self.xp
+        self.alpha, self.scale, self.input_scale = alpha, scale, input_scale
+        self.negative = x <= 0
+        # e^(...) - 1 as expm1 (exact for small |x|), of min(x, 0): no overflow for large x
+        curve = xp.expm1(xp.minimum(x, 0) * input_scale) * (alpha * scale)
+        return xp.where(self.negative, curve, x * scale).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        x = self.inputs[0]
+        # Clipped at 0, as in the forward: e^(...) of a large x would be inf, and its
+        # gradient (in a second derivative) inf * 0 = NaN, though where never picks it.
+        curve = (x.clip(max=0) * self.input_scale).exp() * (
+            self.alpha * self.scale * self.input_scale)
+        return grad_out * where(_bool_tensor(self.negative, x), curve, self.scale)
+
+
+@_takes_tensor
+def elu(x, alpha=1.0, inplace=False):
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+    alpha = check_number("elu: alpha", alpha, low=None)
+    _check_inplace("elu", inplace)
+    return ELU.apply(_activation_input("elu", x), alpha=alpha, scale=1.0, input_scale=1.0)
+
+
+@_takes_tensor
+def selu(x, inplace=False):
+    """scale * (x if x > 0 else alpha * (exp(x) - 1)), with alpha = 1.6732632... and
+    scale = 1.0507009... (self-normalising: keeps zero mean and unit variance through
+    layers initialised for it)."""
+    _check_inplace("selu", inplace)
+    return ELU.apply(_activation_input("selu", x), alpha=_SELU_ALPHA, scale=_SELU_SCALE,
+                     input_scale=1.0)
+
+
+@_takes_tensor
+def celu(x, alpha=1.0, inplace=False):
+    """x if x > 0 else alpha * (exp(x / alpha) - 1) (alpha != 0)."""
+    alpha = _check_nonzero("celu: alpha", alpha)
+    _check_inplace("celu", inplace)
+    return ELU.apply(_activation_input("celu", x), alpha=alpha, scale=1.0,
+                     input_scale=1.0 / alpha)
+
+
+class Softplus(Function):
+    """y = log(1 + e^(beta x)) / beta, and y = x where beta x > threshold (PyTorch's linear
+    region); dy/dx = sigmoid(beta x), and 1 there"""
+
+    def forward(self, x, beta, threshold):
+        xp = self.xp
+        self.beta = beta
+        z = x * beta
+        self.linear = z > threshold
+        # log(1 + e^z) = max(z, 0) + log(1 + e^-|z|): never overflows, exact in both tails
+        curve = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
+        return xp.where(self.linear, x, curve).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        x = self.inputs[0]
+        slope = (x * self.beta).sigmoid()
+        return grad_out * where(_bool_tensor(self.linear, x), 1.0, slope)
+
+
+@_takes_tensor
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * x)) / beta, or x where beta * x > threshold (beta != 0).
+
+    Computed stably for any ``threshold``: where PyTorch's exp overflows (a
+    threshold above ~88 in float32, ~709 in float64) this gives x, not inf.
+    """
+    beta = _check_nonzero("softplus: beta", beta)
+    threshold = check_number("softplus: threshold", threshold, low=None)
+    return Softplus.apply(_activation_input("softplus", x), beta=beta, threshold=threshold)
+
+
+class Hardtanh(Function):
+    """y = min(max(x, lo), hi); dy/dx = 1 for lo < x < hi, else 0 (0 at both bounds, as in
+    PyTorch)"""
+
+    def forward(self, x, lo, hi):
+        self.inside = (x > lo) & (x < hi)
+        return self.xp.clip(x, lo, hi).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        return grad_out * _bool_tensor(self.inside, grad_out)
+
+
+@_takes_tensor
+def hardtanh(x, min_val=-1.0, max_val=1.0, inplace=False):
+    """min(max(x, min_val), max_val)."""
+    min_val = check_number("hardtanh: min_val", min_val, low=None)
+    max_val = check_number("hardtanh: max_val", max_val, low=None)
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val ({min_val}) must not be greater than max_val "
+                         f"({max_val})")
+    _check_inplace("hardtanh", inplace)
+    return Hardtanh.apply(_activation_input("hardtanh", x), lo=min_val, hi=max_val)
+
+
+@_takes_tensor
+def relu6(x, inplace=False):
+    """min(max(x, 0), 6): hardtanh(x, 0, 6)."""
+    _check_inplace("relu6", inplace)
+    return Hardtanh.apply(_activation_input("relu6", x), lo=0.0, hi=6.0)
+
+
+class Hardsigmoid(Function):
+    """y = min(max(x + 3, 0), 6) / 6; dy/dx = 1/6 for -3 < x < 3, else 0 (0 at +-3, as in
+    PyTorch)"""
+
+    def forward(self, x):
+        self.inside = (x > -3) & (x < 3)
+        return (self.xp.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        return grad_out * _bool_tensor(self.inside, grad_out) / 6
+
+
+@_takes_tensor
+def hardsigmoid(x, inplace=False):
+    """min(max(x + 3, 0), 6) / 6: relu6(x + 3) / 6."""
+    _check_inplace("hardsigmoid", inplace)
+    return Hardsigmoid.apply(_activation_input("hardsigmoid", x))
+
+
+class Hardswish(Function):
+    """y = x * min(max(x + 3, 0), 6) / 6; dy/dx = 0 for x <= -3, x/3 + 1/2 for -3 < x < 3, and
+    1 for x >= 3 (PyTorch's values at +-3; 1 at NaN, as in PyTorch)"""
+
+    def forward(self, x):
+        self.middle = (x > -3) & (x < 3)
+        self.above = ~(x <= -3) & ~self.middle        # x >= 3, or NaN
+        return (x * self.xp.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        x = self.inputs[0]
+        above = Tensor._make(self.above.astype(x.dtype), x._backend)   # 1 above, 0 below
+        return grad_out * where(_bool_tensor(self.middle, x), x / 3 + 0.5, above)
+
+
+@_takes_tensor
+def hardswish(x, inplace=False):
+    """x * relu6(x + 3) / 6."""
+    _check_inplace("hardswish", inplace)
+    return Hardswish.apply(_activation_input("hardswish", x))
 
 
 _PAD_MODES = ("constant", "reflect", "replicate", "circular")

@@ -18,6 +18,8 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                      BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
                      Linear, LocallyConnected2d, LogSoftmax, MaxPool1d, MaxPool2d, ReLU, Sigmoid,
                      Softmax, Tanh, conv_output_size)
+from .layers import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6,
+                     SiLU, Softplus)
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
                      binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      l1_loss, mse_loss, nll_loss, softplus)
@@ -36,6 +38,10 @@ __all__ = [
     "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
     "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",
 ]
+
+
+__all__ += ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
+            "Hardsigmoid", "Hardswish"]
 
 
 # A PyTorch name this module lacks (nn.functional, nn.Unfold) fails with an error naming

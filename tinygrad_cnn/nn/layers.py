@@ -684,6 +684,174 @@ class LogSoftmax(Softmax):
         return x.log_softmax(axis=self._axis(x))
 
 
+# ---- more activations: GELU, SiLU, Mish, the ELU family, Softplus, the hard ones -------------
+# PyTorch's, with its arguments and reprs; each calls its op in tinygrad_cnn.functional
+# (whose notes give the gradients at the kinks).  ``inplace`` is there for ported code:
+# False, or a ValueError (see functional._check_inplace).
+__all__ += ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
+            "Hardsigmoid", "Hardswish"]
+
+
+class GELU(Module):
+    """y = x * Phi(x), Phi the standard normal CDF (``approximate='tanh'``: its tanh
+    approximation, see :func:`tinygrad_cnn.functional.gelu`)"""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = F._check_gelu_approximate("GELU", approximate)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """y = x * sigmoid(x)"""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        F._check_inplace("SiLU", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.silu(x)
+
+
+class Mish(Module):
+    """y = x * tanh(softplus(x))"""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        F._check_inplace("Mish", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.mish(x)
+
+
+class ELU(Module):
+    """y = x if x > 0 else alpha * (exp(x) - 1)"""
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha = check_number("ELU: alpha", alpha, low=None)
+        F._check_inplace("ELU", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.elu(x, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class SELU(Module):
+    """y = scale * (x if x > 0 else alpha * (exp(x) - 1)), with alpha = 1.6732632... and
+    scale = 1.0507009..."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        F._check_inplace("SELU", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.selu(x)
+
+
+class CELU(Module):
+    """y = x if x > 0 else alpha * (exp(x / alpha) - 1)"""
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha = F._check_nonzero("CELU: alpha", alpha)
+        F._check_inplace("CELU", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.celu(x, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Softplus(Module):
+    """y = log(1 + exp(beta * x)) / beta, or x where beta * x > threshold"""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta = F._check_nonzero("Softplus: beta", beta)
+        self.threshold = check_number("Softplus: threshold", threshold, low=None)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Hardtanh(Module):
+    """y = min(max(x, min_val), max_val)"""
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__()
+        name = type(self).__name__
+        self.min_val = check_number(f"{name}: min_val", min_val, low=None)
+        self.max_val = check_number(f"{name}: max_val", max_val, low=None)
+        if self.min_val > self.max_val:
+            raise ValueError(f"{name}: min_val ({self.min_val}) must not be greater than "
+                             f"max_val ({self.max_val})")
+        F._check_inplace(name, inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(Hardtanh):
+    """y = min(max(x, 0), 6), a Hardtanh(0, 6) (as in PyTorch)"""
+
+    def __init__(self, inplace=False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self):
+        return ""
+
+
+class Hardsigmoid(Module):
+    """y = min(max(x + 3, 0), 6) / 6"""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        F._check_inplace("Hardsigmoid", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.hardsigmoid(x)
+
+
+class Hardswish(Module):
+    """y = x * min(max(x + 3, 0), 6) / 6"""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        F._check_inplace("Hardswish", inplace)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.hardswish(x)
+
+
+# Elementwise: nn.summary passes the receptive field through them.
+_ACTIVATIONS = (GELU, SiLU, Mish, ELU, SELU, CELU, Softplus, Hardtanh, Hardsigmoid, Hardswish)
+
+
 class Dropout(Module):
     """Zero each element with probability ``p`` in training, scaling the rest by 1/(1-p).
 

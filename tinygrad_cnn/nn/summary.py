@@ -48,12 +48,14 @@ from ..tensor import Tensor, _new_shape, float32, zeros
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
                      BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
                      Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
+from .layers import _ACTIVATIONS
 from .module import Identity, Module
 
 __all__ = ["summary", "ModelSummary"]
 
 _ELEMENTWISE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, BatchNorm2d, Identity,
                 Flatten)
+_ELEMENTWISE += _ACTIVATIONS   # GELU, SiLU, ... (layers' "more activations")
 _WINDOWED = (Conv1d, Conv2d, LocallyConnected2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
 # The layers that also take one unbatched sample, and the dimensions of a batch for them.
 _BATCH_NDIM = {Conv1d: 3, MaxPool1d: 3, AvgPool1d: 3, Conv2d: 4, ConvTranspose2d: 4,
