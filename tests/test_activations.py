@@ -381,6 +381,12 @@ def test_integer_and_bool_inputs_are_refused(name, dtype):
     (lambda: nn.Hardswish(inplace=True), ValueError, r"^Hardswish: inplace=True is not supported"),
     (lambda: nn.ReLU6(True), ValueError, r"^ReLU6: inplace=True is not supported"),
     (lambda: nn.SiLU(inplace="yes"), TypeError, r"^SiLU: inplace must be True or False"),
+    (lambda: nn.ReLU(inplace=True), ValueError, r"^ReLU: inplace=True is not supported"),
+    (lambda: nn.LeakyReLU(0.1, True), ValueError, r"^LeakyReLU: inplace=True is not supported"),
+    (lambda: nn.Dropout(0.2, inplace=True), ValueError, r"^Dropout: inplace=True is not"),
+    (lambda: F.relu(_X, inplace=True), ValueError, r"^relu: inplace=True is not supported"),
+    (lambda: F.leaky_relu(_X, inplace=True), ValueError, r"^leaky_relu: inplace=True is not"),
+    (lambda: F.dropout(_X, 0.2, True, True), ValueError, r"^dropout: inplace=True is not"),
     (lambda: F.silu(np.ones(3)), TypeError, r"^silu: x must be a Tensor, got ndarray"),
     (lambda: nn.Mish()([1.0]), TypeError, r"^Mish expects a Tensor, got list"),
 ], ids=lambda v: None)
@@ -395,3 +401,9 @@ def test_numbers_may_be_0d_tensors_and_inplace_false_is_accepted():
     np.testing.assert_array_equal(F.elu(_X, np.float64(2.0), inplace=np.False_).numpy(), want)
     assert repr(nn.ELU(np.float64(2.0))) == "ELU(alpha=2.0)"
     np.testing.assert_array_equal(nn.ReLU6(inplace=False)(_X).numpy(), F.relu6(_X).numpy())
+    relu = F.relu(_X).numpy()
+    np.testing.assert_array_equal(nn.ReLU(inplace=False)(_X).numpy(), relu)
+    np.testing.assert_array_equal(F.relu(_X, inplace=False).numpy(), relu)
+    np.testing.assert_array_equal(nn.LeakyReLU(0.1, False)(_X).numpy(),
+                                  F.leaky_relu(_X, 0.1).numpy())
+    np.testing.assert_array_equal(nn.Dropout(0.5, inplace=False).eval()(_X).numpy(), _X.numpy())

@@ -94,6 +94,19 @@ def __getattr__(name):
 
 
 # ---- argument checks ----------------------------------------------------------------
+def _check_inplace(op, inplace):
+    """PyTorch's ``inplace`` flag, which ported code often sets: False, or an error.
+
+    Every op here returns a new tensor and leaves its input as it is (autograd
+    may need it for the backward), so ``inplace=True`` cannot be honoured;
+    ignoring it would leave code that relies on the input being overwritten
+    silently wrong."""
+    if check_flag("inplace", inplace, op):
+        raise ValueError(f"{op}: inplace=True is not supported (every op here returns a new "
+                         f"tensor and leaves its input unchanged); drop the argument: the "
+                         f"result is the same")
+
+
 def _check_tensor(op, name, t, ndim, layout, sized=0):
     """t is a float Tensor of ``ndim`` dimensions (an int, or a pair for the ops that
     also take one unbatched sample), the last ``sized`` of them non-empty (the
@@ -1088,14 +1101,16 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 
 # ---- activations and helpers (thin aliases of Tensor ops) --------------------------------
 @_takes_tensor
-def relu(x):
+def relu(x, inplace=False):
     """max(x, 0)"""
+    _check_inplace("relu", inplace)
     return x.relu()
 
 
 @_takes_tensor
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x, negative_slope=0.01, inplace=False):
     """x if x > 0 else negative_slope * x"""
+    _check_inplace("leaky_relu", inplace)
     return x.leaky_relu(negative_slope)
 
 
@@ -1154,19 +1169,6 @@ def _activation_input(op, x):
         raise TypeError(f"{op}: x has dtype {x.dtype}; expected a float dtype (float32 or "
                         f"float64: convert with x.float())")
     return x
-
-
-def _check_inplace(op, inplace):
-    """PyTorch's ``inplace`` flag, which ported code often sets: False, or an error.
-
-    Every op here returns a new tensor and leaves its input as it is (autograd
-    may need it for the backward), so ``inplace=True`` cannot be honoured;
-    ignoring it would leave code that relies on the input being overwritten
-    silently wrong."""
-    if check_flag("inplace", inplace, op):
-        raise ValueError(f"{op}: inplace=True is not supported (every op here returns a new "
-                         f"tensor and leaves its input unchanged); drop the argument: the "
-                         f"result is the same")
 
 
 def _check_gelu_approximate(op, approximate):
@@ -1510,7 +1512,7 @@ def _pad_by_index(x, pad, widths, mode, value):
     return x.pad([(0, 0)] * x.ndim) if y is x else y
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(x, p=0.5, training=True, inplace=False):
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
 
     The mask is drawn on the host from :func:`tinygrad_cnn.get_rng` and moved
@@ -1520,6 +1522,7 @@ def dropout(x, p=0.5, training=True):
     is zeroed by p == 1, but any other p needs a floating-point tensor.
     """
     p = check_probability("dropout: p", p)
+    _check_inplace("dropout", inplace)
     if not isinstance(x, Tensor):
         raise TypeError(f"dropout: x must be a Tensor, got {type(x).__name__}")
     training = check_flag("training", training, "dropout")

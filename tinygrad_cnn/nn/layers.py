@@ -601,6 +601,10 @@ class Flatten(Module):
 class ReLU(Module):
     """y = max(x, 0)"""
 
+    def __init__(self, inplace=False):
+        super().__init__()
+        F._check_inplace("ReLU", inplace)
+
     @_tensor_input
     def forward(self, x):
         return x.relu()
@@ -609,9 +613,10 @@ class ReLU(Module):
 class LeakyReLU(Module):
     """y = x if x > 0 else negative_slope * x"""
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope = check_number("LeakyReLU: negative_slope", negative_slope, low=None)
+        F._check_inplace("LeakyReLU", inplace)
 
     @_tensor_input
     def forward(self, x):
@@ -859,9 +864,10 @@ class Dropout(Module):
     drawn on the host from the seeded generator.
     """
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         self.p = check_probability("Dropout: p", p)
+        F._check_inplace("Dropout", inplace)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
