@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -120,6 +121,19 @@ class Case:
 
 def case(name, fn, *inputs, **flags):
     return Case(name, fn, inputs, **flags)
+
+
+def _running(x):
+    """Running statistics (C,) for batch_norm and instance_norm of x (N, C, ...): fresh
+    constants at every call (the ops update them in place), of x's library, dtype and
+    device; no gradient, as PyTorch requires."""
+    C = x.shape[1]
+    mean, var = np.linspace(-0.5, 0.5, C), np.linspace(0.5, 2.0, C)
+    if isinstance(x, Tensor):
+        return (tg.tensor(mean, dtype=x.dtype, device=x.device),
+                tg.tensor(var, dtype=x.dtype, device=x.device))
+    import torch
+    return torch.tensor(mean, dtype=x.dtype), torch.tensor(var, dtype=x.dtype)
 
 
 CASES = [
@@ -351,6 +365,47 @@ CASES = [
     case("adaptive_max_pool2d_unbatched_divisible",
          lambda F, x: F.adaptive_max_pool2d(x, (3, 2), return_indices=True),
          distinct(2, 6, 4)),
+    # normalization: batch 1 and more, affine or not (weight or bias alone too), 1-d, 2-d
+    # and (N, C, ...) inputs, running statistics used or updated (_running: constants)
+    case("batch_norm_train_affine",
+         lambda F, x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+         randn(4, 3, 2, 3), randn(3), randn(3), gradgrad=True),
+    case("batch_norm_train_updates_stats",
+         lambda F, x: F.batch_norm(x, *_running(x), training=True, momentum=0.3),
+         randn(3, 2, 4), gradgrad=True),
+    case("batch_norm_b1_train_weight", lambda F, x, w: F.batch_norm(x, None, None, w,
+                                                                    training=True),
+         randn(1, 2, 3, 2), randn(2), gradgrad=True, higher_orders=True),
+    case("batch_norm_features_bias", lambda F, x, b: F.batch_norm(x, None, None, bias=b,
+                                                                  training=True, eps=0.1),
+         randn(5, 3), randn(3)),
+    case("batch_norm_eval", lambda F, x, w, b: F.batch_norm(x, *_running(x), w, b),
+         randn(2, 3, 2, 2), randn(3), randn(3), gradgrad=True),
+    case("layer_norm_last_dim", lambda F, x, w, b: F.layer_norm(x, (5,), w, b),
+         randn(2, 3, 5), randn(5), randn(5), gradgrad=True),
+    case("layer_norm_chw", lambda F, x: F.layer_norm(x, (3, 2, 4)), randn(2, 3, 2, 4),
+         gradgrad=True),
+    case("layer_norm_b1_two_dims_affine", lambda F, x, w, b: F.layer_norm(x, [3, 4], w, b),
+         randn(1, 2, 3, 4), randn(3, 4), randn(3, 4)),
+    case("layer_norm_vector_eps", lambda F, x, w: F.layer_norm(x, (6,), w, eps=0.5),
+         randn(6), randn(6), gradgrad=True, higher_orders=True),
+    case("group_norm_g2_affine", lambda F, x, w, b: F.group_norm(x, 2, w, b),
+         randn(2, 4, 3, 3), randn(4), randn(4), gradgrad=True),
+    case("group_norm_one_group", lambda F, x: F.group_norm(x, 1), randn(3, 4, 2, 2)),
+    case("group_norm_b1_per_channel", lambda F, x, w: F.group_norm(x, 3, w),
+         randn(1, 3, 2, 3), randn(3), gradgrad=True),
+    # (torch 2.13's group_norm backward fails given a bias without a weight)
+    case("group_norm_features", lambda F, x, w, b: F.group_norm(x, 2, weight=w, bias=b),
+         randn(2, 6), randn(6), randn(6), gradgrad=True, higher_orders=True),
+    case("group_norm_sequences_g3", lambda F, x, w, b: F.group_norm(x, 3, w, b, eps=1e-3),
+         randn(2, 6, 4), randn(6), randn(6)),
+    case("instance_norm_affine", lambda F, x, w, b: F.instance_norm(x, weight=w, bias=b),
+         randn(2, 3, 3, 4), randn(3), randn(3), gradgrad=True),
+    case("instance_norm_b1_updates_stats",
+         lambda F, x: F.instance_norm(x, *_running(x), momentum=0.2), randn(1, 2, 3, 3)),
+    case("instance_norm_running_stats",
+         lambda F, x, w: F.instance_norm(x, *_running(x), w, use_input_stats=False),
+         randn(2, 3, 2, 2), randn(3), gradgrad=True),
     # activations and helpers
     case("relu", lambda F, x: F.relu(x), away_from_zero(2, 3, 4)),
     case("leaky_relu", lambda F, x: F.leaky_relu(x, 0.2), away_from_zero(2, 3, 4)),
@@ -1194,6 +1249,7 @@ def test_conv_transpose2d_is_adjoint_of_conv2d(drawn):
 @pytest.mark.parametrize("case, wide", [
     pytest.param(c, k, id=f"{c.name}-input{k}")
     for c in CASES if c.name.startswith(("conv", "local2d", "linear"))
+    or "_norm_" in c.name and len(c.inputs) > 1
     for k in range(len(c.inputs))])
 def test_mixed_float_dtypes_compute_in_float64(case, wide):
     """One float64 operand (input ``wide``) among float32 ones: the result is float64,
@@ -1592,6 +1648,296 @@ def test_dropout_gradcheck():
         return F.dropout(x, 0.4, training=True)
     assert gradcheck(fn, Tensor(np.random.default_rng(12).standard_normal((3, 4)),
                                 requires_grad=True))
+
+
+# ---- normalization ---------------------------------------------------------------------
+def _stats(C, dtype=np.float64, device="cpu"):
+    """Fresh running statistics (running_mean, running_var), away from their defaults."""
+    return (tg.tensor(np.linspace(-0.5, 0.5, C), dtype=dtype, device=device),
+            tg.tensor(np.linspace(0.5, 2.0, C), dtype=dtype, device=device))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("op, shape, momentum", [
+    ("batch_norm", (4, 3, 2, 3), 0.1),
+    ("batch_norm", (5, 2), 1.0),          # (N, C): the running values become the batch's
+    ("batch_norm", (2, 3, 4), 0.0),       # momentum 0: they stay as they are
+    ("instance_norm", (3, 2, 2, 3), 0.3),
+    ("instance_norm", (1, 3, 5), 0.1),
+])
+def test_running_stats_are_updated_in_place_as_in_torch(op, shape, momentum, dtype):
+    """Three training steps then one in evaluation: the same outputs and running
+    statistics as torch's, the statistics updated in place (the same tensors and
+    arrays; PyTorch's unbiased variance) and each update recorded as an in-place change."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(31)
+    C = shape[1]
+    ours = _stats(C, dtype)
+    theirs = tuple(torch.tensor(t.numpy()) for t in ours)
+    arrays, versions = [t.data for t in ours], [t._version for t in ours]
+    fn, tfn = getattr(F, op), getattr(torch.nn.functional, op)
+    flag = "training" if op == "batch_norm" else "use_input_stats"
+    for step, train in enumerate([True, True, True, False]):
+        x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+        y = fn(Tensor(x), *ours, momentum=momentum, **{flag: train})
+        ty = tfn(torch.tensor(x), *theirs, momentum=momentum, **{flag: train})
+        assert y.dtype == dtype
+        assert_close(y.numpy(), ty.numpy(), RTOL[dtype], f"{op} output, step {step}")
+        for name, t, tt, a in zip(("running_mean", "running_var"), ours, theirs, arrays):
+            assert t.data is a, f"{name} was replaced, not updated in place"
+            assert_close(t.numpy(), tt.numpy(), RTOL[dtype], f"{op} {name}, step {step}")
+    assert [t._version for t in ours] == [v + 3 for v in versions]
+
+
+def test_running_stats_update_is_an_in_place_change_for_autograd():
+    """A graph that read the running statistics before an update refuses to
+    backpropagate with the new values, as after any in-place change."""
+    rm, rv = _stats(2)
+    w = Tensor(np.ones(2), requires_grad=True)
+    y = (w * rm).sum()
+    F.batch_norm(Tensor(np.arange(8.0).reshape(4, 2)), rm, rv, training=True)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.backward()
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, rm, rv: F.batch_norm(x, rm, rv),                         # evaluation
+    lambda x, rm, rv: F.instance_norm(x, rm, rv, use_input_stats=False),
+    lambda x, rm, rv: F.batch_norm(x[:0], rm, rv, training=True),       # an empty batch
+    lambda x, rm, rv: F.instance_norm(x[:0], rm, rv),
+], ids=["batch_norm-eval", "instance_norm-running", "batch_norm-empty", "instance_norm-empty"])
+def test_running_stats_are_left_alone_without_input_statistics(call):
+    x = Tensor(np.random.default_rng(32).standard_normal((3, 2, 4)), requires_grad=True)
+    rm, rv = _stats(2)
+    before = [t.numpy().copy() for t in (rm, rv)]
+    y = call(x, rm, rv)
+    y.sum().backward()
+    assert y.shape[1:] == x.shape[1:] and x.grad.shape == x.shape
+    for t, b in zip((rm, rv), before):
+        np.testing.assert_array_equal(t.numpy(), b)
+
+
+@pytest.mark.parametrize("call, shape", [
+    (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), (0, 3, 2)),
+    (lambda x, w, b: F.group_norm(x, 3, w, b), (0, 3, 2)),
+    (lambda x, w, b: F.group_norm(x, 1, w, b), (2, 3, 0)),
+    (lambda x, w, b: F.instance_norm(x, weight=w, bias=b), (0, 3, 2)),
+    (lambda x, w, b: F.layer_norm(x, (3, 2), w.reshape(3, 1).expand(3, 2)), (0, 3, 2)),
+])
+def test_empty_input_gives_an_empty_result(call, shape):
+    """As in PyTorch: no values, no statistics, an empty result (and zero gradients of
+    the weight and bias), without a NaN or a warning from an empty mean."""
+    x = Tensor(np.zeros(shape), requires_grad=True)
+    w, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = call(x, w, b)
+        y.sum().backward()
+    assert y.shape == shape and x.grad.shape == shape
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros(3))
+
+
+def test_normalizations_agree_with_each_other():
+    """group_norm with one group per channel is instance_norm, and with one group
+    layer_norm over (C, ...); batch_norm is instance_norm of one sample whose spatial
+    axis holds the whole batch; BatchNorm2d is batch_norm of its running statistics."""
+    rng = np.random.default_rng(33)
+    x = Tensor(rng.standard_normal((3, 4, 2, 5)))
+    w, b = Tensor(rng.standard_normal(4)), Tensor(rng.standard_normal(4))
+    assert_close(F.group_norm(x, 4, w, b).numpy(), F.instance_norm(x, weight=w, bias=b).numpy(),
+                 1e-12, "group_norm(x, C) vs instance_norm")
+    assert_close(F.group_norm(x, 1).numpy(), F.layer_norm(x, (4, 2, 5)).numpy(), 1e-12,
+                 "group_norm(x, 1) vs layer_norm")
+    one_sample = x.permute(1, 0, 2, 3).reshape(1, 4, 3 * 2 * 5)       # (1, C, N*H*W)
+    expected = F.instance_norm(one_sample).reshape(4, 3, 2, 5).permute(1, 0, 2, 3)
+    assert_close(F.batch_norm(x, None, None, training=True).numpy(), expected.numpy(), 1e-12,
+                 "batch_norm vs instance_norm of the batch as one sample")
+    from tinygrad_cnn import nn
+    bn = nn.BatchNorm2d(4, momentum=0.3, dtype="float64")
+    rm, rv = _stats(4)
+    bn.running_mean.data[...], bn.running_var.data[...] = rm.numpy(), rv.numpy()
+    with tg.no_grad():
+        bn.weight[...], bn.bias[...] = w, b
+    for train in (True, False):
+        y = bn.train(train)(x)
+        expected = F.batch_norm(x, rm, rv, w, b, training=train, momentum=0.3)
+        assert_close(y.numpy(), expected.numpy(), 1e-15, f"BatchNorm2d, training={train}")
+        assert_close(bn.running_var.numpy(), rv.numpy(), 1e-15, "running_var")
+
+
+@pytest.mark.parametrize("op", [
+    lambda x: F.batch_norm(x, None, None, training=True),
+    lambda x: F.instance_norm(x),
+    lambda x: F.layer_norm(x, x.shape[1:]),
+    lambda x: F.group_norm(x, 2),
+], ids=["batch_norm", "instance_norm", "layer_norm", "group_norm"])
+def test_normalization_is_sound_far_from_zero(op):
+    """float32 values around 1e4 with a unit spread: the variance as the mean of squared
+    deviations keeps the result within float32's resolution of those values (~1e-3);
+    E[x^2] - E[x]^2 would subtract two numbers near 1e8, whose float32 spacing is 8, and
+    lose the variance entirely (the control below shows it does)."""
+    x32 = (1e4 + np.random.default_rng(34).standard_normal((4, 4, 3, 3))).astype(np.float32)
+    got = op(Tensor(x32)).numpy()
+    want = op(Tensor(x32.astype(np.float64))).numpy()   # the same values, exactly
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-2)
+    # control: the one-pass formula in float32 on the same values, per group of layer_norm
+    flat = x32.reshape(4, -1)
+    mean = flat.mean(axis=1, dtype=np.float32, keepdims=True)
+    naive = (flat * flat).mean(axis=1, dtype=np.float32, keepdims=True) - mean * mean
+    exact = x32.astype(np.float64).reshape(4, -1).var(axis=1, keepdims=True)
+    assert np.abs(naive - exact).max() > 0.1
+
+
+def _detached_statistics(x, axes, eps):
+    """_normalize with the mean and variance cut from the graph: the forward is the same,
+    the backward misses the statistics' dependence on x (a classic batch-norm bug)."""
+    mean = x.mean(axes, keepdims=True).detach()
+    centred = x - mean
+    var = (centred * centred).mean(axes, keepdims=True).detach()
+    return centred * (var + eps) ** -0.5, mean, var
+
+
+@pytest.mark.parametrize("name", ["batch_norm_train_affine", "layer_norm_last_dim",
+                                  "group_norm_g2_affine", "instance_norm_affine"])
+def test_gradcheck_catches_statistics_treated_as_constants(monkeypatch, name):
+    c = CASES_BY_NAME[name]
+    inputs = _leaves(c.arrays())
+    expected = c.fn(F, *inputs).numpy()
+    monkeypatch.setattr(F, "_normalize", _detached_statistics)
+    np.testing.assert_array_equal(c.fn(F, *inputs).numpy(), expected)   # forward unchanged
+    with pytest.raises(GradcheckError):
+        gradcheck(lambda *xs: c.fn(F, *xs), inputs)
+
+
+def test_normalized_output_needs_a_random_upstream_gradient():
+    """A normalised slice sums to 0 whatever x is, so for an all-ones upstream gradient
+    the input gradient is 0, and a backward returning zeros would pass a check that
+    used ones; gradcheck's random upstream gradient catches it."""
+    x = Tensor(np.random.default_rng(35).standard_normal((2, 5)), requires_grad=True)
+    (g,) = tg.grad(F.layer_norm(x, 5), [x], Tensor(np.ones((2, 5))))
+    np.testing.assert_allclose(g.numpy(), 0, atol=1e-12)
+
+    class ZeroBackward(tg.Function):
+        """layer_norm over the last axis, with a backward right for all-ones only"""
+
+        def forward(self, a):
+            centred = a - a.mean(axis=-1, keepdims=True)
+            return centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + 1e-5)
+
+        def backward(self, grad_out):
+            return grad_out * 0.0
+
+    np.testing.assert_allclose(ZeroBackward.apply(x).numpy(), F.layer_norm(x, 5).numpy(),
+                               rtol=1e-12)
+    with pytest.raises(GradcheckError):
+        gradcheck(ZeroBackward.apply, x)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    # normalized_shape against x's trailing dimensions, and its own form
+    (lambda: F.layer_norm(_t(2, 3, 4), (3, 5)), ValueError,
+     r"^layer_norm: normalized_shape \(3, 5\) must equal the last 2 dimensions of x, got x of "
+     r"shape \(2, 3, 4\); expected x of shape \(\*, 3, 5\)$"),
+    (lambda: F.layer_norm(_t(4), (2, 4)), ValueError, r"last 2 dimensions .* shape \(4,\)"),
+    (lambda: F.layer_norm(_t(2, 3), ()), ValueError, r"at least one size, each >= 0, got \(\)"),
+    (lambda: F.layer_norm(_t(2, 3), (-3,)), ValueError, r"each >= 0, got \(-3,\)"),
+    (lambda: F.layer_norm(_t(2, 3), 3.0), TypeError,
+     r"^layer_norm: normalized_shape must be an int or a sequence of ints, got 3\.0 \(float\)"),
+    (lambda: F.layer_norm(_t(2, 3, 1), (1,)), ValueError,
+     r"^layer_norm: expected more than 1 value per normalized slice \(normalized_shape "
+     r"\(1,\)\), got x of shape \(2, 3, 1\)"),
+    # num_groups
+    (lambda: F.group_norm(_t(2, 6, 4), 4), ValueError,
+     r"^group_norm: num_groups=4 does not divide the 6 channels of x of shape \(2, 6, 4\)"),
+    (lambda: F.group_norm(_t(2, 6, 4), 0), ValueError, r"num_groups must be an int >= 1, got 0"),
+    (lambda: F.group_norm(_t(2, 6, 4), 2.0), TypeError, r"num_groups must be an int, got 2\.0"),
+    (lambda: F.group_norm(_t(3, 4), 4), ValueError,
+     r"^group_norm: expected more than 1 value per group \(num_groups=4\), got x of shape "
+     r"\(3, 4\)"),
+    # dimensions
+    (lambda: F.group_norm(_t(6), 2), ValueError,
+     r"^group_norm: expected x of shape \(N, C, \.\.\.\) \(at least 2 dimensions\), got shape "
+     r"\(6,\)$"),
+    (lambda: F.batch_norm(_t(3), _t(3), _t(3)), ValueError, r"^batch_norm: expected x of shape"),
+    (lambda: F.instance_norm(_t(3)), ValueError, r"^instance_norm: expected x of shape"),
+    # weight, bias and running statistics of the wrong shape, dtype or kind
+    (lambda: F.layer_norm(_t(2, 3, 4), (3, 4), _t(4)), ValueError,
+     r"^layer_norm: weight has shape \(4,\), but x of shape \(2, 3, 4\) has normalized_shape "
+     r"\(3, 4\); expected weight of shape \(3, 4\)$"),
+    (lambda: F.layer_norm(_t(2, 3, 4), (4,), None, _t(3, 4)), ValueError,
+     r"bias has shape \(3, 4\).*expected bias of shape \(4,\)"),
+    (lambda: F.group_norm(_t(2, 6, 4), 2, _t(4)), ValueError,
+     r"^group_norm: weight has shape \(4,\), but x of shape \(2, 6, 4\) has 6 channels; "
+     r"expected weight of shape \(6,\)$"),
+    (lambda: F.batch_norm(_t(2, 3), _t(3), _t(3), _t(2, 3)), ValueError,
+     r"weight has shape \(2, 3\).*expected weight of shape \(3,\)"),
+    (lambda: F.instance_norm(_t(2, 3, 4), bias=_t(4)), ValueError, r"bias has shape \(4,\)"),
+    (lambda: F.batch_norm(_t(2, 4, 5), _t(3), _t(3)), ValueError,
+     r"^batch_norm: running_mean has shape \(3,\), but x of shape \(2, 4, 5\) has 4 channels; "
+     r"expected running_mean of shape \(4,\)$"),
+    (lambda: F.group_norm(_t(2, 6, 4), 2, tg.ones(6, dtype="int64")), TypeError,
+     r"^group_norm: weight of shape \(6,\) has dtype int64; expected a float dtype"),
+    (lambda: F.batch_norm(_t(2, 3), tg.zeros(3, dtype="int64"), _t(3)), TypeError,
+     r"running_mean of shape \(3,\) has dtype int64"),
+    (lambda: F.batch_norm(_t(2, 3), [0.0, 0.0, 0.0], _t(3)), TypeError,
+     r"^batch_norm: running_mean must be a Tensor or None, got list$"),
+    # non-float input
+    (lambda: F.layer_norm(tg.ones(2, 3, dtype="int64"), 3), TypeError,
+     r"^layer_norm: x of shape \(2, 3\) has dtype int64; expected a float dtype"),
+    (lambda: F.group_norm(tg.ones(2, 4, dtype="int32"), 2), TypeError, r"dtype int32"),
+    (lambda: F.batch_norm(tg.ones(2, 3, dtype="int64"), None, None, training=True), TypeError,
+     r"dtype int64"),
+    (lambda: F.instance_norm(tg.ones(2, 3, 4, dtype="bool")), TypeError, r"dtype bool"),
+    (lambda: F.layer_norm(np.zeros((2, 3)), 3), TypeError,
+     r"^layer_norm: x must be a Tensor, got ndarray$"),
+    # eps <= 0, momentum, flags
+    (lambda: F.layer_norm(_t(2, 3), 3, eps=0), ValueError, r"^layer_norm: eps must be > 0, got 0"),
+    (lambda: F.group_norm(_t(2, 4), 2, eps=-1e-5), ValueError, r"group_norm: eps must be > 0"),
+    (lambda: F.batch_norm(_t(2, 3), _t(3), _t(3), eps=0.0), ValueError, r"batch_norm: eps must"),
+    (lambda: F.instance_norm(_t(2, 3, 4), eps=-1), ValueError, r"instance_norm: eps must be > 0"),
+    (lambda: F.batch_norm(_t(2, 3), _t(3), _t(3), training=True, momentum=None), TypeError,
+     r"^batch_norm: momentum must be a number in \[0, 1\], got None"),
+    (lambda: F.instance_norm(_t(2, 3, 4), momentum=1.5), ValueError, r"momentum must be >= 0"),
+    (lambda: F.batch_norm(_t(2, 3), _t(3), _t(3), training=1), TypeError,
+     r"^batch_norm: training must be True or False, got 1 \(int\)$"),
+    # statistics: both or neither, needed without the input's own, of one value refused
+    (lambda: F.batch_norm(_t(2, 3, 5), None, None), ValueError,
+     r"^batch_norm: with training=False x is normalised by the running statistics, but "
+     r"running_mean and running_var are None$"),
+    (lambda: F.instance_norm(_t(2, 3, 4), use_input_stats=False), ValueError,
+     r"with use_input_stats=False .* are None"),
+    (lambda: F.batch_norm(_t(2, 3, 5), _t(3), None, training=True), ValueError,
+     r"^batch_norm: running_mean was given without running_var; pass both"),
+    (lambda: F.batch_norm(_t(1, 3), _t(3), _t(3), training=True), ValueError,
+     r"^batch_norm: expected more than 1 value per channel when training, got x of shape "
+     r"\(1, 3\)"),
+    (lambda: F.instance_norm(_t(2, 3, 1, 1)), ValueError,
+     r"^instance_norm: expected more than 1 value per channel of a sample .* \(2, 3, 1, 1\)"),
+    (lambda: F.batch_norm(_t(2, 3), Tensor(np.zeros(3), requires_grad=True), _t(3)),
+     RuntimeError, r"^batch_norm: running_mean requires grad, but running statistics are "
+                   r"state updated in place"),
+    (lambda: F.batch_norm(_t(2, 3), tg.zeros(1).expand(3), _t(3), training=True), ValueError,
+     r"^batch_norm: running_mean of shape \(3,\) is a read-only view"),
+], ids=lambda v: None)
+def test_normalization_bad_input_raises_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: F.batch_norm(_t(2, 3), t(3), _t(3)),
+    lambda t: F.batch_norm(_t(2, 3), _t(3), _t(3), t(3), training=True),
+    lambda t: F.instance_norm(_t(2, 3, 4), bias=t(3)),
+    lambda t: F.layer_norm(_t(2, 3), 3, t(3)),
+    lambda t: F.group_norm(_t(2, 4, 2), 2, None, t(4)),
+], ids=["batch_norm-running_mean", "batch_norm-weight", "instance_norm-bias",
+        "layer_norm-weight", "group_norm-bias"])
+def test_normalization_operands_on_another_device_are_named(call):
+    pytest.importorskip("strict_backend")
+    with pytest.raises(tg.DeviceError, match=r"x is on cpu but (running_mean|weight|bias) is "
+                                             r"on strict"):
+        call(lambda *shape: tg.zeros(*shape, device="strict"))
 
 
 # ---- negative controls: the harness catches a wrong backward ------------------------------

@@ -1408,6 +1408,20 @@ def test_batchnorm_train_eval_and_running_stats_match_torch(name, kwargs, shape)
                                        err_msg=k)
 
 
+def test_batchnorm_evaluation_output_backpropagates_after_a_training_step():
+    """The running statistics an evaluation read are updated in place by the next
+    training step; the evaluation's backward still runs, with the values it used, as in
+    PyTorch (it reads none of them again)."""
+    bn = nn.BatchNorm2d(2, dtype="float64").eval()
+    x = tg.tensor(np.random.default_rng(3).standard_normal((3, 2, 2, 2)), requires_grad=True)
+    y = bn(x)
+    invstd = 1 / np.sqrt(bn.running_var.numpy() + bn.eps)
+    bn.train()(tg.randn(3, 2, 2, 2, dtype="float64"))
+    assert bn.num_batches_tracked.item() == 1
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.broadcast_to(invstd[:, None, None], x.shape))
+
+
 def test_batchnorm_by_hand_and_errors():
     bn = nn.BatchNorm1d(1, momentum=0.5, affine=False, dtype="float64")
     y = bn(tg.tensor([[1.0], [3.0]], dtype="float64"))

@@ -34,7 +34,8 @@ Where to read: skip the argument checks that open the file; start at
 ``Unfold`` and ``Fold``, then ``linear`` and ``local2d`` (the idea in a few
 lines each), then ``Conv2d`` with ``_correlate`` (its forward on arrays) and
 the two ops its backward is made of, ``ConvTranspose2d`` and
-``Conv2dWeight``; pooling follows.
+``Conv2dWeight``; pooling follows, then the normalisation ops (``batch_norm``,
+``layer_norm``, ...), compositions of tensor ops with no Function of their own.
 
 Gradients
 ---------
@@ -55,11 +56,14 @@ gradients work (``create_graph=True``):
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 
 import numpy as np
 
 from ._checks import (
-    check_flag, check_int, check_ints, check_number, check_probability, int_list, no_stride)
+    as_scalar, check_flag, check_int, check_ints, check_number, check_probability, int_list,
+    is_int, no_stride, shown_value)
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_adjoint_array, adaptive_avg_array, adaptive_max_array, as_blocks,
@@ -81,6 +85,7 @@ __all__ = [
 _LOSSES = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits")
 __all__ += _LOSSES
+__all__ += ["batch_norm", "instance_norm", "layer_norm", "group_norm"]
 
 
 def __getattr__(name):
@@ -1097,6 +1102,324 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     idx = []
     y = AdaptiveMaxPool2d.apply(x, output_size=(OH, OW), indices=idx)
     return _unbatch((y, Tensor._make(idx[0], x._backend)), unbatched)
+
+
+# ---- normalization ------------------------------------------------------------------------
+# Each op normalises x by the mean and variance of some set of its values, then
+# scales and shifts the result by an optional weight and bias:
+#
+#   batch_norm     per channel: over the batch and the spatial axes (or by the running
+#                  statistics of earlier batches, in evaluation);
+#   instance_norm  per sample and channel: over the spatial axes;
+#   group_norm     per sample and group of channels: over those channels and the spatial
+#                  axes (one group: over a whole sample; one channel per group: instance_norm
+#                  without running statistics);
+#   layer_norm     per sample: over the trailing ``normalized_shape`` axes.
+#
+# They are compositions of differentiable tensor ops (a mean, a subtraction, a product, a
+# power), so they differentiate to any order and run on every backend with no Function of
+# their own.  Only the running statistics are updated on raw arrays: they are state that
+# no gradient flows through (as in PyTorch, which refuses running statistics that require
+# grad).
+
+def _normalize(x, axes, eps):
+    """((x - mean) / sqrt(var + eps), mean, var) with the mean and biased variance of x over
+    ``axes`` (kept as axes of size 1).
+
+    The variance is the mean of the squared deviations from the mean, computed after the
+    mean (two passes), not E[x^2] - E[x]^2: where the values lie far from 0 compared with
+    their spread (an offset of 1e4 over a unit spread, say), that formula subtracts two
+    nearly equal numbers and loses every digit of the difference (float32 gives a variance
+    of 0 there, or a negative one, and NaN after the square root).
+    """
+    mean = x.mean(axes, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(axes, keepdims=True)
+    return centred * (var + eps) ** -0.5, mean, var
+
+
+def _affine(y, weight, bias, shape):
+    """y * weight + bias, each (if given) reshaped to ``shape`` to broadcast along y."""
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def _check_norm_input(op, x, min_ndim, layout):
+    """x is a float Tensor of at least ``min_ndim`` dimensions, laid out as ``layout``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{op}: expected x of shape {layout} (at least {min_ndim} "
+                         f"dimension{'s' if min_ndim > 1 else ''}), got shape "
+                         f"{shape_str(x.shape)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: x of shape {shape_str(x.shape)} has dtype {x.dtype}; expected "
+                        f"a float dtype (float32 or float64: convert with x.float())")
+
+
+def _check_norm_params(op, x, shape, what, **params):
+    """Each of ``params`` (weight, bias, running statistics) is None or a float Tensor of
+    ``shape`` on x's device; ``what`` says where ``shape`` comes from in x."""
+    for name, t in params.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(t).__name__}")
+        if t.dtype.kind != "f":
+            raise TypeError(f"{op}: {name} of shape {shape_str(t.shape)} has dtype {t.dtype}; "
+                            f"expected a float dtype (float32 or float64)")
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{op}: {name} has shape {shape_str(t.shape)}, but x of shape "
+                             f"{shape_str(x.shape)} has {what}; expected {name} of shape "
+                             f"{shape_str(shape)}")
+    check_devices(op, x, *params.items())
+
+
+def _check_eps(op, eps):
+    # eps <= 0 divides by 0 for a constant group (0 / 0: NaN) and takes the square
+    # root of a negative number for a near-constant one.
+    return check_number(f"{op}: eps", eps, low=0, open_low=True)
+
+
+def _check_group_size(op, x, n, what):
+    """Refuse groups of one value: each would normalise to 0 whatever its value (its
+    variance is 0), a silent wrong answer."""
+    if n == 1:
+        raise ValueError(f"{op}: expected more than 1 value per {what}, got x of shape "
+                         f"{shape_str(x.shape)} (a single value normalises to 0 whatever it "
+                         f"is)")
+
+
+def _check_running_stats(op, x, running_mean, running_var, use_input_stats, momentum):
+    """The running statistics of batch_norm and instance_norm: both or neither, shape
+    (C,), float, on x's device, not requiring grad; writeable if they are to be updated;
+    needed when the input's own statistics are not used.  Returns the checked momentum."""
+    if momentum is None:
+        raise TypeError(f"{op}: momentum must be a number in [0, 1], got None (BatchNorm's "
+                        f"momentum=None, a cumulative average, is momentum=1/k at the k-th "
+                        f"batch: pass that number)")
+    momentum = check_number(f"{op}: momentum", momentum, high=1)
+    if (running_mean is None) != (running_var is None):
+        given = "running_mean" if running_var is None else "running_var"
+        raise ValueError(f"{op}: {given} was given without "
+                         f"{'running_var' if running_var is None else 'running_mean'}; "
+                         f"pass both running statistics or neither")
+    C = x.shape[1]
+    _check_norm_params(op, x, (C,), f"{C} channels", running_mean=running_mean,
+                       running_var=running_var)
+    if running_mean is None:
+        if not use_input_stats:
+            flag = "training=False" if op == "batch_norm" else "use_input_stats=False"
+            raise ValueError(f"{op}: with {flag} x is normalised by the running statistics, "
+                             f"but running_mean and running_var are None")
+        return momentum
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t.requires_grad:
+            raise RuntimeError(f"{op}: {name} requires grad, but running statistics are "
+                               f"state updated in place, through which no gradient flows; "
+                               f"pass {name}.detach() (or a tensor without requires_grad)")
+        if use_input_stats and (t._read_only or not t._backend.is_writeable(t.data)):
+            raise ValueError(f"{op}: {name} of shape {shape_str(t.shape)} is a read-only view "
+                             f"(a broadcast, say) and cannot be updated in place; pass a "
+                             f"tensor of its own (tg.tensor({name}.numpy()), say)")
+    return momentum
+
+
+def _update_running_stats(running_mean, running_var, mean, var, n, momentum):
+    """running = (1 - momentum) running + momentum batch, in place on the arrays.
+
+    ``mean`` and ``var`` are the batch's per-channel statistics, of shape (k, C) for
+    k statistics per channel (1 for batch_norm, the batch size for instance_norm,
+    averaged as PyTorch does), over ``n`` values each; the variance is made unbiased
+    (n / (n - 1)), as in PyTorch.  ``momentum`` is a number or a 0-d array of the
+    statistics' device (BatchNorm's cumulative average, kept there so that no step waits
+    for the device).
+    """
+    with running_mean._backend.context():
+        # Everything is computed before the first write, so a failure leaves both
+        # statistics as they were.
+        batch_mean = mean.mean(axis=0)
+        unbiased = var.mean(axis=0) * (n / (n - 1))
+        rm, rv = running_mean.data, running_var.data
+        new_mean = (1 - momentum) * rm + momentum * batch_mean.astype(rm.dtype)
+        new_var = (1 - momentum) * rv + momentum * unbiased.astype(rv.dtype)
+        rm[...] = new_mean
+        rv[...] = new_var
+    # An in-place change, as an optimiser step is: a graph that read the old values
+    # refuses to backpropagate with the new ones.
+    running_mean._bump_version()
+    running_var._bump_version()
+
+
+def _channel_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
+                  per_sample):
+    """batch_norm (``per_sample`` False) or instance_norm (True) on checked arguments.
+
+    With ``use_input_stats``, x is normalised by its own per-channel statistics, over
+    the batch and the spatial axes or, per sample, over the spatial axes only, and
+    the running statistics, if given, are updated; otherwise by the running
+    statistics.  An empty x (no values per statistic) gives an empty result and leaves
+    the running statistics as they are.
+    """
+    C = x.shape[1]
+    shape = (1, C) + (1,) * (x.ndim - 2)                  # per channel, broadcastable
+    if not use_input_stats:
+        # Copies of the statistics (their values now), not views: a later update in
+        # place must not make this result's backward refuse to run (PyTorch's runs).
+        mean, var = running_mean * 1, running_var * 1
+        x, weight, bias, mean, var = _promoted(x, weight, bias, mean, var)
+        invstd = (var.reshape(shape) + eps) ** -0.5       # (1, C, 1, ...)
+        return _affine((x - mean.reshape(shape)) * invstd, weight, bias, shape)
+    x, weight, bias = _promoted(x, weight, bias)
+    axes = tuple(range(2, x.ndim)) if per_sample else (0,) + tuple(range(2, x.ndim))
+    n = math.prod(x.shape[a] for a in axes)               # values per statistic
+    if n == 0 or x.size == 0:
+        return _affine(x * 1, weight, bias, shape)        # x's empty shape, a new tensor
+    y, mean, var = _normalize(x, axes, eps)
+    if running_mean is not None:
+        k = x.shape[0] if per_sample else 1               # statistics per channel
+        _update_running_stats(running_mean, running_var, mean.data.reshape(k, C),
+                              var.data.reshape(k, C), n, momentum)        # (k, C)
+    return _affine(y, weight, bias, shape)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation of x (N, C, ...) per channel, as ``torch.nn.functional.batch_norm``.
+
+    ``training=True``: y = (x - mean) / sqrt(var + eps) with the mean and biased
+    variance of each channel over the batch and the spatial axes (at least 2 values
+    per channel), and, if ``running_mean`` and ``running_var`` (each (C,)) are given,
+    they are updated in place: ``running = (1 - momentum) * running + momentum *
+    batch``, the running variance from the *unbiased* batch variance.  ``training=False``:
+    y = (x - running_mean) / sqrt(running_var + eps), so both are needed.  Then y is
+    scaled by ``weight`` and shifted by ``bias`` (each (C,), optional).  ``momentum``
+    is a number in [0, 1]; ``eps`` must be > 0.  No gradient flows to the running
+    statistics, which must not require grad.  One float64 operand among x, weight and
+    bias (and, in evaluation, the running statistics) makes the computation float64, as
+    in :func:`conv2d`.  ``nn.BatchNorm1d`` and ``BatchNorm2d`` compute with the same
+    function (:func:`_channel_norm`).
+    """
+    op = "batch_norm"
+    _check_norm_input(op, x, 2, "(N, C, ...)")
+    training = check_flag("training", training, op)
+    eps = _check_eps(op, eps)
+    momentum = _check_running_stats(op, x, running_mean, running_var, training, momentum)
+    C = x.shape[1]
+    _check_norm_params(op, x, (C,), f"{C} channels", weight=weight, bias=bias)
+    if training:
+        _check_group_size(op, x, math.prod(x.shape[:1] + x.shape[2:]),
+                          "channel when training")
+    return _channel_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                         per_sample=False)
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Instance normalisation of x (N, C, ...) per sample and channel, as
+    ``torch.nn.functional.instance_norm``.
+
+    ``use_input_stats=True``: each (sample, channel) is normalised by the mean and
+    biased variance of its own spatial values (at least 2), and the running
+    statistics, if given (each (C,)), are updated in place as in :func:`batch_norm`
+    with the batch's average of the per-sample means and unbiased variances (as
+    PyTorch does).  ``use_input_stats=False``: normalised by the running statistics,
+    which are then needed.  ``weight`` and ``bias`` (each (C,)), ``momentum`` and
+    ``eps`` as in :func:`batch_norm`.  Without running statistics it equals
+    ``group_norm(x, C, weight, bias, eps)``.
+    """
+    op = "instance_norm"
+    _check_norm_input(op, x, 2, "(N, C, ...)")
+    use_input_stats = check_flag("use_input_stats", use_input_stats, op)
+    eps = _check_eps(op, eps)
+    momentum = _check_running_stats(op, x, running_mean, running_var, use_input_stats,
+                                    momentum)
+    C = x.shape[1]
+    _check_norm_params(op, x, (C,), f"{C} channels", weight=weight, bias=bias)
+    if use_input_stats:
+        _check_group_size(op, x, math.prod(x.shape[2:]), "channel of a sample (the spatial "
+                          "axes hold one value)")
+    return _channel_norm(x, running_mean, running_var, weight, bias, use_input_stats,
+                         momentum, eps, per_sample=True)
+
+
+def _normalized_shape(op, normalized_shape):
+    """An int or a sequence of ints (each >= 0, at least one) -> a tuple of ints."""
+    value = as_scalar(normalized_shape)       # a 0-d array or tensor: its int
+    shape = [value] if is_int(value) else None if isinstance(value, numbers.Number) \
+        else int_list(value)
+    if shape is None:
+        raise TypeError(f"{op}: normalized_shape must be an int or a sequence of ints, got "
+                        f"{shown_value(normalized_shape)}")
+    if not shape or min(shape) < 0:
+        raise ValueError(f"{op}: normalized_shape must hold at least one size, each >= 0, "
+                         f"got {tuple(shape)}")
+    return tuple(shape)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalisation over the trailing axes, as ``torch.nn.functional.layer_norm``.
+
+    ``normalized_shape`` (an int or a sequence of ints) must equal the last
+    dimensions of x; each slice of that shape (one per sample, for (N, C, H, W) x and
+    normalized_shape (C, H, W)) is normalised by its own mean and biased variance (at
+    least 2 values), then scaled elementwise by ``weight`` and shifted by ``bias``
+    (each of ``normalized_shape``, optional).  ``eps`` must be > 0.
+    """
+    op = "layer_norm"
+    shape = _normalized_shape(op, normalized_shape)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
+    k = len(shape)
+    if tuple(x.shape[x.ndim - k:]) != shape:
+        raise ValueError(f"{op}: normalized_shape {shape_str(shape)} must equal the last {k} "
+                         f"dimension{'s' if k > 1 else ''} of x, got x of shape "
+                         f"{shape_str(x.shape)}; expected x of shape (*, "
+                         f"{', '.join(map(str, shape))})")
+    _check_norm_input(op, x, k, f"(*, {', '.join(map(str, shape))})")
+    eps = _check_eps(op, eps)
+    _check_norm_params(op, x, shape, f"normalized_shape {shape_str(shape)}", weight=weight,
+                       bias=bias)
+    n = math.prod(shape)
+    _check_group_size(op, x, n, f"normalized slice (normalized_shape {shape_str(shape)})")
+    x, weight, bias = _promoted(x, weight, bias)
+    y = x * 1 if n == 0 else _normalize(x, tuple(range(x.ndim - k, x.ndim)), eps)[0]
+    return _affine(y, weight, bias, shape)     # weight and bias broadcast as they are
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation of x (N, C, ...), as ``torch.nn.functional.group_norm``.
+
+    The C channels are split into ``num_groups`` groups of consecutive channels
+    (``num_groups`` must divide C), and each group of each sample is normalised by
+    the mean and biased variance of all its values (its channels and their spatial
+    axes; at least 2 values), then each channel is scaled by ``weight`` and shifted by
+    ``bias`` (each (C,), optional).  ``num_groups=1`` normalises each sample as a
+    whole; ``num_groups=C`` is :func:`instance_norm` without running statistics.
+    ``eps`` must be > 0.
+    """
+    op = "group_norm"
+    _check_norm_input(op, x, 2, "(N, C, ...)")
+    G = check_int(f"{op}: num_groups", num_groups, low=1)
+    N, C = x.shape[:2]
+    if C % G:
+        raise ValueError(f"{op}: num_groups={G} does not divide the {C} channels of x of "
+                         f"shape {shape_str(x.shape)}; expected a number of channels "
+                         f"divisible by {G}")
+    eps = _check_eps(op, eps)
+    _check_norm_params(op, x, (C,), f"{C} channels", weight=weight, bias=bias)
+    n = C // G * math.prod(x.shape[2:])                  # values per group
+    _check_group_size(op, x, n, f"group (num_groups={G})")
+    x, weight, bias = _promoted(x, weight, bias)
+    if n == 0 or x.size == 0:
+        y = x * 1                                        # x's empty shape, a new tensor
+    else:
+        y = _normalize(x.reshape(N, G, n), (2,), eps)[0]  # (N, G, C/G * spatial)
+        y = y.reshape(x.shape)                            # (N, C, ...)
+    return _affine(y, weight, bias, (1, C) + (1,) * (x.ndim - 2))
 
 
 # ---- activations and helpers (thin aliases of Tensor ops) --------------------------------

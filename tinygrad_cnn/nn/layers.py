@@ -21,8 +21,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
-
 from .. import functional as F
 from .._checks import (
     check_flag, check_int, check_ints, check_number, check_probability, no_stride)
@@ -62,9 +60,22 @@ def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
     ndims = (ndims,) if isinstance(ndims, int) else ndims
     if (x.ndim == 0 if ndims is None else x.ndim not in ndims) \
             or (channels is not None and x.shape[channel_axis] != channels):
-        raise ValueError(f"{type(layer).__name__}({layer.extra_repr()}) expects input of "
-                         f"shape {shape_hint}, got {x.shape}")
+        raise _shape_error(layer, x, shape_hint)
     _check_device(layer, x)
+
+
+def _shape_error(layer, x, shape_hint):
+    """The error of a layer given an input of the wrong shape (expected: ``shape_hint``)."""
+    return ValueError(f"{type(layer).__name__}({layer.extra_repr()}) expects input of "
+                      f"shape {shape_hint}, got {x.shape}")
+
+
+def _check_float_input(layer, x):
+    """The normalisation layers take float inputs only: an integer input's statistics
+    would make the output float64."""
+    if x.dtype.kind != "f":
+        raise TypeError(f"{type(layer).__name__}: the input of shape {x.shape} has dtype "
+                        f"{x.dtype}; expected a float dtype (convert with x.float())")
 
 
 def _check_device(layer, x):
@@ -888,7 +899,10 @@ class _BatchNorm(Module):
     statistics are used in both modes.  ``eps`` must be > 0.  ``affine``
     adds a learned scale ``weight`` (init 1) and shift ``bias`` (init 0) per
     channel.  An input on another device than the layer raises
-    ``DeviceError`` and changes no state.
+    ``DeviceError`` and changes no state.  The layer computes with the function
+    behind :func:`tinygrad_cnn.functional.batch_norm` and adds its checks, the batch
+    count and the cumulative average (whose momentum, 1/num_batches_tracked, stays on
+    the device: the public op takes a number).
     """
 
     _ndims = (4,)
@@ -942,62 +956,31 @@ class _BatchNorm(Module):
     def forward(self, x):
         C = self.num_features
         _check_input(self, x, self._ndims, C, shape_hint=self._hint.format(C=C))  # and device
-        if x.dtype.kind != "f":   # its statistics would make the output float64
-            raise TypeError(f"{type(self).__name__}: the input of shape {x.shape} has dtype "
-                            f"{x.dtype}; expected a float dtype (convert with x.float())")
-        axes = (0,) + tuple(range(2, x.ndim))          # every axis but the channels
-        shape = (1, C) + (1,) * (x.ndim - 2)           # per-channel values, broadcastable
+        _check_float_input(self, x)
         use_batch = self.training or not self.track_running_stats
-        n = x.size // C
-        if use_batch and n == 0:
-            # An empty batch has no statistics: its (empty) output, as in PyTorch,
-            # with the running statistics left as they are.
-            y = x * 1
-        elif use_batch:
-            # One value per channel has zero variance and normalises to 0: a silent
-            # wrong answer, so refuse it whenever batch statistics are used (training,
-            # or evaluation without running statistics), not only in training.
-            if n == 1:
-                when = "when training" if self.training else \
-                    "with track_running_stats=False"
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
-                                 f"channel {when} (batch statistics are used), got input "
-                                 f"of shape {x.shape}")
-            mean = x.mean(axes, keepdims=True)
-            centred = x - mean
-            var = (centred * centred).mean(axes, keepdims=True)   # biased, for normalising
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean.data.reshape(C), var.data.reshape(C), n)  # (C,)
-            y = centred * (var + self.eps) ** -0.5
-        else:
-            xp = x.xp
-            with x._backend.context():
-                mean = self.running_mean.data.reshape(shape)  # (1, C, 1, ...)
-                invstd = 1 / xp.sqrt(self.running_var.data.reshape(shape) + self.eps)
-                dtype = np.result_type(x.dtype, mean.dtype)
-                mean = Tensor._make(mean.astype(dtype), x._backend)
-                invstd = Tensor._make(invstd.astype(dtype), x._backend)  # (1, C, 1, ...)
-            y = (x - mean) * invstd
-        if self.affine:
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)  # (1, C, 1, ...)
+        n = x.size // C                                 # values per channel
+        # One value per channel has zero variance and normalises to 0: a silent
+        # wrong answer, so refuse it whenever batch statistics are used (training,
+        # or evaluation without running statistics), not only in training.
+        if use_batch and n == 1:
+            when = "when training" if self.training else "with track_running_stats=False"
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
+                             f"channel {when} (batch statistics are used), got input "
+                             f"of shape {x.shape}")
+        # An empty batch has no statistics: its (empty) output, as in PyTorch, with
+        # the running statistics and the batch count left as they are.
+        count, momentum = None, self.momentum
+        if self.training and self.track_running_stats and n > 0:
+            with self.num_batches_tracked._backend.context():
+                count = self.num_batches_tracked.data + 1
+                if momentum is None:  # cumulative average; a device array, so no synchronisation
+                    momentum = 1.0 / count.astype(self.running_mean.dtype)
+        y = F._channel_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_batch, momentum, self.eps, per_sample=False)
+        if count is not None:   # counted once the statistics are updated
+            with self.num_batches_tracked._backend.context():
+                self.num_batches_tracked.data[...] = count
         return y
-
-    def _update_running_stats(self, batch_mean, batch_var, n):
-        """running = (1 - m) running + m batch, in place; the variance made unbiased."""
-        with self.running_mean._backend.context():
-            # Everything is computed before the first write, so a failure leaves
-            # the statistics and the batch count consistent with each other.
-            count = self.num_batches_tracked.data + 1
-            m = self.momentum
-            if m is None:  # cumulative average; a device array, so no synchronisation
-                m = 1.0 / count.astype(self.running_mean.dtype)
-            unbiased = batch_var * (n / (n - 1))
-            rm, rv = self.running_mean.data, self.running_var.data
-            new_mean = (1 - m) * rm + m * batch_mean.astype(rm.dtype)
-            new_var = (1 - m) * rv + m * unbiased.astype(rv.dtype)
-            rm[...] = new_mean
-            rv[...] = new_var
-            self.num_batches_tracked.data[...] = count
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
