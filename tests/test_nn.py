@@ -1,4 +1,5 @@
-"""nn: Module machinery, layers (vs PyTorch and gradcheck), BatchNorm, init, summary."""
+"""nn: Module machinery, layers (vs PyTorch and gradcheck), BatchNorm and the other
+normalisation layers, init, summary."""
 from __future__ import annotations
 
 import copy
@@ -1210,6 +1211,26 @@ LAYERS = {
     "batchnorm1d": (lambda: nn.BatchNorm1d(3), lambda T: T.BatchNorm1d(3), (5, 3)),
     "batchnorm1d-3d": (lambda: nn.BatchNorm1d(3), lambda T: T.BatchNorm1d(3), (4, 3, 2)),
     "batchnorm2d": (lambda: nn.BatchNorm2d(3), lambda T: T.BatchNorm2d(3), (2, 3, 2, 3)),
+    "layernorm-last": (lambda: nn.LayerNorm(4), lambda T: T.LayerNorm(4), (2, 3, 4)),
+    "layernorm-chw-nobias": (lambda: nn.LayerNorm((3, 2, 2), bias=False),
+                             lambda T: T.LayerNorm((3, 2, 2), bias=False), (2, 3, 2, 2)),
+    "layernorm-no-affine": (lambda: nn.LayerNorm([2, 3], elementwise_affine=False),
+                            lambda T: T.LayerNorm([2, 3], elementwise_affine=False), (1, 2, 3)),
+    "groupnorm": (lambda: nn.GroupNorm(2, 4), lambda T: T.GroupNorm(2, 4), (2, 4, 3, 2)),
+    "groupnorm-b1-features": (lambda: nn.GroupNorm(3, 6, eps=1e-3),
+                              lambda T: T.GroupNorm(3, 6, eps=1e-3), (1, 6)),
+    "groupnorm-no-affine": (lambda: nn.GroupNorm(1, 3, affine=False),
+                            lambda T: T.GroupNorm(1, 3, affine=False), (2, 3, 5)),
+    "instancenorm2d": (lambda: nn.InstanceNorm2d(3), lambda T: T.InstanceNorm2d(3),
+                       (2, 3, 2, 3)),
+    "instancenorm2d-affine-tracked": (
+        lambda: nn.InstanceNorm2d(3, momentum=0.3, affine=True, track_running_stats=True),
+        lambda T: T.InstanceNorm2d(3, momentum=0.3, affine=True, track_running_stats=True),
+        (2, 3, 3, 2)),
+    "instancenorm2d-unbatched-tracked-nobias": (
+        lambda: nn.InstanceNorm2d(2, affine=True, track_running_stats=True, bias=False),
+        lambda T: T.InstanceNorm2d(2, affine=True, track_running_stats=True, bias=False),
+        (2, 3, 3)),
 }
 
 
@@ -1273,6 +1294,11 @@ GRAD_LAYERS = {
     "batchnorm2d": (lambda: nn.BatchNorm2d(2), (2, 2, 2, 2)),
     "batchnorm1d-eval": (lambda: nn.BatchNorm1d(3).eval(), (4, 3)),
     "batchnorm1d-no-stats": (lambda: nn.BatchNorm1d(3, track_running_stats=False).eval(), (4, 3)),
+    "layernorm": (lambda: nn.LayerNorm((2, 3)), (2, 2, 3)),
+    "groupnorm": (lambda: nn.GroupNorm(2, 4), (2, 4, 2)),
+    "instancenorm2d-affine": (lambda: nn.InstanceNorm2d(2, affine=True), (2, 2, 2, 2)),
+    "instancenorm2d-tracked-eval": (
+        lambda: nn.InstanceNorm2d(2, affine=True, track_running_stats=True).eval(), (2, 2, 1, 2)),
     "maxpool1d": (lambda: nn.MaxPool1d(2), (1, 2, 5)),
     "avgpool1d": (lambda: nn.AvgPool1d(3, stride=2, padding=1), (1, 2, 5)),
     "adaptive-max": (lambda: nn.AdaptiveMaxPool2d((2, 2)), (1, 2, 3, 3)),
@@ -1477,6 +1503,13 @@ LAYERS_WITH_PARAMETERS = {
     # no parameters: its running statistics are named
     "BatchNorm2d(affine=False)": (lambda d: nn.BatchNorm2d(1, affine=False, device=d),
                                   (2, 1, 5, 5), "buffer 'running_mean'"),
+    "LayerNorm": (lambda d: nn.LayerNorm(3, device=d), (2, 3), "parameter 'weight'"),
+    "GroupNorm": (lambda d: nn.GroupNorm(2, 4, device=d), (2, 4, 3), "parameter 'weight'"),
+    "InstanceNorm2d": (lambda d: nn.InstanceNorm2d(2, affine=True, device=d), (1, 2, 3, 3),
+                       "parameter 'weight'"),
+    "InstanceNorm2d(track_running_stats=True)": (
+        lambda d: nn.InstanceNorm2d(2, track_running_stats=True, device=d), (2, 3, 3),
+        "buffer 'running_mean'"),
 }
 
 
@@ -1514,6 +1547,179 @@ def test_batchnorm_empty_batch_gives_empty_output(track, training):
         nn.BatchNorm2d(3)(tg.zeros(2, 4, 5, 5))
 
 
+# ---- LayerNorm, GroupNorm, InstanceNorm2d ------------------------------------------------
+NORM_LAYERS = {
+    # name: (make, given nn or torch.nn, and an input shape)
+    "LayerNorm": (lambda T: T.LayerNorm(4), (2, 3, 4)),
+    "LayerNorm-chw-nobias": (lambda T: T.LayerNorm((3, 2, 2), eps=1e-3, bias=False),
+                             (2, 3, 2, 2)),
+    "LayerNorm-no-affine": (lambda T: T.LayerNorm([2, 3], elementwise_affine=False), (4, 2, 3)),
+    "GroupNorm": (lambda T: T.GroupNorm(3, 6), (2, 6, 2, 2)),
+    "GroupNorm-nobias": (lambda T: T.GroupNorm(2, 4, bias=False), (3, 4, 5)),
+    "GroupNorm-no-affine": (lambda T: T.GroupNorm(1, 2, affine=False), (2, 2, 3)),
+    "InstanceNorm2d": (lambda T: T.InstanceNorm2d(3), (2, 3, 2, 2)),
+    "InstanceNorm2d-affine-tracked": (
+        lambda T: T.InstanceNorm2d(3, momentum=0.2, affine=True, track_running_stats=True),
+        (2, 3, 3, 2)),
+    "InstanceNorm2d-tracked-nobias": (
+        lambda T: T.InstanceNorm2d(2, affine=True, track_running_stats=True, bias=False),
+        (2, 2, 2, 3)),
+}
+
+
+@pytest.mark.parametrize("name", NORM_LAYERS)
+def test_norm_layer_defaults_match_torch(name):
+    """The same repr, parameter and buffer names, state-dict keys (in order), shapes,
+    dtypes and initial values (weight 1, bias 0, running statistics 0 and 1)."""
+    torch = pytest.importorskip("torch")
+    make, _ = NORM_LAYERS[name]
+    ours, theirs = make(nn), make(torch.nn)
+    assert repr(ours) == repr(theirs)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd)
+    for k, v in ours_sd.items():
+        tv = theirs_sd[k].numpy()
+        assert (v.shape, v.dtype) == (tv.shape, tv.dtype), k
+        np.testing.assert_array_equal(v.numpy(), tv, err_msg=k)
+
+
+@pytest.mark.parametrize("name", NORM_LAYERS)
+def test_norm_layer_state_dicts_load_both_ways_with_torch(name):
+    """A state dict of random values made by either library loads into the other, and
+    the two modules then compute the same outputs, in training and in evaluation."""
+    torch = pytest.importorskip("torch")
+    make, shape = NORM_LAYERS[name]
+    rng = np.random.default_rng(40)
+    x_np = rng.standard_normal(shape) * 2 + 1
+    for source in ("ours", "torch"):
+        ours, theirs = make(nn).double(), make(torch.nn).double()
+        if source == "ours":
+            _randomise(ours, rng)
+            theirs.load_state_dict({k: torch.tensor(v.numpy())
+                                    for k, v in ours.state_dict().items()})
+        else:
+            with torch.no_grad():
+                for n, t in list(theirs.named_parameters()) + list(theirs.named_buffers()):
+                    if t.is_floating_point():
+                        t.copy_(torch.tensor(rng.uniform(0.5, 1.5, tuple(t.shape))))
+            ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+        for mode in ("eval", "train"):
+            getattr(ours, mode)(), getattr(theirs, mode)()
+            y, ty = ours(tg.tensor(x_np)), theirs(torch.tensor(x_np))
+            np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{source}'s state dict, {mode}")
+
+
+def test_norm_layers_in_a_model_match_torch_over_training_steps():
+    """A small CNN with each normalisation layer, trained three steps by SGD in both
+    libraries from one state dict: the same losses and state dicts."""
+    torch = pytest.importorskip("torch")
+
+    def make(T):
+        return T.Sequential(T.Conv2d(2, 4, 3, padding=1), T.GroupNorm(2, 4), T.ReLU(),
+                            T.Conv2d(4, 4, 3), T.InstanceNorm2d(4, affine=True,
+                                                                track_running_stats=True),
+                            T.Tanh(), T.Flatten(), T.LayerNorm(4 * 3 * 3), T.Linear(36, 3))
+    theirs = make(torch.nn).double()
+    ours = make(nn).double()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    opt = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(41)
+    for step in range(3):
+        x_np, labels = rng.standard_normal((4, 2, 5, 5)), rng.integers(0, 3, 4)
+        loss = nn.cross_entropy(ours(tg.tensor(x_np)), tg.tensor(labels))
+        tloss = torch.nn.functional.cross_entropy(theirs(torch.tensor(x_np)),
+                                                  torch.tensor(labels))
+        assert loss.item() == pytest.approx(tloss.item(), rel=1e-10), step
+        opt.zero_grad(), topt.zero_grad()
+        loss.backward(), tloss.backward()
+        opt.step(), topt.step()
+        for (k, v), tv in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            np.testing.assert_allclose(v.numpy(), tv.numpy(), rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{k}, step {step}")
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: nn.GroupNorm(4, 6), ValueError,
+     r"^GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)$"),
+    (lambda: nn.GroupNorm(0, 6), ValueError, r"^GroupNorm: num_groups must be an int >= 1"),
+    (lambda: nn.GroupNorm(2, 4.0), TypeError, r"^GroupNorm: num_channels must be an int"),
+    (lambda: nn.GroupNorm(2, 4, eps=0), ValueError, r"^GroupNorm: eps must be > 0, got 0"),
+    (lambda: nn.GroupNorm(2, 4, affine=1), TypeError, r"GroupNorm: affine must be True or False"),
+    (lambda: nn.GroupNorm(2, 4, bias="no"), TypeError, r"GroupNorm: bias must be True or False"),
+    (lambda: nn.GroupNorm(2, 4, 1e-5, True, "float64", None, True), TypeError,
+     r"positional argument"),                                 # bias is keyword only, as in torch
+    (lambda: nn.LayerNorm(1), ValueError,
+     r"^LayerNorm: normalized_shape \(1,\) holds one value, which would normalise to 0"),
+    (lambda: nn.LayerNorm((1, 1)), ValueError, r"normalized_shape \(1, 1\) holds one value"),
+    (lambda: nn.LayerNorm(()), ValueError, r"^LayerNorm: normalized_shape must hold at least one"),
+    (lambda: nn.LayerNorm(-2), ValueError, r"each >= 0, got \(-2,\)"),
+    (lambda: nn.LayerNorm(2.5), TypeError,
+     r"^LayerNorm: normalized_shape must be an int or a sequence of ints, got 2\.5 \(float\)"),
+    (lambda: nn.LayerNorm(3, eps=-1e-5), ValueError, r"^LayerNorm: eps must be > 0"),
+    (lambda: nn.LayerNorm(3, elementwise_affine=None), TypeError,
+     r"LayerNorm: elementwise_affine must be True or False, got None"),
+    (lambda: nn.LayerNorm(3, bias=0), TypeError, r"LayerNorm: bias must be True or False"),
+    (lambda: nn.LayerNorm(3, dtype="int64"), TypeError, r"floating-point"),
+    (lambda: nn.InstanceNorm2d(0), ValueError, r"InstanceNorm2d: num_features must be an int >= 1"),
+    (lambda: nn.InstanceNorm2d(3, eps=0), ValueError, r"InstanceNorm2d: eps must be > 0"),
+    (lambda: nn.InstanceNorm2d(3, momentum=1.5), ValueError, r"momentum must be >= 0.0 and <= 1"),
+    (lambda: nn.InstanceNorm2d(3, momentum=None, track_running_stats=True), ValueError,
+     r"^InstanceNorm2d: momentum=None is not supported with track_running_stats=True"),
+    (lambda: nn.InstanceNorm2d(3, affine=True, bias=1), TypeError,
+     r"InstanceNorm2d: bias must be True or False, got 1"),
+])
+def test_norm_layer_construction_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_instance_norm_without_running_stats_takes_momentum_none():
+    """As in PyTorch: without running statistics the momentum is never used."""
+    layer = nn.InstanceNorm2d(2, momentum=None)
+    assert layer(tg.ones(1, 2, 2, 2)).shape == (1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("make, x, error, match", [
+    (lambda: nn.LayerNorm(3), tg.ones(2, 3, dtype="int64"), TypeError,
+     r"^LayerNorm: the input of shape \(2, 3\) has dtype int64; expected a float dtype"),
+    (lambda: nn.GroupNorm(1, 2), tg.ones(2, 2, 3, dtype="int32"), TypeError,
+     r"^GroupNorm: the input of shape \(2, 2, 3\) has dtype int32"),
+    (lambda: nn.InstanceNorm2d(2), tg.ones(2, 2, 2, 2, dtype="bool"), TypeError,
+     r"^InstanceNorm2d: the input of shape \(2, 2, 2, 2\) has dtype bool"),
+    (lambda: nn.LayerNorm(3), np.ones((2, 3)), TypeError, r"^LayerNorm expects a Tensor, got "
+                                                          r"ndarray"),
+    (lambda: nn.GroupNorm(1, 2), [1.0, 2.0], TypeError, r"^GroupNorm expects a Tensor, got list"),
+    (lambda: nn.InstanceNorm2d(2), np.ones((2, 2, 2)), TypeError, r"^InstanceNorm2d expects a"),
+])
+def test_norm_layer_forward_input_errors(make, x, error, match):
+    with pytest.raises(error, match=match):
+        make()(x)
+
+
+def test_norm_layers_train_on_a_device_without_synchronising():
+    strict = pytest.importorskip("strict_backend")
+    backend = tg.get_backend("strict")
+    assert isinstance(backend, strict.StrictBackend)
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+                          nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+                          nn.Flatten(), nn.LayerNorm(4 * 4 * 4), nn.Linear(64, 3))
+    x_np = np.random.default_rng(42).standard_normal((5, 1, 4, 4))
+    expected = copy.deepcopy(model)(tg.tensor(x_np))
+    model.to("strict")
+    x = tg.tensor(x_np, device="strict")
+    with backend.track_syncs() as log:
+        y = model(x)
+        y.sum().backward()
+    assert log == []
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert model[3].running_mean.device == "strict"
+
+
 # ---- errors and behaviour of other layers ---------------------------------------------------
 LAYER_ERRORS = [
     (lambda: nn.Conv2d(3, 8, 3), (2, 1, 28, 28),
@@ -1535,6 +1741,25 @@ LAYER_ERRORS = [
      [r"\(C, H, W\) or \(N, C, H, W\)", r"\(1, 1, 2, 4, 4\)"]),
     (lambda: nn.AvgPool1d(2), (5,), [r"\(C, L\) or \(N, C, L\)", r"\(5,\)"]),
     (lambda: nn.BatchNorm1d(4), (2, 3), [r"\(N, 4\)", r"\(2, 3\)"]),
+    (lambda: nn.LayerNorm((3, 4)), (2, 4, 3),
+     [r"^LayerNorm\(\(3, 4\), eps=1e-05, elementwise_affine=True, bias=True\) expects input "
+      r"of shape \(\*, 3, 4\), got \(2, 4, 3\)$"]),
+    (lambda: nn.LayerNorm(5), (), [r"\(\*, 5\), got \(\)$"]),
+    (lambda: nn.GroupNorm(2, 4), (2, 6, 3),
+     [r"^GroupNorm\(2, 4, eps=1e-05, affine=True, bias=True\) expects input of shape "
+      r"\(N, 4, \*\), got \(2, 6, 3\)$"]),
+    (lambda: nn.GroupNorm(2, 4, affine=False), (2, 6, 3), [r"\(N, 4, \*\), got \(2, 6, 3\)"]),
+    (lambda: nn.GroupNorm(2, 4), (4,), [r"\(N, 4, \*\), got \(4,\)"]),
+    (lambda: nn.GroupNorm(4, 4), (3, 4),
+     [r"^GroupNorm: expected more than 1 value per group, got input of shape \(3, 4\)"]),
+    (lambda: nn.InstanceNorm2d(3), (2, 4, 5, 5),
+     [r"^InstanceNorm2d\(3, .*\) expects input of shape \(3, H, W\) or \(N, 3, H, W\), got "
+      r"\(2, 4, 5, 5\)$"]),
+    (lambda: nn.InstanceNorm2d(3), (2, 3, 5), [r"\(3, H, W\) or \(N, 3, H, W\), got \(2, 3, 5\)"]),
+    (lambda: nn.InstanceNorm2d(3), (1, 2, 3, 5, 5), [r"got \(1, 2, 3, 5, 5\)$"]),
+    (lambda: nn.InstanceNorm2d(3), (3, 1, 1),
+     [r"^InstanceNorm2d: expected more than 1 value per channel of an image .* got input of "
+      r"shape \(3, 1, 1\)$"]),
 ]
 
 
@@ -2016,3 +2241,29 @@ def test_summary_of_a_composed_module_and_local_layers():
     assert row["params"] == row["lc_params"] == 3 * 3 * 3 * 2 * 9 + 27
     assert row["fc_params"] == 50 * 27 + 27
     assert row["receptive_field"] == (3, 3)
+
+
+def test_summary_counts_normalisation_layers_as_elementwise():
+    """Their parameters are counted, they have no fully- or locally-connected
+    counterpart, and the receptive field passes through them unchanged (as through
+    BatchNorm: the statistics they share across positions are not a window; see
+    summary's docstring); InstanceNorm2d, which also takes an unbatched image, needs
+    the batch dimension in the input shape, as the convolutions do."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.MaxPool2d(2),
+                          nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+                          nn.LayerNorm((4, 3, 3), bias=False), nn.Conv2d(4, 2, 2),
+                          nn.BatchNorm2d(2))
+    s = nn.summary(model, (1, 1, 8, 8))
+    assert [r["type"] for r in s.rows] == ["Conv2d", "GroupNorm", "MaxPool2d", "InstanceNorm2d",
+                                           "LayerNorm", "Conv2d", "BatchNorm2d"]
+    assert [r["params"] for r in s.rows] == [40, 8, 0, 8, 36, 34, 4]
+    assert [r["receptive_field"] for r in s.rows] == [(3, 3), (3, 3), (4, 4), (4, 4), (4, 4),
+                                                      (6, 6), (6, 6)]
+    for r in (s.rows[1], s.rows[3], s.rows[4]):
+        assert r["fc_params"] is None and r["lc_params"] is None
+        assert r["output_shape"] == r["input_shape"]
+    assert s.total_params == model.num_parameters() == 130
+    with pytest.raises(ValueError, match=re.escape(
+            "summary: input_shape (2, 5, 5) reaches InstanceNorm2d as one unbatched sample, "
+            "of shape (2, 5, 5); give the batch dimension too, e.g. (1, 2, 5, 5)")):
+        nn.summary(nn.Sequential(nn.InstanceNorm2d(2)), (2, 5, 5))

@@ -129,6 +129,7 @@ UNBATCHED_LAYERS = {
     "AvgPool2d": (lambda nn: nn.AvgPool2d(2), (2, 5, 6)),
     "AdaptiveAvgPool2d": (lambda nn: nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 6)),
     "AdaptiveMaxPool2d": (lambda nn: nn.AdaptiveMaxPool2d((2, 3)), (2, 5, 6)),
+    "InstanceNorm2d": (lambda nn: nn.InstanceNorm2d(2, affine=True), (2, 5, 6)),
 }
 
 

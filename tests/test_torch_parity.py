@@ -6,8 +6,8 @@ run side by side in float64:
 
 - layers, as modules: several training steps then one in evaluation mode, comparing
   outputs, input and parameter gradients, and the ``state_dict`` (key names, shapes,
-  dtypes and values, BatchNorm's running statistics and batch count included) after
-  every step;
+  dtypes and values, BatchNorm's and InstanceNorm2d's running statistics and batch
+  count included) after every step;
 - optimisers: 20+ steps over two parameter groups with settings of their own, on
   gradients of mixed signs and magnitudes, some parameters without a gradient on
   some steps (their state must not advance), ``zero_grad`` either way, a learning
@@ -90,6 +90,39 @@ def batchnorm_layers(draw):
                                                    draw(st.integers(0, 1)))]
     N = draw(st.integers(2 if np.prod(rest) == 1 else 1, 4))   # 2+ values per channel
     return f"{kind}({C}, {kwargs})", lambda T: getattr(T, kind)(C, **kwargs), (N, C, *rest)
+
+
+@st.composite
+def norm_layers(draw):
+    """LayerNorm, GroupNorm or InstanceNorm2d with drawn settings, on inputs whose groups
+    hold 2+ values (a group of one value is refused here; see the layers)."""
+    kind = draw(st.sampled_from(["LayerNorm", "GroupNorm", "InstanceNorm2d"]))
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.5, 1e-12]))
+    N = draw(st.integers(1, 3))
+    if kind == "LayerNorm":
+        lead = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2))))
+        shape = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(1, 3))))
+        assume(np.prod(shape) > 1)
+        kwargs = dict(eps=eps, elementwise_affine=draw(st.booleans()), bias=draw(st.booleans()))
+        return (f"LayerNorm({shape}, {kwargs})", lambda T: T.LayerNorm(shape, **kwargs),
+                lead + shape)
+    if kind == "GroupNorm":
+        G, per_group = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        spatial = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2))))
+        assume(per_group * np.prod(spatial) > 1)
+        kwargs = dict(eps=eps, affine=draw(st.booleans()))
+        if kwargs["affine"]:   # (torch's backward fails given a bias without a weight)
+            kwargs["bias"] = draw(st.booleans())
+        return (f"GroupNorm({G}, {G * per_group}, {kwargs})",
+                lambda T: T.GroupNorm(G, G * per_group, **kwargs), (N, G * per_group) + spatial)
+    C = draw(st.integers(1, 3))
+    kwargs = dict(eps=eps, momentum=draw(st.sampled_from([0.1, 0.0, 1.0, 0.7])),
+                  affine=draw(st.booleans()), track_running_stats=draw(st.booleans()),
+                  bias=draw(st.booleans()))
+    H, W = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    assume(H * W > 1)
+    shape = (N, C, H, W) if draw(st.booleans()) else (C, H, W)
+    return f"InstanceNorm2d({C}, {kwargs})", lambda T: T.InstanceNorm2d(C, **kwargs), shape
 
 
 @st.composite
@@ -197,6 +230,12 @@ def run_layer_against_torch(label, make, shape, seed):
 @given(case=st.one_of(conv_layers(), batchnorm_layers(), pool_layers(), other_layers()),
        seed=st.integers(0, 2**32 - 1))
 def test_layer_trains_and_evaluates_as_in_torch(case, seed):
+    run_layer_against_torch(*case, seed)
+
+
+@FUZZ
+@given(case=norm_layers(), seed=st.integers(0, 2**32 - 1))
+def test_norm_layer_trains_and_evaluates_as_in_torch(case, seed):
     run_layer_against_torch(*case, seed)
 
 
@@ -427,6 +466,15 @@ CONSTRUCTION_ERRORS = [
     # eps = 0 normalised a constant channel to NaN (0 / 0); PyTorch refuses it in training
     (lambda: nn.BatchNorm2d(3, eps=0), ValueError, r"BatchNorm2d: eps must be > 0, got 0"),
     (lambda: nn.BatchNorm1d(3, eps=0.0), ValueError, r"BatchNorm1d: eps must be > 0, got 0"),
+    # ... and so are the other normalisation layers (PyTorch's take any eps)
+    (lambda: nn.LayerNorm(3, eps=0), ValueError, r"LayerNorm: eps must be > 0, got 0"),
+    (lambda: nn.GroupNorm(1, 3, eps=-1e-5), ValueError, r"GroupNorm: eps must be > 0"),
+    (lambda: nn.InstanceNorm2d(3, eps=0.0), ValueError, r"InstanceNorm2d: eps must be > 0"),
+    # a normalised slice of one value is 0 whatever the input (PyTorch computes it)
+    (lambda: nn.LayerNorm(1), ValueError, r"LayerNorm: normalized_shape \(1,\) holds one value"),
+    # momentum=None leaves PyTorch's InstanceNorm2d statistics at their initial values
+    (lambda: nn.InstanceNorm2d(3, momentum=None, track_running_stats=True), ValueError,
+     r"momentum=None is not supported with track_running_stats=True"),
 ]
 
 

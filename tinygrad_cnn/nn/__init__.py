@@ -20,6 +20,7 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                      Softmax, Tanh, conv_output_size)
 from .layers import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6,
                      SiLU, Softplus)
+from .layers import GroupNorm, InstanceNorm2d, LayerNorm
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
                      binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      l1_loss, mse_loss, nll_loss, softplus)
@@ -34,6 +35,7 @@ __all__ = [
     "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "Flatten", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
     "BatchNorm1d", "BatchNorm2d", "conv_output_size",
+    "InstanceNorm2d", "GroupNorm", "LayerNorm",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits",
     "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
     "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",

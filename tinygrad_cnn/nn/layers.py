@@ -3,14 +3,16 @@
 Each layer owns its parameters and settings and checks its input's shape
 (naming what it expected), then calls the functional op.  Shapes follow
 PyTorch: images are ``(N, C, H, W)``, sequences ``(N, C, L)``; the
-convolution, locally-connected and pooling layers also take one unbatched
-image ``(C, H, W)`` or sequence ``(C, L)`` and then return no batch axis
-either (BatchNorm, as PyTorch's, needs the batch).
+convolution, locally-connected and pooling layers and InstanceNorm2d also
+take one unbatched image ``(C, H, W)`` or sequence ``(C, L)`` and then return
+no batch axis either (BatchNorm and GroupNorm, as PyTorch's, need the batch;
+LayerNorm takes any leading axes).
 
 Default initialisation is PyTorch's.  A ``Linear``/``Conv`` weight is drawn
 from ``kaiming_uniform_(w, a=sqrt(5))``, i.e. U(-1/sqrt(fan_in),
 1/sqrt(fan_in)) with fan_in the number of inputs of one output unit, and
-its bias from the same U(-1/sqrt(fan_in), 1/sqrt(fan_in)).  All random
+its bias from the same U(-1/sqrt(fan_in), 1/sqrt(fan_in)); a normalisation
+layer's weight is 1 and its bias 0.  All random
 numbers come from :func:`tinygrad_cnn.tensor.get_rng` on the host, so
 ``manual_seed`` makes a model reproducible on every device.  Layers with
 parameters take ``dtype`` (default float32) and ``device`` keyword
@@ -34,6 +36,7 @@ __all__ = ["Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d"
            "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
            "AdaptiveMaxPool2d", "Flatten", "ReLU", "LeakyReLU",
            "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout", "BatchNorm1d", "BatchNorm2d"]
+__all__ += ["InstanceNorm2d", "GroupNorm", "LayerNorm"]
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -951,7 +954,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:   # InstanceNorm2d(bias=False)
+                init.zeros_(self.bias)
 
     def forward(self, x):
         C = self.num_features
@@ -996,3 +1000,166 @@ class BatchNorm1d(_BatchNorm):
 
     _ndims = (2, 3)
     _hint = "(N, {C}) or (N, {C}, L)"
+
+
+class InstanceNorm2d(_BatchNorm):
+    """Instance normalisation of images ``(N, C, H, W)``, or one image ``(C, H, W)``: each
+    channel of each image by the mean and biased variance of its own H*W values (see
+    :func:`tinygrad_cnn.functional.instance_norm`); settings, parameters and buffers
+    as ``_BatchNorm``'s, with PyTorch's defaults for this layer.
+
+    ``affine=False`` (default): no parameters; ``affine=True`` adds ``weight`` (init 1)
+    and, unless ``bias=False`` (keyword only), ``bias`` (init 0) per channel.
+    ``track_running_stats=False`` (default): no buffers, and each image's own
+    statistics in training and evaluation alike.  With ``track_running_stats=True``,
+    training updates ``running_mean`` and ``running_var`` with the batch's average of
+    the per-image means and unbiased variances (``momentum`` as BatchNorm's) and
+    evaluation normalises with them; ``num_batches_tracked`` stays 0, as in PyTorch,
+    and ``momentum=None`` is refused (PyTorch's InstanceNorm never updates its
+    statistics then).  Unlike PyTorch, which only warns without ``affine``, an input
+    whose channel count is not ``num_features`` is refused.
+    """
+
+    _ndims = (3, 4)
+    _hint = "({C}, H, W) or (N, {C}, H, W)"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, dtype=None, device=None, *, bias=True):
+        name = type(self).__name__
+        bias = check_flag(f"{name}: bias", bias)
+        if momentum is None and track_running_stats is True:
+            raise ValueError(f"{name}: momentum=None is not supported with "
+                             f"track_running_stats=True (PyTorch's {name} never updates its "
+                             f"running statistics with it); pass a number in [0, 1]")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         device)
+        if self.affine and not bias:
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        C = self.num_features
+        _check_input(self, x, self._ndims, C, channel_axis=-3,
+                     shape_hint=self._hint.format(C=C))                # and device
+        _check_float_input(self, x)
+        use_input_stats = self.training or not self.track_running_stats
+        if use_input_stats and x.shape[-2] * x.shape[-1] == 1:
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                             f"of an image (its own statistics are used), got input of "
+                             f"shape {x.shape}")
+        x, unbatched = (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
+        # momentum is None only without running statistics, where it is not used.
+        y = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_input_stats, 0.0 if self.momentum is None else self.momentum,
+                            self.eps)
+        return y.squeeze(0) if unbatched else y
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class GroupNorm(Module):
+    """Group normalisation of ``(N, C, ...)`` inputs: the ``num_channels`` channels split
+    into ``num_groups`` groups of consecutive channels, each group of each sample
+    normalised by the mean and biased variance of its values (see
+    :func:`tinygrad_cnn.functional.group_norm`), in training and evaluation alike: no
+    running statistics, so the result does not depend on the batch.
+
+    ``num_groups`` must divide ``num_channels``.  ``affine`` adds a learned ``weight``
+    (init 1) and, unless ``bias=False`` (keyword only, as in PyTorch), ``bias`` (init 0)
+    per channel.  ``eps`` must be > 0.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None,
+                 device=None, *, bias=True):
+        super().__init__()
+        name = type(self).__name__
+        self.num_groups = check_int(f"{name}: num_groups", num_groups, low=1)
+        self.num_channels = check_int(f"{name}: num_channels", num_channels, low=1)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"{name}: num_channels ({self.num_channels}) must be divisible "
+                             f"by num_groups ({self.num_groups})")
+        self.eps = check_number(f"{name}: eps", eps, low=0, open_low=True)
+        self.affine = check_flag(f"{name}: affine", affine)
+        bias = check_flag(f"{name}: bias", bias)
+        C = self.num_channels
+        self.register_parameter("weight", _param((C,), dtype, device) if self.affine else None)
+        self.register_parameter("bias", _param((C,), dtype, device)
+                                if self.affine and bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        C = self.num_channels
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
+        if x.ndim < 2 or x.shape[1] != C:
+            raise _shape_error(self, x, f"(N, {C}, *)")
+        _check_device(self, x)
+        _check_float_input(self, x)
+        if C // self.num_groups * math.prod(x.shape[2:]) == 1:
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per group, "
+                             f"got input of shape {x.shape} (groups of one channel and no "
+                             f"spatial extent: each value would normalise to 0)")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+                f"affine={self.affine}, bias={self.bias is not None}")
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the trailing ``normalized_shape`` axes of the input (see
+    :func:`tinygrad_cnn.functional.layer_norm`), in training and evaluation alike: no
+    running statistics.
+
+    ``normalized_shape`` is an int or a sequence of ints, the last dimensions of the
+    input: ``(C, H, W)`` normalises each image of ``(N, C, H, W)`` as a whole, ``W``
+    each row of it.  ``elementwise_affine`` adds a learned ``weight`` (init 1) and,
+    with ``bias``, a ``bias`` (init 0), each of shape ``normalized_shape``: one per
+    element, not per channel.  ``eps`` must be > 0.  A ``normalized_shape`` of one
+    element is refused (each input would normalise to 0).
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype=None, device=None):
+        super().__init__()
+        name = type(self).__name__
+        self.normalized_shape = shape = F._normalized_shape(name, normalized_shape)
+        if math.prod(shape) == 1:
+            raise ValueError(f"{name}: normalized_shape {shape} holds one value, which would "
+                             f"normalise to 0 whatever it is; expected more than 1")
+        self.eps = check_number(f"{name}: eps", eps, low=0, open_low=True)
+        self.elementwise_affine = check_flag(f"{name}: elementwise_affine", elementwise_affine)
+        bias = check_flag(f"{name}: bias", bias)
+        affine = self.elementwise_affine
+        self.register_parameter("weight", _param(shape, dtype, device) if affine else None)
+        self.register_parameter("bias", _param(shape, dtype, device)
+                                if affine and bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        shape = self.normalized_shape
+        if not isinstance(x, Tensor):
+            raise _not_a_tensor(self, x)
+        if tuple(x.shape[x.ndim - len(shape):]) != shape:
+            raise _shape_error(self, x, f"(*, {', '.join(map(str, shape))})")
+        _check_device(self, x)
+        _check_float_input(self, x)
+        return F.layer_norm(x, shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")

@@ -17,9 +17,17 @@ The **receptive field** of a layer is the size of the input window that
 can influence one of its output units.  It is accumulated through the stack
 with ``rf += (k - 1) * dilation * jump; jump *= stride``, where ``jump`` is
 the distance, in input pixels, between neighbouring units of the current
-feature map.  Elementwise layers (activations, dropout, batch norm,
-flatten) keep it; a ``Linear`` layer after the convolutions sees the whole
-last feature map; adaptive pooling counts as a pooling whose window is its
+feature map.  Elementwise layers (activations, dropout, flatten) and the
+normalisation layers keep it.  A normalisation layer scales and shifts each
+unit by statistics shared with other units: BatchNorm by its running
+statistics in evaluation mode, in which ``summary`` runs the model, but
+LayerNorm, GroupNorm and InstanceNorm2d by statistics over each sample's
+whole feature map (or a group of its channels), through which, strictly,
+every input pixel influences every unit after the layer.  The field counts
+the window a unit is computed from, not such shared statistics (which would
+make it the whole input from the first of these layers on and tell the
+layers apart no more).  A ``Linear`` layer after the convolutions sees the
+whole last feature map; adaptive pooling counts as a pooling whose window is its
 largest bin.  The window may reach into the padding (zeros, or copies of
 the input's own pixels with another ``padding_mode``), so it can be
 larger than the input (the table then says so).  After a transposed convolution, or a layer this
@@ -49,6 +57,7 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                      BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
                      Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
 from .layers import _ACTIVATIONS
+from .layers import GroupNorm, InstanceNorm2d, LayerNorm
 from .module import Identity, Module
 
 __all__ = ["summary", "ModelSummary"]
@@ -56,11 +65,13 @@ __all__ = ["summary", "ModelSummary"]
 _ELEMENTWISE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, BatchNorm2d, Identity,
                 Flatten)
 _ELEMENTWISE += _ACTIVATIONS   # GELU, SiLU, ... (layers' "more activations")
+_ELEMENTWISE += (LayerNorm, GroupNorm, InstanceNorm2d)   # see the receptive field above
 _WINDOWED = (Conv1d, Conv2d, LocallyConnected2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
 # The layers that also take one unbatched sample, and the dimensions of a batch for them.
 _BATCH_NDIM = {Conv1d: 3, MaxPool1d: 3, AvgPool1d: 3, Conv2d: 4, ConvTranspose2d: 4,
                LocallyConnected2d: 4, MaxPool2d: 4, AvgPool2d: 4, AdaptiveAvgPool2d: 4,
                AdaptiveMaxPool2d: 4}
+_BATCH_NDIM[InstanceNorm2d] = 4
 
 
 def _first_tensor(out):
