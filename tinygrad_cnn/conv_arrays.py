@@ -1109,6 +1109,185 @@ def _horner(coefs, t):
     return p
 
 
+# ---- resampling (interpolate) ------------------------------------------------------------
+# An interpolation is separable: it resamples the rows, then the columns, each
+# with a small linear map of one axis, which is built here on the host from the
+# sizes alone.  The source positions follow PyTorch's CPU kernels to the bit:
+# they are computed in the input's precision (float32 for float32 and float16
+# inputs, float64 for float64: its "opmath" type) and floored through float32
+# (``floorf``), so a position that lands on a whole number one way or the other
+# picks the pixel PyTorch picks.
+def _scale_value(size, n_out, scale, ft):
+    """PyTorch's ``compute_scales_value``: 1 / the given scale factor, else size / n_out."""
+    return ft(1.0 / scale) if scale is not None else ft(size) / ft(n_out)
+
+
+def _centre_source(s, o, ft):
+    """``s * (o + 0.5) - 0.5``, the source position of output o's centre (before any
+    clipping).  In float32 as one fused multiply-add, with one rounding, as
+    PyTorch's compiled kernels compute it (a float32 product is exact in float64);
+    in float64 unfused, which picked the pixels PyTorch's kernels pick in every
+    case tried."""
+    t = o + ft(0.5)
+    if ft is np.float32:
+        return (np.float64(s) * t.astype(np.float64) - 0.5).astype(np.float32)
+    return s * t - ft(0.5)
+
+
+def nearest_source_index(size, n_out, scale=None, exact=False, precision="float64"):
+    """The input position each of ``n_out`` outputs copies along an axis of ``size``:
+    ``floor(o * s)`` (mode 'nearest', OpenCV's rule) or ``floor((o + 0.5) * s)``
+    ('nearest-exact', Pillow's and scikit-image's: pixel centres line up), at
+    most ``size - 1``; ``s = 1 / scale`` for a given scale factor, else ``size /
+    n_out``, in ``precision`` as PyTorch computes it."""
+    ft = np.dtype(precision).type
+    o = np.arange(n_out).astype(ft)
+    s = _scale_value(size, n_out, scale, ft)
+    if exact:   # max((o + 0.5) * s - 0.5, 0), then + 0.5 in float64
+        src = np.maximum(_centre_source(s, o, ft), ft(0)).astype(np.float64) + 0.5
+    else:
+        src = s * o
+    index = np.floor(src.astype(np.float32)).astype(np.int64)
+    return np.minimum(index, size - 1)
+
+
+def linear_source_weights(size, n_out, scale=None, align_corners=False, precision="float64"):
+    """(i0, i1, w0, w1): output o of a linear resampling of an axis of ``size`` is
+    ``w0[o] * x[i0[o]] + w1[o] * x[i1[o]]``, PyTorch's rule, in ``precision``.
+
+    The source position of o is ``o * (size - 1) / (n_out - 1)`` with
+    ``align_corners`` (the corner pixels' centres meet), else ``(o + 0.5) * s -
+    0.5`` clipped at 0, ``s = 1 / scale`` for a given scale factor, else
+    ``size / n_out`` (the pixels' outer edges meet); i0 is its floor (at most
+    ``size - 1``), i1 the next pixel (i0 again at the last one).  An axis
+    resampled to its own size is copied.
+    """
+    o = np.arange(n_out)
+    if n_out == size:
+        return o, o, np.ones(n_out), np.zeros(n_out)
+    ft = np.dtype(precision).type
+    of = o.astype(ft)
+    if align_corners:
+        ratio = ft(size - 1) / ft(n_out - 1) if n_out > 1 else ft(0)
+        src = ratio * of
+    else:
+        ratio = _scale_value(size, n_out, scale, ft)
+        src = np.maximum(_centre_source(ratio, of, ft), ft(0))
+    i0 = np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), size - 1)
+    lam = np.clip(src - i0.astype(ft), ft(0), ft(1))
+    i1 = np.minimum(i0 + 1, size - 1)
+    return i0, i1, (ft(1) - lam).astype(np.float64), lam.astype(np.float64)
+
+
+class AxisMap:
+    """A linear map of one axis from ``size`` to ``n_out`` positions, held on the host:
+    ``y[o] = sum_i m[o, i] * x[i]`` with the nonzero ``m[rows[k], cols[k]] =
+    weights[k]``.
+
+    Applied as matrix products (:func:`resample_axis_array`): the matrix is
+    banded (an output reads its neighbourhood), so its rows are cut into blocks
+    that each read one stretch of the input, and a product costs each output
+    the length of its block's stretch rather than the whole axis.  A map that
+    copies one input per output (nearest) is a gather instead (``index``).
+    ``T`` is the transposed map (the adjoint, for the gradient); its ``T`` is
+    the map itself.
+    """
+
+    ROWS_PER_BLOCK_STRETCH = 64   # input positions a block reads, about
+    ONE_BLOCK_UP_TO = 128         # axes of at most this many inputs: one block
+
+    def __init__(self, size, n_out, rows, cols, weights):
+        self.size, self.n_out = int(size), int(n_out)
+        self.rows, self.cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        self.weights = np.asarray(weights, np.float64)
+        keep = self.weights != 0
+        self.rows, self.cols, self.weights = self.rows[keep], self.cols[keep], self.weights[keep]
+        self.index = None
+        if (len(self.rows) == self.n_out and np.array_equal(self.rows, np.arange(self.n_out))
+                and np.all(self.weights == 1)):
+            self.index = self.cols      # one input per output, weight 1
+        self._blocks = None
+        self._transposed = None
+
+    @property
+    def is_identity(self):
+        """Does the map copy every position to itself?"""
+        return (self.index is not None and self.size == self.n_out
+                and np.array_equal(self.index, np.arange(self.size)))
+
+    @property
+    def T(self):
+        """The transposed map, from ``n_out`` positions back to ``size``."""
+        if self._transposed is None:
+            order = np.lexsort((self.rows, self.cols))   # by row of the transpose
+            self._transposed = AxisMap(self.n_out, self.size, self.cols[order],
+                                       self.rows[order], self.weights[order])
+            self._transposed._transposed = self
+        return self._transposed
+
+    def blocks(self):
+        """[(r0, r1, c0, c1, m[r0:r1, c0:c1])]: rows r0..r1 read only inputs c0..c1
+        (none, c0 == c1, for rows that read nothing: a product over an empty stretch
+        gives their zeros)."""
+        if self._blocks is None:
+            if self.size <= self.ONE_BLOCK_UP_TO:
+                step = self.n_out
+            else:
+                step = max(8, self.ROWS_PER_BLOCK_STRETCH * self.n_out // self.size)
+            blocks = []
+            for r0 in range(0, self.n_out, step):
+                r1 = min(r0 + step, self.n_out)
+                inside = (self.rows >= r0) & (self.rows < r1)
+                rows, cols = self.rows[inside], self.cols[inside]
+                c0, c1 = (int(cols.min()), int(cols.max()) + 1) if len(cols) else (0, 0)
+                m = np.zeros((r1 - r0, c1 - c0))
+                np.add.at(m, (rows - r0, cols - c0), self.weights[inside])
+                blocks.append((r0, r1, c0, c1, m))
+            self._blocks = blocks
+        return self._blocks
+
+
+@functools.lru_cache(maxsize=64)
+def resample_map(mode, size, n_out, scale=None, align_corners=False, precision="float64"):
+    """The :class:`AxisMap` of one axis of an interpolation (``mode`` 'nearest',
+    'nearest-exact' or 'linear'), from ``size`` to ``n_out`` positions; ``scale``
+    the scale factor given for the axis, or None to use ``size / n_out``;
+    ``precision`` the float dtype PyTorch computes the positions in."""
+    o = np.arange(n_out)
+    if mode == "linear":
+        i0, i1, w0, w1 = linear_source_weights(size, n_out, scale, align_corners, precision)
+        return AxisMap(size, n_out, np.concatenate([o, o]), np.concatenate([i0, i1]),
+                       np.concatenate([w0, w1]))
+    index = nearest_source_index(size, n_out, scale, mode == "nearest-exact", precision)
+    return AxisMap(size, n_out, o, index, np.ones(n_out))
+
+
+def resample_axis_array(backend, x, axis_map, axis):
+    """``x`` with its ``axis`` (-1 or -2) mapped by ``axis_map``: a gather for a map
+    that copies (nearest), else a matrix product per block of the map's rows, each
+    reading its stretch of the axis (one product for a short axis)."""
+    xp = backend.xp
+    if axis_map.index is not None:
+        return xp.take(x, backend.asarray(axis_map.index), axis=axis)
+    blocks = axis_map.blocks()
+    out_shape = list(x.shape)
+    out_shape[axis] = axis_map.n_out
+    y = None if len(blocks) == 1 else xp.empty(tuple(out_shape), dtype=x.dtype)
+    for r0, r1, c0, c1, m in blocks:
+        if axis == -1:   # (..., c1-c0) @ (c1-c0, r1-r0): each row of x mapped
+            part = xp.matmul(x[..., c0:c1],
+                             backend.asarray(np.ascontiguousarray(m.T), dtype=x.dtype))
+        else:            # (r1-r0, c1-c0) @ (..., c1-c0, W): each column of x mapped
+            part = xp.matmul(backend.asarray(m, dtype=x.dtype), x[..., c0:c1, :])
+        if y is None:
+            return part
+        if axis == -1:
+            y[..., r0:r1] = part
+        else:
+            y[..., r0:r1, :] = part
+    return y
+
+
 __all__ = [
     "ConvGeometry", "pair", "out_size", "same_padding", "conv_geometry", "pool_geometry",
     "set_im2col_limit", "get_im2col_limit", "im2col_bytes", "batch_chunks", "choose_layout",
@@ -1121,4 +1300,6 @@ __all__ = [
     "adaptive_bins", "adaptive_avg_array", "adaptive_avg_adjoint_array", "adaptive_max_array",
     "index_scatter_array", "index_gather_array",
     "erf_array",
+    "nearest_source_index", "linear_source_weights", "AxisMap", "resample_map",
+    "resample_axis_array",
 ]

@@ -74,6 +74,8 @@ from .conv_arrays import (
     shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
 from .tensor import Tensor, check_devices, get_rng, zeros_like
 from .tensor import where
+from ._checks import check_finite   # resampling
+from .conv_arrays import resample_axis_array, resample_map   # resampling
 
 __all__ = [
     "unfold", "fold", "linear", "local2d", "conv2d", "conv_transpose2d", "conv1d",
@@ -86,6 +88,7 @@ _LOSSES = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_ent
            "binary_cross_entropy_with_logits")
 __all__ += _LOSSES
 __all__ += ["batch_norm", "instance_norm", "layer_norm", "group_norm"]
+__all__ += ["interpolate", "pixel_shuffle", "pixel_unshuffle", "dropout2d"]   # resampling
 
 
 def __getattr__(name):
@@ -95,6 +98,8 @@ def __getattr__(name):
     if name in _LOSSES:
         from .nn import losses
         return getattr(losses, name)
+    if name in _UPSAMPLE_ALIASES:   # resampling
+        raise _upsample_alias_error(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -1861,4 +1866,267 @@ def dropout(x, p=0.5, training=True, inplace=False):
     scale = (keep / (1.0 - p)).astype(x.dtype)
     if x._backend.cache_blocking:   # stored like x, so the product reads one order
         scale = in_order_of(x._backend, scale, x.data)
+    return x * Tensor._make(x._backend.asarray(scale), x._backend)
+
+
+# ---- resampling, rearranging and channel dropout -----------------------------------------
+# interpolate, pixel_shuffle, pixel_unshuffle and dropout2d: PyTorch's ops of those names.
+_INTERPOLATE_MODES = {   # mode -> the input dimensions it takes
+    "nearest": (3, 4), "nearest-exact": (3, 4), "area": (3, 4), "linear": (3,), "bilinear": (4,)}
+_INTERPOLATE_LAYOUTS = {(3,): "(N, C, L)", (4,): "(N, C, H, W)",
+                        (3, 4): "(N, C, L) or (N, C, H, W)"}
+# PyTorch's deprecated aliases of interpolate, and the call that does the same here.
+_UPSAMPLE_ALIASES = {
+    "upsample": "F.interpolate(x, size, scale_factor, mode, align_corners)",
+    "upsample_nearest": "F.interpolate(x, size, scale_factor)",
+    "upsample_bilinear": "F.interpolate(x, size, scale_factor, mode='bilinear', "
+                         "align_corners=True)",
+}
+
+
+def _upsample_alias_error(name):
+    from ._porting import hint_error
+    return hint_error(f"module '{__name__}'", name, f"(a PyTorch name, deprecated there in "
+                      f"favour of interpolate): use {_UPSAMPLE_ALIASES[name]}")
+
+
+class Resample(Function):
+    """y = x with one axis resampled by a linear map m (out, in) of that axis:
+    y[..., o, :] = sum_i m[o, i] x[..., i, :] (a gather where m copies, for nearest);
+    the gradient is the same map transposed, so each is the other's backward"""
+
+    def forward(self, x, axis_map, axis):
+        self.axis_map, self.axis = axis_map, axis
+        return resample_axis_array(self.backend, x, axis_map, axis)
+
+    def backward(self, grad_out):
+        return Resample.apply(grad_out, axis_map=self.axis_map.T, axis=self.axis)
+
+
+def _interpolate_settings(op, size, scale_factor, mode, align_corners, recompute_scale_factor,
+                          antialias=False):
+    """The settings of :func:`interpolate` that need no input, checked: returns
+    (align_corners, recompute) with align_corners False for the linear modes if None."""
+    if not isinstance(mode, str) or mode not in _INTERPOLATE_MODES:
+        raise ValueError(f"{op}: mode must be one of {', '.join(map(repr, _INTERPOLATE_MODES))}, "
+                         f"got {mode!r} (PyTorch's 'bicubic', 'trilinear' and 'lanczos' are not "
+                         f"provided)")
+    if mode in ("linear", "bilinear"):
+        align_corners = False if align_corners is None else check_flag(
+            "align_corners", align_corners, op)
+    elif align_corners is not None:
+        raise ValueError(f"{op}: align_corners can only be set with the interpolating modes "
+                         f"'linear' and 'bilinear'; mode={mode!r} copies or averages pixels and "
+                         f"takes align_corners=None, got {align_corners!r}")
+    if (size is None) == (scale_factor is None):
+        given = ("neither" if size is None
+                 else f"both (size={size!r}, scale_factor={scale_factor!r})")
+        raise ValueError(f"{op}: give exactly one of size and scale_factor, got {given}")
+    recompute = (False if recompute_scale_factor is None
+                 else check_flag("recompute_scale_factor", recompute_scale_factor, op))
+    if recompute and size is not None:
+        raise ValueError(f"{op}: recompute_scale_factor=True is not meaningful with an explicit "
+                         f"size (it recomputes the scale from the output size that scale_factor "
+                         f"gives); pass scale_factor, or recompute_scale_factor=None")
+    if check_flag("antialias", antialias, op):
+        raise ValueError(f"{op}: antialias=True is not provided (PyTorch's antialiased "
+                         f"downsampling); resample with antialias=False, or smooth first")
+    _per_axis(op, "size" if size is not None else "scale_factor",
+              size if size is not None else scale_factor)
+    return align_corners, recompute
+
+
+def _per_axis(op, name, value, x_shape=None):
+    """``size`` (ints >= 1) or ``scale_factor`` (finite numbers > 0), one per spatial
+    axis of an input of ``x_shape`` (one value stands for all); without ``x_shape``,
+    only the values are checked (a layer's settings, before any input)."""
+    n = None if x_shape is None else len(x_shape) - 2
+    sequence = isinstance(value, (tuple, list)) or getattr(value, "ndim", 0) == 1
+    entries = list(value) if sequence else [value] * (n or 1)
+    if n is not None and len(entries) != n:
+        raise ValueError(f"{op}: {name}={value!r} gives {len(entries)} values but x of shape "
+                         f"{shape_str(x_shape)} has {n} spatial dimension(s); expected one "
+                         f"value, or {n}")
+    if name == "size":
+        return tuple(check_int(f"{op}: size", v, low=1) for v in entries)
+    return tuple(check_finite(f"{op}: scale_factor",
+                              check_number(f"{op}: scale_factor", v, low=0, open_low=True))
+                 for v in entries)
+
+
+def _interpolate_axes(op, x_shape, size, scale_factor, recompute):
+    """[(input size, output size, scale factor or None)] per spatial axis.  A scale
+    factor gives the output size floor(size * scale_factor), as in PyTorch, and is
+    the scale the interpolation uses, unless recomputed (then it is size / output size)."""
+    spatial = x_shape[2:]
+    if size is not None:
+        return [(s, o, None) for s, o in zip(spatial, _per_axis(op, "size", size, x_shape))]
+    scales = _per_axis(op, "scale_factor", scale_factor, x_shape)
+    out = [int(s * f) for s, f in zip(spatial, scales)]   # floor, in float64, as PyTorch
+    if min(out) < 1:
+        raise ValueError(f"{op}: scale_factor={scale_factor!r} gives x of shape "
+                         f"{shape_str(x_shape)} an empty output, spatial size {tuple(out)} "
+                         f"(floor(size * scale_factor)); expected at least 1 per dimension")
+    return [(s, o, None if recompute else float(f)) for s, o, f in zip(spatial, out, scales)]
+
+
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resample x (N, C, L) or (N, C, H, W) to ``size`` or by ``scale_factor``, as
+    ``torch.nn.functional.interpolate``.
+
+    Give exactly one of ``size`` (an int, or one per spatial axis) and
+    ``scale_factor`` (a number > 0, or one per axis; the output size is
+    ``floor(size * scale_factor)``).  Modes:
+
+    * ``"nearest"``: output o copies input ``floor(o * s)`` (OpenCV's rule, PyTorch's
+      default), ``s = 1 / scale_factor`` where given (unless
+      ``recompute_scale_factor=True``), else input size / output size;
+    * ``"nearest-exact"``: input ``floor((o + 0.5) * s)`` (Pillow's and
+      scikit-image's rule; pixel centres line up);
+    * ``"linear"`` (3-D x) and ``"bilinear"`` (4-D x): linear in each axis between
+      the two inputs around the source position ``(o + 0.5) * s - 0.5`` (clipped at
+      0), or with ``align_corners=True`` around ``o * (size - 1) / (output size - 1)``,
+      which keeps the corner pixels' values;
+    * ``"area"``: the mean over each output pixel's share of the input
+      (:func:`adaptive_avg_pool2d`).
+
+    The source positions are computed as PyTorch's CPU kernels compute them, in
+    float32 for a float32 input and float64 for float64, so the two may pick
+    different pixels where a position is a whole number (as PyTorch's do).
+    ``align_corners`` is for the linear modes only (None there means False).
+    Downsampling is plain resampling, without antialiasing.  Every mode is
+    separable: each spatial axis is resampled by a small linear map built on the
+    host from the sizes (:func:`tinygrad_cnn.conv_arrays.resample_map`) and
+    applied as a gather (nearest) or as matrix products over stretches of the
+    axis, whose gradient is the transposed map, so gradients of any order come
+    free.  (An inf or NaN in x then reaches every output that its stretch of
+    up to ~64 pixels feeds in the linear modes; PyTorch's stays with the
+    neighbouring outputs.)  PyTorch's deprecated ``upsample`` aliases are not
+    provided; ``nn.Upsample`` is the layer.
+    """
+    op = "interpolate"
+    align_corners, recompute = _interpolate_settings(op, size, scale_factor, mode, align_corners,
+                                                     recompute_scale_factor, antialias)
+    ndims = _INTERPOLATE_MODES[mode]
+    if isinstance(x, Tensor) and x.ndim not in ndims:
+        other = {"linear": "; for (N, C, H, W) images use mode='bilinear'",
+                 "bilinear": "; for (N, C, L) sequences use mode='linear', for one image "
+                             "(C, H, W) x.unsqueeze(0)"}.get(mode, "")
+        raise ValueError(f"{op}: mode={mode!r} expects x of shape {_INTERPOLATE_LAYOUTS[ndims]} "
+                         f"({' or '.join(map(str, ndims))} dimensions), got shape "
+                         f"{shape_str(x.shape)}{other}")
+    _check_tensor(op, "x", x, ndims, _INTERPOLATE_LAYOUTS[ndims], sized=x.ndim - 2)
+    axes = _interpolate_axes(op, x.shape, size, scale_factor, recompute)
+    if mode == "area":   # PyTorch's area mode is adaptive average pooling
+        if x.ndim == 4:
+            return adaptive_avg_pool2d(x, tuple(o for _, o, _ in axes))
+        return adaptive_avg_pool2d(x.unsqueeze(2), (1, axes[0][1])).squeeze(2)
+    kind = "linear" if mode in ("linear", "bilinear") else mode
+    # The source positions in PyTorch's precision for x's dtype (see conv_arrays)
+    precision = "float64" if x.dtype == np.float64 else "float32"
+    maps = [(axis, resample_map(kind, s, o, scale, align_corners, precision))
+            for axis, (s, o, scale) in zip(range(-len(axes), 0), axes)]
+    # An axis kept as it is needs no pass; but the result is a new tensor, as
+    # PyTorch's is, so at least one axis is copied.  The axis that shrinks most
+    # goes first: the second pass then has less to read.
+    maps = [(axis, m) for axis, m in maps if not m.is_identity] or maps[-1:]
+    maps.sort(key=lambda am: am[1].n_out / am[1].size)
+    y = x
+    for axis, axis_map in maps:
+        y = Resample.apply(y, axis_map=axis_map, axis=axis)
+    return y
+
+
+def _own_copy(y, x):
+    """y, or a copy of it where it is a view of x: a rearrangement that moves nothing
+    (a factor of 1, or 1x1 images) is a reshape, but its result is a new tensor, as
+    PyTorch's is."""
+    with x._backend.context():
+        shared = x._backend.xp.may_share_memory(y.data, x.data)
+    return y.pad([(0, 0)] * y.ndim) if shared else y
+
+
+def _check_shuffle(op, x, factor_name, factor):
+    r = check_int(f"{op}: {factor_name}", factor, low=1)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
+    if x.ndim < 3:
+        layout = "(*, C*r*r, H, W)" if op == "pixel_shuffle" else "(*, C, H*r, W*r)"
+        raise ValueError(f"{op}: expected x of shape {layout} (at least 3 dimensions), got "
+                         f"shape {shape_str(x.shape)}")
+    return r
+
+
+def pixel_shuffle(x, upscale_factor):
+    """Rearrange channels into space: x (*, C*r*r, H, W) -> (*, C, H*r, W*r), r =
+    ``upscale_factor``, as ``torch.nn.functional.pixel_shuffle`` (the sub-pixel
+    convolution of Shi et al., 2016): output pixel (h*r + i, w*r + j) of channel c is
+    input channel c*r*r + i*r + j at (h, w).  Any number of leading dimensions.
+    A reshape and a permute, so its gradient is :func:`pixel_unshuffle`'s."""
+    op = "pixel_shuffle"
+    r = _check_shuffle(op, x, "upscale_factor", upscale_factor)
+    *lead, C, H, W = x.shape
+    if C % (r * r):
+        raise ValueError(f"{op}: x of shape {shape_str(x.shape)} has {C} channels, not "
+                         f"divisible by upscale_factor**2 = {r * r}; expected x of shape "
+                         f"(*, C*{r * r}, H, W)")
+    k, OC = len(lead), C // (r * r)
+    y = x.reshape(*lead, OC, r, r, H, W)                          # (*, OC, r, r, H, W)
+    y = y.permute(*range(k), k, k + 3, k + 1, k + 4, k + 2)       # (*, OC, H, r, W, r)
+    return _own_copy(y.reshape(*lead, OC, H * r, W * r), x)       # (*, OC, H*r, W*r)
+
+
+def pixel_unshuffle(x, downscale_factor):
+    """Rearrange space into channels, the inverse of :func:`pixel_shuffle`: x
+    (*, C, H*r, W*r) -> (*, C*r*r, H, W), r = ``downscale_factor``, as
+    ``torch.nn.functional.pixel_unshuffle``; each r x r block of a channel becomes
+    r*r channels at one position.  Any number of leading dimensions."""
+    op = "pixel_unshuffle"
+    r = _check_shuffle(op, x, "downscale_factor", downscale_factor)
+    *lead, C, H, W = x.shape
+    for name, n in (("height", H), ("width", W)):
+        if n % r:
+            raise ValueError(f"{op}: x of shape {shape_str(x.shape)} has {name} {n}, not "
+                             f"divisible by downscale_factor {r}; expected x of shape "
+                             f"(*, C, H*{r}, W*{r})")
+    k, OH, OW = len(lead), H // r, W // r
+    y = x.reshape(*lead, C, OH, r, OW, r)                         # (*, C, OH, r, OW, r)
+    y = y.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)       # (*, C, r, r, OH, OW)
+    return _own_copy(y.reshape(*lead, C * r * r, OH, OW), x)      # (*, C*r*r, OH, OW)
+
+
+def dropout2d(x, p=0.5, training=True):
+    """Channel dropout: zero each whole channel x[n, c] of x (N, C, H, W) with
+    probability p and scale the rest by 1/(1-p), as ``torch.nn.functional.dropout2d``
+    (neighbouring pixels of a feature map are correlated, so dropping single ones
+    regularises little).
+
+    One draw per (sample, channel) from :func:`tinygrad_cnn.get_rng`, as
+    :func:`dropout` draws, so a seed gives the same mask everywhere.  Identity
+    when ``training`` is False or p == 0, zeros when p == 1.  Only 4-D inputs: a
+    3-D x is ambiguous (PyTorch 2.x reads it as (N, C, L) and warns that it will
+    read it as one image (C, H, W)), so it is refused; unsqueeze it to say which.
+    """
+    p = check_probability("dropout2d: p", p)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"dropout2d: x must be a Tensor, got {type(x).__name__}")
+    training = check_flag("training", training, "dropout2d")
+    if x.ndim != 4:
+        hint = (" (3-D is ambiguous: PyTorch 2.x reads it as (N, C, L), warning that it will "
+                "read it as one image (C, H, W); pass x.unsqueeze(0) for one image, or "
+                "x.unsqueeze(-1) to drop channels of (N, C, L))" if x.ndim == 3 else
+                "; use dropout for other shapes")
+        raise ValueError(f"dropout2d: expected x of shape (N, C, H, W) (4 dimensions), got "
+                         f"shape {shape_str(x.shape)}{hint}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0 if x.dtype.kind == "f" else zeros_like(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"dropout2d: x has dtype {x.dtype}; dropout scales the kept channels by "
+                        f"1/(1-p) and needs a floating-point tensor (convert with x.float())")
+    N, C = x.shape[:2]
+    keep = get_rng().random((N, C)) >= p
+    scale = (keep / (1.0 - p)).astype(x.dtype).reshape(N, C, 1, 1)   # broadcast over H, W
     return x * Tensor._make(x._backend.asarray(scale), x._backend)
