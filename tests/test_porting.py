@@ -94,12 +94,15 @@ HINT_MESSAGES = [
     ("tg.clamp(x, 0)", "has no attribute 'clamp' (a Tensor method here, as in NumPy's "
                        "arrays): use x.clamp(...)"),
     ("tg.maximum(x, x)", ": use x.maximum(...)"),
-    # torch.nn's names: F beside nn, unfold and fold as ops only
+    # torch.nn's names: F beside nn; the upsampling layers PyTorch deprecates left out
     ("tg.nn.functional.relu(x)", "module 'tinygrad_cnn.nn' has no attribute 'functional' (a "
                                  "PyTorch name): use tg.functional (torch.nn.functional's"),
-    ("tg.nn.Unfold(3)", "has no attribute 'Unfold' (a PyTorch name): not provided as a layer; "
-                        "F.unfold(x, kernel_size, ...) in a Module's forward"),
-    ("tg.nn.Fold((4, 4), 3)", ": not provided as a layer; F.fold(x, output_size, kernel_size"),
+    ("tg.nn.UpsamplingNearest2d(scale_factor=2)",
+     "has no attribute 'UpsamplingNearest2d' (a PyTorch name): not provided (PyTorch "
+     "deprecates it); nn.Upsample(size, scale_factor, mode='nearest') does the same"),
+    ("tg.nn.UpsamplingBilinear2d(scale_factor=2)",
+     ": not provided (PyTorch deprecates it); nn.Upsample(size, scale_factor, mode='bilinear', "
+     "align_corners=True) does the same"),
 ]
 
 
@@ -302,8 +305,6 @@ def test_nn_functional_hint_names_the_module_of_the_functional_ops():
     F = _run(_shown_code(tg.nn, "functional"), {})
     assert F is tg.functional
     assert callable(F.conv2d) and callable(F.cross_entropy) and callable(F.unfold)
-    for name in ("unfold", "fold"):
-        assert f"F.{name}(x, " in NN_HINTS[name.capitalize()] and callable(getattr(F, name))
 
 
 def test_save_and_load_hints_round_trip_a_state_dict(tmp_path):

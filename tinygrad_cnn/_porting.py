@@ -131,10 +131,11 @@ NN_HINTS = {
     # torch.nn.functional: here beside nn, not inside it
     "functional": "use tg.functional (torch.nn.functional's ops and losses; import "
                   "tinygrad_cnn.functional as F)",
-    "Unfold": "not provided as a layer; F.unfold(x, kernel_size, ...) in a Module's forward "
-              "does the same (F: tg.functional)",
-    "Fold": "not provided as a layer; F.fold(x, output_size, kernel_size, ...) in a Module's "
-            "forward does the same (F: tg.functional)",
+    # deprecated in PyTorch in favour of nn.Upsample
+    "UpsamplingNearest2d": "not provided (PyTorch deprecates it); nn.Upsample(size, "
+                           "scale_factor, mode='nearest') does the same",
+    "UpsamplingBilinear2d": "not provided (PyTorch deprecates it); nn.Upsample(size, "
+                            "scale_factor, mode='bilinear', align_corners=True) does the same",
 }
 
 

@@ -21,6 +21,7 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
 from .layers import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6,
                      SiLU, Softplus)
 from .layers import GroupNorm, InstanceNorm2d, LayerNorm
+from .layers import Dropout2d, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample  # resampling
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
                      binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      l1_loss, mse_loss, nll_loss, softplus)
@@ -40,12 +41,11 @@ __all__ = [
     "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
     "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",
 ]
-
-
+__all__ += ["Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "Dropout2d"]
 __all__ += ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
             "Hardsigmoid", "Hardswish"]
 
 
-# A PyTorch name this module lacks (nn.functional, nn.Unfold) fails with an error naming
-# the equivalent here.
+# A PyTorch name this module lacks (nn.functional, nn.UpsamplingNearest2d) fails with an
+# error naming the equivalent here.
 __getattr__ = _module_getattr(__name__, _nn_hint)

@@ -3,10 +3,11 @@
 Each layer owns its parameters and settings and checks its input's shape
 (naming what it expected), then calls the functional op.  Shapes follow
 PyTorch: images are ``(N, C, H, W)``, sequences ``(N, C, L)``; the
-convolution, locally-connected and pooling layers and InstanceNorm2d also
-take one unbatched image ``(C, H, W)`` or sequence ``(C, L)`` and then return
-no batch axis either (BatchNorm and GroupNorm, as PyTorch's, need the batch;
-LayerNorm takes any leading axes).
+convolution, locally-connected and pooling layers, ``Unfold``, ``Fold`` and
+InstanceNorm2d also take one unbatched image ``(C, H, W)`` or sequence
+``(C, L)`` (``Fold`` the columns of one) and then return no batch axis either
+(BatchNorm and GroupNorm, as PyTorch's, need the batch; LayerNorm takes any
+leading axes; ``Upsample`` reads a 3-D input as ``(N, C, L)``).
 
 Default initialisation is PyTorch's.  A ``Linear``/``Conv`` weight is drawn
 from ``kaiming_uniform_(w, a=sqrt(5))``, i.e. U(-1/sqrt(fan_in),
@@ -37,6 +38,7 @@ __all__ = ["Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d"
            "AdaptiveMaxPool2d", "Flatten", "ReLU", "LeakyReLU",
            "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout", "BatchNorm1d", "BatchNorm2d"]
 __all__ += ["InstanceNorm2d", "GroupNorm", "LayerNorm"]
+__all__ += ["Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "Dropout2d"]
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -885,6 +887,144 @@ class Dropout(Module):
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+# ---- resampling, rearranging, patches and channel dropout -----------------------------
+class Upsample(Module):
+    """Resample ``(N, C, L)`` or ``(N, C, H, W)`` inputs to ``size`` or by
+    ``scale_factor``: :func:`tinygrad_cnn.functional.interpolate` with these settings
+    (``mode`` 'nearest', 'nearest-exact', 'linear', 'bilinear' or 'area'), as
+    PyTorch's ``nn.Upsample``.  The settings are checked here, the number of
+    values in ``size`` or ``scale_factor`` at the first input.  The repr is
+    PyTorch's, plus ``align_corners=True`` and ``recompute_scale_factor=True``
+    where set (each changes the result; PyTorch shows neither)."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
+        super().__init__()
+        F._interpolate_settings("Upsample", size, scale_factor, mode, align_corners,
+                                recompute_scale_factor)
+        self.size = size
+        if isinstance(scale_factor, (tuple, list)):   # kept as floats, as PyTorch keeps them
+            scale_factor = tuple(float(f) for f in scale_factor)
+        self.scale_factor = None if scale_factor is None else (
+            scale_factor if isinstance(scale_factor, tuple) else float(scale_factor))
+        self.mode = mode
+        self.align_corners = align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+
+    def forward(self, x):
+        _check_input(self, x, (3, 4), shape_hint="(N, C, L) or (N, C, H, W)")
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                             recompute_scale_factor=self.recompute_scale_factor)
+
+    def extra_repr(self):
+        s = (f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None
+             else f"size={self.size!r}")
+        s += f", mode={self.mode!r}"
+        if self.align_corners:
+            s += ", align_corners=True"
+        if self.recompute_scale_factor:
+            s += ", recompute_scale_factor=True"
+        return s
+
+
+class PixelShuffle(Module):
+    """Channels into space, ``(*, C*r*r, H, W) -> (*, C, H*r, W*r)`` with r =
+    ``upscale_factor`` (:func:`tinygrad_cnn.functional.pixel_shuffle`): after a
+    convolution to C*r*r channels, the sub-pixel convolution's upsampling."""
+
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = check_int("PixelShuffle: upscale_factor", upscale_factor, low=1)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.pixel_shuffle(x, self.upscale_factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    """Space into channels, ``(*, C, H*r, W*r) -> (*, C*r*r, H, W)`` with r =
+    ``downscale_factor``: the inverse of :class:`PixelShuffle`."""
+
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.downscale_factor = check_int("PixelUnshuffle: downscale_factor", downscale_factor,
+                                          low=1)
+
+    @_tensor_input
+    def forward(self, x):
+        return F.pixel_unshuffle(x, self.downscale_factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.downscale_factor}"
+
+
+class Unfold(Module):
+    """Every sliding window of ``(N, C, H, W)`` (or one ``(C, H, W)`` image) as a
+    column, ``(N, C*KH*KW, L)``: :func:`tinygrad_cnn.functional.unfold` as a layer,
+    with PyTorch's arguments and repr."""
+
+    def __init__(self, kernel_size, dilation=1, padding=0, stride=1):
+        super().__init__()
+        _tuple(kernel_size, 2, "Unfold: kernel_size", 1)
+        _tuple(dilation, 2, "Unfold: dilation", 1)
+        _tuple(padding, 2, "Unfold: padding", 0)
+        _tuple(stride, 2, "Unfold: stride", 1)
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.padding, self.stride = padding, stride
+
+    def forward(self, x):
+        _check_input(self, x, (3, 4), shape_hint="(C, H, W) or (N, C, H, W)")
+        return F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, dilation={self.dilation}, "
+                f"padding={self.padding}, stride={self.stride}")
+
+
+class Fold(Module):
+    """Columns ``(N, C*KH*KW, L)`` (or ``(C*KH*KW, L)``) added back into images of
+    ``output_size``, overlaps summed: :func:`tinygrad_cnn.functional.fold` as a
+    layer, with PyTorch's arguments and repr."""
+
+    def __init__(self, output_size, kernel_size, dilation=1, padding=0, stride=1):
+        super().__init__()
+        _tuple(output_size, 2, "Fold: output_size", 1)
+        _tuple(kernel_size, 2, "Fold: kernel_size", 1)
+        _tuple(dilation, 2, "Fold: dilation", 1)
+        _tuple(padding, 2, "Fold: padding", 0)
+        _tuple(stride, 2, "Fold: stride", 1)
+        self.output_size, self.kernel_size = output_size, kernel_size
+        self.dilation, self.padding, self.stride = dilation, padding, stride
+
+    def forward(self, x):
+        _check_input(self, x, (2, 3), shape_hint="(C*KH*KW, L) or (N, C*KH*KW, L)")
+        return F.fold(x, self.output_size, self.kernel_size, self.dilation, self.padding,
+                      self.stride)
+
+    def extra_repr(self):
+        return (f"output_size={self.output_size}, kernel_size={self.kernel_size}, "
+                f"dilation={self.dilation}, padding={self.padding}, stride={self.stride}")
+
+
+class Dropout2d(Module):
+    """Zero whole channels of ``(N, C, H, W)`` with probability ``p`` in training,
+    scaling the rest by 1/(1-p) (:func:`tinygrad_cnn.functional.dropout2d`; a 3-D
+    input is refused, see there); the identity in evaluation mode."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = check_probability("Dropout2d: p", p)
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -27,11 +27,20 @@ every input pixel influences every unit after the layer.  The field counts
 the window a unit is computed from, not such shared statistics (which would
 make it the whole input from the first of these layers on and tell the
 layers apart no more).  A ``Linear`` layer after the convolutions sees the
-whole last feature map; adaptive pooling counts as a pooling whose window is its
-largest bin.  The window may reach into the padding (zeros, or copies of
-the input's own pixels with another ``padding_mode``), so it can be
-larger than the input (the table then says so).  After a transposed convolution, or a layer this
-module does not know, the receptive field is not computed ("-").
+whole last feature map; adaptive pooling counts as a pooling whose window is
+its largest bin; ``Unfold`` as the convolution whose windows it cuts out.  A
+resampling layer reads a window of 1 input pixel (``Upsample`` with a
+nearest mode, ``PixelShuffle``) or 2 (the linear modes) with a stride of
+input size / output size, and ``PixelUnshuffle`` by r a window of r with
+stride r (its channels at one position hold an r x r block): after
+upsampling, neighbouring units lie a fraction of an input pixel apart, and
+a field that comes out fractional is rounded up.  Like pooling, these
+layers have no parameters to compare.  The window may reach into the
+padding (zeros, or copies of the input's own pixels with another
+``padding_mode``), so it can be larger than the input (the table then says
+so).  After a transposed convolution or a ``Fold`` (each output pixel sums
+the windows over it), or a layer this module does not know, the receptive
+field is not computed ("-").
 
 How layers are found: ``summary`` runs one forward pass on zeros (in
 evaluation mode, without building a graph) with hooks on every leaf
@@ -48,6 +57,7 @@ two rows; the totals count each parameter once.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -58,6 +68,7 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                      Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
 from .layers import _ACTIVATIONS
 from .layers import GroupNorm, InstanceNorm2d, LayerNorm
+from .layers import Dropout2d, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample  # resampling
 from .module import Identity, Module
 
 __all__ = ["summary", "ModelSummary"]
@@ -67,11 +78,15 @@ _ELEMENTWISE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, BatchNorm2
 _ELEMENTWISE += _ACTIVATIONS   # GELU, SiLU, ... (layers' "more activations")
 _ELEMENTWISE += (LayerNorm, GroupNorm, InstanceNorm2d)   # see the receptive field above
 _WINDOWED = (Conv1d, Conv2d, LocallyConnected2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
+_ELEMENTWISE += (Dropout2d,)   # resampling
+_WINDOWED += (Unfold,)
+_RESAMPLING = (Upsample, PixelShuffle, PixelUnshuffle)
 # The layers that also take one unbatched sample, and the dimensions of a batch for them.
 _BATCH_NDIM = {Conv1d: 3, MaxPool1d: 3, AvgPool1d: 3, Conv2d: 4, ConvTranspose2d: 4,
                LocallyConnected2d: 4, MaxPool2d: 4, AvgPool2d: 4, AdaptiveAvgPool2d: 4,
                AdaptiveMaxPool2d: 4}
 _BATCH_NDIM[InstanceNorm2d] = 4
+_BATCH_NDIM.update({Unfold: 4, Fold: 3, PixelShuffle: 4, PixelUnshuffle: 4})   # resampling
 
 
 def _first_tensor(out):
@@ -97,6 +112,24 @@ def _adaptive_window(size, out):
     """Largest bin and mean step of adaptive pooling from ``size`` to ``out`` cells."""
     widths = [math.ceil((i + 1) * size / out) - (i * size) // out for i in range(out)]
     return max(widths), max(size // out, 1)
+
+
+def _resampling_window(module, size, out):
+    """(window, stride) along one axis of a resampling layer from ``size`` to ``out``
+    pixels, in input pixels (the stride a Fraction: below 1 when upsampling)."""
+    if isinstance(module, PixelShuffle):
+        return 1, Fraction(1, module.upscale_factor)
+    if isinstance(module, PixelUnshuffle):
+        return module.downscale_factor, module.downscale_factor
+    if module.mode == "area":   # adaptive average pooling
+        return _adaptive_window(size, out)
+    if size == out:             # copied
+        return 1, 1
+    if module.align_corners and out > 1:
+        step = Fraction(size - 1, out - 1)
+    else:
+        step = Fraction(size, out)
+    return (2 if module.mode in ("linear", "bilinear") else 1), step
 
 
 def _comparisons(module, in_shape, out_shape):
@@ -152,6 +185,12 @@ class _Field:
         elif (isinstance(module, (AdaptiveAvgPool2d, AdaptiveMaxPool2d)) and not self.full
               and len(in_shape) == 4):
             windows = [_adaptive_window(i, o) for i, o in zip(in_shape[2:], out_shape[2:])]
+            self.rf = tuple(r + (k - 1) * j for r, (k, _), j in zip(self.rf, windows, self.jump))
+            self.jump = tuple(j * s for j, (_, s) in zip(self.jump, windows))
+        elif (isinstance(module, _RESAMPLING) and not self.full
+              and len(in_shape) == len(out_shape) == len(self.rf) + 2):
+            windows = [_resampling_window(module, i, o)
+                       for i, o in zip(in_shape[2:], out_shape[2:])]
             self.rf = tuple(r + (k - 1) * j for r, (k, _), j in zip(self.rf, windows, self.jump))
             self.jump = tuple(j * s for j, (_, s) in zip(self.jump, windows))
         elif isinstance(module, Linear) and len(in_shape) == 2:
@@ -317,7 +356,7 @@ def summary(model, input_shape, dtype=None, device=None):
         rows.append(dict(name=names[id(module)], type=type(module).__name__,
                          input_shape=tuple(in_shape), output_shape=tuple(out_shape),
                          params=params, fc_params=fc, lc_params=lc,
-                         receptive_field=None if rf is None else tuple(int(v) for v in rf),
+                         receptive_field=None if rf is None else tuple(math.ceil(v) for v in rf),
                          repeat=repeat))
     y = _first_tensor(out)
     return ModelSummary(rows, input_shape, y.shape if y is not None else None,
