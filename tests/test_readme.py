@@ -130,6 +130,8 @@ UNBATCHED_LAYERS = {
     "AdaptiveAvgPool2d": (lambda nn: nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 6)),
     "AdaptiveMaxPool2d": (lambda nn: nn.AdaptiveMaxPool2d((2, 3)), (2, 5, 6)),
     "InstanceNorm2d": (lambda nn: nn.InstanceNorm2d(2, affine=True), (2, 5, 6)),
+    "Unfold": (lambda nn: nn.Unfold(2, padding=1), (2, 5, 6)),
+    "Fold": (lambda nn: nn.Fold((4, 5), 2), (2 * 4, 12)),      # columns (C*KH*KW, L)
 }
 
 
