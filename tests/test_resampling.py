@@ -89,6 +89,18 @@ def test_the_map_of_a_dtype_is_the_one_its_gradient_transposes():
                                    rtol=1e-6)
 
 
+def test_the_nearest_gradient_is_the_adjoint_where_pytorchs_is_not():
+    # Size 2 by scale_factor 1.1: the forward copies pixel 0 twice (1 / 1.1 < 1); the
+    # gradient gathers both outputs' there.  (PyTorch's backward copies an axis kept at
+    # its size and sends the second output's gradient to pixel 1.)
+    x = Tensor(np.array([[[1.0, 2.0]]]), requires_grad=True)
+    y = F.interpolate(x, scale_factor=1.1)
+    np.testing.assert_array_equal(y.numpy(), [[[1.0, 1.0]]])
+    y.backward(Tensor(np.array([[[1.0, 10.0]]])))
+    np.testing.assert_array_equal(x.grad.numpy(), [[[11.0, 0.0]]])
+    assert gradcheck(lambda t: F.interpolate(t, scale_factor=1.1), _x(2, 3, 2, requires_grad=True))
+
+
 # ---- the blocked products ------------------------------------------------------------------
 @pytest.mark.parametrize("kw, shape", [
     (dict(size=(30, 19), mode="bilinear"), (2, 2, 9, 40)),

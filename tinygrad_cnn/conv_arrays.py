@@ -1193,8 +1193,11 @@ class AxisMap:
     the map itself.
     """
 
-    ROWS_PER_BLOCK_STRETCH = 64   # input positions a block reads, about
-    ONE_BLOCK_UP_TO = 128         # axes of at most this many inputs: one block
+    # A product costs each output the length of its block's stretch (a gather or
+    # 2 multiply-adds would do): stretches of ~16 inputs keep that near the cost of
+    # the copy each block adds, and shorter axes take one product.
+    ROWS_PER_BLOCK_STRETCH = 16   # input positions a block reads, about
+    ONE_BLOCK_UP_TO = 32          # axes of at most this many inputs: one block
 
     def __init__(self, size, n_out, rows, cols, weights):
         self.size, self.n_out = int(size), int(n_out)

@@ -1993,17 +1993,21 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
 
     The source positions are computed as PyTorch's CPU kernels compute them, in
     float32 for a float32 input and float64 for float64, so the two may pick
-    different pixels where a position is a whole number (as PyTorch's do).
+    different pixels where a position is a whole number (as PyTorch's do).  The
+    gradient is the exact adjoint of this forward; PyTorch's nearest backward
+    finds its pixels by a rule of its own (in float32, copying an axis kept at its
+    size) and can disagree with its forward: 2 pixels by ``scale_factor=1.1``
+    copy pixel 0 twice, but its gradient sends the second output's to pixel 1.
     ``align_corners`` is for the linear modes only (None there means False).
-    Downsampling is plain resampling, without antialiasing.  Every mode is
-    separable: each spatial axis is resampled by a small linear map built on the
+    Downsampling is plain resampling, without antialiasing.  The modes but
+    "area" are separable: each spatial axis is resampled by a small linear map built on the
     host from the sizes (:func:`tinygrad_cnn.conv_arrays.resample_map`) and
     applied as a gather (nearest) or as matrix products over stretches of the
     axis, whose gradient is the transposed map, so gradients of any order come
-    free.  (An inf or NaN in x then reaches every output that its stretch of
-    up to ~64 pixels feeds in the linear modes; PyTorch's stays with the
-    neighbouring outputs.)  PyTorch's deprecated ``upsample`` aliases are not
-    provided; ``nn.Upsample`` is the layer.
+    free.  (In the linear modes an inf or NaN in x then reaches every output of
+    the block of the map that reads it, along a whole axis of up to 32 pixels;
+    PyTorch's stays with the neighbouring outputs.)  PyTorch's deprecated
+    ``upsample`` aliases are not provided; ``nn.Upsample`` is the layer.
     """
     op = "interpolate"
     align_corners, recompute = _interpolate_settings(op, size, scale_factor, mode, align_corners,
