@@ -220,6 +220,8 @@ BAD_INPUT = [
      [r"got shape \(2, 3\); use dropout for other shapes"]),
     (lambda: F.dropout2d(_t(1, 2, 2, 2), 1.5), ValueError,
      [r"dropout2d: p must be a probability in \[0, 1\], got 1\.5"]),
+    (lambda: F.dropout2d(_t(1, 2, 2, 2), 0.5, True, True), ValueError,
+     [r"^dropout2d: inplace=True is not supported"]),
 ]
 
 
@@ -229,7 +231,7 @@ BAD_INPUT_IDS = [
     "scale-inf", "scale-nan", "scale-empty-output", "size-3-values", "scale-2-values-1d",
     "recompute-with-size", "mode-bicubic", "antialias", "empty-input", "shuffle-channels",
     "shuffle-2d", "shuffle-factor-0", "unshuffle-height", "unshuffle-width", "unshuffle-2d",
-    "dropout2d-3d", "dropout2d-2d-eval", "dropout2d-p"]
+    "dropout2d-3d", "dropout2d-2d-eval", "dropout2d-p", "dropout2d-inplace"]
 
 
 @pytest.mark.parametrize("call, error, patterns", BAD_INPUT, ids=BAD_INPUT_IDS)
@@ -358,7 +360,7 @@ LAYERS = {   # the layer of nn (ours or PyTorch's), the input shape[, what our r
                (2, 3, 5, 6)),
     "unfold-unbatched": (lambda m: m.Unfold(2), (3, 4, 4)),
     "fold": (lambda m: m.Fold((4, 5), 2, padding=1, stride=2), (2, 3 * 4, 3 * 3)),
-    "dropout2d": (lambda m: m.Dropout2d(0.0), (2, 3, 2, 2)),
+    "dropout2d": (lambda m: m.Dropout2d(0.0, inplace=False), (2, 3, 2, 2)),
 }
 
 
@@ -422,6 +424,8 @@ def test_dropout2d_layer_drops_in_training_only():
     (lambda: nn.Fold((4, 0), 2), ValueError, r"Fold: output_size must be"),
     (lambda: nn.Fold(4, 2, stride=0), ValueError, r"Fold: stride must be"),
     (lambda: nn.Dropout2d(-0.1), ValueError, r"Dropout2d: p must be a probability"),
+    (lambda: nn.Dropout2d(0.1, inplace=True), ValueError, r"^Dropout2d: inplace=True is not "
+                                                          r"supported"),
 ])
 def test_layer_settings_are_checked_at_construction(make, error, match):
     with pytest.raises(error, match=match):

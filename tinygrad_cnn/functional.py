@@ -2100,7 +2100,7 @@ def pixel_unshuffle(x, downscale_factor):
     return _own_copy(y.reshape(*lead, C * r * r, OH, OW), x)      # (*, C*r*r, OH, OW)
 
 
-def dropout2d(x, p=0.5, training=True):
+def dropout2d(x, p=0.5, training=True, inplace=False):
     """Channel dropout: zero each whole channel x[n, c] of x (N, C, H, W) with
     probability p and scale the rest by 1/(1-p), as ``torch.nn.functional.dropout2d``
     (neighbouring pixels of a feature map are correlated, so dropping single ones
@@ -2111,8 +2111,10 @@ def dropout2d(x, p=0.5, training=True):
     when ``training`` is False or p == 0, zeros when p == 1.  Only 4-D inputs: a
     3-D x is ambiguous (PyTorch 2.x reads it as (N, C, L) and warns that it will
     read it as one image (C, H, W)), so it is refused; unsqueeze it to say which.
+    ``inplace=True`` is refused, as for :func:`dropout`.
     """
     p = check_probability("dropout2d: p", p)
+    _check_inplace("dropout2d", inplace)
     if not isinstance(x, Tensor):
         raise TypeError(f"dropout2d: x must be a Tensor, got {type(x).__name__}")
     training = check_flag("training", training, "dropout2d")

@@ -1017,11 +1017,13 @@ class Fold(Module):
 class Dropout2d(Module):
     """Zero whole channels of ``(N, C, H, W)`` with probability ``p`` in training,
     scaling the rest by 1/(1-p) (:func:`tinygrad_cnn.functional.dropout2d`; a 3-D
-    input is refused, see there); the identity in evaluation mode."""
+    input is refused, see there); the identity in evaluation mode.  ``inplace=True``
+    is refused, as for :class:`Dropout`."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         self.p = check_probability("Dropout2d: p", p)
+        F._check_inplace("Dropout2d", inplace)
 
     def forward(self, x):
         return F.dropout2d(x, self.p, self.training)
