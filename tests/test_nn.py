@@ -125,6 +125,29 @@ def test_load_state_dict_reports_every_problem_at_once():
     assert net.head[1].weight.numpy().sum() == 0
 
 
+def test_load_state_dict_takes_a_batch_norm_state_without_its_batch_count():
+    """PyTorch loads BatchNorm weights saved without ``num_batches_tracked`` (as before
+    PyTorch 0.4.1), keeping the layer's own count: so does ours, for that key only."""
+    tg.manual_seed(0)
+    net = Net()
+    net(tg.randn(4, 2, 4, 4))                   # a batch counted: num_batches_tracked 1
+    state = {k: v.numpy() + 1 for k, v in Net().state_dict().items()}
+    del state["block.bn.num_batches_tracked"]
+    result = net.load_state_dict(state)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert net.block.bn.num_batches_tracked.item() == 1
+    np.testing.assert_array_equal(net.block.bn.running_var.numpy(),
+                                  state["block.bn.running_var"])
+    assert net.load_state_dict(state, strict=False).missing_keys == []
+    del state["block.bn.running_var"]           # the statistics themselves are required
+    with pytest.raises(RuntimeError, match=r"missing key\(s\): block\.bn\.running_var$"):
+        net.load_state_dict(state)
+    other = nn.Module()                         # a buffer of that name elsewhere is required
+    other.register_buffer("num_batches_tracked", tg.zeros(()))
+    with pytest.raises(RuntimeError, match="missing key.*num_batches_tracked"):
+        other.load_state_dict({})
+
+
 @pytest.mark.parametrize("key, value, words", [
     ("1.weight", np.array([["x", "y"], ["z", "w"]]), ["1.weight", "<U1", "real numbers"]),
     ("1.weight", np.ones((2, 2), complex), ["1.weight", "complex128", "real numbers"]),

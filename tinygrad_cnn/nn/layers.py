@@ -1052,6 +1052,9 @@ class _BatchNorm(Module):
 
     _ndims = (4,)
     _hint = "(N, {C}, H, W)"
+    # PyTorch loads a state dict without the batch count (saved before it had one,
+    # or by code that drops it) and keeps the layer's own.
+    _optional_state = ("num_batches_tracked",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=None, device=None):

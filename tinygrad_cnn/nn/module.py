@@ -216,6 +216,9 @@ class Module:
     """
 
     training: bool
+    # Names of this module's own buffers that a state dict may leave out: loading one
+    # without them keeps the module's values and does not report them missing.
+    _optional_state = ()
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -560,7 +563,10 @@ class Module:
             raise TypeError(f"load_state_dict expects a dict, got {type(state_dict).__name__}")
         strict = check_flag("load_state_dict: strict", strict)
         own = OrderedDict(self._state_items())
-        missing = [k for k in own if k not in state_dict]
+        optional = {f"{prefix}.{name}" if prefix else name
+                    for prefix, module in self.named_modules()
+                    for name in module._optional_state}
+        missing = [k for k in own if k not in state_dict and k not in optional]
         unexpected = [k for k in state_dict if k not in own]
         mismatched, bad_values, updates = [], [], []
         for key, t in own.items():
