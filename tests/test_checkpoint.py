@@ -84,6 +84,23 @@ def test_what_cannot_be_stored_is_refused_before_writing(tmp_path, bad, error, m
     assert list(tmp_path.iterdir()) == []
 
 
+class ForeignTensor:
+    """Another library's tensor, as ``torch.nn.Module.state_dict()`` holds them."""
+
+    def __array__(self, dtype=None, copy=None):
+        return np.ones(2)
+
+
+def test_another_librarys_tensor_is_named_with_its_module_and_how_to_convert_it(tmp_path):
+    # Named "Tensor" alone, it read as this package's Tensor, which save does store.
+    with pytest.raises(TypeError) as info:
+        checkpoint.save(tmp_path / "c.npz", {"model": {"weight": ForeignTensor()}})
+    message = str(info.value)
+    assert f"cannot store a {__name__}.ForeignTensor at 'model/weight'" in message
+    assert "convert it to a NumPy array first" in message and ".detach().cpu().numpy()" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("key", ["allow_pickle", "file", "args", "kwds", "compress",
                                  "arr_0", "x.npy", "", "..", "a b"])
 def test_any_top_level_name_round_trips(tmp_path, key):

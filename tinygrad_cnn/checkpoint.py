@@ -78,7 +78,24 @@ def _split(tree, prefix, arrays):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"cannot store a {type(value).__name__} at {prefix[:-1]!r} in a checkpoint")
+    raise TypeError(f"cannot store a {_type_name(value)} at {prefix[:-1]!r} in a checkpoint"
+                    + _conversion_hint(value))
+
+
+def _type_name(value):
+    """``object``, or ``torch.Tensor`` for another library's type: its bare name would
+    read as this package's ``Tensor``, which a checkpoint does store."""
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else \
+        f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _conversion_hint(value):
+    """How to store another library's array (a PyTorch tensor from ``state_dict()``)."""
+    if hasattr(value, "__array__") or hasattr(value, "numpy"):
+        return ("; convert it to a NumPy array first (numpy.asarray(value); a PyTorch "
+                "tensor: value.detach().cpu().numpy())")
+    return ""
 
 
 def _join(tree, arrays, path):
