@@ -2266,6 +2266,65 @@ def test_summary_of_a_composed_module_and_local_layers():
     assert row["receptive_field"] == (3, 3)
 
 
+class DownBlock(nn.Module):
+    """A ResNet block that halves the size, with a 1x1 convolution on the shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.shortcut = nn.Conv2d(2, 4, 1, stride=2)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x).relu()) + self.shortcut(x)
+
+
+class TinyUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mid = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+        self.dec = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        e = self.enc(x)
+        m = self.mid(tg.functional.max_pool2d(e, 2))
+        return self.dec(tg.cat([tg.functional.interpolate(m, scale_factor=2), e], axis=1))
+
+
+class PooledHead(nn.Module):
+    """Flattened by a method, not a Flatten layer: a reshape, not a break in the chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+
+
+def test_summary_stops_the_receptive_field_where_the_layers_stop_being_a_chain():
+    """The shortcut's 1x1 convolution reads the block's input, not conv2's output, and
+    the U-Net's decoder a concatenation after ops outside the layers: the arithmetic
+    along the calls gave 15x15 after the block (whose field is 11x11 there: the
+    shortcut's stride counted twice) and 7x7 for the U-Net (10x10: the pooling
+    uncounted), numbers that looked computed."""
+    s = nn.summary(nn.Sequential(DownBlock(), nn.Conv2d(4, 4, 3, padding=1)), (1, 2, 8, 8))
+    assert [r["name"] for r in s.rows] == ["0.conv1", "0.conv2", "0.shortcut", "1"]
+    assert [r["receptive_field"] for r in s.rows] == [(3, 3), (7, 7), None, None]
+    assert s.receptive_field is None and s.chain_break == "0.shortcut"
+    assert str(s).splitlines()[-2] == (
+        "Receptive field of one output unit: - (not computed from 0.shortcut on: that "
+        "layer's input is not the previous layer's output; a shortcut, a concatenation or "
+        "an op between the layers changed its size)")
+    s = nn.summary(TinyUNet(), (1, 1, 8, 8))
+    assert [r["receptive_field"] for r in s.rows] == [(3, 3), None, None]
+    assert s.chain_break == "mid"
+    # a reshape between the layers keeps the chain, as does an identity shortcut
+    s = nn.summary(PooledHead(), (1, 1, 6, 6))
+    assert s.receptive_field == (6, 6) and s.chain_break is None
+    assert "not computed" not in str(s)
+
+
 def test_summary_counts_normalisation_layers_as_elementwise():
     """Their parameters are counted, they have no fully- or locally-connected
     counterpart, and the receptive field passes through them unchanged (as through

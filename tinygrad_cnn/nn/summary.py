@@ -49,10 +49,17 @@ children that also owns parameters directly gets a row too, before its
 children, with only its own parameters (and no receptive field).  The
 receptive-field arithmetic assumes that order is a chain, each layer
 consuming the previous one's output, as in a ``Sequential`` or a module
-whose ``forward`` calls its children one after the other; for branching
-models (residual connections) the shapes and parameter counts are right
-but the receptive field is only indicative.  A module called twice gets
-two rows; the totals count each parameter once.
+whose ``forward`` calls its children one after the other.  A layer whose
+input holds another number of values than the previous layer's output
+breaks the chain: a shortcut that skips layers (a ResNet's downsampling
+branch), a concatenation (a U-Net's skip connections) or an op between the
+layers that changes the size (``F.interpolate``, ``F.max_pool2d``) fed it.
+From there on the receptive field is not computed ("-"), and the table's
+last line names that layer.  A branch that keeps the number of values (an
+identity shortcut; a reshape, which is harmless) goes unseen, so for
+branching models the shapes and parameter counts are right but a field
+that is shown is only indicative.  A module called twice gets two rows;
+the totals count each parameter once.
 """
 from __future__ import annotations
 
@@ -215,8 +222,12 @@ class ModelSummary:
     and ``repeat`` (True for a second call of the same module).
     """
 
-    def __init__(self, rows, input_shape, output_shape, total_params, trainable_params):
+    def __init__(self, rows, input_shape, output_shape, total_params, trainable_params,
+                 chain_break=None):
         self.rows = rows
+        # The layer from which the receptive field is not computed, because its input is
+        # not the previous layer's output (see the module docstring), or None.
+        self.chain_break = chain_break
         self.input_shape = tuple(input_shape)
         self.output_shape = output_shape
         self.total_params = total_params
@@ -241,7 +252,11 @@ class ModelSummary:
 
     def _field_note(self):
         """Why a receptive field can exceed the image, said where it does: its
-        windows reach into the padding around the input."""
+        windows reach into the padding around the input; or why there is none."""
+        if self.chain_break is not None:
+            return (f" (not computed from {self.chain_break} on: that layer's input is not "
+                    f"the previous layer's output; a shortcut, a concatenation or an op "
+                    f"between the layers changed its size)")
         field, size = self.receptive_field, self.input_shape[2:]
         if not field or len(field) != len(size) or all(f <= s for f, s in zip(field, size)):
             return ""
@@ -345,10 +360,16 @@ def summary(model, input_shape, dtype=None, device=None):
     _check_batched(records, input_shape)
     field = _Field(input_shape)
     rows, seen = [], set()
+    chain_break, last = None, tuple(input_shape)   # the input a layer in a chain gets
     for module, in_shape, out_shape in records:
         leaf = id(module) in leaves
         repeat = id(module) in seen
         seen.add(id(module))
+        if leaf and field.defined and in_shape and _prod(in_shape) != _prod(last):
+            field.defined = False
+            chain_break = names[id(module)]
+        if leaf:
+            last = tuple(out_shape)
         # A container row counts only the parameters it owns directly.
         params = sum(p.size for p in module.parameters(recurse=leaf))
         fc, lc = _comparisons(module, in_shape, out_shape) if leaf else (None, None)
@@ -360,4 +381,5 @@ def summary(model, input_shape, dtype=None, device=None):
                          repeat=repeat))
     y = _first_tensor(out)
     return ModelSummary(rows, input_shape, y.shape if y is not None else None,
-                        model.num_parameters(), model.num_parameters(trainable_only=True))
+                        model.num_parameters(), model.num_parameters(trainable_only=True),
+                        chain_break)
