@@ -244,7 +244,11 @@ _REDUCTIONS = {
 }
 for _name, (_np_red, _S, _np_extra) in _REDUCTIONS.items():
     for _ax, (_kw, _np_kw) in _AXES.items():
-        case(f"{_name}-{_ax}", lambda x, n=_name, kw=_kw: getattr(x, n)(**kw),
+        # max(dim=...) is PyTorch's (values, indices) pair (test_porting checks the indices)
+        _pair = _name in ("max", "min") and "dim" in _kw
+        case(f"{_name}-{_ax}",
+             lambda x, n=_name, kw=_kw, pair=_pair: getattr(x, n)(**kw)[0] if pair
+             else getattr(x, n)(**kw),
              lambda a, f=_np_red, kw={**_np_kw, **_np_extra}: f(a, **kw),
              _S(2, 3, 4))
     if _name not in ("var", "std"):  # (a 1-element variance is 0/0)

@@ -31,7 +31,12 @@ KEEPDIM_CASES = [
     ("min", 0), ("min", None), ("argmax", 1), ("argmax", None), ("argmin", -1),
     ("logsumexp", 1), ("logsumexp", (0, 2)), ("logsumexp", None),
 ]
-TORCH_NAME = {"max": "amax", "min": "amin"}   # torch's max(dim) gives (values, indices)
+TORCH_NAME = {"max": "amax", "min": "amin"}   # over several axes: torch's amax
+
+
+def _pair(method, dim):
+    """Does PyTorch's spelling give PyTorch's (values, indices) pair here?"""
+    return method in ("max", "min") and isinstance(dim, int)
 
 
 def _case_id(case):
@@ -44,12 +49,17 @@ def _case_id(case):
 def test_keepdim_gives_what_keepdims_gives(method, dim, keepdim, device):
     x = tg.tensor(R(2, 3, 4), device=device)
     ours = getattr(x, method)(dim=dim, keepdim=keepdim)
+    mixed = getattr(x, method)(dim, keepdim=keepdim)   # axis with keepdim: any mix of names
     want = getattr(x, method)(axis=dim, keepdims=keepdim)
+    if _pair(method, dim):   # max(dim=...) is PyTorch's (values, indices)
+        indices = getattr(x, "arg" + method)(axis=dim, keepdims=keepdim)
+        for pair in (ours, mixed):
+            assert isinstance(pair, tuple) and pair.indices.dtype == np.int64
+            np.testing.assert_array_equal(pair.indices.numpy(), indices.numpy())
+        ours, mixed = ours.values, mixed[0]
     assert (ours.shape, ours.dtype) == (want.shape, want.dtype)
     np.testing.assert_array_equal(ours.numpy(), want.numpy())
-    # axis with keepdim, dim with keepdims: any mix of the names
-    np.testing.assert_array_equal(getattr(x, method)(dim, keepdim=keepdim).numpy(),
-                                  want.numpy())
+    np.testing.assert_array_equal(mixed.numpy(), want.numpy())
 
 
 @pytest.mark.parametrize("keepdim", [True, False])
@@ -60,7 +70,13 @@ def test_keepdim_matches_torch(method, dim, keepdim):
         pytest.skip("torch's logsumexp needs a dim")
     a = R(2, 3, 4).astype(np.float64)
     ours = getattr(tg.tensor(a), method)(dim=dim, keepdim=keepdim)
-    theirs = getattr(torch.tensor(a), TORCH_NAME.get(method, method))(dim=dim, keepdim=keepdim)
+    if _pair(method, dim):
+        theirs = getattr(torch.tensor(a), method)(dim=dim, keepdim=keepdim)
+        np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices.numpy())
+        ours, theirs = ours.values, theirs.values
+    else:
+        theirs = getattr(torch.tensor(a), TORCH_NAME.get(method, method))(dim=dim,
+                                                                          keepdim=keepdim)
     assert ours.shape == tuple(theirs.shape)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
 

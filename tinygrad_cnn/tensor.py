@@ -12,6 +12,7 @@ class and the factories at the end are plumbing: conversions and checks.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import itertools
@@ -231,6 +232,9 @@ class _FalseByDefault:
 
 
 _NOT_GIVEN = _FalseByDefault()
+
+# What ``x.max(dim=...)`` and ``x.min(dim=...)`` return, as PyTorch's do.
+ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
 
 
 def _float32_for_half(method):
@@ -966,18 +970,31 @@ class Tensor:
         return where(zero, 0.0, where(zero, 1.0, v).sqrt())
 
     def max(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
-        """Maximum; tied maxima share the gradient equally.
+        """Maximum over ``axis`` (int, tuple or None: all), as NumPy's ``amax``; tied
+        maxima share the gradient equally.
 
-        Returns the values only, also with ``dim`` (PyTorch returns a (values,
-        indices) pair there): :meth:`argmax` gives the indices.
+        With PyTorch's keywords over one axis (``x.max(dim=1)``, ``x.max(1,
+        keepdim=True)``) it returns PyTorch's pair, ``(values, indices)`` (a named
+        tuple; the indices are :meth:`argmax`'s, the first maximum's), so that
+        ported code such as ``x.max(dim=1, keepdim=True)[0]`` gets the values.
         """
-        return ops.Max.apply(self, axis=_axes(self, axis, dim),
-                             keepdims=_keepdims(keepdims, keepdim, "max"))
+        return self._extreme(ops.Max, "max", axis, keepdims, dim, keepdim)
 
     def min(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
-        """Minimum; tied minima share the gradient equally (values only, as :meth:`max`)."""
-        return ops.Min.apply(self, axis=_axes(self, axis, dim),
-                             keepdims=_keepdims(keepdims, keepdim, "min"))
+        """Minimum; as :meth:`max` (tied minima share the gradient; PyTorch's keywords
+        over one axis give ``(values, indices)``)."""
+        return self._extreme(ops.Min, "min", axis, keepdims, dim, keepdim)
+
+    def _extreme(self, op, name, axis, keepdims, dim, keepdim):
+        axes = _axes(self, axis, dim)
+        keep = _keepdims(keepdims, keepdim, name)
+        values = op.apply(self, axis=axes, keepdims=keep)
+        pytorch = dim is not None or keepdim is not _NOT_GIVEN
+        if not pytorch or axes is None or len(axes) != 1:
+            return values
+        # PyTorch's max(dim) is a (values, indices) pair: returning the values
+        # alone would let x.max(dim=1)[0] index the batch without a word.
+        return ValuesIndices(values, self._arg("arg" + name, axes, keep, None))
 
     def argmax(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """int64 index of the largest value along one ``axis`` (None: of the flattened tensor)."""
