@@ -269,11 +269,11 @@ def _same_call(name):
 SAME_CALL = ("sum", "mean", "max", "min", "argmax", "argmin")
 REDUCTIONS = {name: _same_call(name) for name in SAME_CALL}
 REDUCTIONS.update({
-    "var0": (lambda x, axis, keepdims: x.var(axis, keepdims, correction=0),
+    "var0": (lambda x, axis, keepdims: x.var(axis, keepdims=keepdims, correction=0),
              lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims)),
-    "var1": (lambda x, axis, keepdims: x.var(axis, keepdims),
+    "var1": (lambda x, axis, keepdims: x.var(axis, keepdims=keepdims),
              lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims, ddof=1)),
-    "std1": (lambda x, axis, keepdims: x.std(axis, keepdims),
+    "std1": (lambda x, axis, keepdims: x.std(axis, keepdims=keepdims),
              lambda a, axis, keepdims: a.std(axis=axis, keepdims=keepdims, ddof=1)),
 })
 ROUNDED = {"mean", "var0", "var1", "std1"}   # a division: equal up to rounding

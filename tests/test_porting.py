@@ -81,6 +81,35 @@ def test_keepdim_matches_torch(method, dim, keepdim):
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
 
 
+# ---- var and std: PyTorch's unbiased=, and no ambiguous second positional -------------
+@pytest.mark.parametrize("method", ["var", "std"])
+def test_unbiased_is_pytorchs_name_for_correction(method, device):
+    x = tg.tensor(R(3, 4).astype(np.float64), device=device)
+    f = getattr(x, method)
+    np.testing.assert_array_equal(f(1, unbiased=False).numpy(), f(1, correction=0).numpy())
+    np.testing.assert_array_equal(f(unbiased=True).numpy(), f().numpy())
+    np.testing.assert_array_equal(f(dim=0, unbiased=np.False_, keepdim=True).numpy(),
+                                  f(axis=0, correction=0, keepdims=True).numpy())
+    with pytest.raises(TypeError, match=rf"{method}: give either correction or unbiased"):
+        f(1, correction=0, unbiased=False)
+    with pytest.raises(TypeError, match=rf"{method}: unbiased must be True or False"):
+        f(1, unbiased=0)
+    # x.var(1, False) is unbiased=False in PyTorch: refused rather than read as keepdims
+    with pytest.raises(TypeError, match=rf"^{method}: only the axis may be positional, got "
+                                        r"\(False,\) after it"):
+        f(1, False)
+
+
+@pytest.mark.parametrize("method", ["var", "std"])
+def test_unbiased_matches_torch(method):
+    torch = pytest.importorskip("torch")
+    a = R(3, 4).astype(np.float64)
+    for unbiased in (True, False):
+        ours = getattr(tg.tensor(a), method)(dim=1, unbiased=unbiased)
+        theirs = getattr(torch.tensor(a), method)(dim=1, unbiased=unbiased)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-14)
+
+
 # ---- the hints, as the user sees them -------------------------------------------------
 HINT_MESSAGES = [
     ("x.numel()", "'Tensor' object has no attribute 'numel' (a PyTorch name; this Tensor "

@@ -948,24 +948,47 @@ class Tensor:
         return self.sum(axis, _keepdims(keepdims, keepdim, "mean")) / _count(self.shape, axis)
 
     @_float32_for_half
-    def var(self, axis=None, keepdims=_NOT_GIVEN, correction=1, dim=None, keepdim=_NOT_GIVEN):
-        """Variance with Bessel's ``correction`` (1: unbiased, as PyTorch; 0: as NumPy)."""
+    def var(self, axis=None, *ambiguous, keepdims=_NOT_GIVEN, correction=_NOT_GIVEN, dim=None,
+            keepdim=_NOT_GIVEN, unbiased=None):
+        """Variance over ``axis`` with Bessel's ``correction`` (1, the default: unbiased,
+        as PyTorch; 0: as NumPy).  PyTorch's ``unbiased=True/False`` is correction 1/0.
+
+        Only ``axis`` may be positional: the next argument is ``unbiased`` in
+        PyTorch and ``dtype`` in NumPy, so ``x.var(1, False)`` would mean a
+        different thing to each reader; pass ``keepdims`` and ``correction`` by name.
+        """
+        return self._var("var", axis, ambiguous, keepdims, correction, dim, keepdim, unbiased)
+
+    def _var(self, op, axis, ambiguous, keepdims, correction, dim, keepdim, unbiased):
+        if ambiguous:
+            raise TypeError(f"{op}: only the axis may be positional, got {ambiguous!r} after "
+                            f"it (PyTorch's next argument is unbiased, NumPy's dtype): pass "
+                            f"correction=0/1 (or unbiased=) and keepdims= by name")
         axis = _axes(self, axis, dim)
-        keepdims = _keepdims(keepdims, keepdim, "var")
-        if type(correction) is not int:   # fractional is fine (PyTorch too); not NaN or inf
-            correction = check_finite("var: correction", correction)
+        keepdims = _keepdims(keepdims, keepdim, op)
+        if unbiased is not None:
+            if correction is not _NOT_GIVEN:
+                raise TypeError(f"{op}: give either correction or unbiased, not both (got "
+                                f"correction={correction!r}, unbiased={unbiased!r})")
+            correction = int(check_flag("unbiased", unbiased, op))
+        elif correction is _NOT_GIVEN:
+            correction = 1
+        elif type(correction) is not int:   # fractional is fine (PyTorch too); not NaN or inf
+            correction = check_finite(f"{op}: correction", correction)
         centred = self - self.mean(axis, keepdims=True)
         n = _count(self.shape, axis)
         return (centred * centred).sum(axis, keepdims) / max(n - correction, 0)
 
     @_float32_for_half
-    def std(self, axis=None, keepdims=_NOT_GIVEN, correction=1, dim=None, keepdim=_NOT_GIVEN):
-        """Standard deviation, sqrt(var); see :meth:`var` for ``correction``.
+    def std(self, axis=None, *ambiguous, keepdims=_NOT_GIVEN, correction=_NOT_GIVEN, dim=None,
+            keepdim=_NOT_GIVEN, unbiased=None):
+        """Standard deviation, sqrt(var); see :meth:`var` for ``correction``, ``unbiased``
+        and the arguments to pass by name.
 
         Where the variance is 0 (constant data) the gradient is 0, as in
         PyTorch, not the NaN of sqrt's infinite slope times zero deviations.
         """
-        v = self.var(axis, _keepdims(keepdims, keepdim, "std"), correction, dim)
+        v = self._var("std", axis, ambiguous, keepdims, correction, dim, keepdim, unbiased)
         zero = v == 0
         return where(zero, 0.0, where(zero, 1.0, v).sqrt())
 
