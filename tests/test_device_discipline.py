@@ -21,6 +21,7 @@ import pytest
 
 import tinygrad_cnn as tg
 from tinygrad_cnn import backend as backend_module
+from tinygrad_cnn import functional as F
 from tinygrad_cnn import models, nn, optim
 from tinygrad_cnn import train as train_module
 from tinygrad_cnn.backend import DeviceError
@@ -181,6 +182,26 @@ def test_optimizer_state_lives_on_the_parameters_device():
         arrays = [v for state in opt.state.values() for v in state.values()
                   if not isinstance(v, (int, float))]
         assert arrays and all(STRICT.is_array(v) for v in arrays), name
+
+
+def test_normalisation_in_evaluation_sends_nothing_to_the_device():
+    """In evaluation BatchNorm (and batch_norm, instance_norm) normalise by running
+    statistics already on the device: no synchronisation and no host -> device copy,
+    not even of a scalar, so inference costs no transfer per layer."""
+    bn = nn.BatchNorm2d(3, device="strict")
+    x = tg.randn(4, 3, 5, 5, device="strict")
+    bn(x)                                        # training: statistics to normalise by
+    bn.eval()
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        y = bn(x)
+        F.batch_norm(x, bn.running_mean, bn.running_var, training=False)
+        F.instance_norm(x, bn.running_mean, bn.running_var, use_input_stats=False)
+    assert log == [] and STRICT.upload_count == before
+    mean = bn.running_mean.numpy().reshape(1, 3, 1, 1)
+    var = bn.running_var.numpy().reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(y.numpy(), (x.numpy() - mean) / np.sqrt(var + bn.eps),
+                               rtol=1e-5, atol=1e-6)
 
 
 # ---- what CuPy arrays cannot do ------------------------------------------------------

@@ -1123,9 +1123,9 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 #
 # They are compositions of differentiable tensor ops (a mean, a subtraction, a product, a
 # power), so they differentiate to any order and run on every backend with no Function of
-# their own.  Only the running statistics are updated on raw arrays: they are state that
-# no gradient flows through (as in PyTorch, which refuses running statistics that require
-# grad).
+# their own.  Only the running statistics are handled on raw arrays (updated in training,
+# made constants in evaluation): they are state that no gradient flows through (as in
+# PyTorch, which refuses running statistics that require grad).
 
 def _normalize(x, axes, eps):
     """((x - mean) / sqrt(var + eps), mean, var) with the mean and biased variance of x over
@@ -1272,12 +1272,18 @@ def _channel_norm(x, running_mean, running_var, weight, bias, use_input_stats, m
     C = x.shape[1]
     shape = (1, C) + (1,) * (x.ndim - 2)                  # per channel, broadcastable
     if not use_input_stats:
-        # Copies of the statistics (their values now), not views: a later update in
-        # place must not make this result's backward refuse to run (PyTorch's runs).
-        mean, var = running_mean * 1, running_var * 1
-        x, weight, bias, mean, var = _promoted(x, weight, bias, mean, var)
-        invstd = (var.reshape(shape) + eps) ** -0.5       # (1, C, 1, ...)
-        return _affine((x - mean.reshape(shape)) * invstd, weight, bias, shape)
+        # The statistics as constants made from their arrays (no gradient flows to
+        # them): no graph nodes and no scalars sent to the device in evaluation.
+        # Copies (their values now), not views: a later update in place must not
+        # make this result's backward refuse to run (PyTorch's runs).
+        x, weight, bias = _promoted(x, weight, bias)
+        with x._backend.context():
+            dtype = np.result_type(x.dtype, running_mean.dtype, running_var.dtype)
+            mean = running_mean.data.reshape(shape).astype(dtype)          # (1, C, 1, ...)
+            var = running_var.data.reshape(shape).astype(dtype)
+            invstd = 1 / x._backend.xp.sqrt(var + eps)                     # (1, C, 1, ...)
+        mean, invstd = Tensor._make(mean, x._backend), Tensor._make(invstd, x._backend)
+        return _affine((x - mean) * invstd, weight, bias, shape)
     x, weight, bias = _promoted(x, weight, bias)
     axes = tuple(range(2, x.ndim)) if per_sample else (0,) + tuple(range(2, x.ndim))
     n = math.prod(x.shape[a] for a in axes)               # values per statistic
