@@ -204,6 +204,17 @@ def test_normalisation_in_evaluation_sends_nothing_to_the_device():
                                rtol=1e-5, atol=1e-6)
 
 
+def test_the_losses_softplus_sends_nothing_to_the_device():
+    """binary_cross_entropy_with_logits runs softplus every training step: its forward
+    and backward copy nothing host -> device, not even a scalar."""
+    x = tg.tensor(np.linspace(-30.0, 30.0, 12), device="strict", requires_grad=True)
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        nn.softplus(x).sum().backward()
+    assert log == [] and STRICT.upload_count == before
+    np.testing.assert_allclose(x.grad.numpy(), 1 / (1 + np.exp(-x.numpy())), rtol=1e-15)
+
+
 # ---- what CuPy arrays cannot do ------------------------------------------------------
 def test_layers_init_and_in_place_ops_on_a_device():
     """CuPy arrays have no flags.writeable (the stand-in's flags have none either):

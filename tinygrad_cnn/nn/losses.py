@@ -9,12 +9,9 @@ classification) with targets ``(N,)`` / ``(N, d1, d2, ...)``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .._checks import check_int, check_probability
-from .. import functional as F
 from ..autograd import Function
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of, where
@@ -100,10 +97,22 @@ def _check_same_shape(x, y, name):
                          f"compare every input with every target)")
 
 
+class Softplus(Function):
+    """y = log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|); dy/dx = sigmoid(x)"""
+
+    def forward(self, x):
+        xp = self.xp
+        return (xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        return grad_out * self.inputs[0].sigmoid()
+
+
 def softplus(x):
-    """log(1 + e^x), stable for large |x| in both directions: ``F.softplus`` without its
-    linear region (a threshold of inf), as the losses need it exact."""
-    return F.Softplus.apply(x, beta=1.0, threshold=math.inf)
+    """log(1 + e^x), stable for large |x| in both directions.  (``F.softplus`` adds
+    ``beta`` and PyTorch's linear region; the losses need neither, and this op, run
+    every training step, costs no pass or device copy for them.)"""
+    return Softplus.apply(x)
 
 
 # ---- classification ---------------------------------------------------------------
