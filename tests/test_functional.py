@@ -1828,12 +1828,16 @@ def test_normalizations_agree_with_each_other():
         assert_close(bn.running_var.numpy(), rv.numpy(), 1e-15, "running_var")
 
 
-@pytest.mark.parametrize("op", [
+# Each normalisation op by its own statistics, on (N, C, H, W) x (C even)
+NORMALIZATIONS = pytest.mark.parametrize("op", [
     lambda x: F.batch_norm(x, None, None, training=True),
     lambda x: F.instance_norm(x),
     lambda x: F.layer_norm(x, x.shape[1:]),
     lambda x: F.group_norm(x, 2),
 ], ids=["batch_norm", "instance_norm", "layer_norm", "group_norm"])
+
+
+@NORMALIZATIONS
 def test_normalization_is_sound_far_from_zero(op):
     """float32 values around 1e4 with a unit spread: the variance as the mean of squared
     deviations keeps the result within float32's resolution of those values (~1e-3);
@@ -1850,6 +1854,32 @@ def test_normalization_is_sound_far_from_zero(op):
     naive = (flat * flat).mean(axis=1, dtype=np.float32, keepdims=True) - mean * mean
     exact = x32.astype(np.float64).reshape(4, -1).var(axis=1, keepdims=True)
     assert np.abs(naive - exact).max() > 0.1
+
+
+@NORMALIZATIONS
+def test_float16_normalization_survives_a_wide_spread(op):
+    """float16 values spread over +-1000: their squared deviations (up to ~1e6) are
+    beyond float16's largest value (65504), so the statistics are computed in float32,
+    as PyTorch computes them; in float16 the variance is inf and every output 0."""
+    x16 = (np.random.default_rng(36).standard_normal((4, 4, 3, 3)) * 400).astype(np.float16)
+    got = op(Tensor(x16)).numpy()
+    want = op(Tensor(x16.astype(np.float64))).numpy()
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+
+
+def test_float16_batch_norm_running_variance_stays_finite():
+    # a variance of ~4e4 fits float16, the squares it is the mean of do not
+    x16 = (np.random.default_rng(37).standard_normal((4, 3, 5, 5)) * 200).astype(np.float16)
+    bn = tg.nn.BatchNorm2d(3, momentum=1.0, dtype=np.float16)
+    bn(Tensor(x16))
+    want = x16.astype(np.float64).transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1, ddof=1)
+    np.testing.assert_allclose(bn.running_var.numpy(), want, rtol=2e-3)
+    # A batch variance beyond float16's range (~1.6e5) still updates the running one
+    # (1 + 0.1 * 1.6e5, within it), as PyTorch's float32 update does.
+    bn = tg.nn.BatchNorm2d(3, momentum=0.1, dtype=np.float16)
+    bn(Tensor(x16 * 2))
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * 4 * want, rtol=2e-3)
 
 
 def _detached_statistics(x, axes, eps):

@@ -1136,7 +1136,14 @@ def _normalize(x, axes, eps):
     their spread (an offset of 1e4 over a unit spread, say), that formula subtracts two
     nearly equal numbers and loses every digit of the difference (float32 gives a variance
     of 0 there, or a negative one, and NaN after the square root).
+
+    A float16 x is normalised in float32 (mean and variance float32, the result rounded
+    back once), as PyTorch does: deviations beyond 256 square past float16's largest
+    value, and an infinite variance would normalise every value of the group to 0.
     """
+    if x.dtype == np.float16:
+        y, mean, var = _normalize(x.astype(np.float32), axes, eps)
+        return y.astype(np.float16), mean, var
     mean = x.mean(axes, keepdims=True)
     centred = x - mean
     var = (centred * centred).mean(axes, keepdims=True)
@@ -1245,12 +1252,14 @@ def _update_running_stats(running_mean, running_var, mean, var, n, momentum):
     """
     with running_mean._backend.context():
         # Everything is computed before the first write, so a failure leaves both
-        # statistics as they were.
+        # statistics as they were; in the wider dtype of the two, rounded once by the
+        # write (float16 statistics are updated from float32 batch ones: an unbiased
+        # variance beyond float16's range can still give a running one within it).
         batch_mean = mean.mean(axis=0)
         unbiased = var.mean(axis=0) * (n / (n - 1))
         rm, rv = running_mean.data, running_var.data
-        new_mean = (1 - momentum) * rm + momentum * batch_mean.astype(rm.dtype)
-        new_var = (1 - momentum) * rv + momentum * unbiased.astype(rv.dtype)
+        new_mean = (1 - momentum) * rm + momentum * batch_mean
+        new_var = (1 - momentum) * rv + momentum * unbiased
         rm[...] = new_mean
         rv[...] = new_var
     # An in-place change, as an optimiser step is: a graph that read the old values
