@@ -1112,7 +1112,8 @@ def _horner(coefs, t):
 # ---- resampling (interpolate) ------------------------------------------------------------
 # An interpolation is separable: it resamples the rows, then the columns, each
 # with a small linear map of one axis, which is built here on the host from the
-# sizes alone.  The source positions follow PyTorch's CPU kernels to the bit:
+# sizes alone.  The source positions follow PyTorch's CPU kernels to the bit (its
+# 1-D ones; its 2-D nearest kernel departs from them on some sizes, see interpolate):
 # they are computed in the input's precision (float32 for float32 and float16
 # inputs, float64 for float64: its "opmath" type) and floored through float32
 # (``floorf``), so a position that lands on a whole number one way or the other

@@ -2008,8 +2008,11 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
 
     The source positions are computed as PyTorch's CPU kernels compute them, in
     float32 for a float32 input and float64 for float64, so the two may pick
-    different pixels where a position is a whole number (as PyTorch's do).  The
-    gradient is the exact adjoint of this forward; PyTorch's nearest backward
+    different pixels where a position is a whole number (as PyTorch's do).  Each
+    axis follows the rule of PyTorch's 1-D kernels; its 2-D "nearest" kernel
+    leaves that rule on some sizes (it copies an axis kept at its size under a
+    fractional scale factor: a 2x2 image by 1.1, where this repeats pixel 0).  The
+    gradient is the exact adjoint of this forward; PyTorch's 1-D nearest backward
     finds its pixels by a rule of its own (in float32, copying an axis kept at its
     size) and can disagree with its forward: 2 pixels by ``scale_factor=1.1``
     copy pixel 0 twice, but its gradient sends the second output's to pixel 1.
