@@ -204,6 +204,23 @@ def test_normalisation_in_evaluation_sends_nothing_to_the_device():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_uploads_its_maps_once(mode):
+    """interpolate's per-axis maps (an index, or matrices) are copied to the device the
+    first time only: later forward and backward passes of a training step send none."""
+    x = tg.tensor(np.random.default_rng(0).standard_normal((2, 3, 40, 40)), device="strict",
+                  requires_grad=True)
+
+    def step():
+        F.interpolate(x, scale_factor=1.5, mode=mode).sum().backward()
+
+    step()                                       # the first: the maps go to the device
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        step()
+    assert log == [] and STRICT.upload_count == before
+
+
 def test_the_losses_softplus_sends_nothing_to_the_device():
     """binary_cross_entropy_with_logits runs softplus every training step: its forward
     and backward copy nothing host -> device, not even a scalar."""

@@ -1212,6 +1212,7 @@ class AxisMap:
             self.index = self.cols      # one input per output, weight 1
         self._blocks = None
         self._transposed = None
+        self._on_device = {}    # (device, dtype, what) -> the array there (see on_device)
 
     @property
     def is_identity(self):
@@ -1250,6 +1251,15 @@ class AxisMap:
             self._blocks = blocks
         return self._blocks
 
+    def on_device(self, backend, what, array, dtype):
+        """``array`` (the index, or block ``what``'s matrix) as an array of ``backend``,
+        copied there once per device and dtype: a map is cached for its sizes, and a
+        training step must not upload it again in every forward and backward."""
+        key = (backend.device, np.dtype(dtype).str, what)
+        if key not in self._on_device:
+            self._on_device[key] = backend.asarray(array, dtype=dtype)
+        return self._on_device[key]
+
 
 @functools.lru_cache(maxsize=64)
 def resample_map(mode, size, n_out, scale=None, align_corners=False, precision="float64"):
@@ -1272,17 +1282,18 @@ def resample_axis_array(backend, x, axis_map, axis):
     reading its stretch of the axis (one product for a short axis)."""
     xp = backend.xp
     if axis_map.index is not None:
-        return xp.take(x, backend.asarray(axis_map.index), axis=axis)
+        return xp.take(x, axis_map.on_device(backend, "index", axis_map.index, np.int64),
+                       axis=axis)
     blocks = axis_map.blocks()
     out_shape = list(x.shape)
     out_shape[axis] = axis_map.n_out
     y = None if len(blocks) == 1 else xp.empty(tuple(out_shape), dtype=x.dtype)
-    for r0, r1, c0, c1, m in blocks:
+    for k, (r0, r1, c0, c1, m) in enumerate(blocks):
         if axis == -1:   # (..., c1-c0) @ (c1-c0, r1-r0): each row of x mapped
-            part = xp.matmul(x[..., c0:c1],
-                             backend.asarray(np.ascontiguousarray(m.T), dtype=x.dtype))
+            m_t = axis_map.on_device(backend, (k, "T"), np.ascontiguousarray(m.T), x.dtype)
+            part = xp.matmul(x[..., c0:c1], m_t)
         else:            # (r1-r0, c1-c0) @ (..., c1-c0, W): each column of x mapped
-            part = xp.matmul(backend.asarray(m, dtype=x.dtype), x[..., c0:c1, :])
+            part = xp.matmul(axis_map.on_device(backend, k, m, x.dtype), x[..., c0:c1, :])
         if y is None:
             return part
         if axis == -1:
