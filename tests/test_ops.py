@@ -186,6 +186,25 @@ case("abs-builtin", lambda x: abs(x), np.abs, A(2, 3))
 # whose gradient is sign(x) only if sign's own is 0 (as it is away from its jump at 0).
 case("sign", lambda x: (x.sign(), x.sign() * x), lambda a: (np.sign(a), np.sign(a) * a),
      A(3, 4))
+
+
+def OFF_INTEGERS(*shape):
+    """0.1 to 0.4 from the nearest integer (floor, ceil and round: away from their
+    jumps at integers and, for round, at halves)."""
+    return lambda rng: (rng.integers(-2, 3, shape)
+                        + rng.choice([-1.0, 1.0], shape) * rng.uniform(0.1, 0.4, shape))
+
+
+# As sign: no gradient of their own, so each is checked times x too.
+for _name in ("floor", "ceil", "round"):
+    case(_name, lambda x, n=_name: (getattr(x, n)(), getattr(x, n)() * x),
+         lambda a, n=_name: (getattr(np, n)(a), getattr(np, n)(a) * a), OFF_INTEGERS(3, 4))
+case("round-decimals", lambda x: x.round(1) * x, lambda a: np.round(a, 1) * a,
+     lambda rng: rng.integers(-20, 21, (3, 4)) / 10 + rng.uniform(0.01, 0.04, (3, 4)))
+case("log1p", lambda x: x.log1p(), np.log1p, lambda rng: rng.uniform(-0.5, 2.0, (3, 4)))
+case("log1p-small", lambda x: x.log1p(), np.log1p, R(3, 4, scale=1e-3))
+case("expm1", lambda x: x.expm1(), np.expm1, R(3, 4))
+case("expm1-small", lambda x: x.expm1(), np.expm1, R(3, 4, scale=1e-3))
 case("sin", lambda x: x.sin(), np.sin, R(3, 4))
 case("cos", lambda x: x.cos(), np.cos, R(3, 4))
 case("tanh", lambda x: x.tanh(), np.tanh, R(3, 4))
@@ -344,6 +363,31 @@ case("pad", lambda x: x.pad(((1, 0), (2, 1))), lambda a: np.pad(a, ((1, 0), (2, 
 case("pad-int-value", lambda x: x.pad(1, value=-2.0),
      lambda a: np.pad(a, 1, constant_values=-2.0), R(2, 2))
 
+# ---- orderings: flip, roll, cumsum, sort, topk ------------------------------------------
+case("flip", lambda x: x.flip(0), lambda a: np.flip(a, 0), R(3, 4))
+case("flip-axes", lambda x: x.flip((0, -1)), lambda a: np.flip(a, (0, 2)), R(2, 3, 4))
+case("flip-all", lambda x: x.flip(), np.flip, T(R(3, 4)))
+case("flip-dims", lambda x: x.flip(dims=[1]), lambda a: np.flip(a, 1), R(2, 3))
+case("roll", lambda x: x.roll(1, 1), lambda a: np.roll(a, 1, 1), R(3, 4))
+case("roll-negative-long", lambda x: x.roll(-6, axis=-1), lambda a: np.roll(a, -6, -1), R(2, 5))
+case("roll-flat", lambda x: x.roll(2), lambda a: np.roll(a, 2), R(3, 4))
+case("roll-axes", lambda x: x.roll((1, -2), dims=(0, 2)), lambda a: np.roll(a, (1, -2), (0, 2)),
+     T(R(2, 3, 4)))
+case("cumsum", lambda x: x.cumsum(1), lambda a: np.cumsum(a, 1), R(2, 3, 4))
+case("cumsum-flat", lambda x: x.cumsum(), np.cumsum, R(3, 4))
+case("cumsum-dim", lambda x: x.cumsum(dim=-1), lambda a: np.cumsum(a, -1), R(3, 4))
+case("cumsum-noncontig", lambda x: x.cumsum(0), lambda a: np.cumsum(a, 0), T(R(3, 4)))
+case("cumsum-0d", lambda x: x.cumsum(0), lambda a: np.cumsum(a, 0).reshape(()), R())
+# sort and topk: values only here (the int64 indices have no gradient; test_porting
+# compares them with torch's); distinct values, so no ties.
+case("sort", lambda x: x.sort().values, lambda a: np.sort(a, -1), D(3, 5))
+case("sort-axis0", lambda x: x.sort(0)[0], lambda a: np.sort(a, 0), T(D(3, 5)))
+case("sort-descending", lambda x: x.sort(dim=1, descending=True).values,
+     lambda a: -np.sort(-a, 1), D(2, 4, 3))
+case("topk", lambda x: x.topk(2).values, lambda a: -np.sort(-a, -1)[:, :2], D(3, 5))
+case("topk-smallest", lambda x: x.topk(3, dim=0, largest=False).values,
+     lambda a: np.sort(a, 0)[:3], D(4, 2))
+
 # ---- softmax family ------------------------------------------------------------------
 
 
@@ -438,7 +482,8 @@ def test_case_table_is_complete():
         "swapaxes", "expand", "broadcast_to", "squeeze", "unsqueeze", "concatenate", "stack",
         "split-sections", "pad", "softmax", "log_softmax", "logsumexp", "astype-float32",
         "to-float32", "getitem-bool-mask", "getitem-int-array-repeats", "getitem-ellipsis",
-        "getitem-none", "getitem-slice-neg-step",
+        "getitem-none", "getitem-slice-neg-step", "floor", "ceil", "round", "log1p", "expm1",
+        "flip", "roll", "cumsum", "sort", "topk",
     ] + [f"{r}-{a}" for r in _REDUCTIONS for a in _AXES]
     assert not [r for r in required if r not in CASE_IDS]
 

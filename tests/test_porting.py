@@ -110,6 +110,104 @@ def test_unbiased_matches_torch(method):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-14)
 
 
+# ---- orderings and rounding, PyTorch's names --------------------------------------------
+TIES = np.array([[3.0, 1.0, 2.0, 1.0, 3.0], [0.0, np.nan, 5.0, 5.0, -1.0],
+                 [2.0, 2.0, 2.0, 2.0, 2.0]])
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_sort_and_argsort_match_torchs_stable_sort_with_ties_and_nan(dim, descending, device):
+    torch = pytest.importorskip("torch")
+    x = tg.tensor(TIES, device=device)
+    theirs = torch.tensor(TIES).sort(dim=dim, descending=descending, stable=True)
+    ours = x.sort(dim=dim, descending=descending)
+    assert isinstance(ours, tuple) and ours._fields == ("values", "indices")
+    assert ours.indices.dtype == np.int64
+    np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices.numpy())
+    np.testing.assert_array_equal(ours.values.numpy(), theirs.values.numpy())
+    np.testing.assert_array_equal(x.argsort(dim, descending=descending).numpy(),
+                                  theirs.indices.numpy())
+    if not descending:   # NumPy's stable argsort
+        np.testing.assert_array_equal(x.argsort(axis=dim).numpy(),
+                                      np.argsort(TIES, axis=dim, kind="stable"))
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_topk_matches_torch_and_takes_ties_first_to_last(largest, device):
+    torch = pytest.importorskip("torch")
+    a = np.nan_to_num(TIES)
+    ours = tg.tensor(a, device=device).topk(3, largest=largest)
+    theirs = torch.tensor(a).topk(3, largest=largest)
+    np.testing.assert_array_equal(ours.values.numpy(), theirs.values.numpy())
+    stable = torch.tensor(a).sort(descending=largest, stable=True).indices[:, :3]
+    np.testing.assert_array_equal(ours.indices.numpy(), stable.numpy())
+    values, indices = tg.tensor(a).topk(2, dim=0)
+    np.testing.assert_array_equal(values.numpy(), torch.tensor(a).topk(2, dim=0).values.numpy())
+
+
+def test_sorted_values_send_the_gradient_where_they_came_from(device):
+    x = tg.tensor([[3.0, 1.0, 2.0]], requires_grad=True, device=device)
+    (x.sort().values * tg.tensor([[10.0, 20.0, 30.0]], device=device)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[30.0, 10.0, 20.0]])
+    x.grad = None
+    x.topk(1).values.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 0.0, 0.0]])
+
+
+def test_flip_roll_cumsum_round_match_torch():
+    torch = pytest.importorskip("torch")
+    a = np.array([[-2.5, -1.5, -0.5, 0.5], [1.5, 2.5, 0.49, -3.7]])
+    x, t = tg.tensor(a), torch.tensor(a)
+    pairs = [(x.flip(dims=(0, 1)), t.flip(dims=(0, 1))), (x.flip(1), t.flip(1)),
+             (x.roll(3, dims=1), t.roll(3, dims=1)), (x.roll((1, -1), (0, 1)),
+                                                      t.roll((1, -1), (0, 1))),
+             (x.roll(5), t.roll(5)), (x.cumsum(dim=1), t.cumsum(dim=1)),
+             (x.round(), t.round()), (x.round(1), t.round(decimals=1)),
+             (x.floor(), t.floor()), (x.ceil(), t.ceil()), (x.abs().log1p(), t.abs().log1p()),
+             (x.expm1(), t.expm1())]
+    for ours, theirs in pairs:
+        assert ours.shape == tuple(theirs.shape)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-15)
+    ints = np.array([[1, 2], [3, 4]], np.int32)
+    assert tg.tensor(ints).cumsum(1).dtype == np.int64 == np.cumsum(ints, 1).dtype
+    assert str(torch.tensor(ints).cumsum(1).dtype) == "torch.int64"
+    assert tg.tensor(ints).floor().dtype == np.int32   # whole already: a copy, as in NumPy
+
+
+def test_rounding_has_no_gradient_like_sign():
+    x = tg.tensor([0.3, 1.7], requires_grad=True)
+    for name in ("floor", "ceil", "round", "sign"):
+        assert not getattr(x, name)().requires_grad
+
+
+def test_log1p_and_expm1_keep_small_arguments():
+    x = tg.tensor([1e-10, -1e-12], dtype=tg.float64)
+    np.testing.assert_allclose(x.log1p().numpy(), np.log1p(x.numpy()), rtol=1e-15)
+    np.testing.assert_allclose(x.expm1().numpy(), np.expm1(x.numpy()), rtol=1e-15)
+    assert x.log1p().numpy()[0] != (x + 1).log().numpy()[0]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    ("x.topk(4)", ValueError, r"topk: k=4 exceeds the 3 elements along axis 1 of a tensor "
+                              r"of shape \(2, 3\)"),
+    ("x.topk(1, dim=2)", ValueError, "topk: axis 2 is out of range"),
+    ("x.topk(1.5)", TypeError, "topk: k"),
+    ("x.sort(1, True, stable=False)", ValueError, "only a stable sort"),
+    ("x.argsort(descending=1)", TypeError, "descending"),
+    ("x.roll((1, 2), axis=(0,))", ValueError, r"roll: shift \(1, 2\) and axis \(0,\) must "
+                                              r"have the same length"),
+    ("x.roll((1, 2))", ValueError, "roll: without an axis, shift must be one int"),
+    ("x.roll(0.5, 1)", TypeError, "roll: shift"),
+    ("x.flip(0, dims=1)", TypeError, "flip: give either axis or dim"),
+    ("x.cumsum(2)", ValueError, "cumsum: axis 2 is out of range"),
+    ("x.round(0.5)", TypeError, "round: decimals"),
+])
+def test_ordering_ops_refuse_bad_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        eval(call, {"x": tg.ones(2, 3)})
+
+
 # ---- the hints, as the user sees them -------------------------------------------------
 HINT_MESSAGES = [
     ("x.numel()", "'Tensor' object has no attribute 'numel' (a PyTorch name; this Tensor "

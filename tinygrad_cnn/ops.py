@@ -303,6 +303,26 @@ class Cos(Function):
         return -grad_out * self.inputs[0].sin()
 
 
+class Log1p(Function):
+    """y = ln(1 + x), accurate for small x; dy/dx = 1/(1 + x)"""
+
+    def forward(self, x):
+        return self.xp.log1p(x)
+
+    def backward(self, grad_out):
+        return grad_out / (1 + self.inputs[0])
+
+
+class Expm1(Function):
+    """y = e^x - 1, accurate for small x; dy/dx = y + 1"""
+
+    def forward(self, x):
+        return self.xp.expm1(x)
+
+    def backward(self, grad_out):
+        return grad_out * (self.output + 1)
+
+
 _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 
 
@@ -560,6 +580,19 @@ class Min(Max):
     """y = min of x over axis; tied minima share the gradient equally"""
     # Not -max(-x): negation wraps around for unsigned ints and for int8's -128.
     reduce = "min"
+
+
+class CumSum(Function):
+    """y = running sum of x along ``axis``; backward is the running sum from the end
+    (each x_i feeds y_i .. y_n), a CumSum itself, so differentiable again"""
+
+    def forward(self, x, axis):
+        self.axis = axis
+        return self.xp.cumsum(x, axis=axis)
+
+    def backward(self, grad_out):
+        reverse = (slice(None),) * self.axis + (slice(None, None, -1),)
+        return CumSum.apply(grad_out[reverse], axis=self.axis)[reverse]
 
 
 # ---- shapes ----------------------------------------------------------------------

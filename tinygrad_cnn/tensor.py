@@ -933,6 +933,42 @@ class Tensor:
                 return Tensor._make(self.data.copy(), self._backend)
             return Tensor._make(self.xp.sign(self.data), self._backend)
 
+    def _rounded(self, name, *args):
+        """NumPy's ``name`` of the data, outside the graph (see :meth:`floor`)."""
+        with self._backend.context():
+            if self.dtype.kind in "biu":   # already whole: a copy, of the same dtype
+                return Tensor._make(self.data.copy(), self._backend)
+            return Tensor._make(getattr(self.xp, name)(self.data, *args), self._backend)
+
+    def floor(self):
+        """Elementwise largest integer <= x, in x's dtype.
+
+        No gradient, as :meth:`sign`: the result is a constant of the graph (its
+        derivative is 0 wherever it exists; PyTorch's backward gives those zeros,
+        here ``x.floor() * y`` sends none to x).  Integer and bool tensors are
+        returned as copies, as in NumPy.
+        """
+        return self._rounded("floor")
+
+    def ceil(self):
+        """Elementwise smallest integer >= x (no gradient; see :meth:`floor`)."""
+        return self._rounded("ceil")
+
+    def round(self, decimals=0):
+        """Round to ``decimals`` decimals, halves to even (``round(0.5)`` is 0, ``round(1.5)``
+        is 2), as NumPy and PyTorch do (no gradient; see :meth:`floor`)."""
+        decimals = check_int("round: decimals", decimals, low=None)
+        return self._rounded("round", decimals)
+
+    def log1p(self):
+        """Elementwise ln(1 + x), accurate where x is small (where ``(1 + x).log()`` loses
+        x's digits to the rounding of 1 + x)."""
+        return ops.Log1p.apply(self._floating())
+
+    def expm1(self):
+        """Elementwise e**x - 1, accurate where x is small."""
+        return ops.Expm1.apply(self._floating())
+
     # ---- reductions ----------------------------------------------------------
     def sum(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
         """Sum over ``axis`` (int, tuple or None: all); ``dim`` and ``keepdim`` are
@@ -1242,6 +1278,135 @@ class Tensor:
         """Split into ``chunks`` equal sections along ``axis`` (``dim`` is an alias;
         see :func:`split`)."""
         return split(self, chunks, _join_axis(axis, dim, "chunk"))
+
+    # ---- orderings -----------------------------------------------------------
+    def flip(self, axis=None, dims=None):
+        """Reverse the order of elements along ``axis`` (int or tuple; None: every axis),
+        as ``numpy.flip``; ``dims`` is PyTorch's name (``x.flip(dims=(0, 1))``)."""
+        axes = _axes(self, _axis_or_dim(axis, dims, "flip"))
+        axes = range(self.ndim) if axes is None else axes
+        if not axes:
+            return self * 1   # a new tensor, as NumPy's flip of nothing is a new view
+        return self[tuple(slice(None, None, -1) if i in axes else slice(None)
+                          for i in range(self.ndim))]
+
+    def roll(self, shift, axis=None, dims=None):
+        """Shift elements by ``shift`` along ``axis``, those past the end coming back at the
+        start, as ``numpy.roll`` (``axis=None``: along the flattened tensor; ``shift`` and
+        ``axis`` may be equal-length tuples); ``dims`` is PyTorch's name."""
+        axis = _axis_or_dim(axis, dims, "roll")
+        shifts = tuple(shift) if isinstance(shift, (tuple, list)) else (shift,)
+        for s in shifts:
+            check_int("roll: shift", s, low=None)
+        if axis is None:
+            if len(shifts) != 1:
+                raise ValueError(f"roll: without an axis, shift must be one int, got {shift!r}")
+            return self.reshape(-1).roll(shifts[0], 0).reshape(self.shape)
+        axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        if len(shifts) == 1:
+            shifts = shifts * len(axes)
+        if len(shifts) != len(axes):
+            raise ValueError(f"roll: shift {shift!r} and axis {axis!r} must have the same "
+                             f"length (or shift be one int)")
+        out = self
+        for s, a in zip(shifts, axes):
+            a = _norm_axis(a, self.ndim, "roll")
+            n = self.shape[a] if self.ndim else 1
+            s = int(s) % n if n else 0
+            if s:
+                lead = (slice(None),) * a
+                out = concatenate([out[lead + (slice(n - s, None),)],
+                                   out[lead + (slice(None, n - s),)]], axis=a)
+        return out if out is not self else self * 1
+
+    def cumsum(self, axis=None, dim=None):
+        """Running sum along ``axis`` (None: of the flattened tensor, as ``numpy.cumsum``);
+        ``dim`` is PyTorch's name.  Integer and bool tensors sum in int64 (platform int
+        for NumPy, int64 in PyTorch)."""
+        axis = _axis_or_dim(axis, dim, "cumsum")
+        if axis is None:
+            return ops.CumSum.apply(self.reshape(-1), axis=0)
+        axis = _norm_axis(axis, self.ndim, "cumsum")
+        if self.ndim == 0:
+            return ops.CumSum.apply(self.reshape(1), axis=0).reshape(())
+        x = self.astype(int64) if self.dtype.kind in "bi" and self.dtype.itemsize < 8 else self
+        return ops.CumSum.apply(x, axis=axis)
+
+    def argsort(self, axis=-1, descending=False, dim=None, stable=True):
+        """int64 indices that sort along ``axis`` (last by default; ``dim`` is PyTorch's
+        name), ascending or ``descending`` (no gradient).
+
+        Stable, in both directions: tied values keep their order, the first one
+        first (NumPy's ``kind='stable'``; PyTorch's default sort promises no order
+        among ties, its ``stable=True`` is this).  NaN sorts as the largest value,
+        as in both libraries.
+        """
+        check_flag("descending", descending, "argsort")
+        if stable is not True:
+            raise ValueError("argsort: only a stable sort is provided (stable=True): ties "
+                             "keep their order")
+        axis = _norm_axis(_join_axis(axis, dim, "argsort", default=-1), self.ndim, "argsort")
+        if self.ndim == 0:
+            return Tensor._make(self.xp.zeros((), dtype=int64), self._backend)
+        xp, data = self.xp, self.data
+        kind = {"kind": "stable"} if xp is np else {}   # CuPy's sort is stable anyway
+        with self._backend.context():
+            if not descending:
+                idx = xp.argsort(data, axis=axis, **kind)
+            else:
+                # Ascending over the reversed axis puts the last of tied values
+                # first; reversing that order again gives descending values with
+                # ties first-to-last, and n - 1 - i maps back to positions of x.
+                flipped = xp.flip(data, axis=axis)
+                idx = self.shape[axis] - 1 - xp.flip(xp.argsort(flipped, axis=axis, **kind),
+                                                     axis=axis)
+            return Tensor._make(idx.astype(int64), self._backend)
+
+    def sort(self, axis=-1, descending=False, dim=None, stable=True):
+        """``(values, indices)`` sorted along ``axis`` (last by default), as PyTorch's
+        ``sort`` (``x.sort().values`` is ``numpy.sort``'s result; NumPy's method sorts in
+        place and returns None, which here would be a silent no-op).
+
+        The indices are :meth:`argsort`'s (stable: ties keep their order); the
+        values are x gathered at them, so the gradient goes back to where each
+        value came from.
+        """
+        axis = _norm_axis(_join_axis(axis, dim, "sort", default=-1), self.ndim, "sort")
+        indices = self.argsort(axis, descending, stable=stable)
+        return ValuesIndices(self._take_along(indices, axis), indices)
+
+    def topk(self, k, axis=-1, largest=True, sorted=True, dim=None):
+        """``(values, indices)`` of the ``k`` largest (``largest=False``: smallest) along
+        ``axis`` (last by default; ``dim`` is PyTorch's name), as PyTorch's ``topk``.
+
+        Always in sorted order (PyTorch's ``sorted=False`` allows any order), and
+        among tied values the first comes first (PyTorch leaves that open).
+        """
+        check_flag("sorted", sorted, "topk")
+        axis = _norm_axis(_join_axis(axis, dim, "topk", default=-1), self.ndim, "topk")
+        n = self.shape[axis] if self.ndim else 1
+        k = check_int("topk: k", k, low=0)
+        if k > n:
+            raise ValueError(f"topk: k={k} exceeds the {n} elements along axis {axis} of a "
+                             f"tensor of shape {self.shape}")
+        indices = self.argsort(axis, descending=check_flag("largest", largest, "topk"))
+        if self.ndim:
+            indices = indices[(slice(None),) * axis + (slice(None, k),)]
+        elif k == 0:
+            raise ValueError("topk: k=0 of a 0-d tensor (which has no axis to shorten)")
+        return ValuesIndices(self._take_along(indices, axis), indices)
+
+    def _take_along(self, indices, axis):
+        """x at ``indices`` (an int64 tensor of x's shape but along ``axis``), as
+        ``numpy.take_along_axis``; differentiable (one gather, whose backward scatters)."""
+        if self.ndim == 0:
+            return self * 1
+        with self._backend.context():
+            xp = self.xp
+            index = tuple(indices.data if i == axis else
+                          xp.arange(n).reshape((-1,) + (1,) * (self.ndim - 1 - i))
+                          for i, n in enumerate(indices.shape))
+        return ops.GetItem.apply(self, index=index)
 
 
 # ---- argument helpers ---------------------------------------------------------
