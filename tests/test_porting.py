@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn as tg
-from tinygrad_cnn._porting import MODULE_HINTS, NN_HINTS, TENSOR_HINTS, _Missing
+from tinygrad_cnn._porting import (
+    MODULE_HINTS, NN_HINTS, NN_MODULE_HINTS, TENSOR_HINTS, _Missing)
 
 
 def R(*shape, seed=0):
@@ -223,6 +224,16 @@ HINT_MESSAGES = [
     ("x.norm()", "(a PyTorch name; this Tensor follows NumPy): not provided; "
                  "(x * x).sum().sqrt() is the 2-norm"),
     ("x.clamp_(0, 1)", ": use x[...] = x.clip(min, max)"),
+    ("x.rsqrt()", ": use x ** -0.5"),
+    ("x.clamp_min(0.0)", ": use x.clip(min=min)"),
+    ("x.register_hook(print)", "has no attribute 'register_hook' (a PyTorch name; this Tensor "
+                               "follows NumPy): not provided (no tensor hooks); x.retain_grad()"),
+    ("x.prod()", ": not provided; for positive x, x.log().sum(axis).exp()"),
+    ("x.type(tg.float64)", ": not provided; x.dtype is the dtype"),
+    ("x.bernoulli_(0.5)", ": not provided; x[...] = tg.rand(x.shape"),
+    ("tg.nn.Linear(2, 2).register_full_backward_hook(print)",
+     "'Linear' object has no attribute 'register_full_backward_hook' (a PyTorch name): not "
+     "provided (no backward hooks); register_forward_hook a hook that calls out.retain_grad()"),
     # a subclass is named as itself
     ("tg.nn.Parameter(x).numel()", "'Parameter' object has no attribute 'numel' (a PyTorch"),
     ("tg.randint(0, 5, (2,))", "module 'tinygrad_cnn' has no attribute 'randint' (a PyTorch "
@@ -306,6 +317,10 @@ TENSOR_CHECKS = {
     "new_ones": (lambda t: t.x.new_ones(t.shape), {}),
     "new_full": (lambda t: t.x.new_full(t.shape, t.value), {}),
     "new_tensor": (lambda t: t.x.new_tensor(t.data), {}),
+    "new_empty": (lambda t: t.x.new_empty(t.shape).zero_(), {}),   # (ours: zeros)
+    "rsqrt": (lambda t: t.x.rsqrt(), dict(x=R(2, 3) ** 2 + 0.5)),
+    "clamp_min": (lambda t: t.x.clamp_min(t.min), {}),
+    "clamp_max": (lambda t: t.x.clamp_max(t.max), {}),
     "add": (lambda t: t.x.add(t.other), {}),
     "sub": (lambda t: t.x.sub(t.other), {}),
     "mul": (lambda t: t.x.mul(t.other), {}),
@@ -465,7 +480,7 @@ def test_every_use_hint_is_checked_and_every_hinted_name_is_missing():
     hinted = {n for n, h in TENSOR_HINTS.items() if _code(h)} | {
         f"tg.{n}" for n, h in MODULE_HINTS.items() if _code(h)}
     assert hinted == checked
-    for table in (TENSOR_HINTS, MODULE_HINTS, NN_HINTS):
+    for table in (TENSOR_HINTS, MODULE_HINTS, NN_HINTS, NN_MODULE_HINTS):
         assert all(_code(h) or h.startswith("not provided") for h in table.values())
     assert [n for n, h in NN_HINTS.items() if _code(h)] == ["functional"]   # checked above
     # A name that exists would never reach the hint: on the Tensor each is the
@@ -474,6 +489,8 @@ def test_every_use_hint_is_checked_and_every_hinted_name_is_missing():
                 if not isinstance(inspect.getattr_static(tg.Tensor, n), _Missing)]
     assert not [n for n in MODULE_HINTS if n in vars(tg)]
     assert not [n for n in NN_HINTS if n in vars(tg.nn)]
+    assert not [n for n in NN_MODULE_HINTS if hasattr(tg.nn.Module, n)]
+    assert all(h.startswith("not provided") for h in NN_MODULE_HINTS.values())
 
 
 # ---- other failed lookups stay as they were --------------------------------------------
@@ -562,3 +579,68 @@ def test_size_is_an_int_otherwise():
     assert repr(x.size) == "6" and f"{x.size:>3}" == "  6"
     assert type(x.size + 1) is int and type(x.size * 2) is int
     assert np.zeros(x.size).shape == (6,) and list(range(x.size)) == list(range(6))
+
+
+# ---- nn.Module: PyTorch's dotted-path lookups and half() --------------------------------
+def _pair_of_models():
+    torch = pytest.importorskip("torch")
+    ours = tg.nn.Sequential(tg.nn.Conv2d(1, 2, 3), tg.nn.Sequential(tg.nn.BatchNorm2d(2)))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3),
+                                 torch.nn.Sequential(torch.nn.BatchNorm2d(2)))
+    return ours, theirs
+
+
+@pytest.mark.parametrize("target", ["", "0", "1", "1.0"])
+def test_get_submodule_finds_what_torchs_finds(target):
+    ours, theirs = _pair_of_models()
+    found, wanted = ours.get_submodule(target), theirs.get_submodule(target)
+    assert found.__class__.__name__ == wanted.__class__.__name__
+    assert ours.get_submodule("1.0") is ours[1][0] and ours.get_submodule("") is ours
+
+
+@pytest.mark.parametrize("target", ["0.weight", "0.bias", "1.0.weight", "1.0.bias"])
+def test_get_parameter_finds_what_torchs_finds(target):
+    ours, theirs = _pair_of_models()
+    p = ours.get_parameter(target)
+    assert isinstance(p, tg.nn.Parameter) and p is dict(ours.named_parameters())[target]
+    assert p.shape == tuple(theirs.get_parameter(target).shape)
+
+
+@pytest.mark.parametrize("call, message", [
+    ("m.get_submodule('2')", r"get_submodule\('2'\): Sequential \(the root module\) has no "
+                             r"attribute `2`"),
+    ("m.get_submodule('1.0.foo')", r"BatchNorm2d \(1.0\) has no attribute `foo`"),
+    ("m.get_submodule('0.weight')", r"`weight` of 0 is a Parameter, not an nn.Module"),
+    ("m.get_submodule('0..1')", r"has no attribute ``"),
+    ("m.get_parameter('1.0.running_mean')", r"get_parameter\('1.0.running_mean'\): "
+                                            r"`running_mean` of 1.0 is a Tensor, not an "
+                                            r"nn.Parameter"),
+    ("m.get_parameter('1.0')", r"`0` of 1 is a BatchNorm2d, not an nn.Parameter"),
+    ("m.get_parameter('0.foo')", r"Conv2d \(0\) has no attribute `foo`"),
+    ("m.get_parameter('3.weight')", r"get_submodule\('3'\)"),
+])
+def test_get_submodule_and_get_parameter_name_what_is_missing(call, message):
+    torch = pytest.importorskip("torch")
+    m = tg.nn.Sequential(tg.nn.Conv2d(1, 2, 3), tg.nn.Sequential(tg.nn.BatchNorm2d(2)))
+    with pytest.raises(AttributeError, match=message):
+        eval(call, {"m": m})
+    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3),
+                               torch.nn.Sequential(torch.nn.BatchNorm2d(2)))
+    with pytest.raises(AttributeError):   # PyTorch refuses it too
+        eval(call, {"m": twin})
+
+
+def test_get_submodule_refuses_a_non_string():
+    with pytest.raises(TypeError, match="get_submodule: target must be a dotted-path string, "
+                                        "got int"):
+        tg.nn.Linear(2, 2).get_submodule(0)
+
+
+def test_half_casts_float_parameters_and_buffers_in_place(device):
+    m = tg.nn.Sequential(tg.nn.Linear(3, 2), tg.nn.BatchNorm1d(2)).to(device)
+    weight = m[0].weight
+    assert m.half() is m and m[0].weight is weight
+    assert {p.dtype for p in m.parameters()} == {tg.float16}
+    assert m[1].running_mean.dtype == np.float16
+    assert m[1].num_batches_tracked.dtype == np.int64
+    assert m(tg.ones(4, 3, dtype=tg.float16, device=device)).dtype == np.float16

@@ -5,7 +5,8 @@ follows NumPy (``x.size``) and the package has its own names.  A failed
 attribute lookup of such a name, on a Tensor, the package or ``nn``, raises an
 ``AttributeError`` that names the equivalent, instead of Python's bare "has no
 attribute".  On the Tensor each such name is a class attribute that raises it
-(:func:`add_missing_names`); the package's module-level ``__getattr__``
+(:func:`add_missing_names`); ``nn.Module.__getattr__`` asks :func:`nn_module_hint`;
+the package's module-level ``__getattr__``
 (PEP 562), which Python calls only after normal lookup has failed, calls
 :func:`module_hint`, and ``nn``'s calls :func:`nn_hint`.
 
@@ -43,6 +44,13 @@ TENSOR_HINTS = {
     "new_ones": "use tg.ones(shape, dtype=x.dtype, device=x.device)",
     "new_full": "use tg.full(shape, value, dtype=x.dtype, device=x.device)",
     "new_tensor": "use tg.tensor(data, dtype=x.dtype, device=x.device)",
+    "new_empty": "use tg.zeros(shape, dtype=x.dtype, device=x.device) (no uninitialised "
+                 "memory here)",
+    "type": "not provided; x.dtype is the dtype (a NumPy dtype), x.astype(dtype) converts",
+    # gradients
+    "register_hook": "not provided (no tensor hooks); x.retain_grad() keeps a non-leaf's "
+                     "gradient in x.grad after backward, and tg.grad(outputs, x) returns it; "
+                     "change a gradient by changing the loss, or with a tg.Function",
     # arithmetic and comparisons: the operators
     "add": "use x + other",
     "sub": "use x - other",
@@ -65,6 +73,10 @@ TENSOR_HINTS = {
     "where": "use tg.where(condition, x, other)",
     "masked_fill": "use tg.where(mask, value, x)",
     # reductions
+    "rsqrt": "use x ** -0.5",
+    "clamp_min": "use x.clip(min=min)",
+    "clamp_max": "use x.clip(max=max)",
+    "prod": "not provided; for positive x, x.log().sum(axis).exp() is the product",
     "amax": "use x.max(axis)",
     "amin": "use x.min(axis)",
     "norm": "not provided; (x * x).sum().sqrt() is the 2-norm, but its gradient at x = 0 "
@@ -81,6 +93,18 @@ TENSOR_HINTS = {
     "clamp_": "use x[...] = x.clip(min, max)",
     "clip_": "use x[...] = x.clip(min, max)",
     "masked_fill_": "use x[mask] = value",
+    "bernoulli_": "not provided; x[...] = tg.rand(x.shape, dtype=x.dtype, device=x.device) "
+                  "< p draws the same 0/1 values, from the generator tg.manual_seed seeds",
+}
+
+# PyTorch's nn.Module methods that nn.Module here lacks.
+NN_MODULE_HINTS = {
+    "register_full_backward_hook": "not provided (no backward hooks); register_forward_hook "
+                                   "a hook that calls out.retain_grad() on the output: after "
+                                   "backward, out.grad is grad_output",
+    "register_backward_hook": "not provided (no backward hooks); register_forward_hook a "
+                              "hook that calls out.retain_grad() on the output: after "
+                              "backward, out.grad is grad_output",
 }
 
 MODULE_HINTS = {
@@ -163,6 +187,12 @@ def module_hint(name):
 def nn_hint(name):
     """The error's text for PyTorch's ``torch.nn.<name>``, or None."""
     hint = NN_HINTS.get(name)
+    return None if hint is None else f"(a PyTorch name): {hint}"
+
+
+def nn_module_hint(name):
+    """The error's text for PyTorch's ``nn.Module`` attribute ``name``, or None."""
+    hint = NN_MODULE_HINTS.get(name)
     return None if hint is None else f"(a PyTorch name): {hint}"
 
 

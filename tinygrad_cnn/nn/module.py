@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._checks import check_cast_fits, check_flag, shown_value
+from .._porting import hint_error, nn_module_hint
 from ..autograd import no_grad
 from ..backend import get_backend
 from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
@@ -379,6 +380,9 @@ class Module:
             entries = d.get(registry)
             if entries is not None and name in entries:
                 return entries[name]
+        hint = nn_module_hint(name)
+        if hint is not None:   # a PyTorch method missing here: say what does the same
+            raise hint_error(f"'{type(self).__name__}' object", name, hint)
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
@@ -405,6 +409,46 @@ class Module:
         for name, child in self._modules.items():
             if child is not None:
                 yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+
+    def get_submodule(self, target):
+        """The module at dotted path ``target`` (``"layer1.0.conv1"``; ``""``: self), as
+        PyTorch's; an AttributeError names the first part of the path that is missing or
+        not a module."""
+        if not isinstance(target, str):
+            raise TypeError(f"get_submodule: target must be a dotted-path string, got "
+                            f"{type(target).__name__}")
+        module = self
+        path = []
+        for name in target.split(".") if target else ():
+            where = ".".join(path) or "the root module"
+            child = getattr(module, name, None) if name else None
+            if child is None:
+                raise AttributeError(f"get_submodule({target!r}): {type(module).__name__} "
+                                     f"({where}) has no attribute `{name}`")
+            if not isinstance(child, Module):
+                raise AttributeError(f"get_submodule({target!r}): `{name}` of {where} is a "
+                                     f"{type(child).__name__}, not an nn.Module")
+            module = child
+            path.append(name)
+        return module
+
+    def get_parameter(self, target):
+        """The parameter at dotted path ``target`` (``"layer1.0.conv1.weight"``), as
+        PyTorch's; an AttributeError says which part is missing or not a parameter."""
+        if not isinstance(target, str):
+            raise TypeError(f"get_parameter: target must be a dotted-path string, got "
+                            f"{type(target).__name__}")
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        where = module_path or "the root module"
+        param = getattr(module, name, None) if name else None
+        if param is None:
+            raise AttributeError(f"get_parameter({target!r}): {type(module).__name__} "
+                                 f"({where}) has no attribute `{name}`")
+        if not isinstance(param, Parameter):
+            raise AttributeError(f"get_parameter({target!r}): `{name}` of {where} is a "
+                                 f"{type(param).__name__}, not an nn.Parameter")
+        return param
 
     def modules(self):
         for _, m in self.named_modules():
@@ -521,6 +565,10 @@ class Module:
 
     def float(self):
         return self.to(dtype=np.float32)
+
+    def half(self):
+        """Cast floating-point parameters and buffers to float16 (``to(float16)``)."""
+        return self.to(dtype=np.float16)
 
     # ---- state ---------------------------------------------------------------------
     def _state_items(self, prefix=""):
