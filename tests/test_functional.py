@@ -2090,3 +2090,85 @@ def test_loop_comparison_catches_wrong_backward(monkeypatch, name):
     _corrupt(monkeypatch, out, "scale")
     with pytest.raises(AssertionError):
         check_against_loop(spec, arrays, kw)
+
+
+# ---- normalize, cosine_similarity, one_hot -------------------------------------------------
+VECTOR_CASES = {
+    "normalize": lambda x, y: F.normalize(x),
+    "normalize-p1-dim0": lambda x, y: F.normalize(x, p=1.0, dim=0),
+    "normalize-p3": lambda x, y: F.normalize(x, p=3, dim=-1),
+    "cosine_similarity": lambda x, y: F.cosine_similarity(x, y),
+    "cosine_similarity-bcast": lambda x, y: F.cosine_similarity(x, y[:1], dim=-1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VECTOR_CASES))
+def test_normalize_and_cosine_similarity_gradcheck_and_gradgradcheck(name, device):
+    from tinygrad_cnn import gradcheck, gradgradcheck
+    rng = np.random.default_rng(0)
+    x, y = (tg.tensor(rng.standard_normal((3, 4, 2)), requires_grad=True, device=device)
+            for _ in range(2))
+    assert gradcheck(VECTOR_CASES[name], (x, y))
+    assert gradgradcheck(VECTOR_CASES[name], (x, y))
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, 3, float("inf")])
+def test_normalize_matches_torch_at_zero_vectors_too(p):
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(0).standard_normal((3, 4, 2))
+    a[0, :, 1] = 0.0   # a zero vector along dim 1: the result 0, the gradient 1/eps
+    x, t = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    ours, theirs = F.normalize(x, p=p), torch.nn.functional.normalize(t, p=p)
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-13)
+    upstream = np.random.default_rng(1).standard_normal(a.shape)
+    ours.backward(tg.tensor(upstream))
+    theirs.backward(torch.tensor(upstream))
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dim, shapes", [(1, ((3, 4, 2), (3, 4, 2))), (-1, ((3, 4, 2), (4, 2))),
+                                         (0, ((3, 1), (3, 5)))])
+def test_cosine_similarity_matches_torch(dim, shapes):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s) for s in shapes)
+    ours = F.cosine_similarity(tg.tensor(a), tg.tensor(b), dim=dim)
+    theirs = torch.nn.functional.cosine_similarity(torch.tensor(a), torch.tensor(b), dim=dim)
+    assert ours.shape == tuple(theirs.shape)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("num_classes", [-1, 5])
+def test_one_hot_matches_torch(num_classes, device):
+    torch = pytest.importorskip("torch")
+    a = np.array([[0, 3], [2, 2]])
+    ours = F.one_hot(tg.tensor(a, device=device), num_classes)
+    theirs = torch.nn.functional.one_hot(torch.tensor(a), num_classes)
+    assert ours.dtype == np.int64 and ours.device == tg.get_backend(device).device
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    empty = F.one_hot(tg.tensor(np.zeros(0, np.int64), device=device), 3)
+    assert empty.shape == (0, 3)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    ("F.one_hot(tg.tensor([0, -2, 1]))", ValueError, r"one_hot: class indices must be >= 0, "
+                                                     r"got -2 in a tensor of shape \(3,\)"),
+    ("F.one_hot(tg.tensor([0, 4]), 3)", ValueError, r"one_hot: class index 4 is out of range "
+                                                    r"for num_classes=3 \(valid 0..2\)"),
+    ("F.one_hot(tg.tensor([0.0, 1.0]))", TypeError, "one_hot: the class indices must be an "
+                                                    "integer tensor, got dtype float32"),
+    ("F.one_hot(tg.tensor(np.zeros(0, np.int64)))", ValueError, "pass num_classes"),
+    ("F.one_hot([0, 1])", TypeError, "one_hot: the class indices must be a Tensor, got list"),
+    ("F.normalize(tg.ones(2, 3), p=0)", ValueError, "normalize: p must be > 0"),
+    ("F.normalize(tg.ones(2, 3), dim=2)", ValueError, "normalize: axis 2 is out of range"),
+    ("F.normalize(tg.tensor([1, 2]))", TypeError, "normalize: x must be floating-point, got "
+                                                  "dtype int64"),
+    ("F.cosine_similarity(tg.ones(2, 3), tg.ones(2, 4))", ValueError,
+     r"cosine_similarity: x1 of shape \(2, 3\) and x2 of shape \(2, 4\) cannot be "
+     r"broadcast together"),
+    ("F.cosine_similarity(tg.ones(2, 3), tg.ones(2, 3), eps=-1.0)", ValueError,
+     "cosine_similarity: eps"),
+])
+def test_vector_op_errors(call, error, words):
+    with pytest.raises(error, match=words):
+        eval(call, {"F": F, "tg": tg, "np": np})

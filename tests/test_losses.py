@@ -452,8 +452,131 @@ def test_out_of_range_class_on_a_deferring_backend():
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss", "mse_loss", "l1_loss",
-                                  "binary_cross_entropy", "binary_cross_entropy_with_logits"])
+                                  "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                                  "smooth_l1_loss", "huber_loss", "kl_div"])
 def test_functional_offers_the_losses_where_torch_has_them(name):
     # torch.nn.functional.cross_entropy is where a PyTorch user looks: the same function.
     assert getattr(tg.functional, name) is getattr(nn, name)
     assert name in tg.functional.__all__
+
+
+# ---- smooth_l1_loss, huber_loss, kl_div ------------------------------------------------
+def _log_probs(shape, seed):
+    z = np.random.default_rng(seed).standard_normal(shape)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+REGRESSION_CASES = {
+    # differences spread over both sides of beta / delta (drawn, so none sits on a kink)
+    "smooth_l1": lambda x, y: nn.smooth_l1_loss(x, y),
+    "smooth_l1-beta-sum": lambda x, y: nn.smooth_l1_loss(x, y, reduction="sum", beta=0.5),
+    "smooth_l1-beta0": lambda x, y: nn.smooth_l1_loss(x, y, beta=0.0),
+    "huber": lambda x, y: nn.huber_loss(x, y, reduction="none"),
+    "huber-delta": lambda x, y: nn.huber_loss(x, y, delta=2.0),
+    "kl_div-batchmean": lambda x, y: nn.kl_div(x, y.softmax(-1), reduction="batchmean"),
+    "kl_div-none": lambda x, y: nn.kl_div(x, y.softmax(-1), reduction="none"),
+    "kl_div-log-target": lambda x, y: nn.kl_div(x, y.log_softmax(-1), log_target=True,
+                                                reduction="sum"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSION_CASES))
+def test_regression_and_kl_losses_gradcheck_and_gradgradcheck(name, device):
+    """Both arguments differentiable, in float64, random upstream gradients (gradcheck's),
+    second derivatives too."""
+    from tinygrad_cnn import gradgradcheck
+    x = tg.tensor(_rand(4, 3) * 2, dtype=tg.float64, requires_grad=True, device=device)
+    y = tg.tensor(_rand(4, 3, seed=1) * 2, dtype=tg.float64, requires_grad=True, device=device)
+    assert gradcheck(REGRESSION_CASES[name], (x, y))
+    assert gradgradcheck(REGRESSION_CASES[name], (x, y))
+
+
+TORCH_LOSSES = [
+    ("smooth_l1_loss", {}), ("smooth_l1_loss", {"beta": 0.3}), ("smooth_l1_loss", {"beta": 0.0}),
+    ("huber_loss", {}), ("huber_loss", {"delta": 0.4}),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name, kwargs", TORCH_LOSSES)
+def test_smooth_l1_and_huber_match_torch(name, kwargs, reduction):
+    torch = pytest.importorskip("torch")
+    a, b = _rand(5, 3) * 2, _rand(5, 3, seed=1) * 2
+    x, y = t64(a, requires_grad=True), t64(b, requires_grad=True)
+    ours = getattr(nn, name)(x, y, reduction=reduction, **kwargs)
+    tx, ty = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    theirs = getattr(torch.nn.functional, name)(tx, ty, reduction=reduction, **kwargs)
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-13)
+    upstream = np.random.default_rng(3).standard_normal(ours.shape)
+    ours.backward(tg.tensor(upstream))
+    theirs.backward(torch.tensor(upstream))
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy(), rtol=1e-13)
+    module = {"smooth_l1_loss": nn.SmoothL1Loss, "huber_loss": nn.HuberLoss}[name]
+    np.testing.assert_allclose(module(reduction=reduction, **kwargs)(x, y).numpy(),
+                               ours.numpy(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "batchmean", "sum", "none"])
+def test_kl_div_matches_torch_with_zero_targets(reduction, log_target):
+    torch = pytest.importorskip("torch")
+    x = _log_probs((4, 3), 0)
+    target = np.exp(_log_probs((4, 3), 1))
+    if not log_target:
+        target[0, 1] = 0.0   # 0 log 0 = 0: no NaN in value or gradient
+    target = np.log(target) if log_target else target
+    ours_x, ours_t = t64(x, requires_grad=True), t64(target, requires_grad=True)
+    ours = nn.kl_div(ours_x, ours_t, reduction=reduction, log_target=log_target)
+    tx, tt = (torch.tensor(v, requires_grad=True) for v in (x, target))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch warns about "mean"
+        theirs = torch.nn.functional.kl_div(tx, tt, reduction=reduction, log_target=log_target)
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-13)
+    upstream = np.random.default_rng(3).standard_normal(ours.shape)
+    ours.backward(tg.tensor(upstream))
+    theirs.backward(torch.tensor(upstream))
+    np.testing.assert_allclose(ours_x.grad.numpy(), tx.grad.numpy(), rtol=1e-13)
+    ours_grad, their_grad = ours_t.grad.numpy(), tt.grad.numpy()
+    if not log_target:
+        # At the target 0, 0 log 0 adds nothing to the gradient (torch: log 0 + 1 = -inf),
+        # which is -x there: finite, where torch's would put -inf into a learnt target.
+        assert not np.isfinite(their_grad[0, 1])
+        scale = {"mean": 1 / 12, "batchmean": 1 / 4}.get(reduction, 1.0)
+        u = upstream if reduction == "none" else upstream[()]
+        u = u[0, 1] if reduction == "none" else u
+        assert ours_grad[0, 1] == pytest.approx(-x[0, 1] * u * scale, rel=1e-13)
+        ours_grad[0, 1] = their_grad[0, 1] = 0.0
+    np.testing.assert_allclose(ours_grad, their_grad, rtol=1e-13)
+    module = nn.KLDivLoss(reduction=reduction, log_target=log_target)
+    np.testing.assert_allclose(module(ours_x, ours_t).numpy(), ours.numpy(), rtol=1e-15)
+
+
+def test_kl_div_batchmean_is_the_kl_divergence_per_sample():
+    p, q = np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([[0.25, 0.75], [0.5, 0.5]])
+    kl = (p * np.log(p / q)).sum(axis=1)
+    assert nn.kl_div(t64(np.log(q)), t64(p), reduction="batchmean").item() == \
+        pytest.approx(kl.mean())
+    assert nn.kl_div(t64(np.log(q)), t64(p)).item() == pytest.approx(kl.sum() / 4)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    ("nn.smooth_l1_loss(x, y, beta=-1.0)", ValueError, "smooth_l1_loss: beta"),
+    ("nn.huber_loss(x, y, delta=0.0)", ValueError, "huber_loss: delta"),
+    ("nn.huber_loss(x, y[:, :2])", ValueError, r"huber_loss: input of shape \(4, 3\) and "
+                                               r"target of shape \(4, 2\) differ"),
+    ("nn.smooth_l1_loss(x, y, reduction='batchmean')", ValueError,
+     "smooth_l1_loss: reduction must be one of"),
+    ("nn.kl_div(x, y, reduction='avg')", ValueError,
+     r"kl_div: reduction must be one of \('mean', 'sum', 'none', 'batchmean'\), got 'avg'"),
+    ("nn.kl_div(x, y, log_target=1)", TypeError, "log_target"),
+    ("nn.kl_div(x.astype('int64'), y)", TypeError, "kl_div: the input must be floating-point, "
+                                                   "got dtype int64"),
+    ("nn.KLDivLoss(reduction='avg')", ValueError, "KLDivLoss: reduction must be one of"),
+    ("nn.HuberLoss(delta=-1)", ValueError, "HuberLoss: delta"),
+])
+def test_regression_and_kl_loss_errors(call, error, words):
+    x, y = t64(_rand(4, 3)), t64(_rand(4, 3, seed=1))
+    with pytest.raises(error, match=words):
+        eval(call, {"nn": nn, "x": x, "y": y})

@@ -73,7 +73,7 @@ from .conv_arrays import (
     max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding, set_im2col_limit,
     shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
 from .tensor import Tensor, check_devices, get_rng, zeros_like
-from .tensor import where
+from .tensor import _norm_axis, where
 from ._checks import check_finite   # resampling
 from .conv_arrays import resample_axis_array, resample_map   # resampling
 
@@ -85,7 +85,7 @@ __all__ = [
 ]
 # The losses, where torch.nn.functional has them (see __getattr__).
 _LOSSES = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
-           "binary_cross_entropy_with_logits")
+           "binary_cross_entropy_with_logits", "smooth_l1_loss", "huber_loss", "kl_div")
 __all__ += _LOSSES
 __all__ += ["batch_norm", "instance_norm", "layer_norm", "group_norm"]
 __all__ += ["interpolate", "pixel_shuffle", "pixel_unshuffle", "dropout2d"]   # resampling
@@ -1485,6 +1485,98 @@ def log_softmax(x, dim):
 def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (by default all but the batch)."""
     return x.flatten(start_dim, end_dim)
+
+
+# ---- vectors: norms, similarity, one-hot -------------------------------------------------
+__all__ += ["normalize", "cosine_similarity", "one_hot"]
+
+
+def _float_tensor(op, name, x):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be floating-point, got dtype {x.dtype}")
+    return x
+
+
+def _vector_norm(x, p, dim):
+    """The p-norm of x along ``dim`` (kept as size 1), with a zero gradient where it is 0
+    (PyTorch's subgradient) rather than the NaN of the root's infinite slope there."""
+    if p == math.inf:
+        return x.abs().max(dim, keepdims=True)
+    total = (x * x if p == 2 else x.abs() ** p).sum(dim, keepdims=True)
+    zero = total == 0
+    root = where(zero, 1.0, total)
+    return where(zero, 0.0, root.sqrt() if p == 2 else root ** (1 / p))
+
+
+def _norm_args(op, p, dim, eps, x):
+    p = check_number(f"{op}: p", p, low=None)
+    if not p > 0:
+        raise ValueError(f"{op}: p must be > 0 (inf: the largest |x|), got {p}")
+    eps = check_number(f"{op}: eps", eps, low=0)
+    if x.ndim == 0:
+        raise ValueError(f"{op}: the input is 0-d; it needs a dimension {dim} to normalise "
+                         f"along")
+    return p, _norm_axis(dim, x.ndim, op), eps
+
+
+def normalize(x, p=2.0, dim=1, eps=1e-12):
+    """x / max(||x||_p, eps) along ``dim``, as PyTorch's ``F.normalize`` (``p=inf``: the
+    largest |x|).  At x = 0 the result is 0 with the gradient 1/eps, as in PyTorch."""
+    x = _float_tensor("normalize", "x", x)
+    p, dim, eps = _norm_args("normalize", p, dim, eps, x)
+    return x / _vector_norm(x, p, dim).clip(min=eps)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """The cosine of the angle between x1 and x2 (broadcast) along ``dim``: the sum of
+    x1 / max(||x1||, eps) times x2 / max(||x2||, eps), as PyTorch computes it (so that
+    neither product of norms overflows nor a tiny one divides by ~0)."""
+    x1, x2 = (_float_tensor("cosine_similarity", n, t) for n, t in (("x1", x1), ("x2", x2)))
+    check_devices("cosine_similarity", x1, ("x2", x2))
+    try:
+        shape = np.broadcast_shapes(x1.shape, x2.shape)
+    except ValueError:
+        raise ValueError(f"cosine_similarity: x1 of shape {x1.shape} and x2 of shape "
+                         f"{x2.shape} cannot be broadcast together") from None
+    x1, x2 = x1.broadcast_to(shape), x2.broadcast_to(shape)
+    _, dim, eps = _norm_args("cosine_similarity", 2.0, dim, eps, x1)
+    unit1 = x1 / _vector_norm(x1, 2, dim).clip(min=eps)
+    unit2 = x2 / _vector_norm(x2, 2, dim).clip(min=eps)
+    return (unit1 * unit2).sum(dim)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape ``tensor.shape + (num_classes,)``, 1 at each class index of
+    the integer ``tensor`` and 0 elsewhere, as PyTorch's ``F.one_hot``; ``num_classes=-1``
+    takes the largest index + 1.  No gradient (integer results have none)."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"one_hot: the class indices must be a Tensor, got "
+                        f"{type(tensor).__name__}")
+    if tensor.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: the class indices must be an integer tensor, got dtype "
+                        f"{tensor.dtype} (convert with .astype(tg.int64))")
+    num_classes = check_int("one_hot: num_classes", num_classes, low=-1)
+    backend, data = tensor._backend, tensor.data
+    with backend.context():
+        xp = tensor.xp
+        if data.size:   # the checks need the values on the host: one small copy each
+            lo, hi = (int(backend.to_numpy(f(data))) for f in (xp.min, xp.max))
+            if lo < 0:
+                raise ValueError(f"one_hot: class indices must be >= 0, got {lo} in a "
+                                 f"tensor of shape {tensor.shape}")
+            if num_classes == -1:
+                num_classes = hi + 1
+            elif hi >= num_classes:
+                raise ValueError(f"one_hot: class index {hi} is out of range for "
+                                 f"num_classes={num_classes} (valid 0..{num_classes - 1}) "
+                                 f"in a tensor of shape {tensor.shape}")
+        elif num_classes == -1:
+            raise ValueError(f"one_hot: no class index to count classes from (shape "
+                             f"{tensor.shape}); pass num_classes")
+        out = data[..., None] == xp.arange(num_classes)   # (..., num_classes)
+        return Tensor._make(out.astype(np.int64), backend)
 
 
 # ---- more activations: GELU, SiLU, Mish, the ELU family, Softplus, the hard ones -------------

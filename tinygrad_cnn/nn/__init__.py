@@ -22,9 +22,10 @@ from .layers import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mi
                      SiLU, Softplus)
 from .layers import GroupNorm, InstanceNorm2d, LayerNorm
 from .layers import Dropout2d, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample  # resampling
-from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
-                     binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
-                     l1_loss, mse_loss, nll_loss, softplus)
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss,
+                     L1Loss, MSELoss, NLLLoss, SmoothL1Loss, binary_cross_entropy,
+                     binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div,
+                     l1_loss, mse_loss, nll_loss, smooth_l1_loss, softplus)
 from .summary import ModelSummary, summary
 from .._porting import module_getattr as _module_getattr, nn_hint as _nn_hint
 
@@ -41,6 +42,7 @@ __all__ = [
     "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
     "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",
 ]
+__all__ += ["smooth_l1_loss", "huber_loss", "kl_div", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
 __all__ += ["Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "Dropout2d"]
 __all__ += ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
             "Hardsigmoid", "Hardswish"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_int, check_probability
+from .._checks import check_flag, check_int, check_number, check_probability
 from ..autograd import Function
 from ..backend import DeviceError
 from ..tensor import Tensor, _find_backend_of, where
@@ -19,7 +19,9 @@ from .module import Module
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss",
            "binary_cross_entropy_with_logits", "binary_cross_entropy", "softplus",
-           "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss"]
+           "smooth_l1_loss", "huber_loss", "kl_div",
+           "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss",
+           "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -289,6 +291,69 @@ def l1_loss(input, target, reduction="mean"):
     return _reduce((input - target).abs(), reduction)
 
 
+def _regression_pair(input, target, reduction, name):
+    _check_input(input, name)
+    _check_reduction(reduction, name)
+    target = _on_device_of(target, input, name, dtype=input.dtype)
+    _check_same_shape(input, target, name)
+    return input - target
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target), reduced,
+    as PyTorch's; ``beta=0`` is :func:`l1_loss`.  Shapes must match."""
+    beta = check_number("smooth_l1_loss: beta", beta, low=0)
+    d = _regression_pair(input, target, reduction, "smooth_l1_loss")
+    a = d.abs()
+    if beta == 0:
+        return _reduce(a, reduction)
+    return _reduce(where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target),
+    reduced, as PyTorch's: ``smooth_l1_loss`` with ``beta=delta``, times delta."""
+    delta = check_number("huber_loss: delta", delta, low=0, open_low=True)
+    d = _regression_pair(input, target, reduction, "huber_loss")
+    a = d.abs()
+    return _reduce(where(a < delta, d * d * 0.5, (a - 0.5 * delta) * delta), reduction)
+
+
+_KL_REDUCTIONS = _REDUCTIONS + ("batchmean",)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """target * (log target - input), reduced: KL(target || p) for log-probabilities
+    ``input`` = log p, as PyTorch's (``log_target=True``: ``target`` holds log-probabilities
+    too).  Shapes must match.
+
+    ``reduction="batchmean"`` divides the sum by the batch size (``input.shape[0]``):
+    the KL divergence per sample, which is what one usually wants.  ``"mean"`` is the
+    mean over all elements, as in PyTorch (which warns that it is not the KL
+    divergence; here the docstring says so instead).  Where the target is 0 its term
+    is 0 (0 log 0 = 0), as in PyTorch, and so is that term's gradient with respect to
+    the target (PyTorch's is log 0 + 1 = -inf).
+    """
+    _check_input(input, "kl_div")
+    if reduction not in _KL_REDUCTIONS:
+        raise ValueError(f"kl_div: reduction must be one of {_KL_REDUCTIONS}, got "
+                         f"{reduction!r}")
+    log_target = check_flag("log_target", log_target, "kl_div")
+    target = _on_device_of(target, input, "kl_div", dtype=input.dtype)
+    _check_same_shape(input, target, "kl_div")
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        positive = target > 0
+        # 0 log 0 = 0: the log is taken of 1 where the target is not positive.
+        loss = target * where(positive, target, 1.0).log() - target * input
+    if reduction != "batchmean":
+        return _reduce(loss, reduction)
+    if input.ndim == 0:
+        raise ValueError("kl_div: reduction='batchmean' needs a batch axis; the input is 0-d")
+    return loss.sum() / input.shape[0]
+
+
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
                                      pos_weight=None):
     """Binary cross-entropy on logits x with targets y in [0, 1], computed stably.
@@ -452,6 +517,43 @@ class L1Loss(_Loss):
 
     def forward(self, input, target):
         return l1_loss(input, target, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """``loss(input, target)`` = :func:`smooth_l1_loss`."""
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = check_number("SmoothL1Loss: beta", beta, low=0)
+
+    def forward(self, input, target):
+        return smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(_Loss):
+    """``loss(input, target)`` = :func:`huber_loss`."""
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = check_number("HuberLoss: delta", delta, low=0, open_low=True)
+
+    def forward(self, input, target):
+        return huber_loss(input, target, self.reduction, self.delta)
+
+
+class KLDivLoss(Module):
+    """``loss(input, target)`` = :func:`kl_div` (``reduction`` also takes ``"batchmean"``)."""
+
+    def __init__(self, reduction="mean", log_target=False):
+        super().__init__()
+        if reduction not in _KL_REDUCTIONS:
+            raise ValueError(f"KLDivLoss: reduction must be one of {_KL_REDUCTIONS}, got "
+                             f"{reduction!r}")
+        self.reduction = reduction
+        self.log_target = check_flag("log_target", log_target, "KLDivLoss")
+
+    def forward(self, input, target):
+        return kl_div(input, target, self.reduction, self.log_target)
 
 
 class BCEWithLogitsLoss(_Loss):
