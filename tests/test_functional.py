@@ -166,6 +166,25 @@ CASES = [
          randn(2, 3, 6, 5), randn(6, 1, 3, 3), randn(6)),
     case("conv2d_depthwise_dil2", lambda F, x, w: F.conv2d(x, w, groups=4, dilation=2),
          randn(1, 4, 5, 5), randn(4, 1, 2, 2)),
+    # Depthwise convolutions with 7x7 kernels take the depthwise array code (a loop of
+    # multiply-adds over kernel offsets, conv_arrays.depthwise_conv_array); the
+    # smaller ones above and here take it in test_depthwise_path_*, which force it.
+    case("conv2d_depthwise_7x7_same_bias",
+         lambda F, x, w, b: F.conv2d(x, w, b, padding="same", groups=3),
+         randn(2, 3, 7, 6), randn(3, 1, 7, 7), randn(3), gradgrad=True),
+    case("conv2d_depthwise_7x7_stride2_dil2x1",
+         lambda F, x, w: F.conv2d(x, w, stride=2, padding=3, dilation=(2, 1), groups=2),
+         randn(3, 2, 9, 8), randn(2, 1, 7, 7)),
+    case("conv2d_depthwise_same_even_b1",
+         lambda F, x, w: F.conv2d(x, w, padding="same", groups=4),
+         randn(1, 4, 5, 6), randn(4, 1, 2, 4)),
+    case("conv2d_depthwise_mult3_stride2_pad1x2",
+         lambda F, x, w, b: F.conv2d(x, w, b, stride=2, padding=(1, 2), groups=2),
+         randn(3, 2, 7, 6), randn(6, 1, 3, 3), randn(6), gradgrad=True),
+    case("conv_transpose2d_depthwise_stride2",
+         lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
+                                               groups=3),
+         randn(2, 3, 4, 3), randn(3, 1, 3, 3), randn(3)),
     case("conv2d_1x1", lambda F, x, w, b: F.conv2d(x, w, b),
          randn(2, 3, 4, 3), randn(4, 3, 1, 1), randn(4)),
     case("conv2d_batch4_stride2_groups2",
@@ -799,6 +818,113 @@ def test_conv_gradients_in_uneven_chunks(limit, im2col_limit):
     assert gradcheck(fn, (x, w, b))
     assert gradgradcheck(fn, (x, w, b))
     assert gradcheck(lambda y, w: F.conv_transpose2d(y, w, stride=2), (x, w))
+
+
+# ---- the depthwise array code ----------------------------------------------------------
+DEPTHWISE_PARAMS = [p for p, c in zip(CASE_PARAMS, CASES)
+                    if "depthwise" in c.name or c.name in ("conv2d_b1_single_channel",
+                                                           "conv2d_batch4_stride2_groups2")]
+DEPTHWISE_ARRAY_CODE = ("depthwise_conv_array", "depthwise_transpose_array",
+                        "depthwise_weight_array")
+
+
+@pytest.fixture
+def depthwise_calls(monkeypatch):
+    """Count the calls of the depthwise array functions (by name) in the conv ops."""
+    calls = {name: 0 for name in DEPTHWISE_ARRAY_CODE}
+    for name in DEPTHWISE_ARRAY_CODE:
+        def counted(*args, _name=name, _fn=getattr(F, name), **kwargs):
+            calls[_name] += 1
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(F, name, counted)
+    return calls
+
+
+@pytest.fixture
+def force_depthwise(monkeypatch, depthwise_calls):
+    """Every depthwise convolution takes the depthwise array code, whatever its shape;
+    returns the call counts, to check that it did."""
+    monkeypatch.setattr(F, "depthwise_pays", lambda *args: True)
+    return depthwise_calls
+
+
+def _took_depthwise_path(calls, what):
+    """Forward, weight gradient and input gradient (depthwise_transpose_array, or for
+    one output per channel at stride 1 a depthwise correlation with the flipped
+    kernel: a second depthwise_conv_array) all ran the depthwise code."""
+    assert calls["depthwise_conv_array"] >= 1, f"{what}: forward not depthwise ({calls})"
+    assert calls["depthwise_weight_array"] >= 1, f"{what}: weight grad not depthwise ({calls})"
+    assert calls["depthwise_transpose_array"] + calls["depthwise_conv_array"] >= 2, \
+        f"{what}: input gradient not depthwise ({calls})"
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_PARAMS)
+def test_depthwise_path_gradcheck(case, force_depthwise):
+    inputs = _leaves(case.arrays())
+    assert gradcheck(lambda *xs: case.fn(F, *xs), inputs)
+    assert gradgradcheck(lambda *xs: case.fn(F, *xs), inputs)
+    _took_depthwise_path(force_depthwise, case.name)
+
+
+@IGNORE_TORCH_SAME_WARNING
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", DEPTHWISE_PARAMS)
+def test_depthwise_path_matches_torch(case, dtype, force_depthwise):
+    arrays = case.arrays()
+    outs, vs, grads = ours_with_grads(case.fn, arrays, dtype)
+    _took_depthwise_path(force_depthwise, case.name)
+    t_outs, t_grads = torch_with_grads(case.fn, arrays, vs, dtype)
+    for k, (o, t) in enumerate(zip(outs + grads, t_outs + t_grads)):
+        assert_close(o, t, RTOL[dtype], f"{case.name} result {k}")
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_PARAMS)
+def test_depthwise_path_on_device_and_batch_last(case, device, monkeypatch, depthwise_calls,
+                                                 im2col_limit):
+    """The depthwise code gives the im2col route's results, on every backend, for an
+    input in C order and (on the host) stored batch-last, then with a 1-byte
+    im2col limit (which it does not need) and slices of one image or channel
+    (``cache_chunks``)."""
+    arrays = case.arrays()
+    monkeypatch.setattr(F, "depthwise_pays", lambda *args: False)
+    expected = ours_with_grads(case.fn, arrays)
+    assert sum(depthwise_calls.values()) == 0
+    monkeypatch.setattr(F, "depthwise_pays", lambda *args: True)
+    layouts = [lambda a: a]
+    if device == "cpu":   # x (and the other 4-d inputs) stored batch-last
+        layouts.append(lambda a: np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)),
+                                             -1, 0) if a.ndim == 4 else a)
+    for chunked in (False, True):
+        if chunked:
+            monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_BYTES", 1)
+            monkeypatch.setattr(conv_arrays, "CACHE_BLOCK_MIN_BYTES", 0)
+            im2col_limit(1)
+        for layout in layouts:
+            xs = [tg.tensor(layout(a), requires_grad=True, device=device) for a in arrays]
+            if layout is not layouts[0] and arrays[0].shape[0] > 1:
+                assert conv_arrays.is_batch_last(xs[0].data)
+            outs = _as_tuple(case.fn(F, *xs))
+            grads = tg.grad(list(outs), xs, [tg.tensor(v, device=device) for v in expected[1]])
+            results = [o.numpy() for o in outs] + [g.numpy() for g in grads]
+            for k, (o, e) in enumerate(zip(results, expected[0] + expected[2])):
+                assert_close(o, e, 1e-12, f"{case.name} result {k} on {device}")
+    _took_depthwise_path(depthwise_calls, case.name)
+
+
+def test_depthwise_path_is_the_default_for_7x7_kernels(depthwise_calls):
+    """The default choice (conv_arrays.depthwise_pays): 7x7 depthwise kernels take the
+    depthwise code, 3x3 ones and several outputs per channel im2col, where it is
+    faster."""
+    for name, taken in (("conv2d_depthwise_7x7_same_bias", True),
+                        ("conv2d_depthwise_mult2", False), ("conv2d_depthwise_dil2", False)):
+        for key in depthwise_calls:
+            depthwise_calls[key] = 0
+        case = CASES_BY_NAME[name]
+        ours_with_grads(case.fn, case.arrays())
+        if taken:
+            _took_depthwise_path(depthwise_calls, name)
+        else:
+            assert sum(depthwise_calls.values()) == 0, (name, depthwise_calls)
 
 
 MEMORY_CASES = [  # N, C, OC, H, W, K, padding, stride, dilation, groups, batch-last x

@@ -81,6 +81,27 @@ with the contract of :func:`unfold_array`, :func:`fold_array`,
 for the dtypes in its ``kernel_dtypes`` (others, such as float16, take the
 array code), which stays the reference the kernels are tested against.
 
+Depthwise convolutions
+----------------------
+A convolution with one input channel per group (``groups == C``, w of shape
+(C*m, 1, KH, KW), as in MobileNet and ConvNeXt blocks) is, through im2col,
+C GEMMs of only m rows each.  :func:`depthwise_conv_array` computes it
+without columns: a loop over the KH*KW kernel offsets, each multiplying one
+strided window slice of the padded input by a weight per channel and adding
+it into y; :func:`depthwise_transpose_array` (the input gradient, and a
+depthwise ``conv_transpose2d``) adds ``w * g`` into the windows' slices of
+the padded result, as fold does; :func:`depthwise_weight_array` sums ``g *
+window`` over batch and positions for each offset.  On the host the loops
+run batch-last (longer contiguous runs for NumPy's inner loops than OW-long
+output rows), slice by slice of :func:`cache_chunks`.  Conv2d's forward and
+its two backward ops (ConvTranspose2d, Conv2dWeight) call these at the array
+level, so the autograd graph, and higher-order gradients, are those of every
+convolution.  The loop costs two NumPy passes per offset (no fused
+multiply-add) where im2col costs one copy and a GEMM, so it is used where it
+measured faster, :func:`depthwise_pays`: one output per channel and kernels
+of 7x7 or more (0.35-0.8x the time of im2col, whose 49 copies of x no
+longer fit any cache); 3x3 depthwise convolutions keep im2col.
+
 Memory
 ------
 The im2col buffer of a convolution holds ``C*KH*KW * OH*OW`` elements per
@@ -378,7 +399,7 @@ CACHE_BLOCK_BYTES = 1 << 18   # 256 KiB: several arrays of one slice fit a 1-2 M
 CACHE_BLOCK_MIN_BYTES = 1 << 20
 
 
-def cache_chunks(backend, x):
+def cache_chunks(backend, x, nbytes=None):
     """[index, ...]: x (N, C, ...) in slices of about ``CACHE_BLOCK_BYTES`` - of the
     batch (at least one image each), or of the channels if x is batch-last.
 
@@ -387,12 +408,15 @@ def cache_chunks(backend, x):
     with ``cache_blocking`` (host memory), so the later passes read from the
     CPU's L2 cache instead of main memory; elsewhere x is one slice.  Each
     index is a tuple of slices, to apply to x and to arrays stored like it.
+    ``nbytes`` (default ``x.nbytes``): the size to slice, where a larger array
+    of the same N and C is sliced alongside x.
     """
     lead = (slice(None),) if is_batch_last(x) else ()   # slice the outermost axis in memory
     n = x.shape[len(lead)]
-    if not backend.cache_blocking or x.nbytes <= CACHE_BLOCK_MIN_BYTES:
+    nbytes = x.nbytes if nbytes is None else nbytes
+    if not backend.cache_blocking or nbytes <= CACHE_BLOCK_MIN_BYTES:
         return [lead + (slice(0, n),)]
-    step = max(1, CACHE_BLOCK_BYTES * n // x.nbytes)
+    step = max(1, CACHE_BLOCK_BYTES * n // nbytes)
     return [lead + (slice(lo, min(n, lo + step)),) for lo in range(0, n, step)]
 
 
@@ -764,6 +788,187 @@ def fold_array(backend, cols, geom, N, C, layout="nkl", out=None):
         out[...] = result
         return out
     return xp.ascontiguousarray(result)
+
+
+# ---- depthwise convolution ---------------------------------------------------------------
+def is_depthwise(C, groups):
+    """Is a convolution of C input channels in ``groups`` groups depthwise: one input
+    channel per group (w of shape (C*m, 1, KH, KW), m output channels per input channel)?"""
+    return groups == C
+
+
+DEPTHWISE_MIN_TAPS = 36   # kernels of 6x6 (7x7 in practice) and larger
+
+
+def depthwise_pays(backend, N, C, m, geom):
+    """Does a depthwise convolution (see :func:`is_depthwise`) of N images of C
+    channels, m outputs each, take :func:`depthwise_conv_array` and its adjoints
+    rather than im2col and C GEMMs of m rows?
+
+    The loop costs two passes over y per kernel offset (NumPy has no fused
+    multiply-add), and as many for each backward op; im2col costs one copy per
+    offset and a GEMM that reads the columns once.  Measured forward + backward
+    (float32, N = 32, C = 32..256, 8x8..64x64 images, stride 1 and 2, on a
+    2-vCPU x86 machine): the loop takes 0.35-0.8x im2col's time for 7x7 kernels
+    (im2col's 49 copies of x no longer fit any cache), about the same for 5x5,
+    and 1-2.7x for 3x3; with m > 1 outputs per channel (m loops against one
+    GEMM of m rows) or one channel (a plain GEMM), 1.6-2.8x.  So: one output per
+    channel and a kernel of at least ``DEPTHWISE_MIN_TAPS`` offsets.
+    """
+    return m == 1 and geom.KH * geom.KW >= DEPTHWISE_MIN_TAPS
+
+
+def _split_channels(backend, a, C):
+    """a (N, C*m, H, W) -> (N, C, m, H, W), stored as a is (a view where a is batch-last
+    or C-contiguous)."""
+    xp = backend.xp
+    N, CM, H, W = a.shape
+    if is_batch_last(a):   # (C*m, H, W, N) memory -> (C, m, H, W, N) -> (N, C, m, H, W)
+        return xp.moveaxis(xp.moveaxis(a, 0, -1).reshape(C, CM // C, H, W, N), -1, 0)
+    return xp.ascontiguousarray(a).reshape(N, C, CM // C, H, W)      # (N, C, m, H, W)
+
+
+def _depthwise_batch_last(backend, a, geom):
+    """Does the depthwise array code run on ``a`` (N, C, ...) laid out batch-last?
+
+    Each multiply-add of the loop reads a strided window of the padded input
+    (N, C, OH, OW), whose contiguous runs are NumPy's inner loops: OW elements
+    (one output row) in NCHW, but OW*N (stride 1) or N (wider strides) with the
+    batch innermost.  Rows of 8-16 make NumPy's per-run overhead dominate, so
+    on the host (``cache_blocking``) the loop runs batch-last where that makes
+    longer runs, or where ``a`` is batch-last already.
+    """
+    N = a.shape[0]
+    if not backend.cache_blocking or N < 2:
+        return False
+    return is_batch_last(a) or N * (geom.OW if geom.sw == 1 else 1) > geom.OW
+
+
+def _in_depthwise_order(backend, a, last):
+    """a (N, C, H, W) stored batch-last if ``last`` (a tiled copy if it is not), else
+    in C order (a copy if it is not)."""
+    if not last:
+        return backend.xp.ascontiguousarray(as_nchw(backend, a))
+    if is_batch_last(a):
+        return a
+    return backend.xp.moveaxis(batch_last(backend, a), -1, 0)     # (N, C, H, W)
+
+
+def _depthwise_padded(backend, x, geom, last):
+    """x (N, C, H, W) zero-padded per ``geom``: (N, C, Hp, Wp), batch-last if ``last``."""
+    if last:   # (C, Hp, Wp, N) memory
+        return backend.xp.moveaxis(_padded(backend, x, geom, channels_first=True), -1, 0)
+    return _padded(backend, backend.xp.ascontiguousarray(as_nchw(backend, x)), geom)
+
+
+def _depthwise_taps(backend, w, C, geom):
+    """w (C*m, 1, KH, KW) -> (KH*KW, m, C, 1, 1): ``taps[k, r]`` is the weight of kernel
+    offset k for output r of every input channel, shaped to multiply (N, C, OH, OW)."""
+    m = w.shape[0] // C
+    taps = w.reshape(C, m, geom.KH * geom.KW).transpose(2, 1, 0)     # (KH*KW, m, C)
+    return backend.xp.ascontiguousarray(taps).reshape(geom.KH * geom.KW, m, C, 1, 1)
+
+
+def _channel_slice(index):
+    """The channels a :func:`cache_chunks` index selects (all of them for a slice of
+    the batch)."""
+    return index[1] if len(index) > 1 else slice(None)
+
+
+def depthwise_conv_array(backend, x, w, geom, b=None):
+    """A depthwise conv2d: x (N, C, H, W), w (C*m, 1, KH, KW), b (C*m,) or None ->
+    y (N, C*m, OH, OW), stored like x (batch-last if x is).
+
+    ``y[:, c*m + r] = sum_(i, j) w[c*m + r, 0, i, j] * x_padded[:, c, window(i, j)] + b``:
+    a loop over the KH*KW kernel offsets (and the m outputs of each channel), each
+    one multiply-add of a strided slice of the padded input, slice by slice of
+    :func:`cache_chunks` so that y's partial sums stay in cache.  As many
+    multiply-adds as the im2col route's GEMMs, without its columns (KH*KW times
+    x) or its C tiny products of m rows.
+    """
+    xp = backend.xp
+    N, C = x.shape[:2]
+    m = w.shape[0] // C
+    xpad = _depthwise_padded(backend, x, geom,
+                             _depthwise_batch_last(backend, x, geom))  # (N, C, Hp, Wp)
+    y = empty_as(backend, xpad, (N, C * m, geom.OH, geom.OW))
+    y_split = _split_channels(backend, y, C)                           # (N, C, m, OH, OW)
+    taps = _depthwise_taps(backend, w, C, geom)                        # (KH*KW, m, C, 1, 1)
+    bias = None if b is None else b.reshape(C, m, 1, 1)
+    for c in cache_chunks(backend, xpad, max(xpad.nbytes, y.nbytes)):
+        ch = _channel_slice(c)
+        x_part, y_part = xpad[c], y_split[c]                           # (n, c, ...) each
+        tmp = empty_as(backend, x_part, y_part.shape[:2] + y_part.shape[3:])  # (n, c, OH, OW)
+        for r in range(m):
+            out = y_part[:, :, r]                                      # (n, c, OH, OW)
+            for k, i, j in geom.offsets():
+                window = x_part[(Ellipsis,) + geom.window(i, j)]       # (n, c, OH, OW)
+                if k == 0:
+                    xp.multiply(window, taps[k, r][ch], out=out)
+                else:
+                    xp.multiply(window, taps[k, r][ch], out=tmp)
+                    out += tmp
+            if bias is not None:
+                out += bias[ch, r]
+    return y
+
+
+def depthwise_transpose_array(backend, g, w, geom, C):
+    """The adjoint of :func:`depthwise_conv_array` in x (its input gradient, and a
+    depthwise conv_transpose2d): g (N, C*m, OH, OW), w (C*m, 1, KH, KW) -> (N, C, H, W),
+    stored like g (batch-last if g is).
+
+    The same loop over kernel offsets, each adding ``w * g`` into its strided slice
+    of the padded result (as :func:`fold_array`: the slices of one offset never
+    overlap), slice by slice of :func:`cache_chunks`.
+    """
+    xp = backend.xp
+    N = g.shape[0]
+    m = w.shape[0] // C
+    g = _in_depthwise_order(backend, g, _depthwise_batch_last(backend, g, geom))
+    g_split = _split_channels(backend, g, C)                           # (N, C, m, OH, OW)
+    acc = empty_as(backend, g, (N, C, geom.Hp, geom.Wp), fill=0)
+    taps = _depthwise_taps(backend, w, C, geom)                        # (KH*KW, m, C, 1, 1)
+    for c in cache_chunks(backend, acc, max(acc.nbytes, g.nbytes)):
+        ch = _channel_slice(c)
+        acc_part, g_part = acc[c], g_split[c]                          # (n, c, ...) each
+        tmp = empty_as(backend, acc_part, g_part.shape[:2] + g_part.shape[3:])  # (n, c, OH, OW)
+        for k, i, j in geom.offsets():
+            target = acc_part[(Ellipsis,) + geom.window(i, j)]         # (n, c, OH, OW)
+            for r in range(m):
+                if r == 0 and not geom.overlapping:   # each element in one window at most
+                    xp.multiply(g_part[:, :, r], taps[k, r][ch], out=target)
+                else:
+                    xp.multiply(g_part[:, :, r], taps[k, r][ch], out=tmp)
+                    target += tmp
+    return _interior(backend, acc, geom)
+
+
+def depthwise_weight_array(backend, x, g, geom):
+    """The weight gradient of :func:`depthwise_conv_array`: x (N, C, H, W) and
+    g (N, C*m, OH, OW) -> (C*m, 1, KH, KW),
+    ``sum over n, oh, ow of g[:, c*m + r] * x_padded[:, c, window(i, j)]`` for each
+    kernel offset (i, j): per offset one product and one sum per channel, slice by
+    slice of :func:`cache_chunks`."""
+    xp = backend.xp
+    N, C = x.shape[:2]
+    m = g.shape[1] // C
+    # One memory order for both, so that the products' passes read both in order.
+    last = _depthwise_batch_last(backend, x, geom)
+    xpad = _depthwise_padded(backend, x, geom, last)                   # (N, C, Hp, Wp)
+    g = _in_depthwise_order(backend, g, last)
+    g_split = _split_channels(backend, g, C)                           # (N, C, m, OH, OW)
+    grad = xp.zeros((geom.KH * geom.KW, m, C), dtype=g.dtype)          # (KH*KW, m, C)
+    for c in cache_chunks(backend, xpad, max(xpad.nbytes, g.nbytes)):
+        ch = _channel_slice(c)
+        x_part, g_part = xpad[c], g_split[c]                           # (n, c, ...) each
+        for k, i, j in geom.offsets():
+            window = x_part[(Ellipsis,) + geom.window(i, j)]           # (n, c, OH, OW)
+            for r in range(m):
+                # One pass without a temporary: 2x faster than a product and a sum.
+                grad[k, r, ch] += xp.einsum("nchw,nchw->c", g_part[:, :, r], window)
+    # (KH*KW, m, C) -> (C, m, KH*KW) -> (C*m, 1, KH, KW): w's shape
+    return xp.ascontiguousarray(grad.transpose(2, 1, 0)).reshape(C * m, 1, geom.KH, geom.KW)
 
 
 # ---- pooling -----------------------------------------------------------------------------
@@ -1309,6 +1514,8 @@ __all__ = [
     "as_blocks", "to_rows", "from_rows", "batch_first", "batch_last", "contiguous",
     "tiled_copy_pays",
     "cache_chunks", "unfold_array", "fold_array", "is_batch_last", "empty_as",
+    "is_depthwise", "depthwise_pays", "depthwise_conv_array", "depthwise_transpose_array",
+    "depthwise_weight_array",
     "reorders", "assign", "in_order_of", "as_nchw",
     "max_pool_array", "first_max_masks", "max_pool_scatter_array", "max_pool_gather_array",
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",

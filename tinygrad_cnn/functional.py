@@ -68,10 +68,12 @@ from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_adjoint_array, adaptive_avg_array, adaptive_max_array, as_blocks,
     as_nchw, avg_pool_divisor, backend_kernel, batch_chunks, choose_layout, contiguous,
-    conv_geometry, fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of,
-    index_gather_array, index_scatter_array, is_batch_last, max_pool_array, max_pool_gather_array,
-    max_pool_indices, max_pool_scatter_array, pair, pool_geometry, same_padding, set_im2col_limit,
-    shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
+    conv_geometry, depthwise_conv_array, depthwise_pays, depthwise_transpose_array,
+    depthwise_weight_array, fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of,
+    index_gather_array, index_scatter_array, is_batch_last, is_depthwise, max_pool_array,
+    max_pool_gather_array, max_pool_indices, max_pool_scatter_array, pair, pool_geometry,
+    same_padding, set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
+    unfold_array)
 from .tensor import Tensor, check_devices, get_rng, zeros_like
 from .tensor import _norm_axis, where
 from ._checks import check_finite   # resampling
@@ -436,6 +438,16 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     one buffer for the batch, kept for the weight gradient, when that buffer
     stays within the limit (not for a 1x1 kernel at stride 1 without padding,
     whose columns are views of x).
+
+    Depthwise convolutions (``groups == C``, one output per channel) with
+    kernels of 7x7 or more skip im2col: forward, input gradient and weight
+    gradient are loops of multiply-adds over the kernel offsets, on strided
+    slices of the padded input (no columns, no memory beyond a padded copy
+    of x and y), 0.35-0.8x im2col's time for those kernels, where im2col's
+    KH*KW copies of x no longer fit the caches.  Smaller kernels, and several
+    outputs per channel, are faster through im2col and stay there
+    (:func:`tinygrad_cnn.conv_arrays.depthwise_pays`; "Depthwise
+    convolutions" in :mod:`tinygrad_cnn.conv_arrays`).
     """
     _check_tensor("conv2d", "x", x, (3, 4), _IMAGES, sized=2)
     _check_tensor("conv2d", "w", w, 4, "(OC, C/groups, KH, KW)", sized=2)
@@ -491,6 +503,8 @@ def _correlate(backend, x, w, b, geom, groups, keep=False):
     xp = backend.xp
     N, C = x.shape[:2]
     OC, K, L = w.shape[0], C * geom.KH * geom.KW, geom.OH * geom.OW
+    if is_depthwise(C, groups) and depthwise_pays(backend, N, C, OC // C, geom):
+        return depthwise_conv_array(backend, x, w, geom, b), None, None
     w_groups = w.reshape(groups, OC // groups, K // groups)              # (G, OC/G, K/G)
     chunks = batch_chunks(backend, N, im2col_bytes(C, geom, x.itemsize), is_batch_last(x))
     # One layout for all chunks, so that y has one memory order.
@@ -668,7 +682,14 @@ class ConvTranspose2d(Function):
         C = x.shape[1]                # channels of x (the small side, conv2d's output)
         OC = w.shape[1] * groups      # channels of y (the big side, conv2d's input)
         flipped = _flipped_geometry(geom, OC, C)   # conv2d's channels: OC -> C
-        if flipped is not None:
+        depthwise = is_depthwise(OC, groups) and depthwise_pays(self.backend, x.shape[0], OC,
+                                                                C // OC, geom)
+        if depthwise and (flipped is None or C != OC):
+            # (With one output per channel, C == OC, the flipped correlation below
+            # is depthwise too, and its loop of multiply-adds into y is faster than
+            # this one's adds into strided slices.)
+            y = depthwise_transpose_array(self.backend, x, w, geom, OC)
+        elif flipped is not None:
             # A correlation with the kernel flipped and its channel axes swapped:
             # (C, OC/G, KH, KW) -> (G, C/G, OC/G, KH, KW) -> (G, OC/G, C/G, KH, KW),
             # flipped -> (OC, C/G, KH, KW), a conv2d weight from OC to C channels.
@@ -740,6 +761,8 @@ class Conv2dWeight(Function):
         self.geom, self.groups = geom, groups
         N, C = x.shape[:2]
         OC, K = g.shape[1], C * geom.KH * geom.KW
+        if is_depthwise(C, groups) and depthwise_pays(self.backend, N, C, OC // C, geom):
+            return depthwise_weight_array(self.backend, x, g, geom)
         if cols is not None:   # the columns Conv2d kept from its forward
             parts = [(0, N, cols, layout, rows)]
         else:
