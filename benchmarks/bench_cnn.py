@@ -138,6 +138,18 @@ def conv_case(tg, F, torch, N, C, OC, H, K, padding, input_grad, dtype, backward
                 arrays, [input_grad, True, True], backward, flops)
 
 
+def depthwise_case(tg, F, torch, N, C, H, K, dtype, backward=True):
+    """A depthwise convolution (groups == C, one output per channel), "same" padding."""
+    rng = tg.get_rng()
+    arrays = [rng.standard_normal((N, C, H, H)).astype(dtype),
+              (rng.standard_normal((C, 1, K, K)) * 0.1).astype(dtype),
+              rng.standard_normal(C).astype(dtype)]
+    fwd = 2 * N * C * H * H * K * K
+    return both(tg, torch, lambda x, w, b: F.conv2d(x, w, b, padding=K // 2, groups=C),
+                lambda x, w, b: torch.nn.functional.conv2d(x, w, b, padding=K // 2, groups=C),
+                arrays, [True, True, True], backward, fwd * 3 if backward else fwd)
+
+
 def pool_case(tg, F, torch, N, C, H, dtype, backward=True):
     rng = tg.get_rng()
     arrays = [rng.standard_normal((N, C, H, H)).astype(dtype)]
@@ -232,6 +244,10 @@ def cases(quick):
          lambda *a: conv_case(*a[:3], 64, 20, 50, 12, 5, 0, True, a[3])),
         ("conv2d 32x64x32x32 -> 64, 3x3 pad 1",
          lambda *a: conv_case(*a[:3], 32, 64, 64, 32, 3, 1, True, a[3])),
+        ("depthwise conv2d 32x128x16x16, 3x3 pad 1",
+         lambda *a: depthwise_case(*a[:3], 32, 128, 16, 3, a[3])),
+        ("depthwise conv2d 32x96x16x16, 7x7 pad 3",
+         lambda *a: depthwise_case(*a[:3], 32, 96, 16, 7, a[3])),
         ("max_pool2d 2x2 64x20x24x24", lambda *a: pool_case(*a[:3], 64, 20, 24, a[3])),
         ("max_pool2d 2x2 64x50x8x8", lambda *a: pool_case(*a[:3], 64, 50, 8, a[3])),
         ("local2d 64x20x12x12 -> 50, 5x5",
@@ -258,7 +274,7 @@ def cases(quick):
          lambda *a: local_case(*a[:3], 64, 20, 50, 12, 5, a[3], backward=False)),
     ]
     if quick:
-        return [rows[0], rows[3], rows[5], rows[6], forward_only[0]]
+        return [rows[0], rows[5], rows[7], rows[8], forward_only[0]]
     return rows + forward_only
 
 
