@@ -166,9 +166,9 @@ CASES = [
          randn(2, 3, 6, 5), randn(6, 1, 3, 3), randn(6)),
     case("conv2d_depthwise_dil2", lambda F, x, w: F.conv2d(x, w, groups=4, dilation=2),
          randn(1, 4, 5, 5), randn(4, 1, 2, 2)),
-    # Depthwise convolutions with 7x7 kernels take the depthwise array code (a loop of
-    # multiply-adds over kernel offsets, conv_arrays.depthwise_conv_array); the
-    # smaller ones above and here take it in test_depthwise_path_*, which force it.
+    # Depthwise convolutions with 7x7 kernels (5x5 at stride 1) take the depthwise array
+    # code (loops of multiply-adds over kernel offsets, conv_arrays.depthwise_conv_array);
+    # the others above and here take it in test_depthwise_path_*, which force it.
     case("conv2d_depthwise_7x7_same_bias",
          lambda F, x, w, b: F.conv2d(x, w, b, padding="same", groups=3),
          randn(2, 3, 7, 6), randn(3, 1, 7, 7), randn(3), gradgrad=True),
@@ -913,8 +913,8 @@ def test_depthwise_path_on_device_and_batch_last(case, device, monkeypatch, dept
 
 def test_depthwise_path_is_the_default_for_7x7_kernels(depthwise_calls):
     """The default choice (conv_arrays.depthwise_pays): 7x7 depthwise kernels take the
-    depthwise code, 3x3 ones and several outputs per channel im2col, where it is
-    faster."""
+    depthwise code, 3x3 ones and several outputs per channel im2col, which is as
+    fast or faster there."""
     for name, taken in (("conv2d_depthwise_7x7_same_bias", True),
                         ("conv2d_depthwise_mult2", False), ("conv2d_depthwise_dil2", False)):
         for key in depthwise_calls:

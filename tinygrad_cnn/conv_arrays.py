@@ -99,8 +99,9 @@ level, so the autograd graph, and higher-order gradients, are those of every
 convolution.  The loop costs two NumPy passes per offset (no fused
 multiply-add) where im2col costs one copy and a GEMM, so it is used where it
 measured faster, :func:`depthwise_pays`: one output per channel and kernels
-of 7x7 or more (0.35-0.8x the time of im2col, whose 49 copies of x no
-longer fit any cache); 3x3 depthwise convolutions keep im2col.
+of 5x5 or more at stride 1, 7x7 or more with a stride (mostly 0.25-0.9x the
+time of im2col, whose KH*KW copies of x outgrow the caches); 3x3 depthwise
+convolutions (0.6-1.4x) and several outputs per channel keep im2col.
 
 Memory
 ------
@@ -797,7 +798,8 @@ def is_depthwise(C, groups):
     return groups == C
 
 
-DEPTHWISE_MIN_TAPS = 36   # kernels of 6x6 (7x7 in practice) and larger
+DEPTHWISE_MIN_TAPS = 25          # kernel offsets from which the loops win at stride 1 (5x5)
+DEPTHWISE_MIN_TAPS_STRIDED = 49  # and with a stride (7x7)
 
 
 def depthwise_pays(backend, N, C, m, geom):
@@ -806,16 +808,23 @@ def depthwise_pays(backend, N, C, m, geom):
     rather than im2col and C GEMMs of m rows?
 
     The loop costs two passes over y per kernel offset (NumPy has no fused
-    multiply-add), and as many for each backward op; im2col costs one copy per
-    offset and a GEMM that reads the columns once.  Measured forward + backward
-    (float32, N = 32, C = 32..256, 8x8..64x64 images, stride 1 and 2, on a
-    2-vCPU x86 machine): the loop takes 0.35-0.8x im2col's time for 7x7 kernels
-    (im2col's 49 copies of x no longer fit any cache), about the same for 5x5,
-    and 1-2.7x for 3x3; with m > 1 outputs per channel (m loops against one
-    GEMM of m rows) or one channel (a plain GEMM), 1.6-2.8x.  So: one output per
-    channel and a kernel of at least ``DEPTHWISE_MIN_TAPS`` offsets.
+    multiply-add), its transpose as many, the weight gradient one einsum per
+    offset; im2col costs one copy per offset and a GEMM that reads the columns
+    once, but its KH*KW copies of x outgrow the caches.  Measured forward +
+    backward (float32, N = 32, C = 32..256, 8x8..64x64 images, on a 2-vCPU x86
+    machine under load, the better of 3), the loops' time over im2col's:
+    5x5 and 7x7 at stride 1 0.25-0.95 (0.3 for 7x7 on 32x32 and 64x64 images;
+    1.2 once, C = 128 on 8x8), 7x7 at stride 2 0.5-0.9 (1.1-1.3 on 8x8 and
+    16x16 images of few channels), 5x5 at stride 2 0.7-1.25, 3x3 0.6-1.4 at
+    stride 1 and 0.95-1.4 at stride 2.  With m > 1 outputs per channel (m loops
+    against one GEMM of m rows) or one input channel (a plain GEMM: LeNet's
+    first convolution) 1.6-2.8x.  So: one output per channel, and a kernel of at
+    least ``DEPTHWISE_MIN_TAPS`` offsets at stride 1 or
+    ``DEPTHWISE_MIN_TAPS_STRIDED`` with a stride.
     """
-    return m == 1 and geom.KH * geom.KW >= DEPTHWISE_MIN_TAPS
+    taps = geom.KH * geom.KW
+    strided = (geom.sh, geom.sw) != (1, 1)
+    return m == 1 and taps >= (DEPTHWISE_MIN_TAPS_STRIDED if strided else DEPTHWISE_MIN_TAPS)
 
 
 def _split_channels(backend, a, C):
@@ -877,7 +886,8 @@ def _channel_slice(index):
 
 def depthwise_conv_array(backend, x, w, geom, b=None):
     """A depthwise conv2d: x (N, C, H, W), w (C*m, 1, KH, KW), b (C*m,) or None ->
-    y (N, C*m, OH, OW), stored like x (batch-last if x is).
+    y (N, C*m, OH, OW), stored batch-last where the loop runs so (on the host, for
+    more than one image: :func:`_depthwise_batch_last`), else in C order.
 
     ``y[:, c*m + r] = sum_(i, j) w[c*m + r, 0, i, j] * x_padded[:, c, window(i, j)] + b``:
     a loop over the KH*KW kernel offsets (and the m outputs of each channel), each
@@ -916,7 +926,7 @@ def depthwise_conv_array(backend, x, w, geom, b=None):
 def depthwise_transpose_array(backend, g, w, geom, C):
     """The adjoint of :func:`depthwise_conv_array` in x (its input gradient, and a
     depthwise conv_transpose2d): g (N, C*m, OH, OW), w (C*m, 1, KH, KW) -> (N, C, H, W),
-    stored like g (batch-last if g is).
+    stored as :func:`depthwise_conv_array` stores y.
 
     The same loop over kernel offsets, each adding ``w * g`` into its strided slice
     of the padded result (as :func:`fold_array`: the slices of one offset never
@@ -948,8 +958,8 @@ def depthwise_weight_array(backend, x, g, geom):
     """The weight gradient of :func:`depthwise_conv_array`: x (N, C, H, W) and
     g (N, C*m, OH, OW) -> (C*m, 1, KH, KW),
     ``sum over n, oh, ow of g[:, c*m + r] * x_padded[:, c, window(i, j)]`` for each
-    kernel offset (i, j): per offset one product and one sum per channel, slice by
-    slice of :func:`cache_chunks`."""
+    kernel offset (i, j): per offset one einsum (a product summed per channel),
+    slice by slice of :func:`cache_chunks`."""
     xp = backend.xp
     N, C = x.shape[:2]
     m = g.shape[1] // C

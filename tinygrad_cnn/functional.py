@@ -440,12 +440,13 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     whose columns are views of x).
 
     Depthwise convolutions (``groups == C``, one output per channel) with
-    kernels of 7x7 or more skip im2col: forward, input gradient and weight
-    gradient are loops of multiply-adds over the kernel offsets, on strided
-    slices of the padded input (no columns, no memory beyond a padded copy
-    of x and y), 0.35-0.8x im2col's time for those kernels, where im2col's
-    KH*KW copies of x no longer fit the caches.  Smaller kernels, and several
-    outputs per channel, are faster through im2col and stay there
+    kernels of 5x5 or more at stride 1, or 7x7 or more with a stride, skip
+    im2col: forward, input gradient and weight gradient are loops of
+    multiply-adds over the kernel offsets, on strided slices of the padded
+    input (no columns, no memory beyond a padded copy of x and y), mostly
+    0.25-0.9x im2col's time for those kernels, where im2col's KH*KW copies of
+    x outgrow the caches.  3x3 kernels, and several outputs per channel, are
+    as fast or faster through im2col and stay there
     (:func:`tinygrad_cnn.conv_arrays.depthwise_pays`; "Depthwise
     convolutions" in :mod:`tinygrad_cnn.conv_arrays`).
     """
