@@ -176,6 +176,15 @@ def test_flip_roll_cumsum_round_match_torch():
     assert tg.tensor(ints).floor().dtype == np.int32   # whole already: a copy, as in NumPy
 
 
+@pytest.mark.parametrize("call", ["x.argsort()", "x.sort().indices", "x.topk(1).indices"])
+def test_orderings_of_a_0d_tensor_allocate_on_its_device(call, device):
+    # On "strict2" (a second GPU, not the current one) an allocation outside the
+    # tensor's device context fails, as CuPy's would land on the wrong device.
+    out = eval(call, {"x": tg.tensor(2.5, device=device)})
+    assert out.shape == () and out.dtype == np.int64 and out.device == device
+    assert out.item() == 0
+
+
 def test_rounding_has_no_gradient_like_sign():
     x = tg.tensor([0.3, 1.7], requires_grad=True)
     for name in ("floor", "ceil", "round", "sign"):

@@ -1347,7 +1347,8 @@ class Tensor:
                              "keep their order")
         axis = _norm_axis(_join_axis(axis, dim, "argsort", default=-1), self.ndim, "argsort")
         if self.ndim == 0:
-            return Tensor._make(self.xp.zeros((), dtype=int64), self._backend)
+            with self._backend.context():   # allocated on x's device, not the current one
+                return Tensor._make(self.xp.zeros((), dtype=int64), self._backend)
         xp, data = self.xp, self.data
         kind = {"kind": "stable"} if xp is np else {}   # CuPy's sort is stable anyway
         with self._backend.context():
