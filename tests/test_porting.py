@@ -185,6 +185,17 @@ def test_orderings_of_a_0d_tensor_allocate_on_its_device(call, device):
     assert out.item() == 0
 
 
+@pytest.mark.parametrize("call", ["x.roll(0, 0)", "x.roll(3, 0)", "x.flip(())",
+                                  "x[0].sort().values", "x[1:].sort(descending=True).values"])
+def test_orderings_keep_a_bool_tensors_dtype(call, device):
+    torch = pytest.importorskip("torch")
+    a = np.array([True, False, True])
+    ours = eval(call, {"x": tg.tensor(a, device=device)})
+    theirs = eval(call, {"x": torch.tensor(a)})
+    assert ours.dtype == np.bool_, call   # x * 1 had made these int64
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
 def test_rounding_has_no_gradient_like_sign():
     x = tg.tensor([0.3, 1.7], requires_grad=True)
     for name in ("floor", "ceil", "round", "sign"):

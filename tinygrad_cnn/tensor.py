@@ -1286,7 +1286,7 @@ class Tensor:
         axes = _axes(self, _axis_or_dim(axis, dims, "flip"))
         axes = range(self.ndim) if axes is None else axes
         if not axes:
-            return self * 1   # a new tensor, as NumPy's flip of nothing is a new view
+            return self._new_copy()   # as NumPy's flip of nothing is a new view
         return self[tuple(slice(None, None, -1) if i in axes else slice(None)
                           for i in range(self.ndim))]
 
@@ -1317,7 +1317,7 @@ class Tensor:
                 lead = (slice(None),) * a
                 out = concatenate([out[lead + (slice(n - s, None),)],
                                    out[lead + (slice(None, n - s),)]], axis=a)
-        return out if out is not self else self * 1
+        return out if out is not self else self._new_copy()
 
     def cumsum(self, axis=None, dim=None):
         """Running sum along ``axis`` (None: of the flattened tensor, as ``numpy.cumsum``);
@@ -1397,11 +1397,19 @@ class Tensor:
             raise ValueError("topk: k=0 of a 0-d tensor (which has no axis to shorten)")
         return ValuesIndices(self._take_along(indices, axis), indices)
 
+    def _new_copy(self):
+        """A new tensor equal to x, of x's dtype, in the graph (``x * 1`` would make a
+        bool tensor int64, by NumPy's promotion)."""
+        if self.dtype == bool_:   # no gradient to keep: a plain copy
+            with self._backend.context():
+                return Tensor._make(self.data.copy(), self._backend)
+        return self * 1
+
     def _take_along(self, indices, axis):
         """x at ``indices`` (an int64 tensor of x's shape but along ``axis``), as
         ``numpy.take_along_axis``; differentiable (one gather, whose backward scatters)."""
         if self.ndim == 0:
-            return self * 1
+            return self._new_copy()
         with self._backend.context():
             xp = self.xp
             index = tuple(indices.data if i == axis else
