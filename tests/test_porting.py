@@ -196,6 +196,19 @@ def test_orderings_keep_a_bool_tensors_dtype(call, device):
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
+def test_cumsum_of_float16_accumulates_in_float32_as_torch(device):
+    torch = pytest.importorskip("torch")
+    a = np.full((2, 3000), 1.0, np.float16)
+    a[1] = 0.1
+    x = tg.tensor(a, requires_grad=True, device=device)
+    ours, theirs = x.cumsum(dim=1), torch.tensor(a).cumsum(dim=1)
+    assert ours.dtype == np.float16
+    # float16's own running sum of ones stops at 2048, of 0.1 at 256
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    ours.backward(tg.ones(ours.shape, dtype=tg.float16, device=device))   # (ours.sum() is inf)
+    np.testing.assert_array_equal(x.grad.numpy()[:, [0, -1]], [[3000, 1], [3000, 1]])
+
+
 def test_rounding_has_no_gradient_like_sign():
     x = tg.tensor([0.3, 1.7], requires_grad=True)
     for name in ("floor", "ceil", "round", "sign"):

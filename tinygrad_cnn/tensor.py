@@ -1319,10 +1319,12 @@ class Tensor:
                                    out[lead + (slice(None, n - s),)]], axis=a)
         return out if out is not self else self._new_copy()
 
+    @_float32_for_half
     def cumsum(self, axis=None, dim=None):
         """Running sum along ``axis`` (None: of the flattened tensor, as ``numpy.cumsum``);
         ``dim`` is PyTorch's name.  Integer and bool tensors sum in int64 (platform int
-        for NumPy, int64 in PyTorch)."""
+        for NumPy, int64 in PyTorch); float16 ones in float32, as PyTorch's (in float16
+        a running sum of ones stops at 2048)."""
         axis = _axis_or_dim(axis, dim, "cumsum")
         if axis is None:
             return ops.CumSum.apply(self.reshape(-1), axis=0)
