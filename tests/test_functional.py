@@ -2252,6 +2252,21 @@ def test_normalize_matches_torch_at_zero_vectors_too(p):
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("p", [2.0, 3, float("inf")])
+def test_normalize_and_cosine_similarity_of_float16_match_torch(p, device):
+    torch = pytest.importorskip("torch")
+    a = np.array([[300.0, 400.0], [1e-3, 2e-3], [-7.0, 0.5]], np.float16)   # 300**2: inf
+    tf = torch.nn.functional
+    x = tg.tensor(a, device=device)
+    ours = F.normalize(x, p=p, dim=1)
+    assert ours.dtype == np.float16
+    np.testing.assert_allclose(ours.numpy(), tf.normalize(torch.tensor(a), p=p, dim=1).numpy(),
+                               rtol=2e-3)
+    cos = F.cosine_similarity(x, x.flip(1), dim=1)
+    np.testing.assert_allclose(cos.numpy(), tf.cosine_similarity(
+        torch.tensor(a), torch.tensor(a).flip(1), dim=1).numpy(), rtol=2e-3)
+
+
 @pytest.mark.parametrize("dim, shapes", [(1, ((3, 4, 2), (3, 4, 2))), (-1, ((3, 4, 2), (4, 2))),
                                          (0, ((3, 1), (3, 5)))])
 def test_cosine_similarity_matches_torch(dim, shapes):

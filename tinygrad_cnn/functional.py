@@ -1525,7 +1525,10 @@ def _float_tensor(op, name, x):
 
 def _vector_norm(x, p, dim):
     """The p-norm of x along ``dim`` (kept as size 1), with a zero gradient where it is 0
-    (PyTorch's subgradient) rather than the NaN of the root's infinite slope there."""
+    (PyTorch's subgradient) rather than the NaN of the root's infinite slope there.
+    float16 sums its powers in float32, as PyTorch does: 300**2 already overflows float16."""
+    if x.dtype == np.float16:
+        return _vector_norm(x.astype(np.float32), p, dim).astype(np.float16)
     if p == math.inf:
         return x.abs().max(dim, keepdims=True)
     total = (x * x if p == 2 else x.abs() ** p).sum(dim, keepdims=True)
