@@ -62,8 +62,8 @@ import numbers
 import numpy as np
 
 from ._checks import (
-    as_scalar, check_flag, check_int, check_ints, check_number, check_probability, int_list,
-    is_int, no_stride, shown_value)
+    as_scalar, check_finite, check_flag, check_int, check_ints, check_number, check_probability,
+    int_list, is_int, no_stride, shown_value)
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_adjoint_array, adaptive_avg_array, adaptive_max_array, as_blocks,
@@ -72,25 +72,23 @@ from .conv_arrays import (
     depthwise_weight_array, fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of,
     index_gather_array, index_scatter_array, is_batch_last, is_depthwise, max_pool_array,
     max_pool_gather_array, max_pool_indices, max_pool_scatter_array, pair, pool_geometry,
-    same_padding, set_im2col_limit, shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows,
-    unfold_array)
-from .tensor import Tensor, check_devices, get_rng, zeros_like
-from .tensor import _norm_axis, where
-from ._checks import check_finite   # resampling
-from .conv_arrays import resample_axis_array, resample_map   # resampling
+    resample_axis_array, resample_map, same_padding, set_im2col_limit, shape_str,
+    sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
+from .tensor import Tensor, _norm_axis, check_devices, get_rng, where, zeros_like
 
 __all__ = [
     "unfold", "fold", "linear", "local2d", "conv2d", "conv_transpose2d", "conv1d",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "max_pool1d",
-    "avg_pool1d", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
-    "dropout", "pad", "flatten", "set_im2col_limit", "get_im2col_limit",
+    "avg_pool1d", "batch_norm", "instance_norm", "layer_norm", "group_norm", "interpolate",
+    "pixel_shuffle", "pixel_unshuffle", "relu", "leaky_relu", "sigmoid", "tanh", "softmax",
+    "log_softmax", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus", "hardtanh",
+    "relu6", "hardsigmoid", "hardswish", "dropout", "dropout2d", "pad", "flatten", "normalize",
+    "cosine_similarity", "one_hot", "set_im2col_limit", "get_im2col_limit",
 ]
 # The losses, where torch.nn.functional has them (see __getattr__).
 _LOSSES = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "smooth_l1_loss", "huber_loss", "kl_div")
 __all__ += _LOSSES
-__all__ += ["batch_norm", "instance_norm", "layer_norm", "group_norm"]
-__all__ += ["interpolate", "pixel_shuffle", "pixel_unshuffle", "dropout2d"]   # resampling
 
 
 def __getattr__(name):
@@ -1512,8 +1510,6 @@ def flatten(x, start_dim=1, end_dim=-1):
 
 
 # ---- vectors: norms, similarity, one-hot -------------------------------------------------
-__all__ += ["normalize", "cosine_similarity", "one_hot"]
-
 
 def _float_tensor(op, name, x):
     if not isinstance(x, Tensor):
@@ -1618,9 +1614,6 @@ _SQRT_HALF = float(np.sqrt(0.5))
 _SQRT_2_OVER_PI = float(np.sqrt(2 / np.pi))
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
-
-__all__ += ["gelu", "silu", "mish", "elu", "selu", "celu", "softplus", "hardtanh", "relu6",
-            "hardsigmoid", "hardswish"]
 
 
 def _activation_input(op, x):

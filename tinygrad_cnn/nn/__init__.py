@@ -14,14 +14,13 @@ PyTorch's, and :mod:`tinygrad_cnn.nn.utils` holds what ported code calls from
 from . import init, utils
 from .module import (IncompatibleKeys, Identity, Module, ModuleDict, ModuleList, Parameter,
                      ParameterDict, ParameterList, RemovableHandle, Sequential)
-from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
-                     BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
-                     Linear, LocallyConnected2d, LogSoftmax, MaxPool1d, MaxPool2d, ReLU, Sigmoid,
-                     Softmax, Tanh, conv_output_size)
-from .layers import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, ReLU6,
-                     SiLU, Softplus)
-from .layers import GroupNorm, InstanceNorm2d, LayerNorm
-from .layers import Dropout2d, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample  # resampling
+from .layers import (CELU, ELU, GELU, SELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d,
+                     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d,
+                     Dropout, Dropout2d, Flatten, Fold, GroupNorm, Hardsigmoid, Hardswish,
+                     Hardtanh, InstanceNorm2d, LayerNorm, LeakyReLU, Linear, LocallyConnected2d,
+                     LogSoftmax, MaxPool1d, MaxPool2d, Mish, PixelShuffle, PixelUnshuffle, ReLU,
+                     ReLU6, Sigmoid, SiLU, Softmax, Softplus, Tanh, Unfold, Upsample,
+                     conv_output_size)
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss,
                      L1Loss, MSELoss, NLLLoss, SmoothL1Loss, binary_cross_entropy,
                      binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div,
@@ -35,17 +34,16 @@ __all__ = [
     "IncompatibleKeys", "RemovableHandle",
     "Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d",
     "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
-    "Flatten", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
-    "BatchNorm1d", "BatchNorm2d", "conv_output_size",
-    "InstanceNorm2d", "GroupNorm", "LayerNorm",
+    "Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold",
+    "Flatten", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "GELU", "SiLU",
+    "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish",
+    "Dropout", "Dropout2d", "BatchNorm1d", "BatchNorm2d", "InstanceNorm2d", "GroupNorm",
+    "LayerNorm", "conv_output_size",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits",
-    "binary_cross_entropy", "softplus", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
-    "BCEWithLogitsLoss", "BCELoss", "summary", "ModelSummary",
+    "binary_cross_entropy", "smooth_l1_loss", "huber_loss", "kl_div", "softplus",
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss",
+    "SmoothL1Loss", "HuberLoss", "KLDivLoss", "summary", "ModelSummary",
 ]
-__all__ += ["smooth_l1_loss", "huber_loss", "kl_div", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
-__all__ += ["Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "Dropout2d"]
-__all__ += ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
-            "Hardsigmoid", "Hardswish"]
 
 
 # A PyTorch name this module lacks (nn.functional, nn.UpsamplingNearest2d) fails with an

@@ -35,10 +35,11 @@ from .module import Module, Parameter
 
 __all__ = ["Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d",
            "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
-           "AdaptiveMaxPool2d", "Flatten", "ReLU", "LeakyReLU",
-           "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout", "BatchNorm1d", "BatchNorm2d"]
-__all__ += ["InstanceNorm2d", "GroupNorm", "LayerNorm"]
-__all__ += ["Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "Dropout2d"]
+           "AdaptiveMaxPool2d", "Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold",
+           "Flatten", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "GELU",
+           "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6", "Hardsigmoid",
+           "Hardswish", "Dropout", "Dropout2d", "BatchNorm1d", "BatchNorm2d", "InstanceNorm2d",
+           "GroupNorm", "LayerNorm"]
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -709,8 +710,6 @@ class LogSoftmax(Softmax):
 # PyTorch's, with its arguments and reprs; each calls its op in tinygrad_cnn.functional
 # (whose notes give the gradients at the kinks).  ``inplace`` is there for ported code:
 # False, or a ValueError (see functional._check_inplace).
-__all__ += ["GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6",
-            "Hardsigmoid", "Hardswish"]
 
 
 class GELU(Module):

@@ -70,12 +70,11 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..tensor import Tensor, _new_shape, float32, zeros
-from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, BatchNorm1d,
-                     BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Flatten, LeakyReLU,
-                     Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
-from .layers import _ACTIVATIONS
-from .layers import GroupNorm, InstanceNorm2d, LayerNorm
-from .layers import Dropout2d, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample  # resampling
+from .layers import (_ACTIVATIONS, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
+                     BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout,
+                     Dropout2d, Flatten, Fold, GroupNorm, InstanceNorm2d, LayerNorm, LeakyReLU,
+                     Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, PixelShuffle,
+                     PixelUnshuffle, ReLU, Sigmoid, Tanh, Unfold, Upsample)
 from .module import Identity, Module
 
 __all__ = ["summary", "ModelSummary"]
