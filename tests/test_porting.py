@@ -166,7 +166,10 @@ def test_flip_roll_cumsum_round_match_torch():
              (x.roll(5), t.roll(5)), (x.cumsum(dim=1), t.cumsum(dim=1)),
              (x.round(), t.round()), (x.round(1), t.round(decimals=1)),
              (x.floor(), t.floor()), (x.ceil(), t.ceil()), (x.abs().log1p(), t.abs().log1p()),
-             (x.expm1(), t.expm1())]
+             (x.expm1(), t.expm1()),
+             # PyTorch's varargs and keyword forms
+             (x.flip(0, 1), t.flip(0, 1)), (x.roll(shifts=1, dims=0), t.roll(shifts=1, dims=0)),
+             (x.roll(shifts=(1, 2), dims=(0, 1)), t.roll(shifts=(1, 2), dims=(0, 1)))]
     for ours, theirs in pairs:
         assert ours.shape == tuple(theirs.shape)
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-15)
@@ -174,6 +177,15 @@ def test_flip_roll_cumsum_round_match_torch():
     assert tg.tensor(ints).cumsum(1).dtype == np.int64 == np.cumsum(ints, 1).dtype
     assert str(torch.tensor(ints).cumsum(1).dtype) == "torch.int64"
     assert tg.tensor(ints).floor().dtype == np.int32   # whole already: a copy, as in NumPy
+
+
+def test_roll_takes_its_shift_once():
+    x = tg.ones(3)
+    with pytest.raises(TypeError, match=r"roll: give the shift once, as shift \(NumPy's name\) "
+                                        r"or shifts \(PyTorch's\), got shift=1, shifts=2"):
+        x.roll(1, shifts=2)
+    with pytest.raises(TypeError, match="got shift=None, shifts=None"):
+        x.roll(dims=0)
 
 
 @pytest.mark.parametrize("call", ["x.argsort()", "x.sort().indices", "x.topk(1).indices"])

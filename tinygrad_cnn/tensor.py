@@ -1280,9 +1280,12 @@ class Tensor:
         return split(self, chunks, _join_axis(axis, dim, "chunk"))
 
     # ---- orderings -----------------------------------------------------------
-    def flip(self, axis=None, dims=None):
+    def flip(self, axis=None, *more_axes, dims=None):
         """Reverse the order of elements along ``axis`` (int or tuple; None: every axis),
-        as ``numpy.flip``; ``dims`` is PyTorch's name (``x.flip(dims=(0, 1))``)."""
+        as ``numpy.flip``; ``dims`` is PyTorch's name (``x.flip(dims=(0, 1))``), and
+        several positional axes are PyTorch's form too (``x.flip(0, 1)``)."""
+        if more_axes:
+            axis = (axis,) + more_axes
         axes = _axes(self, _axis_or_dim(axis, dims, "flip"))
         axes = range(self.ndim) if axes is None else axes
         if not axes:
@@ -1290,10 +1293,14 @@ class Tensor:
         return self[tuple(slice(None, None, -1) if i in axes else slice(None)
                           for i in range(self.ndim))]
 
-    def roll(self, shift, axis=None, dims=None):
+    def roll(self, shift=None, axis=None, dims=None, shifts=None):
         """Shift elements by ``shift`` along ``axis``, those past the end coming back at the
         start, as ``numpy.roll`` (``axis=None``: along the flattened tensor; ``shift`` and
-        ``axis`` may be equal-length tuples); ``dims`` is PyTorch's name."""
+        ``axis`` may be equal-length tuples); ``shifts`` and ``dims`` are PyTorch's names."""
+        if (shift is None) == (shifts is None):
+            raise TypeError(f"roll: give the shift once, as shift (NumPy's name) or shifts "
+                            f"(PyTorch's), got shift={shift!r}, shifts={shifts!r}")
+        shift = shift if shifts is None else shifts
         axis = _axis_or_dim(axis, dims, "roll")
         shifts = tuple(shift) if isinstance(shift, (tuple, list)) else (shift,)
         for s in shifts:
