@@ -615,12 +615,17 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class ReLU(Module):
-    """y = max(x, 0)"""
+class _InplaceFlagged(Module):
+    """A layer without settings but PyTorch's ``inplace`` flag, which ported code passes:
+    False, or a ValueError (see ``functional._check_inplace``)."""
 
     def __init__(self, inplace=False):
         super().__init__()
-        F._check_inplace("ReLU", inplace)
+        F._check_inplace(type(self).__name__, inplace)
+
+
+class ReLU(_InplaceFlagged):
+    """y = max(x, 0)"""
 
     @_tensor_input
     def forward(self, x):
@@ -728,24 +733,16 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class SiLU(Module):
+class SiLU(_InplaceFlagged):
     """y = x * sigmoid(x)"""
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        F._check_inplace("SiLU", inplace)
 
     @_tensor_input
     def forward(self, x):
         return F.silu(x)
 
 
-class Mish(Module):
+class Mish(_InplaceFlagged):
     """y = x * tanh(softplus(x))"""
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        F._check_inplace("Mish", inplace)
 
     @_tensor_input
     def forward(self, x):
@@ -768,13 +765,9 @@ class ELU(Module):
         return f"alpha={self.alpha}"
 
 
-class SELU(Module):
+class SELU(_InplaceFlagged):
     """y = scale * (x if x > 0 else alpha * (exp(x) - 1)), with alpha = 1.6732632... and
     scale = 1.0507009..."""
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        F._check_inplace("SELU", inplace)
 
     @_tensor_input
     def forward(self, x):
@@ -844,24 +837,16 @@ class ReLU6(Hardtanh):
         return ""
 
 
-class Hardsigmoid(Module):
+class Hardsigmoid(_InplaceFlagged):
     """y = min(max(x + 3, 0), 6) / 6"""
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        F._check_inplace("Hardsigmoid", inplace)
 
     @_tensor_input
     def forward(self, x):
         return F.hardsigmoid(x)
 
 
-class Hardswish(Module):
+class Hardswish(_InplaceFlagged):
     """y = x * min(max(x + 3, 0), 6) / 6"""
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        F._check_inplace("Hardswish", inplace)
 
     @_tensor_input
     def forward(self, x):
