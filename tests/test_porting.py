@@ -179,6 +179,26 @@ def test_flip_roll_cumsum_round_match_torch():
     assert tg.tensor(ints).floor().dtype == np.int32   # whole already: a copy, as in NumPy
 
 
+def test_a_sort_asked_to_be_unstable_is_stable():
+    x = tg.tensor(TIES)
+    for descending in (False, True):
+        want = x.sort(1, descending)
+        got = x.sort(1, descending, stable=False)
+        np.testing.assert_array_equal(got.indices.numpy(), want.indices.numpy())
+        np.testing.assert_array_equal(x.argsort(1, descending, stable=False).numpy(),
+                                      want.indices.numpy())
+
+
+def test_max_of_a_0d_tensor_with_dim_is_pytorchs_pair():
+    torch = pytest.importorskip("torch")
+    for method in ("max", "min"):
+        ours = getattr(tg.tensor(2.5), method)(dim=0)
+        theirs = getattr(torch.tensor(2.5), method)(dim=0)
+        assert isinstance(ours, tuple) and ours.values.item() == theirs.values.item()
+        assert ours.indices.item() == theirs.indices.item() == 0
+        assert ours.indices.dtype == np.int64 and ours.values.shape == ()
+
+
 def test_roll_takes_its_shift_once():
     x = tg.ones(3)
     with pytest.raises(TypeError, match=r"roll: give the shift once, as shift \(NumPy's name\) "
@@ -239,7 +259,7 @@ def test_log1p_and_expm1_keep_small_arguments():
                               r"of shape \(2, 3\)"),
     ("x.topk(1, dim=2)", ValueError, "topk: axis 2 is out of range"),
     ("x.topk(1.5)", TypeError, "topk: k"),
-    ("x.sort(1, True, stable=False)", ValueError, "only a stable sort"),
+    ("x.sort(1, True, stable='no')", TypeError, "argsort: stable must be True or False"),
     ("x.argsort(descending=1)", TypeError, "descending"),
     ("x.roll((1, 2), axis=(0,))", ValueError, r"roll: shift \(1, 2\) and axis \(0,\) must "
                                               r"have the same length"),

@@ -1049,7 +1049,8 @@ class Tensor:
         keep = _keepdims(keepdims, keepdim, name)
         values = op.apply(self, axis=axes, keepdims=keep)
         pytorch = dim is not None or keepdim is not _NOT_GIVEN
-        if not pytorch or axes is None or len(axes) != 1:
+        one_axis = axes is not None and (len(axes) == 1 or self.ndim == 0)   # 0-d: axis 0
+        if not pytorch or not one_axis or isinstance(_axis_or_dim(axis, dim), (tuple, list)):
             return values
         # PyTorch's max(dim) is a (values, indices) pair: returning the values
         # alone would let x.max(dim=1)[0] index the batch without a word.
@@ -1347,13 +1348,12 @@ class Tensor:
 
         Stable, in both directions: tied values keep their order, the first one
         first (NumPy's ``kind='stable'``; PyTorch's default sort promises no order
-        among ties, its ``stable=True`` is this).  NaN sorts as the largest value,
-        as in both libraries.
+        among ties, its ``stable=True`` is this), so ``stable=False``, which asks
+        for no order among ties, gets this one too.  NaN sorts as the largest
+        value, as in both libraries.
         """
         check_flag("descending", descending, "argsort")
-        if stable is not True:
-            raise ValueError("argsort: only a stable sort is provided (stable=True): ties "
-                             "keep their order")
+        check_flag("stable", stable, "argsort")   # either way: a stable sort
         axis = _norm_axis(_join_axis(axis, dim, "argsort", default=-1), self.ndim, "argsort")
         if self.ndim == 0:
             with self._backend.context():   # allocated on x's device, not the current one
