@@ -291,8 +291,9 @@ HINT_MESSAGES = [
     ("x.clamp_(0, 1)", ": use x[...] = x.clip(min, max)"),
     ("x.rsqrt()", ": use x ** -0.5"),
     ("x.clamp_min(0.0)", ": use x.clip(min=min)"),
-    ("x.register_hook(print)", "has no attribute 'register_hook' (a PyTorch name; this Tensor "
-                               "follows NumPy): not provided (no tensor hooks); x.retain_grad()"),
+    ("x.register_post_accumulate_grad_hook(print)",
+     "has no attribute 'register_post_accumulate_grad_hook' (a PyTorch name; this Tensor "
+     "follows NumPy): not provided; x.register_hook(fn) on a leaf calls fn with each gradient"),
     ("x.prod()", ": not provided; for positive x, x.log().sum(axis).exp()"),
     ("x.type(tg.float64)", ": not provided; x.dtype is the dtype"),
     ("x.bernoulli_(0.5)", ": not provided; x[...] = tg.rand(x.shape"),

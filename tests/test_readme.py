@@ -65,7 +65,8 @@ def test_the_pytorch_name_examples_of_the_conventions_raise_as_stated():
     examples = re.findall(r"`((?:x|tg|nn)\.\w+(?:\(\))?)`",
                           bullet.group(0).split("equivalent")[1])
     assert examples == ["x.numel()", "x.size", "tg.randint", "x.masked_fill", "x.long()",
-                        "nn.functional", "x.rsqrt()", "x.clamp_min", "x.register_hook",
+                        "nn.functional", "x.rsqrt()", "x.clamp_min",
+                        "x.register_post_accumulate_grad_hook",
                         "x.gather"]
     for code in examples[:-1]:
         if code != "x.size":

@@ -48,9 +48,9 @@ TENSOR_HINTS = {
                  "memory here)",
     "type": "not provided; x.dtype is the dtype (a NumPy dtype), x.astype(dtype) converts",
     # gradients
-    "register_hook": "not provided (no tensor hooks); x.retain_grad() keeps a non-leaf's "
-                     "gradient in x.grad after backward, and tg.grad(outputs, x) returns it; "
-                     "change a gradient by changing the loss, or with a tg.Function",
+    "register_post_accumulate_grad_hook": "not provided; x.register_hook(fn) on a leaf calls "
+                                          "fn with each gradient before it is added to "
+                                          "x.grad, and x.grad is read after backward",
     # arithmetic and comparisons: the operators
     "add": "use x + other",
     "sub": "use x - other",

@@ -11,7 +11,8 @@ itself a graph that can be differentiated again.
 In file order: :class:`Function` (``apply`` runs ``forward``, ``link``
 records the graph), :func:`topological_order`, :func:`backprop` (the whole
 reverse sweep), the checks it runs on what each ``backward`` returns
-(:func:`_call_backward`), then the grad-mode switches (``no_grad`` and
+(:func:`_call_backward`), the tensor hooks of ``Tensor.register_hook``
+(:func:`_run_hooks`), then the grad-mode switches (``no_grad`` and
 friends), which only decide whether ``link`` records anything, and last
 the hook of ``tinygrad_cnn.viz.trace`` (per thread, like grad mode).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import threading
 import weakref
 
@@ -143,13 +145,18 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
     tracer = _tracer()
     for root, g in zip(roots, root_grads):
         grads[id(root)] = g if id(root) not in grads else grads[id(root)] + g
+    order = topological_order(roots)
+    if targets is not None:
+        order = _leading_to(order, targets)
     with set_grad_enabled(create_graph):
-        for t in reversed(topological_order(roots)):
+        for t in reversed(order):
             g = grads.pop(id(t), None)
             if g is None:
                 continue
             if tracer is not None:  # t's gradient is complete: every use added to it
                 tracer.arrive(t, g)
+            if t._backward_hooks:   # register_hook's; None on a tensor without any
+                g = _run_hooks(t, g)
             if targets is not None:
                 if id(t) in targets:
                     found[id(t)] = g
@@ -164,6 +171,20 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
             if not retain_graph:
                 fn.release()
     return found
+
+
+def _leading_to(order, targets):
+    """The tensors of ``order`` (a topological order) whose gradient reaches a
+    target, in that order: ``tg.grad`` runs no backward, and no hook, elsewhere,
+    as PyTorch's ``autograd.grad``.  A freed graph counts as leading there, so
+    that the sweep reaches it and says it was freed."""
+    reach = set()
+    for t in order:   # inputs first: a tensor leads to a target through its inputs
+        fn = t._ctx
+        if id(t) in targets or fn is not None and (
+                fn.inputs is None or any(id(x) in reach for x in fn.inputs)):
+            reach.add(id(t))
+    return [t for t in order if id(t) in reach]
 
 
 def _accumulate_grad(t, g, create_graph):
@@ -276,6 +297,59 @@ def _not_an_array_error(cls, data, backend):
         f"{kind.__module__}.{kind.__qualname__}"
     return TypeError(f"{cls.__name__}.forward must return an array of its inputs' "
                      f"backend (device {backend.device}), got {kind}")
+
+
+# ---- tensor hooks ------------------------------------------------------------------
+class RemovableHandle:
+    """Returned by ``register_hook`` and the module hooks: ``remove()`` unregisters the
+    hook (again: nothing happens), and so does leaving a ``with handle:`` block."""
+
+    _ids = itertools.count()
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self):
+        self.registry.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _run_hooks(t, g):
+    """Call the hooks of ``t`` in the order they were registered on its complete
+    gradient ``g``: each gets what the one before returned (or its own input,
+    if that returned None), and the last result goes on down the graph."""
+    for hook in list(t._backward_hooks.values()):   # a hook may remove itself
+        new = hook(g)
+        if new is not None:
+            g = check_replacement(new, t, f"register_hook: the hook {hook_name(hook)}")
+    return g
+
+
+def hook_name(hook):
+    """How error messages name a hook: its function's name (``<lambda>`` for one)."""
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def check_replacement(new, t, who):
+    """``new``, a gradient for ``t`` that ``who`` returned in place of the one it was
+    given, after checking that it is one: a Tensor of ``t``'s shape, dtype and device
+    (a gradient that broadcast or was cast here would change every gradient below)."""
+    from .tensor import Tensor
+    if not isinstance(new, Tensor):
+        raise TypeError(f"{who} returned a {type(new).__name__}; a hook returns None "
+                        f"(keep the gradient) or a Tensor (a gradient to use instead)")
+    if (new.shape, new.dtype, new.device) != (t.shape, t.dtype, t.device):
+        raise RuntimeError(f"{who} returned a gradient of shape {new.shape}, dtype "
+                           f"{new.dtype} on {new.device} for a tensor of shape {t.shape}, "
+                           f"dtype {t.dtype} on {t.device}; a replacement gradient must "
+                           f"match its tensor in all three")
+    return new
 
 
 # ---- grad mode: no_grad, enable_grad, set_grad_enabled -----------------------------

@@ -360,7 +360,8 @@ class Tensor:
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            new.__dict__[key] = copy.deepcopy(value, memo)
+            if key != "_backward_hooks":   # hooks stay with the original, as in PyTorch
+                new.__dict__[key] = copy.deepcopy(value, memo)
         return new
 
     def numpy(self):
@@ -456,6 +457,41 @@ class Tensor:
         """Keep ``.grad`` for this non-leaf tensor in the next backward."""
         self._retains_grad = True
         return self
+
+    # {handle id: hook}, made by the first register_hook: a tensor without hooks costs
+    # the sweep one attribute read of this class default.
+    _backward_hooks = None
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` in every backward pass (and ``tg.grad``) that computes
+        the gradient of this tensor, once that gradient is complete (every use of
+        the tensor has added its share): for a tensor computed by ops, before it
+        goes on to the inputs; for a leaf, before it is added to ``.grad``.
+
+        ``hook`` returns None to keep ``grad``, or a Tensor of the same shape,
+        dtype and device to use instead; it should not change ``grad`` in place
+        (one gradient may be shared by several tensors).  Several hooks run in
+        the order they were registered, each given what the one before returned.
+        With ``create_graph=True``, ``grad`` is part of the graph, and a
+        replacement built from it by tensor ops is differentiated through (one
+        cut from the graph, such as ``grad.detach() * 2``, counts as a constant).
+        Returns a handle whose ``remove()`` unregisters the hook.  As in PyTorch,
+        the tensor must require grad, and ``copy.deepcopy`` does not copy hooks.
+        """
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be a function of the gradient, got "
+                            f"{shown_value(hook)}")
+        if not self.requires_grad:
+            raise RuntimeError(f"register_hook: cannot register a hook on a tensor that does "
+                               f"not require grad (shape {self.shape}, dtype {self.dtype}): "
+                               f"no gradient is computed for it; set requires_grad=True on "
+                               f"the leaves it is computed from (or on it, if it is a leaf) "
+                               f"first")
+        if self._backward_hooks is None:
+            self._backward_hooks = {}
+        handle = autograd.RemovableHandle(self._backward_hooks)
+        self._backward_hooks[handle.id] = hook
+        return handle
 
     def detach(self):
         """The same data, cut from the graph (in-place changes show in both, except

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._checks import check_cast_fits, check_flag, shown_value
 from .._porting import hint_error, nn_module_hint
-from ..autograd import no_grad
+from ..autograd import RemovableHandle, no_grad
 from ..backend import get_backend
 from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
                       _to_array)
@@ -58,25 +58,6 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
-
-
-class RemovableHandle:
-    """Returned by ``register_forward_hook``: call ``remove()`` to unregister."""
-
-    _ids = itertools.count()
-
-    def __init__(self, registry):
-        self.registry = registry
-        self.id = next(RemovableHandle._ids)
-
-    def remove(self):
-        self.registry.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
