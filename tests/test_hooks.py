@@ -371,6 +371,50 @@ def test_a_replacement_that_is_no_tensor_is_refused(value, kind):
         _bad_replacement(lambda g: value)
 
 
+# ---- module forward hooks ---------------------------------------------------------------
+def test_forward_hooks_change_the_output_and_its_gradient():
+    tg.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = tg.randn(5, 3)
+    want = net(x).numpy()
+    net(x).sum().backward()
+    plain = [p.grad.numpy() for p in net.parameters()]
+    net.zero_grad()
+    calls = []
+    pre = net[2].register_forward_pre_hook(lambda m, args: calls.append("pre") or args[0] * 2)
+    post = net[2].register_forward_hook(
+        lambda m, args, out: calls.append(("post", args[0].shape)) or out * 3)
+    out = net(x)
+    assert calls == ["pre", ("post", (5, 4))]
+    b = net[2].bias.numpy()
+    np.testing.assert_allclose(out.numpy(), 3 * (2 * (want - b) + b), rtol=1e-5)
+    out.sum().backward()
+    # The bias is added after the pre-hook's doubling: its gradient triples; the weights
+    # below see both factors.
+    np.testing.assert_allclose(net[2].bias.grad.numpy(), 3 * plain[3], rtol=1e-6)
+    np.testing.assert_allclose(net[0].weight.grad.numpy(), 6 * plain[0], rtol=1e-5)
+    pre.remove(), post.remove()
+    np.testing.assert_allclose(net(x).numpy(), want, rtol=1e-6)
+
+
+def test_forward_hooks_run_in_order_and_a_pre_hook_may_return_a_tuple():
+    layer = nn.Identity()
+    calls = []
+    layer.register_forward_pre_hook(lambda m, args: calls.append(1) or (args[0] + 1,))
+    layer.register_forward_pre_hook(lambda m, args: calls.append(2) or args[0] * 10)
+    layer.register_forward_hook(lambda m, args, out: calls.append(3) or out - 5)
+    layer.register_forward_hook(lambda m, args, out: calls.append((4, out.item())))
+    assert layer(tg.tensor(1.0)).item() == 15
+    assert calls == [1, 2, 3, (4, 15.0)]
+
+
+@pytest.mark.parametrize("register", ["register_forward_pre_hook", "register_forward_hook",
+                                      "register_full_backward_hook"])
+def test_module_hooks_must_be_callable(register):
+    with pytest.raises(TypeError, match=register + r": hook must be a function, got None"):
+        getattr(nn.ReLU(), register)(None)
+
+
 # ---- Grad-CAM ------------------------------------------------------------------------------
 def _small_cnn(L):
     return L.nn.Sequential(L.nn.Conv2d(2, 4, 3, padding=1), L.nn.ReLU(),
@@ -412,3 +456,151 @@ def test_grad_cam_matches_torch():
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
     for p, q in zip(ours.parameters(), theirs.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---- module backward hooks -----------------------------------------------------------------
+def _linear(L, seed=0):
+    layer = L.nn.Linear(3, 2).double() if L is not tg else nn.Linear(3, 2, dtype=tg.float64)
+    rng = np.random.default_rng(seed)
+    with (tg.no_grad() if L is tg else L.no_grad()):
+        for p in layer.parameters():
+            p[...] = L.tensor(rng.standard_normal(p.shape))
+    return layer
+
+
+def _full_backward_run(L, result=None, x_requires_grad=True):
+    """A linear layer whose input is also used outside it, with a full backward hook:
+    (grad_input, grad_output seen by the hook, the input's gradient, the weight's)."""
+    layer = _linear(L)
+    seen = []
+
+    def hook(module, grad_input, grad_output):
+        assert module is layer
+        seen.append((grad_input, grad_output))
+        return result(grad_input) if result else None
+
+    layer.register_full_backward_hook(hook)
+    x = L.tensor(np.random.default_rng(1).standard_normal((4, 3)),
+                 requires_grad=x_requires_grad)
+    out = layer(x)
+    loss = (out * out).sum() + (x * x).sum()
+    loss.backward()
+    assert len(seen) == 1
+    (grad_input, grad_output), = seen
+
+    def host(gs):
+        return tuple(None if g is None else g.detach().numpy() for g in gs)
+    return (host(grad_input), host(grad_output),
+            None if x.grad is None else x.grad.detach().numpy(), layer.weight.grad.numpy())
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")   # PyTorch's, on the last
+@pytest.mark.parametrize("case", ["watch", "replace", "input without grad"])
+def test_full_backward_hook_matches_torch(case):
+    torch = pytest.importorskip("torch")
+    kwargs = {"watch": {}, "replace": dict(result=lambda gi: (gi[0] * 0 + 1,)),
+              "input without grad": dict(x_requires_grad=False)}[case]
+    ours, theirs = _full_backward_run(tg, **kwargs), _full_backward_run(torch, **kwargs)
+    if case == "input without grad":
+        assert ours[0] == (None,) and ours[2] is None
+    for g, w in zip(ours, theirs):
+        if g is None or w is None:
+            assert g is None and w is None
+            continue
+        if isinstance(g, tuple):
+            assert len(g) == len(w) and [a is None for a in g] == [b is None for b in w]
+            g, w = [a for a in g if a is not None], [b for b in w if b is not None]
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+def test_full_backward_hook_sees_the_modules_own_share():
+    layer = _linear(tg)
+    seen = []
+    layer.register_full_backward_hook(lambda m, gi, go: seen.append(gi[0].numpy()))
+    x = _t(np.ones((2, 3)))
+    (layer(x).sum() + (x * 100).sum()).backward()
+    # Not the 100 the use outside the layer adds: what the layer sends its input.
+    np.testing.assert_allclose(seen[0], np.tile(layer.weight.numpy().sum(0), (2, 1)))
+    np.testing.assert_allclose(x.grad.numpy(), seen[0] + 100)
+
+
+def test_full_backward_hook_runs_once_per_call_and_on_an_identity():
+    layer = nn.Identity()
+    seen = []
+    handle = layer.register_full_backward_hook(
+        lambda m, gi, go: seen.append((gi[0].numpy(), go[0].numpy())))
+    x = _t([1.0, 2.0])
+    (layer(layer(x) * 3) * 2).sum().backward()
+    np.testing.assert_array_equal(seen, [([2, 2], [2, 2]), ([6, 6], [6, 6])])
+    np.testing.assert_array_equal(x.grad.numpy(), [6, 6])
+    handle.remove()
+    layer(x).sum().backward()
+    assert len(seen) == 2
+
+
+def test_full_backward_hook_leaves_no_trace_under_no_grad():
+    layer = nn.Linear(3, 2)
+    layer.register_full_backward_hook(lambda m, gi, go: None)
+    with tg.no_grad():
+        out = layer(tg.ones((1, 3)))
+    assert out.grad_fn is None
+    assert layer(tg.ones((1, 3))).grad_fn.name == "BackwardHook"
+
+
+class _Two(nn.Module):
+    def forward(self, a, b):
+        return a * b
+
+
+class _Pair(nn.Module):
+    def forward(self, a):
+        return a, a * 2
+
+
+@pytest.mark.parametrize("module, args, error, message", [
+    (_Two(), (_t([1.0]), _t([2.0])), TypeError,
+     r"register_full_backward_hook: _Two was called with 2 tensors that require grad "
+     r"\(arguments \[0, 1\]\); backward hooks here take modules called with one"),
+    (_Pair(), (_t([1.0]),), TypeError,
+     r"register_full_backward_hook: _Pair returned a tuple; backward hooks here take modules "
+     r"that return one tensor"),
+])
+def test_full_backward_hook_refuses_what_it_cannot_watch(module, args, error, message):
+    module.register_full_backward_hook(lambda m, gi, go: None)
+    with pytest.raises(error, match=message):
+        module(*args)
+
+
+def test_full_backward_hook_with_a_second_argument_that_needs_no_grad():
+    seen = []
+    module = _Two()
+    module.register_full_backward_hook(lambda m, gi, go: seen.append(gi) or (None, gi[1] * 2))
+    a, b = tg.tensor([3.0]), _t([2.0])
+    module(a, b).sum().backward()
+    assert seen[0][0] is None and seen[0][1].item() == 3
+    assert b.grad.item() == 6
+
+
+@pytest.mark.parametrize("result, error, message", [
+    (lambda gi: gi[0], TypeError, r"register_full_backward_hook: the hook .*hook of Linear "
+                                  r"returned a Tensor; expected None or a tuple of 1 "
+                                  r"gradient\(s\), one per positional argument"),
+    (lambda gi: (gi[0], gi[0]), TypeError, r"returned a tuple of 2; expected None or a tuple "
+                                           r"of 1 gradient"),
+    (lambda gi: (None,), TypeError, r"returned None for argument 0, a tensor that requires "
+                                    r"grad; return its gradient \(zeros to send none\)"),
+    (lambda gi: (gi[0][:, :2],), RuntimeError, r"the hook .*hook of Linear returned a "
+                                               r"gradient of shape \(4, 2\), dtype float64 on "
+                                               r"cpu for a tensor of shape \(4, 3\)"),
+])
+def test_full_backward_hook_refuses_a_bad_replacement(result, error, message):
+    with pytest.raises(error, match=message):
+        _full_backward_run(tg, result=result)
+
+
+def test_full_backward_hook_without_input_gradient_must_return_none():
+    with pytest.raises(TypeError, match=r"returned a gradient for argument 0, which gets "
+                                        r"none \(not a tensor that requires grad\); return "
+                                        r"None there"):
+        _full_backward_run(tg, result=lambda gi: (tg.ones((4, 3), dtype=tg.float64),),
+                           x_requires_grad=False)

@@ -297,9 +297,13 @@ HINT_MESSAGES = [
     ("x.prod()", ": not provided; for positive x, x.log().sum(axis).exp()"),
     ("x.type(tg.float64)", ": not provided; x.dtype is the dtype"),
     ("x.bernoulli_(0.5)", ": not provided; x[...] = tg.rand(x.shape"),
-    ("tg.nn.Linear(2, 2).register_full_backward_hook(print)",
-     "'Linear' object has no attribute 'register_full_backward_hook' (a PyTorch name): not "
-     "provided (no backward hooks); register_forward_hook a hook that calls out.retain_grad()"),
+    ("tg.nn.Linear(2, 2).register_backward_hook(print)",
+     "'Linear' object has no attribute 'register_backward_hook' (a PyTorch name): not "
+     "provided (PyTorch deprecates it); register_full_backward_hook(hook) calls hook(module, "
+     "grad_input, grad_output)"),
+    ("tg.nn.Linear(2, 2).register_full_backward_pre_hook(print)",
+     "'Linear' object has no attribute 'register_full_backward_pre_hook' (a PyTorch name): not "
+     "provided; register_forward_hook a hook that calls out.register_hook(fn) on the output"),
     # a subclass is named as itself
     ("tg.nn.Parameter(x).numel()", "'Parameter' object has no attribute 'numel' (a PyTorch"),
     ("tg.randint(0, 5, (2,))", "module 'tinygrad_cnn' has no attribute 'randint' (a PyTorch "

@@ -99,12 +99,12 @@ TENSOR_HINTS = {
 
 # PyTorch's nn.Module methods that nn.Module here lacks.
 NN_MODULE_HINTS = {
-    "register_full_backward_hook": "not provided (no backward hooks); register_forward_hook "
-                                   "a hook that calls out.retain_grad() on the output: after "
-                                   "backward, out.grad is grad_output",
-    "register_backward_hook": "not provided (no backward hooks); register_forward_hook a "
-                              "hook that calls out.retain_grad() on the output: after "
-                              "backward, out.grad is grad_output",
+    "register_backward_hook": "not provided (PyTorch deprecates it); "
+                              "register_full_backward_hook(hook) calls hook(module, "
+                              "grad_input, grad_output), as PyTorch's does",
+    "register_full_backward_pre_hook": "not provided; register_forward_hook a hook that "
+                                       "calls out.register_hook(fn) on the output: fn(grad) "
+                                       "sees grad_output and may return a new one",
 }
 
 MODULE_HINTS = {

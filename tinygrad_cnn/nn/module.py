@@ -25,7 +25,8 @@ import numpy as np
 
 from .._checks import check_cast_fits, check_flag, shown_value
 from .._porting import hint_error, nn_module_hint
-from ..autograd import RemovableHandle, no_grad
+from ..autograd import (Function, RemovableHandle, check_replacement, hook_name,
+                        is_grad_enabled, no_grad)
 from ..backend import get_backend
 from ..tensor import (_SUPPORTED_KINDS, Tensor, _as_dtype, _device_and_dtype, _find_backend_of,
                       _to_array)
@@ -58,6 +59,110 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+def _register(registry, hook, where):
+    """Add ``hook`` to a module's ``registry``; its handle."""
+    if not callable(hook):
+        raise TypeError(f"{where}: hook must be a function, got {shown_value(hook)}")
+    handle = RemovableHandle(registry)
+    registry[handle.id] = hook
+    return handle
+
+
+class BackwardHook(Function):
+    """y = x: marks where ``register_full_backward_hook`` hooks watch a gradient."""
+
+    view_of_input = True
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out):
+        return grad_out
+
+
+class _BackwardHooks:
+    """One call of a module with ``register_full_backward_hook`` hooks.
+
+    Its input and output pass through a :class:`BackwardHook` op each: the
+    gradient of the new input tensor is then what this module sends its
+    input (an input used outside the module too gets more than that), and
+    the tensor hooks on the two run the module's hooks.  The output's comes
+    first in the sweep and keeps ``grad_output`` for the input's.
+    """
+
+    def __init__(self, module, hooks):
+        self.module, self.hooks = module, hooks
+        self.grad_output = (None,)
+        self.position = None   # of the argument that requires grad, if one does
+        self.n_args = 0
+
+    def name(self):
+        return type(self.module).__name__
+
+    def watch_input(self, args):
+        self.n_args = len(args)
+        positions = [k for k, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
+        if len(positions) > 1:
+            raise TypeError(f"register_full_backward_hook: {self.name()} was called with "
+                            f"{len(positions)} tensors that require grad (arguments "
+                            f"{positions}); backward hooks here take modules called with one")
+        if not positions:
+            return args
+        (self.position,) = positions
+        x = BackwardHook.apply(args[self.position])
+        x.register_hook(self._input_hook)
+        return args[:self.position] + (x,) + args[self.position + 1:]
+
+    def watch_output(self, out):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"register_full_backward_hook: {self.name()} returned a "
+                            f"{type(out).__name__}; backward hooks here take modules that "
+                            f"return one tensor")
+        if not out.requires_grad:   # no gradient will come back through it
+            return out
+        out = BackwardHook.apply(out)
+        out.register_hook(self._output_hook)
+        return out
+
+    def _output_hook(self, grad):
+        self.grad_output = (grad,)
+        if self.position is None:
+            self._run((None,) * self.n_args)
+
+    def _input_hook(self, grad):
+        grad_input = [None] * self.n_args
+        grad_input[self.position] = grad
+        return self._run(tuple(grad_input))[self.position]
+
+    def _run(self, grad_input):
+        for hook in self.hooks:
+            result = hook(self.module, grad_input, self.grad_output)
+            if result is not None:
+                grad_input = self._check(result, grad_input, hook)
+        return grad_input
+
+    def _check(self, result, grad_input, hook):
+        """``result``, what ``hook`` returned in place of ``grad_input``, as a tuple of
+        one gradient of the right kind where ``grad_input`` has one, None elsewhere."""
+        who = f"register_full_backward_hook: the hook {hook_name(hook)} of {self.name()}"
+        if not isinstance(result, (tuple, list)) or len(result) != len(grad_input):
+            what = type(result).__name__ + (f" of {len(result)}" if isinstance(
+                result, (tuple, list)) else "")
+            raise TypeError(f"{who} returned a {what}; expected None or a tuple of "
+                            f"{len(grad_input)} gradient(s), one per positional argument "
+                            f"(as grad_input)")
+        for k, (new, old) in enumerate(zip(result, grad_input)):
+            if old is None and new is not None:
+                raise TypeError(f"{who} returned a gradient for argument {k}, which gets "
+                                f"none (not a tensor that requires grad); return None there")
+            if old is not None and new is None:
+                raise TypeError(f"{who} returned None for argument {k}, a tensor that "
+                                f"requires grad; return its gradient (zeros to send none)")
+            if old is not None:
+                check_replacement(new, old, who)
+        return tuple(result)
 
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -183,7 +288,7 @@ def _parse_to_args(device, dtype):
 
 # The instance attributes Module.__init__ sets: never replaced by a registration.
 _MODULE_STATE = frozenset({"training", "_parameters", "_buffers", "_non_persistent", "_modules",
-                           "_forward_hooks", "_forward_pre_hooks"})
+                           "_forward_hooks", "_forward_pre_hooks", "_backward_hooks"})
 
 
 class Module:
@@ -210,6 +315,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
 
     # ---- forward and hooks ---------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -221,24 +327,50 @@ class Module:
             result = hook(self, args)
             if result is not None:
                 args = result if isinstance(result, tuple) else (result,)
+        backward_hooks = None
+        if self._backward_hooks and is_grad_enabled():
+            backward_hooks = _BackwardHooks(self, list(self._backward_hooks.values()))
+            args = backward_hooks.watch_input(args)
         out = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             result = hook(self, args, out)
             if result is not None:
                 out = result
+        if backward_hooks is not None:
+            out = backward_hooks.watch_output(out)
         return out
 
     def register_forward_pre_hook(self, hook):
-        """``hook(module, args)`` runs before ``forward``; it may return new args."""
-        handle = RemovableHandle(self._forward_pre_hooks)
-        self._forward_pre_hooks[handle.id] = hook
-        return handle
+        """``hook(module, args)`` runs before each ``forward``, ``args`` the tuple of
+        positional arguments (keyword arguments go to ``forward`` unseen); it returns
+        None, or new arguments: a tuple, or one value, which becomes ``(value,)``.
+        Returns a handle whose ``remove()`` unregisters the hook."""
+        return _register(self._forward_pre_hooks, hook, "register_forward_pre_hook")
 
     def register_forward_hook(self, hook):
-        """``hook(module, args, output)`` runs after ``forward``; it may return a new output."""
-        handle = RemovableHandle(self._forward_hooks)
-        self._forward_hooks[handle.id] = hook
-        return handle
+        """``hook(module, args, output)`` runs after each ``forward`` (``args`` as the
+        pre-hooks left them); it returns None, or an output to use instead.  Returns
+        a handle whose ``remove()`` unregisters the hook."""
+        return _register(self._forward_hooks, hook, "register_forward_hook")
+
+    def register_full_backward_hook(self, hook):
+        """``hook(module, grad_input, grad_output)`` runs in each backward pass through
+        this module once the gradient of its input is complete; it returns None, or
+        a tuple of gradients to send to the inputs instead of ``grad_input``.
+
+        ``grad_output`` is ``(gradient of the output,)`` and ``grad_input`` holds one
+        entry per positional argument of the call: the gradient the module sends to
+        that argument (not what uses outside the module add to it) where it is a
+        tensor that requires grad, None elsewhere.  With no input that requires grad,
+        the hook runs once the output's gradient is there, and must return None.
+        As in PyTorch, each call (with grad enabled) passes the input and the
+        output through an identity op (``BackwardHook``), whose gradients the
+        hooks registered at that call are given; unlike PyTorch, the module must
+        return one tensor and take at most one that requires grad (the gradients
+        of several inputs are complete at different times of the sweep).  Returns
+        a handle whose ``remove()`` unregisters the hook.
+        """
+        return _register(self._backward_hooks, hook, "register_full_backward_hook")
 
     # ---- registration --------------------------------------------------------------
     def _registries(self):
