@@ -1049,6 +1049,7 @@ NEW_SCHED_CASES = [
         cycle_momentum=False), 30, None),
     ("cyclic-scale-fn-cycle", lambda lib, o: lib.CyclicLR(
         o, 0.01, 0.1, 3, step_size_down=0, scale_fn=lambda c: 1 / c), 20, None),
+    ("one-cycle", lambda lib, o: lib.OneCycleLR(o, [1.0, 0.3], total_steps=30), 30, None),
 ]
 
 
@@ -1113,10 +1114,12 @@ def test_a_sequential_step_that_raises_changes_nothing(at_milestone):
     assert run(fail=True) == run(fail=False)
 
 
-def _resumed_run(make, steps, metric, tmp_path, step_before_load=False):
+def _resumed_run(make, steps, metric, tmp_path, step_before_load=False, order="build-first"):
     """The lrs of a schedule run for ``steps`` steps, saved half-way through a checkpoint
     file (optimizer and scheduler) and loaded into new ones built as a resuming script
-    builds them (which may have stepped before loading)."""
+    builds them (which may have stepped before loading): both built, then both loaded
+    (``order`` "build-first"), or the optimizer's state loaded before the scheduler is
+    built on it ("optimizer-first")."""
     from tinygrad_cnn import checkpoint
     half = steps // 2
     opt = _two_group_sgd(optim)
@@ -1126,17 +1129,21 @@ def _resumed_run(make, steps, metric, tmp_path, step_before_load=False):
                                                     "sched": sched.state_dict()})
     saved = checkpoint.load(path)
     opt2 = _two_group_sgd(optim)
+    if order == "optimizer-first":
+        opt2.load_state_dict(saved["opt"])
     sched2 = make(optim, opt2)
     if step_before_load:
-        sched2.step()
-    opt2.load_state_dict(saved["opt"])
+        sched2.step(metric(0)) if metric is not None else sched2.step()
+    if order == "build-first":
+        opt2.load_state_dict(saved["opt"])
     sched2.load_state_dict(saved["sched"])
     return first + _run_schedule(sched2, opt2, steps - half, metric, start=half)
 
 
 @pytest.mark.parametrize("make,steps,metric", [c[1:] for c in MORE_SCHED_CASES + NEW_SCHED_CASES],
                          ids=[c[0] for c in MORE_SCHED_CASES + NEW_SCHED_CASES])
-def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp_path):
+@pytest.mark.parametrize("order", ["build-first", "optimizer-first"])
+def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, order, tmp_path):
     """Two groups over many steps against PyTorch's get_last_lr(); then, half-way, the
     optimizer's and scheduler's states go through a checkpoint file into new ones, built
     as a resuming script builds them, which must go on as PyTorch's uninterrupted run."""
@@ -1151,8 +1158,8 @@ def test_more_schedulers_match_torch_and_resume_mid_run(make, steps, metric, tmp
     np.testing.assert_allclose(_run_schedule(sched, opt, steps, metric), expected, rtol=1e-10,
                                atol=1e-15)
 
-    np.testing.assert_allclose(_resumed_run(make, steps, metric, tmp_path), expected,
-                               rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(_resumed_run(make, steps, metric, tmp_path, order=order),
+                               expected, rtol=1e-10, atol=1e-15)
 
 
 def _stepped(sched, times):
@@ -1219,13 +1226,31 @@ def test_more_schedulers_by_hand(make, expected):
 
 @pytest.mark.parametrize("make,steps", [c[1:3] for c in NEW_SCHED_CASES],
                          ids=[c[0] for c in NEW_SCHED_CASES])
-def test_new_schedulers_resume_through_a_checkpoint_without_torch(make, steps, tmp_path):
+@pytest.mark.parametrize("order", ["build-first", "optimizer-first"])
+def test_new_schedulers_resume_through_a_checkpoint_without_torch(make, steps, order,
+                                                                  tmp_path):
     """Saved half-way (optimizer and scheduler) and loaded into new ones built as a
     resuming script builds them: the run goes on exactly as the uninterrupted one."""
     opt = _two_group_sgd(optim)
     expected = _run_schedule(make(optim, opt), opt, steps, None)
     # A resumed run is set back by loading, whatever its scheduler did before.
-    assert _resumed_run(make, steps, None, tmp_path, step_before_load=True) == expected
+    assert _resumed_run(make, steps, None, tmp_path, step_before_load=True,
+                        order=order) == expected
+
+
+@pytest.mark.parametrize("order", ["build-first", "optimizer-first"])
+def test_a_sequential_schedule_resumes_its_current_schedulers_lr_and_momentum(
+        order, tmp_path):
+    """Resumed inside its second scheduler (a OneCycleLR, which cycles the momentum):
+    loading sets the optimizer's lr and momentum to that scheduler's, not to those
+    its own or the first scheduler's construction left there."""
+    def make(lib, o):
+        return lib.SequentialLR(o, [lib.LinearLR(o, start_factor=0.1, total_iters=4),
+                                    lib.OneCycleLR(o, 0.5, total_steps=20, three_phase=True)],
+                                milestones=[6])
+    opt = _two_group_sgd(optim)
+    expected = _run_schedule(make(optim, opt), opt, 26, None)
+    assert _resumed_run(make, 26, None, tmp_path, order=order) == expected
 
 
 def _fractional_epochs(sched, epochs, batches, then=0):

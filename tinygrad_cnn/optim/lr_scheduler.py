@@ -132,7 +132,12 @@ class LRScheduler:
     that of step k + 1 of an uninterrupted run (PyTorch's chained schedulers,
     CosineAnnealingLR, ExponentialLR, MultiStepLR and LinearLR among them, keep
     the optimiser's saved lr for that step instead).  ``load_state_dict`` is
-    the way to resume that gives PyTorch's numbers exactly.
+    the way to resume that gives PyTorch's numbers exactly, whether the
+    optimiser's state was loaded before the schedule was built or after: it
+    writes the loaded schedule's lr (and momentum, for the schedules that
+    cycle it) into the optimiser's groups, since building a schedule sets
+    the lr of its step 0 there.  (PyTorch's leaves the lr its constructor
+    set, which for OneCycleLR, CyclicLR and LinearLR is not the loaded one.)
     """
 
     # The lists of per-group learning rates the state holds (checked on loading).
@@ -177,13 +182,19 @@ class LRScheduler:
                 for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        """Restore what :meth:`state_dict` gave: the same keys, no others.
+        """Restore what :meth:`state_dict` gave: the same keys, no others; then set the
+        optimiser's groups to the loaded step's lr (and momentum, where it cycles).
 
         The loaded settings pass the checks the constructor applies (a
         ``T_max`` of 0 is refused here, not met as a division by zero at the
         next step); the error names the setting.  Nothing changes unless the
         whole state loads.
         """
+        self._load_state(state_dict)
+        self._restore_groups()
+
+    def _load_state(self, state_dict):
+        """:meth:`load_state_dict` without touching the optimiser's groups."""
         name = type(self).__name__
         if not isinstance(state_dict, dict):
             raise TypeError(f"{name}.load_state_dict: expected a dict, got "
@@ -201,6 +212,15 @@ class LRScheduler:
         except (TypeError, ValueError) as e:
             raise type(e)(f"{name}.load_state_dict: {e}") from None
         self.__dict__.update(loaded.__dict__)
+        self._restore_groups()
+
+    def _restore_groups(self):
+        """Write the loaded schedule's current values into the optimiser's groups: the
+        lr of its last step (and, in subclasses that cycle it, the momentum), which
+        building the schedule overwrote with those of its step 0 when the
+        optimiser's state was loaded first."""
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
 
     def _check_state(self):
         """Raise TypeError or ValueError unless the schedule's state is usable, and keep
@@ -479,13 +499,13 @@ class LambdaLR(LRScheduler):
                                for i, fn in enumerate(self.lr_lambdas)]
         return state
 
-    def load_state_dict(self, state_dict):
-        """Restore the state; each saved dict of attributes updates its callable object's."""
+    def _load_state(self, state_dict):
+        # Each saved dict of attributes updates its callable object's.
         saved = None
         if isinstance(state_dict, dict) and "lr_lambdas" in state_dict:
             saved = self._checked_lambdas(state_dict["lr_lambdas"])
             state_dict = dict(state_dict, lr_lambdas=self.lr_lambdas)
-        super().load_state_dict(state_dict)
+        super()._load_state(state_dict)
         for fn, attributes in zip(self.lr_lambdas, saved or ()):
             if attributes is not None:
                 fn.__dict__.update(copy.deepcopy(attributes))
@@ -739,6 +759,11 @@ class OneCycleLR(LRScheduler):
                              f"total_steps is {self.total_steps}")
         super().step()
 
+    def _restore_groups(self):
+        super()._restore_groups()
+        if self.cycle_momentum:
+            self.get_lr()   # sets the groups' momenta of this step (and nothing else)
+
     def get_lr(self):
         step = self.last_epoch
         lrs = []
@@ -771,7 +796,9 @@ class CyclicLR(LRScheduler):
     (``scale_mode`` "cycle") or of ``k`` ("iterations") returning a number >= 0;
     ``mode`` is then not used (without a ``scale_fn``, the scale mode is the
     mode's, whatever ``scale_mode`` says, as in PyTorch).  ``scale_fn`` is called
-    once per step (PyTorch's once per group and again for the momenta), and
+    once per step (PyTorch's once per group and again for the momenta; with
+    ``cycle_momentum``, once more by ``load_state_dict``, to set the loaded
+    step's momenta), and
     ``state_dict()`` saves the attributes of one that is a callable object, as
     :class:`LambdaLR` does.  ``base_lr``, ``max_lr``, ``base_momentum`` and
     ``max_momentum`` are one number or a list with one per group; the step
@@ -856,6 +883,11 @@ class CyclicLR(LRScheduler):
             return 1 / (2.0 ** (x - 1))
         return self.gamma ** x
 
+    def _restore_groups(self):
+        super()._restore_groups()
+        if self.cycle_momentum:
+            self.get_lr()   # sets the groups' momenta of this step (calls scale_fn once more)
+
     def get_lr(self):
         # PyTorch's arithmetic, for the same rounding
         cycle = math.floor(1 + self.last_epoch / self.total_size)
@@ -881,15 +913,15 @@ class CyclicLR(LRScheduler):
                                                       "CyclicLR.state_dict: scale_fn")
         return state
 
-    def load_state_dict(self, state_dict):
-        """Restore the state; saved attributes of the scale_fn update the object's."""
+    def _load_state(self, state_dict):
+        # Saved attributes of the scale_fn update the object's.
         saved = None
         if isinstance(state_dict, dict) and "_scale_fn_custom" in state_dict:
             saved = state_dict["_scale_fn_custom"]
             _check_saved_attributes(self._scale_fn_custom, saved,
                                     "CyclicLR.load_state_dict: _scale_fn_custom", "scale_fn")
             state_dict = dict(state_dict, _scale_fn_custom=self._scale_fn_custom)
-        super().load_state_dict(state_dict)
+        super()._load_state(state_dict)
         if saved is not None:
             self._scale_fn_custom.__dict__.update(copy.deepcopy(saved))
 
@@ -985,8 +1017,8 @@ class SequentialLR(LRScheduler):
         state["_schedulers"] = [sched.state_dict() for sched in self._schedulers]
         return state
 
-    def load_state_dict(self, state_dict):
-        """Restore the state and every scheduler's; nothing changes unless all of it loads."""
+    def _load_state(self, state_dict):
+        # This one's state and every scheduler's; nothing changes unless all of it loads.
         saved = None
         if isinstance(state_dict, dict) and "_schedulers" in state_dict:
             saved = state_dict["_schedulers"]
@@ -999,15 +1031,18 @@ class SequentialLR(LRScheduler):
                 # reads): the real ones below cannot fail half-way.
                 trial = copy.deepcopy(sched, {id(self.optimizer): self.optimizer})
                 try:
-                    trial.load_state_dict(state)
+                    trial._load_state(state)
                 except (TypeError, ValueError, KeyError) as e:
                     message = e.args[0] if len(e.args) == 1 else str(e)
                     raise type(e)(f"SequentialLR.load_state_dict: scheduler {i}: "
                                   f"{message}") from None
             state_dict = dict(state_dict, _schedulers=self._schedulers)
-        super().load_state_dict(state_dict)
+        super()._load_state(state_dict)
         for sched, state in zip(self._schedulers, saved or ()):
-            sched.load_state_dict(state)
+            sched._load_state(state)
+
+    def _restore_groups(self):   # the current scheduler's values
+        self._schedulers[bisect.bisect_right(self._milestones, self.last_epoch)]._restore_groups()
 
     def _check_state(self):
         super()._check_state()
