@@ -61,6 +61,11 @@ def test_backward_on_a_tensor_without_grad():
         tg.ones(2).sum().backward()
     with pytest.raises(RuntimeError, match=r"input of shape \(2,\) does not require grad"):
         tg.grad(tg.ones(2, requires_grad=True).sum(), [tg.ones(2)])
+    # An input that requires grad, behind an op without a gradient: the message
+    # names that cause too.
+    with pytest.raises(RuntimeError, match=r"graph was cut: by an op without a gradient "
+                                           r"\(floor, ceil, round, sign"):
+        tg.tensor([1.5], requires_grad=True).floor().sum().backward()
 
 
 @pytest.mark.parametrize("make", [
@@ -126,6 +131,15 @@ def test_mixing_devices_names_both(op, second_device):
     with pytest.raises(DeviceError, match=rf"different devices: (cpu and {second_device}|"
                                           rf"{second_device} and cpu).*\.to\(device\)"):
         op(x, y)
+
+
+@pytest.mark.parametrize("join", ["stack", "concatenate", "cat"])
+def test_joining_tensors_of_two_devices_names_the_function(join, second_device):
+    x, y = tg.ones(3), tg.ones(3, device=second_device)
+    name = "concatenate" if join == "cat" else join
+    with pytest.raises(DeviceError, match=rf"^{name}: tensors are on different devices: "
+                                          rf"cpu and {second_device}"):
+        getattr(tg, join)([x, y])
 
 
 # An argument on another device than x: the error names the function, which argument is

@@ -448,7 +448,10 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
-                               "no input of its graph has requires_grad=True")
+                               "no input of its graph has requires_grad=True, or its "
+                               "graph was cut: by an op without a gradient (floor, ceil, "
+                               "round, sign, argmax, comparisons, detach()) or by "
+                               "computing it under no_grad()")
         retain_graph, create_graph = _graph_flags(retain_graph, create_graph, "backward")
         grad = _upstream(self, grad, "backward")
         autograd.backprop([self], [grad], retain_graph, create_graph)
@@ -1751,6 +1754,7 @@ def concatenate(tensors, axis=0, dim=None):
     """Join tensors along an existing ``axis`` (``dim`` is an alias); shapes must match
     elsewhere.  Alias ``cat``."""
     tensors = _tensor_list(tensors, "concatenate")
+    common_backend(tensors, "concatenate")
     axis = _join_axis(axis, dim, "concatenate")
     if tensors[0].ndim == 0:
         raise ValueError("concatenate: 0-d tensors cannot be joined; use stack")
@@ -1770,6 +1774,7 @@ cat = concatenate
 def stack(tensors, axis=0, dim=None):
     """Join tensors of one shape along a new ``axis`` (``dim`` is an alias)."""
     tensors = _tensor_list(tensors, "stack")
+    common_backend(tensors, "stack")   # before the unsqueezes, so the error names stack
     axis = _norm_axis(_join_axis(axis, dim, "stack"), tensors[0].ndim + 1, "stack",
                       of="the stacked result")
     for t in tensors[1:]:
