@@ -15,7 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_readme_python_blocks_run(capsys):
+def test_readme_python_blocks_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # where the saving example writes its file
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
     assert blocks, "the README should show code"
     for i, block in enumerate(blocks):
@@ -25,6 +26,7 @@ def test_readme_python_blocks_run(capsys):
     assert "\nTrue\n" in out                # gradcheck passed
     # the CNN in twenty lines learns (its comment says about 92 %)
     assert int(re.search(r"^test accuracy (\d+)%$", out, re.M).group(1)) >= 88
+    assert "\n3\n" in out and (tmp_path / "runs" / "digits.npz").is_file()   # saved, loaded
 
 
 def _bash_block_after(heading):
