@@ -445,6 +445,12 @@ def test_a_nondeterministic_fn_is_caught():
     with pytest.raises(GradcheckError, match="fn is not deterministic"):
         gradcheck(noisy, (_x(3), 1e-3))
     assert gradcheck(noisy, (_x(3), 1e-14), nondet_tol=1e-12)
+    # Noise the tolerance allows, large against eps: the failure says so (not that
+    # fn has a kink there).
+    with pytest.raises(GradcheckError, match=r"may differ by up to nondet_tol = 1e-06 from "
+                                             r"call to call.*check with a larger eps") as e:
+        gradcheck(noisy, (_x(3), 1e-9), nondet_tol=1e-6)
+    assert "one-sided" not in str(e.value)
 
 
 def _strided(layout, dtype):

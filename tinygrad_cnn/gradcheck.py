@@ -448,10 +448,11 @@ def _compare(a, n, cols, x, y, j, k, names, show_output, mode, atol, rtol, noise
             f"|numerical|); {count} out of tolerance{what}{hint}"), (k, row, cols[col], a[row, col])
 
 
-def _hint(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
+def _hint(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, nondet_tol, name):
     """Why output k's check may fail at flat element e of input i without a wrong
     backward: a hint where fn's slope jumps there (a kink or a tie, where fn has no
-    derivative) or where rounding swamps the finite difference, else "".
+    derivative), where rounding swamps the finite difference, or where the
+    ``nondet_tol`` the caller allowed fn's outputs to vary by does, else "".
 
     The central difference at a kink is the mean of the slopes on either side; an
     analytic rule that picks one of them (or a value between) fails the check
@@ -484,6 +485,15 @@ def _hint(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     unit = 2 * np.finfo(np.float64).eps * float(np.abs(weights[moved]) @ largest)
     step = steps[0] + steps[3]                   # of the central difference
     noise = unit / step
+    # Outputs that may differ by nondet_tol from call to call move the weighted sum
+    # by up to this much.
+    jitter = nondet_tol * float(np.abs(weights[moved]).sum())
+    if jitter and abs(analytic - weights @ (values[4] - values[1]) / step) <= 2 * jitter / step:
+        return (f"; fn's outputs may differ by up to nondet_tol = {nondet_tol:g} from call "
+                f"to call, which can move the finite difference over the step 2 * eps = "
+                f"{step:.3g} by {2 * jitter / step:.3g}, as much as the difference found "
+                f"(the backward may well be right): check with a larger eps, or make fn "
+                f"deterministic")
     if abs(analytic - weights @ (values[4] - values[1]) / step) <= noise:
         return (f"; the finite difference there is only good to about {noise:.3g}: fn's "
                 f"outputs reach {largest.max(initial=0):.3g} and round by about 1e-16 of "
@@ -501,7 +511,7 @@ def _hint(fn, inputs, i, e, start, k, weights, analytic, eps, atol, rtol, name):
     # could make, over eps or over its tenth, shows no jump.
     gap, gap_near = above - below, above_near - below_near
     ratio = (steps[1] + steps[2]) / (steps[0] + steps[3])   # a smooth fn's gap_near / gap
-    noisy = abs(gap) <= 2 * unit * (1 / steps[0] + 1 / steps[3]) or (
+    noisy = abs(gap) <= 2 * (unit + jitter) * (1 / steps[0] + 1 / steps[3]) or (
         np.isfinite(gap_near) and abs(gap) <= 4 * unit * (1 / steps[1] + 1 / steps[2]))
     tol = atol + rtol * abs(analytic)
     if (noisy or abs(gap) <= 1e-3 * max(abs(below), abs(above))
@@ -680,7 +690,7 @@ def _run(fn, inputs, originals, wrt, eps, atol, rtol, seed, grad_outputs, max_el
                     weights = np.zeros(outs[k].size)
                     weights[row] = 1.0
                 message += _hint(fn, inputs, i, e, start, k, weights, value, eps, atol, rtol,
-                                 name)
+                                 nondet_tol, name)
             raise _Failed(message)
     if not anything:
         # Both sides are zero everywhere (or empty) and agree, checking nothing.
