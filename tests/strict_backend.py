@@ -38,6 +38,10 @@ proves the core would run on CuPy:
   facts and ``.get()`` need no current device.  The suite runs on ``"strict2"`` too, so array code
   outside ``backend.context()`` fails there;
 * reductions and scalar indexing give 0-d arrays, never scalars;
+* host -> device copies (``xp.asarray`` and ``xp.array`` of host data,
+  ``.set()``) are counted in ``upload_count``, and the arrays that
+  ``Backend.constant`` shares between ops refuse writes (CuPy's cannot, so
+  the suite proves that nothing writes into them);
 * every host synchronisation is counted on the backend: ``to_numpy``,
   ``synchronize``, ``.get()``, ``.item()``, ``.tolist()``, ``float() /
   int() / bool()``, printing, boolean-mask indexing and ``xp.nonzero`` and
@@ -772,6 +776,12 @@ class StrictBackend(Backend):
 
     def as_strided(self, a, shape, strides):
         return self._as_strided(a, shape=shape, strides=strides)
+
+    def read_only(self, a):
+        # CuPy arrays cannot refuse writes; the NumPy array under a shared
+        # constant (Backend.constant) does here, so a write into one fails.
+        self._own(a, "read_only").flags.writeable = False
+        return a
 
     # What cupyx.scatter_add (cupy.add.at) adds through an integer index array in
     # CuPy 14: the dtypes of CUDA's atomicAdd.  Other targets (int8, int16, uint8,

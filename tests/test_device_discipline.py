@@ -3,6 +3,9 @@
 * A training step of the default CNN (data loader, forward, loss, backward,
   clipping, optimiser, schedule) never waits for the device: zero host
   synchronisations, and the same weights as on the CPU.
+* After the first step, a training step copies nothing to the device but its
+  batch and dropout mask: the numbers of ops (``x * 0.5``, eps, pooling
+  divisors) are copied once and shared, and never written.
 * ``train.train`` reads from the device only when the user asked for it:
   once per logged step (the progress bar), once per epoch summary and once
   per evaluation.
@@ -232,6 +235,174 @@ def test_the_losses_softplus_sends_nothing_to_the_device():
     np.testing.assert_allclose(x.grad.numpy(), 1 / (1 + np.exp(-x.numpy())), rtol=1e-15)
 
 
+# ---- numbers and other constants go to the device once --------------------------------
+def _net_of_many_layers():
+    """Normalisation layers, GELU and SiLU, padded max and average pooling, adaptive
+    pooling and a linear head: the layers whose forward and backward use numbers
+    (eps, 0.5, 1 - x...) and size-dependent constants (divisors, masks)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.SiLU(),
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+        nn.InstanceNorm2d(8, affine=True), nn.Mish(), nn.AdaptiveMaxPool2d(2),
+        nn.Flatten(), nn.LayerNorm(32), nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("make_opt", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_training_steps_copy_nothing_to_the_device_after_the_first(make_opt):
+    """After the first step has put its numbers on the device, a training step (forward,
+    a label-smoothed loss, backward, clipping, optimiser, schedule) copies nothing to
+    it: each such copy is a host -> device transfer on a GPU, every step."""
+    tg.manual_seed(0)
+    model = _net_of_many_layers().to("strict")
+    opt = make_opt(list(model.parameters()))
+    sched = optim.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"], total_steps=4)
+    rng = np.random.default_rng(0)
+    x = tg.tensor(rng.standard_normal((4, 1, 8, 8)).astype(np.float32), device="strict")
+    y = tg.tensor(rng.integers(0, 10, 4), device="strict")
+    uploads = []
+    for _ in range(4):
+        before = STRICT.upload_count
+        with STRICT.track_syncs() as log:
+            loss = nn.cross_entropy(model(x), y, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            optim.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+        assert log == []
+        uploads.append(STRICT.upload_count - before)
+    assert uploads[1:] == [0, 0, 0]
+    assert np.isfinite(loss.item())
+
+
+def _leaf(*shape, scale=1.0):
+    data = np.random.default_rng(sum(shape)).standard_normal(shape) * scale
+    return tg.tensor(data.astype(np.float32), device="strict", requires_grad=True)
+
+
+_X, _IMG = _leaf(6, 5, scale=3.0), _leaf(2, 6, 7, 7)
+_PROBABILITIES = tg.tensor(np.full((6, 5), 0.2, np.float32), device="strict")
+_CLASSES = tg.tensor(np.array([0, 4, 2, 1, 3, 0]), device="strict")
+_TARGET = tg.tensor(np.linspace(-1, 1, 30).reshape(6, 5).astype(np.float32), device="strict")
+_RUNNING = (tg.zeros(6, device="strict"), tg.ones(6, device="strict"))
+
+# Each a forward and backward pass whose formulas use numbers or size-dependent constants.
+_NUMBER_USERS = {
+    "arithmetic": lambda: (1 - _X * 0.5 + _X / 3 - 2 / (_X * _X + 1)).sum(),
+    "powers": lambda: (_X ** 2 + (_X * _X + 1) ** 0.5 + 2 ** _X + _X ** 3).sum(),
+    "comparisons": lambda: tg.where((_X > 0) & (_X <= 2.5), _X, 0.0).sum(),
+    "clip-maximum": lambda: (_X.clip(-1, 1) + _X.maximum(0.5) + _X.clip(_TARGET, 2.0)).sum(),
+    "gelu": lambda: F.gelu(_X).sum(),
+    "gelu-tanh": lambda: F.gelu(_X, approximate="tanh").sum(),
+    "activations": lambda: (F.silu(_X) + F.mish(_X) + F.elu(_X) + F.selu(_X) + F.celu(_X)
+                            + F.softplus(_X, beta=2) + F.hardswish(_X) + F.hardsigmoid(_X)
+                            + F.relu6(_X) + F.leaky_relu(_X, 0.2)).sum(),
+    "batch_norm-train": lambda: F.batch_norm(_IMG, *_RUNNING, training=True).sum(),
+    "batch_norm-eval": lambda: F.batch_norm(_IMG, *_RUNNING, training=False).sum(),
+    "group_norm": lambda: F.group_norm(_IMG, 3).sum(),
+    "layer_norm": lambda: F.layer_norm(_IMG, (7, 7)).sum(),
+    "instance_norm": lambda: F.instance_norm(_IMG).sum(),
+    "normalize": lambda: (F.normalize(_X) + F.cosine_similarity(_X, _TARGET)[:, None]).sum(),
+    "cross_entropy-smoothed": lambda: nn.cross_entropy(_X, _CLASSES, label_smoothing=0.1),
+    "cross_entropy-probabilities": lambda: nn.cross_entropy(_X, _PROBABILITIES),
+    "mse": lambda: nn.mse_loss(_X, _TARGET),
+    "bce-with-logits": lambda: nn.binary_cross_entropy_with_logits(_X, _TARGET.abs() / 2),
+    "smooth_l1-huber": lambda: (nn.smooth_l1_loss(_X, _TARGET, beta=0.5)
+                                + nn.huber_loss(_X, _TARGET, delta=2.0)),
+    "kl_div": lambda: nn.kl_div(F.log_softmax(_X, 1), _PROBABILITIES, reduction="batchmean"),
+    "avg_pool": lambda: (F.avg_pool2d(_IMG, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+                         .sum() + F.adaptive_avg_pool2d(_IMG, 3).sum()),
+    "max_pool-padded": lambda: F.max_pool2d(_IMG, 3, 2, 1, ceil_mode=True).sum(),
+    "adaptive_max_pool": lambda: F.adaptive_max_pool2d(_IMG, (3, 2)).sum(),
+    "pad": lambda: sum(F.pad(_IMG, (2, 1, 1, 2), mode=m).sum()
+                       for m in ("reflect", "replicate", "circular")),
+}
+
+
+@pytest.mark.parametrize("loss", _NUMBER_USERS.values(), ids=_NUMBER_USERS.keys())
+def test_numbers_in_ops_are_copied_to_the_device_once(loss):
+    """``x * 0.5``, eps, ``1 - x``, a pooling divisor: the first call copies them to the
+    device, and every later forward and backward pass finds them there."""
+    loss().backward()
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        loss().backward()
+    assert log == [] and STRICT.upload_count == before
+
+
+def test_higher_order_gradients_copy_no_numbers_either():
+    def second_derivative():
+        (g,) = tg.grad(F.gelu(_X).sum() + (_X ** 3).sum() / 6, [_X], create_graph=True)
+        return tg.grad(g.sum(), [_X])[0]
+
+    expected = second_derivative().numpy()
+    before = STRICT.upload_count
+    np.testing.assert_array_equal(second_derivative().numpy(), expected)
+    assert STRICT.upload_count == before
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    lambda p: optim.Adam(p, lr=1e-3, amsgrad=True, weight_decay=1e-2),
+    lambda p: optim.AdamW(p, lr=1e-3),
+], ids=["sgd", "adam", "adamw"])
+def test_optimiser_steps_copy_nothing_to_the_device(make_opt):
+    params = [_leaf(5, 4), _leaf(3)]
+    for p in params:
+        p.grad = tg.ones_like(p)
+    opt = make_opt(params)
+    opt.step()
+    before = STRICT.upload_count
+    with STRICT.track_syncs() as log:
+        opt.step()
+        optim.clip_grad_norm_(params, 1.0)
+        optim.clip_grad_value_(params, 0.1)
+    assert log == [] and STRICT.upload_count == before
+
+
+def test_a_shared_number_is_never_written():
+    """A number's array is shared by every op that uses the number: a write into a
+    tensor holding it (reachable through the graph) gets a copy of its own, and the
+    stand-in's array refuses any other write, as the host's does."""
+    x = tg.tensor([1.0, 2.0], device="strict", requires_grad=True)
+    y = x * 0.5
+    half = y.grad_fn.inputs[1]
+    assert half.tolist() == 0.5
+    half += 1
+    half[...] = 7.0
+    assert half.tolist() == 7.0 and (x * 0.5).tolist() == [0.5, 1.0]
+    for backend in (STRICT, tg.get_backend("cpu")):
+        shared = backend.constant(0.5, np.float32)
+        with backend.context(), pytest.raises(ValueError, match="read-only"):
+            backend.xp.add(shared, 1, out=shared)
+        assert shared is backend.constant(0.5, "float32")
+        host = np.arange(3.0)
+        kept = backend.constant(host)
+        host[0] = 5.0   # the caller's array was copied, not frozen
+        assert backend.to_numpy(kept).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_numbers_are_told_apart_by_their_bits_and_dtype_and_kept_in_bounds(monkeypatch):
+    """-0.0 is not 0.0 (1 / (x * -0.0) is -inf), a NaN finds its array again, an int is
+    not a float, and a program making ever new numbers keeps a bounded number of them."""
+    x = tg.tensor([1.0, 2.0], device="strict")
+    with np.errstate(divide="ignore"):
+        assert (1 / (x * 0.0)).tolist() == [np.inf, np.inf]
+        assert (1 / (x * -0.0)).tolist() == [-np.inf, -np.inf]
+    assert np.isnan((x * np.nan).numpy()).all()
+    before = STRICT.upload_count
+    assert np.isnan((x * float("nan")).numpy()).all() and STRICT.upload_count == before
+    i = tg.tensor([3, 4], device="strict")
+    assert (i * 2).dtype == np.int64 and (i * 2.0).dtype == np.float64
+    assert (tg.tensor([3, 4], dtype="int8", device="strict") * 0.5).dtype == np.float64
+    monkeypatch.setattr(STRICT, "_MAX_CONSTANTS", 8)
+    for k in range(20):
+        assert (x + (k + 0.25)).tolist() == [k + 1.25, k + 2.25]
+    assert len(STRICT._constants) <= 8
+
+
 # ---- what CuPy arrays cannot do ------------------------------------------------------
 def test_layers_init_and_in_place_ops_on_a_device():
     """CuPy arrays have no flags.writeable (the stand-in's flags have none either):
@@ -280,20 +451,22 @@ def test_ops_run_inside_their_device_context():
 
 # ---- train.train: host reads only where the user asked ------------------------------
 class _StepMarks(DataLoader):
-    """The training loader, noting the sync count each time a batch is handed out."""
+    """The training loader, noting the sync and upload counts each time a batch is
+    handed out."""
 
-    marks = []
+    marks, uploads = [], []
 
     def _batches(self, epoch, start):
         for batch in super()._batches(epoch, start):
             if self.shuffle:   # the training loader, not the evaluation one
                 self.marks.append(STRICT.sync_count)
+                self.uploads.append(STRICT.upload_count)
             yield batch
 
 
 def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeypatch):
     monkeypatch.setattr(train_module, "DataLoader", _StepMarks)
-    _StepMarks.marks = []
+    _StepMarks.marks, _StepMarks.uploads = [], []
     log_every, out = 2, []
     progress = importlib.util.find_spec("tqdm") is not None  # the bar (tqdm) logs
     cfg = dict(model="cnn", epochs=2, batch_size=512, log_every=log_every, seed=0,
@@ -316,6 +489,11 @@ def test_train_reads_the_device_only_at_logging_intervals_and_epoch_ends(monkeyp
     expected[-1] += 1   # the final evaluation after the loop
     assert per_step == expected, "\n".join(log)
     assert all(" train" in entry or "evaluate" in entry for entry in log), log
+    # Host -> device copies from one batch to the next, after the first step (which
+    # puts the numbers of its ops on the device) and away from epoch ends (which
+    # evaluate): the step's dropout mask, then the next batch's images and labels.
+    uploads = [b - a for a, b in zip(_StepMarks.uploads, _StepMarks.uploads[1:])]
+    assert [n for k, n in enumerate(uploads, 1) if k > 1 and k % steps_per_epoch] == [3, 3, 3]
 
     reference = train_module.train(train_module.TrainConfig(device="cpu", **cfg),
                                    out=lambda line: None)

@@ -73,6 +73,44 @@ class Backend:
         """Host or device data -> an array of this backend."""
         return self.xp.asarray(data, dtype=dtype)
 
+    _MAX_CONSTANTS = 256
+
+    @functools.cached_property
+    def _constants(self):
+        return {}   # (dtype, shape, bytes) -> the array on this device, see constant()
+
+    def constant(self, value, dtype=None):
+        """A host number or array that ops use unchanged, as an array of this device.
+
+        The 0.5 of ``x * 0.5`` (a 0-d array), a pooling divisor, a padding
+        index: on a GPU each ``asarray`` of them is a host -> device copy,
+        several per training step.  Kept per (dtype, shape, value), each is
+        copied once.  Shared, so never written: the array is read-only where
+        the array library allows it (NumPy) and tensors that hold it are
+        marked read-only (an in-place op gives them a copy of their own
+        first).  Up to ``_MAX_CONSTANTS`` are kept; a program that makes ever
+        new ones (a schedule's factor, new image sizes) starts over when that
+        many are.
+        """
+        host = np.asarray(value, dtype=dtype)
+        # By bits: -0.0 is not 0.0, and a NaN finds itself.
+        key = (host.dtype, host.shape, host.tobytes())
+        constants = self._constants
+        a = constants.get(key)
+        if a is None:
+            if len(constants) >= self._MAX_CONSTANTS:
+                constants.clear()
+            # A copy: on the host, asarray would share (and freeze) the caller's array.
+            a = constants[key] = self.read_only(self.asarray(host.copy()))
+        return a
+
+    def read_only(self, a):
+        """``a``, made to refuse writes where the array library can (NumPy; CuPy
+        cannot, and the tensors holding ``a`` are marked read-only instead)."""
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+        return a
+
     def to_numpy(self, a):
         """This backend's array -> a host ``numpy.ndarray`` (explicit copy).
 

@@ -996,7 +996,8 @@ def _valid_offsets(backend, geom):
     vh = axis_valid(geom.OH, geom.sh, geom.dh, geom.KH, geom.pt, geom.H)
     vw = axis_valid(geom.OW, geom.sw, geom.dw, geom.KW, geom.pl, geom.W)
     valid = vh[:, None, :, None] & vw[None, :, None, :]    # (KH, KW, OH, OW)
-    return backend.asarray(valid.reshape(geom.KH * geom.KW, geom.OH, geom.OW))
+    # Kept on the device (Backend.constant): each backward needs it again.
+    return backend.constant(valid.reshape(geom.KH * geom.KW, geom.OH, geom.OW))
 
 
 def max_pool_array(backend, x, geom):
@@ -1221,14 +1222,15 @@ def adaptive_max_array(backend, x, OH, OW):
     rows, cols = bin_index(H, OH), bin_index(W, OW)                  # (OH, a), (OW, b)
     flat = (rows[:, None, :, None] * W + cols[None, :, None, :])      # (OH, OW, a, b)
     flat = flat.reshape(OH * OW, -1)                                  # (OH*OW, a*b)
-    windows = xp.take(x.reshape(N, C, H * W), backend.asarray(flat), axis=2)
+    # The index arrays depend on the sizes alone: kept on the device (Backend.constant).
+    windows = xp.take(x.reshape(N, C, H * W), backend.constant(flat), axis=2)
     arg = xp.argmax(windows, axis=3)                                  # (N, C, OH*OW)
     y = xp.take_along_axis(windows, arg[..., None], axis=3)[..., 0]  # (N, C, OH*OW)
     # argmax stops at a NaN (y is then NaN); max pooling's rule sends such a
     # bin to its first element.
     arg = xp.where(xp.isnan(y), 0, arg)
     base = np.arange(OH * OW)[:, None] * flat.shape[1]
-    idx = xp.take(backend.asarray(flat.reshape(-1)), arg + backend.asarray(base[:, 0]))
+    idx = xp.take(backend.constant(flat.reshape(-1)), arg + backend.constant(base[:, 0]))
     return y.reshape(N, C, OH, OW), idx.reshape(N, C, OH, OW)
 
 

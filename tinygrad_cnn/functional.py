@@ -1008,7 +1008,8 @@ def _avg_pool2d(op, x, kernel_size, stride, padding, ceil_mode, count_include_pa
     divisor = avg_pool_divisor(geom, padding[0], padding[1],
                                check_flag("count_include_pad", count_include_pad, op),
                                divisor_override)
-    return AvgPool2d.apply(x, geom=geom, divisor=x._backend.asarray(divisor))
+    # In x's dtype and kept on the device: a training step copies no divisor to it.
+    return AvgPool2d.apply(x, geom=geom, divisor=x._backend.constant(divisor, x.dtype))
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -1961,8 +1962,9 @@ def _pad_by_index(x, pad, widths, mode, value):
     y = x
     for axis, (a, b) in enumerate(widths):
         if (a, b) != (0, 0):
-            # A host index array: indexing copies it to x's device.
-            y = y[(slice(None),) * axis + (_pad_index(mode, x.shape[axis], a, b),)]
+            # The index depends on the sizes alone: copied to x's device once.
+            index = Tensor._constant(_pad_index(mode, x.shape[axis], a, b), None, x._backend)
+            y = y[(slice(None),) * axis + (index,)]
     # With nothing to pad, still a copy (see the constant mode).
     return x.pad([(0, 0)] * x.ndim) if y is x else y
 

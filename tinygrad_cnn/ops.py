@@ -130,7 +130,7 @@ class PowConst(Function):
     def forward(self, x, exponent):
         self.exponent = exponent
         if x.dtype.kind == "f":
-            return x ** self.xp.asarray(exponent, dtype=x.dtype)
+            return x ** self.backend.constant(exponent, x.dtype)
         if isinstance(exponent, numbers.Integral) and exponent < 0:
             raise ValueError(integer_power_message(x.dtype))
         return x ** exponent

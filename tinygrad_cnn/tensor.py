@@ -290,6 +290,15 @@ class Tensor:
         t._init(data, backend, requires_grad)
         return t
 
+    @classmethod
+    def _constant(cls, value, dtype, backend):
+        """A number or a host array that ops use unchanged, as a tensor of ``backend``:
+        its array is copied to the device once and shared (``Backend.constant``),
+        so the tensor is read-only (an in-place op gives it a copy of its own)."""
+        t = cls._make(backend.constant(value, dtype), backend)
+        t._read_only = True
+        return t
+
     def _init(self, data, backend, requires_grad):
         if isinstance(data, np.generic):
             # NumPy gives scalars for 0-d results (x.sum(), 0-d + 0-d); CuPy gives
@@ -629,7 +638,8 @@ class Tensor:
                 # tensor gives what NumPy gives (float32 would make int8 * 0.5
                 # float32 but int32 * 0.5 float64).
                 dtype = int64 if isinstance(other, numbers.Integral) else float64
-            return Tensor._make(self._backend.asarray(other, dtype=dtype), self._backend)
+            # On the device once per (dtype, value), not copied there at every op.
+            return Tensor._constant(other, dtype, self._backend)
         return Tensor(other, device=self.device)
 
     def __add__(self, other):

@@ -62,7 +62,10 @@ def _reduce(loss, reduction, denominator=None):
     # into the weights.  Built from array ops, so a device never synchronises.
     xp = loss.xp
     with loss._backend.context():
-        d = xp.asarray(denominator)
+        # A count known on the host (the batch size of soft targets) is kept on the
+        # device (Backend.constant) rather than copied there at every call.
+        d = (loss._backend.constant(denominator) if isinstance(denominator, int)
+             else xp.asarray(denominator))
         scale = _const(xp.where(d > 0, 1 / xp.where(d > 0, d, 1), 0), total)
         nan_if_empty = _const(xp.where(d > 0, 0, xp.nan), total)
     return total * scale + nan_if_empty
