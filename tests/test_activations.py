@@ -9,6 +9,8 @@ the documented gradient at each kink, on every device).  Here:
   in float64; float32 within its stated ulp bound of that on a dense grid, float16
   the nearest value for every float16; its symmetry and special values, and its
   array code on any memory layout;
+* GELU's own array code (one pass forward, one backward) against its formula in
+  float64 and float32, float16 computed in float32 and rounded once;
 * inputs of +-1e4 and +-inf against torch, and the gradients at the kinks
   against torch's;
 * the ``nn`` modules: reprs, no parameters, torch parity, ``nn.summary``;
@@ -26,7 +28,8 @@ import tinygrad_cnn as tg
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import nn
 from tinygrad_cnn.backend import get_backend
-from tinygrad_cnn.conv_arrays import cache_chunks, erf_array, is_batch_last
+from tinygrad_cnn.conv_arrays import (
+    cache_chunks, erf_array, gelu_array, gelu_grad_array, is_batch_last)
 
 
 # ---- erf ----------------------------------------------------------------------------------
@@ -188,6 +191,105 @@ def test_the_fitting_script_describes_the_coefficients_in_use():
                                               len(conv_arrays._ERF32_Q) - 1)
     assert conv_arrays._ERF32_Q[0] == 1
     assert all(np.float32(c) == c for c in conv_arrays._ERF32_P + conv_arrays._ERF32_Q)
+
+
+# ---- GELU's array code ------------------------------------------------------------------
+def _gelu_points(dtype):
+    """Both tails, the dense middle, tiny and huge |x| (within float32's range)."""
+    x = np.concatenate([np.linspace(-9, 9, 4001), np.geomspace(1e-30, 1e30, 601)])
+    return np.concatenate([x, -x]).astype(dtype)
+
+
+def _gelu64(x):
+    """GELU(x), Phi(x) and x phi(x), in float64 from the float64 erf (of x * sqrt(1/2),
+    as PyTorch's formula: x / sqrt(2) rounds otherwise, which 1 + erf would magnify)."""
+    x = np.asarray(x, np.float64)
+    cdf = 0.5 * (1 + erf_array(get_backend("cpu"), x * np.sqrt(0.5)))
+    return x * cdf, cdf, x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gelu_and_its_gradient_are_the_formula(dtype):
+    """gelu_array and gelu_grad_array against x Phi(x) and g (Phi(x) + x phi(x)) in
+    float64.  Bounds: float64, rounding differences only (x phi(x) also carries the
+    rounding of x^2/2 in its exponent, relative ~x^2 eps); float32, a few ulps of x (the
+    error of erf near -1 shows in 1 + erf for x < 0, as in PyTorch's same formula)."""
+    backend = get_backend("cpu")
+    x = _gelu_points(dtype)
+    g = np.random.default_rng(0).standard_normal(x.shape).astype(dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    y, cdf, x_pdf = _gelu64(x)
+    got_y, got_dx = gelu_array(backend, x), gelu_grad_array(backend, x, g)
+    assert got_y.dtype == dtype and got_dx.dtype == dtype
+    if dtype == np.float64:
+        np.testing.assert_allclose(got_y, y, rtol=1e-15, atol=0)
+        bound = 4e-16 * np.abs(g64) * (cdf + (1 + x64 * x64) * np.abs(x_pdf))
+    else:
+        eps = float(np.finfo(np.float32).eps)
+        assert np.all(np.abs(got_y - y) <= 4 * eps * np.abs(x64) + 1e-45)
+        bound = 4 * eps * np.abs(g64)
+    assert np.all(np.abs(got_dx - g64 * (cdf + x_pdf)) <= bound)
+    # Phi from the forward, as the backward gets it: the same values, erf not recomputed
+    again_y, kept_cdf = gelu_array(backend, x, with_cdf=True)
+    assert kept_cdf.dtype == dtype
+    np.testing.assert_array_equal(again_y, got_y)
+    np.testing.assert_array_equal(gelu_grad_array(backend, x, g, kept_cdf), got_dx)
+
+
+def test_gelu_in_float16_is_the_float32_value_rounded_once():
+    """Forward and backward of every finite float16, against float32 rounded."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    x = x[np.isfinite(x)]
+    g = np.random.default_rng(0).standard_normal(x.shape).astype(np.float16)
+    results = []
+    for dtype in (np.float16, np.float32):
+        xt = tg.tensor(x.astype(dtype), requires_grad=True)
+        y = F.gelu(xt)
+        y.backward(tg.tensor(g.astype(dtype)))
+        assert y.dtype == dtype and xt.grad.dtype == dtype
+        results.append((y.numpy(), xt.grad.numpy()))
+    (y16, dx16), (y32, dx32) = results
+    np.testing.assert_array_equal(y16, y32.astype(np.float16))
+    np.testing.assert_array_equal(dx16, dx32.astype(np.float16))
+
+
+def test_gelu_of_negative_zero_is_negative_zero_as_in_pytorch():
+    for dtype in (np.float64, np.float32, np.float16):
+        y = F.gelu(tg.tensor(np.array([-0.0, 0.0], dtype))).numpy()
+        assert y[0] == 0 and np.signbit(y[0]) and not np.signbit(y[1])
+
+
+def test_gelu_arrays_take_any_layout_and_keep_x_s():
+    """Sliced by cache_chunks like erf; grad_out stored otherwise than x (or broadcast)
+    gives the same values, and results are stored like x."""
+    backend = get_backend("cpu")
+    x = (np.random.default_rng(0).standard_normal((64, 16, 24, 24)) * 3).astype(np.float32)
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    assert len(cache_chunks(backend, x)) > 1
+    batch_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 0, -1)), -1, 0)
+    want_y, want_dx = gelu_array(backend, x), gelu_grad_array(backend, x, g)
+    got = gelu_array(backend, batch_last)
+    assert is_batch_last(got)
+    np.testing.assert_array_equal(got, want_y)
+    got = gelu_grad_array(backend, batch_last, g)
+    assert is_batch_last(got)
+    np.testing.assert_array_equal(got, want_dx)
+    np.testing.assert_array_equal(gelu_grad_array(backend, x[:, ::2], g[:, ::2]),
+                                  want_dx[:, ::2])
+    ones = np.broadcast_to(np.float32(1), x.shape)
+    np.testing.assert_array_equal(gelu_grad_array(backend, x, ones),
+                                  gelu_grad_array(backend, x, np.ones_like(x)))
+    assert gelu_array(backend, np.asarray(1.5)) == _gelu64(1.5)[0]
+    y, cdf = gelu_array(backend, batch_last, with_cdf=True)
+    assert is_batch_last(y) and is_batch_last(cdf)
+    np.testing.assert_array_equal(gelu_grad_array(backend, batch_last, g, cdf), want_dx)
+    y, cdf = gelu_array(backend, np.asarray(1.5, np.float16), with_cdf=True)
+    assert y.shape == cdf.shape == () and (y.dtype, cdf.dtype) == (np.float16, np.float32)
+    with pytest.raises(ValueError, match=r"grad_out has shape \(3,\); expected x's shape "
+                                         r"\(2, 3\)"):
+        gelu_grad_array(backend, np.zeros((2, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"cdf has shape \(2, 1\); expected"):
+        gelu_grad_array(backend, np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 1)))
 
 
 # ---- the activations against torch ------------------------------------------------------

@@ -117,18 +117,20 @@ the limit, so that training keeps them for the weight gradient
 (``_correlate`` in :mod:`tinygrad_cnn.functional`; not for a 1x1 kernel at
 stride 1 without padding, whose columns are views of x).
 
-The error function
-------------------
+The error function and GELU
+---------------------------
 NumPy has no ``erf``; :func:`erf_array` (near the end of the file, used by
-``Tensor.erf`` and so by GELU) computes it with array arithmetic: W. J.
-Cody's rational approximations in float64, to float64's rounding, for
-float64; for float32 (and float16, through float32) a rational function
-fitted for this project inside a tanh, in float32, within 2.5 ulp and ~9x
-faster.
+``Tensor.erf``) computes it with array arithmetic: W. J. Cody's rational
+approximations in float64, to float64's rounding, for float64; for float32
+(and float16, through float32) a rational function fitted for this project
+inside a tanh, in float32, within 2.5 ulp and ~9x faster.  Exact GELU runs
+its forward (:func:`gelu_array`) and backward (:func:`gelu_grad_array`) as
+one slice-by-slice pass each over the same code.
 """
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import os
 import re
@@ -1256,7 +1258,7 @@ def index_gather_array(backend, gx, idx):
     return out.reshape(idx.shape)
 
 
-# ---- the error function ------------------------------------------------------------------
+# ---- the error function and GELU ---------------------------------------------------------
 # float64: W. J. Cody's rational approximations of erf ("Rational Chebyshev approximations
 # for the error function", Math. Comp. 23 (1969), the coefficients of his CALERF), highest
 # degree first:  erf(x) = x P(x^2) / Q(x^2) for |x| <= 0.46875, and erf(x) = 1 - e^(-x^2)
@@ -1287,6 +1289,8 @@ _ERF_S = (1.0, 1.57449261107098347e1, 1.17693950891312499e2, 5.37181101862009858
 _ERF32_CLAMP = 4.3
 _ERF32_P = (-1016.51465, -10021.975, -60597.023, -62418.258)
 _ERF32_Q = (1.0, -206.63522, -12583.602, -82791.17, -486202.4)
+_SQRT_HALF = math.sqrt(0.5)
+_LOG_INV_SQRT_PI = -0.5 * math.log(math.pi)
 
 
 def erf_array(backend, x):
@@ -1322,19 +1326,52 @@ def erf_array(backend, x):
     return elementwise_in_slices(backend, _erf_slice, x)
 
 
-def elementwise_in_slices(backend, fn, x, *others):
+def gelu_array(backend, x, with_cdf=False):
+    """GELU, x Phi(x) = x/2 * (1 + erf(x / sqrt(2))) (Phi the standard normal CDF),
+    elementwise, as PyTorch's ``approximate='none'``; x's dtype, stored like x.  erf as
+    in :func:`erf_array` (float16 computed in float32), in the same slices.
+
+    ``with_cdf``: return (GELU, Phi(x)), Phi in the compute dtype (float32 for
+    float16), for :func:`gelu_grad_array` to reuse instead of computing erf again."""
+    if not with_cdf:
+        return elementwise_in_slices(backend, _gelu_slice, x)
+    return elementwise_in_slices(backend, _gelu_and_cdf_slice, x,
+                                 dtypes=(x.dtype, _compute_dtype(x.dtype)))
+
+
+def gelu_grad_array(backend, x, grad_out, cdf=None):
+    """grad_out * GELU'(x), GELU'(x) = Phi(x) + x phi(x) (phi the standard normal
+    density), elementwise for grad_out of x's shape; x's dtype, stored like x.  ``cdf``:
+    Phi(x) as :func:`gelu_array` returned it (else computed here, with erf)."""
+    for name, a in (("grad_out", grad_out), ("cdf", cdf)):
+        if a is not None and a.shape != x.shape:
+            raise ValueError(f"gelu_grad_array: {name} has shape {a.shape}; expected x's "
+                             f"shape {x.shape}")
+    others = (grad_out,) if cdf is None else (grad_out, cdf)
+    return elementwise_in_slices(backend, _gelu_grad_slice, x, *others)
+
+
+def elementwise_in_slices(backend, fn, x, *others, dtypes=None):
     """``fn(xp, x, *others)`` (elementwise array code) slice by slice of
     :func:`cache_chunks`, into an array of x's dtype stored like x.  ``others`` have
-    x's shape; one stored otherwise is copied like x first (if not a broadcast)."""
+    x's shape; one stored otherwise is copied like x first (if not a broadcast).
+    ``dtypes``: for an ``fn`` that returns a tuple of arrays, their dtypes; the
+    results are then a tuple too."""
     xp = backend.xp
     others = [in_order_of(backend, a, x) for a in others]
+    single = dtypes is None
+    dtypes = (x.dtype,) if single else dtypes
     if x.ndim == 0:   # as a 1-element array: ufuncs return scalars for 0-d operands
-        return fn(xp, x.reshape(1), *(a.reshape(1) for a in others)).reshape(()).astype(
-            x.dtype, copy=False)
-    out = empty_as(backend, x)
-    for c in cache_chunks(backend, x):
-        out[c] = fn(xp, x[c], *(a[c] for a in others))   # (cast to x's dtype)
-    return out
+        parts = fn(xp, x.reshape(1), *(a.reshape(1) for a in others))
+        outs = tuple(part.reshape(()).astype(dtype, copy=False)
+                     for part, dtype in zip((parts,) if single else parts, dtypes))
+    else:
+        outs = tuple(empty_as(backend, x, dtype=dtype) for dtype in dtypes)
+        for c in cache_chunks(backend, x):
+            parts = fn(xp, x[c], *(a[c] for a in others))
+            for out, part in zip(outs, (parts,) if single else parts):
+                out[c] = part   # (cast to the output's dtype)
+    return outs[0] if single else outs
 
 
 def _compute_dtype(dtype):
@@ -1373,6 +1410,40 @@ def _erf64(xp, x):
     large *= xp.exp(-(t * t))                          # erfc(|x|)
     erf_abs = xp.where(y <= _ERF_SPLIT, small, 1 - large)   # (NaN: the large branch's NaN)
     return xp.copysign(erf_abs, x)                     # erf is odd
+
+
+def _gelu_slice(xp, x):
+    """GELU of a slice, in its compute dtype."""
+    return _gelu_and_cdf_slice(xp, x)[0]
+
+
+def _gelu_and_cdf_slice(xp, x):
+    """(GELU, Phi) of a slice, in its compute dtype: Phi(x) = (1 + erf(x / sqrt(2))) / 2
+    and x Phi(x), PyTorch's order of operations (so that -0.0 gives -0.0)."""
+    x = x.astype(_compute_dtype(x.dtype), copy=False)
+    cdf = _erf_slice(xp, x * _SQRT_HALF)
+    cdf += 1
+    cdf *= 0.5
+    return x * cdf, cdf
+
+
+def _gelu_grad_slice(xp, x, grad_out, cdf=None):
+    """grad_out * (Phi(x) + x phi(x)) of a slice, in x's compute dtype.  With u = x /
+    sqrt(2), x phi(x) = u e^(-u^2) / sqrt(pi)."""
+    x = x.astype(_compute_dtype(x.dtype), copy=False)
+    u = x * _SQRT_HALF
+    if cdf is None:
+        cdf = _erf_slice(xp, u)
+        cdf += 1
+        cdf *= 0.5
+    with np.errstate(over="ignore"):   # u^2 = inf beyond |u| ~ 1e19 (float32): e^-inf = 0
+        slope = u * u
+    xp.subtract(_LOG_INV_SQRT_PI, slope, out=slope)
+    xp.exp(slope, out=slope)
+    slope *= u                                         # x phi(x)
+    slope += cdf
+    slope *= grad_out
+    return slope
 
 
 def _horner(coefs, t):
@@ -1596,7 +1667,7 @@ __all__ = [
     "max_pool_indices", "sum_pool_array", "sum_pool_adjoint_array", "avg_pool_divisor",
     "adaptive_bins", "adaptive_avg_array", "adaptive_avg_adjoint_array", "adaptive_max_array",
     "index_scatter_array", "index_gather_array",
-    "erf_array", "elementwise_in_slices",
+    "erf_array", "gelu_array", "gelu_grad_array", "elementwise_in_slices",
     "nearest_source_index", "linear_source_weights", "AxisMap", "resample_map",
     "resample_axis_array",
 ]

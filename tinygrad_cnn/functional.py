@@ -69,11 +69,11 @@ from .conv_arrays import (
     ConvGeometry, adaptive_avg_adjoint_array, adaptive_avg_array, adaptive_max_array, as_blocks,
     as_nchw, avg_pool_divisor, backend_kernel, batch_chunks, choose_layout, contiguous,
     conv_geometry, depthwise_conv_array, depthwise_pays, depthwise_transpose_array,
-    depthwise_weight_array, fold_array, from_rows, get_im2col_limit, im2col_bytes, in_order_of,
-    index_gather_array, index_scatter_array, is_batch_last, is_depthwise, max_pool_array,
-    max_pool_gather_array, max_pool_indices, max_pool_scatter_array, pair, pool_geometry,
-    resample_axis_array, resample_map, same_padding, set_im2col_limit, shape_str,
-    sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
+    depthwise_weight_array, fold_array, from_rows, gelu_array, gelu_grad_array, get_im2col_limit,
+    im2col_bytes, in_order_of, index_gather_array, index_scatter_array, is_batch_last,
+    is_depthwise, max_pool_array, max_pool_gather_array, max_pool_indices, max_pool_scatter_array,
+    pair, pool_geometry, resample_axis_array, resample_map, same_padding, set_im2col_limit,
+    shape_str, sum_pool_adjoint_array, sum_pool_array, to_rows, unfold_array)
 from .tensor import Tensor, _norm_axis, check_devices, get_rng, where, zeros_like
 
 __all__ = [
@@ -1604,15 +1604,18 @@ def one_hot(tensor, num_classes=-1):
 
 
 # ---- more activations: GELU, SiLU, Mish, the ELU family, Softplus, the hard ones -------------
-# PyTorch's, with its arguments and defaults.  GELU, SiLU and Mish are compositions of
-# differentiable ops; the others are small Functions, whose backward keeps PyTorch's
-# gradient at each kink (hardtanh and relu6: 0 at both bounds; hardsigmoid: 0 at +-3;
-# hardswish: 0 at -3, 1 at 3; elu and selu: at 0 the slope of the x <= 0 side) and stays
-# finite where an unused branch would overflow (softplus, elu for large x).  All take
-# float tensors only, as PyTorch's kernels (whose hardtanh and relu6 also take integers).
+# PyTorch's, with its arguments and defaults.  GELU's tanh form, SiLU and Mish are
+# compositions of differentiable ops; the others are small Functions.  Exact GELU is one
+# for speed: its forward and its backward are each one slice-by-slice run of array code
+# (gelu_array, gelu_grad_array), where x/2 * (1 + erf(x / sqrt 2)) as tensor ops would make
+# a dozen passes over whole arrays.  The others keep PyTorch's gradient at each kink
+# (hardtanh and relu6: 0 at both bounds; hardsigmoid: 0 at +-3; hardswish: 0 at -3, 1 at
+# 3; elu and selu: at 0 the slope of the x <= 0 side) and stay finite where an unused
+# branch would overflow (softplus, elu for large x).  All take float tensors only, as
+# PyTorch's kernels (whose hardtanh and relu6 also take integers).
 _GELU_APPROXIMATIONS = ("none", "tanh")
-_SQRT_HALF = float(np.sqrt(0.5))
 _SQRT_2_OVER_PI = float(np.sqrt(2 / np.pi))
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -1646,9 +1649,46 @@ def _bool_tensor(mask, like):
     return Tensor._make(mask, like._backend)
 
 
+class Gelu(Function):
+    """y = x Phi(x), Phi the standard normal CDF; dy/dx = Phi(x) + x phi(x), phi its
+    density (Phi is kept from the forward when a gradient will be needed, so that the
+    backward computes no erf)"""
+
+    def forward(self, x, keep_cdf):
+        if not keep_cdf:
+            self.cdf = None
+            return gelu_array(self.backend, x)
+        y, self.cdf = gelu_array(self.backend, x, with_cdf=True)
+        return y
+
+    def backward(self, grad_out):
+        return GeluGrad.apply(self.inputs[0], grad_out, cdf=self.cdf)
+
+
+class GeluGrad(Function):
+    """z = g (Phi(x) + x phi(x)), GELU's backward, with Phi(x) given (``cdf``);
+    dz/dx = g phi(x) (2 - x^2), dz/dg = Phi(x) + x phi(x)"""
+
+    def forward(self, x, g, cdf):
+        self.cdf = cdf
+        return gelu_grad_array(self.backend, x, g, cdf)
+
+    def backward(self, grad_out):
+        x, g = self.inputs
+        grad_x = grad_g = None
+        if x.requires_grad:
+            square = x * x
+            pdf = (square * -0.5).exp() * _INV_SQRT_2PI
+            grad_x = grad_out * g * pdf * (2 - square)
+        if g.requires_grad:
+            grad_g = GeluGrad.apply(x, grad_out, cdf=self.cdf)
+        return grad_x, grad_g
+
+
 @_takes_tensor
 def gelu(x, approximate="none"):
-    """x * Phi(x), Phi the standard normal CDF: x/2 * (1 + erf(x / sqrt(2))).
+    """x * Phi(x), Phi the standard normal CDF: x/2 * (1 + erf(x / sqrt(2))), with erf
+    as ``Tensor.erf`` computes it (float16 in float32, rounded once at the end).
 
     ``approximate='tanh'``: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
     """
@@ -1657,7 +1697,7 @@ def gelu(x, approximate="none"):
     if approximate == "tanh":
         inner = (x + 0.044715 * x * x * x) * _SQRT_2_OVER_PI
         return 0.5 * x * (1 + inner.tanh())
-    return x * 0.5 * (1 + (x * _SQRT_HALF).erf())
+    return Gelu.apply(x, keep_cdf=is_grad_enabled() and x.requires_grad)
 
 
 @_takes_tensor
