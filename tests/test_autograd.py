@@ -325,6 +325,24 @@ def test_tg_grad_with_respect_to_a_non_leaf():
     np.testing.assert_allclose(gx.numpy(), 18 * x.numpy())
 
 
+def test_tg_grad_runs_no_backward_below_the_tensors_asked_for():
+    # As PyTorch's autograd.grad: the op that made y is not differentiated (nor its
+    # graph freed), so the graph below y serves a later backward, and an in-place
+    # change to an input of that op does not matter.
+    x = tg.tensor([0.0, 1.0], requires_grad=True)
+    y = x.exp()
+    (gy,) = tg.grad((y * 2).sum(), [y])
+    np.testing.assert_array_equal(gy.numpy(), [2.0, 2.0])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.exp([0.0, 1.0]))
+    a, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0, 4.0], requires_grad=True)
+    y = a * b
+    z = (y * 3).sum()
+    with tg.no_grad():
+        a += 1
+    np.testing.assert_array_equal(tg.grad(z, [y])[0].numpy(), [3.0, 3.0])
+
+
 def test_tg_grad_allow_unused():
     x, u = _t([1.0]), _t([2.0])
     with pytest.raises(RuntimeError, match="allow_unused"):

@@ -145,9 +145,9 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
     tracer = _tracer()
     for root, g in zip(roots, root_grads):
         grads[id(root)] = g if id(root) not in grads else grads[id(root)] + g
-    order = topological_order(roots)
+    order, through = topological_order(roots), None
     if targets is not None:
-        order = _leading_to(order, targets)
+        order, through = _leading_to(order, targets)
     with set_grad_enabled(create_graph):
         for t in reversed(order):
             g = grads.pop(id(t), None)
@@ -163,8 +163,8 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
             elif t._ctx is None or t._retains_grad:
                 _accumulate_grad(t, g, create_graph)
             fn = t._ctx
-            if fn is None:
-                continue
+            if fn is None or (through is not None and id(t) not in through):
+                continue   # a leaf, or (tg.grad) a target whose inputs lead to no other
             for x, gx in zip(fn.inputs, _call_backward(fn, t, g)):
                 if gx is not None and x.requires_grad:
                     grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
@@ -174,17 +174,20 @@ def backprop(roots, root_grads, retain_graph=False, create_graph=False,
 
 
 def _leading_to(order, targets):
-    """The tensors of ``order`` (a topological order) whose gradient reaches a
-    target, in that order: ``tg.grad`` runs no backward, and no hook, elsewhere,
-    as PyTorch's ``autograd.grad``.  A freed graph counts as leading there, so
-    that the sweep reaches it and says it was freed."""
-    reach = set()
+    """``(tensors, through)``: the tensors of ``order`` (a topological order) whose
+    gradient reaches a target, in that order, and the ids of those whose op's
+    backward leads on to one: ``tg.grad`` runs no backward, and no hook,
+    elsewhere, as PyTorch's ``autograd.grad`` (nor a target's own, unless it
+    leads to another target).  A freed graph counts as leading there, so that
+    the sweep reaches it and says it was freed."""
+    reach, through = set(), set()
     for t in order:   # inputs first: a tensor leads to a target through its inputs
         fn = t._ctx
-        if id(t) in targets or fn is not None and (
-                fn.inputs is None or any(id(x) in reach for x in fn.inputs)):
+        if fn is not None and (fn.inputs is None or any(id(x) in reach for x in fn.inputs)):
+            through.add(id(t))
+        if id(t) in targets or id(t) in through:
             reach.add(id(t))
-    return [t for t in order if id(t) in reach]
+    return [t for t in order if id(t) in reach], through
 
 
 def _accumulate_grad(t, g, create_graph):
