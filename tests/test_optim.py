@@ -1253,6 +1253,57 @@ def test_a_sequential_schedule_resumes_its_current_schedulers_lr_and_momentum(
     assert _resumed_run(make, 26, None, tmp_path, order=order) == expected
 
 
+def test_loading_a_schedule_keeps_an_lr_set_since_it_last_stepped():
+    """Loading replaces only what the schedule itself wrote last: an lr set by hand
+    after the optimizer's state was loaded stays (as in PyTorch); so does
+    ReduceLROnPlateau's optimizer-held lr, changed by hand before saving."""
+    opt = optim.SGD([scalar_param()], lr=0.1)
+    sched = optim.StepLR(opt, 2, 0.5)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    saved_opt, saved_sched = opt.state_dict(), sched.state_dict()
+    opt2 = optim.SGD([scalar_param()], lr=0.1)
+    opt2.load_state_dict(saved_opt)
+    sched2 = optim.StepLR(opt2, 2, 0.5)
+    opt2.param_groups[0]["lr"] = 0.3
+    sched2.load_state_dict(saved_sched)
+    assert opt2.lr == 0.3
+
+    opt = optim.SGD([scalar_param()], lr=0.1)
+    plateau = optim.ReduceLROnPlateau(opt, patience=0)
+    plateau.step(1.0)
+    plateau.step(2.0)                      # no improvement: lr 0.1 -> 0.01
+    opt.param_groups[0]["lr"] = 0.05
+    saved_opt, saved_sched = opt.state_dict(), plateau.state_dict()
+    for load_optimizer_first in (True, False):
+        opt2 = optim.SGD([scalar_param()], lr=0.1)
+        plateau2 = optim.ReduceLROnPlateau(opt2, patience=0)
+        if load_optimizer_first:
+            opt2.load_state_dict(saved_opt)
+        plateau2.load_state_dict(saved_sched)
+        if not load_optimizer_first:
+            opt2.load_state_dict(saved_opt)
+        assert opt2.lr == 0.05
+
+
+def test_a_sequential_load_that_fails_leaves_the_optimizer_alone():
+    def build():
+        opt = optim.SGD([scalar_param()], lr=1.0, momentum=0.9)
+        return opt, optim.SequentialLR(opt, [optim.LinearLR(opt, 0.1, total_iters=4),
+                                             optim.ExponentialLR(opt, 0.9)], milestones=[4])
+    opt, sched = build()
+    for _ in range(6):
+        sched.step()
+    bad = sched.state_dict()
+    bad["_schedulers"][0]["_last_lr"] = [123.0]   # loadable on its own
+    bad["_schedulers"][1]["gamma"] = -5           # refused
+    opt2, sched2 = build()
+    with pytest.raises(ValueError, match="scheduler 1"):
+        sched2.load_state_dict(bad)
+    assert opt2.lr == pytest.approx(0.1) and sched2.last_epoch == 0
+
+
 def _fractional_epochs(sched, epochs, batches, then=0):
     """PyTorch's per-batch form, step(epoch + i / batches), then ``then`` plain steps;
     the lr after each."""

@@ -73,6 +73,12 @@ def _anneal_strategy(value):
     return value
 
 
+def _group_settings(optimizer):
+    """What building a schedule may write into each of the optimiser's groups: its lr
+    and momentum (or Adam's betas)."""
+    return [(g["lr"], g.get("momentum"), g.get("betas")) for g in optimizer.param_groups]
+
+
 def _check_optimizer(name, optimizer):
     """The scheduler ``name`` is given an Optimizer; returns it."""
     if not isinstance(optimizer, Optimizer):
@@ -133,11 +139,14 @@ class LRScheduler:
     CosineAnnealingLR, ExponentialLR, MultiStepLR and LinearLR among them, keep
     the optimiser's saved lr for that step instead).  ``load_state_dict`` is
     the way to resume that gives PyTorch's numbers exactly, whether the
-    optimiser's state was loaded before the schedule was built or after: it
-    writes the loaded schedule's lr (and momentum, for the schedules that
-    cycle it) into the optimiser's groups, since building a schedule sets
-    the lr of its step 0 there.  (PyTorch's leaves the lr its constructor
-    set, which for OneCycleLR, CyclicLR and LinearLR is not the loaded one.)
+    optimiser's state was loaded before the schedule was built or after:
+    building a schedule sets the lr of its step 0 in the optimiser's groups
+    (and the momentum, for the schedules that cycle it), and loading puts
+    the loaded step's there instead, if the groups still hold what building
+    set, or the schedule's last step (an lr loaded or set by hand since is
+    kept).  (PyTorch's leaves the
+    lr its constructor set, which for OneCycleLR, CyclicLR and LinearLR is
+    not the loaded one.)
     """
 
     # The lists of per-group learning rates the state holds (checked on loading).
@@ -171,6 +180,7 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = lrs
+        self._written = _group_settings(self.optimizer)   # for load_state_dict (not saved)
 
     def get_last_lr(self):
         """The learning rates (one per group) that the last ``step`` set."""
@@ -179,11 +189,12 @@ class LRScheduler:
     def state_dict(self):
         """Everything but the optimiser, as numbers, strings and lists."""
         return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in self.__dict__.items() if k != "optimizer"}
+                for k, v in self.__dict__.items() if k not in ("optimizer", "_written")}
 
     def load_state_dict(self, state_dict):
         """Restore what :meth:`state_dict` gave: the same keys, no others; then set the
-        optimiser's groups to the loaded step's lr (and momentum, where it cycles).
+        optimiser's groups to the loaded step's lr (and momentum, where it cycles)
+        if they still hold what this schedule last set there.
 
         The loaded settings pass the checks the constructor applies (a
         ``T_max`` of 0 is refused here, not met as a division by zero at the
@@ -212,13 +223,18 @@ class LRScheduler:
         except (TypeError, ValueError) as e:
             raise type(e)(f"{name}.load_state_dict: {e}") from None
         self.__dict__.update(loaded.__dict__)
-        self._restore_groups()
 
     def _restore_groups(self):
-        """Write the loaded schedule's current values into the optimiser's groups: the
-        lr of its last step (and, in subclasses that cycle it, the momentum), which
-        building the schedule overwrote with those of its step 0 when the
-        optimiser's state was loaded first."""
+        """After loading: the loaded step's values in the optimiser's groups, in place
+        of those this schedule wrote there last (building it writes step 0's,
+        over an optimiser state loaded first).  Groups that no longer hold those
+        (an optimiser state loaded since, or an lr set by hand) are left alone."""
+        if _group_settings(self.optimizer) == self._written:
+            self._set_groups()
+
+    def _set_groups(self):
+        """Write the current step's lr (and, in subclasses that cycle it, momentum)
+        into the optimiser's groups."""
         for group, lr in zip(self.optimizer.param_groups, self._last_lr):
             group["lr"] = lr
 
@@ -759,8 +775,8 @@ class OneCycleLR(LRScheduler):
                              f"total_steps is {self.total_steps}")
         super().step()
 
-    def _restore_groups(self):
-        super()._restore_groups()
+    def _set_groups(self):
+        super()._set_groups()
         if self.cycle_momentum:
             self.get_lr()   # sets the groups' momenta of this step (and nothing else)
 
@@ -883,8 +899,8 @@ class CyclicLR(LRScheduler):
             return 1 / (2.0 ** (x - 1))
         return self.gamma ** x
 
-    def _restore_groups(self):
-        super()._restore_groups()
+    def _set_groups(self):
+        super()._set_groups()
         if self.cycle_momentum:
             self.get_lr()   # sets the groups' momenta of this step (calls scale_fn once more)
 
@@ -988,6 +1004,7 @@ class SequentialLR(LRScheduler):
         first = self._schedulers[bisect.bisect_right(milestones, 0)]
         first.step()
         self._last_lr = first.get_last_lr()
+        self._written = _group_settings(optimizer)   # for load_state_dict (not saved)
 
     def step(self):
         """Advance one step: the current scheduler steps, or the next one starts."""
@@ -1005,6 +1022,7 @@ class SequentialLR(LRScheduler):
             raise
         self.last_epoch = epoch
         self._last_lr = sched.get_last_lr()
+        self._written = _group_settings(self.optimizer)
 
     def get_lr(self):
         raise NotImplementedError("SequentialLR's lr is its current scheduler's "
@@ -1041,8 +1059,8 @@ class SequentialLR(LRScheduler):
         for sched, state in zip(self._schedulers, saved or ()):
             sched._load_state(state)
 
-    def _restore_groups(self):   # the current scheduler's values
-        self._schedulers[bisect.bisect_right(self._milestones, self.last_epoch)]._restore_groups()
+    def _set_groups(self):   # the current scheduler's values
+        self._schedulers[bisect.bisect_right(self._milestones, self.last_epoch)]._set_groups()
 
     def _check_state(self):
         super()._check_state()
@@ -1125,6 +1143,10 @@ class ReduceLROnPlateau(LRScheduler):
         self.best = check_number("best", self.best, low=None)
         self.cooldown_counter = check_int("cooldown_counter", self.cooldown_counter, low=0)
         self.num_bad_epochs = check_int("num_bad_epochs", self.num_bad_epochs, low=0)
+
+    def _restore_groups(self):
+        """Nothing: the lr is the optimiser's own (loaded with its state), which the
+        schedule only multiplies."""
 
     @property
     def in_cooldown(self):
