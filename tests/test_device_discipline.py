@@ -401,6 +401,12 @@ def test_numbers_are_told_apart_by_their_bits_and_dtype_and_kept_in_bounds(monke
     for k in range(20):
         assert (x + (k + 0.25)).tolist() == [k + 1.25, k + 2.25]
     assert len(STRICT._constants) <= 8
+    # A large array (a pooling mask of a big image) is copied each time, not kept.
+    big = np.zeros(STRICT._MAX_CONSTANT_BYTES // 8 + 1)
+    before = STRICT.upload_count
+    assert STRICT.constant(big) is not STRICT.constant(big)
+    assert STRICT.upload_count == before + 2
+    assert all(a.nbytes <= STRICT._MAX_CONSTANT_BYTES for a in STRICT._constants.values())
 
 
 # ---- what CuPy arrays cannot do ------------------------------------------------------

@@ -74,6 +74,7 @@ class Backend:
         return self.xp.asarray(data, dtype=dtype)
 
     _MAX_CONSTANTS = 256
+    _MAX_CONSTANT_BYTES = 1 << 16
 
     @functools.cached_property
     def _constants(self):
@@ -90,9 +91,13 @@ class Backend:
         marked read-only (an in-place op gives them a copy of their own
         first).  Up to ``_MAX_CONSTANTS`` are kept; a program that makes ever
         new ones (a schedule's factor, new image sizes) starts over when that
-        many are.
+        many are.  Arrays over ``_MAX_CONSTANT_BYTES`` (64 KiB: the valid-offset
+        masks of pooling over large images) are copied at each call instead, so
+        that the cache stays below 16 MiB.
         """
         host = np.asarray(value, dtype=dtype)
+        if host.nbytes > self._MAX_CONSTANT_BYTES:   # kept, these could fill a GPU
+            return self.read_only(self.asarray(host.copy()))
         # By bits: -0.0 is not 0.0, and a NaN finds itself.
         key = (host.dtype, host.shape, host.tobytes())
         constants = self._constants

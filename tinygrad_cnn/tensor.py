@@ -459,7 +459,8 @@ class Tensor:
             raise RuntimeError("backward() on a tensor that does not require grad: "
                                "no input of its graph has requires_grad=True, or its "
                                "graph was cut: by an op without a gradient (floor, ceil, "
-                               "round, sign, argmax, comparisons, detach()) or by "
+                               "round, sign, argmax, comparisons, casts to an integer "
+                               "dtype, detach()) or by "
                                "computing it under no_grad()")
         retain_graph, create_graph = _graph_flags(retain_graph, create_graph, "backward")
         grad = _upstream(self, grad, "backward")
