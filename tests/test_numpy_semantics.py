@@ -266,9 +266,13 @@ def _same_call(name):
             lambda a, axis, keepdims: getattr(a, name)(axis=axis, keepdims=keepdims))
 
 
-SAME_CALL = ("sum", "mean", "max", "min", "argmax", "argmin")
+SAME_CALL = ("sum", "prod", "mean", "max", "min", "argmax", "argmin")
 REDUCTIONS = {name: _same_call(name) for name in SAME_CALL}
 REDUCTIONS.update({
+    # float16 products accumulate in float32, as PyTorch's (NumPy's round at every step)
+    "prod": (REDUCTIONS["prod"][0],
+             lambda a, axis, keepdims: a.prod(axis=axis, keepdims=keepdims) if a.dtype != "e"
+             else a.astype("f").prod(axis=axis, keepdims=keepdims).astype("e")),
     "var0": (lambda x, axis, keepdims: x.var(axis, keepdims=keepdims, correction=0),
              lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims)),
     "var1": (lambda x, axis, keepdims: x.var(axis, keepdims=keepdims),
@@ -300,8 +304,17 @@ def test_reductions_match_numpy(case):
                         f"{name}(axis={axis!r}, keepdims={keepdims}) of {dtype} {shape}", rtol)
 
 
+def _torch_prod(t, dim, keepdim):
+    """torch's prod over several dims (its own takes one): one dim at a time."""
+    dims = range(t.dim()) if dim is None else [dim] if isinstance(dim, int) else dim
+    for d in sorted((d % max(t.dim(), 1) for d in dims), reverse=True):
+        t = t.prod(d, keepdim=keepdim) if t.dim() else t.prod()
+    return t
+
+
 TORCH_REDUCTIONS = {
     "sum": lambda t, dim, keepdim: t.sum(dim, keepdim=keepdim),
+    "prod": _torch_prod,
     "mean": lambda t, dim, keepdim: t.mean(dim, keepdim=keepdim),
     "max": lambda t, dim, keepdim: t.amax(dim, keepdim=keepdim),   # ties share, as ours
     "min": lambda t, dim, keepdim: t.amin(dim, keepdim=keepdim),

@@ -255,6 +255,7 @@ _AXES = {
 }
 _REDUCTIONS = {
     "sum": (np.sum, R, {}),
+    "prod": (np.prod, R, {}),
     "mean": (np.mean, R, {}),
     "var": (np.var, R, {"ddof": 1}),      # unbiased by default, as PyTorch
     "std": (np.std, R, {"ddof": 1}),
@@ -279,6 +280,31 @@ case("var-correction0", lambda x: x.var(axis=1, correction=0), lambda a: np.var(
      R(3, 4))
 case("std-correction0", lambda x: x.std(correction=0), np.std, R(3, 4))
 case("max-row-vector", lambda x: x.max(axis=0), lambda a: np.max(a, axis=0), D(1, 5))
+
+
+def ZEROS(*shape, at):
+    """Uniform in [-2, 2] with zeros at the indices ``at``: a product's gradient there is
+    the product of the others (0 where the slice holds another zero), not y / x."""
+    def draw(rng):
+        x = rng.uniform(-2, 2, shape)
+        for i in at:
+            x[i] = 0.0
+        return x
+    return draw
+
+
+# Rows with one zero, two zeros, all zeros and none; the zeros of a whole tensor.
+_ROW_ZEROS = [(0, 1), (1, 0), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]
+case("prod-zeros-rows", lambda x: x.prod(1), lambda a: np.prod(a, 1), ZEROS(4, 4, at=_ROW_ZEROS))
+case("prod-zeros-columns-keepdim", lambda x: x.prod(dim=0, keepdim=True),
+     lambda a: np.prod(a, 0, keepdims=True), T(ZEROS(4, 3, at=[(0, 0), (1, 1), (3, 1)])))
+case("prod-one-zero-all", lambda x: x.prod(), np.prod, ZEROS(2, 3, at=[(1, 2)]))
+case("prod-two-zeros-all", lambda x: x.prod(), np.prod, ZEROS(2, 3, at=[(0, 1), (1, 2)]))
+case("prod-zeros-axes", lambda x: x.prod(axis=(0, 2)), lambda a: np.prod(a, (0, 2)),
+     ZEROS(2, 3, 2, at=[(0, 0, 0), (1, 0, 1), (1, 1, 0)]))
+case("prod-one-element", lambda x: x.prod(1), lambda a: np.prod(a, 1), R(3, 1))
+case("prod-long-axis", lambda x: x.prod(-1), lambda a: np.prod(a, -1),
+     ZEROS(2, 11, at=[(0, 4), (1, 0), (1, 10)]))
 
 # ---- shapes ------------------------------------------------------------------------
 case("reshape", lambda x: x.reshape(6, -1), lambda a: a.reshape(6, -1), R(2, 3, 4))

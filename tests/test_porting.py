@@ -179,6 +179,78 @@ def test_flip_roll_cumsum_round_match_torch():
     assert tg.tensor(ints).floor().dtype == np.int32   # whole already: a copy, as in NumPy
 
 
+def test_prod_and_its_first_and_second_gradients_match_torch_at_zeros(device):
+    """x.prod(dim) as torch.prod: values, gradients and a Hessian-vector product, in
+    rows holding no zero, one, two and only zeros (the gradient at a lone zero is the
+    product of the others, which y / x would make NaN)."""
+    torch = pytest.importorskip("torch")
+    a = np.array([[0.5, -2.0, 1.5, 3.0], [0.5, 0.0, 1.5, 3.0], [0.0, -2.0, 0.0, 3.0],
+                  [0.0, 0.0, 0.0, 0.0]])
+    u, v = np.array([1.0, -2.0, 0.5, 3.0]), np.linspace(-1.0, 1.0, 16).reshape(4, 4)
+    x = tg.tensor(a, requires_grad=True, device=device)
+    (g,) = tg.grad(x.prod(dim=1), [x], tg.tensor(u, device=device), create_graph=True)
+    (h,) = tg.grad((g * tg.tensor(v, device=device)).sum(), [x])
+    t = torch.tensor(a, requires_grad=True)
+    (tgrad,) = torch.autograd.grad(t.prod(dim=1), [t], torch.tensor(u), create_graph=True)
+    (th,) = torch.autograd.grad((tgrad * torch.tensor(v)).sum(), [t])
+    np.testing.assert_array_equal(x.prod(1).numpy(), t.prod(1).detach().numpy())
+    np.testing.assert_allclose(g.numpy(), tgrad.detach().numpy(), rtol=1e-15)
+    np.testing.assert_allclose(h.numpy(), th.numpy(), rtol=1e-15)
+    assert g.numpy()[1, 1] == 1.5 * 0.5 * 3.0 * -2.0 and np.isfinite(h.numpy()).all()
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int8", "uint8", "int16", "int32", "int64"])
+def test_integer_sums_products_and_running_sums_take_numpys_dtype(dtype, device):
+    """NumPy's accumulators, as the README says: int64 for bool and signed integers,
+    uint64 for unsigned ones (PyTorch: int64 for all, so a uint8 tensor's differ)."""
+    torch = pytest.importorskip("torch")
+    a = (np.arange(12).reshape(3, 4) % 3 + 1).astype(dtype)
+    x = tg.tensor(a, device=device)
+    for ours, want, theirs in [
+            (x.sum(), a.sum(), torch.tensor(a).sum()),
+            (x.prod(1), a.prod(1), torch.tensor(a).prod(1)),
+            (x.cumsum(), np.cumsum(a), torch.tensor(a).flatten().cumsum(0)),
+            (x.cumsum(dim=1), np.cumsum(a, 1), torch.tensor(a).cumsum(1)),
+            (x[0, 0].cumsum(0), np.cumsum(a[0, 0], 0).reshape(()), None)]:
+        assert ours.dtype == want.dtype == (np.uint64 if dtype == "uint8" else np.int64)
+        np.testing.assert_array_equal(ours.numpy(), want)
+        if theirs is not None:
+            assert str(theirs.dtype) == "torch.int64"
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_round_to_tens_rounds_an_integer_tensor_as_numpy_does(device):
+    """decimals < 0 rounds integers (NumPy; PyTorch rounds no integer tensor), halves to
+    the even multiple, in the tensor's dtype (an integer tensor was returned as it was)."""
+    a = np.array([1234, 1250, 1350, -1250, -1251, 49, 50, 150, 0, 9_223_372_036_854_775_000])
+    ours = tg.tensor(a, device=device).round(decimals=-2)
+    assert ours.dtype == np.int64
+    # exact where NumPy's, through float64, is not (it gives 9223372036854774784 there)
+    np.testing.assert_array_equal(ours.numpy()[:-1], np.round(a, -2)[:-1])
+    assert ours.numpy()[-1] == 9_223_372_036_854_775_000
+    u8 = np.array([245, 250, 15, 25, 104], np.uint8)
+    np.testing.assert_array_equal(tg.tensor(u8, device=device).round(-1).numpy(),
+                                  np.round(u8, -1))
+    i8 = tg.tensor(np.array([-125, 115, 49], np.int8), device=device)
+    assert i8.round(-1).tolist() == [-120, 120, 50] and i8.round(-3).tolist() == [0, 0, 0]
+    assert i8.round(-1).dtype == np.int8 and i8.round(2).tolist() == [-125, 115, 49]
+
+
+@pytest.mark.parametrize("a, decimals", [
+    (np.array([127], np.int8), -1), (np.array([-128, 0], np.int8), -1),
+    (np.array([0, 255], np.uint8), -1), (np.array([2**63 - 1]), -1), (np.array([6 * 10**18]), -19),
+])
+def test_round_to_tens_refuses_a_result_beyond_the_dtype(a, decimals):
+    # NumPy wraps these around: an int8 127 to tens gives -126
+    with pytest.raises(OverflowError, match=rf"round: a value of the {a.dtype} tensor of "
+                                            rf"shape \({a.size},\) rounds \(to decimals="
+                                            rf"{decimals}\) beyond the dtype's range"):
+        tg.tensor(a).round(decimals)
+    with pytest.raises(TypeError, match=r"round: a bool tensor of shape \(2,\) cannot be "
+                                        r"rounded to decimals=-1"):
+        tg.tensor([True, False]).round(-1)
+
+
 def test_a_sort_asked_to_be_unstable_is_stable():
     x = tg.tensor(TIES)
     for descending in (False, True):
@@ -294,7 +366,6 @@ HINT_MESSAGES = [
     ("x.register_post_accumulate_grad_hook(print)",
      "has no attribute 'register_post_accumulate_grad_hook' (a PyTorch name; this Tensor "
      "follows NumPy): not provided; x.register_hook(fn) on a leaf calls fn with each gradient"),
-    ("x.prod()", ": not provided; for positive x, x.log().sum(axis).exp()"),
     ("x.type(tg.float64)", ": not provided; x.dtype is the dtype"),
     ("x.bernoulli_(0.5)", ": not provided; x[...] = tg.rand(x.shape"),
     ("tg.nn.Linear(2, 2).register_backward_hook(print)",
@@ -318,6 +389,8 @@ HINT_MESSAGES = [
     ("tg.clamp(x, 0)", "has no attribute 'clamp' (a Tensor method here, as in NumPy's "
                        "arrays): use x.clamp(...)"),
     ("tg.maximum(x, x)", ": use x.maximum(...)"),
+    ("tg.prod(x, 1)", "module 'tinygrad_cnn' has no attribute 'prod' (a Tensor method here, "
+                      "as in NumPy's arrays): use x.prod(...)"),
     # torch.nn's names: F beside nn; the upsampling layers PyTorch deprecates left out
     ("tg.nn.functional.relu(x)", "module 'tinygrad_cnn.nn' has no attribute 'functional' (a "
                                  "PyTorch name): use tg.functional (torch.nn.functional's"),

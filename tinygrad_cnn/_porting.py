@@ -76,7 +76,6 @@ TENSOR_HINTS = {
     "rsqrt": "use x ** -0.5",
     "clamp_min": "use x.clip(min=min)",
     "clamp_max": "use x.clip(max=max)",
-    "prod": "not provided; for positive x, x.log().sum(axis).exp() is the product",
     "amax": "use x.max(axis)",
     "amin": "use x.min(axis)",
     "norm": "not provided; (x * x).sum().sqrt() is the 2-norm, but its gradient at x = 0 "

@@ -531,6 +531,56 @@ class Sum(Function):
         return grad_out.reshape(_keepdims_shape(x.shape, self.axis)).broadcast_to(x.shape)
 
 
+class Prod(Function):
+    """y = product of x over axis; dy/dx_i = the product of the other elements.
+
+    The gradient never divides by x (y / x_i is 0 / 0 at a zero): each element
+    gets the product of the elements before it times that of the elements
+    after it (:func:`_products_of_others`), exact with one zero, two or more,
+    and made of tensor ops, so differentiable again.
+    """
+
+    def forward(self, x, axis, keepdims):
+        self.axis = axis
+        return self.xp.asarray(x.prod(axis=axis, keepdims=keepdims))
+
+    def backward(self, grad_out):
+        x = self.inputs[0]
+        grad = grad_out.reshape(_keepdims_shape(x.shape, self.axis)).broadcast_to(x.shape)
+        if x.size == 0 or self.axis == ():   # no element, or nothing multiplied
+            return grad
+        return grad * _products_of_others(x, self.axis)
+
+
+def _products_of_others(x, axis):
+    """For each element of x, the product of the other elements of its slice over
+    ``axis`` (None: all), as a tensor of x's shape."""
+    reduced = tuple(range(x.ndim)) if axis is None else axis
+    kept = tuple(a for a in range(x.ndim) if a not in reduced)
+    order = kept + reduced
+    xt = x.permute(order) if order != tuple(range(x.ndim)) else x
+    n = math.prod(x.shape[a] for a in reduced)
+    rows = xt.reshape(-1, n)                                  # (slices, n)
+    # Exclusive running products from the left and from the right: element i
+    # gets x_0 .. x_(i-1) times x_(i+1) .. x_(n-1).
+    left = _running_products(rows)[:, :n - 1].pad(((0, 0), (1, 0)), value=1)
+    right = _running_products(rows[:, ::-1])[:, :n - 1].pad(((0, 0), (1, 0)), value=1)
+    others = (left * right[:, ::-1]).reshape(xt.shape)
+    return others.permute(tuple(np.argsort(order))) if xt is not x else others
+
+
+def _running_products(rows):
+    """The inclusive running product along the last axis of ``rows`` (M, n), in
+    log2(n) passes that each multiply by the result shifted along (Hillis and
+    Steele's scan), of tensor ops: the gradient of a product is a product again."""
+    n = rows.shape[-1]
+    shift = 1
+    while shift < n:
+        rows = rows * rows[:, :n - shift].pad(((0, 0), (shift, 0)), value=1)
+        shift *= 2
+    return rows
+
+
 class LogSumExp(Function):
     """y = log(sum(exp(x))) over ``axis`` (kept as size-1 axes); dy/dx = exp(x - y),
     the softmax.

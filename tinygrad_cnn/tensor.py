@@ -1006,9 +1006,54 @@ class Tensor:
 
     def round(self, decimals=0):
         """Round to ``decimals`` decimals, halves to even (``round(0.5)`` is 0, ``round(1.5)``
-        is 2), as NumPy and PyTorch do (no gradient; see :meth:`floor`)."""
+        is 2), as NumPy and PyTorch do (no gradient; see :meth:`floor`).
+
+        A negative ``decimals`` rounds to tens, hundreds, ...: an integer tensor
+        then rounds too, in its dtype, as NumPy's does (``[1234, 1250]`` to
+        ``decimals=-2`` is ``[1200, 1200]``; PyTorch rounds no integer tensor),
+        but exactly (NumPy's goes through float64) and refusing a result beyond
+        the dtype's range (an int8 127 to tens), which NumPy wraps around.  A bool
+        tensor is returned as a copy for ``decimals >= 0`` and refused otherwise,
+        as in NumPy.
+        """
         decimals = check_int("round: decimals", decimals, low=None)
+        if decimals < 0 and self.dtype.kind in "biu":
+            return self._round_integers(decimals)
         return self._rounded("round", decimals)
+
+    def _round_integers(self, decimals):
+        """An integer tensor rounded to the nearest multiple of q = 10**-decimals, halves
+        to the even multiple, in integer arithmetic (see :meth:`round`)."""
+        if self.dtype == bool_:
+            raise TypeError(f"round: a bool tensor of shape {self.shape} cannot be rounded "
+                            f"to decimals={decimals} (NumPy refuses it too); convert it "
+                            f"first, x.astype(tg.int64)")
+        lo, hi = int_bounds(self.dtype)
+        q = 10 ** -decimals
+        with self._backend.context():
+            xp, x = self.xp, self.data
+            if q > hi:
+                # q does not fit the dtype: every value within q/2 of 0 rounds to 0
+                # (a half to the even multiple 0), which only int64 can exceed.
+                out = xp.zeros_like(x)
+                half = q // 2
+                bad = [x > half] if half < hi else []
+                bad += [x < -half] if -half > lo else []
+            else:
+                r = x % q                                # 0 <= r < q: x - r is a multiple
+                up = (r > q - r) | ((r == q - r) & ((x // q) % 2 != 0))
+                # Each candidate is computed as the result itself, so the one taken
+                # overflows only where the result does.
+                out = xp.where(up, x + (q - r), x - r)
+                bad = [up & (x > hi - (q - r))]
+                bad += [~up & (x < lo + r)] if lo < 0 else []
+            if bad:
+                self._backend.check(
+                    bad[0] | bad[1] if len(bad) == 2 else bad[0], OverflowError,
+                    f"round: a value of the {self.dtype} tensor of shape {self.shape} rounds "
+                    f"(to decimals={decimals}) beyond the dtype's range {lo}..{hi}; convert "
+                    f"it to a wider dtype first (a float one for 64 bits)")
+            return Tensor._make(out, self._backend)
 
     def log1p(self):
         """Elementwise ln(1 + x), accurate where x is small (where ``(1 + x).log()`` loses
@@ -1025,6 +1070,20 @@ class Tensor:
         aliases of ``axis`` and ``keepdims`` (PyTorch's names), as in every reduction."""
         return ops.Sum.apply(self, axis=_axes(self, axis, dim),
                              keepdims=_keepdims(keepdims, keepdim, "sum"))
+
+    @_float32_for_half
+    def prod(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
+        """Product over ``axis`` (int, tuple or None: all; 1 over an empty axis);
+        ``dim`` and ``keepdim`` are aliases, as in :meth:`sum`.
+
+        Integer and bool tensors multiply in int64 (unsigned ones in uint64), as
+        NumPy's ``prod`` and :meth:`sum` do; float16 ones in float32, as PyTorch's.
+        The gradient of an element is the product of the others in its slice,
+        computed without dividing by the element, so it is exact where x holds
+        zeros (as PyTorch's is), and differentiable again.
+        """
+        return ops.Prod.apply(self, axis=_axes(self, axis, dim),
+                              keepdims=_keepdims(keepdims, keepdim, "prod"))
 
     @_float32_for_half
     def mean(self, axis=None, keepdims=_NOT_GIVEN, dim=None, keepdim=_NOT_GIVEN):
@@ -1380,16 +1439,20 @@ class Tensor:
     @_float32_for_half
     def cumsum(self, axis=None, dim=None):
         """Running sum along ``axis`` (None: of the flattened tensor, as ``numpy.cumsum``);
-        ``dim`` is PyTorch's name.  Integer and bool tensors sum in int64 (platform int
-        for NumPy, int64 in PyTorch); float16 ones in float32, as PyTorch's (in float16
-        a running sum of ones stops at 2048)."""
+        ``dim`` is PyTorch's name.  Bool and signed integer tensors sum in int64 and
+        unsigned ones in uint64, as NumPy's (and :meth:`sum`) do (PyTorch: int64 for
+        every integer dtype, uint8 included); float16 ones in float32, as PyTorch's
+        (in float16 a running sum of ones stops at 2048)."""
         axis = _axis_or_dim(axis, dim, "cumsum")
+        x = self
+        if x.dtype.kind in "biu" and x.dtype.itemsize < 8:
+            # NumPy's accumulator, named here so that every path and backend takes it.
+            x = x.astype(np.uint64 if x.dtype.kind == "u" else int64)
         if axis is None:
-            return ops.CumSum.apply(self.reshape(-1), axis=0)
-        axis = _norm_axis(axis, self.ndim, "cumsum")
-        if self.ndim == 0:
-            return ops.CumSum.apply(self.reshape(1), axis=0).reshape(())
-        x = self.astype(int64) if self.dtype.kind in "bi" and self.dtype.itemsize < 8 else self
+            return ops.CumSum.apply(x.reshape(-1), axis=0)
+        axis = _norm_axis(axis, x.ndim, "cumsum")
+        if x.ndim == 0:
+            return ops.CumSum.apply(x.reshape(1), axis=0).reshape(())
         return ops.CumSum.apply(x, axis=axis)
 
     def argsort(self, axis=-1, descending=False, dim=None, stable=True):
