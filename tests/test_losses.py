@@ -553,6 +553,31 @@ def test_kl_div_matches_torch_with_zero_targets(reduction, log_target):
     np.testing.assert_allclose(module(ours_x, ours_t).numpy(), ours.numpy(), rtol=1e-15)
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "batchmean"])
+def test_kl_div_of_a_negative_target_is_nan_as_in_torch(reduction):
+    """A negative target is no probability: its term is NaN (PyTorch's xlogy), not the
+    -target * input left when its log was taken as 0; the input's gradient there is
+    still -target, the target's NaN."""
+    torch = pytest.importorskip("torch")
+    x, target = _log_probs((2, 3), 0), np.array([[0.5, -0.2, 0.7], [0.1, 0.0, 0.9]])
+    ours_x, ours_t = t64(x, requires_grad=True), t64(target, requires_grad=True)
+    tx, tt = (torch.tensor(v, requires_grad=True) for v in (x, target))
+    ours = nn.kl_div(ours_x, ours_t, reduction=reduction)
+    theirs = torch.nn.functional.kl_div(tx, tt, reduction=reduction)
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-13)
+    assert np.isnan(ours.numpy()).any()
+    upstream = np.ones(ours.shape)
+    ours.backward(tg.tensor(upstream))
+    theirs.backward(torch.tensor(upstream))
+    np.testing.assert_allclose(ours_x.grad.numpy(), tx.grad.numpy(), rtol=1e-13)
+    assert ours_x.grad.numpy()[0, 1] == 0.2 / (2 if reduction == "batchmean" else 1)
+    assert np.isnan(ours_t.grad.numpy()[0, 1]) and np.isnan(tt.grad.numpy()[0, 1])
+    # the other targets' gradients as torch's (at the target 0 torch's is not finite)
+    keep = np.ones((2, 3), bool)
+    keep[0, 1] = keep[1, 1] = False
+    np.testing.assert_allclose(ours_t.grad.numpy()[keep], tt.grad.numpy()[keep], rtol=1e-13)
+
+
 def test_kl_div_batchmean_is_the_kl_divergence_per_sample():
     p, q = np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([[0.25, 0.75], [0.5, 0.5]])
     kl = (p * np.log(p / q)).sum(axis=1)

@@ -335,7 +335,9 @@ def kl_div(input, target, reduction="mean", log_target=False):
     mean over all elements, as in PyTorch (which warns that it is not the KL
     divergence; here the docstring says so instead).  Where the target is 0 its term
     is 0 (0 log 0 = 0), as in PyTorch, and so is that term's gradient with respect to
-    the target (PyTorch's is log 0 + 1 = -inf).
+    the target (PyTorch's is log 0 + 1 = -inf).  A negative target (no probability)
+    makes its term NaN, and so the reduced loss, as in PyTorch; its gradient with
+    respect to the input stays -target, with respect to the target NaN.
     """
     _check_input(input, "kl_div")
     if reduction not in _KL_REDUCTIONS:
@@ -348,8 +350,10 @@ def kl_div(input, target, reduction="mean", log_target=False):
         loss = target.exp() * (target - input)
     else:
         positive = target > 0
-        # 0 log 0 = 0: the log is taken of 1 where the target is not positive.
-        loss = target * where(positive, target, 1.0).log() - target * input
+        # 0 log 0 = 0: the log is taken of 1 where the target is not positive; a
+        # negative target has no log, and its term is NaN, as PyTorch's xlogy gives.
+        log_t = where(target < 0, float("nan"), where(positive, target, 1.0).log())
+        loss = target * log_t - target * input
     if reduction != "batchmean":
         return _reduce(loss, reduction)
     if input.ndim == 0:
