@@ -1254,6 +1254,17 @@ LAYERS = {
         lambda: nn.InstanceNorm2d(2, affine=True, track_running_stats=True, bias=False),
         lambda T: T.InstanceNorm2d(2, affine=True, track_running_stats=True, bias=False),
         (2, 3, 3)),
+    "instancenorm1d": (lambda: nn.InstanceNorm1d(3), lambda T: T.InstanceNorm1d(3), (2, 3, 5)),
+    "instancenorm1d-affine-tracked": (
+        lambda: nn.InstanceNorm1d(3, momentum=0.3, affine=True, track_running_stats=True),
+        lambda T: T.InstanceNorm1d(3, momentum=0.3, affine=True, track_running_stats=True),
+        (4, 3, 2)),
+    "instancenorm1d-unbatched-tracked-nobias": (
+        lambda: nn.InstanceNorm1d(2, eps=1e-3, affine=True, track_running_stats=True,
+                                  bias=False),
+        lambda T: T.InstanceNorm1d(2, eps=1e-3, affine=True, track_running_stats=True,
+                                   bias=False),
+        (2, 6)),
 }
 
 
@@ -1322,6 +1333,9 @@ GRAD_LAYERS = {
     "instancenorm2d-affine": (lambda: nn.InstanceNorm2d(2, affine=True), (2, 2, 2, 2)),
     "instancenorm2d-tracked-eval": (
         lambda: nn.InstanceNorm2d(2, affine=True, track_running_stats=True).eval(), (2, 2, 1, 2)),
+    "instancenorm1d-affine": (lambda: nn.InstanceNorm1d(2, affine=True), (2, 2, 3)),
+    "instancenorm1d-tracked-eval-unbatched": (
+        lambda: nn.InstanceNorm1d(2, affine=True, track_running_stats=True).eval(), (2, 1)),
     "maxpool1d": (lambda: nn.MaxPool1d(2), (1, 2, 5)),
     "avgpool1d": (lambda: nn.AvgPool1d(3, stride=2, padding=1), (1, 2, 5)),
     "adaptive-max": (lambda: nn.AdaptiveMaxPool2d((2, 2)), (1, 2, 3, 3)),
@@ -1533,6 +1547,9 @@ LAYERS_WITH_PARAMETERS = {
     "InstanceNorm2d(track_running_stats=True)": (
         lambda d: nn.InstanceNorm2d(2, track_running_stats=True, device=d), (2, 3, 3),
         "buffer 'running_mean'"),
+    "InstanceNorm1d(track_running_stats=True)": (
+        lambda d: nn.InstanceNorm1d(2, affine=True, track_running_stats=True, device=d),
+        (2, 3), "parameter 'weight'"),
 }
 
 
@@ -1556,7 +1573,8 @@ def test_a_layer_says_its_input_is_on_another_device_and_what_to_move(name, devi
 @pytest.mark.parametrize("track", [True, False])
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_empty_batch_gives_empty_output(track, training):
-    """N = 0: an empty output and gradient, as in PyTorch; running statistics untouched."""
+    """N = 0: an empty output and gradient, as in PyTorch; running statistics untouched,
+    but a training step counted in num_batches_tracked, as PyTorch counts it."""
     bn = nn.BatchNorm2d(3, track_running_stats=track, dtype="float64").train(training)
     before = {k: v.numpy().copy() for k, v in bn.state_dict().items()}
     x = tg.zeros(0, 3, 4, 4, dtype="float64", requires_grad=True)
@@ -1564,13 +1582,52 @@ def test_batchnorm_empty_batch_gives_empty_output(track, training):
     assert y.shape == (0, 3, 4, 4)
     y.sum().backward()
     assert x.grad.shape == (0, 3, 4, 4) and bn.weight.grad.numpy().tolist() == [0, 0, 0]
+    if track and training:
+        before["num_batches_tracked"] += 1
     for k, v in bn.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 4, 5, 5\)"):
         nn.BatchNorm2d(3)(tg.zeros(2, 4, 5, 5))
 
 
-# ---- LayerNorm, GroupNorm, InstanceNorm2d ------------------------------------------------
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("make, empty", [
+    (lambda T, m: T.BatchNorm2d(3, momentum=m), (0, 3, 4, 4)),
+    (lambda T, m: T.BatchNorm2d(3, momentum=m), (2, 3, 0, 4)),
+    (lambda T, m: T.BatchNorm1d(3, momentum=m), (0, 3)),
+], ids=["batch", "height", "features"])
+def test_batchnorm_counts_an_empty_batch_as_torch_does(make, empty, momentum):
+    """An empty batch between two others: the same state dicts as PyTorch's at every
+    step (its count goes up, so momentum=None weighs the next batch 1/3, not 1/2)."""
+    torch = pytest.importorskip("torch")
+    ours, theirs = make(nn, momentum).double(), make(torch.nn, momentum).double()
+    rng = np.random.default_rng(0)
+    for shape in [(4,) + empty[1:2] + (2, 2)[:len(empty) - 2], empty, (5,) + empty[1:2]
+                  + (3, 2)[:len(empty) - 2]]:
+        a = rng.standard_normal(shape)
+        np.testing.assert_allclose(ours(tg.tensor(a)).numpy(),
+                                   theirs(torch.tensor(a)).detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+        for k, v in ours.state_dict().items():
+            np.testing.assert_allclose(v.numpy(), theirs.state_dict()[k].numpy(),
+                                       rtol=1e-12, err_msg=f"{k} after input {shape}")
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.InstanceNorm1d(3, track_running_stats=True), (0, 3, 4)),
+    (lambda: nn.InstanceNorm2d(3, affine=True, track_running_stats=True), (0, 3, 2, 2)),
+])
+def test_instance_norm_empty_batch_leaves_the_running_statistics(make, shape):
+    """An empty batch has no per-sample statistics to average: the running ones stay as
+    they are (PyTorch's become NaN, the mean over no sample) and nothing is counted."""
+    layer = make()
+    before = {k: v.numpy().copy() for k, v in layer.state_dict().items()}
+    assert layer(tg.zeros(*shape)).shape == shape
+    for k, v in layer.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
+
+
+# ---- LayerNorm, GroupNorm, InstanceNorm -----------------------------------------------------
 NORM_LAYERS = {
     # name: (make, given nn or torch.nn, and an input shape)
     "LayerNorm": (lambda T: T.LayerNorm(4), (2, 3, 4)),
@@ -1587,6 +1644,10 @@ NORM_LAYERS = {
     "InstanceNorm2d-tracked-nobias": (
         lambda T: T.InstanceNorm2d(2, affine=True, track_running_stats=True, bias=False),
         (2, 2, 2, 3)),
+    "InstanceNorm1d": (lambda T: T.InstanceNorm1d(3), (2, 3, 4)),
+    "InstanceNorm1d-affine-tracked": (
+        lambda T: T.InstanceNorm1d(3, momentum=0.2, affine=True, track_running_stats=True),
+        (2, 3, 5)),
 }
 
 
@@ -1694,6 +1755,13 @@ def test_norm_layers_in_a_model_match_torch_over_training_steps():
      r"^InstanceNorm2d: momentum=None is not supported with track_running_stats=True"),
     (lambda: nn.InstanceNorm2d(3, affine=True, bias=1), TypeError,
      r"InstanceNorm2d: bias must be True or False, got 1"),
+    (lambda: nn.InstanceNorm1d(0), ValueError, r"InstanceNorm1d: num_features must be an int >= 1"),
+    (lambda: nn.InstanceNorm1d(3, eps=-1.0), ValueError, r"InstanceNorm1d: eps must be > 0"),
+    (lambda: nn.InstanceNorm1d(3, momentum=None, track_running_stats=True), ValueError,
+     r"^InstanceNorm1d: momentum=None is not supported with track_running_stats=True "
+     r"\(PyTorch's InstanceNorm1d never"),
+    (lambda: nn.InstanceNorm1d(3, 1e-5, 0.1, True, False, None, None, False), TypeError,
+     r"positional argument"),                                 # bias is keyword only, as in torch
 ])
 def test_norm_layer_construction_errors(make, error, match):
     with pytest.raises(error, match=match):
@@ -1717,6 +1785,8 @@ def test_instance_norm_without_running_stats_takes_momentum_none():
                                                           r"ndarray"),
     (lambda: nn.GroupNorm(1, 2), [1.0, 2.0], TypeError, r"^GroupNorm expects a Tensor, got list"),
     (lambda: nn.InstanceNorm2d(2), np.ones((2, 2, 2)), TypeError, r"^InstanceNorm2d expects a"),
+    (lambda: nn.InstanceNorm1d(2), tg.ones(2, 2, 3, dtype="int8"), TypeError,
+     r"^InstanceNorm1d: the input of shape \(2, 2, 3\) has dtype int8"),
 ])
 def test_norm_layer_forward_input_errors(make, x, error, match):
     with pytest.raises(error, match=match):
@@ -1783,6 +1853,14 @@ LAYER_ERRORS = [
     (lambda: nn.InstanceNorm2d(3), (3, 1, 1),
      [r"^InstanceNorm2d: expected more than 1 value per channel of an image .* got input of "
       r"shape \(3, 1, 1\)$"]),
+    (lambda: nn.InstanceNorm1d(3), (2, 4, 5),
+     [r"^InstanceNorm1d\(3, .*\) expects input of shape \(3, L\) or \(N, 3, L\), got "
+      r"\(2, 4, 5\)$"]),
+    (lambda: nn.InstanceNorm1d(3), (2, 3, 5, 5), [r"\(3, L\) or \(N, 3, L\), got \(2, 3, 5, 5\)"]),
+    (lambda: nn.InstanceNorm1d(3), (3,), [r"got \(3,\)$"]),
+    (lambda: nn.InstanceNorm1d(3), (2, 3, 1),
+     [r"^InstanceNorm1d: expected more than 1 value per channel of a sequence .* got input "
+      r"of shape \(2, 3, 1\)$"]),
 ]
 
 

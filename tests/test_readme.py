@@ -133,6 +133,7 @@ UNBATCHED_LAYERS = {
     "AvgPool2d": (lambda nn: nn.AvgPool2d(2), (2, 5, 6)),
     "AdaptiveAvgPool2d": (lambda nn: nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 6)),
     "AdaptiveMaxPool2d": (lambda nn: nn.AdaptiveMaxPool2d((2, 3)), (2, 5, 6)),
+    "InstanceNorm1d": (lambda nn: nn.InstanceNorm1d(2, affine=True), (2, 7)),
     "InstanceNorm2d": (lambda nn: nn.InstanceNorm2d(2, affine=True), (2, 5, 6)),
     "Unfold": (lambda nn: nn.Unfold(2, padding=1), (2, 5, 6)),
     "Fold": (lambda nn: nn.Fold((4, 5), 2), (2 * 4, 12)),      # columns (C*KH*KW, L)

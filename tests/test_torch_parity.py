@@ -6,7 +6,7 @@ run side by side in float64:
 
 - layers, as modules: several training steps then one in evaluation mode, comparing
   outputs, input and parameter gradients, and the ``state_dict`` (key names, shapes,
-  dtypes and values, BatchNorm's and InstanceNorm2d's running statistics and batch
+  dtypes and values, BatchNorm's and InstanceNorm's running statistics and batch
   count included) after every step;
 - optimisers: 20+ steps over two parameter groups with settings of their own, on
   gradients of mixed signs and magnitudes, some parameters without a gradient on
@@ -94,9 +94,10 @@ def batchnorm_layers(draw):
 
 @st.composite
 def norm_layers(draw):
-    """LayerNorm, GroupNorm or InstanceNorm2d with drawn settings, on inputs whose groups
-    hold 2+ values (a group of one value is refused here; see the layers)."""
-    kind = draw(st.sampled_from(["LayerNorm", "GroupNorm", "InstanceNorm2d"]))
+    """LayerNorm, GroupNorm, InstanceNorm1d or InstanceNorm2d with drawn settings, on
+    inputs whose groups hold 2+ values (a group of one value is refused here; see the
+    layers)."""
+    kind = draw(st.sampled_from(["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]))
     eps = draw(st.sampled_from([1e-5, 1e-3, 0.5, 1e-12]))
     N = draw(st.integers(1, 3))
     if kind == "LayerNorm":
@@ -119,10 +120,10 @@ def norm_layers(draw):
     kwargs = dict(eps=eps, momentum=draw(st.sampled_from([0.1, 0.0, 1.0, 0.7])),
                   affine=draw(st.booleans()), track_running_stats=draw(st.booleans()),
                   bias=draw(st.booleans()))
-    H, W = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    assume(H * W > 1)
-    shape = (N, C, H, W) if draw(st.booleans()) else (C, H, W)
-    return f"InstanceNorm2d({C}, {kwargs})", lambda T: T.InstanceNorm2d(C, **kwargs), shape
+    spatial = tuple(draw(st.integers(1, 3)) for _ in range(int(kind[-2])))
+    assume(np.prod(spatial) > 1)
+    shape = ((N, C) if draw(st.booleans()) else (C,)) + spatial
+    return f"{kind}({C}, {kwargs})", lambda T: getattr(T, kind)(C, **kwargs), shape
 
 
 @st.composite

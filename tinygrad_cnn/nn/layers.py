@@ -38,8 +38,8 @@ __all__ = ["Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "LocallyConnected2d"
            "AdaptiveMaxPool2d", "Upsample", "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold",
            "Flatten", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "GELU",
            "SiLU", "Mish", "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6", "Hardsigmoid",
-           "Hardswish", "Dropout", "Dropout2d", "BatchNorm1d", "BatchNorm2d", "InstanceNorm2d",
-           "GroupNorm", "LayerNorm"]
+           "Hardswish", "Dropout", "Dropout2d", "BatchNorm1d", "BatchNorm2d", "InstanceNorm1d",
+           "InstanceNorm2d", "GroupNorm", "LayerNorm"]
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -1028,7 +1028,9 @@ class _BatchNorm(Module):
     statistics are used in both modes.  ``eps`` must be > 0.  ``affine``
     adds a learned scale ``weight`` (init 1) and shift ``bias`` (init 0) per
     channel.  An input on another device than the layer raises
-    ``DeviceError`` and changes no state.  The layer computes with the function
+    ``DeviceError`` and changes no state.  An empty batch gives an empty output
+    and leaves the running statistics as they are, but training counts it in
+    ``num_batches_tracked``, as PyTorch does.  The layer computes with the function
     behind :func:`tinygrad_cnn.functional.batch_norm` and adds its checks, the batch
     count and the cumulative average (whose momentum, 1/num_batches_tracked, stays on
     the device: the public op takes a number).
@@ -1100,10 +1102,11 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
                              f"channel {when} (batch statistics are used), got input "
                              f"of shape {x.shape}")
-        # An empty batch has no statistics: its (empty) output, as in PyTorch, with
-        # the running statistics and the batch count left as they are.
+        # An empty batch has no statistics: its (empty) output, with the running
+        # statistics left as they are but the batch counted, as in PyTorch (so
+        # momentum=None weighs the later batches as PyTorch's does).
         count, momentum = None, self.momentum
-        if self.training and self.track_running_stats and n > 0:
+        if self.training and self.track_running_stats:
             with self.num_batches_tracked._backend.context():
                 count = self.num_batches_tracked.data + 1
                 if momentum is None:  # cumulative average; a device array, so no synchronisation
@@ -1131,7 +1134,55 @@ class BatchNorm1d(_BatchNorm):
     _hint = "(N, {C}) or (N, {C}, L)"
 
 
-class InstanceNorm2d(_BatchNorm):
+class _InstanceNorm(_BatchNorm):
+    """Instance normalisation: each channel of each sample by the mean and biased
+    variance of its own values along the ``_spatial`` trailing axes (see
+    :func:`tinygrad_cnn.functional.instance_norm`), of a batch or of one unbatched
+    sample; settings, parameters and buffers as ``_BatchNorm``'s, with PyTorch's
+    defaults for these layers (see :class:`InstanceNorm2d`)."""
+
+    _spatial = 2        # spatial axes of a sample
+    _sample = "image"   # what one sample is, for the errors
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, dtype=None, device=None, *, bias=True):
+        name = type(self).__name__
+        bias = check_flag(f"{name}: bias", bias)
+        if momentum is None and track_running_stats is True:
+            raise ValueError(f"{name}: momentum=None is not supported with "
+                             f"track_running_stats=True (PyTorch's {name} never updates its "
+                             f"running statistics with it); pass a number in [0, 1]")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         device)
+        if self.affine and not bias:
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        C, k = self.num_features, self._spatial
+        _check_input(self, x, self._ndims, C, channel_axis=-k - 1,
+                     shape_hint=self._hint.format(C=C))                # and device
+        _check_float_input(self, x)
+        use_input_stats = self.training or not self.track_running_stats
+        if use_input_stats and math.prod(x.shape[-k:]) == 1:
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                             f"of {'an' if self._sample[0] in 'aeiou' else 'a'} "
+                             f"{self._sample} (its own statistics are used), got input of "
+                             f"shape {x.shape}")
+        unbatched = x.ndim == k + 1
+        x = x.unsqueeze(0) if unbatched else x
+        # momentum is None only without running statistics, where it is not used.
+        y = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_input_stats, 0.0 if self.momentum is None else self.momentum,
+                            self.eps)
+        return y.squeeze(0) if unbatched else y
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class InstanceNorm2d(_InstanceNorm):
     """Instance normalisation of images ``(N, C, H, W)``, or one image ``(C, H, W)``: each
     channel of each image by the mean and biased variance of its own H*W values (see
     :func:`tinygrad_cnn.functional.instance_norm`); settings, parameters and buffers
@@ -1152,40 +1203,21 @@ class InstanceNorm2d(_BatchNorm):
     _ndims = (3, 4)
     _hint = "({C}, H, W) or (N, {C}, H, W)"
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, dtype=None, device=None, *, bias=True):
-        name = type(self).__name__
-        bias = check_flag(f"{name}: bias", bias)
-        if momentum is None and track_running_stats is True:
-            raise ValueError(f"{name}: momentum=None is not supported with "
-                             f"track_running_stats=True (PyTorch's {name} never updates its "
-                             f"running statistics with it); pass a number in [0, 1]")
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
-                         device)
-        if self.affine and not bias:
-            self.register_parameter("bias", None)
 
-    def forward(self, x):
-        C = self.num_features
-        _check_input(self, x, self._ndims, C, channel_axis=-3,
-                     shape_hint=self._hint.format(C=C))                # and device
-        _check_float_input(self, x)
-        use_input_stats = self.training or not self.track_running_stats
-        if use_input_stats and x.shape[-2] * x.shape[-1] == 1:
-            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
-                             f"of an image (its own statistics are used), got input of "
-                             f"shape {x.shape}")
-        x, unbatched = (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
-        # momentum is None only without running statistics, where it is not used.
-        y = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_input_stats, 0.0 if self.momentum is None else self.momentum,
-                            self.eps)
-        return y.squeeze(0) if unbatched else y
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of sequences ``(N, C, L)``, or one sequence ``(C, L)``: each
+    channel of each sequence by the mean and biased variance of its own L values, as
+    PyTorch's ``InstanceNorm1d``; settings, parameters, buffers and rules as
+    :class:`InstanceNorm2d`'s (``affine``, ``bias``, ``track_running_stats``,
+    ``momentum``), on one spatial axis.  A 2-D input is one unbatched sequence, as in
+    PyTorch: ``(N, C)`` features have one value per channel and sample, which
+    :class:`BatchNorm1d` normalises over the batch instead.
+    """
 
-    def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
+    _ndims = (2, 3)
+    _hint = "({C}, L) or (N, {C}, L)"
+    _spatial = 1
+    _sample = "sequence"
 
 
 class GroupNorm(Module):

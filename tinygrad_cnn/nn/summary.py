@@ -21,7 +21,7 @@ feature map.  Elementwise layers (activations, dropout, flatten) and the
 normalisation layers keep it.  A normalisation layer scales and shifts each
 unit by statistics shared with other units: BatchNorm by its running
 statistics in evaluation mode, in which ``summary`` runs the model, but
-LayerNorm, GroupNorm and InstanceNorm2d by statistics over each sample's
+LayerNorm, GroupNorm and InstanceNorm by statistics over each sample's
 whole feature map (or a group of its channels), through which, strictly,
 every input pixel influences every unit after the layer.  The field counts
 the window a unit is computed from, not such shared statistics (which would
@@ -72,8 +72,8 @@ from ..autograd import no_grad
 from ..tensor import Tensor, _new_shape, float32, zeros
 from .layers import (_ACTIVATIONS, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                      BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout,
-                     Dropout2d, Flatten, Fold, GroupNorm, InstanceNorm2d, LayerNorm, LeakyReLU,
-                     Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, PixelShuffle,
+                     Dropout2d, Flatten, Fold, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
+                     LeakyReLU, Linear, LocallyConnected2d, MaxPool1d, MaxPool2d, PixelShuffle,
                      PixelUnshuffle, ReLU, Sigmoid, Tanh, Unfold, Upsample)
 from .module import Identity, Module
 
@@ -82,7 +82,7 @@ __all__ = ["summary", "ModelSummary"]
 _ELEMENTWISE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, BatchNorm2d, Identity,
                 Flatten)
 _ELEMENTWISE += _ACTIVATIONS   # GELU, SiLU, ... (layers' "more activations")
-_ELEMENTWISE += (LayerNorm, GroupNorm, InstanceNorm2d)   # see the receptive field above
+_ELEMENTWISE += (LayerNorm, GroupNorm, InstanceNorm1d, InstanceNorm2d)   # see above
 _WINDOWED = (Conv1d, Conv2d, LocallyConnected2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)
 _ELEMENTWISE += (Dropout2d,)   # resampling
 _WINDOWED += (Unfold,)
@@ -91,7 +91,7 @@ _RESAMPLING = (Upsample, PixelShuffle, PixelUnshuffle)
 _BATCH_NDIM = {Conv1d: 3, MaxPool1d: 3, AvgPool1d: 3, Conv2d: 4, ConvTranspose2d: 4,
                LocallyConnected2d: 4, MaxPool2d: 4, AvgPool2d: 4, AdaptiveAvgPool2d: 4,
                AdaptiveMaxPool2d: 4}
-_BATCH_NDIM[InstanceNorm2d] = 4
+_BATCH_NDIM.update({InstanceNorm1d: 3, InstanceNorm2d: 4})
 _BATCH_NDIM.update({Unfold: 4, Fold: 3, PixelShuffle: 4, PixelUnshuffle: 4})   # resampling
 
 
