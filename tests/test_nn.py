@@ -1864,6 +1864,54 @@ LAYER_ERRORS = [
 ]
 
 
+@pytest.mark.parametrize("kwargs, shape, output_size", [
+    (dict(stride=2, padding=1), (2, 2, 4, 5), (8, 9)),              # the largest: + stride-1
+    (dict(stride=2, padding=1), (2, 2, 4, 5), [7, 10]),
+    (dict(stride=(3, 2), padding=(1, 0), dilation=(1, 2)), (1, 2, 3, 4), (2, 3, 9, 12)),
+    (dict(stride=3, output_padding=2), (1, 2, 3, 3), (9, 11)),      # the layer's own ignored
+    (dict(stride=1, dilation=3, groups=2), (2, 2, 4, 4), (10, 10)),  # stride 1: one size
+    (dict(stride=2), (2, 4, 3), (10, 7)),                            # unbatched
+    (dict(stride=2), (2, 4, 3), (3, 9, 8)),
+])
+def test_conv_transpose2d_output_size_picks_pytorchs_output_padding(kwargs, shape, output_size):
+    torch = pytest.importorskip("torch")
+    ours = nn.ConvTranspose2d(2, 3 if kwargs.get("groups", 1) == 1 else 4, 3, **kwargs).double()
+    theirs = torch.nn.ConvTranspose2d(2, ours.out_channels, 3, **kwargs).double()
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    a = np.random.default_rng(0).standard_normal(shape)
+    x, tx = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, ty = ours(x, output_size=output_size), theirs(tx, output_size=list(output_size))
+    assert y.shape == tuple(ty.shape) and y.shape[-2:] == tuple(output_size)[-2:]
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12, atol=1e-13)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(tg.tensor(g))
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(),
+                               rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape, output_size, error, match", [
+    ((1, 2, 4, 5), (9, 9), ValueError,
+     r"^ConvTranspose2d: requested an output size of \(9, 9\), but valid sizes range from "
+     r"\(7, 9\) to \(8, 10\) \(for an input of shape \(1, 2, 4, 5\); the largest adds "
+     r"stride - 1\)$"),
+    ((1, 2, 4, 5), (1, 3, 6, 9), ValueError, r"requested an output size of \(6, 9\)"),
+    ((2, 4, 5), (1, 2, 8, 10), ValueError,
+     r"^ConvTranspose2d: for an input of shape \(2, 4, 5\), output_size must have 2 or 3 "
+     r"elements, got 4: \(1, 2, 8, 10\)$"),
+    ((1, 2, 4, 5), (8,), ValueError, r"must have 2 or 4 elements, got 1"),
+    ((1, 2, 4, 5), 8, TypeError, r"^ConvTranspose2d: output_size must be a sequence of ints, "
+                                 r"got 8 \(int\)$"),
+    ((1, 2, 4, 5), (8.0, 9.0), TypeError, r"output_size must be a sequence of ints"),
+])
+def test_conv_transpose2d_output_size_out_of_reach_is_pytorchs_error(
+        shape, output_size, error, match):
+    layer = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)
+    with pytest.raises(error, match=match):
+        layer(tg.zeros(*shape), output_size=output_size)
+
+
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 def test_conv_padding_mode_is_a_setting_not_state(mode):
     # The same parameters (names, shapes, initial values) for every mode, so a state

@@ -26,7 +26,8 @@ import math
 
 from .. import functional as F
 from .._checks import (
-    check_flag, check_int, check_ints, check_number, check_probability, no_stride)
+    check_flag, check_int, check_ints, check_number, check_probability, int_list, no_stride,
+    shown_value)
 from ..backend import DeviceError
 from ..conv_arrays import same_padding
 from ..tensor import Tensor, _as_dtype, _filled, float32, int64
@@ -362,10 +363,43 @@ class ConvTranspose2d(_ConvNd):
                          groups, bias, dtype, device, output_padding=output_padding,
                          padding_mode=padding_mode)
 
-    def forward(self, x):
+    def forward(self, x, output_size=None):
+        """The transposed convolution of x; ``output_size``, as in PyTorch, picks the
+        output padding that gives that size: (OH, OW), or a whole output shape
+        ((N, OC, OH, OW), or (OC, OH, OW) for an unbatched x) whose last two
+        entries count.  Each size must lie between the size without output padding
+        and that plus ``stride - 1`` (the sizes a strided convolution maps to x's);
+        the layer's own ``output_padding`` is then not used."""
         _check_input(self, x, (3, 4), self.in_channels, -3, self._spatial_hint())
+        output_padding = self.output_padding if output_size is None else \
+            self._output_padding(x, output_size)
         return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
-                                  self.output_padding, self.groups, self.dilation)
+                                  output_padding, self.groups, self.dilation)
+
+    def _output_padding(self, x, output_size):
+        """The output padding that makes the output of x ``output_size`` (PyTorch's
+        ``_output_padding``, with its error for a size out of reach)."""
+        name = type(self).__name__
+        sizes = int_list(output_size)
+        if sizes is None:
+            raise TypeError(f"{name}: output_size must be a sequence of ints, got "
+                            f"{shown_value(output_size)}")
+        leading = x.ndim - 2                 # (N, OC) of a batch, (OC,) of one image
+        if len(sizes) == leading + 2:
+            sizes = sizes[leading:]
+        if len(sizes) != 2:
+            raise ValueError(f"{name}: for an input of shape {tuple(x.shape)}, output_size "
+                             f"must have 2 or {leading + 2} elements, got "
+                             f"{len(sizes)}: {tuple(output_size)}")
+        smallest = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in zip(
+            x.shape[-2:], self.stride, self.padding, self.dilation, self.kernel_size)]
+        largest = [m + s - 1 for m, s in zip(smallest, self.stride)]
+        if any(not lo <= n <= hi for n, lo, hi in zip(sizes, smallest, largest)):
+            raise ValueError(f"{name}: requested an output size of {tuple(sizes)}, but "
+                             f"valid sizes range from {tuple(smallest)} to {tuple(largest)} "
+                             f"(for an input of shape {tuple(x.shape)}; the largest adds "
+                             f"stride - 1)")
+        return tuple(n - lo for n, lo in zip(sizes, smallest))
 
 
 def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
