@@ -19,7 +19,8 @@ import pytest
 import tinygrad_cnn as tg
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import Tensor, conv_arrays, gradcheck, gradgradcheck
-from tinygrad_cnn.conv_arrays import linear_source_weights, nearest_source_index
+from tinygrad_cnn.conv_arrays import (cubic_source_weights, linear_source_weights,
+                                      nearest_source_index)
 
 nn = tg.nn
 
@@ -76,6 +77,75 @@ def test_source_positions_match_pytorch_on_a_grid(dtype):
                     f"linear {size} -> {n_out} ({scale}, align_corners={align_corners})"))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bicubic_matches_pytorch_on_a_grid(dtype):
+    """Every height 1..12 to every output height 1..30 (and a few scale factors), the
+    corners aligned or not: PyTorch's bicubic forward and gradient, in that dtype.  (An
+    axis kept at its size under a fractional scale is left to the next test.)"""
+    torch = pytest.importorskip("torch")
+    tdtype = getattr(torch, dtype)
+    tol = {"float64": 1e-12, "float32": 1e-5}[dtype]
+    rng = np.random.default_rng(0)
+    for size in range(1, 13):
+        a = rng.standard_normal((1, 1, size, 2)).astype(dtype)
+        settings = [(dict(size=(n, 2)), n) for n in range(1, 31)] + [
+            (dict(scale_factor=(f, 1.0)), int(size * f)) for f in (0.3, 2 / 3, 1.7, 2.01, 3.5)
+            if int(size * f) not in (0, size)]
+        for kw, n_out in settings:
+            for align_corners in (False, True):
+                g = rng.standard_normal((1, 1, n_out, 2)).astype(dtype)
+                x, t = Tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+                y = F.interpolate(x, mode="bicubic", align_corners=align_corners, **kw)
+                ty = torch.nn.functional.interpolate(t, mode="bicubic",
+                                                     align_corners=align_corners, **kw)
+                y.backward(Tensor(g))
+                ty.backward(torch.tensor(g, dtype=tdtype))
+                what = f"bicubic {size} -> {n_out} ({kw}, align_corners={align_corners})"
+                np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=tol, atol=tol,
+                                           err_msg=what)
+                np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=tol,
+                                           atol=tol * size, err_msg=what)
+
+
+def test_bicubic_weights_are_keys_kernel_clamped_at_the_borders():
+    # Output 0 of 4 -> 8 sits at -0.25: taps -2..1 (t = 0.75), the first two at pixel 0.
+    index, weights = cubic_source_weights(4, 8)
+    a = conv_arrays.CUBIC_A
+    t = 0.75
+    want = [((a * d - 5 * a) * d + 8 * a) * d - 4 * a if d > 1 else ((a + 2) * d - (a + 3))
+            * d * d + 1 for d in (1 + t, t, 1 - t, 2 - t)]
+    np.testing.assert_array_equal(index[0], [0, 0, 0, 1])
+    np.testing.assert_allclose(weights[0], want, rtol=1e-15)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-14)
+    m = conv_arrays.resample_map("cubic", 4, 8)
+    dense = np.zeros((8, 4))
+    np.add.at(dense, (m.rows, m.cols), m.weights)
+    np.testing.assert_allclose(dense[0], [want[0] + want[1] + want[2], want[3], 0, 0],
+                               rtol=1e-15)
+    # a kept size without a scale factor copies, exactly
+    assert conv_arrays.resample_map("cubic", 5, 5).is_identity
+
+
+def test_the_bicubic_gradient_is_the_adjoint_where_pytorchs_is_not():
+    # 4x5 by scale_factor 1.1 keeps the size but not the pixels (the source positions
+    # move by 1/1.1): PyTorch's forward resamples, its backward copies the gradient.
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(0).standard_normal((1, 2, 4, 5))
+    x, t = Tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y = F.interpolate(x, scale_factor=1.1, mode="bicubic")
+    ty = torch.nn.functional.interpolate(t, scale_factor=1.1, mode="bicubic")
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12, atol=1e-13)
+    assert not np.allclose(y.numpy(), a)
+    g = np.random.default_rng(1).standard_normal(a.shape)
+    y.backward(Tensor(g))
+    ty.backward(torch.tensor(g))
+    np.testing.assert_array_equal(t.grad.numpy(), g)   # PyTorch's: a copy
+    # ours: the adjoint, <y, g> = <x, grad_x>, as gradcheck's full Jacobian confirms
+    np.testing.assert_allclose((y.numpy() * g).sum(), (a * x.grad.numpy()).sum(), rtol=1e-12)
+    assert gradcheck(lambda v: F.interpolate(v, scale_factor=1.1, mode="bicubic"),
+                     _x(1, 1, 4, 5, requires_grad=True), full_jacobian=True)
+
+
 def test_the_map_of_a_dtype_is_the_one_its_gradient_transposes():
     # The float32 and float64 maps of 2 -> 82 differ at output 41, and each dtype's
     # gradient is the adjoint of its own forward: <y, g> = <x, grad_x>.
@@ -107,6 +177,7 @@ def test_the_nearest_gradient_is_the_adjoint_where_pytorchs_is_not():
     (dict(scale_factor=(0.4, 2.7), mode="bilinear", align_corners=True), (1, 2, 40, 9)),
     (dict(size=37, mode="linear"), (2, 3, 90)),
     (dict(size=(25, 90), mode="nearest-exact"), (1, 2, 90, 25)),
+    (dict(size=(70, 9), mode="bicubic", align_corners=True), (2, 1, 40, 33)),
 ])
 def test_blocked_products_equal_one_product(kw, shape, monkeypatch):
     """Rows of the map cut into blocks of 8 (each reading its own stretch of the
@@ -142,10 +213,12 @@ def test_nearest_copies_inf_to_its_copies_only():
 
 def test_resampling_one_pixel_spreads_it_and_keeps_float32():
     x = _x(3, 2, 1, 1, dtype=np.float32)
-    for mode in ("nearest", "bilinear"):
+    for mode in ("nearest", "bilinear", "bicubic"):
         y = F.interpolate(x, size=(4, 5), mode=mode)
         assert y.dtype == np.float32 and y.shape == (3, 2, 4, 5)
-        np.testing.assert_array_equal(y.numpy(), np.broadcast_to(x.numpy(), (3, 2, 4, 5)))
+        # bicubic's four weights, float32 as PyTorch's, add up to 1 within its rounding
+        np.testing.assert_allclose(y.numpy(), np.broadcast_to(x.numpy(), (3, 2, 4, 5)),
+                                   rtol=1e-6 if mode == "bicubic" else 0)
 
 
 # ---- bad input ---------------------------------------------------------------------------
@@ -167,9 +240,12 @@ BAD_INPUT = [
      [r"expects x of shape \(N, C, L\) or \(N, C, H, W\) \(3 or 4 dimensions\), got shape "
       r"\(4, 4\)"]),
     (lambda: F.interpolate(_t(1, 1, 2, 4, 4), size=3), ValueError, [r"\(1, 1, 2, 4, 4\)"]),
+    (lambda: F.interpolate(_t(2, 4, 4), size=3, mode="bicubic"), ValueError,
+     [r"mode='bicubic' expects x of shape \(N, C, H, W\)", r"got shape \(2, 4, 4\)",
+      r"x\.unsqueeze\(0\)"]),
     (lambda: F.interpolate(_t(1, 2, 4, 4), size=3, align_corners=False), ValueError,
-     [r"align_corners can only be set with the interpolating modes 'linear' and 'bilinear'",
-      r"mode='nearest'", r"got False"]),
+     [r"align_corners can only be set with the interpolating modes 'linear', 'bilinear' and "
+      r"'bicubic'", r"mode='nearest'", r"got False"]),
     (lambda: F.interpolate(_t(1, 2, 4, 4), size=3, mode="nearest-exact", align_corners=True),
      ValueError, [r"mode='nearest-exact'"]),
     (lambda: F.interpolate(_t(1, 2, 4, 4), size=0), ValueError,
@@ -193,9 +269,9 @@ BAD_INPUT = [
      [r"scale_factor=\[2\.0, 2\.0\] gives 2 values but x of shape \(1, 2, 4\) has 1"]),
     (lambda: F.interpolate(_t(1, 2, 4, 4), size=3, recompute_scale_factor=True), ValueError,
      [r"recompute_scale_factor=True is not meaningful with an explicit size"]),
-    (lambda: F.interpolate(_t(1, 2, 4, 4), size=3, mode="bicubic"), ValueError,
-     [r"mode must be one of 'nearest', 'nearest-exact', 'area', 'linear', 'bilinear', got "
-      r"'bicubic'"]),
+    (lambda: F.interpolate(_t(1, 2, 2, 4, 4), size=3, mode="trilinear"), ValueError,
+     [r"mode must be one of 'nearest', 'nearest-exact', 'area', 'linear', 'bilinear', "
+      r"'bicubic', got 'trilinear' \(PyTorch's 'trilinear', for volumes, is not provided\)"]),
     (lambda: F.interpolate(_t(1, 2, 4, 4), size=3, mode="bilinear", antialias=True),
      ValueError, [r"antialias=True is not provided"]),
     (lambda: F.interpolate(_t(1, 2, 0, 4), size=3), ValueError,
@@ -226,10 +302,11 @@ BAD_INPUT = [
 
 
 BAD_INPUT_IDS = [
-    "both", "neither", "linear-4d", "bilinear-3d", "2d", "5d", "align-corners-nearest",
+    "both", "neither", "linear-4d", "bilinear-3d", "2d", "5d", "bicubic-3d",
+    "align-corners-nearest",
     "align-corners-nearest-exact", "size-0", "size-negative", "scale-0", "scale-negative",
     "scale-inf", "scale-nan", "scale-empty-output", "size-3-values", "scale-2-values-1d",
-    "recompute-with-size", "mode-bicubic", "antialias", "empty-input", "shuffle-channels",
+    "recompute-with-size", "mode-trilinear", "antialias", "empty-input", "shuffle-channels",
     "shuffle-2d", "shuffle-factor-0", "unshuffle-height", "unshuffle-width", "unshuffle-2d",
     "dropout2d-3d", "dropout2d-2d-eval", "dropout2d-p", "dropout2d-inplace"]
 
@@ -354,6 +431,11 @@ LAYERS = {   # the layer of nn (ours or PyTorch's), the input shape[, what our r
     "upsample-align-corners": (lambda m: m.Upsample(size=(5, 4), mode="bilinear",
                                                     align_corners=True), (2, 1, 3, 7),
                                ", align_corners=True"),
+    "upsample-bicubic": (lambda m: m.Upsample(scale_factor=(2.5, 0.5), mode="bicubic"),
+                         (2, 2, 3, 8)),
+    "upsample-bicubic-align-corners": (
+        lambda m: m.Upsample(size=(4, 9), mode="bicubic", align_corners=True), (1, 2, 5, 3),
+        ", align_corners=True"),
     "pixel-shuffle": (lambda m: m.PixelShuffle(2), (2, 8, 3, 2)),
     "pixel-unshuffle": (lambda m: m.PixelUnshuffle(2), (2, 2, 4, 6)),
     "unfold": (lambda m: m.Unfold((2, 3), dilation=(1, 2), padding=1, stride=(2, 1)),
@@ -481,6 +563,13 @@ def test_summary_of_a_model_with_the_resampling_layers():
     assert s.total_params == model.num_parameters()
     text = str(s)
     assert "2 (PixelUnshuffle)" in text and "9 (Unfold)" in text
+
+
+def test_summary_receptive_field_of_bicubic_upsampling():
+    model = nn.Sequential(nn.Upsample(scale_factor=2, mode="bicubic"), nn.Conv2d(1, 1, 3))
+    fields = [r["receptive_field"] for r in nn.summary(model, (1, 1, 5, 5)).rows]
+    # 4 taps at stride 1/2; 3x3: 4 + 2 * 1/2 = 5
+    assert fields == [(4, 4), (5, 5)]
 
 
 def test_summary_receptive_field_after_area_and_align_corners_resampling():

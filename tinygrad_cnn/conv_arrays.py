@@ -1531,6 +1531,44 @@ def linear_source_weights(size, n_out, scale=None, align_corners=False, precisio
     return i0, i1, (ft(1) - lam).astype(np.float64), lam.astype(np.float64)
 
 
+CUBIC_A = -0.75   # the cubic convolution's free parameter in PyTorch (and OpenCV)
+
+
+def cubic_source_weights(size, n_out, scale=None, align_corners=False, precision="float64"):
+    """(index, weights), each (n_out, 4): output o of a cubic resampling of an axis of
+    ``size`` is ``sum_k weights[o, k] * x[index[o, k]]``, PyTorch's rule (its bicubic
+    mode), in ``precision``.
+
+    The source position is that of :func:`linear_source_weights` but not clipped
+    at 0; with i its floor (at most ``size - 1``) and t the distance from it
+    (clipped to [0, 1]), the four taps i - 1 .. i + 2 take Keys' cubic convolution
+    kernel with a = ``CUBIC_A`` at distances 1 + t, t, 1 - t and 2 - t; a tap
+    beyond either end reads the end pixel (border clamping), so the weights of one
+    pixel can add up.
+    """
+    ft = np.dtype(precision).type
+    of = np.arange(n_out).astype(ft)
+    if align_corners:
+        ratio = ft(size - 1) / ft(n_out - 1) if n_out > 1 else ft(0)
+        src = ratio * of
+    else:
+        src = _centre_source(_scale_value(size, n_out, scale, ft), of, ft)
+    i = np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), size - 1)
+    t = np.clip(src - i.astype(ft), ft(0), ft(1))
+    a = ft(CUBIC_A)
+
+    def near(d):    # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):     # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    one = ft(1)
+    weights = np.stack([far(t + one), near(t), near(one - t), far(one - t + one)], axis=1)
+    index = np.clip(i[:, None] + np.arange(-1, 3), 0, size - 1)
+    return index, weights.astype(np.float64)
+
+
 class AxisMap:
     """A linear map of one axis from ``size`` to ``n_out`` positions, held on the host:
     ``y[o] = sum_i m[o, i] * x[i]`` with the nonzero ``m[rows[k], cols[k]] =
@@ -1615,10 +1653,13 @@ class AxisMap:
 @functools.lru_cache(maxsize=64)
 def resample_map(mode, size, n_out, scale=None, align_corners=False, precision="float64"):
     """The :class:`AxisMap` of one axis of an interpolation (``mode`` 'nearest',
-    'nearest-exact' or 'linear'), from ``size`` to ``n_out`` positions; ``scale``
-    the scale factor given for the axis, or None to use ``size / n_out``;
+    'nearest-exact', 'linear' or 'cubic'), from ``size`` to ``n_out`` positions;
+    ``scale`` the scale factor given for the axis, or None to use ``size / n_out``;
     ``precision`` the float dtype PyTorch computes the positions in."""
     o = np.arange(n_out)
+    if mode == "cubic":   # four taps per output: a banded matrix
+        index, weights = cubic_source_weights(size, n_out, scale, align_corners, precision)
+        return AxisMap(size, n_out, np.repeat(o, 4), index.ravel(), weights.ravel())
     if mode == "linear":
         i0, i1, w0, w1 = linear_source_weights(size, n_out, scale, align_corners, precision)
         return AxisMap(size, n_out, np.concatenate([o, o]), np.concatenate([i0, i1]),
@@ -1668,6 +1709,7 @@ __all__ = [
     "adaptive_bins", "adaptive_avg_array", "adaptive_avg_adjoint_array", "adaptive_max_array",
     "index_scatter_array", "index_gather_array",
     "erf_array", "gelu_array", "gelu_grad_array", "elementwise_in_slices",
-    "nearest_source_index", "linear_source_weights", "AxisMap", "resample_map",
+    "nearest_source_index", "linear_source_weights", "cubic_source_weights", "CUBIC_A",
+    "AxisMap", "resample_map",
     "resample_axis_array",
 ]

@@ -2041,7 +2041,9 @@ def dropout(x, p=0.5, training=True, inplace=False):
 # ---- resampling, rearranging and channel dropout -----------------------------------------
 # interpolate, pixel_shuffle, pixel_unshuffle and dropout2d: PyTorch's ops of those names.
 _INTERPOLATE_MODES = {   # mode -> the input dimensions it takes
-    "nearest": (3, 4), "nearest-exact": (3, 4), "area": (3, 4), "linear": (3,), "bilinear": (4,)}
+    "nearest": (3, 4), "nearest-exact": (3, 4), "area": (3, 4), "linear": (3,), "bilinear": (4,),
+    "bicubic": (4,)}
+_INTERPOLATING = ("linear", "bilinear", "bicubic")   # the modes that take align_corners
 _INTERPOLATE_LAYOUTS = {(3,): "(N, C, L)", (4,): "(N, C, H, W)",
                         (3, 4): "(N, C, L) or (N, C, H, W)"}
 # PyTorch's deprecated aliases of interpolate, and the call that does the same here.
@@ -2078,15 +2080,14 @@ def _interpolate_settings(op, size, scale_factor, mode, align_corners, recompute
     (align_corners, recompute) with align_corners False for the linear modes if None."""
     if not isinstance(mode, str) or mode not in _INTERPOLATE_MODES:
         raise ValueError(f"{op}: mode must be one of {', '.join(map(repr, _INTERPOLATE_MODES))}, "
-                         f"got {mode!r} (PyTorch's 'bicubic', 'trilinear' and 'lanczos' are not "
-                         f"provided)")
-    if mode in ("linear", "bilinear"):
+                         f"got {mode!r} (PyTorch's 'trilinear', for volumes, is not provided)")
+    if mode in _INTERPOLATING:
         align_corners = False if align_corners is None else check_flag(
             "align_corners", align_corners, op)
     elif align_corners is not None:
         raise ValueError(f"{op}: align_corners can only be set with the interpolating modes "
-                         f"'linear' and 'bilinear'; mode={mode!r} copies or averages pixels and "
-                         f"takes align_corners=None, got {align_corners!r}")
+                         f"'linear', 'bilinear' and 'bicubic'; mode={mode!r} copies or averages "
+                         f"pixels and takes align_corners=None, got {align_corners!r}")
     if (size is None) == (scale_factor is None):
         given = ("neither" if size is None
                  else f"both (size={size!r}, scale_factor={scale_factor!r})")
@@ -2157,6 +2158,11 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
       the two inputs around the source position ``(o + 0.5) * s - 0.5`` (clipped at
       0), or with ``align_corners=True`` around ``o * (size - 1) / (output size - 1)``,
       which keeps the corner pixels' values;
+    * ``"bicubic"`` (4-D x): Keys' cubic convolution (a = -0.75, as PyTorch's and
+      OpenCV's) in each axis over the four inputs around the source position, which
+      is the linear modes' without the clipping at 0; taps beyond the border read
+      the border pixel.  It can overshoot the input's range, as PyTorch's does (no
+      clamping);
     * ``"area"``: the mean over each output pixel's share of the input
       (:func:`adaptive_avg_pool2d`).
 
@@ -2169,16 +2175,20 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     gradient is the exact adjoint of this forward; PyTorch's 1-D nearest backward
     finds its pixels by a rule of its own (in float32, copying an axis kept at its
     size) and can disagree with its forward: 2 pixels by ``scale_factor=1.1``
-    copy pixel 0 twice, but its gradient sends the second output's to pixel 1.
-    ``align_corners`` is for the linear modes only (None there means False).
+    copy pixel 0 twice, but its gradient sends the second output's to pixel 1;
+    likewise PyTorch's bicubic backward copies the gradient of an image kept at its
+    size under a fractional scale factor (4x5 by 1.1), which its forward does not
+    copy.  ``align_corners`` is for the interpolating modes only, the linear ones
+    and bicubic (None there means False).
     Downsampling is plain resampling, without antialiasing.  The modes but
     "area" are separable: each spatial axis is resampled by a small linear map built on the
     host from the sizes (:func:`tinygrad_cnn.conv_arrays.resample_map`) and
     applied as a gather (nearest) or as matrix products over stretches of the
-    axis, whose gradient is the transposed map, so gradients of any order come
-    free.  (In the linear modes an inf or NaN in x then reaches every output of
-    the block of the map that reads it, along a whole axis of up to 32 pixels;
-    PyTorch's stays with the neighbouring outputs.)  PyTorch's deprecated
+    axis (a banded matrix of 2 taps per output for the linear modes, 4 for
+    bicubic), whose gradient is the transposed map, so gradients of any order come
+    free.  (In the linear and bicubic modes an inf or NaN in x then reaches every
+    output of the block of the map that reads it, along a whole axis of up to 32
+    pixels; PyTorch's stays with the neighbouring outputs.)  PyTorch's deprecated
     ``upsample`` aliases are not provided; ``nn.Upsample`` is the layer.
     """
     op = "interpolate"
@@ -2186,9 +2196,10 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
                                                      recompute_scale_factor, antialias)
     ndims = _INTERPOLATE_MODES[mode]
     if isinstance(x, Tensor) and x.ndim not in ndims:
+        image = "; for (N, C, L) sequences use mode='linear', for one image (C, H, W) " \
+                "x.unsqueeze(0)"
         other = {"linear": "; for (N, C, H, W) images use mode='bilinear'",
-                 "bilinear": "; for (N, C, L) sequences use mode='linear', for one image "
-                             "(C, H, W) x.unsqueeze(0)"}.get(mode, "")
+                 "bilinear": image, "bicubic": image}.get(mode, "")
         raise ValueError(f"{op}: mode={mode!r} expects x of shape {_INTERPOLATE_LAYOUTS[ndims]} "
                          f"({' or '.join(map(str, ndims))} dimensions), got shape "
                          f"{shape_str(x.shape)}{other}")
@@ -2198,7 +2209,7 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         if x.ndim == 4:
             return adaptive_avg_pool2d(x, tuple(o for _, o, _ in axes))
         return adaptive_avg_pool2d(x.unsqueeze(2), (1, axes[0][1])).squeeze(2)
-    kind = "linear" if mode in ("linear", "bilinear") else mode
+    kind = {"linear": "linear", "bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
     # The source positions in PyTorch's precision for x's dtype (see conv_arrays)
     precision = "float64" if x.dtype == np.float64 else "float32"
     maps = [(axis, resample_map(kind, s, o, scale, align_corners, precision))

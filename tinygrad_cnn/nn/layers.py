@@ -914,7 +914,7 @@ class Dropout(Module):
 class Upsample(Module):
     """Resample ``(N, C, L)`` or ``(N, C, H, W)`` inputs to ``size`` or by
     ``scale_factor``: :func:`tinygrad_cnn.functional.interpolate` with these settings
-    (``mode`` 'nearest', 'nearest-exact', 'linear', 'bilinear' or 'area'), as
+    (``mode`` 'nearest', 'nearest-exact', 'linear', 'bilinear', 'bicubic' or 'area'), as
     PyTorch's ``nn.Upsample``.  The settings are checked here, the number of
     values in ``size`` or ``scale_factor`` at the first input.  The repr is
     PyTorch's, plus ``align_corners=True`` and ``recompute_scale_factor=True``

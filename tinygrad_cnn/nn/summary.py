@@ -30,7 +30,7 @@ layers apart no more).  A ``Linear`` layer after the convolutions sees the
 whole last feature map; adaptive pooling counts as a pooling whose window is
 its largest bin; ``Unfold`` as the convolution whose windows it cuts out.  A
 resampling layer reads a window of 1 input pixel (``Upsample`` with a
-nearest mode, ``PixelShuffle``) or 2 (the linear modes) with a stride of
+nearest mode, ``PixelShuffle``), 2 (the linear modes) or 4 (bicubic) with a stride of
 input size / output size, and ``PixelUnshuffle`` by r a window of r with
 stride r (its channels at one position hold an r x r block): after
 upsampling, neighbouring units lie a fraction of an input pixel apart, and
@@ -135,7 +135,7 @@ def _resampling_window(module, size, out):
         step = Fraction(size - 1, out - 1)
     else:
         step = Fraction(size, out)
-    return (2 if module.mode in ("linear", "bilinear") else 1), step
+    return {"linear": 2, "bilinear": 2, "bicubic": 4}.get(module.mode, 1), step
 
 
 def _comparisons(module, in_shape, out_shape):
