@@ -199,6 +199,19 @@ def test_prod_and_its_first_and_second_gradients_match_torch_at_zeros(device):
     assert g.numpy()[1, 1] == 1.5 * 0.5 * 3.0 * -2.0 and np.isfinite(h.numpy()).all()
 
 
+def test_a_prod_gradient_is_finite_where_its_prefix_products_are(device):
+    """float32 elements whose pairwise products overflow (1e20 * 1e20) or underflow
+    while every running product from either end stays in range: the gradient is the
+    exact product of the others, as PyTorch's (a scan that multiplies elements in
+    pairs gave inf and 0)."""
+    a = np.array([[1e-30, 1e20, 1e20, 2.0], [1e30, 1e-25, 1e-25, 2.0]], np.float32)
+    x = tg.tensor(a, requires_grad=True, device=device)
+    x.prod(1).sum().backward()
+    want = np.array([[np.inf, 2e-10, 2e-10, 1e10], [5e-50, 2e5, 2e5, 1e-20]])
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(x.grad.numpy(), want.astype(np.float32), rtol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", ["bool", "int8", "uint8", "int16", "int32", "int64"])
 def test_integer_sums_products_and_running_sums_take_numpys_dtype(dtype, device):
     """NumPy's accumulators, as the README says: int64 for bool and signed integers,
@@ -234,6 +247,8 @@ def test_round_to_tens_rounds_an_integer_tensor_as_numpy_does(device):
     i8 = tg.tensor(np.array([-125, 115, 49], np.int8), device=device)
     assert i8.round(-1).tolist() == [-120, 120, 50] and i8.round(-3).tolist() == [0, 0, 0]
     assert i8.round(-1).dtype == np.int8 and i8.round(2).tolist() == [-125, 115, 49]
+    # Far beyond any int64: zeros, at once (10 ** 10**7 is not built).
+    assert tg.tensor([5, -7], device=device).round(-10**7).tolist() == [0, 0]
 
 
 @pytest.mark.parametrize("a, decimals", [

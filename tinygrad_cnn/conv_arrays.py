@@ -1553,6 +1553,8 @@ def cubic_source_weights(size, n_out, scale=None, align_corners=False, precision
         src = ratio * of
     else:
         src = _centre_source(_scale_value(size, n_out, scale, ft), of, ft)
+    # Floored through float32 even for float64 positions: PyTorch's bicubic kernel
+    # takes floorf (as the other modes do, see above), which picks its pixels.
     i = np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), size - 1)
     t = np.clip(src - i.astype(ft), ft(0), ft(1))
     a = ft(CUBIC_A)

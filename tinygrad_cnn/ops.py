@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .autograd import Function
+from .autograd import Function, is_grad_enabled
 from .backend import one_axis_gather
 from .conv_arrays import contiguous, erf_array, in_order_of, is_batch_last, tiled_copy_pays
 from .tensor import Tensor
@@ -536,8 +536,12 @@ class Prod(Function):
 
     The gradient never divides by x (y / x_i is 0 / 0 at a zero): each element
     gets the product of the elements before it times that of the elements
-    after it (:func:`_products_of_others`), exact with one zero, two or more,
-    and made of tensor ops, so differentiable again.
+    after it (:func:`_products_of_others`), exact with one zero, two or more.
+    Those running products are the array library's ``cumprod`` (linear, with
+    the range and rounding of plain prefix products, as PyTorch's), or, with
+    ``create_graph``, a scan of tensor ops, so differentiable again (log2(n)
+    times the memory, and a product of two large elements can overflow where
+    the prefix products do not).
     """
 
     def forward(self, x, axis, keepdims):
@@ -549,12 +553,14 @@ class Prod(Function):
         grad = grad_out.reshape(_keepdims_shape(x.shape, self.axis)).broadcast_to(x.shape)
         if x.size == 0 or self.axis == ():   # no element, or nothing multiplied
             return grad
-        return grad * _products_of_others(x, self.axis)
+        running = _running_products if is_grad_enabled() else _cumprod
+        return grad * _products_of_others(x, self.axis, running)
 
 
-def _products_of_others(x, axis):
+def _products_of_others(x, axis, running):
     """For each element of x, the product of the other elements of its slice over
-    ``axis`` (None: all), as a tensor of x's shape."""
+    ``axis`` (None: all), as a tensor of x's shape; ``running(rows)`` gives the
+    inclusive running products along the last axis of ``rows`` (M, n)."""
     reduced = tuple(range(x.ndim)) if axis is None else axis
     kept = tuple(a for a in range(x.ndim) if a not in reduced)
     order = kept + reduced
@@ -563,10 +569,19 @@ def _products_of_others(x, axis):
     rows = xt.reshape(-1, n)                                  # (slices, n)
     # Exclusive running products from the left and from the right: element i
     # gets x_0 .. x_(i-1) times x_(i+1) .. x_(n-1).
-    left = _running_products(rows)[:, :n - 1].pad(((0, 0), (1, 0)), value=1)
-    right = _running_products(rows[:, ::-1])[:, :n - 1].pad(((0, 0), (1, 0)), value=1)
+    left = running(rows)[:, :n - 1].pad(((0, 0), (1, 0)), value=1)
+    right = running(rows[:, ::-1])[:, :n - 1].pad(((0, 0), (1, 0)), value=1)
     others = (left * right[:, ::-1]).reshape(xt.shape)
     return others.permute(tuple(np.argsort(order))) if xt is not x else others
+
+
+def _cumprod(rows):
+    """The inclusive running product along the last axis of ``rows`` (M, n), by the
+    array library's ``cumprod``: linear, but not differentiable (a backward without
+    ``create_graph``)."""
+    # A product beyond the dtype's range is inf, as the forward's would be.
+    with rows._backend.context(), np.errstate(over="ignore"):
+        return Tensor._make(rows.xp.cumprod(rows.data, axis=-1), rows._backend)
 
 
 def _running_products(rows):

@@ -1029,7 +1029,9 @@ class Tensor:
                             f"to decimals={decimals} (NumPy refuses it too); convert it "
                             f"first, x.astype(tg.int64)")
         lo, hi = int_bounds(self.dtype)
-        q = 10 ** -decimals
+        # Beyond 10**20 every int64 rounds to 0 alike (below, q > hi): no need to
+        # build a huge integer for decimals=-10**7.
+        q = 10 ** min(-decimals, 20)
         with self._backend.context():
             xp, x = self.xp, self.data
             if q > hi:
@@ -1077,7 +1079,9 @@ class Tensor:
         ``dim`` and ``keepdim`` are aliases, as in :meth:`sum`.
 
         Integer and bool tensors multiply in int64 (unsigned ones in uint64), as
-        NumPy's ``prod`` and :meth:`sum` do; float16 ones in float32, as PyTorch's.
+        NumPy's ``prod`` and :meth:`sum` do; float16 ones in float32, rounded to
+        float16 once at the end (PyTorch's rounds at other points, so the last
+        bit can differ).
         The gradient of an element is the product of the others in its slice,
         computed without dividing by the element, so it is exact where x holds
         zeros (as PyTorch's is), and differentiable again.
