@@ -488,6 +488,17 @@ CASES = [
          randn(5, 3), randn(3)),
     case("batch_norm_eval", lambda F, x, w, b: F.batch_norm(x, *_running(x), w, b),
          randn(2, 3, 2, 2), randn(3), randn(3), gradgrad=True),
+    # batch_norm in training is one Function (BatchNorm, its backward BatchNormGrad and
+    # BatchNormSums): its higher orders with weight and bias, a bias alone, (N, C) rows
+    case("batch_norm_train_5d_affine",
+         lambda F, x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=1e-3),
+         randn(2, 2, 1, 2, 2), randn(2), randn(2), gradgrad=True, higher_orders=True),
+    case("batch_norm_train_bias_only", lambda F, x, b: F.batch_norm(x, None, None, bias=b,
+                                                                    training=True),
+         randn(3, 2, 4), randn(2), gradgrad=True),
+    case("batch_norm_features_affine",
+         lambda F, x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+         randn(6, 4), randn(4), randn(4), gradgrad=True),
     case("layer_norm_last_dim", lambda F, x, w, b: F.layer_norm(x, (5,), w, b),
          randn(2, 3, 5), randn(5), randn(5), gradgrad=True),
     case("layer_norm_chw", lambda F, x: F.layer_norm(x, (3, 2, 4)), randn(2, 3, 2, 4),
@@ -2047,8 +2058,9 @@ def _detached_statistics(x, axes, eps):
     return centred * (var + eps) ** -0.5, mean, var
 
 
-@pytest.mark.parametrize("name", ["batch_norm_train_affine", "layer_norm_last_dim",
-                                  "group_norm_g2_affine", "instance_norm_affine"])
+# (batch_norm in training computes without _normalize: its own controls follow)
+@pytest.mark.parametrize("name", ["layer_norm_last_dim", "group_norm_g2_affine",
+                                  "instance_norm_affine"])
 def test_gradcheck_catches_statistics_treated_as_constants(monkeypatch, name):
     c = CASES_BY_NAME[name]
     inputs = _leaves(c.arrays())
@@ -2057,6 +2069,146 @@ def test_gradcheck_catches_statistics_treated_as_constants(monkeypatch, name):
     np.testing.assert_array_equal(c.fn(F, *inputs).numpy(), expected)   # forward unchanged
     with pytest.raises(GradcheckError):
         gradcheck(lambda *xs: c.fn(F, *xs), inputs)
+
+
+def _grad_with_constant_statistics(backend, x, grad_out, weight, mean, invstd,
+                                   sums_out=None):
+    """batch_norm_grad_array as if the mean and variance did not depend on x: w invstd g
+    (the same bug, in the backward of batch_norm's Function)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    scale = invstd if weight is None else invstd * weight
+    return grad_out * scale.reshape(shape)
+
+
+def test_gradcheck_catches_batch_norm_statistics_treated_as_constants(monkeypatch):
+    c = CASES_BY_NAME["batch_norm_train_affine"]
+    inputs = _leaves(c.arrays())
+    assert gradcheck(lambda *xs: c.fn(F, *xs), inputs)
+    monkeypatch.setattr(F, "batch_norm_grad_array", _grad_with_constant_statistics)
+    with pytest.raises(GradcheckError):
+        gradcheck(lambda *xs: c.fn(F, *xs), inputs)
+
+
+def test_gradgradcheck_catches_a_wrong_batch_norm_double_backward(monkeypatch):
+    """The gradient of batch_norm's x gradient for x is its own formula (tensor ops):
+    dropping it leaves gradcheck passing and gradgradcheck failing."""
+    c = CASES_BY_NAME["batch_norm_train_affine"]
+    inputs = _leaves(c.arrays())
+    assert gradgradcheck(lambda *xs: c.fn(F, *xs), inputs)
+    monkeypatch.setattr(F, "_batch_norm_grad_x", lambda x, h, u, eps: x * 0)
+    assert gradcheck(lambda *xs: c.fn(F, *xs), inputs)
+    with pytest.raises(GradcheckError):
+        gradgradcheck(lambda *xs: c.fn(F, *xs), inputs)
+
+
+# ---- batch_norm's array code (training) -------------------------------------------------
+def _batch_norm64(x, w, b, g, eps):
+    """(y, x gradient, (sum g, sum g xhat), mean, biased variance) of batch normalisation
+    in float64, straight from the formulas."""
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    w, b = w.astype(np.float64).reshape(shape), b.astype(np.float64).reshape(shape)
+    mean = x.mean(axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axes, keepdims=True)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    grad_x = w * invstd * (g - g.mean(axes, keepdims=True)
+                           - xhat * (g * xhat).mean(axes, keepdims=True))
+    sums = np.stack([g.sum(axes), (g * xhat).sum(axes)])
+    return xhat * w + b, grad_x, sums, mean.ravel(), var.ravel()
+
+
+def _batch_norm_arrays(x, w, b, g, eps=1e-5):
+    """batch_norm_array, batch_norm_grad_array (and the sums it hands over) and
+    batch_norm_sums_array on the CPU."""
+    backend = tg.get_backend("cpu")
+    y, mean, var, invstd = conv_arrays.batch_norm_array(backend, x, w, b, eps)
+    handed_over = []
+    grad_x = conv_arrays.batch_norm_grad_array(backend, x, g, w, mean, invstd, handed_over)
+    sums = conv_arrays.batch_norm_sums_array(backend, x, g, mean, invstd)
+    np.testing.assert_array_equal(handed_over[0], sums)
+    return y, grad_x, sums, mean, var
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_norm_arrays_are_the_formula(dtype):
+    """Forward, x gradient and the weight and bias gradients against float64 formulas,
+    on values offset from 0 (float64 to its rounding, float32 to a few of its ulps)."""
+    rng = np.random.default_rng(38)
+    x = (3 + 2 * rng.standard_normal((6, 3, 5, 7))).astype(dtype)
+    g, w, b = (rng.standard_normal(s).astype(dtype) for s in (x.shape, 3, 3))
+    got = _batch_norm_arrays(x, w, b, g)
+    want = _batch_norm64(x, w, b, g, 1e-5)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for k, (a, e) in enumerate(zip(got, want)):
+        assert a.dtype == dtype, f"result {k}"
+        assert_close(a, e, rtol, f"batch_norm array result {k}")
+    # no weight: the gradient of the normalisation alone
+    backend, (_, mean, _, invstd) = tg.get_backend("cpu"), conv_arrays.batch_norm_array(
+        tg.get_backend("cpu"), x, None, None, 1e-5)
+    assert_close(conv_arrays.batch_norm_grad_array(backend, x, g, None, mean, invstd),
+                 want[1] / w.astype(np.float64).reshape(1, 3, 1, 1), rtol, "without weight")
+
+
+def test_batch_norm_arrays_take_any_layout_and_keep_x_s():
+    """x batch-last, in Fortran order or a strided view, g stored otherwise than x or
+    broadcast: the same values as C order, and results stored like x."""
+    rng = np.random.default_rng(39)
+    x = rng.standard_normal((8, 4, 6, 5))
+    g, w, b = rng.standard_normal(x.shape), rng.standard_normal(4), rng.standard_normal(4)
+    batch_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 0, -1)), -1, 0)
+    ones = np.broadcast_to(1.0, x.shape)
+    want = _batch_norm_arrays(x, w, b, g)
+    for xv in (batch_last, np.asfortranarray(x)):
+        for gv in (g, np.moveaxis(np.ascontiguousarray(np.moveaxis(g, 0, -1)), -1, 0)):
+            got = _batch_norm_arrays(xv, w, b, gv)
+            for k, (a, e) in enumerate(zip(got, want)):
+                assert_close(a, e, 1e-12, f"result {k}")
+            for a in got[:2]:
+                assert conv_arrays.is_batch_last(a) == conv_arrays.is_batch_last(xv)
+        got = _batch_norm_arrays(xv, w, b, ones)
+        for k, (a, e) in enumerate(zip(got, _batch_norm_arrays(x, w, b, ones.copy()))):
+            assert_close(a, e, 1e-12, f"result {k} for a broadcast g")
+    views = (x[:, ::2, 1:], w[::2], b[::2], g[:, ::2, 1:])
+    got = _batch_norm_arrays(*views)
+    want = _batch_norm_arrays(*(np.ascontiguousarray(a) for a in views))
+    for k, (a, e) in enumerate(zip(got, want)):
+        assert_close(a, e, 1e-12, f"result {k} of a strided view")
+    with pytest.raises(ValueError, match=r"grad_out has shape \(8, 4, 6\)"):
+        conv_arrays.batch_norm_grad_array(tg.get_backend("cpu"), x, g[..., 0], w, *want[3:5])
+
+
+def test_batch_norm_keeps_a_batch_last_input_s_order():
+    """F.batch_norm in training runs as one Function whose output, and the input's
+    gradient, are stored like a batch-last input (the next ops read them as they are)."""
+    rng = np.random.default_rng(40)
+    x = np.moveaxis(np.ascontiguousarray(np.moveaxis(rng.standard_normal((4, 3, 5, 5)), 0, -1)),
+                    -1, 0)
+    xt = Tensor(x, requires_grad=True)
+    y = F.batch_norm(xt, None, None, training=True)
+    assert type(y.grad_fn).__name__ == "BatchNorm"
+    assert conv_arrays.is_batch_last(y.data)
+    (grad_x,) = tg.grad(y, [xt], Tensor(rng.standard_normal(x.shape)))
+    assert conv_arrays.is_batch_last(grad_x.data)
+
+
+def test_batch_norm_in_float16_is_the_float32_value_rounded_once():
+    """float16 is computed in float32: output and every gradient equal the float32
+    computation on the same values, rounded once."""
+    rng = np.random.default_rng(41)
+    arrays = [(rng.standard_normal((4, 3, 5, 5)) * 300).astype(np.float16),
+              rng.standard_normal(3).astype(np.float16), rng.standard_normal(3).astype(np.float16)]
+    g = rng.standard_normal((4, 3, 5, 5)).astype(np.float16)
+    results = []
+    for dtype in (np.float16, np.float32):
+        xs = [Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+        y = F.batch_norm(xs[0], None, None, xs[1], xs[2], training=True)
+        grads = tg.grad(y, xs, Tensor(g.astype(dtype)))
+        assert y.dtype == dtype and all(t.dtype == dtype for t in grads)
+        results.append([y.numpy()] + [t.numpy() for t in grads])
+    for k, (a16, a32) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(a16, a32.astype(np.float16), err_msg=f"result {k}")
 
 
 def test_normalized_output_needs_a_random_upstream_gradient():

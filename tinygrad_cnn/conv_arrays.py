@@ -126,6 +126,18 @@ approximations in float64, to float64's rounding, for float64; for float32
 inside a tanh, in float32, within 2.5 ulp and ~9x faster.  Exact GELU runs
 its forward (:func:`gelu_array`) and backward (:func:`gelu_grad_array`) as
 one slice-by-slice pass each over the same code.
+
+Batch normalisation
+-------------------
+Batch normalisation in training (:func:`batch_norm_array`, its gradients
+:func:`batch_norm_grad_array` and :func:`batch_norm_sums_array`) reads x as
+:func:`channel_rows`, (P, C, R) views with each row of R values contiguous
+in memory, whichever order x is stored in, so that the per-channel sums are
+one matrix-vector product (with a vector of ones) and the sums of products one
+dot product per row, both through BLAS, and the elementwise passes broadcast
+one value per channel.  The passes run over whole arrays: unlike erf's two
+dozen, these few (five forward, seven backward) measured no faster in slices
+of :func:`cache_chunks`, and they make no temporary as large as x.
 """
 from __future__ import annotations
 
@@ -1460,6 +1472,115 @@ def _horner(coefs, t):
     return p
 
 
+# ---- batch normalisation -----------------------------------------------------------------
+def channel_rows(backend, a, batch_last):
+    """a (N, C, ...) as (P, C, R): each channel's values in P rows of R, the rows contiguous
+    where ``a`` is stored as ``batch_last`` says (a view then; a copy for other strides).
+
+    C order: (N, C, L), a row per image (L the spatial size); batch-last ((C, L, N)
+    memory): (L, C, N), a row per position, the batch along it.  Array code that reads
+    several arrays of x's shape takes the order from x (``batch_last=is_batch_last(x)``)
+    for all of them, so their rows line up.
+    """
+    N, C = a.shape[:2]
+    if batch_last:
+        return backend.xp.moveaxis(a, 0, -1).reshape(C, -1, N).transpose(1, 0, 2)  # (L, C, N)
+    return a.reshape(N, C, -1)                                                      # (N, C, L)
+
+
+def _channel_sums(xp, a):
+    """(P, C, R) -> (C,): the sum of each channel's values.  A matrix-vector product per
+    row block (BLAS: ~3x faster than ``a.sum((0, 2))``), then a sum over P."""
+    return (a @ xp.ones(a.shape[2], dtype=a.dtype)).sum(axis=0)      # (P, C) -> (C,)
+
+
+def _channel_dots(xp, a, b):
+    """(P, C, R) twice -> (C,): the sum of each channel's products a * b, as one dot
+    product per row (no array of the products: ~2x faster than (a * b).sum)."""
+    P, C = a.shape[:2]
+    return (a[..., None, :] @ b[..., None]).reshape(P, C).sum(axis=0)
+
+
+def batch_norm_array(backend, x, weight, bias, eps):
+    """Training-mode batch normalisation of x (N, C, ...) by its own statistics:
+    y = (x - mean) * invstd * weight + bias per channel, invstd = 1 / sqrt(var + eps),
+    with the mean and biased variance of each channel over the batch and the other
+    axes (``weight`` and ``bias`` (C,), or None).  Returns (y, mean, var, invstd): y of
+    x's dtype, stored like x; the statistics (C,) in the compute dtype.
+
+    The variance is the mean of the squared deviations from the mean (two passes),
+    not E[x^2] - E[x]^2, which loses every digit where values lie far from 0 for their
+    spread.  float16 is computed in float32 (its squared deviations overflow from 256 on)
+    and y rounded once.  Whole-array passes: the mean, the deviations (written into y),
+    their squares' sums, then y scaled and shifted in place; at the sizes of CNN feature
+    maps (1-32 MiB) slices of :func:`cache_chunks` measured no faster (up to 1.6x slower).
+    """
+    xp = backend.xp
+    dtype = _compute_dtype(x.dtype)
+    last = is_batch_last(x)
+    x3 = channel_rows(backend, x.astype(dtype, copy=False), last)            # (P, C, R)
+    M = x3.shape[0] * x3.shape[2]                                           # values per channel
+    mean = _channel_sums(xp, x3) / M                                        # (C,)
+    y = empty_as(backend, x, dtype=dtype)
+    centred = xp.subtract(x3, mean[:, None], out=channel_rows(backend, y, last))
+    var = _channel_dots(xp, centred, centred) / M
+    invstd = 1 / xp.sqrt(var + eps)
+    centred *= (invstd if weight is None else invstd * weight.astype(dtype))[:, None]
+    if bias is not None:
+        centred += bias.astype(dtype)[:, None]
+    return y.astype(x.dtype, copy=False), mean, var, invstd
+
+
+def batch_norm_sums_array(backend, x, grad_out, mean, invstd):
+    """(2, C): sum(g) and sum(g * xhat) per channel, g = ``grad_out`` (x's shape), xhat =
+    (x - mean) * invstd; the gradients of batch normalisation's bias and weight.  In the
+    statistics' dtype (the compute dtype)."""
+    xp = backend.xp
+    x3, g3 = _grad_rows(backend, x, grad_out, mean.dtype)                  # (P, C, R)
+    centred = x3 - mean[:, None]
+    return xp.stack([_channel_sums(xp, g3), _channel_dots(xp, g3, centred) * invstd])
+
+
+def batch_norm_grad_array(backend, x, grad_out, weight, mean, invstd, sums_out=None):
+    """The gradient of batch normalisation for x (N, C, ...): per channel
+    w * invstd * (g - mean(g) - xhat * mean(g * xhat)), g = ``grad_out``, xhat = (x -
+    mean) * invstd, w = ``weight`` (C,) or 1 if None.  Of x's dtype, stored like x.
+
+    On the way it computes (sum(g), sum(g * xhat)) per channel, the gradients of the
+    bias and weight: ``sums_out``, if a list, receives them, a (2, C) array.  Two passes
+    over x and g: the deviations x - mean (written into the result) and the sums, then
+    the result in place, in PyTorch's order of operations.
+    """
+    xp = backend.xp
+    dtype = mean.dtype
+    last = is_batch_last(x)
+    x3, g3 = _grad_rows(backend, x, grad_out, dtype)                        # (P, C, R)
+    M = x3.shape[0] * x3.shape[2]
+    out = empty_as(backend, x, dtype=dtype)
+    centred = xp.subtract(x3, mean[:, None], out=channel_rows(backend, out, last))
+    sum_g, sum_g_centred = _channel_sums(xp, g3), _channel_dots(xp, g3, centred)
+    if sums_out is not None:
+        sums_out.append(xp.stack([sum_g, sum_g_centred * invstd]))
+    # xhat * mean(g xhat) = (x - mean) * invstd^2 * sum(g (x - mean)) / M
+    centred *= (sum_g_centred * (invstd * invstd / M))[:, None]
+    centred += (sum_g / M)[:, None]
+    xp.subtract(g3, centred, out=centred)
+    centred *= (invstd if weight is None else invstd * weight.astype(dtype))[:, None]
+    return out.astype(x.dtype, copy=False)
+
+
+def _grad_rows(backend, x, grad_out, dtype):
+    """x and ``grad_out`` (stored like x first, if need be) in ``dtype`` as the (P, C, R)
+    rows of :func:`channel_rows`, in x's order."""
+    if grad_out.shape != x.shape:
+        raise ValueError(f"batch normalisation: grad_out has shape {grad_out.shape}; "
+                         f"expected x's shape {x.shape}")
+    last = is_batch_last(x)
+    grad_out = in_order_of(backend, grad_out, x)
+    return (channel_rows(backend, x.astype(dtype, copy=False), last),
+            channel_rows(backend, grad_out.astype(dtype, copy=False), last))
+
+
 # ---- resampling (interpolate) ------------------------------------------------------------
 # An interpolation is separable: it resamples the rows, then the columns, each
 # with a small linear map of one axis, which is built here on the host from the
@@ -1711,6 +1832,7 @@ __all__ = [
     "adaptive_bins", "adaptive_avg_array", "adaptive_avg_adjoint_array", "adaptive_max_array",
     "index_scatter_array", "index_gather_array",
     "erf_array", "gelu_array", "gelu_grad_array", "elementwise_in_slices",
+    "channel_rows", "batch_norm_array", "batch_norm_sums_array", "batch_norm_grad_array",
     "nearest_source_index", "linear_source_weights", "cubic_source_weights", "CUBIC_A",
     "AxisMap", "resample_map",
     "resample_axis_array",

@@ -67,7 +67,8 @@ from ._checks import (
 from .autograd import Function, is_grad_enabled
 from .conv_arrays import (
     ConvGeometry, adaptive_avg_adjoint_array, adaptive_avg_array, adaptive_max_array, as_blocks,
-    as_nchw, avg_pool_divisor, backend_kernel, batch_chunks, choose_layout, contiguous,
+    as_nchw, avg_pool_divisor, backend_kernel, batch_chunks, batch_norm_array,
+    batch_norm_grad_array, batch_norm_sums_array, choose_layout, contiguous,
     conv_geometry, depthwise_conv_array, depthwise_pays, depthwise_transpose_array,
     depthwise_weight_array, fold_array, from_rows, gelu_array, gelu_grad_array, get_im2col_limit,
     im2col_bytes, in_order_of, index_gather_array, index_scatter_array, is_batch_last,
@@ -1144,11 +1145,16 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 #                  without running statistics);
 #   layer_norm     per sample: over the trailing ``normalized_shape`` axes.
 #
-# They are compositions of differentiable tensor ops (a mean, a subtraction, a product, a
-# power), so they differentiate to any order and run on every backend with no Function of
-# their own.  Only the running statistics are handled on raw arrays (updated in training,
-# made constants in evaluation): they are state that no gradient flows through (as in
-# PyTorch, which refuses running statistics that require grad).
+# instance_norm, group_norm and layer_norm (and batch_norm in evaluation) are compositions
+# of differentiable tensor ops (a mean, a subtraction, a product, a power), so they
+# differentiate to any order and run on every backend with no Function of their own.
+# batch_norm in training, the common case, is one Function for speed, BatchNorm, whose
+# forward and backward each make a few passes of array code (batch_norm_array,
+# batch_norm_grad_array) where the composition makes a dozen with a new array each;
+# its backward is again made of Functions whose own backward is tensor ops, so it
+# differentiates to any order too.  The running statistics are handled on raw arrays
+# (updated in training, made constants in evaluation): they are state that no gradient
+# flows through (as in PyTorch, which refuses running statistics that require grad).
 
 def _normalize(x, axes, eps):
     """((x - mean) / sqrt(var + eps), mean, var) with the mean and biased variance of x over
@@ -1180,6 +1186,113 @@ def _affine(y, weight, bias, shape):
     if bias is not None:
         y = y + bias.reshape(shape)
     return y
+
+
+# BatchNorm and its backward.  Per channel, with M values each, xhat = (x - mean) * invstd
+# and y = xhat w + b.  The Jacobian of xhat (the same per channel) is
+#   d xhat_i / d x_j = invstd (delta_ij - 1/M - xhat_i xhat_j / M),
+# symmetric, so applying it to a vector is its own transpose: B(x, h) = invstd (h - mean(h)
+# - xhat mean(h xhat)) is both the gradient of sum(h xhat) for x and the derivative of xhat
+# along h.  Each Function keeps x's mean and invstd from the forward pass as arrays for
+# its array code, so that no backward computes them again; no derivative treats them as
+# constants: where one depends on them (_batch_norm_grad_x), they are recomputed from x as
+# differentiable ops.
+class BatchNorm(Function):
+    """y = xhat w + b per channel, xhat = (x - mean) / sqrt(var + eps) by the mean and
+    biased variance of each channel of x (N, C, ...) over all other axes; gradients: x
+    BatchNormGrad(x, g, w) = w B(x, g), w sum(g xhat), b sum(g)"""
+
+    def forward(self, x, *affine, eps, has_weight, stats=None):
+        # affine: (w, b), (w,), (b,) or (); ``stats``, a list, receives (mean, var)
+        weight = affine[0] if has_weight else None
+        bias = affine[-1] if len(affine) > has_weight else None
+        y, self.mean, var, self.invstd = batch_norm_array(self.backend, x, weight, bias, eps)
+        self.eps, self.has_weight = eps, has_weight
+        if stats is not None:
+            stats.append((self.mean, var))
+        return y
+
+    def backward(self, grad_out):
+        x, *affine = self.inputs
+        weight = affine[:1] if self.has_weight else []
+        saved = dict(eps=self.eps, mean=self.mean, invstd=self.invstd)
+        grad_x, sums = None, []
+        if x.requires_grad:   # computes the sums for weight and bias on the way
+            grad_x = BatchNormGrad.apply(x, grad_out, *weight, sums_out=sums, **saved)
+        if not any(t.requires_grad for t in affine):
+            return (grad_x,) + (None,) * len(affine)
+        both = BatchNormSums.apply(x, grad_out, sums=sums[0] if sums else None,
+                                   **saved)                      # (2, C): sum g, sum g xhat
+        grad_w = [both[1]] if self.has_weight else []
+        grad_b = [both[0]] if len(affine) > self.has_weight else []
+        return (grad_x, *grad_w, *grad_b)
+
+
+class BatchNormGrad(Function):
+    """z = w B(x, g) = w invstd (g - mean(g) - xhat mean(g xhat)) per channel (w = 1 if
+    not given), BatchNorm's gradient for x; gradients: g BatchNormGrad(x, u, w) (B is
+    symmetric), w sum(u B(x, g)), x see _batch_norm_grad_x"""
+
+    def forward(self, x, g, *weight, eps, mean, invstd, sums_out=None):
+        # ``sums_out``, a list, receives the (2, C) sums computed on the way (BatchNormSums)
+        self.eps, self.mean, self.invstd = eps, mean, invstd
+        return batch_norm_grad_array(self.backend, x, g, weight[0] if weight else None, mean,
+                                     invstd, sums_out)
+
+    def backward(self, grad_out):
+        x, g, *weight = self.inputs
+        saved = dict(eps=self.eps, mean=self.mean, invstd=self.invstd)
+        grad_x = grad_g = grad_w = None
+        if g.requires_grad:
+            grad_g = BatchNormGrad.apply(x, grad_out, *weight, **saved)
+        if weight and weight[0].requires_grad:
+            axes = (0,) + tuple(range(2, x.ndim))
+            grad_w = (grad_out * BatchNormGrad.apply(x, g, **saved)).sum(axes)
+        if x.requires_grad:
+            h = g if not weight else g * weight[0].reshape((1, -1) + (1,) * (x.ndim - 2))
+            grad_x = _batch_norm_grad_x(x, h, grad_out, self.eps)
+        return grad_x, grad_g, grad_w
+
+
+class BatchNormSums(Function):
+    """z = (sum(g), sum(g xhat)) per channel, (2, C): BatchNorm's gradients for b and w;
+    gradients for upstream u (2, C): g u0 + u1 xhat = BatchNorm(x; w=u1, b=u0), x
+    BatchNormGrad(x, g, u1)"""
+
+    def forward(self, x, g, *, eps, mean, invstd, sums=None):
+        # ``sums``: the (2, C) array if BatchNormGrad has already computed it, else computed
+        self.eps, self.mean, self.invstd = eps, mean, invstd
+        if sums is None:
+            sums = batch_norm_sums_array(self.backend, x, g, mean, invstd)
+        return sums.astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        x, g = self.inputs
+        grad_x = grad_g = None
+        if x.requires_grad:
+            grad_x = BatchNormGrad.apply(x, g, grad_out[1], eps=self.eps, mean=self.mean,
+                                         invstd=self.invstd)
+        if g.requires_grad:
+            grad_g = BatchNorm.apply(x, grad_out[1], grad_out[0], eps=self.eps, has_weight=True)
+        return grad_x, grad_g
+
+
+def _batch_norm_grad_x(x, h, u, eps):
+    """The gradient for x of sum(u B(x, h)), as differentiable tensor ops (the backward
+    of a backward: rare, so written for clarity, not speed).  With averages per channel,
+    -invstd^2 (xhat (mean(u h) - mean(u) mean(h) - 3 mean(u xhat) mean(h xhat))
+    + mean(h xhat) (u - mean(u)) + mean(u xhat) (h - mean(h)))."""
+    if x.dtype == np.float16:   # in float32, as the forward (the gradient is cast back)
+        x, h, u = (t.astype(np.float32) for t in (x, h, u))
+    axes = (0,) + tuple(range(2, x.ndim))
+    xhat, _, var = _normalize(x, axes, eps)
+
+    def avg(t):
+        return t.mean(axes, keepdims=True)                      # (1, C, 1, ...)
+    u_xhat, h_xhat, u_mean, h_mean = avg(u * xhat), avg(h * xhat), avg(u), avg(h)
+    inner = xhat * (avg(u * h) - u_mean * h_mean - 3 * u_xhat * h_xhat)
+    inner = inner + h_xhat * (u - u_mean) + u_xhat * (h - h_mean)
+    return inner * (-1 / (var + eps))
 
 
 def _check_norm_input(op, x, min_ndim, layout):
@@ -1321,6 +1434,15 @@ def _channel_norm(x, running_mean, running_var, weight, bias, use_input_stats, m
     n = math.prod(x.shape[a] for a in axes)               # values per statistic
     if n == 0 or x.size == 0:
         return _affine(x * 1, weight, bias, shape)        # x's empty shape, a new tensor
+    if not per_sample:   # batch_norm: one Function, the affine map included
+        stats = []
+        affine = [t for t in (weight, bias) if t is not None]
+        y = BatchNorm.apply(x, *affine, eps=eps, has_weight=weight is not None, stats=stats)
+        if running_mean is not None:
+            mean, var = stats[0]
+            _update_running_stats(running_mean, running_var, mean.reshape(1, C),
+                                  var.reshape(1, C), n, momentum)        # (1, C)
+        return y
     y, mean, var = _normalize(x, axes, eps)
     if running_mean is not None:
         k = x.shape[0] if per_sample else 1               # statistics per channel
