@@ -35,7 +35,8 @@ Where to read: skip the argument checks that open the file; start at
 lines each), then ``Conv2d`` with ``_correlate`` (its forward on arrays) and
 the two ops its backward is made of, ``ConvTranspose2d`` and
 ``Conv2dWeight``; pooling follows, then the normalisation ops (``batch_norm``,
-``layer_norm``, ...), compositions of tensor ops with no Function of their own.
+``layer_norm``, ...), compositions of tensor ops, except batch_norm in training:
+one Function, ``BatchNorm``, for speed.
 
 Gradients
 ---------
@@ -51,7 +52,10 @@ gradients work (``create_graph=True``):
 * max pooling's backward scatters the gradient to the first maximum of each
   window; the backward of that scatter is the matching gather;
 * average pooling's backward spreads the gradient over each window, and the
-  backward of that is average pooling again.
+  backward of that is average pooling again;
+* batch_norm's (training) input gradient is :class:`BatchNormGrad`, whose
+  gradient for the upstream gradient is itself (the Jacobian of the
+  normalisation is symmetric), and for x a closed form in tensor ops.
 """
 from __future__ import annotations
 
