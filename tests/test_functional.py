@@ -2023,6 +2023,24 @@ def test_normalization_is_sound_far_from_zero(op):
     assert np.abs(naive - exact).max() > 0.1
 
 
+@pytest.mark.parametrize("shape", [(64, 4, 16, 16), (65536, 4)], ids=["maps", "features"])
+def test_batch_norm_statistics_of_many_values_far_from_zero_are_float32_accurate(shape):
+    """float32 values around 1e4 in many rows (64 images of 256, or 65536 samples of
+    one value): the mean is within one float32 rounding of the exact one, so y is too
+    (~5e-4 here).  Summed row after row in float32, the 65536 features' mean was off by
+    ~1 (y's spread 0.33, running_var 1.8) and the maps' y 5x the rounding."""
+    x32 = (1e4 + np.random.default_rng(37).standard_normal(shape)).astype(np.float32)
+    layer = tg.nn.BatchNorm1d(4) if len(shape) == 2 else tg.nn.BatchNorm2d(4)
+    got = layer(Tensor(x32)).numpy()
+    x64 = x32.astype(np.float64)
+    axes = (0,) + tuple(range(2, len(shape)))
+    mean, var = x64.mean(axes, keepdims=True), x64.var(axes, keepdims=True)
+    np.testing.assert_allclose(got, (x64 - mean) / np.sqrt(var + 1e-5), atol=8e-4)
+    n = x64.size // 4
+    np.testing.assert_allclose(layer.running_var.numpy(),
+                               0.9 + 0.1 * var.ravel() * n / (n - 1), rtol=1e-4)
+
+
 @NORMALIZATIONS
 def test_float16_normalization_survives_a_wide_spread(op):
     """float16 values spread over +-1000: their squared deviations (up to ~1e6) are

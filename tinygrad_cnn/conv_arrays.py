@@ -1488,17 +1488,26 @@ def channel_rows(backend, a, batch_last):
     return a.reshape(N, C, -1)                                                      # (N, C, L)
 
 
+# The per-channel sums of batch normalisation.  The sum of each row comes from BLAS (a
+# matrix-vector or dot product: ~3x faster than ``a.sum((0, 2))``, and accurate, with its
+# many partial sums); the P row sums are then added in float64, since added one after
+# another in float32 they lost several ulp of the mean of values far from 0 (1e4 + noise:
+# 3x the error of one rounding).  Rows of one value ((N, C) features, where BLAS would
+# make N * C products of length 1) are summed in float64 at once.  Both give float64.
 def _channel_sums(xp, a):
-    """(P, C, R) -> (C,): the sum of each channel's values.  A matrix-vector product per
-    row block (BLAS: ~3x faster than ``a.sum((0, 2))``), then a sum over P."""
-    return (a @ xp.ones(a.shape[2], dtype=a.dtype)).sum(axis=0)      # (P, C) -> (C,)
+    """(P, C, R) -> (C,) float64: the sum of each channel's values."""
+    if a.shape[2] == 1:
+        return a.sum(axis=(0, 2), dtype=np.float64)
+    return (a @ xp.ones(a.shape[2], dtype=a.dtype)).sum(axis=0, dtype=np.float64)  # (P, C)
 
 
 def _channel_dots(xp, a, b):
-    """(P, C, R) twice -> (C,): the sum of each channel's products a * b, as one dot
+    """(P, C, R) twice -> (C,) float64: the sum of each channel's products a * b, one dot
     product per row (no array of the products: ~2x faster than (a * b).sum)."""
-    P, C = a.shape[:2]
-    return (a[..., None, :] @ b[..., None]).reshape(P, C).sum(axis=0)
+    P, C, R = a.shape
+    if R == 1:
+        return (a * b).sum(axis=(0, 2), dtype=np.float64)
+    return (a[..., None, :] @ b[..., None]).reshape(P, C).sum(axis=0, dtype=np.float64)
 
 
 def batch_norm_array(backend, x, weight, bias, eps):
@@ -1520,10 +1529,10 @@ def batch_norm_array(backend, x, weight, bias, eps):
     last = is_batch_last(x)
     x3 = channel_rows(backend, x.astype(dtype, copy=False), last)            # (P, C, R)
     M = x3.shape[0] * x3.shape[2]                                           # values per channel
-    mean = _channel_sums(xp, x3) / M                                        # (C,)
+    mean = (_channel_sums(xp, x3) / M).astype(dtype)                        # (C,)
     y = empty_as(backend, x, dtype=dtype)
     centred = xp.subtract(x3, mean[:, None], out=channel_rows(backend, y, last))
-    var = _channel_dots(xp, centred, centred) / M
+    var = (_channel_dots(xp, centred, centred) / M).astype(dtype)
     invstd = 1 / xp.sqrt(var + eps)
     centred *= (invstd if weight is None else invstd * weight.astype(dtype))[:, None]
     if bias is not None:
@@ -1538,7 +1547,8 @@ def batch_norm_sums_array(backend, x, grad_out, mean, invstd):
     xp = backend.xp
     x3, g3 = _grad_rows(backend, x, grad_out, mean.dtype)                  # (P, C, R)
     centred = x3 - mean[:, None]
-    return xp.stack([_channel_sums(xp, g3), _channel_dots(xp, g3, centred) * invstd])
+    sums = xp.stack([_channel_sums(xp, g3), _channel_dots(xp, g3, centred) * invstd])
+    return sums.astype(mean.dtype)
 
 
 def batch_norm_grad_array(backend, x, grad_out, weight, mean, invstd, sums_out=None):
@@ -1558,9 +1568,10 @@ def batch_norm_grad_array(backend, x, grad_out, weight, mean, invstd, sums_out=N
     M = x3.shape[0] * x3.shape[2]
     out = empty_as(backend, x, dtype=dtype)
     centred = xp.subtract(x3, mean[:, None], out=channel_rows(backend, out, last))
-    sum_g, sum_g_centred = _channel_sums(xp, g3), _channel_dots(xp, g3, centred)
-    if sums_out is not None:
-        sums_out.append(xp.stack([sum_g, sum_g_centred * invstd]))
+    sum_g, sum_g_centred = _channel_sums(xp, g3), _channel_dots(xp, g3, centred)  # float64
+    if sums_out is not None:   # as batch_norm_sums_array computes them, to the bit
+        sums_out.append(xp.stack([sum_g, sum_g_centred * invstd]).astype(dtype))
+    sum_g, sum_g_centred = sum_g.astype(dtype), sum_g_centred.astype(dtype)
     # xhat * mean(g xhat) = (x - mean) * invstd^2 * sum(g (x - mean)) / M
     centred *= (sum_g_centred * (invstd * invstd / M))[:, None]
     centred += (sum_g / M)[:, None]
