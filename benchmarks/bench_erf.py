@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -27,16 +26,13 @@ import tinygrad_cnn as tg  # noqa: E402  (after the path set-up above)
 import tinygrad_cnn.functional as F  # noqa: E402
 from tinygrad_cnn.backend import reduce_malloc_churn  # noqa: E402
 
+sys.path.insert(0, HERE)
+import bench_norm  # noqa: E402  (its timing loop)
 
-def median_ms(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+
+def median_ms(fn, repeats):
+    """Median milliseconds of ``repeats`` calls after 3 untimed ones."""
+    return bench_norm.median_ms(fn, repeats, warmup=3, settle=0)
 
 
 def ours(x_np):

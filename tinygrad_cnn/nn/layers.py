@@ -58,6 +58,21 @@ def _param(shape, dtype, device):
     return _filled(shape, 0, dtype, device, requires_grad=True, cls=Parameter)
 
 
+def _register_affine(module, shape, affine, bias, dtype, device):
+    """A normalisation layer's ``weight`` and (with ``bias``) ``bias`` of ``shape`` if
+    ``affine``, else None; :func:`_reset_affine` initialises them."""
+    module.register_parameter("weight", _param(shape, dtype, device) if affine else None)
+    module.register_parameter("bias", _param(shape, dtype, device) if affine and bias else None)
+
+
+def _reset_affine(module):
+    """A normalisation layer's scale to 1 and shift to 0 (those it has)."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 def _check_input(layer, x, ndims, channels=None, channel_axis=1, shape_hint=""):
     """Raise a clear error unless ``x`` is a Tensor with ``ndims`` dims (an int, a
     sequence of them, or None: any but 0) and ``channels`` along ``channel_axis``, on
@@ -1091,12 +1106,7 @@ class _BatchNorm(Module):
         self.track_running_stats = check_flag(f"{name}: track_running_stats",
                                               track_running_stats)
         C = self.num_features
-        if self.affine:
-            self.weight = _param((C,), dtype, device)
-            self.bias = _param((C,), dtype, device)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, (C,), self.affine, True, dtype, device)
         if self.track_running_stats:
             dt = float32 if dtype is None else _as_dtype(dtype)
             self.register_buffer("running_mean", _filled((C,), 0, dt, device))
@@ -1117,10 +1127,7 @@ class _BatchNorm(Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:   # InstanceNorm2d(bias=False)
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x):
         C = self.num_features
@@ -1176,7 +1183,7 @@ class _InstanceNorm(_BatchNorm):
     defaults for these layers (see :class:`InstanceNorm2d`)."""
 
     _spatial = 2        # spatial axes of a sample
-    _sample = "image"   # what one sample is, for the errors
+    _sample = "an image"   # what one sample is, for the errors
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
                  track_running_stats=False, dtype=None, device=None, *, bias=True):
@@ -1199,8 +1206,7 @@ class _InstanceNorm(_BatchNorm):
         use_input_stats = self.training or not self.track_running_stats
         if use_input_stats and math.prod(x.shape[-k:]) == 1:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
-                             f"of {'an' if self._sample[0] in 'aeiou' else 'a'} "
-                             f"{self._sample} (its own statistics are used), got input of "
+                             f"of {self._sample} (its own statistics are used), got input of "
                              f"shape {x.shape}")
         unbatched = x.ndim == k + 1
         x = x.unsqueeze(0) if unbatched else x
@@ -1251,7 +1257,7 @@ class InstanceNorm1d(_InstanceNorm):
     _ndims = (2, 3)
     _hint = "({C}, L) or (N, {C}, L)"
     _spatial = 1
-    _sample = "sequence"
+    _sample = "a sequence"
 
 
 class GroupNorm(Module):
@@ -1278,17 +1284,11 @@ class GroupNorm(Module):
         self.eps = check_number(f"{name}: eps", eps, low=0, open_low=True)
         self.affine = check_flag(f"{name}: affine", affine)
         bias = check_flag(f"{name}: bias", bias)
-        C = self.num_channels
-        self.register_parameter("weight", _param((C,), dtype, device) if self.affine else None)
-        self.register_parameter("bias", _param((C,), dtype, device)
-                                if self.affine and bias else None)
+        _register_affine(self, (self.num_channels,), self.affine, bias, dtype, device)
         self.reset_parameters()
 
     def reset_parameters(self):
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x):
         C = self.num_channels
@@ -1333,17 +1333,11 @@ class LayerNorm(Module):
         self.eps = check_number(f"{name}: eps", eps, low=0, open_low=True)
         self.elementwise_affine = check_flag(f"{name}: elementwise_affine", elementwise_affine)
         bias = check_flag(f"{name}: bias", bias)
-        affine = self.elementwise_affine
-        self.register_parameter("weight", _param(shape, dtype, device) if affine else None)
-        self.register_parameter("bias", _param(shape, dtype, device)
-                                if affine and bias else None)
+        _register_affine(self, shape, self.elementwise_affine, bias, dtype, device)
         self.reset_parameters()
 
     def reset_parameters(self):
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x):
         shape = self.normalized_shape
